@@ -1,0 +1,284 @@
+#!/bin/bash
+# Run a command of this repo as root inside a throwaway VM whose kernel has a *pure* cgroup v2
+# hierarchy, and exit with the command's exit code.
+#
+#   usage: .ci/cgroup_v2_vm.sh [--workdir DIR] [--timeout SECONDS] [--cgroup PATH]
+#                              [--bind PATH]... -- COMMAND...
+#   e.g.   .ci/cgroup_v2_vm.sh -- .venv/bin/python -m pytest -q tests/test_cgroup_v2.py
+#
+# Why a VM: the CI/dev machines have a hybrid cgroup layout (v1 controllers + a controller-less
+# v2 mount) that cannot be switched at runtime, while most users run pure cgroup v2.
+#
+# How: Debian's stock kernel (the linux-image-amd64 .deb, booted with cgroup_no_v1=all) runs
+# under qemu with software emulation (TCG; /dev/kvm here is PVM and cannot boot a stock kernel).
+# The initramfs holds busybox, a few modules and .ci/vm_init.sh as /init, which rebuilds the
+# host's file system layout from virtio-9p shares (host / read-only, the checkout read-write)
+# so that the checkout and its .venv (and the Python installation behind it) have the same
+# absolute paths as on the host; see vm_init.sh for the exact mounts.  COMMAND runs as root,
+# with cwd = the checkout, in the root cgroup unless --cgroup is given.  Its output is relayed
+# live to stdout; its exit code comes back through a writable 9p share.
+#
+# Options:
+#   --workdir DIR   cache (kernel .deb, vmlinuz, initramfs) and per-run scratch directories;
+#                   default ${TMPDIR:-/tmp}/jobber-cgv2-vm.  Cached = ~15-30 s per run.
+#   --timeout S     kill the VM after S seconds (default 600); exit code 124 then.
+#   --cgroup PATH   run COMMAND in cgroup PATH (e.g. /ci.slice/pytest.scope), created with all
+#                   controllers enabled down to it, like systemd places a login session.
+#   --bind PATH     also make host PATH visible (read-only) at the same path in the guest.
+# Environment forwarded to the guest: every JOBBER_* and PYTEST_* variable, CI, PY_COLORS,
+# NO_COLOR, FORCE_COLOR.  Also set: HOME=/root, LANG=C.UTF-8, PATH=<repo>/.venv/bin:<system>,
+# PYTHONUNBUFFERED=1, JOBBER_TEST_BLOCK_DIR=/var/tmp/jobber-disk (ext4 on the virtio disk
+# /dev/vda, when mkfs.ext4 is available on the host).
+# Exit codes: COMMAND's; 124 if the VM timed out; 125 if the VM failed before reporting one.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+INIT="$REPO/.ci/vm_init.sh"
+WORKDIR=${TMPDIR:-/tmp}/jobber-cgv2-vm
+TIMEOUT=600
+CGROUP=
+BINDS=()
+MEM_MB=2048
+SMP=2
+# Kernel modules to put into the initramfs (their dependencies are added).
+MODULES="virtio_pci virtio_blk 9pnet_virtio 9p ext4 crc32c_generic"
+
+usage() { sed -n '4,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+while (($#)); do
+    case $1 in
+        --workdir) WORKDIR=$2; shift 2 ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        --cgroup) CGROUP=$2; shift 2 ;;
+        --bind) BINDS+=("$(realpath -e "$2")"); shift 2 ;;
+        --) shift; break ;;
+        -h | --help) usage ;;
+        -*) echo "unknown option: $1" >&2; usage ;;
+        *) break ;;
+    esac
+done
+(($#)) || usage
+mkdir -p "$WORKDIR"
+WORKDIR=$(cd "$WORKDIR" && pwd -P)
+CACHE="$WORKDIR/cache"
+mkdir -p "$CACHE"
+
+log() { echo "[cgv2-vm] $*" >&2; }
+die() { log "ERROR: $*"; exit 125; }
+# step NAME CMD...: run CMD and print how long it took.
+step() {
+    local name=$1 t0=$EPOCHREALTIME
+    shift
+    "$@"
+    local us=$(( (${EPOCHREALTIME/./} - ${t0/./}) ))
+    log "$(printf 'step %-12s %6d.%01ds' "$name" $((us / 1000000)) $((us % 1000000 / 100000)))"
+}
+T_START=$EPOCHREALTIME
+
+# --- host packages ----------------------------------------------------------------------------
+APT_UPDATED=
+apt_update() {
+    [[ -n $APT_UPDATED ]] || { apt-get update -qq; APT_UPDATED=1; }
+}
+install_packages() {
+    local pkg missing=()
+    for pkg in qemu-system-x86 busybox-static cpio; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    log "installing ${missing[*]}"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- kernel: Debian's linux-image .deb, downloaded once into the cache -------------------------
+fetch_kernel() {
+    KERNEL_DEB=$(ls "$CACHE"/linux-image-*.deb 2>/dev/null | head -n1 || true)
+    [[ -z $KERNEL_DEB ]] || return 0
+    local pkg
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
+    if [[ -z $pkg ]]; then
+        apt_update
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    fi
+    [[ -n $pkg ]] || die "cannot find the kernel package behind linux-image-amd64"
+    log "downloading $pkg"
+    local dl
+    dl=$(mktemp -d "$WORKDIR/download.XXXXXX")
+    chmod 777 "$dl" # apt-get download drops privileges to the _apt user
+    (cd "$dl" && apt-get download -q "$pkg" >/dev/null)
+    mv "$dl"/*.deb "$CACHE/"
+    rmdir "$dl"
+    KERNEL_DEB=$(ls "$CACHE"/linux-image-*.deb | head -n1)
+}
+
+# --- initramfs: busybox + modules + vm_init.sh; rebuilt when one of them changes ---------------
+build_initrd() {
+    local key
+    key=$(cat "$INIT" "${BASH_SOURCE[0]}" /bin/busybox <(echo "$KERNEL_DEB $MODULES") | sha256sum | cut -c1-16)
+    INITRD="$CACHE/initrd-$key.gz"
+    VMLINUZ="$CACHE/vmlinuz-$(basename "$KERNEL_DEB" .deb)"
+    [[ -f $INITRD && -f $VMLINUZ ]] && return 0
+    local x="$WORKDIR/build.$$" kdir m
+    rm -rf "$x"
+    mkdir -p "$x/deb" "$x/root"/{bin,mod,proc,sys,dev}
+    dpkg-deb -x "$KERNEL_DEB" "$x/deb"
+    cp "$x"/deb/boot/vmlinuz-* "$VMLINUZ"
+    kdir=$(echo "$x"/deb/lib/modules/*)
+    # The .deb has no modules.dep (depmod runs at install time, and kmod may be missing here):
+    # read each module's "depends=" from its .modinfo section, load dependencies first.
+    declare -A KO=() DONE=()
+    local f
+    while IFS= read -r f; do
+        m=$(basename "$f")
+        m=${m%%.ko*}
+        KO[${m//-/_}]=$f
+    done < <(find "$kdir/kernel" -name '*.ko*')
+    add_module() {
+        local m=${1//-/_} dep
+        [[ -z ${DONE[$m]:-} ]] || return 0
+        DONE[$m]=1
+        if [[ -z ${KO[$m]:-} ]]; then
+            grep -qE "/${m//_/[_-]}\.ko" "$kdir/modules.builtin" || die "no kernel module $m"
+            return 0 # built into the kernel
+        fi
+        case ${KO[$m]} in
+            *.ko) cp "${KO[$m]}" "$x/root/mod/$m.ko" ;;
+            *.ko.xz) xz -dc "${KO[$m]}" >"$x/root/mod/$m.ko" ;;
+            *.ko.zst) zstd -qdc "${KO[$m]}" >"$x/root/mod/$m.ko" ;;
+            *) die "unsupported module file ${KO[$m]}" ;;
+        esac
+        for dep in $(tr '\0' '\n' <"$x/root/mod/$m.ko" | sed -n 's/^depends=//p' | tr , ' '); do
+            add_module "$dep"
+        done
+        echo "$m" >>"$x/root/mod/order"
+    }
+    for m in $MODULES; do add_module "$m"; done
+    cp /bin/busybox "$x/root/bin/busybox"
+    cp "$INIT" "$x/root/init"
+    chmod 755 "$x/root/init"
+    rm -f "$CACHE"/initrd-*.gz
+    (cd "$x/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD.tmp"
+    mv "$INITRD.tmp" "$INITRD"
+    log "initramfs modules: $(tr '\n' ' ' <"$x/root/mod/order")"
+    rm -rf "$x"
+}
+
+# --- per-run directory: the "ci" share (config, binds, run.sh, rc) and the virtio disk ---------
+shq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for the guest's busybox sh
+prepare_run() {
+    RUN=$(mktemp -d "$WORKDIR/run.XXXXXX")
+    mkdir "$RUN/ci"
+    # The venv's python is a symlink into a Python installation elsewhere (e.g. pyenv's):
+    # make that installation visible too, unless it is already (under /usr or the checkout).
+    local py="$REPO/.venv/bin/python" prefix p
+    if [[ -x $py ]]; then
+        prefix=$("$py" -c 'import sys; print(sys.base_prefix)')
+        [[ $prefix == /usr || $prefix == /usr/* || $prefix == "$REPO"/* ]] || BINDS+=("$prefix")
+    else
+        log "warning: no $py (run make first?)"
+    fi
+    for p in "${BINDS[@]}"; do
+        [[ $p != *$'\n'* ]] || die "path with a newline: $p"
+        echo "$p"
+    done >"$RUN/ci/binds"
+
+    # A real block device for io.max tests: ext4 on a sparse image, mounted in the guest.
+    local disk=raw
+    truncate -s 1G "$RUN/disk.img"
+    if command -v mkfs.ext4 >/dev/null; then
+        mkfs.ext4 -q -F -L jobber-disk "$RUN/disk.img"
+        disk=ext4
+    else
+        log "warning: no mkfs.ext4, the virtio disk stays unformatted"
+    fi
+    {
+        echo "REPO=$(shq "$REPO")"
+        echo "CGROUP=$(shq "$CGROUP")"
+        echo "DISK=$disk"
+    } >"$RUN/ci/config"
+
+    # run.sh: executed by the guest's bash in an empty environment.
+    local name
+    {
+        echo 'set -e'
+        for name in $(compgen -e); do
+            [[ $name =~ ^(JOBBER_|PYTEST_)|^(CI|PY_COLORS|NO_COLOR|FORCE_COLOR)$ ]] || continue
+            printf 'export %s=%q\n' "$name" "${!name}"
+        done
+        printf 'export HOME=/root LANG=C.UTF-8 PYTHONUNBUFFERED=1\n'
+        printf 'export PATH=%q\n' "$REPO/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        [[ $disk != ext4 ]] || echo 'export JOBBER_TEST_BLOCK_DIR=/var/tmp/jobber-disk'
+        if [[ -n $CGROUP ]]; then
+            # cgroup v2: processes only in leaves (except in the root), so enable the
+            # controllers in every ancestor of the target and move this shell into it.
+            printf 'cg=%q\n' "/sys/fs/cgroup/${CGROUP#/}"
+            cat <<'EOF'
+mkdir -p "$cg"
+d=/sys/fs/cgroup
+for part in $(realpath -m --relative-to=/sys/fs/cgroup "$cg" | tr / ' '); do
+    for c in $(<"$d/cgroup.controllers"); do echo "+$c" >"$d/cgroup.subtree_control"; done
+    d=$d/$part
+done
+echo $$ >"$cg/cgroup.procs"
+EOF
+        fi
+        printf 'cd %q\n' "$REPO"
+        # stdin from /dev/null: nothing may read the console.  Output goes through a pipe so
+        # that the command does not believe it writes to a terminal (no colours, no \r).
+        printf 'set +e\n%s </dev/null 2>&1 | cat\nexit ${PIPESTATUS[0]}\n' "$(printf '%q ' "$@")"
+    } >"$RUN/ci/run.sh"
+}
+
+# --- boot ----------------------------------------------------------------------------------------
+boot() {
+    local qemu_rc=0 tail_pid
+    : >"$RUN/console.log"
+    # -no-reboot + panic=-1: a kernel panic (e.g. /init dying) ends qemu at once.
+    timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+        -accel "${CGV2_VM_ACCEL:-tcg,thread=multi}" -cpu max -smp "$SMP" -m "$MEM_MB" -M q35 \
+        -kernel "$VMLINUZ" -initrd "$INITRD" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs local,path="$REPO",mount_tag=repo,security_model=none,multidevs=remap \
+        -virtfs local,path="$RUN/ci",mount_tag=ci,security_model=none \
+        -drive file="$RUN/disk.img",if=virtio,format=raw,cache=none \
+        -display none -serial file:"$RUN/console.log" -monitor none -no-reboot -nic none &
+    QEMU_PID=$!
+    # Relay the serial console live (without the \r of the guest tty).
+    tail -n +1 -F --pid="$QEMU_PID" "$RUN/console.log" 2>/dev/null | sed -u 's/\r$//' &
+    tail_pid=$!
+    wait "$QEMU_PID" || qemu_rc=$?
+    QEMU_PID=
+    wait "$tail_pid" || true
+    if [[ ! -s $RUN/ci/rc ]]; then
+        ((qemu_rc != 124)) || { log "ERROR: the VM timed out after ${TIMEOUT}s"; RC=124; return; }
+        log "ERROR: the VM stopped (qemu exit code $qemu_rc) without reporting the command's exit code"
+        RC=125
+        return
+    fi
+    RC=$(<"$RUN/ci/rc")
+}
+
+QEMU_PID=
+RUN=
+cleanup() {
+    [[ -z $QEMU_PID ]] || kill "$QEMU_PID" 2>/dev/null || true
+    [[ -z $RUN ]] || rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step packages install_packages
+# The cache is shared by concurrent runs: build it under a lock.
+exec 9>"$WORKDIR/cache.lock"
+flock 9
+step kernel fetch_kernel
+step initramfs build_initrd
+flock -u 9
+step prepare prepare_run "$@"
+log "booting $(basename "$VMLINUZ") (timeout ${TIMEOUT}s): $*"
+RC=125
+step boot+command boot
+us=$(( ${EPOCHREALTIME/./} - ${T_START/./} ))
+log "exit code $RC, total $((us / 1000000)).$((us % 1000000 / 100000))s"
+exit "$RC"

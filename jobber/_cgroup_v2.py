@@ -1,0 +1,189 @@
+"""cgroup v2 backend: the unified hierarchy most hosts have today.
+
+Jobs are leaves of a jobber subtree beneath the cgroup the starting process lives in:
+``<anchor>/jobber/<owner>/<id>``. cgroup v2 lets only leaves hold processes (the root
+excepted), and controllers must be enabled in every ancestor's ``cgroup.subtree_control``,
+so when the anchor is not the root its processes are first moved into a leaf
+``<anchor>/jobber.leaf``, as container runtimes do under delegation.
+See https://docs.kernel.org/admin-guide/cgroup-v2.html
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from jobber import _cgroupfs as fs
+
+if TYPE_CHECKING:
+    from jobber._limits import Limits
+
+NAME = "cgroup-v2"
+WANTED = ("cpu", "memory", "pids", "io")
+LEAF = "jobber.leaf"
+_PERIOD_US = 100_000
+
+
+def mountpoint() -> str | None:
+    """Where the unified hierarchy with controllers is mounted, if anywhere."""
+    for mount, fstype, _options in fs.mountinfo():
+        if fstype == "cgroup2" and fs.read(os.path.join(mount, "cgroup.controllers")):
+            return mount
+    return None
+
+
+def anchor() -> str:
+    """The cgroup jobber's subtree goes under: the starter's own (or its leaf's parent)."""
+    mount = mountpoint()
+    if mount is None:
+        raise FileNotFoundError("no cgroup2 hierarchy with controllers is mounted")
+    own = os.path.join(mount, fs.self_cgroups().get("", "/").lstrip("/")).rstrip("/")
+    # A starter already moved into our leaf anchors at the leaf's parent, so the subtree
+    # does not nest one level deeper with every kernel restart.
+    return os.path.dirname(own) if os.path.basename(own) == LEAF else own
+
+
+def unavailable() -> str | None:
+    """Why this backend cannot run here, or None when it can."""
+    try:
+        base = anchor()
+    except (FileNotFoundError, OSError) as err:
+        return str(err)
+    if not os.access(os.path.join(base, "cgroup.subtree_control"), os.W_OK):
+        return (
+            f"{base} is not writable by uid {os.geteuid()}: run as root, or start Jupyter in a "
+            "delegated scope (systemd-run --user --scope -p Delegate=yes jupyter lab)"
+        )
+    return None
+
+
+def _enable_controllers(parent: str, notes: list[str]) -> None:
+    available = set(fs.read(os.path.join(parent, "cgroup.controllers")).split())
+    enabled = set(fs.read(os.path.join(parent, "cgroup.subtree_control")).split())
+    missing = [c for c in WANTED if c in available and c not in enabled]
+    if missing:
+        fs.write(os.path.join(parent, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
+    for controller in WANTED:
+        if controller not in available and f"{controller} controller" not in " ".join(notes):
+            notes.append(f"the {controller} controller is not delegated to {parent}")
+
+
+def _evacuate(base: str, mount: str) -> None:
+    """Move every process of ``base`` into its leaf (the no-internal-processes rule)."""
+    if base.rstrip("/") == mount.rstrip("/"):
+        return  # the root cgroup may hold processes and still enable controllers
+    pids = fs.read_pids(os.path.join(base, "cgroup.procs"))
+    if not pids:
+        return
+    leaf = fs.mkdir_path(base, [LEAF])
+    for pid in pids:
+        try:
+            fs.write(os.path.join(leaf, "cgroup.procs"), str(pid))
+        except ProcessLookupError:
+            pass
+
+
+def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, Any]:
+    """Create the job's leaf cgroup and write its limits.
+
+    Returns:
+        The record the other calls take (saved in the job directory).
+
+    Raises:
+        OSError: cgroupfs refused a directory or a value.
+    """
+    mount = mountpoint() or "/sys/fs/cgroup"
+    base = anchor()
+    notes: list[str] = []
+    _evacuate(base, mount)
+    path = fs.mkdir_path(base, ["jobber", owner, str(job_id)], lambda p: _enable_controllers(p, notes))
+    files = set(os.listdir(path))
+
+    def put(file: str, value: str, limit: str) -> None:
+        if file not in files:
+            notes.append(f"{limit} limit not enforced: {file} is missing (controller not delegated)")
+        else:
+            fs.write(os.path.join(path, file), value)
+
+    if limits.memory is not None:
+        put("memory.max", str(limits.memory), "memory")
+        if "memory.swap.max" in files:
+            fs.write(os.path.join(path, "memory.swap.max"), "0")
+    if "memory.oom.group" in files:
+        # One OOM kill takes the whole job, not a random process of it: a half-killed
+        # training job is worse than a dead one.
+        fs.write(os.path.join(path, "memory.oom.group"), "1")
+    if limits.cpu is not None:
+        put("cpu.max", f"{max(1000, round(limits.cpu * _PERIOD_US))} {_PERIOD_US}", "cpu")
+    if limits.pids is not None:
+        put("pids.max", str(limits.pids), "pids")
+    io = []
+    if limits.io_read_bps is not None:
+        io.append(f"rbps={limits.io_read_bps}")
+    if limits.io_write_bps is not None:
+        io.append(f"wbps={limits.io_write_bps}")
+    if io:
+        disk = fs.whole_disk(job_dir)
+        if disk is None:
+            notes.append(f"io limits not enforced: {job_dir} is not on a block device")
+        else:
+            put("io.max", f"{disk} {' '.join(io)}", "io")
+    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes}
+
+
+class Cgroup:
+    """A job's leaf cgroup, rebuilt from the record ``prepare`` returned."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.path: str = record["dirs"]["unified"]
+        self.procs = os.path.join(self.path, "cgroup.procs")
+
+    def join(self, pid: int) -> None:
+        """Move ``pid`` into the job's cgroup (called in the job's own process)."""
+        fs.write(self.procs, str(pid))
+
+    def pids(self) -> list[int]:
+        """Every process of the job, setsid escapees included."""
+        return fs.read_pids(self.procs)
+
+    def signal_all(self, sig: int) -> int:
+        """Send ``sig`` to every process of the job."""
+        return fs.signal_pids(self.pids(), sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process at once with cgroup.kill (Linux 5.14), else freeze-kill-thaw."""
+        kill = os.path.join(self.path, "cgroup.kill")
+        if os.path.exists(kill):
+            fs.write(kill, "1")
+        else:
+            freeze = os.path.join(self.path, "cgroup.freeze")
+            try:
+                fs.write(freeze, "1")
+                fs.signal_pids(self.pids(), fs.SIGKILL)
+            finally:
+                fs.write(freeze, "0")
+        fs.wait_until(lambda: not self.pids(), 5.0)
+
+    def stats(self) -> dict[str, Any]:
+        """Memory now and at peak, CPU seconds, and OOM kills so far."""
+        out: dict[str, Any] = {}
+
+        def kv(name: str) -> dict[str, str]:
+            return dict(line.split() for line in fs.read(os.path.join(self.path, name)).splitlines())
+
+        try:
+            out["memory_bytes"] = int(fs.read(os.path.join(self.path, "memory.current")))
+            out["oom_kills"] = int(kv("memory.events").get("oom_kill", 0))
+            # memory.peak exists from Linux 5.19 on.
+            out["peak_memory_bytes"] = int(fs.read(os.path.join(self.path, "memory.peak")))
+        except FileNotFoundError:
+            pass
+        out["cpu_seconds"] = int(kv("cpu.stat")["usage_usec"]) / 1e6
+        return out
+
+    def remove(self) -> None:
+        """rmdir the job's cgroup, and the owner's and jobber's if they became empty."""
+        fs.rmdir_retry(self.path)
+        owner_dir = os.path.dirname(self.path)
+        fs.rmdir_quietly(owner_dir)
+        fs.rmdir_quietly(os.path.dirname(owner_dir))

@@ -1,0 +1,137 @@
+"""Choosing what confines a job, in one place, and translating cgroupfs errors.
+
+Backends (``_cgroup_v2``, ``_cgroup_v1``, ``_unconfined``) share one small protocol:
+``prepare(owner, job_id, limits, job_dir) -> record`` makes the confinement, and
+``Cgroup(record)`` rebuilt from that record (by any process: the supervisor, a restarted
+kernel, the CLI) offers ``join``, ``pids``, ``signal_all``, ``kill_all``, ``stats`` and
+``remove``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from types import ModuleType
+from typing import Any
+
+from jobber import _cgroup_v1, _cgroup_v2, _unconfined
+from jobber._errors import JobError
+from jobber._limits import Limits
+
+__all__ = ["choose", "prepare", "open_cgroup", "BACKENDS"]
+
+BACKENDS: dict[str, ModuleType] = {
+    _cgroup_v2.NAME: _cgroup_v2,
+    _cgroup_v1.NAME: _cgroup_v1,
+    _unconfined.NAME: _unconfined,
+}
+
+
+def detect() -> str:
+    """The host's layout: "cgroup-v2" (unified), "cgroup-v1" (legacy/hybrid) or "none"."""
+    try:
+        if _cgroup_v1.mounts().get("memory"):
+            return _cgroup_v1.NAME
+        if _cgroup_v2.mountpoint():
+            return _cgroup_v2.NAME
+    except OSError:
+        pass
+    return _unconfined.NAME
+
+
+def choose() -> tuple[ModuleType, str | None]:
+    """Pick the backend for a new job.
+
+    Returns:
+        (backend module, reason it is unconfined or None).
+
+    Raises:
+        JobError: ``$JOBBER_ISOLATION`` names an unknown backend.
+    """
+    wanted = os.environ.get("JOBBER_ISOLATION", "").strip()
+    if wanted and wanted not in BACKENDS:
+        raise JobError(f"JOBBER_ISOLATION={wanted!r} is not one of {', '.join(BACKENDS)}")
+    name = wanted or detect()
+    if name == _unconfined.NAME:
+        reason = "JOBBER_ISOLATION=none" if wanted else "no cgroup hierarchy is mounted on this host"
+        return _unconfined, reason
+    why = BACKENDS[name].unavailable()
+    if why is None:
+        return BACKENDS[name], None
+    return _unconfined, f"no writable cgroup: {why}"
+
+
+def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, Any]:
+    """Make the confinement of a new job.
+
+    Returns:
+        The record to save beside the job (``isolation``, ``notes`` and backend data).
+
+    Raises:
+        JobError: the cgroup could not be made, or ``limits.require_isolation`` is set
+            and the job would run unconfined or with a limit not enforced.
+    """
+    backend, reason = choose()
+    if backend is _unconfined:
+        if limits.require_isolation:
+            raise JobError(
+                f"job {job_id} needs isolation but would run unconfined ({reason}); run as root "
+                "or in a delegated cgroup, or drop require_isolation",
+                job_id=job_id,
+            )
+        return _unconfined.prepare(owner, job_id, limits, job_dir, reason or "unknown")
+    for attempt in range(3):
+        try:
+            record = backend.prepare(owner, job_id, limits, job_dir)
+            break
+        except FileNotFoundError:
+            # Another job's clean-up removed an empty parent between our mkdirs: redo.
+            if attempt == 2:
+                raise JobError(f"could not create the cgroup of job {job_id}: it kept vanishing") from None
+        except OSError as err:
+            _remove_quietly(backend, owner, job_id)
+            hint = (
+                " (run as root, or in a delegated cgroup)" if err.errno in (errno.EACCES, errno.EPERM) else ""
+            )
+            raise JobError(
+                f"{backend.NAME}: cannot set up the cgroup of job {job_id}: "
+                f"{err.strerror or err}{' at ' + err.filename if err.filename else ''}{hint}",
+                job_id=job_id,
+            ) from err
+    unenforced = [note for note in record["notes"] if "not enforced" in note]
+    if limits.require_isolation and unenforced:
+        open_cgroup(record).remove()
+        raise JobError(
+            f"job {job_id} needs isolation but {'; '.join(unenforced)}", job_id=job_id
+        )
+    return record
+
+
+def _remove_quietly(backend: ModuleType, owner: str, job_id: int) -> None:
+    """Undo a half-made cgroup: rmdir whatever exists of it."""
+    try:
+        if backend is _cgroup_v1:
+            for mountpoint in set(_cgroup_v1.mounts().values()):
+                controller = next(c for c, m in _cgroup_v1.mounts().items() if m == mountpoint)
+                path = os.path.join(_cgroup_v1._base_dir(mountpoint, controller), "jobber", owner, str(job_id))
+                if os.path.isdir(path):
+                    os.rmdir(path)
+        elif backend is _cgroup_v2:
+            path = os.path.join(_cgroup_v2.anchor(), "jobber", owner, str(job_id))
+            if os.path.isdir(path):
+                os.rmdir(path)
+    except (OSError, StopIteration):
+        pass
+
+
+def open_cgroup(record: dict[str, Any], pid: int | None = None) -> Any:
+    """Rebuild a job's confinement from its saved record.
+
+    Args:
+        record: what :func:`prepare` returned.
+        pid: the job's main process, which the "none" backend signals as a group.
+    """
+    backend = BACKENDS.get(record.get("isolation", ""))
+    if backend is None:
+        raise JobError(f"unknown isolation {record.get('isolation')!r} in the job record")
+    return backend.Cgroup({**record, "pid": pid})

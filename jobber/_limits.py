@@ -1,0 +1,176 @@
+"""Resource limits of a job, and the size strings people type ("512M", "2G")."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from jobber._errors import LimitError
+
+__all__ = ["Limits", "parse_size", "format_size"]
+
+# Binary multiples, as docker, Slurm and cgroupfs itself read them ("512M" == 512 MiB).
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+    "tib": 1 << 40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | str, what: str = "size") -> int:
+    """Read a byte count from an int or a string such as "512M", "1.5G", "100KiB".
+
+    Args:
+        value: a non-negative int, or a number with an optional binary unit
+            (K, M, G, T; "MB" and "MiB" both mean 2**20).
+        what: the name of the limit, used in the error message.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        LimitError: the value is negative, zero, or not a size.
+    """
+    if isinstance(value, bool):
+        raise LimitError(f"{what} must be a size such as 512M or 2G, not {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        match = _SIZE.match(value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise LimitError(
+                f"{what}: {value!r} is not a size; write a number with an optional unit "
+                "K, M, G or T (binary: 512M is 512 MiB), e.g. 512M or 2G"
+            )
+        number = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        raise LimitError(f"{what} must be an int or a string such as 512M, not {type(value).__name__}")
+    if number <= 0:
+        raise LimitError(f"{what} must be positive, got {value!r}")
+    return number
+
+
+def format_size(size: int | None) -> str:
+    """Show a byte count the way people read it: 52428800 -> "50 MiB"."""
+    if size is None:
+        return "-"
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
+    return f"{size} B"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a job may use. ``None`` means unlimited.
+
+    Args:
+        cpu: CPUs, e.g. 0.5 for half a core, 2 for two cores.
+        memory: bytes of RAM (swap is not allowed on top), int or "512M".
+        pids: the most processes and threads the job may have at once.
+        io_read_bps: bytes per second read from the disk holding the job directory.
+        io_write_bps: bytes per second written to that disk (direct I/O; buffered
+            writes bypass the throttle, see the cgroup v1 blkio documentation).
+        require_isolation: refuse to start rather than run unconfined when no
+            cgroup is available, or when a limit cannot be enforced.
+
+    Raises:
+        LimitError: a value is malformed.
+    """
+
+    cpu: float | None = None
+    memory: int | None = None
+    pids: int | None = None
+    io_read_bps: int | None = None
+    io_write_bps: int | None = None
+    require_isolation: bool = False
+
+    def __init__(
+        self,
+        cpu: float | str | None = None,
+        memory: int | str | None = None,
+        pids: int | str | None = None,
+        io_read_bps: int | str | None = None,
+        io_write_bps: int | str | None = None,
+        require_isolation: bool = False,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "cpu", _parse_cpu(cpu))
+        set_(self, "memory", None if memory is None else parse_size(memory, "memory"))
+        set_(self, "pids", _parse_pids(pids))
+        set_(self, "io_read_bps", None if io_read_bps is None else parse_size(io_read_bps, "io_read_bps"))
+        set_(self, "io_write_bps", None if io_write_bps is None else parse_size(io_write_bps, "io_write_bps"))
+        set_(self, "require_isolation", bool(require_isolation))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The limits as plain JSON-able values (the job directory stores this)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Limits:
+        """Rebuild limits from :meth:`to_dict` output.
+
+        Raises:
+            LimitError: an unknown key or a malformed value.
+        """
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise LimitError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """A short human summary: "cpu=0.5 memory=50 MiB pids=20"."""
+        parts = []
+        if self.cpu is not None:
+            parts.append(f"cpu={self.cpu:g}")
+        if self.memory is not None:
+            parts.append(f"memory={format_size(self.memory)}")
+        if self.pids is not None:
+            parts.append(f"pids={self.pids}")
+        if self.io_read_bps is not None:
+            parts.append(f"io_read={format_size(self.io_read_bps)}/s")
+        if self.io_write_bps is not None:
+            parts.append(f"io_write={format_size(self.io_write_bps)}/s")
+        return " ".join(parts) or "unlimited"
+
+
+def _parse_cpu(value: float | str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        cpu = float(value)
+    except (TypeError, ValueError):
+        raise LimitError(f"cpu must be a number of CPUs such as 0.5 or 2, not {value!r}") from None
+    if not math.isfinite(cpu) or cpu <= 0:
+        raise LimitError(f"cpu must be a positive number of CPUs such as 0.5 or 2, not {value!r}")
+    if cpu < 0.01:
+        raise LimitError(f"cpu={value!r} is below the smallest quota the kernel takes (0.01 CPUs)")
+    return cpu
+
+
+def _parse_pids(value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        pids = int(value)
+    except (TypeError, ValueError):
+        raise LimitError(f"pids must be a whole number of processes, not {value!r}") from None
+    if isinstance(value, bool) or pids < 1:
+        raise LimitError(f"pids must be at least 1, not {value!r}")
+    return pids

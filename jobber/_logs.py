@@ -1,0 +1,99 @@
+"""Reading a job's log: ``tail`` (readinto) and ``follow`` (live, inotify-driven).
+
+Readers stream: each holds one chunk buffer, however large the log or fast the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from jobber._errors import JobError
+from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+
+__all__ = ["tail", "follow", "CHUNK"]
+
+CHUNK = 256 * 1024
+# The follow loop sleeps on inotify; this only bounds how long a follower takes to notice
+# a supervisor that died without writing its final status (it cannot send an event).
+_LIVENESS_CHECK_S = 1.0
+
+
+def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
+    """Copy log bytes from ``offset`` into ``buf``; negative offsets count from the end.
+
+    Returns:
+        How many bytes were copied (0 at or past the end, or before the log exists).
+
+    Raises:
+        JobError: ``buf`` is not a writable buffer or ``offset`` is not an int.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise JobError(f"offset must be an int, not {type(offset).__name__}")
+    try:
+        view = memoryview(buf).cast("B")
+    except TypeError as err:
+        raise JobError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from err
+    if view.readonly:
+        raise JobError("buf is read-only: pass a bytearray or a writable memoryview")
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        if offset < 0:
+            offset = max(0, os.fstat(fd).st_size + offset)
+        return os.preadv(fd, [view], offset)
+    finally:
+        os.close(fd)
+
+
+def follow(log: Path, offset: int, ended: Callable[[], bool]) -> Iterator[bytes]:
+    """Yield the log's bytes from ``offset`` as they are written, until the job ended.
+
+    Args:
+        log: the log file (it may not exist yet).
+        offset: where to start; negative counts back from the current end.
+        ended: True once the job's main process has ended (its status is final). The
+            end is decided from the job, not from EOF: an orphan may hold the log open.
+
+    Yields:
+        Chunks of at most ``CHUNK`` bytes, untouched.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise JobError(f"offset must be an int, not {type(offset).__name__}")
+    with Inotify() as inotify:
+        # Watch the directory before the first read, so no write between the read and
+        # the wait goes unnoticed: events on the log and on status.json both land here.
+        inotify.add_watch(log.parent, IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
+        fd = -1
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            finished = ended()
+            while True:
+                if fd < 0:
+                    try:
+                        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        fd = -1
+                    else:
+                        if offset < 0:
+                            offset = max(0, os.fstat(fd).st_size + offset)
+                if fd >= 0:
+                    n = os.preadv(fd, [view], offset)
+                    if n:
+                        offset += n
+                        yield bytes(view[:n])
+                        continue
+                if finished:
+                    return  # drained after the end: nothing more will come
+                events = inotify.wait(_LIVENESS_CHECK_S)
+                if not events or any(name == b"status.json" for _mask, name in events):
+                    # Read once more after the end is seen: the last bytes may have
+                    # landed between our read and the status write.
+                    finished = ended()
+        finally:
+            if fd >= 0:
+                os.close(fd)

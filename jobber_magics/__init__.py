@@ -1,0 +1,1 @@
+"""IPython extension for jobber (see load_ipython_extension)."""
