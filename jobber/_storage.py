@@ -69,22 +69,22 @@ def ensure_private_dir(path: Path, *, uid: int | None = None) -> Path:
                 "to a directory you own"
             ) from err
     _check_private(path, uid)
-    # The ancestors this user owns must not be symlinks or writable by others either (a
-    # hostile user could otherwise swap /tmp/jobber/jobs later); the first ancestor owned
-    # by somebody else (/tmp, /home) ends the walk, but must not let others replace us.
+    # Every ancestor must be owned by this user or by root, and not be replaceable by
+    # others: a hostile user who made /tmp/jobber could otherwise swap `jobs` inside it.
     for parent in path.parents:
         st = os.lstat(parent)
-        if st.st_uid != uid:
-            if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
-                raise JobError(
-                    f"{parent} is writable by everyone and not sticky, so another user could "
-                    "replace the jobs directory beneath it: set JOBBER_JOBS_DIR elsewhere"
-                )
-            break
-        if stat.S_ISLNK(st.st_mode):
+        if st.st_uid not in (uid, 0):
+            raise JobError(
+                f"{parent} is owned by uid {st.st_uid}, not by uid {uid} (this user) or root: "
+                "remove it, or set JOBBER_JOBS_DIR to a directory you own"
+            )
+        if st.st_uid == uid and stat.S_ISLNK(st.st_mode):
             raise JobError(f"{parent} is a symlink: refusing to keep jobs beneath it; set JOBBER_JOBS_DIR")
         if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
-            raise JobError(f"{parent} is writable by everyone: run `chmod o-w {parent}` or set JOBBER_JOBS_DIR")
+            raise JobError(
+                f"{parent} is writable by everyone and not sticky, so another user could replace "
+                "the jobs directory beneath it: set JOBBER_JOBS_DIR elsewhere"
+            )
     return path
 
 

@@ -1,0 +1,48 @@
+# jobber: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= $(HOME)/.jobber-demo
+PORT ?= 8888
+export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
+
+.PHONY: demo test test-unit test-notebooks test-unprivileged test-cgroup-v2 bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,notebook,server]'
+	touch $@
+
+## make demo: a demo certificate pool, then JupyterLab on localhost at the quickstart notebook
+demo: venv
+	test -f $(DEMO_DIR)/client.pem || $(VENV)/bin/jobber certs init-demo $(DEMO_DIR)
+	JOBBER_ROOT=$(DEMO_DIR) JOBBER_CERT=$(DEMO_DIR)/client.pem \
+	  $(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
+	  --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) \
+	  notebooks/01-quickstart.ipynb
+
+## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
+test: test-unit test-notebooks test-unprivileged test-cgroup-v2
+
+test-unit: venv
+	$(PY) -m pytest -q tests
+
+test-notebooks: venv
+	$(PY) -m pytest -q --nbval notebooks
+
+# The "none" backend for real: the same jobs as an unprivileged user (no writable cgroup).
+test-unprivileged: venv
+	.ci/unprivileged.sh
+
+# The cgroup v2 backend for real: a pure cgroup v2 kernel under qemu (about a minute).
+test-cgroup-v2: venv
+	.ci/cgroup_v2_vm.sh -- $(PY) -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_jobs.py
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

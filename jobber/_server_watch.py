@@ -1,0 +1,203 @@
+"""Following logs and waiting for jobs on the server's event loop, without a thread each.
+
+The core's ``follow()`` and ``wait()`` block on an inotify instance of their own. A server
+with a hundred followers cannot afford a thread each, nor an inotify instance each (the
+kernel allows 128 per user by default, ``fs.inotify.max_user_instances``). So the server
+holds one inotify descriptor, registered with the event loop, and every follower or waiter
+subscribes to the job directory it cares about. The loops below are ``_logs.follow`` and
+``Job.wait`` again, with ``await`` where those block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from jobber._job import Job, JobStatus
+
+__all__ = ["WatchHub", "follow_log", "wait_for_end", "FOLLOW_CHUNK"]
+
+# Small enough that one follower's burst does not delay the others' writes for long.
+FOLLOW_CHUNK = 64 * 1024
+# Like the core: events wake followers at once; this only bounds how soon a supervisor
+# that died without writing its final status is noticed.
+_LIVENESS_CHECK_S = 1.0
+_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+_IN_IGNORED = 0x00008000  # the watch is gone (directory deleted, or rm_watch)
+_EVENT = struct.Struct("iIII")
+
+# The core binding has no rm_watch; without it, every followed job would keep a watch
+# for the server's lifetime.
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+class _Subscription:
+    """One coroutine's interest in one directory: an event plus the file names seen."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.event = asyncio.Event()
+        self.names: set[bytes] = set()
+
+    async def wait(self, timeout: float) -> set[bytes] | None:
+        """Wait for a change; returns the names that changed, or None on timeout."""
+        if not self.event.is_set():
+            try:
+                await asyncio.wait_for(self.event.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        self.event.clear()
+        names, self.names = self.names, set()
+        return names
+
+
+class WatchHub:
+    """One inotify instance for the whole server, shared by every follower and waiter.
+
+    Must be created and used on the event loop's thread.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._inotify = Inotify()
+        self._by_wd: dict[int, set[_Subscription]] = {}
+        self._wd_by_path: dict[str, int] = {}
+        loop.add_reader(self._inotify.fd, self._on_readable)
+
+    @property
+    def watch_count(self) -> int:
+        """Directories watched right now (for tests and the debug log)."""
+        return len(self._by_wd)
+
+    def subscribe(self, path: Path) -> _Subscription:
+        """Start receiving changes in directory ``path``; pair with :meth:`unsubscribe`.
+
+        Raises:
+            OSError: the directory is gone, or the kernel's watch limit is reached.
+        """
+        key = os.fspath(path)
+        wd = self._inotify.add_watch(key, _MASK)  # the same directory yields the same wd
+        sub = _Subscription(key)
+        self._by_wd.setdefault(wd, set()).add(sub)
+        self._wd_by_path[key] = wd
+        return sub
+
+    def unsubscribe(self, sub: _Subscription) -> None:
+        """Stop receiving changes; the watch goes when its last subscriber does."""
+        key = sub.key
+        wd = self._wd_by_path.get(key)
+        subs = self._by_wd.get(wd) if wd is not None else None
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._by_wd[wd]
+            del self._wd_by_path[key]
+            _libc.inotify_rm_watch(self._inotify.fd, wd)  # fails harmlessly if already gone
+
+    def _on_readable(self) -> None:
+        # Drained here, in the callback: the descriptor is level-triggered, and leaving
+        # events queued while a subscriber is busy writing would spin the loop.
+        while True:
+            try:
+                data = os.read(self._inotify.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size
+                name = data[offset : offset + length].rstrip(b"\0")
+                offset += length
+                for sub in self._by_wd.get(wd, ()):
+                    sub.names.add(name)
+                    sub.event.set()
+                if mask & _IN_IGNORED:
+                    self._forget(wd)
+
+    def _forget(self, wd: int) -> None:
+        subs = self._by_wd.pop(wd, set())
+        for key, known in list(self._wd_by_path.items()):
+            if known == wd:
+                del self._wd_by_path[key]
+        for sub in subs:
+            sub.event.set()
+
+    def close(self) -> None:
+        """Stop watching anything (idempotent)."""
+        if self._inotify.fd >= 0:
+            self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+        for subs in self._by_wd.values():
+            for sub in subs:
+                sub.event.set()
+        self._by_wd.clear()
+        self._wd_by_path.clear()
+
+
+def resolve_offset(log: Path, offset: int) -> int:
+    """The absolute offset of ``offset`` (negative counts back from the current end)."""
+    if offset >= 0:
+        return offset
+    try:
+        return max(0, os.stat(log).st_size + offset)
+    except FileNotFoundError:
+        return 0
+
+
+async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[bytes]:
+    """Yield the job's log from absolute ``offset`` as it is written, until the job ended.
+
+    The end is decided from the job's status, never from EOF (an orphan may hold the log
+    open), and the log is drained once more after the end is seen.
+    """
+    sub = hub.subscribe(job.path)  # before the first read: no write goes unnoticed
+    fd = -1
+    buf = bytearray(FOLLOW_CHUNK)
+    view = memoryview(buf)
+    try:
+        finished = job.status().ended
+        while True:
+            if fd < 0:
+                try:
+                    fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = -1
+            if fd >= 0:
+                n = os.preadv(fd, [view], offset)
+                if n:
+                    offset += n
+                    yield bytes(view[:n])
+                    continue
+            if finished:
+                return
+            names = await sub.wait(_LIVENESS_CHECK_S)
+            if names is None or b"status.json" in names:
+                finished = job.status().ended
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        hub.unsubscribe(sub)
+
+
+async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
+    """The job's status once it has ended, or after ``timeout`` seconds, whichever first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sub = hub.subscribe(job.path)
+    try:
+        while True:
+            status = job.status()
+            left = deadline - loop.time()
+            if status.ended or left <= 0:
+                return status
+            await sub.wait(min(left, _LIVENESS_CHECK_S))
+    finally:
+        hub.unsubscribe(sub)

@@ -1,0 +1,299 @@
+"""The ``jobber`` command line: run, list, follow and stop jobs from a terminal.
+
+    jobber run --memory 2G --cpu 1 --follow -- python train.py
+    jobber ls
+    jobber logs 3 -f
+    jobber stop 3
+    jobber certs init-demo ~/.jobber-demo
+    jobber serve --cert server.pem --key server.key
+
+The identity is ``--cert`` or ``$JOBBER_CERT``; ``--server`` (or ``$JOBBER_SERVER``) sends
+everything to a jobber server instead of this host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+
+from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._errors import JobberError
+from jobber._job import JobStatus
+from jobber._limits import Limits, format_size
+
+__all__ = ["main", "build_parser", "exit_code_of"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed so the docs and tests can inspect it)."""
+    parser = argparse.ArgumentParser(
+        prog="jobber",
+        description="Run shell commands as isolated, resource-limited jobs with live logs.",
+        epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
+        "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
+        "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none).",
+    )
+    parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"), help="identity: a PEM certificate (default $JOBBER_CERT)")
+    parser.add_argument("--root", default=None, help="where the pool lives: ROOT/pool (default $JOBBER_ROOT or ~/.jobber)")
+    parser.add_argument("--server", default=os.environ.get("JOBBER_SERVER"), help="use a jobber server at this https URL (default $JOBBER_SERVER)")
+    parser.add_argument("--key", default=os.environ.get("JOBBER_KEY"), help="private key of --cert, for --server (default $JOBBER_KEY)")
+    parser.add_argument("--ca", default=os.environ.get("JOBBER_CA"), help="CA of the server's certificate, for --server (default $JOBBER_CA)")
+    sub = parser.add_subparsers(dest="action", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="start a job", description="Start COMMAND as a job. One argument is "
+                         "run as a shell script (`jobber run -- 'echo $HOME'`); several are quoted and joined.")
+    run.add_argument("--cpu", help="CPUs, e.g. 0.5")
+    run.add_argument("--memory", help="memory limit, e.g. 512M or 2G")
+    run.add_argument("--pids", help="most processes at once")
+    run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
+    run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
+    run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
+    run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
+
+    ls = sub.add_parser("ls", help="list this identity's jobs")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = sub.add_parser("status", help="show a job's status")
+    status.add_argument("job_id", type=int)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    logs = sub.add_parser("logs", help="print a job's log")
+    logs.add_argument("job_id", type=int)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("-n", "--lines", type=int, default=None, help="only the last LINES lines")
+
+    stop = sub.add_parser("stop", help="stop a job and every process it started")
+    stop.add_argument("job_id", type=int)
+    stop.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
+
+    certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
+    certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
+    check = certs_sub.add_parser("check", help="validate a PEM against the pool and print its hash")
+    check.add_argument("file")
+    demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
+    demo.add_argument("directory")
+    demo.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    serve = sub.add_parser("serve", help="serve the jobs API over HTTPS with client certificates")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--cert", dest="server_cert", required=True, help="the server's certificate (PEM)")
+    serve.add_argument("--key", dest="server_key", required=True, help="the server's private key (PEM)")
+    serve.add_argument("--root", dest="serve_root", default=None, help="pool root (default: --root, $JOBBER_ROOT, ~/.jobber)")
+    serve.add_argument("--job-user", default=None, help="run jobs as this user (default: nobody when root)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _ACTIONS[args.action](args)
+    except JobberError as err:
+        print(f"jobber: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `jobber logs 3 | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _session(args: argparse.Namespace):
+    """The identity's job API: a local Certificate, or a remote session."""
+    if not args.cert:
+        raise JobberError("no identity: pass --cert PEM or set JOBBER_CERT (make one with `jobber certs init-demo DIR`)")
+    if args.server:
+        if not args.key:
+            raise JobberError("--server needs the private key of --cert: pass --key or set JOBBER_KEY")
+        from jobber import connect
+
+        return connect(args.server, cert=args.cert, key=args.key, ca=args.ca)
+    return Certificate.from_file(args.cert, root=args.root)
+
+
+def exit_code_of(status: JobStatus) -> int:
+    """The shell's convention: the job's code, or 128 + the signal that ended it."""
+    if status.exit_code is not None:
+        return status.exit_code
+    if status.signal:
+        return 128 + status.signal
+    return 0 if status.state == "exited" else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    words = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not words:
+        raise JobberError("no command: write it after --, e.g. `jobber run -- python train.py`")
+    command = words[0] if len(words) == 1 else shlex.join(words)
+    limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
+                    io_write_bps=args.io_write, require_isolation=args.require_isolation)
+    job = _session(args).new_job(command, limits)
+    job.start()
+    print(f"job {job.id} started", file=sys.stderr)
+    if not args.follow:
+        print(job.id)
+        return 0
+    try:
+        _copy_to_stdout(job.follow())
+    except KeyboardInterrupt:
+        print(f"\njobber: stopped following; job {job.id} keeps running (`jobber stop {job.id}`)", file=sys.stderr)
+        return 130
+    return exit_code_of(job.wait())
+
+
+def _copy_to_stdout(chunks) -> None:
+    out = sys.stdout.buffer
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()
+
+
+def _skip_first_byte(chunks):
+    first = True
+    for chunk in chunks:
+        if first:
+            chunk, first = chunk[1:], False
+        if chunk:
+            yield chunk
+
+
+def _ls(args: argparse.Namespace) -> int:
+    jobs = _session(args).get_jobs()
+    rows = [(job, job.status()) for job in jobs]
+    if args.json:
+        print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
+        return 0
+    print(f"{'ID':>5}  {'STATE':<11} {'RESULT':<28} {'BACKEND':<8} COMMAND")
+    for job, status in rows:
+        command = job.command.replace("\n", "; ")
+        print(f"{job.id:>5}  {status.state:<11} {status.describe():<28} {status.backend:<8} {command[:60]}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    job = _session(args).get_job(args.job_id)
+    status = job.status()
+    if args.json:
+        print(json.dumps({"id": job.id, "command": job.command, **status.to_dict()}, indent=1))
+        return 0
+    elapsed = f"{status.elapsed:.1f} s" if status.elapsed is not None else "-"
+    print(f"job {job.id}: {status.describe()}")
+    print(f"  command    {job.command}")
+    print(f"  limits     {status.limits.describe()}")
+    print(f"  isolation  {status.isolation or '-'}{'  (' + status.isolation_note + ')' if status.isolation_note else ''}")
+    print(f"  elapsed    {elapsed}")
+    print(f"  memory     peak {format_size(status.peak_memory_bytes)}")
+    cpu = f"{status.cpu_seconds:.2f} s" if status.cpu_seconds is not None else "-"
+    print(f"  cpu        {cpu}")
+    if status.note:
+        print(f"  note       {status.note}")
+    return 0
+
+
+def last_lines(job, lines: int, max_window: int = 64 << 20) -> bytes:
+    """The last ``lines`` lines of the log, read backwards in growing windows."""
+    if lines <= 0:
+        return b""
+    window = 1 << 16
+    while True:
+        buf = bytearray(window)
+        n = job.tail(buf, -window)
+        data = bytes(buf[:n])
+        # A trailing newline ends the last line rather than starting an empty one.
+        body = data[:-1] if data.endswith(b"\n") else data
+        if body.count(b"\n") >= lines or n < window or window >= max_window:
+            break
+        window *= 4
+    cut = len(body)
+    for _ in range(lines):
+        cut = body.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return data
+    return data[cut + 1 :]
+
+
+def _logs(args: argparse.Namespace) -> int:
+    job = _session(args).get_job(args.job_id)
+    if args.follow:
+        # A negative offset is resolved against the end when follow opens the log, so
+        # nothing written after that is ever skipped.
+        if args.lines is None:
+            _copy_to_stdout(job.follow(0))
+        elif args.lines > 0:
+            _copy_to_stdout(job.follow(-len(last_lines(job, args.lines)) or 0))
+        elif job.tail(bytearray(1), -1):
+            _copy_to_stdout(_skip_first_byte(job.follow(-1)))  # only what comes next
+        else:
+            _copy_to_stdout(job.follow(0))
+        return 0
+    if args.lines is not None:
+        sys.stdout.buffer.write(last_lines(job, args.lines))
+        sys.stdout.buffer.flush()
+        return 0
+    offset = 0
+    buf = bytearray(1 << 16)
+    out = sys.stdout.buffer
+    while n := job.tail(buf, offset):
+        out.write(buf[:n])
+        offset += n
+    out.flush()
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    status = _session(args).get_job(args.job_id).stop(grace=args.grace)
+    print(f"job {args.job_id}: {status.describe()}")
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    if args.certs_action == "check":
+        cert = Certificate.from_file(args.file, root=args.root)
+        print(cert.hash())
+        return 0
+    if args.certs_action == "init-demo":
+        from jobber._demo_certs import init_demo
+
+        paths = init_demo(args.directory, force=args.force)
+        for name, path in paths.items():
+            print(f"{name:<12} {path}")
+        print(f"\nexport JOBBER_ROOT={os.path.abspath(args.directory)} "
+              f"JOBBER_CERT={os.path.abspath(paths['client'])}")
+        return 0
+    root = default_root(args.root)
+    certs = get_client_certificates(args.root)
+    if not certs:
+        print(f"the pool {root / 'pool'} is empty: add PEM files there, or run `jobber certs init-demo DIR`")
+        return 0
+    print(f"pool: {root / 'pool'}")
+    print(f"{'SUBJECT':<40} {'CA':<3} {'NOT AFTER':<20} HASH")
+    for cert in certs:
+        print(f"{cert.subject[:40]:<40} {'yes' if cert.is_ca else 'no':<3} "
+              f"{cert.not_after:%Y-%m-%d %H:%M}     {cert.hash()}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jobber._server import serve
+
+    serve(host=args.host, port=args.port, cert=args.server_cert, key=args.server_key,
+          root=args.serve_root or args.root, job_user=args.job_user, log_level=args.log_level)
+    return 0
+
+
+_ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop,
+            "certs": _certs, "serve": _serve}
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

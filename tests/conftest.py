@@ -1,0 +1,63 @@
+"""Shared fixtures: a private jobs directory per test, identities, and clean-up.
+
+Every test gets its own ``$JOBBER_JOBS_DIR``; at teardown every job still running there is
+stopped, and the test fails if a cgroup of it is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
+
+from jobber._storage import JobStore  # noqa: E402
+
+
+def pytest_report_header(config):
+    from jobber._isolation import choose, detect
+
+    backend, reason = choose()
+    return f"jobber isolation: host layout {detect()}, jobs use {backend.NAME}" + (f" ({reason})" if reason else "")
+
+
+@pytest.fixture(autouse=True)
+def jobs_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh jobs directory for this test; running jobs in it are stopped afterwards."""
+    path = tmp_path_factory.mktemp("jobber") / "jobs"
+    monkeypatch.setenv("JOBBER_JOBS_DIR", str(path))
+    yield path
+    leftovers = _stop_everything(path)
+    assert not leftovers, f"cgroups left behind: {leftovers}"
+
+
+def _stop_everything(path: Path) -> list[str]:
+    left = []
+    if not path.is_dir():
+        return left
+    for owner in path.iterdir():
+        if not owner.is_dir():
+            continue
+        store = JobStore(owner.name, root=path)
+        for job in store.get_jobs():
+            try:
+                if not job.status().ended and job.status().state != "created":
+                    job.stop(grace=0)
+            except Exception as err:  # noqa: BLE001 - clean-up must go on
+                print(f"clean-up of job {job.id} failed: {err}", file=sys.stderr)
+            confinement = job.path / "confinement.json"
+            if confinement.exists():
+                record = json.loads(confinement.read_text())
+                left += [d for d in record.get("dirs", {}).values() if os.path.isdir(d)]
+    return left
+
+
+@pytest.fixture
+def store() -> JobStore:
+    """The job store of a made-up identity (for tests that need no certificate)."""
+    return JobStore(hashlib.sha256(os.urandom(16)).hexdigest())

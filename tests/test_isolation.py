@@ -1,0 +1,155 @@
+"""What confines a job: detection, placement of cgroups, limits in cgroupfs, clean-up.
+
+Runs on this host (cgroup v1) and in the cgroup v2 VM; each backend's own tests skip with
+the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from jobber import JobError, Limits
+from jobber import _cgroup_v1, _cgroup_v2, _cgroupfs
+from jobber._isolation import choose, detect
+
+BACKEND, REASON = choose()
+on_v1 = pytest.mark.skipif(BACKEND.NAME != "cgroup-v1", reason=f"jobs here use {BACKEND.NAME}, not cgroup v1")
+on_v2 = pytest.mark.skipif(BACKEND.NAME != "cgroup-v2", reason=f"jobs here use {BACKEND.NAME}, not cgroup v2 (run `make test-cgroup-v2`)")
+
+
+def running_job(store, limits=None):
+    job = store.new_job("sleep 300", limits)
+    job.start()
+    return job
+
+
+def record_of(job) -> dict:
+    import json
+
+    return json.loads((job.path / "confinement.json").read_text())
+
+
+class TestDetection:
+    def test_detects_the_layout_from_mountinfo(self):
+        mounts = _cgroupfs.mountinfo()
+        has_v1_memory = any(t == "cgroup" and "memory" in o for _m, t, o in mounts)
+        expected = "cgroup-v1" if has_v1_memory else "cgroup-v2" if _cgroup_v2.mountpoint() else "none"
+        assert detect() == expected
+
+    def test_override_to_none_says_why(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")
+        job = store.new_job("true", Limits(memory="64M", cpu=1))
+        job.start()
+        status = job.wait(30)
+        assert status.isolation == "none"
+        assert "JOBBER_ISOLATION=none" in status.isolation_note
+        assert "cpu limit not enforced" in status.isolation_note
+
+    def test_unknown_override_is_refused(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "cgroup-v3")
+        with pytest.raises(JobError, match="not one of"):
+            store.new_job("true").start()
+
+    def test_require_isolation_refuses_to_run_unconfined(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")
+        job = store.new_job("true", Limits(memory="64M", require_isolation=True))
+        with pytest.raises(JobError, match="needs isolation"):
+            job.start()
+        assert job.status().state == "created"
+
+
+@on_v1
+class TestCgroupV1:
+    def test_cgroups_sit_beneath_the_starters_own(self, store):
+        job = running_job(store)
+        own = _cgroupfs.self_cgroups()
+        for controller, path in record_of(job)["dirs"].items():
+            mount = _cgroup_v1.mounts()[controller]
+            expected = os.path.join(mount, own[controller].lstrip("/"), "jobber", store.owner, str(job.id))
+            assert path == expected
+        pid = job.status().pid
+        assert f"jobber/{store.owner}/{job.id}" in _cgroupfs.self_cgroups(str(pid))["memory"]
+
+    def test_limits_are_written_to_cgroupfs(self, store):
+        job = running_job(store, Limits(cpu=0.25, memory="64M", pids=30, io_read_bps="2M"))
+        dirs = record_of(job)["dirs"]
+        assert _cgroupfs.read(f"{dirs['memory']}/memory.limit_in_bytes") == str(64 << 20)
+        if os.path.exists(f"{dirs['memory']}/memory.memsw.limit_in_bytes"):
+            assert _cgroupfs.read(f"{dirs['memory']}/memory.memsw.limit_in_bytes") == str(64 << 20)
+        assert _cgroupfs.read(f"{dirs['cpu']}/cpu.cfs_quota_us") == "25000"
+        assert _cgroupfs.read(f"{dirs['pids']}/pids.max") == "30"
+        disk = _cgroupfs.whole_disk(str(job.path))
+        if disk:
+            assert _cgroupfs.read(f"{dirs['blkio']}/blkio.throttle.read_bps_device") == f"{disk} {2 << 20}"
+
+    def test_cgroups_are_removed_when_the_job_ends(self, store):
+        job = running_job(store)
+        dirs = record_of(job)["dirs"]
+        job.stop(grace=0)
+        assert not any(os.path.exists(d) for d in dirs.values())
+
+
+@on_v2
+class TestCgroupV2:
+    def test_job_is_a_leaf_with_limits(self, store):
+        job = running_job(store, Limits(cpu=0.5, memory="64M", pids=30))
+        path = record_of(job)["dirs"]["unified"]
+        assert path.endswith(f"/jobber/{store.owner}/{job.id}")
+        assert _cgroupfs.read(f"{path}/memory.max") == str(64 << 20)
+        assert _cgroupfs.read(f"{path}/memory.swap.max") == "0"
+        assert _cgroupfs.read(f"{path}/memory.oom.group") == "1"
+        assert _cgroupfs.read(f"{path}/cpu.max") == "50000 100000"
+        assert _cgroupfs.read(f"{path}/pids.max") == "30"
+        assert str(job.status().pid) in _cgroupfs.read(f"{path}/cgroup.procs").split()
+        job.stop(grace=0)
+        assert not os.path.exists(path)
+
+    def test_starter_outside_the_root_is_moved_into_a_leaf_first(self, store):
+        mount = _cgroup_v2.mountpoint()
+        own_before = _cgroupfs.self_cgroups()[""]
+        anchor = Path(mount) / "jobber-test-anchor"
+        anchor.mkdir(exist_ok=True)
+        try:
+            _cgroupfs.write(str(anchor / "cgroup.procs"), str(os.getpid()))
+            job = running_job(store, Limits(memory="64M"))
+            path = record_of(job)["dirs"]["unified"]
+            assert path == str(anchor / "jobber" / store.owner / str(job.id))
+            # No processes in inner nodes: the starter now lives in the anchor's leaf.
+            assert _cgroupfs.self_cgroups()[""] == "/jobber-test-anchor/jobber.leaf"
+            assert "memory" in _cgroupfs.read(str(anchor / "cgroup.subtree_control"))
+            # A second job from the leaf anchors at the same place, not one level deeper.
+            second = running_job(store)
+            assert record_of(second)["dirs"]["unified"].startswith(str(anchor / "jobber"))
+            job.stop(grace=0)
+            second.stop(grace=0)
+        finally:
+            _cgroupfs.write(os.path.join(mount, own_before.lstrip("/"), "cgroup.procs"), str(os.getpid()))
+            for leftover in (anchor / "jobber.leaf", anchor / "jobber" / store.owner, anchor / "jobber", anchor):
+                deadline = time.monotonic() + 2
+                while leftover.exists() and time.monotonic() < deadline:
+                    try:
+                        leftover.rmdir()
+                    except OSError:
+                        time.sleep(0.05)
+        assert not anchor.exists()
+
+    def test_stop_uses_cgroup_kill(self, store):
+        job = running_job(store)
+        path = record_of(job)["dirs"]["unified"]
+        assert os.path.exists(f"{path}/cgroup.kill")
+        assert job.stop(grace=0).state == "stopped"
+
+
+@pytest.mark.skipif(BACKEND.NAME != "none" or os.environ.get("JOBBER_ISOLATION"), reason="only for a host where jobs really run unconfined (make test-unprivileged)")
+class TestUnconfinedHost:
+    def test_status_says_the_job_is_not_isolated_and_why(self, store):
+        job = store.new_job("true", Limits(memory="256M"))
+        job.start()
+        status = job.wait(30)
+        assert status.isolation == "none"
+        assert "not isolated" in status.isolation_note
+        assert f"uid {os.geteuid()}" in status.isolation_note or "no cgroup" in status.isolation_note

@@ -1,0 +1,284 @@
+"""Jobs for real: start, logs, stop, status on whatever confines jobs on this host.
+
+The same file runs on this machine (cgroup v1, as root), inside a pure cgroup v2 VM
+(`make test-cgroup-v2`) and as an unprivileged user (`make test-unprivileged`, isolation
+"none"); tests that need a cgroup skip with the reason when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobber import JobError, Limits
+from jobber._isolation import choose
+from jobber._storage import JobStore
+
+BACKEND, UNCONFINED_REASON = choose()
+ISOLATION = BACKEND.NAME
+needs_cgroup = pytest.mark.skipif(
+    ISOLATION == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}"
+)
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+class TestStart:
+    def test_runs_the_command_and_records_success(self, store):
+        job = store.new_job("echo out; echo err >&2; exit 0")
+        assert job.status().state == "created"
+        job.start()
+        status = job.wait(30)
+        assert status.state == "exited" and status.exit_code == 0
+        assert status.isolation == ISOLATION
+        assert status.started_at <= status.ended_at
+        buf = bytearray(100)
+        n = job.tail(buf)
+        assert buf[:n] == b"out\nerr\n"
+
+    def test_nonzero_exit_is_failed(self, store):
+        job = store.new_job("exit 3")
+        job.start()
+        status = job.wait(30)
+        assert (status.state, status.exit_code, status.signal) == ("failed", 3, None)
+
+    def test_missing_command_fails_with_the_shells_message(self, store):
+        job = store.new_job("no-such-command-jobber-test")
+        job.start()
+        assert job.wait(30).state == "failed"
+        buf = bytearray(4096)
+        assert b"not found" in buf[: job.tail(buf)]
+
+    def test_starting_twice_is_an_error(self, store):
+        job = store.new_job("true")
+        job.start()
+        with pytest.raises(JobError, match="already started"):
+            job.start()
+
+    def test_status_is_read_from_disk_by_any_process(self, store):
+        job = store.new_job("exit 4")
+        job.start()
+        job.wait(30)
+        again = JobStore(store.owner).get_job(job.id)
+        assert again.status().exit_code == 4
+        out = subprocess.run(
+            [sys.executable, "-c", f"from jobber._storage import JobStore; print(JobStore({store.owner!r}).get_job({job.id}).status().state)"],
+            capture_output=True, text=True, check=True,
+        )
+        assert out.stdout.strip() == "failed"
+
+    def test_runs_in_the_callers_directory_with_job_variables(self, store, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        job = store.new_job('pwd; echo "$JOBBER_JOB_ID"')
+        job.start()
+        job.wait(30)
+        buf = bytearray(4096)
+        assert buf[: job.tail(buf)].decode().split() == [str(tmp_path), str(job.id)]
+
+    def test_job_outlives_a_killed_starter(self, store):
+        starter = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys; from jobber._storage import JobStore\n"
+             f"job = JobStore({store.owner!r}).new_job('sleep 1; exit 7'); job.start()\n"
+             "print(job.id, flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        job_id = int(starter.stdout.readline())
+        starter.kill()  # SIGKILL, as when a Jupyter kernel is killed
+        starter.wait()
+        job = store.get_job(job_id)
+        assert job.status().state == "running"
+        status = job.wait(30)
+        assert (status.state, status.exit_code) == ("failed", 7)
+
+    def test_leaves_no_zombie_children(self, store):
+        jobs = [store.new_job("true") for _ in range(5)]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.wait(30)
+        mine = str(os.getpid()).encode()
+        zombies = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if fields[1] == mine and fields[0] == b"Z":
+                zombies.append(pid)
+        assert zombies == []
+
+
+class TestLogs:
+    def test_bytes_pass_through_untouched(self, store):
+        payload = b"\xff\xfe binary \x00 nul\r50%\r100%\nno newline at end"
+        job = store.new_job("printf '" + "".join(f"\\{b:03o}" for b in payload) + "'")
+        job.start()
+        assert b"".join(job.follow()) == payload
+
+    def test_tail_reads_into_a_buffer_at_offsets(self, store):
+        job = store.new_job("printf 0123456789")
+        job.start()
+        job.wait(30)
+        buf = bytearray(4)
+        assert job.tail(buf, 2) == 4 and buf == b"2345"
+        assert job.tail(buf, -3) == 3 and buf[:3] == b"789"
+        assert job.tail(memoryview(buf)[:2], -100) == 2 and buf[:2] == b"01"
+        assert job.tail(buf, 10) == 0
+
+    def test_follow_streams_while_the_job_runs(self, store):
+        job = store.new_job("for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done")
+        job.start()
+        seen_running = []
+        data = b""
+        for chunk in job.follow():
+            data += chunk
+            seen_running.append(job.status().state == "running")
+        assert data == b"".join(b"line %d\n" % i for i in range(1, 6))
+        assert seen_running.count(True) >= 3, "chunks must arrive while the job runs, not at the end"
+
+    def test_follow_ends_although_an_orphan_holds_the_log(self, store):
+        job = store.new_job("(sleep 300 &) ; echo main done")
+        job.start()
+        assert b"".join(job.follow()) == b"main done\n"
+        assert job.status().state == "exited"
+
+    def test_follow_from_an_offset_and_from_the_end(self, store):
+        job = store.new_job("printf abcdef")
+        job.start()
+        job.wait(30)
+        assert b"".join(job.follow(2)) == b"cdef"
+        assert b"".join(job.follow(-2)) == b"ef"
+
+    def test_fifty_followers_see_every_byte(self, store):
+        job = store.new_job("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; sleep 0.3; echo end")
+        results: list[bytes] = [b""] * 50
+
+        def follow(slot: int) -> None:
+            results[slot] = b"".join(job.follow())
+
+        threads = [threading.Thread(target=follow, args=(i,)) for i in range(50)]
+        for thread in threads:
+            thread.start()
+        job.start()
+        for thread in threads:
+            thread.join(60)
+        expected = b"".join(b"line-%d\n" % i for i in range(2000)) + b"end\n"
+        assert all(result == expected for result in results)
+
+    def test_follower_memory_does_not_grow_with_the_log(self, store):
+        # 64 MiB as fast as the job can write: the follower reads it in bounded chunks.
+        job = store.new_job("head -c 67108864 /dev/zero")
+        job.start()
+        biggest = total = 0
+        for chunk in job.follow():
+            biggest = max(biggest, len(chunk))
+            total += len(chunk)
+        assert total == 64 << 20
+        assert biggest <= 1 << 20
+
+
+class TestStop:
+    def test_stop_kills_the_whole_tree_including_setsid_escapees(self, store, tmp_path):
+        marker = tmp_path / "escapee.pid"
+        job = store.new_job(f"setsid sh -c 'echo $$ > {marker}; exec sleep 300' & (sleep 300 &); sleep 300")
+        job.start()
+        escapee = int(wait_for(lambda: marker.exists() and marker.read_text().strip(), what="escapee pid"))
+        assert pid_alive(escapee)
+        status = job.stop(grace=1)
+        assert status.state == "stopped"
+        wait_for(lambda: not pid_alive(escapee), 5, "the escapee to die")
+
+    def test_sigterm_first_then_sigkill_after_grace(self, store):
+        job = store.new_job("trap 'echo got TERM' TERM; while :; do sleep 0.05; done")
+        job.start()
+        time.sleep(0.3)  # let the shell install its trap
+        status = job.stop(grace=0.5)
+        assert status.state == "stopped"
+        buf = bytearray(100)
+        assert b"got TERM" in buf[: job.tail(buf)]
+
+    def test_stopping_an_ended_job_returns_its_final_status(self, store):
+        job = store.new_job("exit 2")
+        job.start()
+        first = job.wait(30)
+        assert job.stop() == first
+
+    def test_stopping_a_job_never_started_is_an_error(self, store):
+        with pytest.raises(JobError, match="never started"):
+            store.new_job("true").stop()
+
+    def test_wait_with_timeout_returns_the_running_status(self, store):
+        job = store.new_job("sleep 30")
+        job.start()
+        assert job.wait(0.2).state == "running"
+        assert job.stop(grace=0).state == "stopped"
+
+
+@needs_cgroup
+class TestLimits:
+    def test_memory_limit_ends_as_oom_killed(self, store):
+        job = store.new_job(
+            f"{sys.executable} -c 'b = bytearray(200 << 20); b[::4096] = b\"x\" * len(b[::4096])'",
+            Limits(memory="50M"),
+        )
+        job.start()
+        status = job.wait(60)
+        assert status.state == "oom-killed" and status.oom_killed
+        assert status.peak_memory_bytes <= 50 << 20
+        assert status.describe() == "killed: out of memory at 50 MiB"
+
+    def test_cpu_limit_holds_a_busy_loop_near_half_a_core(self, store):
+        job = store.new_job("timeout 2 sh -c 'while :; do :; done'", Limits(cpu=0.5))
+        job.start()
+        status = job.wait(60)
+        ratio = status.cpu_seconds / status.elapsed
+        # Loose bounds from the cgroup's CPU counter: throttled to <= 0.5 plus slack.
+        assert 0.05 < ratio < 0.65, ratio
+
+    def test_pids_limit_contains_a_fork_bomb(self, store):
+        job = store.new_job("bomb() { bomb | bomb & }; bomb; sleep 2", Limits(pids=20))
+        job.start()
+        time.sleep(1.5)
+        assert len(job._cgroup(None).pids()) <= 20
+        assert job.stop(grace=0).state == "stopped"
+        # The host is fine: it can still fork.
+        assert subprocess.run(["true"]).returncode == 0
+
+    def test_io_write_limit_throttles_direct_io(self, store, tmp_path):
+        target = tmp_path / "dd.out"
+        job = store.new_job(
+            f"dd if=/dev/zero of={target} bs=1M count=3 oflag=direct status=none", Limits(io_write_bps="1M")
+        )
+        job.start()
+        status = job.wait(60)
+        if "not enforced" in status.isolation_note:
+            pytest.skip(status.isolation_note)
+        assert status.state == "exited"
+        # 3 MiB at 1 MiB/s cannot finish in much under 2 s (a lower bound: noise only adds).
+        assert status.elapsed >= 1.8, status.elapsed
