@@ -460,10 +460,9 @@ def _check_chain(chain: list[_Facts], trusted_from: int, now: datetime) -> None:
         if i > 0:
             _check_time(facts, now, i, n, trusted_from)
         if i < n - 1 and not _signature_ok(facts, chain[i + 1]):
-            issuer = chain[i + 1]
             raise CertificateError(
                 f"the signature of {facts.label} does not verify with the key of "
-                f"{_role(i + 1, n, trusted_from, issuer)[4:]}: it was signed by another "
+                f"{_role(i + 1, n, trusted_from, chain[i + 1])}: it was signed by another "
                 f"key under the same issuer name; get it reissued by that CA, or put the "
                 f"CA that really signed it in the pool")
 
@@ -550,12 +549,13 @@ def _parse_pool_file(path: str, data: bytes) -> list[_Facts]:
 def _read_file(path: str, limit: int, what: str) -> bytes:
     # O_NONBLOCK: a FIFO dropped where a certificate should be must not hang the reader.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CertificateError(
+                f"{what} {path} is not a regular file (a directory, FIFO or device): "
+                f"replace it with a PEM file", path=path)
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise CertificateError(
-                    f"{what} {path} is not a regular file (a directory, FIFO or device): "
-                    f"replace it with a PEM file", path=path)
             data = file.read(limit + 1)
     except PermissionError as err:
         raise CertificateError(

@@ -45,8 +45,11 @@ def read_pids(procs_file: str) -> list[int]:
     """The pids listed in ``cgroup.procs`` (empty if the cgroup is gone)."""
     try:
         return [int(line) for line in read(procs_file).split()]
-    except FileNotFoundError:
-        return []
+    except OSError as err:
+        # ENODEV: the cgroup was removed while the file was open (the job just ended).
+        if err.errno in (errno.ENOENT, errno.ENODEV):
+            return []
+        raise
 
 
 def signal_pids(pids: Iterable[int], sig: int) -> int:

@@ -1,0 +1,194 @@
+"""Core benchmarks: start, follow, stop, per-job overhead, listing. `python benchmarks/bench_core.py`
+
+Every figure sits beside a baseline measured in the same run (these machines are noisy):
+bare ``subprocess.Popen`` for start, ``tail -F`` and ``cat`` for logs, ``killpg`` for stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from jobber._isolation import choose
+from jobber._storage import JobStore
+
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def row(name: str, value: str, baseline: str, goal: str) -> None:
+    ROWS.append((name, value, baseline, goal))
+    print(f"  {name}: {value} (baseline {baseline}; goal {goal})", file=sys.stderr)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def fresh_store() -> JobStore:
+    return JobStore(hashlib.sha256(os.urandom(8)).hexdigest())
+
+
+def bench_start(store: JobStore, rounds: int = 30) -> None:
+    fifo = Path(tempfile.mkdtemp()) / "ran"
+    os.mkfifo(fifo)
+    command = f"echo x > {fifo}"
+
+    def until_it_runs(launch) -> float:
+        t0 = time.perf_counter()
+        launch()
+        with open(fifo, "rb") as f:  # opens once the command opens its end
+            f.read()
+        return (time.perf_counter() - t0) * 1000
+
+    bare, ours = [], []
+    for _ in range(rounds):
+        procs = []
+        bare.append(until_it_runs(lambda: procs.append(subprocess.Popen(["/bin/sh", "-c", command]))))
+        procs[0].wait()
+        job = store.new_job(command)
+        ours.append(until_it_runs(job.start))
+        job.wait()
+    b, o = statistics.median(bare), statistics.median(ours)
+    row("start latency p50", f"{o:.1f} ms ({o / b:.1f}x)", f"Popen {b:.1f} ms", "<= 3 ms and <= 3x")
+
+
+def bench_follow_latency(store: JobStore, lines: int = 300) -> None:
+    script = (
+        "import time,sys\n"
+        f"for i in range({lines}):\n"
+        "    sys.stdout.write('%.6f\\n' % time.time()); sys.stdout.flush(); time.sleep(0.005)\n"
+    )
+    job = store.new_job(f"{sys.executable} -c \"{script}\"")
+    tail = None
+    ours, theirs = [], []
+
+    def read_tail() -> None:
+        for line in tail.stdout:
+            theirs.append((time.time() - float(line)) * 1000)
+
+    job.start()
+    tail = subprocess.Popen(["tail", "-n", "+1", "-F", str(job.log_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    reader = threading.Thread(target=read_tail, daemon=True)
+    reader.start()
+    pending = b""
+    for chunk in job.follow():
+        now = time.time()
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        ours.extend((now - float(x)) * 1000 for x in complete)
+    time.sleep(0.3)
+    tail.terminate()
+    reader.join(2)
+    # Skip the first lines: both readers start behind the job.
+    ours, theirs = ours[20:], theirs[20:]
+    row("follow latency p50/p99", f"{pct(ours, .5):.2f} / {pct(ours, .99):.2f} ms",
+        f"tail -F {pct(theirs, .5):.2f} / {pct(theirs, .99):.2f} ms", "p50 <= 5 ms, p99 <= 20 ms")
+
+
+def bench_follow_throughput(store: JobStore, size: int = 1 << 30) -> None:
+    job = store.new_job(f"head -c {size} /dev/zero")
+    job.start()
+    job.wait()
+    t0 = time.perf_counter()
+    subprocess.run(["cat", str(job.log_path)], stdout=subprocess.DEVNULL, check=True)
+    cat_rate = size / (time.perf_counter() - t0) / 1e6
+    code = (
+        "import resource,sys,time; from jobber._storage import JobStore\n"
+        f"job = JobStore({store.owner!r}).get_job({job.id}); t = time.perf_counter(); n = 0\n"
+        "for c in job.follow(): n += len(c)\n"
+        "print(n / (time.perf_counter() - t) / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    rate, rss = float(out[0]), float(out[1])
+    row("follow throughput, 1 GiB log", f"{rate:.0f} MB/s, follower RSS {rss:.0f} MB",
+        f"cat {cat_rate:.0f} MB/s", ">= 500 MB/s, RSS <= 64 MB")
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def bench_overhead(store: JobStore, count: int = 200) -> None:
+    jobs = [store.new_job("sleep 600") for _ in range(count)]
+    for job in jobs:
+        job.start()
+    supervisors = [job._read_status()["supervisor_pid"] for job in jobs]
+    sleepers = [job.status().pid for job in jobs]
+    ours = sum(_pss_kb(pid) for pid in supervisors) / count / 1024
+    base = sum(_pss_kb(pid) for pid in sleepers) / count / 1024
+    for job in jobs:
+        job.stop(grace=0)
+    row(f"overhead per running job ({count} jobs)", f"{ours:.2f} MB PSS (supervisor)",
+        f"the job's own sleep {base:.2f} MB", "<= 2 MB")
+
+
+def bench_stop(store: JobStore, rounds: int = 20) -> None:
+    tree = "for i in 1 2 3 4 5 6 7 8 9; do sleep 600 & done; sleep 600"
+    ours, bare = [], []
+    for _ in range(rounds):
+        job = store.new_job(tree)
+        job.start()
+        while len(job._cgroup(None).pids()) < 10:
+            time.sleep(0.005)
+        t0 = time.perf_counter()
+        job.stop(grace=0)
+        ours.append((time.perf_counter() - t0) * 1000)
+        proc = subprocess.Popen(["/bin/sh", "-c", tree], start_new_session=True)
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        bare.append((time.perf_counter() - t0) * 1000)
+    row("stop of a 10-process tree p50", f"{statistics.median(ours):.1f} ms",
+        f"killpg+wait {statistics.median(bare):.1f} ms", "<= 50 ms")
+
+
+def bench_listing(count: int = 10_000) -> None:
+    store = fresh_store()
+    store.path.mkdir(parents=True)
+    for i in range(1, count + 1):
+        os.mkdir(store.path / str(i))
+    t0 = time.perf_counter()
+    jobs = store.get_jobs()
+    ours = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    os.listdir(store.path)
+    base = (time.perf_counter() - t0) * 1000
+    assert len(jobs) == count
+    row(f"get_jobs() over {count} jobs", f"{ours:.1f} ms", f"os.listdir {base:.1f} ms", "<= 100 ms")
+
+
+def main() -> None:
+    os.environ.setdefault("JOBBER_JOBS_DIR", tempfile.mkdtemp(prefix="jobber-bench-") + "/jobs")
+    store = fresh_store()
+    print(f"isolation: {choose()[0].NAME}", file=sys.stderr)
+    bench_start(store)
+    bench_follow_latency(store)
+    bench_follow_throughput(store)
+    bench_overhead(store)
+    bench_stop(store)
+    bench_listing()
+    print("| benchmark | jobber | baseline (same run) | goal |")
+    print("|---|---|---|---|")
+    for name, value, baseline, goal in ROWS:
+        print(f"| {name} | {value} | {baseline} | {goal} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""The OpenAPI 3.1 description of the jobber server's API (served at /v1/openapi.json).
+
+Kept beside the handlers (``_server_api``) rather than generated from them: the document
+is the contract clients and the fuzz tests hold the server to, so it is written out.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S"]
+
+MAX_BODY_BYTES = 1 << 20
+MAX_READ_BYTES = 1 << 20
+DEFAULT_READ_BYTES = 1 << 16
+MAX_GRACE_S = 300.0
+MAX_WAIT_S = 60.0
+
+_SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
+_STATES = ["created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out"]
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _size(what: str) -> dict[str, Any]:
+    return _nullable({
+        "anyOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "pattern": _SIZE_PATTERN},
+        ],
+        "description": f"{what}: bytes, or a size such as \"512M\" or \"2G\" (binary units)",
+    })
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "what is wrong, and what to do"},
+            "type": {
+                "type": "string",
+                "description": "the jobber exception a Python client raises for it",
+                "enum": ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError"],
+            },
+            "job_id": {"type": "integer"},
+        },
+    },
+    "LimitsRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "What the job may use; a missing or null limit means unlimited.",
+        "properties": {
+            "cpu": _nullable({
+                "anyOf": [{"type": "number", "minimum": 0.01}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}],
+                "description": "CPUs, e.g. 0.5 for half a core",
+            }),
+            "memory": _size("RAM, swap not allowed on top"),
+            "pids": _nullable({"type": "integer", "minimum": 1, "description": "most processes and threads at once"}),
+            "io_read_bps": _size("bytes per second read from the disk of the job directory"),
+            "io_write_bps": _size("bytes per second written to that disk (direct I/O)"),
+            "require_isolation": {
+                "type": "boolean",
+                "description": "refuse to start rather than run with a limit not enforced",
+            },
+        },
+    },
+    "Limits": {
+        "type": "object",
+        "required": ["cpu", "memory", "pids", "io_read_bps", "io_write_bps", "require_isolation"],
+        "properties": {
+            "cpu": _nullable({"type": "number"}),
+            "memory": _nullable({"type": "integer"}),
+            "pids": _nullable({"type": "integer"}),
+            "io_read_bps": _nullable({"type": "integer"}),
+            "io_write_bps": _nullable({"type": "integer"}),
+            "require_isolation": {"type": "boolean"},
+        },
+    },
+    "JobStatus": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "state": {"type": "string", "enum": _STATES},
+            "exit_code": _nullable({"type": "integer"}),
+            "signal": _nullable({"type": "integer"}),
+            "oom_killed": {"type": "boolean"},
+            "started_at": _nullable({"type": "string", "format": "date-time"}),
+            "ended_at": _nullable({"type": "string", "format": "date-time"}),
+            "peak_memory_bytes": _nullable({"type": "integer"}),
+            "cpu_seconds": _nullable({"type": "number"}),
+            "memory_bytes": _nullable({"type": "integer"}),
+            "isolation": _nullable({"type": "string", "enum": ["cgroup-v2", "cgroup-v1", "none"]}),
+            "isolation_note": {"type": "string"},
+            "pid": _nullable({"type": "integer"}),
+            "note": {"type": "string"},
+            "backend": {"type": "string"},
+            "limits": {"$ref": "#/components/schemas/Limits"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "command", "limits", "status"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "command": {"type": "string"},
+            "limits": {"$ref": "#/components/schemas/Limits"},
+            "status": {"$ref": "#/components/schemas/JobStatus"},
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
+    },
+    "NewJob": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["command"],
+        "properties": {
+            "command": {"type": "string", "minLength": 1, "description": "run as /bin/sh -c COMMAND"},
+            "limits": _nullable({"$ref": "#/components/schemas/LimitsRequest"}),
+            "start": {
+                "type": "boolean",
+                "default": True,
+                "description": "start at once (default); false only creates it: POST .../start later",
+            },
+        },
+    },
+    "StopRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "grace": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_GRACE_S,
+                "default": 5.0,
+                "description": "seconds between SIGTERM and SIGKILL",
+            },
+        },
+    },
+    "Identity": {
+        "type": "object",
+        "required": ["hash", "subject"],
+        "properties": {
+            "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "subject": {"type": "string"},
+        },
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "description": "the job's id (another certificate's ids look like ids that do not exist)",
+    "schema": {"type": "integer", "minimum": 1},
+}
+_BAD = _error("malformed request: the message says what is wrong")
+_FORBIDDEN = _error("the client certificate passed TLS but is not a valid identity")
+_NOT_FOUND = _error("this certificate has no such job")
+_CONFLICT = _error("the job is not in a state that allows this (already started, never started)")
+_TOO_LARGE = _error(f"the body is over {MAX_BODY_BYTES} bytes")
+_OFFSET_HEADERS = {
+    "X-Jobber-Offset": {
+        "description": "the log offset of the first byte of the body",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/v1/openapi.json": {
+        "get": {
+            "operationId": "getOpenAPI",
+            "summary": "This document",
+            "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        },
+    },
+    "/v1/identity": {
+        "get": {
+            "operationId": "getIdentity",
+            "summary": "Who the server takes the caller to be (its certificate's hash and subject)",
+            "responses": {"200": _ok("the caller's identity", "Identity"), "403": _FORBIDDEN},
+        },
+    },
+    "/v1/jobs": {
+        "get": {
+            "operationId": "listJobs",
+            "summary": "The caller's jobs, by id, with their status",
+            "responses": {"200": _ok("the jobs", "JobList"), "400": _BAD, "403": _FORBIDDEN},
+        },
+        "post": {
+            "operationId": "createJob",
+            "summary": "Create a job and (unless start is false) start it",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}}},
+            "responses": {
+                "201": _ok("the job, with its status", "Job"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "409": _error("the job was created but could not start (job_id says which)"),
+                "413": _TOO_LARGE,
+            },
+        },
+    },
+    "/v1/jobs/{job_id}": {
+        "get": {
+            "operationId": "getJob",
+            "summary": "One job and its status; with wait, once it ended (or wait seconds passed)",
+            "parameters": [
+                _JOB_ID,
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "description": "answer once the job has ended or this many seconds passed",
+                    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                },
+            ],
+            "responses": {"200": _ok("the job", "Job"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND},
+        },
+    },
+    "/v1/jobs/{job_id}/start": {
+        "post": {
+            "operationId": "startJob",
+            "summary": "Start a job created with start: false",
+            "parameters": [_JOB_ID],
+            "responses": {
+                "200": _ok("the started job", "Job"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "404": _NOT_FOUND,
+                "409": _CONFLICT,
+                "413": _TOO_LARGE,
+            },
+        },
+    },
+    "/v1/jobs/{job_id}/stop": {
+        "post": {
+            "operationId": "stopJob",
+            "summary": "Stop the whole job: SIGTERM, then SIGKILL after grace seconds",
+            "parameters": [_JOB_ID],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StopRequest"}}}},
+            "responses": {
+                "200": _ok("the job, ended", "Job"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "404": _NOT_FOUND,
+                "409": _CONFLICT,
+                "413": _TOO_LARGE,
+            },
+        },
+    },
+    "/v1/jobs/{job_id}/log": {
+        "get": {
+            "operationId": "readLog",
+            "summary": "Read the log (stdout and stderr), or follow it live",
+            "description": (
+                "Without follow: up to `length` bytes from `offset`, or the last `tail` bytes. "
+                "With follow=1: a chunked stream from `offset` (or the last `tail` bytes) that "
+                "delivers output as it is written and ends once the job has ended and the log "
+                "is drained. X-Jobber-Offset gives the offset of the first byte: to resume after "
+                "a lost connection, follow again from it plus the bytes received."
+            ),
+            "parameters": [
+                _JOB_ID,
+                {"name": "offset", "in": "query", "required": False, "description": "byte offset to start at",
+                 "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                {"name": "tail", "in": "query", "required": False, "description": "start this many bytes before the end instead",
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "length", "in": "query", "required": False, "description": "most bytes to return (not with follow)",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_READ_BYTES, "default": DEFAULT_READ_BYTES}},
+                {"name": "follow", "in": "query", "required": False, "description": "stream until the job has ended",
+                 "schema": {"type": "boolean", "default": False}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "the log bytes, as the job wrote them",
+                    "headers": _OFFSET_HEADERS,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "404": _NOT_FOUND,
+            },
+        },
+    },
+}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the v1 API.
+
+    Args:
+        version: the jobber version, reported as the document's ``info.version``.
+
+    Returns:
+        A fresh JSON-able dict (callers may change it).
+    """
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jobber",
+            "version": version,
+            "description": (
+                "Run shell commands as isolated, resource-limited jobs. HTTPS with TLS 1.3 "
+                "only; a client certificate is required, and its SHA-256 is the identity "
+                "that owns jobs: each certificate sees and acts on its own jobs only. "
+                "Errors are JSON: {\"error\": \"what is wrong and what to do\"}."
+            ),
+        },
+        "paths": copy.deepcopy(_PATHS),
+        "components": {"schemas": copy.deepcopy(_SCHEMAS)},
+    }

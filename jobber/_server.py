@@ -1,0 +1,431 @@
+"""The jobber server: the jobs API over HTTPS, TLS 1.3 only, client certificate required.
+
+    serve("127.0.0.1", 8443, "server.pem", "server.key", root="~/.jobber")
+
+A caller is admitted twice, and the two verdicts agree by construction of the core:
+
+1. the TLS handshake (OpenSSL) verifies the client certificate against the pool
+   (``<root>/pool/*.pem`` as the context's trust store, ``CERT_REQUIRED``);
+2. every request then runs ``Certificate.from_pem`` on what the client presented (the
+   same pool, the same rules: pinned self-signed certificates, CA-issued ones, version-1
+   certificates, validity and signatures). Its ``hash()`` is the identity: a caller sees
+   and acts on the jobs of ``JobStore(hash)`` only.
+
+Step 2 also catches what the handshake cannot: a pool edited since the server started
+(the TLS trust store is re-read too, see `_PoolContexts`) and a certificate that expired
+during a long-lived connection.
+
+The client's intermediates: ``from_pem`` is given the chain the client sent
+(``get_unverified_chain``, public since Python 3.13 and present as a private method of
+``_ssl._SSLSocket`` since 3.10), so a leaf whose intermediate is not in the pool is judged
+on the same input as the handshake. Without it, only the leaf is passed, and such a leaf
+is refused with 403 although its handshake succeeded.
+
+Jobs live on disk (``$JOBBER_JOBS_DIR``), never in the server: a restarted server sees
+every job again, running or not, and followers resume from an offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import signal
+import socket
+import ssl
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._errors import CertificateError, JobberError
+from jobber._openapi import MAX_BODY_BYTES
+from jobber._server_watch import WatchHub
+
+__all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError"]
+
+log = logging.getLogger("jobber.server")
+
+# A job start spawns a supervisor (tens of ms, mostly waiting): enough threads that 50
+# concurrent starts do not queue. Stops wait out their grace period: their own pool.
+_START_THREADS = 32
+_STOP_THREADS = 64
+# In-flight requests get this long to finish on SIGTERM; followers are cut (their clients
+# resume from an offset against the next server).
+_SHUTDOWN_GRACE_S = 2.0
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message, "type": ...}`` with an HTTP status.
+
+    Args:
+        status: the HTTP status.
+        message: what is wrong and what to do.
+        kind: the jobber exception a client should raise (see the OpenAPI ``Error``).
+        job_id: the job concerned, if any.
+    """
+
+    def __init__(self, status: int, message: str, kind: str = "JobberError", job_id: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.job_id = job_id
+
+
+def error_response(status: int, message: str, kind: str = "JobberError", job_id: int | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """The JSON error body every failure gets."""
+    body: dict[str, Any] = {"error": message, "type": kind}
+    if job_id is not None:
+        body["job_id"] = job_id
+    return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass
+class ServerConfig:
+    """What the handlers need to know about this server.
+
+    Attributes:
+        root: the jobber root whose ``pool`` directory holds the trusted certificates.
+        job_user: the user jobs run as, or None for the server's own user.
+        job_user_label: that user's name, for messages.
+    """
+
+    root: Path
+    job_user: str | None
+    job_user_label: str
+    starts: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_START_THREADS, "jobber-start"))
+    stops: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_STOP_THREADS, "jobber-stop"))
+
+    def close(self) -> None:
+        """Let the worker threads go once their current calls finish."""
+        self.starts.shutdown(wait=False, cancel_futures=True)
+        self.stops.shutdown(wait=False, cancel_futures=True)
+
+
+CONFIG = web.AppKey("config", ServerConfig)
+HUB = web.AppKey("hub", WatchHub)
+
+
+def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
+    """Decide who runs the jobs: ``--job-user``, else nobody when root, else ourselves.
+
+    Returns:
+        (user to pass to ``Job.start``, or None for the server's user; the user's name).
+
+    Raises:
+        JobberError: the user does not exist, or switching to it needs root.
+    """
+    me = pwd.getpwuid(os.geteuid()).pw_name if _has_passwd_entry(os.geteuid()) else str(os.geteuid())
+    if job_user is None:
+        job_user = "nobody" if os.geteuid() == 0 else me
+    try:
+        entry = pwd.getpwnam(job_user)
+    except KeyError:
+        raise JobberError(f"--job-user {job_user!r}: no such user on this host; name an existing user") from None
+    if entry.pw_uid == os.geteuid():
+        return None, job_user
+    if os.geteuid() != 0:
+        raise JobberError(
+            f"--job-user {job_user!r} needs the server to run as root (it runs as {me}); "
+            "leave --job-user out to run jobs as yourself"
+        )
+    return job_user, job_user
+
+
+def _has_passwd_entry(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _pool_stamp(pool: Path) -> tuple:
+    try:
+        names = sorted(n for n in os.listdir(pool) if n.endswith(".pem") and not n.startswith("."))
+    except OSError:
+        return ()
+    stamps = []
+    for name in names:
+        try:
+            st = os.stat(pool / name)
+        except OSError:
+            continue
+        stamps.append((name, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
+    return tuple(stamps)
+
+
+class _PoolContexts:
+    """TLS contexts whose trust store is the pool as it is now.
+
+    The listening context's ``sni_callback`` runs at every ClientHello; when the pool's
+    files changed, it hands the handshake a context built from the new pool, so the TLS
+    verdict follows pool edits just as ``Certificate.from_pem`` does.
+    """
+
+    def __init__(self, cert: str, key: str, root: Path) -> None:
+        self._cert, self._key, self._root = cert, key, root
+        self._stamp: tuple = ()
+        self._current: ssl.SSLContext | None = None
+        self.listening = self._build()
+        self.listening.sni_callback = self._pick
+
+    def _build(self) -> ssl.SSLContext:
+        certs = get_client_certificates(self._root)
+        if not certs:
+            raise JobberError(
+                f"the pool {self._root / 'pool'} holds no certificate, so no client could connect: "
+                "put the client CA (or pinned client certificates) there as PEM files, "
+                "or make a demo pool with `jobber certs init-demo DIR` and pass --root DIR"
+            )
+        # Built like the context Certificate.from_pem mirrors: no VERIFY_X509_STRICT and no
+        # VERIFY_X509_PARTIAL_CHAIN (ssl.create_default_context sets both on 3.13+).
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata="".join(c.bytes().decode("ascii") for c in certs))
+        try:
+            ctx.load_cert_chain(self._cert, self._key)
+        except FileNotFoundError as err:
+            raise JobberError(f"cannot read the server certificate or key: {err.filename}: no such file") from err
+        except (ssl.SSLError, OSError) as err:
+            raise JobberError(
+                f"cannot use {self._cert} with key {self._key}: {err}; pass the server's PEM "
+                "certificate (chain) and its unencrypted private key"
+            ) from err
+        self._stamp = _pool_stamp(self._root / "pool")
+        self._current = ctx
+        return ctx
+
+    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        try:
+            if _pool_stamp(self._root / "pool") != self._stamp:
+                self._build()
+                log.info("the pool changed: TLS now trusts %d certificate(s)", len(get_client_certificates(self._root)))
+            if self._current is not None and self._current is not ctx:
+                ssl_object.context = self._current
+        except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
+            # Keep the last good trust store; requests are still judged by from_pem.
+            log.warning("cannot reload the pool, keeping the previous one: %s", err)
+            self._stamp = _pool_stamp(self._root / "pool")
+        return None
+
+
+def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The server's TLS context: TLS 1.3 only, client certificate verified against the pool.
+
+    Raises:
+        JobberError: the pool is empty, or the server certificate or key is unusable.
+    """
+    return _PoolContexts(cert, key, default_root(root)).listening
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller, as its certificate says."""
+
+    hash: str
+    subject: str
+    common_name: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.hash[:12]} CN={self.common_name or '-'}"
+
+
+def _peer_chain_pem(ssl_object: ssl.SSLObject) -> bytes | None:
+    sslobj = getattr(ssl_object, "_sslobj", None)
+    get_chain = getattr(ssl_object, "get_unverified_chain", None) or getattr(sslobj, "get_unverified_chain", None)
+    if get_chain is not None:
+        try:
+            chain = get_chain()
+        except (ssl.SSLError, ValueError):
+            chain = None
+        if chain:
+            pems = []
+            for cert in chain:
+                if isinstance(cert, bytes):  # 3.13+ returns DER bytes from the public method
+                    pems.append(ssl.DER_cert_to_PEM_cert(cert))
+                else:
+                    pems.append(cert.public_bytes())  # _ssl.Certificate: PEM by default
+            return "".join(pems).encode("ascii")
+    der = ssl_object.getpeercert(binary_form=True)
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii") if der else None
+
+
+@web.middleware
+async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Log one line per request; turn every failure into a JSON error, never a traceback."""
+    started = time.perf_counter()
+    status: int | str = "-"
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as err:
+        status = err.status
+        log.debug("%s %s: %s", request.method, request.path, err)
+        return error_response(err.status, str(err), err.kind, err.job_id)
+    except web.HTTPException as exc:
+        status = exc.status
+        return _http_error(request, exc)
+    except asyncio.CancelledError:
+        status = "client gone"
+        raise
+    except ConnectionError:
+        status = "client gone"
+        raise
+    except Exception:  # noqa: BLE001 - the one catch-all: every 5xx is a bug, logged whole
+        status = 500
+        log.exception("bug: %s %s failed", request.method, request.path_qs)
+        return error_response(500, "internal server error: the server's log has the details; please report it")
+    finally:
+        identity = request.get("identity")
+        who = identity.label if identity else "-"
+        elapsed = (time.perf_counter() - started) * 1000
+        log.info('%s "%s %s" %s %.1fms', who, request.method, request.path_qs[:200], status, elapsed)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(404, f"no such endpoint: {request.method} {request.path[:200]}; the API is described at GET /v1/openapi.json")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, f"{request.method} is not allowed on {request.path[:200]}; use {allowed}", headers={"Allow": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes: a job's command and limits fit in far less")
+    if exc.status >= 500:
+        log.error("bug: %s %s answered %s: %s", request.method, request.path_qs, exc.status, exc.text)
+        return error_response(500, "internal server error: the server's log has the details; please report it")
+    return error_response(exc.status, exc.reason)
+
+
+@web.middleware
+async def _identify(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Run ``Certificate.from_pem`` on the client's certificate: its hash owns the jobs."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    pem = _peer_chain_pem(ssl_object) if ssl_object is not None else None
+    if pem is None:
+        raise ApiError(403, "no client certificate: connect with --cert and --key", "CertificateError")
+    config = request.app[CONFIG]
+    try:
+        cert = Certificate.from_pem(pem, config.root)
+    except CertificateError as err:
+        log.warning("refused a certificate that passed TLS: %s", err)
+        raise ApiError(403, f"the server does not accept this certificate: {err}", "CertificateError") from None
+    request["identity"] = Identity(cert.hash(), cert.subject, cert.common_name)
+    return await handler(request)
+
+
+def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = None) -> web.Application:
+    """The aiohttp application (routes, middlewares, worker threads), without TLS.
+
+    Args:
+        root: the jobber root whose pool identifies callers (see ``default_root``).
+        job_user: run jobs as this user (default: nobody when root, else the caller).
+
+    Raises:
+        JobberError: the job user is unusable.
+    """
+    from jobber._server_api import add_routes
+
+    user, label = resolve_job_user(job_user)
+    config = ServerConfig(default_root(root), user, label)
+    app = web.Application(middlewares=[_log_and_contain, _identify], client_max_size=MAX_BODY_BYTES)
+    app[CONFIG] = config
+    add_routes(app)
+
+    async def open_hub(app: web.Application) -> Any:
+        app[HUB] = WatchHub(asyncio.get_running_loop())
+        yield
+        app[HUB].close()
+        config.close()
+
+    app.cleanup_ctx.append(open_hub)
+    return app
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as err:
+        raise JobberError(f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port or --host") from err
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise JobberError(f"--log-level {level!r}: use debug, info, warning or error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("jobber.server", "aiohttp.server", "aiohttp.web"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(numeric)
+        logger.propagate = False
+
+
+async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLContext, banner: str) -> None:
+    # handler_cancellation: a follower whose client went away is cancelled at once, which
+    # closes its log and its inotify subscription.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=_SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=1024)
+        await site.start()
+        print(banner, file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: jobs keep running; a new server picks them up")
+    finally:
+        await runner.cleanup()
+
+
+def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str] | None = None,
+          job_user: str | None = None, log_level: str = "info") -> None:
+    """Serve the jobs API over HTTPS until SIGINT or SIGTERM.
+
+    Prints ``jobber server: listening on https://HOST:PORT/ ...`` to stderr once ready
+    (with the real port when ``port`` is 0), and one log line per request.
+
+    Args:
+        host: the address to listen on.
+        port: the TCP port (0: any free one).
+        cert: the server's certificate (PEM, with its chain).
+        key: its private key (PEM, unencrypted).
+        root: the jobber root; clients are checked against ``<root>/pool/*.pem``.
+        job_user: run jobs as this user (default: nobody when root, else the server's user).
+        log_level: debug, info, warning or error.
+
+    Raises:
+        JobberError: the pool is empty, the certificate or key unusable, the port taken,
+            or the job user unusable.
+    """
+    _setup_logging(log_level)
+    root_path = default_root(root)
+    ssl_context = make_ssl_context(cert, key, root_path)
+    app = make_app(root_path, job_user)
+    config = app[CONFIG]
+    sock = _listen(host, port)
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    from jobber._storage import jobs_dir
+
+    banner = (f"jobber server: listening on https://{shown}:{bound[1]}/ (TLS 1.3, client certificates "
+              f"checked against {root_path / 'pool'}; jobs run as {config.job_user_label}, stored in {jobs_dir()})")
+    try:
+        asyncio.run(_run(app, sock, ssl_context, banner))
+    finally:
+        sock.close()
