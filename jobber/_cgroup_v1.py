@@ -116,10 +116,9 @@ class Cgroup:
                 self.procs = os.path.join(self.dirs[controller], "cgroup.procs")
                 break
 
-    def join(self, pid: int) -> None:
-        """Move ``pid`` into every hierarchy of the job (called in the job's own process)."""
-        for path in set(self.dirs.values()):
-            fs.write(os.path.join(path, "cgroup.procs"), str(pid))
+    def launch_args(self) -> list[str]:
+        """Launcher options that put the job in every hierarchy before it runs."""
+        return [arg for path in sorted(set(self.dirs.values())) for arg in ("--join", os.path.join(path, "cgroup.procs"))]
 
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included."""

@@ -138,9 +138,9 @@ class Cgroup:
         self.path: str = record["dirs"]["unified"]
         self.procs = os.path.join(self.path, "cgroup.procs")
 
-    def join(self, pid: int) -> None:
-        """Move ``pid`` into the job's cgroup (called in the job's own process)."""
-        fs.write(self.procs, str(pid))
+    def launch_args(self) -> list[str]:
+        """Launcher options that put the job in its cgroup before it runs."""
+        return ["--join", self.procs]
 
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included."""

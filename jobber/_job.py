@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from jobber import _isolation, _logs
 from jobber._errors import JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
+from jobber._launcher import launcher_command
 from jobber._limits import Limits, format_size
 from jobber._storage import write_atomic
 
@@ -39,7 +39,6 @@ __all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES"]
 
 STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out")
 FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
-_SUPERVISOR = str(Path(__file__).with_name("_supervisor.py"))
 
 
 def _when(value: float | None) -> datetime | None:
@@ -203,33 +202,39 @@ class Job:
             raise JobError(f"job {self.id} no longer exists (its directory {self.path} is gone)", job_id=self.id) from None
         os.close(claim)
         try:
-            spec = self._load_spec()
-            spec.update(_run_context(self, user, cwd))
+            context = _run_context(self, user, cwd)
+            spec = {**self._load_spec(), **context}
             write_atomic(self.path / "spec.json", json.dumps(spec).encode())
             record = _isolation.prepare(self.owner, self.id, self.limits, str(self.path))
             write_atomic(self.path / "confinement.json", json.dumps(record).encode())
         except BaseException:
             os.unlink(self.path / "started")  # not started: the caller may fix and retry
             raise
-        self._spawn_supervisor(record)
-
-    def _spawn_supervisor(self, record: dict[str, Any]) -> None:
-        env = dict(os.environ)
+        cgroup = _isolation.open_cgroup(record)
+        argv = launcher_command(str(self.path)) + cgroup.launch_args() + ["--cwd", context["cwd"]]
+        for name, value in context["env"].items():
+            argv += ["--env", f"{name}={value}"]
+        if "user" in context:
+            argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
+        argv += ["--", self.command]
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _SUPERVISOR, str(self.path)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,  # no SIGINT/SIGHUP from the kernel's terminal
-                env=env,
+                start_new_session=True,  # no SIGINT/SIGHUP from the caller's terminal
             )
         except OSError as err:
-            _isolation.open_cgroup(record).remove()
-            raise JobError(f"job {self.id}: cannot start the supervisor: {err}", job_id=self.id) from err
-        reply = proc.stdout.read().decode(errors="replace").strip() if proc.stdout else ""
-        proc.stdout.close() if proc.stdout else None
-        proc.wait()
+            cgroup.remove()
+            raise JobError(f"job {self.id}: cannot start its supervisor: {err}", job_id=self.id) from err
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise JobError(f"job {self.id}: its supervisor did not answer within 60 s", job_id=self.id) from None
+        reply = out.decode(errors="replace").strip()
         if not reply.startswith("ok "):
             detail = reply.removeprefix("error ").strip() or f"the supervisor exited with {proc.returncode}"
             raise JobError(f"job {self.id} did not start: {detail}", job_id=self.id)
@@ -245,6 +250,9 @@ class Job:
         if raw is None:
             return JobStatus(state="created", limits=limits, backend=self.options.get("backend", "local"))
         fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
+        record = self._record()
+        fields["isolation"] = record.get("isolation")
+        fields["isolation_note"] = "; ".join(record.get("notes", []))
         fields["started_at"] = _when(raw.get("started_at"))
         fields["ended_at"] = _when(raw.get("ended_at"))
         if raw.get("error"):
@@ -272,9 +280,16 @@ class Job:
         except (OSError, ValueError) as err:
             raise JobError(f"job {self.id}: unreadable status {self.path / 'status.json'}: {err}", job_id=self.id) from err
 
+    def _record(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "confinement.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            raise JobError(f"job {self.id}: unreadable {self.path / 'confinement.json'}: {err}", job_id=self.id) from err
+
     def _cgroup(self, pid: int | None) -> Any:
-        record = json.loads((self.path / "confinement.json").read_bytes())
-        return _isolation.open_cgroup(record, pid)
+        return _isolation.open_cgroup(self._record(), pid)
 
     def tail(self, buf: bytearray | memoryview, offset: int = 0) -> int:
         """Copy log bytes starting at ``offset`` into ``buf`` (readinto semantics).

@@ -18,6 +18,10 @@ MAX_GRACE_S = 300.0
 MAX_WAIT_S = 60.0
 
 _SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
+# At least 0.01 CPUs, the smallest quota the kernel takes.
+_CPU_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.(0[1-9]|[1-9])[0-9]*)$"
+# Any text with something other than white space in it, and no NUL byte.
+_COMMAND_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 _STATES = ["created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out"]
 
 
@@ -55,7 +59,7 @@ _SCHEMAS: dict[str, Any] = {
         "description": "What the job may use; a missing or null limit means unlimited.",
         "properties": {
             "cpu": _nullable({
-                "anyOf": [{"type": "number", "minimum": 0.01}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}],
+                "anyOf": [{"type": "number", "minimum": 0.01}, {"type": "string", "pattern": _CPU_PATTERN}],
                 "description": "CPUs, e.g. 0.5 for half a core",
             }),
             "memory": _size("RAM, swap not allowed on top"),
@@ -121,7 +125,7 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["command"],
         "properties": {
-            "command": {"type": "string", "minLength": 1, "description": "run as /bin/sh -c COMMAND"},
+            "command": {"type": "string", "pattern": _COMMAND_PATTERN, "description": "run as /bin/sh -c COMMAND"},
             "limits": _nullable({"$ref": "#/components/schemas/LimitsRequest"}),
             "start": {
                 "type": "boolean",
@@ -286,7 +290,8 @@ _PATHS: dict[str, Any] = {
                  "schema": {"type": "integer", "minimum": 0, "default": 0}},
                 {"name": "tail", "in": "query", "required": False, "description": "start this many bytes before the end instead",
                  "schema": {"type": "integer", "minimum": 0}},
-                {"name": "length", "in": "query", "required": False, "description": "most bytes to return (not with follow)",
+                {"name": "length", "in": "query", "required": False,
+                 "description": "most bytes to return (default 65536); with follow, the stream ends after this many",
                  "schema": {"type": "integer", "minimum": 1, "maximum": MAX_READ_BYTES, "default": DEFAULT_READ_BYTES}},
                 {"name": "follow", "in": "query", "required": False, "description": "stream until the job has ended",
                  "schema": {"type": "boolean", "default": False}},

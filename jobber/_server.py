@@ -28,9 +28,11 @@ every job again, running or not, and followers resume from an offset.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import pwd
+import re
 import signal
 import socket
 import ssl
@@ -48,7 +50,7 @@ from jobber._errors import CertificateError, JobberError
 from jobber._openapi import MAX_BODY_BYTES
 from jobber._server_watch import WatchHub
 
-__all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError"]
+__all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError", "public_message"]
 
 log = logging.getLogger("jobber.server")
 
@@ -59,6 +61,7 @@ _STOP_THREADS = 64
 # In-flight requests get this long to finish on SIGTERM; followers are cut (their clients
 # resume from an offset against the next server).
 _SHUTDOWN_GRACE_S = 2.0
+_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
 
 class ApiError(Exception):
     """An error answered as ``{"error": message, "type": ...}`` with an HTTP status.
@@ -75,6 +78,11 @@ class ApiError(Exception):
         self.status = status
         self.kind = kind
         self.job_id = job_id
+
+
+def public_message(message: str) -> str:
+    """The message without the server's file paths (job dirs, cgroups, the pool)."""
+    return _PATH.sub("<path>", message)
 
 
 def error_response(status: int, message: str, kind: str = "JobberError", job_id: int | None = None,
@@ -94,11 +102,15 @@ class ServerConfig:
         root: the jobber root whose ``pool`` directory holds the trusted certificates.
         job_user: the user jobs run as, or None for the server's own user.
         job_user_label: that user's name, for messages.
+        job_cwd: the jobs' working directory when they run as the server's user (the
+            job user's home otherwise, or / when it has none: job directories are
+            private to the server's user).
     """
 
     root: Path
     job_user: str | None
     job_user_label: str
+    job_cwd: str | None = None
     starts: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_START_THREADS, "jobber-start"))
     stops: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_STOP_THREADS, "jobber-stop"))
 
@@ -306,6 +318,14 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, exc.reason)
 
 
+def _unverified_identity(ssl_object: ssl.SSLObject) -> Identity:
+    """Who a refused certificate claims to be, for the log only."""
+    der = ssl_object.getpeercert(binary_form=True) or b""
+    names = [value for rdn in (ssl_object.getpeercert() or {}).get("subject", ()) for key, value in rdn
+             if key == "commonName"]
+    return Identity(hashlib.sha256(der).hexdigest(), "", names[0] if names else None)
+
+
 @web.middleware
 async def _identify(request: web.Request, handler: Any) -> web.StreamResponse:
     """Run ``Certificate.from_pem`` on the client's certificate: its hash owns the jobs."""
@@ -318,8 +338,10 @@ async def _identify(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         cert = Certificate.from_pem(pem, config.root)
     except CertificateError as err:
-        log.warning("refused a certificate that passed TLS: %s", err)
-        raise ApiError(403, f"the server does not accept this certificate: {err}", "CertificateError") from None
+        request["identity"] = _unverified_identity(ssl_object)
+        log.warning("%s: refused a certificate that passed TLS: %s", request["identity"].label, err)
+        raise ApiError(403, f"the server does not accept this certificate: {public_message(str(err))}",
+                       "CertificateError") from None
     request["identity"] = Identity(cert.hash(), cert.subject, cert.common_name)
     return await handler(request)
 
@@ -337,7 +359,8 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     from jobber._server_api import add_routes
 
     user, label = resolve_job_user(job_user)
-    config = ServerConfig(default_root(root), user, label)
+    home = os.path.expanduser("~")
+    config = ServerConfig(Path(os.path.abspath(default_root(root))), user, label, None if user else (home if os.path.isdir(home) else "/"))
     app = web.Application(middlewares=[_log_and_contain, _identify], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     add_routes(app)
@@ -414,7 +437,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
             or the job user unusable.
     """
     _setup_logging(log_level)
-    root_path = default_root(root)
+    root_path = Path(os.path.abspath(default_root(root)))
     ssl_context = make_ssl_context(cert, key, root_path)
     app = make_app(root_path, job_user)
     config = app[CONFIG]

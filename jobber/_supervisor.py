@@ -1,24 +1,26 @@
-"""The supervisor: one small process per job that starts it and records its outcome.
+"""The supervisor: starts a job, waits for it, records its outcome.
 
-Run as ``python -I -S _supervisor.py JOB_DIR`` by ``Job.start()``. It forks once more and
-the first process exits, so the supervisor is nobody's child: killing the Jupyter kernel
-that started a job (even with SIGKILL) neither signals nor orphans the job. The supervisor
-is single-threaded, so forking and running Python in the child before exec is safe (unlike
-``preexec_fn`` in a kernel, which has threads): the child joins its cgroup, points stdout
-and stderr at the log and execs ``/bin/sh -c COMMAND``.
+Two halves. The resident half starts the job and waits: normally the compiled launcher
+(``_launcher.c``: ~1 ms to start, ~0.1 MB per running job), or, without a C compiler,
+this file run as ``_supervisor.py --launch ...`` with the same options. Either forks once
+more and lets its first process exit, so the supervisor is nobody's child: killing the
+Jupyter kernel that started a job (even with SIGKILL) neither signals nor orphans it.
+The resident half is single-threaded, so running code in the forked child before exec is
+safe (unlike ``preexec_fn`` in a kernel, which has threads).
 
-Protocol with the starter: the supervisor writes one line to its stdout, ``ok PID`` once
-the command was exec'd, or ``error MESSAGE``, then closes it.
+The finishing half, ``_supervisor.py --finish JOB_DIR ...``, runs once the job's main
+process has ended: it kills leftovers, reads the cgroup's totals, removes the cgroup and
+writes the outcome to status.json atomically.
 
 This file imports only the standard library and jobber's cgroup modules, never the
-package's ``__init__`` (which loads cryptography): interpreter start-up is most of the
-start latency.
+package's ``__init__`` (which loads cryptography): interpreter start-up is what it costs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -31,8 +33,6 @@ if __name__ == "__main__":
     sys.modules["jobber"] = _package
 
 from jobber._isolation import open_cgroup  # noqa: E402
-
-FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
 
 
 def process_start_time(pid: int | str) -> int | None:
@@ -52,46 +52,112 @@ def process_start_time(pid: int | str) -> int | None:
 
 def write_json(path: str, data: dict) -> None:
     """Atomically replace ``path`` (readers see the old or the new file, whole)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(data, f)
     os.replace(tmp, path)
 
 
-def _child(job_dir: str, spec: dict, cgroup, log_fd: int, error_fd: int) -> None:
+def parse_launch(argv: list[str]) -> dict:
+    """Read the launcher's options (the same for the C and the Python launcher)."""
+    plan: dict = {"join": [], "rlimit": [], "env": [], "pgid": False, "uid": None, "gid": None, "cwd": "/"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            plan["command"] = argv[i + 1]
+            return plan
+        if arg == "--pgid":
+            plan["pgid"] = True
+        elif arg in ("--join", "--rlimit", "--env"):
+            plan[arg[2:]].append(argv[i + 1])
+            i += 1
+        elif arg in ("--uid", "--gid"):
+            plan[arg[2:]] = int(argv[i + 1])
+            i += 1
+        elif arg == "--cwd":
+            plan["cwd"] = argv[i + 1]
+            i += 1
+        else:
+            raise ValueError(f"unknown launcher option {arg}")
+        i += 1
+    raise ValueError("no command after --")
+
+
+def _child(plan: dict, log_fd: int, error_fd: int) -> None:
     """In the forked child: confine, redirect, exec. Never returns."""
     try:
-        cgroup.join(os.getpid())
+        for procs in plan["join"]:
+            with open(procs, "w") as f:
+                f.write("0")  # "0" moves the writing process itself
+        if plan["pgid"]:
+            os.setpgid(0, 0)
+        for spec in plan["rlimit"]:
+            name, value = spec.split("=")
+            resource.setrlimit(getattr(resource, name), (int(value), int(value)))
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        user = spec.get("user")
-        if user:
+        if plan["gid"] is not None:
             os.setgroups([])
-            os.setgid(user["gid"])
-            os.setuid(user["uid"])
-        os.chdir(spec.get("cwd") or "/")
+            os.setgid(plan["gid"])
+        if plan["uid"] is not None:
+            os.setuid(plan["uid"])
+        os.chdir(plan["cwd"])
         env = dict(os.environ)
-        env.update(spec.get("env") or {})
-        os.execve("/bin/sh", ["/bin/sh", "-c", spec["command"]], env)
+        env.update(item.split("=", 1) for item in plan["env"])
+        os.execve("/bin/sh", ["sh", "-c", plan["command"]], env)
     except BaseException as err:  # noqa: BLE001 - anything here must reach the starter
-        os.write(error_fd, f"{type(err).__name__}: {err}".encode(errors="replace"))
+        os.write(error_fd, f"{err}".encode(errors="replace"))
     finally:
         os._exit(127)
 
 
-def _outcome(wait_status: int, stopped: bool, stats: dict) -> dict:
+def launch(job_dir: str, plan: dict) -> int:
+    """The pure-Python resident half: start the job, wait, then finish in-process."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    log_fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    started_at = time.time()
+    pid = os.fork()
+    if pid == 0:
+        os.close(error_r)
+        _child(plan, log_fd, error_w)
+    os.close(error_w)
+    os.close(log_fd)
+    failure = b""
+    while chunk := os.read(error_r, 4096):  # EOF without data: the exec succeeded
+        failure += chunk
+    os.close(error_r)
+    if failure:
+        os.waitpid(pid, 0)
+        return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"))
+    with open(os.path.join(job_dir, "pid"), "w") as f:
+        f.write(f"{pid}\n")
+    write_json(os.path.join(job_dir, "status.json"), {
+        "state": "running", "pid": pid, "started_at": started_at,
+        "supervisor_pid": os.getpid(), "supervisor_start": process_start_time("self"),
+    })
+    os.write(1, f"ok {pid}\n".encode())
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    _, wait_status, usage = os.wait4(pid, 0)
+    return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
+                  cpu=usage.ru_utime + usage.ru_stime)
+
+
+def _outcome(wait_status: int, stopped: bool, oom: bool) -> dict:
     exit_code = os.waitstatus_to_exitcode(wait_status)
-    result: dict = {"exit_code": None, "signal": None}
+    result: dict = {"exit_code": None, "signal": None, "oom_killed": oom}
     if exit_code < 0:
         result["signal"] = -exit_code
     else:
         result["exit_code"] = exit_code
-    oom = stats.get("oom_kills", 0) > 0
-    result["oom_killed"] = oom
     if stopped:
         result["state"] = "stopped"
     elif oom and exit_code != 0:
@@ -103,70 +169,26 @@ def _outcome(wait_status: int, stopped: bool, stats: dict) -> dict:
     return result
 
 
-def supervise(job_dir: str) -> int:
-    """Start the job in ``job_dir`` and wait for it; returns the supervisor's exit code."""
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    with open(os.path.join(job_dir, "spec.json")) as f:
-        spec = json.load(f)
-    with open(os.path.join(job_dir, "confinement.json")) as f:
-        record = json.load(f)
-    status_path = os.path.join(job_dir, "status.json")
-    cgroup = open_cgroup(record)
-    base = {
-        "isolation": record["isolation"],
-        "isolation_note": "; ".join(record.get("notes", [])),
-        "supervisor_pid": os.getpid(),
-        "supervisor_start": process_start_time("self"),
-    }
-    log_fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    error_r, error_w = os.pipe2(os.O_CLOEXEC)
-    started_at = time.time()
-    pid = os.fork()
-    if pid == 0:
-        os.close(error_r)
-        _child(job_dir, spec, cgroup, log_fd, error_w)
-    os.close(error_w)
-    os.close(log_fd)
-    failure = b""
-    while chunk := os.read(error_r, 4096):  # EOF without data: the exec succeeded
-        failure += chunk
-    os.close(error_r)
-    if failure:
-        os.waitpid(pid, 0)
-        _cleanup(cgroup)
-        message = failure.decode(errors="replace")
-        write_json(status_path, {**base, "state": "failed", "exit_code": 127, "signal": None,
-                                 "oom_killed": False, "started_at": started_at,
-                                 "ended_at": time.time(), "error": message})
-        os.write(1, f"error {message}\n".encode())
-        return 1
-    with open(os.path.join(job_dir, "pid"), "w") as f:
-        f.write(f"{pid}\n")
-    write_json(status_path, {**base, "state": "running", "pid": pid, "started_at": started_at})
-    os.write(1, f"ok {pid}\n".encode())
-    # Let go of the starter's pipe, so its read ends now, and of its terminal-less stdio.
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-
-    _, wait_status, rusage = os.wait4(pid, 0)
+def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
+           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None) -> int:
+    """Record how the job ended, after cleaning up what is left of it."""
     ended_at = time.time()
-    stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
+    with open(os.path.join(job_dir, "confinement.json")) as f:
+        cgroup = open_cgroup(json.load(f), pid)
     stats = _cleanup(cgroup)
-    outcome = _outcome(wait_status, stopped, stats)
-    final = {
-        **base,
-        **outcome,
-        "pid": pid,
-        "started_at": started_at,
-        "ended_at": ended_at,
-        # Without a cgroup, rusage is the best there is: the largest process, and the CPU
-        # of the job's process and the descendants it waited for.
-        "peak_memory_bytes": stats.get("peak_memory_bytes", rusage.ru_maxrss * 1024),
-        "cpu_seconds": stats.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime),
-    }
-    write_json(status_path, final)
+    final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
+    if failed is not None:
+        final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
+        write_json(os.path.join(job_dir, "status.json"), final)
+        os.write(1, f"error {failed}\n".encode(errors="replace"))
+        return 1
+    stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
+    final.update(_outcome(wait_status, stopped, stats.get("oom_kills", 0) > 0))
+    # Without a cgroup, rusage is the best there is: the largest process, and the CPU of
+    # the job's process and the descendants it waited for.
+    final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
+    final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
+    write_json(os.path.join(job_dir, "status.json"), final)
     return 0
 
 
@@ -190,13 +212,28 @@ def _cleanup(cgroup) -> dict:
     return stats
 
 
-def main() -> int:
-    """Entry point: ``_supervisor.py JOB_DIR``."""
-    job_dir = sys.argv[1]
-    if os.fork() != 0:
-        os._exit(0)  # the starter reaps this one at once; the grandchild is the supervisor
+def _finish_from_argv(argv: list[str]) -> int:
+    options = dict(zip(argv[1::2], argv[2::2]))
+    return finish(
+        argv[0],
+        int(options["--pid"]),
+        float(options["--started"]),
+        wait_status=int(options["--wait-status"]) if "--wait-status" in options else None,
+        maxrss_kb=int(options.get("--maxrss-kb", 0)),
+        cpu=float(options.get("--cpu", 0.0)),
+        failed=options.get("--failed"),
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``--launch JOB_DIR OPTIONS -- COMMAND`` or ``--finish JOB_DIR OPTIONS``."""
     try:
-        return supervise(job_dir)
+        if argv[0] == "--finish":
+            return _finish_from_argv(argv[1:])
+        job_dir, plan = argv[1], parse_launch(argv[2:])
+        if os.fork() != 0:
+            os._exit(0)  # the starter reaps this one at once; the grandchild supervises
+        return launch(job_dir, plan)
     except BaseException as err:  # noqa: BLE001 - the starter must hear of any failure
         try:
             os.write(1, f"error supervisor: {type(err).__name__}: {err}\n".encode())
@@ -206,4 +243,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

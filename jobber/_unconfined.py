@@ -9,7 +9,6 @@ and the status says so.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +53,9 @@ class Cgroup:
         self.rlimits: dict[str, int] = record.get("rlimits", {})
         self.leader: int | None = record.get("pid")
 
-    def join(self, pid: int) -> None:
-        """Called in the job's process: own process group and rlimits (the supervisor sets the tag)."""
-        os.setpgid(0, 0)
-        for name, value in self.rlimits.items():
-            limit = getattr(resource, name)
-            resource.setrlimit(limit, (value, value))
+    def launch_args(self) -> list[str]:
+        """Launcher options: the job's own process group, and its rlimits."""
+        return ["--pgid"] + [arg for name, value in sorted(self.rlimits.items()) for arg in ("--rlimit", f"{name}={value}")]
 
     def pids(self) -> list[int]:
         """Processes of this user that carry the job's tag (setsid escapees included)."""

@@ -23,28 +23,37 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertFactory", "Issued", "EXPIRED", "NOT_YET_VALID", "CURRENT", "CLIENT_AUTH",
-           "SERVER_AUTH", "make_key",
-           "key_pem", "openssl_verify"]
+__all__ = [
+    "CLIENT_AUTH",
+    "CURRENT",
+    "EXPIRED",
+    "NOT_YET_VALID",
+    "SERVER_AUTH",
+    "CertFactory",
+    "Issued",
+    "key_pem",
+    "make_key",
+    "openssl_verify",
+]
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey]
+PrivateKey = (ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+              | ed448.Ed448PrivateKey)
 UTC = dt.timezone.utc
 EXPIRED = (dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 1, 1, tzinfo=UTC))
 NOT_YET_VALID = (dt.datetime(2090, 1, 1, tzinfo=UTC), dt.datetime(2091, 1, 1, tzinfo=UTC))
 CURRENT = None  # the default: from an hour ago for 30 days
-KEY_KINDS = ("p256", "p384", "rsa2048", "rsa1024", "ed25519")
+KEY_KINDS = ("p256", "p384", "rsa2048", "rsa1024", "ed25519", "ed448")
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_key(bits: int, slot: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
@@ -57,6 +66,8 @@ def make_key(kind: str = "p256", slot: int = 0) -> PrivateKey:
         return ec.generate_private_key(ec.SECP384R1())
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ed448":
+        return ed448.Ed448PrivateKey.generate()
     if kind.startswith("rsa"):
         return _rsa_key(int(kind[3:]), slot)
     raise ValueError(f"unknown key kind {kind!r}; use one of {KEY_KINDS}")
@@ -125,7 +136,7 @@ def _name(common_name: str | x509.Name) -> x509.Name:
 
 
 def _hash_for(key: PrivateKey, digest: hashes.HashAlgorithm | None) -> hashes.HashAlgorithm | None:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         return None
     return digest or (hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey)
                       and key.curve.key_size == 384 else hashes.SHA256())
@@ -243,8 +254,8 @@ class CertFactory:
                       "-out", "req.csr", cwd=work)
 
     def _sign_csr(self, work: Path, issuer: Issued | None, key: PrivateKey,
-                  extfile: str | None, days: int = 30) -> Issued:
-        args = ["x509", "-req", "-in", "req.csr", "-days", str(days), "-sha256",
+                  extfile: str | None, digest: str = "sha256") -> Issued:
+        args = ["x509", "-req", "-in", "req.csr", "-days", "30", f"-{digest}",
                 "-set_serial", str(next(self._serials)), "-out", "cert.pem"]
         if issuer is None:
             args += ["-signkey", "key.pem"]
@@ -261,22 +272,23 @@ class CertFactory:
         return Issued(cert, key, chain)
 
     def openssl_v1_leaf(self, name: str = "bob", *, issuer: Issued | None,
-                        key: str = "p256") -> Issued:
+                        key: str = "p256", digest: str = "sha256") -> Issued:
         """The everyday recipe: `openssl req -new` + `openssl x509 -req -CA` (version 1).
 
         With ``issuer=None`` it is self-signed (`openssl x509 -req -signkey`), which is
-        also how a version-1 root CA is made.
+        also how a version-1 root CA is made. ``digest="sha1"`` makes what cryptography
+        refuses to sign.
         """
         work, private = self._scratch(name), make_key(key)
         self._csr(work, name, private)
-        return self._sign_csr(work, issuer, private, None)
+        return self._sign_csr(work, issuer, private, None, digest)
 
     def openssl_v3(self, name: str, *, issuer: Issued | None, extensions: str,
-                   key: str = "p256") -> Issued:
+                   key: str = "p256", digest: str = "sha256") -> Issued:
         """`openssl x509 -req` with an extfile holding ``extensions`` (one per line)."""
         work, private = self._scratch(name), make_key(key)
         self._csr(work, name, private)
-        return self._sign_csr(work, issuer, private, extensions)
+        return self._sign_csr(work, issuer, private, extensions, digest)
 
     def openssl_ca(self, name: str = "OpenSSL CA", *, key: str = "p256") -> Issued:
         """`openssl req -x509 -new` with the extensions of openssl.cnf's stock v3_ca."""

@@ -28,6 +28,20 @@ needs_cgroup = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def launcher(request, monkeypatch):
+    """Every test runs with both supervisors: the compiled launcher and the Python one."""
+    from jobber import _launcher
+
+    if request.param == "python":
+        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
+    else:
+        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
+    _launcher.reset()
+    yield request.param
+    _launcher.reset()
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

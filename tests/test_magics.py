@@ -1,0 +1,392 @@
+"""The magics in-process, on an InteractiveShell with the extension freshly loaded per test.
+
+Jobs are real (this host's isolation); the identity is a demo pool made once per session.
+The same magics inside a real kernel are in test_kernel.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from jobber import Certificate, CertificateError, Job, JobNotFound, LimitError, Limits
+from jobber._demo_certs import init_demo
+from jobber_magics._display import IdentityView, JobList
+from jobber_magics._widget import JobWidget
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A demo pool (CA, client.pem, client2.pem); JOBBER_ROOT is its directory."""
+    return init_demo(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def identity(demo, monkeypatch) -> Certificate:
+    """$JOBBER_ROOT and $JOBBER_CERT point at the demo pool and its first client."""
+    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
+    monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
+    return Certificate.from_file(demo["client"])
+
+
+@pytest.fixture
+def no_identity(monkeypatch, tmp_path):
+    """Neither $JOBBER_CERT nor a pool."""
+    monkeypatch.delenv("JOBBER_CERT", raising=False)
+    monkeypatch.setenv("JOBBER_ROOT", str(tmp_path / "no-root"))
+
+
+@pytest.fixture
+def shell():
+    """The InteractiveShell singleton, reset, with jobber_magics loaded (unloaded after)."""
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("jobber_magics")
+    yield ip
+    ip.extension_manager.unload_extension("jobber_magics")
+    ip.reset(new_session=False)
+
+
+def run_cell(shell, source: str):
+    """Run a cell as a user would; return (result, captured output)."""
+    with capture_output() as captured:
+        result = shell.run_cell(source)
+    return result, captured
+
+
+def usage_error(shell, source: str) -> UsageError:
+    """Run a cell that must fail with a one-line UsageError, no traceback; return it."""
+    result, captured = run_cell(shell, source)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    assert captured.stderr.count("\n") == 1 and captured.stderr.startswith("UsageError: ")
+    assert "Traceback" not in captured.stdout + captured.stderr
+    return result.error_in_exec
+
+
+def magics(shell):
+    return shell.magics_manager.registry["JobberMagics"]
+
+
+class TestLoading:
+    def test_every_magic_is_registered_with_real_help(self, shell):
+        for name in ("jobber_cert", "jobber_tail", "jobber_stop", "jobber_jobs", "jobber_connect"):
+            assert shell.find_line_magic(name) is not None
+        help_text = shell.find_cell_magic("jobber_run").__doc__
+        assert "%%jobber_run [--cpu C] [--memory M] [--pids N] [--io-read B]" in help_text
+        for option in ("--io-write B", "--name VAR", "--no-follow", "$HOME and {x} reach the shell"):
+            assert option in help_text
+        assert "-n LINES, --lines LINES" in shell.find_line_magic("jobber_tail").__doc__
+
+    def test_question_mark_prints_the_help(self, shell):
+        _, captured = run_cell(shell, "%jobber_run?")
+        assert "--memory M" in captured.stdout
+
+    def test_html_displays_are_registered_and_removed_on_unload(self, shell, identity):
+        job = identity.new_job("echo hi")
+        html = shell.display_formatter.formatters["text/html"]
+        assert "<b>job " in html(job) and "created" in html(job)
+        assert "CN=demo-user" in html(identity) and identity.hash() in html(identity)
+        shell.extension_manager.unload_extension("jobber_magics")
+        assert html(job) is None and shell.find_line_magic("jobber_jobs") is None
+        shell.extension_manager.load_extension("jobber_magics")
+
+    def test_loading_does_not_import_ipywidgets(self):
+        code = (
+            "import sys\n"
+            "from IPython.core.interactiveshell import InteractiveShell\n"
+            "InteractiveShell.instance().run_line_magic('load_ext', 'jobber_magics')\n"
+            "print('ipywidgets' in sys.modules)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"
+
+
+class TestIdentity:
+    def test_without_identity_every_magic_says_how_to_choose_one(self, shell, no_identity):
+        for source in ("%jobber_jobs", "%jobber_tail 1", "%jobber_stop 1", "%%jobber_run\necho hi"):
+            error = usage_error(shell, source)
+            assert "no identity chosen yet: run `%jobber_cert PATH/TO/cert.pem`" in str(error)
+
+    def test_jobber_cert_env_is_the_default_identity(self, shell, identity):
+        job = shell.run_cell("%%jobber_run --no-follow\ntrue").result
+        assert job.owner == identity.hash()
+
+    def test_choosing_a_certificate(self, shell, no_identity, demo, monkeypatch):
+        monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
+        result, captured = run_cell(shell, f"%jobber_cert {demo['client2']}")
+        assert captured.stdout == "Jobs now run on this host as CN=demo-user-2,O=jobber demo.\n"
+        job = shell.run_cell("%%jobber_run --no-follow\ntrue").result
+        assert job.owner == Certificate.from_file(demo["client2"]).hash()
+
+    def test_paths_expand_home_and_environment_variables(self, shell, identity):
+        result, captured = run_cell(shell, "%jobber_cert $JOBBER_CERT")
+        assert result.success and "CN=demo-user," in captured.stdout
+
+    def test_one_identity_does_not_see_the_jobs_of_another(self, shell, demo, identity):
+        shell.run_cell("%%jobber_run --no-follow\ntrue")
+        run_cell(shell, f"%jobber_cert {demo['client2']}")
+        assert shell.run_line_magic("jobber_jobs", "") == []
+        assert "no job 1 for this certificate" in str(usage_error(shell, "%jobber_tail 1"))
+
+    def test_a_certificate_outside_the_pool_is_refused(self, shell, identity, tmp_path):
+        stranger = init_demo(tmp_path / "elsewhere")["client"]
+        error = usage_error(shell, f"%jobber_cert {stranger}")
+        assert str(stranger) in str(error) and isinstance(error.__cause__, CertificateError)
+
+    def test_a_missing_file_is_refused(self, shell, identity, tmp_path):
+        error = usage_error(shell, f"%jobber_cert {tmp_path}/nope.pem")
+        assert "cannot read the certificate file" in str(error)
+
+    def test_without_a_path_shows_the_identity_and_the_pool(self, shell, identity, demo):
+        view = shell.run_line_magic("jobber_cert", "")
+        assert isinstance(view, IdentityView)
+        text, html = repr(view), view._repr_html_()
+        assert text.startswith(f"identity: CN=demo-user,O=jobber demo  (sha256 {identity.hash()[:16]}")
+        assert f"pool: {demo['pool']}" in text and "CN=jobber demo CA" in text and "issued your identity" in text
+        assert "<table>" in html and "issued your identity" in html
+
+    def test_showing_without_identity_is_not_an_error(self, shell, no_identity, demo, monkeypatch):
+        monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
+        assert "no identity chosen yet" in repr(shell.run_line_magic("jobber_cert", ""))
+
+
+class TestRun:
+    def test_the_body_reaches_the_shell_verbatim(self, shell, identity, tmp_path):
+        shell.user_ns["x"] = "python value"
+        job = shell.run_cell('%%jobber_run --no-follow\necho "$HOME" {x} $((6*7)) \'$x\'\n').result
+        job.wait(30)
+        assert job.command == 'echo "$HOME" {x} $((6*7)) \'$x\'\n'
+        assert last_log(job) == f"{os.environ['HOME']} {{x}} 42 $x\n"
+
+    def test_returns_the_job_shows_the_widget_and_binds_the_name(self, shell, identity):
+        result, captured = run_cell(shell, "%%jobber_run --name train\necho hello")
+        job = result.result
+        assert isinstance(job, Job) and shell.user_ns["_"] is job and shell.user_ns["train"] is job
+        assert [o.data["text/plain"] for o in captured.outputs] == [f"JobWidget(job={job.id})"]
+        assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
+        job.wait(30)
+
+    def test_no_follow_starts_without_a_widget(self, shell, identity):
+        result, captured = run_cell(shell, "%%jobber_run --no-follow\nsleep 0.2")
+        assert captured.outputs == [] and result.result.status().state == "running"
+
+    def test_limits_are_passed_to_the_job(self, shell, identity):
+        job = shell.run_cell(
+            "%%jobber_run --no-follow --cpu 0.5 --memory 64M --pids 20 --io-read 1M --io-write 2G\ntrue"
+        ).result
+        assert job.limits == Limits(cpu=0.5, memory=64 << 20, pids=20, io_read_bps=1 << 20, io_write_bps=2 << 30)
+
+    def test_a_bad_size_is_a_usage_error_and_starts_nothing(self, shell, identity):
+        error = usage_error(shell, "%%jobber_run --memory 12Q\necho hi")
+        assert "memory: '12Q' is not a size" in str(error) and isinstance(error.__cause__, LimitError)
+        assert identity.get_jobs() == []
+
+    @pytest.mark.parametrize(("line", "message"), [
+        ("--cpu none", "cpu must be a number of CPUs"),
+        ("--pids -3", "pids must be at least 1"),
+        ("--name 2fast", "is not a Python variable name"),
+        ("--name class", "is not a Python variable name"),
+        ("--bogus", "unrecognized arguments: --bogus"),
+    ])
+    def test_bad_options_are_usage_errors(self, shell, identity, line, message):
+        assert message in str(usage_error(shell, f"%%jobber_run {line}\necho hi"))
+
+    def test_an_empty_script_is_refused(self, shell, identity):
+        assert "the command is empty" in str(usage_error(shell, "%%jobber_run\n\n"))
+
+    def test_as_a_line_magic_it_explains_the_cell_form(self, shell, identity):
+        assert "is a cell magic: write %%jobber_run (two %)" in str(usage_error(shell, "%jobber_run echo hi"))
+
+    def test_a_job_that_cannot_be_confined_is_a_usage_error(self, shell, identity, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "cgroup-v3")
+        assert "JOBBER_ISOLATION='cgroup-v3' is not one of" in str(usage_error(shell, "%%jobber_run\ntrue"))
+
+
+def last_log(job, size: int = 1 << 16) -> str:
+    buf = bytearray(size)
+    return bytes(buf[: job.tail(buf)]).decode()
+
+
+class TestTail:
+    @pytest.fixture
+    def job(self, shell, identity):
+        job = shell.run_cell("%%jobber_run --no-follow\nseq 1 30; printf 'bar 10%%\\rbar 99%%\\rbar 100%%\\n\\377 done'").result
+        job.wait(30)
+        return job
+
+    def test_prints_the_last_lines_as_a_terminal_shows_them(self, shell, job):
+        _, captured = run_cell(shell, f"%jobber_tail {job.id} -n 3")
+        assert captured.stdout == "30\nbar 100%\n\ufffd done\n"
+
+    def test_ten_lines_by_default(self, shell, job):
+        _, captured = run_cell(shell, f"%jobber_tail {job.id}")
+        assert captured.stdout.splitlines() == [str(i) for i in range(23, 31)] + ["bar 100%", "\ufffd done"]
+
+    def test_zero_lines_prints_nothing(self, shell, job):
+        _, captured = run_cell(shell, f"%jobber_tail {job.id} -n 0")
+        assert captured.stdout == ""
+
+    def test_follow_returns_a_live_view_of_the_last_lines(self, shell, job):
+        widget = shell.run_line_magic("jobber_tail", f"{job.id} -f -n 2")
+        assert isinstance(widget, JobWidget) and widget.wait(30)
+        assert "bar 100%\n\ufffd done</pre>" in widget._log_view.value and "\n30\n" not in widget._log_view.value
+
+    def test_an_unknown_job_is_a_usage_error(self, shell, identity):
+        error = usage_error(shell, "%jobber_tail 999")
+        assert "no job 999" in str(error) and isinstance(error.__cause__, JobNotFound)
+
+    @pytest.mark.parametrize("job_id", ["abc", "0", "-1", "3.5"])
+    def test_a_malformed_job_id_is_a_usage_error(self, shell, identity, job_id):
+        assert "is not a job id: give the job's number" in str(usage_error(shell, f"%jobber_tail {job_id}"))
+
+    def test_a_malformed_line_count_is_a_usage_error(self, shell, job):
+        assert "'many' is not a number of lines" in str(usage_error(shell, f"%jobber_tail {job.id} -n many"))
+
+
+class TestStop:
+    def test_stops_the_job_and_says_how_it_ended(self, shell, identity):
+        job = shell.run_cell("%%jobber_run --no-follow\nsleep 300").result
+        _, captured = run_cell(shell, f"%jobber_stop {job.id} --grace 1")
+        assert captured.stdout == f"job {job.id}: stopped\n" and job.status().state == "stopped"
+
+    def test_stopping_an_ended_job_tells_its_outcome(self, shell, identity):
+        job = shell.run_cell("%%jobber_run --no-follow\nexit 4").result
+        job.wait(30)
+        _, captured = run_cell(shell, f"%jobber_stop {job.id}")
+        assert captured.stdout == f"job {job.id}: failed (code 4)\n"
+
+    def test_an_unknown_job_is_a_usage_error(self, shell, identity):
+        assert "no job 7" in str(usage_error(shell, "%jobber_stop 7"))
+
+
+class TestJobs:
+    def test_lists_this_identitys_jobs_with_their_true_state(self, shell, identity):
+        done = shell.run_cell("%%jobber_run --no-follow\necho done").result
+        running = shell.run_cell("%%jobber_run --no-follow\nsleep 300").result
+        done.wait(30)
+        jobs = shell.run_line_magic("jobber_jobs", "")
+        assert isinstance(jobs, JobList) and jobs == [done, running]
+        assert repr(jobs).splitlines()[1:] == [
+            f"{done.id:>5}  {'exited (code 0)':<32} echo done",
+            f"{running.id:>5}  {'running':<32} sleep 300",
+        ]
+        html = shell.display_formatter.formatters["text/html"](jobs)
+        assert "<table>" in html and "exited (code 0)" in html and "running" in html
+
+    def test_takes_no_arguments(self, shell, identity):
+        assert "unrecognized arguments: 3" in str(usage_error(shell, "%jobber_jobs 3"))
+
+
+class FakeJob:
+    def __init__(self, job_id: int, command: str) -> None:
+        self.id, self.command, self.stopped = job_id, command, False
+
+    def status(self):
+        from jobber import JobStatus
+
+        return JobStatus(state="stopped" if self.stopped else "running", backend="remote")
+
+    def start(self):
+        pass
+
+    def stop(self, grace=5.0):
+        self.stopped = True
+        return self.status()
+
+    def tail(self, buf, offset=0):
+        data = f"remote job {self.id}\n".encode()[offset:]
+        buf[: len(data)] = data
+        return len(data)
+
+
+class FakeSession:
+    """Stands for a remote session: the same three methods as a Certificate."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, FakeJob] = {}
+
+    def new_job(self, command, limits=None):
+        job = self.jobs[len(self.jobs) + 1] = FakeJob(len(self.jobs) + 1, command)
+        return job
+
+    def get_job(self, job_id):
+        if job_id not in self.jobs:
+            raise JobNotFound(job_id)
+        return self.jobs[job_id]
+
+    def get_jobs(self):
+        return list(self.jobs.values())
+
+
+class TestSession:
+    def test_every_magic_uses_whatever_session_is_current(self, shell, no_identity):
+        session = magics(shell)._session = FakeSession()
+        job = shell.run_cell("%%jobber_run --no-follow\nhostname").result
+        assert session.jobs == {1: job}
+        _, captured = run_cell(shell, "%jobber_tail 1")
+        assert captured.stdout == "remote job 1\n"
+        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1] == f"{1:>5}  {'running':<32} hostname"
+        _, captured = run_cell(shell, "%jobber_stop 1")
+        assert captured.stdout == "job 1: stopped\n"
+        assert "no job 2" in str(usage_error(shell, "%jobber_tail 2"))
+
+    def test_local_goes_back_to_the_chosen_identity(self, shell, identity, demo):
+        run_cell(shell, f"%jobber_cert {demo['client']}")
+        magics(shell)._session = FakeSession()
+        _, captured = run_cell(shell, "%jobber_connect --local")
+        assert captured.stdout == "Jobs now run on this host as CN=demo-user,O=jobber demo.\n"
+        assert magics(shell).session == identity
+
+    @pytest.mark.parametrize(("line", "message"), [
+        ("", "give the server's URL"),
+        ("--local https://example.org", "--local takes no URL"),
+    ])
+    def test_connect_explains_what_it_needs(self, shell, line, message):
+        assert message in str(usage_error(shell, f"%jobber_connect {line}"))
+
+    def test_connect_needs_a_certificate_and_key(self, shell, monkeypatch):
+        monkeypatch.delenv("JOBBER_KEY", raising=False)
+        assert "needs your certificate and its key" in str(usage_error(shell, "%jobber_connect https://example.org:8443"))
+
+
+@pytest.fixture
+def server(demo, tmp_path):
+    """A jobber server on loopback, trusting the demo pool, with its own jobs directory."""
+    from serve_for_notebooks import ServerProcess
+
+    with ServerProcess(demo["server"], demo["server_key"], demo["root"], tmp_path / "server-jobs") as server:
+        yield server
+
+
+class TestRemote:
+    def test_connect_then_every_magic_works_on_the_servers_jobs(self, shell, identity, demo, server, monkeypatch):
+        monkeypatch.setenv("JOBBER_KEY", str(demo["client_key"]))
+        _, captured = run_cell(shell, f"%jobber_connect {server.url} --ca {demo['ca']}")
+        assert captured.stdout == f"Jobs now run on {server.url} as CN=demo-user,O=jobber demo.\n"
+
+        result, captured = run_cell(shell, "%%jobber_run --name remote\nfor i in 1 2 3; do echo remote $i; sleep 0.1; done")
+        job = result.result
+        assert type(job).__name__ == "RemoteJob" and shell.user_ns["remote"] is job
+        assert [o.data["text/plain"] for o in captured.outputs] == [f"JobWidget(job={job.id})"]
+        widget = JobWidget(job)  # a second view of the same remote job
+        assert widget.wait(30) and "remote 1\nremote 2\nremote 3</pre>" in widget._log_view.value
+        assert "exited (code 0)" in widget._status_view.value
+
+        _, captured = run_cell(shell, f"%jobber_tail {job.id} -n 2")
+        assert captured.stdout == "remote 2\nremote 3\n"
+        assert shell.run_line_magic("jobber_jobs", "") == [job]
+        assert "exited (code 0)" in shell.display_formatter.formatters["text/html"](job)
+        assert "on " + server.url in repr(shell.run_line_magic("jobber_cert", ""))
+
+        run_cell(shell, "%jobber_connect --local")
+        assert shell.run_line_magic("jobber_jobs", "") == [], "this host has none of the server's jobs"
+
+    def test_a_server_that_is_not_there_is_a_usage_error(self, shell, identity, demo):
+        error = usage_error(shell, f"%jobber_connect https://127.0.0.1:9 --key {demo['client_key']} --ca {demo['ca']}")
+        assert "127.0.0.1:9" in str(error)
