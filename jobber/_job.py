@@ -175,6 +175,19 @@ class Job:
         return dict(self._load_spec().get("options", {}))
 
     @property
+    def backend(self) -> str:
+        """Where the job runs: "local" (this host) or "slurm"."""
+        return self.options.get("backend", "local")
+
+    def _scheduler(self) -> Any:
+        """The module running this job when it is not local (Slurm), else None."""
+        if self.backend == "local":
+            return None
+        from jobber import _slurm
+
+        return _slurm
+
+    @property
     def log_path(self) -> Path:
         """The log file (stdout and stderr together)."""
         return self.path / "log"
@@ -194,6 +207,10 @@ class Job:
             JobError: already started, no usable isolation while
                 ``limits.require_isolation`` is set, or the supervisor failed to start it.
         """
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            scheduler.start(self, user=user, cwd=cwd)
+            return
         try:
             claim = os.open(self.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -245,10 +262,13 @@ class Job:
         Raises:
             JobError: the job's files are unreadable.
         """
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            return scheduler.status(self)
         raw = self._read_status()
         limits = self.limits
         if raw is None:
-            return JobStatus(state="created", limits=limits, backend=self.options.get("backend", "local"))
+            return JobStatus(state="created", limits=limits)
         fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
         record = self._record()
         fields["isolation"] = record.get("isolation")
@@ -347,6 +367,9 @@ class Job:
         Raises:
             JobError: the job was never started, or it could not be killed.
         """
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            return scheduler.stop(self, grace)
         status = self.status()
         if status.ended:
             return status

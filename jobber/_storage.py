@@ -30,6 +30,7 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 # stray or hostile directory name can never become a job.
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _COUNTER = ".next-id"
+BACKENDS = ("local", "slurm")
 
 
 def jobs_dir() -> Path:
@@ -206,6 +207,9 @@ class JobStore:
             raise JobError("the command contains a NUL byte, which no shell can run")
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
+        backend = options.setdefault("backend", os.environ.get("JOBBER_BACKEND") or "local")
+        if backend not in BACKENDS:
+            raise JobError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} (or set JOBBER_BACKEND)")
         job_id = self.generate_job_id()
         job = Job(self, job_id)
         spec = {"command": command, "limits": (limits or Limits()).to_dict(), "options": options}

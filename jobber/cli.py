@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
     run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
     run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
+    run.add_argument("--backend", choices=["local", "slurm"], default=None,
+                     help="where to run it (default $JOBBER_BACKEND or local)")
+    run.add_argument("--partition", help="Slurm partition (--backend slurm)")
+    run.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
+    run.add_argument("--account", help="Slurm account (--backend slurm)")
+    run.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
     run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
 
@@ -137,7 +143,12 @@ def _run(args: argparse.Namespace) -> int:
     command = words[0] if len(words) == 1 else shlex.join(words)
     limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
                     io_write_bps=args.io_write, require_isolation=args.require_isolation)
-    job = _session(args).new_job(command, limits)
+    options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
+               if getattr(args, name) is not None}
+    if options.keys() - {"backend"} and options.get("backend", os.environ.get("JOBBER_BACKEND")) != "slurm":
+        raise JobberError("--partition, --time, --account and --gres are Slurm options: add --backend slurm")
+    session = _session(args)
+    job = session.new_job(command, limits, **options) if options else session.new_job(command, limits)
     job.start()
     print(f"job {job.id} started", file=sys.stderr)
     if not args.follow:
