@@ -41,7 +41,7 @@ def unavailable() -> str | None:
         return "no cgroup v1 memory hierarchy is mounted"
     base = _base_dir(found["memory"], "memory")
     if not os.access(base, os.W_OK):
-        return f"{base} is not writable by uid {os.geteuid()}"
+        return f"{base} is not writable by uid {os.geteuid()}: run as root to confine jobs on this host"
     return None
 
 

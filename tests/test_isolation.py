@@ -7,6 +7,7 @@ the reason elsewhere.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -153,3 +154,26 @@ class TestUnconfinedHost:
         assert status.isolation == "none"
         assert "not isolated" in status.isolation_note
         assert f"uid {os.geteuid()}" in status.isolation_note or "no cgroup" in status.isolation_note
+
+    def test_memory_is_capped_as_address_space(self, store):
+        job = store.new_job(f"{sys.executable} -c 'bytearray(400 << 20)'", Limits(memory="200M"))
+        job.start()
+        status = job.wait(30)
+        assert status.state == "failed"
+        buf = bytearray(8192)
+        assert b"MemoryError" in buf[: job.tail(buf)]
+        assert "RLIMIT_AS" in status.isolation_note
+
+    def test_stop_reaches_a_setsid_escapee_through_its_tag(self, store, tmp_path):
+        marker = tmp_path / "pid"
+        job = store.new_job(f"setsid sh -c 'echo $$ > {marker}; exec sleep 300' & sleep 300")
+        job.start()
+        deadline = time.monotonic() + 10
+        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        escapee = int(marker.read_text())
+        assert job.stop(grace=0).state == "stopped"
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{escapee}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{escapee}")
