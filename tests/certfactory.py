@@ -148,8 +148,8 @@ class CertFactory:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._serials = itertools.count(1000)
         self._roots = itertools.count()
+        self._scratches = itertools.count()
 
     def build(self, subject: str | x509.Name, *, key: PrivateKey | str = "p256",
               issuer: Issued | None = None, issuer_name: x509.Name | None = None,
@@ -172,7 +172,7 @@ class CertFactory:
                    .subject_name(name)
                    .issuer_name(issuer_name or (issuer.cert.subject if issuer else name))
                    .public_key(private.public_key())
-                   .serial_number(next(self._serials))
+                   .serial_number(x509.random_serial_number())
                    .not_valid_before(not_before)
                    .not_valid_after(not_after))
         if key_ids:
@@ -239,7 +239,7 @@ class CertFactory:
         return root
 
     def _scratch(self, stem: str) -> Path:
-        path = self.directory / "openssl" / f"{stem}-{next(self._serials)}"
+        path = self.directory / "openssl" / f"{stem}-{next(self._scratches)}"
         path.mkdir(parents=True)
         return path
 
@@ -256,7 +256,7 @@ class CertFactory:
     def _sign_csr(self, work: Path, issuer: Issued | None, key: PrivateKey,
                   extfile: str | None, digest: str = "sha256") -> Issued:
         args = ["x509", "-req", "-in", "req.csr", "-days", "30", f"-{digest}",
-                "-set_serial", str(next(self._serials)), "-out", "cert.pem"]
+                "-set_serial", str(x509.random_serial_number()), "-out", "cert.pem"]
         if issuer is None:
             args += ["-signkey", "key.pem"]
         else:

@@ -115,6 +115,12 @@ class TestGetClientCertificates:
         assert [cert.common_name for cert in listed] == ["A", "B", "C"]
         assert all(isinstance(cert, Certificate) for cert in listed)
 
+    def test_factory_bundle_pools_hold_every_ca(self, certs):
+        a, b = certs.ca("A"), certs.ca("B")
+        root = certs.root(a, b, files="bundle")
+        assert [p.name for p in (root / "pool").iterdir()] == ["bundle.pem"]
+        assert [c.common_name for c in get_client_certificates(root)] == ["A", "B"]
+
     def test_root_defaults_to_environment(self, monkeypatch, root, ca):
         monkeypatch.setenv("JOBBER_ROOT", str(root))
         assert [cert.hash() for cert in get_client_certificates()] == [
@@ -607,7 +613,8 @@ def rsa_1024_pool_ca(f, ca):
 
 @case
 def sha1_signed_leaf(f, ca):
-    return Case([ca], f.openssl_v1_leaf("x", issuer=ca, digest="sha1"), "weak digest")
+    return Case([ca], f.openssl_v1_leaf("x", issuer=ca, digest="sha1"),
+                r"weak digest \(sha1\) that TLS at security level 2 refuses")
 
 
 @case
@@ -746,6 +753,29 @@ def mixed_key_types(f, ca):
 def empty_subject_with_critical_san(f, ca):
     return Case([ca], f.leaf(x509.Name([]), issuer=ca, san=[x509.DNSName("a.example")],
                              critical_san=True))
+
+
+@case
+def netscape_client_leaf(f, ca):
+    return Case([ca], f.openssl_v3("x", issuer=ca, extensions="nsCertType = client, email\n"))
+
+
+@case
+def netscape_server_leaf(f, ca):
+    return Case([ca], f.openssl_v3("x", issuer=ca, extensions="nsCertType = server\n"),
+                "nsCertType without client")
+
+
+@case
+def netscape_ssl_ca_root(f, ca):
+    root = f.openssl_v3("NS Root", issuer=None, extensions="nsCertType = sslCA\n")
+    return Case([root], f.openssl_v1_leaf("x", issuer=root))
+
+
+@case
+def netscape_object_signing_ca_root(f, ca):
+    root = f.openssl_v3("NS Root", issuer=None, extensions="nsCertType = objCA\n")
+    return Case([root], f.openssl_v1_leaf("x", issuer=root), "nsCertType without sslCA")
 
 
 def _constrained_ca(f: CertFactory, name: str, permitted=None, excluded=None) -> Issued:
@@ -968,6 +998,12 @@ class TestCertificateFromPem:
         assert Certificate.from_pem(kind(padded) if kind is bytes else padded.decode(), root)
         with pytest.raises(CertificateError, match=r"over the 1 MiB limit .*not a bundle"):
             Certificate.from_pem(padded + b"#" if kind is bytes else padded.decode() + "#", root)
+
+    @pytest.mark.timeout(60)  # a hang guard: a backtracking PEM regex once took hours here
+    def test_a_megabyte_of_unterminated_begin_lines(self, root):
+        begin = b"-----BEGIN CERTIFICATE-----\n"
+        with pytest.raises(CertificateError, match=r"truncated \(no -----END CERTIFICATE"):
+            Certificate.from_pem(begin * (MAX_PEM_BYTES // len(begin)), root)
 
     def test_a_path_is_a_type_error_pointing_at_from_file(self, root, tmp_path):
         with pytest.raises(TypeError, match=r"use Certificate\.from_file"):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import stat
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,11 +17,6 @@ from jobber._storage import JobStore, ensure_private_dir, jobs_dir
 
 def _owner(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
-
-
-def _ids_from_a_process(owner: str, root: str, count: int, queue) -> None:
-    store = JobStore(owner, root=root)
-    queue.put([store.generate_job_id() for _ in range(count)])
 
 
 class TestJobsDir:
@@ -73,16 +66,16 @@ class TestJobIds:
 
     def test_two_hundred_concurrent_threads_and_processes_get_distinct_ids(self, jobs_dir):
         owner = _owner("concurrent")
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        processes = [ctx.Process(target=_ids_from_a_process, args=(owner, str(jobs_dir), 25, queue)) for _ in range(4)]
-        for process in processes:
-            process.start()
+        code = (
+            "import sys, threading; from jobber._storage import JobStore\n"
+            f"store = JobStore({owner!r}); ids = []\n"
+            "ts = [threading.Thread(target=lambda: ids.append(store.generate_job_id())) for _ in range(25)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]; print(*ids)"
+        )
+        processes = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
         with ThreadPoolExecutor(max_workers=32) as pool:
             from_threads = list(pool.map(lambda _: JobStore(owner).generate_job_id(), range(100)))
-        from_processes = [i for _ in processes for i in queue.get(timeout=60)]
-        for process in processes:
-            process.join(30)
+        from_processes = [int(i) for process in processes for i in process.communicate(timeout=60)[0].split()]
         ids = from_threads + from_processes
         assert len(ids) == 200 and len(set(ids)) == 200
         assert sorted(int(n) for n in os.listdir(jobs_dir / owner) if n.isdigit()) == sorted(ids)
