@@ -1,0 +1,123 @@
+"""The `jobber` command line, run as a user would run it (a real process, real jobs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    out = subprocess.run([sys.executable, "-m", "jobber", "certs", "init-demo", str(root)],
+                         capture_output=True, text=True, check=True)
+    assert f"JOBBER_ROOT={root}" in out.stdout
+    return root
+
+
+@pytest.fixture
+def jobber(demo, jobs_dir):
+    env = {**os.environ, "JOBBER_ROOT": str(demo), "JOBBER_CERT": str(demo / "client.pem"),
+           "JOBBER_JOBS_DIR": str(jobs_dir)}
+
+    def run(*args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "jobber", *args], capture_output=True, text=True,
+                                env=env, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"jobber {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+        return result
+
+    return run
+
+
+class TestRun:
+    def test_follow_prints_the_log_and_exits_with_the_jobs_code(self, jobber):
+        result = jobber("run", "--memory", "64M", "--follow", "--", "echo one; echo two >&2; exit 3")
+        assert result.returncode == 3
+        assert result.stdout == "one\ntwo\n"
+        assert "job 1 started" in result.stderr
+
+    def test_several_words_are_quoted_and_joined(self, jobber):
+        result = jobber("run", "-f", "--", "printf", "%s|", "a b", "$HOME")
+        assert result.stdout == "a b|$HOME|"
+
+    def test_without_follow_prints_the_id(self, jobber):
+        assert jobber("run", "--", "true", check=True).stdout.strip() == "1"
+
+    def test_bad_size_is_a_one_line_error(self, jobber):
+        result = jobber("run", "--memory", "12Q", "--", "true")
+        assert result.returncode == 1
+        assert result.stderr.startswith("jobber: error: memory: '12Q' is not a size")
+        assert "Traceback" not in result.stderr
+
+    def test_no_identity_says_how_to_get_one(self, jobber, monkeypatch):
+        result = subprocess.run([sys.executable, "-m", "jobber", "run", "--", "true"], capture_output=True,
+                                text=True, env={k: v for k, v in os.environ.items() if k != "JOBBER_CERT"})
+        assert result.returncode == 1 and "JOBBER_CERT" in result.stderr
+
+    def test_slurm_options_need_the_slurm_backend(self, jobber):
+        result = jobber("run", "--partition", "debug", "--", "true")
+        assert result.returncode == 1 and "--backend slurm" in result.stderr
+
+    def test_no_command_is_an_error(self, jobber):
+        result = jobber("run", "--")
+        assert result.returncode == 1 and "no command" in result.stderr
+
+
+class TestInspect:
+    def test_ls_status_logs(self, jobber):
+        jobber("run", "-f", "--", "for i in 1 2 3 4 5; do echo line $i; done", check=True)
+        listing = jobber("ls", check=True).stdout
+        assert "exited (code 0)" in listing and "local" in listing
+        status = json.loads(jobber("status", "1", "--json", check=True).stdout)
+        assert status["state"] == "exited" and status["exit_code"] == 0
+        assert jobber("logs", "1", "-n", "2", check=True).stdout == "line 4\nline 5\n"
+        assert jobber("logs", "1", "-n", "2", "-f", check=True).stdout == "line 4\nline 5\n"
+        assert jobber("logs", "1", check=True).stdout.count("\n") == 5
+        assert "command" in jobber("status", "1", check=True).stdout
+
+    def test_unknown_job(self, jobber):
+        result = jobber("status", "42")
+        assert result.returncode == 1 and "no job 42" in result.stderr
+
+    def test_stop(self, jobber):
+        jobber("run", "--", "sleep 300", check=True)
+        result = jobber("stop", "1", "--grace", "0", check=True)
+        assert "stopped" in result.stdout
+        assert json.loads(jobber("status", "1", "--json").stdout)["state"] == "stopped"
+
+    def test_logs_follow_ends_with_the_job(self, jobber):
+        jobber("run", "--", "sleep 0.5; echo late", check=True)
+        assert jobber("logs", "1", "-f", check=True).stdout == "late\n"
+
+
+class TestCerts:
+    def test_lists_the_pool(self, jobber):
+        out = jobber("certs", check=True).stdout
+        assert "pool:" in out and "yes" in out  # the demo CA
+
+    def test_check_prints_the_openssl_fingerprint(self, jobber, demo):
+        out = jobber("certs", "check", str(demo / "client.pem"), check=True).stdout.strip()
+        openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                                  str(demo / "client.pem")], capture_output=True, text=True, check=True)
+        assert out == openssl.stdout.split("=", 1)[1].strip().replace(":", "").lower()
+
+    def test_check_refuses_with_the_reason(self, jobber, tmp_path):
+        bad = tmp_path / "bad.pem"
+        bad.write_text("hello")
+        result = jobber("certs", "check", str(bad))
+        assert result.returncode == 1 and "jobber: error:" in result.stderr
+
+    def test_init_demo_refuses_to_overwrite(self, jobber, demo):
+        result = jobber("certs", "init-demo", str(demo))
+        assert result.returncode == 1 and "force" in result.stderr
+
+
+def test_help_lists_every_command(jobber):
+    out = jobber("--help", check=True).stdout
+    for command in ("run", "ls", "status", "logs", "stop", "certs", "serve"):
+        assert command in out

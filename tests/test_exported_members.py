@@ -1,0 +1,35 @@
+"""The public API is exactly what jobber/__init__.py names (httpx's test of the same name)."""
+
+import jobber
+
+CONTRACT = {  # ../shared/DESIGN.md: tests outside this repo use these names
+    "Certificate", "CertificateError", "Job", "JobError", "JobNotFound", "JobStatus",
+    "JobberError", "Limits", "connect", "get_client_certificates",
+}
+
+
+def test_all_is_complete_and_exact():
+    public = {name for name in vars(jobber) if not name.startswith("_")}
+    submodules = {"cli"}  # importable submodules land in the namespace once imported
+    assert set(jobber.__all__) == public - submodules
+    assert len(jobber.__all__) == len(set(jobber.__all__))
+
+
+def test_contract_names_are_exported():
+    assert CONTRACT <= set(jobber.__all__)
+
+
+def test_every_exported_member_is_documented_and_from_jobber():
+    for name in jobber.__all__:
+        member = getattr(jobber, name)
+        assert member.__doc__, name
+        assert member.__module__.startswith("jobber"), name
+
+
+def test_exception_tree():
+    assert issubclass(jobber.CertificateError, jobber.JobberError)
+    assert issubclass(jobber.JobNotFound, jobber.CertificateError)
+    assert issubclass(jobber.JobNotFound, LookupError)
+    assert issubclass(jobber.JobError, jobber.JobberError)
+    assert issubclass(jobber.LimitError, jobber.JobError)
+    assert issubclass(jobber.LimitError, ValueError)
