@@ -372,6 +372,8 @@ class Job:
             return scheduler.stop(self, grace)
         status = self.status()
         if status.ended:
+            if status.note.startswith("the job's supervisor died"):
+                self._clean_up_orphaned(status)
             return status
         if status.state == "created":
             raise JobError(f"job {self.id} was never started: nothing to stop", job_id=self.id)
@@ -389,6 +391,17 @@ class Job:
         if not status.ended:
             raise JobError(f"job {self.id} did not end after SIGKILL (state {status.state})", job_id=self.id)
         return status
+
+
+    def _clean_up_orphaned(self, status: JobStatus) -> None:
+        """Without its supervisor nobody else will: kill what is left and remove the cgroup."""
+        try:
+            cgroup = self._cgroup(status.pid)
+            if cgroup.pids():
+                cgroup.kill_all()
+            cgroup.remove()
+        except OSError as err:
+            raise JobError(f"job {self.id}: cannot clean up after its dead supervisor: {err}", job_id=self.id) from err
 
 
 def _run_context(job: Job, user: str | None, cwd: str | None) -> dict[str, Any]:

@@ -296,3 +296,16 @@ class TestLimits:
         assert status.state == "exited"
         # 3 MiB at 1 MiB/s cannot finish in much under 2 s (a lower bound: noise only adds).
         assert status.elapsed >= 1.8, status.elapsed
+
+
+class TestSupervisorLoss:
+    def test_a_killed_supervisor_is_reported_and_stop_cleans_up(self, store):
+        job = store.new_job("sleep 300")
+        job.start()
+        supervisor = job._read_status()["supervisor_pid"]
+        job_pid = job.status().pid
+        os.kill(supervisor, signal.SIGKILL)
+        status = wait_for(lambda: (s := job.status()).ended and s, 10, "the loss to be noticed")
+        assert status.state == "failed" and "supervisor died" in status.note
+        job.stop(grace=0)
+        wait_for(lambda: not pid_alive(job_pid), 5, "the orphaned job to be killed")
