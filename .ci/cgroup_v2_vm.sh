@@ -19,12 +19,18 @@
 # live to stdout; its exit code comes back through a writable 9p share.
 #
 # Options:
-#   --workdir DIR   cache (kernel .deb, vmlinuz, initramfs) and per-run scratch directories;
-#                   default ${TMPDIR:-/tmp}/jobber-cgv2-vm.  Cached = ~15-30 s per run.
+#   --workdir DIR   cache (kernel .deb, vmlinux, initramfs) and per-run scratch directories;
+#                   default ${TMPDIR:-/tmp}/jobber-cgv2-vm.  With it cached, boot + shutdown
+#                   take ~10-15 s; the command itself runs ~10-30x slower than on the host
+#                   (emulated CPU): keep heavy pytest plugins out, e.g. with
+#                   PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest".
 #   --timeout S     kill the VM after S seconds (default 600); exit code 124 then.
 #   --cgroup PATH   run COMMAND in cgroup PATH (e.g. /ci.slice/pytest.scope), created with all
 #                   controllers enabled down to it, like systemd places a login session.
 #   --bind PATH     also make host PATH visible (read-only) at the same path in the guest.
+# Debug knobs (environment): CGV2_VM_ACCEL (qemu -accel, default tcg,thread=multi), CGV2_VM_CPU
+# (qemu -cpu, default max), CGV2_VM_APPEND (extra kernel command line).
+# To get a newer kernel, delete DIR/cache.
 # Environment forwarded to the guest: every JOBBER_* and PYTEST_* variable, CI, PY_COLORS,
 # NO_COLOR, FORCE_COLOR.  Also set: HOME=/root, LANG=C.UTF-8, PATH=<repo>/.venv/bin:<system>,
 # PYTHONUNBUFFERED=1, JOBBER_TEST_BLOCK_DIR=/var/tmp/jobber-disk (ext4 on the virtio disk
@@ -43,13 +49,13 @@ SMP=2
 # Kernel modules to put into the initramfs (their dependencies are added).
 MODULES="virtio_pci virtio_blk 9pnet_virtio 9p ext4 crc32c_generic"
 
-usage() { sed -n '4,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '5,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while (($#)); do
     case $1 in
-        --workdir) WORKDIR=$2; shift 2 ;;
-        --timeout) TIMEOUT=$2; shift 2 ;;
-        --cgroup) CGROUP=$2; shift 2 ;;
-        --bind) BINDS+=("$(realpath -e "$2")"); shift 2 ;;
+        --workdir) WORKDIR=${2:?--workdir needs a value}; shift 2 ;;
+        --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
+        --cgroup) CGROUP=${2:?--cgroup needs a value}; shift 2 ;;
+        --bind) BINDS+=("$(realpath -e "${2:?--bind needs a value}")"); shift 2 ;;
         --) shift; break ;;
         -h | --help) usage ;;
         -*) echo "unknown option: $1" >&2; usage ;;
@@ -111,25 +117,43 @@ fetch_kernel() {
     KERNEL_DEB=$(ls "$CACHE"/linux-image-*.deb | head -n1)
 }
 
-# --- initramfs: busybox + modules + vm_init.sh; rebuilt when one of them changes ---------------
-build_initrd() {
+# --- boot files: the kernel and the initramfs (busybox + modules + vm_init.sh) ---------------
+# The bzImage decompresses itself at boot, which takes ~8 s under emulation; qemu can boot the
+# uncompressed ELF vmlinux directly (PVH entry point, CONFIG_PVH=y in Debian's kernels), so
+# decompress it once here.  vmlinuz = setup code + a compressed payload found by its magic.
+extract_vmlinux() { # VMLINUZ OUT
+    local magic off
+    for magic in '\xfd7zXZ\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -qdc' '\x1f\x8b\x08:gzip -dc'; do
+        off=$(LC_ALL=C grep -obaP -m1 "${magic%%:*}" "$1" | head -n1 | cut -d: -f1 || true)
+        [[ -n $off ]] || continue
+        # (the decompressor complains about the trailing data)
+        tail -c +$((off + 1)) "$1" | ${magic#*:} >"$2" 2>/dev/null || true
+        [[ $(head -c 4 "$2") == $'\x7fELF' ]] && return 0
+    done
+    return 1
+}
+# Rebuilt when an input changes (this script included).
+build_boot_files() {
     local key
     key=$(cat "$INIT" "${BASH_SOURCE[0]}" /bin/busybox <(echo "$KERNEL_DEB $MODULES") | sha256sum | cut -c1-16)
-    INITRD="$CACHE/initrd-$key.gz"
-    VMLINUZ="$CACHE/vmlinuz-$(basename "$KERNEL_DEB" .deb)"
-    [[ -f $INITRD && -f $VMLINUZ ]] && return 0
-    local x="$WORKDIR/build.$$" kdir m
+    INITRD="$CACHE/initrd-$key.cpio"
+    KERNEL="$CACHE/vmlinux-$key"
+    [[ -f $INITRD && -f $KERNEL ]] && return 0
+    local x kdir m
+    BUILD="$WORKDIR/build.$$"
+    x=$BUILD
     rm -rf "$x"
     mkdir -p "$x/deb" "$x/root"/{bin,mod,proc,sys,dev}
     dpkg-deb -x "$KERNEL_DEB" "$x/deb"
-    cp "$x"/deb/boot/vmlinuz-* "$VMLINUZ"
+    rm -f "$CACHE"/vmlinux-* "$CACHE"/initrd-*
+    extract_vmlinux "$x"/deb/boot/vmlinuz-* "$KERNEL.tmp" || cp "$x"/deb/boot/vmlinuz-* "$KERNEL.tmp"
     kdir=$(echo "$x"/deb/lib/modules/*)
     # The .deb has no modules.dep (depmod runs at install time, and kmod may be missing here):
     # read each module's "depends=" from its .modinfo section, load dependencies first.
     declare -A KO=() DONE=()
     local f
     while IFS= read -r f; do
-        m=$(basename "$f")
+        m=${f##*/}
         m=${m%%.ko*}
         KO[${m//-/_}]=$f
     done < <(find "$kdir/kernel" -name '*.ko*')
@@ -156,11 +180,13 @@ build_initrd() {
     cp /bin/busybox "$x/root/bin/busybox"
     cp "$INIT" "$x/root/init"
     chmod 755 "$x/root/init"
-    rm -f "$CACHE"/initrd-*.gz
-    (cd "$x/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD.tmp"
+    # Uncompressed: unpacking it is cheaper than decompressing it under emulation.
+    (cd "$x/root" && find . | cpio -o -H newc --quiet) >"$INITRD.tmp"
     mv "$INITRD.tmp" "$INITRD"
+    mv "$KERNEL.tmp" "$KERNEL"
     log "initramfs modules: $(tr '\n' ' ' <"$x/root/mod/order")"
     rm -rf "$x"
+    BUILD=
 }
 
 # --- per-run directory: the "ci" share (config, binds, run.sh, rc) and the virtio disk ---------
@@ -193,7 +219,6 @@ prepare_run() {
     fi
     {
         echo "REPO=$(shq "$REPO")"
-        echo "CGROUP=$(shq "$CGROUP")"
         echo "DISK=$disk"
     } >"$RUN/ci/config"
 
@@ -235,9 +260,9 @@ boot() {
     : >"$RUN/console.log"
     # -no-reboot + panic=-1: a kernel panic (e.g. /init dying) ends qemu at once.
     timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-        -accel "${CGV2_VM_ACCEL:-tcg,thread=multi}" -cpu max -smp "$SMP" -m "$MEM_MB" -M q35 \
-        -kernel "$VMLINUZ" -initrd "$INITRD" \
-        -append "console=ttyS0 quiet loglevel=3 panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
+        -accel "${CGV2_VM_ACCEL:-tcg,thread=multi}" -cpu "${CGV2_VM_CPU:-max}" -smp "$SMP" -m "$MEM_MB" -M q35 \
+        -kernel "$KERNEL" -initrd "$INITRD" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 ${CGV2_VM_APPEND:-} cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
         -virtfs local,path="$REPO",mount_tag=repo,security_model=none,multidevs=remap \
         -virtfs local,path="$RUN/ci",mount_tag=ci,security_model=none \
@@ -251,7 +276,11 @@ boot() {
     QEMU_PID=
     wait "$tail_pid" || true
     if [[ ! -s $RUN/ci/rc ]]; then
-        ((qemu_rc != 124)) || { log "ERROR: the VM timed out after ${TIMEOUT}s"; RC=124; return; }
+        if ((qemu_rc == 124 || qemu_rc == 137)); then # timeout(1): TERM, then KILL
+            log "ERROR: the VM timed out after ${TIMEOUT}s"
+            RC=124
+            return
+        fi
         log "ERROR: the VM stopped (qemu exit code $qemu_rc) without reporting the command's exit code"
         RC=125
         return
@@ -261,22 +290,24 @@ boot() {
 
 QEMU_PID=
 RUN=
+BUILD=
 cleanup() {
     [[ -z $QEMU_PID ]] || kill "$QEMU_PID" 2>/dev/null || true
     [[ -z $RUN ]] || rm -rf "$RUN"
+    [[ -z $BUILD ]] || rm -rf "$BUILD"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'log "interrupted"; exit 130' INT TERM
 
 step packages install_packages
 # The cache is shared by concurrent runs: build it under a lock.
 exec 9>"$WORKDIR/cache.lock"
 flock 9
 step kernel fetch_kernel
-step initramfs build_initrd
+step bootfiles build_boot_files
 flock -u 9
 step prepare prepare_run "$@"
-log "booting $(basename "$VMLINUZ") (timeout ${TIMEOUT}s): $*"
+log "booting $(basename "$KERNEL_DEB" .deb) (timeout ${TIMEOUT}s): $*"
 RC=125
 step boot+command boot
 us=$(( ${EPOCHREALTIME/./} - ${T_START/./} ))

@@ -8,9 +8,10 @@
 #   /usr /etc           host, read-only         (9p share "hostroot" = host /, read-only)
 #   PYTHON PREFIX ...   host, read-only         (paths listed in /ci/binds, e.g. /root/.pyenv/...)
 #   REPO                host checkout, READ-WRITE (9p share "repo")
+#   REPO/.venv          host, read-only (from the cached "hostroot" share: imports are faster)
 #   /proc /sys /dev /dev/pts /dev/shm           fresh kernel file systems
 #   /sys/fs/cgroup      cgroup2 (the kernel boots with cgroup_no_v1=all: pure v2 hierarchy)
-#   /tmp /run /var/tmp /root                    tmpfs (writable, empty)
+#   /tmp /run /root /dev/shm, / (so /var/tmp)  tmpfs (writable, empty)
 #   /var/tmp/jobber-disk  ext4 on the virtio disk /dev/vda (a real block device, for io.max)
 #   /run/cgv2-vm        the per-run 9p share "ci": config, run.sh (the command), rc (exit code)
 # The command's exit code is written to /ci/rc; if that file is missing the host reports a
@@ -27,6 +28,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
 # Modules needed before the root exists (virtio, 9p, virtio-blk, ext4), dependencies first.
+[ -f /mod/order ] || die "no /mod/order in the initramfs"
 for m in $(cat /mod/order); do
     insmod "/mod/$m.ko" || log "insmod $m failed"
 done
@@ -38,7 +40,7 @@ P9="trans=virtio,version=9p2000.L,msize=512000"
 mkdir -p /host /ci /newroot
 mount -t 9p -o "$P9,ro,cache=loose" hostroot /host || die "cannot mount the host root (9p)"
 mount -t 9p -o "$P9" ci /ci || die "cannot mount the ci share (9p)"
-. /ci/config                  # REPO, CGROUP, DISK (written by the host script)
+. /ci/config                  # REPO, DISK (written by the host script)
 
 R=/newroot
 mount -t tmpfs -o mode=755 rootfs "$R"
@@ -46,9 +48,15 @@ mkdir -p "$R/usr" "$R/etc" "$R/proc" "$R/sys" "$R/dev" "$R/run" "$R/var/tmp" "$R
 mkdir -p -m 700 "$R/root"
 mkdir -p -m 1777 "$R/tmp"
 chmod 1777 "$R/var/tmp"
-# Replicate the host's top-level symlinks (merged /usr: bin -> usr/bin, lib64 -> usr/lib64, ...).
+# Replicate the host's top-level symlinks (merged /usr: bin -> usr/bin, lib64 -> usr/lib64, ...),
+# or bind /bin, /lib, ... if they are real directories (a host without merged /usr).
 for e in /host/*; do
     [ -L "$e" ] && ln -s "$(readlink "$e")" "$R/${e#/host/}"
+done
+for d in bin sbin lib lib32 lib64 libx32; do
+    if [ -d "/host/$d" ] && [ ! -L "/host/$d" ]; then
+        mkdir -p "$R/$d" && mount --bind "/host/$d" "$R/$d"
+    fi
 done
 # Bind mounts (not a chroot into /host itself): mounting proc/sys/... over directories of a 9p
 # file system does not stick, so the kernel file systems go onto the tmpfs instead.
@@ -80,6 +88,11 @@ while IFS= read -r p; do
 done < /ci/binds
 mkdir -p "$R$REPO"
 mount -t 9p -o "$P9" repo "$R$REPO" || die "cannot mount the checkout $REPO (9p)"
+# The checkout's venv: read-only from the cached host root.  Under emulation Python's imports
+# (thousands of stat/open calls, each a 9p round trip without a cache) are the slowest part.
+if [ -d "/host$REPO/.venv" ] && [ ! -L "/host$REPO/.venv" ]; then
+    mount --bind "/host$REPO/.venv" "$R$REPO/.venv" || die "cannot bind $REPO/.venv"
+fi
 
 if [ "$DISK" = ext4 ]; then
     mkdir -p "$R/var/tmp/jobber-disk"
@@ -95,7 +108,7 @@ ip link set lo up || log "cannot bring up lo"
 log "kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB," \
     "cgroup.controllers: $(cat "$R/sys/fs/cgroup/cgroup.controllers")"
 log "running the command at uptime $(uptime_s)s"
-# A clean environment: run.sh exports what the host forwarded, cds into the checkout and execs.
+# A clean environment: run.sh exports what the host forwarded, cds into the checkout, runs it.
 chroot "$R" /usr/bin/env -i /usr/bin/bash /run/cgv2-vm/run.sh
 rc=$?
 log "command exit code $rc at uptime $(uptime_s)s"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
 import socket
 import ssl
 import threading
@@ -39,8 +40,19 @@ _READ_CHUNK = 256 * 1024
 _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
 _WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
 _IDLE_REUSE_S = 20.0  # the server closes idle connections after 75 s: never race it
-_TLS_REFUSALS = ("ALERT_CERTIFICATE", "ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA", "ALERT_ACCESS_DENIED",
-                 "ALERT_HANDSHAKE_FAILURE", "ALERT_DECRYPT_ERROR", "ALERT_UNSUPPORTED_CERTIFICATE")
+# The server's TLS alerts when it refuses the client certificate, and what they mean.
+_TLS_REFUSALS = {
+    "ALERT_CERTIFICATE_REQUIRED": "it requires a client certificate",
+    "ALERT_CERTIFICATE_EXPIRED": "the certificate (or its CA) has expired",
+    "ALERT_UNKNOWN_CA": "neither the certificate nor its issuer is in the server's pool",
+    "ALERT_UNSUPPORTED_CERTIFICATE": "the certificate is not for client authentication (keyUsage/extendedKeyUsage)",
+    "ALERT_BAD_CERTIFICATE": "the certificate is not valid now, or its key or signature is too weak",
+    "ALERT_CERTIFICATE_UNKNOWN": "the certificate could not be verified",
+    "ALERT_CERTIFICATE_REVOKED": "the certificate was revoked",
+    "ALERT_DECRYPT_ERROR": "the certificate's signature does not verify",
+    "ALERT_ACCESS_DENIED": "access denied",
+    "ALERT_HANDSHAKE_FAILURE": "the TLS handshake failed",
+}
 
 
 class _Lost(Exception):
@@ -125,13 +137,25 @@ class RemoteSession:
         job_id = validate_job_id(job_id)
         return RemoteJob(self, self._json("GET", f"/v1/jobs/{job_id}", job_id=job_id))
 
-    def new_job(self, command: str, limits: Limits | None = None) -> RemoteJob:
+    def new_job(self, command: str, limits: Limits | None = None, **options: Any) -> RemoteJob:
         """Create a job on the server (state "created"); ``start()`` starts it.
 
+        Args:
+            command: the shell command.
+            limits: resource limits.
+            **options: backend options; a server runs its jobs on its own host, so only
+                ``backend="local"`` is accepted remotely.
+
         Raises:
-            JobError: the command is empty or has a NUL byte.
+            JobError: the command is empty or has a NUL byte, or options other than the
+                local backend were given.
             LimitError: the server refuses a limit.
         """
+        if options and options != {"backend": "local"}:
+            raise JobError(
+                f"a jobber server runs jobs on its own host: {', '.join(sorted(options))} cannot be used "
+                "remotely (run Slurm jobs from a host with sbatch)"
+            )
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         body = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False}
@@ -236,8 +260,9 @@ class RemoteSession:
                                "$JOBBER_CA) the CA file that signed the server's certificate")
         if isinstance(err, ssl.SSLError):
             reason = err.reason or str(err)
-            if any(alert in reason for alert in _TLS_REFUSALS):
-                return JobberError(self._refused(f"TLS alert {reason}"))
+            meaning = next((text for alert, text in _TLS_REFUSALS.items() if alert in reason), None)
+            if meaning is not None:
+                return JobberError(self._refused(f"{meaning} (TLS alert {reason})"))
             if "PROTOCOL_VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
                 return JobberError(f"{where} does not speak TLS 1.3 ({reason}): is it a jobber server?")
             if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
@@ -384,7 +409,7 @@ class RemoteJob:
             query = {"offset": int(headers.get("X-Jobber-Offset", 0)) + len(data)}
         return copied
 
-    def follow(self, offset: int = 0) -> Iterator[bytes]:
+    def follow(self, offset: int = 0, *, heartbeat: float | None = None) -> Iterator[bytes]:
         """Yield the log as it is written, until the job has ended and the log is drained.
 
         Streams: nothing is buffered beyond one chunk. If the server goes away (a restart),
@@ -392,6 +417,8 @@ class RemoteJob:
 
         Args:
             offset: where to start; negative counts back from the current end.
+            heartbeat: if set, also yield ``b""`` after this many quiet seconds (the
+                stream is then read by a helper thread; closing the iterator stops it).
 
         Yields:
             Chunks of bytes, exactly as the job wrote them.
@@ -401,9 +428,55 @@ class RemoteJob:
         """
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise JobError(f"offset must be an int, not {type(offset).__name__}")
-        return self._follow(offset)
+        if heartbeat is None:
+            return self._follow(offset)
+        return self._follow_with_heartbeat(offset, heartbeat)
 
-    def _follow(self, offset: int) -> Iterator[bytes]:
+    def _follow_with_heartbeat(self, offset: int, heartbeat: float) -> Iterator[bytes]:
+        # An HTTP response cannot be read with a timeout and then read again (SocketIO
+        # refuses reads after a timeout), so a thread reads and a bounded queue hands over.
+        chunks: queue.Queue = queue.Queue(maxsize=16)
+        stop = threading.Event()
+        live: dict[str, http.client.HTTPSConnection] = {}
+
+        def pump() -> None:
+            try:
+                for chunk in self._follow(offset, stop, live):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(chunk, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                chunks.put(_END)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+                chunks.put(err)
+
+        reader = threading.Thread(target=pump, name=f"jobber-follow-{self.id}", daemon=True)
+        reader.start()
+        try:
+            while True:
+                try:
+                    item = chunks.get(timeout=heartbeat)
+                except queue.Empty:
+                    yield b""
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            conn = live.get("conn")
+            if conn is not None and conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in read1
+                except OSError:
+                    pass
+
+    def _follow(self, offset: int, stop: threading.Event | None = None,
+                live: dict[str, http.client.HTTPSConnection] | None = None) -> Iterator[bytes]:
         session = self._session
         position: int | None = None
         lost_since: float | None = None
@@ -413,8 +486,12 @@ class RemoteJob:
                 query: dict[str, Any] = {"follow": 1, "offset": position}
             else:
                 query = {"follow": 1, **({"tail": -offset} if offset < 0 else {"offset": offset})}
+            if stop is not None and stop.is_set():
+                return
             try:
                 conn, response = session._stream(self._path("/log"), query)
+                if live is not None:
+                    live["conn"] = conn
             except (JobNotFound, CertificateError, JobError):
                 raise
             except JobberError:
@@ -444,6 +521,9 @@ class RemoteJob:
                 lost_since = time.monotonic()
             finally:
                 conn.close()
+
+
+_END = object()
 
 
 def _status(data: dict[str, Any]) -> JobStatus:

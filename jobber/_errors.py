@@ -39,7 +39,7 @@ class JobNotFound(CertificateError, LookupError):
     """
 
     def __init__(self, job_id: int, message: str | None = None) -> None:
-        super().__init__(message or f"no job {job_id} for this certificate (see `jobber ls`)")
+        super().__init__(message or f"no job {job_id} for this certificate (list them with `jobber ls` or %jobber_jobs)")
         self.job_id = job_id
 
     def __reduce__(self):  # keep it picklable with its keyword-free constructor

@@ -84,20 +84,17 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         try:
             record = backend.prepare(owner, job_id, limits, job_dir)
             break
-        except FileNotFoundError:
+        except FileNotFoundError as err:
             # Another job's clean-up removed an empty parent between our mkdirs: redo.
             if attempt == 2:
-                raise JobError(f"could not create the cgroup of job {job_id}: it kept vanishing") from None
+                _remove_quietly(backend, owner, job_id)
+                raise _translate(backend, job_id, err) from err
         except OSError as err:
             _remove_quietly(backend, owner, job_id)
-            hint = (
-                " (run as root, or in a delegated cgroup)" if err.errno in (errno.EACCES, errno.EPERM) else ""
-            )
-            raise JobError(
-                f"{backend.NAME}: cannot set up the cgroup of job {job_id}: "
-                f"{err.strerror or err}{' at ' + err.filename if err.filename else ''}{hint}",
-                job_id=job_id,
-            ) from err
+            raise _translate(backend, job_id, err) from err
+        except BaseException:
+            _remove_quietly(backend, owner, job_id)
+            raise
     unenforced = [note for note in record["notes"] if "not enforced" in note]
     if limits.require_isolation and unenforced:
         open_cgroup(record).remove()
@@ -105,6 +102,15 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             f"job {job_id} needs isolation but {'; '.join(unenforced)}", job_id=job_id
         )
     return record
+
+
+def _translate(backend: ModuleType, job_id: int, err: OSError) -> JobError:
+    hint = " (run as root, or in a delegated cgroup)" if err.errno in (errno.EACCES, errno.EPERM) else ""
+    where = f" at {err.filename}" if err.filename else ""
+    return JobError(
+        f"{backend.NAME}: cannot set up the cgroup of job {job_id}: {err.strerror or err}{where}{hint}",
+        job_id=job_id,
+    )
 
 
 def _remove_quietly(backend: ModuleType, owner: str, job_id: int) -> None:

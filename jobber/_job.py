@@ -253,6 +253,10 @@ class Job:
             raise JobError(f"job {self.id}: its supervisor did not answer within 60 s", job_id=self.id) from None
         reply = out.decode(errors="replace").strip()
         if not reply.startswith("ok "):
+            if self._read_status() is None:
+                # The supervisor died before recording anything: undo, so a retry can work.
+                cgroup.remove()
+                os.unlink(self.path / "started")
             detail = reply.removeprefix("error ").strip() or f"the supervisor exited with {proc.returncode}"
             raise JobError(f"job {self.id} did not start: {detail}", job_id=self.id)
 
@@ -323,16 +327,18 @@ class Job:
         """
         return _logs.tail(self.log_path, buf, offset)
 
-    def follow(self, offset: int = 0) -> Iterator[bytes]:
+    def follow(self, offset: int = 0, *, heartbeat: float | None = None) -> Iterator[bytes]:
         """Yield the log as it is written, until the job has ended and the log is drained.
 
         Args:
             offset: where to start; negative counts back from the current end.
+            heartbeat: if set, also yield ``b""`` after this many quiet seconds, so a
+                consumer (a widget) can look at its own state while the job is silent.
 
         Yields:
             Chunks of bytes, exactly as the job wrote them.
         """
-        return _logs.follow(self.log_path, offset, lambda: self.status().ended)
+        return _logs.follow(self.log_path, offset, lambda: self.status().ended, heartbeat=heartbeat)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job has ended, or ``timeout`` seconds have passed.

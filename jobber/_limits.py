@@ -28,6 +28,8 @@ _UNITS = {
     "tb": 1 << 40,
     "tib": 1 << 40,
 }
+_MAX_BYTES = (1 << 63) - 1
+_MAX_CPUS = 4096  # the kernel's largest NR_CPUS; a quota beyond it means nothing
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -57,11 +59,16 @@ def parse_size(value: int | str, what: str = "size") -> int:
                 f"{what}: {value!r} is not a size; write a number with an optional unit "
                 "K, M, G or T (binary: 512M is 512 MiB), e.g. 512M or 2G"
             )
-        number = int(float(match.group(1)) * _UNITS[unit])
+        try:
+            number = int(float(match.group(1)) * _UNITS[unit])
+        except OverflowError:
+            number = _MAX_BYTES + 1
     else:
         raise LimitError(f"{what} must be an int or a string such as 512M, not {type(value).__name__}")
     if number <= 0:
         raise LimitError(f"{what} must be positive, got {value!r}")
+    if number > _MAX_BYTES:
+        raise LimitError(f"{what}={value!r} is beyond what the kernel can express (8 EiB); omit it for no limit")
     return number
 
 
@@ -161,6 +168,8 @@ def _parse_cpu(value: float | str | None) -> float | None:
         raise LimitError(f"cpu must be a positive number of CPUs such as 0.5 or 2, not {value!r}")
     if cpu < 0.01:
         raise LimitError(f"cpu={value!r} is below the smallest quota the kernel takes (0.01 CPUs)")
+    if cpu > _MAX_CPUS:
+        raise LimitError(f"cpu={value!r} is more CPUs than any machine has; omit it for no limit")
     return cpu
 
 
@@ -173,4 +182,6 @@ def _parse_pids(value: int | str | None) -> int | None:
         raise LimitError(f"pids must be a whole number of processes, not {value!r}") from None
     if isinstance(value, bool) or pids < 1:
         raise LimitError(f"pids must be at least 1, not {value!r}")
+    if pids > _MAX_BYTES:
+        raise LimitError(f"pids={value!r} is beyond what the kernel can express; omit it for no limit")
     return pids

@@ -49,7 +49,7 @@ def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
         os.close(fd)
 
 
-def follow(log: Path, offset: int, ended: Callable[[], bool]) -> Iterator[bytes]:
+def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float | None = None) -> Iterator[bytes]:
     """Yield the log's bytes from ``offset`` as they are written, until the job ended.
 
     Args:
@@ -57,6 +57,7 @@ def follow(log: Path, offset: int, ended: Callable[[], bool]) -> Iterator[bytes]
         offset: where to start; negative counts back from the current end.
         ended: True once the job's main process has ended (its status is final). The
             end is decided from the job, not from EOF: an orphan may hold the log open.
+        heartbeat: if set, yield ``b""`` whenever this many seconds pass without output.
 
     Yields:
         Chunks of at most ``CHUNK`` bytes, untouched.
@@ -89,7 +90,9 @@ def follow(log: Path, offset: int, ended: Callable[[], bool]) -> Iterator[bytes]
                         continue
                 if finished:
                     return  # drained after the end: nothing more will come
-                events = inotify.wait(_LIVENESS_CHECK_S)
+                events = inotify.wait(_LIVENESS_CHECK_S if heartbeat is None else min(heartbeat, _LIVENESS_CHECK_S))
+                if heartbeat is not None and not events:
+                    yield b""
                 if not events or any(name == b"status.json" for _mask, name in events):
                     # Read once more after the end is seen: the last bytes may have
                     # landed between our read and the status write.

@@ -9,15 +9,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S"]
+__all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS"]
 
 MAX_BODY_BYTES = 1 << 20
 MAX_READ_BYTES = 1 << 20
 DEFAULT_READ_BYTES = 1 << 16
 MAX_GRACE_S = 300.0
 MAX_WAIT_S = 60.0
+# No machine has a million CPUs; larger values overflow the cgroup quota arithmetic.
+MAX_CPUS = 1_000_000
 
-_SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
+# A positive number (some digit other than 0) with an optional binary unit.
+_SIZE_PATTERN = r"^\s*([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
 # At least 0.01 CPUs, the smallest quota the kernel takes.
 _CPU_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.(0[1-9]|[1-9])[0-9]*)$"
 # Any text with something other than white space in it, and no NUL byte.
@@ -59,17 +62,18 @@ _SCHEMAS: dict[str, Any] = {
         "description": "What the job may use; a missing or null limit means unlimited.",
         "properties": {
             "cpu": _nullable({
-                "anyOf": [{"type": "number", "minimum": 0.01}, {"type": "string", "pattern": _CPU_PATTERN}],
+                "anyOf": [{"type": "number", "minimum": 0.01, "maximum": MAX_CPUS},
+                          {"type": "string", "pattern": _CPU_PATTERN, "maxLength": 20}],
                 "description": "CPUs, e.g. 0.5 for half a core",
             }),
             "memory": _size("RAM, swap not allowed on top"),
             "pids": _nullable({"type": "integer", "minimum": 1, "description": "most processes and threads at once"}),
             "io_read_bps": _size("bytes per second read from the disk of the job directory"),
             "io_write_bps": _size("bytes per second written to that disk (direct I/O)"),
-            "require_isolation": {
+            "require_isolation": _nullable({
                 "type": "boolean",
-                "description": "refuse to start rather than run with a limit not enforced",
-            },
+                "description": "refuse to start rather than run with a limit not enforced (default false)",
+            }),
         },
     },
     "Limits": {
@@ -288,7 +292,8 @@ _PATHS: dict[str, Any] = {
                 _JOB_ID,
                 {"name": "offset", "in": "query", "required": False, "description": "byte offset to start at",
                  "schema": {"type": "integer", "minimum": 0, "default": 0}},
-                {"name": "tail", "in": "query", "required": False, "description": "start this many bytes before the end instead",
+                {"name": "tail", "in": "query", "required": False,
+                 "description": "start this many bytes before the end instead (not with offset)",
                  "schema": {"type": "integer", "minimum": 0}},
                 {"name": "length", "in": "query", "required": False,
                  "description": "most bytes to return (default 65536); with follow, the stream ends after this many",

@@ -2,24 +2,10 @@
 
     serve("127.0.0.1", 8443, "server.pem", "server.key", root="~/.jobber")
 
-A caller is admitted twice, and the two verdicts agree by construction of the core:
-
-1. the TLS handshake (OpenSSL) verifies the client certificate against the pool
-   (``<root>/pool/*.pem`` as the context's trust store, ``CERT_REQUIRED``);
-2. every request then runs ``Certificate.from_pem`` on what the client presented (the
-   same pool, the same rules: pinned self-signed certificates, CA-issued ones, version-1
-   certificates, validity and signatures). Its ``hash()`` is the identity: a caller sees
-   and acts on the jobs of ``JobStore(hash)`` only.
-
-Step 2 also catches what the handshake cannot: a pool edited since the server started
-(the TLS trust store is re-read too, see `_PoolContexts`) and a certificate that expired
-during a long-lived connection.
-
-The client's intermediates: ``from_pem`` is given the chain the client sent
-(``get_unverified_chain``, public since Python 3.13 and present as a private method of
-``_ssl._SSLSocket`` since 3.10), so a leaf whose intermediate is not in the pool is judged
-on the same input as the handshake. Without it, only the leaf is passed, and such a leaf
-is refused with 403 although its handshake succeeded.
+Who calls is the SHA-256 of the client certificate, checked by the TLS handshake and
+again by ``Certificate.from_pem`` on every request (``_server_tls``); a caller sees and
+acts on ``JobStore(hash)`` only (``_server_api``). Every failure is answered as JSON
+``{"error": ...}``; an unexpected one is logged whole and answered as a generic 500.
 
 Jobs live on disk (``$JOBBER_JOBS_DIR``), never in the server: a restarted server sees
 every job again, running or not, and followers resume from an offset.
@@ -28,7 +14,6 @@ every job again, running or not, and followers resume from an offset.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import pwd
@@ -45,9 +30,17 @@ from typing import Any
 
 from aiohttp import web
 
-from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
 from jobber._openapi import MAX_BODY_BYTES
+from jobber._server_tls import (
+    Identity,
+    Verdicts,
+    make_ssl_context,
+    peer_chain_pem,
+    send_tls_alerts,
+    unverified_identity,
+)
 from jobber._server_watch import WatchHub
 
 __all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError", "public_message"]
@@ -62,6 +55,7 @@ _STOP_THREADS = 64
 # resume from an offset against the next server).
 _SHUTDOWN_GRACE_S = 2.0
 _PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
 
 class ApiError(Exception):
     """An error answered as ``{"error": message, "type": ...}`` with an HTTP status.
@@ -122,6 +116,7 @@ class ServerConfig:
 
 CONFIG = web.AppKey("config", ServerConfig)
 HUB = web.AppKey("hub", WatchHub)
+VERDICTS = web.AppKey("verdicts", Verdicts)
 
 
 def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
@@ -158,119 +153,6 @@ def _has_passwd_entry(uid: int) -> bool:
     return True
 
 
-def _pool_stamp(pool: Path) -> tuple:
-    try:
-        names = sorted(n for n in os.listdir(pool) if n.endswith(".pem") and not n.startswith("."))
-    except OSError:
-        return ()
-    stamps = []
-    for name in names:
-        try:
-            st = os.stat(pool / name)
-        except OSError:
-            continue
-        stamps.append((name, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
-    return tuple(stamps)
-
-
-class _PoolContexts:
-    """TLS contexts whose trust store is the pool as it is now.
-
-    The listening context's ``sni_callback`` runs at every ClientHello; when the pool's
-    files changed, it hands the handshake a context built from the new pool, so the TLS
-    verdict follows pool edits just as ``Certificate.from_pem`` does.
-    """
-
-    def __init__(self, cert: str, key: str, root: Path) -> None:
-        self._cert, self._key, self._root = cert, key, root
-        self._stamp: tuple = ()
-        self._current: ssl.SSLContext | None = None
-        self.listening = self._build()
-        self.listening.sni_callback = self._pick
-
-    def _build(self) -> ssl.SSLContext:
-        certs = get_client_certificates(self._root)
-        if not certs:
-            raise JobberError(
-                f"the pool {self._root / 'pool'} holds no certificate, so no client could connect: "
-                "put the client CA (or pinned client certificates) there as PEM files, "
-                "or make a demo pool with `jobber certs init-demo DIR` and pass --root DIR"
-            )
-        # Built like the context Certificate.from_pem mirrors: no VERIFY_X509_STRICT and no
-        # VERIFY_X509_PARTIAL_CHAIN (ssl.create_default_context sets both on 3.13+).
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata="".join(c.bytes().decode("ascii") for c in certs))
-        try:
-            ctx.load_cert_chain(self._cert, self._key)
-        except FileNotFoundError as err:
-            raise JobberError(f"cannot read the server certificate or key: {err.filename}: no such file") from err
-        except (ssl.SSLError, OSError) as err:
-            raise JobberError(
-                f"cannot use {self._cert} with key {self._key}: {err}; pass the server's PEM "
-                "certificate (chain) and its unencrypted private key"
-            ) from err
-        self._stamp = _pool_stamp(self._root / "pool")
-        self._current = ctx
-        return ctx
-
-    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
-        try:
-            if _pool_stamp(self._root / "pool") != self._stamp:
-                self._build()
-                log.info("the pool changed: TLS now trusts %d certificate(s)", len(get_client_certificates(self._root)))
-            if self._current is not None and self._current is not ctx:
-                ssl_object.context = self._current
-        except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
-            # Keep the last good trust store; requests are still judged by from_pem.
-            log.warning("cannot reload the pool, keeping the previous one: %s", err)
-            self._stamp = _pool_stamp(self._root / "pool")
-        return None
-
-
-def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
-    """The server's TLS context: TLS 1.3 only, client certificate verified against the pool.
-
-    Raises:
-        JobberError: the pool is empty, or the server certificate or key is unusable.
-    """
-    return _PoolContexts(cert, key, default_root(root)).listening
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The caller, as its certificate says."""
-
-    hash: str
-    subject: str
-    common_name: str | None
-
-    @property
-    def label(self) -> str:
-        return f"{self.hash[:12]} CN={self.common_name or '-'}"
-
-
-def _peer_chain_pem(ssl_object: ssl.SSLObject) -> bytes | None:
-    sslobj = getattr(ssl_object, "_sslobj", None)
-    get_chain = getattr(ssl_object, "get_unverified_chain", None) or getattr(sslobj, "get_unverified_chain", None)
-    if get_chain is not None:
-        try:
-            chain = get_chain()
-        except (ssl.SSLError, ValueError):
-            chain = None
-        if chain:
-            pems = []
-            for cert in chain:
-                if isinstance(cert, bytes):  # 3.13+ returns DER bytes from the public method
-                    pems.append(ssl.DER_cert_to_PEM_cert(cert))
-                else:
-                    pems.append(cert.public_bytes())  # _ssl.Certificate: PEM by default
-            return "".join(pems).encode("ascii")
-    der = ssl_object.getpeercert(binary_form=True)
-    return ssl.DER_cert_to_PEM_cert(der).encode("ascii") if der else None
-
-
 @web.middleware
 async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResponse:
     """Log one line per request; turn every failure into a JSON error, never a traceback."""
@@ -295,13 +177,14 @@ async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResp
         raise
     except Exception:  # noqa: BLE001 - the one catch-all: every 5xx is a bug, logged whole
         status = 500
-        log.exception("bug: %s %s failed", request.method, request.path_qs)
+        log.exception("bug: %s %s failed", request.method, request.raw_path[:200])
         return error_response(500, "internal server error: the server's log has the details; please report it")
     finally:
         identity = request.get("identity")
         who = identity.label if identity else "-"
         elapsed = (time.perf_counter() - started) * 1000
-        log.info('%s "%s %s" %s %.1fms', who, request.method, request.path_qs[:200], status, elapsed)
+        # raw_path: as sent, still percent-encoded, so "%0a" cannot forge a log line.
+        log.info('%s "%s %s" %s %.1fms', who, request.method, request.raw_path[:200], status, elapsed)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -313,17 +196,9 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes: a job's command and limits fit in far less")
     if exc.status >= 500:
-        log.error("bug: %s %s answered %s: %s", request.method, request.path_qs, exc.status, exc.text)
+        log.error("bug: %s %s answered %s: %s", request.method, request.raw_path[:200], exc.status, exc.text)
         return error_response(500, "internal server error: the server's log has the details; please report it")
     return error_response(exc.status, exc.reason)
-
-
-def _unverified_identity(ssl_object: ssl.SSLObject) -> Identity:
-    """Who a refused certificate claims to be, for the log only."""
-    der = ssl_object.getpeercert(binary_form=True) or b""
-    names = [value for rdn in (ssl_object.getpeercert() or {}).get("subject", ()) for key, value in rdn
-             if key == "commonName"]
-    return Identity(hashlib.sha256(der).hexdigest(), "", names[0] if names else None)
 
 
 @web.middleware
@@ -331,14 +206,13 @@ async def _identify(request: web.Request, handler: Any) -> web.StreamResponse:
     """Run ``Certificate.from_pem`` on the client's certificate: its hash owns the jobs."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    pem = _peer_chain_pem(ssl_object) if ssl_object is not None else None
+    pem = peer_chain_pem(ssl_object) if ssl_object is not None else None
     if pem is None:
         raise ApiError(403, "no client certificate: connect with --cert and --key", "CertificateError")
-    config = request.app[CONFIG]
     try:
-        cert = Certificate.from_pem(pem, config.root)
+        cert = request.app[VERDICTS].certificate(pem)
     except CertificateError as err:
-        request["identity"] = _unverified_identity(ssl_object)
+        request["identity"] = unverified_identity(ssl_object)
         log.warning("%s: refused a certificate that passed TLS: %s", request["identity"].label, err)
         raise ApiError(403, f"the server does not accept this certificate: {public_message(str(err))}",
                        "CertificateError") from None
@@ -363,6 +237,7 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     config = ServerConfig(Path(os.path.abspath(default_root(root))), user, label, None if user else (home if os.path.isdir(home) else "/"))
     app = web.Application(middlewares=[_log_and_contain, _identify], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
+    app[VERDICTS] = Verdicts(config.root)
     add_routes(app)
 
     async def open_hub(app: web.Application) -> Any:
@@ -371,7 +246,12 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
         app[HUB].close()
         config.close()
 
+    async def end_followers(app: web.Application) -> None:
+        # Before aiohttp's graceful wait: a follow would hold it for its whole length.
+        app[HUB].close()
+
     app.cleanup_ctx.append(open_hub)
+    app.on_shutdown.append(end_followers)
     return app
 
 
@@ -437,6 +317,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
             or the job user unusable.
     """
     _setup_logging(log_level)
+    send_tls_alerts()
     root_path = Path(os.path.abspath(default_root(root)))
     ssl_context = make_ssl_context(cert, key, root_path)
     app = make_app(root_path, job_user)

@@ -27,9 +27,9 @@ from jobber import __version__
 from jobber._errors import JobError, JobNotFound, LimitError
 from jobber._job import Job
 from jobber._limits import Limits
-from jobber._openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
+from jobber._openapi import DEFAULT_READ_BYTES, MAX_CPUS, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
 from jobber._server import CONFIG, HUB, ApiError, public_message
-from jobber._server_watch import follow_log, resolve_offset, wait_for_end
+from jobber._server_watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
 from jobber._storage import JobStore, jobs_dir
 
 __all__ = ["add_routes"]
@@ -187,14 +187,17 @@ def _limits(value: Any) -> Limits | None:
             shown = json.dumps(given)[:40]
             raise ApiError(400, f"limits.{name}: {shown} is not a valid value; see LimitsRequest in GET /v1/openapi.json", "LimitError")
     cpu = value.get("cpu")
-    if isinstance(cpu, str) and not _CPU.match(cpu):
+    if isinstance(cpu, str) and not (len(cpu) <= 20 and _CPU.match(cpu)):
         raise ApiError(400, f"limits.cpu: {cpu[:40]!r} is not a number of CPUs such as 0.5 or 2", "LimitError")
     try:
-        return Limits.from_dict({k: v for k, v in value.items() if v is not None})
+        limits = Limits.from_dict({k: v for k, v in value.items() if v is not None})
     except LimitError as err:
         raise ApiError(400, public_message(str(err)), "LimitError") from None
     except (OverflowError, ValueError) as err:  # a size too large for a float, say
         raise ApiError(400, f"limits: a value is out of range ({err})", "LimitError") from None
+    if limits.cpu is not None and limits.cpu > MAX_CPUS:
+        raise ApiError(400, f"limits.cpu: {limits.cpu:g} CPUs is more than any machine has (at most {MAX_CPUS})", "LimitError")
+    return limits
 
 
 def _start(request: web.Request, job: Job) -> None:
@@ -325,20 +328,25 @@ async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.
     await response.prepare(request)
     try:
         left = query.get("length")
+        loop = asyncio.get_running_loop()
         async with contextlib.aclosing(follow_log(request.app[HUB], job, start)) as chunks:
             async for chunk in chunks:
                 if left is not None:
                     chunk, left = chunk[:left], left - min(left, len(chunk))
+                # A client that takes nothing for a minute is cut off (its write then
+                # fails): a timer, not wait_for, which would cost a task per chunk.
+                timer = loop.call_later(_WRITE_TIMEOUT_S, _drop_stuck_follower, request, job)
                 try:
-                    await asyncio.wait_for(response.write(chunk), _WRITE_TIMEOUT_S)
-                except asyncio.TimeoutError:
-                    log.warning("dropped a follower of job %d (%s): it took nothing for %.0f s",
-                                job.id, request["identity"].label, _WRITE_TIMEOUT_S)
-                    _abort(request)
-                    return response
-                await asyncio.sleep(0)  # a fast log must not keep the other clients waiting
+                    await response.write(chunk)
+                finally:
+                    timer.cancel()
+                if len(chunk) == FOLLOW_CHUNK:
+                    await asyncio.sleep(0)  # a log that keeps coming must not keep the others waiting
                 if left == 0:
                     break
+    except ServerClosing:
+        _abort(request)  # unfinished on purpose: the client resumes from its offset
+        return response
     except (JobError, OSError) as err:
         if isinstance(err, ConnectionError):
             raise
@@ -348,6 +356,12 @@ async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.
         return response
     await response.write_eof()
     return response
+
+
+def _drop_stuck_follower(request: web.Request, job: Job) -> None:
+    log.warning("dropped a follower of job %d (%s): it took nothing for %.0f s",
+                job.id, request["identity"].label, _WRITE_TIMEOUT_S)
+    _abort(request)
 
 
 def _end_of(job: Job) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from pathlib import Path
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
 from jobber._job import Job, JobStatus
 
-__all__ = ["WatchHub", "follow_log", "wait_for_end", "FOLLOW_CHUNK"]
+__all__ = ["WatchHub", "ServerClosing", "follow_log", "wait_for_end", "resolve_offset", "FOLLOW_CHUNK"]
 
 # Small enough that one follower's burst does not delay the others' writes for long.
 FOLLOW_CHUNK = 64 * 1024
@@ -33,29 +32,59 @@ _IN_IGNORED = 0x00008000  # the watch is gone (directory deleted, or rm_watch)
 _EVENT = struct.Struct("iIII")
 
 # The core binding has no rm_watch; without it, every followed job would keep a watch
-# for the server's lifetime.
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# for the server's lifetime. CDLL(None): the libc already loaded, without find_library's
+# ldconfig subprocess.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
+class ServerClosing(Exception):
+    """The server is shutting down: followers end without the stream's proper end."""
+
+
 class _Subscription:
-    """One coroutine's interest in one directory: an event plus the file names seen."""
+    """One coroutine's interest in one directory: the file names changed since it last looked.
+
+    Changes are recorded even while the coroutine is busy elsewhere (writing to its
+    client), so none is missed between a read and the next wait. Waiting costs a bare
+    future and a timer: no task per wait, as ``asyncio.wait_for`` would make.
+    """
+
+    __slots__ = ("key", "names", "_changed", "_waiter")
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.event = asyncio.Event()
         self.names: set[bytes] = set()
+        self._changed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def notify(self, name: bytes) -> None:
+        self.names.add(name)
+        self._changed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def wait(self, timeout: float) -> set[bytes] | None:
         """Wait for a change; returns the names that changed, or None on timeout."""
-        if not self.event.is_set():
+        if not self._changed:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _resolve, self._waiter)
             try:
-                await asyncio.wait_for(self.event.wait(), timeout)
-            except asyncio.TimeoutError:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._changed:
                 return None
-        self.event.clear()
+        self._changed = False
         names, self.names = self.names, set()
         return names
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class WatchHub:
@@ -69,6 +98,7 @@ class WatchHub:
         self._inotify = Inotify()
         self._by_wd: dict[int, set[_Subscription]] = {}
         self._wd_by_path: dict[str, int] = {}
+        self.closed = False
         loop.add_reader(self._inotify.fd, self._on_readable)
 
     @property
@@ -117,8 +147,7 @@ class WatchHub:
                 name = data[offset : offset + length].rstrip(b"\0")
                 offset += length
                 for sub in self._by_wd.get(wd, ()):
-                    sub.names.add(name)
-                    sub.event.set()
+                    sub.notify(name)
                 if mask & _IN_IGNORED:
                     self._forget(wd)
 
@@ -128,16 +157,17 @@ class WatchHub:
             if known == wd:
                 del self._wd_by_path[key]
         for sub in subs:
-            sub.event.set()
+            sub.notify(b"")
 
     def close(self) -> None:
-        """Stop watching anything (idempotent)."""
+        """Stop watching anything and wake every subscriber (idempotent)."""
+        self.closed = True
         if self._inotify.fd >= 0:
             self._loop.remove_reader(self._inotify.fd)
             self._inotify.close()
         for subs in self._by_wd.values():
             for sub in subs:
-                sub.event.set()
+                sub.notify(b"")
         self._by_wd.clear()
         self._wd_by_path.clear()
 
@@ -175,10 +205,19 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
                 if n:
                     offset += n
                     yield bytes(view[:n])
-                    continue
+                    if n == len(buf):
+                        continue  # maybe more already: read again before waiting
+                    # Short read: at the end for now. A write since then is recorded in
+                    # the subscription, so the wait below returns at once for it.
             if finished:
+                if n := (os.preadv(fd, [view], offset) if fd >= 0 else 0):
+                    offset += n
+                    yield bytes(view[:n])
+                    continue
                 return
             names = await sub.wait(_LIVENESS_CHECK_S)
+            if hub.closed:
+                raise ServerClosing()
             if names is None or b"status.json" in names:
                 finished = job.status().ended
     finally:
@@ -196,7 +235,7 @@ async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
         while True:
             status = job.status()
             left = deadline - loop.time()
-            if status.ended or left <= 0:
+            if status.ended or left <= 0 or hub.closed:
                 return status
             await sub.wait(min(left, _LIVENESS_CHECK_S))
     finally:

@@ -210,6 +210,9 @@ class JobStore:
         backend = options.setdefault("backend", os.environ.get("JOBBER_BACKEND") or "local")
         if backend not in BACKENDS:
             raise JobError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} (or set JOBBER_BACKEND)")
+        if backend != "slurm" and set(options) - {"backend"}:
+            names = ", ".join(sorted(set(options) - {"backend"}))
+            raise JobError(f"{names}: only Slurm jobs take these; choose the Slurm backend (--backend slurm, backend=\"slurm\")")
         job_id = self.generate_job_id()
         job = Job(self, job_id)
         spec = {"command": command, "limits": (limits or Limits()).to_dict(), "options": options}

@@ -145,8 +145,6 @@ def _run(args: argparse.Namespace) -> int:
                     io_write_bps=args.io_write, require_isolation=args.require_isolation)
     options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
                if getattr(args, name) is not None}
-    if options.keys() - {"backend"} and options.get("backend", os.environ.get("JOBBER_BACKEND")) != "slurm":
-        raise JobberError("--partition, --time, --account and --gres are Slurm options: add --backend slurm")
     session = _session(args)
     job = session.new_job(command, limits, **options) if options else session.new_job(command, limits)
     job.start()

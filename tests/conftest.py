@@ -36,6 +36,17 @@ def jobs_dir(tmp_path_factory, monkeypatch) -> Path:
     assert not leftovers, f"cgroups left behind: {leftovers}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sweep_every_job(tmp_path_factory):
+    """At the end, stop jobs that tests kept in jobs directories of their own (servers)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    left = []
+    for spec in base.glob("**/jobs/*/*/spec.json"):
+        left += _stop_everything(spec.parent.parent.parent)
+    assert not left, f"cgroups left behind: {sorted(set(left))}"
+
+
 def _stop_everything(path: Path) -> list[str]:
     left = []
     if not path.is_dir():

@@ -40,7 +40,8 @@ class TestLimits:
         ("kwargs", "match"),
         [({"cpu": 0}, "positive"), ({"cpu": "fast"}, "number of CPUs"), ({"cpu": float("nan")}, "positive"),
          ({"cpu": 0.001}, "smallest quota"), ({"pids": 0}, "at least 1"), ({"pids": "x"}, "whole number"),
-         ({"memory": "12Q"}, "not a size")],
+         ({"memory": "12Q"}, "not a size"), ({"cpu": 5.5e307}, "more CPUs"), ({"cpu": "1e5"}, "more CPUs"),
+         ({"memory": "9" * 400 + "G"}, "8 EiB"), ({"memory": 1 << 64}, "8 EiB"), ({"pids": 1 << 64}, "beyond")],
     )
     def test_bad_values_are_refused(self, kwargs, match):
         with pytest.raises(LimitError, match=match):

@@ -7,6 +7,7 @@ The same magics inside a real kernel are in test_kernel.py.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -207,6 +208,25 @@ class TestRun:
         monkeypatch.setenv("JOBBER_ISOLATION", "cgroup-v3")
         assert "JOBBER_ISOLATION='cgroup-v3' is not one of" in str(usage_error(shell, "%%jobber_run\ntrue"))
 
+    def test_require_isolation_refuses_to_run_unconfined(self, shell, identity, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")  # as on a host without a writable cgroup
+        error = usage_error(shell, "%%jobber_run --require-isolation --memory 1G\ntrue")
+        assert "needs isolation but would run unconfined" in str(error)
+        assert [job.status().state for job in identity.get_jobs()] == ["created"], "nothing ran"
+
+    def test_slurm_options_need_the_slurm_backend(self, shell, identity, monkeypatch):
+        monkeypatch.delenv("JOBBER_BACKEND", raising=False)
+        error = usage_error(shell, "%%jobber_run --partition gpu\ntrue")
+        assert "--partition, --time, --account and --gres are Slurm options: add --backend slurm" in str(error)
+        assert "invalid choice: 'k8s'" in str(usage_error(shell, "%%jobber_run --backend k8s\ntrue"))
+
+    @pytest.mark.slurm
+    @pytest.mark.skipif(shutil.which("sbatch") is None, reason="Slurm's client commands are not installed here")
+    def test_a_slurm_job_from_a_cell(self, shell, identity):
+        job = shell.run_cell("%%jobber_run --backend slurm --time 1:00 --no-follow\necho \"on $SLURM_JOB_NAME\"").result
+        assert job.options == {"backend": "slurm", "time": "1:00"}
+        assert job.wait(120).describe() == "exited (code 0)" and last_log(job).startswith("on ")
+
 
 def last_log(job, size: int = 1 << 16) -> str:
     buf = bytearray(size)
@@ -311,8 +331,9 @@ class FakeSession:
     def __init__(self) -> None:
         self.jobs: dict[int, FakeJob] = {}
 
-    def new_job(self, command, limits=None):
+    def new_job(self, command, limits=None, **options):
         job = self.jobs[len(self.jobs) + 1] = FakeJob(len(self.jobs) + 1, command)
+        job.options = options
         return job
 
     def get_job(self, job_id):
@@ -335,6 +356,15 @@ class TestSession:
         _, captured = run_cell(shell, "%jobber_stop 1")
         assert captured.stdout == "job 1: stopped\n"
         assert "no job 2" in str(usage_error(shell, "%jobber_tail 2"))
+
+    def test_backend_options_reach_the_session(self, shell, no_identity):
+        session = magics(shell)._session = FakeSession()
+        shell.run_cell("%%jobber_run --no-follow --backend slurm --partition gpu --time 1:00:00 --account ml "
+                       "--gres gpu:1\nnvidia-smi")
+        assert session.jobs[1].options == {"backend": "slurm", "partition": "gpu", "time": "1:00:00",
+                                           "account": "ml", "gres": "gpu:1"}
+        shell.run_cell("%%jobber_run --no-follow\ntrue")
+        assert session.jobs[2].options == {}, "no options: new_job(command, limits), as a remote session takes"
 
     def test_local_goes_back_to_the_chosen_identity(self, shell, identity, demo):
         run_cell(shell, f"%jobber_cert {demo['client']}")

@@ -9,6 +9,7 @@ hold no "bug:" line (every 5xx is one).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -214,6 +215,8 @@ BAD_REQUESTS = [
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"memory": "12Q"}}', 400, "not a size", id="bad-size"),
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"memory": "9' + b"9" * 400 + b'G"}}', 400, "limits", id="huge-size"),
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"cpu": true}}', 400, "limits.cpu", id="bool-cpu"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"cpu": 5.5e307}}', 400, "more than any machine", id="huge-cpu"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"cpu": "1e3"}}', 400, "not a number of CPUs", id="cpu-exponent"),
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"gpus": 1}}', 400, "unknown limit", id="unknown-limit"),
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": "lots"}', 400, "limits must be an object", id="limits-not-object"),
     pytest.param("POST", "/v1/jobs", b'{"command": "true", "start": "yes"}', 400, "start must be", id="start-not-bool"),
@@ -263,13 +266,14 @@ class TestErrors:
             "cannot write <path>: EINVAL")
 
 
-@ROOT_ONLY
 class TestJobUser:
+    @ROOT_ONLY
     def test_jobs_run_as_nobody_in_slash_by_default(self, api):
         job = start(api, "id -un; pwd")
         wait_ended(api, job["id"])
         assert api("GET", f"/v1/jobs/{job['id']}/log").body == b"nobody\n/\n"
 
+    @ROOT_ONLY
     def test_job_user_root_when_the_operator_asks(self, pki, tmp_path):
         with ServerProcess(pki.server_cert, pki.server_key, pki.root, tmp_path / "jobs", job_user="root") as proc:
             cert, key = pki.client()
@@ -282,6 +286,15 @@ class TestJobUser:
         with pytest.raises(JobberError, match="no such user"):
             resolve_job_user("no-such-user-here")
 
+    @pytest.mark.skipif(os.geteuid() == 0, reason="checks the server's own user when not root")
+    def test_without_root_jobs_run_as_the_server_user(self):
+        import pwd
+
+        assert resolve_job_user(None) == (None, pwd.getpwuid(os.geteuid()).pw_name)
+        with pytest.raises(JobberError, match="needs the server to run as root"):
+            resolve_job_user("root")
+
+    @ROOT_ONLY
     def test_default_job_user(self):
         assert resolve_job_user(None) == ("nobody", "nobody")
         assert resolve_job_user("root") == (None, "root")
@@ -298,7 +311,7 @@ class TestRestart:
             received = response.read1(1024)
             assert received == b"before\n"
             first.stop()
-            with pytest.raises((OSError, Exception)):  # cut: no proper end of the chunked stream
+            with pytest.raises(http.client.IncompleteRead):  # cut: no proper end of the chunked stream
                 response.read()
             conn.close()
         with ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs) as second:
@@ -383,6 +396,14 @@ class TestServe:
         cert, key = pki.client("dave")
         Api(server.url, cert, key, pki.server_ca)("GET", "/v1/jobs")
         assert poll(lambda: 'CN=dave "GET /v1/jobs" 200' in server.log())
+
+
+    def test_log_lines_cannot_be_forged(self, pki, server):
+        cert, key = pki.client("mallory\nFAKE")
+        Api(server.url, cert, key, pki.server_ca)("GET", "/v1/nope%0aFAKE%20line")
+        assert poll(lambda: '"GET /v1/nope%0aFAKE%20line" 404' in server.log())
+        assert "CN=mallory?FAKE" in server.log()
+        assert not any(line.startswith("FAKE") for line in server.log().splitlines())
 
 
 class TestOpenApi:

@@ -16,7 +16,6 @@ from jobber import JobStatus, Limits
 from jobber._isolation import choose
 from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import JobList, format_elapsed, job_html, log_html, status_html
-from jobber_magics._follow import follow_with_heartbeat, log_size
 from jobber_magics._loglines import LogLines
 from jobber_magics._widget import JobWidget
 
@@ -33,10 +32,6 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
     return value
-
-
-def updater_threads(job) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"jobber-widget-job-{job.id}"]
 
 
 class TestLogLines:
@@ -141,10 +136,10 @@ class TestDisplays:
         start = datetime(2025, 1, 1, tzinfo=timezone.utc)
         status = JobStatus(state="oom-killed", oom_killed=True, started_at=start,
                            ended_at=start + timedelta(seconds=1.25), limits=Limits(memory="50M"),
-                           isolation="none", isolation_note="no writable cgroup: read-only file system")
+                           isolation="none", isolation_note="not isolated: no writable cgroup: read-only file system")
         line = status_html(7, status)
         assert "job 7" in line and "killed: out of memory at 50 MiB" in line and "1.2 s" in line
-        assert "Not isolated: no writable cgroup: read-only file system" in line
+        assert ">not isolated<" in line and "not isolated: no writable cgroup: read-only file system" in line
 
     @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.42, "0.4 s"), (75, "1 min 15 s"), (7322, "2 h 02 min")])
     def test_elapsed_reads_naturally(self, seconds, text):
@@ -161,60 +156,6 @@ class TestDisplays:
         ]
         assert "<table>" in jobs._repr_html_() and "exited (code 0)" in jobs._repr_html_()
         assert "No jobs yet" in repr(JobList()) and "No jobs yet" in JobList()._repr_html_()
-
-
-class FakeJob:
-    """A job whose log is a bytes object and whose follow takes a heartbeat."""
-
-    def __init__(self, log: bytes) -> None:
-        self.log = log
-        self.follow_calls = []
-
-    def tail(self, buf, offset=0):
-        if offset < 0:
-            offset = max(0, len(self.log) + offset)
-        data = self.log[offset : offset + len(buf)]
-        memoryview(buf)[: len(data)] = data
-        return len(data)
-
-    def follow(self, offset=0, heartbeat=None):
-        self.follow_calls.append((offset, heartbeat))
-        return iter([self.log[offset:]])
-
-
-class TestFollowWithHeartbeat:
-    def test_a_silent_job_yields_heartbeats_then_its_output(self, store):
-        job = store.new_job("sleep 1; echo done")
-        job.start()
-        chunks = list(follow_with_heartbeat(job, heartbeat=0.1))
-        assert b"".join(chunks) == b"done\n"
-        assert chunks.count(b"") >= 5, "a heartbeat at least every 0.1 s while the job is silent"
-
-    def test_setting_stop_ends_it_within_a_heartbeat(self, store):
-        job = store.new_job("sleep 300")
-        job.start()
-        stop = threading.Event()
-        chunks = follow_with_heartbeat(job, heartbeat=0.1, stop=stop)
-        assert next(chunks) == b""
-        stop.set()
-        started = time.monotonic()
-        assert list(chunks) == []
-        assert time.monotonic() - started < 1
-
-    def test_a_follow_with_heartbeat_is_used_as_is(self):
-        job = FakeJob(b"abc")
-        assert list(follow_with_heartbeat(job, 1, heartbeat=0.5)) == [b"bc"]
-        assert job.follow_calls == [(1, 0.5)]
-
-    @pytest.mark.parametrize("size", [0, 1, 2, 3, 1000, 65_537, 1 << 20])
-    def test_log_size_is_found_with_tail_alone(self, size):
-        assert log_size(FakeJob(b"x" * size)) == size
-
-    def test_negative_offsets_count_from_the_end(self, store):
-        job = store.new_job("printf 'one\\ntwo\\nthree\\n'")
-        job.start()
-        job.wait(30)
-        assert b"".join(follow_with_heartbeat(job, -6, heartbeat=0.1)) == b"three\n"
 
 
 class TestJobWidget:
@@ -237,10 +178,12 @@ class TestJobWidget:
     def test_one_updater_thread_which_ends_with_the_job(self, store):
         job = store.new_job("sleep 0.5; echo bye")
         job.start()
+        before = set(threading.enumerate())
         widget = JobWidget(job)
-        assert len(updater_threads(job)) == 1
+        assert set(threading.enumerate()) - before == {widget._thread}
+        assert widget._thread.name == f"jobber-widget-job-{job.id}"
         assert widget.wait(30)
-        assert updater_threads(job) == [] and "bye" in widget._log_view.value
+        assert widget._thread not in threading.enumerate() and "bye" in widget._log_view.value
 
     def test_closing_stops_the_updater_promptly_although_the_job_is_silent(self, store):
         job = store.new_job("sleep 300")

@@ -1,0 +1,129 @@
+// What a person does in JupyterLab 4, and what they see of jobber's live view.
+//
+// The widget's DOM (jobber_magics/_widget.py, ipywidgets 8):
+//   .jobber-job-widget                       VBox
+//     .widget-hbox                           status line + Stop button
+//       .widget-html .widget-html-content    the status line ("job 3 · running · 1.2 s · ...")
+//       button.widget-button                 "Stop" (hidden once the job has ended)
+//     .widget-html                           memory and CPU charts: <svg> with a <polyline>
+//     .widget-html.jobber-log                the last lines, in a <pre>
+const { expect } = require('@playwright/test');
+const { execFileSync } = require('node:child_process');
+const path = require('node:path');
+
+const TOKEN = process.env.JUPYTER_TOKEN;
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(__dirname, '..', '..', 'artifacts', 'e2e');
+const RUNNING = /\brunning\b/;
+
+/** Open a notebook of the server root by its URL (the token logs the browser in). */
+async function openNotebook(page, notebookPath) {
+  await page.goto(`/lab/tree/${notebookPath}?token=${TOKEN}`);
+  const notebook = currentNotebook(page);
+  await expect(notebook.locator('.jp-Cell').first()).toBeVisible({ timeout: 60_000 });
+  return notebook;
+}
+
+function currentNotebook(page) {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+}
+
+/** The code cell whose source contains `text`. */
+function cellWith(notebook, text) {
+  return notebook.locator('.jp-Cell.jp-CodeCell').filter({
+    has: notebook.page().locator('.jp-CodeMirrorEditor', { hasText: text }),
+  });
+}
+
+/**
+ * Run the notebook from the top with Shift+Enter, cell after cell, until the cell holding
+ * `text` is the active one; then run that one with Ctrl+Enter (it stays active).
+ */
+async function runThrough(notebook, text) {
+  const page = notebook.page();
+  await notebook.locator('.jp-Cell').first().click();
+  const active = notebook.locator('.jp-Cell.jp-mod-active');
+  for (let i = 0; ; i++) {
+    if (i > 100) throw new Error(`no cell with ${JSON.stringify(text)} in the notebook`);
+    if ((await active.innerText()).includes(text)) break;
+    await page.keyboard.press('Shift+Enter');
+  }
+  await page.keyboard.press('Control+Enter');
+  return cellWith(notebook, text);
+}
+
+/** The parts of the live view inside a cell's output. */
+function liveView(cell) {
+  const widget = cell.locator('.jp-OutputArea-output .jobber-job-widget');
+  return {
+    widget,
+    status: widget.locator('.widget-hbox .widget-html-content').first(),
+    stop: widget.getByRole('button', { name: /Stop/ }),
+    charts: widget.locator('svg'),
+    chartLines: widget.locator('svg polyline'),
+    log: widget.locator('.jobber-log pre'),
+  };
+}
+
+/**
+ * Read the status line and the log every 50 ms for as long as the status says "running"
+ * (at most `timeout` ms, or until `enough` distinct log texts were seen while running).
+ * Returns {running, ended, states}: the distinct log texts seen while the job ran.
+ */
+async function watchWhileRunning(view, { timeout = 30_000, enough = Infinity } = {}) {
+  const seen = [];
+  let sawRunning = false;
+  let status = '';
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const snapshot = await view.widget.evaluate((w) => ({
+      status: w.querySelector('.widget-hbox .widget-html-content')?.innerText ?? '',
+      log: w.querySelector('.jobber-log pre')?.innerText ?? '',
+    }));
+    status = snapshot.status;
+    if (!RUNNING.test(status)) {
+      if (sawRunning) break; // ended: what was seen while it ran is what counts
+    } else {
+      sawRunning = true;
+      if (seen[seen.length - 1] !== snapshot.log) seen.push(snapshot.log);
+      if (new Set(seen).size >= enough) break;
+    }
+    await view.widget.page().waitForTimeout(50);
+  }
+  return { sawRunning, states: [...new Set(seen)], lastStatus: status };
+}
+
+/** Save the notebook, close its tab, and open it again from the file browser. */
+async function closeAndReopen(page, fileName) {
+  await page.keyboard.press('Control+s');
+  const tab = page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab', { hasText: fileName });
+  await expect(tab).not.toHaveClass(/jp-mod-dirty/);
+  await tab.locator('.lm-TabBar-tabCloseIcon').click();
+  // A notebook changed after saving asks before closing: keep the saved outputs.
+  const dialog = page.locator('.jp-Dialog');
+  await Promise.race([
+    tab.waitFor({ state: 'detached' }),
+    dialog.waitFor().then(() => dialog.getByRole('button', { name: /^Save/ }).click()),
+  ]);
+  await expect(tab).toHaveCount(0);
+  await page.locator('.jp-DirListing-item', { hasText: fileName }).dblclick();
+  await expect(tab).toHaveCount(1);
+  const notebook = currentNotebook(page);
+  await expect(notebook.locator('.jp-Cell').first()).toBeVisible();
+  return notebook;
+}
+
+/** The job's status as the `jobber` command reads it from disk (not from the widget). */
+function jobberStatus(jobId) {
+  return JSON.parse(execFileSync('jobber', ['status', String(jobId), '--json'], { encoding: 'utf8' }));
+}
+
+async function jobIdOf(view) {
+  const match = /job (\d+)/.exec(await view.status.innerText());
+  if (!match) throw new Error('the status line names no job');
+  return Number(match[1]);
+}
+
+module.exports = {
+  ARTIFACTS, RUNNING, openNotebook, cellWith, runThrough, liveView, watchWhileRunning,
+  closeAndReopen, jobberStatus, jobIdOf,
+};

@@ -1,0 +1,227 @@
+"""TLS for the jobber server: the pool as trust store, and the caller's identity.
+
+A caller is admitted twice, and the two verdicts agree because the core's
+``Certificate.from_pem`` mirrors OpenSSL's client-certificate checks:
+
+1. the TLS handshake verifies the client certificate against the pool (``<root>/pool/*.pem``
+   as the context's trust store, ``CERT_REQUIRED``, TLS 1.3 only);
+2. every request runs ``Certificate.from_pem`` on what the client presented. Its
+   ``hash()`` is the identity.
+
+Step 2 also catches what a handshake cannot: a pool edited while a connection is kept
+alive, a certificate that expired during one. The TLS trust store follows pool edits too
+(`PoolContexts`), so neither verdict needs a restart.
+
+The client's intermediates: ``from_pem`` is given the chain the client sent
+(``get_unverified_chain``, public since Python 3.13 and a private method of
+``_ssl._SSLSocket`` since 3.10), so a leaf whose intermediate is not in the pool is judged
+on the same input as by the handshake. Were it missing, only the leaf would be passed,
+and such a client would get 403 although its handshake succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import hashlib
+import logging
+import os
+import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._errors import CertificateError, JobberError
+
+__all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "send_tls_alerts",
+           "unverified_identity"]
+
+log = logging.getLogger("jobber.server")
+
+
+def _pool_stamp(pool: Path) -> tuple:
+    try:
+        names = sorted(n for n in os.listdir(pool) if n.endswith(".pem") and not n.startswith("."))
+    except OSError:
+        return ()
+    stamps = []
+    for name in names:
+        try:
+            st = os.stat(pool / name)
+        except OSError:
+            continue
+        stamps.append((name, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
+    return tuple(stamps)
+
+
+class PoolContexts:
+    """TLS contexts whose trust store is the pool as it is now.
+
+    The listening context's ``sni_callback`` runs at every ClientHello; when the pool's
+    files changed, it hands the handshake a context built from the new pool, so the TLS
+    verdict follows pool edits just as ``Certificate.from_pem`` does.
+    """
+
+    def __init__(self, cert: str, key: str, root: Path) -> None:
+        self._cert, self._key, self._root = cert, key, root
+        self._stamp: tuple = ()
+        self._current: ssl.SSLContext | None = None
+        self.listening = self._build()
+        self.listening.sni_callback = self._pick
+
+    def _build(self) -> ssl.SSLContext:
+        certs = get_client_certificates(self._root)
+        if not certs:
+            raise JobberError(
+                f"the pool {self._root / 'pool'} holds no certificate, so no client could connect: "
+                "put the client CA (or pinned client certificates) there as PEM files, "
+                "or make a demo pool with `jobber certs init-demo DIR` and pass --root DIR"
+            )
+        # Built like the context Certificate.from_pem mirrors: no VERIFY_X509_STRICT and no
+        # VERIFY_X509_PARTIAL_CHAIN (ssl.create_default_context sets both on 3.13+).
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata="".join(c.bytes().decode("ascii") for c in certs))
+        try:
+            ctx.load_cert_chain(self._cert, self._key)
+        except FileNotFoundError as err:
+            raise JobberError(f"cannot read the server certificate or key: {err.filename}: no such file") from err
+        except (ssl.SSLError, OSError) as err:
+            raise JobberError(
+                f"cannot use {self._cert} with key {self._key}: {err}; pass the server's PEM "
+                "certificate (chain) and its unencrypted private key"
+            ) from err
+        self._stamp = _pool_stamp(self._root / "pool")
+        self._current = ctx
+        return ctx
+
+    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        try:
+            if _pool_stamp(self._root / "pool") != self._stamp:
+                self._build()
+                log.info("the pool changed: TLS now trusts %d certificate(s)", len(get_client_certificates(self._root)))
+            if self._current is not None and self._current is not ctx:
+                ssl_object.context = self._current
+        except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
+            # Keep the last good trust store; requests are still judged by from_pem.
+            log.warning("cannot reload the pool, keeping the previous one: %s", err)
+            self._stamp = _pool_stamp(self._root / "pool")
+        return None
+
+
+def send_tls_alerts() -> None:
+    """Make asyncio send the TLS alert of a failed handshake, and log the refusal.
+
+    asyncio drops what OpenSSL queued for the peer when a handshake fails, so a refused
+    client sees the connection vanish instead of "alert certificate required",
+    "unknown ca" or "protocol version" (CPython gh-98078, fixed upstream by PR #153620 in
+    2026; blocking ``ssl`` sockets always sent it). Flushing the outgoing buffer first
+    is harmless where the fix is present. Applied by `serve` to its own process only.
+    """
+    protocol = asyncio.sslproto.SSLProtocol
+    if getattr(protocol, "_jobber_sends_alerts", False):
+        return
+    original = protocol._on_handshake_complete
+
+    def on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            try:
+                self._process_outgoing()
+            except Exception:  # noqa: BLE001 - best effort: the connection is closing anyway
+                pass
+            peer = self._transport.get_extra_info("peername") if self._transport else None
+            log.info("refused a TLS client %s: %s", peer[0] if peer else "", getattr(handshake_exc, "reason", None)
+                     or handshake_exc)
+        original(self, handshake_exc)
+
+    protocol._on_handshake_complete = on_handshake_complete
+    protocol._jobber_sends_alerts = True
+
+
+def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The server's TLS context: TLS 1.3 only, client certificate verified against the pool.
+
+    Raises:
+        JobberError: the pool is empty, or the server certificate or key is unusable.
+    """
+    return PoolContexts(cert, key, default_root(root)).listening
+
+
+class Verdicts:
+    """Recent ``Certificate.from_pem`` successes, so a busy client is not re-verified per request.
+
+    Keyed by the presented chain and the pool's file stamps: an edited pool misses the
+    cache, so a removed CA refuses the very next request. An entry lives 60 s at most,
+    and never past the leaf's expiry. Used on the event loop's thread only.
+    """
+
+    _TTL_S = 60.0
+    _SIZE = 1024
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._entries: OrderedDict[tuple[bytes, tuple], tuple[Certificate, float]] = OrderedDict()
+
+    def certificate(self, pem: bytes) -> Certificate:
+        """The validated certificate; CertificateError as from ``from_pem``."""
+        key = (pem, _pool_stamp(self._root / "pool"))
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] > now:
+            self._entries.move_to_end(key)
+            return hit[0]
+        cert = Certificate.from_pem(pem, self._root)
+        left = (cert.not_after - datetime.now(timezone.utc)).total_seconds()
+        self._entries[key] = (cert, now + min(self._TTL_S, left))
+        while len(self._entries) > self._SIZE:
+            self._entries.popitem(last=False)
+        return cert
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller, as its certificate says."""
+
+    hash: str
+    subject: str
+    common_name: str | None
+
+    @property
+    def label(self) -> str:
+        """For the log: the hash's first 12 digits and the common name (unprintables as ?)."""
+        name = "".join(c if c.isprintable() else "?" for c in (self.common_name or "-")[:64])
+        return f"{self.hash[:12]} CN={name}"
+
+
+def peer_chain_pem(ssl_object: ssl.SSLObject) -> bytes | None:
+    """The certificates the client presented, leaf first, as PEM (None without any)."""
+    sslobj = getattr(ssl_object, "_sslobj", None)
+    get_chain = getattr(ssl_object, "get_unverified_chain", None) or getattr(sslobj, "get_unverified_chain", None)
+    if get_chain is not None:
+        try:
+            chain = get_chain()
+        except (ssl.SSLError, ValueError):
+            chain = None
+        if chain:
+            pems = []
+            for cert in chain:
+                if isinstance(cert, bytes):  # 3.13+ returns DER bytes from the public method
+                    pems.append(ssl.DER_cert_to_PEM_cert(cert))
+                else:
+                    pems.append(cert.public_bytes())  # _ssl.Certificate: PEM by default
+            return "".join(pems).encode("ascii")
+    der = ssl_object.getpeercert(binary_form=True)
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii") if der else None
+
+
+def unverified_identity(ssl_object: ssl.SSLObject) -> Identity:
+    """Who a refused certificate claims to be, for the log only."""
+    der = ssl_object.getpeercert(binary_form=True) or b""
+    names = [value for rdn in (ssl_object.getpeercert() or {}).get("subject", ()) for key, value in rdn
+             if key == "commonName"]
+    return Identity(hashlib.sha256(der).hexdigest(), "", names[0] if names else None)

@@ -1,0 +1,527 @@
+"""Jobs on a Slurm cluster: ``sbatch`` starts them, Slurm confines them, jobber watches.
+
+`jobber._job.Job` delegates here when a job's ``options["backend"]`` is "slurm", through
+the private interface every scheduler backend offers::
+
+    start(job, user=None, cwd=None) -> None
+    status(job) -> JobStatus
+    stop(job, grace) -> JobStatus
+
+jobber does not schedule anything itself: it writes a batch script, submits it, and keeps
+what it learns in the job directory, so that any process sees the same job:
+
+    started          claimed by the one start() that wins (O_EXCL), as for local jobs
+    script           the batch script: ``exec /bin/sh -c COMMAND``, as local jobs run it
+    slurm-id         Slurm's job id
+    log              Slurm's output file (stdout and stderr): tail and follow read it
+    status.json      the final state, once Slurm reports one: Slurm forgets finished jobs
+                     after MinJobAge, and ended jobs need not ask it again
+    stop-requested   written by stop(), so the outcome reads "stopped"
+
+On a real cluster the job runs on another machine, which writes the log: set
+``$JOBBER_SLURM_JOBS_DIR`` (or the ``jobs_dir`` option) to a directory on a filesystem the
+compute nodes share with this host. The script and the log then live in
+``<that dir>/<owner>/<job id>/`` and ``log`` in the job directory is a symlink to the log.
+
+Slurm's answers are read with ``SLURM_TIME_FORMAT=%s`` (epoch seconds) from
+``scontrol show job`` while the controller remembers the job, then from the job
+completion log (``sacct -c``, JobCompType=jobcomp/filetxt), which needs no slurmdbd.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from jobber._errors import JobError
+from jobber._job import FINAL_STATES, Job, JobStatus, _run_context, _when
+from jobber._limits import Limits, format_size
+from jobber._storage import ensure_private_dir, write_atomic
+
+__all__ = ["PASS_THROUGH", "sbatch_arguments", "start", "status", "stop", "validate_options"]
+
+PASS_THROUGH = ("partition", "time", "account", "gres")
+"""Job options handed to sbatch as ``--NAME=VALUE``."""
+OPTIONS = ("backend", *PASS_THROUGH, "jobs_dir")
+MIB = 1 << 20
+# Slurm's --time forms: MIN, MIN:SEC, H:MIN:SEC, D-H, D-H:MIN, D-H:MIN:SEC, or no limit.
+_TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinite)$", re.IGNORECASE)
+_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")
+_QUERY_ENV = {"SLURM_TIME_FORMAT": "%s"}  # times as epoch seconds, whatever the locale
+_COMMAND_TIMEOUT_S = 60.0
+# After scancel, Slurm sends SIGTERM, and SIGKILL after its KillWait (30 s by default);
+# then slurmstepd still has to clean up and report.
+_KILL_MARGIN_S = 60.0
+_NOT_INSTALLED = (
+    "Slurm is not installed or not reachable here (`{tool}` is not on PATH): install Slurm's "
+    "client commands and its configuration on this host, or run the job on this host with "
+    "backend=\"local\" (`--backend local`, or unset JOBBER_BACKEND)"
+)
+
+_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+            "SPECIAL_EXIT"}
+_FINAL = {"COMPLETED": "exited", "FAILED": "failed", "OUT_OF_MEMORY": "oom-killed",
+          "CANCELLED": "stopped", "TIMEOUT": "timed-out", "NODE_FAIL": "failed",
+          "BOOT_FAIL": "failed", "DEADLINE": "failed", "PREEMPTED": "failed", "REVOKED": "failed"}
+_WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to boot",
+        "DEADLINE": "it could not end before its --deadline", "PREEMPTED": "it was preempted",
+        "REVOKED": "it was revoked by a sibling cluster"}
+
+
+def validate_options(options: dict[str, Any]) -> dict[str, str]:
+    """Check a Slurm job's options; return the ones handed to sbatch.
+
+    Each becomes one argv item ``--NAME=VALUE``, never shell text; values that sbatch
+    could still misread (a leading ``-``, a line break) are refused.
+
+    Args:
+        options: the job's options (``backend``, ``partition``, ``time``, ``account``,
+            ``gres``, ``jobs_dir``).
+
+    Returns:
+        The sbatch options by name, as strings.
+
+    Raises:
+        JobError: an unknown option or a malformed value, saying which.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise JobError(f"unknown Slurm job option(s) {', '.join(unknown)}: jobber passes "
+                       f"{', '.join(PASS_THROUGH)} to sbatch (and takes jobs_dir)")
+    checked = {}
+    for name in PASS_THROUGH:
+        value = options.get(name)
+        if value is None:
+            continue
+        if name == "time" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # minutes, as sbatch reads a bare number
+        if not isinstance(value, str):
+            raise JobError(f"Slurm option {name} must be a string, not {type(value).__name__}")
+        if not value.strip():
+            raise JobError(f"Slurm option {name} is empty: give a value or leave it out")
+        if value.lstrip().startswith("-"):
+            raise JobError(f"Slurm option {name}={value!r} starts with '-': refused, sbatch could "
+                           "read it as another option")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise JobError(f"Slurm option {name}={value!r} contains a line break or another control "
+                           "character: refused, write the value on one line")
+        checked[name] = value
+    if "time" in checked and not _TIME.match(checked["time"]):
+        raise JobError(f"time={checked['time']!r} is not a Slurm time limit: write MINUTES, "
+                       "HOURS:MINUTES:SECONDS or DAYS-HOURS:MINUTES:SECONDS, e.g. 1:00:00")
+    jobs_dir = options.get("jobs_dir")
+    if jobs_dir is not None and (not isinstance(jobs_dir, str) or not os.path.isabs(jobs_dir)):
+        raise JobError(f"jobs_dir={jobs_dir!r} must be an absolute path on a filesystem the compute "
+                       "nodes share with this host")
+    return checked
+
+
+def sbatch_arguments(limits: Limits, options: dict[str, str]) -> list[str]:
+    """The sbatch requests for ``limits`` and the pass-through ``options``.
+
+    CPUs are rounded up to whole CPUs and memory up to whole MiB: Slurm allocates no less.
+    """
+    args = []
+    if limits.cpu is not None:
+        args.append(f"--cpus-per-task={math.ceil(limits.cpu)}")
+    if limits.memory is not None:
+        args.append(f"--mem={-(-limits.memory // MIB)}M")
+    return args + [f"--{name}={value}" for name, value in options.items()]
+
+
+def start(job: Job, user: str | None = None, cwd: str | None = None) -> None:
+    """Submit the job with sbatch; returns once Slurm has queued it.
+
+    Raises:
+        JobError: already started, bad options, a limit Slurm cannot enforce while
+            ``require_isolation`` is set, another user asked for, Slurm not installed, or
+            Slurm refused the job (its own message is kept).
+    """
+    options = validate_options(job.options)
+    limits = job.limits
+    unenforced = _unenforced(limits)
+    if limits.require_isolation and unenforced:
+        raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(unenforced)} and isolation is "
+                       "required: drop those limits, or run the job locally", job_id=job.id)
+    _check_user(job, user)
+    sbatch = _tool("sbatch")
+    files = _files_dir(job)
+    try:
+        claim = os.open(job.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise JobError(f"job {job.id} was already started: create a new job to run it again", job_id=job.id) from None
+    except FileNotFoundError:
+        raise JobError(f"job {job.id} no longer exists (its directory {job.path} is gone)", job_id=job.id) from None
+    os.close(claim)
+    try:
+        context = _run_context(job, None, cwd)
+        spec = {**job._load_spec(), **context, "slurm_files": str(files)}
+        write_atomic(job.path / "spec.json", json.dumps(spec).encode())
+        script = files / "script"
+        write_atomic(script, _script(job).encode())
+        if files != job.path:
+            os.symlink(files / "log", job.path / "log")
+        argv = [sbatch, "--parsable", f"--job-name={_job_name(job)}", f"--output={files / 'log'}",
+                "--no-requeue", f"--chdir={context['cwd']}", *sbatch_arguments(limits, options), str(script)]
+        answer = _run(argv, env=context["env"])
+        if answer.returncode != 0:
+            raise JobError(f"job {job.id}: Slurm refused it: {_slurm_message(answer.stderr)}", job_id=job.id)
+        slurm_id = answer.stdout.strip().split(";")[0]
+        if not slurm_id.isdigit():
+            raise JobError(f"job {job.id}: sbatch answered {answer.stdout.strip()!r}, not a job id", job_id=job.id)
+        try:
+            write_atomic(job.path / "slurm-id", f"{slurm_id}\n".encode())
+        except OSError:
+            _run([_tool("scancel"), slurm_id])  # never leave a job jobber cannot find
+            raise
+    except BaseException:
+        for name in ("started", "log"):  # not started: the caller may fix and retry
+            try:
+                os.unlink(job.path / name)
+            except FileNotFoundError:
+                pass
+        raise
+
+
+def status(job: Job) -> JobStatus:
+    """The job's state: from status.json once final, else from Slurm (one call).
+
+    Raises:
+        JobError: Slurm's controller cannot be reached, or the job's files are unreadable.
+    """
+    limits = job.limits
+    record = _read_json(job.path / "status.json")
+    if record is not None and record.get("state") in FINAL_STATES:
+        return _from_record(record, limits)
+    slurm_id = _slurm_id(job)
+    if slurm_id is None:
+        note = "being submitted to Slurm" if (job.path / "started").exists() else ""
+        return JobStatus(state="created", isolation="slurm", isolation_note=_isolation_note(limits),
+                         backend="slurm", limits=limits, note=note)
+    info = _ask_slurm(job, slurm_id)
+    slurm_state = info.get("JobState", "").split(" ")[0].upper()
+    record = {"slurm_id": int(slurm_id), "slurm_state": slurm_state, "exit_code": None, "signal": None,
+              "oom_killed": False, "started_at": None, "ended_at": None,
+              "isolation_note": _isolation_note(limits)}
+    if not slurm_state:
+        record.update(state="failed", note=f"Slurm no longer knows its job {slurm_id} (it ended longer "
+                      "than MinJobAge ago and is not in the job completion log)")
+        return _from_record(record, limits)
+    if slurm_state in _PENDING:
+        reason = info.get("Reason", "")
+        record.update(state="pending", note=f"queued by Slurm as job {slurm_id}"
+                      + (f" (reason: {reason})" if reason and reason != "None" else ""))
+        return _from_record(record, limits)
+    record["started_at"] = _epoch(info.get("StartTime"))
+    if slurm_state not in _FINAL:
+        node = info.get("NodeList", "")
+        record.update(state="running", note=f"Slurm job {slurm_id}" + (f" on {node}" if node else ""))
+        return _from_record(record, limits)
+    record.update(_outcome(job, slurm_id, slurm_state, info))
+    record["ended_at"] = _epoch(info.get("EndTime"))
+    _write_record(job.path / "status.json", record)
+    return _from_record(record, limits)
+
+
+def stop(job: Job, grace: float) -> JobStatus:
+    """Stop the job: SIGTERM to all its processes, then scancel after ``grace`` seconds.
+
+    ``scancel --signal=TERM --full`` reaches the batch shell and everything it started;
+    if the job has not ended after ``grace``, it is cancelled (``scancel``: SIGTERM, then
+    SIGKILL after the cluster's KillWait). A queued job is simply cancelled. Waits until
+    Slurm reports the end.
+
+    Returns:
+        The final status ("stopped", or how it ended if it ended first).
+
+    Raises:
+        JobError: the job was never started, or it did not end.
+    """
+    current = status(job)
+    if current.ended:
+        return current
+    slurm_id = _slurm_id(job)
+    if slurm_id is None:
+        raise JobError(f"job {job.id} was never started: nothing to stop", job_id=job.id)
+    write_atomic(job.path / "stop-requested", f"{time.time()}\n".encode())
+    complaints = []
+    if grace > 0 and current.state == "running":
+        complaints.append(_scancel(slurm_id, "--signal=TERM", "--full"))
+        current = _wait(job, grace)
+    if not current.ended:
+        # Plain scancel: Slurm's own SIGTERM, then SIGKILL after KillWait. (A SIGKILL asked
+        # for with --signal=KILL takes the same path in slurmctld: it is a cancel too.)
+        complaints.append(_scancel(slurm_id))
+        timeout = _kill_wait() + _KILL_MARGIN_S
+        current = _wait(job, timeout)
+    if not current.ended:
+        said = "; ".join(c for c in complaints if c)
+        raise JobError(f"job {job.id} (Slurm job {slurm_id}) did not end within {timeout:.0f} s of "
+                       f"scancel (state {current.state})" + (f": scancel said {said}" if said else ""),
+                       job_id=job.id)
+    return current
+
+
+def _outcome(job: Job, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
+    state = _FINAL[slurm_state]
+    code, sig = _exit_code(info.get("ExitCode", ""))
+    # S is a signal number when it is one; OUT_OF_MEMORY reports 0:125, Slurm's own marker.
+    signal = sig if 0 < sig < 65 else None
+    exit_code = None if signal is not None else code
+    note = f"Slurm job {slurm_id}: {slurm_state}"
+    if state == "oom-killed":
+        exit_code = code or None
+        note = f"Slurm job {slurm_id} ran out of memory (Slurm's cgroup OOM killer)"
+    elif state == "timed-out":
+        note = f"time limit {_duration(info.get('TimeLimit', ''))} reached (Slurm job {slurm_id})"
+    elif slurm_state in _WHY:
+        note = f"Slurm job {slurm_id} ended {slurm_state}: {_WHY[slurm_state]}"
+    elif state == "stopped":
+        exit_code = None if code == 0 else code
+    if (job.path / "stop-requested").exists():
+        state = "stopped"  # as for local jobs: a stop asked for reads "stopped"
+        note = f"stopped by jobber (Slurm job {slurm_id} ended {slurm_state})"
+    return {"state": state, "exit_code": exit_code, "signal": signal,
+            "oom_killed": slurm_state == "OUT_OF_MEMORY", "note": note}
+
+
+def _ask_slurm(job: Job, slurm_id: str) -> dict[str, str]:
+    """The job's fields from scontrol, else from the job completion log; {} if forgotten.
+
+    A job is only taken as ours when its name is, so a Slurm whose ids restarted (its
+    state was wiped) is not mistaken for the job's.
+    """
+    answer = _run([_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
+    if answer.returncode == 0:
+        info = _fields(answer.stdout)
+        if info.get("JobName") == _job_name(job):
+            return info
+        return {}
+    if "Invalid job id" not in answer.stderr:
+        raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
+                       job_id=job.id)
+    columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList")
+    answer = _run([_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
+    matches = [dict(zip(columns, line.split("|"))) for line in answer.stdout.splitlines()]
+    matches = [m for m in matches if m.get("JobName") == _job_name(job)]
+    if answer.returncode != 0 or not matches:
+        return {}
+    last = matches[-1]
+    return {"JobState": last["State"], "ExitCode": last["ExitCode"], "StartTime": last["Start"],
+            "EndTime": last["End"], "TimeLimit": last["Timelimit"], "NodeList": last["NodeList"]}
+
+
+def _fields(line: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in _FIELD.findall(line):
+        fields.setdefault(name, value)  # the first: Command= and WorkDir= paths come last
+    return fields
+
+
+def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
+    return JobStatus(
+        state=record["state"], exit_code=record.get("exit_code"), signal=record.get("signal"),
+        oom_killed=bool(record.get("oom_killed")), started_at=_when(record.get("started_at")),
+        ended_at=_when(record.get("ended_at")), isolation="slurm",
+        isolation_note=record.get("isolation_note", ""), note=record.get("note", ""),
+        backend="slurm", limits=limits,
+    )
+
+
+def _isolation_note(limits: Limits) -> str:
+    """What Slurm enforces of ``limits`` on this cluster, and what nobody does."""
+    config = _cluster_config()
+    cgroups = "task/cgroup" in config.get("TaskPlugin", "")
+    confined, loose = [], []
+    if limits.memory is not None:
+        item = f"memory={format_size(limits.memory)} (--mem={-(-limits.memory // MIB)}M)"
+        (confined if cgroups and config.get("ConstrainRAMSpace") == "yes" else loose).append(item)
+    if limits.cpu is not None:
+        cpus = math.ceil(limits.cpu)
+        rounded = "" if cpus == limits.cpu else f", rounded up from {limits.cpu:g}: Slurm allocates whole CPUs"
+        item = f"{cpus} CPU{'s' if cpus > 1 else ''} (--cpus-per-task={cpus}{rounded})"
+        (confined if cgroups and config.get("ConstrainCores") == "yes" else loose).append(item)
+    parts = []
+    if confined:
+        parts.append("Slurm confines the job with its cgroups: " + ", ".join(confined))
+    if loose and not config:
+        parts.append("requested from Slurm (whether this cluster confines them is unknown: "
+                     "`scontrol show config` did not answer): " + ", ".join(loose))
+    elif loose:
+        setting = (f"TaskPlugin={config.get('TaskPlugin', '?')}, ConstrainRAMSpace={config.get('ConstrainRAMSpace', '?')}, "
+                   f"ConstrainCores={config.get('ConstrainCores', '?')}")
+        parts.append(f"requested from Slurm but not confined by this cluster ({setting}): " + ", ".join(loose))
+    unenforced = _unenforced(limits)
+    if unenforced:
+        parts.append(f"not enforced: {', '.join(unenforced)} (Slurm has no such limits)")
+    return "; ".join(parts)
+
+
+def _unenforced(limits: Limits) -> list[str]:
+    names = []
+    if limits.pids is not None:
+        names.append(f"pids={limits.pids}")
+    if limits.io_read_bps is not None:
+        names.append(f"io_read_bps={format_size(limits.io_read_bps)}/s")
+    if limits.io_write_bps is not None:
+        names.append(f"io_write_bps={format_size(limits.io_write_bps)}/s")
+    return names
+
+
+_config: dict[str, str] = {}
+
+
+def _cluster_config() -> dict[str, str]:
+    """The confinement settings of the cluster (``scontrol show config``), once a process."""
+    if not _config and shutil.which("scontrol"):
+        answer = _run(["scontrol", "show", "config"])
+        for line in answer.stdout.splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() in ("TaskPlugin", "ConstrainRAMSpace", "ConstrainCores", "KillWait"):
+                _config[name.strip()] = value.strip()
+    return _config
+
+
+def _kill_wait() -> float:
+    """Seconds Slurm waits between SIGTERM and SIGKILL on scancel ("30 sec")."""
+    words = _cluster_config().get("KillWait", "").split()
+    return float(words[0]) if words and words[0].isdigit() else 30.0
+
+
+def _script(job: Job) -> str:
+    # The command stays one single-quoted word: sbatch reads #SBATCH lines only before the
+    # first command, so nothing in the command can become an sbatch option.
+    quoted = "'" + job.command.replace("'", "'\\''") + "'"
+    return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\nexec /bin/sh -c {quoted}\n"
+
+
+def _job_name(job: Job) -> str:
+    return f"jobber-{job.id}"
+
+
+def _files_dir(job: Job) -> Path:
+    """Where Slurm reads the script and writes the log: shared with the compute nodes."""
+    root = job.options.get("jobs_dir") or os.environ.get("JOBBER_SLURM_JOBS_DIR")
+    if "%" in str(Path(root or job.path)):
+        raise JobError(f"the job directory {root or job.path} contains '%', which sbatch reads as a file "
+                       "name pattern: set JOBBER_SLURM_JOBS_DIR (or JOBBER_JOBS_DIR) to a path without it",
+                       job_id=job.id)
+    if not root:
+        return job.path
+    ensure_private_dir(Path(root))
+    ensure_private_dir(Path(root) / job.owner)
+    return ensure_private_dir(Path(root) / job.owner / str(job.id))
+
+
+def _check_user(job: Job, user: str | None) -> None:
+    import pwd
+
+    if user is None or user == pwd.getpwuid(os.geteuid()).pw_name:
+        return
+    raise JobError(f"job {job.id}: a Slurm job runs as the user who submits it, so it cannot run as "
+                   f"{user!r} from here: run jobber as {user!r} to submit it", job_id=job.id)
+
+
+def _slurm_id(job: Job) -> str | None:
+    try:
+        text = (job.path / "slurm-id").read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise JobError(f"job {job.id}: cannot read {job.path / 'slurm-id'}: {err.strerror}", job_id=job.id) from err
+    return text if text.isdigit() else None
+
+
+def _scancel(slurm_id: str, *args: str) -> str:
+    """Ask scancel; return what it complained about ("" if nothing)."""
+    answer = _run([_tool("scancel"), *args, slurm_id])
+    return "" if answer.returncode == 0 else _slurm_message(answer.stderr)
+
+
+def _wait(job: Job, timeout: float) -> JobStatus:
+    """Poll until the job has ended or ``timeout`` has passed (Slurm sends no events)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        current = status(job)
+        left = deadline - time.monotonic()
+        if current.ended or left <= 0:
+            return current
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 0.5)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise JobError(_NOT_INSTALLED.format(tool=name))
+    return path
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command; its OSError and timeouts become JobError here, and only here."""
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+                              timeout=_COMMAND_TIMEOUT_S, env={**os.environ, **(env or {})})
+    except FileNotFoundError as err:
+        raise JobError(_NOT_INSTALLED.format(tool=os.path.basename(argv[0]))) from err
+    except subprocess.TimeoutExpired as err:
+        raise JobError(f"`{os.path.basename(argv[0])}` did not answer within {_COMMAND_TIMEOUT_S:.0f} s: "
+                       "is Slurm's controller (slurmctld) up? See `sinfo`") from err
+    except OSError as err:
+        raise JobError(f"cannot run {argv[0]}: {err.strerror}") from err
+
+
+def _slurm_message(stderr: str) -> str:
+    """Slurm's own words, without the "sbatch: error:" prefixes, on one line."""
+    lines = [re.sub(r"^\w+: error: ", "", line.strip()) for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) or "no message"
+
+
+def _exit_code(text: str) -> tuple[int, int]:
+    code, _, sig = text.partition(":")
+    return (int(code) if code.isdigit() else 0, int(sig) if sig.isdigit() else 0)
+
+
+def _epoch(text: str | None) -> float | None:
+    return float(text) if text and text.isdigit() and int(text) > 0 else None
+
+
+def _duration(text: str) -> str:
+    """Slurm's [D-]HH:MM:SS (or minutes, in the job completion log) as "0:01:00"."""
+    if text.isdigit():
+        text = f"{int(text) // 1440}-{int(text) // 60 % 24:02}:{int(text) % 60:02}:00".removeprefix("0-")
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":") if p.isdigit()]
+    if len(parts) != 3:
+        return text or "?"
+    hours, minutes, seconds = parts
+    return f"{days}-{hours:02}:{minutes:02}:{seconds:02}" if days else f"{hours}:{minutes:02}:{seconds:02}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise JobError(f"unreadable status {path}: {err}") from err
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    # A private temporary name per writer: a kernel's widget thread and its main thread
+    # may both see the end and write at once (write_atomic's name is per process).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.write(fd, json.dumps(record).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,248 @@
+"""Rich displays of jobber objects: pure functions from objects to HTML or text strings.
+
+The core never imports IPython (see STYLE.md), so ``Job`` and ``Certificate`` get their
+HTML here, registered as IPython formatters when the extension loads (tqdm keeps its
+notebook rendering apart from ``tqdm.std`` the same way). Job lists and the identity
+view are small classes with ``_repr_html_`` and a plain-text ``__repr__``.
+
+Everything a job wrote, and every name, is escaped: a log line like ``<script>`` is text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from jobber import Certificate, JobberError, JobStatus
+
+__all__ = [
+    "IdentityView",
+    "JobList",
+    "certificate_html",
+    "format_elapsed",
+    "job_html",
+    "log_html",
+    "status_html",
+]
+
+_MONO = "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,12px)"
+_STATE_COLOURS = {
+    "created": "#777",
+    "pending": "#b58900",
+    "running": "#1f77b4",
+    "exited": "#2ca02c",
+    "stopped": "#777",
+    "failed": "#d62728",
+    "oom-killed": "#d62728",
+    "timed-out": "#d62728",
+}
+_CELL = "padding:2px 8px;text-align:left;vertical-align:top"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """A duration for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min"."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _first_line(command: str, width: int = 80) -> str:
+    lines = command.strip().splitlines() or [""]
+    line = lines[0]
+    more = len(lines) > 1 or len(line) > width
+    return (line[:width] + " …") if more else line
+
+
+def _state_html(status: JobStatus) -> str:
+    colour = _STATE_COLOURS.get(status.state, "#777")
+    return f'<span style="color:{colour};font-weight:bold">{_e(status.describe())}</span>'
+
+
+def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
+    """The one-line status of a job: id, state or outcome, elapsed time, isolation.
+
+    Args:
+        job_id: the job's id.
+        status: its status.
+        extra: more text (already HTML) to append, e.g. a line count.
+    """
+    parts = [f"<b>job {job_id}</b>", _state_html(status), _e(format_elapsed(status.elapsed))]
+    limits = status.limits.describe()
+    if limits != "unlimited":
+        parts.append(_e(limits))
+    if status.isolation:
+        parts.append(_e(status.isolation) if status.isolation != "none" else
+                     '<span style="color:#d62728">not isolated</span>')
+    if extra:
+        parts.append(extra)
+    line = " · ".join(parts)
+    # What was not enforced, and why (the core words it: "not isolated: ...").
+    if status.isolation_note:
+        colour = "#d62728" if status.isolation == "none" else "#b58900"
+        line += f'<br><span style="color:{colour}">{_e(status.isolation_note)}</span>'
+    if status.note:
+        line += f'<br><span style="color:#d62728">{_e(status.note)}</span>'
+    return f'<div style="{_MONO}">{line}</div>'
+
+
+def log_html(text: str, *, height: str = "20em") -> str:
+    """A scrolling <pre> that shows its end: the newest line stays in view.
+
+    ``column-reverse`` anchors the scroll position at the bottom without any JavaScript,
+    and keeps it there as lines arrive (unless the reader scrolled up).
+    """
+    return (
+        f'<div style="display:flex;flex-direction:column-reverse;max-height:{height};'
+        f'overflow-y:auto"><pre style="margin:0;{_MONO};white-space:pre-wrap;'
+        f'word-break:break-all">{_e(text)}</pre></div>'
+    )
+
+
+def job_html(job: Any) -> str:
+    """A card for one job: status line and command (the ``Job`` HTML formatter)."""
+    try:
+        status = job.status()
+    except JobberError as err:  # a formatter must not raise: IPython would print a traceback
+        return f"<div><b>job {job.id}</b>: status unavailable: {_e(err)}</div>"
+    return (
+        f'<div style="border-left:3px solid {_STATE_COLOURS.get(status.state, "#777")};'
+        f'padding-left:8px">{status_html(job.id, status)}'
+        f'<pre style="margin:2px 0;{_MONO}">{_e(job.command)}</pre></div>'
+    )
+
+
+class JobList(list):
+    """A list of jobs that shows itself as a table (what ``%jobber_jobs`` returns).
+
+    It is a plain ``list`` of ``Job`` objects otherwise: index it, loop over it. The table
+    shows the states read when the list was made (so both renderings agree, and a status
+    that cannot be read fails in the magic, as a UsageError, not in the display).
+
+    Raises:
+        JobberError: a job's status cannot be read.
+    """
+
+    def __init__(self, jobs: Iterable[Any] = ()) -> None:
+        super().__init__(jobs)
+        self._statuses = [job.status() for job in self]
+
+    def _rows(self) -> list[tuple[Any, JobStatus]]:
+        return list(zip(self, self._statuses))
+
+    def _repr_html_(self) -> str:
+        rows = self._rows()
+        if not rows:
+            return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
+        head = "".join(f'<th style="{_CELL}">{h}</th>' for h in
+                       ("id", "state", "elapsed", "limits", "isolation", "command"))
+        body = "".join(
+            "<tr>"
+            f'<td style="{_CELL}">{job.id}</td>'
+            f'<td style="{_CELL}">{_state_html(status)}</td>'
+            f'<td style="{_CELL}">{_e(format_elapsed(status.elapsed))}</td>'
+            f'<td style="{_CELL}">{_e(status.limits.describe())}</td>'
+            f'<td style="{_CELL}">{_e(status.isolation or "-")}</td>'
+            f'<td style="{_CELL}"><code>{_e(_first_line(job.command))}</code></td>'
+            "</tr>"
+            for job, status in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        rows = self._rows()
+        if not rows:
+            return "No jobs yet: start one with %%jobber_run."
+        lines = [f"{'ID':>5}  {'RESULT':<32} COMMAND"]
+        lines += [f"{job.id:>5}  {status.describe():<32} {_first_line(job.command, 60)}" for job, status in rows]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def certificate_html(cert: Certificate) -> str:
+    """A card for a certificate (the ``Certificate`` HTML formatter)."""
+    rows = [
+        ("subject", cert.subject),
+        ("issuer", cert.issuer),
+        ("valid", f"{cert.not_before:%Y-%m-%d %H:%M} to {cert.not_after:%Y-%m-%d %H:%M} UTC"),
+        ("CA", "yes" if cert.is_ca else "no"),
+        ("sha256", cert.hash()),
+    ]
+    body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}"><code>{_e(v)}</code></td></tr>'
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+class IdentityView:
+    """The current identity and the certificate pool (``%jobber_cert`` without a path).
+
+    Args:
+        session: the current session (a ``Certificate`` or a remote session), or None.
+        pool: the pool's certificates.
+        pool_dir: where the pool lives, to tell people where to add certificates.
+    """
+
+    def __init__(self, session: Any, pool: Sequence[Certificate], pool_dir: str) -> None:
+        self.session = session
+        self.pool = list(pool)
+        self.pool_dir = pool_dir
+
+    def _identity_line(self) -> str:
+        session = self.session
+        if session is None:
+            return "no identity chosen yet: run %jobber_cert PATH/TO/cert.pem (or set $JOBBER_CERT)"
+        if isinstance(session, Certificate):
+            return (f"{session.subject}  (sha256 {session.hash()[:16]}…, "
+                    f"valid until {session.not_after:%Y-%m-%d})")
+        return f"{getattr(session, 'subject', '?')} on {getattr(session, 'url', session)}  (a jobber server)"
+
+    def _issued_you(self, cert: Certificate) -> bool:
+        return isinstance(self.session, Certificate) and cert.subject == self.session.issuer
+
+    def _repr_html_(self) -> str:
+        out = [f"<p><b>Identity:</b> <code>{_e(self._identity_line())}</code></p>"]
+        if not self.pool:
+            out.append(f"<p>The pool <code>{_e(self.pool_dir)}</code> is empty: put the PEM "
+                       "certificate of your CA there.</p>")
+            return "".join(out)
+        head = "".join(f'<th style="{_CELL}">{h}</th>' for h in ("subject", "CA", "valid until", "sha256", ""))
+        body = "".join(
+            "<tr>"
+            f'<td style="{_CELL}"><code>{_e(cert.subject)}</code></td>'
+            f'<td style="{_CELL}">{"yes" if cert.is_ca else "no"}</td>'
+            f'<td style="{_CELL}">{cert.not_after:%Y-%m-%d}</td>'
+            f'<td style="{_CELL}"><code>{cert.hash()[:16]}…</code></td>'
+            f'<td style="{_CELL}">{"issued your identity" if self._issued_you(cert) else ""}</td>'
+            "</tr>"
+            for cert in self.pool
+        )
+        out.append(f"<p><b>Pool</b> <code>{_e(self.pool_dir)}</code></p>"
+                   f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        lines = [f"identity: {self._identity_line()}"]
+        if not self.pool:
+            lines.append(f"pool: {self.pool_dir} is empty: put the PEM certificate of your CA there")
+        else:
+            lines.append(f"pool: {self.pool_dir}")
+            for cert in self.pool:
+                mark = "  <- issued your identity" if self._issued_you(cert) else ""
+                lines.append(f"  {cert.subject}  {'CA' if cert.is_ca else '  '}  until {cert.not_after:%Y-%m-%d}  "
+                             f"sha256 {cert.hash()[:16]}…{mark}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

@@ -1,0 +1,379 @@
+"""The remote client against a real server on loopback: ``RemoteSession`` and ``RemoteJob``
+behave like ``Certificate`` and ``Job`` (same methods, same exceptions), network and TLS
+failures become ``JobberError`` naming the server and the cause, and the CLI works through
+``--server`` unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import _stop_everything
+from serve_for_notebooks import ServerProcess, TestPki
+
+import jobber
+from jobber import Certificate, CertificateError, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
+from jobber._client import RemoteJob, RemoteSession
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> TestPki:
+    return TestPki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki, tmp_path_factory):
+    jobs = tmp_path_factory.mktemp("server") / "jobs"
+    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
+    yield proc
+    proc.stop()
+    assert not _stop_everything(jobs), "cgroups left behind"
+    assert "bug:" not in proc.log(), proc.log()
+
+
+@pytest.fixture
+def identity(pki):
+    return pki.client()
+
+
+@pytest.fixture
+def session(pki, server, identity) -> RemoteSession:
+    cert, key = identity
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+        yield remote
+
+
+@pytest.fixture
+def gate():
+    directory = tempfile.mkdtemp(prefix="jobber-gate-")
+    os.chmod(directory, 0o755)  # jobs run as nobody, and must see the file appear
+    yield Path(directory) / "open"
+    shutil.rmtree(directory)
+
+
+class TestRemoteSession:
+    def test_connect_knows_the_identity(self, session, identity, pki):
+        assert session.hash() == Certificate.from_pem(identity[0].read_bytes(), pki.root).hash()
+        assert session.subject.startswith("CN=user")
+        assert session.bytes() == identity[0].read_bytes()
+        assert session.url in repr(session)
+
+    def test_a_new_identity_has_no_jobs(self, session):
+        assert session.get_jobs() == []
+
+    def test_new_job_is_created_not_started(self, session):
+        job = session.new_job("echo hi", Limits(memory="64M", cpu=0.5))
+        assert isinstance(job, RemoteJob)
+        assert (job.command, job.limits) == ("echo hi", Limits(memory="64M", cpu=0.5))
+        assert job.status().state == "created"
+        assert session.get_jobs() == [job]
+        assert session.get_job(job.id) == job
+
+    def test_unknown_job_is_not_found(self, session):
+        with pytest.raises(JobNotFound, match="no job 404") as caught:
+            session.get_job(404)
+        assert caught.value.job_id == 404
+        assert isinstance(caught.value, LookupError)
+
+    @pytest.mark.parametrize("job_id", ["abc", -1, 0, True, 1.5])
+    def test_ids_that_are_not_ids_are_not_found(self, session, job_id):
+        with pytest.raises(JobNotFound):
+            session.get_job(job_id)
+
+    def test_generate_job_id_is_not_offered(self, session):
+        with pytest.raises(JobError, match="not supported remotely"):
+            session.generate_job_id()
+
+    @pytest.mark.parametrize(("command", "limits", "error", "message"), [
+        ("", None, JobError, "non-empty"),
+        ("a\0b", None, JobError, "NUL"),
+        ("true", {"memory": "1G"}, JobError, "jobber.Limits"),
+    ])
+    def test_bad_jobs_are_refused_like_locally(self, session, command, limits, error, message):
+        with pytest.raises(error, match=message):
+            session.new_job(command, limits)
+
+
+class TestRemoteJob:
+    def test_lifecycle(self, session):
+        job = session.new_job("echo out; echo err >&2; exit 4")
+        job.start()
+        status = job.wait(30)
+        assert isinstance(status, JobStatus)
+        assert (status.state, status.exit_code, status.backend) == ("failed", 4, "remote")
+        assert status.isolation in ("cgroup-v1", "cgroup-v2", "none")
+        assert status.started_at is not None and status.ended_at >= status.started_at
+        buf = bytearray(100)
+        assert bytes(buf[: job.tail(buf)]) == b"out\nerr\n"
+
+    def test_start_twice_raises(self, session):
+        job = session.new_job("true")
+        job.start()
+        with pytest.raises(JobError, match="already started") as caught:
+            job.start()
+        assert caught.value.job_id == job.id
+
+    def test_user_and_cwd_are_the_operators_choice(self, session):
+        with pytest.raises(JobError, match="operator"):
+            session.new_job("true").start(user="root")
+
+    def test_stop_returns_the_final_status(self, session):
+        job = session.new_job("sleep 60")
+        job.start()
+        assert job.stop(grace=1).state == "stopped"
+        assert job.status().state == "stopped"
+
+    def test_stop_of_a_created_job_raises(self, session):
+        with pytest.raises(JobError, match="never started"):
+            session.new_job("true").stop()
+
+    def test_wait_with_a_timeout_returns_the_current_status(self, session):
+        assert session.new_job("true").wait(timeout=0.2).state == "created"
+
+    def test_tail_has_readinto_semantics(self, session):
+        job = session.new_job("printf 0123456789")
+        job.start()
+        job.wait(30)
+        buf = bytearray(4)
+        assert (job.tail(buf, 3), bytes(buf)) == (4, b"3456")
+        assert (job.tail(buf, -2), bytes(buf[:2])) == (2, b"89")
+        assert job.tail(buf, 50) == 0
+        assert job.tail(memoryview(bytearray(0))) == 0
+        with pytest.raises(JobError, match="read-only"):
+            job.tail(memoryview(b"abcd"))
+        with pytest.raises(JobError, match="offset must be an int"):
+            job.tail(buf, 1.5)
+
+    def test_tail_fills_buffers_larger_than_one_request(self, session):
+        job = session.new_job("head -c 3000000 /dev/zero | tr '\\0' x; printf END")
+        job.start()
+        job.wait(30)
+        buf = bytearray(4 << 20)
+        assert job.tail(buf) == 3_000_003
+        assert bytes(buf[2_999_998:3_000_003]) == b"xxEND"
+        assert job.tail(buf, -(3 << 20)) == 3_000_003
+
+    def test_follow_streams_as_the_job_writes(self, session, gate):
+        job = session.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; echo second")
+        job.start()
+        chunks = job.follow()
+        assert next(chunks) == b"first\n"  # the job is blocked on the gate: a live stream
+        gate.touch()
+        assert b"".join(chunks) == b"second\n"
+        assert job.status().state == "exited"
+
+    def test_follow_with_heartbeat_yields_while_the_job_is_silent(self, session, gate):
+        job = session.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; echo second")
+        job.start()
+        chunks = job.follow(heartbeat=0.1)
+        assert next(chunks) == b"first\n"
+        assert next(chunks) == b""  # nothing written: a heartbeat, not a block
+        gate.touch()
+        assert b"".join(chunks) == b"second\n"
+
+    def test_closing_a_heartbeat_follow_stops_its_reader(self, session):
+        job = session.new_job("sleep 30")
+        job.start()
+        chunks = job.follow(heartbeat=0.05)
+        assert next(chunks) == b""
+        chunks.close()
+        deadline = time.monotonic() + 5
+        while any(t.name == f"jobber-follow-{job.id}" for t in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(t.name == f"jobber-follow-{job.id}" for t in threading.enumerate())
+        job.stop(grace=0)
+
+    def test_slurm_options_are_refused_remotely(self, session):
+        with pytest.raises(JobError, match="cannot be used remotely"):
+            session.new_job("true", backend="slurm", partition="debug")
+
+    def test_follow_from_the_end(self, session):
+        job = session.new_job("printf 0123456789")
+        job.start()
+        job.wait(30)
+        assert b"".join(job.follow(-3)) == b"789"
+        assert b"".join(job.follow(8)) == b"89"
+
+    def test_follow_of_an_unknown_job_raises_at_once(self, session):
+        job = session.new_job("true")
+        other = RemoteJob(session, {"id": job.id + 1000, "command": "", "limits": {}})
+        with pytest.raises(JobNotFound):
+            next(other.follow())
+
+    def test_closing_a_follow_closes_its_connection(self, session, server):
+        job = session.new_job("echo hi; sleep 60")
+        job.start()
+        chunks = job.follow()
+        assert next(chunks) == b"hi\n"
+        connections = _server_sockets(server)
+        chunks.close()
+        assert _poll(lambda: _server_sockets(server) < connections)
+        job.stop(grace=0)
+
+    def test_limits_reach_the_job(self, session):
+        job = session.new_job("true", Limits(memory="64M", pids=50))
+        job.start()
+        assert job.wait(30).limits == Limits(memory="64M", pids=50)
+
+
+class TestFollowAcrossRestart:
+    def test_follow_resumes_when_the_server_comes_back(self, pki, tmp_path, gate):
+        cert, key = pki.client()
+        jobs = tmp_path / "jobs"
+        first = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
+        second = None
+        try:
+            session = jobber.connect(first.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=20)
+            job = session.new_job(f"echo one; while [ ! -e {gate} ]; do sleep 0.02; done; echo two")
+            job.start()
+            chunks = job.follow()
+            assert next(chunks) == b"one\n"
+            first.stop()
+            second = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, port=first.port).start()
+            gate.touch()
+            assert b"".join(chunks) == b"two\n"  # nothing lost, nothing twice
+        finally:
+            first.stop()
+            if second:
+                second.stop()
+            _stop_everything(jobs)
+
+
+def _server_sockets(server: ServerProcess) -> int:
+    return sum(os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith("socket:")
+               for fd in os.listdir(f"/proc/{server.pid}/fd"))
+
+
+def _poll(predicate, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class TestNetworkErrors:
+    def test_connection_refused(self, pki, identity):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"https://127.0.0.1:{port}"
+        with pytest.raises(JobberError, match=f"cannot connect to the jobber server at {url}: connection refused"):
+            jobber.connect(url, cert=str(identity[0]), key=str(identity[1]), ca=str(pki.server_ca))
+
+    def test_timeout(self, pki, identity):
+        with socket.socket() as silent:  # accepts TCP connections, never says a word
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+            with pytest.raises(JobberError, match=f"{url} did not answer within 0.3 s"):
+                jobber.connect(url, cert=str(identity[0]), key=str(identity[1]), ca=str(pki.server_ca), timeout=0.3)
+
+    def test_not_tls(self, pki, identity):
+        with socket.socket() as plain:
+            plain.bind(("127.0.0.1", 0))
+            plain.listen()
+            url = f"https://127.0.0.1:{plain.getsockname()[1]}"
+
+            def answer_in_plain_http() -> None:
+                conn, _ = plain.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+            thread = threading.Thread(target=answer_in_plain_http)
+            thread.start()
+            with pytest.raises(JobberError, match="does not speak TLS"):
+                jobber.connect(url, cert=str(identity[0]), key=str(identity[1]), ca=str(pki.server_ca))
+            thread.join()
+
+    def test_server_certificate_not_trusted(self, pki, server, identity):
+        with pytest.raises(JobberError, match="cannot verify the certificate of the jobber server.*pass ca="):
+            jobber.connect(server.url, cert=str(identity[0]), key=str(identity[1]), ca=str(pki.root / "pool" / "00.pem"))
+
+    def test_client_certificate_refused(self, pki, server, tmp_path):
+        from certfactory import CertFactory
+
+        factory = CertFactory(tmp_path)
+        cert, key = factory.leaf("mallory", issuer=factory.ca("Other CA")).write(tmp_path)
+        with pytest.raises(JobberError, match=f"the jobber server at {server.url} does not accept this certificate "
+                                              ".*: neither the certificate nor its issuer is in the server's pool"):
+            jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca))
+
+    def test_unreadable_certificate(self, pki, server, tmp_path):
+        with pytest.raises(CertificateError, match="no such file") as caught:
+            jobber.connect(server.url, cert=str(tmp_path / "nope.pem"), key=str(tmp_path / "nope.key"))
+        assert caught.value.path == str(tmp_path / "nope.pem")
+
+    def test_key_of_another_certificate(self, pki, server):
+        cert, _ = pki.client()
+        _, key = pki.client()
+        with pytest.raises(CertificateError, match="cannot use the client certificate"):
+            jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca))
+
+    @pytest.mark.parametrize("url", ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"])
+    def test_only_https_urls(self, url, identity):
+        with pytest.raises(JobberError, match="not an https URL"):
+            jobber.connect(url, cert=str(identity[0]), key=str(identity[1]))
+
+
+class TestServerErrorsMapBack:
+    @pytest.mark.parametrize(("status", "kind", "expected"), [
+        (404, "JobNotFound", JobNotFound),
+        (404, None, JobNotFound),
+        (400, "LimitError", LimitError),
+        (400, "JobError", JobError),
+        (400, "JobberError", JobberError),
+        (403, "CertificateError", CertificateError),
+        (409, "JobError", JobError),
+        (413, "JobberError", JobError),
+        (500, "JobberError", JobberError),
+    ])
+    def test_classes(self, session, status, kind, expected):
+        body = f'{{"error": "what went wrong", "type": "{kind}"}}' if kind else '{"error": "what went wrong"}'
+        error = session._api_error(status, body.encode(), 7)
+        assert type(error) is expected
+        assert "what went wrong" in str(error)
+
+    def test_a_server_limit_error_is_a_limit_error(self, session):
+        with pytest.raises(LimitError, match="not a size"):
+            session._json("POST", "/v1/jobs", {"command": "true", "limits": {"memory": "12Q"}})
+
+    def test_a_body_that_is_not_json(self, session):
+        error = session._api_error(502, b"<html>bad gateway</html>", None)
+        assert type(error) is JobberError and "502" in str(error)
+
+
+class TestCli:
+    """The CLI takes a RemoteSession where it takes a Certificate: nothing else changes."""
+
+    def run(self, server, pki, identity, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jobber", "--server", server.url, "--cert", str(identity[0]),
+             "--key", str(identity[1]), "--ca", str(pki.server_ca), *args],
+            capture_output=True, text=True, timeout=60)
+
+    def test_run_follow_ls_logs(self, server, pki, identity):
+        ran = self.run(server, pki, identity, "run", "--follow", "--", "echo remote hello; exit 5")
+        assert (ran.returncode, ran.stdout) == (5, "remote hello\n"), ran.stderr
+        listed = self.run(server, pki, identity, "ls")
+        assert "failed (code 5)" in listed.stdout and "remote" in listed.stdout
+        assert self.run(server, pki, identity, "logs", "1").stdout == "remote hello\n"
+
+    def test_errors_are_one_line(self, server, pki, identity):
+        missing = self.run(server, pki, identity, "status", "99")
+        assert missing.returncode == 1
+        assert missing.stderr.strip() == "jobber: error: no job 99 for this certificate (GET /v1/jobs lists yours)"
