@@ -17,7 +17,7 @@ DEFAULT_READ_BYTES = 1 << 16
 MAX_GRACE_S = 300.0
 MAX_WAIT_S = 60.0
 # No machine has a million CPUs; larger values overflow the cgroup quota arithmetic.
-MAX_CPUS = 1_000_000
+MAX_CPUS = 4096  # as jobber.Limits: more CPUs than any machine has are refused
 
 # A positive number (some digit other than 0) with an optional binary unit.
 _SIZE_PATTERN = r"^\s*([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"

@@ -27,7 +27,7 @@ from jobber import __version__
 from jobber._errors import JobError, JobNotFound, LimitError
 from jobber._job import Job
 from jobber._limits import Limits
-from jobber._openapi import DEFAULT_READ_BYTES, MAX_CPUS, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
+from jobber._openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
 from jobber._server import CONFIG, HUB, ApiError, public_message
 from jobber._server_watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
 from jobber._storage import JobStore, jobs_dir
@@ -195,8 +195,6 @@ def _limits(value: Any) -> Limits | None:
         raise ApiError(400, public_message(str(err)), "LimitError") from None
     except (OverflowError, ValueError) as err:  # a size too large for a float, say
         raise ApiError(400, f"limits: a value is out of range ({err})", "LimitError") from None
-    if limits.cpu is not None and limits.cpu > MAX_CPUS:
-        raise ApiError(400, f"limits.cpu: {limits.cpu:g} CPUs is more than any machine has (at most {MAX_CPUS})", "LimitError")
     return limits
 
 

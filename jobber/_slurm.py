@@ -204,7 +204,7 @@ def status(job: Job) -> JobStatus:
     slurm_id = _slurm_id(job)
     if slurm_id is None:
         note = "being submitted to Slurm" if (job.path / "started").exists() else ""
-        return JobStatus(state="created", isolation="slurm", isolation_note=_isolation_note(limits),
+        return JobStatus(state="created", isolation="slurm", isolation_note=_isolation_note(limits, ask=False),
                          backend="slurm", limits=limits, note=note)
     info = _ask_slurm(job, slurm_id)
     slurm_state = info.get("JobState", "").split(" ")[0].upper()
@@ -336,9 +336,14 @@ def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
     )
 
 
-def _isolation_note(limits: Limits) -> str:
-    """What Slurm enforces of ``limits`` on this cluster, and what nobody does."""
-    config = _cluster_config()
+def _isolation_note(limits: Limits, ask: bool = True) -> str:
+    """What Slurm enforces of ``limits`` on this cluster, and what nobody does.
+
+    Args:
+        ask: read the cluster's configuration if this process has not yet (a job not
+            submitted yet does not ask: with the controller down that takes seconds).
+    """
+    config = _cluster_config() if ask else _config
     cgroups = "task/cgroup" in config.get("TaskPlugin", "")
     confined, loose = [], []
     if limits.memory is not None:
@@ -353,8 +358,8 @@ def _isolation_note(limits: Limits) -> str:
     if confined:
         parts.append("Slurm confines the job with its cgroups: " + ", ".join(confined))
     if loose and not config:
-        parts.append("requested from Slurm (whether this cluster confines them is unknown: "
-                     "`scontrol show config` did not answer): " + ", ".join(loose))
+        unknown = "not known yet" if not ask else "unknown: `scontrol show config` did not answer"
+        parts.append(f"requested from Slurm (whether this cluster confines them is {unknown}): " + ", ".join(loose))
     elif loose:
         setting = (f"TaskPlugin={config.get('TaskPlugin', '?')}, ConstrainRAMSpace={config.get('ConstrainRAMSpace', '?')}, "
                    f"ConstrainCores={config.get('ConstrainCores', '?')}")
@@ -377,11 +382,16 @@ def _unenforced(limits: Limits) -> list[str]:
 
 
 _config: dict[str, str] = {}
+_config_asked_at = -math.inf
+# With slurmctld down, each Slurm command retries for 10 s or more: ask again only so often.
+_CONFIG_RETRY_S = 60.0
 
 
 def _cluster_config() -> dict[str, str]:
     """The confinement settings of the cluster (``scontrol show config``), once a process."""
-    if not _config and shutil.which("scontrol"):
+    global _config_asked_at
+    if not _config and time.monotonic() - _config_asked_at > _CONFIG_RETRY_S and shutil.which("scontrol"):
+        _config_asked_at = time.monotonic()
         answer = _run(["scontrol", "show", "config"])
         for line in answer.stdout.splitlines():
             name, sep, value = line.partition("=")
