@@ -1,0 +1,263 @@
+"""A job on a jobber server: the remote twin of ``jobber.Job``.
+
+Its methods map onto the server's /v1/jobs API; ``follow`` streams the log over a chunked
+response and resumes from its offset when the server restarts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
+from jobber._job import JobStatus
+from jobber._limits import Limits
+
+if TYPE_CHECKING:
+    from jobber._client import RemoteSession
+
+__all__ = ["RemoteJob"]
+
+_READ_CHUNK = 256 * 1024
+_MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
+_WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
+
+
+class _Lost(Exception):
+    """The connection broke after the request was sent (a follow may resume)."""
+
+
+class RemoteJob:
+    """A job on a jobber server; the same methods and exceptions as ``jobber.Job``."""
+
+    def __init__(self, session: RemoteSession, data: dict[str, Any]) -> None:
+        self._session = session
+        self.id: int = data["id"]
+        self.command: str = data["command"]
+        self.limits = Limits.from_dict(data.get("limits") or {})
+
+    def __repr__(self) -> str:
+        return f"<jobber.RemoteJob {self.id} {self.command!r} on {self._session.url}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteJob) and (other._session.url, other.owner, other.id) == (
+            self._session.url, self.owner, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self._session.url, self.owner, self.id))
+
+    @property
+    def owner(self) -> str:
+        """The SHA-256 of the owner's certificate."""
+        return self._session.hash()
+
+    def _path(self, action: str = "") -> str:
+        return f"/v1/jobs/{self.id}{action}"
+
+    def start(self, *, user: str | None = None, cwd: str | None = None) -> None:
+        """Start the job on the server.
+
+        Args:
+            user: not available remotely (the server's operator picks it: ``--job-user``).
+            cwd: not available remotely either.
+
+        Raises:
+            JobError: already started, ``user``/``cwd`` given, or the server could not start it.
+        """
+        if user is not None or cwd is not None:
+            raise JobError("user and cwd are chosen by the server's operator (jobber serve --job-user), "
+                           "not by the client: leave them out", job_id=self.id)
+        self._session._json("POST", self._path("/start"), {}, job_id=self.id)
+
+    def status(self) -> JobStatus:
+        """The job's state on the server (``backend`` is "remote").
+
+        Raises:
+            JobNotFound: the job is gone. JobberError: the server is unreachable.
+        """
+        return _status(self._session._json("GET", self._path(), job_id=self.id))
+
+    def stop(self, grace: float = 5.0) -> JobStatus:
+        """Stop the whole job: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Returns:
+            The final status.
+
+        Raises:
+            JobError: the job was never started, or could not be killed.
+        """
+        timeout = self._session.timeout + float(grace) + 10.0  # the server's SIGKILL wait
+        return _status(self._session._json("POST", self._path("/stop"), {"grace": grace}, job_id=self.id, timeout=timeout))
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until the job has ended, or ``timeout`` seconds have passed.
+
+        Returns:
+            The status: final, or still "running"/"created" if the timeout came first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE_S if deadline is None else max(0.0, min(_WAIT_SLICE_S, deadline - time.monotonic()))
+            data = self._session._json("GET", f"{self._path()}?wait={left:.3f}", job_id=self.id,
+                                       timeout=self._session.timeout + left)
+            status = _status(data)
+            if status.ended or (deadline is not None and time.monotonic() >= deadline):
+                return status
+
+    def tail(self, buf: bytearray | memoryview, offset: int = 0) -> int:
+        """Copy log bytes from ``offset`` into ``buf`` (readinto semantics).
+
+        Args:
+            buf: where to copy; at most ``len(buf)`` bytes are copied.
+            offset: byte offset in the log; negative counts back from the current end.
+
+        Returns:
+            The number of bytes copied.
+        """
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise JobError(f"offset must be an int, not {type(offset).__name__}")
+        try:
+            view = memoryview(buf).cast("B")
+        except TypeError as err:
+            raise JobError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from err
+        if view.readonly:
+            raise JobError("buf is read-only: pass a bytearray or a writable memoryview")
+        copied = 0
+        query: dict[str, int] = {"tail": -offset} if offset < 0 else {"offset": offset}
+        while copied < len(view):
+            want = min(len(view) - copied, _MAX_READ)
+            status, headers, data = self._session._request("GET", f"{self._path('/log')}?{urlencode({**query, 'length': want})}")
+            if status != 200:
+                raise self._session._api_error(status, data, self.id)
+            view[copied : copied + len(data)] = data
+            copied += len(data)
+            if len(data) < want:
+                break
+            query = {"offset": int(headers.get("X-Jobber-Offset", 0)) + len(data)}
+        return copied
+
+    def follow(self, offset: int = 0, *, heartbeat: float | None = None) -> Iterator[bytes]:
+        """Yield the log as it is written, until the job has ended and the log is drained.
+
+        Streams: nothing is buffered beyond one chunk. If the server goes away (a restart),
+        the follow reconnects and resumes where it was for up to the session's timeout.
+
+        Args:
+            offset: where to start; negative counts back from the current end.
+            heartbeat: if set, also yield ``b""`` after this many quiet seconds (the
+                stream is then read by a helper thread; closing the iterator stops it).
+
+        Yields:
+            Chunks of bytes, exactly as the job wrote them.
+
+        Raises:
+            JobNotFound: no such job. JobberError: the server stayed away.
+        """
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise JobError(f"offset must be an int, not {type(offset).__name__}")
+        if heartbeat is None:
+            return self._follow(offset)
+        return self._follow_with_heartbeat(offset, heartbeat)
+
+    def _follow_with_heartbeat(self, offset: int, heartbeat: float) -> Iterator[bytes]:
+        # An HTTP response cannot be read with a timeout and then read again (SocketIO
+        # refuses reads after a timeout), so a thread reads and a bounded queue hands over.
+        chunks: queue.Queue = queue.Queue(maxsize=16)
+        stop = threading.Event()
+        live: dict[str, http.client.HTTPSConnection] = {}
+
+        def pump() -> None:
+            try:
+                for chunk in self._follow(offset, stop, live):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(chunk, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                chunks.put(_END)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+                chunks.put(err)
+
+        reader = threading.Thread(target=pump, name=f"jobber-follow-{self.id}", daemon=True)
+        reader.start()
+        try:
+            while True:
+                try:
+                    item = chunks.get(timeout=heartbeat)
+                except queue.Empty:
+                    yield b""
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            conn = live.get("conn")
+            if conn is not None and conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in read1
+                except OSError:
+                    pass
+
+    def _follow(self, offset: int, stop: threading.Event | None = None,
+                live: dict[str, http.client.HTTPSConnection] | None = None) -> Iterator[bytes]:
+        session = self._session
+        position: int | None = None
+        lost_since: float | None = None
+        pause = 0.05
+        while True:
+            if position is not None:
+                query: dict[str, Any] = {"follow": 1, "offset": position}
+            else:
+                query = {"follow": 1, **({"tail": -offset} if offset < 0 else {"offset": offset})}
+            if stop is not None and stop.is_set():
+                return
+            try:
+                conn, response = session._stream(self._path("/log"), query)
+                if live is not None:
+                    live["conn"] = conn
+            except (JobNotFound, CertificateError, JobError):
+                raise
+            except JobberError:
+                if lost_since is None:
+                    raise  # the first connection: report it as it is
+                if time.monotonic() - lost_since > session.timeout:
+                    raise JobberError(
+                        f"lost the jobber server at {session.url} while following job {self.id}, and it did not "
+                        f"come back within {session.timeout:g} s; follow again from offset {position}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            try:
+                if position is None:
+                    position = int(response.headers.get("X-Jobber-Offset", max(offset, 0)))
+                lost_since, pause = None, 0.05
+                while True:
+                    try:
+                        chunk = response.read1(_READ_CHUNK)
+                    except (OSError, http.client.HTTPException) as err:
+                        raise _Lost() from err
+                    if not chunk:
+                        return  # the stream's proper end: the job ended and the log is drained
+                    position += len(chunk)
+                    yield chunk
+            except _Lost:
+                lost_since = time.monotonic()
+            finally:
+                conn.close()
+
+
+_END = object()
+
+
+def _status(data: dict[str, Any]) -> JobStatus:
+    return JobStatus.from_dict({**data["status"], "backend": "remote"})
