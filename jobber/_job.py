@@ -59,8 +59,8 @@ class JobStatus:
         peak_memory_bytes: the most memory the job used (its cgroup's high-water mark).
         cpu_seconds: CPU time used by every process of the job.
         memory_bytes: memory in use now (running jobs on cgroups only).
-        isolation: "cgroup-v2", "cgroup-v1" or "none"; isolation_note says what was not
-            enforced, and why when "none".
+        isolation: "cgroup-v2", "cgroup-v1", "none", or "slurm" (Slurm's own cgroups);
+            isolation_note says what was not enforced, and why when "none".
         pid: the main process id; note: anything else worth knowing (a start error).
     """
 

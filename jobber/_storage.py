@@ -13,6 +13,7 @@ import json
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,7 +111,8 @@ def _check_private(path: Path, uid: int) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per thread too: a widget's thread and the notebook may write at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
@@ -213,6 +215,10 @@ class JobStore:
         if backend != "slurm" and set(options) - {"backend"}:
             names = ", ".join(sorted(set(options) - {"backend"}))
             raise JobError(f"{names}: only Slurm jobs take these; choose the Slurm backend (--backend slurm, backend=\"slurm\")")
+        if backend == "slurm":
+            from jobber._slurm import validate_options
+
+            validate_options(options)  # refuse bad Slurm options now, not at start()
         job_id = self.generate_job_id()
         job = Job(self, job_id)
         spec = {"command": command, "limits": (limits or Limits()).to_dict(), "options": options}

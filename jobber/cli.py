@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run shell commands as isolated, resource-limited jobs with live logs.",
         epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
         "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
-        "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none).",
+        "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
+        "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
     )
     parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"), help="identity: a PEM certificate (default $JOBBER_CERT)")
     parser.add_argument("--root", default=None, help="where the pool lives: ROOT/pool (default $JOBBER_ROOT or ~/.jobber)")

@@ -145,7 +145,7 @@ class JobList(list):
         if not rows:
             return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
         head = "".join(f'<th style="{_CELL}">{h}</th>' for h in
-                       ("id", "state", "elapsed", "limits", "isolation", "command"))
+                       ("id", "state", "elapsed", "limits", "isolation", "backend", "command"))
         body = "".join(
             "<tr>"
             f'<td style="{_CELL}">{job.id}</td>'
@@ -153,6 +153,7 @@ class JobList(list):
             f'<td style="{_CELL}">{_e(format_elapsed(status.elapsed))}</td>'
             f'<td style="{_CELL}">{_e(status.limits.describe())}</td>'
             f'<td style="{_CELL}">{_e(status.isolation or "-")}</td>'
+            f'<td style="{_CELL}">{_e(status.backend)}</td>'
             f'<td style="{_CELL}"><code>{_e(_first_line(job.command))}</code></td>'
             "</tr>"
             for job, status in rows
@@ -163,8 +164,9 @@ class JobList(list):
         rows = self._rows()
         if not rows:
             return "No jobs yet: start one with %%jobber_run."
-        lines = [f"{'ID':>5}  {'RESULT':<32} COMMAND"]
-        lines += [f"{job.id:>5}  {status.describe():<32} {_first_line(job.command, 60)}" for job, status in rows]
+        lines = [f"{'ID':>5}  {'RESULT':<32} {'BACKEND':<8} COMMAND"]
+        lines += [f"{job.id:>5}  {status.describe():<32} {status.backend:<8} {_first_line(job.command, 60)}"
+                  for job, status in rows]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

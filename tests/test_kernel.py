@@ -239,8 +239,8 @@ class TestKernelRestart:
             reply, messages = second.execute("%jobber_jobs")
             assert reply["status"] == "ok"
             table = next(m for m in messages if m.type == "execute_result").content["data"]["text/plain"]
-            assert f"{ending.id:>5}  {'failed (code 3)':<32} sleep 1; echo finished; exit 3" in table
-            assert f"{lasting.id:>5}  {'running':<32} while true; do echo alive; sleep 0.2; done" in table
+            assert f"{ending.id:>5}  {'failed (code 3)':<32} {'local':<8} sleep 1; echo finished; exit 3" in table
+            assert f"{lasting.id:>5}  {'running':<32} {'local':<8} while true; do echo alive; sleep 0.2; done" in table
 
             second.execute(f"%jobber_tail {lasting.id} -f -n 3")
             log = second.comm_of("HTMLModel", "jobber-log")

@@ -7,11 +7,11 @@ The same magics inside a real kernel are in test_kernel.py.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from test_slurm import UNREACHABLE as SLURM_UNREACHABLE
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
@@ -221,7 +221,7 @@ class TestRun:
         assert "invalid choice: 'k8s'" in str(usage_error(shell, "%%jobber_run --backend k8s\ntrue"))
 
     @pytest.mark.slurm
-    @pytest.mark.skipif(shutil.which("sbatch") is None, reason="Slurm's client commands are not installed here")
+    @pytest.mark.skipif(SLURM_UNREACHABLE is not None, reason=SLURM_UNREACHABLE or "")
     def test_a_slurm_job_from_a_cell(self, shell, identity):
         job = shell.run_cell("%%jobber_run --backend slurm --time 1:00 --no-follow\necho \"on $SLURM_JOB_NAME\"").result
         assert job.options == {"backend": "slurm", "time": "1:00"}
@@ -293,8 +293,8 @@ class TestJobs:
         jobs = shell.run_line_magic("jobber_jobs", "")
         assert isinstance(jobs, JobList) and jobs == [done, running]
         assert repr(jobs).splitlines()[1:] == [
-            f"{done.id:>5}  {'exited (code 0)':<32} echo done",
-            f"{running.id:>5}  {'running':<32} sleep 300",
+            f"{done.id:>5}  {'exited (code 0)':<32} {'local':<8} echo done",
+            f"{running.id:>5}  {'running':<32} {'local':<8} sleep 300",
         ]
         html = shell.display_formatter.formatters["text/html"](jobs)
         assert "<table>" in html and "exited (code 0)" in html and "running" in html
@@ -352,7 +352,7 @@ class TestSession:
         assert session.jobs == {1: job}
         _, captured = run_cell(shell, "%jobber_tail 1")
         assert captured.stdout == "remote job 1\n"
-        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1] == f"{1:>5}  {'running':<32} hostname"
+        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1] == f"{1:>5}  {'running':<32} {'remote':<8} hostname"
         _, captured = run_cell(shell, "%jobber_stop 1")
         assert captured.stdout == "job 1: stopped\n"
         assert "no job 2" in str(usage_error(shell, "%jobber_tail 2"))
