@@ -6,7 +6,7 @@ DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
-.PHONY: demo test test-unit test-notebooks test-unprivileged test-cgroup-v2 bench clean venv test-slurm
+.PHONY: demo test test-unit test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
 
 venv: $(VENV)/.installed
 
@@ -19,13 +19,14 @@ $(VENV)/.installed: pyproject.toml
 ## make demo: a demo certificate pool, then JupyterLab on localhost at the quickstart notebook
 demo: venv
 	test -f $(DEMO_DIR)/client.pem || $(VENV)/bin/jobber certs init-demo $(DEMO_DIR)
+	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	JOBBER_ROOT=$(DEMO_DIR) JOBBER_CERT=$(DEMO_DIR)/client.pem \
 	  $(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
 	  --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) \
-	  notebooks/01-quickstart.ipynb
+	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: test-unit test-notebooks test-unprivileged test-cgroup-v2 test-slurm
+test: test-unit test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
 
 test-unit: venv
 	$(PY) -m pytest -q tests
@@ -37,6 +38,15 @@ test-notebooks: venv
 	nbs="notebooks/01-quickstart.ipynb notebooks/02-resource-limits.ipynb notebooks/03-remote.ipynb"; \
 	JOBBER_ROOT=$$d/pki JOBBER_CERT=$$d/pki/client.pem JOBBER_JOBS_DIR=$$d/jobs \
 	  $(PY) -m pytest -q -p no:cacheprovider --nbval $$nbs
+
+# The notebook experience in a real browser: JupyterLab + headless Chromium (Playwright, e2e/);
+# screenshots in artifacts/e2e/. Installs Debian's chromium and e2e/node_modules if missing.
+test-e2e: venv
+	.ci/e2e.sh
+
+# `make demo` as a new user meets it: fresh clone, venv and HOME (about 40 s).
+test-demo:
+	e2e/make_demo_check.sh
 
 # The "none" backend for real: the same jobs as an unprivileged user (no writable cgroup).
 test-unprivileged: venv

@@ -17,20 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+from _table import pct, print_table, row
+
 from jobber._isolation import choose
 from jobber._storage import JobStore
-
-ROWS: list[tuple[str, str, str, str]] = []
-
-
-def row(name: str, value: str, baseline: str, goal: str) -> None:
-    ROWS.append((name, value, baseline, goal))
-    print(f"  {name}: {value} (baseline {baseline}; goal {goal})", file=sys.stderr)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def fresh_store() -> JobStore:
@@ -184,10 +174,7 @@ def main() -> None:
     bench_overhead(store)
     bench_stop(store)
     bench_listing()
-    print("| benchmark | jobber | baseline (same run) | goal |")
-    print("|---|---|---|---|")
-    for name, value, baseline, goal in ROWS:
-        print(f"| {name} | {value} | {baseline} | {goal} |")
+    print_table()
 
 
 if __name__ == "__main__":

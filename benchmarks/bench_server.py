@@ -25,22 +25,12 @@ import threading
 import time
 from pathlib import Path
 
+from _table import pct, print_table, row
+
 import jobber
 from jobber._demo_certs import init_demo
 from jobber._isolation import choose
 from jobber._storage import JobStore
-
-ROWS: list[tuple[str, str, str, str]] = []
-
-
-def row(name: str, value: str, baseline: str, goal: str) -> None:
-    ROWS.append((name, value, baseline, goal))
-    print(f"  {name}: {value} (baseline {baseline}; goal {goal})", file=sys.stderr)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 class Server:
@@ -172,10 +162,7 @@ def main() -> None:
         bench_followers(session, store, server, args.followers, args.lines)
     finally:
         server.stop()
-    print("| benchmark | jobber | baseline (same run) | goal |")
-    print("|---|---|---|---|")
-    for name, value, baseline, goal in ROWS:
-        print(f"| {name} | {value} | {baseline} | {goal} |")
+    print_table()
 
 
 if __name__ == "__main__":

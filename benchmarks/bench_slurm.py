@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from _table import pct
+
 from jobber._storage import JobStore
 
 COMMAND = "sleep 60"
@@ -105,11 +107,6 @@ def status_cost(store: JobStore, rounds: int = 50) -> tuple[float, float]:
         raw.append((time.perf_counter() - t0) * 1000)
     job.stop(grace=0)
     return statistics.median(ours), statistics.median(raw)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> int:

@@ -52,6 +52,8 @@ MARKER = "JOBBER_E2E_RUN"
 NOTEBOOKS = [
     (REPO / "notebooks" / "01-quickstart.ipynb", "notebooks/01-quickstart.ipynb"),
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/long-job.ipynb"),
+    (E2E / "notebooks" / "long-job.ipynb", "notebooks/log-view.ipynb"),
+    (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
 
 # JupyterLab would otherwise ask about news and look for updates online (a toast over
@@ -74,7 +76,10 @@ def free_port() -> int:
 
 
 def prepare(work: Path, run_id: str) -> dict[str, str]:
-    """Make the demo pool, the private Jupyter dirs and the server root; return the env."""
+    """Make the demo pool, the private Jupyter dirs and the server root; return the env.
+
+    Every process of the run (JupyterLab, kernels, jobs, Chromium) inherits ``MARKER``.
+    """
     demo = work / "demo"
     subprocess.run([sys.executable, "-m", "jobber", "certs", "init-demo", str(demo)],
                    check=True, stdout=subprocess.DEVNULL)
@@ -115,15 +120,15 @@ def start_lab(env: dict[str, str], root: Path, port: int, token: str, log_path: 
     ]
     if os.geteuid() == 0:
         command.append("--allow-root")
-    out = open(log_path, "wb")  # noqa: SIM115 - the server writes to it until it ends
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "wb") as out:  # the server keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def api(base: str, token: str, path: str, method: str = "GET", timeout: float = 5.0) -> bytes:
     request = urllib.request.Request(f"{base}{path}", method=method,
                                      headers={"Authorization": f"token {token}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read()
 
 
@@ -228,6 +233,8 @@ def main() -> int:
     parser.add_argument("--serve", action="store_true", help="start the server, print its URL, wait for Ctrl-C")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args, playwright_args = parser.parse_known_args()
+    # A timeout's SIGTERM must still run the clean-up below (jobs outlive their kernel).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if not args.serve and not PLAYWRIGHT.exists():
         log(f"{PLAYWRIGHT} is missing: run `npm ci --prefix e2e` (or .ci/e2e.sh)")
@@ -260,6 +267,10 @@ def main() -> int:
                             E2E_ARTIFACTS=str(ARTIFACTS), E2E_CHROMIUM=CHROMIUM)
             status = subprocess.run(["node", str(PLAYWRIGHT), "test", "--config", str(E2E / "playwright.config.js"),
                                      *playwright_args], cwd=E2E, env=test_env, check=False).returncode
+    except SystemExit as stop:  # SIGTERM, or JupyterLab did not start: clean up all the same
+        status = stop.code if isinstance(stop.code, int) else 1
+        if isinstance(stop.code, str):
+            print(stop.code, flush=True)
     finally:
         problems += stop_jobs(env)
         shut_down(server, base, token)
@@ -270,7 +281,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     for problem in problems:
         log(f"clean-up: {problem}")
-    log(f"done in {time.monotonic() - started:.1f} s: Playwright exited with {status}"
+    outcome = "served" if args.serve and status == 0 else f"exit status {status}"
+    log(f"done in {time.monotonic() - started:.1f} s: {outcome}"
         + (f", {len(problems)} clean-up problem(s)" if problems else ", nothing left behind"))
     return status or (1 if problems else 0)
 

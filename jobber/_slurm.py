@@ -23,9 +23,7 @@ On a real cluster the job runs on another machine, which writes the log: set
 compute nodes share with this host. The script and the log then live in
 ``<that dir>/<owner>/<job id>/`` and ``log`` in the job directory is a symlink to the log.
 
-Slurm's answers are read with ``SLURM_TIME_FORMAT=%s`` (epoch seconds) from
-``scontrol show job`` while the controller remembers the job, then from the job
-completion log (``sacct -c``, JobCompType=jobcomp/filetxt), which needs no slurmdbd.
+What Slurm answers is read, and mapped to jobber's states, in `jobber._slurm_query`.
 """
 
 from __future__ import annotations
@@ -34,16 +32,29 @@ import json
 import math
 import os
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._job import FINAL_STATES, Job, JobStatus, _run_context, _when
+from jobber._job import FINAL_STATES, Job, JobStatus, _run_context
 from jobber._limits import Limits, format_size
+from jobber._slurm_query import (
+    _FINAL,
+    _PENDING,
+    _ask_slurm,
+    _cluster_config,
+    _epoch,
+    _fields,  # noqa: F401 - tests read scontrol lines with it from here
+    _from_record,
+    _job_name,
+    _kill_wait,
+    _outcome,
+    _run,
+    _slurm_message,
+    _tool,
+)
 from jobber._storage import ensure_private_dir, write_atomic
 
 __all__ = ["PASS_THROUGH", "sbatch_arguments", "start", "status", "stop", "validate_options"]
@@ -54,26 +65,9 @@ OPTIONS = ("backend", *PASS_THROUGH, "jobs_dir")
 MIB = 1 << 20
 # Slurm's --time forms: MIN, MIN:SEC, H:MIN:SEC, D-H, D-H:MIN, D-H:MIN:SEC, or no limit.
 _TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinite)$", re.IGNORECASE)
-_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")
-_QUERY_ENV = {"SLURM_TIME_FORMAT": "%s"}  # times as epoch seconds, whatever the locale
-_COMMAND_TIMEOUT_S = 60.0
 # After scancel, Slurm sends SIGTERM, and SIGKILL after its KillWait (30 s by default);
 # then slurmstepd still has to clean up and report.
 _KILL_MARGIN_S = 60.0
-_NOT_INSTALLED = (
-    "Slurm is not installed or not reachable here (`{tool}` is not on PATH): install Slurm's "
-    "client commands and its configuration on this host, or run the job on this host with "
-    "backend=\"local\" (`--backend local`, or unset JOBBER_BACKEND)"
-)
-
-_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-            "SPECIAL_EXIT"}
-_FINAL = {"COMPLETED": "exited", "FAILED": "failed", "OUT_OF_MEMORY": "oom-killed",
-          "CANCELLED": "stopped", "TIMEOUT": "timed-out", "NODE_FAIL": "failed",
-          "BOOT_FAIL": "failed", "DEADLINE": "failed", "PREEMPTED": "failed", "REVOKED": "failed"}
-_WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to boot",
-        "DEADLINE": "it could not end before its --deadline", "PREEMPTED": "it was preempted",
-        "REVOKED": "it was revoked by a sibling cluster"}
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, str]:
@@ -270,72 +264,6 @@ def stop(job: Job, grace: float) -> JobStatus:
     return current
 
 
-def _outcome(job: Job, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
-    state = _FINAL[slurm_state]
-    code, sig = _exit_code(info.get("ExitCode", ""))
-    # S is a signal number when it is one; OUT_OF_MEMORY reports 0:125, Slurm's own marker.
-    signal = sig if 0 < sig < 65 else None
-    exit_code = None if signal is not None else code
-    note = f"Slurm job {slurm_id}: {slurm_state}"
-    if state == "oom-killed":
-        exit_code = code or None
-        note = f"Slurm job {slurm_id} ran out of memory (Slurm's cgroup OOM killer)"
-    elif state == "timed-out":
-        note = f"time limit {_duration(info.get('TimeLimit', ''))} reached (Slurm job {slurm_id})"
-    elif slurm_state in _WHY:
-        note = f"Slurm job {slurm_id} ended {slurm_state}: {_WHY[slurm_state]}"
-    elif state == "stopped":
-        exit_code = None if code == 0 else code
-    if (job.path / "stop-requested").exists():
-        state = "stopped"  # as for local jobs: a stop asked for reads "stopped"
-        note = f"stopped by jobber (Slurm job {slurm_id} ended {slurm_state})"
-    return {"state": state, "exit_code": exit_code, "signal": signal,
-            "oom_killed": slurm_state == "OUT_OF_MEMORY", "note": note}
-
-
-def _ask_slurm(job: Job, slurm_id: str) -> dict[str, str]:
-    """The job's fields from scontrol, else from the job completion log; {} if forgotten.
-
-    A job is only taken as ours when its name is, so a Slurm whose ids restarted (its
-    state was wiped) is not mistaken for the job's.
-    """
-    answer = _run([_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
-    if answer.returncode == 0:
-        info = _fields(answer.stdout)
-        if info.get("JobName") == _job_name(job):
-            return info
-        return {}
-    if "Invalid job id" not in answer.stderr:
-        raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
-                       job_id=job.id)
-    columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList")
-    answer = _run([_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
-    matches = [dict(zip(columns, line.split("|"))) for line in answer.stdout.splitlines()]
-    matches = [m for m in matches if m.get("JobName") == _job_name(job)]
-    if answer.returncode != 0 or not matches:
-        return {}
-    last = matches[-1]
-    return {"JobState": last["State"], "ExitCode": last["ExitCode"], "StartTime": last["Start"],
-            "EndTime": last["End"], "TimeLimit": last["Timelimit"], "NodeList": last["NodeList"]}
-
-
-def _fields(line: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for name, value in _FIELD.findall(line):
-        fields.setdefault(name, value)  # the first: Command= and WorkDir= paths come last
-    return fields
-
-
-def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
-    return JobStatus(
-        state=record["state"], exit_code=record.get("exit_code"), signal=record.get("signal"),
-        oom_killed=bool(record.get("oom_killed")), started_at=_when(record.get("started_at")),
-        ended_at=_when(record.get("ended_at")), isolation="slurm",
-        isolation_note=record.get("isolation_note", ""), note=record.get("note", ""),
-        backend="slurm", limits=limits,
-    )
-
-
 def _isolation_note(limits: Limits, ask: bool = True) -> str:
     """What Slurm enforces of ``limits`` on this cluster, and what nobody does.
 
@@ -343,7 +271,7 @@ def _isolation_note(limits: Limits, ask: bool = True) -> str:
         ask: read the cluster's configuration if this process has not yet (a job not
             submitted yet does not ask: with the controller down that takes seconds).
     """
-    config = _cluster_config() if ask else _config
+    config = _cluster_config(ask)
     cgroups = "task/cgroup" in config.get("TaskPlugin", "")
     confined, loose = [], []
     if limits.memory is not None:
@@ -381,40 +309,11 @@ def _unenforced(limits: Limits) -> list[str]:
     return names
 
 
-_config: dict[str, str] = {}
-_config_asked_at = -math.inf
-# With slurmctld down, each Slurm command retries for 10 s or more: ask again only so often.
-_CONFIG_RETRY_S = 60.0
-
-
-def _cluster_config() -> dict[str, str]:
-    """The confinement settings of the cluster (``scontrol show config``), once a process."""
-    global _config_asked_at
-    if not _config and time.monotonic() - _config_asked_at > _CONFIG_RETRY_S and shutil.which("scontrol"):
-        _config_asked_at = time.monotonic()
-        answer = _run(["scontrol", "show", "config"])
-        for line in answer.stdout.splitlines():
-            name, sep, value = line.partition("=")
-            if sep and name.strip() in ("TaskPlugin", "ConstrainRAMSpace", "ConstrainCores", "KillWait"):
-                _config[name.strip()] = value.strip()
-    return _config
-
-
-def _kill_wait() -> float:
-    """Seconds Slurm waits between SIGTERM and SIGKILL on scancel ("30 sec")."""
-    words = _cluster_config().get("KillWait", "").split()
-    return float(words[0]) if words and words[0].isdigit() else 30.0
-
-
 def _script(job: Job) -> str:
     # The command stays one single-quoted word: sbatch reads #SBATCH lines only before the
     # first command, so nothing in the command can become an sbatch option.
     quoted = "'" + job.command.replace("'", "'\\''") + "'"
     return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\nexec /bin/sh -c {quoted}\n"
-
-
-def _job_name(job: Job) -> str:
-    return f"jobber-{job.id}"
 
 
 def _files_dir(job: Job) -> Path:
@@ -467,54 +366,6 @@ def _wait(job: Job, timeout: float) -> JobStatus:
             return current
         time.sleep(min(pause, left))
         pause = min(pause * 1.5, 0.5)
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise JobError(_NOT_INSTALLED.format(tool=name))
-    return path
-
-
-def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a Slurm command; its OSError and timeouts become JobError here, and only here."""
-    try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
-                              timeout=_COMMAND_TIMEOUT_S, env={**os.environ, **(env or {})})
-    except FileNotFoundError as err:
-        raise JobError(_NOT_INSTALLED.format(tool=os.path.basename(argv[0]))) from err
-    except subprocess.TimeoutExpired as err:
-        raise JobError(f"`{os.path.basename(argv[0])}` did not answer within {_COMMAND_TIMEOUT_S:.0f} s: "
-                       "is Slurm's controller (slurmctld) up? See `sinfo`") from err
-    except OSError as err:
-        raise JobError(f"cannot run {argv[0]}: {err.strerror}") from err
-
-
-def _slurm_message(stderr: str) -> str:
-    """Slurm's own words, without the "sbatch: error:" prefixes, on one line."""
-    lines = [re.sub(r"^\w+: error: ", "", line.strip()) for line in stderr.splitlines() if line.strip()]
-    return "; ".join(lines) or "no message"
-
-
-def _exit_code(text: str) -> tuple[int, int]:
-    code, _, sig = text.partition(":")
-    return (int(code) if code.isdigit() else 0, int(sig) if sig.isdigit() else 0)
-
-
-def _epoch(text: str | None) -> float | None:
-    return float(text) if text and text.isdigit() and int(text) > 0 else None
-
-
-def _duration(text: str) -> str:
-    """Slurm's [D-]HH:MM:SS (or minutes, in the job completion log) as "0:01:00"."""
-    if text.isdigit():
-        text = f"{int(text) // 1440}-{int(text) // 60 % 24:02}:{int(text) % 60:02}:00".removeprefix("0-")
-    days, _, clock = text.rpartition("-")
-    parts = [int(p) for p in clock.split(":") if p.isdigit()]
-    if len(parts) != 3:
-        return text or "?"
-    hours, minutes, seconds = parts
-    return f"{days}-{hours:02}:{minutes:02}:{seconds:02}" if days else f"{hours}:{minutes:02}:{seconds:02}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

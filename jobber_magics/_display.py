@@ -100,12 +100,14 @@ def log_html(text: str, *, height: str = "20em") -> str:
     """A scrolling <pre> that shows its end: the newest line stays in view.
 
     ``column-reverse`` anchors the scroll position at the bottom without any JavaScript,
-    and keeps it there as lines arrive (unless the reader scrolled up).
+    and keeps it there as lines arrive (each redraw replaces the HTML, so it also brings a
+    reader who scrolled up back to the newest line). JupyterLab gives output <pre> its own
+    overflow: ``flex:none; overflow:visible`` keeps the outer box the one that scrolls.
     """
     return (
         f'<div style="display:flex;flex-direction:column-reverse;max-height:{height};'
-        f'overflow-y:auto"><pre style="margin:0;{_MONO};white-space:pre-wrap;'
-        f'word-break:break-all">{_e(text)}</pre></div>'
+        f'overflow-y:auto"><pre style="margin:0;flex:none;overflow:visible;{_MONO};'
+        f'white-space:pre-wrap;word-break:break-all">{_e(text)}</pre></div>'
     )
 
 

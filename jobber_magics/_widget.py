@@ -46,12 +46,12 @@ class JobWidget(ipywidgets.VBox):
     """
 
     def __init__(self, job: Any, *, lines: int = 1000, offset: int = 0, refresh: float = 0.2) -> None:
-        self._status_view = ipywidgets.HTML(layout=ipywidgets.Layout(flex="1 1 auto"))
+        self._status_view = ipywidgets.HTML(layout=ipywidgets.Layout(flex="1 1 auto"), _dom_classes=("jobber-status",))
         self._stop_button = ipywidgets.Button(
             description="Stop", icon="stop", button_style="danger", tooltip=f"Stop job {job.id}",
-            layout=ipywidgets.Layout(width="auto", flex="0 0 auto"),
+            layout=ipywidgets.Layout(width="auto", flex="0 0 auto"), _dom_classes=("jobber-stop",),
         )
-        self._chart_view = ipywidgets.HTML()
+        self._chart_view = ipywidgets.HTML(_dom_classes=("jobber-charts",))
         # Classes given at construction travel in the widget's first message (tests find
         # the log view by it; a stylesheet could too).
         self._log_view = ipywidgets.HTML(_dom_classes=("jobber-log",))
@@ -140,7 +140,10 @@ class JobWidget(ipywidgets.VBox):
                     dirty = True
                 now = time.monotonic()
                 if now >= next_frame:
-                    self._draw(self.job.status(), log=dirty)
+                    status = self.job.status()
+                    # Until the log is drained the view keeps the running state: whoever
+                    # reads "exited" in the status line has the whole log in front of them.
+                    self._draw(None if status.ended else status, log=dirty)
                     dirty = False
                     next_frame = now + self._refresh
                 if 0 < len(chunk) < _COALESCE_BELOW and self._closed.wait(max(0.0, next_frame - time.monotonic())):
@@ -173,7 +176,8 @@ class JobWidget(ipywidgets.VBox):
             line = status_html(self.job.id, status, extra=extra)
             if self._problem:
                 line += f'<div style="color:#d62728">{html.escape(self._problem)}</div>'
-            self._status_view.value = line
+            # The log before the status line: whoever sees "exited" has the whole log.
             if log:
                 empty = "(no output)" if status.ended else "(no output yet)"
                 self._log_view.value = log_html(self._lines.text(max_chars=_MAX_LOG_CHARS) or empty)
+            self._status_view.value = line

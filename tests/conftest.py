@@ -1,7 +1,10 @@
 """Shared fixtures: a private jobs directory per test, identities, and clean-up.
 
 Every test gets its own ``$JOBBER_JOBS_DIR``; at teardown every job still running there is
-stopped, and the test fails if a cgroup of it is left behind.
+stopped, and the test fails if a cgroup of it is left behind. The server tests share one
+server subprocess a module (``pki``, ``server``); the magics and kernel tests share a demo
+identity (``demo``, ``identity``). A module that means something else by one of these names
+defines its own fixture of that name, which wins there.
 """
 
 from __future__ import annotations
@@ -9,13 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
 
+from serve_for_notebooks import ServerProcess, TestPki  # noqa: E402
+
+from jobber import Certificate  # noqa: E402
+from jobber._demo_certs import init_demo  # noqa: E402
 from jobber._storage import JobStore  # noqa: E402
 
 
@@ -72,3 +81,50 @@ def _stop_everything(path: Path) -> list[str]:
 def store() -> JobStore:
     """The job store of a made-up identity (for tests that need no certificate)."""
     return JobStore(hashlib.sha256(os.urandom(16)).hexdigest())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> TestPki:
+    """A pool with a client CA, a server certificate for 127.0.0.1, and client identities."""
+    return TestPki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki, tmp_path_factory) -> ServerProcess:
+    """A server subprocess for the module, with its own jobs directory.
+
+    At teardown every job is stopped, no cgroup may be left, and the server's log must hold
+    no "bug:" line (every 5xx is one).
+    """
+    jobs = tmp_path_factory.mktemp("server") / "jobs"
+    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
+    yield proc
+    proc.stop()
+    assert not _stop_everything(jobs), "cgroups left behind"
+    assert "bug:" not in proc.log(), proc.log()
+
+
+@pytest.fixture
+def gate() -> Path:
+    """A file path a job (running as nobody) can wait for: the test opens it when ready."""
+    directory = tempfile.mkdtemp(prefix="jobber-gate-")
+    os.chmod(directory, 0o755)  # jobs run as nobody, and must see the file appear
+    yield Path(directory) / "open"
+    shutil.rmtree(directory)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> dict[str, Path]:
+    """A demo pool (CA, client.pem, client2.pem); JOBBER_ROOT is its directory."""
+    return init_demo(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def identity(demo, monkeypatch) -> Certificate:
+    """$JOBBER_ROOT and $JOBBER_CERT point at the demo pool and its first client.
+
+    Kernels and processes the test starts inherit them (and the jobs directory).
+    """
+    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
+    monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
+    return Certificate.from_file(demo["client"])

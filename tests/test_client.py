@@ -7,38 +7,21 @@ failures become ``JobberError`` naming the server and the cause, and the CLI wor
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from polling import poll
 
 from conftest import _stop_everything
-from serve_for_notebooks import ServerProcess, TestPki
+from serve_for_notebooks import ServerProcess
 
 import jobber
 from jobber import Certificate, CertificateError, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
 from jobber._client import RemoteJob, RemoteSession
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> TestPki:
-    return TestPki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("server") / "jobs"
-    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-    yield proc
-    proc.stop()
-    assert not _stop_everything(jobs), "cgroups left behind"
-    assert "bug:" not in proc.log(), proc.log()
 
 
 @pytest.fixture
@@ -51,14 +34,6 @@ def session(pki, server, identity) -> RemoteSession:
     cert, key = identity
     with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
         yield remote
-
-
-@pytest.fixture
-def gate():
-    directory = tempfile.mkdtemp(prefix="jobber-gate-")
-    os.chmod(directory, 0o755)  # jobs run as nobody, and must see the file appear
-    yield Path(directory) / "open"
-    shutil.rmtree(directory)
 
 
 class TestRemoteSession:
@@ -217,7 +192,7 @@ class TestRemoteJob:
         assert next(chunks) == b"hi\n"
         connections = _server_sockets(server)
         chunks.close()
-        assert _poll(lambda: _server_sockets(server) < connections)
+        assert poll(lambda: _server_sockets(server) < connections)
         job.stop(grace=0)
 
     def test_limits_reach_the_job(self, session):
@@ -252,17 +227,6 @@ class TestFollowAcrossRestart:
 def _server_sockets(server: ServerProcess) -> int:
     return sum(os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith("socket:")
                for fd in os.listdir(f"/proc/{server.pid}/fd"))
-
-
-def _poll(predicate, timeout: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class TestNetworkErrors:

@@ -16,23 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from jupyter_client import KernelManager
 
-from jobber import Certificate
-from jobber._demo_certs import init_demo
-
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return init_demo(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def identity(demo, monkeypatch) -> Certificate:
-    """Kernels started by the test inherit $JOBBER_ROOT, $JOBBER_CERT (and the jobs dir)."""
-    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
-    monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
-    return Certificate.from_file(demo["client"])
 
 
 @dataclass
@@ -121,6 +105,26 @@ class Kernel:
         return [m for m in self.messages if m.type == "comm_msg" and m.content["comm_id"] == comm_id
                 and m.content["data"].get("method") == "update"]
 
+    def follow_ticks(self, log: str, job, last: int, timeout: float) -> tuple[list[int], set[int]]:
+        """Follow the log view ``log`` of a job that prints "tick 1" to "tick LAST", until the
+        view shows the last tick or ``timeout`` seconds pass.
+
+        Returns:
+            The ticks the latest update shows, and the highest tick of each update that came
+            while the job was running.
+        """
+        handled, ticks, while_running = 0, [], set()
+        deadline = time.monotonic() + timeout
+        while last not in ticks and time.monotonic() < deadline:
+            self.receive(0.5)
+            for update in self.updates(log)[handled:]:
+                handled += 1
+                ticks = [int(n) for n in re.findall(r"tick (\d+)", value(update))]
+                # The status is read after the update came: "running" now means running then.
+                if ticks and job.status().state == "running":
+                    while_running.add(max(ticks))
+        return ticks, while_running
+
     def send_comm(self, comm_id: str, data: dict) -> None:
         self.client.shell_channel.send(self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data}))
 
@@ -158,16 +162,7 @@ class TestLiveWidget:
         displayed = [m.content["data"]["text/plain"] for m in messages if m.type == "display_data"]
         assert displayed == [f"JobWidget(job={job.id})"]
         log = kernel.comm_of("HTMLModel", "jobber-log")
-        handled, ticks, ticks_while_running = 0, [], set()
-        deadline = time.monotonic() + 30
-        while 15 not in ticks and time.monotonic() < deadline:
-            kernel.receive(0.5)
-            for update in kernel.updates(log)[handled:]:
-                handled += 1
-                ticks = [int(n) for n in re.findall(r"tick (\d+)", value(update))]
-                # The status is read after the update came: "running" now means running then.
-                if ticks and job.status().state == "running":
-                    ticks_while_running.add(max(ticks))
+        ticks, ticks_while_running = kernel.follow_ticks(log, job, last=15, timeout=30)
         assert ticks == list(range(1, 16))
         assert len(ticks_while_running) >= 5, f"lines must reach the browser while the job runs: {ticks_while_running}"
         kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m))

@@ -22,20 +22,6 @@ from jobber_magics._display import IdentityView, JobList
 from jobber_magics._widget import JobWidget
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    """A demo pool (CA, client.pem, client2.pem); JOBBER_ROOT is its directory."""
-    return init_demo(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def identity(demo, monkeypatch) -> Certificate:
-    """$JOBBER_ROOT and $JOBBER_CERT point at the demo pool and its first client."""
-    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
-    monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
-    return Certificate.from_file(demo["client"])
-
-
 @pytest.fixture
 def no_identity(monkeypatch, tmp_path):
     """Neither $JOBBER_CERT nor a pool."""

@@ -12,18 +12,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
+from polling import poll
 
-from conftest import _stop_everything
-from serve_for_notebooks import Api, ServerProcess, TestPki
+from serve_for_notebooks import Api, ServerProcess
 
 from jobber._errors import JobberError
 from jobber._openapi import openapi_document
@@ -32,35 +28,11 @@ from jobber._server import make_app, public_message, resolve_job_user, serve
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="running jobs as another user needs root")
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> TestPki:
-    return TestPki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("server") / "jobs"
-    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-    yield proc
-    proc.stop()
-    assert not _stop_everything(jobs), "cgroups left behind"
-    assert "bug:" not in proc.log(), proc.log()
-
-
 @pytest.fixture
 def api(pki, server) -> Api:
     """Raw calls as a fresh identity."""
     cert, key = pki.client()
     return Api(server.url, cert, key, pki.server_ca)
-
-
-@pytest.fixture
-def gate():
-    """A file path a job (running as nobody) can wait for: the test opens it when ready."""
-    directory = tempfile.mkdtemp(prefix="jobber-gate-")
-    os.chmod(directory, 0o755)
-    yield Path(directory) / "open"
-    shutil.rmtree(directory)
 
 
 def wait_ended(api: Api, job_id: int) -> dict:
@@ -327,15 +299,6 @@ class TestRestart:
 
 def server_fds(server: ServerProcess) -> int:
     return len(os.listdir(f"/proc/{server.pid}/fd"))
-
-
-def poll(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class TestFollowers:

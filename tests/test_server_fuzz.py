@@ -31,8 +31,7 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
-from conftest import _stop_everything
-from serve_for_notebooks import Api, ServerProcess, TestPki
+from serve_for_notebooks import Api
 
 from jobber import __version__
 from jobber._openapi import openapi_document
@@ -51,22 +50,13 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> TestPki:
-    return TestPki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("server") / "jobs"
-    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-    yield proc
+def server(pki, server):
+    """conftest's server, checked before it stops."""
+    yield server
     # Still alive and answering after everything the fuzzer threw at it.
     cert, key = pki.client("survivor")
-    assert Api(proc.url, cert, key, pki.server_ca)("GET", "/v1/jobs").status == 200
-    assert proc.proc.poll() is None
-    proc.stop()
-    assert not _stop_everything(jobs), "cgroups left behind"
-    assert "bug:" not in proc.log(), proc.log()
+    assert Api(server.url, cert, key, pki.server_ca)("GET", "/v1/jobs").status == 200
+    assert server.proc.poll() is None
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,10 @@ import pytest
 from cryptography import x509
 
 from certfactory import EXPIRED, NOT_YET_VALID, SERVER_AUTH, CertFactory, Issued
-from conftest import _stop_everything
-from serve_for_notebooks import Api, ServerProcess, TestPki
+from serve_for_notebooks import Api, ServerProcess
 
 import jobber
 from jobber import Certificate, CertificateError, JobNotFound
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> TestPki:
-    return TestPki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +74,9 @@ def matrix(pki) -> dict[str, tuple[Issued, bool, bool | None]]:
 
 
 @pytest.fixture(scope="module")
-def server(pki, matrix, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("server") / "jobs"
-    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-    yield proc
-    proc.stop()
-    assert not _stop_everything(jobs), "cgroups left behind"
-    assert "bug:" not in proc.log(), proc.log()
+def server(matrix, server):
+    """conftest's server, started once the matrix's CAs and pinned certificates are in the pool."""
+    return server
 
 
 def tls_verdict(server: ServerProcess, cert: Path | None, key: Path | None, ca: Path,

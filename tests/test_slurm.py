@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import polling
 import pytest
 
-from jobber import Certificate, JobError, Limits, _slurm
-from jobber._demo_certs import init_demo
+from jobber import JobError, Limits, _slurm
 from jobber._storage import JobStore
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,14 +46,8 @@ needs_slurm = [pytest.mark.slurm, pytest.mark.skipif(UNREACHABLE is not None, re
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """At Slurm's pace: each status() is an scontrol call, so ask every 50 ms, for up to 30 s."""
+    return polling.wait_for(predicate, timeout, what, every=0.05)
 
 
 def node_cpus() -> int:
@@ -402,14 +396,6 @@ class TestTimeLimit:
         assert "DUE TO TIME LIMIT" in job.log_path.read_text()
 
 
-@pytest.fixture
-def identity(tmp_path_factory, monkeypatch) -> Certificate:
-    demo = init_demo(tmp_path_factory.mktemp("pki"))
-    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
-    monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
-    return Certificate.from_file(demo["client"])
-
-
 class TestCommandLine:
     pytestmark = needs_slurm
 
@@ -463,16 +449,7 @@ class TestKernel:
             job = identity.get_job(job_id_of(messages))
             assert job.backend == "slurm"
             log = kernel.comm_of("HTMLModel", "jobber-log")
-            handled, ticks, while_running = 0, [], set()
-            deadline = time.monotonic() + 60
-            while 8 not in ticks and time.monotonic() < deadline:
-                kernel.receive(0.5)
-                for update in kernel.updates(log)[handled:]:
-                    handled += 1
-                    ticks = [int(n) for n in re.findall(r"tick (\d+)", value(update))]
-                    # Read after the update came: "running" now means it was running then.
-                    if ticks and job.status().state == "running":
-                        while_running.add(max(ticks))
+            ticks, while_running = kernel.follow_ticks(log, job, last=8, timeout=60)
             assert ticks == list(range(1, 9))
             assert len(while_running) >= 3, f"lines must reach the browser while the job runs: {while_running}"
             kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m), timeout=60)

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from polling import wait_for
 
 from jobber import JobStatus, Limits
 from jobber._isolation import choose
@@ -23,15 +24,6 @@ BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(
     BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}"
 )
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 class TestLogLines:
@@ -151,8 +143,8 @@ class TestDisplays:
         first.wait(30)
         jobs = JobList([first, second])
         assert repr(jobs).splitlines()[1:] == [
-            f"{first.id:>5}  {'exited (code 0)':<32} echo one",
-            f"{second.id:>5}  {'created':<32} echo two …",
+            f"{first.id:>5}  {'exited (code 0)':<32} {'local':<8} echo one",
+            f"{second.id:>5}  {'created':<32} {'local':<8} echo two …",
         ]
         assert "<table>" in jobs._repr_html_() and "exited (code 0)" in jobs._repr_html_()
         assert "No jobs yet" in repr(JobList()) and "No jobs yet" in JobList()._repr_html_()

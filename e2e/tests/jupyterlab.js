@@ -15,12 +15,22 @@ const TOKEN = process.env.JUPYTER_TOKEN;
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(__dirname, '..', '..', 'artifacts', 'e2e');
 const RUNNING = /\brunning\b/;
 
-/** Open a notebook of the server root by its URL (the token logs the browser in). */
-async function openNotebook(page, notebookPath) {
-  await page.goto(`/lab/tree/${notebookPath}?token=${TOKEN}`);
+/**
+ * Open a notebook of the server root by its URL (the token logs the browser in), in a
+ * workspace of its own (a fresh layout: no tabs restored from an earlier test), and wait
+ * until JupyterLab takes keys and the notebook's kernel is idle.
+ */
+async function openNotebook(page, notebookPath, workspace) {
+  await page.goto(`/lab/workspaces/${workspace}/tree/${notebookPath}?token=${TOKEN}`);
   const notebook = currentNotebook(page);
   await expect(notebook.locator('.jp-Cell').first()).toBeVisible({ timeout: 60_000 });
+  await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  await expect(kernelIdle(page)).toBeVisible({ timeout: 60_000 });
   return notebook;
+}
+
+function kernelIdle(page) {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]');
 }
 
 function currentNotebook(page) {
@@ -36,19 +46,37 @@ function cellWith(notebook, text) {
 
 /**
  * Run the notebook from the top with Shift+Enter, cell after cell, until the cell holding
- * `text` is the active one; then run that one with Ctrl+Enter (it stays active).
+ * `text` is the active one; then run that one with Ctrl+Enter (it stays active). A key
+ * that JupyterLab did not take (the active cell did not move) is pressed again.
  */
 async function runThrough(notebook, text) {
   const page = notebook.page();
-  await notebook.locator('.jp-Cell').first().click();
   const active = notebook.locator('.jp-Cell.jp-mod-active');
-  for (let i = 0; ; i++) {
+  await notebook.locator('.jp-Cell').first().click();
+  await expect(notebook.locator('.jp-Cell').first()).toHaveClass(/jp-mod-active/);
+  for (let i = 0; !(await active.innerText()).includes(text); i++) {
     if (i > 100) throw new Error(`no cell with ${JSON.stringify(text)} in the notebook`);
-    if ((await active.innerText()).includes(text)) break;
-    await page.keyboard.press('Shift+Enter');
+    const index = await activeIndex(notebook);
+    await expect(async () => {
+      if ((await activeIndex(notebook)) === index) await page.keyboard.press('Shift+Enter');
+      expect(await activeIndex(notebook)).toBeGreaterThan(index);
+    }).toPass({ intervals: [500, 1_000, 2_000], timeout: 10_000 });
   }
   await page.keyboard.press('Control+Enter');
   return cellWith(notebook, text);
+}
+
+/** Run every cell from the menu, as a person would: Run > Run All Cells. */
+async function runAll(notebook) {
+  const page = notebook.page();
+  await notebook.locator('.jp-Cell').first().click();
+  await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Run$/ }).click();
+  await page.locator('.lm-Menu-itemLabel', { hasText: /^Run All Cells$/ }).click();
+}
+
+async function activeIndex(notebook) {
+  return notebook.locator('.jp-Cell').evaluateAll(
+    (cells) => cells.findIndex((cell) => cell.classList.contains('jp-mod-active')));
 }
 
 /** The parts of the live view inside a cell's output. */
@@ -109,7 +137,39 @@ async function closeAndReopen(page, fileName) {
   await expect(tab).toHaveCount(1);
   const notebook = currentNotebook(page);
   await expect(notebook.locator('.jp-Cell').first()).toBeVisible();
+  await expect(kernelIdle(page)).toBeVisible();
   return notebook;
+}
+
+/** Whether the last line of the log is inside every box that clips it (what a person sees). */
+async function newestLineInView(view) {
+  return view.log.evaluate((pre) => {
+    const text = pre.lastChild;
+    const range = document.createRange();
+    range.setStart(text, Math.max(0, text.textContent.trimEnd().length - 1));
+    range.setEnd(text, text.textContent.trimEnd().length);
+    const line = range.getBoundingClientRect();
+    for (let box = pre; box && box !== document.body; box = box.parentElement) {
+      const style = getComputedStyle(box);
+      if (style.overflowY === 'visible' && style.overflowX === 'visible') continue;
+      const clip = box.getBoundingClientRect();
+      if (line.bottom > clip.bottom + 1 || line.top < clip.top - 1) return false;
+    }
+    return true;
+  });
+}
+
+/** A picture of a cell's source and its live view (not of the outputs after it). */
+async function screenshotLiveView(cell, view, file) {
+  const input = cell.locator('.jp-Cell-inputWrapper');
+  await input.evaluate((node) => node.scrollIntoView({ block: 'start' }));
+  const a = await input.boundingBox();
+  const b = await view.widget.boundingBox();
+  const x = Math.max(0, Math.min(a.x, b.x) - 12);
+  const y = Math.max(0, a.y - 8);
+  const right = Math.max(a.x + a.width, b.x + b.width) + 8;
+  const bottom = b.y + b.height;
+  await cell.page().screenshot({ path: file, clip: { x, y, width: right - x, height: bottom - y } });
 }
 
 /** The job's status as the `jobber` command reads it from disk (not from the widget). */
@@ -124,6 +184,6 @@ async function jobIdOf(view) {
 }
 
 module.exports = {
-  ARTIFACTS, RUNNING, openNotebook, cellWith, runThrough, liveView, watchWhileRunning,
-  closeAndReopen, jobberStatus, jobIdOf,
+  ARTIFACTS, RUNNING, openNotebook, currentNotebook, cellWith, runAll, runThrough, liveView, watchWhileRunning,
+  closeAndReopen, jobberStatus, jobIdOf, newestLineInView, screenshotLiveView,
 };

@@ -2,15 +2,18 @@
 const path = require('node:path');
 const { test, expect } = require('@playwright/test');
 const {
-  ARTIFACTS, RUNNING, openNotebook, runThrough, liveView, watchWhileRunning, closeAndReopen,
-  cellWith, jobberStatus, jobIdOf,
+  ARTIFACTS, RUNNING, openNotebook, currentNotebook, runAll, runThrough, liveView, watchWhileRunning, closeAndReopen,
+  cellWith, jobberStatus, jobIdOf, newestLineInView, screenshotLiveView,
 } = require('./jupyterlab');
 
 const ERROR = 'Error displaying widget';
 
 test('quickstart: the live view streams the log, then shows how the job ended', async ({ page }) => {
-  const notebook = await openNotebook(page, 'notebooks/01-quickstart.ipynb');
-  const cell = await runThrough(notebook, '%%jobber_run --name first');
+  const notebook = await openNotebook(page, 'notebooks/01-quickstart.ipynb', 'e2e-quickstart');
+  // Run > Run All Cells: the cell after the job's waits for it, so the kernel is busy
+  // while the job runs, and the live view must follow the log all the same.
+  await runAll(notebook);
+  const cell = cellWith(notebook, '%%jobber_run --name first');
   const view = liveView(cell);
   await expect(view.widget).toBeVisible({ timeout: 60_000 });
 
@@ -27,6 +30,11 @@ test('quickstart: the live view streams the log, then shows how the job ended', 
   await expectCharts(view);
   await cell.screenshot({ path: path.join(ARTIFACTS, 'quickstart-ended.png') });
 
+  // The rest of the notebook ran too: the stopped sleeper and the table of jobs.
+  const jobs = cellWith(notebook, '%jobber_jobs').locator('.jp-OutputArea');
+  await expect(jobs).toContainText('exited (code 0)');
+  await expect(jobs).toContainText('stopped');
+
   // Closed and opened again, the view shows the job's final state, not an error.
   const reopened = liveView(cellWith(await closeAndReopen(page, '01-quickstart.ipynb'), '%%jobber_run --name first'));
   await expect(reopened.widget).toBeVisible();
@@ -36,8 +44,8 @@ test('quickstart: the live view streams the log, then shows how the job ended', 
 });
 
 test('long job: the Stop button stops it, also after closing and reopening the notebook', async ({ page }) => {
-  const notebook = await openNotebook(page, 'notebooks/long-job.ipynb');
-  const cell = await runThrough(notebook, '%%jobber_run --name long');
+  const notebook = await openNotebook(page, 'notebooks/long-job.ipynb', 'e2e-long-job');
+  const cell = await runThrough(notebook, '%%jobber_run --name train');
   const view = liveView(cell);
   await expect(view.widget).toBeVisible({ timeout: 60_000 });
   await expect(view.status).toHaveText(RUNNING);
@@ -45,13 +53,13 @@ test('long job: the Stop button stops it, also after closing and reopening the n
 
   const live = await watchWhileRunning(view, { enough: 4 });
   expect(live.states.length, `distinct log texts while running: ${JSON.stringify(live.states)}`).toBeGreaterThanOrEqual(4);
-  await expect(view.log).toContainText('step 12:');
+  await expect(view.log).toContainText(/step +10 /);
   await expectCharts(view);
   await expect(view.stop).toBeEnabled();
-  await cell.screenshot({ path: path.join(ARTIFACTS, 'widget-running.png') });
+  await screenshotLiveView(cell, view, path.join(ARTIFACTS, 'widget-running.png'));
 
   // Closed and opened again while the job runs: the view is live again, Stop included.
-  const reopened = liveView(cellWith(await closeAndReopen(page, 'long-job.ipynb'), '%%jobber_run --name long'));
+  const reopened = liveView(cellWith(await closeAndReopen(page, 'long-job.ipynb'), '%%jobber_run --name train'));
   await expect(reopened.widget).toBeVisible();
   await expect(page.getByText(ERROR)).toHaveCount(0);
   await expect(reopened.status).toHaveText(RUNNING);
@@ -65,8 +73,24 @@ test('long job: the Stop button stops it, also after closing and reopening the n
   const stoppedLog = await reopened.log.innerText();
   await page.waitForTimeout(1_000); // nothing is printed any more
   expect(await reopened.log.innerText()).toBe(stoppedLog);
-  await reopened.widget.locator('xpath=ancestor::div[contains(@class,"jp-Cell")][1]')
-    .screenshot({ path: path.join(ARTIFACTS, 'widget-stopped.png') });
+  const reopenedCell = cellWith(currentNotebook(page), '%%jobber_run --name train');
+  await screenshotLiveView(reopenedCell, reopened, path.join(ARTIFACTS, 'widget-stopped.png'));
+});
+
+test('log view: the newest line stays in view as the log grows', async ({ page }) => {
+  // Known bug, see the e2e report: JupyterLab gives output <pre>s `overflow: auto`, so the
+  // <pre> of _display.log_html() is shrunk to the box and scrolls itself, from the top;
+  // the column-reverse box around it, meant to keep the end in view, never scrolls.
+  // Fixed by `flex:none;overflow:visible` on that <pre>; then remove this line.
+  const notebook = await openNotebook(page, 'notebooks/log-view.ipynb', 'e2e-log-view');
+  const view = liveView(await runThrough(notebook, '%%jobber_run --name train'));
+  await expect(view.status).toHaveText(RUNNING, { timeout: 60_000 });
+  await expect(view.log).toContainText(/step +20 /); // more lines than the box holds
+  const inView = await newestLineInView(view);
+  await view.stop.click();
+  await expect(view.status).toHaveText(/\bstopped\b/);
+  expect(inView, 'the newest line of a running job is in view').toBe(true);
+  expect(await newestLineInView(view), 'the last line of a stopped job is in view').toBe(true);
 });
 
 async function expectCharts(view) {

@@ -1,0 +1,188 @@
+"""What Slurm says about a job and its cluster, read and mapped to jobber's states.
+
+Apart from submission (`jobber._slurm`) because reading another program's output is a job
+of its own: ``scontrol show job`` while the controller remembers the job, then the job
+completion log (``sacct -c``, JobCompType=jobcomp/filetxt, which needs no slurmdbd), both
+with ``SLURM_TIME_FORMAT=%s`` (epoch seconds); ``scontrol show config`` for what the
+cluster confines. Every Slurm command, sbatch and scancel included, runs through `_run`
+here, so that its OSError and timeouts become JobError in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from typing import Any
+
+from jobber._errors import JobError
+from jobber._job import Job, JobStatus, _when
+from jobber._limits import Limits
+
+_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")
+_QUERY_ENV = {"SLURM_TIME_FORMAT": "%s"}  # times as epoch seconds, whatever the locale
+_COMMAND_TIMEOUT_S = 60.0
+_NOT_INSTALLED = (
+    "Slurm is not installed or not reachable here (`{tool}` is not on PATH): install Slurm's "
+    "client commands and its configuration on this host, or run the job on this host with "
+    "backend=\"local\" (`--backend local`, or unset JOBBER_BACKEND)"
+)
+
+_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+            "SPECIAL_EXIT"}
+_FINAL = {"COMPLETED": "exited", "FAILED": "failed", "OUT_OF_MEMORY": "oom-killed",
+          "CANCELLED": "stopped", "TIMEOUT": "timed-out", "NODE_FAIL": "failed",
+          "BOOT_FAIL": "failed", "DEADLINE": "failed", "PREEMPTED": "failed", "REVOKED": "failed"}
+_WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to boot",
+        "DEADLINE": "it could not end before its --deadline", "PREEMPTED": "it was preempted",
+        "REVOKED": "it was revoked by a sibling cluster"}
+
+
+def _ask_slurm(job: Job, slurm_id: str) -> dict[str, str]:
+    """The job's fields from scontrol, else from the job completion log; {} if forgotten.
+
+    A job is only taken as ours when its name is, so a Slurm whose ids restarted (its
+    state was wiped) is not mistaken for the job's.
+    """
+    answer = _run([_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
+    if answer.returncode == 0:
+        info = _fields(answer.stdout)
+        if info.get("JobName") == _job_name(job):
+            return info
+        return {}
+    if "Invalid job id" not in answer.stderr:
+        raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
+                       job_id=job.id)
+    columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList")
+    answer = _run([_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
+    matches = [dict(zip(columns, line.split("|"))) for line in answer.stdout.splitlines()]
+    matches = [m for m in matches if m.get("JobName") == _job_name(job)]
+    if answer.returncode != 0 or not matches:
+        return {}
+    last = matches[-1]
+    return {"JobState": last["State"], "ExitCode": last["ExitCode"], "StartTime": last["Start"],
+            "EndTime": last["End"], "TimeLimit": last["Timelimit"], "NodeList": last["NodeList"]}
+
+
+def _fields(line: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in _FIELD.findall(line):
+        fields.setdefault(name, value)  # the first: Command= and WorkDir= paths come last
+    return fields
+
+
+def _job_name(job: Job) -> str:
+    return f"jobber-{job.id}"
+
+
+def _outcome(job: Job, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
+    state = _FINAL[slurm_state]
+    code, sig = _exit_code(info.get("ExitCode", ""))
+    # S is a signal number when it is one; OUT_OF_MEMORY reports 0:125, Slurm's own marker.
+    signal = sig if 0 < sig < 65 else None
+    exit_code = None if signal is not None else code
+    note = f"Slurm job {slurm_id}: {slurm_state}"
+    if state == "oom-killed":
+        exit_code = code or None
+        note = f"Slurm job {slurm_id} ran out of memory (Slurm's cgroup OOM killer)"
+    elif state == "timed-out":
+        note = f"time limit {_duration(info.get('TimeLimit', ''))} reached (Slurm job {slurm_id})"
+    elif slurm_state in _WHY:
+        note = f"Slurm job {slurm_id} ended {slurm_state}: {_WHY[slurm_state]}"
+    elif state == "stopped":
+        exit_code = None if code == 0 else code
+    if (job.path / "stop-requested").exists():
+        state = "stopped"  # as for local jobs: a stop asked for reads "stopped"
+        note = f"stopped by jobber (Slurm job {slurm_id} ended {slurm_state})"
+    return {"state": state, "exit_code": exit_code, "signal": signal,
+            "oom_killed": slurm_state == "OUT_OF_MEMORY", "note": note}
+
+
+def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
+    return JobStatus(
+        state=record["state"], exit_code=record.get("exit_code"), signal=record.get("signal"),
+        oom_killed=bool(record.get("oom_killed")), started_at=_when(record.get("started_at")),
+        ended_at=_when(record.get("ended_at")), isolation="slurm",
+        isolation_note=record.get("isolation_note", ""), note=record.get("note", ""),
+        backend="slurm", limits=limits,
+    )
+
+
+def _exit_code(text: str) -> tuple[int, int]:
+    code, _, sig = text.partition(":")
+    return (int(code) if code.isdigit() else 0, int(sig) if sig.isdigit() else 0)
+
+
+def _epoch(text: str | None) -> float | None:
+    return float(text) if text and text.isdigit() and int(text) > 0 else None
+
+
+def _duration(text: str) -> str:
+    """Slurm's [D-]HH:MM:SS (or minutes, in the job completion log) as "0:01:00"."""
+    if text.isdigit():
+        text = f"{int(text) // 1440}-{int(text) // 60 % 24:02}:{int(text) % 60:02}:00".removeprefix("0-")
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":") if p.isdigit()]
+    if len(parts) != 3:
+        return text or "?"
+    hours, minutes, seconds = parts
+    return f"{days}-{hours:02}:{minutes:02}:{seconds:02}" if days else f"{hours}:{minutes:02}:{seconds:02}"
+
+
+_config: dict[str, str] = {}
+_config_asked_at = -math.inf
+# With slurmctld down, each Slurm command retries for 10 s or more: ask again only so often.
+_CONFIG_RETRY_S = 60.0
+
+
+def _cluster_config(ask: bool = True) -> dict[str, str]:
+    """The confinement settings of the cluster (``scontrol show config``), once a process.
+
+    Args:
+        ask: ask Slurm if this process has not yet; False returns only what is known.
+    """
+    global _config_asked_at
+    if ask and not _config and time.monotonic() - _config_asked_at > _CONFIG_RETRY_S and shutil.which("scontrol"):
+        _config_asked_at = time.monotonic()
+        answer = _run(["scontrol", "show", "config"])
+        for line in answer.stdout.splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() in ("TaskPlugin", "ConstrainRAMSpace", "ConstrainCores", "KillWait"):
+                _config[name.strip()] = value.strip()
+    return _config
+
+
+def _kill_wait() -> float:
+    """Seconds Slurm waits between SIGTERM and SIGKILL on scancel ("30 sec")."""
+    words = _cluster_config().get("KillWait", "").split()
+    return float(words[0]) if words and words[0].isdigit() else 30.0
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise JobError(_NOT_INSTALLED.format(tool=name))
+    return path
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command; its OSError and timeouts become JobError here, and only here."""
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+                              timeout=_COMMAND_TIMEOUT_S, env={**os.environ, **(env or {})})
+    except FileNotFoundError as err:
+        raise JobError(_NOT_INSTALLED.format(tool=os.path.basename(argv[0]))) from err
+    except subprocess.TimeoutExpired as err:
+        raise JobError(f"`{os.path.basename(argv[0])}` did not answer within {_COMMAND_TIMEOUT_S:.0f} s: "
+                       "is Slurm's controller (slurmctld) up? See `sinfo`") from err
+    except OSError as err:
+        raise JobError(f"cannot run {argv[0]}: {err.strerror}") from err
+
+
+def _slurm_message(stderr: str) -> str:
+    """Slurm's own words, without the "sbatch: error:" prefixes, on one line."""
+    lines = [re.sub(r"^\w+: error: ", "", line.strip()) for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) or "no message"
