@@ -12,7 +12,8 @@ See DESIGN.md for the layers and the storage layout.
 
 from jobber._certificates import Certificate, get_client_certificates
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
-from jobber._job import Job, JobStatus
+from jobber._job import Job
+from jobber._status import JobStatus
 from jobber._limits import Limits
 
 __version__ = "0.1.0"

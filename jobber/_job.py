@@ -20,8 +20,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,102 +27,14 @@ from jobber import _isolation, _logs
 from jobber._errors import JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._launcher import launcher_command
-from jobber._limits import Limits, format_size
+from jobber._limits import Limits
+from jobber._status import FINAL_STATES, STATES, JobStatus, _when  # noqa: F401 - re-exported
 from jobber._storage import write_atomic
 
 if TYPE_CHECKING:
     from jobber._storage import JobStore
 
 __all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES"]
-
-STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out")
-FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
-
-
-def _when(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """What a job is doing, or how it ended.
-
-    Attributes:
-        state: one of "created", "pending", "running", "exited", "failed", "stopped",
-            "oom-killed", "timed-out".
-        exit_code: the exit code once ended normally (None if killed by a signal).
-        signal: the signal that ended the main process, if one did.
-        oom_killed: the kernel's OOM killer struck inside the job's cgroup.
-        started_at / ended_at: UTC datetimes.
-        peak_memory_bytes: the most memory the job used (its cgroup's high-water mark).
-        cpu_seconds: CPU time used by every process of the job.
-        memory_bytes: memory in use now (running jobs on cgroups only).
-        isolation: "cgroup-v2", "cgroup-v1", "none", or "slurm" (Slurm's own cgroups);
-            isolation_note says what was not enforced, and why when "none".
-        pid: the main process id; note: anything else worth knowing (a start error).
-    """
-
-    state: str
-    exit_code: int | None = None
-    signal: int | None = None
-    oom_killed: bool = False
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    peak_memory_bytes: int | None = None
-    cpu_seconds: float | None = None
-    memory_bytes: int | None = None
-    isolation: str | None = None
-    isolation_note: str = ""
-    pid: int | None = None
-    note: str = ""
-    backend: str = "local"
-    limits: Limits = field(default_factory=Limits)
-
-    @property
-    def ended(self) -> bool:
-        """True once the state is final."""
-        return self.state in FINAL_STATES
-
-    @property
-    def elapsed(self) -> float | None:
-        """Seconds from start to end (or to now, while running)."""
-        if self.started_at is None:
-            return None
-        end = self.ended_at or datetime.now(timezone.utc)
-        return (end - self.started_at).total_seconds()
-
-    def describe(self) -> str:
-        """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB"."""
-        if self.state == "oom-killed":
-            limit = f" at {format_size(self.limits.memory)}" if self.limits.memory else ""
-            return f"killed: out of memory{limit}"
-        if self.state in ("exited", "failed"):
-            if self.signal:
-                return f"{self.state} (signal {signal.Signals(self.signal).name})"
-            return f"{self.state} (code {self.exit_code})"
-        if self.state == "stopped":
-            return "stopped"
-        return self.state
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (ISO 8601 times), as the CLI and the server print it."""
-        data = asdict(self)
-        data["limits"] = self.limits.to_dict()
-        for key in ("started_at", "ended_at"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
-        """Inverse of :meth:`to_dict` (unknown keys are ignored, for newer servers)."""
-        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("started_at", "ended_at"):
-            if isinstance(data.get(key), str):
-                data[key] = datetime.fromisoformat(data[key])
-        if isinstance(data.get("limits"), dict):
-            data["limits"] = Limits.from_dict(data["limits"])
-        return cls(**data)
-
 
 class Job:
     """A job of one identity. Get one from ``Certificate.new_job`` or ``get_job``."""
@@ -211,13 +121,7 @@ class Job:
         if scheduler is not None:
             scheduler.start(self, user=user, cwd=cwd)
             return
-        try:
-            claim = os.open(self.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise JobError(f"job {self.id} was already started: create a new job to run it again", job_id=self.id) from None
-        except FileNotFoundError:
-            raise JobError(f"job {self.id} no longer exists (its directory {self.path} is gone)", job_id=self.id) from None
-        os.close(claim)
+        self._claim_start()
         try:
             context = _run_context(self, user, cwd)
             spec = {**self._load_spec(), **context}
@@ -303,6 +207,16 @@ class Job:
             return None
         except (OSError, ValueError) as err:
             raise JobError(f"job {self.id}: unreadable status {self.path / 'status.json'}: {err}", job_id=self.id) from err
+
+    def _claim_start(self) -> None:
+        """Win the one start of this job (O_EXCL), whichever backend runs it."""
+        try:
+            claim = os.open(self.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise JobError(f"job {self.id} was already started: create a new job to run it again", job_id=self.id) from None
+        except FileNotFoundError:
+            raise JobError(f"job {self.id} no longer exists (its directory {self.path} is gone)", job_id=self.id) from None
+        os.close(claim)
 
     def _record(self) -> dict[str, Any]:
         try:

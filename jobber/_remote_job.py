@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
-from jobber._job import JobStatus
+from jobber._status import JobStatus
 from jobber._limits import Limits
 
 if TYPE_CHECKING:

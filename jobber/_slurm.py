@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._job import FINAL_STATES, Job, JobStatus, _run_context
+from jobber._job import Job, _run_context
+from jobber._status import FINAL_STATES, JobStatus
 from jobber._limits import Limits, format_size
 from jobber._slurm_query import (
     _FINAL,
@@ -148,13 +149,7 @@ def start(job: Job, user: str | None = None, cwd: str | None = None) -> None:
     _check_user(job, user)
     sbatch = _tool("sbatch")
     files = _files_dir(job)
-    try:
-        claim = os.open(job.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise JobError(f"job {job.id} was already started: create a new job to run it again", job_id=job.id) from None
-    except FileNotFoundError:
-        raise JobError(f"job {job.id} no longer exists (its directory {job.path} is gone)", job_id=job.id) from None
-    os.close(claim)
+    job._claim_start()
     try:
         context = _run_context(job, None, cwd)
         spec = {**job._load_spec(), **context, "slurm_files": str(files)}

@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._job import Job, JobStatus, _when
+from jobber._job import Job
+from jobber._status import JobStatus, _when
 from jobber._limits import Limits
 
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._errors import JobberError
-from jobber._job import JobStatus
+from jobber._status import JobStatus
 from jobber._limits import Limits, format_size
 
 __all__ = ["main", "build_parser", "exit_code_of"]

@@ -1,0 +1,100 @@
+"""What a job is doing, or how it ended: ``JobStatus``, the same for every backend."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from jobber._limits import Limits, format_size
+
+__all__ = ["JobStatus", "STATES", "FINAL_STATES"]
+
+STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out")
+FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
+
+
+def _when(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a job is doing, or how it ended.
+
+    Attributes:
+        state: one of "created", "pending", "running", "exited", "failed", "stopped",
+            "oom-killed", "timed-out".
+        exit_code: the exit code once ended normally (None if killed by a signal).
+        signal: the signal that ended the main process, if one did.
+        oom_killed: the kernel's OOM killer struck inside the job's cgroup.
+        started_at / ended_at: UTC datetimes.
+        peak_memory_bytes: the most memory the job used (its cgroup's high-water mark).
+        cpu_seconds: CPU time used by every process of the job.
+        memory_bytes: memory in use now (running jobs on cgroups only).
+        isolation: "cgroup-v2", "cgroup-v1", "none", or "slurm" (Slurm's own cgroups);
+            isolation_note says what was not enforced, and why when "none".
+        pid: the main process id; note: anything else worth knowing (a start error).
+    """
+
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    isolation: str | None = None
+    isolation_note: str = ""
+    pid: int | None = None
+    note: str = ""
+    backend: str = "local"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def ended(self) -> bool:
+        """True once the state is final."""
+        return self.state in FINAL_STATES
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from start to end (or to now, while running)."""
+        if self.started_at is None:
+            return None
+        end = self.ended_at or datetime.now(timezone.utc)
+        return (end - self.started_at).total_seconds()
+
+    def describe(self) -> str:
+        """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB"."""
+        if self.state == "oom-killed":
+            limit = f" at {format_size(self.limits.memory)}" if self.limits.memory else ""
+            return f"killed: out of memory{limit}"
+        if self.state in ("exited", "failed"):
+            if self.signal:
+                return f"{self.state} (signal {signal.Signals(self.signal).name})"
+            return f"{self.state} (code {self.exit_code})"
+        if self.state == "stopped":
+            return "stopped"
+        return self.state
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (ISO 8601 times), as the CLI and the server print it."""
+        data = asdict(self)
+        data["limits"] = self.limits.to_dict()
+        for key in ("started_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored, for newer servers)."""
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("started_at", "ended_at"):
+            if isinstance(data.get(key), str):
+                data[key] = datetime.fromisoformat(data[key])
+        if isinstance(data.get("limits"), dict):
+            data["limits"] = Limits.from_dict(data["limits"])
+        return cls(**data)
