@@ -12,12 +12,30 @@ from pathlib import Path
 from jobber._errors import JobError
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
 
-__all__ = ["tail", "follow", "CHUNK"]
+__all__ = ["tail", "follow", "tail_view", "check_offset", "CHUNK"]
 
 CHUNK = 256 * 1024
 # The follow loop sleeps on inotify; this only bounds how long a follower takes to notice
 # a supervisor that died without writing its final status (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
+
+
+def check_offset(offset: object) -> None:
+    """Offsets are ints (bool is not): anything else is the caller's mistake, said plainly."""
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise JobError(f"offset must be an int, not {type(offset).__name__}")
+
+
+def tail_view(buf: bytearray | memoryview, offset: int) -> memoryview:
+    """Check ``tail``'s arguments (local and remote alike); returns ``buf`` as bytes to fill."""
+    check_offset(offset)
+    try:
+        view = memoryview(buf).cast("B")
+    except TypeError as err:
+        raise JobError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from err
+    if view.readonly:
+        raise JobError("buf is read-only: pass a bytearray or a writable memoryview")
+    return view
 
 
 def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
@@ -29,14 +47,7 @@ def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
     Raises:
         JobError: ``buf`` is not a writable buffer or ``offset`` is not an int.
     """
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise JobError(f"offset must be an int, not {type(offset).__name__}")
-    try:
-        view = memoryview(buf).cast("B")
-    except TypeError as err:
-        raise JobError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from err
-    if view.readonly:
-        raise JobError("buf is read-only: pass a bytearray or a writable memoryview")
+    view = tail_view(buf, offset)
     try:
         fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -62,8 +73,7 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
     Yields:
         Chunks of at most ``CHUNK`` bytes, untouched.
     """
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise JobError(f"offset must be an int, not {type(offset).__name__}")
+    check_offset(offset)
     with Inotify() as inotify:
         # Watch the directory before the first read, so no write between the read and
         # the wait goes unnoticed: events on the log and on status.json both land here.

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
 from jobber._status import JobStatus
 from jobber._limits import Limits
+from jobber._logs import check_offset, tail_view
 
 if TYPE_CHECKING:
     from jobber._client import RemoteSession
@@ -120,14 +121,7 @@ class RemoteJob:
         Returns:
             The number of bytes copied.
         """
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise JobError(f"offset must be an int, not {type(offset).__name__}")
-        try:
-            view = memoryview(buf).cast("B")
-        except TypeError as err:
-            raise JobError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from err
-        if view.readonly:
-            raise JobError("buf is read-only: pass a bytearray or a writable memoryview")
+        view = tail_view(buf, offset)
         copied = 0
         query: dict[str, int] = {"tail": -offset} if offset < 0 else {"offset": offset}
         while copied < len(view):
@@ -159,8 +153,7 @@ class RemoteJob:
         Raises:
             JobNotFound: no such job. JobberError: the server stayed away.
         """
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise JobError(f"offset must be an int, not {type(offset).__name__}")
+        check_offset(offset)
         if heartbeat is None:
             return self._follow(offset)
         return self._follow_with_heartbeat(offset, heartbeat)
