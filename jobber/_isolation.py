@@ -115,19 +115,20 @@ def _translate(backend: ModuleType, job_id: int, err: OSError) -> JobError:
 
 def _remove_quietly(backend: ModuleType, owner: str, job_id: int) -> None:
     """Undo a half-made cgroup: rmdir whatever exists of it."""
+    tail = os.path.join("jobber", owner, str(job_id))
     try:
         if backend is _cgroup_v1:
-            for mountpoint in set(_cgroup_v1.mounts().values()):
-                controller = next(c for c, m in _cgroup_v1.mounts().items() if m == mountpoint)
-                path = os.path.join(_cgroup_v1._base_dir(mountpoint, controller), "jobber", owner, str(job_id))
-                if os.path.isdir(path):
-                    os.rmdir(path)
-        elif backend is _cgroup_v2:
-            path = os.path.join(_cgroup_v2.anchor(), "jobber", owner, str(job_id))
-            if os.path.isdir(path):
-                os.rmdir(path)
-    except (OSError, StopIteration):
-        pass
+            paths = {os.path.join(_cgroup_v1._base_dir(mount, controller), tail)
+                     for controller, mount in _cgroup_v1.mounts().items()}
+        else:
+            paths = {os.path.join(_cgroup_v2.anchor(), tail)}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def open_cgroup(record: dict[str, Any], pid: int | None = None) -> Any:

@@ -177,3 +177,25 @@ class TestUnconfinedHost:
         while os.path.exists(f"/proc/{escapee}") and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not os.path.exists(f"/proc/{escapee}")
+
+
+@pytest.mark.skipif(BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {REASON}")
+class TestSetupFailure:
+    def test_a_refused_limit_is_a_job_error_and_leaves_no_cgroup(self, store, monkeypatch):
+        real_write = _cgroupfs.write
+
+        def refuse_memory(path: str, value: str) -> None:
+            if path.endswith(("memory.limit_in_bytes", "memory.max")):
+                raise OSError(22, "Invalid argument", path)  # as the kernel answers a bad value
+            real_write(path, value)
+
+        monkeypatch.setattr(_cgroupfs, "write", refuse_memory)
+        job = store.new_job("true", Limits(memory="64M"))
+        with pytest.raises(JobError, match=r"cannot set up the cgroup of job 1: Invalid argument at .*memory"):
+            job.start()
+        leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"jobber/{store.owner}/*") if p.is_dir()]
+        assert leftovers == []
+        assert job.status().state == "created"
+        monkeypatch.setattr(_cgroupfs, "write", real_write)
+        job.start()  # fixed: the same job starts now
+        assert job.wait(30).state == "exited"
