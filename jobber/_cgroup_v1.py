@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import TYPE_CHECKING, Any
 
 from jobber import _cgroupfs as fs
 
+# typing costs ~15 ms to import and the supervisor's finishing half imports these modules
+# on every job's end (stop latency): annotations only, so a constant stands in for it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobber._limits import Limits
 
 NAME = "cgroup-v1"

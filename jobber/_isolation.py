@@ -12,11 +12,17 @@ from __future__ import annotations
 import errno
 import os
 from types import ModuleType
-from typing import Any
 
 from jobber import _cgroup_v1, _cgroup_v2, _unconfined
 from jobber._errors import JobError
-from jobber._limits import Limits
+
+# typing and _limits cost ~15 ms to import and the supervisor's finishing half imports this module
+# on every job's end (stop latency): annotations only, so a constant stands in for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jobber._limits import Limits
 
 __all__ = ["choose", "prepare", "open_cgroup", "BACKENDS"]
 
