@@ -19,8 +19,8 @@ from pathlib import Path
 
 from _table import pct, print_table, row
 
-from jobber._isolation import choose
-from jobber._storage import JobStore
+from jobber._backends.local.isolation import choose
+from jobber._jobs.store import JobStore
 
 
 def fresh_store() -> JobStore:
@@ -106,7 +106,7 @@ def bench_follow_throughput(store: JobStore, size: int = 1 << 30) -> None:
     subprocess.run(["cat", str(job.log_path)], stdout=subprocess.DEVNULL, check=True)
     cat_rate = size / (time.perf_counter() - t0) / 1e6
     code = (
-        "import resource,sys,time; from jobber._storage import JobStore\n"
+        "import resource,sys,time; from jobber._jobs.store import JobStore\n"
         f"job = JobStore({store.owner!r}).get_job({job.id}); t = time.perf_counter(); n = 0\n"
         "for c in job.follow(): n += len(c)\n"
         "print(n / (time.perf_counter() - t) / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"

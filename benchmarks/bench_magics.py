@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jupyter_client import KernelManager
 
-from jobber._demo_certs import init_demo
+from jobber._certificates.demo import init_demo
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from _table import pct, print_table, row
 
 import jobber
-from jobber._demo_certs import init_demo
-from jobber._isolation import choose
-from jobber._storage import JobStore
+from jobber._certificates.demo import init_demo
+from jobber._backends.local.isolation import choose
+from jobber._jobs.store import JobStore
 
 
 class Server:

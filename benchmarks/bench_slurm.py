@@ -31,7 +31,7 @@ import time
 
 from _table import pct
 
-from jobber._storage import JobStore
+from jobber._jobs.store import JobStore
 
 COMMAND = "sleep 60"
 POLL_S = 0.01

@@ -12,8 +12,8 @@ See DESIGN.md for the layers and the storage layout.
 
 from jobber._certificates import Certificate, get_client_certificates
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
-from jobber._job import Job
-from jobber._status import JobStatus
+from jobber._jobs.job import Job
+from jobber._jobs.status import JobStatus
 from jobber._limits import Limits
 
 __version__ = "0.1.0"
@@ -52,6 +52,6 @@ def connect(url: str, *, cert: str, key: str, ca: str | None = None, timeout: fl
     Raises:
         JobberError: the server is unreachable or refuses the certificate.
     """
-    from jobber._client import RemoteSession
+    from jobber._backends.remote.session import RemoteSession
 
     return RemoteSession(url, cert=cert, key=key, ca=ca, timeout=timeout)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._errors import JobberError
-from jobber._status import JobStatus
+from jobber._jobs.status import JobStatus
 from jobber._limits import Limits, format_size
 
 __all__ = ["main", "build_parser", "exit_code_of"]
@@ -272,7 +272,7 @@ def _certs(args: argparse.Namespace) -> int:
         print(cert.hash())
         return 0
     if args.certs_action == "init-demo":
-        from jobber._demo_certs import init_demo
+        from jobber._certificates.demo import init_demo
 
         paths = init_demo(args.directory, force=args.force)
         for name, path in paths.items():
@@ -294,7 +294,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from jobber._server import serve
+    from jobber._server.app import serve
 
     serve(host=args.host, port=args.port, cert=args.server_cert, key=args.server_key,
           root=args.serve_root or args.root, job_user=args.job_user, log_level=args.log_level)

@@ -34,7 +34,7 @@ def load_ipython_extension(ipython: Any) -> None:
         jobber.Certificate: formatter.for_type(jobber.Certificate, certificate_html),
     }
     # By name: the remote client is imported only by %jobber_connect.
-    formatter.for_type_by_name("jobber._remote_job", "RemoteJob", job_html)
+    formatter.for_type_by_name("jobber._backends.remote.backend", "RemoteJob", job_html)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -47,7 +47,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             manager.magics[kind].pop(name, None)
     magics = manager.registry.pop(JobberMagics.__name__, None)
     formatter = ipython.display_formatter.formatters[_HTML]
-    formatter.pop("jobber._remote_job.RemoteJob", None)
+    formatter.pop("jobber._backends.remote.backend.RemoteJob", None)
     for cls, previous in getattr(magics, "replaced_formatters", {}).items():
         formatter.pop(cls, None)
         if previous is not None:

@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and h
 from serve_for_notebooks import ServerProcess, TestPki  # noqa: E402
 
 from jobber import Certificate  # noqa: E402
-from jobber._demo_certs import init_demo  # noqa: E402
-from jobber._storage import JobStore  # noqa: E402
+from jobber._certificates.demo import init_demo  # noqa: E402
+from jobber._jobs.store import JobStore  # noqa: E402
 
 
 def pytest_report_header(config):
-    from jobber._isolation import choose, detect
+    from jobber._backends.local.isolation import choose, detect
 
     backend, reason = choose()
     return f"jobber isolation: host layout {detect()}, jobs use {backend.NAME}" + (f" ({reason})" if reason else "")

@@ -1,4 +1,4 @@
-"""Tests for jobber._certificates and jobber._demo_certs.
+"""Tests for jobber._certificates and jobber._certificates.demo.
 
 TestOpenSSLAgreement is the contract with the TLS layer: for every certificate of the
 test set, Certificate.from_pem, `openssl verify -purpose sslclient` and a real TLS 1.3
@@ -48,7 +48,7 @@ from jobber._certificates import (
     default_root,
     get_client_certificates,
 )
-from jobber._demo_certs import DEMO_FILES, init_demo
+from jobber._certificates.demo import DEMO_FILES, init_demo
 from jobber._errors import CertificateError, JobberError
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
@@ -1127,7 +1127,7 @@ class TestCertificate:
             def __getattr__(self, name):
                 return lambda *args: calls.append((name, *args)) or name
 
-        monkeypatch.setitem(sys.modules, "jobber._storage",
+        monkeypatch.setitem(sys.modules, "jobber._jobs.store",
                             types.SimpleNamespace(JobStore=JobStore))
         cert = Certificate(alice.cert)
         assert cert.get_jobs() == "get_jobs"

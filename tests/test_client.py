@@ -21,7 +21,7 @@ from serve_for_notebooks import ServerProcess
 
 import jobber
 from jobber import Certificate, CertificateError, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
-from jobber._client import RemoteJob, RemoteSession
+from jobber._backends.remote.session import RemoteJob, RemoteSession
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from jobber import JobError, Limits
-from jobber import _cgroup_v1, _cgroup_v2, _cgroupfs
-from jobber._isolation import choose, detect
+from jobber._backends.local import cgroup_v1 as _cgroup_v1
+from jobber._backends.local import cgroup_v2 as _cgroup_v2
+from jobber._backends.local import cgroupfs as _cgroupfs
+from jobber._backends.local.isolation import choose, detect
 
 BACKEND, REASON = choose()
 on_v1 = pytest.mark.skipif(BACKEND.NAME != "cgroup-v1", reason=f"jobs here use {BACKEND.NAME}, not cgroup v1")

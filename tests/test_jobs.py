@@ -20,8 +20,8 @@ import pytest
 from polling import wait_for
 
 from jobber import JobError, Limits
-from jobber._isolation import choose
-from jobber._storage import JobStore
+from jobber._backends.local.isolation import choose
+from jobber._jobs.store import JobStore
 
 BACKEND, UNCONFINED_REASON = choose()
 ISOLATION = BACKEND.NAME
@@ -33,7 +33,7 @@ needs_cgroup = pytest.mark.skipif(
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def launcher(request, monkeypatch):
     """Every test runs with both supervisors: the compiled launcher and the Python one."""
-    from jobber import _launcher
+    from jobber._backends.local import launcher as _launcher
 
     if request.param == "python":
         monkeypatch.setenv("JOBBER_LAUNCHER", "python")
@@ -92,7 +92,7 @@ class TestStart:
         again = JobStore(store.owner).get_job(job.id)
         assert again.status().exit_code == 4
         out = subprocess.run(
-            [sys.executable, "-c", f"from jobber._storage import JobStore; print(JobStore({store.owner!r}).get_job({job.id}).status().state)"],
+            [sys.executable, "-c", f"from jobber._jobs.store import JobStore; print(JobStore({store.owner!r}).get_job({job.id}).status().state)"],
             capture_output=True, text=True, check=True,
         )
         assert out.stdout.strip() == "failed"
@@ -108,7 +108,7 @@ class TestStart:
     def test_job_outlives_a_killed_starter(self, store):
         starter = subprocess.Popen(
             [sys.executable, "-c",
-             "import sys; from jobber._storage import JobStore\n"
+             "import sys; from jobber._jobs.store import JobStore\n"
              f"job = JobStore({store.owner!r}).new_job('sleep 1; exit 7'); job.start()\n"
              "print(job.id, flush=True); sys.stdin.read()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -11,13 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from test_slurm import UNREACHABLE as SLURM_UNREACHABLE
+from slurm_cluster import UNREACHABLE as SLURM_UNREACHABLE
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from jobber import Certificate, CertificateError, Job, JobNotFound, LimitError, Limits
-from jobber._demo_certs import init_demo
+from jobber._certificates.demo import init_demo
 from jobber_magics._display import IdentityView, JobList
 from jobber_magics._widget import JobWidget
 

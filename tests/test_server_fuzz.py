@@ -34,7 +34,7 @@ from schemathesis.checks import (
 from serve_for_notebooks import Api
 
 from jobber import __version__
-from jobber._openapi import openapi_document
+from jobber._server.openapi import openapi_document
 
 EXAMPLES_PER_OPERATION = 40
 _BLOCKING_TIMEOUT_S = 0.5

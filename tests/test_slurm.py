@@ -20,28 +20,15 @@ from pathlib import Path
 import polling
 import pytest
 
-from jobber import JobError, Limits, _slurm
-from jobber._storage import JobStore
+from jobber import JobError, Limits
+from jobber._backends.slurm import backend as _slurm
+from jobber._backends.slurm import query as _slurm_query
+from slurm_cluster import UNREACHABLE
+from jobber._jobs.store import JobStore
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def slurm_unreachable() -> str | None:
-    """Why no job can run on Slurm here, or None when a node is ready."""
-    if shutil.which("sinfo") is None:
-        return "Slurm is not reachable here: `sinfo` not found (run .ci/slurm_up.sh)"
-    try:
-        # A live controller answers in milliseconds; a dead one makes sinfo retry for ~10 s.
-        answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=3, check=False)
-    except subprocess.TimeoutExpired:
-        return "Slurm is not reachable here: no idle node (`sinfo` did not answer within 3 s: is slurmctld down?)"
-    if not {"idle", "mixed"} & set(answer.stdout.split()):
-        said = (answer.stdout + answer.stderr).strip() or "nothing"
-        return f"Slurm is not reachable here: no idle node (sinfo says {said}; run .ci/slurm_up.sh)"
-    return None
-
-
-UNREACHABLE = slurm_unreachable()
 needs_slurm = [pytest.mark.slurm, pytest.mark.skipif(UNREACHABLE is not None, reason=UNREACHABLE or "")]
 
 
@@ -180,19 +167,19 @@ class TestStateMapping:
     ])
     def test_final_states(self, store, slurm_state, exit_code, expected):
         job = store.new_job("true", backend="slurm")
-        info = _slurm._fields(f"JobId=7 JobName=jobber-1 JobState={slurm_state} Reason=None "
+        info = _slurm_query._fields(f"JobId=7 JobName=jobber-1 JobState={slurm_state} Reason=None "
                               f"ExitCode={exit_code} TimeLimit=00:01:00 Command=/a b/c=d")
-        outcome = _slurm._outcome(job, "7", slurm_state, info)
+        outcome = _slurm_query._outcome(job, "7", slurm_state, info)
         record = {**outcome, "started_at": 1.0, "ended_at": 2.0}
-        status = _slurm._from_record(record, Limits())
+        status = _slurm_query._from_record(record, Limits())
         assert (status.state, status.exit_code, status.signal, status.oom_killed, status.describe()) == expected
 
     def test_a_time_out_says_which_limit(self, store):
         job = store.new_job("true", backend="slurm")
         # scontrol's forms, then the job completion log's (minutes)
         for limit, shown in (("00:01:00", "0:01:00"), ("1-02:00:00", "1-02:00:00"), ("1", "0:01:00"), ("1500", "1-01:00:00")):
-            info = _slurm._fields(f"JobState=TIMEOUT ExitCode=0:0 TimeLimit={limit}")
-            assert _slurm._outcome(job, "7", "TIMEOUT", info)["note"] == f"time limit {shown} reached (Slurm job 7)"
+            info = _slurm_query._fields(f"JobState=TIMEOUT ExitCode=0:0 TimeLimit={limit}")
+            assert _slurm_query._outcome(job, "7", "TIMEOUT", info)["note"] == f"time limit {shown} reached (Slurm job 7)"
 
 
 class TestRun:

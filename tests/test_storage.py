@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jobber import CertificateError, JobError, JobNotFound, Limits
-from jobber._storage import JobStore, ensure_private_dir, jobs_dir
+from jobber._jobs.store import JobStore, ensure_private_dir, jobs_dir
 
 
 def _owner(name: str) -> str:
@@ -67,7 +67,7 @@ class TestJobIds:
     def test_two_hundred_concurrent_threads_and_processes_get_distinct_ids(self, jobs_dir):
         owner = _owner("concurrent")
         code = (
-            "import sys, threading; from jobber._storage import JobStore\n"
+            "import sys, threading; from jobber._jobs.store import JobStore\n"
             f"store = JobStore({owner!r}); ids = []\n"
             "ts = [threading.Thread(target=lambda: ids.append(store.generate_job_id())) for _ in range(25)]\n"
             "[t.start() for t in ts]; [t.join() for t in ts]; print(*ids)"

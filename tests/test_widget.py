@@ -14,7 +14,7 @@ import pytest
 from polling import wait_for
 
 from jobber import JobStatus, Limits
-from jobber._isolation import choose
+from jobber._backends.local.isolation import choose
 from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import JobList, format_elapsed, job_html, log_html, status_html
 from jobber_magics._loglines import LogLines

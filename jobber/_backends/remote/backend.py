@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
-from jobber._status import JobStatus
+from jobber._jobs.status import JobStatus
 from jobber._limits import Limits
-from jobber._logs import check_offset, tail_view
+from jobber._jobs.logs import check_offset, tail_view
 
 if TYPE_CHECKING:
-    from jobber._client import RemoteSession
+    from jobber._backends.remote.session import RemoteSession
 
 __all__ = ["RemoteJob"]
 

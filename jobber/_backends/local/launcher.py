@@ -1,9 +1,9 @@
-"""Finding the compiled launcher (``_launcher.c``), building it on first use.
+"""Finding the compiled launcher (``launcher.c``), building it on first use.
 
 The launcher is the resident half of each job's supervisor. It is built with the system C
 compiler into a private per-user cache, keyed by the source's hash, so upgrades rebuild
 it. Without a compiler (or with ``JOBBER_LAUNCHER=python``) jobs are supervised by
-``_supervisor.py --launch`` instead: the same behaviour, ~40 ms slower to start and
+``supervisor.py --launch`` instead: the same behaviour, ~40 ms slower to start and
 ~6 MB per running job.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 __all__ = ["launcher_command"]
 
-_SOURCE = Path(__file__).with_name("_launcher.c")
-_SUPERVISOR = str(Path(__file__).with_name("_supervisor.py"))
+_SOURCE = Path(__file__).with_name("launcher.c")
+_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 _lock = threading.Lock()
 _cached: list[str] | None = None
 
@@ -74,7 +74,7 @@ def launcher_command(job_dir: str) -> list[str]:
     """The command that starts the resident half of a job's supervisor.
 
     Its options (``--join``, ``--env``, ``--`` COMMAND...) follow; the C launcher and
-    ``_supervisor.py --launch`` take the same ones.
+    ``supervisor.py --launch`` take the same ones.
     """
     global _cached
     with _lock:
@@ -96,5 +96,5 @@ def reset() -> None:
 
 
 if __name__ == "__main__":
-    # `python -m jobber._launcher`: build now (make does, so the first job starts fast).
+    # `python -m jobber._backends.local.launcher`: build now (make does, so the first job starts fast).
     print(launcher_command("JOB_DIR")[0])

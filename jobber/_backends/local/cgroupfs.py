@@ -1,7 +1,7 @@
 """Small cgroupfs primitives shared by the cgroup v1 and v2 backends.
 
 Standard library only: the supervisor imports this module without importing the rest of
-jobber (see ``_supervisor.py``). Errors are left as ``OSError``; ``_isolation`` translates
+jobber (see ``supervisor.py``). Errors are left as ``OSError``; ``isolation`` translates
 them into ``JobError`` at one boundary.
 """
 

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from jobber._errors import CertificateError
 
 if TYPE_CHECKING:
-    from jobber._chain import Facts
+    from jobber._certificates.chain import Facts
 
 NameKey = tuple[frozenset[tuple[str, object]], ...]  # a name as X509_NAME_cmp sees it
 _SPACE = re.compile(r"[ \t\n\v\f\r]+")

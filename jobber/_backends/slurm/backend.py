@@ -1,6 +1,6 @@
 """Jobs on a Slurm cluster: ``sbatch`` starts them, Slurm confines them, jobber watches.
 
-`jobber._job.Job` delegates here when a job's ``options["backend"]`` is "slurm", through
+`jobber._jobs.job.Job` delegates here when a job's ``options["backend"]`` is "slurm", through
 the private interface every scheduler backend offers::
 
     start(job, user=None, cwd=None) -> None
@@ -23,7 +23,7 @@ On a real cluster the job runs on another machine, which writes the log: set
 compute nodes share with this host. The script and the log then live in
 ``<that dir>/<owner>/<job id>/`` and ``log`` in the job directory is a symlink to the log.
 
-What Slurm answers is read, and mapped to jobber's states, in `jobber._slurm_query`.
+What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.slurm.query`.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._job import Job, _run_context
-from jobber._status import FINAL_STATES, JobStatus
+from jobber._jobs.job import Job, _run_context
+from jobber._jobs.status import FINAL_STATES, JobStatus
 from jobber._limits import Limits, format_size
-from jobber._slurm_query import (
+from jobber._backends.slurm.query import (
     _FINAL,
     _PENDING,
     _ask_slurm,
@@ -56,7 +56,7 @@ from jobber._slurm_query import (
     _slurm_message,
     _tool,
 )
-from jobber._storage import ensure_private_dir, write_atomic
+from jobber._jobs.store import ensure_private_dir, write_atomic
 
 __all__ = ["PASS_THROUGH", "sbatch_arguments", "start", "status", "stop", "validate_options"]
 

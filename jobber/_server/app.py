@@ -32,8 +32,8 @@ from aiohttp import web
 
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
-from jobber._openapi import MAX_BODY_BYTES
-from jobber._server_tls import (
+from jobber._server.openapi import MAX_BODY_BYTES
+from jobber._server.tls import (
     Identity,
     Verdicts,
     make_ssl_context,
@@ -41,7 +41,7 @@ from jobber._server_tls import (
     send_tls_alerts,
     unverified_identity,
 )
-from jobber._server_watch import WatchHub
+from jobber._server.watch import WatchHub
 
 __all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError", "public_message"]
 
@@ -230,7 +230,7 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     Raises:
         JobberError: the job user is unusable.
     """
-    from jobber._server_api import add_routes
+    from jobber._server.routes import add_routes
 
     user, label = resolve_job_user(job_user)
     home = os.path.expanduser("~")
@@ -325,7 +325,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
     sock = _listen(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    from jobber._storage import jobs_dir
+    from jobber._jobs.store import jobs_dir
 
     banner = (f"jobber server: listening on https://{shown}:{bound[1]}/ (TLS 1.3, client certificates "
               f"checked against {root_path / 'pool'}; jobs run as {config.job_user_label}, stored in {jobs_dir()})")

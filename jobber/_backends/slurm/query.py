@@ -1,6 +1,6 @@
 """What Slurm says about a job and its cluster, read and mapped to jobber's states.
 
-Apart from submission (`jobber._slurm`) because reading another program's output is a job
+Apart from submission (`jobber._backends.slurm.backend`) because reading another program's output is a job
 of its own: ``scontrol show job`` while the controller remembers the job, then the job
 completion log (``sacct -c``, JobCompType=jobcomp/filetxt, which needs no slurmdbd), both
 with ``SLURM_TIME_FORMAT=%s`` (epoch seconds); ``scontrol show config`` for what the
@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._job import Job
-from jobber._status import JobStatus, _when
+from jobber._jobs.job import Job
+from jobber._jobs.status import JobStatus, _when
 from jobber._limits import Limits
 
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")

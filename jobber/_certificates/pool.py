@@ -20,8 +20,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from jobber._chain import Facts
-from jobber._x509_names import NameKey
+from jobber._certificates.chain import Facts
+from jobber._certificates.names import NameKey
 from jobber._errors import CertificateError
 
 MAX_PEM_BYTES = 1 << 20

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from jobber import _cgroupfs as fs
+from jobber._backends.local import cgroupfs as fs
 
 # typing costs ~15 ms to import and the supervisor's finishing half imports these modules
 # on every job's end (stop latency): annotations only, so a constant stands in for it.

@@ -29,8 +29,8 @@ from urllib.parse import urlencode, urlsplit
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._limits import Limits
-from jobber._remote_job import RemoteJob
-from jobber._storage import validate_job_id
+from jobber._backends.remote.backend import RemoteJob
+from jobber._jobs.store import validate_job_id
 
 __all__ = ["RemoteSession", "RemoteJob"]
 

@@ -33,10 +33,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from cryptography.x509.oid import SignatureAlgorithmOID as _S
 
 from jobber._errors import CertificateError
-from jobber._x509_names import canonical_name as _canonical_name, check_name_constraints
+from jobber._certificates.names import canonical_name as _canonical_name, check_name_constraints
 
 if TYPE_CHECKING:  # for annotations only: at run time _pool imports this module
-    from jobber._pool import Pool
+    from jobber._certificates.pool import Pool
 
 _MAX_DEPTH = 100  # OpenSSL's default verify depth
 

@@ -25,12 +25,12 @@ from aiohttp import web
 
 from jobber import __version__
 from jobber._errors import JobError, JobNotFound, LimitError
-from jobber._job import Job
+from jobber._jobs.job import Job
 from jobber._limits import Limits
-from jobber._openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
-from jobber._server import CONFIG, HUB, ApiError, public_message
-from jobber._server_watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
-from jobber._storage import JobStore, jobs_dir
+from jobber._server.openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
+from jobber._server.app import CONFIG, HUB, ApiError, public_message
+from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
+from jobber._jobs.store import JobStore, jobs_dir
 
 __all__ = ["add_routes"]
 

@@ -21,7 +21,7 @@ from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._limits import Limits
 
 if TYPE_CHECKING:
-    from jobber._job import Job
+    from jobber._jobs.job import Job
 
 __all__ = ["JobStore", "jobs_dir", "ensure_private_dir", "write_atomic"]
 
@@ -201,7 +201,7 @@ class JobStore:
         Raises:
             JobError: the command is empty or not text, or the directory cannot be made.
         """
-        from jobber._job import Job
+        from jobber._jobs.job import Job
 
         if not isinstance(command, str) or not command.strip():
             raise JobError("the command is empty: give the shell command the job should run")
@@ -216,7 +216,7 @@ class JobStore:
             names = ", ".join(sorted(set(options) - {"backend"}))
             raise JobError(f"{names}: only Slurm jobs take these; choose the Slurm backend (--backend slurm, backend=\"slurm\")")
         if backend == "slurm":
-            from jobber._slurm import validate_options
+            from jobber._backends.slurm.backend import validate_options
 
             validate_options(options)  # refuse bad Slurm options now, not at start()
         job_id = self.generate_job_id()
@@ -231,7 +231,7 @@ class JobStore:
         Raises:
             JobNotFound: this identity has no such job (another identity's look the same).
         """
-        from jobber._job import Job
+        from jobber._jobs.job import Job
 
         job_id = validate_job_id(job_id)
         path = self.path / str(job_id)
@@ -241,7 +241,7 @@ class JobStore:
 
     def get_jobs(self) -> list[Job]:
         """Every job of this identity, sorted by id (files are read lazily)."""
-        from jobber._job import Job
+        from jobber._jobs.job import Job
 
         try:
             names = os.listdir(self.path)

@@ -1,14 +1,14 @@
 """The supervisor: starts a job, waits for it, records its outcome.
 
 Two halves. The resident half starts the job and waits: normally the compiled launcher
-(``_launcher.c``: ~1 ms to start, ~0.1 MB per running job), or, without a C compiler,
-this file run as ``_supervisor.py --launch ...`` with the same options. Either forks once
+(``launcher.c``: ~1 ms to start, ~0.1 MB per running job), or, without a C compiler,
+this file run as ``supervisor.py --launch ...`` with the same options. Either forks once
 more and lets its first process exit, so the supervisor is nobody's child: killing the
 Jupyter kernel that started a job (even with SIGKILL) neither signals nor orphans it.
 The resident half is single-threaded, so running code in the forked child before exec is
 safe (unlike ``preexec_fn`` in a kernel, which has threads).
 
-The finishing half, ``_supervisor.py --finish JOB_DIR ...``, runs once the job's main
+The finishing half, ``supervisor.py --finish JOB_DIR ...``, runs once the job's main
 process has ended: it kills leftovers, reads the cgroup's totals, removes the cgroup and
 writes the outcome to status.json atomically.
 
@@ -27,12 +27,16 @@ import time
 import types
 
 if __name__ == "__main__":
-    # Make `jobber.<module>` importable without running jobber/__init__.py.
-    _package = types.ModuleType("jobber")
-    _package.__path__ = [os.path.dirname(os.path.abspath(__file__))]
-    sys.modules["jobber"] = _package
+    # Make the island importable without running any package __init__ above it
+    # (jobber/__init__.py loads cryptography): interpreter start-up is what stop costs.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    for _name, _dir in (("jobber", os.path.dirname(os.path.dirname(_here))),
+                        ("jobber._backends", os.path.dirname(_here)), ("jobber._backends.local", _here)):
+        _package = types.ModuleType(_name)
+        _package.__path__ = [_dir]
+        sys.modules[_name] = _package
 
-from jobber._isolation import open_cgroup  # noqa: E402
+from jobber._backends.local.isolation import open_cgroup  # noqa: E402
 
 
 def process_start_time(pid: int | str) -> int | None:

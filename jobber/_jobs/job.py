@@ -23,16 +23,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobber import _isolation, _logs
+from jobber._backends.local import isolation as _isolation
+from jobber._jobs import logs as _logs
 from jobber._errors import JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
-from jobber._launcher import launcher_command
+from jobber._backends.local.launcher import launcher_command
 from jobber._limits import Limits
-from jobber._status import FINAL_STATES, STATES, JobStatus, _when  # noqa: F401 - re-exported
-from jobber._storage import write_atomic
+from jobber._jobs.status import FINAL_STATES, STATES, JobStatus, _when  # noqa: F401 - re-exported
+from jobber._jobs.store import write_atomic
 
 if TYPE_CHECKING:
-    from jobber._storage import JobStore
+    from jobber._jobs.store import JobStore
 
 __all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES"]
 
@@ -93,7 +94,7 @@ class Job:
         """The module running this job when it is not local (Slurm), else None."""
         if self.backend == "local":
             return None
-        from jobber import _slurm
+        from jobber._backends.slurm import backend as _slurm
 
         return _slurm
 
@@ -350,6 +351,6 @@ def _alive(pid: int | None, start_time: int | None) -> bool:
     """Is the process still the one we recorded (same pid, same start time)?"""
     if not pid:
         return False
-    from jobber._supervisor import process_start_time
+    from jobber._backends.local.supervisor import process_start_time
 
     return process_start_time(pid) == start_time if start_time is not None else os.path.exists(f"/proc/{pid}")

@@ -13,7 +13,9 @@ import errno
 import os
 from types import ModuleType
 
-from jobber import _cgroup_v1, _cgroup_v2, _unconfined
+from jobber._backends.local import cgroup_v1 as _cgroup_v1
+from jobber._backends.local import cgroup_v2 as _cgroup_v2
+from jobber._backends.local import unconfined as _unconfined
 from jobber._errors import JobError
 
 # typing and _limits cost ~15 ms to import and the supervisor's finishing half imports this module

@@ -4,8 +4,8 @@ The pool is ``<root>/pool/*.pem``. ``Certificate.from_pem`` accepts a certificat
 when the server's TLS handshake would (``ssl.SSLContext(PROTOCOL_TLS_SERVER)`` with the
 pool as ``cafile`` and ``CERT_REQUIRED``), so one identity works locally and remotely.
 
-The work is done below this module: ``jobber._pool`` reads PEM input and the pool (and
-caches it), ``jobber._chain`` builds and checks the chain as OpenSSL does. Those two are
+The work is done below this module: ``jobber._certificates.pool`` reads PEM input and the pool (and
+caches it), ``jobber._certificates.chain`` builds and checks the chain as OpenSSL does. Those two are
 where cryptography's parse and signature errors become ``CertificateError``.
 """
 
@@ -22,14 +22,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from jobber._chain import Facts, verify, when
+from jobber._certificates.chain import Facts, verify, when
 from jobber._errors import CertificateError
-from jobber._pool import MAX_PEM_BYTES, Pool, load_pool, parse_input, pem_bytes, read_file
-from jobber._pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
+from jobber._certificates.pool import MAX_PEM_BYTES, Pool, load_pool, parse_input, pem_bytes, read_file
+from jobber._certificates.pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
 
 if TYPE_CHECKING:
     from jobber import Job, Limits
-    from jobber._storage import JobStore
+    from jobber._jobs.store import JobStore
 
 __all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates"]
 
@@ -189,8 +189,8 @@ class Certificate:
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         return _certificate_from_der, (self._der,)  # x509.Certificate does not pickle
 
-    def _store(self) -> JobStore:  # imported late: jobber._storage sits below this module
-        from jobber._storage import JobStore
+    def _store(self) -> JobStore:  # imported late: jobber._jobs.store sits below this module
+        from jobber._jobs.store import JobStore
 
         return JobStore(self.hash())
 

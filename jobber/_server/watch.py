@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
-from jobber._job import Job
-from jobber._status import JobStatus
+from jobber._jobs.job import Job
+from jobber._jobs.status import JobStatus
 
 __all__ = ["WatchHub", "ServerClosing", "follow_log", "wait_for_end", "resolve_offset", "FOLLOW_CHUNK"]
 

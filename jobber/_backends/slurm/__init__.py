@@ -1,0 +1,4 @@
+"""The Slurm backend: ``sbatch`` starts a job, Slurm confines it, jobber watches it.
+
+``backend.py`` submits, stops and maps states; ``query.py`` reads what Slurm answers.
+"""

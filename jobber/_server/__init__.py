@@ -1,0 +1,6 @@
+"""``jobber serve``: the HTTPS API (TLS 1.3, client certificates) over the same library.
+
+``app.py`` builds and runs the aiohttp application, ``tls.py`` the TLS context and the
+per-connection identity, ``routes.py`` the /v1 endpoints, ``watch.py`` the shared inotify
+behind every follow, ``openapi.py`` the API's document and bounds.
+"""
