@@ -7,6 +7,7 @@ bare ``subprocess.Popen`` for start, ``tail -F`` and ``cat`` for logs, ``killpg`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import statistics
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from _table import pct, print_table, row
 
-from jobber._backends.local.isolation import choose
+from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
 
 
@@ -131,7 +132,7 @@ def bench_overhead(store: JobStore, count: int = 200) -> None:
     jobs = [store.new_job("sleep 600") for _ in range(count)]
     for job in jobs:
         job.start()
-    supervisors = [job._read_status()["supervisor_pid"] for job in jobs]
+    supervisors = [json.loads((job.path / "status.json").read_bytes())["supervisor_pid"] for job in jobs]
     sleepers = [job.status().pid for job in jobs]
     ours = sum(_pss_kb(pid) for pid in supervisors) / count / 1024
     base = sum(_pss_kb(pid) for pid in sleepers) / count / 1024
@@ -147,7 +148,7 @@ def bench_stop(store: JobStore, rounds: int = 20) -> None:
     for _ in range(rounds):
         job = store.new_job(tree)
         job.start()
-        while len(job._cgroup(None).pids()) < 10:
+        while len(open_cgroup(json.loads((job.path / "confinement.json").read_bytes())).pids()) < 10:
             time.sleep(0.005)
         t0 = time.perf_counter()
         job.stop(grace=0)

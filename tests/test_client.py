@@ -20,8 +20,9 @@ from conftest import _stop_everything
 from serve_for_notebooks import ServerProcess
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
-from jobber._backends.remote.session import RemoteJob, RemoteSession
+from jobber import Certificate, CertificateError, Job, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
+from jobber._backends.remote.backend import RemoteBackend
+from jobber._backends.remote.session import RemoteSession
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ class TestRemoteSession:
 
     def test_new_job_is_created_not_started(self, session):
         job = session.new_job("echo hi", Limits(memory="64M", cpu=0.5))
-        assert isinstance(job, RemoteJob)
+        assert isinstance(job, Job) and job.backend == "remote"
         assert (job.command, job.limits) == ("echo hi", Limits(memory="64M", cpu=0.5))
         assert job.status().state == "created"
         assert session.get_jobs() == [job]
@@ -181,7 +182,7 @@ class TestRemoteJob:
 
     def test_follow_of_an_unknown_job_raises_at_once(self, session):
         job = session.new_job("true")
-        other = RemoteJob(session, {"id": job.id + 1000, "command": "", "limits": {}})
+        other = Job(RemoteBackend(session, {"id": job.id + 1000, "command": "", "limits": {}}))
         with pytest.raises(JobNotFound):
             next(other.follow())
 

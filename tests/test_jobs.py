@@ -7,6 +7,7 @@ The same file runs on this machine (cgroup v1, as root), inside a pure cgroup v2
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from polling import wait_for
 
 from jobber import JobError, Limits
-from jobber._backends.local.isolation import choose
+from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
 
 BACKEND, UNCONFINED_REASON = choose()
@@ -269,7 +270,7 @@ class TestLimits:
     def test_pids_limit_contains_a_fork_bomb(self, store):
         job = store.new_job("bomb() { bomb | bomb & }; bomb; while :; do wait; done", Limits(pids=20))
         job.start()
-        cgroup = job._cgroup(None)
+        cgroup = open_cgroup(json.loads((job.path / "confinement.json").read_bytes()))
         # The bomb reaches the limit and stays there: forks fail inside the job.
         wait_for(lambda: b"fork" in job.log_path.read_bytes().lower(), 30, "fork failures in the log")
         assert len(cgroup.pids()) <= 20
@@ -303,7 +304,7 @@ class TestSupervisorLoss:
     def test_a_killed_supervisor_is_reported_and_stop_cleans_up(self, store):
         job = store.new_job("sleep 300")
         job.start()
-        supervisor = job._read_status()["supervisor_pid"]
+        supervisor = json.loads((job.path / "status.json").read_bytes())["supervisor_pid"]
         job_pid = job.status().pid
         os.kill(supervisor, signal.SIGKILL)
         status = wait_for(lambda: (s := job.status()).ended and s, 10, "the loss to be noticed")

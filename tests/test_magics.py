@@ -388,7 +388,7 @@ class TestRemote:
 
         result, captured = run_cell(shell, "%%jobber_run --name remote\nfor i in 1 2 3; do echo remote $i; sleep 0.1; done")
         job = result.result
-        assert type(job).__name__ == "RemoteJob" and shell.user_ns["remote"] is job
+        assert isinstance(job, Job) and job.backend == "remote" and shell.user_ns["remote"] is job
         assert [o.data["text/plain"] for o in captured.outputs] == [f"JobWidget(job={job.id})"]
         widget = JobWidget(job)  # a second view of the same remote job
         assert widget.wait(30) and "remote 1\nremote 2\nremote 3</pre>" in widget._log_view.value

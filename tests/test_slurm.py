@@ -416,7 +416,7 @@ class TestKernel:
 
     @pytest.fixture
     def kernel(self, identity):
-        from test_kernel import Kernel
+        from kernel_session import Kernel
 
         kernel = Kernel.start()
         reply, _ = kernel.execute("%load_ext jobber_magics")
@@ -425,7 +425,7 @@ class TestKernel:
         kernel.shutdown(now=True)
 
     def test_jobber_run_follows_a_slurm_job_live(self, identity, monkeypatch):
-        from test_kernel import Kernel, job_id_of, value
+        from kernel_session import Kernel, job_id_of, value
 
         # The site default, as a configuration would set it: every %%jobber_run goes to Slurm.
         monkeypatch.setenv("JOBBER_BACKEND", "slurm")
@@ -457,7 +457,7 @@ class TestKernel:
         assert out == "one\ntwo\nexited (code 0) slurm\n"
 
     def test_jobber_run_backend_flag(self, kernel, identity):
-        from test_kernel import job_id_of
+        from kernel_session import job_id_of
 
         reply, messages = kernel.execute("%%jobber_run --backend slurm --partition debug --time 1:00 --no-follow\necho flagged")
         assert reply["status"] == "ok"

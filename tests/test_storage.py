@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jobber import CertificateError, JobError, JobNotFound, Limits
-from jobber._jobs.store import JobStore, ensure_private_dir, jobs_dir
+from jobber._jobs.jobdir import ensure_private_dir
+from jobber._jobs.store import JobStore, jobs_dir
 
 
 def _owner(name: str) -> str:

@@ -8,14 +8,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobber._limits import Limits, format_size
+from jobber._states import FINAL_STATES, STATES
 
-__all__ = ["JobStatus", "STATES", "FINAL_STATES"]
-
-STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out")
-FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
+__all__ = ["JobStatus", "STATES", "FINAL_STATES", "when"]
 
 
-def _when(value: float | None) -> datetime | None:
+def when(value: float | None) -> datetime | None:
+    """A UTC datetime from epoch seconds, as status files hold them (None stays None)."""
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 

@@ -76,9 +76,11 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         for name in os.listdir(path):
             by_file.setdefault(name, os.path.join(path, name))
     notes: list[str] = []
+    unenforced: list[str] = []
 
     def put(file: str, value: str, limit: str) -> bool:
         if file not in by_file:
+            unenforced.append(limit)
             notes.append(f"{limit} limit not enforced: {file} is missing (controller not mounted)")
             return False
         fs.write(by_file[file], value)
@@ -104,10 +106,11 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             continue
         disk = fs.whole_disk(job_dir)
         if disk is None:
+            unenforced.append(attr)
             notes.append(f"{attr} not enforced: {job_dir} is not on a block device")
         else:
             put(file, f"{disk} {value}", attr)
-    return {"isolation": NAME, "dirs": dirs, "notes": notes}
+    return {"isolation": NAME, "dirs": dirs, "notes": notes, "unenforced": unenforced}
 
 
 class Cgroup:

@@ -99,12 +99,14 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
     mount = mountpoint() or "/sys/fs/cgroup"
     base = anchor()
     notes: list[str] = []
+    unenforced: list[str] = []
     _evacuate(base, mount)
     path = fs.mkdir_path(base, ["jobber", owner, str(job_id)], lambda p: _enable_controllers(p, notes))
     files = set(os.listdir(path))
 
     def put(file: str, value: str, limit: str) -> None:
         if file not in files:
+            unenforced.append(limit)
             notes.append(f"{limit} limit not enforced: {file} is missing (controller not delegated)")
         else:
             fs.write(os.path.join(path, file), value)
@@ -129,10 +131,11 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
     if io:
         disk = fs.whole_disk(job_dir)
         if disk is None:
+            unenforced.append("io")
             notes.append(f"io limits not enforced: {job_dir} is not on a block device")
         else:
             put("io.max", f"{disk} {' '.join(io)}", "io")
-    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes}
+    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes, "unenforced": unenforced}
 
 
 class Cgroup:

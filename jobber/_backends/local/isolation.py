@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     from jobber._limits import Limits
 
-__all__ = ["choose", "prepare", "open_cgroup", "BACKENDS"]
+__all__ = ["choose", "prepare", "open_cgroup", "DRIVERS"]
 
-BACKENDS: dict[str, ModuleType] = {
+DRIVERS: dict[str, ModuleType] = {
     _cgroup_v2.NAME: _cgroup_v2,
     _cgroup_v1.NAME: _cgroup_v1,
     _unconfined.NAME: _unconfined,
@@ -57,15 +57,15 @@ def choose() -> tuple[ModuleType, str | None]:
         JobError: ``$JOBBER_ISOLATION`` names an unknown backend.
     """
     wanted = os.environ.get("JOBBER_ISOLATION", "").strip()
-    if wanted and wanted not in BACKENDS:
-        raise JobError(f"JOBBER_ISOLATION={wanted!r} is not one of {', '.join(BACKENDS)}")
+    if wanted and wanted not in DRIVERS:
+        raise JobError(f"JOBBER_ISOLATION={wanted!r} is not one of {', '.join(DRIVERS)}")
     name = wanted or detect()
     if name == _unconfined.NAME:
         reason = "JOBBER_ISOLATION=none" if wanted else "no cgroup hierarchy is mounted on this host"
         return _unconfined, reason
-    why = BACKENDS[name].unavailable()
+    why = DRIVERS[name].unavailable()
     if why is None:
-        return BACKENDS[name], None
+        return DRIVERS[name], None
     return _unconfined, f"no writable cgroup: {why}"
 
 
@@ -103,11 +103,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         except BaseException:
             _remove_quietly(backend, owner, job_id)
             raise
-    unenforced = [note for note in record["notes"] if "not enforced" in note]
-    if limits.require_isolation and unenforced:
+    if limits.require_isolation and record["unenforced"]:
         open_cgroup(record).remove()
         raise JobError(
-            f"job {job_id} needs isolation but {'; '.join(unenforced)}", job_id=job_id
+            f"job {job_id} needs isolation but these limits would not be enforced: "
+            f"{', '.join(record['unenforced'])} ({'; '.join(record['notes'])})",
+            job_id=job_id,
         )
     return record
 
@@ -146,7 +147,7 @@ def open_cgroup(record: dict[str, Any], pid: int | None = None) -> Any:
         record: what :func:`prepare` returned.
         pid: the job's main process, which the "none" backend signals as a group.
     """
-    backend = BACKENDS.get(record.get("isolation", ""))
+    backend = DRIVERS.get(record.get("isolation", ""))
     if backend is None:
         raise JobError(f"unknown isolation {record.get('isolation')!r} in the job record")
     return backend.Cgroup({**record, "pid": pid})

@@ -37,6 +37,8 @@ if __name__ == "__main__":
         sys.modules[_name] = _package
 
 from jobber._backends.local.isolation import open_cgroup  # noqa: E402
+from jobber._files import write_atomic  # noqa: E402
+from jobber._states import outcome  # noqa: E402
 
 
 def process_start_time(pid: int | str) -> int | None:
@@ -56,10 +58,7 @@ def process_start_time(pid: int | str) -> int | None:
 
 def write_json(path: str, data: dict) -> None:
     """Atomically replace ``path`` (readers see the old or the new file, whole)."""
-    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data).encode())
 
 
 def parse_launch(argv: list[str]) -> dict:
@@ -155,23 +154,6 @@ def launch(job_dir: str, plan: dict) -> int:
                   cpu=usage.ru_utime + usage.ru_stime)
 
 
-def _outcome(wait_status: int, stopped: bool, oom: bool) -> dict:
-    exit_code = os.waitstatus_to_exitcode(wait_status)
-    result: dict = {"exit_code": None, "signal": None, "oom_killed": oom}
-    if exit_code < 0:
-        result["signal"] = -exit_code
-    else:
-        result["exit_code"] = exit_code
-    if stopped:
-        result["state"] = "stopped"
-    elif oom and exit_code != 0:
-        result["state"] = "oom-killed"
-    elif exit_code == 0:
-        result["state"] = "exited"
-    else:
-        result["state"] = "failed"
-    return result
-
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
            maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None) -> int:
@@ -187,7 +169,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
         os.write(1, f"error {failed}\n".encode(errors="replace"))
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
-    final.update(_outcome(wait_status, stopped, stats.get("oom_kills", 0) > 0))
+    final.update(outcome(wait_status, stopped=stopped, oom=stats.get("oom_kills", 0) > 0))
     # Without a cgroup, rusage is the best there is: the largest process, and the CPU of
     # the job's process and the descendants it waited for.
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)

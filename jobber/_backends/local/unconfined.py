@@ -33,6 +33,7 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str, reason: str) 
     """
     rlimits: dict[str, int] = {}
     notes = [f"not isolated: {reason}"]
+    unenforced: list[str] = []
     if limits.memory is not None:
         rlimits["RLIMIT_AS"] = limits.memory
         notes.append("memory is limited as address space (RLIMIT_AS), which counts reserved as well as used memory")
@@ -40,13 +41,17 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str, reason: str) 
         rlimits["RLIMIT_NPROC"] = limits.pids
         notes.append(f"pids is limited with RLIMIT_NPROC, which counts every process of uid {os.geteuid()}")
     elif limits.pids is not None:
+        unenforced.append("pids")
         notes.append("pids limit not enforced: RLIMIT_NPROC does not apply to root")
     if limits.cpu is not None:
+        unenforced.append("cpu")
         notes.append("cpu limit not enforced without a cgroup")
     if limits.io_read_bps is not None or limits.io_write_bps is not None:
+        unenforced.append("io")
         notes.append("io limits not enforced without a cgroup")
     notes.append("stop is best effort: processes that leave the process group and drop JOBBER_JOB_TAG survive")
-    return {"isolation": NAME, "tag": f"{owner}/{job_id}", "rlimits": rlimits, "notes": notes}
+    return {"isolation": NAME, "tag": f"{owner}/{job_id}", "rlimits": rlimits, "notes": notes,
+            "unenforced": unenforced}
 
 
 class Cgroup:

@@ -1,7 +1,9 @@
-"""A job on a jobber server: the remote twin of ``jobber.Job``.
+"""A job on a jobber server: the backend a remote ``jobber.Job`` holds.
 
-Its methods map onto the server's /v1/jobs API; ``follow`` streams the log over a chunked
-response and resumes from its offset when the server restarts.
+Its verbs map onto the server's /v1/jobs API; ``follow`` streams the log over a chunked
+response and resumes from its offset when the server restarts. It reaches the server
+through the session (``jobber._backends.remote.session``), which it knows only as the
+small ``Transport`` protocol below: the session imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
+from jobber._jobs.logs import tail_view
 from jobber._jobs.status import JobStatus
-from jobber._limits import Limits
-from jobber._jobs.logs import check_offset, tail_view
 
-if TYPE_CHECKING:
-    from jobber._backends.remote.session import RemoteSession
-
-__all__ = ["RemoteJob"]
+__all__ = ["RemoteBackend", "Transport"]
 
 _READ_CHUNK = 256 * 1024
 _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
@@ -34,29 +32,51 @@ class _Lost(Exception):
     """The connection broke after the request was sent (a follow may resume)."""
 
 
-class RemoteJob:
-    """A job on a jobber server; the same methods and exceptions as ``jobber.Job``."""
+class Transport(Protocol):
+    """What a remote job needs of its session: requests to the server, errors mapped."""
 
-    def __init__(self, session: RemoteSession, data: dict[str, Any]) -> None:
+    url: str
+    timeout: float
+
+    def hash(self) -> str: ...
+    def _json(self, method: str, path: str, body: Any = None, *, job_id: int | None = None,
+              timeout: float | None = None) -> Any: ...
+    def _request(self, method: str, path: str, body: Any = None, *,
+                 timeout: float | None = None) -> tuple[int, http.client.HTTPMessage, bytes]: ...
+    def _stream(self, path: str, query: dict[str, Any]) -> tuple[http.client.HTTPSConnection, http.client.HTTPResponse]: ...
+    def _api_error(self, status: int, data: bytes, job_id: int | None) -> JobberError: ...
+
+
+class RemoteBackend:
+    """A job on a jobber server; the same verbs and exceptions as a local job.
+
+    Args:
+        session: the session that found or made the job.
+        data: the job as the server described it (``id``, ``command``, ``limits``).
+    """
+
+    name = "remote"
+    path = None
+
+    def __init__(self, session: Transport, data: dict[str, Any]) -> None:
         self._session = session
-        self.id: int = data["id"]
-        self.command: str = data["command"]
-        self.limits = Limits.from_dict(data.get("limits") or {})
-
-    def __repr__(self) -> str:
-        return f"<jobber.RemoteJob {self.id} {self.command!r} on {self._session.url}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteJob) and (other._session.url, other.owner, other.id) == (
-            self._session.url, self.owner, self.id)
-
-    def __hash__(self) -> int:
-        return hash((self._session.url, self.owner, self.id))
+        self.job_id: int = data["id"]
+        self.id = self.job_id
+        self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {}}
 
     @property
     def owner(self) -> str:
         """The SHA-256 of the owner's certificate."""
         return self._session.hash()
+
+    def key(self) -> tuple[Any, ...]:
+        return (self._session.url, self.owner, self.job_id)
+
+    def where(self) -> str:
+        return f" on {self._session.url}"
+
+    def spec(self) -> dict[str, Any]:
+        return self._spec
 
     def _path(self, action: str = "") -> str:
         return f"/v1/jobs/{self.id}{action}"
@@ -136,7 +156,7 @@ class RemoteJob:
             query = {"offset": int(headers.get("X-Jobber-Offset", 0)) + len(data)}
         return copied
 
-    def follow(self, offset: int = 0, *, heartbeat: float | None = None) -> Iterator[bytes]:
+    def follow(self, offset: int = 0, heartbeat: float | None = None) -> Iterator[bytes]:
         """Yield the log as it is written, until the job has ended and the log is drained.
 
         Streams: nothing is buffered beyond one chunk. If the server goes away (a restart),
@@ -153,7 +173,6 @@ class RemoteJob:
         Raises:
             JobNotFound: no such job. JobberError: the server stayed away.
         """
-        check_offset(offset)
         if heartbeat is None:
             return self._follow(offset)
         return self._follow_with_heartbeat(offset, heartbeat)

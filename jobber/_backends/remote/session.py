@@ -6,8 +6,9 @@
     for chunk in job.follow():
         ...
 
-``RemoteSession`` has the job methods of a ``Certificate`` and ``RemoteJob`` those of a
-``Job``, with the same exceptions, so the CLI and the magics need no special cases.
+``RemoteSession`` has the job methods of a ``Certificate``, and its jobs are ``jobber.Job``
+instances holding a ``RemoteBackend``, with the same exceptions, so the CLI and the
+magics need no special cases.
 This module is the one boundary where network and TLS errors (``OSError``, ``ssl.SSLError``,
 ``http.client.HTTPException``) become ``JobberError`` naming the server and the cause, and
 where the server's JSON errors become jobber's exception classes again.
@@ -29,10 +30,11 @@ from urllib.parse import urlencode, urlsplit
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._limits import Limits
-from jobber._backends.remote.backend import RemoteJob
+from jobber._backends.remote.backend import RemoteBackend
+from jobber._jobs.job import Job
 from jobber._jobs.store import validate_job_id
 
-__all__ = ["RemoteSession", "RemoteJob"]
+__all__ = ["RemoteSession"]
 
 _IDLE_REUSE_S = 20.0  # the server closes idle connections after 75 s: never race it
 # The server's TLS alerts when it refuses the client certificate, and what they mean.
@@ -111,24 +113,24 @@ class RemoteSession:
         """The client certificate file's PEM."""
         return self._pem
 
-    def get_jobs(self) -> list[RemoteJob]:
+    def get_jobs(self) -> list[Job]:
         """Every job of this identity on the server, by id.
 
         Raises:
             JobberError: the server is unreachable or failed.
         """
-        return [RemoteJob(self, data) for data in self._json("GET", "/v1/jobs")["jobs"]]
+        return [Job(RemoteBackend(self, data)) for data in self._json("GET", "/v1/jobs")["jobs"]]
 
-    def get_job(self, job_id: int) -> RemoteJob:
+    def get_job(self, job_id: int) -> Job:
         """One job of this identity.
 
         Raises:
             JobNotFound: the identity has no such job (another identity's look the same).
         """
         job_id = validate_job_id(job_id)
-        return RemoteJob(self, self._json("GET", f"/v1/jobs/{job_id}", job_id=job_id))
+        return Job(RemoteBackend(self, self._json("GET", f"/v1/jobs/{job_id}", job_id=job_id)))
 
-    def new_job(self, command: str, limits: Limits | None = None, **options: Any) -> RemoteJob:
+    def new_job(self, command: str, limits: Limits | None = None, **options: Any) -> Job:
         """Create a job on the server (state "created"); ``start()`` starts it.
 
         Args:
@@ -150,7 +152,7 @@ class RemoteSession:
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         body = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False}
-        return RemoteJob(self, self._json("POST", "/v1/jobs", body))
+        return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body)))
 
     def generate_job_id(self) -> int:
         """Not offered remotely: ``new_job`` reserves the id and creates the job at once.

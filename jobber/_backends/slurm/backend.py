@@ -1,13 +1,7 @@
 """Jobs on a Slurm cluster: ``sbatch`` starts them, Slurm confines them, jobber watches.
 
-`jobber._jobs.job.Job` delegates here when a job's ``options["backend"]`` is "slurm", through
-the private interface every scheduler backend offers::
-
-    start(job, user=None, cwd=None) -> None
-    status(job) -> JobStatus
-    stop(job, grace) -> JobStatus
-
-jobber does not schedule anything itself: it writes a batch script, submits it, and keeps
+``SlurmBackend`` is what a ``jobber.Job`` holds when its ``options["backend"]`` is
+"slurm" (``jobber._backends.open_backend`` decides). jobber does not schedule anything itself: it writes a batch script, submits it, and keeps
 what it learns in the job directory, so that any process sees the same job:
 
     started          claimed by the one start() that wins (O_EXCL), as for local jobs
@@ -28,17 +22,18 @@ What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from jobber._backends.base import DirectoryBackend
+from jobber._backends.context import run_context
 from jobber._errors import JobError
-from jobber._jobs.job import Job, _run_context
+from jobber._files import read_json, write_atomic
+from jobber._jobs.jobdir import ensure_private_dir
 from jobber._jobs.status import FINAL_STATES, JobStatus
 from jobber._limits import Limits, format_size
 from jobber._backends.slurm.query import (
@@ -56,9 +51,8 @@ from jobber._backends.slurm.query import (
     _slurm_message,
     _tool,
 )
-from jobber._jobs.store import ensure_private_dir, write_atomic
 
-__all__ = ["PASS_THROUGH", "sbatch_arguments", "start", "status", "stop", "validate_options"]
+__all__ = ["PASS_THROUGH", "SlurmBackend", "sbatch_arguments", "validate_options"]
 
 PASS_THROUGH = ("partition", "time", "account", "gres")
 """Job options handed to sbatch as ``--NAME=VALUE``."""
@@ -69,6 +63,40 @@ _TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinit
 # After scancel, Slurm sends SIGTERM, and SIGKILL after its KillWait (30 s by default);
 # then slurmstepd still has to clean up and report.
 _KILL_MARGIN_S = 60.0
+
+
+class SlurmBackend(DirectoryBackend):
+    """A job that Slurm runs; its directory on this host holds what jobber learns of it."""
+
+    name = "slurm"
+
+    @property
+    def id(self) -> int:
+        return self.job_id
+
+    @property
+    def command(self) -> str:
+        return self.dir.spec()["command"]
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_dict(self.dir.spec().get("limits") or {})
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.dir.spec().get("options") or {})
+
+    def start(self, *, user: str | None = None, cwd: str | None = None) -> None:
+        start(self, user, cwd)
+
+    def status(self) -> JobStatus:
+        return status(self)
+
+    def stop(self, grace: float = 5.0) -> JobStatus:
+        return stop(self, grace)
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        return _wait(self, float("inf") if timeout is None else timeout)
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, str]:
@@ -132,7 +160,7 @@ def sbatch_arguments(limits: Limits, options: dict[str, str]) -> list[str]:
     return args + [f"--{name}={value}" for name, value in options.items()]
 
 
-def start(job: Job, user: str | None = None, cwd: str | None = None) -> None:
+def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) -> None:
     """Submit the job with sbatch; returns once Slurm has queued it.
 
     Raises:
@@ -149,11 +177,10 @@ def start(job: Job, user: str | None = None, cwd: str | None = None) -> None:
     _check_user(job, user)
     sbatch = _tool("sbatch")
     files = _files_dir(job)
-    job._claim_start()
+    job.dir.claim_start()
     try:
-        context = _run_context(job, None, cwd)
-        spec = {**job._load_spec(), **context, "slurm_files": str(files)}
-        write_atomic(job.path / "spec.json", json.dumps(spec).encode())
+        context = run_context(job.id, job.owner, None, cwd)
+        job.dir.write_spec({**job.dir.spec(), **context, "slurm_files": str(files)})
         script = files / "script"
         write_atomic(script, _script(job).encode())
         if files != job.path:
@@ -172,22 +199,19 @@ def start(job: Job, user: str | None = None, cwd: str | None = None) -> None:
             _run([_tool("scancel"), slurm_id])  # never leave a job jobber cannot find
             raise
     except BaseException:
-        for name in ("started", "log"):  # not started: the caller may fix and retry
-            try:
-                os.unlink(job.path / name)
-            except FileNotFoundError:
-                pass
+        job.dir.remove("log")  # not started: the caller may fix and retry
+        job.dir.release_start()
         raise
 
 
-def status(job: Job) -> JobStatus:
+def status(job: SlurmBackend) -> JobStatus:
     """The job's state: from status.json once final, else from Slurm (one call).
 
     Raises:
         JobError: Slurm's controller cannot be reached, or the job's files are unreadable.
     """
     limits = job.limits
-    record = _read_json(job.path / "status.json")
+    record = read_json(job.path / "status.json", "status")
     if record is not None and record.get("state") in FINAL_STATES:
         return _from_record(record, limits)
     slurm_id = _slurm_id(job)
@@ -216,11 +240,11 @@ def status(job: Job) -> JobStatus:
         return _from_record(record, limits)
     record.update(_outcome(job, slurm_id, slurm_state, info))
     record["ended_at"] = _epoch(info.get("EndTime"))
-    _write_record(job.path / "status.json", record)
+    job.dir.write("status.json", record)
     return _from_record(record, limits)
 
 
-def stop(job: Job, grace: float) -> JobStatus:
+def stop(job: SlurmBackend, grace: float) -> JobStatus:
     """Stop the job: SIGTERM to all its processes, then scancel after ``grace`` seconds.
 
     ``scancel --signal=TERM --full`` reaches the batch shell and everything it started;
@@ -240,7 +264,7 @@ def stop(job: Job, grace: float) -> JobStatus:
     slurm_id = _slurm_id(job)
     if slurm_id is None:
         raise JobError(f"job {job.id} was never started: nothing to stop", job_id=job.id)
-    write_atomic(job.path / "stop-requested", f"{time.time()}\n".encode())
+    job.dir.request_stop()
     complaints = []
     if grace > 0 and current.state == "running":
         complaints.append(_scancel(slurm_id, "--signal=TERM", "--full"))
@@ -304,14 +328,14 @@ def _unenforced(limits: Limits) -> list[str]:
     return names
 
 
-def _script(job: Job) -> str:
+def _script(job: SlurmBackend) -> str:
     # The command stays one single-quoted word: sbatch reads #SBATCH lines only before the
     # first command, so nothing in the command can become an sbatch option.
     quoted = "'" + job.command.replace("'", "'\\''") + "'"
     return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\nexec /bin/sh -c {quoted}\n"
 
 
-def _files_dir(job: Job) -> Path:
+def _files_dir(job: SlurmBackend) -> Path:
     """Where Slurm reads the script and writes the log: shared with the compute nodes."""
     root = job.options.get("jobs_dir") or os.environ.get("JOBBER_SLURM_JOBS_DIR")
     if "%" in str(Path(root or job.path)):
@@ -325,7 +349,7 @@ def _files_dir(job: Job) -> Path:
     return ensure_private_dir(Path(root) / job.owner / str(job.id))
 
 
-def _check_user(job: Job, user: str | None) -> None:
+def _check_user(job: SlurmBackend, user: str | None) -> None:
     import pwd
 
     if user is None or user == pwd.getpwuid(os.geteuid()).pw_name:
@@ -334,7 +358,7 @@ def _check_user(job: Job, user: str | None) -> None:
                    f"{user!r} from here: run jobber as {user!r} to submit it", job_id=job.id)
 
 
-def _slurm_id(job: Job) -> str | None:
+def _slurm_id(job: SlurmBackend) -> str | None:
     try:
         text = (job.path / "slurm-id").read_text().strip()
     except FileNotFoundError:
@@ -350,7 +374,7 @@ def _scancel(slurm_id: str, *args: str) -> str:
     return "" if answer.returncode == 0 else _slurm_message(answer.stderr)
 
 
-def _wait(job: Job, timeout: float) -> JobStatus:
+def _wait(job: SlurmBackend, timeout: float) -> JobStatus:
     """Poll until the job has ended or ``timeout`` has passed (Slurm sends no events)."""
     deadline = time.monotonic() + timeout
     pause = 0.05
@@ -361,23 +385,3 @@ def _wait(job: Job, timeout: float) -> JobStatus:
             return current
         time.sleep(min(pause, left))
         pause = min(pause * 1.5, 0.5)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        raise JobError(f"unreadable status {path}: {err}") from err
-
-
-def _write_record(path: Path, record: dict[str, Any]) -> None:
-    # A private temporary name per writer: a kernel's widget thread and its main thread
-    # may both see the end and write at once (write_atomic's name is per process).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.write(fd, json.dumps(record).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

@@ -19,8 +19,7 @@ import time
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._jobs.job import Job
-from jobber._jobs.status import JobStatus, _when
+from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
 
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")
@@ -42,7 +41,7 @@ _WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to
         "REVOKED": "it was revoked by a sibling cluster"}
 
 
-def _ask_slurm(job: Job, slurm_id: str) -> dict[str, str]:
+def _ask_slurm(job: Any, slurm_id: str) -> dict[str, str]:
     """The job's fields from scontrol, else from the job completion log; {} if forgotten.
 
     A job is only taken as ours when its name is, so a Slurm whose ids restarted (its
@@ -75,11 +74,11 @@ def _fields(line: str) -> dict[str, str]:
     return fields
 
 
-def _job_name(job: Job) -> str:
+def _job_name(job: Any) -> str:
     return f"jobber-{job.id}"
 
 
-def _outcome(job: Job, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
+def _outcome(job: Any, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
     state = _FINAL[slurm_state]
     code, sig = _exit_code(info.get("ExitCode", ""))
     # S is a signal number when it is one; OUT_OF_MEMORY reports 0:125, Slurm's own marker.
@@ -105,8 +104,8 @@ def _outcome(job: Job, slurm_id: str, slurm_state: str, info: dict[str, str]) ->
 def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
     return JobStatus(
         state=record["state"], exit_code=record.get("exit_code"), signal=record.get("signal"),
-        oom_killed=bool(record.get("oom_killed")), started_at=_when(record.get("started_at")),
-        ended_at=_when(record.get("ended_at")), isolation="slurm",
+        oom_killed=bool(record.get("oom_killed")), started_at=when(record.get("started_at")),
+        ended_at=when(record.get("ended_at")), isolation="slurm",
         isolation_note=record.get("isolation_note", ""), note=record.get("note", ""),
         backend="slurm", limits=limits,
     )

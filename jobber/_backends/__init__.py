@@ -1,0 +1,108 @@
+"""Where a job runs, decided in one place.
+
+A job made on this host names its backend in ``options["backend"]`` ("local" unless
+``new_job(backend=...)`` or ``$JOBBER_BACKEND`` says otherwise); ``open_backend`` reads
+it back, so every process that opens the job runs it the same way. A job of a jobber
+server gets its ``RemoteBackend`` from the session (``jobber.connect``) instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from jobber._errors import JobError
+
+if TYPE_CHECKING:
+    from jobber._backends.base import Backend
+    from jobber._jobs.jobdir import JobDir
+
+__all__ = ["NAMES", "check_options", "open_backend"]
+
+NAMES = ("local", "slurm")
+"""The backends a job made on this host can name."""
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the backend and check the options of a new job, before it is created.
+
+    Returns:
+        The options to record in the job's spec.
+
+    Raises:
+        JobError: an unknown backend, or options that backend does not take.
+    """
+    options = dict(options)
+    backend = options.setdefault("backend", os.environ.get("JOBBER_BACKEND") or "local")
+    if backend not in NAMES:
+        raise JobError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)} (or set JOBBER_BACKEND)")
+    if backend == "slurm":
+        from jobber._backends.slurm.backend import validate_options
+
+        validate_options(options)  # refuse bad Slurm options now, not at start()
+    elif set(options) - {"backend"}:
+        names = ", ".join(sorted(set(options) - {"backend"}))
+        raise JobError(f"{names}: only Slurm jobs take these; choose the Slurm backend (--backend slurm, backend=\"slurm\")")
+    return options
+
+
+def open_backend(jobdir: JobDir) -> Backend:
+    """The backend that runs the job in ``jobdir``, as its spec names it."""
+    if jobdir.spec().get("options", {}).get("backend") == "slurm":
+        from jobber._backends.slurm.backend import SlurmBackend
+
+        return SlurmBackend(jobdir)
+    from jobber._backends.local.backend import LocalBackend
+
+    return LocalBackend(jobdir)
+
+
+class DeferredBackend:
+    """A job of a listing: its backend is chosen on first use, not when listed.
+
+    ``get_jobs`` over 10,000 jobs must not read 10,000 specs; identity (``key``, ``path``)
+    needs none, and the first verb opens the real backend through ``open_backend``.
+    """
+
+    def __init__(self, jobdir: JobDir) -> None:
+        self._dir = jobdir
+        self._real: Backend | None = None
+        self.job_id = jobdir.job_id
+        self.owner = jobdir.owner
+        self.path = jobdir.path
+
+    def _backend(self) -> Backend:
+        if self._real is None:
+            self._real = open_backend(self._dir)
+        return self._real
+
+    @property
+    def name(self) -> str:
+        return self._backend().name
+
+    def key(self) -> tuple[Any, ...]:
+        return (self._dir.path, self.job_id)
+
+    def where(self) -> str:
+        return ""
+
+    def spec(self) -> dict[str, Any]:
+        return self._dir.spec()
+
+    def start(self, *, user: str | None, cwd: str | None) -> None:
+        self._backend().start(user=user, cwd=cwd)
+
+    def status(self) -> Any:
+        return self._backend().status()
+
+    def stop(self, grace: float) -> Any:
+        return self._backend().stop(grace)
+
+    def wait(self, timeout: float | None) -> Any:
+        return self._backend().wait(timeout)
+
+    def tail(self, buf: Any, offset: int) -> int:
+        return self._backend().tail(buf, offset)
+
+    def follow(self, offset: int, heartbeat: float | None) -> Any:
+        return self._backend().follow(offset, heartbeat)

@@ -1,0 +1,97 @@
+"""The one private interface behind ``jobber.Job``: every place a job can run implements it.
+
+    jobber.Job  --holds-->  Backend
+                              |- LocalBackend   (this host: cgroup v2 | cgroup v1 | none)
+                              |- SlurmBackend   (sbatch / scontrol / scancel)
+                              '- RemoteBackend  (a jobber server, over HTTPS + mTLS)
+
+A backend is made for one job and answers for it alone; ``Job`` delegates each verb in
+one line and never asks which backend it holds. Backends that keep the job in a job
+directory (local, Slurm) share ``DirectoryBackend``: the spec, the start claim and the
+log readers. Where a job runs is decided in one place, ``jobber._backends.open_backend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobber._jobs import logs
+from jobber._jobs.jobdir import JobDir
+from jobber._jobs.status import JobStatus
+
+__all__ = ["Backend", "DirectoryBackend"]
+
+
+class Backend(Protocol):
+    """What ``jobber.Job`` needs from wherever its job runs."""
+
+    name: str
+    """"local", "slurm" or "remote"."""
+    job_id: int
+    owner: str
+    """The SHA-256 of the owner's certificate."""
+    path: Path | None
+    """The job's directory on this host (None for a remote job)."""
+
+    def key(self) -> tuple[Any, ...]:
+        """What tells this job apart from every other (equality and hashing)."""
+
+    def where(self) -> str:
+        """Where the job lives, for ``repr`` ("" on this host)."""
+
+    def spec(self) -> dict[str, Any]:
+        """``command``, ``limits`` (a dict) and ``options`` as given to ``new_job``."""
+
+    def start(self, *, user: str | None, cwd: str | None) -> None:
+        """Start the job; on any failure the job is left startable (or ended, with the reason)."""
+
+    def status(self) -> JobStatus:
+        """The job's state now."""
+
+    def stop(self, grace: float) -> JobStatus:
+        """SIGTERM to every process of the job, SIGKILL after ``grace``; the final status."""
+
+    def wait(self, timeout: float | None) -> JobStatus:
+        """Block until the job has ended or ``timeout`` passed."""
+
+    def tail(self, buf: bytearray | memoryview, offset: int) -> int:
+        """Copy log bytes from ``offset`` into ``buf`` (readinto semantics)."""
+
+    def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
+        """Live log chunks until the job has ended and the log is drained."""
+
+
+class DirectoryBackend:
+    """The part of the local and Slurm backends that is the job directory.
+
+    Args:
+        jobdir: the job's directory.
+    """
+
+    name = "local"
+
+    def __init__(self, jobdir: JobDir) -> None:
+        self.dir = jobdir
+        self.job_id = jobdir.job_id
+        self.owner = jobdir.owner
+        self.path: Path | None = jobdir.path
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.dir.path, self.job_id)
+
+    def where(self) -> str:
+        return ""
+
+    def spec(self) -> dict[str, Any]:
+        return self.dir.spec()
+
+    def tail(self, buf: bytearray | memoryview, offset: int) -> int:
+        return logs.tail(self.dir.log, buf, offset)
+
+    def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
+        return logs.follow(self.dir.log, offset, lambda: self.status().ended, heartbeat=heartbeat)
+
+    def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
+        raise NotImplementedError

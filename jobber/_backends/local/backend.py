@@ -1,0 +1,229 @@
+"""Jobs on this host: a supervisor starts each in its own cgroup and records its outcome.
+
+``start`` claims the job, makes its confinement (``isolation.prepare``), and has the
+launcher (compiled ``launcher.c``, else ``supervisor.py --launch``) start the command
+inside it. Everything after that is read from the job directory, by any process:
+
+    confinement.json  what confines it (cgroup paths, notes, limits not enforced)
+    pid               the main process
+    status.json       written by the supervisor: running, then the outcome
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+from jobber._backends.base import DirectoryBackend
+from jobber._backends.context import run_context
+from jobber._backends.local import isolation
+from jobber._backends.local.launcher import launcher_command
+from jobber._backends.local.supervisor import process_start_time
+from jobber._errors import JobError
+from jobber._inotify import IN_MOVED_TO, Inotify
+from jobber._jobs.status import JobStatus, when
+from jobber._limits import Limits
+
+__all__ = ["LocalBackend"]
+
+_REPLY_TIMEOUT_S = 60.0
+# Status changes arrive as renames of status.json; the cap only bounds how soon a dead
+# supervisor is noticed (it cannot send an event).
+_LIVENESS_CHECK_S = 1.0
+
+
+class LocalBackend(DirectoryBackend):
+    """A job run on this host by its own supervisor."""
+
+    name = "local"
+
+    def start(self, *, user: str | None = None, cwd: str | None = None) -> None:
+        """Start the job: ``/bin/sh -c COMMAND`` inside its cgroup, output to the log.
+
+        Any failure, at any step, leaves the job startable again with no cgroup behind,
+        unless the supervisor already took the job over (then it is ended as "failed",
+        with the reason in its note).
+
+        Raises:
+            JobError: already started, no usable isolation while ``require_isolation``
+                is set, or the supervisor failed to start it (saying why).
+        """
+        self.dir.claim_start()
+        cgroup = None
+        try:
+            context = run_context(self.job_id, self.owner, user, cwd)
+            self.dir.write_spec({**self.dir.spec(), **context})
+            limits = Limits.from_dict(self.dir.spec().get("limits", {}))
+            record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))
+            cgroup = isolation.open_cgroup(record)
+            self.dir.write("confinement.json", record)
+            argv = _supervisor_argv(str(self.dir.path), cgroup, context, self.dir.spec()["command"])
+            _launch(self.job_id, argv)
+        except BaseException as err:
+            if self.dir.exists("status.json"):
+                raise  # the supervisor took the job over and recorded how it ended
+            self._undo_start(cgroup)
+            if isinstance(err, (JobError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise JobError(f"job {self.job_id} did not start: {type(err).__name__}: {err}",
+                           job_id=self.job_id) from err
+
+    def _undo_start(self, cgroup: Any) -> None:
+        """Nothing ran: remove what start made, so that a retry can work."""
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except OSError:
+                pass
+        self.dir.remove("confinement.json")
+        self.dir.release_start()
+
+    def status(self) -> JobStatus:
+        """The job's state, read from disk (live CPU and memory while it runs).
+
+        Raises:
+            JobError: the job's files are unreadable.
+        """
+        return self._status()[0]
+
+    def _status(self) -> tuple[JobStatus, bool]:
+        """The status, and whether the supervisor died without recording the outcome."""
+        raw = self.dir.read("status.json")
+        limits = Limits.from_dict(self.dir.spec().get("limits", {}))
+        if raw is None:
+            return JobStatus(state="created", limits=limits), False
+        fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
+        record = self.dir.read("confinement.json") or {}
+        fields["isolation"] = record.get("isolation")
+        fields["isolation_note"] = "; ".join(record.get("notes", []))
+        fields["started_at"] = when(raw.get("started_at"))
+        fields["ended_at"] = when(raw.get("ended_at"))
+        if raw.get("error"):
+            fields["note"] = raw["error"]
+        if raw["state"] != "running":
+            return JobStatus(**fields, limits=limits), False
+        if not _alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
+            # Re-read: the supervisor may have written its outcome and exited since.
+            again = self.dir.read("status.json") or raw
+            if again["state"] != "running":
+                return self._status()
+            fields.update(state="failed", note="the job's supervisor died without recording the outcome")
+            return JobStatus(**fields, limits=limits), True
+        try:
+            stats = isolation.open_cgroup(record, raw.get("pid")).stats()
+        except (OSError, JobError):
+            stats = {}
+        fields.update({k: v for k, v in stats.items() if k in ("memory_bytes", "peak_memory_bytes", "cpu_seconds")})
+        return JobStatus(**fields, limits=limits), False
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until the job has ended, or ``timeout`` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with Inotify() as inotify:
+            inotify.add_watch(self.dir.path, IN_MOVED_TO)
+            while True:
+                status = self.status()
+                if status.ended:
+                    return status
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return status
+                inotify.wait(_LIVENESS_CHECK_S if left is None else min(left, _LIVENESS_CHECK_S))
+
+    def stop(self, grace: float = 5.0) -> JobStatus:
+        """Stop the whole job: SIGTERM to every process, SIGKILL after ``grace`` seconds.
+
+        Processes that left the process group (setsid, double fork) are found through
+        the cgroup; the supervisor removes the cgroup once the job is gone. Stopping an
+        ended job changes nothing, except after a dead supervisor: then what is left of
+        the job is killed and its cgroup removed here, since nobody else will.
+
+        Raises:
+            JobError: the job was never started, or it could not be killed.
+        """
+        status, orphaned = self._status()
+        if orphaned:
+            self._clean_up_orphaned(status)
+        if status.ended:
+            return status
+        if status.state == "created":
+            raise JobError(f"job {self.job_id} was never started: nothing to stop", job_id=self.job_id)
+        self.dir.request_stop()
+        cgroup = self._cgroup(status.pid)
+        try:
+            if grace > 0:
+                cgroup.signal_all(signal.SIGTERM)
+                status = self.wait(grace)
+            if not status.ended:
+                cgroup.kill_all()
+                status = self.wait(10.0)
+        except OSError as err:
+            raise JobError(f"job {self.job_id}: cannot signal its processes: {err}", job_id=self.job_id) from err
+        if not status.ended:
+            raise JobError(f"job {self.job_id} did not end after SIGKILL (state {status.state})", job_id=self.job_id)
+        return status
+
+    def _cgroup(self, pid: int | None) -> Any:
+        return isolation.open_cgroup(self.dir.read("confinement.json") or {}, pid)
+
+    def _clean_up_orphaned(self, status: JobStatus) -> None:
+        try:
+            cgroup = self._cgroup(status.pid)
+            if cgroup.pids():
+                cgroup.kill_all()
+            cgroup.remove()
+        except OSError as err:
+            raise JobError(f"job {self.job_id}: cannot clean up after its dead supervisor: {err}",
+                           job_id=self.job_id) from err
+
+
+def _supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
+    """The launcher's command line: its options (the C and Python launchers share them)."""
+    argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
+    for name, value in context["env"].items():
+        argv += ["--env", f"{name}={value}"]
+    if "user" in context:
+        argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
+    return argv + ["--", command]
+
+
+def _launch(job_id: int, argv: list[str]) -> None:
+    """Run the launcher and read its one-line answer: ``ok PID`` or ``error WHY``.
+
+    Raises:
+        JobError: the launcher could not be run, did not answer, or refused.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # no SIGINT/SIGHUP from the caller's terminal
+        )
+    except OSError as err:
+        raise JobError(f"job {job_id}: cannot start its supervisor {argv[0]}: {err.strerror or err}",
+                       job_id=job_id) from err
+    try:
+        out, _ = proc.communicate(timeout=_REPLY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise JobError(f"job {job_id}: its supervisor did not answer within {_REPLY_TIMEOUT_S:.0f} s",
+                       job_id=job_id) from None
+    reply = out.decode(errors="replace").strip()
+    if not reply.startswith("ok "):
+        detail = reply.removeprefix("error ").strip() or f"the supervisor exited with {proc.returncode}"
+        raise JobError(f"job {job_id} did not start: {detail}", job_id=job_id)
+
+
+def _alive(pid: int | None, start_time: int | None) -> bool:
+    """Is the process still the one we recorded (same pid, same start time)?"""
+    if not pid:
+        return False
+    if start_time is None:
+        return os.path.exists(f"/proc/{pid}")
+    return process_start_time(pid) == start_time

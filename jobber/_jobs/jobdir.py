@@ -1,0 +1,185 @@
+"""One job's directory, and the checks every directory jobber owns must pass.
+
+    <jobs dir>/<owner hash>/<job id>/
+      spec.json         command, limits, options; cwd, env and user once started
+      started           claimed by the one start() that wins (O_EXCL), whatever the backend
+      status.json       written atomically: running, then the outcome
+      stop-requested    written by stop(), so the outcome reads "stopped"
+      log               stdout and stderr
+    and what each backend keeps beside them (local: confinement.json, pid; Slurm:
+    slurm-id, script).
+
+The default jobs directory sits under /tmp, where anyone may have created a path first,
+so every directory jobber owns is checked after it is made or found: a real directory
+(not a symlink), owned by this user, not writable by anyone else. Below such a directory
+nobody else can rename or replace anything, so only the top needs the checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from jobber._errors import JobError
+from jobber._files import read_json, write_atomic
+
+__all__ = ["JobDir", "ensure_private_dir"]
+
+
+class JobDir:
+    """The files of one job, as every backend keeps them.
+
+    Args:
+        owner_dir: ``<jobs dir>/<owner hash>``.
+        owner: the owner's certificate hash.
+        job_id: the job's id (its directory's name).
+    """
+
+    def __init__(self, owner_dir: Path, owner: str, job_id: int) -> None:
+        self.owner = owner
+        self.job_id = job_id
+        self.path = owner_dir / str(job_id)
+        self._spec: dict[str, Any] | None = None
+
+    @property
+    def log(self) -> Path:
+        """The log file (stdout and stderr together)."""
+        return self.path / "log"
+
+    def spec(self) -> dict[str, Any]:
+        """``spec.json``: command, limits, options (read once, then cached)."""
+        if self._spec is None:
+            spec = self.read("spec.json")
+            if spec is None:
+                return {"command": "", "limits": {}, "options": {}}
+            self._spec = spec
+        return self._spec
+
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        """Replace ``spec.json`` (at creation, and with the run context at start)."""
+        self.write("spec.json", spec)
+        self._spec = spec
+
+    def read(self, name: str) -> dict[str, Any] | None:
+        """A JSON file of the job, or None when it does not exist.
+
+        Raises:
+            JobError: it exists but cannot be read or parsed.
+        """
+        try:
+            return read_json(self.path / name, name)
+        except JobError as err:
+            raise JobError(f"job {self.job_id}: {err}", job_id=self.job_id) from err
+
+    def write(self, name: str, data: dict[str, Any]) -> None:
+        """Replace a JSON file of the job atomically."""
+        write_atomic(self.path / name, json.dumps(data).encode())
+
+    def exists(self, name: str) -> bool:
+        """Whether the job has this file."""
+        return os.path.lexists(self.path / name)
+
+    def remove(self, name: str) -> None:
+        """Remove a file of the job if it is there."""
+        try:
+            os.unlink(self.path / name)
+        except FileNotFoundError:
+            pass
+
+    def claim_start(self) -> None:
+        """Win the one start of this job (O_EXCL), whichever backend runs it.
+
+        Raises:
+            JobError: already started, or the job's directory is gone.
+        """
+        try:
+            claim = os.open(self.path / "started", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise JobError(f"job {self.job_id} was already started: create a new job to run it again",
+                           job_id=self.job_id) from None
+        except FileNotFoundError:
+            raise JobError(f"job {self.job_id} no longer exists (its directory {self.path} is gone)",
+                           job_id=self.job_id) from None
+        os.close(claim)
+
+    def release_start(self) -> None:
+        """Give the start claim back: the start failed before anything ran."""
+        self.remove("started")
+
+    def request_stop(self) -> None:
+        """Record that a stop was asked for, so the outcome reads "stopped"."""
+        write_atomic(self.path / "stop-requested", f"{time.time()}\n".encode())
+
+
+def ensure_private_dir(path: Path, *, uid: int | None = None) -> Path:
+    """Create ``path`` (and missing parents) with mode 0700, or check the existing one.
+
+    Args:
+        path: the directory.
+        uid: the owner it must have (default: this process's effective uid).
+
+    Returns:
+        The path.
+
+    Raises:
+        JobError: a component is a symlink, owned by another user, or writable by others.
+    """
+    uid = os.geteuid() if uid is None else uid
+    path = Path(os.path.abspath(path))
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    # Existing ancestors only need to be real directories; the ones we create are ours.
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o700)
+        except FileExistsError:
+            pass  # somebody raced us: it is checked below like any existing directory
+        except OSError as err:
+            raise JobError(
+                f"cannot create the jobs directory {created}: {err.strerror}; set JOBBER_JOBS_DIR "
+                "to a directory you own"
+            ) from err
+    _check_private(path, uid)
+    # Every ancestor must be owned by this user or by root, and not be replaceable by
+    # others: a hostile user who made /tmp/jobber could otherwise swap `jobs` inside it.
+    for parent in path.parents:
+        st = os.lstat(parent)
+        if st.st_uid not in (uid, 0):
+            raise JobError(
+                f"{parent} is owned by uid {st.st_uid}, not by uid {uid} (this user) or root: "
+                "remove it, or set JOBBER_JOBS_DIR to a directory you own"
+            )
+        if st.st_uid == uid and stat.S_ISLNK(st.st_mode):
+            raise JobError(f"{parent} is a symlink: refusing to keep jobs beneath it; set JOBBER_JOBS_DIR")
+        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+            raise JobError(
+                f"{parent} is writable by everyone and not sticky, so another user could replace "
+                "the jobs directory beneath it: set JOBBER_JOBS_DIR elsewhere"
+            )
+    return path
+
+
+def _check_private(path: Path, uid: int) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise JobError(f"cannot inspect {path}: {err.strerror}") from err
+    fix = "remove it, or set JOBBER_JOBS_DIR to a directory you own"
+    if stat.S_ISLNK(st.st_mode):
+        raise JobError(f"{path} is a symlink (someone may be hijacking the jobs directory): {fix}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise JobError(f"{path} exists but is not a directory: {fix}")
+    if st.st_uid != uid:
+        raise JobError(f"{path} is owned by uid {st.st_uid}, not by uid {uid} (this user): {fix}")
+    if st.st_mode & 0o022:
+        raise JobError(
+            f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}): "
+            f"run `chmod go-w {path}` or {fix}"
+        )
