@@ -10,11 +10,12 @@
 See DESIGN.md for the layers and the storage layout.
 """
 
-from jobber._certificates import Certificate, get_client_certificates
+from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
 from jobber._limits import Limits
+from jobber._tail import last_lines
 
 __version__ = "0.1.0"
 
@@ -29,7 +30,9 @@ __all__ = [
     "LimitError",
     "Limits",
     "connect",
+    "default_root",
     "get_client_certificates",
+    "last_lines",
 ]
 
 

@@ -25,6 +25,7 @@ from jobber._certificates import Certificate, default_root, get_client_certifica
 from jobber._errors import JobberError
 from jobber._jobs.status import JobStatus
 from jobber._limits import Limits, format_size
+from jobber._tail import last_lines
 
 __all__ = ["main", "build_parser", "exit_code_of"]
 
@@ -208,28 +209,6 @@ def _status(args: argparse.Namespace) -> int:
     if status.note:
         print(f"  note       {status.note}")
     return 0
-
-
-def last_lines(job, lines: int, max_window: int = 64 << 20) -> bytes:
-    """The last ``lines`` lines of the log, read backwards in growing windows."""
-    if lines <= 0:
-        return b""
-    window = 1 << 16
-    while True:
-        buf = bytearray(window)
-        n = job.tail(buf, -window)
-        data = bytes(buf[:n])
-        # A trailing newline ends the last line rather than starting an empty one.
-        body = data[:-1] if data.endswith(b"\n") else data
-        if body.count(b"\n") >= lines or n < window or window >= max_window:
-            break
-        window *= 4
-    cut = len(body)
-    for _ in range(lines):
-        cut = body.rfind(b"\n", 0, cut)
-        if cut < 0:
-            return data
-    return data[cut + 1 :]
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -33,8 +33,6 @@ def load_ipython_extension(ipython: Any) -> None:
         jobber.Job: formatter.for_type(jobber.Job, job_html),
         jobber.Certificate: formatter.for_type(jobber.Certificate, certificate_html),
     }
-    # By name: the remote client is imported only by %jobber_connect.
-    formatter.for_type_by_name("jobber._backends.remote.backend", "RemoteJob", job_html)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -47,7 +45,6 @@ def unload_ipython_extension(ipython: Any) -> None:
             manager.magics[kind].pop(name, None)
     magics = manager.registry.pop(JobberMagics.__name__, None)
     formatter = ipython.display_formatter.formatters[_HTML]
-    formatter.pop("jobber._backends.remote.backend.RemoteJob", None)
     for cls, previous in getattr(magics, "replaced_formatters", {}).items():
         formatter.pop(cls, None)
         if previous is not None:

@@ -11,13 +11,13 @@ import itertools
 from dataclasses import dataclass
 
 from jobber import JobStatus, Limits
-from jobber._limits import format_size
 
 __all__ = ["ResourceHistory", "Sample", "resource_chart_html"]
 
 _WIDTH, _HEIGHT = 240, 44
 _LINE = "#1f77b4"
 _LIMIT = "#d62728"
+_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,15 @@ def _figure(label: str, svg: str) -> str:
             f'<div style="font-size:11px;opacity:0.8">{html.escape(label)}</div></div>')
 
 
+def _size(size: int) -> str:
+    """A byte count for a chart label, in binary units: 52428800 -> "50 MiB", 1.5 GiB."""
+    for unit, factor in _UNITS:
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
+    return f"{size} B"
+
+
 def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bool) -> str:
     """Memory and CPU charts of a job, with its limits drawn as dashed lines.
 
@@ -120,9 +129,9 @@ def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bo
         return ""
     figures = []
     if memory:
-        now = f"now {format_size(int(memory[-1][1]))}" if running else ""
-        peak = f"peak {format_size(history.peak_memory_bytes)}" if history.peak_memory_bytes else ""
-        of = f"limit {format_size(limits.memory)}" if limits.memory else "no limit"
+        now = f"now {_size(int(memory[-1][1]))}" if running else ""
+        peak = f"peak {_size(history.peak_memory_bytes)}" if history.peak_memory_bytes else ""
+        of = f"limit {_size(limits.memory)}" if limits.memory else "no limit"
         label = "memory: " + ", ".join(p for p in (now, peak, of) if p)
         figures.append(_figure(label, _chart(label, memory, limits.memory)))
     if cpu:

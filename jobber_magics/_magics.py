@@ -22,8 +22,6 @@ from IPython.display import display
 
 import jobber
 from jobber import Certificate, JobberError, Limits
-from jobber._certificates import default_root
-from jobber.cli import last_lines
 from jobber_magics._display import IdentityView, JobList
 from jobber_magics._loglines import LogLines
 
@@ -125,7 +123,7 @@ class JobberMagics(Magics):
         args = parse_argstring(self.jobber_cert, line)
         if args.path is None:
             session = self._session if self._session is not None else self._default_identity()
-            return IdentityView(session, jobber.get_client_certificates(), str(default_root() / "pool"))
+            return IdentityView(session, jobber.get_client_certificates(), str(jobber.default_root() / "pool"))
         cert = Certificate.from_file(_path(args.path))
         self._session = self._identity = cert
         print(f"Jobs now run on this host as {cert.subject}.")
@@ -200,11 +198,11 @@ class JobberMagics(Magics):
             lines = DEFAULT_FOLLOW_LINES if args.lines is None else max(args.lines, 1)
             # A negative offset is resolved against the end of the log when following
             # begins, so nothing written after this look back is skipped.
-            return JobWidget(job, lines=lines, offset=-len(last_lines(job, lines)))
+            return JobWidget(job, lines=lines, offset=-len(jobber.last_lines(job, lines)))
         count = DEFAULT_TAIL_LINES if args.lines is None else args.lines
         if count:
             text = LogLines(max_lines=count)
-            text.feed(last_lines(job, count))
+            text.feed(jobber.last_lines(job, count))
             text.finish()
             if len(text):
                 print(text.text())

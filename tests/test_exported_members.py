@@ -1,11 +1,16 @@
 """The public API is exactly what jobber/__init__.py names (httpx's test of the same name)."""
 
+import inspect
+
 import jobber
 
 CONTRACT = {  # ../shared/DESIGN.md: tests outside this repo use these names
     "Certificate", "CertificateError", "Job", "JobError", "JobNotFound", "JobStatus",
     "JobberError", "Limits", "connect", "get_client_certificates",
 }
+# Beyond the contract: jobber_magics needs these, and may use only jobber.__all__
+# (tests/test_architecture.py).
+FOR_THE_MAGICS = {"default_root", "last_lines"}
 
 
 def test_all_is_complete_and_exact():
@@ -17,6 +22,7 @@ def test_all_is_complete_and_exact():
 
 def test_contract_names_are_exported():
     assert CONTRACT <= set(jobber.__all__)
+    assert FOR_THE_MAGICS <= set(jobber.__all__)
 
 
 def test_every_exported_member_is_documented_and_from_jobber():
@@ -24,6 +30,18 @@ def test_every_exported_member_is_documented_and_from_jobber():
         member = getattr(jobber, name)
         assert member.__doc__, name
         assert member.__module__.startswith("jobber"), name
+
+
+def test_every_exported_function_has_a_google_style_docstring():
+    for name in jobber.__all__:
+        member = getattr(jobber, name)
+        if not inspect.isfunction(member):
+            continue
+        signature = inspect.signature(member)
+        if signature.parameters:
+            assert "\n    Args:\n" in member.__doc__, f"jobber.{name}: document its arguments under Args:"
+        if signature.return_annotation not in (None, "None"):
+            assert "\n    Returns:\n" in member.__doc__, f"jobber.{name}: say what it returns under Returns:"
 
 
 def test_exception_tree():

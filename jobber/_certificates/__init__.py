@@ -4,9 +4,10 @@ The pool is ``<root>/pool/*.pem``. ``Certificate.from_pem`` accepts a certificat
 when the server's TLS handshake would (``ssl.SSLContext(PROTOCOL_TLS_SERVER)`` with the
 pool as ``cafile`` and ``CERT_REQUIRED``), so one identity works locally and remotely.
 
-The work is done below this module: ``jobber._certificates.pool`` reads PEM input and the pool (and
-caches it), ``jobber._certificates.chain`` builds and checks the chain as OpenSSL does. Those two are
-where cryptography's parse and signature errors become ``CertificateError``.
+The work is done below this module: ``pool`` reads PEM input and the pool (and caches it),
+``chain`` builds and checks the chain as OpenSSL does (with ``name_constraints``), on the
+``Facts`` and ``Pool`` of ``facts`` (which compares names as ``names`` does). ``pool`` and
+``chain`` are where cryptography's parse and signature errors become ``CertificateError``.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from jobber._certificates.chain import Facts, verify, when
-from jobber._errors import CertificateError
-from jobber._certificates.pool import MAX_PEM_BYTES, Pool, load_pool, parse_input, pem_bytes, read_file
+from jobber._certificates.chain import verify, when
+from jobber._certificates.facts import Facts, Pool
+from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, pem_bytes, read_file
 from jobber._certificates.pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
+from jobber._errors import CertificateError
 
 if TYPE_CHECKING:
-    from jobber import Job, Limits
+    from jobber._jobs.job import Job
     from jobber._jobs.store import JobStore
+    from jobber._limits import Limits
 
 __all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates"]
 
@@ -189,7 +192,7 @@ class Certificate:
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         return _certificate_from_der, (self._der,)  # x509.Certificate does not pickle
 
-    def _store(self) -> JobStore:  # imported late: jobber._jobs.store sits below this module
+    def _store(self) -> JobStore:  # imported on first use: checking a certificate needs no job storage
         from jobber._jobs.store import JobStore
 
         return JobStore(self.hash())

@@ -24,57 +24,27 @@ from __future__ import annotations
 import functools
 import ssl
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import SignatureAlgorithmOID as _S
 
+from jobber._certificates.facts import (
+    NS_SSL_CA,
+    NS_SSL_CLIENT,
+    PROXY_CERT_INFO,
+    Facts,
+    Pool,
+    PublicKey,
+    likely_issued,
+)
+from jobber._certificates.name_constraints import check_name_constraints
 from jobber._errors import CertificateError
-from jobber._certificates.names import canonical_name as _canonical_name, check_name_constraints
-
-if TYPE_CHECKING:  # for annotations only: at run time _pool imports this module
-    from jobber._certificates.pool import Pool
 
 _MAX_DEPTH = 100  # OpenSSL's default verify depth
 
-# Critical extensions OpenSSL understands (X509_supported_extension, v3_purp.c); any other
-# critical extension, even a key identifier, fails the handshake.
-_NS_CERT_TYPE = "2.16.840.1.113730.1.1"
-_HANDLED_CRITICAL = {oid.dotted_string for oid in (
-    ExtensionOID.KEY_USAGE, ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-    ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.CERTIFICATE_POLICIES,
-    ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.EXTENDED_KEY_USAGE,
-    ExtensionOID.OCSP_NO_CHECK, ExtensionOID.POLICY_CONSTRAINTS,
-    ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_MAPPINGS,
-    ExtensionOID.INHIBIT_ANY_POLICY)} | {
-    _NS_CERT_TYPE,
-    "1.3.6.1.5.5.7.1.7", "1.3.6.1.5.5.7.1.8",  # RFC 3779 IP and AS blocks
-    "1.3.6.1.5.5.7.1.14"}  # proxyCertInfo: handled, by refusing proxy certificates
-_PROXY_CERT_INFO = "1.3.6.1.5.5.7.1.14"
-# Netscape's nsCertType, still written by old `openssl x509 -extfile` recipes: its first
-# byte's bits say SSL client (0x80) and, for CAs, SSL/S-MIME/object-signing CA (0x07).
-_NS_SSL_CLIENT, _NS_SSL_CA, _NS_ANY_CA = 0x80, 0x04, 0x07
-
-_PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey
-              | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-_KEY_TYPE_OF_SIGNATURE: dict[x509.ObjectIdentifier, type] = {
-    **{oid: rsa.RSAPublicKey for oid in (
-        _S.RSA_WITH_MD5, _S.RSA_WITH_SHA1, _S.RSA_WITH_SHA224, _S.RSA_WITH_SHA256,
-        _S.RSA_WITH_SHA384, _S.RSA_WITH_SHA512, _S.RSA_WITH_SHA3_224, _S.RSA_WITH_SHA3_256,
-        _S.RSA_WITH_SHA3_384, _S.RSA_WITH_SHA3_512, _S.RSASSA_PSS)},
-    **{oid: ec.EllipticCurvePublicKey for oid in (
-        _S.ECDSA_WITH_SHA1, _S.ECDSA_WITH_SHA224, _S.ECDSA_WITH_SHA256, _S.ECDSA_WITH_SHA384,
-        _S.ECDSA_WITH_SHA512, _S.ECDSA_WITH_SHA3_224, _S.ECDSA_WITH_SHA3_256,
-        _S.ECDSA_WITH_SHA3_384, _S.ECDSA_WITH_SHA3_512)},
-    **{oid: dsa.DSAPublicKey for oid in (
-        _S.DSA_WITH_SHA1, _S.DSA_WITH_SHA224, _S.DSA_WITH_SHA256, _S.DSA_WITH_SHA384,
-        _S.DSA_WITH_SHA512)},
-    _S.ED25519: ed25519.Ed25519PublicKey,
-    _S.ED448: ed448.Ed448PublicKey,
-}
 # Security bits of a signature's digest as OpenSSL rates them (ossl_x509_init_sig_info):
 # chosen-prefix collisions put SHA-1 at 63 bits and MD5 at 39.
 _DIGEST_BITS = {"md5": 39, "sha1": 63, "sha224": 112, "sha256": 128, "sha384": 192,
@@ -92,88 +62,8 @@ _EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
               ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage"}
 
 
-
 def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-class Facts:
-    """A parsed certificate and what chain building asks of it, worked out once."""
-
-    def __init__(self, cert: x509.Certificate, der: bytes, origin: str) -> None:
-        self.cert, self.der, self.origin = cert, der, origin  # origin: a pool file, or ""
-        self.subject = _canonical_name(cert.subject)
-        self.issuer = _canonical_name(cert.issuer)
-        self.key: _PublicKey = cert.public_key()  # type: ignore[assignment]
-        self.extensions = {ext.oid.dotted_string: ext for ext in cert.extensions}
-        self.basic: x509.BasicConstraints | None = self.extension(ExtensionOID.BASIC_CONSTRAINTS)
-        self.usage: x509.KeyUsage | None = self.extension(ExtensionOID.KEY_USAGE)
-        self.ext_usage: x509.ExtendedKeyUsage | None = self.extension(
-            ExtensionOID.EXTENDED_KEY_USAGE)
-        skid = self.extension(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
-        self.skid: bytes | None = None if skid is None else skid.digest
-        self.akid: x509.AuthorityKeyIdentifier | None = self.extension(
-            ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
-        self.ns_cert_type = _ns_cert_type(self.extensions.get(_NS_CERT_TYPE))
-        self.unhandled = sorted(oid for oid, ext in self.extensions.items()
-                                if ext.critical and oid not in _HANDLED_CRITICAL)
-        self.self_issued = self.subject == self.issuer
-        self.self_signed = self.self_issued and _likely_issued(self, self)
-        self.not_before, self.not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
-
-    @property
-    def label(self) -> str:
-        return self.cert.subject.rfc4514_string() or "(empty subject)"
-
-    def extension(self, oid: x509.ObjectIdentifier) -> Any:  # the value, or None
-        ext = self.extensions.get(oid.dotted_string)
-        return None if ext is None else ext.value
-
-    def ca_kind(self) -> int:
-        """Return X509_check_ca's verdict.
-
-        0 not a CA, 1 CA:TRUE, 3 a v1 self-signed root, 4 keyCertSign without
-        basicConstraints, 5 a CA by nsCertType alone.
-        """
-        if self.usage is not None and not self.usage.key_cert_sign:
-            return 0
-        if self.basic is not None:
-            return 1 if self.basic.ca else 0
-        if self.cert.version == x509.Version.v1 and self.self_signed:
-            return 3
-        if self.usage is not None:
-            return 4
-        return 5 if self.ns_cert_type is not None and self.ns_cert_type & _NS_ANY_CA else 0
-
-
-def _ns_cert_type(extension: x509.Extension[Any] | None) -> int | None:
-    # The DER of a BIT STRING: tag 0x03, a one-byte length, the unused-bit count, the bits.
-    if extension is None:
-        return None
-    der = getattr(extension.value, "value", b"")  # cryptography parses it no further
-    return der[3] if len(der) > 3 and der[0] == 0x03 else 0
-
-
-def _likely_issued(issuer: Facts, child: Facts) -> bool:
-    # ossl_x509_likely_issued: the names match, the authority key identifier (if any)
-    # fits the issuer, and the signature algorithm fits the issuer's key type. The
-    # signature itself is checked once the chain is built, as OpenSSL does.
-    if issuer.subject != child.issuer:
-        return False
-    akid = child.akid
-    if akid is not None:
-        if akid.key_identifier is not None and issuer.skid is not None \
-                and akid.key_identifier != issuer.skid:
-            return False
-        if akid.authority_cert_serial_number is not None \
-                and akid.authority_cert_serial_number != issuer.cert.serial_number:
-            return False
-        directories = [g for g in akid.authority_cert_issuer or ()
-                       if isinstance(g, x509.DirectoryName)]
-        if directories and _canonical_name(directories[0].value) != issuer.issuer:
-            return False
-    key_type = _KEY_TYPE_OF_SIGNATURE.get(child.cert.signature_algorithm_oid)
-    return key_type is not None and isinstance(issuer.key, key_type)
 
 
 def _signature_ok(child: Facts, issuer: Facts) -> bool:
@@ -196,7 +86,7 @@ def _signature_ok(child: Facts, issuer: Facts) -> bool:
     return True
 
 
-def _key_bits(key: _PublicKey) -> int:
+def _key_bits(key: PublicKey) -> int:
     # EVP_PKEY_get_security_bits, at the key sizes certificates use.
     if isinstance(key, ec.EllipticCurvePublicKey):
         size, steps = key.curve.key_size, _EC_STRENGTH
@@ -246,7 +136,7 @@ def _pick(candidates: list[Facts], child: Facts, chain: list[Facts],
           now: datetime) -> Facts | None:
     # X509_STORE_CTX_get1_issuer: the first plausible issuer that is currently valid,
     # else the one that expired last (so that the error names the expired CA).
-    fits = [c for c in candidates if _likely_issued(c, child) and c not in chain]
+    fits = [c for c in candidates if likely_issued(c, child) and c not in chain]
     valid = [c for c in fits if c.not_before <= now <= c.not_after]
     return valid[0] if valid else max(fits, key=lambda c: c.not_after, default=None)
 
@@ -343,7 +233,7 @@ def _check_chain(chain: list[Facts], trusted_from: int, now: datetime) -> None:
                 f"{role} has a critical extension TLS does not handle "
                 f"({', '.join(facts.unhandled)}), so every handshake with it fails: reissue "
                 f"it without that extension, or with it non-critical")
-        if _PROXY_CERT_INFO in facts.extensions:
+        if PROXY_CERT_INFO in facts.extensions:
             raise CertificateError(f"{role} is a proxy certificate, which TLS refuses: use "
                                    f"a regular client certificate")
         kind = facts.ca_kind()
@@ -366,7 +256,7 @@ def _check_chain(chain: list[Facts], trusted_from: int, now: datetime) -> None:
                 f"{role} has a keyUsage without digitalSignature, which TLS client "
                 f"authentication needs: reissue it with keyUsage=digitalSignature")
         if facts.ns_cert_type is not None:
-            wanted, bit = ("client", _NS_SSL_CLIENT) if i == 0 else ("sslCA", _NS_SSL_CA)
+            wanted, bit = ("client", NS_SSL_CLIENT) if i == 0 else ("sslCA", NS_SSL_CA)
             # A CA's nsCertType counts only when it is what makes it a CA (check_ssl_ca).
             if not facts.ns_cert_type & bit and (i == 0 or kind == 5):
                 raise CertificateError(

@@ -20,8 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from jobber._certificates.chain import Facts
-from jobber._certificates.names import NameKey
+from jobber._certificates.facts import Facts, Pool
 from jobber._errors import CertificateError
 
 MAX_PEM_BYTES = 1 << 20
@@ -186,20 +185,6 @@ def _unreadable(what: str, path: str, err: OSError, mode: str = "a+r") -> Certif
             f"(chmod {mode} {path}) or run as its owner", path=path)
     return CertificateError(f"cannot read {what}: {err.strerror or err}; check that it "
                             f"exists and holds PEM certificates", path=path)
-
-
-class Pool:
-    """The parsed pool: its certificates once each, indexed for issuer lookup."""
-
-    def __init__(self, directory: Path, entries: list[Facts]) -> None:
-        self.directory = directory
-        self.by_der: dict[bytes, Facts] = {}
-        self.by_subject: dict[NameKey, list[Facts]] = {}
-        for entry in entries:
-            if entry.der not in self.by_der:
-                self.by_der[entry.der] = entry
-                self.by_subject.setdefault(entry.subject, []).append(entry)
-        self.entries = list(self.by_der.values())
 
 
 _cache_lock = threading.Lock()

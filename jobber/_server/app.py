@@ -3,8 +3,8 @@
     serve("127.0.0.1", 8443, "server.pem", "server.key", root="~/.jobber")
 
 Who calls is the SHA-256 of the client certificate, checked by the TLS handshake and
-again by ``Certificate.from_pem`` on every request (``_server_tls``); a caller sees and
-acts on ``JobStore(hash)`` only (``_server_api``). Every failure is answered as JSON
+again by ``Certificate.from_pem`` on every request (``tls.py``); a caller sees and
+acts on ``JobStore(hash)`` only (``routes.py``). Every failure is answered as JSON
 ``{"error": ...}``; an unexpected one is logged whole and answered as a generic 500.
 
 Jobs live on disk (``$JOBBER_JOBS_DIR``), never in the server: a restarted server sees
@@ -17,14 +17,11 @@ import asyncio
 import logging
 import os
 import pwd
-import re
 import signal
 import socket
 import ssl
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,10 @@ from aiohttp import web
 
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
+from jobber._server.errors import ApiError, error_response, public_message
 from jobber._server.openapi import MAX_BODY_BYTES
+from jobber._server.routes import add_routes
+from jobber._server.state import CONFIG, HUB, VERDICTS, ServerConfig
 from jobber._server.tls import (
     Identity,
     Verdicts,
@@ -43,80 +43,13 @@ from jobber._server.tls import (
 )
 from jobber._server.watch import WatchHub
 
-__all__ = ["serve", "make_app", "make_ssl_context", "ServerConfig", "ApiError", "public_message"]
+__all__ = ["serve", "make_app", "make_ssl_context", "resolve_job_user"]
 
 log = logging.getLogger("jobber.server")
 
-# A job start spawns a supervisor (tens of ms, mostly waiting): enough threads that 50
-# concurrent starts do not queue. Stops wait out their grace period: their own pool.
-_START_THREADS = 32
-_STOP_THREADS = 64
 # In-flight requests get this long to finish on SIGTERM; followers are cut (their clients
 # resume from an offset against the next server).
 _SHUTDOWN_GRACE_S = 2.0
-_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": message, "type": ...}`` with an HTTP status.
-
-    Args:
-        status: the HTTP status.
-        message: what is wrong and what to do.
-        kind: the jobber exception a client should raise (see the OpenAPI ``Error``).
-        job_id: the job concerned, if any.
-    """
-
-    def __init__(self, status: int, message: str, kind: str = "JobberError", job_id: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.job_id = job_id
-
-
-def public_message(message: str) -> str:
-    """The message without the server's file paths (job dirs, cgroups, the pool)."""
-    return _PATH.sub("<path>", message)
-
-
-def error_response(status: int, message: str, kind: str = "JobberError", job_id: int | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    """The JSON error body every failure gets."""
-    body: dict[str, Any] = {"error": message, "type": kind}
-    if job_id is not None:
-        body["job_id"] = job_id
-    return web.json_response(body, status=status, headers=headers)
-
-
-@dataclass
-class ServerConfig:
-    """What the handlers need to know about this server.
-
-    Attributes:
-        root: the jobber root whose ``pool`` directory holds the trusted certificates.
-        job_user: the user jobs run as, or None for the server's own user.
-        job_user_label: that user's name, for messages.
-        job_cwd: the jobs' working directory when they run as the server's user (the
-            job user's home otherwise, or / when it has none: job directories are
-            private to the server's user).
-    """
-
-    root: Path
-    job_user: str | None
-    job_user_label: str
-    job_cwd: str | None = None
-    starts: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_START_THREADS, "jobber-start"))
-    stops: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_STOP_THREADS, "jobber-stop"))
-
-    def close(self) -> None:
-        """Let the worker threads go once their current calls finish."""
-        self.starts.shutdown(wait=False, cancel_futures=True)
-        self.stops.shutdown(wait=False, cancel_futures=True)
-
-
-CONFIG = web.AppKey("config", ServerConfig)
-HUB = web.AppKey("hub", WatchHub)
-VERDICTS = web.AppKey("verdicts", Verdicts)
 
 
 def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
@@ -230,8 +163,6 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     Raises:
         JobberError: the job user is unusable.
     """
-    from jobber._server.routes import add_routes
-
     user, label = resolve_job_user(job_user)
     home = os.path.expanduser("~")
     config = ServerConfig(Path(os.path.abspath(default_root(root))), user, label, None if user else (home if os.path.isdir(home) else "/"))

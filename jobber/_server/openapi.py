@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the jobber server's API (served at /v1/openapi.json).
 
-Kept beside the handlers (``_server_api``) rather than generated from them: the document
+Kept beside the handlers (``routes.py``) rather than generated from them: the document
 is the contract clients and the fuzz tests hold the server to, so it is written out.
 """
 

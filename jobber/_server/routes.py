@@ -4,7 +4,7 @@ Every handler works on ``JobStore(<caller's certificate hash>)`` only, so anothe
 certificate's job id is answered exactly like an id that was never used. Blocking core
 calls (start spawns a supervisor, stop waits out its grace period, status reads a few
 files) run in worker threads; following a log and waiting for a job's end run on the
-event loop (``_server_watch``).
+event loop (``watch.py``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from aiohttp import web
 from jobber import __version__
 from jobber._errors import JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
-from jobber._limits import Limits
-from jobber._server.openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
-from jobber._server.app import CONFIG, HUB, ApiError, public_message
-from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
 from jobber._jobs.store import JobStore, jobs_dir
+from jobber._limits import Limits
+from jobber._server.errors import ApiError, public_message
+from jobber._server.openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
+from jobber._server.state import CONFIG, HUB
+from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
 
 __all__ = ["add_routes"]
 
