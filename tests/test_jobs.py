@@ -325,3 +325,51 @@ class TestHeartbeat:
         job = store.new_job("sleep 0.3; echo late")
         job.start()
         assert list(job.follow()) == [b"late\n"]
+
+
+class TestEnvironment:
+    """A job runs in the starter's environment, with the starter's Python first on PATH."""
+
+    def _run(self, job) -> str:
+        job.start()
+        assert job.wait(30).state == "exited", job.status()
+        return job.log_path.read_text()
+
+    def test_python_in_a_job_is_the_starters(self, store, monkeypatch):
+        # Jupyter started as .venv/bin/jupyter, without the venv on PATH.
+        monkeypatch.setenv("PATH", "/usr/bin:/bin")
+        out = self._run(store.new_job('command -v python; echo "$PATH"'))
+        python, path = out.splitlines()
+        assert os.path.dirname(python) == os.path.dirname(sys.executable)
+        assert path.split(":")[0] == os.path.dirname(sys.executable)
+        assert path.endswith("/usr/bin:/bin")
+
+    def test_a_job_inherits_the_starters_variables(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_TEST_INHERITED", "from the kernel")
+        assert self._run(store.new_job('echo "$JOBBER_TEST_INHERITED"')) == "from the kernel\n"
+
+    def test_env_adds_variables_and_wins(self, store, monkeypatch):
+        monkeypatch.setenv("SEED", "0")
+        job = store.new_job('echo "$SEED $LR"', env={"SEED": "7", "LR": 0.1})
+        assert self._run(job) == "7 0.1\n"
+
+    def test_cwd_is_where_the_job_runs(self, store, tmp_path):
+        assert self._run(store.new_job("pwd", cwd=tmp_path)) == f"{tmp_path}\n"
+
+    @pytest.mark.parametrize("env, match", [
+        ({"1X": "v"}, "not a variable name"),
+        ({"A=B": "v"}, "not a variable name"),
+        ({"X": "a\0b"}, "NUL"),
+        ({"X": ["list"]}, "must be a string"),
+        ({"JOBBER_JOB_ID": "9"}, "set by jobber"),
+        (["X=1"], "must be a mapping"),
+    ])
+    def test_bad_env_is_refused_before_anything_is_made(self, store, env, match):
+        with pytest.raises(JobError, match=match):
+            store.new_job("true", env=env)
+        assert store.get_jobs() == []
+
+    def test_a_missing_cwd_is_refused_before_anything_is_made(self, store, tmp_path):
+        with pytest.raises(JobError, match="does not exist"):
+            store.new_job("true", cwd=tmp_path / "nowhere")
+        assert store.get_jobs() == []

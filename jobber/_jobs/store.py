@@ -9,9 +9,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from jobber._backends import DeferredBackend, check_options, open_backend
+from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
@@ -98,12 +100,15 @@ class JobStore:
         finally:
             os.close(fd)
 
-    def new_job(self, command: str, limits: Limits | None = None, **options: object) -> Job:
+    def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
+                cwd: str | os.PathLike[str] | None = None, **options: object) -> Job:
         """Create a job (not started yet) with a freshly reserved id.
 
         Args:
             command: the shell command (run as ``/bin/sh -c COMMAND``).
             limits: resource limits; None means unlimited.
+            env: environment variables to set for the job, on top of what it inherits.
+            cwd: its working directory (default: the caller's at start); must exist.
             **options: backend options (``backend="slurm"``, ``partition=...``).
 
         Returns:
@@ -120,8 +125,13 @@ class JobStore:
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         options = check_options(options)
+        spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(), "options": options}
+        if env:
+            spec["extra_env"] = check_env(env)
+        if cwd is not None:
+            spec["cwd"] = check_cwd(cwd)
         jobdir = JobDir(self.path, self.owner, self.generate_job_id())
-        jobdir.write_spec({"command": command, "limits": (limits or Limits()).to_dict(), "options": options})
+        jobdir.write_spec(spec)
         return Job(open_backend(jobdir))
 
     def get_job(self, job_id: int) -> Job:

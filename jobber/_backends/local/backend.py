@@ -54,7 +54,8 @@ class LocalBackend(DirectoryBackend):
         self.dir.claim_start()
         cgroup = None
         try:
-            context = run_context(self.job_id, self.owner, user, cwd)
+            spec = self.dir.spec()
+            context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"))
             self.dir.write_spec({**self.dir.spec(), **context})
             limits = Limits.from_dict(self.dir.spec().get("limits", {}))
             record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))

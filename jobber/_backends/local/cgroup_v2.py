@@ -36,40 +36,16 @@ def mountpoint() -> str | None:
     return None
 
 
-def anchor() -> str:
-    """The cgroup jobber's subtree goes under: the starter's own (or its leaf's parent)."""
-    mount = mountpoint()
-    if mount is None:
-        raise FileNotFoundError("no cgroup2 hierarchy with controllers is mounted")
-    own = os.path.join(mount, fs.self_cgroups().get("", "/").lstrip("/")).rstrip("/")
-    # A starter already moved into our leaf anchors at the leaf's parent, so the subtree
-    # does not nest one level deeper with every kernel restart.
-    return os.path.dirname(own) if os.path.basename(own) == LEAF else own
-
-
-def unavailable() -> str | None:
-    """Why this backend cannot run here, or None when it can."""
-    try:
-        base = anchor()
-    except (FileNotFoundError, OSError) as err:
-        return str(err)
-    if not os.access(os.path.join(base, "cgroup.subtree_control"), os.W_OK):
-        return (
-            f"{base} is not writable by uid {os.geteuid()}: run as root, or start Jupyter in a "
-            "delegated scope (systemd-run --user --scope -p Delegate=yes jupyter lab)"
-        )
-    return None
-
-
-def _enable_controllers(parent: str, notes: list[str]) -> None:
+def _enable_controllers(parent: str, undelegated: list[str]) -> None:
+    """Enable the controllers jobber uses below ``parent``; list those it does not have."""
     available = set(fs.read(os.path.join(parent, "cgroup.controllers")).split())
     enabled = set(fs.read(os.path.join(parent, "cgroup.subtree_control")).split())
     missing = [c for c in WANTED if c in available and c not in enabled]
     if missing:
         fs.write(os.path.join(parent, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
     for controller in WANTED:
-        if controller not in available and f"{controller} controller" not in " ".join(notes):
-            notes.append(f"the {controller} controller is not delegated to {parent}")
+        if controller not in available and controller not in undelegated:
+            undelegated.append(controller)  # named in the notes of the limits that need it
 
 
 def _evacuate(base: str, mount: str) -> None:
@@ -97,17 +73,24 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         OSError: cgroupfs refused a directory or a value.
     """
     mount = mountpoint() or "/sys/fs/cgroup"
-    base = anchor()
-    notes: list[str] = []
+    base, delegated_by = placement()
+    notes: list[str] = [delegated_by] if delegated_by else []
     unenforced: list[str] = []
+    missing: list[str] = []
     _evacuate(base, mount)
-    path = fs.mkdir_path(base, ["jobber", owner, str(job_id)], lambda p: _enable_controllers(p, notes))
+    path = fs.mkdir_path(base, ["jobber", owner, str(job_id)], lambda p: _enable_controllers(p, missing))
     files = set(os.listdir(path))
 
     def put(file: str, value: str, limit: str) -> None:
         if file not in files:
             unenforced.append(limit)
-            notes.append(f"{limit} limit not enforced: {file} is missing (controller not delegated)")
+            if delegated_by and limit in missing:
+                notes.append(f"{limit} limit not enforced: systemd's user manager does not delegate the {limit} "
+                             f"controller; to fix, as root write {systemd_drop_in()} and run "
+                             "`systemctl daemon-reload`, then log in again (or restart user@UID.service)")
+            else:
+                notes.append(f"{limit} limit not enforced: {file} is missing (the {limit} controller is not "
+                             f"delegated to {base})")
         else:
             fs.write(os.path.join(path, file), value)
 

@@ -179,7 +179,8 @@ def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) ->
     files = _files_dir(job)
     job.dir.claim_start()
     try:
-        context = run_context(job.id, job.owner, None, cwd)
+        spec = job.dir.spec()
+        context = run_context(job.id, job.owner, None, cwd or spec.get("cwd"), spec.get("extra_env"))
         job.dir.write_spec({**job.dir.spec(), **context, "slurm_files": str(files)})
         script = files / "script"
         write_atomic(script, _script(job).encode())
