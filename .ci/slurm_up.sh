@@ -12,7 +12,7 @@
 # Two partitions: "debug" (default, no time limit) and "tiny" (MaxTime 1 minute), so a
 # submission over a partition's limit is refused at submit time (EnforcePartLimits=ALL).
 # Jobs are confined with cgroups (proctrack/cgroup + task/cgroup, ConstrainRAMSpace) as
-# measured in /work/shared/recipes/slurm-single-node; cgroup v1 or v2 is autodetected.
+# measured on these machines; cgroup v1 or v2 is autodetected.
 # Without slurmdbd, finished jobs are read from scontrol for MinJobAge (300 s), then from
 # the job completion log (JobCompType=jobcomp/filetxt, `sacct -c`).
 set -euo pipefail

@@ -31,6 +31,7 @@ __all__ = [
     "Limits",
     "connect",
     "default_root",
+    "doctor",
     "get_client_certificates",
     "last_lines",
 ]
@@ -58,3 +59,24 @@ def connect(url: str, *, cert: str, key: str, ca: str | None = None, timeout: fl
     from jobber._backends.remote.session import RemoteSession
 
     return RemoteSession(url, cert=cert, key=key, ca=ca, timeout=timeout)
+
+
+def doctor(root: str | None = None):
+    """Check this host and user as the next local job will meet them.
+
+    What confines jobs here and why (cgroup v2, v1, a cgroup delegated by systemd, or
+    none), whether each limit (cpu, memory, pids, io) is enforced and how to fix it when
+    not, the launcher in use, the jobs directory, the identity and the pool. The limits
+    are checked by making the cgroup a job would get and removing it again.
+
+    Args:
+        root: the jobber root whose pool to check (default: $JOBBER_ROOT, else ~/.jobber).
+
+    Returns:
+        A diagnosis: ``.confined`` (every limit enforced), ``.isolation``, ``.checks``
+        (each with ``name``, ``ok``, ``found``, ``fix``), ``.to_dict()``; ``str()`` of it
+        is what ``jobber doctor`` prints.
+    """
+    from jobber._doctor import diagnose
+
+    return diagnose(root)

@@ -4,6 +4,7 @@
     jobber ls
     jobber logs 3 -f
     jobber stop 3
+    jobber doctor
     jobber certs init-demo ~/.jobber-demo
     jobber serve --cert server.pem --key server.key
 
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
     run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
     run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="set an environment variable for the job (repeatable)")
+    run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
     run.add_argument("--backend", choices=["local", "slurm"], default=None,
                      help="where to run it (default $JOBBER_BACKEND or local)")
     run.add_argument("--partition", help="Slurm partition (--backend slurm)")
@@ -88,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
     demo.add_argument("directory")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    doctor = sub.add_parser("doctor", help="what confines jobs here, each limit, and the fixes",
+                            description="Check this host and user as the next job will meet them: the cgroup "
+                            "layout, the isolation a job gets and why, each limit (cpu, memory, pids, io) with "
+                            "its fix, the launcher, the jobs directory, the identity and the pool. Exits 0 when "
+                            "jobs would be fully confined, 1 otherwise.")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     serve = sub.add_parser("serve", help="serve the jobs API over HTTPS with client certificates")
     serve.add_argument("--host", default="127.0.0.1")
@@ -147,8 +158,18 @@ def _run(args: argparse.Namespace) -> int:
                     io_write_bps=args.io_write, require_isolation=args.require_isolation)
     options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
                if getattr(args, name) is not None}
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise JobberError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
+        env[name] = value
+    if env:
+        options["env"] = env
+    if args.cwd is not None:
+        options["cwd"] = args.cwd
     session = _session(args)
-    job = session.new_job(command, limits, **options) if options else session.new_job(command, limits)
+    job = session.new_job(command, limits, **options)
     job.start()
     print(f"job {job.id} started", file=sys.stderr)
     if not args.follow:
@@ -272,6 +293,14 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from jobber._doctor import diagnose
+
+    diagnosis = diagnose(args.root)
+    print(json.dumps(diagnosis.to_dict(), indent=1) if args.json else diagnosis)
+    return 0 if diagnosis.confined else 1
+
+
 def _serve(args: argparse.Namespace) -> int:
     from jobber._server.app import serve
 
@@ -281,7 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 _ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop,
-            "certs": _certs, "serve": _serve}
+            "certs": _certs, "doctor": _doctor, "serve": _serve}
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -27,8 +27,10 @@ TESTS = REPO / "tests"
 PACKAGES = ("jobber", "jobber_magics")
 NOTEBOOK_LIBRARIES = {"IPython", "ipywidgets", "ipykernel", "jobber_magics"}
 ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
-    "supervisor", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined"))
-ISLAND_MAY_IMPORT = frozenset({"jobber._errors"})
+    "supervisor", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd"))
+# Shared with the rest of jobber, standard library only themselves: the atomic write and
+# the job states exist once, for the supervisor too.
+ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._states"})
 ISLAND_MAY_IMPORT_FOR_TYPES = frozenset({"jobber._limits"})
 REMOTE_CLIENT = "jobber._backends.remote"
 SERVER_LIBRARIES = {"aiohttp", "cryptography"}
@@ -307,11 +309,6 @@ def test_the_core_never_imports_notebook_libraries():
             "import and run where none of them is installed.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervisor.py imports jobber._files and jobber._states since 407b4e1: allow them in "
-           "ISLAND_MAY_IMPORT or move that code into the island, then drop this mark; "
-           "--runxfail lists the imports")
 def test_the_supervisor_island_imports_only_the_standard_library():
     may_import = ISLAND | ISLAND_MAY_IMPORT
     problems = []

@@ -21,10 +21,9 @@ def demo(tmp_path_factory):
 
 @pytest.fixture
 def jobber(demo, jobs_dir):
-    env = {**os.environ, "JOBBER_ROOT": str(demo), "JOBBER_CERT": str(demo / "client.pem"),
-           "JOBBER_JOBS_DIR": str(jobs_dir)}
-
     def run(*args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        env = {**os.environ, "JOBBER_ROOT": str(demo), "JOBBER_CERT": str(demo / "client.pem"),
+               "JOBBER_JOBS_DIR": str(jobs_dir)}  # read now: tests monkeypatch the environment
         result = subprocess.run([sys.executable, "-m", "jobber", *args], capture_output=True, text=True,
                                 env=env, timeout=timeout)
         if check and result.returncode != 0:
@@ -121,3 +120,59 @@ def test_help_lists_every_command(jobber):
     out = jobber("--help", check=True).stdout
     for command in ("run", "ls", "status", "logs", "stop", "certs", "serve"):
         assert command in out
+
+
+class TestRunEnvironment:
+    def test_env_and_cwd_reach_the_job(self, jobber, tmp_path):
+        result = jobber("run", "--env", "SEED=7", "--env", "NAME=a=b", "--cwd", str(tmp_path), "-f", "--",
+                        'echo "$SEED $NAME $PWD"')
+        assert (result.returncode, result.stdout) == (0, f"7 a=b {tmp_path}\n"), result.stderr
+
+    def test_env_without_a_value_is_a_one_line_error(self, jobber):
+        result = jobber("run", "--env", "SEED", "--", "true")
+        assert result.returncode == 1
+        assert result.stderr.strip() == "jobber: error: --env 'SEED': write NAME=VALUE, e.g. --env SEED=1"
+
+    def test_a_missing_cwd_starts_nothing(self, jobber, tmp_path):
+        result = jobber("run", "--cwd", str(tmp_path / "nowhere"), "--", "true")
+        assert result.returncode == 1 and "does not exist" in result.stderr
+        assert json.loads(jobber("ls", "--json", check=True).stdout) == []
+
+
+class TestDoctor:
+    def test_json_says_what_confines_jobs_and_each_limit(self, jobber):
+        from jobber._backends.local.isolation import choose
+
+        result = jobber("doctor", "--json")
+        report = json.loads(result.stdout)
+        driver, reason = choose()
+        assert report["isolation"] == (driver.NAME if reason is None else "none")
+        limits = {check["name"]: check for check in report["checks"] if check["name"].endswith(" limit")}
+        assert set(limits) == {"cpu limit", "memory limit", "pids limit", "io limit"}
+        # The exit code is the verdict: 0 only when every limit is enforced.
+        assert result.returncode == (0 if all(c["ok"] for c in limits.values()) else 1)
+        assert report["confined"] == (result.returncode == 0)
+        for check in limits.values():
+            assert check["ok"] or check["fix"], check
+        identity = next(c for c in report["checks"] if c["name"] == "identity")
+        assert identity["ok"] and "client" in identity["found"]
+
+    def test_the_text_report_names_every_check(self, jobber):
+        text = jobber("doctor").stdout
+        for name in ("cgroup layout", "isolation", "cpu limit", "io limit", "launcher", "jobs directory", "pool"):
+            assert name in text
+        assert text.rstrip().endswith(("fully confined", "see the fixes above"))
+
+    def test_doctor_leaves_no_cgroup_behind(self, jobber):
+        import glob
+
+        jobber("doctor")
+        assert not [p for p in glob.glob("/sys/fs/cgroup/**/jobber/doctor", recursive=True)]
+
+    def test_unconfined_is_exit_code_1_with_a_fix(self, jobber, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")
+        result = jobber("doctor", "--json")
+        report = json.loads(result.stdout)
+        assert result.returncode == 1 and report["isolation"] == "none" and not report["confined"]
+        isolation = next(c for c in report["checks"] if c["name"] == "isolation")
+        assert not isolation["ok"] and isolation["fix"] == "unset JOBBER_ISOLATION"

@@ -92,6 +92,20 @@ class TestRemoteJob:
         buf = bytearray(100)
         assert bytes(buf[: job.tail(buf)]) == b"out\nerr\n"
 
+    def test_env_reaches_the_job_on_the_server(self, session):
+        job = session.new_job('echo "$SEED"', env={"SEED": "42"})
+        job.start()
+        assert job.wait(30).state == "exited"
+        buf = bytearray(100)
+        assert bytes(buf[: job.tail(buf)]) == b"42\n"
+
+    def test_bad_env_and_cwd_are_refused_before_the_server_is_asked(self, session):
+        with pytest.raises(JobError, match="not a variable name"):
+            session.new_job("true", env={"1X": "v"})
+        with pytest.raises(JobError, match="chosen by its operator"):
+            session.new_job("true", cwd="/tmp")
+        assert session.get_jobs() == []
+
     def test_start_twice_raises(self, session):
         job = session.new_job("true")
         job.start()
@@ -226,8 +240,13 @@ class TestFollowAcrossRestart:
 
 
 def _server_sockets(server: ServerProcess) -> int:
-    return sum(os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith("socket:")
-               for fd in os.listdir(f"/proc/{server.pid}/fd"))
+    count = 0
+    for fd in os.listdir(f"/proc/{server.pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed between the listing and the read
+    return count
 
 
 class TestNetworkErrors:

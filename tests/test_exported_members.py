@@ -4,13 +4,13 @@ import inspect
 
 import jobber
 
-CONTRACT = {  # ../shared/DESIGN.md: tests outside this repo use these names
+CONTRACT = {  # docs/api.md: tests outside this repo use these names
     "Certificate", "CertificateError", "Job", "JobError", "JobNotFound", "JobStatus",
     "JobberError", "Limits", "connect", "get_client_certificates",
 }
 # Beyond the contract: jobber_magics needs these, and may use only jobber.__all__
 # (tests/test_architecture.py).
-FOR_THE_MAGICS = {"default_root", "last_lines"}
+FOR_THE_MAGICS = {"default_root", "doctor", "last_lines"}
 
 
 def test_all_is_complete_and_exact():

@@ -131,6 +131,11 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "command": {"type": "string", "pattern": _COMMAND_PATTERN, "description": "run as /bin/sh -c COMMAND"},
             "limits": _nullable({"$ref": "#/components/schemas/LimitsRequest"}),
+            "env": _nullable({
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "environment variables to set for the job (names: letters, digits, _)",
+            }),
             "start": {
                 "type": "boolean",
                 "default": True,

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from jobber import __version__
+from jobber._backends.context import check_env
 from jobber._errors import JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
 from jobber._jobs.store import JobStore, jobs_dir
@@ -224,18 +225,22 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def create_job(request: web.Request) -> web.Response:
     _query(request, {})
-    data = await _json_body(request, {"command", "limits", "start"}, {"command"}, _NEW_JOB_EXAMPLE)
+    data = await _json_body(request, {"command", "limits", "env", "start"}, {"command"}, _NEW_JOB_EXAMPLE)
     command = data["command"]
     if not isinstance(command, str) or not command.strip():
         raise ApiError(400, f"command must be a non-empty string: the shell command to run, e.g. {_NEW_JOB_EXAMPLE}", "JobError")
     if "\0" in command:
         raise ApiError(400, "the command contains a NUL byte, which no shell can run", "JobError")
     limits = _limits(data.get("limits"))
+    try:
+        env = check_env(data.get("env") or {})
+    except JobError as err:
+        raise ApiError(400, str(err), "JobError") from None
     start = data.get("start", True)
     if not isinstance(start, bool):
         raise ApiError(400, f"start must be true or false, not {json.dumps(start)[:40]}")
     config = request.app[CONFIG]
-    job = await _blocking(config.starts, _store(request).new_job, command, limits)
+    job = await _blocking(config.starts, lambda: _store(request).new_job(command, limits, env=env))
     if start:
         try:
             await _blocking(config.starts, _start, request, job)

@@ -77,10 +77,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             by_file.setdefault(name, os.path.join(path, name))
     notes: list[str] = []
     unenforced: list[str] = []
+    why: dict[str, str] = {}
 
     def put(file: str, value: str, limit: str) -> bool:
         if file not in by_file:
             unenforced.append(limit)
+            why[limit] = f"{file} is missing (controller not mounted)"
             notes.append(f"{limit} limit not enforced: {file} is missing (controller not mounted)")
             return False
         fs.write(by_file[file], value)
@@ -107,10 +109,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         disk = fs.whole_disk(job_dir)
         if disk is None:
             unenforced.append(attr)
+            why[attr] = f"{job_dir} is not on a block device"
             notes.append(f"{attr} not enforced: {job_dir} is not on a block device")
         else:
             put(file, f"{disk} {value}", attr)
-    return {"isolation": NAME, "dirs": dirs, "notes": notes, "unenforced": unenforced}
+    return {"isolation": NAME, "dirs": dirs, "notes": notes, "unenforced": unenforced,
+            "unenforced_why": why}
 
 
 class Cgroup:

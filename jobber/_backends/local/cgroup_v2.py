@@ -76,6 +76,8 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
     base, delegated_by = placement()
     notes: list[str] = [delegated_by] if delegated_by else []
     unenforced: list[str] = []
+    why: dict[str, str] = {}
+    fixes: dict[str, str] = {}
     missing: list[str] = []
     _evacuate(base, mount)
     path = fs.mkdir_path(base, ["jobber", owner, str(job_id)], lambda p: _enable_controllers(p, missing))
@@ -85,12 +87,13 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         if file not in files:
             unenforced.append(limit)
             if delegated_by and limit in missing:
-                notes.append(f"{limit} limit not enforced: systemd's user manager does not delegate the {limit} "
-                             f"controller; to fix, as root write {systemd_drop_in()} and run "
-                             "`systemctl daemon-reload`, then log in again (or restart user@UID.service)")
+                why[limit] = f"systemd's user manager does not delegate the {limit} controller"
+                fixes[limit] = (f"as root write {systemd_drop_in()} and run `systemctl daemon-reload`, then log "
+                                "in again (or restart user@UID.service)")
+                notes.append(f"{limit} limit not enforced: {why[limit]}; to fix, {fixes[limit]}")
             else:
-                notes.append(f"{limit} limit not enforced: {file} is missing (the {limit} controller is not "
-                             f"delegated to {base})")
+                why[limit] = f"{file} is missing (the {limit} controller is not delegated to {base})"
+                notes.append(f"{limit} limit not enforced: {why[limit]}")
         else:
             fs.write(os.path.join(path, file), value)
 
@@ -115,10 +118,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         disk = fs.whole_disk(job_dir)
         if disk is None:
             unenforced.append("io")
-            notes.append(f"io limits not enforced: {job_dir} is not on a block device")
+            why["io"] = f"{job_dir} is not on a block device"
+            notes.append(f"io limits not enforced: {why['io']}")
         else:
             put("io.max", f"{disk} {' '.join(io)}", "io")
-    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes, "unenforced": unenforced}
+    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes,
+            "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by}
 
 
 class Cgroup:

@@ -34,6 +34,7 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str, reason: str) 
     rlimits: dict[str, int] = {}
     notes = [f"not isolated: {reason}"]
     unenforced: list[str] = []
+    why: dict[str, str] = {}
     if limits.memory is not None:
         rlimits["RLIMIT_AS"] = limits.memory
         notes.append("memory is limited as address space (RLIMIT_AS), which counts reserved as well as used memory")
@@ -42,16 +43,19 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str, reason: str) 
         notes.append(f"pids is limited with RLIMIT_NPROC, which counts every process of uid {os.geteuid()}")
     elif limits.pids is not None:
         unenforced.append("pids")
+        why["pids"] = "RLIMIT_NPROC does not apply to root"
         notes.append("pids limit not enforced: RLIMIT_NPROC does not apply to root")
     if limits.cpu is not None:
         unenforced.append("cpu")
+        why["cpu"] = "no cgroup"
         notes.append("cpu limit not enforced without a cgroup")
     if limits.io_read_bps is not None or limits.io_write_bps is not None:
         unenforced.append("io")
+        why["io"] = "no cgroup"
         notes.append("io limits not enforced without a cgroup")
     notes.append("stop is best effort: processes that leave the process group and drop JOBBER_JOB_TAG survive")
     return {"isolation": NAME, "tag": f"{owner}/{job_id}", "rlimits": rlimits, "notes": notes,
-            "unenforced": unenforced}
+            "unenforced": unenforced, "unenforced_why": why}
 
 
 class Cgroup:

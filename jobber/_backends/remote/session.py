@@ -25,11 +25,13 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._limits import Limits
+from jobber._backends.context import check_env
 from jobber._backends.remote.backend import RemoteBackend
 from jobber._jobs.job import Job
 from jobber._jobs.store import validate_job_id
@@ -130,18 +132,21 @@ class RemoteSession:
         job_id = validate_job_id(job_id)
         return Job(RemoteBackend(self, self._json("GET", f"/v1/jobs/{job_id}", job_id=job_id)))
 
-    def new_job(self, command: str, limits: Limits | None = None, **options: Any) -> Job:
+    def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
+                cwd: str | None = None, **options: Any) -> Job:
         """Create a job on the server (state "created"); ``start()`` starts it.
 
         Args:
             command: the shell command.
             limits: resource limits.
+            env: environment variables to set for the job on the server.
+            cwd: not available remotely: the server's operator chooses where jobs run.
             **options: backend options; a server runs its jobs on its own host, so only
                 ``backend="local"`` is accepted remotely.
 
         Raises:
-            JobError: the command is empty or has a NUL byte, or options other than the
-                local backend were given.
+            JobError: the command is empty or has a NUL byte, a bad ``env``, ``cwd``
+                given, or options other than the local backend.
             LimitError: the server refuses a limit.
         """
         if options and options != {"backend": "local"}:
@@ -149,9 +154,14 @@ class RemoteSession:
                 f"a jobber server runs jobs on its own host: {', '.join(sorted(options))} cannot be used "
                 "remotely (run Slurm jobs from a host with sbatch)"
             )
+        if cwd is not None:
+            raise JobError("cwd is a directory on the server, chosen by its operator (jobber serve --job-user): "
+                           "leave it out, or cd inside the command (`cd data && python train.py`)")
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        body = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False}
+        body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False}
+        if env:
+            body["env"] = check_env(env)
         return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body)))
 
     def generate_job_id(self) -> int:
