@@ -17,6 +17,7 @@ from typing import Any
 from jobber import Certificate, JobberError, JobStatus
 
 __all__ = [
+    "DoctorReport",
     "IdentityView",
     "JobList",
     "certificate_html",
@@ -170,6 +171,33 @@ class JobList(list):
         lines += [f"{job.id:>5}  {status.describe():<32} {status.backend:<8} {_first_line(job.command, 60)}"
                   for job, status in rows]
         return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class DoctorReport:
+    """What ``%jobber_doctor`` shows: each check of ``jobber.doctor()``, ok or with its fix."""
+
+    def __init__(self, diagnosis: Any) -> None:
+        self.diagnosis = diagnosis
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            "<tr>"
+            f'<td style="{_CELL};color:{"#2ca02c" if check.ok else "#d62728"}">{"ok" if check.ok else "no"}</td>'
+            f'<th style="{_CELL}">{_e(check.name)}</th>'
+            f'<td style="{_CELL}">{_e(check.found)}'
+            + (f'<br><b>fix:</b> <code>{_e(check.fix)}</code>' if check.fix else "")
+            + "</td></tr>"
+            for check in self.diagnosis.checks
+        )
+        verdict = ("Jobs here are fully confined." if self.diagnosis.confined else
+                   "Jobs here run, but not every limit is enforced: see the fixes above.")
+        return f"<table><tbody>{rows}</tbody></table><p>{_e(verdict)}</p>"
+
+    def __repr__(self) -> str:
+        return str(self.diagnosis)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

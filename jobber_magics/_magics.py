@@ -22,7 +22,7 @@ from IPython.display import display
 
 import jobber
 from jobber import Certificate, JobberError, Limits
-from jobber_magics._display import IdentityView, JobList
+from jobber_magics._display import DoctorReport, IdentityView, JobList
 from jobber_magics._loglines import LogLines
 
 __all__ = ["JobberMagics"]
@@ -72,6 +72,16 @@ def _job_request(args: argparse.Namespace) -> tuple[Limits, dict[str, Any]]:
     options = {name: getattr(args, name) for name in ("backend", *_SLURM_OPTIONS) if getattr(args, name) is not None}
     if options.keys() - {"backend"} and options.get("backend", os.environ.get("JOBBER_BACKEND")) != "slurm":
         raise UsageError("--partition, --time, --account and --gres are Slurm options: add --backend slurm")
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
+        env[name] = value
+    if env:
+        options["env"] = env
+    if args.cwd is not None:
+        options["cwd"] = args.cwd
     return limits, options
 
 
@@ -142,6 +152,9 @@ class JobberMagics(Magics):
     @argument("--time", metavar="T", help="Slurm time limit, e.g. 1:00:00 (with --backend slurm)")
     @argument("--account", metavar="A", help="Slurm account (with --backend slurm)")
     @argument("--gres", metavar="G", help="Slurm generic resources, e.g. gpu:1 (with --backend slurm)")
+    @argument("--env", action="append", default=[], metavar="NAME=VALUE",
+              help="set an environment variable for the job (repeatable): how Python values reach the script")
+    @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
     @argument("--no-follow", action="store_true", help="start the job without showing its live log")
     @line_cell_magic
@@ -150,9 +163,11 @@ class JobberMagics(Magics):
         """Run the cell as a shell script in an isolated job, and show its live log.
 
         The cell body is given to /bin/sh exactly as written: $HOME and {x} reach the shell
-        untouched (no IPython variable expansion). The job runs in this kernel's working
-        directory and keeps running if the kernel stops. Returns the Job, so `_` and
-        Out[n] hold it.
+        untouched (no IPython variable expansion). To pass Python values in, use
+        environment variables: ``--env LR=0.01`` (the script reads ``$LR``). The job runs in
+        this kernel's environment and working directory (``--cwd`` to change it), with this
+        kernel's Python first on PATH, so ``python`` and ``pip`` are the kernel's; it keeps
+        running if the kernel stops. Returns the Job, so `_` and Out[n] hold it.
 
         Example::
 
@@ -167,7 +182,7 @@ class JobberMagics(Magics):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
         limits, options = _job_request(args)
         session = self.session
-        job = session.new_job(cell, limits, **options) if options else session.new_job(cell, limits)
+        job = session.new_job(cell, limits, **options)
         job.start()
         if args.name:
             self.shell.user_ns[args.name] = job
@@ -219,6 +234,17 @@ class JobberMagics(Magics):
         args = parse_argstring(self.jobber_stop, line)
         status = self.session.get_job(args.job_id).stop(grace=args.grace)
         print(f"job {args.job_id}: {status.describe()}")
+
+    @magic_arguments()
+    @line_magic
+    @_user_errors
+    def jobber_doctor(self, line: str) -> DoctorReport:
+        """Show what confines jobs on this host: the isolation a job gets and why, each limit
+        (cpu, memory, pids, io) enforced or not with its fix, the launcher, the jobs
+        directory, the identity and the pool (what `jobber doctor` prints).
+        """
+        parse_argstring(self.jobber_doctor, line)
+        return DoctorReport(jobber.doctor())
 
     @magic_arguments()
     @line_magic

@@ -159,6 +159,22 @@ class TestRun:
         assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
         job.wait(30)
 
+    def test_env_and_cwd_pass_values_to_the_script(self, shell, identity, tmp_path):
+        job = shell.run_cell(f'%%jobber_run --no-follow --env LR=0.01 --env TAG=a=b --cwd {tmp_path}\n'
+                             'echo "$LR $TAG $PWD"\n').result
+        assert job.wait(30).state == "exited"
+        assert last_log(job) == f"0.01 a=b {tmp_path}\n"
+
+    def test_env_without_a_value_is_a_usage_error(self, shell, identity):
+        error = usage_error(shell, "%%jobber_run --env LR\ntrue")
+        assert "write NAME=VALUE" in str(error)
+
+    def test_the_job_runs_the_kernels_python(self, shell, identity, monkeypatch):
+        monkeypatch.setenv("PATH", "/usr/bin:/bin")  # Jupyter started as .venv/bin/jupyter
+        job = shell.run_cell("%%jobber_run --no-follow\ncommand -v python\n").result
+        job.wait(30)
+        assert os.path.dirname(last_log(job).strip()) == os.path.dirname(sys.executable)
+
     def test_no_follow_starts_without_a_widget(self, shell, identity):
         result, captured = run_cell(shell, "%%jobber_run --no-follow\nsleep 0.2")
         assert captured.outputs == [] and result.result.status().state == "running"
@@ -269,6 +285,20 @@ class TestStop:
 
     def test_an_unknown_job_is_a_usage_error(self, shell, identity):
         assert "no job 7" in str(usage_error(shell, "%jobber_stop 7"))
+
+
+class TestDoctor:
+    def test_shows_each_check_and_the_verdict(self, shell, identity):
+        result, _ = run_cell(shell, "%jobber_doctor")
+        report = result.result
+        names = [check.name for check in report.diagnosis.checks]
+        assert {"isolation", "cpu limit", "memory limit", "pids limit", "io limit", "launcher"} <= set(names)
+        html_text = report._repr_html_()
+        assert all(name in html_text for name in names)
+        assert ("fully confined" in html_text) == report.diagnosis.confined
+
+    def test_takes_no_arguments(self, shell, identity):
+        usage_error(shell, "%jobber_doctor --bogus")
 
 
 class TestJobs:
