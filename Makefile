@@ -6,7 +6,7 @@ DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
-.PHONY: demo test test-unit test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
+.PHONY: demo test test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
 
 venv: $(VENV)/.installed
 
@@ -26,10 +26,15 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: test-unit test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
+test: test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
 
 test-unit: venv
 	$(PY) -m pytest -q tests
+
+# The package as pip installs it (about a minute): the wheel, in a fresh venv outside the
+# checkout, holds every subpackage and launcher.c; `jobber run` and the job tests pass there.
+test-wheel: venv
+	.ci/wheel.sh
 
 # The notebooks run against a fresh demo pool (04-slurm runs in test-slurm, with a cluster).
 test-notebooks: venv

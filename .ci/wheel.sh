@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# jobber as a user installs it (issue 10): build the wheel, install it into a fresh venv
+# outside the checkout, check what the install holds, then run `jobber run` and the job
+# tests against the installed package, with the checkout nowhere on sys.path.
+#
+# The wheel is built from a snapshot of the working tree (tracked and untracked files, not
+# ignored ones), so a stale build/ or *.egg-info in the checkout can neither leak files into
+# the wheel nor hide missing ones, and the build leaves nothing behind in the checkout.
+# WHEEL_BUILD_PYTHON: the interpreter that builds the wheel and the venv (default .venv's).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${WHEEL_BUILD_PYTHON:-$repo/.venv/bin/python}
+work=$(mktemp -d /tmp/jobber-wheel.XXXXXX)
+chmod 755 "$work"  # tests run python as uid 65534 (nobody) against the installed package
+started=$SECONDS
+
+# Processes started from the fresh venv or in the temporary directory: none may outlive this.
+ours() {  # (the grep that lists them matches itself: only pids still alive afterwards count)
+  local file pid
+  for file in $(grep -lsF -- "$work" /proc/[0-9]*/cmdline || true); do
+    pid=${file#/proc/}
+    pid=${pid%/cmdline}
+    [ "$pid" != $$ ] && grep -qsF -- "$work" "$file" && echo "$pid"
+  done
+  return 0
+}
+cleanup() {
+  local status=$? pids
+  pids=$(ours)
+  if [ -n "$pids" ]; then
+    echo "wheel.sh: stopping leftover processes: $pids" >&2
+    kill -9 $pids 2>/dev/null || true
+  fi
+  rm -rf "$work"; echo "cleaned up ($((SECONDS - started)) s)"
+  exit "$status"
+}
+trap cleanup EXIT
+fail() { echo "wheel.sh: FAIL: $*" >&2; exit 1; }
+step() { echo "== $* ($((SECONDS - started)) s)"; }
+
+step "snapshot of the working tree, then pip wheel"
+mkdir "$work/src" "$work/dist" "$work/run" "$work/empty-bin"
+"$python" - "$repo" "$work/src" <<'EOF'
+import os, shutil, subprocess, sys
+repo, dest = sys.argv[1:]
+names = subprocess.run(["git", "-C", repo, "ls-files", "-z", "-co", "--exclude-standard"],
+                       capture_output=True, check=True).stdout.split(b"\0")
+for name in filter(None, map(os.fsdecode, names)):
+    src = os.path.join(repo, name)
+    if os.path.isfile(src):  # a tracked file deleted in the working tree is not copied
+        os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
+EOF
+(cd "$work/src" && "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
+wheels=("$work"/dist/jobber-*.whl)
+[ "${#wheels[@]}" = 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in dist/, found: ${wheels[*]}"
+wheel=${wheels[0]}
+echo "built $(basename "$wheel")"
+
+step "the wheel holds every module of the source tree, launcher.c and py.typed"
+"$python" - "$wheel" "$work/src" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+wheel, src = Path(sys.argv[1]), Path(sys.argv[2])
+names = set(zipfile.ZipFile(wheel).namelist())
+expected = {p.relative_to(src).as_posix() for top in ("jobber", "jobber_magics")
+            for p in (src / top).rglob("*.py") if "__pycache__" not in p.parts}
+expected |= {"jobber/_backends/local/launcher.c", "jobber/py.typed", "jobber_magics/py.typed"}
+missing = sorted(expected - names)
+extra = sorted(n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/")))
+if not wheel.name.endswith("-py3-none-any.whl"):
+    sys.exit(f"wheel.sh: FAIL: not a pure wheel: {wheel.name}")
+if missing or extra:
+    sys.exit(f"wheel.sh: FAIL: the wheel lacks {missing} and has stray {extra}")
+print(f"{len(expected)} files of the source tree, all in the wheel")
+EOF
+
+step "a fresh venv in $work/venv, the wheel with [server] and the test requirements"
+"$python" -m venv "$work/venv"
+vpy=$work/venv/bin/python
+mapfile -t test_reqs < <("$python" - "$repo/pyproject.toml" <<'EOF'
+import re, sys, tomllib
+dev = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["dev"]
+wanted = {"pytest", "pytest-timeout", "trustme"}  # what tests/conftest.py and its helpers import
+print("\n".join(r for r in dev if re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() in wanted))
+EOF
+)
+[ "${#test_reqs[@]}" = 3 ] || fail "pytest, pytest-timeout and trustme not all in the dev extra: ${test_reqs[*]}"
+"$vpy" -m pip install -q --disable-pip-version-check "$wheel[server]" "${test_reqs[@]}"
+
+# What tests run with: a directory holding only tests/, no PYTHONPATH, a fresh cache
+# (so the first job compiles the installed launcher.c), private jobs.
+cp -r "$work/src/tests" "$work/run/tests"
+"$python" - "$repo/pyproject.toml" "$work/run/pytest.ini" <<'EOF'
+import sys, tomllib
+options = tomllib.load(open(sys.argv[1], "rb"))["tool"]["pytest"]["ini_options"]
+lines = ["[pytest]"]
+for key, value in options.items():
+    if key != "testpaths":
+        lines.append(f"{key} =" + "".join(f"\n    {v}" for v in value) if isinstance(value, list) else f"{key} = {value}")
+open(sys.argv[2], "w").write("\n".join(lines) + "\n")
+EOF
+cd "$work/run"
+unset PYTHONPATH PYTHONHOME PYTHONSAFEPATH JOBBER_LAUNCHER CC
+export XDG_CACHE_HOME=$work/cache JOBBER_JOBS_DIR=$work/jobs PYTHONDONTWRITEBYTECODE=1
+
+step "jobber is imported from the fresh venv, with launcher.c"
+"$vpy" - "$work/venv" "$repo" <<'EOF'
+import importlib.util, sys, sysconfig
+from pathlib import Path
+venv, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+site = Path(sysconfig.get_paths()["purelib"]).resolve()
+import jobber
+where = Path(jobber.__file__).resolve()
+if not (site.is_relative_to(venv) and where == site / "jobber" / "__init__.py"):
+    sys.exit(f"wheel.sh: FAIL: jobber imported from {where}, not from {site}")
+magics = Path(importlib.util.find_spec("jobber_magics").origin).resolve()
+if magics != site / "jobber_magics" / "__init__.py":
+    sys.exit(f"wheel.sh: FAIL: jobber_magics found at {magics}, not in {site}")
+on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(repo)]
+if on_path:
+    sys.exit(f"wheel.sh: FAIL: the checkout is on sys.path: {on_path}")
+for part in ("_backends/local/launcher.c", "_backends/local/supervisor.py", "py.typed"):
+    if not (site / "jobber" / part).is_file():
+        sys.exit(f"wheel.sh: FAIL: the installed package lacks jobber/{part}")
+import jobber._backends.local.launcher as launcher, jobber._jobs.store, jobber._server  # noqa: E401
+if Path(launcher._SOURCE).resolve() != site / "jobber/_backends/local/launcher.c":
+    sys.exit(f"wheel.sh: FAIL: the launcher builds from {launcher._SOURCE}")
+print(f"jobber {where.parent}")
+EOF
+
+step "jobber run --follow -- echo hi, from the venv's bin"
+"$work/venv/bin/jobber" certs init-demo "$work/pki" >/dev/null
+export JOBBER_ROOT=$work/pki JOBBER_CERT=$work/pki/client.pem
+run_hi() {  # run_hi NAME [ENV...]: `jobber run --follow -- echo hi`; stdout must be "hi", exit 0
+  local name=$1 rc=0 out
+  shift
+  out=$(env "$@" "$work/venv/bin/jobber" run --follow -- echo hi 2>"$work/$name.log") || rc=$?
+  [ "$rc" = 0 ] && [ "$out" = hi ] || fail "$name: exit $rc, stdout '$out', stderr: $(cat "$work/$name.log")"
+  grep -vE '^job [0-9]+ started$' "$work/$name.log" >"$work/$name.err" || true  # what is left to judge
+}
+run_hi compiled
+[ ! -s "$work/compiled.err" ] || fail "compiled: unexpected stderr: $(cat "$work/compiled.err")"
+ls "$XDG_CACHE_HOME"/jobber/launcher-* >/dev/null 2>&1 || fail "the first job did not build the launcher in $XDG_CACHE_HOME/jobber"
+run_hi no-compiler CC="$work/no-such-cc" PATH="$work/empty-bin" XDG_CACHE_HOME="$work/cache-no-cc"
+[ "$(wc -l <"$work/no-compiler.err")" = 1 ] && grep -q '^jobber: no C compiler found' "$work/no-compiler.err" \
+  || fail "no compiler: expected one line on stderr, got: $(cat "$work/no-compiler.err")"
+echo "hi, exit 0 (compiled launcher); hi, exit 0 and one line (no compiler): $(cat "$work/no-compiler.err")"
+unset JOBBER_ROOT JOBBER_CERT
+
+step "the job tests against the installed package"
+"$work/venv/bin/pytest" -q -p no:cacheprovider -rs --basetemp "$work/tmp" \
+  tests/test_launcher.py tests/test_jobs.py tests/test_isolation.py tests/test_storage.py tests/test_cli.py \
+  tests/test_limits.py tests/test_exported_members.py tests/test_certificates.py \
+  tests/test_client.py tests/test_server.py
+
+cd /
+for _ in $(seq 50); do [ -z "$(ours)" ] && break; sleep 0.1; done
+[ -z "$(ours)" ] || fail "processes left running: $(ours)"
+step "wheel OK"
