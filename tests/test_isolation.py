@@ -6,6 +6,7 @@ the reason elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from jobber._backends.local import cgroup_v1 as _cgroup_v1
 from jobber._backends.local import cgroup_v2 as _cgroup_v2
 from jobber._backends.local import cgroupfs as _cgroupfs
 from jobber._backends.local.isolation import choose, detect
+from jobber._jobs.store import JobStore
 
 BACKEND, REASON = choose()
 on_v1 = pytest.mark.skipif(BACKEND.NAME != "cgroup-v1", reason=f"jobs here use {BACKEND.NAME}, not cgroup v1")
@@ -201,3 +203,23 @@ class TestSetupFailure:
         monkeypatch.setattr(_cgroupfs, "write", real_write)
         job.start()  # fixed: the same job starts now
         assert job.wait(30).state == "exited"
+
+
+@pytest.mark.skipif(BACKEND.NAME == "none", reason=f"no writable cgroup here: {REASON}")
+def test_two_jobs_directories_never_share_a_cgroup(tmp_path, monkeypatch):
+    """The same certificate's job 1 in two $JOBBER_JOBS_DIRs: two cgroups, both confined."""
+    owner = "c" * 64
+    jobs = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("JOBBER_JOBS_DIR", str(tmp_path / name))
+        job = JobStore(owner).new_job("sleep 30")
+        job.start()
+        jobs.append(job)
+    try:
+        assert [job.id for job in jobs] == [1, 1]
+        dirs = [set(json.loads((job.path / "confinement.json").read_bytes())["dirs"].values()) for job in jobs]
+        assert not dirs[0] & dirs[1]
+        assert all(job.status().state == "running" for job in jobs)
+    finally:
+        for job in jobs:
+            job.stop(grace=0)

@@ -88,6 +88,7 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
                 job_id=job_id,
             )
         return _unconfined.prepare(owner, job_id, limits, job_dir, reason or "unknown")
+    owner = cgroup_owner(owner, job_dir)
     for attempt in range(3):
         try:
             record = backend.prepare(owner, job_id, limits, job_dir)
@@ -111,6 +112,18 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             job_id=job_id,
         )
     return record
+
+
+def cgroup_owner(owner: str, job_dir: str) -> str:
+    """The name of the owner's cgroup: its hash and a key of the jobs directory.
+
+    Two jobs directories (two ``$JOBBER_JOBS_DIR``) may hold the same certificate's job 3;
+    their cgroups must not be the same ``jobber/<owner>/3``.
+    """
+    import hashlib
+
+    jobs_root = os.path.dirname(os.path.dirname(os.path.realpath(job_dir)))
+    return f"{owner}.{hashlib.sha256(jobs_root.encode(errors='surrogateescape')).hexdigest()[:8]}"
 
 
 def _translate(backend: ModuleType, job_id: int, err: OSError) -> JobError:
