@@ -51,8 +51,13 @@ class LocalBackend(DirectoryBackend):
             JobError: already started, no usable isolation while ``require_isolation``
                 is set, or the supervisor failed to start it (saying why).
         """
-        self.dir.claim_start()
-        cgroup = None
+        try:
+            self.dir.claim_start()
+        except (JobError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # ENOSPC, EROFS, ...: nothing was claimed
+            raise _not_started(self.job_id, err) from err
+        record = cgroup = None
         try:
             spec = self.dir.spec()
             context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"))
@@ -66,19 +71,27 @@ class LocalBackend(DirectoryBackend):
         except BaseException as err:
             if self.dir.exists("status.json"):
                 raise  # the supervisor took the job over and recorded how it ended
-            self._undo_start(cgroup)
+            self._undo_start(record, cgroup)
             if isinstance(err, (JobError, KeyboardInterrupt, SystemExit)):
                 raise
-            raise JobError(f"job {self.job_id} did not start: {type(err).__name__}: {err}",
-                           job_id=self.job_id) from err
+            raise _not_started(self.job_id, err) from err
 
-    def _undo_start(self, cgroup: Any) -> None:
+    def _undo_start(self, record: dict[str, Any] | None, cgroup: Any) -> None:
         """Nothing ran: remove what start made, so that a retry can work."""
         if cgroup is not None:
             try:
                 cgroup.remove()
             except OSError:
                 pass
+        elif record is not None:
+            # open_cgroup failed after prepare made the cgroups (nothing joined them): rmdir
+            # the job's, then its owner's and jobber's if they became empty.
+            for path in set(record.get("dirs", {}).values()):
+                for level in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+                    try:
+                        os.rmdir(level)
+                    except OSError:
+                        pass
         self.dir.remove("confinement.json")
         self.dir.release_start()
 
@@ -179,6 +192,10 @@ class LocalBackend(DirectoryBackend):
         except OSError as err:
             raise JobError(f"job {self.job_id}: cannot clean up after its dead supervisor: {err}",
                            job_id=self.job_id) from err
+
+
+def _not_started(job_id: int, err: BaseException) -> JobError:
+    return JobError(f"job {job_id} did not start: {type(err).__name__}: {err}", job_id=job_id)
 
 
 def _supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
