@@ -41,6 +41,22 @@ class TestJobsDir:
         with pytest.raises(JobError, match="symlink"):
             ensure_private_dir(tmp_path / "jobber")
 
+    def test_a_refused_path_has_nothing_made_through_it(self, tmp_path):
+        target = tmp_path / "elsewhere"
+        target.mkdir(mode=0o700)
+        (tmp_path / "jobber").symlink_to(target)
+        with pytest.raises(JobError, match="symlink"):
+            ensure_private_dir(tmp_path / "jobber" / "jobs" / "deeper")
+        assert list(target.iterdir()) == []
+
+    def test_nothing_is_made_inside_another_users_directory(self, tmp_path):
+        hostile = tmp_path / "jobber"
+        hostile.mkdir(mode=0o777)
+        os.chown(hostile, 65534, 65534)
+        with pytest.raises(JobError, match="owned by uid 65534"):
+            ensure_private_dir(hostile / "jobs" / "deeper")
+        assert list(hostile.iterdir()) == []
+
     def test_a_directory_owned_by_another_user_is_refused(self, tmp_path):
         hostile = tmp_path / "jobber"
         hostile.mkdir(mode=0o700)

@@ -115,8 +115,14 @@ class JobDir:
         write_atomic(self.path / "stop-requested", f"{time.time()}\n".encode())
 
 
-def ensure_private_dir(path: Path, *, uid: int | None = None) -> Path:
+def ensure_private_dir(path: Path | str, *, uid: int | None = None) -> Path:
     """Create ``path`` (and missing parents) with mode 0700, or check the existing one.
+
+    The path is walked from ``/`` one component at a time, relative to the directory
+    file descriptor of the previous one and with O_NOFOLLOW (as systemd's ``chase()``
+    does), and every check is made before anything is created below a component: a link
+    or a hostile directory planted anywhere on the way is refused with nothing made
+    through it.
 
     Args:
         path: the directory.
@@ -130,47 +136,60 @@ def ensure_private_dir(path: Path, *, uid: int | None = None) -> Path:
     """
     uid = os.geteuid() if uid is None else uid
     path = Path(os.path.abspath(path))
-    missing = []
-    probe = path
-    while not os.path.lexists(probe):
-        missing.append(probe)
-        probe = probe.parent
-    # Existing ancestors only need to be real directories; the ones we create are ours.
-    for created in reversed(missing):
-        try:
-            os.mkdir(created, 0o700)
-        except FileExistsError:
-            pass  # somebody raced us: it is checked below like any existing directory
-        except OSError as err:
-            raise JobError(
-                f"cannot create the jobs directory {created}: {err.strerror}; set JOBBER_JOBS_DIR "
-                "to a directory you own"
-            ) from err
-    _check_private(path, uid)
-    # Every ancestor must be owned by this user or by root, and not be replaceable by
-    # others: a hostile user who made /tmp/jobber could otherwise swap `jobs` inside it.
-    for parent in path.parents:
-        st = os.lstat(parent)
-        if st.st_uid not in (uid, 0):
-            raise JobError(
-                f"{parent} is owned by uid {st.st_uid}, not by uid {uid} (this user) or root: "
-                "remove it, or set JOBBER_JOBS_DIR to a directory you own"
-            )
-        if st.st_uid == uid and stat.S_ISLNK(st.st_mode):
-            raise JobError(f"{parent} is a symlink: refusing to keep jobs beneath it; set JOBBER_JOBS_DIR")
-        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
-            raise JobError(
-                f"{parent} is writable by everyone and not sticky, so another user could replace "
-                "the jobs directory beneath it: set JOBBER_JOBS_DIR elsewhere"
-            )
+    names = path.parts[1:]
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        here = Path("/")
+        _check_ancestor(here, os.fstat(fd), uid)
+        for index, name in enumerate(names):
+            here = here / name
+            last = index == len(names) - 1
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass  # somebody raced us: it is checked below like any existing directory
+                except OSError as err:
+                    raise JobError(f"cannot create the jobs directory {here}: {err.strerror}; set JOBBER_JOBS_DIR "
+                                   "to a directory you own") from err
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            follow = stat.S_ISLNK(st.st_mode) and not last and st.st_uid == 0 != uid  # e.g. /var/run -> /run
+            if last:
+                _check_private(here, st, uid)
+            elif stat.S_ISLNK(st.st_mode) and not follow:
+                raise JobError(f"{here} is a symlink: refusing to keep jobs beneath it; set JOBBER_JOBS_DIR")
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                                dir_fd=fd)
+            except OSError as err:
+                raise JobError(f"cannot open {here}: {err.strerror}; set JOBBER_JOBS_DIR to a directory you own") from err
+            os.close(fd)
+            fd = child
+            if not last:
+                _check_ancestor(here, os.fstat(fd), uid)
+    finally:
+        os.close(fd)
     return path
 
 
-def _check_private(path: Path, uid: int) -> None:
-    try:
-        st = os.lstat(path)
-    except OSError as err:
-        raise JobError(f"cannot inspect {path}: {err.strerror}") from err
+def _check_ancestor(path: Path, st: os.stat_result, uid: int) -> None:
+    """An ancestor must be this user's or root's, and not replaceable by others: a hostile
+    user who made /tmp/jobber could otherwise swap ``jobs`` inside it."""
+    if st.st_uid not in (uid, 0):
+        raise JobError(
+            f"{path} is owned by uid {st.st_uid}, not by uid {uid} (this user) or root: "
+            "remove it, or set JOBBER_JOBS_DIR to a directory you own"
+        )
+    if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+        raise JobError(
+            f"{path} is writable by everyone and not sticky, so another user could replace "
+            "the jobs directory beneath it: set JOBBER_JOBS_DIR elsewhere"
+        )
+
+
+def _check_private(path: Path, st: os.stat_result, uid: int) -> None:
     fix = "remove it, or set JOBBER_JOBS_DIR to a directory you own"
     if stat.S_ISLNK(st.st_mode):
         raise JobError(f"{path} is a symlink (someone may be hijacking the jobs directory): {fix}")
