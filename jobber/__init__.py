@@ -7,7 +7,7 @@
     for chunk in job.follow():
         print(chunk.decode(errors="replace"), end="")
 
-See DESIGN.md for the layers and the storage layout.
+See docs/api.md for the contract and docs/architecture.md for the layers and the storage layout.
 """
 
 from jobber._certificates import Certificate, default_root, get_client_certificates

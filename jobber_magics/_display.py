@@ -1,6 +1,6 @@
 """Rich displays of jobber objects: pure functions from objects to HTML or text strings.
 
-The core never imports IPython (see STYLE.md), so ``Job`` and ``Certificate`` get their
+The core never imports IPython (docs/architecture.md), so ``Job`` and ``Certificate`` get their
 HTML here, registered as IPython formatters when the extension loads (tqdm keeps its
 notebook rendering apart from ``tqdm.std`` the same way). Job lists and the identity
 view are small classes with ``_repr_html_`` and a plain-text ``__repr__``.

@@ -1,4 +1,4 @@
-"""The layer diagram of STYLE.md, checked on the import graph.
+"""The layer diagram of docs/architecture.md, checked on the import graph.
 
 Every import statement of every module counts: top-level, inside functions (lazy imports)
 and under ``if TYPE_CHECKING:``, since each still ties the importer to the imported module.

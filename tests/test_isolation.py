@@ -18,7 +18,7 @@ from jobber import JobError, Limits
 from jobber._backends.local import cgroup_v1 as _cgroup_v1
 from jobber._backends.local import cgroup_v2 as _cgroup_v2
 from jobber._backends.local import cgroupfs as _cgroupfs
-from jobber._backends.local.isolation import choose, detect
+from jobber._backends.local.isolation import cgroup_owner, choose, detect
 from jobber._jobs.store import JobStore
 
 BACKEND, REASON = choose()
@@ -74,10 +74,11 @@ class TestCgroupV1:
         own = _cgroupfs.self_cgroups()
         for controller, path in record_of(job)["dirs"].items():
             mount = _cgroup_v1.mounts()[controller]
-            expected = os.path.join(mount, own[controller].lstrip("/"), "jobber", store.owner, str(job.id))
+            expected = os.path.join(mount, own[controller].lstrip("/"), "jobber", cgroup_owner(store.owner, str(job.path)),
+                                    str(job.id))
             assert path == expected
         pid = job.status().pid
-        assert f"jobber/{store.owner}/{job.id}" in _cgroupfs.self_cgroups(str(pid))["memory"]
+        assert f"jobber/{cgroup_owner(store.owner, str(job.path))}/{job.id}" in _cgroupfs.self_cgroups(str(pid))["memory"]
 
     def test_limits_are_written_to_cgroupfs(self, store):
         job = running_job(store, Limits(cpu=0.25, memory="64M", pids=30, io_read_bps="2M"))
@@ -103,7 +104,7 @@ class TestCgroupV2:
     def test_job_is_a_leaf_with_limits(self, store):
         job = running_job(store, Limits(cpu=0.5, memory="64M", pids=30))
         path = record_of(job)["dirs"]["unified"]
-        assert path.endswith(f"/jobber/{store.owner}/{job.id}")
+        assert path.endswith(f"/jobber/{cgroup_owner(store.owner, str(job.path))}/{job.id}")
         assert _cgroupfs.read(f"{path}/memory.max") == str(64 << 20)
         assert _cgroupfs.read(f"{path}/memory.swap.max") == "0"
         assert _cgroupfs.read(f"{path}/memory.oom.group") == "1"
@@ -197,7 +198,7 @@ class TestSetupFailure:
         job = store.new_job("true", Limits(memory="64M"))
         with pytest.raises(JobError, match=r"cannot set up the cgroup of job 1: Invalid argument at .*memory"):
             job.start()
-        leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"jobber/{store.owner}/*") if p.is_dir()]
+        leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"jobber/{store.owner}.*/*") if p.is_dir()]
         assert leftovers == []
         assert job.status().state == "created"
         monkeypatch.setattr(_cgroupfs, "write", real_write)

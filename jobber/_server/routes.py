@@ -233,7 +233,7 @@ async def create_job(request: web.Request) -> web.Response:
         raise ApiError(400, "the command contains a NUL byte, which no shell can run", "JobError")
     limits = _limits(data.get("limits"))
     try:
-        env = check_env(data.get("env") or {})
+        env = {} if data.get("env") is None else check_env(data["env"])
     except JobError as err:
         raise ApiError(400, str(err), "JobError") from None
     start = data.get("start", True)

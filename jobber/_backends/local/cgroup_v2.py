@@ -36,6 +36,74 @@ def mountpoint() -> str | None:
     return None
 
 
+def systemd_drop_in() -> str:
+    """The drop-in that makes systemd delegate every controller jobber uses."""
+    from jobber._backends.local import systemd
+
+    return f"{systemd.DROP_IN} containing \"{systemd.DROP_IN_TEXT.replace(chr(10), ' ')}\""
+
+
+def own_cgroup() -> str:
+    """The cgroup jobber's subtree goes under by default: the starter's own (or its leaf's parent)."""
+    mount = mountpoint()
+    if mount is None:
+        raise FileNotFoundError("no cgroup2 hierarchy with controllers is mounted")
+    own = os.path.join(mount, fs.self_cgroups().get("", "/").lstrip("/")).rstrip("/")
+    # A starter already moved into our leaf anchors at the leaf's parent, so the subtree
+    # does not nest one level deeper with every kernel restart.
+    return os.path.dirname(own) if os.path.basename(own) == LEAF else own
+
+
+def placement() -> tuple[str, str | None]:
+    """Where jobber's subtree goes, and who delegated it when it is not our own cgroup.
+
+    Our own cgroup when we may write it (root, or a delegated scope we were started in);
+    else, on a systemd host, the cgroup of a unit the user's manager delegates to us.
+
+    Returns:
+        (the anchor cgroup, the systemd note or None).
+
+    Raises:
+        FileNotFoundError: no cgroup2 hierarchy with controllers is mounted.
+    """
+    own = own_cgroup()
+    if os.geteuid() == 0 or _writable(own):
+        return own, None
+    from jobber._backends.local import systemd  # subprocess: only when it can help
+
+    delegated, note = systemd.delegated_cgroup(mountpoint() or "/sys/fs/cgroup")
+    return (delegated, note) if delegated else (own, None)
+
+
+def anchor() -> str:
+    """The cgroup jobber's subtree goes under (see :func:`placement`)."""
+    return placement()[0]
+
+
+def _writable(path: str) -> bool:
+    return os.access(os.path.join(path, "cgroup.subtree_control"), os.W_OK)
+
+
+def unavailable() -> str | None:
+    """Why this backend cannot run here, or None when it can."""
+    try:
+        own = own_cgroup()
+    except (FileNotFoundError, OSError) as err:
+        return str(err)
+    if os.geteuid() == 0 or _writable(own):
+        return None
+    from jobber._backends.local import systemd
+
+    delegated, note = systemd.delegated_cgroup(mountpoint() or "/sys/fs/cgroup")
+    if delegated is not None:
+        return None
+    return (
+        f"{own} is not writable by uid {os.geteuid()} and no delegated cgroup could be had ({note}): "
+        "run as root, or start Jupyter in a delegated scope "
+        "(systemd-run --user --scope -p Delegate=yes jupyter lab)"
+    )
+
+
 def _enable_controllers(parent: str, undelegated: list[str]) -> None:
     """Enable the controllers jobber uses below ``parent``; list those it does not have."""
     available = set(fs.read(os.path.join(parent, "cgroup.controllers")).split())
