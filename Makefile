@@ -6,7 +6,7 @@ DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
-.PHONY: demo test test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
+.PHONY: demo test lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
 
 venv: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
+test: lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
+
+# The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
+lint: venv
+	$(VENV)/bin/ruff check jobber jobber_magics tests benchmarks
 
 test-unit: venv
 	$(PY) -m pytest -q tests

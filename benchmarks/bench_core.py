@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from _table import pct, print_table, row
-
 from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
 
@@ -49,14 +48,14 @@ def bench_start(store: JobStore, rounds: int = 30) -> None:
 
     bare, ours, unconfined = [], [], []
     for _ in range(rounds):
-        procs = []
-        bare.append(until_it_runs(lambda: procs.append(subprocess.Popen(["/bin/sh", "-c", command]))))
+        procs: list[subprocess.Popen] = []
+        bare.append(until_it_runs(lambda procs=procs: procs.append(subprocess.Popen(["/bin/sh", "-c", command]))))
         procs[0].wait()
         job = store.new_job(command)
         ours.append(until_it_runs(job.start))
         job.wait()
         job = store.new_job(command)
-        unconfined.append(until_it_runs(lambda: start_unconfined(job)))
+        unconfined.append(until_it_runs(lambda job=job: start_unconfined(job)))
         job.wait()
     b, o, u = statistics.median(bare), statistics.median(ours), statistics.median(unconfined)
     row(f"start latency p50 ({choose()[0].NAME})", f"{o:.1f} ms ({o / b:.1f}x)", f"Popen {b:.1f} ms", "<= 3 ms and <= 3x")

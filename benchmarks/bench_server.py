@@ -25,11 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from _table import pct, print_table, row
-
 import jobber
-from jobber._certificates.demo import init_demo
+from _table import pct, print_table, row
 from jobber._backends.local.isolation import choose
+from jobber._certificates.demo import init_demo
 from jobber._jobs.store import JobStore
 
 

@@ -30,7 +30,6 @@ import tempfile
 import time
 
 from _table import pct
-
 from jobber._jobs.store import JobStore
 
 COMMAND = "sleep 60"

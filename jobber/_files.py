@@ -6,9 +6,9 @@ library's cheapest modules and ``jobber._errors`` (no pathlib, no typing).
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
-import _thread
 
 from jobber._errors import JobError
 

@@ -41,11 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
         "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
     )
-    parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"), help="identity: a PEM certificate (default $JOBBER_CERT)")
+    parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"),
+                        help="identity: a PEM certificate (default $JOBBER_CERT)")
     parser.add_argument("--root", default=None, help="where the pool lives: ROOT/pool (default $JOBBER_ROOT or ~/.jobber)")
-    parser.add_argument("--server", default=os.environ.get("JOBBER_SERVER"), help="use a jobber server at this https URL (default $JOBBER_SERVER)")
+    parser.add_argument("--server", default=os.environ.get("JOBBER_SERVER"),
+                        help="use a jobber server at this https URL (default $JOBBER_SERVER)")
     parser.add_argument("--key", default=os.environ.get("JOBBER_KEY"), help="private key of --cert, for --server (default $JOBBER_KEY)")
-    parser.add_argument("--ca", default=os.environ.get("JOBBER_CA"), help="CA of the server's certificate, for --server (default $JOBBER_CA)")
+    parser.add_argument("--ca", default=os.environ.get("JOBBER_CA"),
+                        help="CA of the server's certificate, for --server (default $JOBBER_CA)")
     sub = parser.add_subparsers(dest="action", metavar="COMMAND")
     sub.required = True
 

@@ -21,11 +21,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
 
-from serve_for_notebooks import ServerProcess, TestPki  # noqa: E402
-
 from jobber import Certificate  # noqa: E402
 from jobber._certificates.demo import init_demo  # noqa: E402
 from jobber._jobs.store import JobStore  # noqa: E402
+from serve_for_notebooks import ServerProcess, TestPki  # noqa: E402
 
 
 def pytest_report_header(config):

@@ -133,6 +133,7 @@ class TestPki:
 
     def __init__(self, directory: Path) -> None:
         from cryptography import x509
+
         from certfactory import SERVER_AUTH, CertFactory
 
         self.directory = Path(directory)

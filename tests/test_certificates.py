@@ -26,6 +26,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from certfactory import (
     CLIENT_AUTH,
     EXPIRED,
@@ -36,10 +40,6 @@ from certfactory import (
     make_key,
     openssl_verify,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from jobber._certificates import (
     MAX_PEM_BYTES,
     Certificate,

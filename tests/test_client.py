@@ -14,15 +14,14 @@ import threading
 import time
 
 import pytest
-from polling import poll
-
-from conftest import _stop_everything
-from serve_for_notebooks import ServerProcess
 
 import jobber
+from conftest import _stop_everything
 from jobber import Certificate, CertificateError, Job, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
 from jobber._backends.remote.backend import RemoteBackend
 from jobber._backends.remote.session import RemoteSession
+from polling import poll
+from serve_for_notebooks import ServerProcess
 
 
 @pytest.fixture

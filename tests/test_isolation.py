@@ -123,7 +123,7 @@ class TestCgroupV2:
             _cgroupfs.write(str(anchor / "cgroup.procs"), str(os.getpid()))
             job = running_job(store, Limits(memory="64M"))
             path = record_of(job)["dirs"]["unified"]
-            assert path == str(anchor / "jobber" / store.owner / str(job.id))
+            assert path == str(anchor / "jobber" / cgroup_owner(store.owner, str(job.path)) / str(job.id))
             # No processes in inner nodes: the starter now lives in the anchor's leaf.
             assert _cgroupfs.self_cgroups()[""] == "/jobber-test-anchor/jobber.leaf"
             assert "memory" in _cgroupfs.read(str(anchor / "cgroup.subtree_control"))
@@ -150,7 +150,8 @@ class TestCgroupV2:
         assert job.stop(grace=0).state == "stopped"
 
 
-@pytest.mark.skipif(BACKEND.NAME != "none" or os.environ.get("JOBBER_ISOLATION"), reason="only for a host where jobs really run unconfined (make test-unprivileged)")
+@pytest.mark.skipif(BACKEND.NAME != "none" or os.environ.get("JOBBER_ISOLATION"),
+                    reason="only for a host where jobs really run unconfined (make test-unprivileged)")
 class TestUnconfinedHost:
     def test_status_says_the_job_is_not_isolated_and_why(self, store):
         job = store.new_job("true", Limits(memory="256M"))

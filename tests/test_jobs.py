@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from polling import wait_for
 
 from jobber import JobError, Limits
 from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
+from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
 ISOLATION = BACKEND.NAME
@@ -93,7 +93,8 @@ class TestStart:
         again = JobStore(store.owner).get_job(job.id)
         assert again.status().exit_code == 4
         out = subprocess.run(
-            [sys.executable, "-c", f"from jobber._jobs.store import JobStore; print(JobStore({store.owner!r}).get_job({job.id}).status().state)"],
+            [sys.executable, "-c",
+             f"from jobber._jobs.store import JobStore; print(JobStore({store.owner!r}).get_job({job.id}).status().state)"],
             capture_output=True, text=True, check=True,
         )
         assert out.stdout.strip() == "failed"

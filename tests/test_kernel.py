@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+
 from kernel_session import Kernel, Message, job_id_of, lines_read, value  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from slurm_cluster import UNREACHABLE as SLURM_UNREACHABLE
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
@@ -20,6 +19,7 @@ from jobber import Certificate, CertificateError, Job, JobNotFound, LimitError, 
 from jobber._certificates.demo import init_demo
 from jobber_magics._display import IdentityView, JobList
 from jobber_magics._widget import JobWidget
+from slurm_cluster import UNREACHABLE as SLURM_UNREACHABLE
 
 
 @pytest.fixture

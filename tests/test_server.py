@@ -17,13 +17,12 @@ import socket
 import ssl
 
 import pytest
-from polling import poll
-
-from serve_for_notebooks import Api, ServerProcess
 
 from jobber._errors import JobberError
-from jobber._server.openapi import openapi_document
 from jobber._server.app import make_app, public_message, resolve_job_user, serve
+from jobber._server.openapi import openapi_document
+from polling import poll
+from serve_for_notebooks import Api, ServerProcess
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="running jobs as another user needs root")
 

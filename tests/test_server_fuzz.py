@@ -31,10 +31,9 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
-from serve_for_notebooks import Api
-
 from jobber import __version__
 from jobber._server.openapi import openapi_document
+from serve_for_notebooks import Api
 
 EXAMPLES_PER_OPERATION = 40
 _BLOCKING_TIMEOUT_S = 0.5

@@ -24,11 +24,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certfactory import EXPIRED, NOT_YET_VALID, SERVER_AUTH, CertFactory, Issued
-from serve_for_notebooks import Api, ServerProcess
-
 import jobber
+from certfactory import EXPIRED, NOT_YET_VALID, SERVER_AUTH, CertFactory, Issued
 from jobber import Certificate, CertificateError, JobNotFound
+from serve_for_notebooks import Api, ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import polling
 import pytest
 
+import polling
 from jobber import JobError, Limits
 from jobber._backends.slurm import backend as _slurm
 from jobber._backends.slurm import query as _slurm_query
-from slurm_cluster import UNREACHABLE
 from jobber._jobs.store import JobStore
+from slurm_cluster import UNREACHABLE
 
 pytestmark = pytest.mark.timeout(240)
 

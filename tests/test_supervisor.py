@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from polling import wait_for
 
 from jobber import JobError, JobStatus
 from jobber._backends.local import backend as local_backend
 from jobber._backends.local import launcher as _launcher
 from jobber._backends.local.supervisor import process_start_time
+from polling import wait_for
 
 LOCAL = Path(local_backend.__file__).parent
 LAUNCHER_C = LOCAL / "launcher.c"

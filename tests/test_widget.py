@@ -11,7 +11,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from polling import wait_for
 
 from jobber import JobStatus, Limits
 from jobber._backends.local.isolation import choose
@@ -19,6 +18,7 @@ from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import JobList, format_elapsed, job_html, log_html, status_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._widget import JobWidget
+from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(

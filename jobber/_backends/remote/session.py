@@ -29,12 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
-from jobber._limits import Limits
 from jobber._backends.context import check_env
 from jobber._backends.remote.backend import RemoteBackend
+from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
 from jobber._jobs.store import validate_job_id
+from jobber._limits import Limits
 
 __all__ = ["RemoteSession"]
 

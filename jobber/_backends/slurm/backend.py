@@ -1,8 +1,8 @@
 """Jobs on a Slurm cluster: ``sbatch`` starts them, Slurm confines them, jobber watches.
 
 ``SlurmBackend`` is what a ``jobber.Job`` holds when its ``options["backend"]`` is
-"slurm" (``jobber._backends.open_backend`` decides). jobber does not schedule anything itself: it writes a batch script, submits it, and keeps
-what it learns in the job directory, so that any process sees the same job:
+"slurm" (``jobber._backends.open_backend`` decides). jobber does not schedule anything
+itself: it writes a batch script, submits it, and keeps what it learns in the job directory, so that any process sees the same job:
 
     started          claimed by the one start() that wins (O_EXCL), as for local jobs
     script           the batch script: ``exec /bin/sh -c COMMAND``, as local jobs run it
@@ -31,11 +31,6 @@ from typing import Any
 
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import run_context
-from jobber._errors import JobError
-from jobber._files import read_json, write_atomic
-from jobber._jobs.jobdir import ensure_private_dir
-from jobber._jobs.status import FINAL_STATES, JobStatus
-from jobber._limits import Limits, format_size
 from jobber._backends.slurm.query import (
     _FINAL,
     _PENDING,
@@ -51,6 +46,11 @@ from jobber._backends.slurm.query import (
     _slurm_message,
     _tool,
 )
+from jobber._errors import JobError
+from jobber._files import read_json, write_atomic
+from jobber._jobs.jobdir import ensure_private_dir
+from jobber._jobs.status import FINAL_STATES, JobStatus
+from jobber._limits import Limits, format_size
 
 __all__ = ["PASS_THROUGH", "SlurmBackend", "sbatch_arguments", "validate_options"]
 
