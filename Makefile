@@ -66,7 +66,7 @@ test-unprivileged: venv
 # tests with the compiled launcher only (the Python one is covered on this host).
 test-cgroup-v2: venv
 	PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
-	  .ci/cgroup_v2_vm.sh -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py -k "not python"
+	  .ci/cgroup_v2_vm.sh -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py tests/test_local_backend.py -k "not python"
 
 # The Slurm backend for real: a one-node cluster on this machine (about a second once
 # installed), its tests and notebook, then the cluster is stopped whatever the outcome.

@@ -9,7 +9,8 @@ site=$("$repo/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths(
 python=/usr/bin/python3  # the pyenv interpreter sits under /root (0700)
 if [ "$(id -u)" != 0 ]; then
   echo "unprivileged.sh: already unprivileged (uid $(id -u)); running the suite as is"
-  exec "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/test_jobs.py" "$repo/tests/test_isolation.py"
+  exec "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/test_jobs.py" "$repo/tests/test_isolation.py" \
+    "$repo/tests/test_local_backend.py"
 fi
 work=$(mktemp -d /tmp/jobber-unpriv.XXXXXX)
 chown "$user" "$work"
@@ -18,4 +19,4 @@ cd "$work"
 setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups --reset-env \
   env PATH=/usr/bin:/bin HOME="$work" PYTHONPATH="$repo:$site" PYTHONDONTWRITEBYTECODE=1 \
   "$python" -m pytest -q -rs -p no:cacheprovider --rootdir "$repo" --basetemp "$work/tmp" \
-  "$repo/tests/test_jobs.py" "$repo/tests/test_isolation.py"
+  "$repo/tests/test_jobs.py" "$repo/tests/test_isolation.py" "$repo/tests/test_local_backend.py"

@@ -69,7 +69,10 @@ class DeferredBackend:
         self._real: Backend | None = None
         self.job_id = jobdir.job_id
         self.owner = jobdir.owner
-        self.path = jobdir.path
+
+    @property
+    def path(self) -> Any:
+        return self._dir.path
 
     def _backend(self) -> Backend:
         if self._real is None:

@@ -42,8 +42,16 @@ class JobDir:
     def __init__(self, owner_dir: Path, owner: str, job_id: int) -> None:
         self.owner = owner
         self.job_id = job_id
-        self.path = owner_dir / str(job_id)
+        self._owner_dir = owner_dir
+        self._path: Path | None = None
         self._spec: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The job's directory (made on first use: a listing of 10,000 jobs needs none)."""
+        if self._path is None:
+            self._path = self._owner_dir / str(self.job_id)
+        return self._path
 
     @property
     def log(self) -> Path:

@@ -147,11 +147,13 @@ class JobStore:
 
     def get_jobs(self) -> list[Job]:
         """Every job of this identity, sorted by id (files are read lazily)."""
+        base = self.path
         try:
-            names = os.listdir(self.path)
+            names = os.listdir(base)
         except FileNotFoundError:
             return []
         except OSError as err:
-            raise JobError(f"cannot list {self.path}: {err.strerror}") from err
+            raise JobError(f"cannot list {base}: {err.strerror}") from err
         ids = sorted(int(n) for n in names if _ID.match(n))
-        return [Job(DeferredBackend(JobDir(self.path, self.owner, job_id))) for job_id in ids]
+        owner = self.owner
+        return [Job(DeferredBackend(JobDir(base, owner, job_id))) for job_id in ids]
