@@ -202,8 +202,9 @@ class Cgroup:
         self.procs = os.path.join(self.path, "cgroup.procs")
 
     def launch_args(self) -> list[str]:
-        """Launcher options that put the job in its cgroup before it runs."""
-        return ["--join", self.procs]
+        """Launcher options that put the job in its cgroup before it runs: born there
+        (clone3 CLONE_INTO_CGROUP) where the kernel can, else moved by cgroup.procs."""
+        return ["--join", self.procs, "--into", self.path]
 
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included."""

@@ -8,8 +8,13 @@
  * on first use (see launcher.py) and falls back to the pure-Python supervisor without
  * a C compiler.
  *
- * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--rlimit NAME=N]...
- *                 [--pgid] [--uid N --gid N] [--cwd DIR] [--env K=V]... -- COMMAND
+ * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]
+ *                 [--rlimit NAME=N]... [--pgid] [--uid N --gid N] [--cwd DIR] [--env K=V]...
+ *                 -- COMMAND
+ *
+ * --into (cgroup v2): the job's process is created inside that cgroup with
+ * clone3(CLONE_INTO_CGROUP) (Linux 5.7), so it never has to migrate; where the kernel
+ * lacks it, the child joins by writing to cgroup.procs (--join) as on cgroup v1.
  *
  * Protocol with the starter, on stdout: "ok PID\n" once the command was exec'd inside its
  * cgroup, or "error MESSAGE\n" (written by the Python half for a failed exec).
@@ -29,6 +34,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/sched.h>
 
 #define MAX_ITEMS 64
 
@@ -44,6 +51,23 @@ static void die(const char *what) {
 static void child_fail(int fd, const char *what, const char *arg) {
     dprintf(fd, "%s %s: %s", what, arg ? arg : "", strerror(errno));
     _exit(127);
+}
+
+/* fork(), but with the child born in the cgroup open at dirfd; -1 with errno when the
+ * kernel cannot (then the caller forks and the child joins by cgroup.procs). */
+static pid_t fork_into(int dirfd) {
+#if defined(SYS_clone3) && defined(CLONE_INTO_CGROUP)
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = (unsigned long long)dirfd;
+    return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+#else
+    (void)dirfd;
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 static int set_rlimit(const char *spec) {
@@ -88,7 +112,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
-    const char *cwd = "/", *command = NULL;
+    const char *cwd = "/", *command = NULL, *into = NULL;
     int pgid = 0;
     long uid = -1, gid = -1;
     for (int i = 4; i < argc; i++) {
@@ -101,6 +125,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gid")) gid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--cwd")) cwd = argv[++i];
+        else if (!strcmp(argv[i], "--into")) into = argv[++i];
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command) { fprintf(stderr, "launcher: no command after --\n"); return 2; }
@@ -122,13 +147,23 @@ int main(int argc, char **argv) {
     struct timespec started;
     clock_gettime(CLOCK_REALTIME, &started);
 
-    pid_t pid = fork();
+    int placed = 0;
+    pid_t pid = -1;
+    if (into) {
+        int dirfd = open(into, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd >= 0) {
+            pid = fork_into(dirfd);
+            placed = pid >= 0;
+            close(dirfd);
+        }
+    }
+    if (!placed) pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
         int err = errpipe[1];
         close(errpipe[0]);
         /* Join the cgroups before anything of the job runs ("0" means the writer itself). */
-        for (int i = 0; i < njoins; i++) {
+        for (int i = 0; i < njoins && !placed; i++) {
             int fd = open(joins[i], O_WRONLY | O_CLOEXEC);
             if (fd < 0 || write(fd, "0", 1) != 1) child_fail(err, "cannot join cgroup", joins[i]);
             close(fd);

@@ -81,6 +81,8 @@ def parse_launch(argv: list[str]) -> dict:
         elif arg == "--cwd":
             plan["cwd"] = argv[i + 1]
             i += 1
+        elif arg == "--into":
+            i += 1  # Python has no clone3(CLONE_INTO_CGROUP): the child joins by --join
         else:
             raise ValueError(f"unknown launcher option {arg}")
         i += 1
