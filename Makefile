@@ -81,6 +81,8 @@ bench: venv
 	status=0; for b in benchmarks/bench_core.py benchmarks/bench_certificates.py \
 	    benchmarks/bench_magics.py benchmarks/bench_server.py; do \
 	  echo "== $$b"; $(PY) $$b || status=1; done; \
+	echo "== benchmarks/bench_core.py start, in the cgroup v2 VM (emulated: compare the ratios)"; \
+	.ci/cgroup_v2_vm.sh -- $(PY) benchmarks/bench_core.py start 2>/dev/null | grep '^|' || status=1; \
 	echo "== benchmarks/bench_slurm.py"; .ci/slurm_up.sh >/dev/null && { $(PY) benchmarks/bench_slurm.py || status=1; }; \
 	.ci/slurm_down.sh >/dev/null; exit $$status
 
