@@ -302,16 +302,28 @@ class TestLimits:
 
 
 class TestSupervisorLoss:
-    def test_a_killed_supervisor_is_reported_and_stop_cleans_up(self, store):
-        job = store.new_job("sleep 300")
+    def test_a_killed_supervisor_ends_the_job_and_removes_its_cgroup(self, store, tmp_path):
+        marker = tmp_path / "still-writing"
+        job = store.new_job(f"setsid sh -c 'while :; do date > {marker}; sleep 0.05; done' & sleep 300")
         job.start()
+        wait_for(marker.exists, 10, "the job to write")
         supervisor = json.loads((job.path / "status.json").read_bytes())["supervisor_pid"]
         job_pid = job.status().pid
+        record = json.loads((job.path / "confinement.json").read_bytes())
         os.kill(supervisor, signal.SIGKILL)
         status = wait_for(lambda: (s := job.status()).ended and s, 10, "the loss to be noticed")
-        assert status.state == "failed" and "supervisor died" in status.note
-        job.stop(grace=0)
-        wait_for(lambda: not pid_alive(job_pid), 5, "the orphaned job to be killed")
+        # Ended only once nothing of the job runs: the main process, the setsid escapee too
+        # (where a cgroup holds it), and the cgroup is gone.
+        assert status.state == "failed" and "supervisor died" in status.note, status
+        assert not pid_alive(job_pid)
+        if record["isolation"] != "none":
+            assert all(not os.path.exists(d) for d in record["dirs"].values())
+            marker.unlink()
+            time.sleep(0.3)
+            assert not marker.exists(), "the escapee kept running"
+        # The outcome is on disk for every other process, and stop changes nothing.
+        assert json.loads((job.path / "status.json").read_bytes())["state"] == "failed"
+        assert job.stop(grace=0).state == "failed"
 
 
 class TestHeartbeat:

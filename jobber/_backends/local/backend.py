@@ -124,8 +124,7 @@ class LocalBackend(DirectoryBackend):
             again = self.dir.read("status.json") or raw
             if again["state"] != "running":
                 return self._status()
-            fields.update(state="failed", note="the job's supervisor died without recording the outcome")
-            return JobStatus(**fields, limits=limits), True
+            return self._reap_orphan(again, record), True
         try:
             stats = isolation.open_cgroup(record, raw.get("pid")).stats()
         except (OSError, JobError):
@@ -152,15 +151,12 @@ class LocalBackend(DirectoryBackend):
 
         Processes that left the process group (setsid, double fork) are found through
         the cgroup; the supervisor removes the cgroup once the job is gone. Stopping an
-        ended job changes nothing, except after a dead supervisor: then what is left of
-        the job is killed and its cgroup removed here, since nobody else will.
+        ended job changes nothing.
 
         Raises:
             JobError: the job was never started, or it could not be killed.
         """
-        status, orphaned = self._status()
-        if orphaned:
-            self._clean_up_orphaned(status)
+        status = self.status()
         if status.ended:
             return status
         if status.state == "created":
@@ -183,15 +179,30 @@ class LocalBackend(DirectoryBackend):
     def _cgroup(self, pid: int | None) -> Any:
         return isolation.open_cgroup(self.dir.read("confinement.json") or {}, pid)
 
-    def _clean_up_orphaned(self, status: JobStatus) -> None:
+    def _reap_orphan(self, raw: dict[str, Any], record: dict[str, Any]) -> JobStatus:
+        """The supervisor died (killed, OOM, a reboot): finish the job as it would have.
+
+        Nobody is left to wait for the job's processes, so they are killed, the cgroup's
+        totals read and the cgroup removed, and the outcome recorded as "failed" with a
+        note. The job is only called ended once its processes are gone. The exit code is
+        lost with the supervisor (it was the only process that could wait for the job).
+        """
+        note = "the job's supervisor died before the job ended (killed?): its processes were killed"
+        stats: dict[str, Any] = {}
         try:
-            cgroup = self._cgroup(status.pid)
+            cgroup = isolation.open_cgroup(record, raw.get("pid"))
             if cgroup.pids():
                 cgroup.kill_all()
+            stats = cgroup.stats()
             cgroup.remove()
-        except OSError as err:
-            raise JobError(f"job {self.job_id}: cannot clean up after its dead supervisor: {err}",
-                           job_id=self.job_id) from err
+        except (OSError, JobError) as err:
+            note = f"the job's supervisor died before the job ended, and its processes could not be killed: {err}"
+        final = {**raw, "state": "failed", "exit_code": None, "signal": None, "ended_at": time.time(),
+                 "error": note, "oom_killed": bool(stats.get("oom_kills"))}
+        final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds") if k in stats})
+        if (self.dir.read("status.json") or {}).get("state") == "running":  # still nobody else's outcome
+            self.dir.write("status.json", final)
+        return self._status()[0]
 
 
 def _not_started(job_id: int, err: BaseException) -> JobError:
