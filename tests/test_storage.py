@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -167,3 +168,136 @@ class TestListingSpeed:
             os.mkdir(store.path / str(i))
         jobs = store.get_jobs()
         assert len(jobs) == 10_000 and jobs[-1].id == 10_000
+
+
+class TestLabelsAndReruns:
+    def test_a_label_names_the_job_and_filters_listings(self, store):
+        first = store.new_job("true", label="train")
+        store.new_job("true", label="eval")
+        second = store.new_job("true", label="train")
+        assert first.label == "train" and store.new_job("true").label is None
+        assert [job.id for job in store.get_jobs(label="train")] == [first.id, second.id]
+        assert store.find("train") == second  # the newest with that label
+        assert store.find(str(first.id)) == first and store.find(first.id) == first
+
+    @pytest.mark.parametrize("label", ["", "12", "a b", "x" * 65, "tab\t", 7, "-lead"])
+    def test_bad_labels_are_refused_before_anything_is_made(self, store, label):
+        with pytest.raises(JobError, match="is not a label"):
+            store.new_job("true", label=label)
+        assert store.get_jobs() == []
+
+    def test_an_unknown_label_is_not_found_and_says_so(self, store):
+        with pytest.raises(JobNotFound, match="no job is labelled 'nope'"):
+            store.find("nope")
+
+    def test_rerun_copies_the_job_changes_only_what_it_is_told(self, store, tmp_path):
+        job = store.new_job("echo $SEED", Limits(memory="64M"), env={"SEED": "1"}, cwd=tmp_path, label="train",
+                            timeout="2h", retries=2, retry_on=["failed", "oom-killed"], oom_growth=1.5)
+        again = job.rerun(limits=Limits(memory="128M"), env={"SEED": "2"})
+        assert again.id != job.id and again.rerun_of == job.id and job.rerun_of is None
+        assert (again.command, again.label) == (job.command, "train")
+        assert again.limits == Limits(memory="128M") and job.limits == Limits(memory="64M")
+        spec = json.loads((again.path / "spec.json").read_bytes())
+        assert spec["extra_env"] == {"SEED": "2"} and spec["cwd"] == str(tmp_path)
+        assert (spec["timeout"], spec["retries"], spec["retry_on"], spec["oom_growth"]) == (
+            7200.0, 2, ["failed", "oom-killed"], 1.5)
+        again.start()
+        assert again.wait(30).state == "exited"
+        assert again.log_path.read_text() == "2\n"
+        assert job.status().state == "created"  # the original is untouched
+
+    def test_rerun_refuses_what_it_cannot_change(self, store):
+        with pytest.raises(JobError, match="cannot be changed"):
+            store.new_job("true").rerun(colour="red")
+
+
+class TestLifecycleOptions:
+    @pytest.mark.parametrize("timeout, seconds", [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
+                                                  ("1d", 86400.0), ("1.5h", 5400.0)])
+    def test_timeouts_are_seconds_or_durations(self, store, timeout, seconds):
+        job = store.new_job("true", timeout=timeout)
+        assert json.loads((job.path / "spec.json").read_bytes())["timeout"] == seconds
+
+    @pytest.mark.parametrize("kwargs, match", [
+        ({"timeout": "soon"}, "not a duration"), ({"timeout": 0}, "positive"), ({"timeout": True}, "not a duration"),
+        ({"log_max": "12Q"}, "not a size"), ({"log_max": "1K"}, "below 4 KiB"),
+        ({"retries": -1}, "whole number"), ({"retries": 1.5}, "whole number"),
+        ({"retries": 1, "retry_on": ["exited"]}, "choose among"), ({"oom_growth": 0.5}, "factor above 1"),
+    ])
+    def test_malformed_options_are_refused_before_anything_is_made(self, store, kwargs, match):
+        with pytest.raises(JobError, match=match):
+            store.new_job("true", **kwargs)
+        assert store.get_jobs() == []
+
+
+class TestRemoveAndPrune:
+    def test_remove_takes_an_ended_jobs_directory_and_never_a_running_one(self, store):
+        ended = store.new_job("echo bye")
+        ended.start()
+        ended.wait(30)
+        running = store.new_job("sleep 30")
+        running.start()
+        with pytest.raises(JobError, match="running: stop it first"):
+            running.remove()
+        assert running.status().state == "running"
+        ended.remove()
+        assert not ended.path.exists()
+        with pytest.raises(JobNotFound):
+            store.get_job(ended.id)
+        running.stop(grace=0)
+        running.remove()
+        assert [p.name for p in store.path.iterdir() if not p.name.startswith(".")] == []
+
+    def test_remove_follows_no_link_planted_in_the_job(self, store, tmp_path):
+        precious = tmp_path / "precious"
+        precious.mkdir()
+        (precious / "data").write_text("keep me")
+        job = store.new_job("true")
+        job.start()
+        job.wait(30)
+        os.symlink(precious, job.path / "link")
+        job.remove()
+        assert (precious / "data").read_text() == "keep me"
+
+    def test_prune_removes_exactly_what_it_says(self, store):
+        jobs = []
+        for command in ("true", "false", "true", "sleep 30"):
+            job = store.new_job(command)
+            job.start()
+            jobs.append(job)
+        for job in jobs[:3]:
+            job.wait(30)
+        waiting = store.new_job("true")  # never started: not an ended job
+        assert store.prune(states=["failed"], dry_run=True) == [jobs[1].id]
+        assert store.prune(keep_last=1) == [jobs[0].id, jobs[1].id]
+        assert [job.id for job in store.get_jobs()] == [jobs[2].id, jobs[3].id, waiting.id]
+        assert store.prune(older_than="1d") == []
+        jobs[3].stop(grace=0)
+
+    def test_prune_under_concurrent_new_jobs_never_removes_a_new_one(self, store):
+        import threading
+
+        for _ in range(5):
+            job = store.new_job("true")
+            job.start()
+            job.wait(30)
+        made = []
+        stop = threading.Event()
+
+        def keep_making():
+            while not stop.is_set():
+                made.append(store.new_job("true").id)
+
+        maker = threading.Thread(target=keep_making)
+        maker.start()
+        try:
+            removed = store.prune()
+        finally:
+            stop.set()
+            maker.join()
+        assert sorted(removed) == [1, 2, 3, 4, 5]
+        assert all(store.get_job(job_id) for job_id in made)
+
+    def test_prune_refuses_states_that_are_not_final(self, store):
+        with pytest.raises(JobError, match="not final states"):
+            store.prune(states=["running"])

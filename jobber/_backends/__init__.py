@@ -46,15 +46,20 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def open_backend(jobdir: JobDir) -> Backend:
-    """The backend that runs the job in ``jobdir``, as its spec names it."""
+def open_backend(jobdir: JobDir, session: Any = None) -> Backend:
+    """The backend that runs the job in ``jobdir``, as its spec names it.
+
+    Args:
+        jobdir: the job's directory.
+        session: the store that holds it (re-runs are made there).
+    """
     if jobdir.spec().get("options", {}).get("backend") == "slurm":
         from jobber._backends.slurm.backend import SlurmBackend
 
-        return SlurmBackend(jobdir)
+        return SlurmBackend(jobdir, session)
     from jobber._backends.local.backend import LocalBackend
 
-    return LocalBackend(jobdir)
+    return LocalBackend(jobdir, session)
 
 
 class DeferredBackend:
@@ -64,8 +69,9 @@ class DeferredBackend:
     needs none, and the first verb opens the real backend through ``open_backend``.
     """
 
-    def __init__(self, jobdir: JobDir) -> None:
+    def __init__(self, jobdir: JobDir, session: Any = None) -> None:
         self._dir = jobdir
+        self.session = session
         self._real: Backend | None = None
         self.job_id = jobdir.job_id
         self.owner = jobdir.owner
@@ -76,7 +82,7 @@ class DeferredBackend:
 
     def _backend(self) -> Backend:
         if self._real is None:
-            self._real = open_backend(self._dir)
+            self._real = open_backend(self._dir, self.session)
         return self._real
 
     @property
@@ -109,3 +115,6 @@ class DeferredBackend:
 
     def follow(self, offset: int, heartbeat: float | None) -> Any:
         return self._backend().follow(offset, heartbeat)
+
+    def remove(self) -> None:
+        self._backend().remove()

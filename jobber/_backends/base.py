@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from jobber._errors import JobError
 from jobber._jobs import logs
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.status import JobStatus
@@ -34,6 +35,8 @@ class Backend(Protocol):
     """The SHA-256 of the owner's certificate."""
     path: Path | None
     """The job's directory on this host (None for a remote job)."""
+    session: Any
+    """What made the job (a job store, a remote session): re-runs are made there."""
 
     def key(self) -> tuple[Any, ...]:
         """What tells this job apart from every other (equality and hashing)."""
@@ -62,6 +65,9 @@ class Backend(Protocol):
     def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
         """Live log chunks until the job has ended and the log is drained."""
 
+    def remove(self) -> None:
+        """Remove an ended (or never started) job and its files; JobError while it runs."""
+
 
 class DirectoryBackend:
     """The part of the local and Slurm backends that is the job directory.
@@ -72,8 +78,9 @@ class DirectoryBackend:
 
     name = "local"
 
-    def __init__(self, jobdir: JobDir) -> None:
+    def __init__(self, jobdir: JobDir, session: Any = None) -> None:
         self.dir = jobdir
+        self.session = session
         self.job_id = jobdir.job_id
         self.owner = jobdir.owner
         self.path: Path | None = jobdir.path
@@ -92,6 +99,13 @@ class DirectoryBackend:
 
     def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
         return logs.follow(self.dir.log, offset, lambda: self.status().ended, heartbeat=heartbeat)
+
+    def remove(self) -> None:
+        status = self.status()
+        if not status.ended and (status.state != "created" or self.dir.exists("started")):
+            raise JobError(f"job {self.job_id} is {status.state}: stop it first (a running job's files are "
+                           "never removed)", job_id=self.job_id)
+        self.dir.remove_tree()
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError

@@ -1,8 +1,17 @@
 """Client certificates: the pool, and the identity a PEM certificate stands for.
 
-The pool is ``<root>/pool/*.pem``. ``Certificate.from_pem`` accepts a certificate exactly
-when the server's TLS handshake would (``ssl.SSLContext(PROTOCOL_TLS_SERVER)`` with the
-pool as ``cafile`` and ``CERT_REQUIRED``), so one identity works locally and remotely.
+The pool is ``<root>/pool/*.pem``: CAs, which issue identities, and pinned certificates,
+which identify only themselves. A certificate is a CA when its file is named ``ca.pem`` or
+``NAME.ca.pem``, or when it is plainly one (CA:TRUE and keyCertSign without
+digitalSignature, so it cannot be a client certificate itself); any other is pinned, and
+never taken as the issuer of another certificate, whatever its basicConstraints say.
+
+``Certificate.from_pem`` accepts a certificate exactly when the server's TLS handshake
+would (``ssl.SSLContext(PROTOCOL_TLS_SERVER)`` with `tls_trust_store` as its trust store
+and ``CERT_REQUIRED``), so one identity works locally and remotely, with one exception
+that only makes from_pem stricter: a leaf signed by a pinned self-signed certificate that
+OpenSSL takes as a CA passes the handshake (the pinned certificate must be in the trust
+store to pass as itself), and from_pem, which the server runs on every request, refuses it.
 
 The work is done below this module: ``pool`` reads PEM input and the pool (and caches it),
 ``chain`` builds and checks the chain as OpenSSL does (with ``name_constraints``), on the
@@ -34,7 +43,8 @@ if TYPE_CHECKING:
     from jobber._jobs.store import JobStore
     from jobber._limits import Limits
 
-__all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates"]
+__all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates",
+           "tls_trust_store"]
 
 
 def default_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -71,6 +81,41 @@ def get_client_certificates(root: str | os.PathLike[str] | None = None) -> list[
     return [Certificate(entry.cert) for entry in _load_pool(root).entries]
 
 
+_CA_KINDS = {1: "has basicConstraints CA:TRUE", 3: "is a version-1 self-signed certificate",
+             4: "has keyUsage keyCertSign without basicConstraints",
+             5: "has an nsCertType CA bit"}  # by Facts.ca_kind
+
+
+def tls_trust_store(root: str | os.PathLike[str] | None = None) -> tuple[str, list[str]]:
+    """The trust store a TLS server loads for the pool, and what its operator should know.
+
+    Every pool certificate but the pinned ones OpenSSL would take as a CA: those are left
+    out, so that they cannot issue identities, except the self-signed ones, which must be
+    in to pass as themselves. For each of those a warning says that the handshake also
+    accepts what its key signs (``from_pem`` refuses it) and how to pin it strictly.
+
+    Args:
+        root: the jobber root (see `default_root`).
+
+    Returns:
+        The certificates as PEM text (``""`` when there are none), and the warnings.
+
+    Raises:
+        CertificateError: as `get_client_certificates`.
+    """
+    pool = _load_pool(root)
+    pem = "".join(Certificate(e.cert).bytes().decode("ascii") for e in pool.tls_anchors())
+    warnings = [
+        f"{e.origin}: {e.label} is pinned (its file is not named ca.pem or NAME.ca.pem) but "
+        f"{_CA_KINDS.get(e.ca_kind(), 'is a CA')}, so the TLS handshake also takes it "
+        f"as a CA: a leaf its key signs passes the handshake, and every request with it is "
+        f"refused (403). To pin it strictly, replace it with a certificate without CA "
+        f"powers (`openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE`); if "
+        f"it is a CA you trust, rename the file to NAME.ca.pem"
+        for e in pool.loose_pins()]
+    return pem, warnings
+
+
 class Certificate:
     """A client certificate: the identity that owns jobs.
 
@@ -95,9 +140,11 @@ class Certificate:
         """Validate a PEM certificate against the pool, as a TLS handshake would.
 
         Valid when the first PEM certificate parses, is inside its validity period, and
-        is either a self-signed certificate of the pool (pinned) or issued by a CA of the
-        pool, directly or through intermediates that follow it in ``pem`` or sit in the
-        pool; every certificate of that chain must be valid now and correctly signed.
+        is either a self-signed certificate of the pool (pinned, or a CA) or issued by a
+        CA of the pool, directly or through intermediates that follow it in ``pem`` or
+        sit in the pool as CAs; every certificate of that chain must be valid now and
+        correctly signed. A pinned certificate issues nothing: a certificate it signed is
+        refused, with CA:TRUE or without.
 
         Args:
             pem: the PEM text, at most 1 MiB: the certificate, then its intermediates.
@@ -197,16 +244,51 @@ class Certificate:
 
         return JobStore(self.hash())
 
-    def get_jobs(self) -> list[Job]:
+    def get_jobs(self, label: str | None = None) -> list[Job]:
         """List this identity's jobs.
 
+        Args:
+            label: only the jobs with this label.
+
         Returns:
-            Every job this certificate owns, ended ones included.
+            Every job this certificate owns (with that label), ended ones included, by id.
 
         Raises:
             JobError: the job directory cannot be read.
         """
-        return self._store().get_jobs()
+        return self._store().get_jobs(label)
+
+    def find_job(self, ref: int | str) -> Job:
+        """The job with this id, or the newest job with this label.
+
+        Args:
+            ref: a job id, or a label.
+
+        Returns:
+            The job.
+
+        Raises:
+            JobNotFound: no job has that id or label.
+        """
+        return self._store().find(ref)
+
+    def prune(self, *, older_than: float | str | None = None, states: Any = None,
+              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+        """Remove ended jobs (their directories and logs); running jobs are never touched.
+
+        Args:
+            older_than: only jobs that ended at least this long ago: seconds or "7d", "12h".
+            states: only jobs in these final states, e.g. ("exited", "failed").
+            keep_last: of the matching jobs, keep the newest this many.
+            dry_run: only say which would be removed.
+
+        Returns:
+            The ids removed (or that would be), oldest first.
+
+        Raises:
+            JobError: a malformed argument.
+        """
+        return self._store().prune(older_than=older_than, states=states, keep_last=keep_last, dry_run=dry_run)
 
     def get_job(self, job_id: int) -> Job:
         """Get one of this identity's jobs.
@@ -239,8 +321,10 @@ class Certificate:
         Args:
             command: the shell command to run.
             limits: resource limits; None for none.
-            **options: where and how to run it: backend="slurm", partition=, time=,
-                account=, gres= (default backend: $JOBBER_BACKEND or "local").
+            **options: ``env=``, ``cwd=``, ``label=``, ``timeout=``, ``log_max=``,
+                ``retries=``, ``retry_on=``, ``oom_growth=`` (see docs/api.md), and where to
+                run it: backend="slurm", partition=, time=, account=, gres= (default
+                backend: $JOBBER_BACKEND or "local").
 
         Returns:
             The new job, in state "created"; ``job.start()`` runs it.

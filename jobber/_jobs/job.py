@@ -64,6 +64,16 @@ class Job:
         return dict(self._backend.spec().get("options") or {})
 
     @property
+    def label(self) -> str | None:
+        """The job's short name (``new_job(label=...)``), or None."""
+        return self._backend.spec().get("label")
+
+    @property
+    def rerun_of(self) -> int | None:
+        """The id of the job this one re-ran (``job.rerun()``), or None."""
+        return self._backend.spec().get("rerun_of")
+
+    @property
     def backend(self) -> str:
         """Where the job runs: "local" (this host), "slurm" or "remote" (a jobber server)."""
         return self._backend.name
@@ -143,6 +153,33 @@ class Job:
             The status: final, or still "running"/"created" if the timeout came first.
         """
         return self._backend.wait(timeout)
+
+    def rerun(self, **overrides: Any) -> Job:
+        """A new job with this one's command, limits and options, changed by ``overrides``.
+
+        This job is left as it is; the new one records that it re-ran it (``rerun_of``)
+        and is not started yet. ``job.rerun(limits=jobber.Limits(memory="16G")).start()``
+
+        Args:
+            **overrides: any of ``command``, ``limits``, ``env``, ``cwd``, ``label``,
+                ``timeout``, ``log_max``, ``retries``, ``retry_on``, ``oom_growth``,
+                ``options`` (backend options, merged).
+
+        Returns:
+            The new job, in state "created".
+
+        Raises:
+            JobError: an override that ``new_job`` would refuse.
+        """
+        return self._backend.session.rerun(self, **overrides)
+
+    def remove(self) -> None:
+        """Remove this job and its files (log included); it must have ended, or never started.
+
+        Raises:
+            JobError: the job is running (stop it first), or its files cannot be removed.
+        """
+        self._backend.remove()
 
     def stop(self, grace: float = 5.0) -> JobStatus:
         """Stop the whole job: SIGTERM to every process, SIGKILL after ``grace`` seconds.

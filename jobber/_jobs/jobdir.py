@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -117,6 +118,18 @@ class JobDir:
     def release_start(self) -> None:
         """Give the start claim back: the start failed before anything ran."""
         self.remove("started")
+
+    def remove_tree(self) -> None:
+        """Remove the whole job directory: renamed aside first (atomic: no process sees
+        half a job), then deleted without following any link in it."""
+        aside = self._owner_dir / f".removed-{self.job_id}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # removed by someone else meanwhile
+        except OSError as err:
+            raise JobError(f"job {self.job_id}: cannot remove {self.path}: {err.strerror}", job_id=self.job_id) from err
+        shutil.rmtree(aside, ignore_errors=True)  # fd-based on Linux: safe against symlink races
 
     def request_stop(self) -> None:
         """Record that a stop was asked for, so the outcome reads "stopped"."""

@@ -9,15 +9,19 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from jobber._backends import DeferredBackend, check_options, open_backend
 from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
+from jobber._jobs.options import check_lifecycle, parse_duration
 from jobber._limits import Limits
+from jobber._states import FINAL_STATES
 
 __all__ = ["JobStore", "jobs_dir", "validate_job_id"]
 
@@ -27,6 +31,8 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 # stray or hostile directory name can never become a job.
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _COUNTER = ".next-id"
+_RERUN_FIELDS = {"command", "limits", "env", "cwd", "label", "timeout", "log_max", "retries", "retry_on",
+                 "oom_growth", "options"}
 
 
 def jobs_dir() -> Path:
@@ -101,7 +107,10 @@ class JobStore:
             os.close(fd)
 
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
-                cwd: str | os.PathLike[str] | None = None, **options: object) -> Job:
+                cwd: str | os.PathLike[str] | None = None, label: str | None = None,
+                timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
+                retry_on: Sequence[str] = ("failed",), oom_growth: float | None = None,
+                **options: object) -> Job:
         """Create a job (not started yet) with a freshly reserved id.
 
         Args:
@@ -109,30 +118,132 @@ class JobStore:
             limits: resource limits; None means unlimited.
             env: environment variables to set for the job, on top of what it inherits.
             cwd: its working directory (default: the caller's at start); must exist.
+            label: a short name for listings, re-runs and filters.
+            timeout: seconds, or "90s", "30m", "2h", "1d": then it is stopped, "timed-out".
+            log_max: the log's cap ("200M"): past it the head and the newest bytes are kept.
+            retries: start a failed attempt again up to this many times.
+            retry_on: which endings are retried: "failed", "oom-killed", "timed-out".
+            oom_growth: after an OOM kill the next attempt gets memory x this.
             **options: backend options (``backend="slurm"``, ``partition=...``).
 
         Returns:
             The new job, in state "created".
 
         Raises:
-            JobError: the command is empty or not text, options the backend does not
-                take, or the directory cannot be made.
+            JobError: the command is empty or not text, a malformed option, options the
+                backend does not take, or the directory cannot be made.
         """
+        spec = self._spec(command, limits, env=env, cwd=cwd, options=options,
+                          lifecycle=check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
+                                                    retry_on=retry_on, oom_growth=oom_growth))
+        return self._create(spec)
+
+    def _spec(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None,
+              cwd: str | os.PathLike[str] | None, options: dict[str, object],
+              lifecycle: dict[str, object]) -> dict[str, object]:
         if not isinstance(command, str) or not command.strip():
             raise JobError("the command is empty: give the shell command the job should run")
         if "\0" in command:
             raise JobError("the command contains a NUL byte, which no shell can run")
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        options = check_options(options)
-        spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(), "options": options}
+        spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(),
+                                   "options": check_options(options), **lifecycle}
         if env:
             spec["extra_env"] = check_env(env)
         if cwd is not None:
             spec["cwd"] = check_cwd(cwd)
+        return spec
+
+    def _create(self, spec: dict[str, object]) -> Job:
         jobdir = JobDir(self.path, self.owner, self.generate_job_id())
-        jobdir.write_spec(spec)
-        return Job(open_backend(jobdir))
+        jobdir.write_spec({**spec, "created_at": time.time()})
+        return Job(open_backend(jobdir, self))
+
+    def rerun(self, job: Job, **overrides: Any) -> Job:
+        """A new job like ``job`` (command, limits, options), with ``overrides`` applied.
+
+        The original is left untouched; the new job records which job it re-ran.
+
+        Raises:
+            JobError: an override new_job would refuse.
+        """
+        spec = job._backend.spec()
+        unknown = set(overrides) - _RERUN_FIELDS
+        if unknown:
+            raise JobError(f"rerun: {', '.join(sorted(unknown))} cannot be changed; change "
+                           f"{', '.join(sorted(_RERUN_FIELDS))}")
+        given = {
+            "command": spec["command"], "limits": Limits.from_dict(spec.get("limits") or {}),
+            "env": spec.get("extra_env"), "cwd": spec.get("cwd"), "label": spec.get("label"),
+            "timeout": spec.get("timeout"), "log_max": spec.get("log_max"), "retries": spec.get("retries", 0),
+            "retry_on": spec.get("retry_on", ("failed",)), "oom_growth": spec.get("oom_growth"),
+            "options": dict(spec.get("options") or {}),
+        }
+        options = {**given.pop("options"), **overrides.pop("options", {})}
+        given.update(overrides)
+        command, limits, env, cwd = given.pop("command"), given.pop("limits"), given.pop("env"), given.pop("cwd")
+        new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
+        return self._create({**new, "rerun_of": job.id})
+
+    def find(self, ref: int | str) -> Job:
+        """The job with this id, or the newest job with this label.
+
+        Raises:
+            JobNotFound: no such id, or no job has that label.
+        """
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+            return self.get_job(ref)
+        if not isinstance(ref, str) or not ref.strip():
+            raise JobNotFound(-1, f"{ref!r} is neither a job id nor a label")
+        labelled = self.get_jobs(label=ref.strip())
+        if not labelled:
+            raise JobNotFound(-1, f"no job is labelled {ref.strip()!r} (see `jobber ls` for ids and labels)")
+        return labelled[-1]
+
+    def prune(self, *, older_than: float | str | None = None, states: Iterable[str] | None = None,
+              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+        """Remove ended jobs' directories; running and waiting jobs are never touched.
+
+        Args:
+            older_than: only jobs that ended at least this long ago ("7d", seconds).
+            states: only jobs in these final states (default: every final state).
+            keep_last: of the jobs that match, keep the newest this many.
+            dry_run: only say what would be removed.
+
+        Returns:
+            The ids removed (or that would be), oldest first.
+
+        Raises:
+            JobError: a malformed argument, or a directory that cannot be removed.
+        """
+        wanted = set(FINAL_STATES if states is None else ([states] if isinstance(states, str) else states))
+        if not wanted <= FINAL_STATES:
+            raise JobError(f"states {sorted(wanted - FINAL_STATES)} are not final states: choose among "
+                           f"{', '.join(sorted(FINAL_STATES))} (running jobs are never pruned)")
+        age = None if older_than is None else parse_duration(older_than, "older_than")
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0):
+            raise JobError(f"keep_last must be a whole number >= 0, not {keep_last!r}")
+        now = time.time()
+        matching = []
+        for job in self.get_jobs():
+            status = job.status()
+            if status.state not in wanted:
+                continue
+            if age is not None and (status.ended_at is None or now - status.ended_at.timestamp() < age):
+                continue
+            matching.append(job)
+        if keep_last:
+            matching = matching[:-keep_last]
+        removed = []
+        for job in matching:
+            if not dry_run:
+                try:
+                    job.remove()
+                except JobError:
+                    continue  # started again, or removed, meanwhile: not ours to remove
+            removed.append(job.id)
+        return removed
 
     def get_job(self, job_id: int) -> Job:
         """The job with this id.
@@ -143,10 +254,14 @@ class JobStore:
         job_id = validate_job_id(job_id)
         if not (self.path / str(job_id)).is_dir():
             raise JobNotFound(job_id)
-        return Job(open_backend(JobDir(self.path, self.owner, job_id)))
+        return Job(open_backend(JobDir(self.path, self.owner, job_id), self))
 
-    def get_jobs(self) -> list[Job]:
-        """Every job of this identity, sorted by id (files are read lazily)."""
+    def get_jobs(self, label: str | None = None) -> list[Job]:
+        """Every job of this identity, sorted by id (files are read lazily).
+
+        Args:
+            label: only the jobs with this label (their specs are read).
+        """
         base = self.path
         try:
             names = os.listdir(base)
@@ -156,4 +271,7 @@ class JobStore:
             raise JobError(f"cannot list {base}: {err.strerror}") from err
         ids = sorted(int(n) for n in names if _ID.match(n))
         owner = self.owner
-        return [Job(DeferredBackend(JobDir(base, owner, job_id))) for job_id in ids]
+        jobs = [Job(DeferredBackend(JobDir(base, owner, job_id), self)) for job_id in ids]
+        if label is not None:
+            jobs = [job for job in jobs if job.label == label]
+        return jobs

@@ -98,6 +98,14 @@ class SlurmBackend(DirectoryBackend):
     def wait(self, timeout: float | None = None) -> JobStatus:
         return _wait(self, float("inf") if timeout is None else timeout)
 
+    def remove(self) -> None:
+        files = self.dir.spec().get("slurm_files")
+        super().remove()
+        if files and Path(files) != self.dir.path:
+            import shutil
+
+            shutil.rmtree(files, ignore_errors=True)  # the script and log on the shared filesystem
+
 
 def validate_options(options: dict[str, Any]) -> dict[str, str]:
     """Check a Slurm job's options; return the ones handed to sbatch.

@@ -1,0 +1,107 @@
+"""The lifecycle options of a new job, checked once for every backend.
+
+    label     a short name for listings, re-runs and filters ("train")
+    timeout   seconds, or "90s" "30m" "2h" "1d": the job is stopped, "timed-out"
+    log_max   a size ("200M"): past it the log keeps its head and its newest bytes
+    retries   start a failed attempt again, up to N times (retry_on: which endings)
+    oom_growth  after an OOM kill, the next attempt gets memory x this
+
+They are recorded in the job's spec; the backend that runs the job enforces them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from jobber._errors import JobError
+from jobber._limits import parse_size
+
+__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "parse_duration", "format_duration"]
+
+DEFAULT_LOG_MAX = 1 << 30
+"""The log cap when none is given: 1 GiB (``JOBBER_LOG_MAX`` changes it; "0" for none)."""
+RETRYABLE = ("failed", "oom-killed", "timed-out")
+_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
+_UNIT_S = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_MAX_RETRIES = 100
+
+
+def parse_duration(value: float | int | str, what: str = "timeout") -> float:
+    """Seconds from a number or a duration string ("90s", "30m", "2h", "1d").
+
+    Raises:
+        JobError: not a positive duration.
+    """
+    if isinstance(value, bool):
+        raise JobError(f"{what}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "").lower()]
+    else:
+        raise JobError(f"{what}: {value!r} is not a duration: write seconds, or e.g. 90s, 30m, 2h, 1d")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise JobError(f"{what}: {value!r} is not a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """ "90 s", "30 min", "2 h", "1 d 6 h": the way people say a time limit."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:g} h"
+    days, rest = divmod(seconds, 86400)
+    return f"{days:g} d" + (f" {rest / 3600:g} h" if rest else "")
+
+
+def check_label(label: Any) -> str:
+    """A label: 1-64 letters, digits, ``_.:+-``, not all digits (ids are).
+
+    Raises:
+        JobError: anything else.
+    """
+    if not isinstance(label, str) or not _LABEL.match(label) or label.isdigit():
+        raise JobError(f"label {label!r} is not a label: use 1-64 letters, digits and _.:+- (not only digits, "
+                       "which would read as a job id), e.g. train or lr-0.01")
+    return label
+
+
+def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None, retries: Any = 0,
+                    retry_on: Any = ("failed",), oom_growth: Any = None) -> dict[str, Any]:
+    """The spec fields for a new job's lifecycle options (only those that were given).
+
+    Raises:
+        JobError: a malformed option, saying which and what it expects.
+    """
+    spec: dict[str, Any] = {}
+    if label is not None:
+        spec["label"] = check_label(label)
+    if timeout is not None:
+        spec["timeout"] = parse_duration(timeout)
+    if log_max is not None:
+        size = 0 if log_max in (0, "0") else parse_size(log_max, "log_max")
+        if 0 < size < 4096:
+            raise JobError(f"log_max {log_max!r} is below 4 KiB: a log that small keeps nothing useful")
+        spec["log_max"] = size
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _MAX_RETRIES:
+        raise JobError(f"retries must be a whole number from 0 to {_MAX_RETRIES}, not {retries!r}")
+    if retries:
+        spec["retries"] = retries
+    if isinstance(retry_on, str):
+        retry_on = (retry_on,)
+    wrong = [state for state in retry_on if state not in RETRYABLE]
+    if wrong or not retry_on:
+        raise JobError(f"retry_on {list(retry_on)!r}: choose among {', '.join(RETRYABLE)}")
+    if retries and tuple(retry_on) != ("failed",):
+        spec["retry_on"] = list(dict.fromkeys(retry_on))
+    if oom_growth is not None:
+        if isinstance(oom_growth, bool) or not isinstance(oom_growth, (int, float)) or not 1 < oom_growth <= 16:
+            raise JobError(f"oom_growth must be a factor above 1 (at most 16), e.g. 1.5, not {oom_growth!r}")
+        spec["oom_growth"] = float(oom_growth)
+    return spec
