@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="set an environment variable for the job (repeatable)")
     run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
+    run.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
     run.add_argument("--backend", choices=["local", "slurm"], default=None,
                      help="where to run it (default $JOBBER_BACKEND or local)")
     run.add_argument("--partition", help="Slurm partition (--backend slurm)")
@@ -74,19 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list this identity's jobs")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--label", metavar="NAME", help="only the jobs with this label")
 
     status = sub.add_parser("status", help="show a job's status")
-    status.add_argument("job_id", type=int)
+    status.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     logs = sub.add_parser("logs", help="print a job's log")
-    logs.add_argument("job_id", type=int)
+    logs.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("-n", "--lines", type=int, default=None, help="only the last LINES lines")
 
     stop = sub.add_parser("stop", help="stop a job and every process it started")
-    stop.add_argument("job_id", type=int)
+    stop.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
     stop.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
+
+    rerun = sub.add_parser("rerun", help="run a job again, as it was or with some options changed",
+                           description="Start a new job with the command, limits and options of ID|LABEL "
+                           "(the newest job with that label); options given here replace the old ones.")
+    rerun.add_argument("job_id", metavar="ID|LABEL", help="the job to run again")
+    for flag, what in (("--cpu", "CPUs"), ("--memory", "memory limit"), ("--pids", "most processes"),
+                       ("--io-read", "disk read bytes/s"), ("--io-write", "disk write bytes/s")):
+        rerun.add_argument(flag, help=f"new {what}")
+    rerun.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                       help="set (or replace) an environment variable (repeatable)")
+    rerun.add_argument("--label", metavar="NAME", help="a new label")
+    rerun.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
+
+    rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)")
+    rm.add_argument("job_ids", nargs="+", metavar="ID|LABEL")
+
+    prune = sub.add_parser("prune", help="remove ended jobs, e.g. older than a week",
+                           description="Remove ended jobs' directories and logs; running jobs are never touched.")
+    prune.add_argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
+    prune.add_argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
+    prune.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
 
     certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
     certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
@@ -161,16 +185,13 @@ def _run(args: argparse.Namespace) -> int:
                     io_write_bps=args.io_write, require_isolation=args.require_isolation)
     options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
                if getattr(args, name) is not None}
-    env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise JobberError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
-        env[name] = value
+    env = _env(args.env)
     if env:
         options["env"] = env
     if args.cwd is not None:
         options["cwd"] = args.cwd
+    if args.label is not None:
+        options["label"] = args.label
     session = _session(args)
     job = session.new_job(command, limits, **options)
     job.start()
@@ -184,6 +205,63 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\njobber: stopped following; job {job.id} keeps running (`jobber stop {job.id}`)", file=sys.stderr)
         return 130
     return exit_code_of(job.wait())
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise JobberError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
+        env[name] = value
+    return env
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    old = _session(args).find_job(args.job_id)
+    overrides: dict = {}
+    changed = {name: getattr(args, attr) for name, attr in (("cpu", "cpu"), ("memory", "memory"), ("pids", "pids"),
+               ("io_read_bps", "io_read"), ("io_write_bps", "io_write")) if getattr(args, attr) is not None}
+    if changed:
+        overrides["limits"] = Limits(**{**old.limits.to_dict(), **changed})
+    if args.env:
+        overrides["env"] = {**old.env, **_env(args.env)}
+    if args.label is not None:
+        overrides["label"] = args.label
+    job = old.rerun(**overrides)
+    job.start()
+    print(f"job {job.id} started (a re-run of job {old.id})", file=sys.stderr, flush=True)
+    if not args.follow:
+        print(job.id)
+        return 0
+    _copy_to_stdout(job.follow())
+    return exit_code_of(job.wait())
+
+
+def _rm(args: argparse.Namespace) -> int:
+    session = _session(args)
+    failed = 0
+    for ref in args.job_ids:
+        try:
+            job = session.find_job(ref)
+            job.remove()
+            print(f"job {job.id} removed")
+        except JobberError as err:
+            print(f"jobber: error: {err}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _prune(args: argparse.Namespace) -> int:
+    states = None if args.state is None else [s.strip() for s in args.state.split(",") if s.strip()]
+    removed = _session(args).prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
+                                   dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    if not removed:
+        print("nothing to prune")
+    else:
+        print(f"{verb} {len(removed)} job{'s' if len(removed) != 1 else ''}: {', '.join(map(str, removed))}")
+    return 0
 
 
 def _copy_to_stdout(chunks) -> None:
@@ -203,7 +281,8 @@ def _skip_first_byte(chunks):
 
 
 def _ls(args: argparse.Namespace) -> int:
-    jobs = _session(args).get_jobs()
+    session = _session(args)
+    jobs = session.get_jobs(label=args.label) if args.label else session.get_jobs()
     rows = [(job, job.status()) for job in jobs]
     if args.json:
         print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
@@ -216,7 +295,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    job = _session(args).get_job(args.job_id)
+    job = _session(args).find_job(args.job_id)
     status = job.status()
     if args.json:
         print(json.dumps({"id": job.id, "command": job.command, **status.to_dict()}, indent=1))
@@ -236,7 +315,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    job = _session(args).get_job(args.job_id)
+    job = _session(args).find_job(args.job_id)
     if args.follow:
         # A negative offset is resolved against the end when follow opens the log, so
         # nothing written after that is ever skipped.
@@ -264,8 +343,9 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    status = _session(args).get_job(args.job_id).stop(grace=args.grace)
-    print(f"job {args.job_id}: {status.describe()}")
+    job = _session(args).find_job(args.job_id)
+    status = job.stop(grace=args.grace)
+    print(f"job {job.id}: {status.describe()}")
     return 0
 
 
@@ -312,7 +392,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop,
+_ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop, "rerun": _rerun, "rm": _rm,
+            "prune": _prune,
             "certs": _certs, "doctor": _doctor, "serve": _serve}
 
 if __name__ == "__main__":

@@ -176,3 +176,31 @@ class TestDoctor:
         assert result.returncode == 1 and report["isolation"] == "none" and not report["confined"]
         isolation = next(c for c in report["checks"] if c["name"] == "isolation")
         assert not isolation["ok"] and isolation["fix"] == "unset JOBBER_ISOLATION"
+
+
+class TestLifecycleCommands:
+    def test_labels_work_where_ids_do(self, jobber):
+        jobber("run", "--label", "train", "-f", "--", "echo first", check=True)
+        jobber("run", "--label", "train", "-f", "--", "echo second", check=True)
+        assert jobber("logs", "train", check=True).stdout == "second\n"
+        assert "exited" in jobber("status", "train", check=True).stdout
+        listed = json.loads(jobber("ls", "--json", "--label", "train", check=True).stdout)
+        assert [job["id"] for job in listed] == [1, 2]
+        result = jobber("logs", "nope")
+        assert result.returncode == 1 and "no job is labelled 'nope'" in result.stderr
+
+    def test_rerun_changes_only_what_it_is_told(self, jobber):
+        jobber("run", "--memory", "64M", "--env", "SEED=1", "-f", "--", 'echo "$SEED"', check=True)
+        result = jobber("rerun", "1", "--env", "SEED=2", "--memory", "128M", "-f", check=True)
+        assert result.stdout == "2\n" and "re-run of job 1" in result.stderr
+        status = json.loads(jobber("status", "2", "--json", check=True).stdout)
+        assert status["limits"]["memory"] == 128 << 20
+
+    def test_rm_and_prune(self, jobber):
+        for command in ("true", "false", "true"):
+            jobber("run", "-f", "--", command)
+        assert jobber("prune", "--state", "failed", "--dry-run", check=True).stdout == "would remove 1 job: 2\n"
+        assert jobber("rm", "1", check=True).stdout == "job 1 removed\n"
+        assert jobber("prune", check=True).stdout == "removed 2 jobs: 2, 3\n"
+        assert json.loads(jobber("ls", "--json", check=True).stdout) == []
+        assert jobber("prune", check=True).stdout == "nothing to prune\n"

@@ -64,6 +64,11 @@ class Job:
         return dict(self._backend.spec().get("options") or {})
 
     @property
+    def env(self) -> dict[str, str]:
+        """The environment variables given to ``new_job(env=...)`` (not the inherited ones)."""
+        return dict(self._backend.spec().get("extra_env") or {})
+
+    @property
     def label(self) -> str | None:
         """The job's short name (``new_job(label=...)``), or None."""
         return self._backend.spec().get("label")

@@ -60,9 +60,11 @@ class RemoteBackend:
 
     def __init__(self, session: Transport, data: dict[str, Any]) -> None:
         self._session = session
+        self.session = session  # where Job.rerun makes the new job
         self.job_id: int = data["id"]
         self.id = self.job_id
-        self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {}}
+        self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {},
+                      **{key: data[key] for key in ("label", "extra_env") if data.get(key) is not None}}
 
     @property
     def owner(self) -> str:
@@ -130,6 +132,14 @@ class RemoteBackend:
             status = _status(data)
             if status.ended or (deadline is not None and time.monotonic() >= deadline):
                 return status
+
+    def remove(self) -> None:
+        """Remove the job on the server (ended jobs only).
+
+        Raises:
+            JobError: the job is running, or the server does not remove jobs.
+        """
+        self._session._json("DELETE", self._path(), job_id=self.job_id)
 
     def tail(self, buf: bytearray | memoryview, offset: int = 0) -> int:
         """Copy log bytes from ``offset`` into ``buf`` (readinto semantics).

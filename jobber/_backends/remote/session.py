@@ -115,14 +115,6 @@ class RemoteSession:
         """The client certificate file's PEM."""
         return self._pem
 
-    def get_jobs(self) -> list[Job]:
-        """Every job of this identity on the server, by id.
-
-        Raises:
-            JobberError: the server is unreachable or failed.
-        """
-        return [Job(RemoteBackend(self, data)) for data in self._json("GET", "/v1/jobs")["jobs"]]
-
     def get_job(self, job_id: int) -> Job:
         """One job of this identity.
 
@@ -163,6 +155,40 @@ class RemoteSession:
         if env:
             body["env"] = check_env(env)
         return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body)))
+
+    def get_jobs(self, label: str | None = None) -> list[Job]:
+        """Every job of this identity on the server, by id (with this label, if given).
+
+        Raises:
+            JobberError: the server is unreachable or failed.
+        """
+        jobs = [Job(RemoteBackend(self, data)) for data in self._json("GET", "/v1/jobs")["jobs"]]
+        return jobs if label is None else [job for job in jobs if job.label == label]
+
+    def find_job(self, ref: int | str) -> Job:
+        """The job with this id, or the newest job with this label.
+
+        Raises:
+            JobNotFound: no job has that id or label.
+        """
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+            return self.get_job(ref)
+        labelled = self.get_jobs(label=str(ref).strip())
+        if not labelled:
+            raise JobNotFound(-1, f"no job is labelled {str(ref).strip()!r} on {self.url}")
+        return labelled[-1]
+
+    def rerun(self, job: Job, **overrides: Any) -> Job:
+        """A new job on the server like ``job``, with ``overrides`` applied (``Job.rerun``).
+
+        Raises:
+            JobError: an override the server refuses, or one it does not take remotely.
+        """
+        spec = job._backend.spec()
+        given = {"limits": Limits.from_dict(spec.get("limits") or {}), "env": spec.get("extra_env") or None}
+        given.update(overrides)
+        command = given.pop("command", spec["command"])
+        return self.new_job(command, given.pop("limits"), **{k: v for k, v in given.items() if v is not None})
 
     def generate_job_id(self) -> int:
         """Not offered remotely: ``new_job`` reserves the id and creates the job at once.
