@@ -1,9 +1,9 @@
 #!/bin/bash
-# Run a command of this repo as root inside a throwaway VM whose kernel has a *pure* cgroup v2
+# Run a command of this repo inside a throwaway VM whose kernel has a *pure* cgroup v2
 # hierarchy, and exit with the command's exit code.
 #
-#   usage: .ci/cgroup_v2_vm.sh [--workdir DIR] [--timeout SECONDS] [--cgroup PATH]
-#                              [--bind PATH]... -- COMMAND...
+#   usage: .ci/cgroup_v2_vm.sh [--workdir DIR] [--timeout SECONDS] [--cgroup PATH] [--bind PATH]...
+#                              [--systemd [--user NAME] [--delegate "CONTROLLER..."]] -- COMMAND...
 #   e.g.   .ci/cgroup_v2_vm.sh -- .venv/bin/python -m pytest -q tests/test_cgroup_v2.py
 #
 # Why a VM: the CI/dev machines have a hybrid cgroup layout (v1 controllers + a controller-less
@@ -18,6 +18,20 @@
 # with cwd = the checkout, in the root cgroup unless --cgroup is given.  Its output is relayed
 # live to stdout; its exit code comes back through a writable 9p share.
 #
+# With --systemd the VM instead boots the host's systemd as PID 1 (flag cgv2_vm.systemd=1 on the
+# kernel command line; vm_init.sh switches root into the assembled tree and starts systemd with
+# one unit, cgv2-vm.service, instead of the default target), like a desktop/workstation host:
+# as root, the unit creates user NAME (uid 2000, home /home/NAME), optionally widens the
+# controllers systemd delegates to user managers (--delegate), enables lingering for NAME and
+# starts user@2000.service; then COMMAND runs as NAME (runuser, no login session: in the unit's
+# cgroup under system.slice) with XDG_RUNTIME_DIR and DBUS_SESSION_BUS_ADDRESS pointing to that
+# user manager, so e.g. `systemd-run --user --scope -p Delegate=yes ...` works as on a desktop.
+# The guest's /etc is then a writable copy of the host's and its /root is mode 755 (the Python
+# installation may live below /root); the checkout stays read-only for NAME (owned by root on
+# the host): Python writes no bytecode (PYTHONDONTWRITEBYTECODE=1) and pytest runs without its
+# cache plugin (-p no:cacheprovider is added to PYTEST_ADDOPTS).  Temporary files go to /tmp.
+# .ci/systemd_user_vm.sh is the short form.
+#
 # Options:
 #   --workdir DIR   cache (kernel .deb, vmlinux, initramfs) and per-run scratch directories;
 #                   default ${TMPDIR:-/tmp}/jobber-cgv2-vm.  With it cached, boot + shutdown
@@ -27,15 +41,27 @@
 #   --timeout S     kill the VM after S seconds (default 600); exit code 124 then.
 #   --cgroup PATH   run COMMAND in cgroup PATH (e.g. /ci.slice/pytest.scope), created with all
 #                   controllers enabled down to it, like systemd places a login session.
+#                   Not with --systemd (systemd owns the hierarchy there).
 #   --bind PATH     also make host PATH visible (read-only) at the same path in the guest.
+#   --systemd       boot systemd and run COMMAND as an unprivileged user (see above); boot +
+#                   user manager + shutdown take ~20-25 s (2 idle host CPUs; twice that when
+#                   another VM runs).
+#   --user NAME     the user of --systemd (default data; always uid 2000: 1000 is taken on
+#                   the image).
+#   --delegate "C..."  with --systemd: controllers user@.service delegates to the user manager,
+#                   e.g. "cpu cpuset io memory pids" (a drop-in user@.service.d/delegate.conf).
+#                   Default: the distribution's own setting (Debian 12: cpu memory pids).
 # Debug knobs (environment): CGV2_VM_ACCEL (qemu -accel, default tcg,thread=multi), CGV2_VM_CPU
 # (qemu -cpu, default max), CGV2_VM_APPEND (extra kernel command line).
 # To get a newer kernel, delete DIR/cache.
 # Environment forwarded to the guest: every JOBBER_* and PYTEST_* variable, CI, PY_COLORS,
-# NO_COLOR, FORCE_COLOR.  Also set: HOME=/root, LANG=C.UTF-8, PATH=<repo>/.venv/bin:<system>,
+# NO_COLOR, FORCE_COLOR.  Also set: HOME=/root (--systemd: /home/NAME, plus USER, LOGNAME,
+# XDG_RUNTIME_DIR=/run/user/2000, DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/2000/bus,
+# PYTHONDONTWRITEBYTECODE=1), LANG=C.UTF-8, PATH=<repo>/.venv/bin:<system>,
 # PYTHONUNBUFFERED=1, JOBBER_TEST_BLOCK_DIR=/var/tmp/jobber-disk (ext4 on the virtio disk
 # /dev/vda, when mkfs.ext4 is available on the host).
-# Exit codes: COMMAND's; 124 if the VM timed out; 125 if the VM failed before reporting one.
+# Exit codes: COMMAND's; 124 if the VM timed out; 125 if the VM failed before reporting one
+# (with --systemd also when the user or the user manager could not be set up).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -44,6 +70,10 @@ WORKDIR=${TMPDIR:-/tmp}/jobber-cgv2-vm
 TIMEOUT=600
 CGROUP=
 BINDS=()
+SYSTEMD=
+SD_USER=
+SD_DELEGATE=
+SD_UID=2000
 MEM_MB=2048
 SMP=2
 # Kernel modules to put into the initramfs (their dependencies are added).
@@ -56,6 +86,9 @@ while (($#)); do
         --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
         --cgroup) CGROUP=${2:?--cgroup needs a value}; shift 2 ;;
         --bind) BINDS+=("$(realpath -e "${2:?--bind needs a value}")"); shift 2 ;;
+        --systemd) SYSTEMD=1; shift ;;
+        --user) SD_USER=${2:?--user needs a value}; shift 2 ;;
+        --delegate) SD_DELEGATE=${2?--delegate needs a value}; shift 2 ;;
         --) shift; break ;;
         -h | --help) usage ;;
         -*) echo "unknown option: $1" >&2; usage ;;
@@ -63,6 +96,14 @@ while (($#)); do
     esac
 done
 (($#)) || usage
+if [[ -n $SYSTEMD ]]; then
+    [[ -z $CGROUP ]] || { echo "--cgroup and --systemd exclude each other" >&2; usage; }
+    SD_USER=${SD_USER:-data}
+    [[ $SD_USER =~ ^[a-z_][a-z0-9_-]{0,30}$ ]] || { echo "bad user name: $SD_USER" >&2; exit 2; }
+    [[ $SD_DELEGATE =~ ^[a-z_\ ]*$ ]] || { echo "bad controller list: $SD_DELEGATE" >&2; exit 2; }
+else
+    [[ -z $SD_USER && -z $SD_DELEGATE ]] || { echo "--user and --delegate need --systemd" >&2; usage; }
+fi
 mkdir -p "$WORKDIR"
 WORKDIR=$(cd "$WORKDIR" && pwd -P)
 CACHE="$WORKDIR/cache"
@@ -222,6 +263,10 @@ prepare_run() {
         echo "DISK=$disk"
     } >"$RUN/ci/config"
 
+    if [[ -n $SYSTEMD ]]; then
+        write_systemd_run "$disk" "$@" >"$RUN/ci/run.sh"
+        return
+    fi
     # run.sh: executed by the guest's bash in an empty environment.
     local name
     {
@@ -254,6 +299,79 @@ EOF
     } >"$RUN/ci/run.sh"
 }
 
+# run.sh of --systemd: run by cgv2-vm.service (as root, empty environment, stdout on the serial
+# console) once systemd, dbus and logind are up.  A root prologue makes the user and its
+# lingering user manager, then COMMAND runs as that user.  Exit code: COMMAND's, or 125 when
+# the prologue failed (COMMAND did not run).
+write_systemd_run() { # DISK COMMAND...
+    local disk=$1 name home=/home/$SD_USER rundir=/run/user/$SD_UID
+    shift
+    local -a user_env=(HOME="$home" USER="$SD_USER" LOGNAME="$SD_USER" SHELL=/bin/bash
+        LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+        XDG_RUNTIME_DIR="$rundir" DBUS_SESSION_BUS_ADDRESS="unix:path=$rundir/bus"
+        PATH="$REPO/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    [[ $disk != ext4 ]] || user_env+=(JOBBER_TEST_BLOCK_DIR=/var/tmp/jobber-disk)
+    # The checkout is not writable for the user: no .pytest_cache.
+    local addopts=${PYTEST_ADDOPTS:-}
+    [[ $addopts == *no:cacheprovider* ]] || addopts="${addopts:+$addopts }-p no:cacheprovider"
+    user_env+=(PYTEST_ADDOPTS="$addopts")
+    for name in $(compgen -e); do
+        [[ $name =~ ^(JOBBER_|PYTEST_)|^(CI|PY_COLORS|NO_COLOR|FORCE_COLOR)$ ]] || continue
+        [[ $name != PYTEST_ADDOPTS ]] || continue
+        user_env+=("$name=${!name}")
+    done
+    printf 'U=%q UID_=%q HOME_=%q RUNDIR=%q DELEGATE=%q REPO=%q\n' \
+        "$SD_USER" "$SD_UID" "$home" "$rundir" "$SD_DELEGATE" "$REPO"
+    cat <<'EOF'
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+log() { echo "[vm] $*"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+fatal() {
+    log "FATAL: $* (the command did not run: exit code 125)"
+    systemctl list-units --failed --no-legend --plain --no-pager 2>&1 | sed 's/^/[vm] failed unit: /'
+    exit 125
+}
+log "systemd $(systemctl --version | sed -n '1s/^systemd \([^ ]*\).*/\1/p') up (state $(systemctl is-system-running 2>&1)), prologue at uptime $(up)s"
+useradd -m -u "$UID_" -U -d "$HOME_" -s /bin/bash "$U" || fatal "useradd $U failed"
+if [ -n "$DELEGATE" ]; then
+    mkdir -p /etc/systemd/system/user@.service.d
+    printf '[Service]\nDelegate=%s\n' "$DELEGATE" >/etc/systemd/system/user@.service.d/delegate.conf
+    systemctl daemon-reload || fatal "systemctl daemon-reload failed"
+fi
+# Before the user manager starts (enable-linger starts it): it reads the delegation drop-in.
+loginctl enable-linger "$U" || fatal "loginctl enable-linger $U failed"
+systemctl start "user@$UID_.service" || {
+    systemctl status --no-pager "user@$UID_.service" "user-runtime-dir@$UID_.service" 2>&1 | tail -20
+    fatal "cannot start user@$UID_.service"
+}
+for i in $(seq 600); do # 60 s
+    [ -S "$RUNDIR/systemd/private" ] && break
+    sleep 0.1
+done
+[ -S "$RUNDIR/systemd/private" ] || {
+    systemctl status --no-pager "user@$UID_.service" 2>&1 | tail -20
+    fatal "no $RUNDIR/systemd/private after 60 s: the user manager of $U is not up"
+}
+[ -S "$RUNDIR/bus" ] || log "warning: no user bus $RUNDIR/bus"
+ucg=/sys/fs/cgroup/user.slice/user-$UID_.slice/user@$UID_.service
+log "user@$UID_.service up at uptime $(up)s; $ucg/cgroup.controllers: $(cat "$ucg/cgroup.controllers")"
+log "running the command as $(id "$U")"
+cd "$REPO" || fatal "cannot cd to $REPO"
+EOF
+    # runuser: no PAM session (Debian's runuser PAM stack has no pam_systemd), so COMMAND stays
+    # in cgv2-vm.service's cgroup; stdin from /dev/null, output through a pipe (no terminal).
+    printf 'runuser -u "$U" -- env -i %s</dev/null 2>&1 | cat\n' "$(printf '%q ' "${user_env[@]}" "$@")"
+    cat <<'EOF'
+rc=${PIPESTATUS[0]}
+systemctl list-units --failed --no-legend --plain --no-pager 2>&1 | sed 's/^/[vm] failed unit: /'
+exit "$rc"
+EOF
+}
+
+# --systemd: the flag for vm_init.sh and the one unit to boot into (systemd, when not in a
+# container, reads systemd.unit= from the kernel command line only, not from its argv), with
+# systemd's status lines (failures and delays only, with "quiet") uncoloured.
+SYSTEMD_APPEND="cgv2_vm.systemd=1 systemd.unit=cgv2-vm.service SYSTEMD_COLORS=0"
 # --- boot ----------------------------------------------------------------------------------------
 boot() {
     local qemu_rc=0 tail_pid
@@ -262,7 +380,7 @@ boot() {
     timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
         -accel "${CGV2_VM_ACCEL:-tcg,thread=multi}" -cpu "${CGV2_VM_CPU:-max}" -smp "$SMP" -m "$MEM_MB" -M q35 \
         -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyS0 quiet loglevel=3 panic=-1 ${CGV2_VM_APPEND:-} cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 ${CGV2_VM_APPEND:-} cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1${SYSTEMD:+ $SYSTEMD_APPEND}" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
         -virtfs local,path="$REPO",mount_tag=repo,security_model=none,multidevs=remap \
         -virtfs local,path="$RUN/ci",mount_tag=ci,security_model=none \
@@ -307,7 +425,7 @@ step kernel fetch_kernel
 step bootfiles build_boot_files
 flock -u 9
 step prepare prepare_run "$@"
-log "booting $(basename "$KERNEL_DEB" .deb) (timeout ${TIMEOUT}s): $*"
+log "booting $(basename "$KERNEL_DEB" .deb)${SYSTEMD:+ with systemd, as user $SD_USER (uid $SD_UID)${SD_DELEGATE:+, delegating $SD_DELEGATE}} (timeout ${TIMEOUT}s): $*"
 RC=125
 step boot+command boot
 us=$(( ${EPOCHREALTIME/./} - ${T_START/./} ))

@@ -16,6 +16,16 @@
 #   /run/cgv2-vm        the per-run 9p share "ci": config, run.sh (the command), rc (exit code)
 # The command's exit code is written to /ci/rc; if that file is missing the host reports a
 # VM failure.  Messages of this script start with "[vm]".
+#
+# systemd mode (cgv2_vm.systemd=1 on the kernel command line, from cgroup_v2_vm.sh --systemd):
+# the same tree, except that /etc is a writable copy of the host's (useradd, loginctl
+# enable-linger, unit drop-ins write there; its fstab is emptied, since everything is mounted
+# already, and its hostname is cgv2-vm) and /root is mode 755 (the venv's Python installation
+# may be below it, and the command runs as an unprivileged user).  Then, instead of chroot, it
+# switches root and execs the host's systemd, booting into cgv2-vm.service: a unit that
+# wants the system bus and logind, runs run.sh (which sets up the user and runs the command),
+# writes its exit code to /run/cgv2-vm/rc and powers off.  Only that unit and its dependencies
+# start (sysinit.target & co.), not the image's default target.
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -25,6 +35,8 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+SYSTEMD=
+grep -qw 'cgv2_vm.systemd=1' /proc/cmdline && SYSTEMD=1
 mount -t devtmpfs devtmpfs /dev
 
 # Modules needed before the root exists (virtio, 9p, virtio-blk, ext4), dependencies first.
@@ -61,7 +73,13 @@ done
 # Bind mounts (not a chroot into /host itself): mounting proc/sys/... over directories of a 9p
 # file system does not stick, so the kernel file systems go onto the tmpfs instead.
 mount --bind /host/usr "$R/usr"
-mount --bind /host/etc "$R/etc"
+if [ -n "$SYSTEMD" ]; then
+    cp -a /host/etc/. "$R/etc/" || die "cannot copy /etc"
+    echo '# cgv2-vm: everything is mounted by /init' >"$R/etc/fstab"
+    echo cgv2-vm >"$R/etc/hostname"
+else
+    mount --bind /host/etc "$R/etc"
+fi
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 # Same options as systemd uses on pure v2 hosts; fall back if the kernel lacks one.
@@ -78,7 +96,11 @@ ln -sf /proc/self/fd/1 "$R/dev/stdout"
 ln -sf /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=1777 tmp "$R/tmp"
 mount -t tmpfs -o mode=755 run "$R/run"
-mount -t tmpfs -o mode=700 roothome "$R/root"
+if [ -n "$SYSTEMD" ]; then
+    mount -t tmpfs -o mode=755 roothome "$R/root"
+else
+    mount -t tmpfs -o mode=700 roothome "$R/root"
+fi
 
 # Extra read-only host paths (the Python installation the venv points to, --bind PATHs), then
 # the checkout, read-write.  Mount points are created in the tmpfs layers above as needed.
@@ -107,6 +129,45 @@ ip link set lo up || log "cannot bring up lo"
 
 log "kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB," \
     "cgroup.controllers: $(cat "$R/sys/fs/cgroup/cgroup.controllers")"
+if [ -n "$SYSTEMD" ]; then
+    mkdir -p "$R/run/systemd/system"
+    # The unit's script (not inline in ExecStart=, where systemd would expand $VARIABLES).
+    cat >"$R/run/cgv2-vm-unit.sh" <<'EOF'
+up() { cut -d' ' -f1 /proc/uptime; }
+/usr/bin/env -i /usr/bin/bash /run/cgv2-vm/run.sh
+rc=$?
+echo "[vm] command exit code $rc at uptime $(up)s"
+echo "$rc" >/run/cgv2-vm/rc
+sync
+systemctl poweroff -ff
+EOF
+    # No default dependencies: a failing sysinit unit must not keep the command from running
+    # (failed units are listed after it).  Type=exec, not oneshot: the unit is active once the
+    # script runs, so the boot is finished (is-system-running: running) as on a live host.
+    # Failure/SuccessAction: power off even if the script dies before its `systemctl poweroff`.
+    cat >"$R/run/systemd/system/cgv2-vm.service" <<'EOF'
+[Unit]
+Description=cgv2-vm command
+DefaultDependencies=no
+Wants=sysinit.target dbus.socket systemd-logind.service
+After=sysinit.target basic.target dbus.socket systemd-logind.service
+Conflicts=shutdown.target
+Before=shutdown.target
+SuccessAction=poweroff-immediate
+FailureAction=poweroff-immediate
+[Service]
+Type=exec
+ExecStart=/usr/bin/bash /run/cgv2-vm-unit.sh
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+EOF
+    log "exec systemd at uptime $(uptime_s)s"
+    # switch_root: the tmpfs becomes / (systemd wants a real root, not a chroot in rootfs).
+    # (systemd.unit=cgv2-vm.service is on the kernel command line: systemd reads it there.)
+    exec switch_root "$R" /lib/systemd/systemd
+    die "cannot exec systemd"
+fi
 log "running the command at uptime $(uptime_s)s"
 # A clean environment: run.sh exports what the host forwarded, cds into the checkout, runs it.
 chroot "$R" /usr/bin/env -i /usr/bin/bash /run/cgv2-vm/run.sh
