@@ -6,6 +6,8 @@
     old = factory.leaf("old", issuer=ca, valid=EXPIRED)
     v1 = factory.openssl_v1_leaf("bob", issuer=ca)   # `openssl req` + `openssl x509 -req`
     root = factory.root(ca)                          # a jobber root whose pool holds ca
+    root = factory.root(InCaFile(v1_root), pinned)   # 00.ca.pem (trusted as a CA), 01.pem
+    mine = factory.openssl_req_x509("me")            # `openssl req -x509 -newkey`: CA:TRUE
     alice.write(tmp_path)                            # alice.pem (+ chain), alice.key
 
 Every helper returns an `Issued`: `.cert_pem`, `.key_pem`, `.chain_pem`, `.write(dir)`.
@@ -36,6 +38,7 @@ __all__ = [
     "NOT_YET_VALID",
     "SERVER_AUTH",
     "CertFactory",
+    "InCaFile",
     "Issued",
     "key_pem",
     "make_key",
@@ -127,6 +130,18 @@ class Issued:
         key_path.write_bytes(self.key_pem)
         key_path.chmod(0o600)
         return cert_path, key_path
+
+
+@dataclass(frozen=True)
+class InCaFile:
+    """A pool entry for `CertFactory.root` to write to a CA file (``NN.ca.pem``).
+
+    The pool trusts such a certificate as a CA whatever it looks like; one in a plain
+    ``NN.pem`` is pinned unless it is plainly a CA (CA:TRUE, keyCertSign, no
+    digitalSignature), as `CertFactory.ca` makes them.
+    """
+
+    entry: Issued | x509.Certificate | bytes
 
 
 def _name(common_name: str | x509.Name) -> x509.Name:
@@ -225,17 +240,27 @@ class CertFactory:
         """
         return self.ca(ca.cert.subject, key_ids=False, **kwargs)
 
-    def root(self, *pool: Issued | x509.Certificate | bytes, files: str = "split") -> Path:
-        """A new jobber root whose ``pool/`` holds ``pool`` (one file each, or one bundle)."""
+    def root(self, *pool: Issued | x509.Certificate | bytes | InCaFile,
+             files: str = "split") -> Path:
+        """A new jobber root whose ``pool/`` holds ``pool``.
+
+        One file each (``00.pem``, ``01.ca.pem`` for an `InCaFile`, ...), or with
+        ``files="bundle"`` one ``bundle.pem`` (and one ``bundle.ca.pem`` for the
+        `InCaFile` entries).
+        """
         root = self.directory / f"root{next(self._roots)}"
         (root / "pool").mkdir(parents=True)
-        pems = [p.cert_pem if isinstance(p, Issued) else
-                _pem(p) if isinstance(p, x509.Certificate) else p for p in pool]
+        entries = [(p.entry, ".ca.pem") if isinstance(p, InCaFile) else (p, ".pem") for p in pool]
+        pems = [(p.cert_pem if isinstance(p, Issued) else
+                 _pem(p) if isinstance(p, x509.Certificate) else p, suffix)
+                for p, suffix in entries]
         if files == "bundle":
-            (root / "pool" / "bundle.pem").write_bytes(b"".join(pems))
+            for suffix in dict.fromkeys(suffix for _, suffix in pems):
+                (root / "pool" / f"bundle{suffix}").write_bytes(
+                    b"".join(pem for pem, s in pems if s == suffix))
         else:
-            for i, pem in enumerate(pems):
-                (root / "pool" / f"{i:02d}.pem").write_bytes(pem)
+            for i, (pem, suffix) in enumerate(pems):
+                (root / "pool" / f"{i:02d}{suffix}").write_bytes(pem)
         return root
 
     def _scratch(self, stem: str) -> Path:
@@ -243,8 +268,8 @@ class CertFactory:
         path.mkdir(parents=True)
         return path
 
-    def _openssl(self, *args: str | os.PathLike[str], cwd: Path) -> None:
-        env = {**os.environ, "OPENSSL_CONF": str(_minimal_config(cwd))}
+    def _openssl(self, *args: str | os.PathLike[str], cwd: Path, req: str = "") -> None:
+        env = {**os.environ, "OPENSSL_CONF": str(_minimal_config(cwd, req))}
         subprocess.run(["openssl", *map(str, args)], cwd=cwd, env=env, check=True,
                        capture_output=True)
 
@@ -298,6 +323,19 @@ class CertFactory:
                       "-days", "365", "-extensions", "v3_ca", "-out", "cert.pem", cwd=work)
         return Issued(x509.load_pem_x509_certificate((work / "cert.pem").read_bytes()), private)
 
+    def openssl_req_x509(self, name: str = "me") -> Issued:
+        """`openssl req -x509 -newkey ec` with a stock openssl.cnf, whose [req] says
+        ``x509_extensions = v3_ca``: self-signed, basicConstraints critical CA:TRUE, key
+        identifiers, no keyUsage or extendedKeyUsage. Made to be pinned as a client
+        certificate, it is a CA too as far as OpenSSL is concerned."""
+        work = self._scratch(name)
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", "key.pem", "-subj", f"/CN={name}", "-days", "30",
+                      "-out", "cert.pem", cwd=work, req="x509_extensions = v3_ca\n")
+        key = serialization.load_pem_private_key((work / "key.pem").read_bytes(), None)
+        cert = x509.load_pem_x509_certificate((work / "cert.pem").read_bytes())
+        return Issued(cert, key)  # type: ignore[arg-type]
+
     def openssl_intermediate(self, name: str, *, issuer: Issued) -> Issued:
         """A v3 intermediate CA signed with `openssl x509 -req -CA -extfile`."""
         return self.openssl_v3(name, issuer=issuer, extensions=(
@@ -317,11 +355,12 @@ def _key_usage(**on: bool) -> x509.KeyUsage:
     return x509.KeyUsage(**flags)
 
 
-def _minimal_config(directory: Path) -> Path:
-    # Our own openssl.cnf, so the results do not depend on the distribution's defaults.
+def _minimal_config(directory: Path, req: str = "") -> Path:
+    # Our own openssl.cnf, so the results do not depend on the distribution's defaults;
+    # ``req`` is more of its [req] section, ending in a newline.
     path = directory / "openssl.cnf"
     path.write_text(
-        "[req]\ndistinguished_name = dn\n[dn]\n"
+        f"[req]\n{req}distinguished_name = dn\n[dn]\n"
         "[v3_ca]\nsubjectKeyIdentifier = hash\n"
         "authorityKeyIdentifier = keyid:always,issuer\n"
         "basicConstraints = critical,CA:true\n")

@@ -2,7 +2,10 @@
 
 TestOpenSSLAgreement is the contract with the TLS layer: for every certificate of the
 test set, Certificate.from_pem, `openssl verify -purpose sslclient` and a real TLS 1.3
-handshake over loopback (the server's context: pool as cafile, CERT_REQUIRED) must agree.
+handshake over loopback (the server's context: tls_trust_store(root) as cafile,
+CERT_REQUIRED) must agree, but for leaves of pinned self-signed certificates that OpenSSL
+takes as CAs, which only from_pem refuses (the server runs it on every request).
+TestPinnedMeansPinned: a pinned certificate identifies only itself, CA:TRUE or not.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from certfactory import (
     NOT_YET_VALID,
     SERVER_AUTH,
     CertFactory,
+    InCaFile,
     Issued,
     make_key,
     openssl_verify,
@@ -47,6 +51,7 @@ from jobber._certificates import (
     _load_pool,
     default_root,
     get_client_certificates,
+    tls_trust_store,
 )
 from jobber._certificates.demo import DEMO_FILES, init_demo
 from jobber._errors import CertificateError, JobberError
@@ -255,7 +260,7 @@ def tls_handshake(server: ssl.SSLContext, client: ssl.SSLContext,
 
 
 def server_context(cert: Path, key: Path, pool_pem: Path) -> ssl.SSLContext:
-    """The context a jobber server builds: TLS 1.3, the pool as cafile, CERT_REQUIRED."""
+    """The context a jobber server builds: TLS 1.3, its trust store as cafile, CERT_REQUIRED."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED
@@ -268,9 +273,10 @@ def server_context(cert: Path, key: Path, pool_pem: Path) -> ssl.SSLContext:
 class Case:
     """A pool and a presented certificate (with its chain), and what must happen."""
 
-    pool: list[Issued]
+    pool: list[Issued | InCaFile]
     presented: Issued
     refused: str | None = None  # None: accepted; else a regex the message must match
+    tls_only: bool = False  # refused, but TLS accepts it: signed by a loose pin
 
 
 CASES: dict[str, Callable[[CertFactory, Issued], Case]] = {}
@@ -306,13 +312,13 @@ def openssl_v1_leaf(f, ca):
 @case
 def openssl_v1_leaf_of_v1_root(f, ca):
     root = f.openssl_v1_leaf("V1 Root", issuer=None)
-    return Case([root], f.openssl_v1_leaf("bob", issuer=root))
+    return Case([InCaFile(root)], f.openssl_v1_leaf("bob", issuer=root))
 
 
 @case
 def openssl_v1_leaf_of_req_x509_ca(f, ca):
     root = f.openssl_ca("OpenSSL CA")
-    return Case([root], f.openssl_v1_leaf("bob", issuer=root))
+    return Case([InCaFile(root)], f.openssl_v1_leaf("bob", issuer=root))
 
 
 @case
@@ -481,6 +487,86 @@ def pinned_leaf_of_a_pool_ca(f, ca):
     return Case([ca, leaf], leaf)
 
 
+_PINNED = ("issued by CN={}, which is pinned in the pool as a client certificate, not "
+           "trusted as a CA: to trust it as a CA, put it in .* in a file named ca.pem or "
+           r"NAME.ca.pem \(it is in .*/00.pem\)")
+
+
+@case
+def pinned_req_x509_certificate(f, ca):
+    me = f.openssl_req_x509("me")  # CA:TRUE, as openssl makes it by default
+    return Case([me, ca], me)
+
+
+@case
+def leaf_of_a_pinned_req_x509_certificate(f, ca):
+    me = f.openssl_req_x509("me")
+    return Case([me, ca], f.leaf("mallory", issuer=me), _PINNED.format("me"), tls_only=True)
+
+
+@case
+def leaf_of_a_pinned_req_x509_certificate_sent_with_it(f, ca):
+    me = f.openssl_req_x509("me")
+    return Case([me, ca], _with_chain(f.leaf("mallory", issuer=me), me), _PINNED.format("me"),
+                tls_only=True)
+
+
+@case
+def leaf_of_a_req_x509_certificate_in_a_ca_file(f, ca):
+    me = f.openssl_req_x509("me")
+    return Case([InCaFile(me), ca], f.leaf("mallory", issuer=me))
+
+
+@case
+def leaf_of_a_pinned_v1_self_signed_certificate(f, ca):
+    me = f.openssl_v1_leaf("me", issuer=None)  # `openssl x509 -req -signkey`
+    return Case([me, ca], f.openssl_v1_leaf("mallory", issuer=me), _PINNED.format("me"),
+                tls_only=True)
+
+
+@case
+def leaf_of_a_pinned_ca_that_could_be_a_client_too(f, ca):
+    both = f.ca("Both", key_usage=False, extra=[
+        (_key_usage(digital_signature=True, key_cert_sign=True), True)])
+    return Case([both, ca], f.leaf("mallory", issuer=both), _PINNED.format("Both"),
+                tls_only=True)
+
+
+@case
+def req_x509_certificate_in_a_ca_file_as_itself(f, ca):
+    me = f.openssl_req_x509("me")
+    return Case([InCaFile(me)], me)
+
+
+@case
+def leaf_of_a_pinned_ca_false_certificate(f, ca):
+    # Not a CA to OpenSSL either: refused by the handshake itself.
+    me = f.leaf("me")
+    return Case([me, ca], f.leaf("mallory", issuer=me), "CN=me in the pool .*not a CA")
+
+
+@case
+def leaf_of_a_pinned_ca_like_intermediate(f, ca):
+    # Not self-signed, so left out of the TLS trust store: refused by the handshake too.
+    sub = f.ca("Sub", issuer=ca, key_usage=False)
+    leaf = f.leaf("mallory", issuer=sub)
+    return Case([sub, ca], Issued(leaf.cert, leaf.key), _PINNED.format("Sub"))
+
+
+@case
+def leaf_of_a_pinned_ca_like_intermediate_sent_by_the_client(f, ca):
+    # The pool's CA made it a CA: sent along, it counts as an intermediate of that CA.
+    sub = f.ca("Sub", issuer=ca, key_usage=False)
+    return Case([sub, ca], f.leaf("mallory", issuer=sub))
+
+
+@case
+def leaf_of_a_ca_like_intermediate_in_a_ca_file(f, ca):
+    sub = f.ca("Sub", issuer=ca, key_usage=False)
+    leaf = f.leaf("mallory", issuer=sub)
+    return Case([InCaFile(sub), ca], Issued(leaf.cert, leaf.key))
+
+
 @case
 def pool_ca_presented_as_client(f, ca):
     return Case([ca], ca, "keyUsage without digitalSignature")
@@ -498,7 +584,8 @@ def trustme_leaf_with_critical_san(f, ca):
     authority = trustme.CA()
     leaf = authority.issue_cert("alice@example.org", "alice.example.org")
     assert leaf_has_critical_san(leaf.cert_chain_pems[0].bytes())
-    return Case([Issued(x509.load_pem_x509_certificate(authority.cert_pem.bytes()), None)],
+    # trustme's CA has digitalSignature: it could be a client certificate, so a CA file.
+    return Case([InCaFile(Issued(x509.load_pem_x509_certificate(authority.cert_pem.bytes()), None))],
                 Issued(x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()),
                        serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)))
 
@@ -565,7 +652,7 @@ def ca_restricted_to_client_auth(f, ca):
 @case
 def root_with_key_cert_sign_but_no_basic_constraints(f, ca):
     root = f.build("KU Root", extensions=[(_key_usage(key_cert_sign=True), True)])
-    return Case([root], f.leaf("x", issuer=root))
+    return Case([InCaFile(root)], f.leaf("x", issuer=root))
 
 
 @case
@@ -694,7 +781,7 @@ def _renewed_intermediates(f: CertFactory, ca: Issued) -> tuple[Issued, Issued]:
 @case
 def expired_intermediate_in_pem_but_renewed_in_pool(f, ca):
     old, new = _renewed_intermediates(f, ca)
-    return Case([ca, new], _with_chain(f.leaf("x", issuer=new), old))
+    return Case([ca, InCaFile(new)], _with_chain(f.leaf("x", issuer=new), old))
 
 
 @case
@@ -769,13 +856,13 @@ def netscape_server_leaf(f, ca):
 @case
 def netscape_ssl_ca_root(f, ca):
     root = f.openssl_v3("NS Root", issuer=None, extensions="nsCertType = sslCA\n")
-    return Case([root], f.openssl_v1_leaf("x", issuer=root))
+    return Case([InCaFile(root)], f.openssl_v1_leaf("x", issuer=root))
 
 
 @case
 def netscape_object_signing_ca_root(f, ca):
     root = f.openssl_v3("NS Root", issuer=None, extensions="nsCertType = objCA\n")
-    return Case([root], f.openssl_v1_leaf("x", issuer=root), "nsCertType without sslCA")
+    return Case([InCaFile(root)], f.openssl_v1_leaf("x", issuer=root), "nsCertType without sslCA")
 
 
 def _constrained_ca(f: CertFactory, name: str, permitted=None, excluded=None) -> Issued:
@@ -889,7 +976,7 @@ class TestOpenSSLAgreement:
         spec = CASES[name](certs, ca)
         root = certs.root(*spec.pool)
         pool_pem = tmp_path / "pool.pem"
-        pool_pem.write_bytes(b"".join(p.cert_pem for p in spec.pool))
+        pool_pem.write_text(tls_trust_store(root)[0])  # what the server loads
         leaf_path, _ = spec.presented.write(tmp_path, "client", chain=False)
         chain_path = None
         if spec.presented.chain:
@@ -905,7 +992,8 @@ class TestOpenSSLAgreement:
         handshake_ok, handshake_says = self._handshake(spec, tmp_path, pool_pem,
                                                        tls_server_identity)
 
-        assert (ours, openssl_ok, handshake_ok) == (spec.refused is None,) * 3, (
+        tls = spec.refused is None or spec.tls_only
+        assert (ours, openssl_ok, handshake_ok) == (spec.refused is None, tls, tls), (
             f"from_pem: {why or 'accepted'}\nopenssl verify: {openssl_says}\n"
             f"handshake: {handshake_says or 'accepted'}")
         if spec.refused is not None:
@@ -1134,9 +1222,115 @@ class TestCertificate:
         assert cert.get_job(7) == "get_job"
         assert cert.generate_job_id() == "generate_job_id"
         assert cert.new_job("echo hi") == "new_job"
-        assert calls[1::2] == [("get_jobs",), ("get_job", 7), ("generate_job_id",),
+        assert calls[1::2] == [("get_jobs", None), ("get_job", 7), ("generate_job_id",),
                                ("new_job", "echo hi", None)]
         assert set(calls[0::2]) == {("store", cert.hash())}
+
+
+class TestPinnedMeansPinned:
+    """CAs issue identities; a pinned certificate identifies only itself, CA:TRUE or not.
+
+    The verdicts of the TLS handshake on the same pools are in TestOpenSSLAgreement
+    (``*pinned*`` cases) and, against a running server, in test_server_security.py.
+    """
+
+    @pytest.mark.parametrize("name, is_ca", [
+        ("ca.pem", True), ("CA.pem", True), ("corp.ca.pem", True), ("Corp.CA.pem", True),
+        ("00.pem", False), ("erica.pem", False), ("myca.pem", False), ("ca-bundle.pem", False),
+        ("corp-ca.pem", False), ("ca.pem.pem", False),
+    ])
+    def test_the_file_name_says_ca(self, certs, name, is_ca):
+        me = certs.openssl_req_x509("me")
+        root = certs.root()
+        (root / "pool" / name).write_bytes(me.cert_pem)
+        mallory = certs.leaf("mallory", issuer=me)
+        if is_ca:
+            assert Certificate.from_pem(mallory.cert_pem, root).common_name == "mallory"
+        else:
+            with pytest.raises(CertificateError, match=f"pinned in the pool as a client "
+                                                       f"certificate, .*it is in .*/{re.escape(name)}"):
+                Certificate.from_pem(mallory.cert_pem, root)
+        assert Certificate.from_pem(me.cert_pem, root).common_name == "me"  # itself, either way
+
+    def test_the_message_says_who_signed_it_and_how_to_trust_it(self, certs):
+        me = certs.openssl_req_x509("me")
+        root = certs.root(me)
+        with pytest.raises(CertificateError) as caught:
+            Certificate.from_pem(certs.leaf("mallory", issuer=me).cert_pem, root)
+        assert str(caught.value) == (
+            f"the certificate CN=mallory was issued by CN=me, which is pinned in the pool as a "
+            f"client certificate, not trusted as a CA: to trust it as a CA, put it in "
+            f"{root / 'pool'} in a file named ca.pem or NAME.ca.pem (it is in "
+            f"{root / 'pool' / '00.pem'}); a pinned certificate identifies only itself")
+        assert caught.value.path is None
+
+    def test_an_intermediate_signed_by_a_pinned_certificate(self, certs):
+        me = certs.openssl_req_x509("me")
+        sub = certs.ca("Sub", issuer=me)
+        with pytest.raises(CertificateError, match="the intermediate CA CN=Sub .in the chain of "
+                                                   "CN=mallory. was issued by CN=me, which is pinned"):
+            Certificate.from_pem(certs.leaf("mallory", issuer=sub).fullchain_pem, certs.root(me))
+
+    def test_renaming_the_file_applies_at_once(self, certs):
+        me = certs.openssl_req_x509("me")
+        root = certs.root(me)
+        mallory = certs.leaf("mallory", issuer=me).cert_pem
+        with pytest.raises(CertificateError, match="pinned"):
+            Certificate.from_pem(mallory, root)
+        (root / "pool" / "00.pem").rename(root / "pool" / "me.ca.pem")
+        assert Certificate.from_pem(mallory, root).issuer == "CN=me"
+
+    def test_in_a_ca_file_under_one_name_it_is_a_ca_under_every_name(self, certs):
+        me = certs.openssl_req_x509("me")
+        root = certs.root(me, InCaFile(me))
+        assert len(get_client_certificates(root)) == 1
+        assert Certificate.from_pem(certs.leaf("mallory", issuer=me).cert_pem, root)
+
+    def test_every_certificate_of_a_ca_bundle_is_a_ca(self, certs):
+        a, b = certs.openssl_req_x509("A"), certs.openssl_v1_leaf("B", issuer=None)
+        pinned = certs.openssl_req_x509("P")
+        root = certs.root(InCaFile(a), InCaFile(b), pinned, files="bundle")
+        assert sorted(p.name for p in (root / "pool").iterdir()) == ["bundle.ca.pem", "bundle.pem"]
+        for issuer in (a, b):
+            assert Certificate.from_pem(certs.leaf("x", issuer=issuer).cert_pem, root)
+        with pytest.raises(CertificateError, match="issued by CN=P, which is pinned"):
+            Certificate.from_pem(certs.leaf("x", issuer=pinned).cert_pem, root)
+
+    def test_a_plain_ca_needs_no_ca_file(self, certs, ca):
+        # CA:TRUE and keyCertSign without digitalSignature: it cannot be a client itself.
+        root = certs.root()
+        (root / "pool" / "whatever.pem").write_bytes(ca.cert_pem)
+        assert Certificate.from_pem(certs.leaf("x", issuer=ca).cert_pem, root)
+
+    def test_the_tls_trust_store(self, certs, ca):
+        loose = certs.openssl_req_x509("loose")  # must be in, to pass as itself
+        sub = certs.ca("Sub", issuer=ca, key_usage=False)  # would be a trusted intermediate
+        strict = certs.leaf("strict")  # CA:FALSE: OpenSSL refuses it as an issuer
+        marked = certs.openssl_req_x509("marked")
+        root = certs.root(ca, loose, sub, strict, InCaFile(marked))
+        pem, warnings = tls_trust_store(root)
+        stored = [x509.load_pem_x509_certificate(b) for b in re.findall(
+            rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", pem.encode(), re.S)]
+        assert stored == [ca.cert, loose.cert, strict.cert, marked.cert]
+        assert len(warnings) == 1
+        assert warnings[0].startswith(f"{root / 'pool' / '01.pem'}: CN=loose is pinned (its file "
+                                      f"is not named ca.pem or NAME.ca.pem) but has "
+                                      f"basicConstraints CA:TRUE, so the TLS handshake also")
+        assert "refused (403)" in warnings[0] and "CA:FALSE" in warnings[0]
+        assert "rename the file to NAME.ca.pem" in warnings[0]
+        assert tls_trust_store(certs.root(ca)) == (ca.cert_pem.decode(), [])
+        assert tls_trust_store(certs.root()) == ("", [])
+
+    def test_a_v1_pin_is_warned_of_in_its_own_words(self, certs):
+        old = certs.openssl_v1_leaf("old", issuer=None)
+        [warning] = tls_trust_store(certs.root(old))[1]
+        assert "CN=old is pinned (its file is not named ca.pem or NAME.ca.pem) but is a " \
+               "version-1 self-signed certificate, so" in warning
+
+    def test_every_pool_certificate_is_still_listed(self, certs, ca):
+        me, sub = certs.openssl_req_x509("me"), certs.ca("Sub", issuer=ca, key_usage=False)
+        assert get_client_certificates(certs.root(ca, me, sub)) == [
+            Certificate(c.cert) for c in (ca, me, sub)]
 
 
 @pytest.fixture(scope="module")
@@ -1198,6 +1392,12 @@ class TestInitDemo:
         assert get_client_certificates(demo["root"]) == [Certificate(self.load(demo["ca"]))]
         with pytest.raises(CertificateError, match="without clientAuth"):
             Certificate.from_file(demo["server"], demo["root"])
+
+    def test_the_demo_ca_is_a_ca_of_the_pool_with_nothing_to_warn_of(self, demo):
+        pool = _load_pool(demo["root"])
+        [entry] = pool.entries
+        assert pool.is_ca(entry) and entry.plain_ca  # by its looks, and by its file name
+        assert tls_trust_store(demo["root"]) == (demo["ca"].read_text(), [])
 
     @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
     def test_mutual_tls_13_handshake_over_loopback(self, demo, host):

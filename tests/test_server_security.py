@@ -9,6 +9,9 @@
 - Tenant isolation: certificate B cannot list, read, follow, wait for, start or stop A's
   jobs, and A's job ids answer B exactly as ids that do not exist.
 - Pool edits apply without a restart; load: 100 followers and 50 starts at once.
+- Pinned means pinned: a pinned CA:TRUE certificate (`openssl req -x509`) connects as
+  itself, and a leaf it signed is refused on every request (403; the handshake cannot
+  refuse it); in a CA file (``*.ca.pem``) the same certificate issues identities.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def matrix(pki) -> dict[str, tuple[Issued, bool, bool | None]]:
     other = f.ca("foreign CA")
     pss_ca = f.ca("RSA-PSS CA", key="rsa2048", rsa_pss=True)
     for n, cert in enumerate((v1_root, pinned, pinned_expired, old_ca, root2, pss_ca)):
-        (pki.root / "pool" / f"matrix-{n}.pem").write_bytes(cert.cert_pem)
+        # A version-1 root looks like a pinned self-signed certificate: a CA file makes it a CA.
+        suffix = ".ca.pem" if cert is v1_root else ".pem"
+        (pki.root / "pool" / f"matrix-{n}{suffix}").write_bytes(cert.cert_pem)
     return {
         "ca-issued": (f.leaf("alice", issuer=ca), True, True),
         "openssl-v1-leaf-of-v3-ca": (f.openssl_v1_leaf("bob", issuer=ca), True, True),
@@ -249,6 +254,90 @@ class TestPoolEdits:
             kept.close()
             # ...and new connections are refused by TLS itself.
             assert not tls_verdict(server, cert, key, pki.server_ca)[0]
+
+
+@pytest.fixture(scope="module")
+def pinned_pki(pki, tmp_path_factory):
+    """(factory, root, pinned certificates by name, a server of that root); none is in a CA file."""
+    base = tmp_path_factory.mktemp("pinned")
+    factory = CertFactory(base / "certs")
+    me = factory.openssl_req_x509("pinned req-x509")
+    strict = factory.leaf("pinned CA:FALSE")  # what CertFactory and trustme make
+    sub = factory.ca("pinned intermediate", issuer=pki.ca, key_usage=False)  # CA:TRUE, not self-signed
+    root = factory.root(pki.ca, me, strict, sub)  # 00.pem .. 03.pem, none a CA file
+    with ServerProcess(pki.server_cert, pki.server_key, root, base / "jobs") as server:
+        yield factory, root, {"me": me, "strict": strict, "sub": sub}, server
+
+
+class TestPinnedMeansPinned:
+    """The audit's case: a pinned certificate made by `openssl req -x509` has CA:TRUE."""
+
+    PINNED = ("was issued by CN=pinned req-x509, which is pinned in the pool as a client certificate, "
+              "not trusted as a CA: to trust it as a CA, put it in <path> in a file named ca.pem or NAME.ca.pem")
+
+    def test_it_connects_as_itself(self, pinned_pki, pki, tmp_path):
+        _factory, root, pinned, server = pinned_pki
+        cert, key = pinned["me"].write(tmp_path, "me")
+        assert tls_verdict(server, cert, key, pki.server_ca) == (True, "HTTP/1.1 200 OK")
+        identity = Api(server.url, cert, key, pki.server_ca)("GET", "/v1/identity").json()
+        assert identity["hash"] == Certificate.from_pem(pinned["me"].cert_pem, root).hash()
+
+    @pytest.mark.parametrize("send_chain", [False, True])
+    def test_a_leaf_it_signed_is_refused(self, pinned_pki, pki, tmp_path, send_chain):
+        factory, root, pinned, server = pinned_pki
+        mallory = factory.leaf("mallory", issuer=pinned["me"])
+        if send_chain:
+            mallory.chain = [pinned["me"].cert]
+        cert, key = mallory.write(tmp_path, "mallory", chain=send_chain)
+        valid, why = from_pem_verdict(mallory, send_chain, root)
+        assert not valid and self.PINNED.replace("<path>", str(root / "pool")) in why
+        # OpenSSL cannot keep a self-signed CA:TRUE trust anchor from issuing, so the
+        # handshake passes, and the identity check refuses every request.
+        assert tls_verdict(server, cert, key, pki.server_ca) == (True, "HTTP/1.1 403 Forbidden")
+        refused = Api(server.url, cert, key, pki.server_ca)("GET", "/v1/jobs")
+        assert refused.status == 403
+        error = refused.json()
+        assert error["type"] == "CertificateError" and self.PINNED in error["error"], error
+        assert str(root) not in error["error"]
+        with pytest.raises(CertificateError, match="does not accept this certificate: the certificate CN=mallory "
+                                                   "was issued by CN=pinned req-x509, which is pinned"):
+            jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca))
+
+    def test_the_server_warns_of_it(self, pinned_pki):
+        *_, server = pinned_pki
+        log = server.log()
+        assert ("01.pem: CN=pinned req-x509 is pinned (its file is not named ca.pem or NAME.ca.pem) but has "
+                "basicConstraints CA:TRUE, so the TLS handshake also takes it as a CA") in log
+        assert "CN=pinned CA:FALSE" not in log and "CN=pinned intermediate" not in log
+
+    @pytest.mark.parametrize("issuer", ["strict", "sub"])
+    def test_leaves_of_other_pinned_certificates_are_refused_by_the_handshake(self, pinned_pki, pki, tmp_path,
+                                                                              issuer):
+        # CA:FALSE fails OpenSSL's CA check; a pinned CA that is not self-signed is not in the trust store.
+        factory, root, pinned, server = pinned_pki
+        mallory = factory.leaf("mallory", issuer=pinned[issuer])
+        cert, key = mallory.write(tmp_path, "mallory", chain=False)
+        accepted, detail = tls_verdict(server, cert, key, pki.server_ca)
+        assert not accepted, detail
+        valid, why = from_pem_verdict(mallory, False, root)
+        assert not valid, why
+
+    def test_in_a_ca_file_it_issues_identities(self, pinned_pki, pki, tmp_path):
+        factory, pinned_root, pinned, _server = pinned_pki
+        root = tmp_path / "root"
+        shutil.copytree(pinned_root, root)
+        mallory = factory.leaf("mallory", issuer=pinned["me"])
+        cert, key = mallory.write(tmp_path, "mallory", chain=False)
+        me_cert, me_key = pinned["me"].write(tmp_path, "me")
+        warning = "CN=pinned req-x509 is pinned (its file is not named ca.pem or NAME.ca.pem)"
+        with ServerProcess(pki.server_cert, pki.server_key, root, tmp_path / "jobs") as server:
+            assert tls_verdict(server, cert, key, pki.server_ca) == (True, "HTTP/1.1 403 Forbidden")
+            assert server.log().count(warning) == 1
+            (root / "pool" / "01.pem").rename(root / "pool" / "pinned.ca.pem")  # applies at once
+            assert tls_verdict(server, cert, key, pki.server_ca) == (True, "HTTP/1.1 200 OK")
+            assert from_pem_verdict(mallory, False, root)[0]
+            assert tls_verdict(server, me_cert, me_key, pki.server_ca) == (True, "HTTP/1.1 200 OK")
+            assert "the pool changed" in server.log() and server.log().count(warning) == 1
 
 
 class TestLoad:

@@ -218,7 +218,11 @@ class Certificate:
 
     @property
     def is_ca(self) -> bool:
-        """Whether TLS takes it as a CA (basicConstraints CA:TRUE, or a version-1 root)."""
+        """Whether TLS takes it as a CA (basicConstraints CA:TRUE, or a version-1 root).
+
+        This is the certificate's own claim; the pool lets it issue identities only from a
+        ``ca.pem`` or ``NAME.ca.pem`` file, or when it is plainly a CA (see the module).
+        """
         try:
             return Facts(self._cert, self._der, "").ca_kind() != 0
         except (ValueError, UnsupportedAlgorithm):  # unusable as a CA or as anything

@@ -11,6 +11,11 @@ extensions, key and digest strength at the TLS context's security level, the val
 every certificate in the chain (the pool CA's too) and nameConstraints. Certificate
 policies are not evaluated, as OpenSSL does not by default.
 
+Issuer lookup in the pool skips pinned certificates (``Pool.pinned_cas``): the server's
+TLS trust store is ``Pool.tls_anchors``, which leaves them out too, except the self-signed
+ones (``Pool.loose_pins``), which must be loaded so that they pass as themselves; OpenSSL
+then also accepts a leaf signed by one of them, and only this module refuses it.
+
 The agreement holds for a server context without extra verify flags: Python 3.13's
 ``ssl.create_default_context`` adds ``VERIFY_X509_STRICT`` (which refuses version-1 CAs)
 and ``VERIFY_X509_PARTIAL_CHAIN``; the server must not use them.
@@ -167,9 +172,30 @@ def _build_chain(leaf: Facts, intermediates: list[Facts], pool: Pool,
                            "certificates: send only the certificate and its intermediates")
 
 
+def _pinned_issuer(chain: list[Facts], pool: Pool) -> tuple[Facts, Facts] | None:
+    """(the certificate, the pinned pool certificate that issued it), if that is the dead end."""
+    for i, facts in enumerate(chain[1:], 1):  # sent along in the PEM: still pinned
+        entry = pool.by_der.get(facts.der)
+        if entry is not None and pool.pinned_ca(entry):
+            return chain[i - 1], entry
+    top = chain[-1]
+    candidates = [c for c in pool.pinned_cas.get(top.issuer, []) if likely_issued(c, top)]
+    return (top, candidates[0]) if candidates else None
+
+
 def _no_issuer(chain: list[Facts], trusted_from: int, pool: Pool) -> CertificateError:
     leaf, top, where = chain[0], chain[-1], pool.directory
     issuer = top.cert.issuer.rfc4514_string()
+    pinned = _pinned_issuer(chain, pool)
+    if pinned is not None:
+        issued, by = pinned
+        what = (f"the certificate {leaf.label}" if issued is leaf else
+                f"the intermediate CA {issued.label} (in the chain of {leaf.label})")
+        return CertificateError(
+            f"{what} was issued by {by.label}, which is pinned in the pool as a client "
+            f"certificate, not trusted as a CA: to trust it as a CA, put it in {where} in a "
+            f"file named ca.pem or NAME.ca.pem (it is in {by.origin}); a pinned certificate "
+            f"identifies only itself")
     if top.self_signed:
         if top is leaf:
             return CertificateError(

@@ -2,10 +2,18 @@
 
 ``pool`` makes these from PEM input and pool files, ``chain`` and ``name_constraints``
 read them; they sit below all three so that none imports another for them.
+
+The pool holds two kinds of certificates (``Pool.is_ca``): CAs, which may issue identities,
+and pinned certificates, which identify only themselves. A certificate is a CA when the
+operator said so, by its file's name (``ca.pem``, ``NAME.ca.pem``: `is_ca_file`), or when it
+cannot be anything else (`Facts.plain_ca`: CA:TRUE and keyCertSign, but no key usage that
+TLS client authentication needs). Every other pool certificate is pinned, even with
+CA:TRUE (what ``openssl req -x509`` writes by default): it is never taken as an issuer.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +93,14 @@ class Facts:
         ext = self.extensions.get(oid.dotted_string)
         return None if ext is None else ext.value
 
+    @property
+    def plain_ca(self) -> bool:
+        """A CA and nothing else: CA:TRUE, keyUsage keyCertSign, and neither digitalSignature
+        nor keyAgreement, so that TLS refuses it as a client certificate of its own."""
+        usage = self.usage
+        return (self.basic is not None and self.basic.ca and usage is not None
+                and usage.key_cert_sign and not (usage.digital_signature or usage.key_agreement))
+
     def ca_kind(self) -> int:
         """Return X509_check_ca's verdict.
 
@@ -132,15 +148,54 @@ def likely_issued(issuer: Facts, child: Facts) -> bool:
     return key_type is not None and isinstance(issuer.key, key_type)
 
 
+def is_ca_file(path: str) -> bool:
+    """Whether a pool file's name marks its certificates as CAs: ``ca.pem`` or ``*.ca.pem``."""
+    name = os.path.basename(path).lower()
+    return name == "ca.pem" or name.endswith(".ca.pem")
+
+
 class Pool:
-    """The parsed pool: its certificates once each, indexed for issuer lookup."""
+    """The parsed pool: its certificates once each, indexed for issuer lookup.
+
+    ``by_subject`` is what issuer lookup may pick from: every certificate but the pinned
+    ones TLS would take as a CA (``pinned_cas``). Pinned certificates that are no CA at all
+    stay in it, as in the TLS trust store: picked, they fail as OpenSSL fails them, with
+    the same "not a CA" error.
+    """
 
     def __init__(self, directory: Path, entries: list[Facts]) -> None:
         self.directory = directory
         self.by_der: dict[bytes, Facts] = {}
-        self.by_subject: dict[NameKey, list[Facts]] = {}
+        marked: set[bytes] = set()  # in a CA file, under any of its names
         for entry in entries:
-            if entry.der not in self.by_der:
-                self.by_der[entry.der] = entry
-                self.by_subject.setdefault(entry.subject, []).append(entry)
+            self.by_der.setdefault(entry.der, entry)
+            if is_ca_file(entry.origin):
+                marked.add(entry.der)
         self.entries = list(self.by_der.values())
+        self.cas = {e.der for e in self.entries if e.der in marked or e.plain_ca}
+        self.by_subject: dict[NameKey, list[Facts]] = {}
+        self.pinned_cas: dict[NameKey, list[Facts]] = {}
+        for entry in self.entries:
+            index = self.pinned_cas if self.pinned_ca(entry) else self.by_subject
+            index.setdefault(entry.subject, []).append(entry)
+
+    def is_ca(self, entry: Facts) -> bool:
+        """Whether the pool trusts this certificate as an issuer (else it is pinned)."""
+        return entry.der in self.cas
+
+    def pinned_ca(self, entry: Facts) -> bool:
+        """A pinned certificate that TLS would take as a CA: never an issuer here."""
+        return entry.der in self.by_der and not self.is_ca(entry) and entry.ca_kind() != 0
+
+    def tls_anchors(self) -> list[Facts]:
+        """The certificates a TLS server loads as its trust store, in pool order.
+
+        All but the pinned CA-like certificates that are not self-signed: those would be
+        trusted intermediates. A self-signed one must be loaded, or it could not connect
+        as itself, though OpenSSL then also accepts what its key signs (`loose_pins`).
+        """
+        return [e for e in self.entries if not (self.pinned_ca(e) and not e.self_signed)]
+
+    def loose_pins(self) -> list[Facts]:
+        """Pinned self-signed certificates that OpenSSL takes as CAs in the trust store."""
+        return [e for e in self.entries if self.pinned_ca(e) and e.self_signed]

@@ -139,7 +139,7 @@ def parse_input(data: bytes) -> tuple[Facts, list[Facts]]:
 
 
 def _parse_pool_file(path: str, data: bytes) -> list[Facts]:
-    fix = "pool files hold only PEM CA certificates: fix or remove it"
+    fix = "pool files hold only PEM certificates (CAs and pinned ones): fix or remove it"
     blocks, begun = _pem_blocks(data)
     others = sorted({label.decode() for label in begun if label != _CERT_LABEL})
     if others:
@@ -210,8 +210,8 @@ def load_pool(directory: Path) -> Pool:
         return Pool(directory, [])
     except NotADirectoryError as err:
         raise CertificateError(
-            f"the pool {directory} is not a directory: make it a directory of PEM CA "
-            f"certificates (or point JOBBER_ROOT elsewhere)", path=str(directory)) from err
+            f"the pool {directory} is not a directory: make it a directory of PEM "
+            f"certificates, CAs and pinned ones (or point JOBBER_ROOT elsewhere)", path=str(directory)) from err
     except OSError as err:
         raise _unreadable(f"the pool {directory}", str(directory), err, "a+rx") from err
     stamps = []

@@ -3,14 +3,25 @@
 A caller is admitted twice, and the two verdicts agree because the core's
 ``Certificate.from_pem`` mirrors OpenSSL's client-certificate checks:
 
-1. the TLS handshake verifies the client certificate against the pool (``<root>/pool/*.pem``
-   as the context's trust store, ``CERT_REQUIRED``, TLS 1.3 only);
+1. the TLS handshake verifies the client certificate against the pool (``<root>/pool/*.pem``,
+   as ``tls_trust_store`` selects it, is the context's trust store; ``CERT_REQUIRED``, TLS
+   1.3 only);
 2. every request runs ``Certificate.from_pem`` on what the client presented. Its
    ``hash()`` is the identity.
 
 Step 2 also catches what a handshake cannot: a pool edited while a connection is kept
-alive, a certificate that expired during one. The TLS trust store follows pool edits too
-(`PoolContexts`), so neither verdict needs a restart.
+alive, a certificate that expired during one, and a leaf signed by a pinned certificate.
+The pool's CAs issue identities, its pinned certificates identify only themselves; but
+OpenSSL has no "trusted as itself only": a self-signed certificate in the trust store is
+also an issuer to it when it looks like a CA (CA:TRUE, what ``openssl req -x509`` makes).
+Such a pinned certificate must be in the trust store to pass as itself, so the handshake
+accepts what its key signs, and step 2 refuses it with 403 on every request (the
+CertificateError says which pinned certificate signed it and how to trust it as a CA); the
+server logs a warning for each such certificate when it loads the pool. Pinned
+certificates without CA powers (CA:FALSE) and pinned ones that are not self-signed are
+refused as issuers by the handshake itself: the former fail OpenSSL's CA check, the latter
+are not in the trust store. The TLS trust store follows pool edits too (`PoolContexts`),
+so neither verdict needs a restart.
 
 The client's intermediates: ``from_pem`` is given the chain the client sent
 (``get_unverified_chain``, public since Python 3.13 and a private method of
@@ -34,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._certificates import Certificate, default_root, get_client_certificates, tls_trust_store
 from jobber._errors import CertificateError, JobberError
 
 __all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "send_tls_alerts",
@@ -74,19 +85,22 @@ class PoolContexts:
         self.listening.sni_callback = self._pick
 
     def _build(self) -> ssl.SSLContext:
-        certs = get_client_certificates(self._root)
-        if not certs:
+        if not get_client_certificates(self._root):
             raise JobberError(
                 f"the pool {self._root / 'pool'} holds no certificate, so no client could connect: "
-                "put the client CA (or pinned client certificates) there as PEM files, "
-                "or make a demo pool with `jobber certs init-demo DIR` and pass --root DIR"
+                "put the client CA (as ca.pem or NAME.ca.pem) or pinned client certificates there "
+                "as PEM files, or make a demo pool with `jobber certs init-demo DIR` and pass --root DIR"
             )
+        # The CAs and the pinned certificates, less the pinned ones that would act as
+        # intermediate CAs (see the module docstring).
+        anchors, warnings = tls_trust_store(self._root)
         # Built like the context Certificate.from_pem mirrors: no VERIFY_X509_STRICT and no
         # VERIFY_X509_PARTIAL_CHAIN (ssl.create_default_context sets both on 3.13+).
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata="".join(c.bytes().decode("ascii") for c in certs))
+        if anchors:  # else it trusts nothing: every client is refused
+            ctx.load_verify_locations(cadata=anchors)
         try:
             ctx.load_cert_chain(self._cert, self._key)
         except FileNotFoundError as err:
@@ -98,6 +112,8 @@ class PoolContexts:
             ) from err
         self._stamp = _pool_stamp(self._root / "pool")
         self._current = ctx
+        for warning in warnings:
+            log.warning("%s", warning)
         return ctx
 
     def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
