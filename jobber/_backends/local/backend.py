@@ -5,6 +5,7 @@ launcher (compiled ``launcher.c``, else ``supervisor.py --launch``) start the co
 inside it. Everything after that is read from the job directory, by any process:
 
     confinement.json  what confines it (cgroup paths, notes, limits not enforced)
+    command           the command, which the launcher reads (no argument limit applies)
     pid               the main process
     status.json       written by the supervisor: running, then the outcome
 """
@@ -18,11 +19,12 @@ import time
 from typing import Any
 
 from jobber._backends.base import DirectoryBackend
-from jobber._backends.context import run_context
+from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import isolation
 from jobber._backends.local.launcher import launcher_command
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
+from jobber._files import write_atomic
 from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
@@ -40,12 +42,18 @@ class LocalBackend(DirectoryBackend):
 
     name = "local"
 
-    def start(self, *, user: str | None = None, cwd: str | None = None) -> None:
+    def start(self, *, user: str | None = None, cwd: str | None = None, sandbox: Sandbox | None = None) -> None:
         """Start the job: ``/bin/sh -c COMMAND`` inside its cgroup, output to the log.
 
         Any failure, at any step, leaves the job startable again with no cgroup behind,
         unless the supervisor already took the job over (then it is ended as "failed",
         with the reason in its note).
+
+        Args:
+            user: a passwd name, or ``#UID[:GID]`` (see ``context.resolve_user``).
+            cwd: the working directory (default: the spec's, else the caller's).
+            sandbox: private to jobber's server: start the job with nothing of this
+                process (``context.Sandbox``).
 
         Raises:
             JobError: already started, no usable isolation while ``require_isolation``
@@ -60,13 +68,15 @@ class LocalBackend(DirectoryBackend):
         record = cgroup = None
         try:
             spec = self.dir.spec()
-            context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"))
+            context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"), sandbox)
             self.dir.write_spec({**self.dir.spec(), **context})
             limits = Limits.from_dict(self.dir.spec().get("limits", {}))
             record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))
             cgroup = isolation.open_cgroup(record)
             self.dir.write("confinement.json", record)
             argv = _supervisor_argv(str(self.dir.path), cgroup, context, self.dir.spec()["command"])
+            if record.get("via_user_manager"):
+                argv = _through_user_manager(self.job_id, argv)
             _launch(self.job_id, argv)
         except BaseException as err:
             if self.dir.exists("status.json"):
@@ -93,6 +103,7 @@ class LocalBackend(DirectoryBackend):
                     except OSError:
                         pass
         self.dir.remove("confinement.json")
+        self.dir.remove("command")
         self.dir.release_start()
 
     def status(self) -> JobStatus:
@@ -210,13 +221,40 @@ def _not_started(job_id: int, err: BaseException) -> JobError:
 
 
 def _supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
-    """The launcher's command line: its options (the C and Python launchers share them)."""
+    """The launcher's command line: its options (the C and Python launchers share them).
+
+    The command itself goes to ``<job dir>/command``, which the launcher reads: a command
+    of any length runs (as an argument it would meet the kernel's 128 KiB per string).
+    """
+    command_file = os.path.join(job_dir, "command")
+    write_atomic(command_file, os.fsencode(command))
     argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
+    sandbox = context.get("sandbox")
+    if sandbox:
+        argv += ["--clear-env", "--umask", sandbox["umask"]]
+        if sandbox.get("no_new_privs"):
+            argv.append("--no-new-privs")
+        for name, (soft, hard) in sorted(sandbox.get("rlimits", {}).items()):
+            argv += ["--rlimit", f"{name}={soft}:{hard}"]
+        if sandbox.get("private_tmp"):
+            argv += ["--private-tmp", sandbox["private_tmp"]]
+        if sandbox.get("hide_pids"):
+            argv.append("--hide-pids")
     for name, value in context["env"].items():
         argv += ["--env", f"{name}={value}"]
     if "user" in context:
         argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
-    return argv + ["--", command]
+    return argv + ["--command-file", command_file]
+
+
+def _through_user_manager(job_id: int, argv: list[str]) -> list[str]:
+    """Start the supervisor in a scope of the user's systemd manager, so that it may place
+    the job in the cgroup that manager delegated (see ``cgroup_v2._may_move_into``).
+    ``systemd-run --scope`` execs the launcher itself: its answer reaches us as usual."""
+    from jobber._backends.local.systemd import runtime_dir
+
+    return ["env", f"XDG_RUNTIME_DIR={runtime_dir()}", "systemd-run", "--user", "--scope", "--quiet", "--collect",
+            f"--description=jobber: the supervisor of job {job_id}", "--", *argv]
 
 
 def _launch(job_id: int, argv: list[str]) -> None:

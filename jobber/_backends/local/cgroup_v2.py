@@ -80,6 +80,16 @@ def anchor() -> str:
     return placement()[0]
 
 
+def _may_move_into(path: str) -> bool:
+    """Can this process move a child of its own into ``path``? cgroup v2 wants write access
+    to ``cgroup.procs`` of the common ancestor of the two cgroups (cgroup-v2.rst, "Delegation
+    Containment"): from an SSH session's scope or a system service, the user's own
+    ``user@UID.service`` subtree is out of reach, and the supervisor must be started inside
+    it by the user's manager (``systemd-run --user --scope``)."""
+    common = os.path.commonpath([own_cgroup(), path])
+    return os.access(os.path.join(common, "cgroup.procs"), os.W_OK)
+
+
 def _writable(path: str) -> bool:
     return os.access(os.path.join(path, "cgroup.subtree_control"), os.W_OK)
 
@@ -191,7 +201,8 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         else:
             put("io.max", f"{disk} {' '.join(io)}", "io")
     return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes,
-            "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by}
+            "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by,
+            "via_user_manager": bool(delegated_by) and not _may_move_into(path)}
 
 
 class Cgroup:
