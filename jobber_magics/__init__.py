@@ -7,8 +7,14 @@ Load it with ``%load_ext jobber_magics`` (or list it in ``c.InteractiveShellApp.
     python train.py
     %jobber_tail 3 -n 20        %jobber_stop 3        %jobber_jobs
 
-Loading registers the magics and HTML displays for ``jobber.Job`` and
-``jobber.Certificate``; ipywidgets is imported only when a live view is first shown.
+Loading registers the magics and the displays: a ``jobber.Job`` shows as its live view
+(status, charts, log, Stop button; ``%%jobber_run`` returns the Job, so its one output is
+that view), with a static HTML card "as of" a time for readers without widgets; a
+``jobber.Certificate`` shows as a card. ipywidgets is imported only when a view is first shown.
+
+To have every kernel load it (so that after a restart ``%jobber_tail -f ID`` re-attaches
+at once), add ``c.InteractiveShellApp.extensions = ["jobber_magics"]`` to
+``~/.ipython/profile_default/ipython_kernel_config.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ def load_ipython_extension(ipython: Any) -> None:
         jobber.Job: formatter.for_type(jobber.Job, job_html),
         jobber.Certificate: formatter.for_type(jobber.Certificate, certificate_html),
     }
+    bundles = ipython.display_formatter.mimebundle_formatter
+    magics.replaced_bundles = {jobber.Job: bundles.for_type(jobber.Job, magics.job_bundle)}
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    ipython.events.register("post_run_cell", magics.post_run_cell)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -49,6 +59,17 @@ def unload_ipython_extension(ipython: Any) -> None:
         formatter.pop(cls, None)
         if previous is not None:
             formatter.for_type(cls, previous)
+    bundles = ipython.display_formatter.mimebundle_formatter
+    for cls, previous in getattr(magics, "replaced_bundles", {}).items():
+        bundles.pop(cls, None)
+        if previous is not None:
+            bundles.for_type(cls, previous)
+    if magics is not None:
+        for event, callback in (("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)):
+            try:
+                ipython.events.unregister(event, callback)
+            except ValueError:
+                pass
 
 
 def __getattr__(name: str) -> Any:

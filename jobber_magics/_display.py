@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from jobber import Certificate, JobberError, JobStatus
@@ -24,21 +25,29 @@ __all__ = [
     "format_elapsed",
     "job_html",
     "log_html",
+    "local_time",
+    "static_job_html",
+    "static_job_text",
     "status_html",
 ]
 
 _MONO = "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,12px)"
+# JupyterLab's theme colours where there is one (readable in the dark theme too).
+_GREY = "var(--jp-ui-font-color2,#777)"
+_RED = "var(--jp-error-color1,#d62728)"
+_AMBER = "var(--jp-warn-color1,#b58900)"
 _STATE_COLOURS = {
-    "created": "#777",
-    "pending": "#b58900",
-    "running": "#1f77b4",
-    "exited": "#2ca02c",
-    "stopped": "#777",
-    "failed": "#d62728",
-    "oom-killed": "#d62728",
-    "timed-out": "#d62728",
+    "created": _GREY,
+    "pending": _AMBER,
+    "running": "var(--jp-brand-color1,#1f77b4)",
+    "exited": "var(--jp-success-color1,#2ca02c)",
+    "stopped": _GREY,
+    "failed": _RED,
+    "oom-killed": _RED,
+    "timed-out": _RED,
 }
 _CELL = "padding:2px 8px;text-align:left;vertical-align:top"
+_NOWRAP = _CELL + ";white-space:nowrap"
 
 
 def _e(value: object) -> str:
@@ -58,6 +67,17 @@ def format_elapsed(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def local_time(when: datetime | None, *, seconds: bool = True) -> str:
+    """An aware datetime in this host's time zone, for people: "2025-01-31 14:02:03"."""
+    if when is None:
+        return "-"
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def _now() -> str:
+    return datetime.now().astimezone().strftime("%H:%M:%S")
+
+
 def _first_line(command: str, width: int = 80) -> str:
     lines = command.strip().splitlines() or [""]
     line = lines[0]
@@ -66,7 +86,7 @@ def _first_line(command: str, width: int = 80) -> str:
 
 
 def _state_html(status: JobStatus) -> str:
-    colour = _STATE_COLOURS.get(status.state, "#777")
+    colour = _STATE_COLOURS.get(status.state, _GREY)
     return f'<span style="color:{colour};font-weight:bold">{_e(status.describe())}</span>'
 
 
@@ -84,16 +104,16 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
         parts.append(_e(limits))
     if status.isolation:
         parts.append(_e(status.isolation) if status.isolation != "none" else
-                     '<span style="color:#d62728">not isolated</span>')
+                     f'<span style="color:{_RED}">not isolated</span>')
     if extra:
         parts.append(extra)
     line = " · ".join(parts)
     # What was not enforced, and why (the core words it: "not isolated: ...").
     if status.isolation_note:
-        colour = "#d62728" if status.isolation == "none" else "#b58900"
+        colour = _RED if status.isolation == "none" else _AMBER
         line += f'<br><span style="color:{colour}">{_e(status.isolation_note)}</span>'
     if status.note:
-        line += f'<br><span style="color:#d62728">{_e(status.note)}</span>'
+        line += f'<br><span style="color:{_RED}">{_e(status.note)}</span>'
     return f'<div style="{_MONO}">{line}</div>'
 
 
@@ -112,17 +132,35 @@ def log_html(text: str, *, height: str = "20em") -> str:
     )
 
 
+def static_job_text(job_id: int, status: JobStatus) -> str:
+    """One line for a reader without the live view: the state, and when it was true."""
+    line = f"job {job_id} · {status.describe()} · {format_elapsed(status.elapsed)}"
+    if not status.ended:
+        line += f" · as of {_now()} (live view: %jobber_tail -f {job_id})"
+    return line
+
+
+def static_job_html(job: Any, status: JobStatus) -> str:
+    """A card for one job as of now: status line and command. A job that has not ended says
+    when that was true, and how to watch it live (it is never "running" forever)."""
+    line = status_html(job.id, status)
+    if not status.ended:
+        line += (f'<div style="color:{_AMBER}">as of {_e(_now())}: this card does not change; '
+                 f"<code>%jobber_tail -f {job.id}</code> shows the job live</div>")
+    return (
+        f'<div class="jobber-card" style="border-left:3px solid {_STATE_COLOURS.get(status.state, _GREY)};'
+        f'padding-left:8px">{line}'
+        f'<pre style="margin:2px 0;{_MONO}">{_e(job.command)}</pre></div>'
+    )
+
+
 def job_html(job: Any) -> str:
-    """A card for one job: status line and command (the ``Job`` HTML formatter)."""
+    """The static card of a job as of now (the ``Job`` HTML formatter, where no live view is)."""
     try:
         status = job.status()
     except JobberError as err:  # a formatter must not raise: IPython would print a traceback
         return f"<div><b>job {job.id}</b>: status unavailable: {_e(err)}</div>"
-    return (
-        f'<div style="border-left:3px solid {_STATE_COLOURS.get(status.state, "#777")};'
-        f'padding-left:8px">{status_html(job.id, status)}'
-        f'<pre style="margin:2px 0;{_MONO}">{_e(job.command)}</pre></div>'
-    )
+    return static_job_html(job, status)
 
 
 class JobList(list):
@@ -147,16 +185,17 @@ class JobList(list):
         rows = self._rows()
         if not rows:
             return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
-        head = "".join(f'<th style="{_CELL}">{h}</th>' for h in
-                       ("id", "state", "elapsed", "limits", "isolation", "backend", "command"))
+        head = "".join(f'<th style="{_NOWRAP}">{h}</th>' for h in
+                       ("id", "started", "duration", "result", "limits", "isolation", "backend", "command"))
         body = "".join(
             "<tr>"
-            f'<td style="{_CELL}">{job.id}</td>'
-            f'<td style="{_CELL}">{_state_html(status)}</td>'
-            f'<td style="{_CELL}">{_e(format_elapsed(status.elapsed))}</td>'
-            f'<td style="{_CELL}">{_e(status.limits.describe())}</td>'
-            f'<td style="{_CELL}">{_e(status.isolation or "-")}</td>'
-            f'<td style="{_CELL}">{_e(status.backend)}</td>'
+            f'<td style="{_NOWRAP}">{job.id}</td>'
+            f'<td style="{_NOWRAP}">{_e(local_time(status.started_at))}</td>'
+            f'<td style="{_NOWRAP}">{_e(format_elapsed(status.elapsed))}</td>'
+            f'<td style="{_NOWRAP}">{_state_html(status)}</td>'
+            f'<td style="{_NOWRAP}">{_e(status.limits.describe())}</td>'
+            f'<td style="{_NOWRAP}">{_e(status.isolation or "-")}</td>'
+            f'<td style="{_NOWRAP}">{_e(status.backend)}</td>'
             f'<td style="{_CELL}"><code>{_e(_first_line(job.command))}</code></td>'
             "</tr>"
             for job, status in rows
@@ -167,13 +206,23 @@ class JobList(list):
         rows = self._rows()
         if not rows:
             return "No jobs yet: start one with %%jobber_run."
-        lines = [f"{'ID':>5}  {'RESULT':<32} {'BACKEND':<8} COMMAND"]
-        lines += [f"{job.id:>5}  {status.describe():<32} {status.backend:<8} {_first_line(job.command, 60)}"
-                  for job, status in rows]
-        return "\n".join(lines)
+        table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
+        table += [(str(job.id), local_time(status.started_at), format_elapsed(status.elapsed), status.describe(),
+                   status.backend, _first_line(job.command, 60)) for job, status in rows]
+        return "\n".join(_aligned(table, right=(0, 2)))
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+def _aligned(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
+    """Rows of a text table with every column as wide as its widest cell (the last one free)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
 
 
 class DoctorReport:
@@ -185,7 +234,7 @@ class DoctorReport:
     def _repr_html_(self) -> str:
         rows = "".join(
             "<tr>"
-            f'<td style="{_CELL};color:{"#2ca02c" if check.ok else "#d62728"}">{"ok" if check.ok else "no"}</td>'
+            f'<td style="{_CELL};color:{"var(--jp-success-color1,#2ca02c)" if check.ok else _RED}">{"ok" if check.ok else "no"}</td>'
             f'<th style="{_CELL}">{_e(check.name)}</th>'
             f'<td style="{_CELL}">{_e(check.found)}'
             + (f'<br><b>fix:</b> <code>{_e(check.fix)}</code>' if check.fix else "")
@@ -249,7 +298,7 @@ class IdentityView:
             out.append(f"<p>The pool <code>{_e(self.pool_dir)}</code> is empty: put the PEM "
                        "certificate of your CA there.</p>")
             return "".join(out)
-        head = "".join(f'<th style="{_CELL}">{h}</th>' for h in ("subject", "CA", "valid until", "sha256", ""))
+        head = "".join(f'<th style="{_CELL}">{h}</th>' for h in ("subject", "CA", "valid until", "sha256", "for you"))
         body = "".join(
             "<tr>"
             f'<td style="{_CELL}"><code>{_e(cert.subject)}</code></td>'

@@ -80,6 +80,26 @@ class LogLines:
             text = text[start + 1 :] if start >= 0 else text[-max_chars:]
         return text
 
+    def complete_lines(self, count: int | None = None) -> list[str]:
+        """The newest ``count`` complete lines kept (all of them by default), oldest first."""
+        kept = len(self._lines)
+        count = kept if count is None else min(count, kept)
+        if count <= 0:
+            return []
+        if count == kept:
+            return list(self._lines)
+        return [self._lines[i] for i in range(kept - count, kept)]
+
+    def unfinished(self) -> str:
+        """The unfinished last line as a terminal shows it now ("" when the log ends in a newline)."""
+        current = self._segment or self._previous
+        return self._shown(current) if current else ""
+
+    @property
+    def kept_lines(self) -> int:
+        """How many complete lines the ring holds now."""
+        return len(self._lines)
+
     def __len__(self) -> int:
         return len(self._lines) + bool(self._segment or self._previous)
 

@@ -9,20 +9,22 @@ one-line ``UsageError`` messages, translated in exactly one place (`_user_errors
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import keyword
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
 
 import jobber
-from jobber import Certificate, JobberError, Limits
-from jobber_magics._display import DoctorReport, IdentityView, JobList
+from jobber import Certificate, CertificateError, JobberError, Limits
+from jobber_magics._charts import format_size
+from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 
 __all__ = ["JobberMagics"]
@@ -43,6 +45,58 @@ def _user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
             raise UsageError(str(err)) from err
 
     return wrapper
+
+
+def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+    """parse_argstring, with "did you mean --memory?" for a mistyped option."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as err:
+        raise UsageError(did_you_mean(str(err), magic.parser)) from None
+
+
+def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
+    """Add the closest real option to an "unrecognized arguments" message of ``parser``."""
+    if "unrecognized arguments:" not in message:
+        return message
+    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    unknown = [word.split("=")[0] for word in message.split("unrecognized arguments:", 1)[1].split()
+               if word.startswith("--")]
+    guesses = [f"{word}: did you mean {match[0]}?" for word in unknown
+               if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
+    return message + ("; " + "; ".join(guesses) if guesses else "") + f" (see {parser.prog}? for the options)"
+
+
+def _host_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _host_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def beyond_host(limits: Limits) -> list[str]:
+    """Warnings for limits this host cannot reach (a job may still run: they never bind)."""
+    warnings = []
+    cpus = _host_cpus()
+    if limits.cpu and cpus and limits.cpu > cpus:
+        warnings.append(f"--cpu {limits.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this "
+                        f"host: the job can use {cpus} at most, so the limit never binds")
+    memory = _host_memory()
+    if limits.memory and memory and limits.memory > memory:
+        warnings.append(f"--memory {format_size(limits.memory)} is more than the {format_size(memory)} of memory "
+                        "of this host: the host runs out before the job meets its limit")
+    return warnings
 
 
 def _job_id(text: str) -> int:
@@ -94,6 +148,68 @@ class JobberMagics(Magics):
         self._session: Any = None  # a Certificate, or a remote session
         self._identity: Certificate | None = None  # the local identity, for --local
         self.replaced_formatters: dict[type, Any] = {}  # restored by unload_ipython_extension
+        self.replaced_bundles: dict[type, Any] = {}
+        self.current_cell: Any = None  # the running cell: its id from the frontend, else its source
+        self._cell_runs: dict[Any, tuple[Any, Any]] = {}  # cell -> (its last job, its live view)
+        self._pending: dict[Any, Any] = {}  # job -> the live view its display is to be
+
+    # ---- the cell being run, and the one display of each job ----
+
+    def pre_run_cell(self, info: Any) -> None:
+        """IPython's pre_run_cell event: remember which cell runs (JupyterLab sends its id)."""
+        self.current_cell = getattr(info, "cell_id", None) or getattr(info, "raw_cell", None)
+
+    def post_run_cell(self, _result: Any) -> None:
+        """IPython's post_run_cell event: close live views that were never displayed."""
+        pending, self._pending = self._pending, {}
+        for widget in pending.values():
+            widget.close()
+
+    def live_view(self, job: Any, **kwargs: Any) -> Any:
+        """A live view of ``job`` (imports ipywidgets on first use)."""
+        from jobber_magics._widget import JobWidget
+
+        return JobWidget(job, **kwargs)
+
+    def job_bundle(self, job: Any) -> Any:
+        """The display of a Job in a notebook: its live view (the Job mimebundle formatter).
+
+        The view made by %%jobber_run for the job it returns is used as is (with its
+        notices); any other display of a Job makes a view of its own.
+        """
+        if type(self.shell).__name__ == "TerminalInteractiveShell":
+            return None  # a terminal has no widgets: the text form
+        widget = self._pending.pop(job, None)
+        if widget is None:
+            try:
+                widget = self.live_view(job)
+            except JobberError as err:
+                return {"text/plain": f"job {job.id}: status unavailable: {err}", "text/html": job_html(job)}
+        return widget._repr_mimebundle_()
+
+    def _earlier_run_of(self, cell_key: Any, *, replace: bool) -> tuple[list[str], Any]:
+        """What to say about the job this cell started last time, stopping it with --replace.
+
+        Returns:
+            The notices, and that job if it still runs (and was not replaced), else None.
+        """
+        job, widget = self._cell_runs.pop(cell_key, (None, None))
+        if job is None:
+            return [], None
+        if widget is not None:
+            widget.close()  # its output was cleared by this run; the job runs on
+        try:
+            status = job.status()
+        except JobberError:
+            return [], None
+        if status.ended:
+            return [], None
+        if replace:
+            final = job.stop()
+            return [f"job {job.id}, started by this cell before, was stopped first (--replace): "
+                    f"{final.describe()}"], None
+        return [f"job {job.id} is still running from this cell: stop it with the button, or rerun the "
+                "cell with --replace to stop it first"], job
 
     @property
     def session(self) -> Any:
@@ -130,11 +246,18 @@ class JobberMagics(Magics):
         The certificate is checked against the pool ($JOBBER_ROOT/pool, else
         ~/.jobber/pool) as a jobber server's TLS handshake would check it.
         """
-        args = parse_argstring(self.jobber_cert, line)
+        args = _parse(self.jobber_cert, line)
         if args.path is None:
             session = self._session if self._session is not None else self._default_identity()
             return IdentityView(session, jobber.get_client_certificates(), str(jobber.default_root() / "pool"))
-        cert = Certificate.from_file(_path(args.path))
+        path = _path(args.path)
+        try:
+            cert = Certificate.from_file(path)
+        except CertificateError as err:
+            hint = wrong_certificate_hint(path)
+            if hint:
+                raise UsageError(hint) from err
+            raise
         self._session = self._identity = cert
         print(f"Jobs now run on this host as {cert.subject}.")
         return None
@@ -156,40 +279,58 @@ class JobberMagics(Magics):
               help="set an environment variable for the job (repeatable): how Python values reach the script")
     @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
-    @argument("--no-follow", action="store_true", help="start the job without showing its live log")
+    @argument("--no-follow", action="store_true", help="start the job without showing its live log: "
+              "print one line instead (watch it later with %%jobber_tail -f ID)")
+    @argument("--replace", action="store_true", help="if this cell's previous job still runs, stop it first "
+              "(without --replace the new job starts beside it, and the view says so)")
     @line_cell_magic
     @_user_errors
     def jobber_run(self, line: str, cell: str | None = None) -> Any:
         """Run the cell as a shell script in an isolated job, and show its live log.
 
         The cell body is given to /bin/sh exactly as written: $HOME and {x} reach the shell
-        untouched (no IPython variable expansion). To pass Python values in, use
-        environment variables: ``--env LR=0.01`` (the script reads ``$LR``). The job runs in
-        this kernel's environment and working directory (``--cwd`` to change it), with this
-        kernel's Python first on PATH, so ``python`` and ``pip`` are the kernel's; it keeps
-        running if the kernel stops. Returns the Job, so `_` and Out[n] hold it.
+        untouched (no IPython variable expansion). The options line is expanded by IPython,
+        so Python values reach the script as environment variables: ``--env LR={lr}`` (or
+        ``--env LR=$lr``), and the script reads ``$LR``. The job runs in this kernel's
+        environment and working directory (``--cwd`` to change it), with this kernel's
+        Python first on PATH, so ``python`` and ``pip`` are the kernel's; it keeps running
+        if the kernel stops.
+
+        Returns the Job, so `_` and Out[n] hold it; its display is the live view (one
+        output, always current). With --no-follow it prints one line and returns nothing.
+        Running the cell again while its previous job still runs starts a second job and
+        says so (with a button to stop the first); ``--replace`` stops the first one first.
 
         Example::
 
-            %%jobber_run --memory 2G --cpu 1 --name train
-            python train.py --epochs 10
+            %%jobber_run --memory 2G --cpu 1 --name train --env LR={lr}
+            python train.py --epochs 10 --lr "$LR"
         """
         if cell is None:
             raise UsageError("%%jobber_run is a cell magic: write %%jobber_run (two %) and its options on the "
                              "first line of a cell, and the shell script below it")
-        args = parse_argstring(self.jobber_run, line)
+        args = _parse(self.jobber_run, line)
         if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
         limits, options = _job_request(args)
         session = self.session
         job = session.new_job(cell, limits, **options)
+        cell_key = self.current_cell
+        notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
+        if isinstance(session, Certificate) and options.get("backend", os.environ.get("JOBBER_BACKEND", "local")) == "local":
+            notices += [f"warning: {warning}" for warning in beyond_host(limits)]
         job.start()
         if args.name:
             self.shell.user_ns[args.name] = job
-        if not args.no_follow:
-            from jobber_magics._widget import JobWidget
-
-            display(JobWidget(job))
+        if args.no_follow:
+            self._cell_runs[cell_key] = (job, None)
+            for notice in notices:
+                print(notice)
+            print(f"job {job.id} started: `%jobber_tail -f {job.id}` to watch")
+            return None
+        widget = self.live_view(job, notice="\n".join(notices), previous=previous)
+        self._cell_runs[cell_key] = (job, widget)
+        self._pending[job] = widget  # the display of the Job returned below is this view
         return job
 
     @magic_arguments()
@@ -205,15 +346,13 @@ class JobberMagics(Magics):
 
         With -f the live view also re-attaches to a job started before a kernel restart.
         """
-        args = parse_argstring(self.jobber_tail, line)
+        args = _parse(self.jobber_tail, line)
         job = self.session.get_job(args.job_id)
         if args.follow:
-            from jobber_magics._widget import JobWidget
-
             lines = DEFAULT_FOLLOW_LINES if args.lines is None else max(args.lines, 1)
             # A negative offset is resolved against the end of the log when following
             # begins, so nothing written after this look back is skipped.
-            return JobWidget(job, lines=lines, offset=-len(jobber.last_lines(job, lines)))
+            return self.live_view(job, lines=lines, offset=-len(jobber.last_lines(job, lines)))
         count = DEFAULT_TAIL_LINES if args.lines is None else args.lines
         if count:
             text = LogLines(max_lines=count)
@@ -231,7 +370,7 @@ class JobberMagics(Magics):
     @_user_errors
     def jobber_stop(self, line: str) -> None:
         """Stop a job and every process it started: SIGTERM, then SIGKILL after the grace period."""
-        args = parse_argstring(self.jobber_stop, line)
+        args = _parse(self.jobber_stop, line)
         status = self.session.get_job(args.job_id).stop(grace=args.grace)
         print(f"job {args.job_id}: {status.describe()}")
 
@@ -243,18 +382,19 @@ class JobberMagics(Magics):
         (cpu, memory, pids, io) enforced or not with its fix, the launcher, the jobs
         directory, the identity and the pool (what `jobber doctor` prints).
         """
-        parse_argstring(self.jobber_doctor, line)
+        _parse(self.jobber_doctor, line)
         return DoctorReport(jobber.doctor())
 
     @magic_arguments()
     @line_magic
     @_user_errors
     def jobber_jobs(self, line: str) -> JobList:
-        """Show this identity's jobs as a table, with their true state (read from disk).
+        """Show this identity's jobs as a table, newest last: start time, duration, and their
+        true state or result (read from disk).
 
         Jobs outlive the kernel: after a restart they are all here. Returns a list of Jobs.
         """
-        parse_argstring(self.jobber_jobs, line)
+        _parse(self.jobber_jobs, line)
         return JobList(self.session.get_jobs())
 
     @magic_arguments()
@@ -272,7 +412,7 @@ class JobberMagics(Magics):
 
         Every other magic then works with the server's jobs.
         """
-        args = parse_argstring(self.jobber_connect, line)
+        args = _parse(self.jobber_connect, line)
         if args.local:
             if args.url or args.cert or args.key or args.ca:
                 raise UsageError("--local takes no URL, --cert, --key or --ca: it goes back to this host")
@@ -295,6 +435,23 @@ class JobberMagics(Magics):
         session = jobber.connect(url, cert=_path(cert), key=_path(key), ca=ca and _path(ca))
         self._session = session
         print(f"Jobs now run on {session.url} as {session.subject}.")
+
+
+def wrong_certificate_hint(path: str) -> str | None:
+    """What to say when someone gives the CA's certificate instead of their own, else None."""
+    try:
+        from cryptography import x509
+
+        parsed = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    cert = Certificate(parsed)
+    if not cert.is_ca:
+        return None
+    client = Path(path).with_name("client.pem")
+    instead = f" ({client})" if client.exists() else ""
+    return (f"{path} is the CA certificate ({cert.subject}): it issues identities but is not one. "
+            f"Use your client certificate{instead} instead, e.g. %jobber_cert {client if instead else 'client.pem'}")
 
 
 def _path(text: str) -> str:

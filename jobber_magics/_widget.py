@@ -1,28 +1,42 @@
-"""The live log widget: a job's last lines, its status, memory and CPU charts, a Stop button.
+"""The live view of a job: its status, resource charts, log and a Stop button, in one widget.
 
-One updater thread per widget consumes ``job.follow(heartbeat=...)`` (local or remote: an
-empty chunk arrives while the job is silent), keeps the last lines in a bounded ``LogLines`` ring and
-sets widget values at most ``1 / refresh`` times a second. It never prints: output from a
-thread lands in whichever cell runs at the time (ipykernel >= 7.1 routes it by thread), and
-widget updates are comm messages, which ipykernel >= 7.1 sends safely from threads. It
-never uses ``Output.append_stdout`` either, which resends the whole history every time.
-The thread ends when the job has ended and its log is drained, or when the widget closes.
+The browser half is a small ES module (``_jobview.js``, loaded through anywidget, which
+ships its own JupyterLab extension, so nothing needs building). This half runs one updater
+thread per view: it consumes ``job.follow(heartbeat=...)`` (local or remote; an empty
+chunk arrives while the job is silent), keeps the last lines in a bounded ``LogLines`` ring
+and, at most ``1 / refresh`` times a second, sends the browser **only what is new**: the
+complete lines since the last frame and the unfinished last line (a custom message), then
+the status line and the charts (widget state, one message). The browser appends them, so
+a reader who scrolled up keeps their place. When more lines came in one frame than the
+view keeps (a job printing 100k lines/s), the frame replaces the view's lines instead:
+every message stays bounded, whatever the job prints.
 
-Requires ipywidgets 8 and ipykernel >= 7.1 (7.0 broke widget updates from threads).
+A page that loads the view anew (a reopened notebook, a reloaded browser) asks for the
+widget's full state; ``get_state`` then includes a snapshot of the ring (``log_snapshot``
+at ``log_frame``), so it starts from the current log and applies only later frames.
+
+The thread never prints (output from a thread lands in whichever cell runs at the time);
+widget messages from threads are safe with ipykernel >= 7.1. It ends when the job has ended
+and its log is drained, or when the widget closes.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-import ipywidgets
+import anywidget
+import traitlets
 
 from jobber import JobberError, JobStatus
 from jobber_magics._charts import ResourceHistory, resource_chart_html
-from jobber_magics._display import log_html, status_html
+from jobber_magics._display import static_job_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
 
 __all__ = ["JobWidget"]
@@ -30,57 +44,99 @@ __all__ = ["JobWidget"]
 # A chunk smaller than this means the reader has caught up with the writer: then the thread
 # waits for the next frame and lets output pile up, instead of waking for every line.
 _COALESCE_BELOW = 64 * 1024
-# The most characters of log sent in one update (a few hundred KiB at worst per message,
-# whatever the job prints: lines are also cut at LogLines.max_line_chars).
+# The most characters of log in one message (lines are also cut at LogLines.max_line_chars).
 _MAX_LOG_CHARS = 200_000
+# How often the process count of a job with a pids limit is read (it walks /proc).
+_PROCESS_INTERVAL = 0.5
+_HERE = Path(__file__).parent
 
 
-class JobWidget(ipywidgets.VBox):
-    """A live view of a job: last lines, status line, resource charts and a Stop button.
+def _lines_word(count: int) -> str:
+    return f"{count:,} line" + ("" if count == 1 else "s")
+
+
+class JobWidget(anywidget.AnyWidget):
+    """A live view of a job: status line, resource charts, the last lines and a Stop button.
 
     Args:
         job: the job to follow (local or remote).
         lines: how many of the last lines to show and keep.
         offset: where in the log to start; negative counts back from the end.
-        refresh: the shortest time between two redraws, in seconds.
+        refresh: the shortest time between two frames, in seconds.
+        notice: a line (text) shown above the log, e.g. that an earlier job of the cell runs.
+        previous: a running job the notice is about: the view offers a button to stop it.
     """
 
-    def __init__(self, job: Any, *, lines: int = 1000, offset: int = 0, refresh: float = 0.2) -> None:
-        self._status_view = ipywidgets.HTML(layout=ipywidgets.Layout(flex="1 1 auto"), _dom_classes=("jobber-status",))
-        self._stop_button = ipywidgets.Button(
-            description="Stop", icon="stop", button_style="danger", tooltip=f"Stop job {job.id}",
-            layout=ipywidgets.Layout(width="auto", flex="0 0 auto"), _dom_classes=("jobber-stop",),
-        )
-        self._chart_view = ipywidgets.HTML(_dom_classes=("jobber-charts",))
-        # Classes given at construction travel in the widget's first message (tests find
-        # the log view by it; a stylesheet could too).
-        self._log_view = ipywidgets.HTML(_dom_classes=("jobber-log",))
-        super().__init__(children=[
-            ipywidgets.HBox([self._status_view, self._stop_button]),
-            self._chart_view,
-            self._log_view,
-        ], _dom_classes=("jobber-job-widget",))
-        self.job = job
+    _esm = (_HERE / "_jobview.js").read_text(encoding="utf-8")
+    _css = (_HERE / "_jobview.css").read_text(encoding="utf-8")
+
+    view_key = traitlets.Unicode("").tag(sync=True)
+    job_id = traitlets.Int(0).tag(sync=True)
+    state = traitlets.Unicode("").tag(sync=True)
+    ended = traitlets.Bool(False).tag(sync=True)
+    status_html = traitlets.Unicode("").tag(sync=True)
+    as_of = traitlets.Unicode("").tag(sync=True)
+    charts_html = traitlets.Unicode("").tag(sync=True)
+    problem = traitlets.Unicode("").tag(sync=True)
+    notice_html = traitlets.Unicode("").tag(sync=True)
+    previous_job = traitlets.Int(0).tag(sync=True)
+    stopping = traitlets.Bool(False).tag(sync=True)
+    max_lines = traitlets.Int(1000).tag(sync=True)
+    # Filled in by get_state (a snapshot of the ring), never set: see the module docstring.
+    log_snapshot = traitlets.Unicode("").tag(sync=True)
+    log_partial = traitlets.Unicode("").tag(sync=True)
+    log_total = traitlets.Int(0).tag(sync=True)
+    log_frame = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(self, job: Any, *, lines: int = 1000, offset: int = 0, refresh: float = 0.2,
+                 notice: str = "", previous: Any = None) -> None:
+        # Before super().__init__: opening the comm asks get_state, which reads these.
+        self._lock = threading.RLock()
         self._lines = LogLines(max_lines=lines)
+        self._frame = 0
+        self._sent_total = 0
+        self._sent_partial = ""
+        self.job = job
+        self._previous = previous
+        super().__init__(view_key=uuid.uuid4().hex, job_id=job.id, max_lines=lines,
+                         notice_html=html.escape(notice), previous_job=previous.id if previous is not None else 0)
         self._history = ResourceHistory()
         self._refresh = refresh
         self._offset = offset
         self._closed = threading.Event()
-        self._draw_lock = threading.Lock()
-        self._problem = ""
-        self._stop_button.on_click(self._on_stop_click)
-        self._draw(job.status(), log=True)
+        self._status: JobStatus | None = None
+        self._processes_at = 0.0
+        self._processes: int | None = None
+        self.on_msg(self._on_message)
+        self._draw(job.status())
         self._thread = threading.Thread(target=self._update, name=f"jobber-widget-job-{job.id}", daemon=True)
         self._thread.start()
 
     def __repr__(self) -> str:
-        # Deterministic: notebooks checked with nbval compare this text/plain form.
+        # Deterministic: notebooks checked with nbval compare text/plain forms.
         return f"JobWidget(job={self.job.id})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        # The widget for JupyterLab; for any other reader of the notebook (GitHub, nbconvert,
+        # a page without the widget's state) a static card that says when it was true.
+        result = super()._repr_mimebundle_(**kwargs) or {}
+        data, metadata = result if isinstance(result, tuple) else (result, {})
+        data = dict(data)
+        status = self._status
+        if status is not None:
+            data["text/plain"] = static_job_text(self.job.id, status)
+            data["text/html"] = static_job_html(self.job, status)
+        return data, dict(metadata or {})
 
     @property
     def updating(self) -> bool:
         """Whether the updater thread still runs."""
         return self._thread.is_alive()
+
+    def log_text(self) -> str:
+        """What the view shows of the log: the kept lines and the unfinished last one."""
+        with self._lock:
+            return self._lines.text()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the updater has shown the job's end; return False on timeout."""
@@ -96,88 +152,172 @@ class JobWidget(ipywidgets.VBox):
         Raises:
             JobberError: the job could not be stopped.
         """
-        self._stop_button.disabled = True
-        self._stop_button.description = "Stopping…"
+        self.stopping = True
         try:
             status = self.job.stop(grace)
         except JobberError:
-            self._stop_button.disabled = False
-            self._stop_button.description = "Stop"
+            self.stopping = False
             raise
-        self._problem = ""
-        if not self.updating:  # closed, or ended before: nobody else will redraw
+        self.problem = ""
+        if not self.updating:  # closed, or ended before: nobody else will draw
             self._draw(status)
         return status
 
     def close(self) -> None:
-        """Close the widget and its parts; the updater thread ends within a heartbeat."""
+        """Close the widget; the updater thread ends within a heartbeat (the job runs on)."""
         self._closed.set()
-        for part in (self._status_view, self._stop_button, self._chart_view, self._log_view, *self.children):
-            part.close()
         super().close()
 
-    def _on_stop_click(self, _button: Any) -> None:
-        # Runs in the kernel's main thread, from a comm message: an exception would only
-        # reach the browser console, so the problem is shown in the widget instead.
-        try:
-            self.stop()
-        except JobberError as err:
-            self._problem = f"could not stop job {self.job.id}: {err}"
-            self._draw(None)
+    def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
+        """The widget's state; the full state carries a snapshot of the log (see above)."""
+        state = super().get_state(key=key, drop_defaults=drop_defaults)
+        if key is None:
+            with self._lock:
+                # Whoever gets this snapshot has everything up to now: later frames carry
+                # only what comes after it, for every view (they all receive the state).
+                self._frame += 1
+                self._sent_total = self._lines.total_lines
+                self._sent_partial = self._lines.unfinished()
+                lines = self._bounded(self._lines.complete_lines())
+                state.update(log_snapshot="\n".join(lines), log_partial=self._sent_partial,
+                             log_total=self._sent_total, log_frame=self._frame)
+        return state
+
+    # ---- in the kernel's main thread, from the browser ----
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # An exception here would only reach the browser's console: show it in the view.
+        event = content.get("event") if isinstance(content, dict) else None
+        if event == "stop":
+            try:
+                self.stop()
+            except JobberError as err:
+                self.problem = f"could not stop job {self.job.id}: {err}"
+        elif event == "stop-previous" and self._previous is not None:
+            try:
+                status = self._previous.stop()
+            except JobberError as err:
+                self.problem = f"could not stop job {self._previous.id}: {err}"
+            else:
+                self.notice_html = html.escape(f"job {self._previous.id} (from an earlier run of this cell): "
+                                               f"{status.describe()}")
+                self.previous_job = 0
+
+    # ---- in the updater thread ----
 
     def _update(self) -> None:
         next_frame = 0.0
-        dirty = False
         # The heartbeat (an empty chunk while the job is silent) lets this loop redraw the
-        # chart and notice a closed widget even when the job prints nothing for hours.
+        # status and notice a closed widget even when the job prints nothing for hours.
         chunks = self.job.follow(self._offset, heartbeat=self._refresh)
         try:
             for chunk in chunks:
                 if self._closed.is_set():
                     return
                 if chunk:
-                    self._lines.feed(chunk)
-                    dirty = True
+                    with self._lock:
+                        self._lines.feed(chunk)
                 now = time.monotonic()
                 if now >= next_frame:
                     status = self.job.status()
                     # Until the log is drained the view keeps the running state: whoever
                     # reads "exited" in the status line has the whole log in front of them.
-                    self._draw(None if status.ended else status, log=dirty)
-                    dirty = False
+                    self._draw(None if status.ended else status)
                     next_frame = now + self._refresh
                 if 0 < len(chunk) < _COALESCE_BELOW and self._closed.wait(max(0.0, next_frame - time.monotonic())):
                     return
-            self._lines.finish()
-            self._draw(self.job.status(), log=True)
+            with self._lock:
+                self._lines.finish()
+            self._draw(self.job.status())
         except JobberError as err:
-            self._problem = f"live view stopped: {err}"
-            self._draw(None, log=True)
+            self.problem = f"live view stopped: {err}"
+            self._draw(None)
         except Exception as err:  # noqa: BLE001 - a thread must not print; show it instead
-            self._problem = f"live view failed: {type(err).__name__}: {err}"
-            self._draw(None, log=True)
+            self.problem = f"live view failed: {type(err).__name__}: {err}"
+            self._draw(None)
         finally:
             chunks.close()  # frees the follower's inotify descriptor or HTTP stream now
 
-    def _draw(self, status: JobStatus | None, *, log: bool = False) -> None:
-        with self._draw_lock:
+    def _bounded(self, lines: list[str]) -> list[str]:
+        """The newest of ``lines`` that fit in one message."""
+        size = 0
+        for i in range(len(lines) - 1, -1, -1):
+            size += len(lines[i]) + 1
+            if size > _MAX_LOG_CHARS:
+                return lines[i + 1 :]
+        return lines
+
+    def _log_message(self) -> dict[str, Any] | None:
+        """What is new in the log since the last frame (under the lock), or None."""
+        total, partial = self._lines.total_lines, self._lines.unfinished()
+        new = total - self._sent_total
+        if new == 0 and partial == self._sent_partial:
+            return None
+        reset = new > self._lines.kept_lines  # more came than the view keeps: replace its lines
+        lines = self._lines.complete_lines(None if reset else new)
+        bounded = self._bounded(lines)
+        reset = reset or len(bounded) < len(lines)
+        self._frame += 1
+        self._sent_total, self._sent_partial = total, partial
+        return {"kind": "log", "frame": self._frame, "lines": bounded, "partial": partial,
+                "total": total, "reset": reset}
+
+    def _process_count(self, status: JobStatus) -> int | None:
+        """Processes and threads of a local job with a pids limit (what pids.max counts)."""
+        current = getattr(status, "pids_current", None)  # a backend that reports it
+        if current is not None:
+            return current
+        if not status.limits.pids or status.pid is None or status.backend != "local" or status.ended:
+            return None
+        now = time.monotonic()
+        if now - self._processes_at >= _PROCESS_INTERVAL:
+            self._processes_at, self._processes = now, _task_count(status.pid)
+        return self._processes
+
+    def _draw(self, status: JobStatus | None) -> None:
+        with self._lock, self.hold_sync():
+            message = self._log_message()
+            if message is not None:
+                self.send(message)  # the log first: whoever reads "exited" has all of it
             if status is not None:
                 self._status = status
-                kept = self._history.add(time.monotonic(), status)
-                if kept or status.ended or not self._chart_view.value:
-                    self._chart_view.value = resource_chart_html(
-                        self._history, status.limits, running=not status.ended)
+                t = status.elapsed or 0.0
+                kept = self._history.add(t, status, self._process_count(status))
                 if status.ended:
-                    self._stop_button.disabled = True
-                    self._stop_button.layout.display = "none"
+                    self._history.finish(status)
+                if kept or status.ended or not self.charts_html:
+                    self.charts_html = resource_chart_html(self._history, status.limits, running=not status.ended)
+                if status.ended:
+                    self.stopping = False
+                self.state, self.ended = status.state, status.ended
+                self.as_of = datetime.now(timezone.utc).isoformat(timespec="seconds")
             status = self._status
+            if status is None:
+                return
             total = self._lines.total_lines
-            extra = f"{total:,} lines" + (f", last {self._lines.max_lines:,} shown" if total > self._lines.max_lines else "")
-            line = status_html(self.job.id, status, extra=extra)
-            if self._problem:
-                line += f'<div style="color:#d62728">{html.escape(self._problem)}</div>'
-            # The log before the status line: whoever sees "exited" has the whole log.
-            if log:
-                empty = "(no output)" if status.ended else "(no output yet)"
-                self._log_view.value = log_html(self._lines.text(max_chars=_MAX_LOG_CHARS) or empty)
-            self._status_view.value = line
+            extra = _lines_word(total)
+            if total > self._lines.max_lines:
+                extra += f", last {self._lines.max_lines:,} shown"
+            self.status_html = status_html(self.job.id, status, extra=extra)
+
+
+def _task_count(pid: int) -> int | None:
+    """The tasks (processes and threads) of ``pid`` and its descendants, from /proc."""
+    todo, seen, tasks = [pid], set(), 0
+    while todo:
+        process = todo.pop()
+        if process in seen:
+            continue
+        seen.add(process)
+        try:
+            threads = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        tasks += len(threads)
+        for thread in threads:
+            try:
+                with open(f"/proc/{process}/task/{thread}/children") as children:
+                    todo.extend(int(child) for child in children.read().split())
+            except (OSError, ValueError):
+                continue
+    return tasks or None

@@ -7,6 +7,7 @@ The same magics inside a real kernel are in test_kernel.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,16 @@ def run_cell(shell, source: str):
     with capture_output() as captured:
         result = shell.run_cell(source)
     return result, captured
+
+
+def run_job(shell, source: str):
+    """Run a %%jobber_run --no-follow cell; return the job its one line names."""
+    result, captured = run_cell(shell, source)
+    assert result.success, result.error_in_exec
+    assert result.result is None and captured.outputs == []
+    found = re.search(r"^job (\d+) started: `%jobber_tail -f \1` to watch$", captured.stdout, re.MULTILINE)
+    assert found, captured.stdout
+    return magics(shell).session.get_job(int(found.group(1)))
 
 
 def usage_error(shell, source: str) -> UsageError:
@@ -101,14 +112,14 @@ class TestIdentity:
             assert "no identity chosen yet: run `%jobber_cert PATH/TO/cert.pem`" in str(error)
 
     def test_jobber_cert_env_is_the_default_identity(self, shell, identity):
-        job = shell.run_cell("%%jobber_run --no-follow\ntrue").result
+        job = run_job(shell, "%%jobber_run --no-follow\ntrue")
         assert job.owner == identity.hash()
 
     def test_choosing_a_certificate(self, shell, no_identity, demo, monkeypatch):
         monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
         result, captured = run_cell(shell, f"%jobber_cert {demo['client2']}")
         assert captured.stdout == "Jobs now run on this host as CN=demo-user-2,O=jobber demo.\n"
-        job = shell.run_cell("%%jobber_run --no-follow\ntrue").result
+        job = run_job(shell, "%%jobber_run --no-follow\ntrue")
         assert job.owner == Certificate.from_file(demo["client2"]).hash()
 
     def test_paths_expand_home_and_environment_variables(self, shell, identity):
@@ -125,6 +136,11 @@ class TestIdentity:
         stranger = init_demo(tmp_path / "elsewhere")["client"]
         error = usage_error(shell, f"%jobber_cert {stranger}")
         assert str(stranger) in str(error) and isinstance(error.__cause__, CertificateError)
+
+    def test_the_ca_certificate_is_named_as_such(self, shell, identity, demo):
+        error = str(usage_error(shell, f"%jobber_cert {demo['ca']}"))
+        assert "is the CA certificate (CN=jobber demo CA,O=jobber demo)" in error and "client certificate" in error
+        assert "keyUsage" not in error
 
     def test_a_missing_file_is_refused(self, shell, identity, tmp_path):
         error = usage_error(shell, f"%jobber_cert {tmp_path}/nope.pem")
@@ -146,22 +162,57 @@ class TestIdentity:
 class TestRun:
     def test_the_body_reaches_the_shell_verbatim(self, shell, identity, tmp_path):
         shell.user_ns["x"] = "python value"
-        job = shell.run_cell('%%jobber_run --no-follow\necho "$HOME" {x} $((6*7)) \'$x\'\n').result
+        job = run_job(shell, '%%jobber_run --no-follow\necho "$HOME" {x} $((6*7)) \'$x\'\n')
         job.wait(30)
         assert job.command == 'echo "$HOME" {x} $((6*7)) \'$x\'\n'
         assert last_log(job) == f"{os.environ['HOME']} {{x}} 42 $x\n"
 
-    def test_returns_the_job_shows_the_widget_and_binds_the_name(self, shell, identity):
+    def test_returns_the_job_whose_one_display_is_the_live_view(self, shell, identity):
         result, captured = run_cell(shell, "%%jobber_run --name train\necho hello")
         job = result.result
         assert isinstance(job, Job) and shell.user_ns["_"] is job and shell.user_ns["train"] is job
-        assert [o.data["text/plain"] for o in captured.outputs] == [f"JobWidget(job={job.id})"]
-        assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
-        job.wait(30)
+        assert captured.outputs == [], "nothing displayed besides the result"
+        assert captured.stdout.count(f"job {job.id}") == 1, "the result is shown once"
+        view = magics(shell)._cell_runs[magics(shell).current_cell][1]
+        assert isinstance(view, JobWidget) and view.job == job and not magics(shell)._pending, "the view was used"
+        assert view.wait(30) and view.log_text() == "hello"
+        data, _ = shell.display_formatter.format(job)  # any later display of a Job is a live view too
+        assert "application/vnd.jupyter.widget-view+json" in data and data["text/plain"].startswith(f"job {job.id} · ")
+
+    def test_rerunning_a_cell_whose_job_runs_says_so_and_starts_beside_it(self, shell, identity):
+        source = "%%jobber_run\nsleep 300"
+        first = run_cell(shell, source)[0].result
+        second = run_cell(shell, source)[0].result
+        view = magics(shell)._cell_runs[magics(shell).current_cell][1]
+        assert first.status().state == "running" and second.status().state == "running"
+        assert f"job {first.id} is still running from this cell: stop it with the button, or rerun the cell " \
+               "with --replace" in view.notice_html and view.previous_job == first.id
+        third = run_cell(shell, "%%jobber_run --replace\nsleep 300")[0].result  # another cell: its own history
+        assert second.status().state == "running" and third.status().state == "running"
+        fourth = run_cell(shell, "%%jobber_run --replace\nsleep 300")[0].result
+        assert third.status().state == "stopped" and fourth.status().state == "running"
+        view = magics(shell)._cell_runs[magics(shell).current_cell][1]
+        assert f"job {third.id}, started by this cell before, was stopped first (--replace): stopped" in view.notice_html
+
+    def test_rerunning_with_no_follow_prints_the_notice(self, shell, identity):
+        first = run_job(shell, "%%jobber_run --no-follow\nsleep 300")
+        _, captured = run_cell(shell, "%%jobber_run --no-follow\nsleep 300")
+        assert captured.stdout.splitlines()[0].startswith(f"job {first.id} is still running from this cell")
+
+    def test_limits_beyond_the_host_are_warned_about_not_refused(self, shell, identity):
+        result, captured = run_cell(shell, "%%jobber_run --no-follow --cpu 512 --memory 100T\ntrue")
+        assert result.success
+        assert f"warning: --cpu 512 is more than the {len(os.sched_getaffinity(0))} CPU" in captured.stdout
+        assert "warning: --memory 100 TiB is more than the" in captured.stdout
+
+    def test_a_mistyped_option_gets_a_suggestion(self, shell, identity):
+        error = str(usage_error(shell, "%%jobber_run --memroy 1G\necho hi"))
+        assert "unrecognized arguments: --memroy 1G" in error and "did you mean --memory?" in error
+        assert "did you mean --lines?" in str(usage_error(shell, "%jobber_tail 1 --lnies 3"))
 
     def test_env_and_cwd_pass_values_to_the_script(self, shell, identity, tmp_path):
-        job = shell.run_cell(f'%%jobber_run --no-follow --env LR=0.01 --env TAG=a=b --cwd {tmp_path}\n'
-                             'echo "$LR $TAG $PWD"\n').result
+        job = run_job(shell, f'%%jobber_run --no-follow --env LR=0.01 --env TAG=a=b --cwd {tmp_path}\n'
+                             'echo "$LR $TAG $PWD"\n')
         assert job.wait(30).state == "exited"
         assert last_log(job) == f"0.01 a=b {tmp_path}\n"
 
@@ -171,18 +222,18 @@ class TestRun:
 
     def test_the_job_runs_the_kernels_python(self, shell, identity, monkeypatch):
         monkeypatch.setenv("PATH", "/usr/bin:/bin")  # Jupyter started as .venv/bin/jupyter
-        job = shell.run_cell("%%jobber_run --no-follow\ncommand -v python\n").result
+        job = run_job(shell, "%%jobber_run --no-follow\ncommand -v python\n")
         job.wait(30)
         assert os.path.dirname(last_log(job).strip()) == os.path.dirname(sys.executable)
 
-    def test_no_follow_starts_without_a_widget(self, shell, identity):
+    def test_no_follow_prints_one_line_and_shows_no_view(self, shell, identity):
         result, captured = run_cell(shell, "%%jobber_run --no-follow\nsleep 0.2")
-        assert captured.outputs == [] and result.result.status().state == "running"
+        job = identity.get_jobs()[-1]
+        assert captured.outputs == [] and result.result is None and job.status().state == "running"
+        assert captured.stdout == f"job {job.id} started: `%jobber_tail -f {job.id}` to watch\n"
 
     def test_limits_are_passed_to_the_job(self, shell, identity):
-        job = shell.run_cell(
-            "%%jobber_run --no-follow --cpu 0.5 --memory 64M --pids 20 --io-read 1M --io-write 2G\ntrue"
-        ).result
+        job = run_job(shell, "%%jobber_run --no-follow --cpu 0.5 --memory 64M --pids 20 --io-read 1M --io-write 2G\ntrue")
         assert job.limits == Limits(cpu=0.5, memory=64 << 20, pids=20, io_read_bps=1 << 20, io_write_bps=2 << 30)
 
     def test_a_bad_size_is_a_usage_error_and_starts_nothing(self, shell, identity):
@@ -225,7 +276,7 @@ class TestRun:
     @pytest.mark.slurm
     @pytest.mark.skipif(SLURM_UNREACHABLE is not None, reason=SLURM_UNREACHABLE or "")
     def test_a_slurm_job_from_a_cell(self, shell, identity):
-        job = shell.run_cell("%%jobber_run --backend slurm --time 1:00 --no-follow\necho \"on $SLURM_JOB_NAME\"").result
+        job = run_job(shell, "%%jobber_run --backend slurm --time 1:00 --no-follow\necho \"on $SLURM_JOB_NAME\"")
         assert job.options == {"backend": "slurm", "time": "1:00"}
         assert job.wait(120).describe() == "exited (code 0)" and last_log(job).startswith("on ")
 
@@ -238,7 +289,7 @@ def last_log(job, size: int = 1 << 16) -> str:
 class TestTail:
     @pytest.fixture
     def job(self, shell, identity):
-        job = shell.run_cell("%%jobber_run --no-follow\nseq 1 30; printf 'bar 10%%\\rbar 99%%\\rbar 100%%\\n\\377 done'").result
+        job = run_job(shell, "%%jobber_run --no-follow\nseq 1 30; printf 'bar 10%%\\rbar 99%%\\rbar 100%%\\n\\377 done'")
         job.wait(30)
         return job
 
@@ -257,7 +308,7 @@ class TestTail:
     def test_follow_returns_a_live_view_of_the_last_lines(self, shell, job):
         widget = shell.run_line_magic("jobber_tail", f"{job.id} -f -n 2")
         assert isinstance(widget, JobWidget) and widget.wait(30)
-        assert "bar 100%\n\ufffd done</pre>" in widget._log_view.value and "\n30\n" not in widget._log_view.value
+        assert widget.log_text() == "bar 100%\n\ufffd done"
 
     def test_an_unknown_job_is_a_usage_error(self, shell, identity):
         error = usage_error(shell, "%jobber_tail 999")
@@ -273,12 +324,12 @@ class TestTail:
 
 class TestStop:
     def test_stops_the_job_and_says_how_it_ended(self, shell, identity):
-        job = shell.run_cell("%%jobber_run --no-follow\nsleep 300").result
+        job = run_job(shell, "%%jobber_run --no-follow\nsleep 300")
         _, captured = run_cell(shell, f"%jobber_stop {job.id} --grace 1")
         assert captured.stdout == f"job {job.id}: stopped\n" and job.status().state == "stopped"
 
     def test_stopping_an_ended_job_tells_its_outcome(self, shell, identity):
-        job = shell.run_cell("%%jobber_run --no-follow\nexit 4").result
+        job = run_job(shell, "%%jobber_run --no-follow\nexit 4")
         job.wait(30)
         _, captured = run_cell(shell, f"%jobber_stop {job.id}")
         assert captured.stdout == f"job {job.id}: failed (code 4)\n"
@@ -303,17 +354,17 @@ class TestDoctor:
 
 class TestJobs:
     def test_lists_this_identitys_jobs_with_their_true_state(self, shell, identity):
-        done = shell.run_cell("%%jobber_run --no-follow\necho done").result
-        running = shell.run_cell("%%jobber_run --no-follow\nsleep 300").result
+        done = run_job(shell, "%%jobber_run --no-follow\necho done")
+        running = run_job(shell, "%%jobber_run --no-follow\nsleep 300")
         done.wait(30)
         jobs = shell.run_line_magic("jobber_jobs", "")
-        assert isinstance(jobs, JobList) and jobs == [done, running]
-        assert repr(jobs).splitlines()[1:] == [
-            f"{done.id:>5}  {'exited (code 0)':<32} {'local':<8} echo done",
-            f"{running.id:>5}  {'running':<32} {'local':<8} sleep 300",
-        ]
+        assert isinstance(jobs, JobList) and jobs == [done, running], "newest last"
+        header, *rows = repr(jobs).splitlines()
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        assert "exited (code 0)" in rows[0] and rows[0].endswith("local    echo done")
+        assert " running " in rows[1] and rows[1].endswith("local    sleep 300")
         html = shell.display_formatter.formatters["text/html"](jobs)
-        assert "<table>" in html and "exited (code 0)" in html and "running" in html
+        assert "<table>" in html and "exited (code 0)" in html and "running" in html and ">started<" in html
 
     def test_takes_no_arguments(self, shell, identity):
         assert "unrecognized arguments: 3" in str(usage_error(shell, "%jobber_jobs 3"))
@@ -364,11 +415,11 @@ class FakeSession:
 class TestSession:
     def test_every_magic_uses_whatever_session_is_current(self, shell, no_identity):
         session = magics(shell)._session = FakeSession()
-        job = shell.run_cell("%%jobber_run --no-follow\nhostname").result
+        job = run_job(shell, "%%jobber_run --no-follow\nhostname")
         assert session.jobs == {1: job}
         _, captured = run_cell(shell, "%jobber_tail 1")
         assert captured.stdout == "remote job 1\n"
-        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1] == f"{1:>5}  {'running':<32} {'remote':<8} hostname"
+        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1].split() == ["1", "-", "-", "running", "remote", "hostname"]
         _, captured = run_cell(shell, "%jobber_stop 1")
         assert captured.stdout == "job 1: stopped\n"
         assert "no job 2" in str(usage_error(shell, "%jobber_tail 2"))
@@ -419,10 +470,10 @@ class TestRemote:
         result, captured = run_cell(shell, "%%jobber_run --name remote\nfor i in 1 2 3; do echo remote $i; sleep 0.1; done")
         job = result.result
         assert isinstance(job, Job) and job.backend == "remote" and shell.user_ns["remote"] is job
-        assert [o.data["text/plain"] for o in captured.outputs] == [f"JobWidget(job={job.id})"]
+        assert captured.outputs == [] and captured.stdout.count(f"job {job.id} · ") == 1
         widget = JobWidget(job)  # a second view of the same remote job
-        assert widget.wait(30) and "remote 1\nremote 2\nremote 3</pre>" in widget._log_view.value
-        assert "exited (code 0)" in widget._status_view.value
+        assert widget.wait(30) and widget.log_text() == "remote 1\nremote 2\nremote 3"
+        assert "exited (code 0)" in widget.status_html
 
         _, captured = run_cell(shell, f"%jobber_tail {job.id} -n 2")
         assert captured.stdout == "remote 2\nremote 3\n"

@@ -15,7 +15,7 @@ import pytest
 from jobber import JobStatus, Limits
 from jobber._backends.local.isolation import choose
 from jobber_magics._charts import ResourceHistory, resource_chart_html
-from jobber_magics._display import JobList, format_elapsed, job_html, log_html, status_html
+from jobber_magics._display import JobList, format_elapsed, job_html, log_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._widget import JobWidget
 from polling import wait_for
@@ -92,8 +92,9 @@ class TestLogLines:
 
 class TestCharts:
     @staticmethod
-    def status(memory, cpu, *, state="running"):
-        return JobStatus(state=state, memory_bytes=memory, cpu_seconds=cpu, peak_memory_bytes=memory)
+    def status(memory, cpu, *, state="running", peak=None, **more):
+        return JobStatus(state=state, memory_bytes=memory, cpu_seconds=cpu,
+                         peak_memory_bytes=memory if peak is None else peak, **more)
 
     def test_history_thins_itself_to_its_capacity(self):
         history = ResourceHistory(interval=0.5, capacity=20)
@@ -102,14 +103,68 @@ class TestCharts:
         assert len(history.samples) <= 20
         assert history.samples[0].t == 0 and history.samples[-1].t >= 400, "the whole run stays in view"
 
-    def test_memory_chart_draws_the_limit_and_says_how_close(self):
+    def test_charts_are_scaled_to_the_limits_with_axes_and_values(self):
         history = ResourceHistory(interval=0)
         for i in range(10):
             history.add(i, self.status(i * 5 << 20, i * 0.5))
         html = resource_chart_html(history, Limits(memory="50M", cpu=0.5), running=True)
-        assert html.count('class="limit"') == 2  # memory and CPU limit lines
+        assert html.count('class="limit"') == 2  # memory and CPU limit lines, labelled
+        assert ">limit 50 MiB</text>" in html and ">limit 0.5</text>" in html
         assert "memory: now 45 MiB, peak 45 MiB, limit 50 MiB" in html
-        assert "CPU: 0.50 cores now, limit 0.5" in html
+        assert "CPU: now 0.50 cores, average 0.50 cores (4.50 CPU-s), limit 0.5" in html
+        memory, cpu = html.split('jobber-figure-cpu', 1)
+        assert f'data-y-max="{50 << 20:g}"' in memory and ">50 MiB</text>" in memory, "memory on 0..limit"
+        assert 'data-y-max="0.5"' in cpu and ">0.5 cores</text>" in cpu, "CPU in cores on 0..limit"
+        assert ">0 s</text>" in html and ">9.0 s</text>" in html, "a time axis with the span"
+
+    def test_without_limits_memory_goes_to_its_peak_and_cpu_to_the_hosts_cores(self):
+        history = ResourceHistory(interval=0)
+        for i in range(5):
+            history.add(i, self.status(i << 20, i * 0.002))  # 0.002 cores: no wild autoscale
+        html = resource_chart_html(history, Limits(), running=True, host_cpus=8)
+        assert f'data-y-max="{4 << 20:g}"' in html and 'data-y-max="8"' in html and ">8 cores</text>" in html
+        assert "no limit" in html and 'class="limit"' not in html
+
+    def test_an_oom_killed_job_reaches_its_limit(self):
+        history = ResourceHistory(interval=0)
+        start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        for i in range(4):  # the last reading before the kill is far below the limit
+            history.add(i * 0.5, self.status(87 << 20 if i == 3 else i << 20, i * 0.1))
+        final = JobStatus(state="oom-killed", oom_killed=True, started_at=start, ended_at=start + timedelta(seconds=2),
+                          peak_memory_bytes=200 << 20, cpu_seconds=0.4, limits=Limits(memory="200M"))
+        history.finish(final)
+        html = resource_chart_html(history, final.limits, running=False)
+        points = html.split('points="', 1)[1].split('"', 1)[0].split()
+        top = float(html.split('class="limit" ', 1)[1].split('y1="', 1)[1].split('"', 1)[0])
+        assert float(points[-1].split(",")[1]) == top, "the memory line ends on the limit line"
+        assert "memory: peak 200 MiB, limit 200 MiB" in html
+
+    def test_a_short_job_shows_its_final_numbers(self):
+        history = ResourceHistory()
+        start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        history.add(0.1, self.status(3 << 20, 0.05))
+        final = JobStatus(state="exited", exit_code=0, started_at=start, ended_at=start + timedelta(seconds=0.1),
+                          peak_memory_bytes=3 << 20, cpu_seconds=0.05, limits=Limits(memory="64M"))
+        history.finish(final)
+        html = resource_chart_html(history, final.limits, running=False)
+        assert "<svg" not in html, "no empty boxes"
+        assert "memory: peak 3 MiB, limit 64 MiB" in html and "CPU: average 0.50 cores (0.05 CPU-s), no limit" in html
+
+    def test_a_pids_limit_gets_a_process_chart(self):
+        history = ResourceHistory(interval=0)
+        for i in range(5):
+            history.add(i, self.status(1 << 20, i * 0.1), processes=3 + i)
+        html = resource_chart_html(history, Limits(pids=20), running=True)
+        assert "jobber-chart-pids" in html and "processes: now 7, peak 7, limit 20" in html
+        assert "jobber-chart-pids" not in resource_chart_html(history, Limits(), running=True)
+
+    def test_colours_follow_the_jupyterlab_theme(self):
+        history = ResourceHistory(interval=0)
+        for i in range(3):
+            history.add(i, self.status(i << 20, i * 0.1))
+        html = resource_chart_html(history, Limits(memory="8M"), running=True)
+        assert "fill:currentColor" in html and "var(--jp-brand-color1" in html
+        assert "#" not in html.replace("#1f77b4", "").replace("#d62728", ""), "every colour has a theme variable"
 
     def test_nothing_measured_without_a_cgroup(self):
         history = ResourceHistory()
@@ -142,12 +197,41 @@ class TestDisplays:
         first.start()
         first.wait(30)
         jobs = JobList([first, second])
-        assert repr(jobs).splitlines()[1:] == [
-            f"{first.id:>5}  {'exited (code 0)':<32} {'local':<8} echo one",
-            f"{second.id:>5}  {'created':<32} {'local':<8} echo two …",
-        ]
-        assert "<table>" in jobs._repr_html_() and "exited (code 0)" in jobs._repr_html_()
+        header, *rows = repr(jobs).splitlines()
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        started = first.status().started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        assert rows[0].split("  ")[0].strip() == str(first.id) and started in rows[0]
+        assert "exited (code 0)" in rows[0] and rows[0].endswith("echo one")
+        assert "created" in rows[1] and rows[1].endswith("echo two …")
+        assert len({line.index("COMMAND" if i == 0 else "echo") for i, line in enumerate([header, *rows])}) == 1, "aligned"
+        html = jobs._repr_html_()
+        assert "<table>" in html and "exited (code 0)" in html and ">started<" in html and ">duration<" in html
+        assert html.count("white-space:nowrap") >= 7 * 3, "no column but the command wraps"
         assert "No jobs yet" in repr(JobList()) and "No jobs yet" in JobList()._repr_html_()
+
+    def test_a_static_card_of_a_running_job_says_as_of_when(self, store):
+        job = store.new_job("sleep 30")
+        job.start()
+        card = job_html(job)
+        assert "running" in card and "as of " in card and f"%jobber_tail -f {job.id}" in card
+        job.stop(grace=0)
+        assert "as of" not in job_html(job) and "stopped" in job_html(job)
+
+
+class Recorder:
+    """The log messages a widget sends to the browser."""
+
+    def __init__(self, widget):
+        self.messages = []
+        send = widget.send
+        widget.send = lambda content, buffers=None: (self.messages.append(content), send(content, buffers))[1]
+
+    def shown(self) -> list[str]:
+        """The lines a browser applying the messages would have, as _jobview.js applies them."""
+        lines = []
+        for message in self.messages:
+            lines = list(message["lines"]) if message["reset"] else lines + message["lines"]
+        return lines
 
 
 class TestJobWidget:
@@ -156,16 +240,62 @@ class TestJobWidget:
         job.start()
         widget = JobWidget(job)
         assert widget.wait(30)
-        assert "line 1 &lt;&amp;&gt;\nline 2 &lt;&amp;&gt;\nline 3 &lt;&amp;&gt;</pre>" in widget._log_view.value
-        assert "failed (code 3)" in widget._status_view.value and "3 lines" in widget._status_view.value
-        assert widget._stop_button.disabled and widget._stop_button.layout.display == "none"
+        assert widget.log_text() == "line 1 <&>\nline 2 <&>\nline 3 <&>"
+        assert "failed (code 3)" in widget.status_html and "3 lines" in widget.status_html
+        assert widget.ended and widget.state == "failed" and not widget.stopping
+
+    def test_one_line_is_one_line(self, store):
+        job = store.new_job("echo once")
+        job.start()
+        widget = JobWidget(job)
+        assert widget.wait(30) and "· 1 line" in widget.status_html and "1 lines" not in widget.status_html
+
+    def test_the_log_is_sent_as_appended_lines(self, store):
+        job = store.new_job("for i in $(seq 1 12); do echo tick $i; sleep 0.1; done; printf 'no newline'")
+        job.start()
+        widget = JobWidget(job)
+        recorder = Recorder(widget)
+        assert widget.wait(30)
+        appends = [m for m in recorder.messages if not m["reset"]]
+        assert len(appends) >= 3, "lines arrive in several frames while the job runs"
+        assert all(len(m["lines"]) <= 12 for m in recorder.messages)
+        assert sum(len(m["lines"]) for m in recorder.messages) <= 12, "no line is sent twice"
+        assert recorder.shown() == [f"tick {i}" for i in range(1, 13)]
+        assert recorder.messages[-1]["partial"] == "no newline"
+        assert [m["frame"] for m in recorder.messages] == sorted({m["frame"] for m in recorder.messages})
+
+    def test_a_new_page_gets_a_snapshot_and_only_later_frames(self, store):
+        job = store.new_job("seq 1 5; sleep 0.5; seq 6 8")
+        job.start()
+        widget = JobWidget(job, lines=100)
+        recorder = Recorder(widget)
+        time_limit = time.monotonic() + 10
+        while "5" not in widget.log_text() and time.monotonic() < time_limit:
+            time.sleep(0.05)
+        state = widget.get_state()  # what a reopened notebook asks for
+        assert state["log_snapshot"].splitlines()[:5] == ["1", "2", "3", "4", "5"]
+        assert widget.wait(30)
+        later = [m for m in recorder.messages if m["frame"] > state["log_frame"]]
+        assert state["log_snapshot"].splitlines() + [line for m in later for line in m["lines"]] == [str(i) for i in range(1, 9)]
+
+    def test_the_mimebundle_is_the_widget_with_a_truthful_static_fallback(self, store):
+        job = store.new_job("sleep 30")
+        job.start()
+        widget = JobWidget(job)
+        data, _ = widget._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in data
+        assert data["text/plain"].startswith(f"job {job.id} · running · ") and " · as of " in data["text/plain"]
+        assert "as of" in data["text/html"] and f"%jobber_tail -f {job.id}" in data["text/html"]
+        widget.stop(grace=0)
+        assert widget.wait(5)
+        data, _ = widget._repr_mimebundle_()
+        assert data["text/plain"] == static_job_text(job.id, job.status()) and "as of" not in data["text/plain"]
 
     def test_text_repr_is_deterministic(self, store):
         job = store.new_job("true")
         job.start()
         widget = JobWidget(job)
         assert repr(widget) == f"JobWidget(job={job.id})"
-        assert widget._repr_mimebundle_()["text/plain"] == f"JobWidget(job={job.id})"
 
     def test_one_updater_thread_which_ends_with_the_job(self, store):
         job = store.new_job("sleep 0.5; echo bye")
@@ -175,7 +305,7 @@ class TestJobWidget:
         assert set(threading.enumerate()) - before == {widget._thread}
         assert widget._thread.name == f"jobber-widget-job-{job.id}"
         assert widget.wait(30)
-        assert widget._thread not in threading.enumerate() and "bye" in widget._log_view.value
+        assert widget._thread not in threading.enumerate() and "bye" in widget.log_text()
 
     def test_closing_stops_the_updater_promptly_although_the_job_is_silent(self, store):
         job = store.new_job("sleep 300")
@@ -188,15 +318,36 @@ class TestJobWidget:
         assert time.monotonic() - started < 1
         assert job.status().state == "running", "closing the view does not stop the job"
 
+    def test_a_silent_running_job_still_gets_a_status_update_every_frame(self, store):
+        # The browser takes a running job's view for dead after 5 s without a word.
+        job = store.new_job("sleep 300")
+        job.start()
+        widget = JobWidget(job)
+        changes = []
+        widget.observe(lambda change: changes.append(time.monotonic()), "status_html")
+        time.sleep(1.5)
+        assert len(changes) >= 3
+        widget.close()
+
     def test_the_stop_button_stops_the_job(self, store):
         job = store.new_job("echo started; sleep 300")
         job.start()
         widget = JobWidget(job)
-        wait_for(lambda: "started" in widget._log_view.value, what="first line")
-        widget._stop_button.click()  # what a click in the browser triggers
+        wait_for(lambda: "started" in widget.log_text(), what="first line")
+        widget._on_message(widget, {"event": "stop"}, [])  # what a click in the browser sends
         assert job.status().state == "stopped"
         assert widget.wait(5)
-        assert ">stopped<" in widget._status_view.value
+        assert ">stopped<" in widget.status_html and widget.ended
+
+    def test_the_notice_button_stops_the_earlier_job(self, store):
+        earlier, job = store.new_job("sleep 300"), store.new_job("sleep 300")
+        earlier.start(), job.start()
+        widget = JobWidget(job, notice=f"job {earlier.id} is still running from this cell", previous=earlier)
+        assert widget.previous_job == earlier.id and "still running" in widget.notice_html
+        widget._on_message(widget, {"event": "stop-previous"}, [])
+        assert earlier.status().state == "stopped" and widget.previous_job == 0 and "stopped" in widget.notice_html
+        assert job.status().state == "running"
+        widget.close()
 
     def test_a_stop_that_fails_is_shown_not_raised(self, store):
         job = store.new_job("true")
@@ -204,11 +355,11 @@ class TestJobWidget:
         widget = JobWidget(job)
         widget.wait(30)
         job.stop = lambda grace=5.0: (_ for _ in ()).throw(__import__("jobber").JobError("cgroup vanished"))
-        widget._on_stop_click(widget._stop_button)
-        assert "could not stop job" in widget._status_view.value and "cgroup vanished" in widget._status_view.value
+        widget._on_message(widget, {"event": "stop"}, [])
+        assert "could not stop job" in widget.problem and "cgroup vanished" in widget.problem
 
     @needs_cgroup
-    def test_an_oom_kill_is_named_and_the_memory_limit_drawn(self, store):
+    def test_an_oom_kill_is_named_and_the_memory_limit_reached(self, store):
         job = store.new_job(
             "python3 -c 'import time\nx = []\nfor i in range(40):\n    x.append(b\"1\" * (5 << 20)); time.sleep(0.05)'",
             Limits(memory="50M"),
@@ -216,23 +367,35 @@ class TestJobWidget:
         job.start()
         widget = JobWidget(job)
         assert widget.wait(30)
-        assert "killed: out of memory at 50 MiB" in widget._status_view.value
-        assert 'class="limit"' in widget._chart_view.value and "limit 50 MiB" in widget._chart_view.value
+        assert "killed: out of memory at 50 MiB" in widget.status_html
+        assert 'class="limit"' in widget.charts_html and "limit 50 MiB" in widget.charts_html
+        memory = widget.charts_html.split("jobber-figure-cpu")[0]
+        if "<polyline" in memory:
+            top = memory.split('class="limit" ', 1)[1].split('y1="', 1)[1].split('"', 1)[0]
+            assert memory.split('points="', 1)[1].split('"', 1)[0].split()[-1].endswith("," + top)
 
-    def test_a_flood_of_output_is_coalesced_into_few_bounded_updates(self, store):
-        # 200k lines in bursts over about two seconds.
-        job = store.new_job("for i in $(seq 0 19); do seq $((i*10000+1)) $((i*10000+10000)); sleep 0.1; done")
-        updates = []
+    @needs_cgroup
+    def test_a_pids_limit_shows_the_process_count(self, store):
+        job = store.new_job("for i in 1 2 3 4 5; do sleep 3 & done; sleep 2", Limits(pids=20))
         job.start()
         widget = JobWidget(job)
-        widget._log_view.observe(lambda change: updates.append(len(change["new"])), "value")
+        wait_for(lambda: "processes: now" in widget.charts_html, timeout=10, what="a process count")
+        assert "limit 20" in widget.charts_html.split("processes:")[1]
+        widget.stop(grace=0)
+
+    def test_a_flood_of_output_is_coalesced_into_few_bounded_messages(self, store):
+        # 200k lines in bursts over about two seconds.
+        job = store.new_job("for i in $(seq 0 19); do seq $((i*10000+1)) $((i*10000+10000)); sleep 0.1; done")
+        job.start()
+        widget = JobWidget(job)
+        recorder = Recorder(widget)
         started = time.monotonic()
         assert widget.wait(60)
         duration = time.monotonic() - started
-        assert "200000</pre>" in widget._log_view.value
-        assert "200,000 lines, last 1,000 shown" in widget._status_view.value
-        assert len(updates) <= 5 * duration + 3, f"{len(updates)} updates in {duration:.1f} s"
-        assert max(updates) < 20_000, "each update carries the last 1000 lines, not the history"
+        assert recorder.shown()[-1] == "200000" and len(recorder.shown()) == 1000
+        assert "200,000 lines, last 1,000 shown" in widget.status_html
+        assert len(recorder.messages) <= 5 * duration + 3, f"{len(recorder.messages)} messages in {duration:.1f} s"
+        assert max(sum(len(line) + 1 for line in m["lines"]) for m in recorder.messages) < 20_000
 
     def test_the_updater_never_prints(self, store, capfd):
         job = store.new_job("echo hello; exit 1")
@@ -246,4 +409,4 @@ class TestJobWidget:
         job.wait(30)
         widget = JobWidget(job, lines=3, offset=-100)
         assert widget.wait(30)
-        assert widget._log_view.value.count("\n") == 2 and "4998\n4999\n5000</pre>" in widget._log_view.value
+        assert widget.log_text() == "4998\n4999\n5000"

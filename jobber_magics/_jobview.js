@@ -1,0 +1,245 @@
+// jobber's live view of a job, in the browser (an anywidget ESM module; the kernel half is
+// jobber_magics/_widget.py). What it keeps right:
+//
+// * The log is appended to, never rebuilt while the reader reads: the kernel sends only the
+//   lines that are new since its last frame ({kind: "log", frame, lines, partial, reset}).
+//   The view sticks to the newest line only while the reader is at the bottom; scrolled up,
+//   nothing under the reader moves, and a "newest" button says how much came meanwhile.
+// * One buffer per model (the last max_lines lines), shared by every view of it, so a view
+//   made again (a re-rendered output) starts from the current log; a page that loads the
+//   model anew gets the kernel's snapshot in the state (log_snapshot at log_frame).
+// * Liveness: a model whose kernel restarted gets comm_live_update; a running job's model
+//   hears from its kernel several times a second. Without that, the view says it is no
+//   longer live, how to re-attach, and shows no Stop button that would do nothing.
+
+const buffers = new Map(); // view_key -> the model's log buffer, shared by its views
+const STALE_MS = 5000;
+
+function bufferOf(model) {
+  const key = model.get("view_key");
+  let buffer = buffers.get(key);
+  if (buffer) return buffer;
+  buffer = { lines: [], partial: "", total: 0, frame: -1, dead: false, lastWord: Date.now(), views: new Set() };
+  buffers.set(key, buffer);
+  loadSnapshot(model, buffer);
+  return buffer;
+}
+
+function loadSnapshot(model, buffer) {
+  const frame = model.get("log_frame");
+  if (frame <= buffer.frame) return false;
+  const text = model.get("log_snapshot");
+  buffer.lines = text === "" ? [] : text.split("\n");
+  buffer.partial = model.get("log_partial");
+  buffer.total = model.get("log_total");
+  buffer.frame = frame;
+  return true;
+}
+
+function tell(buffer, event) {
+  for (const view of buffer.views) view(event);
+}
+
+function onMessage(model, buffer, msg) {
+  buffer.lastWord = Date.now();
+  if (!msg || msg.kind !== "log" || msg.frame <= buffer.frame) return;
+  if (msg.reset) buffer.lines = msg.lines.slice();
+  else for (const line of msg.lines) buffer.lines.push(line);
+  const max = model.get("max_lines");
+  if (buffer.lines.length > max) buffer.lines.splice(0, buffer.lines.length - max);
+  buffer.partial = msg.partial;
+  buffer.total = msg.total;
+  buffer.frame = msg.frame;
+  tell(buffer, { log: true, reset: msg.reset, added: msg.lines.length });
+  keepForSaving(model, buffer);
+}
+
+// A notebook saved with its widget state keeps the model's attributes: keep the log there
+// too (locally, not sent to the kernel), at most once a second.
+function keepForSaving(model, buffer) {
+  if (buffer.saveTimer) return;
+  buffer.saveTimer = setTimeout(() => {
+    buffer.saveTimer = null;
+    model.set({
+      log_snapshot: buffer.lines.join("\n"), log_partial: buffer.partial,
+      log_total: buffer.total, log_frame: buffer.frame,
+    }, { silent: true });
+  }, 1000);
+}
+
+function initialize({ model }) {
+  const buffer = bufferOf(model);
+  model.on("msg:custom", (msg) => onMessage(model, buffer, msg));
+  model.on("change:log_frame", () => { if (loadSnapshot(model, buffer)) tell(buffer, { log: true, reset: true }); });
+  model.on("destroy", () => buffers.delete(model.get("view_key")));
+  model.on("change", () => { buffer.lastWord = Date.now(); tell(buffer, { state: true }); });
+  // The widget manager sets comm_live = false on every model when the kernel restarts.
+  model.on("comm_live_update", () => { buffer.dead = true; tell(buffer, { state: true }); });
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clock(iso) {
+  const date = iso ? new Date(iso) : null;
+  return date && !isNaN(date) ? date.toLocaleTimeString([], { hour12: false }) : "?";
+}
+
+function render({ model, el }) {
+  const buffer = bufferOf(model);
+  const jobId = model.get("job_id");
+  const root = element("div", "jobber-view");
+  const head = element("div", "jobber-head");
+  const status = element("div", "jobber-status");
+  const stop = element("button", "jobber-button jobber-stop", "Stop");
+  stop.title = `Stop job ${jobId}: SIGTERM, then SIGKILL`;
+  head.append(status, stop);
+  const notice = element("div", "jobber-notice");
+  const noticeText = element("span");
+  const stopPrevious = element("button", "jobber-button jobber-stop-previous");
+  notice.append(noticeText, stopPrevious);
+  const problem = element("div", "jobber-problem");
+  const dead = element("div", "jobber-dead");
+  const charts = element("div", "jobber-charts");
+  const box = element("div", "jobber-logbox");
+  const pre = element("pre", "jobber-log");
+  box.append(pre);
+  const newest = element("button", "jobber-button jobber-newest");
+  const logArea = element("div", "jobber-logarea");
+  logArea.append(box, newest);
+  root.append(head, notice, problem, dead, charts, logArea);
+  el.append(root);
+
+  // ---- the log ----
+  let following = true;   // stuck to the newest line
+  let shownTotal = 0;     // buffer.total when the DOM was last brought up to date
+  let domLines = 0;       // complete lines in the DOM
+  let partialNode = null; // the unfinished last line (a progress bar redraws it)
+  let programmatic = false;
+
+  function lineText(line) {
+    return (domLines === 0 ? "" : "\n") + line;
+  }
+  function setPartial() {
+    const text = buffer.partial ? (domLines === 0 ? "" : "\n") + buffer.partial : "";
+    if (!partialNode) { partialNode = document.createTextNode(text); pre.append(partialNode); }
+    else partialNode.data = text;
+  }
+  function emptyText() {
+    return model.get("ended") ? "(no output)" : "(no output yet)";
+  }
+  function rebuild() {
+    const fragment = document.createDocumentFragment();
+    domLines = 0;
+    for (const line of buffer.lines) { fragment.append(document.createTextNode(lineText(line))); domLines++; }
+    partialNode = null;
+    pre.textContent = "";
+    pre.append(fragment);
+    setPartial();
+    shownTotal = buffer.total;
+    pre.dataset.empty = domLines === 0 && !buffer.partial ? emptyText() : "";
+    toBottom();
+  }
+  function append(count) {
+    const lines = buffer.lines.slice(Math.max(0, buffer.lines.length - count));
+    if (partialNode) { partialNode.remove(); partialNode = null; }
+    for (const line of lines) { pre.append(document.createTextNode(lineText(line))); domLines++; }
+    const max = model.get("max_lines");
+    while (domLines > max && pre.firstChild) {
+      pre.firstChild.remove();
+      domLines--;
+      if (pre.firstChild && pre.firstChild.data.startsWith("\n")) pre.firstChild.data = pre.firstChild.data.slice(1);
+    }
+    setPartial();
+    shownTotal = buffer.total;
+    pre.dataset.empty = domLines === 0 && !buffer.partial ? emptyText() : "";
+    toBottom();
+  }
+  function toBottom() {
+    programmatic = true;
+    box.scrollTop = box.scrollHeight;
+    requestAnimationFrame(() => { programmatic = false; });
+    showNewest();
+  }
+  function atBottom() {
+    return box.scrollHeight - box.scrollTop - box.clientHeight <= 4;
+  }
+  function showNewest() {
+    const waiting = buffer.total - shownTotal;
+    newest.hidden = following;
+    newest.textContent = waiting > 0 ? `↓ newest (${waiting.toLocaleString()} more line${waiting === 1 ? "" : "s"})` : "↓ newest";
+  }
+  box.addEventListener("scroll", () => {
+    if (programmatic) return;
+    if (atBottom()) {
+      if (!following) { following = true; rebuild(); }
+    } else if (following) {
+      following = false;
+      showNewest();
+    }
+  });
+  newest.addEventListener("click", () => { following = true; rebuild(); });
+
+  // ---- status, notice, buttons, liveness ----
+  function live() {
+    if (buffer.dead) return false;
+    return model.get("ended") || Date.now() - buffer.lastWord < STALE_MS;
+  }
+  function drawState() {
+    const isLive = live();
+    const ended = model.get("ended");
+    let line = model.get("status_html");
+    if (!ended && !isLive) line += ` <span class="jobber-asof">· as of ${clock(model.get("as_of"))}</span>`;
+    if (status.innerHTML !== line) status.innerHTML = line;
+    stop.hidden = ended || !isLive;
+    stop.disabled = model.get("stopping");
+    stop.textContent = model.get("stopping") ? "Stopping…" : "Stop";
+    const noticeHtml = model.get("notice_html");
+    notice.hidden = !noticeHtml;
+    if (noticeText.innerHTML !== noticeHtml) noticeText.innerHTML = noticeHtml;
+    const previous = model.get("previous_job");
+    stopPrevious.hidden = !previous || !isLive;
+    stopPrevious.textContent = `Stop job ${previous}`;
+    problem.textContent = model.get("problem");
+    problem.hidden = !model.get("problem");
+    const chartsHtml = model.get("charts_html");
+    if (charts.innerHTML !== chartsHtml) charts.innerHTML = chartsHtml;
+    if (isLive) {
+      dead.hidden = true;
+    } else {
+      dead.hidden = false;
+      const why = buffer.dead ? "its kernel restarted or shut down" : `no word from its kernel since ${clock(new Date(buffer.lastWord).toISOString())}`;
+      const how = ended ? `%jobber_tail ${jobId} -n 50` : `%jobber_tail -f ${jobId}`;
+      dead.innerHTML = "";
+      dead.append(
+        document.createTextNode(`This view is no longer live (${why}). ${ended ? "To read its log" : "To watch job " + jobId + " again"}: `),
+        element("code", "", "%load_ext jobber_magics"), document.createTextNode(" then "), element("code", "", how),
+        document.createTextNode(" in a cell."),
+      );
+    }
+    root.classList.toggle("jobber-not-live", !isLive);
+    root.dataset.state = model.get("state");
+  }
+  stop.addEventListener("click", () => { stop.disabled = true; stop.textContent = "Stopping…"; model.send({ event: "stop" }); });
+  stopPrevious.addEventListener("click", () => { stopPrevious.disabled = true; model.send({ event: "stop-previous" }); });
+
+  const view = (event) => {
+    if (event.state) drawState();
+    if (event.log) {
+      if (!following) showNewest();
+      else if (event.reset) rebuild();
+      else append(event.added);
+    }
+  };
+  buffer.views.add(view);
+  const timer = setInterval(drawState, 1000);
+  drawState();
+  rebuild();
+  return () => { buffer.views.delete(view); clearInterval(timer); };
+}
+
+export default { initialize, render };
