@@ -15,12 +15,14 @@ everything to a jobber server instead of this host.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._errors import JobberError
@@ -31,9 +33,23 @@ from jobber._tail import last_lines
 __all__ = ["main", "build_parser", "exit_code_of"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean --memory?" for a mistyped option of this (sub)command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments:" in message:
+            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            words = [w.split("=")[0] for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("--")]
+            guesses = [f"{w}: did you mean {m[0]}?" for w in words
+                       if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
+            if guesses:
+                message += "; " + "; ".join(guesses)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so the docs and tests can inspect it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jobber",
         description="Run shell commands as isolated, resource-limited jobs with live logs.",
         epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
@@ -114,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
     certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
-    check = certs_sub.add_parser("check", help="validate a PEM against the pool and print its hash")
+    check = certs_sub.add_parser("check", help="validate a PEM against the pool: valid or why not, for whom, its hash")
     check.add_argument("file")
+    check.add_argument("--hash", action="store_true", help="print only the SHA-256 hash (for scripts)")
     demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
     demo.add_argument("directory")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -140,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # An option the subcommand does not know: its own usage and error (argparse would
+        # pass it up and print the top-level usage), with the closest option it has.
+        _subcommand_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return _ACTIONS[args.action](args)
     except JobberError as err:
@@ -152,6 +174,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `jobber logs 3 | head`: the reader left; say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand that ``args`` were parsed by."""
+    for name in ("action", "certs_action"):
+        chosen = getattr(args, name, None)
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is None or not subparsers or chosen not in subparsers[0].choices:
+            break
+        parser = subparsers[0].choices[chosen]
+    return parser
+
+
+def _host_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _host_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def beyond_host(limits: Limits) -> list[str]:
+    """Warnings for limits this host cannot reach (the job still runs: they never bind)."""
+    warnings = []
+    cpus = _host_cpus()
+    if limits.cpu and cpus and limits.cpu > cpus:
+        warnings.append(f"--cpu {limits.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this host: "
+                        f"the job can use {cpus} at most, so the limit never binds")
+    memory = _host_memory()
+    if limits.memory and memory and limits.memory > memory:
+        warnings.append(f"--memory {format_size(limits.memory)} is more than the {format_size(memory)} of memory of "
+                        "this host: the host runs out before the job meets its limit")
+    return warnings
 
 
 def _session(args: argparse.Namespace):
@@ -194,17 +259,25 @@ def _run(args: argparse.Namespace) -> int:
         options["label"] = args.label
     session = _session(args)
     job = session.new_job(command, limits, **options)
+    if isinstance(session, Certificate) and job.backend == "local":
+        for warning in beyond_host(limits):
+            print(f"jobber: warning: {warning}", file=sys.stderr, flush=True)
     job.start()
-    print(f"job {job.id} started", file=sys.stderr)
     if not args.follow:
-        print(job.id)
+        print(f"job {job.id} started (`jobber logs {job.id} -f` to follow it)", file=sys.stderr, flush=True)
+        print(job.id, flush=True)
         return 0
+    # Before the job's first byte: stderr and stdout may share a terminal or a file.
+    print(f"job {job.id} started", file=sys.stderr, flush=True)
     try:
         _copy_to_stdout(job.follow())
     except KeyboardInterrupt:
         print(f"\njobber: stopped following; job {job.id} keeps running (`jobber stop {job.id}`)", file=sys.stderr)
         return 130
-    return exit_code_of(job.wait())
+    status = job.wait()
+    sys.stdout.flush()
+    print(f"jobber: job {job.id} {status.describe()}", file=sys.stderr, flush=True)
+    return exit_code_of(status)
 
 
 def _env(items: list[str]) -> dict[str, str]:
@@ -287,11 +360,34 @@ def _ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
         return 0
-    print(f"{'ID':>5}  {'STATE':<11} {'RESULT':<28} {'BACKEND':<8} COMMAND")
+    if not rows:
+        print("no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
+        return 0
+    # Newest last (ids count up), every column as wide as its widest cell.
+    table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
     for job, status in rows:
-        command = job.command.replace("\n", "; ")
-        print(f"{job.id:>5}  {status.state:<11} {status.describe():<28} {status.backend:<8} {command[:60]}")
+        started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
+        command = job.command.strip().replace("\n", "; ")
+        table.append((str(job.id), started, _duration(status.elapsed), status.describe(), status.backend,
+                      command[:80] + (" …" if len(command) > 80 else "")))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.rjust(widths[i]) if i in (0, 2) else cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        print("  ".join([*cells, row[-1]]).rstrip())
     return 0
+
+
+def _duration(seconds: float | None) -> str:
+    """A duration for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min"."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -351,8 +447,22 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _certs(args: argparse.Namespace) -> int:
     if args.certs_action == "check":
-        cert = Certificate.from_file(args.file, root=args.root)
-        print(cert.hash())
+        try:
+            cert = Certificate.from_file(args.file, root=args.root)
+        except JobberError:
+            hint = _ca_hint(args.file)
+            if hint:
+                raise JobberError(hint) from None
+            raise
+        if args.hash:
+            print(cert.hash())
+            return 0
+        print(f"{args.file}: valid, a client identity of the pool {default_root(args.root) / 'pool'}")
+        print(f"  for      {cert.subject}")
+        print(f"  issuer   {cert.issuer}")
+        print(f"  valid    {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}"
+              + (f" ({(cert.not_after - datetime.now(cert.not_after.tzinfo)).days} days left)"))
+        print(f"  sha256   {cert.hash()}  (its jobs live under this name)")
         return 0
     if args.certs_action == "init-demo":
         from jobber._certificates.demo import init_demo
@@ -374,6 +484,22 @@ def _certs(args: argparse.Namespace) -> int:
         print(f"{cert.subject[:40]:<40} {'yes' if cert.is_ca else 'no':<3} "
               f"{cert.not_after:%Y-%m-%d %H:%M}     {cert.hash()}")
     return 0
+
+
+def _ca_hint(path: str) -> str | None:
+    """What to say when the CA's certificate is given where a client's is meant, else None."""
+    try:
+        from cryptography import x509
+
+        parsed = x509.load_pem_x509_certificate(open(path, "rb").read())
+    except (OSError, ValueError):
+        return None
+    cert = Certificate(parsed)
+    if not cert.is_ca:
+        return None
+    client = os.path.join(os.path.dirname(path) or ".", "client.pem")
+    return (f"{path} is the CA certificate ({cert.subject}): it issues identities but is not one; "
+            f"use your client certificate instead" + (f", e.g. {client}" if os.path.exists(client) else ""))
 
 
 def _doctor(args: argparse.Namespace) -> int:

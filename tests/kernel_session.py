@@ -86,36 +86,59 @@ class Kernel:
                 return message
         raise AssertionError("the expected message never came")
 
-    def comm_of(self, model: str, dom_class: str | None = None) -> str:
-        """The comm id of the last widget of this model (and CSS class) opened."""
+    def view_of(self, job_id: int) -> str:
+        """The comm id of the last live view (jobber's anywidget model) opened for a job."""
         for message in reversed(self.messages):
             if message.type == "comm_open":
                 state = message.content["data"]["state"]
-                if state["_model_name"] == model and (dom_class is None or dom_class in state["_dom_classes"]):
+                if state.get("_model_name") == "AnyModel" and state.get("job_id") == job_id:
                     return message.content["comm_id"]
-        raise AssertionError(f"no {model} widget was opened")
+        raise AssertionError(f"no live view of job {job_id} was opened")
 
     def updates(self, comm_id: str) -> list[Message]:
         """State updates of one widget, as a frontend receives them."""
         return [m for m in self.messages if m.type == "comm_msg" and m.content["comm_id"] == comm_id
                 and m.content["data"].get("method") == "update"]
 
-    def follow_ticks(self, log: str, job, last: int, timeout: float) -> tuple[list[int], set[int]]:
-        """Follow the log view ``log`` of a job that prints "tick 1" to "tick LAST", until the
+    def frames(self, comm_id: str) -> list[Message]:
+        """The log frames (custom messages) sent to one live view."""
+        return [m for m in self.messages if m.type == "comm_msg" and m.content["comm_id"] == comm_id
+                and m.content["data"].get("method") == "custom" and m.content["data"]["content"].get("kind") == "log"]
+
+    def shown_lines(self, comm_id: str, after_frame: int = -1, start: list[str] | None = None) -> list[str]:
+        """The log lines a browser shows after applying the frames (as _jobview.js does)."""
+        lines = list(start or [])
+        for message in self.frames(comm_id):
+            frame = message.content["data"]["content"]
+            if frame["frame"] <= after_frame:
+                continue
+            lines = list(frame["lines"]) if frame["reset"] else lines + frame["lines"]
+        return lines
+
+    def status_line(self, comm_id: str) -> str:
+        """The latest status line the view got."""
+        for message in reversed(self.updates(comm_id)):
+            if "status_html" in message.content["data"]["state"]:
+                return message.content["data"]["state"]["status_html"]
+        return ""
+
+    def follow_ticks(self, view: str, job, last: int, timeout: float) -> tuple[list[int], set[int]]:
+        """Follow the live view of a job that prints "tick 1" to "tick LAST", until the
         view shows the last tick or ``timeout`` seconds pass.
 
         Returns:
-            The ticks the latest update shows, and the highest tick of each update that came
+            The ticks shown at the end, and the highest tick shown after each frame that came
             while the job was running.
         """
         handled, ticks, while_running = 0, [], set()
         deadline = time.monotonic() + timeout
         while last not in ticks and time.monotonic() < deadline:
             self.receive(0.5)
-            for update in self.updates(log)[handled:]:
-                handled += 1
-                ticks = [int(n) for n in re.findall(r"tick (\d+)", value(update))]
-                # The status is read after the update came: "running" now means running then.
+            frames = self.frames(view)
+            if len(frames) > handled:
+                handled = len(frames)
+                ticks = [int(n) for n in re.findall(r"tick (\d+)", "\n".join(self.shown_lines(view)))]
+                # The status is read after the frame came: "running" now means running then.
                 if ticks and job.status().state == "running":
                     while_running.add(max(ticks))
         return ticks, while_running
@@ -125,16 +148,25 @@ class Kernel:
 
 
 def value(update: Message) -> str:
-    return update.content["data"]["state"].get("value", "")
+    """The status line of a state update ("" if it has none)."""
+    return update.content["data"].get("state", {}).get("status_html", "")
 
 
 def lines_read(status_line: str) -> int:
-    found = re.search(r"([\d,]+) lines", status_line)
+    found = re.search(r"([\d,]+) lines?\b", status_line)
     return int(found.group(1).replace(",", "")) if found else 0
 
 
 def job_id_of(messages: list[Message]) -> int:
+    """The job a %%jobber_run cell started: from its one output (the view, or --no-follow's line)."""
     for message in messages:
         if message.type == "execute_result":
-            return int(re.match(r"<jobber\.Job (\d+) ", message.content["data"]["text/plain"]).group(1))
-    raise AssertionError("the cell returned no Job")
+            return int(re.match(r"job (\d+) ", message.content["data"]["text/plain"]).group(1))
+        if message.type == "stream" and (found := re.search(r"^job (\d+) started: ", message.content["text"], re.M)):
+            return int(found.group(1))
+    raise AssertionError("the cell started no job")
+
+
+def outputs(messages: list[Message]) -> list[Message]:
+    """The messages of a cell that become outputs in the notebook."""
+    return [m for m in messages if m.type in ("execute_result", "display_data", "stream", "error")]

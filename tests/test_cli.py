@@ -6,8 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
+
+from jobber._backends.local.isolation import choose
+
+needs_cgroup = pytest.mark.skipif(choose()[0].NAME == "none", reason="jobs are not isolated on this host")
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +43,43 @@ class TestRun:
         result = jobber("run", "--memory", "64M", "--follow", "--", "echo one; echo two >&2; exit 3")
         assert result.returncode == 3
         assert result.stdout == "one\ntwo\n"
-        assert "job 1 started" in result.stderr
+        assert result.stderr == "job 1 started\njobber: job 1 failed (code 3)\n"
+
+    def test_started_comes_before_the_output_and_the_outcome_after_it(self, jobber, demo, jobs_dir):
+        # stdout and stderr in one pipe, as on a terminal: the order a person reads.
+        env = {**os.environ, "JOBBER_ROOT": str(demo), "JOBBER_CERT": str(demo / "client.pem"),
+               "JOBBER_JOBS_DIR": str(jobs_dir)}
+        result = subprocess.run([sys.executable, "-m", "jobber", "run", "-f", "--", "echo out"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        assert result.stdout == "job 1 started\nout\njobber: job 1 exited (code 0)\n"
+
+    @needs_cgroup
+    def test_an_oom_kill_ends_with_its_outcome_and_137(self, jobber):
+        result = jobber("run", "--memory", "20M", "-f", "--", "python3 -c 'x = bytearray(100 << 20)'")
+        assert result.returncode == 137
+        assert result.stderr.splitlines()[-1] == "jobber: job 1 killed: out of memory at 20 MiB"
+
+    def test_a_mistyped_option_is_the_subcommands_error_with_a_suggestion(self, jobber):
+        result = jobber("run", "--memroy", "1G", "--", "true")
+        assert result.returncode == 2
+        assert result.stderr.startswith("usage: jobber run ")
+        assert result.stderr.strip().endswith("jobber run: error: unrecognized arguments: --memroy; "
+                                              "--memroy: did you mean --memory?")
+        assert json.loads(jobber("ls", "--json").stdout) == [], "nothing started"
+
+    def test_limits_beyond_the_host_are_warned_about(self, jobber):
+        result = jobber("run", "--cpu", "512", "--memory", "100T", "-f", "--", "true")
+        assert result.returncode == 0
+        assert f"jobber: warning: --cpu 512 is more than the {len(os.sched_getaffinity(0))} CPU" in result.stderr
+        assert "jobber: warning: --memory 100 TiB is more than the" in result.stderr
 
     def test_several_words_are_quoted_and_joined(self, jobber):
         result = jobber("run", "-f", "--", "printf", "%s|", "a b", "$HOME")
         assert result.stdout == "a b|$HOME|"
 
     def test_without_follow_prints_the_id(self, jobber):
-        assert jobber("run", "--", "true", check=True).stdout.strip() == "1"
+        result = jobber("run", "--", "true", check=True)
+        assert result.stdout == "1\n" and result.stderr == "job 1 started (`jobber logs 1 -f` to follow it)\n"
 
     def test_bad_size_is_a_one_line_error(self, jobber):
         result = jobber("run", "--memory", "12Q", "--", "true")
@@ -70,8 +104,15 @@ class TestRun:
 class TestInspect:
     def test_ls_status_logs(self, jobber):
         jobber("run", "-f", "--", "for i in 1 2 3 4 5; do echo line $i; done", check=True)
-        listing = jobber("ls", check=True).stdout
-        assert "exited (code 0)" in listing and "local" in listing
+        jobber("run", "--", "sleep 300; echo a long command line that goes on and on and on and on", check=True)
+        header, *rows = jobber("ls", check=True).stdout.splitlines()
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        assert [row.split()[0] for row in rows] == ["1", "2"], "newest last"
+        assert "exited (code 0)" in rows[0] and " running " in rows[1] and "STATE" not in header
+        assert len({line.index("local") for line in rows} | {header.index("BACKEND")}) == 1, "aligned"
+        started = json.loads(jobber("status", "1", "--json", check=True).stdout)["started_at"]
+        assert datetime.fromisoformat(started).astimezone().strftime("%Y-%m-%d %H:%M:%S") in rows[0]
+        jobber("stop", "2", "--grace", "0", check=True)
         status = json.loads(jobber("status", "1", "--json", check=True).stdout)
         assert status["state"] == "exited" and status["exit_code"] == 0
         assert jobber("logs", "1", "-n", "2", check=True).stdout == "line 4\nline 5\n"
@@ -99,11 +140,19 @@ class TestCerts:
         out = jobber("certs", check=True).stdout
         assert "pool:" in out and "yes" in out  # the demo CA
 
-    def test_check_prints_the_openssl_fingerprint(self, jobber, demo):
-        out = jobber("certs", "check", str(demo / "client.pem"), check=True).stdout.strip()
+    def test_check_says_valid_for_whom_and_the_hash(self, jobber, demo):
         openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
                                   str(demo / "client.pem")], capture_output=True, text=True, check=True)
-        assert out == openssl.stdout.split("=", 1)[1].strip().replace(":", "").lower()
+        fingerprint = openssl.stdout.split("=", 1)[1].strip().replace(":", "").lower()
+        out = jobber("certs", "check", str(demo / "client.pem"), check=True).stdout
+        assert out.startswith(f"{demo / 'client.pem'}: valid, a client identity of the pool {demo / 'pool'}\n")
+        assert "  for      CN=demo-user,O=jobber demo\n" in out and f"  sha256   {fingerprint}" in out
+        assert jobber("certs", "check", "--hash", str(demo / "client.pem"), check=True).stdout == fingerprint + "\n"
+
+    def test_check_names_the_ca_certificate(self, jobber, demo):
+        result = jobber("certs", "check", str(demo / "ca.pem"))
+        assert result.returncode == 1 and "is the CA certificate (CN=jobber demo CA" in result.stderr
+        assert "use your client certificate instead" in result.stderr and "keyUsage" not in result.stderr
 
     def test_check_refuses_with_the_reason(self, jobber, tmp_path):
         bad = tmp_path / "bad.pem"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kernel_session import Kernel, Message, job_id_of, lines_read, value  # noqa: F401
+from kernel_session import Kernel, Message, job_id_of, lines_read, outputs, value  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,54 +26,87 @@ def kernel(identity):
     kernel.shutdown(now=True)
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
 class TestLiveWidget:
-    def test_lines_arrive_while_the_job_runs(self, kernel, identity):
+    def test_one_output_the_live_view_and_lines_arrive_while_the_job_runs(self, kernel, identity):
         reply, messages = kernel.execute("%%jobber_run\nfor i in $(seq 1 15); do echo tick $i; sleep 0.2; done")
         assert reply["status"] == "ok"
         job = identity.get_job(job_id_of(messages))
-        displayed = [m.content["data"]["text/plain"] for m in messages if m.type == "display_data"]
-        assert displayed == [f"JobWidget(job={job.id})"]
-        log = kernel.comm_of("HTMLModel", "jobber-log")
-        ticks, ticks_while_running = kernel.follow_ticks(log, job, last=15, timeout=30)
+        shown = outputs(messages)
+        assert [m.type for m in shown] == ["execute_result"], "one output per job"
+        data = shown[0].content["data"]
+        assert WIDGET in data and data["text/plain"].startswith(f"job {job.id} · running · ")
+        assert " · as of " in data["text/plain"] and "as of" in data["text/html"], "its static form says when"
+        view = kernel.view_of(job.id)
+        assert data[WIDGET]["model_id"] == view
+        ticks, ticks_while_running = kernel.follow_ticks(view, job, last=15, timeout=30)
         assert ticks == list(range(1, 16))
         assert len(ticks_while_running) >= 5, f"lines must reach the browser while the job runs: {ticks_while_running}"
         kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m))
+        assert sum(len(m.content["data"]["content"]["lines"]) for m in kernel.frames(view)) == 15, "appended, not resent"
 
-    def test_a_flood_is_sent_as_few_bounded_updates(self, kernel, identity):
+    def test_no_follow_is_one_line(self, kernel, identity):
+        _, messages = kernel.execute("%%jobber_run --no-follow\nsleep 300")
+        job_id = job_id_of(messages)
+        assert [(m.type, m.content.get("text")) for m in outputs(messages)] == [
+            ("stream", f"job {job_id} started: `%jobber_tail -f {job_id}` to watch\n")]
+        kernel.execute(f"%jobber_stop {job_id}")
+
+    def test_a_flood_is_sent_as_few_bounded_frames(self, kernel, identity):
         started = time.monotonic()
         _, messages = kernel.execute(
             "%%jobber_run\nfor i in $(seq 0 19); do seq $((i*10000+1)) $((i*10000+10000)); sleep 0.1; done")
         job = identity.get_job(job_id_of(messages))
-        log = kernel.comm_of("HTMLModel", "jobber-log")
+        view = kernel.view_of(job.id)
         # The updater's last word: the status line says how the job ended.
         last = kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m))
-        updates = kernel.updates(log)
+        frames = kernel.frames(view)
         duration = last.at - started
-        assert "200000</pre>" in value(updates[-1]) and job.status().elapsed >= 2
-        assert len(updates) <= 5 * duration + 3, f"{len(updates)} updates in {duration:.1f} s"
-        sizes = [len(json.dumps(m.content)) for m in updates]
-        assert max(sizes) < 64 * 1024, "each update carries the last 1000 lines, not the whole history"
+        assert kernel.shown_lines(view)[-1] == "200000" and job.status().elapsed >= 2
+        assert len(frames) <= 5 * duration + 3, f"{len(frames)} frames in {duration:.1f} s"
+        sizes = [len(json.dumps(m.content)) for m in frames + kernel.updates(view)]
+        assert max(sizes) < 64 * 1024, "each message carries at most the last 1000 lines, not the whole history"
 
     def test_the_stop_button_stops_the_job(self, kernel, identity):
         _, messages = kernel.execute("%%jobber_run\necho started; sleep 300")
         job = identity.get_job(job_id_of(messages))
-        log = kernel.comm_of("HTMLModel", "jobber-log")
-        kernel.receive_until(lambda m: m.type == "comm_msg" and m.content["comm_id"] == log and "started" in value(m))
+        view = kernel.view_of(job.id)
+        kernel.receive_until(lambda m: "started" in kernel.shown_lines(view))
         # Exactly what the browser sends when the button is clicked.
-        kernel.send_comm(kernel.comm_of("ButtonModel"), {"method": "custom", "content": {"event": "click"}})
+        kernel.send_comm(view, {"method": "custom", "content": {"event": "stop"}})
         kernel.receive_until(lambda m: m.type == "comm_msg" and ">stopped<" in value(m))
         assert job.status().state == "stopped"
 
-    def test_a_reopened_page_gets_the_current_state(self, kernel, identity):
+    def test_rerunning_a_running_cell_says_so_in_its_one_output(self, kernel, identity):
+        source = "%%jobber_run\nsleep 300"
+        _, messages = kernel.execute(source)
+        first = job_id_of(messages)
+        _, messages = kernel.execute(source)
+        second = job_id_of(messages)
+        assert second != first and len(outputs(messages)) == 1
+        state = next(m for m in kernel.messages if m.type == "comm_open"
+                     and m.content["data"]["state"].get("job_id") == second).content["data"]["state"]
+        assert f"job {first} is still running from this cell" in state["notice_html"] and state["previous_job"] == first
+        kernel.send_comm(kernel.view_of(second), {"method": "custom", "content": {"event": "stop-previous"}})
+        kernel.receive_until(lambda m: m.type == "comm_msg" and "stopped" in
+                             m.content["data"].get("state", {}).get("notice_html", ""))
+        assert identity.get_job(first).status().state == "stopped"
+        assert identity.get_job(second).status().state == "running"
+
+    def test_a_reopened_page_gets_the_current_log(self, kernel, identity):
         _, messages = kernel.execute("%%jobber_run\necho one; echo two")
-        identity.get_job(job_id_of(messages)).wait(30)
-        log = kernel.comm_of("HTMLModel", "jobber-log")
-        kernel.receive_until(lambda m: m.type == "comm_msg" and m.content["comm_id"] == log and "two" in value(m))
-        count = len(kernel.updates(log))
+        job = identity.get_job(job_id_of(messages))
+        job.wait(30)
+        view = kernel.view_of(job.id)
+        kernel.receive_until(lambda m: m.type == "comm_msg" and "exited" in value(m))
+        count = len(kernel.updates(view))
         # A new page asks every widget model for its state (what JupyterLab does on reload).
-        kernel.send_comm(log, {"method": "request_state"})
-        kernel.receive_until(lambda m: len(kernel.updates(log)) > count)
-        assert "one\ntwo</pre>" in value(kernel.updates(log)[-1])
+        kernel.send_comm(view, {"method": "request_state"})
+        kernel.receive_until(lambda m: len(kernel.updates(view)) > count)
+        state = kernel.updates(view)[-1].content["data"]["state"]
+        assert state["log_snapshot"] == "one\ntwo" and state["ended"] and "exited (code 0)" in state["status_html"]
 
 
 class TestErrors:
@@ -106,13 +139,14 @@ class TestKernelRestart:
             reply, messages = second.execute("%jobber_jobs")
             assert reply["status"] == "ok"
             table = next(m for m in messages if m.type == "execute_result").content["data"]["text/plain"]
-            assert f"{ending.id:>5}  {'failed (code 3)':<32} {'local':<8} sleep 1; echo finished; exit 3" in table
-            assert f"{lasting.id:>5}  {'running':<32} {'local':<8} while true; do echo alive; sleep 0.2; done" in table
+            rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+            assert "failed (code 3)" in rows[str(ending.id)] and rows[str(ending.id)].endswith(
+                "local    sleep 1; echo finished; exit 3")
+            assert " running " in rows[str(lasting.id)]
 
             second.execute(f"%jobber_tail {lasting.id} -f -n 3")
-            log = second.comm_of("HTMLModel", "jobber-log")
-            second.receive_until(lambda m: m.type == "comm_msg" and m.content["comm_id"] == log
-                                 and value(m).count("alive") == 3)
+            view = second.view_of(lasting.id)
+            second.receive_until(lambda m: second.shown_lines(view, start=snapshot(second, view)).count("alive") >= 3)
             # The status line counts the lines the view has read: 3 at first, then new ones.
             second.receive_until(lambda m: m.type == "comm_msg" and lines_read(value(m)) >= 8)
             assert lasting.status().state == "running"
@@ -120,6 +154,13 @@ class TestKernelRestart:
             assert reply["status"] == "ok" and lasting.status().state == "stopped"
         finally:
             second.shutdown(now=True)
+
+
+def snapshot(kernel, view: str) -> list[str]:
+    """The log lines of a view as it was opened."""
+    opened = next(m for m in kernel.messages if m.type == "comm_open" and m.content["comm_id"] == view)
+    text = opened.content["data"]["state"]["log_snapshot"]
+    return text.split("\n") if text else []
 
 
 def test_kernels_run_this_environment(kernel):
