@@ -268,14 +268,14 @@ def _launch(job_id: int, argv: list[str]) -> None:
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,  # a launcher that cannot even start says why here
             start_new_session=True,  # no SIGINT/SIGHUP from the caller's terminal
         )
     except OSError as err:
         raise JobError(f"job {job_id}: cannot start its supervisor {argv[0]}: {err.strerror or err}",
                        job_id=job_id) from err
     try:
-        out, _ = proc.communicate(timeout=_REPLY_TIMEOUT_S)
+        out, err = proc.communicate(timeout=_REPLY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -283,7 +283,9 @@ def _launch(job_id: int, argv: list[str]) -> None:
                        job_id=job_id) from None
     reply = out.decode(errors="replace").strip()
     if not reply.startswith("ok "):
-        detail = reply.removeprefix("error ").strip() or f"the supervisor exited with {proc.returncode}"
+        said = err.decode(errors="replace").strip().splitlines()
+        detail = (reply.removeprefix("error ").strip() or (said[-1] if said else "")
+                  or f"the supervisor exited with {proc.returncode}")
         raise JobError(f"job {job_id} did not start: {detail}", job_id=job_id)
 
 
