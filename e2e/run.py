@@ -53,6 +53,10 @@ NOTEBOOKS = [
     (REPO / "notebooks" / "01-quickstart.ipynb", "notebooks/01-quickstart.ipynb"),
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/long-job.ipynb"),
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/log-view.ipynb"),
+    (E2E / "notebooks" / "long-job.ipynb", "notebooks/rerun.ipynb"),
+    (E2E / "notebooks" / "long-job.ipynb", "notebooks/restart.ipynb"),
+    (E2E / "notebooks" / "long-job.ipynb", "notebooks/dark.ipynb"),
+    (E2E / "notebooks" / "oom-job.ipynb", "notebooks/oom-job.ipynb"),
     (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
 

@@ -150,8 +150,9 @@ def _chart(title: str, values: list[tuple[float, float]], y_max: float, y_label:
         ly = y(limit)
         parts.append(f'<line class="limit" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{ly:.1f}" y2="{ly:.1f}" '
                      f'style="{_LIMIT};stroke-dasharray:4 3"/>')
-        parts.append(f'<text class="limit-label" x="{_LEFT + plot_w - 2}" y="{max(ly - 3, _TOP + 9):.1f}" '
-                     f'text-anchor="end" style="{_TEXT};fill:var(--jp-error-color1,#d62728)">'
+        # Under the line, in the top left corner of the plot, where a rising series is not yet.
+        parts.append(f'<text class="limit-label" x="{_LEFT + 3}" y="{min(ly + 10, _TOP + plot_h - 2):.1f}" '
+                     f'style="{_TEXT};fill:var(--jp-error-color1,#d62728)">'
                      f'{html.escape(limit_label)}</text>')
     if len(values) > 1:
         points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in values)

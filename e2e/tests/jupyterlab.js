@@ -1,12 +1,16 @@
 // What a person does in JupyterLab 4, and what they see of jobber's live view.
 //
-// The widget's DOM (jobber_magics/_widget.py, ipywidgets 8):
-//   .jobber-job-widget                       VBox
-//     .widget-hbox                           status line + Stop button
-//       .widget-html .widget-html-content    the status line ("job 3 · running · 1.2 s · ...")
-//       button.widget-button                 "Stop" (hidden once the job has ended)
-//     .widget-html                           memory and CPU charts: <svg> with a <polyline>
-//     .widget-html.jobber-log                the last lines, in a <pre>
+// The live view's DOM (jobber_magics/_jobview.js, an anywidget view):
+//   .jobber-view[data-state]                 the whole view (data-state: running, exited, ...)
+//     .jobber-head .jobber-status            the status line ("job 3 · running · 1.2 s · ...")
+//     .jobber-head button.jobber-stop        "Stop" (hidden once the job has ended, or not live)
+//     .jobber-notice                         e.g. "job 2 is still running from this cell", and
+//       button.jobber-stop-previous          "Stop job 2"
+//     .jobber-dead                           "This view is no longer live (...)": the re-attach hint
+//     .jobber-charts svg.jobber-chart-memory memory, CPU (and processes) charts: a <polyline>,
+//                                            the limit as line.limit
+//     .jobber-logbox pre.jobber-log          the last lines (scrolls; sticks to the bottom only
+//     button.jobber-newest                   while the reader is there; "newest" otherwise)
 const { expect } = require('@playwright/test');
 const { execFileSync } = require('node:child_process');
 const path = require('node:path');
@@ -81,15 +85,25 @@ async function activeIndex(notebook) {
 
 /** The parts of the live view inside a cell's output. */
 function liveView(cell) {
-  const widget = cell.locator('.jp-OutputArea-output .jobber-job-widget');
+  const widget = cell.locator('.jp-OutputArea-output .jobber-view');
   return {
     widget,
-    status: widget.locator('.widget-hbox .widget-html-content').first(),
-    stop: widget.getByRole('button', { name: /Stop/ }),
-    charts: widget.locator('svg'),
-    chartLines: widget.locator('svg polyline'),
-    log: widget.locator('.jobber-log pre'),
+    status: widget.locator('.jobber-status'),
+    stop: widget.locator('button.jobber-stop'),
+    stopPrevious: widget.locator('button.jobber-stop-previous'),
+    notice: widget.locator('.jobber-notice'),
+    dead: widget.locator('.jobber-dead'),
+    newest: widget.locator('button.jobber-newest'),
+    charts: widget.locator('svg.jobber-chart'),
+    chartLines: widget.locator('svg.jobber-chart polyline'),
+    logBox: widget.locator('.jobber-logbox'),
+    log: widget.locator('pre.jobber-log'),
   };
+}
+
+/** The outputs of a cell (what a person counts under it). */
+function outputsOf(cell) {
+  return cell.locator('.jp-OutputArea-child');
 }
 
 /**
@@ -104,8 +118,8 @@ async function watchWhileRunning(view, { timeout = 30_000, enough = Infinity } =
   const deadline = Date.now() + timeout;
   while (Date.now() < deadline) {
     const snapshot = await view.widget.evaluate((w) => ({
-      status: w.querySelector('.widget-hbox .widget-html-content')?.innerText ?? '',
-      log: w.querySelector('.jobber-log pre')?.innerText ?? '',
+      status: w.querySelector('.jobber-status')?.innerText ?? '',
+      log: w.querySelector('pre.jobber-log')?.innerText ?? '',
     }));
     status = snapshot.status;
     if (!RUNNING.test(status)) {
@@ -144,7 +158,8 @@ async function closeAndReopen(page, fileName) {
 /** Whether the last line of the log is inside every box that clips it (what a person sees). */
 async function newestLineInView(view) {
   return view.log.evaluate((pre) => {
-    const text = pre.lastChild;
+    const nodes = [...pre.childNodes].filter((node) => node.textContent.trim() !== '');
+    const text = nodes[nodes.length - 1];
     const range = document.createRange();
     range.setStart(text, Math.max(0, text.textContent.trimEnd().length - 1));
     range.setEnd(text, text.textContent.trimEnd().length);
@@ -172,6 +187,37 @@ async function screenshotLiveView(cell, view, file) {
   await cell.page().screenshot({ path: file, clip: { x, y, width: right - x, height: bottom - y } });
 }
 
+/** Restart the notebook's kernel from the menu, as a person would, and wait until it is idle. */
+async function restartKernel(page) {
+  await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
+  await page.locator('.lm-Menu-itemLabel', { hasText: /^Restart Kernel…$/ }).click();
+  await page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept', { hasText: /Restart/ }).click();
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  await expect(kernelIdle(page)).toBeVisible({ timeout: 60_000 });
+}
+
+/** Add a code cell at the end of the notebook, type `source` into it and run it. */
+async function runNewCell(notebook, source) {
+  const page = notebook.page();
+  await notebook.locator('.jp-Cell').last().click();
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('b'); // a new cell below, in command mode
+  await page.keyboard.press('Enter');
+  await page.keyboard.type(source);
+  await page.keyboard.press('Control+Enter');
+  return notebook.locator('.jp-Cell.jp-CodeCell').last();
+}
+
+/** Where a chart's line ends, and where its limit line is (SVG y: 0 is the top). */
+async function chartEnd(view, kind) {
+  return view.widget.locator(`svg.jobber-chart-${kind}`).evaluate((svg) => {
+    const points = svg.querySelector('polyline').getAttribute('points').trim().split(/\s+/);
+    const limit = svg.querySelector('line.limit');
+    return { lastY: Number(points[points.length - 1].split(',')[1]), limitY: limit ? Number(limit.getAttribute('y1')) : null,
+      points: points.length };
+  });
+}
+
 /** The job's status as the `jobber` command reads it from disk (not from the widget). */
 function jobberStatus(jobId) {
   return JSON.parse(execFileSync('jobber', ['status', String(jobId), '--json'], { encoding: 'utf8' }));
@@ -184,6 +230,7 @@ async function jobIdOf(view) {
 }
 
 module.exports = {
-  ARTIFACTS, RUNNING, openNotebook, currentNotebook, cellWith, runAll, runThrough, liveView, watchWhileRunning,
-  closeAndReopen, jobberStatus, jobIdOf, newestLineInView, screenshotLiveView,
+  ARTIFACTS, RUNNING, openNotebook, currentNotebook, cellWith, runAll, runThrough, liveView, outputsOf, watchWhileRunning,
+  closeAndReopen, jobberStatus, jobIdOf, newestLineInView, screenshotLiveView, restartKernel, runNewCell, chartEnd,
+  kernelIdle,
 };
