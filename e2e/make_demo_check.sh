@@ -104,3 +104,14 @@ check "the page loads the ipywidgets extension" \
   "$base/lab/tree/notebooks/01-quickstart.ipynb?token=$token" '@jupyter-widgets/jupyterlab-manager'
 [ -f "$tmp/home/.jobber-demo/client.pem" ] && echo "make-demo: ~/.jobber-demo/client.pem was made: ok" \
   || { echo "make-demo: ~/.jobber-demo/client.pem was not made"; exit 1; }
+check "the page loads anywidget (the live view's extension)" \
+  "$base/lab/tree/notebooks/01-quickstart.ipynb?token=$token" 'anywidget'
+# The README's terminal section, verbatim, as a person pastes it into another terminal.
+awk '/^## From a terminal/ {f = 1} f && /^```sh$/ {g = 1; next} g && /^```$/ {exit} g' \
+  "$tmp/jobber/README.md" > "$tmp/terminal.sh"
+if (cd "$tmp/jobber" && env -u JOBBER_ROOT -u JOBBER_CERT -u VIRTUAL_ENV HOME="$tmp/home" \
+      JOBBER_JOBS_DIR="$tmp/jobs" JOBBER_DEMO_CHECK="$marker" bash -e "$tmp/terminal.sh") >"$tmp/terminal.log" 2>&1; then
+  echo "make-demo: the README's terminal section ran verbatim: ok"
+else
+  echo "make-demo: the README's terminal section failed:"; tail -20 "$tmp/terminal.log"; exit 1
+fi
