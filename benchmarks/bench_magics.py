@@ -100,7 +100,7 @@ class Kernel:
                 msg = self.client.get_iopub_msg(timeout=1)
             except queue.Empty:
                 continue
-            if msg["msg_type"] == "comm_open" and "jobber-log" in msg["content"]["data"]["state"].get("_dom_classes", ()):
+            if msg["msg_type"] == "comm_open" and "view_key" in msg["content"]["data"]["state"]:  # a live view
                 self.log_comms.add(msg["content"]["comm_id"])
             elif msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] in self.log_comms:
                 self.log_updates += 1
@@ -142,8 +142,8 @@ def bench_follow(seconds: float, rate: int) -> None:
           f"(goal <= 10%)")
     print(f"  whole kernel (updater + iopub + zmq + the sampling loop): {kernel_cpu / wall * 100:.1f}% of a core; "
           f"idle kernel baseline {idle * 100:.1f}%")
-    print(f"  log view updates sent: {kernel.log_updates} in {followed:.1f} s = {kernel.log_updates / followed:.1f}/s "
-          f"(at most 5/s by design)")
+    print(f"  live view messages sent (log frames + state updates): {kernel.log_updates} in {followed:.1f} s = "
+          f"{kernel.log_updates / followed:.1f}/s (at most 5 frames/s, each with one state update, by design)")
 
 
 def median_runs(commands: list[str], rounds: int) -> list[float]:
