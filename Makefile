@@ -6,7 +6,7 @@ DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
-.PHONY: demo test lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
+.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
 
 venv: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-slurm
+test: lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
 
 # The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
 lint: venv
@@ -67,6 +67,17 @@ test-unprivileged: venv
 test-cgroup-v2: venv
 	PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
 	  .ci/cgroup_v2_vm.sh -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py tests/test_local_backend.py -k "not python"
+
+# An ordinary user on a systemd host, for real: systemd as PID 1 in the cgroup v2 VM, a
+# lingering user manager, the job tests as that user (uid 2000) in the cgroup jobber gets
+# delegated by it. Twice: with the drop-in that delegates io too (every limit enforced),
+# and with Debian's default delegation (cpu memory pids: io reported as not enforced).
+test-systemd-user: venv
+	JOBBER_TEST_DELEGATED=all PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
+	  .ci/systemd_user_vm.sh --timeout 1200 -- $(PY) -m pytest -q -rs tests/test_systemd.py tests/test_jobs.py \
+	  tests/test_isolation.py -k "not python"
+	JOBBER_TEST_DELEGATED=default PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
+	  .ci/systemd_user_vm.sh --default-delegation --timeout 600 -- $(PY) -m pytest -q -rs tests/test_systemd.py
 
 # The Slurm backend for real: a one-node cluster on this machine (about a second once
 # installed), its tests and notebook, then the cluster is stopped whatever the outcome.
