@@ -184,6 +184,13 @@ class TestStateMapping:
 class TestRun:
     pytestmark = needs_slurm
 
+    def test_env_and_cwd_reach_the_slurm_job(self, store, tmp_path):
+        job = store.new_job('echo "$SEED $PWD"', env={"SEED": "7"}, cwd=tmp_path, backend="slurm")
+        job.start()
+        assert job.wait(120).state == "exited"
+        buf = bytearray(4096)
+        assert bytes(buf[: job.tail(buf)]) == f"7 {tmp_path}\n".encode()
+
     def test_output_is_followed_live_while_the_job_runs(self, store):
         job = slurm(store, "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.4; done")
         assert job.status().state in ("pending", "running")

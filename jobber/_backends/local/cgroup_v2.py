@@ -107,11 +107,11 @@ def unavailable() -> str | None:
     delegated, note = systemd.delegated_cgroup(mountpoint() or "/sys/fs/cgroup")
     if delegated is not None:
         return None
-    return (
-        f"{own} is not writable by uid {os.geteuid()} and no delegated cgroup could be had ({note}): "
-        "run as root, or start Jupyter in a delegated scope "
-        "(systemd-run --user --scope -p Delegate=yes jupyter lab)"
-    )
+    fix = ("run as root, or start Jupyter in a delegated scope (systemd-run --user --scope -p Delegate=yes "
+           "jupyter lab)" if systemd.manager_reachable() is None or os.path.isdir("/run/systemd/system")
+           else "run as root, or start jobber in a cgroup delegated to uid "
+           f"{os.geteuid()} (e.g. a container's own cgroup namespace): this host has no systemd to ask")
+    return f"{own} is not writable by uid {os.geteuid()} and no delegated cgroup could be had ({note}): {fix}"
 
 
 def _enable_controllers(parent: str, undelegated: list[str]) -> None:
