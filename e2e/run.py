@@ -57,6 +57,7 @@ NOTEBOOKS = [
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/restart.ipynb"),
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/dark.ipynb"),
     (E2E / "notebooks" / "oom-job.ipynb", "notebooks/oom-job.ipynb"),
+    (E2E / "notebooks" / "flood-job.ipynb", "notebooks/flood-job.ipynb"),
     (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
 
@@ -65,6 +66,12 @@ NOTEBOOKS = [
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false", "checkForUpdates": False,
+    },
+    # JupyterLab 4.6 sends widget messages over kernel subshells; after a notebook is closed
+    # and reopened, ipykernel 7 drops them ("Unknown subshell_id" in the server log), so a
+    # Stop button does nothing. Off, as binder/postBuild sets it (see the README).
+    "@jupyterlab/apputils-extension/kernels-settings.jupyterlab-settings": {
+        "commsOverSubshells": "disabled",
     },
 }
 

@@ -224,8 +224,22 @@ function render({ model, el }) {
     root.classList.toggle("jobber-not-live", !isLive);
     root.dataset.state = model.get("state");
   }
-  stop.addEventListener("click", () => { stop.disabled = true; stop.textContent = "Stopping…"; model.send({ event: "stop" }); });
-  stopPrevious.addEventListener("click", () => { stopPrevious.disabled = true; model.send({ event: "stop-previous" }); });
+  // A message can be lost on its way (a kernel that does not know the page's subshell yet
+  // drops it, e.g. just after the notebook was reopened): send again until the kernel
+  // shows it acted. Stopping twice is harmless.
+  function sendUntil(content, done, tries = 5) {
+    model.send(content);
+    if (tries > 1) setTimeout(() => { if (!done()) sendUntil(content, done, tries - 1); }, 1500);
+  }
+  stop.addEventListener("click", () => {
+    stop.disabled = true;
+    stop.textContent = "Stopping…";
+    sendUntil({ event: "stop" }, () => model.get("stopping") || model.get("ended"));
+  });
+  stopPrevious.addEventListener("click", () => {
+    stopPrevious.disabled = true;
+    sendUntil({ event: "stop-previous" }, () => model.get("previous_job") === 0);
+  });
 
   const view = (event) => {
     if (event.state) drawState();

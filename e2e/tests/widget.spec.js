@@ -171,6 +171,26 @@ test('out of memory: the memory chart of an OOM-killed job reaches its limit lin
   await cell.screenshot({ path: path.join(ARTIFACTS, 'oom-chart.png') });
 });
 
+test('flood: at 100,000 lines a second the page stays responsive and the view bounded', async ({ page }) => {
+  const notebook = await openNotebook(page, 'notebooks/flood-job.ipynb', 'e2e-flood');
+  const cell = await runThrough(notebook, '%%jobber_run --name flood');
+  const view = liveView(cell);
+  await expect(view.status).toHaveText(/[\d,]{7,} lines, last 1,000 shown/, { timeout: 60_000 });
+  // The longest the page's main thread was busy between two frames, over 3 s.
+  const worst = await page.evaluate(() => new Promise((resolve) => {
+    let last = performance.now(), gap = 0;
+    const end = last + 3000;
+    const tick = (now) => { gap = Math.max(gap, now - last); last = now; if (now < end) requestAnimationFrame(tick); else resolve(gap); };
+    requestAnimationFrame(tick);
+  }));
+  expect(worst, `the longest gap between two animation frames: ${worst.toFixed(0)} ms`).toBeLessThan(500);
+  const lines = await view.log.evaluate((pre) => pre.childNodes.length);
+  expect(lines, 'the view keeps the last 1,000 lines, not the flood').toBeLessThanOrEqual(1002);
+  await screenshotLiveView(cell, view, path.join(ARTIFACTS, 'flood.png'));
+  await view.stop.click();
+  await expect(view.status).toHaveText(/\bstopped\b/);
+});
+
 test('re-running a cell whose job still runs says so, and its button stops the earlier job', async ({ page }) => {
   const notebook = await openNotebook(page, 'notebooks/rerun.ipynb', 'e2e-rerun');
   const cell = await runThrough(notebook, '%%jobber_run --name train');
