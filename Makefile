@@ -14,6 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,notebook,server]'
+	# JupyterLab 4.6 sends widget messages over kernel subshells, which ipykernel 7 drops after
+	# a notebook is closed and reopened (a Stop button then does nothing): keep them on the shell.
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 ## make demo: a demo certificate pool, then JupyterLab on localhost at the quickstart notebook
