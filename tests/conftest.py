@@ -105,9 +105,12 @@ def server(pki, tmp_path_factory) -> ServerProcess:
 
 @pytest.fixture
 def gate() -> Path:
-    """A file path a job (running as nobody) can wait for: the test opens it when ready."""
-    directory = tempfile.mkdtemp(prefix="jobber-gate-")
-    os.chmod(directory, 0o755)  # jobs run as nobody, and must see the file appear
+    """A file path a job (running as another uid) can wait for: the test opens it when ready.
+
+    Under /var/tmp: a server's job has a private /tmp of its own.
+    """
+    directory = tempfile.mkdtemp(prefix="jobber-gate-", dir="/var/tmp")
+    os.chmod(directory, 0o755)  # server jobs run as a tenant's uid, and must see the file appear
     yield Path(directory) / "open"
     shutil.rmtree(directory)
 

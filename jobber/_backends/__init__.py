@@ -98,8 +98,8 @@ class DeferredBackend:
     def spec(self) -> dict[str, Any]:
         return self._dir.spec()
 
-    def start(self, *, user: str | None, cwd: str | None) -> None:
-        self._backend().start(user=user, cwd=cwd)
+    def start(self, *, user: str | None, cwd: str | None, **private: Any) -> None:
+        self._backend().start(user=user, cwd=cwd, **private)  # private: the server's sandbox
 
     def status(self) -> Any:
         return self._backend().status()

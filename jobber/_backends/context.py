@@ -9,6 +9,13 @@ inherits the environment of the process that starts it, plus:
   ``.venv/bin/jupyter`` without the venv on ``PATH``;
 - ``JOBBER_JOB_ID`` and ``JOBBER_JOB_TAG`` (``<owner hash>/<id>``);
 - the ``env`` given to ``new_job``, last, so it wins.
+
+``user`` is a name of the host's passwd database, or ``#UID`` / ``#UID:GID``, a numeric
+identity that needs no passwd entry (the gid defaults to the uid's passwd group, else to
+the uid's number). A job of a jobber server gets a :class:`Sandbox` instead of all that
+inheritance: exactly ``PATH`` (fixed), ``HOME``, ``USER``, ``LANG``, ``TMPDIR``, the two
+``JOBBER_`` variables and its ``env``, plus umask 077, no new privileges, a bounded
+``RLIMIT_NOFILE`` and, where the host allows it, a private ``/tmp`` and ``/proc``.
 """
 
 from __future__ import annotations
@@ -17,11 +24,45 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from jobber._errors import JobError
 
-__all__ = ["check_cwd", "check_env", "run_context", "python_path"]
+__all__ = ["Sandbox", "check_cwd", "check_env", "run_context", "python_path", "resolve_user"]
+
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+_NUMERIC_USER = re.compile(r"^#([0-9]{1,10})(?::([0-9]{1,10}))?$")
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to setuid
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How a jobber server starts a tenant's job: nothing of the server's own process.
+
+    Attributes:
+        home: ``HOME`` and the working directory (None: the user's passwd home, else /).
+        tmpdir: the job's temporary directory on the host (None: ``/tmp``).
+        private_tmp: ``tmpdir`` is mounted on ``/tmp`` in a mount namespace of the job's
+            own, and ``TMPDIR`` is ``/tmp``.
+        hide_pids: in that namespace ``/proc`` is mounted ``hidepid=2``: the job sees the
+            processes of its own uid only.
+        umask: the job's umask.
+        nofile: ``RLIMIT_NOFILE`` (soft, hard).
+    """
+
+    home: str | None = None
+    tmpdir: str | None = None
+    private_tmp: bool = False
+    hide_pids: bool = False
+    umask: int = 0o077
+    nofile: tuple[int, int] = (1024, 4096)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``spec.json`` records, and what the launcher options are made from."""
+        return {"clear_env": True, "umask": f"{self.umask:03o}", "no_new_privs": True,
+                "rlimits": {"RLIMIT_NOFILE": list(self.nofile)},
+                "private_tmp": self.tmpdir if self.private_tmp else None, "hide_pids": self.hide_pids}
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = ("JOBBER_JOB_ID", "JOBBER_JOB_TAG")
@@ -83,33 +124,83 @@ def python_path(path: str | None) -> str:
     return os.pathsep.join(ordered)
 
 
-def run_context(job_id: int, owner: str, user: str | None, cwd: str | None,
-                extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The ``env`` additions, ``cwd`` and (when given) ``user`` a job starts with.
+def resolve_user(user: str, job_id: int | None = None) -> tuple[dict[str, Any], str | None]:
+    """``{"name", "uid", "gid"}`` of a passwd name or of ``#UID[:GID]``, and its home.
+
+    The home is None for a numeric user without a passwd entry.
 
     Raises:
-        JobError: ``user`` does not exist on this host, or ``cwd`` is not a directory.
+        JobError: no such user, or a malformed ``#UID[:GID]``.
     """
-    context: dict[str, Any] = {
-        "env": {"PATH": python_path(os.environ.get("PATH")),
-                "JOBBER_JOB_ID": str(job_id), "JOBBER_JOB_TAG": f"{owner}/{job_id}"},
-    }
-    if cwd is not None:
-        cwd = check_cwd(cwd)
-    if user is not None:
-        import pwd
+    import pwd
 
+    numeric = _NUMERIC_USER.match(user) if user.startswith("#") else None
+    if user.startswith("#") and numeric is None:
+        raise JobError(f"user {user!r}: write #UID or #UID:GID in decimal, e.g. '#200001' or '#200001:200001'",
+                       job_id=job_id)
+    if numeric is None:
         try:
             entry = pwd.getpwnam(user)
         except KeyError:
             raise JobError(f"no user named {user!r} on this host", job_id=job_id) from None
-        context["user"] = {"name": user, "uid": entry.pw_uid, "gid": entry.pw_gid}
-        context["env"].update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
-        context["cwd"] = cwd or (entry.pw_dir if os.path.isdir(entry.pw_dir) else "/")
+        return {"name": user, "uid": entry.pw_uid, "gid": entry.pw_gid}, entry.pw_dir
+    uid = int(numeric.group(1))
+    if uid > _MAX_ID or int(numeric.group(2) or 0) > _MAX_ID:
+        raise JobError(f"user {user!r}: ids go up to {_MAX_ID}", job_id=job_id)
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        entry = None
+    gid = int(numeric.group(2)) if numeric.group(2) is not None else (entry.pw_gid if entry else uid)
+    return ({"name": entry.pw_name if entry else str(uid), "uid": uid, "gid": gid},
+            entry.pw_dir if entry else None)
+
+
+def run_context(job_id: int, owner: str, user: str | None, cwd: str | None,
+                extra_env: Mapping[str, str] | None = None, sandbox: Sandbox | None = None) -> dict[str, Any]:
+    """The ``env`` additions, ``cwd`` and (when given) ``user`` a job starts with.
+
+    With a ``sandbox`` the ``env`` is the job's whole environment (``clear_env``), and the
+    context holds the sandbox's launcher settings under ``"sandbox"``.
+
+    Raises:
+        JobError: ``user`` does not exist on this host, or ``cwd`` is not a directory.
+    """
+    tags = {"JOBBER_JOB_ID": str(job_id), "JOBBER_JOB_TAG": f"{owner}/{job_id}"}
+    context: dict[str, Any] = {"env": {"PATH": python_path(os.environ.get("PATH")), **tags}}
+    if cwd is not None:
+        cwd = check_cwd(cwd)
+    home = None
+    if user is not None:
+        context["user"], home = resolve_user(user, job_id)
+        name = context["user"]["name"]
+        context["env"].update(HOME=home or "/", USER=name, LOGNAME=name)
+        context["cwd"] = cwd or (home if home and os.path.isdir(home) else "/")
     else:
         try:
             context["cwd"] = cwd or os.getcwd()
         except FileNotFoundError:
             context["cwd"] = "/"
+    if sandbox is not None:
+        if sandbox.home is not None:
+            home = sandbox.home
+        elif user is None:
+            home = os.path.expanduser("~")
+        if not home or not os.path.isdir(home):
+            home = "/"
+        name = context["user"]["name"] if user is not None else _own_name()
+        context["env"] = {"PATH": SANDBOX_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8",
+                          "TMPDIR": "/tmp" if sandbox.private_tmp or not sandbox.tmpdir else sandbox.tmpdir, **tags}
+        context["cwd"] = cwd or home
+        context["sandbox"] = sandbox.to_dict()
     context["env"].update(extra_env or {})
     return context
+
+
+def _own_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

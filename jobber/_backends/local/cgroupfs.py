@@ -96,6 +96,10 @@ def rmdir_quietly(path: str) -> None:
 def mkdir_path(base: str, parts: Iterable[str], on_create=None) -> str:
     """Create ``base/part1/part2...`` one level at a time; returns the deepest path.
 
+    The levels above the last are mode 0711: anyone may pass through them to a cgroup
+    whose path they know (their own), nobody else may list them, so the jobs of one
+    certificate cannot enumerate other certificates' hashes and job ids.
+
     Args:
         base: an existing cgroup directory.
         parts: the names below it.
@@ -103,14 +107,20 @@ def mkdir_path(base: str, parts: Iterable[str], on_create=None) -> str:
             (cgroup v2 enables controllers there).
     """
     path = base
-    for part in parts:
+    parts = list(parts)
+    for index, part in enumerate(parts):
         parent, path = path, os.path.join(path, part)
+        inner = index < len(parts) - 1
         if on_create is not None:
             on_create(parent)
         try:
-            os.mkdir(path)
+            os.mkdir(path, 0o711 if inner else 0o777)
         except FileExistsError:
-            pass
+            if inner:
+                try:
+                    os.chmod(path, 0o711)  # made by an older jobber, or by another user
+                except OSError:
+                    pass
     return path
 
 

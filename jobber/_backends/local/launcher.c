@@ -9,12 +9,27 @@
  * a C compiler.
  *
  * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]
- *                 [--rlimit NAME=N]... [--pgid] [--uid N --gid N] [--cwd DIR] [--env K=V]...
- *                 -- COMMAND
+ *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
+ *                 [--clear-env] [--env K=V]... [--umask OCTAL] [--no-new-privs]
+ *                 [--private-tmp DIR] [--hide-pids] (--command-file FILE | -- COMMAND)
  *
  * --into (cgroup v2): the job's process is created inside that cgroup with
  * clone3(CLONE_INTO_CGROUP) (Linux 5.7), so it never has to migrate; where the kernel
  * lacks it, the child joins by writing to cgroup.procs (--join) as on cgroup v1.
+ *
+ * --command-file (what the backend passes): the command is read from FILE, opened with
+ * O_NOFOLLOW, so no argument limit applies to it. Up to INLINE_MAX bytes it runs as
+ * `sh -c COMMAND`; a longer one is handed to the shell on descriptor 9 and run by
+ * `sh -c 'eval "$(/bin/cat <&9)" 9<&-'` (one string of argv or environ is at most 128 KiB).
+ *
+ * What a jobber server adds for a tenant's job: --clear-env (nothing of the starter's
+ * environment, only the --env given), --umask, --no-new-privs (prctl), --rlimit
+ * RLIMIT_NOFILE=SOFT:HARD, and a mount namespace of the job's own (--private-tmp: DIR
+ * bound on /tmp; --hide-pids: a /proc mounted hidepid=2, showing only the job user's
+ * processes), all made as root before the uid is dropped.
+ *
+ * Nothing in the job directory is followed if it is a symlink: log, pid and status.json
+ * (temporary file, then rename) and the command file are opened with O_NOFOLLOW.
  *
  * Protocol with the starter, on stdout: "ok PID\n" once the command was exec'd inside its
  * cgroup, or "error MESSAGE\n" (written by the Python half for a failed exec).
@@ -23,10 +38,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -37,9 +55,12 @@
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
-#define MAX_ITEMS 64
+/* Commands longer than this go to the shell on a descriptor, not as an argument. */
+#define INLINE_MAX 65536
+#define COMMAND_FD 9
+#define FROM_FD "eval \"$(/bin/cat <&9)\" 9<&-"
 
-static char *joins[MAX_ITEMS], *envs[MAX_ITEMS], *rlimits[MAX_ITEMS];
+static char **joins, **envs, **rlimits;
 static int njoins, nenvs, nrlimits;
 
 static void die(const char *what) {
@@ -70,15 +91,59 @@ static pid_t fork_into(int dirfd) {
 #endif
 }
 
+/* NAME=N (soft and hard) or NAME=SOFT:HARD. */
 static int set_rlimit(const char *spec) {
     const char *eq = strchr(spec, '=');
-    if (!eq) return -1;
-    rlim_t value = strtoull(eq + 1, NULL, 10);
-    struct rlimit lim = {value, value};
+    if (!eq) { errno = EINVAL; return -1; }
+    char *end;
+    rlim_t soft = strtoull(eq + 1, &end, 10), hard = soft;
+    if (*end == ':') hard = strtoull(end + 1, &end, 10);
+    if (*end) { errno = EINVAL; return -1; }
+    struct rlimit lim = {soft, hard};
     if (!strncmp(spec, "RLIMIT_AS=", 10)) return setrlimit(RLIMIT_AS, &lim);
     if (!strncmp(spec, "RLIMIT_NPROC=", 13)) return setrlimit(RLIMIT_NPROC, &lim);
+    if (!strncmp(spec, "RLIMIT_NOFILE=", 14)) return setrlimit(RLIMIT_NOFILE, &lim);
     errno = EINVAL;
     return -1;
+}
+
+/* In the child, as root: a mount namespace of its own, with DIR on /tmp and/or a /proc
+ * that shows only the processes of the job's uid. Nothing propagates back to the host. */
+static void private_mounts(int err, const char *tmp_dir, int hide_pids) {
+    if (unshare(CLONE_NEWNS) < 0) child_fail(err, "unshare", "CLONE_NEWNS");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(err, "mount", "--make-rprivate /");
+    if (tmp_dir) {
+        /* Bound through the descriptor: a symlink in DIR's place is refused, never followed. */
+        int fd = open(tmp_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) child_fail(err, "cannot open the private /tmp", tmp_dir);
+        char source[64];
+        snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+        if (mount(source, "/tmp", NULL, MS_BIND, NULL) < 0) child_fail(err, "cannot mount on /tmp", tmp_dir);
+        if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0)
+            child_fail(err, "cannot remount /tmp", "nosuid,nodev");
+        close(fd);
+    }
+    if (hide_pids && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
+        child_fail(err, "cannot mount /proc", "hidepid=2");
+}
+
+/* The command file: its text when short enough for argv, else NULL and *fd left open. */
+static char *read_command(const char *path, int *fd) {
+    *fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (*fd < 0) die(path);
+    struct stat st;
+    if (fstat(*fd, &st) < 0) die(path);
+    if (!S_ISREG(st.st_mode)) { errno = EINVAL; die(path); }
+    if (st.st_size > INLINE_MAX) return NULL;
+    char *text = malloc((size_t)st.st_size + 1);
+    if (!text) die("malloc");
+    ssize_t got = 0, n;
+    while (got < st.st_size && (n = read(*fd, text + got, (size_t)(st.st_size - got))) > 0) got += n;
+    if (got != st.st_size) die(path);
+    text[got] = 0;
+    close(*fd);
+    *fd = -1;
+    return text;
 }
 
 static long long start_ticks(void) {
@@ -112,23 +177,33 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
-    const char *cwd = "/", *command = NULL, *into = NULL;
-    int pgid = 0;
-    long uid = -1, gid = -1;
+    const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
+    int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
+    long uid = -1, gid = -1, mask = -1;
+    joins = calloc((size_t)argc, sizeof *joins);
+    envs = calloc((size_t)argc, sizeof *envs);
+    rlimits = calloc((size_t)argc, sizeof *rlimits);
+    if (!joins || !envs || !rlimits) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
-        if (i + 1 >= argc) break;
-        if (!strcmp(argv[i], "--join") && njoins < MAX_ITEMS) joins[njoins++] = argv[++i];
-        else if (!strcmp(argv[i], "--env") && nenvs < MAX_ITEMS) envs[nenvs++] = argv[++i];
-        else if (!strcmp(argv[i], "--rlimit") && nrlimits < MAX_ITEMS) rlimits[nrlimits++] = argv[++i];
+        if (!strcmp(argv[i], "--clear-env")) { clear_env = 1; continue; }
+        if (!strcmp(argv[i], "--no-new-privs")) { no_new_privs = 1; continue; }
+        if (!strcmp(argv[i], "--hide-pids")) { hide_pids = 1; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "launcher: %s needs a value\n", argv[i]); return 2; }
+        if (!strcmp(argv[i], "--join")) joins[njoins++] = argv[++i];
+        else if (!strcmp(argv[i], "--env")) envs[nenvs++] = argv[++i];
+        else if (!strcmp(argv[i], "--rlimit")) rlimits[nrlimits++] = argv[++i];
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gid")) gid = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--umask")) mask = strtol(argv[++i], NULL, 8);
         else if (!strcmp(argv[i], "--cwd")) cwd = argv[++i];
         else if (!strcmp(argv[i], "--into")) into = argv[++i];
+        else if (!strcmp(argv[i], "--private-tmp")) private_tmp = argv[++i];
+        else if (!strcmp(argv[i], "--command-file")) command_file = argv[++i];
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
-    if (!command) { fprintf(stderr, "launcher: no command after --\n"); return 2; }
+    if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
 
     /* Double fork: the starter reaps this process at once; the supervisor is nobody's child. */
     pid_t first = fork();
@@ -140,8 +215,15 @@ int main(int argc, char **argv) {
 
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log", job_dir);
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: a link planted as the log is refused; O_NONBLOCK: so is a fifo, at once. */
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (log_fd < 0) die(log_path);
+    struct stat log_st;
+    if (fstat(log_fd, &log_st) < 0) die(log_path);
+    if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
+    if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
+    int command_fd = -1;
+    if (command_file) command = read_command(command_file, &command_fd);
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) die("pipe2");
     struct timespec started;
@@ -177,15 +259,31 @@ int main(int argc, char **argv) {
         signal(SIGHUP, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
+        if (private_tmp || hide_pids) private_mounts(err, private_tmp, hide_pids);
         if (gid >= 0 && (setgroups(0, NULL) < 0 || setgid((gid_t)gid) < 0)) child_fail(err, "setgid", NULL);
         if (uid >= 0 && setuid((uid_t)uid) < 0) child_fail(err, "setuid", NULL);
+        if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(err, "prctl", "PR_SET_NO_NEW_PRIVS");
+        if (mask >= 0) umask((mode_t)mask);
         if (chdir(cwd) < 0) child_fail(err, "cannot enter the working directory", cwd);
+        if (clear_env && clearenv() != 0) child_fail(err, "clearenv", NULL);
         for (int i = 0; i < nenvs; i++) putenv(envs[i]);
-        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        if (command_fd >= 0) {
+            /* The shell reads the command on descriptor 9 (dash takes one digit). */
+            if (err == COMMAND_FD && (err = fcntl(err, F_DUPFD_CLOEXEC, COMMAND_FD + 1)) < 0) _exit(127);
+            if (command_fd == COMMAND_FD) {
+                if (fcntl(command_fd, F_SETFD, 0) < 0) child_fail(err, "fcntl", "the command file");
+            } else if (dup2(command_fd, COMMAND_FD) < 0) {
+                child_fail(err, "dup2", "the command file");
+            }
+            execl("/bin/sh", "sh", "-c", FROM_FD, (char *)NULL);
+        } else {
+            execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        }
         child_fail(err, "exec", "/bin/sh");
     }
     close(errpipe[1]);
     close(log_fd);
+    if (command_fd >= 0) close(command_fd);
     char failure[2048];
     ssize_t got = 0, n;
     while ((n = read(errpipe[0], failure + got, sizeof failure - 1 - got)) > 0) got += n;

@@ -18,10 +18,12 @@ package's ``__init__`` (which loads cryptography): interpreter start-up is what 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
 import signal
+import stat
 import sys
 import time
 import types
@@ -61,35 +63,113 @@ def write_json(path: str, data: dict) -> None:
     write_atomic(path, json.dumps(data).encode())
 
 
+# A command longer than this reaches the shell on descriptor 9, not as an argument (one
+# string of argv is at most 128 KiB); launcher.c has the same constants.
+INLINE_MAX = 65536
+COMMAND_FD = 9
+FROM_FD = 'eval "$(/bin/cat <&9)" 9<&-'
+
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    2, 4, 8, 32, 4096, 16384, 1 << 18)
+_PR_SET_NO_NEW_PRIVS = 38
+_FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
+_VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file"}
+
+
 def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
-    plan: dict = {"join": [], "rlimit": [], "env": [], "pgid": False, "uid": None, "gid": None, "cwd": "/"}
+    plan: dict = {"join": [], "rlimit": [], "env": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
+                  "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
+                  "private_tmp": None, "command_file": None}
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
             plan["command"] = argv[i + 1]
             return plan
-        if arg == "--pgid":
-            plan["pgid"] = True
+        if arg in _FLAGS:
+            plan[_FLAGS[arg]] = True
         elif arg in ("--join", "--rlimit", "--env"):
             plan[arg[2:]].append(argv[i + 1])
             i += 1
         elif arg in ("--uid", "--gid"):
             plan[arg[2:]] = int(argv[i + 1])
             i += 1
-        elif arg == "--cwd":
-            plan["cwd"] = argv[i + 1]
+        elif arg == "--umask":
+            plan["umask"] = int(argv[i + 1], 8)
+            i += 1
+        elif arg in _VALUES:
+            plan[_VALUES[arg]] = argv[i + 1]
             i += 1
         elif arg == "--into":
             i += 1  # Python has no clone3(CLONE_INTO_CGROUP): the child joins by --join
         else:
             raise ValueError(f"unknown launcher option {arg}")
         i += 1
-    raise ValueError("no command after --")
+    if plan["command_file"] is None:
+        raise ValueError("no --command-file, and no command after --")
+    return plan
 
 
-def _child(plan: dict, log_fd: int, error_fd: int) -> None:
+def read_command(path: str) -> tuple[str | None, int]:
+    """The command file (opened with O_NOFOLLOW): (its text, -1) when short enough for
+    argv, else (None, an open descriptor at its start)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        if st.st_size > INLINE_MAX:
+            return None, fd
+        data = b""
+        while len(data) < st.st_size and (chunk := os.read(fd, st.st_size - len(data))):
+            data += chunk
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return os.fsdecode(data), -1
+
+
+def _libc():
+    import ctypes  # only for jobs that ask for these: the finishing half never pays for it
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _private_mounts(tmp_dir: str | None, hide_pids: bool) -> None:
+    """As root, in the child: a mount namespace of its own, with ``tmp_dir`` on /tmp and/or
+    a /proc that shows only the processes of the job's uid (as launcher.c does)."""
+    ctypes, libc = _libc()
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    check(libc.unshare(_CLONE_NEWNS), "unshare CLONE_NEWNS")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    if tmp_dir is not None:
+        fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        check(libc.mount(f"/proc/self/fd/{fd}".encode(), b"/tmp", None, _MS_BIND, None),
+              f"cannot mount {tmp_dir} on /tmp")
+        check(libc.mount(None, b"/tmp", None, _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV, None),
+              "cannot remount /tmp nosuid,nodev")
+        os.close(fd)
+    if hide_pids:
+        check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"hidepid=2"),
+              "cannot mount /proc hidepid=2")
+
+
+def _no_new_privs() -> None:
+    ctypes, libc = _libc()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl PR_SET_NO_NEW_PRIVS: {os.strerror(err)}")
+
+
+def _child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_fd: int) -> None:
     """In the forked child: confine, redirect, exec. Never returns."""
     try:
         for procs in plan["join"]:
@@ -99,22 +179,36 @@ def _child(plan: dict, log_fd: int, error_fd: int) -> None:
             os.setpgid(0, 0)
         for spec in plan["rlimit"]:
             name, value = spec.split("=")
-            resource.setrlimit(getattr(resource, name), (int(value), int(value)))
+            soft, _, hard = value.partition(":")
+            resource.setrlimit(getattr(resource, name), (int(soft), int(hard or soft)))
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
+        if plan["private_tmp"] is not None or plan["hide_pids"]:
+            _private_mounts(plan["private_tmp"], plan["hide_pids"])
         if plan["gid"] is not None:
             os.setgroups([])
             os.setgid(plan["gid"])
         if plan["uid"] is not None:
             os.setuid(plan["uid"])
+        if plan["no_new_privs"]:
+            _no_new_privs()
+        if plan["umask"] is not None:
+            os.umask(plan["umask"])
         os.chdir(plan["cwd"])
-        env = dict(os.environ)
+        env = {} if plan["clear_env"] else dict(os.environ)
         env.update(item.split("=", 1) for item in plan["env"])
-        os.execve("/bin/sh", ["sh", "-c", plan["command"]], env)
+        if command is None:
+            # The shell reads the command on descriptor 9 (dash takes one digit).
+            if error_fd == COMMAND_FD:
+                error_fd = os.dup(error_fd)  # close-on-exec, like the original
+            os.dup2(command_fd, COMMAND_FD)
+            os.set_inheritable(COMMAND_FD, True)  # dup2 onto itself keeps close-on-exec
+            command = FROM_FD
+        os.execve("/bin/sh", ["sh", "-c", command], env)
     except BaseException as err:  # noqa: BLE001 - anything here must reach the starter
         os.write(error_fd, f"{err}".encode(errors="replace"))
     finally:
@@ -125,15 +219,27 @@ def launch(job_dir: str, plan: dict) -> int:
     """The pure-Python resident half: start the job, wait, then finish in-process."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    log_fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # O_NOFOLLOW: a symlink planted as the log is refused, never written through;
+    # O_NONBLOCK: so is a fifo, at once (then the flag is dropped).
+    log_path = os.path.join(job_dir, "log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     0o600)
+    if not stat.S_ISREG(os.fstat(log_fd).st_mode):
+        raise OSError(errno.EINVAL, f"{log_path} is not a regular file")
+    os.set_blocking(log_fd, True)
+    command, command_fd = plan.get("command"), -1
+    if plan["command_file"] is not None:
+        command, command_fd = read_command(plan["command_file"])
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     started_at = time.time()
     pid = os.fork()
     if pid == 0:
         os.close(error_r)
-        _child(plan, log_fd, error_w)
+        _child(plan, log_fd, error_w, command, command_fd)
     os.close(error_w)
     os.close(log_fd)
+    if command_fd >= 0:
+        os.close(command_fd)
     failure = b""
     while chunk := os.read(error_r, 4096):  # EOF without data: the exec succeeded
         failure += chunk
@@ -141,8 +247,7 @@ def launch(job_dir: str, plan: dict) -> int:
     if failure:
         os.waitpid(pid, 0)
         return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"))
-    with open(os.path.join(job_dir, "pid"), "w") as f:
-        f.write(f"{pid}\n")
+    write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
     write_json(os.path.join(job_dir, "status.json"), {
         "state": "running", "pid": pid, "started_at": started_at,
         "supervisor_pid": os.getpid(), "supervisor_start": process_start_time("self"),

@@ -87,15 +87,17 @@ class RemoteBackend:
         """Start the job on the server.
 
         Args:
-            user: not available remotely (the server's operator picks it: ``--job-user``).
+            user: not available remotely (the server runs each certificate's jobs as a uid
+                of its own, or, with ``--single-tenant``, as its operator's ``--job-user``).
             cwd: not available remotely either.
 
         Raises:
             JobError: already started, ``user``/``cwd`` given, or the server could not start it.
         """
         if user is not None or cwd is not None:
-            raise JobError("user and cwd are chosen by the server's operator (jobber serve --job-user), "
-                           "not by the client: leave them out", job_id=self.id)
+            raise JobError("user and cwd are chosen by the server's operator (by default each certificate's jobs "
+                           "run as a uid of its own, in its own home), not by the client: leave them out",
+                           job_id=self.id)
         self._session._json("POST", self._path("/start"), {}, job_id=self.id)
 
     def status(self) -> JobStatus:

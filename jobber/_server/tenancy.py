@@ -1,0 +1,466 @@
+"""Who runs a tenant's jobs on a jobber server: by default, a uid of each tenant's own.
+
+A tenant is a client certificate (its SHA-256). Run as root, ``jobber serve`` gives each
+tenant one uid from ``--uid-range`` (default 200000-265535; the gid is the same number),
+allocated the first time the tenant starts a job, recorded in ``<state dir>/tenants.json``
+(written atomically under ``flock`` of ``tenants.lock``, so two servers sharing a state
+directory never hand out one uid twice), and never given to anyone else. No passwd entry
+is needed, as with systemd's DynamicUser: a uid with a passwd or group entry, one that
+owns a running process, or one whose tenant directory exists is skipped.
+
+Each tenant has ``<state dir>/tenants/<uid>/`` (root's, mode 0711, so the tenant cannot
+swap what is inside for a link) holding ``home`` and ``tmp`` (the tenant's, 0700). A job
+starts as that uid and gid, with no supplementary groups, in ``home``, with the clean
+environment and limits of ``context.Sandbox``, and, where the host allows mount
+namespaces, with ``tmp`` mounted on ``/tmp`` and a ``/proc`` that shows only its own
+uid's processes.
+
+``--single-tenant`` is the operator's word that every certificate of the pool belongs to
+one party: jobs then run as ``--job-user`` (root only; default nobody) or as the server's
+own user, with the same clean environment but nothing kept apart between certificates.
+Without it the server refuses to run tenants' jobs as one shared uid.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import json
+import logging
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from jobber._backends.context import Sandbox
+from jobber._errors import JobberError, JobError
+from jobber._files import read_json, write_atomic
+
+__all__ = ["DEFAULT_STATE_DIR", "DEFAULT_UID_RANGE", "PerTenantUids", "SingleTenant", "Tenancy",
+           "parse_uid_range", "resolve_job_user", "resolve_tenancy"]
+
+log = logging.getLogger("jobber.server")
+
+DEFAULT_UID_RANGE = (200000, 265535)
+DEFAULT_STATE_DIR = "/var/lib/jobber"
+_MAX_ID = 2**32 - 2
+_RANGE = re.compile(r"^\s*([0-9]{1,10})\s*-\s*([0-9]{1,10})\s*$")
+_REGISTRY = "tenants.json"
+_LOCK = "tenants.lock"
+
+
+class Tenancy:
+    """How the server starts a tenant's job (``SingleTenant`` or ``PerTenantUids``)."""
+
+    label = ""
+    """Who runs the jobs, for the banner."""
+
+    def setup(self) -> None:
+        """Make and check what the jobs need, before the server listens (idempotent)."""
+
+    def start(self, job: Any, owner: str) -> None:
+        """Start ``job`` of the tenant ``owner`` (a certificate hash).
+
+        Raises:
+            JobError: the job did not start (why), or it is not a job of this host.
+        """
+        raise NotImplementedError
+
+    def check_secret(self, path: str, what: str) -> None:
+        """Refuse to serve when ``path`` (the server's key) could be read by tenants' jobs."""
+
+
+def _start_local(job: Any, user: str | None, sandbox: Sandbox) -> None:
+    if job.backend != "local":
+        raise JobError(f"job {job.id} is a {job.backend} job: this server runs jobs on its own host only",
+                       job_id=job.id)
+    job._backend.start(user=user, cwd=None, sandbox=sandbox)  # the sandbox is private to the server
+
+
+def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
+    """Decide who runs the jobs of a single-tenant server: ``--job-user``, else nobody
+    when root, else ourselves.
+
+    Returns:
+        (user to pass to ``Job.start``, or None for the server's user; the user's name).
+
+    Raises:
+        JobberError: the user does not exist, or switching to it needs root.
+    """
+    me = _own_name()
+    if job_user is None:
+        job_user = "nobody" if os.geteuid() == 0 else me
+    try:
+        entry = pwd.getpwnam(job_user)
+    except KeyError:
+        raise JobberError(f"--job-user {job_user!r}: no such user on this host; name an existing user") from None
+    if entry.pw_uid == os.geteuid():
+        return None, job_user
+    if os.geteuid() != 0:
+        raise JobberError(
+            f"--job-user {job_user!r} needs the server to run as root (it runs as {me}); "
+            "leave --job-user out to run jobs as yourself"
+        )
+    return job_user, job_user
+
+
+def _own_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+class SingleTenant(Tenancy):
+    """Every job as one user (``--single-tenant``): the operator vouches for the pool."""
+
+    def __init__(self, job_user: str | None) -> None:
+        self.user, name = resolve_job_user(job_user)
+        self.label = f"{name} (--single-tenant: one user for every certificate)"
+
+    def start(self, job: Any, owner: str) -> None:
+        # HOME and the working directory: the user's home, or / when it has none.
+        _start_local(job, self.user, Sandbox())
+
+
+def parse_uid_range(text: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``"LOW-HIGH"`` (inclusive) as numbers; None is the default range.
+
+    Raises:
+        JobberError: malformed, empty, or holding uid 0 or the server's own uid.
+    """
+    if text is None:
+        return DEFAULT_UID_RANGE
+    if isinstance(text, tuple):
+        low, high = text
+    else:
+        match = _RANGE.match(text)
+        if not match:
+            raise JobberError(f"--uid-range {text!r}: write LOW-HIGH, e.g. 200000-265535")
+        low, high = int(match.group(1)), int(match.group(2))
+    if not 0 < low <= high <= _MAX_ID:
+        raise JobberError(f"--uid-range {low}-{high}: give 0 < LOW <= HIGH <= {_MAX_ID}, e.g. 200000-265535")
+    if low <= os.geteuid() <= high:
+        raise JobberError(f"--uid-range {low}-{high} holds the server's own uid {os.geteuid()}: choose another range")
+    overlap = _subordinate_overlap(low, high)
+    if overlap:
+        raise JobberError(f"--uid-range {low}-{high} overlaps {overlap}: that user's containers could run "
+                          "processes as a tenant's uid; choose a range outside every /etc/subuid and /etc/subgid "
+                          "entry")
+    return low, high
+
+
+def _subordinate_overlap(low: int, high: int, files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> str | None:
+    """The first ``/etc/subuid`` or ``/etc/subgid`` entry (``name:start:count``) that
+    shares an id with ``low``-``high``, or None."""
+    for path in files:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            name, _, rest = line.strip().partition(":")
+            start, _, count = rest.partition(":")
+            if start.isdigit() and count.isdigit() and int(count) > 0:
+                first, last = int(start), int(start) + int(count) - 1
+                if first <= high and low <= last:
+                    return f"{path}'s {name}:{start}:{count} ({first}-{last})"
+    return None
+
+
+def resolve_tenancy(*, single_tenant: bool = False, job_user: str | None = None,
+                    uid_range: str | tuple[int, int] | None = None, state_dir: str | os.PathLike[str] | None = None,
+                    private_tmp: bool = True) -> Tenancy:
+    """The tenancy ``jobber serve``'s options ask for, or a refusal that says what to pass.
+
+    Raises:
+        JobberError: tenants' jobs would run as one shared uid (not root, or
+            ``--job-user``) without ``--single-tenant``, or the options contradict.
+    """
+    if single_tenant:
+        if uid_range is not None or state_dir is not None:
+            raise JobberError("--single-tenant runs every job as one user; --uid-range and --state-dir give each "
+                              "certificate a uid of its own: choose one of the two")
+        return SingleTenant(job_user)
+    if job_user is not None:
+        raise JobberError(
+            f"--job-user {job_user} would run every tenant's jobs as that one user, so each tenant's jobs could "
+            "read, trace and kill the others'. Leave --job-user out to give each certificate a uid of its own "
+            "(the default when the server runs as root), or pass --single-tenant as well if every certificate "
+            "of the pool belongs to one party")
+    if os.geteuid() != 0:
+        me = _own_name()
+        raise JobberError(
+            f"jobber serve runs as {me} (uid {os.geteuid()}), not root, so it could only run every tenant's "
+            f"jobs as {me}: they could read, trace and kill each other's jobs and read this server's files "
+            "(its TLS key, every job's log). Run it as root (each certificate then gets a uid of its own from "
+            f"--uid-range, default {DEFAULT_UID_RANGE[0]}-{DEFAULT_UID_RANGE[1]}), or pass --single-tenant if "
+            "every certificate of the pool belongs to one party (jobs then run as you)")
+    low, high = parse_uid_range(uid_range)
+    return PerTenantUids(Path(os.path.abspath(state_dir or DEFAULT_STATE_DIR)), low, high, private_tmp=private_tmp)
+
+
+class PerTenantUids(Tenancy):
+    """A uid of its own for each tenant, its home and /tmp under ``state_dir``.
+
+    Args:
+        state_dir: where the registry (``tenants.json``) and ``tenants/<uid>/`` live.
+        low, high: the uid range (inclusive).
+        private_tmp: use a mount namespace per job (private /tmp, /proc hidepid=2) when
+            the host allows it.
+    """
+
+    def __init__(self, state_dir: Path, low: int, high: int, *, private_tmp: bool = True) -> None:
+        self.state_dir = state_dir
+        self.tenants_dir = state_dir / "tenants"
+        self.low, self.high = low, high
+        self.want_private_tmp = private_tmp
+        self.private_tmp = False
+        self.label = f"a uid of each tenant's own from {low}-{high} (homes in {self.tenants_dir})"
+        self._known: dict[str, int] = {}
+        self._mutex = threading.Lock()
+        self._ready = False
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Make the state directory (0711) and ``tenants/`` (0711), check that tenants'
+        jobs can reach their homes, and find out whether mount namespaces work here.
+
+        Raises:
+            JobberError: the state directory is unusable (saying how to fix it).
+        """
+        with self._mutex:
+            if self._ready:
+                return
+            self._check_state_dir()
+            tenants = _mkdir_owned(self.tenants_dir, 0, 0, 0o711, enforce_mode=True)
+            self.private_tmp = False
+            if self.want_private_tmp:
+                why = _private_mounts_fail(str(tenants))
+                if why is None:
+                    self.private_tmp = True
+                else:
+                    log.warning("jobs share this host's /tmp and see every process in /proc: this host does not "
+                                "let jobber give each job a mount namespace (%s)", why)
+            self._ready = True
+
+    def _check_state_dir(self) -> None:
+        state = self.state_dir
+        fix = f"choose another --state-dir (default {DEFAULT_STATE_DIR})"
+        if self.want_private_tmp and (state == Path("/tmp") or Path("/tmp") in state.parents):
+            raise JobberError(f"--state-dir {state} is under /tmp, which every job gets a private one of: the "
+                              f"tenants' homes would not be there for their jobs; {fix}")
+        here = Path("/")
+        for part in state.parts[1:-1]:
+            here = here / part
+            try:
+                st = os.lstat(here)
+                if stat.S_ISLNK(st.st_mode) and st.st_uid == 0:
+                    st = os.stat(here)  # a root-owned link, e.g. /var/run -> /run
+            except FileNotFoundError:
+                _mkdir_owned(here, 0, None, 0o755)
+                continue
+            except OSError as err:
+                raise JobberError(f"--state-dir {state}: cannot look at {here}: {err.strerror}; {fix}") from None
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+                raise JobberError(f"--state-dir {state}: {here} is not a directory of root's; {fix}")
+            if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+                raise JobberError(f"--state-dir {state}: {here} is writable by everyone, who could replace what "
+                                  f"is beneath it; {fix}")
+            if not st.st_mode & 0o001:
+                raise JobberError(
+                    f"--state-dir {state}: {here} is mode {stat.S_IMODE(st.st_mode):o}, so tenants' jobs (other "
+                    f"users) could not reach their homes beneath it: run `chmod o+x {here}`, or {fix}")
+        try:
+            _mkdir_owned(state, 0, None, 0o711)
+            st = os.lstat(state)
+            if st.st_mode & 0o022:
+                raise JobberError(f"--state-dir {state} is writable by other users (mode "
+                                  f"{stat.S_IMODE(st.st_mode):o}): run `chmod go-w {state}`, or {fix}")
+            if not st.st_mode & 0o001:
+                os.chmod(state, stat.S_IMODE(st.st_mode) | 0o011, follow_symlinks=False)
+        except JobError as err:
+            raise JobberError(f"--state-dir {state}: {err}; {fix}") from None
+
+    def check_secret(self, path: str, what: str) -> None:
+        """Refuse a key that tenants' jobs could read: readable by others (or by a group of
+        the uid range) in a directory everyone can reach.
+
+        Raises:
+            JobberError: saying which ``chmod`` fixes it.
+        """
+        path = os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # loading it will say why
+        readable = st.st_mode & 0o004 or (st.st_mode & 0o040 and self.low <= st.st_gid <= self.high)
+        if not readable or not _reachable_by_others(os.path.dirname(path)):
+            return
+        raise JobberError(f"{what} {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}), and "
+                          f"tenants' jobs run as other users: run `chmod 600 {path}`")
+
+    # --- uids -----------------------------------------------------------------------------
+
+    def uid_of(self, owner: str) -> int:
+        """The tenant's uid: recorded, or allocated now (under ``flock``) and recorded.
+
+        Raises:
+            JobError: the range is used up, or the registry is unreadable or corrupt.
+        """
+        uid = self._known.get(owner)
+        if uid is not None:
+            return uid
+        self.setup()
+        with self._mutex:
+            lock = os.open(self.state_dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                table = self._read()
+                uid = table.get(owner)
+                if uid is None:
+                    uid = self._free(table)
+                    table[owner] = uid
+                    data = {"version": 1, "uids": table}
+                    write_atomic(self.state_dir / _REGISTRY, json.dumps(data, indent=0, sort_keys=True).encode())
+                    log.info("tenant %s: uid %d", owner[:12], uid)
+            finally:
+                os.close(lock)  # releases the flock
+            self._known.update(table)  # a recorded uid never changes
+        return uid
+
+    def _read(self) -> dict[str, int]:
+        path = self.state_dir / _REGISTRY
+        data = read_json(path, "tenant registry") or {"uids": {}}
+        table = data.get("uids") if isinstance(data, dict) else None
+        if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+                for k, v in table.items()):
+            raise JobError(f"the tenant registry {path} is corrupt (expected {{\"uids\": {{hash: uid}}}}): "
+                           "restore it from a backup; tenants' uids must not change")
+        if len(set(table.values())) != len(table):
+            raise JobError(f"the tenant registry {path} gives one uid to two tenants: fix it by hand")
+        return table
+
+    def _free(self, table: dict[str, int]) -> int:
+        """The lowest uid of the range that nobody has: not recorded, no passwd or group
+        entry, no process, no tenant directory left from a lost registry."""
+        used = set(table.values())
+        running = _process_uids()
+        for uid in range(self.low, self.high + 1):
+            if uid in used or uid in running or os.path.lexists(self.tenants_dir / str(uid)):
+                continue
+            try:
+                pwd.getpwuid(uid)
+                continue
+            except KeyError:
+                pass
+            try:
+                grp.getgrgid(uid)
+                continue
+            except KeyError:
+                pass
+            return uid
+        raise JobError(f"no free uid left in --uid-range {self.low}-{self.high} for a new tenant: "
+                       "restart the server with a larger range")
+
+    # --- starting -------------------------------------------------------------------------
+
+    def dirs(self, uid: int) -> tuple[str, str]:
+        """The tenant's home and tmp, made if missing (``tenants/<uid>`` is root's, 0711)."""
+        base = _mkdir_owned(self.tenants_dir / str(uid), 0, 0, 0o711, enforce_mode=True)
+        home = _mkdir_owned(base / "home", uid, uid, 0o700)
+        tmp = _mkdir_owned(base / "tmp", uid, uid, 0o700)
+        return str(home), str(tmp)
+
+    def start(self, job: Any, owner: str) -> None:
+        uid = self.uid_of(owner)
+        home, tmp = self.dirs(uid)
+        _start_local(job, f"#{uid}:{uid}", Sandbox(home=home, tmpdir=tmp, private_tmp=self.private_tmp,
+                                                    hide_pids=self.private_tmp))
+
+
+def _mkdir_owned(path: Path, uid: int, gid: int | None, mode: int, *, enforce_mode: bool = False) -> Path:
+    """``path`` as a real directory (never through a link) owned by uid (and gid, unless
+    None); ``mode`` when made here (always with ``enforce_mode``).
+
+    Raises:
+        JobError: it is a link or not a directory, or belongs to someone else.
+    """
+    made = False
+    try:
+        os.mkdir(path, 0o700)
+        made = True
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise JobError(f"cannot create {path}: {err.strerror}") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        what = "is a symlink" if err.errno == errno.ELOOP else f"cannot be opened ({err.strerror})"
+        raise JobError(f"{path} {what}: refusing to use it") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != uid or (gid is not None and st.st_gid != gid):
+            if st.st_uid not in (0, uid):
+                raise JobError(f"{path} belongs to uid {st.st_uid}, not {uid}: refusing to use it")
+            os.fchown(fd, uid, st.st_gid if gid is None else gid)  # made here, or left half made by a crash
+            made = True
+        if made or enforce_mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _reachable_by_others(directory: str) -> bool:
+    """Can a user who is neither the owner nor in the group walk down to ``directory``?"""
+    here = Path(os.path.realpath(directory))
+    for level in (here, *here.parents):
+        try:
+            if not os.stat(level).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _process_uids() -> set[int]:
+    uids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                uids.add(os.stat(f"/proc/{name}").st_uid)
+            except OSError:
+                pass
+    return uids
+
+
+_PROBE = """
+import sys
+from jobber._backends.local.supervisor import _private_mounts
+_private_mounts(sys.argv[1], True)
+"""
+
+
+def _private_mounts_fail(tmp_dir: str) -> str | None:
+    """Why a job could not get a mount namespace here (private /tmp, /proc hidepid=2), or
+    None when it can: the launcher's own code, tried once in a throwaway process."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE, tmp_dir], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, errors="replace", timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        return str(err)
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {result.returncode}"
