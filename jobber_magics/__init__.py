@@ -30,10 +30,12 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics and the HTML displays (called by ``%load_ext jobber_magics``)."""
     import jobber
     from jobber_magics._display import certificate_html, job_html
+    from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
 
     magics = JobberMagics(ipython)
     ipython.register_magics(magics)
+    ipython.register_magics(JobberLifecycleMagics(ipython, magics))
     formatter = ipython.display_formatter.formatters[_HTML]
     magics.replaced_formatters = {
         jobber.Job: formatter.for_type(jobber.Job, job_html),
@@ -47,12 +49,15 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and restore the displays (``%unload_ext jobber_magics``)."""
+    from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
 
     manager = ipython.magics_manager
-    for kind, names in JobberMagics.magics.items():
-        for name in names:
-            manager.magics[kind].pop(name, None)
+    for cls in (JobberMagics, JobberLifecycleMagics):
+        for kind, names in cls.magics.items():
+            for name in names:
+                manager.magics[kind].pop(name, None)
+    manager.registry.pop(JobberLifecycleMagics.__name__, None)
     magics = manager.registry.pop(JobberMagics.__name__, None)
     formatter = ipython.display_formatter.formatters[_HTML]
     for cls, previous in getattr(magics, "replaced_formatters", {}).items():

@@ -99,10 +99,14 @@ def beyond_host(limits: Limits) -> list[str]:
     return warnings
 
 
-def _job_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a job id: give the job's number, e.g. 3 (see %jobber_jobs)")
-    return int(text)
+def _job_id(text: str) -> int | str:
+    """A job's number, or a label (the newest job with it)."""
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text and (text[0].isalpha() or text[0] == "_"):
+        return text  # a label: resolved by the session's find_job
+    raise argparse.ArgumentTypeError(f"{text!r} is not a job id: give the job's number, e.g. 3, or its label "
+                                     "(see %jobber_jobs)")
 
 
 def _line_count(text: str) -> int:
@@ -136,6 +140,8 @@ def _job_request(args: argparse.Namespace) -> tuple[Limits, dict[str, Any]]:
         options["env"] = env
     if args.cwd is not None:
         options["cwd"] = args.cwd
+    if getattr(args, "label", None) is not None:
+        options["label"] = args.label
     return limits, options
 
 
@@ -278,6 +284,7 @@ class JobberMagics(Magics):
     @argument("--env", action="append", default=[], metavar="NAME=VALUE",
               help="set an environment variable for the job (repeatable): how Python values reach the script")
     @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
+    @argument("--label", metavar="L", help="a short name for the job: %%jobber_tail L, %%jobber_rerun L")
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
     @argument("--no-follow", action="store_true", help="start the job without showing its live log: "
               "print one line instead (watch it later with %%jobber_tail -f ID)")
@@ -334,7 +341,7 @@ class JobberMagics(Magics):
         return job
 
     @magic_arguments()
-    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number (see %%jobber_jobs)")
+    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
     @argument("-n", "--lines", type=_line_count, metavar="LINES",
               help=f"how many of the last lines (default {DEFAULT_TAIL_LINES}; "
                    f"with -f, {DEFAULT_FOLLOW_LINES})")
@@ -347,7 +354,7 @@ class JobberMagics(Magics):
         With -f the live view also re-attaches to a job started before a kernel restart.
         """
         args = _parse(self.jobber_tail, line)
-        job = self.session.get_job(args.job_id)
+        job = self.session.find_job(args.job_id)
         if args.follow:
             lines = DEFAULT_FOLLOW_LINES if args.lines is None else max(args.lines, 1)
             # A negative offset is resolved against the end of the log when following
@@ -363,7 +370,7 @@ class JobberMagics(Magics):
         return None
 
     @magic_arguments()
-    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number (see %%jobber_jobs)")
+    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
     @argument("--grace", type=float, default=5.0, metavar="S",
               help="seconds between SIGTERM and SIGKILL (default 5)")
     @line_magic
@@ -371,8 +378,9 @@ class JobberMagics(Magics):
     def jobber_stop(self, line: str) -> None:
         """Stop a job and every process it started: SIGTERM, then SIGKILL after the grace period."""
         args = _parse(self.jobber_stop, line)
-        status = self.session.get_job(args.job_id).stop(grace=args.grace)
-        print(f"job {args.job_id}: {status.describe()}")
+        job = self.session.find_job(args.job_id)
+        status = job.stop(grace=args.grace)
+        print(f"job {job.id}: {status.describe()}")
 
     @magic_arguments()
     @line_magic

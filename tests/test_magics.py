@@ -314,7 +314,7 @@ class TestTail:
         error = usage_error(shell, "%jobber_tail 999")
         assert "no job 999" in str(error) and isinstance(error.__cause__, JobNotFound)
 
-    @pytest.mark.parametrize("job_id", ["abc", "0", "-1", "3.5"])
+    @pytest.mark.parametrize("job_id", ["@abc", "0", "-1", "3.5"])
     def test_a_malformed_job_id_is_a_usage_error(self, shell, identity, job_id):
         assert "is not a job id: give the job's number" in str(usage_error(shell, f"%jobber_tail {job_id}"))
 
@@ -393,7 +393,7 @@ class FakeJob:
 
 
 class FakeSession:
-    """Stands for a remote session: the same three methods as a Certificate."""
+    """Stands for a remote session: the same job methods as a Certificate."""
 
     def __init__(self) -> None:
         self.jobs: dict[int, FakeJob] = {}
@@ -410,6 +410,9 @@ class FakeSession:
 
     def get_jobs(self):
         return list(self.jobs.values())
+
+    def find_job(self, ref):
+        return self.get_job(int(ref))
 
 
 class TestSession:
@@ -487,3 +490,43 @@ class TestRemote:
     def test_a_server_that_is_not_there_is_a_usage_error(self, shell, identity, demo):
         error = usage_error(shell, f"%jobber_connect https://127.0.0.1:9 --key {demo['client_key']} --ca {demo['ca']}")
         assert "127.0.0.1:9" in str(error)
+
+
+def started(shell, cell: str):
+    """Run a --no-follow cell; return the job it started (the newest of the session)."""
+    result, _ = run_cell(shell, cell)
+    assert result.success, result.error_in_exec
+    return magics(shell).session.get_jobs()[-1]
+
+
+class TestLifecycleMagics:
+    def test_a_label_works_where_an_id_does(self, shell, identity):
+        job = started(shell, "%%jobber_run --no-follow --label train\necho trained\n")
+        job.wait(30)
+        assert job.label == "train"
+        result, captured = run_cell(shell, "%jobber_tail train")
+        assert captured.stdout.strip() == "trained"
+
+    def test_rerun_with_more_memory_keeps_the_original(self, shell, identity):
+        old = started(shell, "%%jobber_run --no-follow --memory 64M --env SEED=1\necho $SEED\n")
+        old.wait(30)
+        result, captured = run_cell(shell, f"%jobber_rerun {old.id} --memory 128M --env SEED=2 --no-follow")
+        assert "a re-run of job" in captured.stdout
+        new = magics(shell).session.get_jobs()[-1]
+        assert new.rerun_of == old.id and new.limits.memory == 128 << 20 and old.limits.memory == 64 << 20
+        new.wait(30)
+        assert last_log(new) == "2\n"
+
+    def test_rm_and_prune(self, shell, identity):
+        jobs = [started(shell, f"%%jobber_run --no-follow\n{cmd}\n") for cmd in ("true", "false", "sleep 30")]
+        for job in jobs[:2]:
+            job.wait(30)
+        error = usage_error(shell, f"%jobber_rm {jobs[2].id}")
+        assert "stop it first" in str(error)
+        result, captured = run_cell(shell, "%jobber_prune --state failed --dry-run")
+        assert result.result == [jobs[1].id] and "would remove 1 job" in captured.stdout
+        run_cell(shell, f"%jobber_rm {jobs[0].id}")
+        assert [job.id for job in magics(shell).session.get_jobs()] == [jobs[1].id, jobs[2].id]
+        jobs[2].stop(grace=0)
+        result, _ = run_cell(shell, "%jobber_prune")
+        assert result.result == [jobs[1].id, jobs[2].id]

@@ -1,0 +1,106 @@
+"""The magics for a job's lifecycle: ``%jobber_rerun``, ``%jobber_rm``, ``%jobber_prune``.
+
+They act on the session of the main magics (`JobberMagics`), which they are given, so a
+``%jobber_connect`` applies to them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from jobber import JobberError, Limits
+from jobber_magics._magics import JobberMagics, _job_id, _parse, _user_errors
+
+__all__ = ["JobberLifecycleMagics"]
+
+
+@magics_class
+class JobberLifecycleMagics(Magics):
+    """Re-run, remove and prune jobs, through the main magics' session."""
+
+    def __init__(self, shell: Any, main: JobberMagics) -> None:
+        super().__init__(shell)
+        self._main = main
+
+    @magic_arguments()
+    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job to run again: its number or label")
+    @argument("--cpu", metavar="C", help="new CPU limit")
+    @argument("--memory", metavar="M", help="new memory limit, e.g. 16G")
+    @argument("--pids", metavar="N", help="new process limit")
+    @argument("--io-read", metavar="B", help="new disk read limit (bytes/s)")
+    @argument("--io-write", metavar="B", help="new disk write limit (bytes/s)")
+    @argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set or replace a variable")
+    @argument("--label", metavar="L", help="a new label")
+    @argument("--no-follow", action="store_true", help="start it without showing its live view")
+    @line_magic
+    @_user_errors
+    def jobber_rerun(self, line: str) -> Any:
+        """Run a job again: a new job with its command, limits and options, changed by the
+        options given here (``%jobber_rerun train --memory 16G``). The old job is left as it
+        was; the new one records which job it re-ran. Returns the new Job (its live view).
+        """
+        args = _parse(self.jobber_rerun, line)
+        old = self._main.session.find_job(args.job_id)
+        overrides: dict[str, Any] = {}
+        changed = {name: value for name, value in (("cpu", args.cpu), ("memory", args.memory), ("pids", args.pids),
+                   ("io_read_bps", args.io_read), ("io_write_bps", args.io_write)) if value is not None}
+        if changed:
+            overrides["limits"] = Limits(**{**old.limits.to_dict(), **changed})
+        env = dict(old.env)
+        for item in args.env:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
+            env[name] = value
+        if args.env:
+            overrides["env"] = env
+        if args.label is not None:
+            overrides["label"] = args.label
+        job = old.rerun(**overrides)
+        job.start()
+        if args.no_follow:
+            print(f"job {job.id} started (a re-run of job {old.id}): `%jobber_tail -f {job.id}` to watch")
+            return None
+        return job
+
+    @magic_arguments()
+    @argument("job_ids", nargs="+", type=_job_id, metavar="JOB_ID", help="the jobs to remove: numbers or labels")
+    @line_magic
+    @_user_errors
+    def jobber_rm(self, line: str) -> None:
+        """Remove ended jobs: their directories and logs. A running job is refused (stop it first)."""
+        args = _parse(self.jobber_rm, line)
+        problems = []
+        for ref in args.job_ids:
+            try:
+                job = self._main.session.find_job(ref)
+                job.remove()
+                print(f"job {job.id} removed")
+            except JobberError as err:
+                problems.append(str(err))
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    @magic_arguments()
+    @argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
+    @argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
+    @argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
+    @argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    @line_magic
+    @_user_errors
+    def jobber_prune(self, line: str) -> list[int]:
+        """Remove ended jobs (never a running one), e.g. ``%jobber_prune --older-than 7d``.
+        Returns the ids removed.
+        """
+        args = _parse(self.jobber_prune, line)
+        states = None if args.state is None else [s.strip() for s in args.state.split(",") if s.strip()]
+        removed = self._main.session.prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
+                                           dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} job{'s' if len(removed) != 1 else ''}" + (f": {', '.join(map(str, removed))}"
+                                                                                  if removed else ""))
+        return removed
