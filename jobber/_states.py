@@ -15,13 +15,14 @@ STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-k
 FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
 
 
-def outcome(wait_status: int, *, stopped: bool, oom: bool) -> dict:
+def outcome(wait_status: int, *, stopped: bool, oom: bool, timed_out: bool = False) -> dict:
     """How a job ended, from its main process's wait status and what else is known.
 
     Args:
         wait_status: as ``os.wait4`` returned it.
         stopped: somebody asked for the stop (``stop-requested`` exists).
         oom: the kernel's OOM killer struck inside the job's cgroup.
+        timed_out: the supervisor stopped the job at its time limit.
 
     Returns:
         ``state``, ``exit_code``, ``signal`` and ``oom_killed``, as status.json holds them.
@@ -33,7 +34,9 @@ def outcome(wait_status: int, *, stopped: bool, oom: bool) -> dict:
     else:
         result["exit_code"] = exit_code
     if stopped:
-        result["state"] = "stopped"
+        result["state"] = "stopped"  # a stop asked for before the time ran out wins
+    elif timed_out:
+        result["state"] = "timed-out"
     elif oom and exit_code != 0:
         result["state"] = "oom-killed"
     elif exit_code == 0:

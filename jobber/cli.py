@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set an environment variable for the job (repeatable)")
     run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
     run.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
+    run.add_argument("--timeout", metavar="DURATION", help="stop the job after this long: 90s, 30m, 2h, 1d (state timed-out)")
     run.add_argument("--backend", choices=["local", "slurm"], default=None,
                      help="where to run it (default $JOBBER_BACKEND or local)")
     run.add_argument("--partition", help="Slurm partition (--backend slurm)")
@@ -150,8 +151,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", dest="server_cert", required=True, help="the server's certificate (PEM)")
     serve.add_argument("--key", dest="server_key", required=True, help="the server's private key (PEM)")
     serve.add_argument("--root", dest="serve_root", default=None, help="pool root (default: --root, $JOBBER_ROOT, ~/.jobber)")
-    serve.add_argument("--job-user", default=None, help="run jobs as this user (default: nobody when root)")
+    serve.add_argument("--uid-range", metavar="LOW-HIGH", default=None,
+                       help="as root, each certificate's jobs run as a uid of its own from this range, "
+                       "gid the same, no passwd entry needed (default 200000-265535)")
+    serve.add_argument("--state-dir", metavar="DIR", default=None,
+                       help="the tenants' uid registry and their homes and /tmp (default /var/lib/jobber)")
+    serve.add_argument("--no-private-tmp", dest="private_tmp", action="store_false",
+                       help="no mount namespace per job: jobs share this host's /tmp and see every process in /proc")
+    serve.add_argument("--single-tenant", action="store_true",
+                       help="every certificate of the pool is one party's: run all jobs as one user "
+                       "(--job-user, or the server's user); needed when not root")
+    serve.add_argument("--job-user", default=None,
+                       help="with --single-tenant: run every job as this user (default: nobody when root)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
+    bounds.add_argument("--max-connections", type=int, metavar="N", help="connections at once, in all (default 4096)")
+    bounds.add_argument("--max-connections-per-peer", type=int, metavar="N",
+                        help="connections at once from one IP address (default 512)")
+    bounds.add_argument("--handshake-timeout", type=float, metavar="S",
+                        help="seconds from connecting to the end of the TLS handshake (default 10)")
+    bounds.add_argument("--header-timeout", type=float, metavar="S",
+                        help="seconds for a request's headers, from its first byte, and for its body (default 10)")
+    bounds.add_argument("--keepalive-timeout", type=float, metavar="S",
+                        help="seconds an idle connection is kept between requests (default 75)")
+    bounds.add_argument("--max-running-jobs", type=int, metavar="N",
+                        help="jobs running at once, per certificate (default 64)")
+    bounds.add_argument("--max-jobs", type=int, metavar="N",
+                        help="jobs kept (until removed), per certificate (default 10000)")
+    bounds.add_argument("--max-requests-in-flight", type=int, metavar="N",
+                        help="requests answered at once, per certificate, follows included (default 256)")
     return parser
 
 
@@ -257,6 +285,8 @@ def _run(args: argparse.Namespace) -> int:
         options["cwd"] = args.cwd
     if args.label is not None:
         options["label"] = args.label
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
     session = _session(args)
     job = session.new_job(command, limits, **options)
     if isinstance(session, Certificate) and job.backend == "local":
@@ -512,9 +542,25 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from jobber._server.app import serve
+    from jobber._server.connections import ConnectionLimits
+    from jobber._server.quotas import Quotas
 
+    def given(**values: object) -> dict[str, object]:
+        return {name: value for name, value in values.items() if value is not None}
+
+    try:
+        limits = ConnectionLimits(**given(
+            max_connections=args.max_connections, max_per_peer=args.max_connections_per_peer,
+            handshake_timeout=args.handshake_timeout, header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout))
+        quotas = Quotas(**given(max_running_jobs=args.max_running_jobs, max_jobs=args.max_jobs,
+                                max_requests_in_flight=args.max_requests_in_flight))
+    except ValueError as err:
+        raise JobberError(str(err)) from None
     serve(host=args.host, port=args.port, cert=args.server_cert, key=args.server_key,
-          root=args.serve_root or args.root, job_user=args.job_user, log_level=args.log_level)
+          root=args.serve_root or args.root, job_user=args.job_user, log_level=args.log_level,
+          single_tenant=args.single_tenant, uid_range=args.uid_range, state_dir=args.state_dir,
+          private_tmp=args.private_tmp, limits=limits, quotas=quotas)
     return 0
 
 

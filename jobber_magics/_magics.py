@@ -142,6 +142,8 @@ def _job_request(args: argparse.Namespace) -> tuple[Limits, dict[str, Any]]:
         options["cwd"] = args.cwd
     if getattr(args, "label", None) is not None:
         options["label"] = args.label
+    if getattr(args, "timeout", None) is not None:
+        options["timeout"] = args.timeout
     return limits, options
 
 
@@ -285,6 +287,7 @@ class JobberMagics(Magics):
               help="set an environment variable for the job (repeatable): how Python values reach the script")
     @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
     @argument("--label", metavar="L", help="a short name for the job: %%jobber_tail L, %%jobber_rerun L")
+    @argument("--timeout", metavar="T", help="stop the job after this long: 90s, 30m, 2h, 1d (it ends timed-out)")
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
     @argument("--no-follow", action="store_true", help="start the job without showing its live log: "
               "print one line instead (watch it later with %%jobber_tail -f ID)")

@@ -386,3 +386,33 @@ class TestEnvironment:
         with pytest.raises(JobError, match="does not exist"):
             store.new_job("true", cwd=tmp_path / "nowhere")
         assert store.get_jobs() == []
+
+
+class TestTimeout:
+    def test_a_job_past_its_time_limit_is_timed_out_tree_and_all(self, store, tmp_path):
+        escapee = tmp_path / "escapee"
+        job = store.new_job(f"setsid sh -c 'echo $$ > {escapee}; exec sleep 300' & sh -c 'trap : TERM; sleep 300'",
+                            timeout=1)
+        job.start()
+        status = job.wait(60)
+        assert status.state == "timed-out" and status.describe() == "timed out after 1 s", status
+        assert status.timeout == 1.0 and status.exit_code is None and status.signal
+        wait_for(escapee.exists, 10, "the escapee to have started")
+        assert not pid_alive(int(escapee.read_text()))
+
+    def test_the_time_limit_holds_with_no_kernel_alive(self, store):
+        code = (f"from jobber._jobs.store import JobStore\n"
+                f"job = JobStore({store.owner!r}).new_job('sleep 300', timeout='1s'); job.start(); print(job.id)")
+        job_id = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        assert store.get_job(job_id).wait(60).state == "timed-out"
+
+    def test_a_job_that_ends_in_time_is_untouched(self, store):
+        job = store.new_job("echo quick", timeout="1h")
+        job.start()
+        status = job.wait(30)
+        assert (status.state, status.exit_code, status.timeout) == ("exited", 0, 3600.0)
+
+    def test_stop_before_the_limit_reads_stopped(self, store):
+        job = store.new_job("sleep 300", timeout=60)
+        job.start()
+        assert job.stop(grace=0).state == "stopped"

@@ -470,3 +470,23 @@ class TestKernel:
         job = identity.get_job(job_id_of(messages))
         assert job.options == {"backend": "slurm", "partition": "debug", "time": "1:00"}
         assert job.wait(60).describe() == "exited (code 0)"
+
+
+class TestTimeoutOnSlurm:
+    def test_a_timeout_becomes_slurms_time_limit_in_whole_minutes(self, store):
+        job = store.new_job("true", timeout="90s", backend="slurm")
+        captured = {}
+
+        def fake_run(argv, env=None):
+            captured["argv"] = argv
+            raise _slurm.JobError("stop here: the arguments are what is checked")
+
+        import pytest as _pytest
+
+        with _pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_slurm, "_tool", lambda name: name)
+            mp.setattr(_slurm, "_run", fake_run)
+            with _pytest.raises(_slurm.JobError, match="stop here"):
+                job.start()
+        assert "--time=2" in captured["argv"]
+        assert job.status().state == "created"  # the failed submission left it startable

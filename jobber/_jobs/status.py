@@ -35,6 +35,7 @@ class JobStatus:
         isolation: "cgroup-v2", "cgroup-v1", "none", or "slurm" (Slurm's own cgroups);
             isolation_note says what was not enforced, and why when "none".
         pid: the main process id; note: anything else worth knowing (a start error).
+        timeout: the job's time limit in seconds (``new_job(timeout=...)``), if it has one.
     """
 
     state: str
@@ -52,6 +53,7 @@ class JobStatus:
     note: str = ""
     backend: str = "local"
     limits: Limits = field(default_factory=Limits)
+    timeout: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -77,6 +79,12 @@ class JobStatus:
             return f"{self.state} (code {self.exit_code})"
         if self.state == "stopped":
             return "stopped"
+        if self.state == "timed-out":
+            if self.timeout:
+                from jobber._jobs.options import format_duration
+
+                return f"timed out after {format_duration(self.timeout)}"
+            return "timed out"
         return self.state
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from jobber._limits import Limits
 __all__ = ["LocalBackend"]
 
 _REPLY_TIMEOUT_S = 60.0
+_TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, as stop() does
 # Status changes arrive as renames of status.json; the cap only bounds how soon a dead
 # supervisor is noticed (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
@@ -75,6 +76,8 @@ class LocalBackend(DirectoryBackend):
             cgroup = isolation.open_cgroup(record)
             self.dir.write("confinement.json", record)
             argv = _supervisor_argv(str(self.dir.path), cgroup, context, self.dir.spec()["command"])
+            if spec.get("timeout"):
+                argv[-2:-2] = ["--timeout", repr(float(spec["timeout"])), "--grace", repr(_TIMEOUT_GRACE_S)]
             if record.get("via_user_manager"):
                 argv = _through_user_manager(self.job_id, argv)
             _launch(self.job_id, argv)
@@ -119,8 +122,9 @@ class LocalBackend(DirectoryBackend):
         raw = self.dir.read("status.json")
         limits = Limits.from_dict(self.dir.spec().get("limits", {}))
         if raw is None:
-            return JobStatus(state="created", limits=limits), False
+            return JobStatus(state="created", limits=limits, timeout=self.dir.spec().get("timeout")), False
         fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
+        fields["timeout"] = self.dir.spec().get("timeout")
         record = self.dir.read("confinement.json") or {}
         fields["isolation"] = record.get("isolation")
         fields["isolation_note"] = "; ".join(record.get("notes", []))

@@ -13,6 +13,10 @@
  *                 [--clear-env] [--env K=V]... [--umask OCTAL] [--no-new-privs]
  *                 [--private-tmp DIR] [--hide-pids] (--command-file FILE | -- COMMAND)
  *
+ * --timeout SECONDS [--grace SECONDS]: measured from the start by this process (so it holds
+ * with no kernel alive), then the Python half runs `supervisor.py --time-out`, which marks
+ * the job timed out and stops its whole cgroup (SIGTERM, SIGKILL after the grace).
+ *
  * --into (cgroup v2): the job's process is created inside that cgroup with
  * clone3(CLONE_INTO_CGROUP) (Linux 5.7), so it never has to migrate; where the kernel
  * lacks it, the child joins by writing to cgroup.procs (--join) as on cgroup v1.
@@ -52,6 +56,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
@@ -92,6 +97,30 @@ static pid_t fork_into(int dirfd) {
 }
 
 /* NAME=N (soft and hard) or NAME=SOFT:HARD. */
+/* Wait until `pid` ends or `seconds` pass; 1 when the time is up, 0 when it ended (or the
+ * kernel has no pidfd_open: then the timeout is not enforced here and wait4 waits). */
+static int timed_out(pid_t pid, double seconds) {
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) return 0;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double left = seconds - ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9);
+        if (left <= 0) { close(fd); return 1; }
+        struct pollfd p = {fd, POLLIN, 0};
+        int ms = left > 3600 ? 3600000 : (int)(left * 1000) + 1;
+        int r = poll(&p, 1, ms);
+        if (r > 0) { close(fd); return 0; }
+        if (r < 0 && errno != EINTR) { close(fd); return 0; }
+    }
+#else
+    (void)pid; (void)seconds;
+    return 0;
+#endif
+}
+
 static int set_rlimit(const char *spec) {
     const char *eq = strchr(spec, '=');
     if (!eq) { errno = EINVAL; return -1; }
@@ -178,6 +207,7 @@ int main(int argc, char **argv) {
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
     const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
+    const char *timeout = NULL, *grace = "5";
     int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
     long uid = -1, gid = -1, mask = -1;
     joins = calloc((size_t)argc, sizeof *joins);
@@ -201,6 +231,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--into")) into = argv[++i];
         else if (!strcmp(argv[i], "--private-tmp")) private_tmp = argv[++i];
         else if (!strcmp(argv[i], "--command-file")) command_file = argv[++i];
+        else if (!strcmp(argv[i], "--timeout")) timeout = argv[++i];
+        else if (!strcmp(argv[i], "--grace")) grace = argv[++i];
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
@@ -315,6 +347,19 @@ int main(int argc, char **argv) {
     dup2(devnull, 1);
     dup2(devnull, 2);
 
+    if (timeout && timed_out(pid, atof(timeout))) {
+        /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
+         * for it but init); the job's end then reaches wait4 below as usual. */
+        pid_t killer = fork();
+        if (killer == 0) {
+            if (fork() == 0) {
+                execl(python, python, "-I", "-S", supervisor, "--time-out", job_dir, "--pid", pid_s,
+                      "--grace", grace, (char *)NULL);
+            }
+            _exit(0);
+        }
+        if (killer > 0) waitpid(killer, NULL, 0);
+    }
     int wstatus;
     struct rusage usage;
     while (wait4(pid, &wstatus, 0, &usage) < 0)

@@ -74,7 +74,9 @@ _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE =
     2, 4, 8, 32, 4096, 16384, 1 << 18)
 _PR_SET_NO_NEW_PRIVS = 38
 _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
-_VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file"}
+_VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
+           "--timeout": "timeout", "--grace": "grace"}
+TIMED_OUT = "timed-out"  # the marker file: the job was stopped at its time limit
 
 
 def parse_launch(argv: list[str]) -> dict:
@@ -256,10 +258,47 @@ def launch(job_dir: str, plan: dict) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    if plan.get("timeout") and _ran_out_of_time(pid, float(plan["timeout"])):
+        time_out(job_dir, pid, float(plan.get("grace") or 5.0))
     _, wait_status, usage = os.wait4(pid, 0)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
                   cpu=usage.ru_utime + usage.ru_stime)
 
+
+
+def _ran_out_of_time(pid: int, seconds: float) -> bool:
+    """Wait until ``pid`` ends or ``seconds`` pass (a pidfd: no polling); True if time ran out."""
+    import select
+
+    fd = os.pidfd_open(pid)
+    try:
+        deadline = time.monotonic() + seconds
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while (left := deadline - time.monotonic()) > 0:
+            if poller.poll(min(left, 3600.0) * 1000 + 1):
+                return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def time_out(job_dir: str, pid: int, grace: float) -> int:
+    """The job ran past its time limit: mark it, then stop every process of it, as stop()
+    does (SIGTERM, SIGKILL after ``grace``). The supervisor records the outcome."""
+    write_atomic(os.path.join(job_dir, TIMED_OUT), f"{time.time()}\n".encode())
+    with open(os.path.join(job_dir, "confinement.json")) as f:
+        cgroup = open_cgroup(json.load(f), pid)
+    try:
+        cgroup.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while process_start_time(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_start_time(pid) is not None or cgroup.pids():
+            cgroup.kill_all()
+    except OSError:
+        pass  # it ended meanwhile
+    return 0
 
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
@@ -276,7 +315,8 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
         os.write(1, f"error {failed}\n".encode(errors="replace"))
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
-    final.update(outcome(wait_status, stopped=stopped, oom=stats.get("oom_kills", 0) > 0))
+    timed_out = os.path.exists(os.path.join(job_dir, TIMED_OUT))
+    final.update(outcome(wait_status, stopped=stopped, oom=stats.get("oom_kills", 0) > 0, timed_out=timed_out))
     # Without a cgroup, rusage is the best there is: the largest process, and the CPU of
     # the job's process and the descendants it waited for.
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
@@ -323,6 +363,9 @@ def main(argv: list[str]) -> int:
     try:
         if argv[0] == "--finish":
             return _finish_from_argv(argv[1:])
+        if argv[0] == "--time-out":
+            options = dict(zip(argv[2::2], argv[3::2]))
+            return time_out(argv[1], int(options["--pid"]), float(options.get("--grace", 5.0)))
         job_dir, plan = argv[1], parse_launch(argv[2:])
         if os.fork() != 0:
             os._exit(0)  # the starter reaps this one at once; the grandchild supervises

@@ -195,7 +195,8 @@ def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) ->
         if files != job.path:
             os.symlink(files / "log", job.path / "log")
         argv = [sbatch, "--parsable", f"--job-name={_job_name(job)}", f"--output={files / 'log'}",
-                "--no-requeue", f"--chdir={context['cwd']}", *sbatch_arguments(limits, options), str(script)]
+                "--no-requeue", f"--chdir={context['cwd']}", *sbatch_arguments(limits, options),
+                *_time_limit(spec, options), str(script)]
         answer = _run(argv, env=context["env"])
         if answer.returncode != 0:
             raise JobError(f"job {job.id}: Slurm refused it: {_slurm_message(answer.stderr)}", job_id=job.id)
@@ -290,6 +291,14 @@ def stop(job: SlurmBackend, grace: float) -> JobStatus:
                        f"scancel (state {current.state})" + (f": scancel said {said}" if said else ""),
                        job_id=job.id)
     return current
+
+
+def _time_limit(spec: dict[str, Any], options: dict[str, str]) -> list[str]:
+    """``new_job(timeout=...)`` as Slurm's ``--time`` (whole minutes, rounded up), unless
+    the Slurm ``time`` option says otherwise."""
+    if not spec.get("timeout") or "time" in options:
+        return []
+    return [f"--time={math.ceil(float(spec['timeout']) / 60)}"]
 
 
 def _isolation_note(limits: Limits, ask: bool = True) -> str:
