@@ -16,11 +16,13 @@ set, and otherwise starts its own the same way. The server tests import ``Server
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import ipaddress
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -31,9 +33,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerProcess", "TestPki", "Api", "Reply", "demo_environment", "main"]
+__all__ = ["ServerProcess", "TestPki", "Api", "Reply", "demo_environment", "main", "shared_state_dir"]
 
 _BANNER = re.compile(r"listening on (https://\S+?)/? ")
+_state_dir: Path | None = None
+
+
+def shared_state_dir() -> Path:
+    """One state directory (tenants' uids and homes) for every server this process starts,
+    so that no two of them give one uid to two tenants. It is outside /tmp (each job gets a
+    private /tmp) and reachable by the tenants' uids; removed when the process exits."""
+    global _state_dir
+    if _state_dir is None:
+        _state_dir = Path(tempfile.mkdtemp(prefix="jobber-test-state-", dir="/var/tmp"))
+        os.chmod(_state_dir, 0o711)
+        atexit.register(shutil.rmtree, _state_dir, True)
+    return _state_dir
 
 
 class ServerProcess:
@@ -46,13 +61,28 @@ class ServerProcess:
         port: 0 for any free port.
         job_user: ``--job-user``, or None for the server's default.
         log: where the server's stderr goes (default: ``jobs_dir``/../server-PORT.log).
+        single_tenant: ``--single-tenant``; None: when not root, or with ``job_user``
+            (the server refuses to run tenants' jobs as one uid without it).
+        state_dir: ``--state-dir`` when each tenant has a uid (default: ``shared_state_dir()``).
+        uid_range: ``--uid-range``.
+        private_tmp: False for ``--no-private-tmp``.
+        env: more of the server's environment.
+        args: more options of ``jobber serve`` (``["--max-connections", "100"]``).
     """
 
     def __init__(self, cert: Path, key: Path, root: Path, jobs_dir: Path, *, port: int = 0,
-                 job_user: str | None = None, log: Path | None = None, log_level: str = "info") -> None:
+                 job_user: str | None = None, log: Path | None = None, log_level: str = "info",
+                 single_tenant: bool | None = None, state_dir: Path | None = None, uid_range: str | None = None,
+                 private_tmp: bool = True, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.cert, self.key, self.root, self.jobs_dir = Path(cert), Path(key), Path(root), Path(jobs_dir)
         self.port = port
         self.job_user = job_user
+        self.single_tenant = (os.geteuid() != 0 or job_user is not None) if single_tenant is None else single_tenant
+        self.state_dir = state_dir
+        self.uid_range = uid_range
+        self.private_tmp = private_tmp
+        self.env = dict(env or {})
+        self.args = list(args or [])
         self.log_level = log_level
         self.log_path = Path(log) if log else self.jobs_dir.parent / f"server-{os.getpid()}-{time.monotonic_ns()}.log"
         self.url = ""
@@ -69,7 +99,16 @@ class ServerProcess:
                 "--log-level", self.log_level]
         if self.job_user:
             argv += ["--job-user", self.job_user]
-        env = {**os.environ, "JOBBER_JOBS_DIR": str(self.jobs_dir), "PYTHONUNBUFFERED": "1"}
+        if self.single_tenant:
+            argv.append("--single-tenant")
+        elif os.geteuid() == 0:
+            argv += ["--state-dir", str(self.state_dir or shared_state_dir())]
+        if self.uid_range:
+            argv += ["--uid-range", self.uid_range]
+        if not self.private_tmp:
+            argv.append("--no-private-tmp")
+        argv += self.args
+        env = {**os.environ, "JOBBER_JOBS_DIR": str(self.jobs_dir), "PYTHONUNBUFFERED": "1", **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self._log_file.tell()

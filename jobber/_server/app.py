@@ -9,6 +9,10 @@ acts on ``JobStore(hash)`` only (``routes.py``). Every failure is answered as JS
 
 Jobs live on disk (``$JOBBER_JOBS_DIR``), never in the server: a restarted server sees
 every job again, running or not, and followers resume from an offset.
+
+What a client may hold is bounded: connections and their deadlines (``connections.py``),
+each certificate's jobs and requests in flight, and its turn in the worker threads
+(``quotas.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pwd
 import signal
 import socket
 import ssl
@@ -29,10 +32,22 @@ from aiohttp import web
 
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
+from jobber._server.connections import (
+    ConnectionGate,
+    ConnectionLimits,
+    LogRateLimit,
+    exception_handler,
+    fit_limits,
+    raise_nofile_limit,
+    request_began,
+    request_ended,
+)
 from jobber._server.errors import ApiError, error_response, public_message
 from jobber._server.openapi import MAX_BODY_BYTES
+from jobber._server.quotas import QuotaExceeded, Quotas
 from jobber._server.routes import add_routes
 from jobber._server.state import CONFIG, HUB, VERDICTS, ServerConfig
+from jobber._server.tenancy import Tenancy, resolve_job_user, resolve_tenancy
 from jobber._server.tls import (
     Identity,
     Verdicts,
@@ -50,40 +65,9 @@ log = logging.getLogger("jobber.server")
 # In-flight requests get this long to finish on SIGTERM; followers are cut (their clients
 # resume from an offset against the next server).
 _SHUTDOWN_GRACE_S = 2.0
-
-
-def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
-    """Decide who runs the jobs: ``--job-user``, else nobody when root, else ourselves.
-
-    Returns:
-        (user to pass to ``Job.start``, or None for the server's user; the user's name).
-
-    Raises:
-        JobberError: the user does not exist, or switching to it needs root.
-    """
-    me = pwd.getpwuid(os.geteuid()).pw_name if _has_passwd_entry(os.geteuid()) else str(os.geteuid())
-    if job_user is None:
-        job_user = "nobody" if os.geteuid() == 0 else me
-    try:
-        entry = pwd.getpwnam(job_user)
-    except KeyError:
-        raise JobberError(f"--job-user {job_user!r}: no such user on this host; name an existing user") from None
-    if entry.pw_uid == os.geteuid():
-        return None, job_user
-    if os.geteuid() != 0:
-        raise JobberError(
-            f"--job-user {job_user!r} needs the server to run as root (it runs as {me}); "
-            "leave --job-user out to run jobs as yourself"
-        )
-    return job_user, job_user
-
-
-def _has_passwd_entry(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
+_SWITCH_INTERVAL_S = 0.001
+# The one line per request: never rate-limited (LogRateLimit), unlike the rest.
+_REQUEST_LINE = '%s "%s %s" %s %.1fms'
 
 
 @web.middleware
@@ -91,6 +75,7 @@ async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResp
     """Log one line per request; turn every failure into a JSON error, never a traceback."""
     started = time.perf_counter()
     status: int | str = "-"
+    request_began(request.transport)  # its head is in: the connection's header deadline is off
     try:
         response = await handler(request)
         status = response.status
@@ -98,7 +83,11 @@ async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResp
     except ApiError as err:
         status = err.status
         log.debug("%s %s: %s", request.method, request.path, err)
-        return error_response(err.status, str(err), err.kind, err.job_id)
+        return error_response(err.status, str(err), err.kind, err.job_id, err.headers, err.extra)
+    except QuotaExceeded as err:
+        status = 429
+        return error_response(429, str(err), "JobError", extra={"quota": err.quota, "limit": err.limit},
+                              headers={"Retry-After": "1"} if err.quota == "max_requests_in_flight" else None)
     except web.HTTPException as exc:
         status = exc.status
         return _http_error(request, exc)
@@ -113,11 +102,12 @@ async def _log_and_contain(request: web.Request, handler: Any) -> web.StreamResp
         log.exception("bug: %s %s failed", request.method, request.raw_path[:200])
         return error_response(500, "internal server error: the server's log has the details; please report it")
     finally:
+        request_ended(request.transport)
         identity = request.get("identity")
         who = identity.label if identity else "-"
         elapsed = (time.perf_counter() - started) * 1000
         # raw_path: as sent, still percent-encoded, so "%0a" cannot forge a log line.
-        log.info('%s "%s %s" %s %.1fms', who, request.method, request.raw_path[:200], status, elapsed)
+        log.info(_REQUEST_LINE, who, request.method, request.raw_path[:200], status, elapsed)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -153,20 +143,44 @@ async def _identify(request: web.Request, handler: Any) -> web.StreamResponse:
     return await handler(request)
 
 
-def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = None) -> web.Application:
+@web.middleware
+async def _admit(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count the request against its certificate's requests in flight (429 over the cap)."""
+    tenants = request.app[CONFIG].tenants
+    tenant = tenants.get(request["identity"].hash)
+    tenants.enter(tenant)
+    try:
+        return await handler(request)
+    finally:
+        tenants.leave(tenant)
+
+
+def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = None, *,
+             single_tenant: bool = False, uid_range: str | None = None, state_dir: str | None = None,
+             private_tmp: bool = True, tenancy: Tenancy | None = None, quotas: Quotas | None = None,
+             body_timeout: float | None = None) -> web.Application:
     """The aiohttp application (routes, middlewares, worker threads), without TLS.
 
     Args:
         root: the jobber root whose pool identifies callers (see ``default_root``).
-        job_user: run jobs as this user (default: nobody when root, else the caller).
+        job_user, single_tenant, uid_range, state_dir, private_tmp: who runs the jobs
+            (``tenancy.resolve_tenancy``), unless ``tenancy`` is given.
+        quotas: the caps per certificate (default ``Quotas()``).
+        body_timeout: seconds a request body may take to arrive (default: the
+            header timeout of ``ConnectionLimits()``).
 
     Raises:
-        JobberError: the job user is unusable.
+        JobberError: the job user is unusable, or tenants' jobs would share one uid
+            without ``single_tenant``.
     """
-    user, label = resolve_job_user(job_user)
-    home = os.path.expanduser("~")
-    config = ServerConfig(Path(os.path.abspath(default_root(root))), user, label, None if user else (home if os.path.isdir(home) else "/"))
-    app = web.Application(middlewares=[_log_and_contain, _identify], client_max_size=MAX_BODY_BYTES)
+    if tenancy is None:
+        tenancy = resolve_tenancy(single_tenant=single_tenant, job_user=job_user, uid_range=uid_range,
+                                  state_dir=state_dir, private_tmp=private_tmp)
+    config = ServerConfig(Path(os.path.abspath(default_root(root))), tenancy)
+    if quotas is not None:
+        config.quotas = config.tenants.quotas = quotas
+    config.body_timeout = body_timeout if body_timeout is not None else ConnectionLimits().header_timeout
+    app = web.Application(middlewares=[_log_and_contain, _identify, _admit], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[VERDICTS] = Verdicts(config.root)
     add_routes(app)
@@ -200,6 +214,7 @@ def _setup_logging(level: str) -> None:
         raise JobberError(f"--log-level {level!r}: use debug, info, warning or error")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(LogRateLimit(exempt=(_REQUEST_LINE,)))  # no flood of one kind of line
     for name in ("jobber.server", "aiohttp.server", "aiohttp.web"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -207,28 +222,40 @@ def _setup_logging(level: str) -> None:
         logger.propagate = False
 
 
-async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLContext, banner: str) -> None:
+async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLContext, banner: str,
+               limits: ConnectionLimits | None = None) -> None:
+    limits = limits or ConnectionLimits()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(exception_handler)
+    # The event loop's thread gets the GIL back within 1 ms, not 5, while worker threads
+    # encode a long listing: one tenant's load costs another's requests less latency.
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     # handler_cancellation: a follower whose client went away is cancelled at once, which
     # closes its log and its inotify subscription.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=_SHUTDOWN_GRACE_S)
+                           shutdown_timeout=_SHUTDOWN_GRACE_S, keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
+    assert runner.server is not None
+    # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp.
+    gate = ConnectionGate(limits, ssl_context, runner.server, loop)
+    server = await loop.create_server(gate, sock=sock, backlog=1024)
     try:
-        site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=1024)
-        await site.start()
-        print(banner, file=sys.stderr, flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        print(banner, file=sys.stderr, flush=True)  # after the handlers: a SIGTERM at once is a clean stop
         await stop.wait()
         log.info("stopping: jobs keep running; a new server picks them up")
     finally:
+        server.close()
+        gate.close()
         await runner.cleanup()
 
 
 def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str] | None = None,
-          job_user: str | None = None, log_level: str = "info") -> None:
+          job_user: str | None = None, log_level: str = "info", *, single_tenant: bool = False,
+          uid_range: str | None = None, state_dir: str | None = None, private_tmp: bool = True,
+          limits: ConnectionLimits | None = None, quotas: Quotas | None = None) -> None:
     """Serve the jobs API over HTTPS until SIGINT or SIGTERM.
 
     Prints ``jobber server: listening on https://HOST:PORT/ ...`` to stderr once ready
@@ -240,18 +267,34 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
         cert: the server's certificate (PEM, with its chain).
         key: its private key (PEM, unencrypted).
         root: the jobber root; clients are checked against ``<root>/pool/*.pem``.
-        job_user: run jobs as this user (default: nobody when root, else the server's user).
+        job_user: with ``single_tenant``, run every job as this user (default: nobody
+            when root, else the server's user).
         log_level: debug, info, warning or error.
+        single_tenant: run every certificate's jobs as one user (refused otherwise
+            when not root, or with ``job_user``).
+        uid_range: ``"LOW-HIGH"``, the uids tenants get (default 200000-265535).
+        state_dir: the tenants' registry and homes (default /var/lib/jobber).
+        private_tmp: give each job a private /tmp and /proc where the host allows.
+        limits: connection caps and deadlines (default ``ConnectionLimits()``); the soft
+            file descriptor limit is raised to the hard one, and the caps lowered to fit.
+        quotas: the caps per certificate (default ``Quotas()``).
 
     Raises:
-        JobberError: the pool is empty, the certificate or key unusable, the port taken,
-            or the job user unusable.
+        JobberError: the pool is empty, the certificate or key unusable (or readable by
+            tenants' jobs), the port taken, the job user unusable, or tenants' jobs
+            would share one uid without ``single_tenant``.
     """
     _setup_logging(log_level)
     send_tls_alerts()
+    limits = fit_limits(limits or ConnectionLimits(), raise_nofile_limit())
     root_path = Path(os.path.abspath(default_root(root)))
+    # Who runs the jobs is settled first: a refusal must not wait on the certificates.
+    tenancy = resolve_tenancy(single_tenant=single_tenant, job_user=job_user, uid_range=uid_range,
+                              state_dir=state_dir, private_tmp=private_tmp)
+    tenancy.check_secret(key, "the server's key")
+    tenancy.setup()
     ssl_context = make_ssl_context(cert, key, root_path)
-    app = make_app(root_path, job_user)
+    app = make_app(root_path, tenancy=tenancy, quotas=quotas, body_timeout=limits.header_timeout)
     config = app[CONFIG]
     sock = _listen(host, port)
     bound = sock.getsockname()
@@ -259,8 +302,13 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
     from jobber._jobs.store import jobs_dir
 
     banner = (f"jobber server: listening on https://{shown}:{bound[1]}/ (TLS 1.3, client certificates "
-              f"checked against {root_path / 'pool'}; jobs run as {config.job_user_label}, stored in {jobs_dir()})")
+              f"checked against {root_path / 'pool'}; jobs run as {config.tenancy.label}, stored in {jobs_dir()})")
+    quota = config.quotas
+    log.info("limits: %d connections (%d per peer address), TLS handshake within %g s, request headers within %g s, "
+             "idle connections closed after %g s; per certificate: %d running jobs, %d jobs kept, %d requests in flight",
+             limits.max_connections, limits.max_per_peer, limits.handshake_timeout, limits.header_timeout,
+             limits.keepalive_timeout, quota.max_running_jobs, quota.max_jobs, quota.max_requests_in_flight)
     try:
-        asyncio.run(_run(app, sock, ssl_context, banner))
+        asyncio.run(_run(app, sock, ssl_context, banner, limits))
     finally:
         sock.close()

@@ -26,11 +26,14 @@ class ApiError(Exception):
         job_id: the job concerned, if any.
     """
 
-    def __init__(self, status: int, message: str, kind: str = "JobberError", job_id: int | None = None) -> None:
+    def __init__(self, status: int, message: str, kind: str = "JobberError", job_id: int | None = None, *,
+                 extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.job_id = job_id
+        self.extra = extra or {}  # more fields of the body: a 429's "quota" and "limit"
+        self.headers = headers
 
 
 def public_message(message: str) -> str:
@@ -39,9 +42,10 @@ def public_message(message: str) -> str:
 
 
 def error_response(status: int, message: str, kind: str = "JobberError", job_id: int | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
+                   headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> web.Response:
     """The JSON error body every failure gets."""
     body: dict[str, Any] = {"error": message, "type": kind}
     if job_id is not None:
         body["job_id"] = job_id
+    body.update(extra or {})
     return web.json_response(body, status=status, headers=headers)

@@ -9,13 +9,20 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS"]
+__all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS",
+           "MAX_OFFSET", "MAX_JOB_ID", "DEFAULT_LIST_JOBS", "MAX_LIST_JOBS"]
 
 MAX_BODY_BYTES = 1 << 20
 MAX_READ_BYTES = 1 << 20
 DEFAULT_READ_BYTES = 1 << 16
 MAX_GRACE_S = 300.0
 MAX_WAIT_S = 60.0
+# Log offsets and tails: 8 PiB, exact in any JSON number; no log is that long, and
+# larger offsets would overflow the kernel's (offset + length) for a read.
+MAX_OFFSET = (1 << 53) - 1
+MAX_JOB_ID = 10**18 - 1  # ids have at most 18 digits (JobStore)
+DEFAULT_LIST_JOBS = 100
+MAX_LIST_JOBS = 1000
 # No machine has a million CPUs; larger values overflow the cgroup quota arithmetic.
 MAX_CPUS = 4096  # as jobber.Limits: more CPUs than any machine has are refused
 
@@ -54,6 +61,12 @@ _SCHEMAS: dict[str, Any] = {
                 "enum": ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError"],
             },
             "job_id": {"type": "integer"},
+            "quota": {
+                "type": "string",
+                "description": "with 429: the cap reached (the limit is in limit)",
+                "enum": ["max_running_jobs", "max_jobs", "max_requests_in_flight"],
+            },
+            "limit": {"type": "integer", "description": "with 429: the cap's value"},
         },
     },
     "LimitsRequest": {
@@ -122,7 +135,14 @@ _SCHEMAS: dict[str, Any] = {
     "JobList": {
         "type": "object",
         "required": ["jobs"],
-        "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+            "next_after": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "present when more jobs follow: ask again with after=this (absent from the last page)",
+            },
+        },
     },
     "NewJob": {
         "type": "object",
@@ -155,6 +175,11 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "seconds between SIGTERM and SIGKILL",
             },
         },
+    },
+    "Removed": {
+        "type": "object",
+        "required": ["id", "removed"],
+        "properties": {"id": {"type": "integer", "minimum": 1}, "removed": {"const": True}},
     },
     "Identity": {
         "type": "object",
@@ -193,6 +218,9 @@ _FORBIDDEN = _error("the client certificate passed TLS but is not a valid identi
 _NOT_FOUND = _error("this certificate has no such job")
 _CONFLICT = _error("the job is not in a state that allows this (already started, never started)")
 _TOO_LARGE = _error(f"the body is over {MAX_BODY_BYTES} bytes")
+_SLOW_BODY = _error("the body did not arrive in time (jobber serve --header-timeout)")
+_QUOTA = _error("a cap of this certificate is reached: quota names it, limit gives its value "
+                "(jobber serve --max-running-jobs, --max-jobs, --max-requests-in-flight)")
 _OFFSET_HEADERS = {
     "X-Jobber-Offset": {
         "description": "the log offset of the first byte of the body",
@@ -205,21 +233,30 @@ _PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getOpenAPI",
             "summary": "This document",
-            "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "429": _QUOTA},
         },
     },
     "/v1/identity": {
         "get": {
             "operationId": "getIdentity",
             "summary": "Who the server takes the caller to be (its certificate's hash and subject)",
-            "responses": {"200": _ok("the caller's identity", "Identity"), "403": _FORBIDDEN},
+            "responses": {"200": _ok("the caller's identity", "Identity"), "403": _FORBIDDEN, "429": _QUOTA},
         },
     },
     "/v1/jobs": {
         "get": {
             "operationId": "listJobs",
-            "summary": "The caller's jobs, by id, with their status",
-            "responses": {"200": _ok("the jobs", "JobList"), "400": _BAD, "403": _FORBIDDEN},
+            "summary": "The caller's jobs, by id, with their status, a page at a time",
+            "parameters": [
+                {"name": "limit", "in": "query", "required": False,
+                 "description": f"most jobs in this page (default {DEFAULT_LIST_JOBS})",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_JOBS, "default": DEFAULT_LIST_JOBS}},
+                {"name": "after", "in": "query", "required": False,
+                 "description": "only jobs with a larger id: the next_after of the previous page",
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_JOB_ID, "default": 0}},
+            ],
+            "responses": {"200": _ok("the jobs", "JobList"), "400": _BAD, "403": _FORBIDDEN, "429": _QUOTA},
         },
         "post": {
             "operationId": "createJob",
@@ -229,8 +266,10 @@ _PATHS: dict[str, Any] = {
                 "201": _ok("the job, with its status", "Job"),
                 "400": _BAD,
                 "403": _FORBIDDEN,
+                "408": _SLOW_BODY,
                 "409": _error("the job was created but could not start (job_id says which)"),
                 "413": _TOO_LARGE,
+                "429": _QUOTA,
             },
         },
     },
@@ -248,7 +287,23 @@ _PATHS: dict[str, Any] = {
                     "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
                 },
             ],
-            "responses": {"200": _ok("the job", "Job"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND},
+            "responses": {"200": _ok("the job", "Job"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
+                          "429": _QUOTA},
+        },
+        "delete": {
+            "operationId": "removeJob",
+            "summary": "Remove an ended (or never started) job: its directory and log",
+            "parameters": [_JOB_ID],
+            "responses": {
+                "200": _ok("the job is gone", "Removed"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "404": _NOT_FOUND,
+                "408": _SLOW_BODY,
+                "409": _error("the job is running, or starting: stop it first"),
+                "413": _TOO_LARGE,
+                "429": _QUOTA,
+            },
         },
     },
     "/v1/jobs/{job_id}/start": {
@@ -261,8 +316,10 @@ _PATHS: dict[str, Any] = {
                 "400": _BAD,
                 "403": _FORBIDDEN,
                 "404": _NOT_FOUND,
+                "408": _SLOW_BODY,
                 "409": _CONFLICT,
                 "413": _TOO_LARGE,
+                "429": _QUOTA,
             },
         },
     },
@@ -277,8 +334,10 @@ _PATHS: dict[str, Any] = {
                 "400": _BAD,
                 "403": _FORBIDDEN,
                 "404": _NOT_FOUND,
+                "408": _SLOW_BODY,
                 "409": _CONFLICT,
                 "413": _TOO_LARGE,
+                "429": _QUOTA,
             },
         },
     },
@@ -296,10 +355,10 @@ _PATHS: dict[str, Any] = {
             "parameters": [
                 _JOB_ID,
                 {"name": "offset", "in": "query", "required": False, "description": "byte offset to start at",
-                 "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
                 {"name": "tail", "in": "query", "required": False,
                  "description": "start this many bytes before the end instead (not with offset)",
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
                 {"name": "length", "in": "query", "required": False,
                  "description": "most bytes to return (default 65536); with follow, the stream ends after this many",
                  "schema": {"type": "integer", "minimum": 1, "maximum": MAX_READ_BYTES, "default": DEFAULT_READ_BYTES}},
@@ -315,6 +374,7 @@ _PATHS: dict[str, Any] = {
                 "400": _BAD,
                 "403": _FORBIDDEN,
                 "404": _NOT_FOUND,
+                "429": _QUOTA,
             },
         },
     },

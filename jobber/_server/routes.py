@@ -2,9 +2,11 @@
 
 Every handler works on ``JobStore(<caller's certificate hash>)`` only, so another
 certificate's job id is answered exactly like an id that was never used. Blocking core
-calls (start spawns a supervisor, stop waits out its grace period, status reads a few
-files) run in worker threads; following a log and waiting for a job's end run on the
-event loop (``watch.py``).
+calls (start spawns a supervisor, status reads a few files, a listing many, log reads)
+run in the worker threads every tenant shares in turn (``quotas.FairPool``); following a
+log, waiting for a job's end and a stop's grace period run on the event loop
+(``watch.py``), holding no thread. Each certificate's caps (``quotas.Tenants``) and
+every input are checked before anything is made.
 """
 
 from __future__ import annotations
@@ -17,20 +19,35 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from aiohttp import web
 
 from jobber import __version__
 from jobber._backends.context import check_env
+from jobber._backends.local import isolation
 from jobber._errors import JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
+from jobber._jobs.jobdir import JobDir
+from jobber._jobs.status import JobStatus
 from jobber._jobs.store import JobStore, jobs_dir
 from jobber._limits import Limits
 from jobber._server.errors import ApiError, public_message
-from jobber._server.openapi import DEFAULT_READ_BYTES, MAX_GRACE_S, MAX_READ_BYTES, MAX_WAIT_S, openapi_document
+from jobber._server.openapi import (
+    DEFAULT_LIST_JOBS,
+    DEFAULT_READ_BYTES,
+    MAX_GRACE_S,
+    MAX_JOB_ID,
+    MAX_LIST_JOBS,
+    MAX_OFFSET,
+    MAX_READ_BYTES,
+    MAX_WAIT_S,
+    openapi_document,
+)
+from jobber._server.quotas import Tenant
 from jobber._server.state import CONFIG, HUB
 from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
 
@@ -41,6 +58,11 @@ log = logging.getLogger("jobber.server")
 # A follower whose client has not taken a chunk for this long is dropped: it holds a log
 # descriptor and buffers, and other followers must not wait behind it.
 _WRITE_TIMEOUT_S = 60.0
+# After SIGKILL, how long a stop waits for the job to be gone (as LocalBackend.stop).
+_KILL_WAIT_S = 10.0
+# A lone UTF-16 surrogate: JSON's "\ud800" parses into one, and no file, argument or
+# environment can hold it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _JOB_ID = re.compile(r"^[0-9]{1,18}$")
 _CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$")
 _NEW_JOB_EXAMPLE = '{"command": "python train.py", "limits": {"cpu": 1, "memory": "2G"}}'
@@ -62,13 +84,36 @@ def add_routes(app: web.Application) -> None:
     get("/v1/jobs", list_jobs)
     app.router.add_post("/v1/jobs", create_job)
     get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
     app.router.add_post("/v1/jobs/{job_id}/start", start_job)
     app.router.add_post("/v1/jobs/{job_id}/stop", stop_job)
     get("/v1/jobs/{job_id}/log", read_log)
 
 
-async def _blocking(pool: Executor, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+async def _work(request: web.Request, fn: Callable[..., Any], *args: Any, must_run: bool = False) -> Any:
+    """``fn(*args)`` in the shared worker threads, on the caller's turn (``quotas.FairPool``)."""
+    return await request.app[CONFIG].work.run(request["identity"].hash, fn, *args, must_run=must_run)
+
+
+def _tenant(request: web.Request) -> Tenant:
+    return request.app[CONFIG].tenants.get(request["identity"].hash)
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is None
+
+
+def _json_reply(body: bytes, status: int = 200) -> web.Response:
+    """A JSON body encoded in a worker thread (a long listing takes a while to encode)."""
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _encoded(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _job_bytes(job: Job, status: Any = None) -> bytes:
+    return _encoded(_job_json(job, status))
 
 
 def _store(request: web.Request) -> JobStore:
@@ -154,7 +199,11 @@ def _reject_constant(name: str) -> Any:
 
 
 async def _json_body(request: web.Request, fields: set[str], required: set[str], example: str) -> dict[str, Any]:
-    raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge, a 413
+    timeout = request.app[CONFIG].body_timeout
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)  # over client_max_size: a 413
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s: send it whole, at once") from None
     if not raw.strip():
         if required:
             raise ApiError(400, f"the request body is empty: send a JSON object such as {example}")
@@ -166,6 +215,7 @@ async def _json_body(request: web.Request, fields: set[str], required: set[str],
         raise ApiError(400, f"the request body is not valid JSON ({detail}): send an object such as {example}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object such as {example}, not a {type(data).__name__}")
+    _check_text(data)
     unknown = sorted(set(data) - fields)
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
@@ -174,6 +224,21 @@ async def _json_body(request: web.Request, fields: set[str], required: set[str],
     if missing:
         raise ApiError(400, f"missing field(s) {', '.join(missing)}: send an object such as {example}")
     return data
+
+
+def _check_text(data: Any) -> None:
+    """Refuse a lone surrogate anywhere in the parsed body (walked without recursion)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and (found := _SURROGATE.search(value)):
+            raise ApiError(400, f"the request body holds a lone surrogate (\\u{ord(found.group()):04x}) in a string: "
+                                "a \\uD800-\\uDFFF escape must be one half of a pair; send valid Unicode text")
 
 
 def _limits(value: Any) -> Limits | None:
@@ -201,8 +266,8 @@ def _limits(value: Any) -> Limits | None:
 
 
 def _start(request: web.Request, job: Job) -> None:
-    config = request.app[CONFIG]
-    job.start(user=config.job_user, cwd=config.job_cwd)
+    # As the tenant's own uid, with nothing of the server's environment (tenancy.py).
+    request.app[CONFIG].tenancy.start(job, request["identity"].hash)
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -217,10 +282,29 @@ async def get_identity(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    _query(request, {})
-    store = _store(request)
-    jobs = await _blocking(request.app[CONFIG].starts, lambda: [_job_json(job) for job in store.get_jobs()])
-    return web.json_response({"jobs": jobs})
+    query = _query(request, {"limit": _whole(1, MAX_LIST_JOBS), "after": _whole(0, MAX_JOB_ID)})
+    page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS))
+    return _json_reply(page)
+
+
+def _list_page(store: JobStore, after: int, limit: int) -> bytes:
+    """Up to ``limit`` jobs with ids above ``after``, and the ``after`` of the next page
+    when there is one (``next_after``, absent from the last page)."""
+    jobs = [job for job in store.get_jobs() if job.id > after]
+    listed: list[dict[str, Any]] = []
+    last = after
+    for job in jobs:
+        if len(listed) == limit:
+            break
+        last = job.id
+        try:
+            listed.append(_job_json(job))
+        except JobError:
+            if job.path is not None and job.path.is_dir():
+                raise
+            # removed since the directory was listed: not part of the answer
+    more = len(listed) == limit and jobs[-1].id > last
+    return _encoded({"jobs": listed, "next_after": last} if more else {"jobs": listed})
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -240,15 +324,40 @@ async def create_job(request: web.Request) -> web.Response:
     if not isinstance(start, bool):
         raise ApiError(400, f"start must be true or false, not {json.dumps(start)[:40]}")
     config = request.app[CONFIG]
-    job = await _blocking(config.starts, lambda: _store(request).new_job(command, limits, env=env))
+    tenants, tenant, store = config.tenants, _tenant(request), _store(request)
+    await tenants.reserve_job(tenant, store)  # 429 over a cap: nothing is made
+    try:
+        if start:
+            await tenants.reserve_start(tenant, store)
+    except BaseException:
+        tenants.job_created(tenant, False)
+        raise
+    # Made even if the client hangs up meanwhile, and counted by the callback either way.
+    creation = config.work.submit(tenant.owner, lambda: store.new_job(command, limits, env=env), must_run=True)
+    creation.add_done_callback(lambda done: tenants.job_created(tenant, _succeeded(done)))
+    try:
+        job = await asyncio.shield(creation)
+    except BaseException:
+        if start:
+            tenants.job_started(tenant, -1, False)
+        raise
     if start:
         try:
-            await _blocking(config.starts, _start, request, job)
+            await _start_counted(request, tenant, job)
         except JobError as err:
-            log.warning("job %d of %s did not start: %s", job.id, request["identity"].label, err)
+            log.warning("job %d of %s did not start: %s", job.id, request["identity"].label, public_message(str(err)))
             raise ApiError(409, f"job {job.id} was created but did not start: {public_message(str(err))}",
                            "JobError", job.id) from None
-    return web.json_response(await _blocking(config.starts, _job_json, job), status=201)
+    return _json_reply(await _work(request, _job_bytes, job), status=201)
+
+
+async def _start_counted(request: web.Request, tenant: Tenant, job: Job) -> None:
+    """Start a job whose start ``reserve_start`` counted: it runs, and is counted as
+    running or not, even when the client hangs up meanwhile."""
+    config = request.app[CONFIG]
+    future = config.work.submit(tenant.owner, _start, request, job, must_run=True)
+    future.add_done_callback(lambda done: config.tenants.job_started(tenant, job.id, _succeeded(done)))
+    await asyncio.shield(future)
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -257,19 +366,32 @@ async def get_job(request: web.Request) -> web.Response:
     status = None
     if query.get("wait"):
         status = await wait_for_end(request.app[HUB], job, query["wait"])
-    return web.json_response(await _blocking(request.app[CONFIG].starts, _job_json, job, status))
+    return _json_reply(await _work(request, _job_bytes, job, status))
 
 
 async def start_job(request: web.Request) -> web.Response:
     _query(request, {})
     job = _job(request)
     await _json_body(request, set(), set(), "{}")
-    config = request.app[CONFIG]
+    tenant = _tenant(request)
+    await request.app[CONFIG].tenants.reserve_start(tenant, _store(request))
     try:
-        await _blocking(config.starts, _start, request, job)
+        await _start_counted(request, tenant, job)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
-    return web.json_response(await _blocking(config.starts, _job_json, job))
+    return _json_reply(await _work(request, _job_bytes, job))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    _query(request, {})
+    job = _job(request)
+    await _json_body(request, set(), set(), "{}")
+    try:
+        await _work(request, job.remove)
+    except JobError as err:
+        raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
+    request.app[CONFIG].tenants.job_removed(_tenant(request), job.id)
+    return web.json_response({"id": job.id, "removed": True})
 
 
 async def stop_job(request: web.Request) -> web.Response:
@@ -279,19 +401,74 @@ async def stop_job(request: web.Request) -> web.Response:
     grace = data.get("grace", 5.0)
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE_S:
         raise ApiError(400, f"grace must be a number of seconds from 0 to {MAX_GRACE_S:g}, not {json.dumps(grace)[:40]}")
-    config = request.app[CONFIG]
+    # A task of its own: the stop runs to its end (SIGKILL after the grace) even if the
+    # client hangs up meanwhile.
+    stopping = asyncio.ensure_future(_stop(request, _store(request), job, float(grace)))
     try:
-        status = await _blocking(config.stops, job.stop, float(grace))
+        status = await asyncio.shield(stopping)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
-    return web.json_response(await _blocking(config.starts, _job_json, job, status))
+    return _json_reply(await _work(request, _job_bytes, job, status))
+
+
+async def _stop(request: web.Request, store: JobStore, job: Job, grace: float) -> JobStatus:
+    """``LocalBackend.stop`` with its waits on the event loop: SIGTERM, the grace period
+    (no thread is held meanwhile), SIGKILL, the job gone.
+
+    Raises:
+        JobError: never started, its processes cannot be signalled, or it did not end.
+    """
+    hub = request.app[HUB]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    status = await _work(request, _send_stop, store, job, grace <= 0, must_run=True)
+    if not status.ended and grace > 0:
+        status = await wait_for_end(hub, job, grace)
+        if not status.ended and hub.closed:
+            # The server is stopping: the rest of the grace in a thread of its own, which
+            # the process waits for before it exits.
+            left = max(0.0, deadline - loop.time())
+            threading.Thread(target=job.stop, args=(left,), name=f"jobber-stop-{job.id}", daemon=False).start()
+            return status
+        if not status.ended:
+            status = await _work(request, _send_stop, store, job, True, must_run=True)
+    if not status.ended:
+        status = await wait_for_end(hub, job, _KILL_WAIT_S)
+    if not status.ended and not hub.closed:
+        raise JobError(f"job {job.id} did not end after SIGKILL (state {status.state})", job_id=job.id)
+    return status
+
+
+def _send_stop(store: JobStore, job: Job, kill: bool) -> JobStatus:
+    """Record that the job is being stopped and signal every process of it (SIGTERM, or
+    SIGKILL with ``kill``), without waiting; the status as it was just before.
+
+    Raises:
+        JobError: the job was never started, or its processes cannot be signalled.
+    """
+    status = job.status()
+    if status.ended:
+        return status
+    if status.state == "created":
+        raise JobError(f"job {job.id} was never started: nothing to stop", job_id=job.id)
+    jobdir = JobDir(store.path, store.owner, job.id)
+    jobdir.request_stop()
+    cgroup = isolation.open_cgroup(jobdir.read("confinement.json") or {}, status.pid)
+    try:
+        if kill:
+            cgroup.kill_all()
+        else:
+            cgroup.signal_all(signal.SIGTERM)
+    except OSError as err:
+        raise JobError(f"job {job.id}: cannot signal its processes: {err}", job_id=job.id) from err
+    return status
 
 
 async def read_log(request: web.Request) -> web.StreamResponse:
     hint = "; to start N bytes before the end, pass tail=N"
     query = _query(request, {
-        "offset": _whole(0, hint=hint),
-        "tail": _whole(0),
+        "offset": _whole(0, MAX_OFFSET, hint=hint),
+        "tail": _whole(0, MAX_OFFSET),
         "length": _whole(1, MAX_READ_BYTES),
         "follow": _flag,
     })
@@ -300,6 +477,13 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     job = _job(request)
     if query.get("follow"):
         return await _follow(request, job, query)
+    start, data = await _work(request, _read, job, query)
+    return web.Response(body=data, content_type="application/octet-stream",
+                        headers={"X-Jobber-Offset": str(start), "Cache-Control": "no-store"})
+
+
+def _read(job: Job, query: dict[str, Any]) -> tuple[int, bytes]:
+    """(the offset of the first byte, the bytes) of a log read."""
     fd = -1
     try:
         fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -309,12 +493,11 @@ async def read_log(request: web.Request) -> web.StreamResponse:
         size = os.fstat(fd).st_size if fd >= 0 else 0
         start = max(0, size - query["tail"]) if "tail" in query else query.get("offset", 0)
         buf = bytearray(min(query.get("length", DEFAULT_READ_BYTES), query.get("tail", MAX_READ_BYTES)))
-        n = os.preadv(fd, [buf], start) if fd >= 0 and buf else 0
+        n = os.preadv(fd, [buf], start) if fd >= 0 and buf and start < size else 0
     finally:
         if fd >= 0:
             os.close(fd)
-    return web.Response(body=bytes(buf[:n]), content_type="application/octet-stream",
-                        headers={"X-Jobber-Offset": str(start), "Cache-Control": "no-store"})
+    return start, bytes(buf[:n])
 
 
 async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.StreamResponse:

@@ -6,19 +6,22 @@ both import this module rather than each other.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from jobber._server.quotas import FairPool, Quotas, Tenants
+from jobber._server.tenancy import Tenancy
 from jobber._server.tls import Verdicts
 from jobber._server.watch import WatchHub
 
-# A job start spawns a supervisor (tens of ms, mostly waiting): enough threads that 50
-# concurrent starts do not queue. Stops wait out their grace period: their own pool.
-_START_THREADS = 32
-_STOP_THREADS = 64
+# Every blocking call (a start spawns a supervisor, a status reads a few files, a listing
+# many) runs in one pool of threads, taken from the tenants in turn, at most
+# _PER_TENANT_THREADS of one tenant at once: another tenant waits for one free thread at
+# most. Stops wait out their grace period on the event loop, holding no thread.
+_THREADS = 32
+_PER_TENANT_THREADS = 2
 
 
 @dataclass
@@ -27,24 +30,26 @@ class ServerConfig:
 
     Attributes:
         root: the jobber root whose ``pool`` directory holds the trusted certificates.
-        job_user: the user jobs run as, or None for the server's own user.
-        job_user_label: that user's name, for messages.
-        job_cwd: the jobs' working directory when they run as the server's user (the
-            job user's home otherwise, or / when it has none: job directories are
-            private to the server's user).
+        tenancy: who runs each tenant's jobs, and how (``tenancy.py``): a uid of each
+            tenant's own, or one user for all with ``--single-tenant``.
+        quotas: the caps per certificate (``quotas.py``); ``tenants`` keeps the counts.
+        body_timeout: seconds a request body may take to arrive.
+        work: the threads every blocking call runs in, shared fairly by the tenants.
     """
 
     root: Path
-    job_user: str | None
-    job_user_label: str
-    job_cwd: str | None = None
-    starts: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_START_THREADS, "jobber-start"))
-    stops: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(_STOP_THREADS, "jobber-stop"))
+    tenancy: Tenancy
+    quotas: Quotas = field(default_factory=Quotas)
+    body_timeout: float = 10.0  # seconds a request body may take to arrive (--header-timeout)
+    work: FairPool = field(default_factory=lambda: FairPool(_THREADS, _PER_TENANT_THREADS, "jobber-work"))
+    tenants: Tenants = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tenants = Tenants(self.quotas, self.work)
 
     def close(self) -> None:
         """Let the worker threads go once their current calls finish."""
-        self.starts.shutdown(wait=False, cancel_futures=True)
-        self.stops.shutdown(wait=False, cancel_futures=True)
+        self.work.close()
 
 
 CONFIG = web.AppKey("config", ServerConfig)

@@ -39,6 +39,7 @@ from jobber._limits import Limits
 __all__ = ["RemoteSession"]
 
 _IDLE_REUSE_S = 20.0  # the server closes idle connections after 75 s: never race it
+_PAGE = 500  # jobs per listing request (the server allows up to 1000)
 # The server's TLS alerts when it refuses the client certificate, and what they mean.
 _TLS_REFUSALS = {
     "ALERT_CERTIFICATE_REQUIRED": "it requires a client certificate",
@@ -162,7 +163,12 @@ class RemoteSession:
         Raises:
             JobberError: the server is unreachable or failed.
         """
-        jobs = [Job(RemoteBackend(self, data)) for data in self._json("GET", "/v1/jobs")["jobs"]]
+        jobs = []
+        after: int | None = 0
+        while after is not None:  # the server answers a page at a time
+            page = self._json("GET", f"/v1/jobs?{urlencode({'limit': _PAGE, 'after': after})}")
+            jobs += [Job(RemoteBackend(self, data)) for data in page["jobs"]]
+            after = page.get("next_after")
         return jobs if label is None else [job for job in jobs if job.label == label]
 
     def find_job(self, ref: int | str) -> Job:
@@ -324,6 +330,8 @@ class RemoteSession:
             return LimitError(message, job_id=job_id)
         if kind == "CertificateError" or status == 403:
             return CertificateError(message)
+        if status == 429:  # a cap of this certificate on the server: the message names it and its value
+            return JobError(message, job_id=job_id)
         if kind == "JobError" or status in (409, 413):
             return JobError(message, job_id=job_id)
         return JobberError(message)

@@ -1,0 +1,573 @@
+"""What one client may take of the server, tested for real over loopback.
+
+- Connections: a flood of idle TCP connections is held under ``--max-connections`` (at
+  little memory), refused past the caps (per peer address and in all) without a log line
+  each, and an authenticated request still answers; a TLS client trickling its headers,
+  a client that never starts or never finishes its handshake, and an idle kept-alive
+  connection are each closed by their deadline.
+- Quotas per certificate: jobs running, jobs kept and requests in flight, each answered
+  429 with a JSON body naming the cap; the Python client raises JobError for it.
+- Fairness: while tenant B runs 64 listings and 64 stops with a grace period at once,
+  tenant A's requests are answered within a couple of seconds.
+- Listing is paginated; inputs that cannot work (lone surrogates, NULs, huge offsets,
+  ids that are not numbers) get 400 before anything is made, and nothing is left stuck.
+
+The flood sends from other loopback addresses (127.0.0.2, ...) than the authenticated
+client (127.0.0.1): Linux routes all of 127/8 to the loopback device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import jobber
+from jobber import JobError
+from jobber._backends.remote import session as remote_session
+from jobber._server.connections import ConnectionLimits, LogRateLimit, fit_limits
+from jobber._server.quotas import FairPool
+from polling import poll
+from serve_for_notebooks import Api, ServerProcess
+
+FLOOD = 1000
+LIVENESS_S = 15.0  # generous: "closed by its deadline" means before this, never a tighter bound
+
+
+def _nofile(need: int) -> None:
+    """Raise this process's descriptor limit to what the test needs, or skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} file descriptors, the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def _server(pki, tmp_path_factory, *args: str) -> ServerProcess:
+    jobs = tmp_path_factory.mktemp("limits") / "jobs"
+    return ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=list(args)).start()
+
+
+def _fds(server: ServerProcess) -> int:
+    return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+
+def _rss_mib(server: ServerProcess) -> float:
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _connect_from(address: str, server: ServerProcess) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((address, 0))
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    return sock
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    poller = select.poll()  # not select(): the flood's descriptors are above 1024
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+def _closed_by_server(sock: socket.socket, within: float = LIVENESS_S) -> bool:
+    """Did the server close this (silent) connection within ``within`` seconds?"""
+    deadline = time.monotonic() + within
+    while True:
+        if _readable(sock, deadline - time.monotonic()):
+            try:
+                if sock.recv(4096) == b"":
+                    return True
+            except (ssl.SSLWantReadError, BlockingIOError):
+                continue
+            except OSError:  # reset, or TLS cut short: closed
+                return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def _closed_now(sock: socket.socket) -> bool:
+    return _closed_by_server(sock, 0)
+
+
+def _client_hello() -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _tls(api: Api, server: ServerProcess) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return api.context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _connection_lines(server: ServerProcess) -> list[str]:
+    return [line for line in server.log().splitlines() if "jobber.server: connections" in line]
+
+
+@pytest.fixture(scope="module")
+def flooded(pki, tmp_path_factory):
+    """A server whose caps a test reaches with a thousand idle connections."""
+    _nofile(4 * FLOOD + 512)
+    server = _server(pki, tmp_path_factory, "--max-connections", str(FLOOD + 200),
+                     "--max-connections-per-peer", str(FLOOD), "--handshake-timeout", "120")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log() and "bug:" not in server.log(), server.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def strict(pki, tmp_path_factory):
+    """A server with deadlines of a few seconds."""
+    server = _server(pki, tmp_path_factory, "--handshake-timeout", "2", "--header-timeout", "2",
+                     "--keepalive-timeout", "4")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log() and "bug:" not in server.log(), server.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def capped(pki, tmp_path_factory):
+    """A server with small caps per certificate."""
+    server = _server(pki, tmp_path_factory, "--max-running-jobs", "2", "--max-jobs", "4",
+                     "--max-requests-in-flight", "3")
+    yield server
+    server.stop()
+    assert "bug:" not in server.log(), server.log()[-3000:]
+
+
+class TestConnectionFlood:
+    def test_idle_connections_are_held_under_the_caps_and_refused_over_them(self, flooded, pki):
+        api = Api(flooded.url, *pki.client("flooded-alice"), pki.server_ca)
+        assert api("GET", "/v1/identity").status == 200
+        assert poll(lambda: _fds(flooded) <= 10)  # that request's connection is gone
+        fds, rss = _fds(flooded), _rss_mib(flooded)
+        idle = [_connect_from("127.0.0.2", flooded) for _ in range(FLOOD)]
+        try:
+            assert poll(lambda: _fds(flooded) >= fds + FLOOD - 2), (_fds(flooded), fds)  # every one held
+            assert not any(_closed_now(sock) for sock in idle)
+            assert _rss_mib(flooded) - rss < 100, (rss, _rss_mib(flooded))
+            started = time.monotonic()
+            assert api("GET", "/v1/identity", timeout=LIVENESS_S).status == 200
+            assert time.monotonic() - started < LIVENESS_S
+
+            # Past the per-peer cap: refused (closed) at once; other addresses still get in.
+            extra = [_connect_from("127.0.0.2", flooded) for _ in range(50)]
+            assert all(_closed_by_server(sock) for sock in extra)
+            for sock in extra:
+                sock.close()
+            # Past the total cap: the oldest of those that never spoke make room, once they
+            # are a second old (younger ones may be real clients in their handshake).
+            time.sleep(1.5)
+            others = [_connect_from("127.0.0.3", flooded) for _ in range(400)]
+            assert poll(lambda: sum(_closed_now(sock) for sock in idle[:300]) >= 150)
+            assert _fds(flooded) <= fds + FLOOD + 200 + 10, (_fds(flooded), fds)  # never over the cap
+            assert api("GET", "/v1/identity", timeout=LIVENESS_S).status == 200
+            for sock in others:
+                sock.close()
+        finally:
+            for sock in idle:
+                sock.close()
+        assert poll(lambda: _fds(flooded) <= fds + 5), (_fds(flooded), fds)
+        # A few summary lines, not a line (nor a traceback) per connection.
+        lines = _connection_lines(flooded)
+        assert 1 <= len(lines) <= 6, lines
+        assert any("refused over --max-connections-per-peer" in line for line in lines), lines
+        assert "Traceback" not in flooded.log()
+
+
+class TestDeadlines:
+    @pytest.fixture
+    def api(self, strict, pki):
+        return Api(strict.url, *pki.client(), pki.server_ca)
+
+    def test_a_client_that_never_speaks_is_closed(self, strict):
+        with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+            assert _closed_by_server(sock)
+        assert poll(lambda: any("sending nothing for --handshake-timeout" in line for line in _connection_lines(strict)))
+
+    def test_a_handshake_left_unfinished_is_closed(self, strict):
+        with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+            sock.sendall(_client_hello())  # and never the rest of the handshake
+            sock.settimeout(LIVENESS_S)
+            deadline = time.monotonic() + LIVENESS_S
+            while time.monotonic() < deadline:
+                try:
+                    if sock.recv(65536) == b"":  # the server's hello first, then the end
+                        break
+                except (ConnectionResetError, OSError):
+                    break
+            else:
+                pytest.fail("the server kept a handshake open past its deadline")
+        assert poll(lambda: any("TLS handshake unfinished" in line for line in _connection_lines(strict)))
+
+    def test_headers_trickled_a_byte_at_a_time_are_cut(self, strict, api):
+        tls = _tls(api, strict)
+        try:
+            tls.sendall(b"GET /v1/identity HTTP/1.1\r\nHost: x\r\n")
+            closed = False
+            deadline = time.monotonic() + LIVENESS_S
+            while time.monotonic() < deadline and not closed:
+                try:
+                    tls.sendall(b"X")  # one byte of a header line every half second
+                except (OSError, ssl.SSLError):
+                    closed = True
+                    break
+                closed = _closed_by_server(tls, 0.5)
+            assert closed, "a client trickling its headers was never closed"
+        finally:
+            tls.close()
+        assert poll(lambda: any("headers unfinished after --header-timeout" in line for line in _connection_lines(strict)))
+        assert api("GET", "/v1/identity").status == 200
+
+    def test_an_idle_kept_alive_connection_is_closed(self, strict, api):
+        conn = api.connection()
+        conn.request("GET", "/v1/identity")
+        response = conn.getresponse()
+        assert response.status == 200 and not response.will_close
+        response.read()
+        try:
+            assert _closed_by_server(conn.sock)
+        finally:
+            conn.close()
+
+    def test_a_request_in_time_on_a_kept_alive_connection_works(self, api):
+        conn = api.connection()
+        try:
+            for _ in range(3):
+                conn.request("GET", "/v1/identity")
+                response = conn.getresponse()
+                assert response.status == 200
+                response.read()
+                time.sleep(0.5)
+        finally:
+            conn.close()
+
+
+def _quota(reply, quota: str, limit: int) -> dict:
+    assert reply.status == 429, reply.body
+    assert reply.headers["Content-Type"].startswith("application/json")
+    body = reply.json()
+    assert (body["quota"], body["limit"], body["type"]) == (quota, limit, "JobError"), body
+    assert str(limit) in body["error"] and quota in body["error"], body
+    return body
+
+
+class TestQuotas:
+    def test_running_jobs(self, capped, pki):
+        api = Api(capped.url, *pki.client("runner"), pki.server_ca)
+        ids = [api("POST", "/v1/jobs", {"command": "sleep 60"}).json()["id"] for _ in range(2)]
+        _quota(api("POST", "/v1/jobs", {"command": "sleep 60"}), "max_running_jobs", 2)
+        assert [job["id"] for job in api("GET", "/v1/jobs").json()["jobs"]] == ids  # nothing was made
+        created = api("POST", "/v1/jobs", {"command": "echo later", "start": False}).json()["id"]
+        _quota(api("POST", f"/v1/jobs/{created}/start"), "max_running_jobs", 2)
+        assert api("POST", f"/v1/jobs/{ids[0]}/stop", {"grace": 0}).json()["status"]["state"] == "stopped"
+        assert api("POST", f"/v1/jobs/{created}/start").status == 200  # room again
+        api("POST", f"/v1/jobs/{ids[1]}/stop", {"grace": 0})
+
+    def test_jobs_kept(self, capped, pki):
+        api = Api(capped.url, *pki.client("keeper"), pki.server_ca)
+        ids = [api("POST", "/v1/jobs", {"command": "true", "start": False}).json()["id"] for _ in range(4)]
+        _quota(api("POST", "/v1/jobs", {"command": "true", "start": False}), "max_jobs", 4)
+        removed = api("DELETE", f"/v1/jobs/{ids[0]}")
+        assert (removed.status, removed.json()) == (200, {"id": ids[0], "removed": True})
+        assert api("GET", f"/v1/jobs/{ids[0]}").status == 404
+        assert api("POST", "/v1/jobs", {"command": "true", "start": False}).status == 201
+
+    def test_requests_in_flight(self, capped, pki, gate):
+        api = Api(capped.url, *pki.client("waiter"), pki.server_ca)
+        job = api("POST", "/v1/jobs", {"command": f"while [ ! -e {gate} ]; do sleep 0.05; done"}).json()["id"]
+        def hold():  # a wait, in flight until the gate opens (again if this one was the 4th)
+            while (reply := api("GET", f"/v1/jobs/{job}?wait=60", timeout=90)).status == 429:
+                time.sleep(0.05)
+            return reply
+
+        with ThreadPoolExecutor(3) as pool:
+            waits = [pool.submit(hold) for _ in range(3)]
+            refused = poll(lambda: (reply := api("GET", f"/v1/jobs/{job}")).status == 429 and reply, timeout=60)
+            assert refused, "the fourth request in flight was not refused"
+            assert refused.headers["Retry-After"] == "1"
+            _quota(refused, "max_requests_in_flight", 3)
+            # Another certificate is not held back by this one's cap.
+            other = Api(capped.url, *pki.client("bystander"), pki.server_ca)
+            assert other("GET", "/v1/jobs").status == 200
+            gate.touch()  # the job ends, and so do the three waits
+            assert [wait.result().json()["status"]["state"] for wait in waits] == ["exited"] * 3
+        assert api("GET", f"/v1/jobs/{job}").status == 200  # room again
+
+    def test_the_client_raises_job_error_naming_the_cap(self, capped, pki):
+        cert, key = pki.client("client-capped")
+        with jobber.connect(capped.url, cert=str(cert), key=str(key), ca=str(pki.server_ca)) as session:
+            running = [session.new_job("sleep 60") for _ in range(2)]
+            for job in running:
+                job.start()
+            with pytest.raises(JobError, match=r"max_running_jobs 2"):
+                session.new_job("sleep 60").start()
+            for job in running:
+                job.stop(grace=0)
+
+
+_ASKER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from serve_for_notebooks import Api
+url, cert, key, ca, job, flag = sys.argv[2:8]
+a = Api(url, cert, key, ca)
+latencies = []
+while True:
+    started = time.monotonic()
+    reply = a("GET", f"/v1/jobs/{job}", timeout=60)
+    latencies.append(time.monotonic() - started)
+    assert reply.status == 200, reply.body
+    try:
+        open(flag).close()
+        break
+    except FileNotFoundError:
+        time.sleep(0.05)
+started = time.monotonic()
+stopped = a("POST", f"/v1/jobs/{job}/stop", {"grace": 5}, timeout=60)
+print(json.dumps({"status": latencies, "stop": time.monotonic() - started, "state": stopped.json()["status"]["state"]}))
+"""
+
+
+class TestFairness:
+    LOAD = 64  # B's listings, and B's stops, at once
+    MORE = 150  # jobs B keeps besides those it stops: its listings are long
+
+    def test_a_tenant_under_load_does_not_hold_up_another(self, pki, server, tmp_path):
+        cert, key = pki.client("fair-a")
+        a = Api(server.url, cert, key, pki.server_ca)
+        b = Api(server.url, *pki.client("fair-b"), pki.server_ca)
+        mine = a("POST", "/v1/jobs", {"command": "sleep 300"}).json()["id"]
+        # B: jobs that ignore SIGTERM, so each stop waits out its whole grace; and more to list.
+        stubborn = [b("POST", "/v1/jobs", {"command": "trap '' TERM; sleep 300"}).json()["id"]
+                    for _ in range(self.LOAD)]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: b("POST", "/v1/jobs", {"command": "true", "start": False}), range(self.MORE)))
+        # A asks from a process of its own: B's client threads must not slow A's client.
+        flag = tmp_path / "b-is-done"
+        asker = subprocess.Popen(
+            [sys.executable, "-c", _ASKER, str(Path(__file__).parent), server.url, str(cert), str(key),
+             str(pki.server_ca), str(mine), str(flag)], stdout=subprocess.PIPE, text=True)
+        try:
+            with ThreadPoolExecutor(2 * self.LOAD) as pool:
+                stops = [pool.submit(b, "POST", f"/v1/jobs/{job}/stop", {"grace": 4}, timeout=120) for job in stubborn]
+                listings = [pool.submit(b, "GET", "/v1/jobs?limit=1000", timeout=120) for _ in range(self.LOAD)]
+                assert all(len(listing.result().json()["jobs"]) == self.LOAD + self.MORE for listing in listings)
+                flag.touch()  # A stops its job while B's stops are still waiting out their grace
+                assert all(stop.result().json()["status"]["state"] == "stopped" for stop in stops)
+            out, _ = asker.communicate(timeout=120)
+        finally:
+            asker.kill()
+        with ThreadPoolExecutor(16) as pool:  # ended, all of them: the clean-up need not look at each
+            assert all(reply.status == 200 for reply in pool.map(
+                lambda job: b("DELETE", f"/v1/jobs/{job['id']}"), b("GET", "/v1/jobs?limit=1000").json()["jobs"]))
+        measured = json.loads(out)
+        latencies = sorted(measured["status"])
+        assert len(latencies) >= 10, latencies
+        # On a loaded two-core test host: most well under a second, none anywhere near the
+        # tens of seconds A waited when B's work held every shared thread.
+        assert latencies[int(0.9 * len(latencies))] < 2.0, latencies[-10:]
+        assert latencies[-1] < 5.0, latencies[-10:]
+        assert measured["state"] == "stopped" and measured["stop"] < 3.0, measured["stop"]
+
+
+class TestPagination:
+    def test_pages_follow_one_another(self, pki, server):
+        api = Api(server.url, *pki.client("pager"), pki.server_ca)
+        ids = [api("POST", "/v1/jobs", {"command": f"echo {n}", "start": False}).json()["id"] for n in range(7)]
+        first = api("GET", "/v1/jobs?limit=3").json()
+        assert ([job["id"] for job in first["jobs"]], first["next_after"]) == (ids[:3], ids[2])
+        second = api("GET", f"/v1/jobs?limit=3&after={first['next_after']}").json()
+        assert ([job["id"] for job in second["jobs"]], second["next_after"]) == (ids[3:6], ids[5])
+        last = api("GET", f"/v1/jobs?limit=3&after={second['next_after']}").json()
+        assert last == {"jobs": last["jobs"]} and [job["id"] for job in last["jobs"]] == ids[6:]
+        assert [job["id"] for job in api("GET", "/v1/jobs").json()["jobs"]] == ids  # default: 100 a page
+        for query, message in (("limit=0", "out of range"), ("limit=1001", "out of range"), ("after=-1", "out of range"),
+                               ("after=x", "not a whole number")):
+            reply = api("GET", f"/v1/jobs?{query}")
+            assert (reply.status, message in reply.json()["error"]) == (400, True), reply.body
+
+    def test_the_client_follows_the_pages(self, pki, server, monkeypatch):
+        monkeypatch.setattr(remote_session, "_PAGE", 2)
+        cert, key = pki.client("client-pager")
+        with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca)) as session:
+            made = [session.new_job(f"echo {n}").id for n in range(5)]
+            assert [job.id for job in session.get_jobs()] == made
+
+
+HUGE = str((1 << 63) - 1)
+BAD_INPUTS = [
+    pytest.param("POST", "/v1/jobs", b'{"command": "echo \\ud800"}', "lone surrogate", id="surrogate-in-command"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "echo \\udc80 \\ud83d"}', "lone surrogate", id="low-surrogate"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "env": {"A": "\\ud800"}}', "lone surrogate", id="surrogate-in-env"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "env": {"\\ud800": "1"}}', "lone surrogate", id="surrogate-env-name"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"memory": "1\\udfffG"}}', "lone surrogate",
+                 id="surrogate-in-limit"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "\\ud800": 1}', "lone surrogate", id="surrogate-field-name"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "echo \\u0000"}', "NUL", id="nul-in-command"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "env": {"A": "x\\u0000"}}', "NUL", id="nul-in-env"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "start": false, "limits": {"pids": 1e400}}', "", id="inf-pids"),
+    pytest.param("POST", "/v1/jobs", b'{"command": "true", "limits": {"pids": ' + b"9" * 400 + b'}}', "", id="huge-pids"),
+    pytest.param("GET", f"/v1/jobs/{{id}}/log?offset={HUGE}", None, "out of range", id="huge-offset"),
+    pytest.param("GET", "/v1/jobs/{id}/log?offset=99999999999999999999", None, "not a whole number", id="huger-offset"),
+    pytest.param("GET", f"/v1/jobs/{{id}}/log?tail={HUGE}", None, "out of range", id="huge-tail"),
+    pytest.param("GET", f"/v1/jobs/{{id}}/log?length={HUGE}", None, "out of range", id="huge-length"),
+    pytest.param("GET", f"/v1/jobs/{{id}}/log?follow=1&offset={HUGE}", None, "out of range", id="huge-follow-offset"),
+    pytest.param("GET", "/v1/jobs/{id}/log?offset=1e3", None, "not a whole number", id="float-offset"),
+    pytest.param("GET", "/v1/jobs/1.5", None, "not a job id", id="float-id"),
+    pytest.param("GET", "/v1/jobs/-1", None, "not a job id", id="negative-id"),
+    pytest.param("GET", "/v1/jobs/%ED%A0%80", None, "not a job id", id="surrogate-id"),
+    pytest.param("POST", "/v1/jobs/0x1/stop", b"{}", "not a job id", id="hex-id"),
+    pytest.param("GET", "/v1/jobs?after=%00", None, "not a whole number", id="nul-after"),
+]
+
+
+class TestBadInputs:
+    @pytest.mark.parametrize(("method", "path", "body", "message"), BAD_INPUTS)
+    def test_refused_with_400_before_anything_is_made(self, pki, server, method, path, body, message):
+        api = Api(server.url, *pki.client(), pki.server_ca)
+        job = api("POST", "/v1/jobs", {"command": "printf 0123456789"}).json()["id"]
+        assert api("GET", f"/v1/jobs/{job}?wait=30").json()["status"]["state"] == "exited"
+        reply = api(method, path.replace("{id}", str(job)), raw=body)
+        assert reply.status == 400, reply.body
+        error = reply.json()
+        assert message in error["error"], error
+        assert [j["id"] for j in api("GET", "/v1/jobs").json()["jobs"]] == [job]  # nothing new
+        # And the job that was there is untouched: readable, removable.
+        assert api("GET", f"/v1/jobs/{job}/log?offset=2&length=3").body == b"234"
+        assert api("DELETE", f"/v1/jobs/{job}").status == 200
+
+    def test_a_job_that_did_not_start_can_be_started_stopped_and_removed(self, pki, server):
+        api = Api(server.url, *pki.client(), pki.server_ca)
+        job = api("POST", "/v1/jobs", {"command": "sleep 60", "start": False}).json()["id"]
+        assert api("POST", f"/v1/jobs/{job}/stop").status == 409  # never started
+        assert api("DELETE", f"/v1/jobs/{job}").status == 200
+        job = api("POST", "/v1/jobs", {"command": "sleep 60", "start": False}).json()["id"]
+        assert api("POST", f"/v1/jobs/{job}/start").status == 200
+        refused = api("DELETE", f"/v1/jobs/{job}")
+        assert (refused.status, "stop it first" in refused.json()["error"]) == (409, True)
+        assert api("POST", f"/v1/jobs/{job}/stop", {"grace": 1}).json()["status"]["state"] == "stopped"
+        assert api("DELETE", f"/v1/jobs/{job}").status == 200
+
+    def test_the_openapi_document_bounds_what_is_refused(self, pki, server):
+        document = Api(server.url, *pki.client(), pki.server_ca)("GET", "/v1/openapi.json").json()
+        parameters = {p["name"]: p["schema"] for p in document["paths"]["/v1/jobs/{job_id}/log"]["get"]["parameters"]}
+        assert parameters["offset"]["maximum"] == parameters["tail"]["maximum"] == (1 << 53) - 1
+        assert "429" in document["paths"]["/v1/jobs"]["post"]["responses"]
+        assert json.dumps(document)  # serialisable as served
+
+
+class TestFairPool:
+    """The worker threads' turns, in process: deterministic, with events instead of time."""
+
+    def test_another_tenant_runs_while_one_tenant_fills_its_turns_and_queue(self):
+        pool = FairPool(threads=4, per_tenant=2)
+        release = threading.Event()
+
+        async def scenario() -> None:
+            hogs = [asyncio.ensure_future(pool.run("b", release.wait, 30)) for _ in range(50)]
+            await asyncio.sleep(0.1)
+            assert pool.queued("b") == 48  # two run, the rest wait for b's turn
+            assert await asyncio.wait_for(pool.run("a", lambda: "a's answer"), 10) == "a's answer"
+            release.set()
+            assert all(await asyncio.wait_for(asyncio.gather(*hogs), 30))
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            release.set()
+            pool.close()
+
+    def test_a_call_that_must_run_runs_when_its_caller_is_gone(self):
+        pool = FairPool(threads=2, per_tenant=1)
+        release, ran, wrong = threading.Event(), threading.Event(), threading.Event()
+
+        async def scenario() -> None:
+            blocker = asyncio.ensure_future(pool.run("b", release.wait, 30))
+            dropped = asyncio.ensure_future(pool.run("b", wrong.set))
+            kept = asyncio.ensure_future(pool.run("b", ran.set, must_run=True))
+            await asyncio.sleep(0.1)
+            dropped.cancel()  # its caller gives up while it waits for its turn: it is not made
+            kept.cancel()  # this one is made all the same
+            release.set()
+            await blocker
+            assert await asyncio.get_running_loop().run_in_executor(None, ran.wait, 10)
+            assert not wrong.is_set()
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            release.set()
+            pool.close()
+
+
+class TestLogRateLimit:
+    def test_a_flood_of_one_kind_is_cut_and_counted(self, caplog):
+        limit = LogRateLimit(burst=5, period=0.2)
+        records = [logging.LogRecord("jobber.server", logging.INFO, __file__, 1, "refused a TLS client %s: %s",
+                                     (f"10.0.0.{n}", "UNKNOWN_CA"), None) for n in range(50)]
+        assert sum(limit.filter(record) for record in records) == 5
+        other = logging.LogRecord("jobber.server", logging.WARNING, __file__, 1, "%s", ("a pool warning",), None)
+        assert limit.filter(other)
+        time.sleep(0.25)
+        with caplog.at_level(logging.WARNING, logger="jobber.server"):
+            assert limit.filter(records[0])
+        assert "45 more like 'refused a TLS client %s: %s'" in caplog.text
+
+
+class TestDescriptors:
+    def test_caps_are_lowered_to_fit_the_descriptor_limit(self):
+        fitted = fit_limits(ConnectionLimits(max_connections=4096, max_per_peer=512), 1024)
+        assert (fitted.max_connections, fitted.max_per_peer) == (384, 384)  # 2 a connection, 256 kept
+        assert fit_limits(ConnectionLimits(), 1 << 20) == ConnectionLimits()
+
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        script = ("import resource; from jobber._server.connections import raise_nofile_limit; "
+                  "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+                  "now = raise_nofile_limit(); soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+                  "print(now == soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20))")
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True).stdout.strip() == "True"
+
+    def test_a_server_under_a_low_hard_limit_says_what_it_holds(self, pki, tmp_path):
+        def low_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024))
+
+        log = tmp_path / "server.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jobber", "serve", "--host", "127.0.0.1", "--port", "0", "--cert",
+                 str(pki.server_cert), "--key", str(pki.server_key), "--root", str(pki.root), "--single-tenant"],
+                stdout=out, stderr=out, preexec_fn=low_limit,
+                env={**os.environ, "JOBBER_JOBS_DIR": str(tmp_path / "jobs")})
+        try:
+            assert poll(lambda: "listening on" in log.read_text(), timeout=30), log.read_text()
+            text = log.read_text()
+            assert "--max-connections 4096 is lowered to that" in text and "limits: 384 connections" in text, text
+            soft = next(line for line in Path(f"/proc/{proc.pid}/limits").read_text().splitlines()
+                        if line.startswith("Max open files")).split()[3:5]
+            assert soft == ["1024", "1024"], soft  # the soft limit was raised to the hard one
+        finally:
+            proc.terminate()
+            proc.wait(15)
