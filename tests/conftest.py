@@ -50,8 +50,9 @@ def sweep_every_job(tmp_path_factory):
     yield
     base = tmp_path_factory.getbasetemp()
     left = []
-    for spec in base.glob("**/jobs/*/*/spec.json"):
-        left += _stop_everything(spec.parent.parent.parent)
+    roots = {spec.parent.parent.parent for spec in base.glob("**/jobs/*/*/spec.json")}
+    for root in sorted(roots):  # each jobs directory once, however many jobs it holds
+        left += _stop_everything(root)
     assert not left, f"cgroups left behind: {sorted(set(left))}"
 
 
