@@ -239,10 +239,20 @@ class TestErrors:
 
 class TestJobUser:
     @ROOT_ONLY
-    def test_jobs_run_as_nobody_in_slash_by_default(self, api):
-        job = start(api, "id -un; pwd")
+    def test_jobs_run_as_a_uid_of_the_tenant_in_its_home_by_default(self, api):
+        job = start(api, "id -u; id -G; pwd; echo $HOME")
         wait_ended(api, job["id"])
-        assert api("GET", f"/v1/jobs/{job['id']}/log").body == b"nobody\n/\n"
+        uid, groups, pwd, home = api("GET", f"/v1/jobs/{job['id']}/log").body.decode().splitlines()
+        assert 200000 <= int(uid) <= 265535 and groups == uid  # gid the same number, no other group
+        assert pwd == home and home.endswith(f"/tenants/{uid}/home"), (pwd, home)
+
+    @ROOT_ONLY
+    def test_single_tenant_jobs_run_as_nobody_in_slash(self, pki, tmp_path):
+        with ServerProcess(pki.server_cert, pki.server_key, pki.root, tmp_path / "jobs", single_tenant=True) as proc:
+            api = Api(proc.url, *pki.client(), pki.server_ca)
+            job = start(api, "id -un; pwd")
+            wait_ended(api, job["id"])
+            assert api("GET", f"/v1/jobs/{job['id']}/log").body == b"nobody\n/\n"
 
     @ROOT_ONLY
     def test_job_user_root_when_the_operator_asks(self, pki, tmp_path):
@@ -375,7 +385,7 @@ class TestOpenApi:
         assert served == json.loads(json.dumps(openapi_document(served["info"]["version"])))
 
     def test_every_route_is_documented_and_every_documented_path_exists(self):
-        app = make_app(job_user=None if os.geteuid() else "root")
+        app = make_app(single_tenant=os.geteuid() != 0)
         routes = {(r.method, r.resource.canonical.replace("{job_id}", "{job_id}")) for r in app.router.routes()}
         documented = {(method.upper(), path) for path, ops in openapi_document("x")["paths"].items() for method in ops}
         assert routes == documented
