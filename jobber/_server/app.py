@@ -292,11 +292,15 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
     tenancy = resolve_tenancy(single_tenant=single_tenant, job_user=job_user, uid_range=uid_range,
                               state_dir=state_dir, private_tmp=private_tmp)
     tenancy.check_secret(key, "the server's key")
-    tenancy.setup()
     ssl_context = make_ssl_context(cert, key, root_path)
     app = make_app(root_path, tenancy=tenancy, quotas=quotas, body_timeout=limits.header_timeout)
     config = app[CONFIG]
     sock = _listen(host, port)
+    try:
+        tenancy.setup()  # the state directory, once nothing else stands in the way
+    except BaseException:
+        sock.close()
+        raise
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     from jobber._jobs.store import jobs_dir
