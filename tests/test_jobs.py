@@ -351,7 +351,7 @@ class TestEnvironment:
     def test_python_in_a_job_is_the_starters(self, store, monkeypatch):
         # Jupyter started as .venv/bin/jupyter, without the venv on PATH.
         monkeypatch.setenv("PATH", "/usr/bin:/bin")
-        out = self._run(store.new_job('command -v python; echo "$PATH"'))
+        out = self._run(store.new_job(f'command -v {os.path.basename(sys.executable)}; echo "$PATH"'))
         python, path = out.splitlines()
         assert os.path.dirname(python) == os.path.dirname(sys.executable)
         assert path.split(":")[0] == os.path.dirname(sys.executable)
