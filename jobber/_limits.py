@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -141,6 +142,24 @@ class Limits:
             raise LimitError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**data)
 
+    def beyond_host(self) -> list[str]:
+        """Warnings for limits this host cannot reach: the job still runs, but such a limit
+        never binds (``--cpu 64`` on 2 CPUs, more memory than the host has).
+
+        Returns:
+            One sentence per such limit; empty when every limit fits the host.
+        """
+        warnings = []
+        cpus = _host_cpus()
+        if self.cpu and cpus and self.cpu > cpus:
+            warnings.append(f"--cpu {self.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this "
+                            f"host: the job can use {cpus} at most, so the limit never binds")
+        memory = _host_memory()
+        if self.memory and memory and self.memory > memory:
+            warnings.append(f"--memory {format_size(self.memory)} is more than the {format_size(memory)} of memory "
+                            "of this host: the host runs out before the job meets its limit")
+        return warnings
+
     def describe(self) -> str:
         """A short human summary: "cpu=0.5 memory=50 MiB pids=20"."""
         parts = []
@@ -185,3 +204,21 @@ def _parse_pids(value: int | str | None) -> int | None:
     if pids > _MAX_BYTES:
         raise LimitError(f"pids={value!r} is beyond what the kernel can express; omit it for no limit")
     return pids
+
+
+def _host_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _host_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

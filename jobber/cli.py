@@ -215,38 +215,6 @@ def _subcommand_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
     return parser
 
 
-def _host_cpus() -> int | None:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
-def _host_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def beyond_host(limits: Limits) -> list[str]:
-    """Warnings for limits this host cannot reach (the job still runs: they never bind)."""
-    warnings = []
-    cpus = _host_cpus()
-    if limits.cpu and cpus and limits.cpu > cpus:
-        warnings.append(f"--cpu {limits.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this host: "
-                        f"the job can use {cpus} at most, so the limit never binds")
-    memory = _host_memory()
-    if limits.memory and memory and limits.memory > memory:
-        warnings.append(f"--memory {format_size(limits.memory)} is more than the {format_size(memory)} of memory of "
-                        "this host: the host runs out before the job meets its limit")
-    return warnings
-
-
 def _session(args: argparse.Namespace):
     """The identity's job API: a local Certificate, or a remote session."""
     if not args.cert:
@@ -290,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     session = _session(args)
     job = session.new_job(command, limits, **options)
     if isinstance(session, Certificate) and job.backend == "local":
-        for warning in beyond_host(limits):
+        for warning in limits.beyond_host():
             print(f"jobber: warning: {warning}", file=sys.stderr, flush=True)
     job.start()
     if not args.follow:

@@ -23,7 +23,6 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 import jobber
 from jobber import Certificate, CertificateError, JobberError, Limits
-from jobber_magics._charts import format_size
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 
@@ -65,38 +64,6 @@ def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
     guesses = [f"{word}: did you mean {match[0]}?" for word in unknown
                if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
     return message + ("; " + "; ".join(guesses) if guesses else "") + f" (see {parser.prog}? for the options)"
-
-
-def _host_cpus() -> int | None:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
-def _host_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def beyond_host(limits: Limits) -> list[str]:
-    """Warnings for limits this host cannot reach (a job may still run: they never bind)."""
-    warnings = []
-    cpus = _host_cpus()
-    if limits.cpu and cpus and limits.cpu > cpus:
-        warnings.append(f"--cpu {limits.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this "
-                        f"host: the job can use {cpus} at most, so the limit never binds")
-    memory = _host_memory()
-    if limits.memory and memory and limits.memory > memory:
-        warnings.append(f"--memory {format_size(limits.memory)} is more than the {format_size(memory)} of memory "
-                        "of this host: the host runs out before the job meets its limit")
-    return warnings
 
 
 def _job_id(text: str) -> int | str:
@@ -328,7 +295,7 @@ class JobberMagics(Magics):
         cell_key = self.current_cell
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
         if isinstance(session, Certificate) and options.get("backend", os.environ.get("JOBBER_BACKEND", "local")) == "local":
-            notices += [f"warning: {warning}" for warning in beyond_host(limits)]
+            notices += [f"warning: {warning}" for warning in limits.beyond_host()]
         job.start()
         if args.name:
             self.shell.user_ns[args.name] = job

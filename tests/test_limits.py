@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from jobber import LimitError, Limits
@@ -58,3 +60,16 @@ class TestLimits:
 
 def test_format_size():
     assert [format_size(n) for n in (None, 12, 50 << 20, 1536 << 20)] == ["-", "12 B", "50 MiB", "1.5 GiB"]
+
+
+class TestBeyondTheHost:
+    def test_limits_the_host_cannot_reach_are_named(self):
+        cpus = len(os.sched_getaffinity(0))
+        warnings = Limits(cpu=cpus * 32, memory="100T").beyond_host()
+        assert len(warnings) == 2
+        assert warnings[0].startswith(f"--cpu {cpus * 32} is more than the {cpus} CPU")
+        assert warnings[1].startswith("--memory 100 TiB is more than the")
+
+    def test_limits_that_fit_say_nothing(self):
+        assert Limits(cpu=0.5, memory="64M").beyond_host() == []
+        assert Limits().beyond_host() == []
