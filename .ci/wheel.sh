@@ -137,7 +137,9 @@ run_hi() {  # run_hi NAME [ENV...]: `jobber run --follow -- echo hi`; stdout mus
   shift
   out=$(env "$@" "$work/venv/bin/jobber" run --follow -- echo hi 2>"$work/$name.log") || rc=$?
   [ "$rc" = 0 ] && [ "$out" = hi ] || fail "$name: exit $rc, stdout '$out', stderr: $(cat "$work/$name.log")"
-  grep -vE '^job [0-9]+ started$' "$work/$name.log" >"$work/$name.err" || true  # what is left to judge
+  # The CLI's own lines ("job N started", the outcome "jobber: job N exited (code 0)") aside,
+  # what is left is what the launcher said.
+  grep -vE '^job [0-9]+ started|^jobber: job [0-9]+ ' "$work/$name.log" >"$work/$name.err" || true
 }
 run_hi compiled
 [ ! -s "$work/compiled.err" ] || fail "compiled: unexpected stderr: $(cat "$work/compiled.err")"

@@ -84,7 +84,7 @@ class JobStatus:
                 from jobber._jobs.options import format_duration
 
                 return f"timed out after {format_duration(self.timeout)}"
-            return "timed out"
+            return "timed-out"
         return self.state
 
     def to_dict(self) -> dict[str, Any]:
