@@ -404,8 +404,8 @@ class TestCommandLine:
         job = identity.get_job(int(started.stdout))
         wait_for(lambda: job.status().state == "running")
         listed = self.jobber("ls").stdout.splitlines()
-        assert re.search(r"failed\s+failed \(code 4\)\s+slurm\s+echo from slurm; exit 4", listed[1])
-        assert re.search(r"running\s+running\s+slurm\s+sleep 300", listed[2])
+        assert re.search(r"\sfailed \(code 4\)\s+slurm\s+echo from slurm; exit 4", listed[1])
+        assert re.search(r"\srunning\s+slurm\s+sleep 300", listed[2])
         stopped = self.jobber("stop", str(job.id), "--grace", "1")
         assert stopped.stdout == f"job {job.id}: stopped\n"
 
@@ -441,8 +441,8 @@ class TestKernel:
             assert reply["status"] == "ok"
             job = identity.get_job(job_id_of(messages))
             assert job.backend == "slurm"
-            log = kernel.comm_of("HTMLModel", "jobber-log")
-            ticks, while_running = kernel.follow_ticks(log, job, last=8, timeout=60)
+            view = kernel.view_of(job.id)
+            ticks, while_running = kernel.follow_ticks(view, job, last=8, timeout=60)
             assert ticks == list(range(1, 9))
             assert len(while_running) >= 3, f"lines must reach the browser while the job runs: {while_running}"
             kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m), timeout=60)
