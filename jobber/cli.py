@@ -366,26 +366,13 @@ def _ls(args: argparse.Namespace) -> int:
     for job, status in rows:
         started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
         command = job.command.strip().replace("\n", "; ")
-        table.append((str(job.id), started, _duration(status.elapsed), status.describe(), status.backend,
+        table.append((str(job.id), started, status.elapsed_text, status.describe(), status.backend,
                       command[:80] + (" …" if len(command) > 80 else "")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
         cells = [cell.rjust(widths[i]) if i in (0, 2) else cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         print("  ".join([*cells, row[-1]]).rstrip())
     return 0
-
-
-def _duration(seconds: float | None) -> str:
-    """A duration for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min"."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ __all__ = [
     "IdentityView",
     "JobList",
     "certificate_html",
-    "format_elapsed",
     "job_html",
     "log_html",
     "local_time",
@@ -52,19 +51,6 @@ _NOWRAP = _CELL + ";white-space:nowrap"
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
-
-
-def format_elapsed(seconds: float | None) -> str:
-    """A duration for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min"."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def local_time(when: datetime | None, *, seconds: bool = True) -> str:
@@ -98,7 +84,7 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
         status: its status.
         extra: more text (already HTML) to append, e.g. a line count.
     """
-    parts = [f"<b>job {job_id}</b>", _state_html(status), _e(format_elapsed(status.elapsed))]
+    parts = [f"<b>job {job_id}</b>", _state_html(status), _e(status.elapsed_text)]
     limits = status.limits.describe()
     if limits != "unlimited":
         parts.append(_e(limits))
@@ -134,7 +120,7 @@ def log_html(text: str, *, height: str = "20em") -> str:
 
 def static_job_text(job_id: int, status: JobStatus) -> str:
     """One line for a reader without the live view: the state, and when it was true."""
-    line = f"job {job_id} · {status.describe()} · {format_elapsed(status.elapsed)}"
+    line = f"job {job_id} · {status.describe()} · {status.elapsed_text}"
     if not status.ended:
         line += f" · as of {_now()} (live view: %jobber_tail -f {job_id})"
     return line
@@ -191,7 +177,7 @@ class JobList(list):
             "<tr>"
             f'<td style="{_NOWRAP}">{job.id}</td>'
             f'<td style="{_NOWRAP}">{_e(local_time(status.started_at))}</td>'
-            f'<td style="{_NOWRAP}">{_e(format_elapsed(status.elapsed))}</td>'
+            f'<td style="{_NOWRAP}">{_e(status.elapsed_text)}</td>'
             f'<td style="{_NOWRAP}">{_state_html(status)}</td>'
             f'<td style="{_NOWRAP}">{_e(status.limits.describe())}</td>'
             f'<td style="{_NOWRAP}">{_e(status.isolation or "-")}</td>'
@@ -207,7 +193,7 @@ class JobList(list):
         if not rows:
             return "No jobs yet: start one with %%jobber_run."
         table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
-        table += [(str(job.id), local_time(status.started_at), format_elapsed(status.elapsed), status.describe(),
+        table += [(str(job.id), local_time(status.started_at), status.elapsed_text, status.describe(),
                    status.backend, _first_line(job.command, 60)) for job, status in rows]
         return "\n".join(_aligned(table, right=(0, 2)))
 

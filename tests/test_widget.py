@@ -15,7 +15,7 @@ import pytest
 from jobber import JobStatus, Limits
 from jobber._backends.local.isolation import choose
 from jobber_magics._charts import ResourceHistory, resource_chart_html
-from jobber_magics._display import JobList, format_elapsed, job_html, log_html, static_job_text, status_html
+from jobber_magics._display import JobList, job_html, log_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._widget import JobWidget
 from polling import wait_for
@@ -190,7 +190,10 @@ class TestDisplays:
 
     @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.42, "0.4 s"), (75, "1 min 15 s"), (7322, "2 h 02 min")])
     def test_elapsed_reads_naturally(self, seconds, text):
-        assert format_elapsed(seconds) == text
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        ended = None if seconds is None else start + timedelta(seconds=seconds)
+        status = JobStatus(state="exited", started_at=None if seconds is None else start, ended_at=ended)
+        assert status.elapsed_text == text
 
     def test_job_list_renders_both_ways(self, store):
         first, second = store.new_job("echo one"), store.new_job("echo two\necho more")

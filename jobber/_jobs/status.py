@@ -68,6 +68,20 @@ class JobStatus:
         end = self.ended_at or datetime.now(timezone.utc)
         return (end - self.started_at).total_seconds()
 
+    @property
+    def elapsed_text(self) -> str:
+        """:attr:`elapsed` for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min", or "-"."""
+        seconds = self.elapsed
+        if seconds is None:
+            return "-"
+        if seconds < 60:
+            return f"{seconds:.1f} s"
+        minutes, secs = divmod(int(seconds), 60)
+        if minutes < 60:
+            return f"{minutes} min {secs:02d} s"
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes:02d} min"
+
     def describe(self) -> str:
         """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB"."""
         if self.state == "oom-killed":
