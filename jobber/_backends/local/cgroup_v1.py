@@ -150,6 +150,11 @@ class Cgroup:
             fs.write(state, "FROZEN")
             fs.wait_until(lambda: fs.read(state) == "FROZEN", 1.0)
             fs.signal_pids(self.pids(), signal.SIGKILL)
+        except FileNotFoundError:
+            # The supervisor removed the cgroup: its last process ended while we looked.
+            if os.path.isdir(freezer):
+                raise
+            return
         finally:
             # A frozen task cannot die: the kill is delivered when it thaws.
             try:

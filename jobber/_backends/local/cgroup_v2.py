@@ -228,15 +228,21 @@ class Cgroup:
     def kill_all(self) -> None:
         """SIGKILL every process at once with cgroup.kill (Linux 5.14), else freeze-kill-thaw."""
         kill = os.path.join(self.path, "cgroup.kill")
-        if os.path.exists(kill):
-            fs.write(kill, "1")
-        else:
-            freeze = os.path.join(self.path, "cgroup.freeze")
-            try:
-                fs.write(freeze, "1")
-                fs.signal_pids(self.pids(), fs.SIGKILL)
-            finally:
-                fs.write(freeze, "0")
+        try:
+            if os.path.exists(kill):
+                fs.write(kill, "1")
+            else:
+                freeze = os.path.join(self.path, "cgroup.freeze")
+                try:
+                    fs.write(freeze, "1")
+                    fs.signal_pids(self.pids(), fs.SIGKILL)
+                finally:
+                    fs.write(freeze, "0")
+        except FileNotFoundError:
+            # The supervisor removed the cgroup: its last process ended while we looked.
+            if os.path.isdir(self.path):
+                raise
+            return
         fs.wait_until(lambda: not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
