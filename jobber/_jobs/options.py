@@ -12,13 +12,14 @@ They are recorded in the job's spec; the backend that runs the job enforces them
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
 from jobber._errors import JobError
 from jobber._limits import parse_size
 
-__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "parse_duration", "format_duration"]
+__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "default_log_max", "parse_duration", "format_duration"]
 
 DEFAULT_LOG_MAX = 1 << 30
 """The log cap when none is given: 1 GiB (``JOBBER_LOG_MAX`` changes it; "0" for none)."""
@@ -27,6 +28,21 @@ _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
 _UNIT_S = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _MAX_RETRIES = 100
+
+
+def default_log_max() -> int:
+    """The log cap for a job that set none: ``$JOBBER_LOG_MAX`` ("500M", "0" for none), else 1 GiB.
+
+    Raises:
+        JobError: ``$JOBBER_LOG_MAX`` is not a size.
+    """
+    raw = os.environ.get("JOBBER_LOG_MAX", "").strip()
+    if not raw:
+        return DEFAULT_LOG_MAX
+    if raw == "0":
+        return 0
+    size = parse_size(raw, "JOBBER_LOG_MAX")
+    return max(size, 4096)
 
 
 def parse_duration(value: float | int | str, what: str = "timeout") -> float:

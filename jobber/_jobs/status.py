@@ -36,6 +36,9 @@ class JobStatus:
             isolation_note says what was not enforced, and why when "none".
         pid: the main process id; note: anything else worth knowing (a start error).
         timeout: the job's time limit in seconds (``new_job(timeout=...)``), if it has one.
+        attempt: which attempt this is (1-based); retries: how many more the job may make
+            after a failed one (``new_job(retries=...)``), so attempts go up to 1 + retries.
+        log_dropped_bytes: bytes the log cap (``log_max``) cut from the middle of the log.
     """
 
     state: str
@@ -54,6 +57,9 @@ class JobStatus:
     backend: str = "local"
     limits: Limits = field(default_factory=Limits)
     timeout: float | None = None
+    attempt: int = 1
+    retries: int = 0
+    log_dropped_bytes: int = 0
 
     @property
     def ended(self) -> bool:

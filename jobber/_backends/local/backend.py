@@ -26,6 +26,7 @@ from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._inotify import IN_MOVED_TO, Inotify
+from jobber._jobs.options import default_log_max
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
 
@@ -78,6 +79,9 @@ class LocalBackend(DirectoryBackend):
             argv = _supervisor_argv(str(self.dir.path), cgroup, context, self.dir.spec()["command"])
             if spec.get("timeout"):
                 argv[-2:-2] = ["--timeout", repr(float(spec["timeout"])), "--grace", repr(_TIMEOUT_GRACE_S)]
+            log_max = spec.get("log_max", default_log_max())
+            if log_max:
+                argv[-2:-2] = ["--log-max", str(int(log_max))]
             if record.get("via_user_manager"):
                 argv = _through_user_manager(self.job_id, argv)
             _launch(self.job_id, argv)
@@ -144,7 +148,7 @@ class LocalBackend(DirectoryBackend):
             stats = isolation.open_cgroup(record, raw.get("pid")).stats()
         except (OSError, JobError):
             stats = {}
-        fields.update({k: v for k, v in stats.items() if k in ("memory_bytes", "peak_memory_bytes", "cpu_seconds")})
+        fields.update({k: v for k, v in stats.items() if k in JobStatus.__dataclass_fields__})
         return JobStatus(**fields, limits=limits), False
 
     def wait(self, timeout: float | None = None) -> JobStatus:

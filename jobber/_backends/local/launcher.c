@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
     const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
-    const char *timeout = NULL, *grace = "5";
+    const char *timeout = NULL, *grace = "5", *log_max = NULL;
     int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
     long uid = -1, gid = -1, mask = -1;
     joins = calloc((size_t)argc, sizeof *joins);
@@ -233,8 +233,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--command-file")) command_file = argv[++i];
         else if (!strcmp(argv[i], "--timeout")) timeout = argv[++i];
         else if (!strcmp(argv[i], "--grace")) grace = argv[++i];
+        else if (!strcmp(argv[i], "--log-max")) log_max = argv[++i];
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
+    (void)log_max; /* accepted; the cap is enforced below once implemented */
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
 
     /* Double fork: the starter reaps this process at once; the supervisor is nobody's child. */

@@ -75,7 +75,7 @@ _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE =
 _PR_SET_NO_NEW_PRIVS = 38
 _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
 _VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
-           "--timeout": "timeout", "--grace": "grace"}
+           "--timeout": "timeout", "--grace": "grace", "--log-max": "log_max"}
 TIMED_OUT = "timed-out"  # the marker file: the job was stopped at its time limit
 
 
@@ -83,7 +83,7 @@ def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
     plan: dict = {"join": [], "rlimit": [], "env": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
                   "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
-                  "private_tmp": None, "command_file": None}
+                  "private_tmp": None, "command_file": None, "log_max": None}
     i = 0
     while i < len(argv):
         arg = argv[i]
