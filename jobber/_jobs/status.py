@@ -39,6 +39,10 @@ class JobStatus:
         attempt: which attempt this is (1-based); retries: how many more the job may make
             after a failed one (``new_job(retries=...)``), so attempts go up to 1 + retries.
         log_dropped_bytes: bytes the log cap (``log_max``) cut from the middle of the log.
+        cpu_throttled_seconds: time the job's CPU limit held it back (cgroup ``cpu.stat``).
+        cpu_pressure / memory_pressure / io_pressure: the share of the last 10 s (0-100)
+            in which some of the job's tasks waited for CPU, memory or IO (PSI "some
+            avg10", cgroup v2 only; None where the kernel does not report it).
     """
 
     state: str
@@ -60,6 +64,10 @@ class JobStatus:
     attempt: int = 1
     retries: int = 0
     log_dropped_bytes: int = 0
+    cpu_throttled_seconds: float | None = None
+    cpu_pressure: float | None = None
+    memory_pressure: float | None = None
+    io_pressure: float | None = None
 
     @property
     def ended(self) -> bool:
