@@ -164,7 +164,12 @@ class Cgroup:
         fs.wait_until(lambda: not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
-        """Memory now and at peak, CPU seconds, and OOM kills so far."""
+        """Memory now and at peak, CPU seconds, OOM kills so far, and CPU throttling.
+
+        ``cpu_throttled_seconds`` is the cpu controller's cpu.stat throttled_time (ns),
+        which exists where the kernel has CFS bandwidth control. PSI is per cgroup on v2
+        only, so no pressure is reported here.
+        """
         out: dict[str, Any] = {}
         memory = self.dirs.get("memory")
         if memory:
@@ -177,6 +182,14 @@ class Cgroup:
         cpuacct = self.dirs.get("cpuacct")
         if cpuacct:
             out["cpu_seconds"] = int(fs.read(os.path.join(cpuacct, "cpuacct.usage"))) / 1e9
+        cpu = self.dirs.get("cpu")
+        if cpu:
+            try:
+                stat = dict(line.split() for line in fs.read(os.path.join(cpu, "cpu.stat")).splitlines())
+            except FileNotFoundError:
+                stat = {}  # a kernel without CONFIG_CFS_BANDWIDTH: no throttling to report
+            if "throttled_time" in stat:
+                out["cpu_throttled_seconds"] = int(stat["throttled_time"]) / 1e9
         return out
 
     def remove(self) -> None:

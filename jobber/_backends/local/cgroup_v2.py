@@ -246,7 +246,13 @@ class Cgroup:
         fs.wait_until(lambda: not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
-        """Memory now and at peak, CPU seconds, and OOM kills so far."""
+        """Memory now and at peak, CPU seconds, OOM kills so far, CPU throttling, and PSI.
+
+        ``cpu_throttled_seconds`` is cpu.stat's throttled_usec (present once the cpu
+        controller is enabled for the cgroup); ``cpu_pressure``, ``memory_pressure`` and
+        ``io_pressure`` are the "some avg10" of the *.pressure files (the share of the last
+        10 s in which some task of the job waited), absent where the kernel has no PSI.
+        """
         out: dict[str, Any] = {}
 
         def kv(name: str) -> dict[str, str]:
@@ -259,7 +265,14 @@ class Cgroup:
             out["peak_memory_bytes"] = int(fs.read(os.path.join(self.path, "memory.peak")))
         except FileNotFoundError:
             pass
-        out["cpu_seconds"] = int(kv("cpu.stat")["usage_usec"]) / 1e6
+        cpu = kv("cpu.stat")
+        out["cpu_seconds"] = int(cpu["usage_usec"]) / 1e6
+        if "throttled_usec" in cpu:
+            out["cpu_throttled_seconds"] = int(cpu["throttled_usec"]) / 1e6
+        for resource in ("cpu", "memory", "io"):
+            share = _pressure(os.path.join(self.path, f"{resource}.pressure"))
+            if share is not None:
+                out[f"{resource}_pressure"] = share
         return out
 
     def remove(self) -> None:
@@ -268,3 +281,27 @@ class Cgroup:
         owner_dir = os.path.dirname(self.path)
         fs.rmdir_quietly(owner_dir)
         fs.rmdir_quietly(os.path.dirname(owner_dir))
+
+
+def _pressure(path: str) -> float | None:
+    """The "some avg10" of a PSI file ("some avg10=1.53 avg60=... total=..."), or None.
+
+    The file is missing on kernels built without PSI, and reads fail with EOPNOTSUPP when
+    PSI is off (``psi=0``, or ``cgroup.pressure`` set to 0); see
+    https://docs.kernel.org/accounting/psi.html
+    """
+    try:
+        text = fs.read(path)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        kind, _, fields = line.partition(" ")
+        if kind == "some":
+            for item in fields.split():
+                name, _, value = item.partition("=")
+                if name == "avg10":
+                    try:
+                        return float(value)
+                    except ValueError:
+                        return None
+    return None
