@@ -39,6 +39,7 @@ if __name__ == "__main__":
         sys.modules[_name] = _package
 
 from jobber._backends.local.isolation import open_cgroup  # noqa: E402
+from jobber._backends.local.retrying import hand_over  # noqa: E402
 from jobber._files import write_atomic  # noqa: E402
 from jobber._states import outcome  # noqa: E402
 
@@ -321,6 +322,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     # the job's process and the descendants it waited for.
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
+    hand_over(job_dir, final)  # a retry left for this ending: this process becomes retry.py
     write_json(os.path.join(job_dir, "status.json"), final)
     return 0
 

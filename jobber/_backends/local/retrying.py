@@ -1,0 +1,132 @@
+"""Retries: when an attempt ends the way ``retry_on`` names, the next one starts.
+
+The finisher (``supervisor.py --finish``, run once an attempt's main process ended)
+asks :func:`hand_over` before it records the outcome. When the job has a retry left, the
+attempt's files move to ``attempts/<n>/`` (its ``status.json``, ``log`` and
+``confinement.json``), ``status.json`` says "pending" with why and when the next attempt
+starts, and the finisher *execs* ``retry.py``: the same process (same pid, same start
+time) goes on supervising, so the job is never without a live supervisor and nothing
+needs a kernel alive. ``retry.py`` waits out the backoff, then starts the next attempt
+through the launcher, as ``start()`` does; a stop during the backoff ends the job
+"stopped" without starting it.
+
+    spec.json   retries, retry_on (default ["failed"]), oom_growth, oom_growth_max,
+                and attempt_limits: the limits of the attempt now running (memory grown)
+
+Standard library only (plus jobber's atomic write): it runs in the finisher's bare
+interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from jobber._files import write_atomic
+
+__all__ = ["ATTEMPTS", "backoff", "hand_over", "grown_memory"]
+
+ATTEMPTS = "attempts"
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 300.0
+_MIB = 1 << 20
+# What one attempt leaves that the next must not inherit (its outcome markers).
+_PER_ATTEMPT = ("status.json", "log", "confinement.json", "timed-out", "pid")
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before ``attempt`` (2, 3, ...): 1 s, then doubling, at most 5 min.
+
+    ``$JOBBER_RETRY_BACKOFF`` sets the first delay (seconds; "0" for none).
+    """
+    try:
+        first = float(os.environ.get("JOBBER_RETRY_BACKOFF", _BACKOFF_FIRST_S))
+    except ValueError:
+        first = _BACKOFF_FIRST_S
+    if not math.isfinite(first) or first < 0:
+        first = _BACKOFF_FIRST_S
+    return min(first * 2 ** max(0, attempt - 2), _BACKOFF_MAX_S)
+
+
+def grown_memory(spec: dict, memory: int | None, oom: bool) -> int | None:
+    """The next attempt's memory limit: x ``oom_growth`` after an OOM kill, up to the cap."""
+    growth = spec.get("oom_growth")
+    if not oom or not growth or not memory:
+        return memory
+    grown = math.ceil(memory * float(growth) / _MIB) * _MIB
+    cap = spec.get("oom_growth_max") or _host_memory()
+    return max(memory, min(grown, cap)) if cap else grown
+
+
+def _host_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} B"
+
+
+def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> None:
+    """Start the next attempt if the job has one left for this ending; else return.
+
+    Called by the finisher with the outcome it is about to record. When a retry is due
+    this never returns: the process becomes ``retry.py`` (``os.execv``).
+    """
+    if failed_to_start or final.get("state") == "stopped":
+        return
+    try:
+        with open(os.path.join(job_dir, "spec.json")) as f:
+            spec = json.load(f)
+        with open(os.path.join(job_dir, "status.json")) as f:
+            attempt = int(json.load(f).get("attempt", 1))
+    except (OSError, ValueError):
+        return
+    retries = int(spec.get("retries") or 0)
+    if attempt > retries or final.get("state") not in spec.get("retry_on", ["failed"]):
+        return
+    if os.path.exists(os.path.join(job_dir, "stop-requested")):
+        return
+    limits = dict(spec.get("attempt_limits") or spec.get("limits") or {})
+    memory = limits.get("memory")
+    grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
+    archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
+    os.makedirs(archive, mode=0o700, exist_ok=True)
+    write_atomic(os.path.join(archive, "status.json"),
+                 json.dumps({**final, "attempt": attempt, "limits": limits}).encode())
+    for name in _PER_ATTEMPT[1:]:
+        try:
+            os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
+        except FileNotFoundError:
+            pass
+    if grown != memory:
+        limits["memory"] = grown
+    spec["attempt_limits"] = limits
+    write_atomic(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode())
+    nxt, delay = attempt + 1, backoff(attempt + 1)
+    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
+    note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
+    if grown != memory and grown:
+        note += f" with memory {_size(grown)}"
+    with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+        stat = f.read()
+    write_atomic(os.path.join(job_dir, "status.json"), json.dumps({
+        "state": "pending", "attempt": nxt, "note": note, "started_at": final.get("started_at"),
+        "supervisor_pid": os.getpid(), "supervisor_start": int(stat[stat.rindex(b")") + 2:].split()[19]),
+        "previous": {k: final.get(k) for k in ("state", "exit_code", "signal", "peak_memory_bytes", "cpu_seconds")},
+    }).encode())
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from jobber._backends.local.retry import main; sys.exit(main(sys.argv[2:]))")
+    os.execv(sys.executable, [sys.executable, "-I", "-c", boot, package_parent, job_dir, repr(delay)])
