@@ -115,6 +115,52 @@ class JobStatus:
             return "timed-out"
         return self.state
 
+    def held_back(self) -> str:
+        """What holds the job back, from the kernel's own counters, or "" when nothing does.
+
+        It names a cause when that cause took at least 10% of the time: CPU throttling by a
+        CPU quota (cumulative, so set against the running time: "throttled 41 s of 60 s"),
+        and, on cgroup v2 while the job runs, the share of the last 10 s in which some task
+        of the job waited for memory, disk IO or a CPU (PSI "some avg10"). CPU waiting is
+        left out when throttling is named: a throttled task counts as waiting for a CPU.
+
+        Returns:
+            One short sentence per cause, joined by "; ", e.g. "held back by its CPU limit
+            (0.2 CPUs): throttled 1.6 s of 2.0 s", "waiting for memory 35% of the last 10 s
+            (near its 2 GiB limit)"; "" for a job that is simply slow, or not started.
+        """
+        share = 10.0  # percent: below it, a cause is noise, not the reason for slowness
+
+        def seconds(value: float) -> str:
+            if value < 60:
+                return f"{value:.1f} s"
+            minutes, secs = divmod(int(value), 60)
+            return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+        reasons = []
+        elapsed, throttled, cpu = self.elapsed, self.cpu_throttled_seconds, self.limits.cpu
+        throttling = bool(throttled and elapsed and 100 * throttled >= share * elapsed)
+        if throttling:
+            cause = (f"held back by its CPU limit ({cpu:g} CPU{'' if cpu == 1 else 's'})" if cpu
+                     else "held back by CPU throttling")
+            # The kernel sums throttling over the CPUs the job ran on: a busy job with several
+            # threads can be throttled for longer than it has run.
+            over = " (summed over its CPUs)" if throttled > elapsed else ""
+            reasons.append(f"{cause}: throttled {seconds(throttled)} of {seconds(elapsed)}{over}")
+        memory = self.limits.memory
+        if self.memory_pressure is not None and self.memory_pressure >= share:
+            used = self.memory_bytes if self.memory_bytes is not None else self.peak_memory_bytes or 0
+            near = (f" (near its {format_size(memory)} limit)" if isinstance(memory, int) and used >= 0.9 * memory
+                    else "")
+            reasons.append(f"waiting for memory {self.memory_pressure:.0f}% of the last 10 s{near}")
+        if self.io_pressure is not None and self.io_pressure >= share:
+            capped = self.limits.io_read_bps is not None or self.limits.io_write_bps is not None
+            reasons.append(f"waiting for disk IO {self.io_pressure:.0f}% of the last 10 s"
+                           + (" (it has an IO limit)" if capped else ""))
+        if not throttling and self.cpu_pressure is not None and self.cpu_pressure >= share:
+            reasons.append(f"waiting for a CPU {self.cpu_pressure:.0f}% of the last 10 s")
+        return "; ".join(reasons)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (ISO 8601 times), as the CLI and the server print it."""
         data = asdict(self)
