@@ -10,7 +10,11 @@ from typing import Any
 
 from jobber._errors import LimitError
 
-__all__ = ["Limits", "parse_size", "format_size"]
+__all__ = ["Limits", "AUTO", "parse_size", "format_size"]
+
+# ``Limits(memory="auto")``: the size is picked from earlier runs with the job's label when
+# the job is created (``jobber._jobs.history.resolve_auto``); it is never stored as "auto".
+AUTO = "auto"
 
 # Binary multiples, as docker, Slurm and cgroupfs itself read them ("512M" == 512 MiB).
 _UNITS = {
@@ -90,7 +94,9 @@ class Limits:
 
     Args:
         cpu: CPUs, e.g. 0.5 for half a core, 2 for two cores.
-        memory: bytes of RAM (swap is not allowed on top), int or "512M".
+        memory: bytes of RAM (swap is not allowed on top), int or "512M"; or "auto":
+            the most earlier runs with the same label used, x 1.25, picked when the job is
+            created (see ``jobber._jobs.history``).
         pids: the most processes and threads the job may have at once.
         io_read_bps: bytes per second read from the disk holding the job directory.
         io_write_bps: bytes per second written to that disk (direct I/O; buffered
@@ -103,7 +109,7 @@ class Limits:
     """
 
     cpu: float | None = None
-    memory: int | None = None
+    memory: int | str | None = None  # an int, or AUTO until the job is created
     pids: int | None = None
     io_read_bps: int | None = None
     io_write_bps: int | None = None
@@ -120,14 +126,20 @@ class Limits:
     ) -> None:
         set_ = object.__setattr__
         set_(self, "cpu", _parse_cpu(cpu))
-        set_(self, "memory", None if memory is None else parse_size(memory, "memory"))
+        set_(self, "memory", _parse_memory(memory))
         set_(self, "pids", _parse_pids(pids))
         set_(self, "io_read_bps", None if io_read_bps is None else parse_size(io_read_bps, "io_read_bps"))
         set_(self, "io_write_bps", None if io_write_bps is None else parse_size(io_write_bps, "io_write_bps"))
         set_(self, "require_isolation", bool(require_isolation))
 
     def to_dict(self) -> dict[str, Any]:
-        """The limits as plain JSON-able values (the job directory stores this)."""
+        """The limits as plain JSON-able values (the job directory stores this).
+
+        Raises:
+            LimitError: memory is still "auto", which only a job's creation resolves.
+        """
+        if self.memory == AUTO:
+            raise LimitError(_AUTO_UNRESOLVED)
         return asdict(self)
 
     @classmethod
@@ -140,6 +152,8 @@ class Limits:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise LimitError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        if _is_auto(data.get("memory")):
+            raise LimitError(_AUTO_UNRESOLVED)
         return cls(**data)
 
     def beyond_host(self) -> list[str]:
@@ -155,7 +169,7 @@ class Limits:
             warnings.append(f"--cpu {self.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this "
                             f"host: the job can use {cpus} at most, so the limit never binds")
         memory = _host_memory()
-        if self.memory and memory and self.memory > memory:
+        if isinstance(self.memory, int) and memory and self.memory > memory:
             warnings.append(f"--memory {format_size(self.memory)} is more than the {format_size(memory)} of memory "
                             "of this host: the host runs out before the job meets its limit")
         return warnings
@@ -165,7 +179,9 @@ class Limits:
         parts = []
         if self.cpu is not None:
             parts.append(f"cpu={self.cpu:g}")
-        if self.memory is not None:
+        if self.memory == AUTO:
+            parts.append(f"memory={AUTO}")
+        elif self.memory is not None:
             parts.append(f"memory={format_size(self.memory)}")
         if self.pids is not None:
             parts.append(f"pids={self.pids}")
@@ -174,6 +190,23 @@ class Limits:
         if self.io_write_bps is not None:
             parts.append(f"io_write={format_size(self.io_write_bps)}/s")
         return " ".join(parts) or "unlimited"
+
+
+_AUTO_UNRESOLVED = ("memory='auto' is not a size yet: only creating a job on this host turns it into one (from "
+                    "earlier runs with the same label), so these limits cannot be stored or sent as they are; "
+                    "give a size such as 2G")
+
+
+def _is_auto(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def _parse_memory(value: int | str | None) -> int | str | None:
+    if value is None:
+        return None
+    if _is_auto(value):
+        return AUTO
+    return parse_size(value, "memory")
 
 
 def _parse_cpu(value: float | str | None) -> float | None:
