@@ -1,6 +1,8 @@
 """Reading a job's log: ``tail`` (readinto) and ``follow`` (live, inotify-driven).
 
 Readers stream: each holds one chunk buffer, however large the log or fast the writer.
+Both read the log as ``logcut`` defines it once ``log_max`` has cut it: the head, one
+marker line, the newest bytes; offsets are positions in that logical log.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from jobber._errors import JobError
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from jobber._jobs import logcut
 
 __all__ = ["tail", "follow", "tail_view", "check_offset", "CHUNK"]
 
@@ -53,9 +56,7 @@ def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
     except FileNotFoundError:
         return 0
     try:
-        if offset < 0:
-            offset = max(0, os.fstat(fd).st_size + offset)
-        return os.preadv(fd, [view], offset)
+        return logcut.read_logical(fd, view, offset)[1]
     finally:
         os.close(fd)
 
@@ -71,7 +72,8 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
         heartbeat: if set, yield ``b""`` whenever this many seconds pass without output.
 
     Yields:
-        Chunks of at most ``CHUNK`` bytes, untouched.
+        Chunks of at most ``CHUNK`` bytes, untouched; where the cap dropped bytes the
+        follower had not read yet (the writer outran it), a marker line saying how many.
     """
     check_offset(offset)
     with Inotify() as inotify:
@@ -90,10 +92,17 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
                     except FileNotFoundError:
                         fd = -1
                     else:
-                        if offset < 0:
-                            offset = max(0, os.fstat(fd).st_size + offset)
+                        # From here on ``offset`` is a file offset: the cut may move under
+                        # a running job, the follower's place in the file does not.
+                        pending, offset = logcut.locate(fd, offset)
+                        if pending:
+                            yield pending
                 if fd >= 0:
-                    n = os.preadv(fd, [view], offset)
+                    n, resume = logcut.read_kept(fd, view, offset)
+                    if resume is not None:
+                        yield logcut.marker(resume - offset)
+                        offset = resume
+                        continue
                     if n:
                         offset += n
                         yield bytes(view[:n])

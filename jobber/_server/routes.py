@@ -30,6 +30,7 @@ from jobber import __version__
 from jobber._backends.context import check_env
 from jobber._backends.local import isolation
 from jobber._errors import JobError, JobNotFound, LimitError
+from jobber._jobs import logcut
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.status import JobStatus
@@ -483,20 +484,20 @@ async def read_log(request: web.Request) -> web.StreamResponse:
 
 
 def _read(job: Job, query: dict[str, Any]) -> tuple[int, bytes]:
-    """(the offset of the first byte, the bytes) of a log read."""
-    fd = -1
+    """(the logical offset of the first byte, the bytes) of a log read (``logcut``: a
+    capped log reads as its head, a marker line, its newest bytes)."""
+    buf = bytearray(min(query.get("length", DEFAULT_READ_BYTES), query.get("tail", MAX_READ_BYTES)))
     try:
         fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass  # not started yet: an empty log
+        return (0 if "tail" in query else query.get("offset", 0)), b""  # not started yet: an empty log
     try:
-        size = os.fstat(fd).st_size if fd >= 0 else 0
-        start = max(0, size - query["tail"]) if "tail" in query else query.get("offset", 0)
-        buf = bytearray(min(query.get("length", DEFAULT_READ_BYTES), query.get("tail", MAX_READ_BYTES)))
-        n = os.preadv(fd, [buf], start) if fd >= 0 and buf and start < size else 0
+        if not buf:  # tail=0: nothing, from the end
+            return logcut.find_cut(fd).length, b""
+        offset = -query["tail"] if "tail" in query else query.get("offset", 0)
+        start, n = logcut.read_logical(fd, memoryview(buf), offset)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
     return start, bytes(buf[:n])
 
 
@@ -552,10 +553,15 @@ def _drop_stuck_follower(request: web.Request, job: Job) -> None:
 
 
 def _end_of(job: Job) -> int:
+    """The log's logical length now (its end, for a follow that starts there)."""
     try:
-        return os.stat(job.log_path).st_size
+        fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return 0
+    try:
+        return logcut.find_cut(fd).length
+    finally:
+        os.close(fd)
 
 
 def _abort(request: web.Request) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from jobber._jobs import logcut
 from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
 
@@ -174,20 +175,30 @@ class WatchHub:
 
 
 def resolve_offset(log: Path, offset: int) -> int:
-    """The absolute offset of ``offset`` (negative counts back from the current end)."""
+    """The logical offset of ``offset`` (negative counts back from the current end).
+
+    Logical as ``logcut`` defines it: once ``log_max`` has cut the log, a marker line
+    stands for the dropped bytes, and offsets count it instead of them.
+    """
     if offset >= 0:
         return offset
     try:
-        return max(0, os.stat(log).st_size + offset)
+        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return 0
+    try:
+        return max(0, logcut.find_cut(fd).length + offset)
+    finally:
+        os.close(fd)
 
 
 async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[bytes]:
-    """Yield the job's log from absolute ``offset`` as it is written, until the job ended.
+    """Yield the job's log from logical ``offset`` as it is written, until the job ended.
 
     The end is decided from the job's status, never from EOF (an orphan may hold the log
-    open), and the log is drained once more after the end is seen.
+    open), and the log is drained once more after the end is seen. Where ``log_max``
+    dropped bytes this follower had not read yet, it yields a marker line and goes on
+    from the kept bytes (``logcut``): never bytes of the hole, never a stall.
     """
     sub = hub.subscribe(job.path)  # before the first read: no write goes unnoticed
     fd = -1
@@ -201,8 +212,17 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
                     fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     fd = -1
+                else:
+                    # A file offset from here on: the cut moves, the follower's place does not.
+                    pending, offset = logcut.locate(fd, offset)
+                    if pending:
+                        yield pending
             if fd >= 0:
-                n = os.preadv(fd, [view], offset)
+                n, resume = logcut.read_kept(fd, view, offset)
+                if resume is not None:
+                    yield logcut.marker(resume - offset)
+                    offset = resume
+                    continue
                 if n:
                     offset += n
                     yield bytes(view[:n])
@@ -211,7 +231,12 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
                     # Short read: at the end for now. A write since then is recorded in
                     # the subscription, so the wait below returns at once for it.
             if finished:
-                if n := (os.preadv(fd, [view], offset) if fd >= 0 else 0):
+                n, resume = logcut.read_kept(fd, view, offset) if fd >= 0 else (0, None)
+                if resume is not None:
+                    yield logcut.marker(resume - offset)
+                    offset = resume
+                    continue
+                if n:
                     offset += n
                     yield bytes(view[:n])
                     continue
