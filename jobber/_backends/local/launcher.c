@@ -17,6 +17,10 @@
  * with no kernel alive), then the Python half runs `supervisor.py --time-out`, which marks
  * the job timed out and stops its whole cgroup (SIGTERM, SIGKILL after the grace).
  *
+ * --log-max BYTES: while the job runs, this process keeps the log under the cap (its head
+ * and its newest bytes, the middle punched out: see struct log_cap); --finish gets the
+ * cap too, for the last trim once nothing writes any more.
+ *
  * --into (cgroup v2): the job's process is created inside that cgroup with
  * clone3(CLONE_INTO_CGROUP) (Linux 5.7), so it never has to migrate; where the kernel
  * lacks it, the child joins by writing to cgroup.procs (--join) as on cgroup v1.
@@ -57,6 +61,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
+#include <linux/falloc.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
@@ -96,31 +102,155 @@ static pid_t fork_into(int dirfd) {
 #endif
 }
 
-/* NAME=N (soft and hard) or NAME=SOFT:HARD. */
-/* Wait until `pid` ends or `seconds` pass; 1 when the time is up, 0 when it ended (or the
- * kernel has no pidfd_open: then the timeout is not enforced here and wait4 waits). */
-static int timed_out(pid_t pid, double seconds) {
-#ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0) return 0;
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double left = seconds - ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9);
-        if (left <= 0) { close(fd); return 1; }
-        struct pollfd p = {fd, POLLIN, 0};
-        int ms = left > 3600 ? 3600000 : (int)(left * 1000) + 1;
-        int r = poll(&p, 1, ms);
-        if (r > 0) { close(fd); return 0; }
-        if (r < 0 && errno != EINTR) { close(fd); return 0; }
-    }
-#else
-    (void)pid; (void)seconds;
-    return 0;
-#endif
+/* The log cap (--log-max): past it the log keeps its first H bytes and its newest cap/2,
+ * and the bytes between are punched out of the file (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE), so
+ * no offset ever moves and the job keeps writing straight to the file (O_APPEND, no pipe,
+ * no copy). Readers find the cut from the file alone (SEEK_HOLE/SEEK_DATA: logcut.py);
+ * supervisor.py does the same for the Python launcher and the last trim in --finish. */
+struct log_cap {
+    int fd;                 /* the log, open for writing */
+    long long max;          /* bytes; 0: no cap */
+    long long block;        /* st_blksize: holes are whole blocks */
+    long long head;         /* H: the bytes kept from the start, cap/2 in whole blocks */
+    long long resume;       /* P: where the kept tail starts (H until the first cut) */
+    long long slack;        /* how far the tail may grow past cap/2 before the next cut */
+    long long last_size;
+    const char *job_dir;
+};
+
+#define CAP_CHECK_NS 2000000LL  /* at most one fstat every 2 ms, however fast the writer */
+#define CAP_POLL_MAX_MS 250     /* without inotify: the slowest periodic check */
+
+static void cap_init(struct log_cap *cap, int fd, long long max, const char *job_dir) {
+    struct stat st;
+    cap->fd = fd;
+    cap->max = max > 0 ? max : 0;
+    cap->block = fstat(fd, &st) == 0 && st.st_blksize > 0 ? st.st_blksize : 4096;
+    cap->head = cap->max / 2 / cap->block * cap->block;
+    if (cap->head < cap->block) cap->head = cap->block;
+    cap->resume = cap->head;
+    cap->slack = cap->max / 16 > (1 << 20) ? cap->max / 16 : (1 << 20);
+    cap->last_size = 0;
+    cap->job_dir = job_dir;
 }
 
+/* Best effort, never fatal: the job must not fail because its log could not be capped. */
+static void cap_note(struct log_cap *cap, int err) {
+    char path[4096], text[512];
+    snprintf(path, sizeof path, "%s/log-cap-note", cap->job_dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    int len = snprintf(text, sizeof text, "log_max is not enforced: this filesystem cannot punch holes in the log (%s)\n",
+                       strerror(err));
+    if (write(fd, text, (size_t)len) < 0) { /* nothing more to do */ }
+    close(fd);
+}
+
+/* One look at the log: cut it when its tail has grown past cap/2 + slack. Returns 1 when
+ * the log grew since the last look. */
+static int cap_check(struct log_cap *cap) {
+    struct stat st;
+    if (!cap->max || fstat(cap->fd, &st) < 0) return 0;
+    int grew = st.st_size != cap->last_size;
+    cap->last_size = st.st_size;
+    if (st.st_size - cap->resume <= cap->max / 2 + cap->slack) return grew;
+    long long to = (st.st_size - cap->max / 2) / cap->block * cap->block;
+    if (to <= cap->resume) return grew;
+    if (fallocate(cap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, cap->resume, to - cap->resume) < 0) {
+        if (errno != EINTR) {
+            cap_note(cap, errno);
+            cap->max = 0; /* stop trying: the log grows uncapped, the job goes on */
+        }
+        return grew;
+    }
+    cap->resume = to;
+    return grew;
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Has `pid` ended? Without reaping it: wait4 below collects its status and rusage. */
+static int ended(pid_t pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+/* The resident wait: until `pid` ends, keep the log under its cap and, with seconds >= 0,
+ * return 1 once the time is up (0 when the job ended). One poll() holds the pidfd, the
+ * timeout and an inotify IN_MODIFY|IN_ONESHOT watch on the log: a write wakes us once,
+ * then we look at most every CAP_CHECK_NS and re-arm, so a fast writer costs one event
+ * per look and an idle job costs nothing. Without pidfd_open the end is polled with
+ * waitid(WNOWAIT); without inotify the log is looked at periodically. */
+static int supervise(pid_t pid, double seconds, struct log_cap *cap, const char *log_path) {
+    int pfd = -1, ino = -1, armed = 0;
+    if (seconds < 0 && !cap->max) return 0; /* nothing to do here: wait4 waits */
+#ifdef SYS_pidfd_open
+    pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    if (cap->max) ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    long long start = now_ns(), last_look = start - CAP_CHECK_NS;
+    int interval_ms = 2;
+    int result = 0;
+    for (;;) {
+        long long now = now_ns();
+        if (seconds >= 0 && now - start >= (long long)(seconds * 1e9)) { result = 1; break; }
+        long long wake_ms = -1; /* poll's timeout: -1 is none */
+        if (cap->max && ino >= 0 && !armed) {
+            if (now - last_look >= CAP_CHECK_NS) {
+                /* Arm first, then look: a write after the look always wakes us. */
+                if (inotify_add_watch(ino, log_path, IN_MODIFY | IN_ONESHOT | IN_DONT_FOLLOW) < 0) {
+                    close(ino);
+                    ino = -1;
+                } else {
+                    armed = 1;
+                }
+                cap_check(cap);
+                last_look = now;
+            } else {
+                wake_ms = (CAP_CHECK_NS - (now - last_look)) / 1000000 + 1;
+            }
+        }
+        if (cap->max && ino < 0) {
+            if (now - last_look >= (long long)interval_ms * 1000000LL) {
+                int grew = cap_check(cap);
+                last_look = now;
+                interval_ms = grew ? 2 : (interval_ms * 2 > CAP_POLL_MAX_MS ? CAP_POLL_MAX_MS : interval_ms * 2);
+            }
+            long long until = (last_look + (long long)interval_ms * 1000000LL - now) / 1000000 + 1;
+            if (wake_ms < 0 || until < wake_ms) wake_ms = until;
+        }
+        if (pfd < 0 && (wake_ms < 0 || wake_ms > 50)) wake_ms = 50;
+        if (seconds >= 0) {
+            long long left = ((long long)(seconds * 1e9) - (now - start)) / 1000000 + 1;
+            if (left > 3600000) left = 3600000;
+            if (wake_ms < 0 || left < wake_ms) wake_ms = left;
+        }
+        struct pollfd fds[2];
+        int nfds = 0, pi = -1, ii = -1;
+        if (pfd >= 0) { fds[nfds] = (struct pollfd){pfd, POLLIN, 0}; pi = nfds++; }
+        if (ino >= 0 && armed) { fds[nfds] = (struct pollfd){ino, POLLIN, 0}; ii = nfds++; }
+        if (!nfds && wake_ms < 0) break; /* cannot happen: there is always a reason to wake */
+        int r = poll(fds, (nfds_t)nfds, (int)wake_ms);
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0 && pi >= 0 && fds[pi].revents) break;
+        if (pfd < 0 && ended(pid)) break;
+        if (r > 0 && ii >= 0 && fds[ii].revents) {
+            char events[4096];
+            while (read(ino, events, sizeof events) > 0) {}
+            armed = 0; /* the one-shot watch fired (and is gone): look, at the next 2 ms mark */
+        }
+    }
+    if (pfd >= 0) close(pfd);
+    if (ino >= 0) close(ino);
+    return result;
+}
+
+/* NAME=N (soft and hard) or NAME=SOFT:HARD. */
 static int set_rlimit(const char *spec) {
     const char *eq = strchr(spec, '=');
     if (!eq) { errno = EINVAL; return -1; }
@@ -236,7 +366,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--log-max")) log_max = argv[++i];
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
-    (void)log_max; /* accepted; the cap is enforced below once implemented */
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
 
     /* Double fork: the starter reaps this process at once; the supervisor is nobody's child. */
@@ -316,7 +445,8 @@ int main(int argc, char **argv) {
         child_fail(err, "exec", "/bin/sh");
     }
     close(errpipe[1]);
-    close(log_fd);
+    struct log_cap cap;
+    cap_init(&cap, log_fd, log_max ? atoll(log_max) : 0, job_dir); /* log_fd stays open: cuts are made through it */
     if (command_fd >= 0) close(command_fd);
     char failure[2048];
     ssize_t got = 0, n;
@@ -349,9 +479,10 @@ int main(int argc, char **argv) {
     dup2(devnull, 1);
     dup2(devnull, 2);
 
-    if (timeout && timed_out(pid, atof(timeout))) {
+    if (supervise(pid, timeout ? atof(timeout) : -1, &cap, log_path)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
-         * for it but init); the job's end then reaches wait4 below as usual. */
+         * for it but init); meanwhile the cap still holds, and the job's end reaches
+         * wait4 below as usual. */
         pid_t killer = fork();
         if (killer == 0) {
             if (fork() == 0) {
@@ -361,6 +492,7 @@ int main(int argc, char **argv) {
             _exit(0);
         }
         if (killer > 0) waitpid(killer, NULL, 0);
+        supervise(pid, -1, &cap, log_path);
     }
     int wstatus;
     struct rusage usage;
@@ -372,9 +504,11 @@ int main(int argc, char **argv) {
     snprintf(cpu, sizeof cpu, "%.6f",
              (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                  (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6);
+    char cap_s[32];
+    snprintf(cap_s, sizeof cap_s, "%lld", log_max ? atoll(log_max) : 0LL); /* the last trim is the finisher's */
     execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
           "--started", started_s, "--wait-status", status_s, "--maxrss-kb", maxrss,
-          "--cpu", cpu, (char *)NULL);
+          "--cpu", cpu, "--log-max", cap_s, (char *)NULL);
     die("exec python");
     return 1;
 }

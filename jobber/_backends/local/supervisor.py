@@ -240,7 +240,10 @@ def launch(job_dir: str, plan: dict) -> int:
         os.close(error_r)
         _child(plan, log_fd, error_w, command, command_fd)
     os.close(error_w)
-    os.close(log_fd)
+    log_max = int(plan["log_max"] or 0)
+    cap = _LogCap(log_fd, log_max, job_dir) if log_max > 0 else None  # cuts are made through log_fd
+    if cap is None:
+        os.close(log_fd)
     if command_fd >= 0:
         os.close(command_fd)
     failure = b""
@@ -249,7 +252,7 @@ def launch(job_dir: str, plan: dict) -> int:
     os.close(error_r)
     if failure:
         os.waitpid(pid, 0)
-        return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"))
+        return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"), log_max=log_max)
     write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
     write_json(os.path.join(job_dir, "status.json"), {
         "state": "running", "pid": pid, "started_at": started_at,
@@ -259,29 +262,173 @@ def launch(job_dir: str, plan: dict) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    if plan.get("timeout") and _ran_out_of_time(pid, float(plan["timeout"])):
+    if _supervise(pid, float(plan["timeout"]) if plan.get("timeout") else None, cap, log_path):
         time_out(job_dir, pid, float(plan.get("grace") or 5.0))
+        _supervise(pid, None, cap, log_path)
     _, wait_status, usage = os.wait4(pid, 0)
+    if cap is not None:
+        os.close(log_fd)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
-                  cpu=usage.ru_utime + usage.ru_stime)
+                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max)
 
 
+# The log cap, as launcher.c's struct log_cap does it (see there): the log keeps its first
+# H bytes (cap/2 in whole blocks) and its newest cap/2; the middle is punched out of the
+# file, so no offset moves. Readers find the cut from the file alone (jobber._jobs.logcut).
+LOG_CAP_NOTE = "log-cap-note"
+_CAP_LOOK_S = 0.002  # at most one fstat every 2 ms, however fast the writer
+_CAP_POLL_MAX_S = 0.25  # without inotify: the slowest periodic look
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_IN_MODIFY, _IN_DONT_FOLLOW, _IN_ONESHOT = 0x2, 0x02000000, 0x80000000
 
-def _ran_out_of_time(pid: int, seconds: float) -> bool:
-    """Wait until ``pid`` ends or ``seconds`` pass (a pidfd: no polling); True if time ran out."""
-    import select
 
-    fd = os.pidfd_open(pid)
+class _LogCap:
+    """Keeps an open log (``fd``, writable) under ``limit`` bytes while it grows."""
+
+    def __init__(self, fd: int, limit: int, job_dir: str, *, slack: int | None = None) -> None:
+        self.fd, self.limit, self.job_dir = fd, limit, job_dir
+        self.block = os.fstat(fd).st_blksize or 4096
+        self.head = max(self.block, limit // 2 // self.block * self.block)
+        self.resume = self.head
+        self.slack = max(1 << 20, limit // 16) if slack is None else slack
+        self.last_size = 0
+        self._fallocate = None
+
+    def check(self) -> bool:
+        """Cut the log once its tail has grown past cap/2 + slack; True when it grew."""
+        if not self.limit:
+            return False
+        size = os.fstat(self.fd).st_size
+        grew, self.last_size = size != self.last_size, size
+        if size - self.resume <= self.limit // 2 + self.slack:
+            return grew
+        to = (size - self.limit // 2) // self.block * self.block
+        if to <= self.resume:
+            return grew
+        try:
+            self._punch(self.resume, to - self.resume)
+        except OSError as err:
+            if err.errno != errno.EINTR:
+                self.limit = 0  # stop trying: the log grows uncapped, the job goes on
+                _note_log_cap(self.job_dir, err)
+            return grew
+        self.resume = to
+        return grew
+
+    def _punch(self, offset: int, length: int) -> None:
+        if self._fallocate is None:
+            ctypes, libc = _libc()  # only once a log outgrows its cap
+            self._fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
+            self._fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            self._get_errno = ctypes.get_errno
+        if self._fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            err = self._get_errno()
+            raise OSError(err, f"fallocate PUNCH_HOLE: {os.strerror(err)}")
+
+
+def _note_log_cap(job_dir: str, err: OSError) -> None:
+    """Say why the cap is not enforced (best effort: the job never fails for its log)."""
     try:
-        deadline = time.monotonic() + seconds
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        while (left := deadline - time.monotonic()) > 0:
-            if poller.poll(min(left, 3600.0) * 1000 + 1):
-                return False
-        return True
+        write_atomic(os.path.join(job_dir, LOG_CAP_NOTE),
+                     f"log_max is not enforced: this filesystem cannot punch holes in the log ({err.strerror})\n".encode())
+    except OSError:
+        pass
+
+
+def trim_log(job_dir: str, limit: int) -> None:
+    """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block)."""
+    try:
+        fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= limit:
+            return  # the usual case: nothing to cut, and nothing imported for it
+        cap = _LogCap(fd, limit, job_dir, slack=0)
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+        if hole < st.st_size:  # cut before: go on from where the kept tail starts
+            try:
+                cap.resume = max(cap.head, os.lseek(fd, hole, os.SEEK_DATA))
+            except OSError:
+                cap.resume = st.st_size
+        cap.check()
+    except OSError:
+        pass
     finally:
         os.close(fd)
+
+
+def _supervise(pid: int, seconds: float | None, cap: _LogCap | None, log_path: str) -> bool:
+    """The resident wait: until ``pid`` ends, keep the log under its cap and, with
+    ``seconds``, return True once the time is up (False when the job ended).
+
+    One poll holds the pidfd, the timeout and an inotify IN_MODIFY|IN_ONESHOT watch on the
+    log: a write wakes us once, then we look at most every 2 ms and re-arm (launcher.c's
+    ``supervise`` does the same). Without a pidfd the end is polled with waitid(WNOWAIT);
+    without inotify the log is looked at periodically.
+    """
+    if seconds is None and cap is None:
+        return False
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    inotify = None
+    if cap is not None:
+        try:
+            from jobber._inotify import Inotify
+
+            inotify = Inotify()
+        except OSError:
+            inotify = None
+    start = time.monotonic()
+    last_look, armed, interval = start - _CAP_LOOK_S, False, _CAP_LOOK_S
+    try:
+        while True:
+            now = time.monotonic()
+            if seconds is not None and now - start >= seconds:
+                return True
+            wake: float | None = None
+            if cap is not None and inotify is not None and not armed:
+                if now - last_look >= _CAP_LOOK_S:
+                    try:  # arm first, then look: a write after the look always wakes us
+                        inotify.add_watch(log_path, _IN_MODIFY | _IN_ONESHOT | _IN_DONT_FOLLOW)
+                        armed = True
+                    except OSError:
+                        inotify.close()
+                        inotify = None
+                    cap.check()
+                    last_look = now
+                else:
+                    wake = last_look + _CAP_LOOK_S - now
+            if cap is not None and inotify is None:
+                if now - last_look >= interval:
+                    interval = _CAP_LOOK_S if cap.check() else min(interval * 2, _CAP_POLL_MAX_S)
+                    last_look = now
+                wake = min(wake if wake is not None else interval, last_look + interval - now)
+            if pidfd < 0:
+                wake = min(wake if wake is not None else 0.05, 0.05)
+            if seconds is not None:
+                wake = min(wake if wake is not None else 3600.0, start + seconds - now, 3600.0)
+            poller = select.poll()
+            if pidfd >= 0:
+                poller.register(pidfd, select.POLLIN)
+            if armed and inotify is not None:
+                poller.register(inotify.fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(None if wake is None else max(0.0, wake) * 1000 + 1)}
+            if pidfd in ready or (pidfd < 0 and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)):
+                return False
+            if armed and inotify is not None and inotify.fd in ready:
+                inotify.drain()
+                armed = False  # the one-shot watch fired (and is gone): look at the next 2 ms mark
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+        if inotify is not None:
+            inotify.close()
 
 
 def time_out(job_dir: str, pid: int, grace: float) -> int:
@@ -303,12 +450,15 @@ def time_out(job_dir: str, pid: int, grace: float) -> int:
 
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
-           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None) -> int:
-    """Record how the job ended, after cleaning up what is left of it."""
+           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0) -> int:
+    """Record how the job ended, after cleaning up what is left of it (and the last cut
+    of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap)."""
     ended_at = time.time()
     with open(os.path.join(job_dir, "confinement.json")) as f:
         cgroup = open_cgroup(json.load(f), pid)
     stats = _cleanup(cgroup)
+    if log_max > 0:
+        trim_log(job_dir, log_max)
     final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
     if failed is not None:
         final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
@@ -357,6 +507,7 @@ def _finish_from_argv(argv: list[str]) -> int:
         maxrss_kb=int(options.get("--maxrss-kb", 0)),
         cpu=float(options.get("--cpu", 0.0)),
         failed=options.get("--failed"),
+        log_max=int(options.get("--log-max", 0)),
     )
 
 
