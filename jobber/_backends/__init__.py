@@ -118,3 +118,6 @@ class DeferredBackend:
 
     def remove(self) -> None:
         self._backend().remove()
+
+    def attempts(self) -> Any:
+        return self._backend().attempts()

@@ -68,6 +68,9 @@ class Backend(Protocol):
     def remove(self) -> None:
         """Remove an ended (or never started) job and its files; JobError while it runs."""
 
+    def attempts(self) -> list[JobStatus]:
+        """Every attempt's status, oldest first (one, for a job that was never retried)."""
+
 
 class DirectoryBackend:
     """The part of the local and Slurm backends that is the job directory.
@@ -106,6 +109,9 @@ class DirectoryBackend:
             raise JobError(f"job {self.job_id} is {status.state}: stop it first (a running job's files are "
                            "never removed)", job_id=self.job_id)
         self.dir.remove_tree()
+
+    def attempts(self) -> list[JobStatus]:
+        return [self.status()]
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError

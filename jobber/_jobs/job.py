@@ -74,6 +74,19 @@ class Job:
         return self._backend.spec().get("label")
 
     @property
+    def attempt(self) -> int:
+        """Which attempt runs (or ran last): 1, then 2, ... as ``retries`` start it again."""
+        return self.status().attempt
+
+    @property
+    def attempts(self) -> list[JobStatus]:
+        """Every attempt's status, oldest first; the last is the current :meth:`status`.
+
+        Each attempt keeps its own log: ``<job dir>/attempts/<n>/log`` for the ended ones.
+        """
+        return self._backend.attempts()
+
+    @property
     def rerun_of(self) -> int | None:
         """The id of the job this one re-ran (``job.rerun()``), or None."""
         return self._backend.spec().get("rerun_of")

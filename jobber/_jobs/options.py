@@ -4,7 +4,8 @@
     timeout   seconds, or "90s" "30m" "2h" "1d": the job is stopped, "timed-out"
     log_max   a size ("200M"): past it the log keeps its head and its newest bytes
     retries   start a failed attempt again, up to N times (retry_on: which endings)
-    oom_growth  after an OOM kill, the next attempt gets memory x this
+    oom_growth  after an OOM kill, the next attempt gets memory x this (up to a cap:
+                (1.5, "16G"); without one, up to the host's memory)
 
 They are recorded in the job's spec; the backend that runs the job enforces them.
 """
@@ -117,7 +118,31 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
     if retries and tuple(retry_on) != ("failed",):
         spec["retry_on"] = list(dict.fromkeys(retry_on))
     if oom_growth is not None:
-        if isinstance(oom_growth, bool) or not isinstance(oom_growth, (int, float)) or not 1 < oom_growth <= 16:
-            raise JobError(f"oom_growth must be a factor above 1 (at most 16), e.g. 1.5, not {oom_growth!r}")
-        spec["oom_growth"] = float(oom_growth)
+        spec.update(_check_growth(oom_growth))
     return spec
+
+
+def _check_growth(value: Any) -> dict[str, Any]:
+    """``oom_growth``: a factor (1.5), or a factor and a cap ((1.5, "16G")), or "1.5:16G"."""
+    given = value
+    if isinstance(value, str) and ":" in value:
+        value = tuple(value.split(":", 1))
+    cap = None
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise JobError(f"oom_growth {given!r}: give a factor, or a factor and a cap such as (1.5, \"16G\")")
+        value, cap = value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value <= 16:
+        raise JobError(f"oom_growth must be a factor above 1 (at most 16), e.g. 1.5 or (1.5, \"16G\"), not {given!r}")
+    out: dict[str, Any] = {"oom_growth": float(value)}
+    if cap is not None:
+        try:
+            out["oom_growth_max"] = parse_size(cap, "oom_growth's cap")
+        except JobError as err:
+            raise JobError(f"oom_growth {given!r}: {err}") from None
+    return out

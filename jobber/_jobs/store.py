@@ -177,7 +177,8 @@ class JobStore:
             "command": spec["command"], "limits": Limits.from_dict(spec.get("limits") or {}),
             "env": spec.get("extra_env"), "cwd": spec.get("cwd"), "label": spec.get("label"),
             "timeout": spec.get("timeout"), "log_max": spec.get("log_max"), "retries": spec.get("retries", 0),
-            "retry_on": spec.get("retry_on", ("failed",)), "oom_growth": spec.get("oom_growth"),
+            "retry_on": spec.get("retry_on", ("failed",)), "oom_growth": ((spec["oom_growth"], spec["oom_growth_max"]) if spec.get("oom_growth_max")
+                           else spec.get("oom_growth")),
             "options": dict(spec.get("options") or {}),
         }
         options = {**given.pop("options"), **overrides.pop("options", {})}

@@ -16,16 +16,19 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import isolation
 from jobber._backends.local.launcher import launcher_command
+from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._inotify import IN_MOVED_TO, Inotify
+from jobber._jobs import logs
 from jobber._jobs.options import default_log_max
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
@@ -37,6 +40,7 @@ _TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, a
 # Status changes arrive as renames of status.json; the cap only bounds how soon a dead
 # supervisor is noticed (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
+_PENDING_STOP_S = 30.0  # a pending job's retry.py ends it within ~50 ms, or starts it
 
 
 class LocalBackend(DirectoryBackend):
@@ -67,33 +71,110 @@ class LocalBackend(DirectoryBackend):
             raise
         except BaseException as err:  # ENOSPC, EROFS, ...: nothing was claimed
             raise _not_started(self.job_id, err) from err
-        record = cgroup = None
+        made: list[Any] = [None, None]
         try:
             spec = self.dir.spec()
             context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"), sandbox)
-            self.dir.write_spec({**self.dir.spec(), **context})
-            limits = Limits.from_dict(self.dir.spec().get("limits", {}))
-            record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))
-            cgroup = isolation.open_cgroup(record)
-            self.dir.write("confinement.json", record)
-            argv = _supervisor_argv(str(self.dir.path), cgroup, context, self.dir.spec()["command"])
-            if spec.get("timeout"):
-                argv[-2:-2] = ["--timeout", repr(float(spec["timeout"])), "--grace", repr(_TIMEOUT_GRACE_S)]
-            log_max = spec.get("log_max", default_log_max())
-            if log_max:
-                argv[-2:-2] = ["--log-max", str(int(log_max))]
-            if record.get("via_user_manager"):
-                argv = _through_user_manager(self.job_id, argv)
-            _launch(self.job_id, argv)
+            self.dir.write_spec({**spec, **context, "log_max": spec.get("log_max", default_log_max())})
+            self._launch_attempt(made)
         except BaseException as err:
             if self.dir.exists("status.json"):
                 raise  # the supervisor took the job over and recorded how it ended
-            self._undo_start(record, cgroup)
+            self._undo_start(*made)
             if isinstance(err, (JobError, KeyboardInterrupt, SystemExit)):
                 raise
             raise _not_started(self.job_id, err) from err
 
-    def _undo_start(self, record: dict[str, Any] | None, cgroup: Any) -> None:
+    def _launch_attempt(self, made: list[Any]) -> None:
+        """Confine and launch the command as the spec (with its run context) says.
+
+        ``made`` receives the confinement record and cgroup as they are made, so that a
+        failure can undo them.
+        """
+        spec = self.dir.spec()
+        limits = self._attempt_limits(spec)
+        made[0] = record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))
+        made[1] = cgroup = isolation.open_cgroup(record)
+        self.dir.write("confinement.json", record)
+        argv = _supervisor_argv(str(self.dir.path), cgroup, spec, spec["command"])
+        if spec.get("timeout"):
+            argv[-2:-2] = ["--timeout", repr(float(spec["timeout"])), "--grace", repr(_TIMEOUT_GRACE_S)]
+        if spec.get("log_max"):
+            argv[-2:-2] = ["--log-max", str(int(spec["log_max"]))]
+        if record.get("via_user_manager"):
+            argv = _through_user_manager(self.job_id, argv)
+        _launch(self.job_id, argv)
+
+    def start_next_attempt(self) -> None:
+        """Start the attempt a "pending" status names (``retry.py`` calls this after the
+        backoff); a failure ends the job "failed" with the reason, leaving no cgroup."""
+        made: list[Any] = [None, None]
+        attempt = (self.dir.read("status.json") or {}).get("attempt")
+        try:
+            self._launch_attempt(made)
+        except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
+            if (self.dir.read("status.json") or {}).get("state") != "pending":
+                return  # the launcher took the attempt over and recorded how it ended
+            cgroup, record = made[1], made[0]
+            self._undo_start(record, cgroup, release=False)
+            self.end_pending("failed", f"attempt {attempt} did not start: {type(err).__name__}: {err}")
+
+    def end_pending(self, state: str, note: str) -> None:
+        """End a job between two attempts (stopped during the backoff, or a failed start)."""
+        raw = self.dir.read("status.json") or {}
+        if raw.get("state") != "pending":
+            return
+        previous = raw.get("previous") or {}
+        self.dir.write("status.json", {
+            **{k: v for k, v in previous.items() if k in ("peak_memory_bytes", "cpu_seconds")},
+            "state": state, "attempt": raw.get("attempt"), "exit_code": None, "signal": None,
+            "oom_killed": False, "ended_at": time.time(), "error": note,
+        })
+
+    def attempts(self) -> list[JobStatus]:
+        """Every attempt's status, oldest first: the ended ones, then the current one."""
+        done = []
+        folder = self.dir.path / ATTEMPTS
+        try:
+            numbers = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+        except FileNotFoundError:
+            numbers = []
+        for number in numbers:
+            raw = self.dir.read(f"{ATTEMPTS}/{number}/status.json")
+            if raw is not None:
+                record = self.dir.read(f"{ATTEMPTS}/{number}/confinement.json") or {}
+                done.append(self._from_raw(raw, record, Limits.from_dict(raw.get("limits") or {})))
+        return [*done, self.status()]
+
+    def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
+        """The current attempt's log, and every later attempt's after a marker line."""
+        attempt = self.status().attempt
+        while True:
+            yield from logs.follow(self.dir.log, offset, lambda: self._attempt_over(attempt), heartbeat=heartbeat)
+            status = self.status()
+            if status.state == "pending":
+                yield f"\n[jobber: {status.note}]\n".encode()
+                status = self._wait_while_pending()
+            if status.attempt == attempt or (status.ended and status.state != "pending" and not status.started_at):
+                return
+            attempt, offset = status.attempt, 0
+
+    def _attempt_over(self, attempt: int) -> bool:
+        status = self.status()
+        return status.ended or status.attempt != attempt or status.state == "pending"
+
+    def _wait_while_pending(self, timeout: float | None = None) -> JobStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with Inotify() as inotify:
+            inotify.add_watch(self.dir.path, IN_MOVED_TO)
+            while (status := self.status()).state == "pending":
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                inotify.wait(_LIVENESS_CHECK_S if left is None else min(left, _LIVENESS_CHECK_S))
+        return status
+
+    def _undo_start(self, record: dict[str, Any] | None, cgroup: Any, *, release: bool = True) -> None:
         """Nothing ran: remove what start made, so that a retry can work."""
         if cgroup is not None:
             try:
@@ -110,8 +191,9 @@ class LocalBackend(DirectoryBackend):
                     except OSError:
                         pass
         self.dir.remove("confinement.json")
-        self.dir.remove("command")
-        self.dir.release_start()
+        if release:
+            self.dir.remove("command")
+            self.dir.release_start()
 
     def status(self) -> JobStatus:
         """The job's state, read from disk (live CPU and memory while it runs).
@@ -124,32 +206,43 @@ class LocalBackend(DirectoryBackend):
     def _status(self) -> tuple[JobStatus, bool]:
         """The status, and whether the supervisor died without recording the outcome."""
         raw = self.dir.read("status.json")
-        limits = Limits.from_dict(self.dir.spec().get("limits", {}))
+        spec = self.dir.spec()
+        limits = self._attempt_limits(spec)
         if raw is None:
-            return JobStatus(state="created", limits=limits, timeout=self.dir.spec().get("timeout")), False
-        fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
-        fields["timeout"] = self.dir.spec().get("timeout")
+            return JobStatus(state="created", limits=limits, timeout=spec.get("timeout"),
+                             retries=spec.get("retries", 0)), False
         record = self.dir.read("confinement.json") or {}
-        fields["isolation"] = record.get("isolation")
-        fields["isolation_note"] = "; ".join(record.get("notes", []))
-        fields["started_at"] = when(raw.get("started_at"))
-        fields["ended_at"] = when(raw.get("ended_at"))
-        if raw.get("error"):
-            fields["note"] = raw["error"]
-        if raw["state"] != "running":
-            return JobStatus(**fields, limits=limits), False
+        if raw["state"] not in ("running", "pending"):
+            return self._from_raw(raw, record, limits), False
         if not _alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
             # Re-read: the supervisor may have written its outcome and exited since.
             again = self.dir.read("status.json") or raw
-            if again["state"] != "running":
+            if again["state"] not in ("running", "pending"):
                 return self._status()
             return self._reap_orphan(again, record), True
+        if raw["state"] == "pending":
+            return self._from_raw(raw, record, limits), False
         try:
             stats = isolation.open_cgroup(record, raw.get("pid")).stats()
         except (OSError, JobError):
             stats = {}
-        fields.update({k: v for k, v in stats.items() if k in JobStatus.__dataclass_fields__})
-        return JobStatus(**fields, limits=limits), False
+        return self._from_raw({**raw, **stats}, record, limits), False
+
+    def _attempt_limits(self, spec: dict[str, Any]) -> Limits:
+        current = self.dir.read(ATTEMPT) if spec.get("retries") else None
+        return Limits.from_dict((current or {}).get("limits") or spec.get("limits", {}))
+
+    def _from_raw(self, raw: dict[str, Any], record: dict[str, Any], limits: Limits) -> JobStatus:
+        """A JobStatus from a status file (the current one or an attempt's) and its record."""
+        spec = self.dir.spec()
+        fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
+        attempt = raw.get("attempt") or ((self.dir.read(ATTEMPT) or {}).get("attempt") if spec.get("retries") else 1)
+        fields.update(timeout=spec.get("timeout"), retries=spec.get("retries", 0), attempt=attempt or 1,
+                      isolation=record.get("isolation"), isolation_note="; ".join(record.get("notes", [])),
+                      started_at=when(raw.get("started_at")), ended_at=when(raw.get("ended_at")))
+        if raw.get("error") or raw.get("note"):
+            fields["note"] = raw.get("error") or raw["note"]
+        return JobStatus(**fields, limits=limits)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job has ended, or ``timeout`` seconds have passed."""
@@ -181,6 +274,12 @@ class LocalBackend(DirectoryBackend):
         if status.state == "created":
             raise JobError(f"job {self.job_id} was never started: nothing to stop", job_id=self.job_id)
         self.dir.request_stop()
+        if status.state == "pending":
+            # Between two attempts: retry.py sees the request and ends the job "stopped";
+            # if it was just starting the next attempt, that attempt is stopped below.
+            status = self._wait_while_pending(_PENDING_STOP_S)
+            if status.ended:
+                return status
         cgroup = self._cgroup(status.pid)
         try:
             if grace > 0:
@@ -206,22 +305,30 @@ class LocalBackend(DirectoryBackend):
         note. The job is only called ended once its processes are gone. The exit code is
         lost with the supervisor (it was the only process that could wait for the job).
         """
-        note = "the job's supervisor died before the job ended (killed?): its processes were killed"
-        stats: dict[str, Any] = {}
-        try:
-            cgroup = isolation.open_cgroup(record, raw.get("pid"))
-            if cgroup.pids():
-                cgroup.kill_all()
-            stats = cgroup.stats()
-            cgroup.remove()
-        except (OSError, JobError) as err:
-            note = f"the job's supervisor died before the job ended, and its processes could not be killed: {err}"
+        if raw.get("state") == "pending":  # between two attempts: nothing runs, no cgroup
+            note = "the job's supervisor died between two attempts (killed?): no further attempt starts"
+            stats: dict[str, Any] = raw.get("previous") or {}
+        else:
+            note, stats = _kill_leftovers(record, raw.get("pid"))
         final = {**raw, "state": "failed", "exit_code": None, "signal": None, "ended_at": time.time(),
                  "error": note, "oom_killed": bool(stats.get("oom_kills"))}
         final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds") if k in stats})
-        if (self.dir.read("status.json") or {}).get("state") == "running":  # still nobody else's outcome
+        if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
         return self._status()[0]
+
+
+def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[str, Any]]:
+    """Kill an orphaned job's processes, read its cgroup's totals, remove it: (note, totals)."""
+    try:
+        cgroup = isolation.open_cgroup(record, pid)
+        if cgroup.pids():
+            cgroup.kill_all()
+        stats = cgroup.stats()
+        cgroup.remove()
+    except (OSError, JobError) as err:
+        return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
+    return "the job's supervisor died before the job ended (killed?): its processes were killed", stats
 
 
 def _not_started(job_id: int, err: BaseException) -> JobError:

@@ -10,8 +10,9 @@ needs a kernel alive. ``retry.py`` waits out the backoff, then starts the next a
 through the launcher, as ``start()`` does; a stop during the backoff ends the job
 "stopped" without starting it.
 
-    spec.json   retries, retry_on (default ["failed"]), oom_growth, oom_growth_max,
-                and attempt_limits: the limits of the attempt now running (memory grown)
+    spec.json      retries, retry_on (default ["failed"]), oom_growth, oom_growth_max
+    attempt.json   the attempt now running, from the second on, and its limits (memory
+                   grown after an OOM kill); absent: attempt 1 with the spec's limits
 
 Standard library only (plus jobber's atomic write): it runs in the finisher's bare
 interpreter.
@@ -26,9 +27,10 @@ import sys
 
 from jobber._files import write_atomic
 
-__all__ = ["ATTEMPTS", "backoff", "hand_over", "grown_memory"]
+__all__ = ["ATTEMPT", "ATTEMPTS", "backoff", "hand_over", "grown_memory"]
 
 ATTEMPTS = "attempts"
+ATTEMPT = "attempt.json"  # the attempt now running (2 on) and its limits: {"attempt", "limits"}
 _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 300.0
 _MIB = 1 << 20
@@ -60,6 +62,14 @@ def grown_memory(spec: dict, memory: int | None, oom: bool) -> int | None:
     return max(memory, min(grown, cap)) if cap else grown
 
 
+def _read(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def _host_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
@@ -89,8 +99,7 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
     try:
         with open(os.path.join(job_dir, "spec.json")) as f:
             spec = json.load(f)
-        with open(os.path.join(job_dir, "status.json")) as f:
-            attempt = int(json.load(f).get("attempt", 1))
+        attempt = int((_read(os.path.join(job_dir, ATTEMPT)) or {}).get("attempt", 1))
     except (OSError, ValueError):
         return
     retries = int(spec.get("retries") or 0)
@@ -98,7 +107,8 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
         return
     if os.path.exists(os.path.join(job_dir, "stop-requested")):
         return
-    limits = dict(spec.get("attempt_limits") or spec.get("limits") or {})
+    current = _read(os.path.join(job_dir, ATTEMPT)) or {}
+    limits = dict(current.get("limits") or spec.get("limits") or {})
     memory = limits.get("memory")
     grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
     archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
@@ -110,11 +120,8 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
             os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
         except FileNotFoundError:
             pass
-    if grown != memory:
-        limits["memory"] = grown
-    spec["attempt_limits"] = limits
-    write_atomic(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode())
     nxt, delay = attempt + 1, backoff(attempt + 1)
+    write_atomic(os.path.join(job_dir, ATTEMPT), json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
     how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
     note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
     if grown != memory and grown:

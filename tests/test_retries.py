@@ -1,0 +1,195 @@
+"""Retries: attempts started again by the job's own supervisor, each with its own log.
+
+Real jobs in real cgroups, with both supervisors (compiled launcher and Python). The
+backoff is cut to 0.2 s (``JOBBER_RETRY_BACKOFF``) except where a test needs time to act
+between two attempts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from jobber import JobError, Limits
+from jobber._backends.local.isolation import choose
+from jobber._backends.local.retrying import backoff, grown_memory
+from jobber._jobs.options import check_lifecycle
+
+from polling import wait_for
+
+BACKEND, UNCONFINED_REASON = choose()
+needs_cgroup = pytest.mark.skipif(BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}")
+MiB = 1 << 20
+# Fails until the file exists, then succeeds: attempt 1 makes it.
+SECOND_TIME_LUCKY = 'if [ -e "$M" ]; then echo second; else touch "$M"; echo first; exit 3; fi'
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def launcher(request, monkeypatch):
+    from jobber._backends.local import launcher as _launcher
+
+    if request.param == "python":
+        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
+    else:
+        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
+    monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
+    _launcher.reset()
+    yield request.param
+    _launcher.reset()
+
+
+def attempt_log(job, n: int) -> bytes:
+    return (job.path / "attempts" / str(n) / "log").read_bytes()
+
+
+class TestRetries:
+    def test_a_failed_attempt_is_started_again_until_retries_run_out(self, store):
+        job = store.new_job('echo "attempt $JOBBER_JOB_ID"; exit 3', retries=2)
+        job.start()
+        status = job.wait(60)
+        assert (status.state, status.exit_code, status.attempt, status.retries) == ("failed", 3, 3, 2)
+        attempts = job.attempts
+        assert [a.attempt for a in attempts] == [1, 2, 3]
+        assert all(a.state == "failed" and a.exit_code == 3 for a in attempts)
+        assert [a.started_at for a in attempts] == sorted(a.started_at for a in attempts)
+        for n in (1, 2):
+            assert attempt_log(job, n) == f"attempt {job.id}\n".encode()
+        assert job.path.joinpath("log").read_bytes() == f"attempt {job.id}\n".encode()
+        assert job.attempt == 3
+
+    def test_success_ends_the_retries(self, store, tmp_path):
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=5)
+        job.start()
+        status = job.wait(60)
+        assert (status.state, status.attempt) == ("exited", 2)
+        assert [a.state for a in job.attempts] == ["failed", "exited"]
+        assert attempt_log(job, 1) == b"first\n"
+        assert b"".join(job.follow()) == b"second\n"
+
+    def test_an_ending_not_in_retry_on_is_final(self, store):
+        job = store.new_job("exit 3", retries=3, retry_on=("oom-killed",))
+        job.start()
+        status = job.wait(30)
+        assert (status.state, status.attempt) == ("failed", 1)
+        assert len(job.attempts) == 1
+        assert not (job.path / "attempts").exists()
+
+    def test_a_job_without_retries_has_one_attempt(self, store):
+        job = store.new_job("true")
+        job.start()
+        status = job.wait(30)
+        assert (status.attempt, status.retries) == (1, 0)
+        assert job.attempts == [status] or [a.state for a in job.attempts] == ["exited"]
+
+    def test_a_stopped_job_is_never_retried(self, store):
+        job = store.new_job("sleep 300", retries=3)
+        job.start()
+        status = job.stop(grace=0)
+        assert (status.state, status.attempt) == ("stopped", 1)
+        assert job.wait(1).state == "stopped"
+        assert not (job.path / "attempts").exists()
+
+    def test_follow_reads_every_attempt_with_a_marker_between(self, store, tmp_path):
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=1)
+        job.start()
+        out = b"".join(job.follow())
+        first, marker, second = out.partition(b"[jobber: attempt 1 of 2 failed; attempt 2 starts in ")
+        assert first == b"first\n\n" and marker
+        assert second.endswith(b"\nsecond\n")
+
+    def test_retries_go_on_with_no_starter_alive(self, store, tmp_path):
+        # The starter is a separate process that exits at once: every attempt after the
+        # first is started by the job's own supervisor.
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=1)
+        code = ("import sys; from jobber._jobs.store import JobStore; "
+                f"JobStore({store.owner!r}).get_job({job.id}).start()")
+        subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+        status = job.wait(60)
+        assert (status.state, status.attempt) == ("exited", 2)
+
+
+class TestBetweenAttempts:
+    def test_stop_during_the_backoff_ends_the_job_without_another_attempt(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "30")
+        job = store.new_job("exit 3", retries=2)
+        job.start()
+        pending = wait_for(lambda: (s := job.status()).state == "pending" and s, 30, "the backoff")
+        assert pending.attempt == 2 and "attempt 2 starts in 30 s" in pending.note
+        assert not pending.ended
+        status = job.stop(grace=1)
+        assert (status.state, status.attempt) == ("stopped", 2)
+        assert "stopped before its next attempt started" in status.note
+        assert [a.state for a in job.attempts] == ["failed", "stopped"]
+
+    def test_a_killed_supervisor_between_attempts_ends_the_job_failed(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "30")
+        job = store.new_job("exit 3", retries=2)
+        job.start()
+        wait_for(lambda: job.status().state == "pending", 30, "the backoff")
+        pid = __import__("json").loads((job.path / "status.json").read_text())["supervisor_pid"]
+        os.kill(pid, signal.SIGKILL)
+        status = wait_for(lambda: (s := job.status()).ended and s, 10, "the orphan to be reaped")
+        assert status.state == "failed"
+        assert "between two attempts" in status.note
+
+    def test_wait_does_not_return_between_attempts(self, store, tmp_path, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "1")
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=1)
+        job.start()
+        assert job.wait(60).state == "exited"
+
+
+@needs_cgroup
+class TestOomGrowth:
+    def test_memory_grows_after_each_oom_kill_until_the_job_fits(self, store):
+        job = store.new_job("python3 -c 'x = bytearray(70 << 20); print(len(x))'", Limits(memory="40M"),
+                            retries=3, retry_on=("oom-killed",), oom_growth=1.5)
+        job.start()
+        status = job.wait(90)
+        assert status.state == "exited", status
+        memories = [a.limits.memory for a in job.attempts]
+        assert memories == [40 * MiB, 60 * MiB, 90 * MiB]
+        assert [a.state for a in job.attempts] == ["oom-killed", "oom-killed", "exited"]
+        assert job.path.joinpath("log").read_bytes() == f"{70 << 20}\n".encode()
+        assert job.limits.memory == 40 * MiB  # what was asked for stays as it was
+
+    def test_growth_stops_at_its_cap(self, store):
+        job = store.new_job("python3 -c 'x = bytearray(200 << 20)'", Limits(memory="40M"),
+                            retries=2, retry_on=("oom-killed",), oom_growth=(2, "64M"))
+        job.start()
+        status = job.wait(90)
+        assert status.state == "oom-killed"
+        assert [a.limits.memory for a in job.attempts] == [40 * MiB, 64 * MiB, 64 * MiB]
+
+    def test_a_timed_out_attempt_is_retried_when_asked(self, store, tmp_path):
+        job = store.new_job('if [ -e "$M" ]; then echo done; else touch "$M"; sleep 300; fi',
+                            env={"M": str(tmp_path / "m")}, timeout=1, retries=1, retry_on=("timed-out",))
+        job.start()
+        status = job.wait(60)
+        assert (status.state, status.attempt) == ("exited", 2)
+        assert job.attempts[0].state == "timed-out"
+
+
+class TestRules:
+    def test_backoff_doubles_from_the_first_delay_up_to_five_minutes(self, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "1")
+        assert [backoff(n) for n in (2, 3, 4)] == [1, 2, 4]
+        assert backoff(30) == 300
+
+    def test_growth_rounds_up_to_whole_mebibytes_and_honours_the_cap(self):
+        assert grown_memory({"oom_growth": 1.5}, 100 * MiB + 1, True) == 151 * MiB
+        assert grown_memory({"oom_growth": 1.5, "oom_growth_max": 120 * MiB}, 100 * MiB, True) == 120 * MiB
+        assert grown_memory({"oom_growth": 1.5}, 100 * MiB, False) == 100 * MiB
+        assert grown_memory({}, 100 * MiB, True) == 100 * MiB
+
+    @pytest.mark.parametrize("bad", [1, 0.5, "2", (2,), (2, "lots"), (2, "1M", 3), True])
+    def test_oom_growth_is_a_factor_or_a_factor_and_cap(self, bad):
+        with pytest.raises(JobError, match="oom_growth"):
+            check_lifecycle(oom_growth=bad)
+
+    def test_oom_growth_with_a_cap_is_recorded(self):
+        assert check_lifecycle(oom_growth=(1.5, "8G")) == {"oom_growth": 1.5, "oom_growth_max": 8 << 30}
