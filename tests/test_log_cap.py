@@ -1,0 +1,222 @@
+"""``log_max`` for real: a job writing 1 GB keeps a capped log on disk, readers see head +
+marker + newest bytes, and a follower keeps up across the cut.
+
+The jobs write numbered lines (``seq``), so every byte kept can be checked against what the
+job wrote. Both supervisors run every test: the compiled launcher and the Python one. One
+test reads a capped log through a real server over TLS (``jobber.connect``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+import jobber
+from jobber._jobs import logcut
+from jobber._tail import last_lines
+from serve_for_notebooks import ServerProcess
+
+CAP = 32 << 20
+ONE_GB = 112_000_000  # seq 1 ONE_GB writes 1,007,888,898 bytes
+MARKER = re.compile(rb"\n\[jobber: (\d+) bytes \([^)]*\) of output dropped here: [^\]\n]*\]\n")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def launcher(request, monkeypatch):
+    """Every test runs with both supervisors: the compiled launcher and the Python one."""
+    from jobber._backends.local import launcher as _launcher
+
+    if request.param == "python":
+        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
+    else:
+        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
+    _launcher.reset()
+    yield request.param
+    _launcher.reset()
+
+
+def seq_size(n: int) -> int:
+    """The bytes of ``seq 1 n``."""
+    total, digits, low = 0, 1, 1
+    while low <= n:
+        high = min(n, low * 10 - 1)
+        total += (high - low + 1) * (digits + 1)
+        digits, low = digits + 1, low * 10
+    return total
+
+
+def seq_head(size: int) -> bytes:
+    """The first ``size`` bytes of ``seq 1 N`` (N large enough)."""
+    out, i, length = [], 1, 0
+    while length < size:
+        line = b"%d\n" % i
+        out.append(line)
+        length += len(line)
+        i += 1
+    return b"".join(out)[:size]
+
+
+def check_consecutive(segment: bytes, last: int | None = None) -> None:
+    """Whole lines of ``segment`` (its first and last may be cut) count up by one, and the
+    segment ends at ``last`` when given."""
+    lines = segment.split(b"\n")
+    whole = [int(x) for x in lines[1:-1]]
+    assert whole == list(range(whole[0], whole[0] + len(whole))), "lines between markers are not consecutive"
+    if last is not None:
+        assert segment.endswith(b"%d\n" % last)
+
+
+def read_all(job: jobber.Job) -> bytes:
+    """The whole log as ``jobber logs`` reads it: a tail() loop, offset += n."""
+    out, offset, buf = bytearray(), 0, bytearray(1 << 20)
+    while n := job.tail(buf, offset):
+        out += buf[:n]
+        offset += n
+    return bytes(out)
+
+
+def disk_use(path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+class TestDiskUse:
+    def test_a_1gb_job_keeps_its_head_and_newest_bytes_within_the_cap(self, store):
+        job = store.new_job(f"seq 1 {ONE_GB}", log_max=CAP)
+        job.start()
+        peak = 0
+        while not job.status().ended:  # sample the disk use while it writes
+            try:
+                peak = max(peak, disk_use(job.log_path))
+            except FileNotFoundError:
+                pass
+        status = job.wait(120)
+        assert status.state == "exited", status.describe()
+        block = os.stat(job.log_path).st_blksize
+        size = os.stat(job.log_path).st_size
+        assert size == seq_size(ONE_GB)  # offsets never move: the file keeps its length
+        assert peak <= 2 * CAP, f"the log used {peak} bytes of disk while running, cap {CAP}"
+        assert disk_use(job.log_path) <= CAP + block
+        assert not (job.path / "log-cap-note").exists()
+
+        data = read_all(job)
+        assert b"\0" not in data
+        markers = list(MARKER.finditer(data))
+        assert len(markers) == 1
+        head, tail = data[: markers[0].start()], data[markers[0].end() :]
+        dropped = int(markers[0].group(1))
+        assert dropped == logcut.dropped_bytes(job.log_path)  # what status reports as log_dropped_bytes
+        assert len(head) + dropped + len(tail) == size
+        assert len(head) == CAP // 2 // block * block
+        assert CAP // 2 <= len(tail) < CAP // 2 + block
+        assert head == seq_head(len(head))
+        check_consecutive(tail, last=ONE_GB)
+
+
+class TestFollow:
+    def test_a_follower_gets_the_head_markers_where_outrun_and_the_tail(self, store):
+        job = store.new_job(f"seq 1 {ONE_GB}", log_max=CAP)
+        job.start()
+        got = bytearray()
+        paused = False
+        for chunk in job.follow(0):
+            got += chunk
+            if not paused and len(got) > CAP:
+                # Fall behind on purpose, past the head: the writer punches out what we
+                # were about to read, and the follower must go on with a marker, not a stall.
+                paused = True
+                job.wait(120)
+        assert job.wait(120).state == "exited"
+        got = bytes(got)
+        assert b"\0" not in got
+        final = read_all(job)
+        final_marker = MARKER.search(final)
+        head, tail = final[: final_marker.start()], final[final_marker.end() :]
+        assert got.startswith(head)
+        assert got.endswith(tail)
+        markers = list(MARKER.finditer(got))
+        assert markers, "the follower was outrun but saw no marker"
+        segments, start = [], 0
+        for m in markers:
+            segments.append(got[start : m.start()])
+            start = m.end()
+        segments.append(got[start:])
+        assert sum(len(s) for s in segments) + sum(int(m.group(1)) for m in markers) == seq_size(ONE_GB), \
+            "every byte of the file is either read or counted as dropped"
+        for segment in segments:
+            if segment.count(b"\n") > 2:
+                check_consecutive(segment)
+        check_consecutive(segments[-1], last=ONE_GB)
+
+
+class TestTail:
+    N = 20_000_000  # 168,888,897 bytes
+    LOG_MAX = 4 << 20
+
+    @pytest.fixture
+    def capped(self, store) -> jobber.Job:
+        job = store.new_job(f"seq 1 {self.N}", log_max=self.LOG_MAX)
+        job.start()
+        assert job.wait(60).state == "exited"
+        return job
+
+    def test_negative_offsets_give_the_newest_bytes(self, capped):
+        buf = bytearray(1000)
+        n = capped.tail(buf, -1000)
+        newest = b"".join(b"%d\n" % i for i in range(self.N - 200, self.N + 1))[-1000:]
+        assert bytes(buf[:n]) == newest
+        assert last_lines(capped, 3) == b"%d\n%d\n%d\n" % (self.N - 2, self.N - 1, self.N)
+
+    def test_offset_0_gives_the_head(self, capped):
+        buf = bytearray(1 << 20)
+        n = capped.tail(buf, 0)
+        assert n == len(buf)
+        assert bytes(buf) == seq_head(len(buf))
+
+    def test_a_tail_loop_ends_with_head_marker_tail(self, capped):
+        data = read_all(capped)
+        (m,) = MARKER.finditer(data)
+        assert int(m.group(1)) == logcut.dropped_bytes(capped.log_path) > 0
+        assert data[: m.start()] == seq_head(m.start())
+        check_consecutive(data[m.end() :], last=self.N)
+        assert len(data) <= self.LOG_MAX + len(m.group(0)) + os.stat(capped.log_path).st_blksize
+        # Negative offsets count back from the same end, the marker included.
+        buf = bytearray(len(data))
+        assert capped.tail(buf, -len(data)) == len(data) and bytes(buf) == data
+        assert b"".join(capped.follow(-len(data) + 5)) == data[5:]
+
+    def test_an_uncapped_log_is_untouched(self, store):
+        job = store.new_job("seq 1 100000", log_max=0)
+        job.start()
+        assert job.wait(30).state == "exited"
+        assert read_all(job) == seq_head(seq_size(100000))
+        assert logcut.dropped_bytes(job.log_path) == 0
+
+
+@pytest.fixture(scope="module")
+def capped_server(pki, tmp_path_factory) -> ServerProcess:
+    """A server whose jobs get a 4 MiB default cap ($JOBBER_LOG_MAX)."""
+    jobs = tmp_path_factory.mktemp("server") / "jobs"
+    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, env={"JOBBER_LOG_MAX": "4M"}).start()
+    yield proc
+    proc.stop()
+    assert "bug:" not in proc.log(), proc.log()
+
+
+class TestRemote:
+    def test_a_capped_log_reads_the_same_through_the_server(self, pki, capped_server, launcher):
+        if launcher == "python":
+            pytest.skip("the server picks its own launcher: one run is enough")
+        cert, key = pki.client()
+        with jobber.connect(capped_server.url, cert=cert, key=key, ca=pki.server_ca) as session:
+            job = session.new_job("seq 1 3000000")  # 20,888,897 bytes, over the 4 MiB default cap
+            job.start()
+            assert job.wait(60).state == "exited"
+            data = read_all(job)
+            assert b"\0" not in data
+            (m,) = MARKER.finditer(data)
+            assert data[: m.start()] == seq_head(m.start())
+            check_consecutive(data[m.end() :], last=3_000_000)
+            assert b"".join(job.follow(0)) == data
+            assert last_lines(job, 2) == b"2999999\n3000000\n"
