@@ -140,6 +140,34 @@ def bench_follow_throughput(store: JobStore, size: int = 1 << 30) -> None:
         f"cat {cat_rate:.0f} MB/s", ">= 500 MB/s, RSS <= 64 MB")
 
 
+def bench_log_cap(store: JobStore, size: int = 2 << 30, cap: str = "64M", rounds: int = 3) -> None:
+    """A job writing as fast as it can, with ``log_max`` and without, alternately; the job
+    times its own write, so start-up and finishing do not count."""
+    from jobber._jobs.logcut import dropped_bytes
+    from jobber._tail import last_lines
+
+    command = (f"s=$(date +%s%N); head -c {size} /dev/zero; e=$(date +%s%N); "
+               "echo; echo $((e - s))")
+
+    def rate(log_max: object) -> tuple[float, int, int]:
+        job = store.new_job(command, log_max=log_max)
+        job.start()
+        job.wait()
+        ns = int(last_lines(job, 1))
+        disk, dropped = os.stat(job.log_path).st_blocks * 512, dropped_bytes(job.log_path)
+        job.remove()
+        return size / (ns / 1e9) / 1e6, disk, dropped
+
+    capped, uncapped = [], []
+    for _ in range(rounds):
+        uncapped.append(rate(0)[0])
+        mbps, disk, dropped = rate(cap)
+        capped.append(mbps)
+    c, u = statistics.median(capped), statistics.median(uncapped)
+    row(f"log_max={cap}: a job writing {size >> 30} GiB flat out", f"{c:.0f} MB/s ({c / u:.2f}x), disk {disk / 2**20:.0f} MiB, "
+        f"{dropped / 2**20:.0f} MiB dropped", f"uncapped {u:.0f} MB/s", ">= 0.9x")
+
+
 def _pss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -212,6 +240,7 @@ def main() -> None:
         "overhead": lambda: bench_overhead(store),
         "stop": lambda: bench_stop(store),
         "listing": bench_listing,
+        "logcap": lambda: bench_log_cap(store),
     }
     wanted = sys.argv[1:] or list(benches)
     unknown = set(wanted) - set(benches)
