@@ -15,7 +15,6 @@ everything to a jobber server instead of this host.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import shlex
@@ -25,162 +24,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._cli_parser import build_parser
 from jobber._errors import JobberError
+from jobber._jobs.history import last_runs
 from jobber._jobs.status import JobStatus
 from jobber._limits import Limits, format_size
 from jobber._tail import last_lines
 
 __all__ = ["main", "build_parser", "exit_code_of"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with "did you mean --memory?" for a mistyped option of this (sub)command."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        if "unrecognized arguments:" in message:
-            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-            words = [w.split("=")[0] for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("--")]
-            guesses = [f"{w}: did you mean {m[0]}?" for w in words
-                       if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
-            if guesses:
-                message += "; " + "; ".join(guesses)
-        super().error(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed so the docs and tests can inspect it)."""
-    parser = _Parser(
-        prog="jobber",
-        description="Run shell commands as isolated, resource-limited jobs with live logs.",
-        epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
-        "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
-        "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
-        "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
-    )
-    parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"),
-                        help="identity: a PEM certificate (default $JOBBER_CERT)")
-    parser.add_argument("--root", default=None, help="where the pool lives: ROOT/pool (default $JOBBER_ROOT or ~/.jobber)")
-    parser.add_argument("--server", default=os.environ.get("JOBBER_SERVER"),
-                        help="use a jobber server at this https URL (default $JOBBER_SERVER)")
-    parser.add_argument("--key", default=os.environ.get("JOBBER_KEY"), help="private key of --cert, for --server (default $JOBBER_KEY)")
-    parser.add_argument("--ca", default=os.environ.get("JOBBER_CA"),
-                        help="CA of the server's certificate, for --server (default $JOBBER_CA)")
-    sub = parser.add_subparsers(dest="action", metavar="COMMAND")
-    sub.required = True
-
-    run = sub.add_parser("run", help="start a job", description="Start COMMAND as a job. One argument is "
-                         "run as a shell script (`jobber run -- 'echo $HOME'`); several are quoted and joined.")
-    run.add_argument("--cpu", help="CPUs, e.g. 0.5")
-    run.add_argument("--memory", help="memory limit, e.g. 512M or 2G")
-    run.add_argument("--pids", help="most processes at once")
-    run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
-    run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
-    run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
-    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                     help="set an environment variable for the job (repeatable)")
-    run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
-    run.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
-    run.add_argument("--timeout", metavar="DURATION", help="stop the job after this long: 90s, 30m, 2h, 1d (state timed-out)")
-    run.add_argument("--backend", choices=["local", "slurm"], default=None,
-                     help="where to run it (default $JOBBER_BACKEND or local)")
-    run.add_argument("--partition", help="Slurm partition (--backend slurm)")
-    run.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
-    run.add_argument("--account", help="Slurm account (--backend slurm)")
-    run.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
-    run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
-    run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
-
-    ls = sub.add_parser("ls", help="list this identity's jobs")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--label", metavar="NAME", help="only the jobs with this label")
-
-    status = sub.add_parser("status", help="show a job's status")
-    status.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-
-    logs = sub.add_parser("logs", help="print a job's log")
-    logs.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
-    logs.add_argument("-n", "--lines", type=int, default=None, help="only the last LINES lines")
-
-    stop = sub.add_parser("stop", help="stop a job and every process it started")
-    stop.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
-    stop.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
-
-    rerun = sub.add_parser("rerun", help="run a job again, as it was or with some options changed",
-                           description="Start a new job with the command, limits and options of ID|LABEL "
-                           "(the newest job with that label); options given here replace the old ones.")
-    rerun.add_argument("job_id", metavar="ID|LABEL", help="the job to run again")
-    for flag, what in (("--cpu", "CPUs"), ("--memory", "memory limit"), ("--pids", "most processes"),
-                       ("--io-read", "disk read bytes/s"), ("--io-write", "disk write bytes/s")):
-        rerun.add_argument(flag, help=f"new {what}")
-    rerun.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                       help="set (or replace) an environment variable (repeatable)")
-    rerun.add_argument("--label", metavar="NAME", help="a new label")
-    rerun.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
-
-    rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)")
-    rm.add_argument("job_ids", nargs="+", metavar="ID|LABEL")
-
-    prune = sub.add_parser("prune", help="remove ended jobs, e.g. older than a week",
-                           description="Remove ended jobs' directories and logs; running jobs are never touched.")
-    prune.add_argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
-    prune.add_argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
-    prune.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
-    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
-
-    certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
-    certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
-    check = certs_sub.add_parser("check", help="validate a PEM against the pool: valid or why not, for whom, its hash")
-    check.add_argument("file")
-    check.add_argument("--hash", action="store_true", help="print only the SHA-256 hash (for scripts)")
-    demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
-    demo.add_argument("directory")
-    demo.add_argument("--force", action="store_true", help="overwrite existing files")
-
-    doctor = sub.add_parser("doctor", help="what confines jobs here, each limit, and the fixes",
-                            description="Check this host and user as the next job will meet them: the cgroup "
-                            "layout, the isolation a job gets and why, each limit (cpu, memory, pids, io) with "
-                            "its fix, the launcher, the jobs directory, the identity and the pool. Exits 0 when "
-                            "jobs would be fully confined, 1 otherwise.")
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
-
-    serve = sub.add_parser("serve", help="serve the jobs API over HTTPS with client certificates")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--cert", dest="server_cert", required=True, help="the server's certificate (PEM)")
-    serve.add_argument("--key", dest="server_key", required=True, help="the server's private key (PEM)")
-    serve.add_argument("--root", dest="serve_root", default=None, help="pool root (default: --root, $JOBBER_ROOT, ~/.jobber)")
-    serve.add_argument("--uid-range", metavar="LOW-HIGH", default=None,
-                       help="as root, each certificate's jobs run as a uid of its own from this range, "
-                       "gid the same, no passwd entry needed (default 200000-265535)")
-    serve.add_argument("--state-dir", metavar="DIR", default=None,
-                       help="the tenants' uid registry and their homes and /tmp (default /var/lib/jobber)")
-    serve.add_argument("--no-private-tmp", dest="private_tmp", action="store_false",
-                       help="no mount namespace per job: jobs share this host's /tmp and see every process in /proc")
-    serve.add_argument("--single-tenant", action="store_true",
-                       help="every certificate of the pool is one party's: run all jobs as one user "
-                       "(--job-user, or the server's user); needed when not root")
-    serve.add_argument("--job-user", default=None,
-                       help="with --single-tenant: run every job as this user (default: nobody when root)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
-    bounds.add_argument("--max-connections", type=int, metavar="N", help="connections at once, in all (default 4096)")
-    bounds.add_argument("--max-connections-per-peer", type=int, metavar="N",
-                        help="connections at once from one IP address (default 512)")
-    bounds.add_argument("--handshake-timeout", type=float, metavar="S",
-                        help="seconds from connecting to the end of the TLS handshake (default 10)")
-    bounds.add_argument("--header-timeout", type=float, metavar="S",
-                        help="seconds for a request's headers, from its first byte, and for its body (default 10)")
-    bounds.add_argument("--keepalive-timeout", type=float, metavar="S",
-                        help="seconds an idle connection is kept between requests (default 75)")
-    bounds.add_argument("--max-running-jobs", type=int, metavar="N",
-                        help="jobs running at once, per certificate (default 64)")
-    bounds.add_argument("--max-jobs", type=int, metavar="N",
-                        help="jobs kept (until removed), per certificate (default 10000)")
-    bounds.add_argument("--max-requests-in-flight", type=int, metavar="N",
-                        help="requests answered at once, per certificate, follows included (default 256)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,13 +104,18 @@ def _run(args: argparse.Namespace) -> int:
         options["cwd"] = args.cwd
     if args.label is not None:
         options["label"] = args.label
-    if args.timeout is not None:
-        options["timeout"] = args.timeout
+    options.update(_lifecycle(args))
     session = _session(args)
+    if args.label is not None:
+        history = last_runs(session, args.label)
+        if history is not None:
+            print(f"jobber: {history.describe()}", file=sys.stderr, flush=True)
     job = session.new_job(command, limits, **options)
     if isinstance(session, Certificate) and job.backend == "local":
-        for warning in limits.beyond_host():
+        for warning in job.limits.beyond_host():
             print(f"jobber: warning: {warning}", file=sys.stderr, flush=True)
+    if args.memory == "auto":
+        print(f"jobber: --memory auto: {format_size(job.limits.memory)}", file=sys.stderr, flush=True)
     job.start()
     if not args.follow:
         print(f"job {job.id} started (`jobber logs {job.id} -f` to follow it)", file=sys.stderr, flush=True)
@@ -276,6 +132,17 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(f"jobber: job {job.id} {status.describe()}", file=sys.stderr, flush=True)
     return exit_code_of(status)
+
+
+def _lifecycle(args: argparse.Namespace) -> dict:
+    """The lifecycle options given on the command line (run and rerun)."""
+    options: dict = {}
+    for name in ("timeout", "log_max", "retries", "oom_growth"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    if getattr(args, "retry_on", None) is not None:
+        options["retry_on"] = tuple(s.strip() for s in args.retry_on.split(",") if s.strip())
+    return options
 
 
 def _env(items: list[str]) -> dict[str, str]:
@@ -299,6 +166,7 @@ def _rerun(args: argparse.Namespace) -> int:
         overrides["env"] = {**old.env, **_env(args.env)}
     if args.label is not None:
         overrides["label"] = args.label
+    overrides.update(_lifecycle(args))
     job = old.rerun(**overrides)
     job.start()
     print(f"job {job.id} started (a re-run of job {old.id})", file=sys.stderr, flush=True)
@@ -366,7 +234,8 @@ def _ls(args: argparse.Namespace) -> int:
     for job, status in rows:
         started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
         command = job.command.strip().replace("\n", "; ")
-        table.append((str(job.id), started, status.elapsed_text, status.describe(), status.backend,
+        result = status.describe() + (f" (attempt {status.attempt}/{status.retries + 1})" if status.retries else "")
+        table.append((str(job.id), started, status.elapsed_text, result, status.backend,
                       command[:80] + (" …" if len(command) > 80 else "")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
@@ -383,6 +252,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     elapsed = f"{status.elapsed:.1f} s" if status.elapsed is not None else "-"
     print(f"job {job.id}: {status.describe()}")
+    if status.retries:
+        print(f"  attempt    {status.attempt} of {status.retries + 1}")
     print(f"  command    {job.command}")
     print(f"  limits     {status.limits.describe()}")
     print(f"  isolation  {status.isolation or '-'}{'  (' + status.isolation_note + ')' if status.isolation_note else ''}")
@@ -390,6 +261,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  memory     peak {format_size(status.peak_memory_bytes)}")
     cpu = f"{status.cpu_seconds:.2f} s" if status.cpu_seconds is not None else "-"
     print(f"  cpu        {cpu}")
+    if status.log_dropped_bytes:
+        print(f"  log        {format_size(status.log_dropped_bytes)} cut from its middle by the log cap")
+    if held := status.held_back():
+        print(f"  slow?      {held}")
     if status.note:
         print(f"  note       {status.note}")
     return 0
@@ -397,6 +272,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     job = _session(args).find_job(args.job_id)
+    if args.attempt is not None and args.attempt != job.attempt:
+        return _attempt_log(job, args.attempt)
     if args.follow:
         # A negative offset is resolved against the end when follow opens the log, so
         # nothing written after that is ever skipped.
@@ -417,6 +294,24 @@ def _logs(args: argparse.Namespace) -> int:
     buf = bytearray(1 << 16)
     out = sys.stdout.buffer
     while n := job.tail(buf, offset):
+        out.write(buf[:n])
+        offset += n
+    out.flush()
+    return 0
+
+
+def _attempt_log(job, attempt: int) -> int:
+    """``jobber logs ID --attempt N``: the log an ended attempt left."""
+    current = job.attempt
+    if not 1 <= attempt <= current:
+        raise JobberError(f"job {job.id} has attempts 1 to {current}: there is no attempt {attempt}")
+    if job.path is None:
+        raise JobberError(f"job {job.id}: the logs of earlier attempts are kept on the job's host only")
+    from jobber._jobs import logs
+
+    path = job.path / "attempts" / str(attempt) / "log"
+    offset, buf, out = 0, bytearray(1 << 16), sys.stdout.buffer
+    while n := logs.tail(path, buf, offset):
         out.write(buf[:n])
         offset += n
     out.flush()

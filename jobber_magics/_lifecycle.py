@@ -13,7 +13,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from jobber import JobberError, Limits
-from jobber_magics._magics import JobberMagics, _job_id, _parse, _user_errors
+from jobber_magics._magics import JobberMagics, _job_id, _parse, _user_errors, lifecycle_arguments, lifecycle_options
 
 __all__ = ["JobberLifecycleMagics"]
 
@@ -35,6 +35,7 @@ class JobberLifecycleMagics(Magics):
     @argument("--io-write", metavar="B", help="new disk write limit (bytes/s)")
     @argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set or replace a variable")
     @argument("--label", metavar="L", help="a new label")
+    @lifecycle_arguments
     @argument("--no-follow", action="store_true", help="start it without showing its live view")
     @line_magic
     @_user_errors
@@ -60,6 +61,7 @@ class JobberLifecycleMagics(Magics):
             overrides["env"] = env
         if args.label is not None:
             overrides["label"] = args.label
+        overrides.update(lifecycle_options(args))
         job = old.rerun(**overrides)
         job.start()
         if args.no_follow:

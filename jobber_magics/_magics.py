@@ -109,9 +109,33 @@ def _job_request(args: argparse.Namespace) -> tuple[Limits, dict[str, Any]]:
         options["cwd"] = args.cwd
     if getattr(args, "label", None) is not None:
         options["label"] = args.label
-    if getattr(args, "timeout", None) is not None:
-        options["timeout"] = args.timeout
+    options.update(lifecycle_options(args))
     return limits, options
+
+
+def lifecycle_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--timeout --log-max --retries --retry-on --oom-growth`` as ``new_job`` arguments."""
+    options = {name: getattr(args, name) for name in ("timeout", "log_max", "retries", "oom_growth")
+               if getattr(args, name, None) is not None}
+    if getattr(args, "retry_on", None) is not None:
+        options["retry_on"] = tuple(s.strip() for s in args.retry_on.split(",") if s.strip())
+    return options
+
+
+def lifecycle_arguments(func: Any) -> Any:
+    """The lifecycle options of ``%%jobber_run`` and ``%jobber_rerun``, declared once."""
+    for decorator in reversed((
+        argument("--timeout", metavar="T", help="stop the job after this long: 90s, 30m, 2h, 1d (it ends timed-out)"),
+        argument("--log-max", metavar="SIZE", help="cap the log at SIZE (e.g. 200M): past it keep its first and "
+                 "newest halves (default 1G, or $JOBBER_LOG_MAX)"),
+        argument("--retries", type=int, metavar="N", help="start a failed attempt again, up to N times"),
+        argument("--retry-on", metavar="STATES", help="which endings are retried: failed, oom-killed, timed-out "
+                 "(comma-separated; default failed)"),
+        argument("--oom-growth", metavar="F[:CAP]", help="after an OOM kill the next attempt gets memory x F, "
+                 "up to CAP (e.g. 1.5:16G)"),
+    )):
+        func = decorator(func)
+    return func
 
 
 @magics_class
@@ -239,7 +263,8 @@ class JobberMagics(Magics):
 
     @magic_arguments(name="%jobber_run")  # the usage line then reads %%jobber_run
     @argument("--cpu", metavar="C", help="CPUs the job may use, e.g. 0.5 or 2")
-    @argument("--memory", metavar="M", help="memory limit, e.g. 512M or 2G (binary units: 1K = 1024)")
+    @argument("--memory", metavar="M", help="memory limit, e.g. 512M or 2G (binary units: 1K = 1024); auto: "
+              "1.25 x the peak of the last runs with the same --label")
     @argument("--pids", metavar="N", help="the most processes and threads the job may have at once")
     @argument("--io-read", metavar="B", help="disk read limit in bytes per second, e.g. 10M")
     @argument("--io-write", metavar="B", help="disk write limit in bytes per second, e.g. 10M")
@@ -254,7 +279,7 @@ class JobberMagics(Magics):
               help="set an environment variable for the job (repeatable): how Python values reach the script")
     @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
     @argument("--label", metavar="L", help="a short name for the job: %%jobber_tail L, %%jobber_rerun L")
-    @argument("--timeout", metavar="T", help="stop the job after this long: 90s, 30m, 2h, 1d (it ends timed-out)")
+    @lifecycle_arguments
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
     @argument("--no-follow", action="store_true", help="start the job without showing its live log: "
               "print one line instead (watch it later with %%jobber_tail -f ID)")

@@ -253,3 +253,35 @@ class TestLifecycleCommands:
         assert jobber("prune", check=True).stdout == "removed 2 jobs: 2, 3\n"
         assert json.loads(jobber("ls", "--json", check=True).stdout) == []
         assert jobber("prune", check=True).stdout == "nothing to prune\n"
+
+    def test_retries_with_oom_growth_and_the_log_of_each_attempt(self, jobber, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
+        result = jobber("run", "--label", "grow", "--memory", "40M", "--retries", "2", "--retry-on", "oom-killed",
+                        "--oom-growth", "1.5:100M", "-f", "--", "python3 -c 'x = bytearray(50 << 20); print(len(x))'")
+        assert result.returncode == 0, result.stderr
+        assert "[jobber: attempt 1 of 3 oom-killed at 40 MiB; attempt 2 starts in 0.2 s with memory 60 MiB]" in result.stdout
+        assert result.stdout.endswith(f"{50 << 20}\n")
+        assert "(attempt 2/3)" in jobber("ls", check=True).stdout
+        assert "attempt    2 of 3" in jobber("status", "grow", check=True).stdout
+        assert str(50 << 20) not in jobber("logs", "grow", "--attempt", "1", check=True).stdout
+        assert jobber("logs", "grow", "--attempt", "2", check=True).stdout == f"{50 << 20}\n"
+        missing = jobber("logs", "grow", "--attempt", "3")
+        assert missing.returncode == 1 and "has attempts 1 to 2" in missing.stderr
+
+    def test_memory_auto_learns_from_the_label_and_says_what_it_picked(self, jobber):
+        refused = jobber("run", "--label", "fresh", "--memory", "auto", "--", "true")
+        assert refused.returncode == 1 and "needs an earlier run" in refused.stderr
+        jobber("run", "--label", "fresh", "--memory", "200M", "-f", "--",
+               "python3 -c 'x = bytearray(60 << 20)'", check=True)
+        result = jobber("run", "--label", "fresh", "--memory", "auto", "-f", "--", "true", check=True)
+        assert "last run of `fresh` peaked at" in result.stderr
+        picked = json.loads(jobber("status", "fresh", "--json", check=True).stdout)["limits"]["memory"]
+        assert picked >= 1.25 * (60 << 20)
+        assert f"--memory auto: {picked >> 20} MiB" in result.stderr
+
+    def test_lifecycle_flags_are_checked_with_clear_errors(self, jobber):
+        for flags, expected in ((["--oom-growth", "0.5"], "oom_growth must be a factor above 1"),
+                                (["--retries", "2", "--retry-on", "sometimes"], "retry_on"),
+                                (["--log-max", "1K"], "below 4 KiB")):
+            result = jobber("run", *flags, "--", "true")
+            assert result.returncode == 1 and expected in result.stderr, result.stderr

@@ -18,7 +18,6 @@ from jobber import JobError, Limits
 from jobber._backends.local.isolation import choose
 from jobber._backends.local.retrying import backoff, grown_memory
 from jobber._jobs.options import check_lifecycle
-
 from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
@@ -186,7 +185,7 @@ class TestRules:
         assert grown_memory({"oom_growth": 1.5}, 100 * MiB, False) == 100 * MiB
         assert grown_memory({}, 100 * MiB, True) == 100 * MiB
 
-    @pytest.mark.parametrize("bad", [1, 0.5, "2", (2,), (2, "lots"), (2, "1M", 3), True])
+    @pytest.mark.parametrize("bad", [1, 0.5, "x", "1", (2,), (2, "lots"), (2, "1M", 3), True])
     def test_oom_growth_is_a_factor_or_a_factor_and_cap(self, bad):
         with pytest.raises(JobError, match="oom_growth"):
             check_lifecycle(oom_growth=bad)

@@ -122,21 +122,25 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
     return spec
 
 
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _check_growth(value: Any) -> dict[str, Any]:
     """``oom_growth``: a factor (1.5), or a factor and a cap ((1.5, "16G")), or "1.5:16G"."""
     given = value
-    if isinstance(value, str) and ":" in value:
-        value = tuple(value.split(":", 1))
+    if isinstance(value, str):  # the command line's "1.5" or "1.5:16G"
+        value = tuple(value.split(":", 1)) if ":" in value else _number(value)
     cap = None
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise JobError(f"oom_growth {given!r}: give a factor, or a factor and a cap such as (1.5, \"16G\")")
         value, cap = value
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+            value = _number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value <= 16:
         raise JobError(f"oom_growth must be a factor above 1 (at most 16), e.g. 1.5 or (1.5, \"16G\"), not {given!r}")
     out: dict[str, Any] = {"oom_growth": float(value)}

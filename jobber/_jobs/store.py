@@ -17,6 +17,7 @@ from typing import Any
 from jobber._backends import DeferredBackend, check_options, open_backend
 from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
+from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
 from jobber._jobs.options import check_lifecycle, parse_duration
@@ -133,6 +134,7 @@ class JobStore:
             JobError: the command is empty or not text, a malformed option, options the
                 backend does not take, or the directory cannot be made.
         """
+        limits = resolve_auto(self, limits, label)  # memory="auto": from the label's earlier runs
         spec = self._spec(command, limits, env=env, cwd=cwd, options=options,
                           lifecycle=check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
                                                     retry_on=retry_on, oom_growth=oom_growth))
@@ -177,13 +179,14 @@ class JobStore:
             "command": spec["command"], "limits": Limits.from_dict(spec.get("limits") or {}),
             "env": spec.get("extra_env"), "cwd": spec.get("cwd"), "label": spec.get("label"),
             "timeout": spec.get("timeout"), "log_max": spec.get("log_max"), "retries": spec.get("retries", 0),
-            "retry_on": spec.get("retry_on", ("failed",)), "oom_growth": ((spec["oom_growth"], spec["oom_growth_max"]) if spec.get("oom_growth_max")
-                           else spec.get("oom_growth")),
+            "retry_on": spec.get("retry_on", ("failed",)),
+            "oom_growth": (spec["oom_growth"], spec["oom_growth_max"]) if spec.get("oom_growth_max") else spec.get("oom_growth"),
             "options": dict(spec.get("options") or {}),
         }
         options = {**given.pop("options"), **overrides.pop("options", {})}
         given.update(overrides)
         command, limits, env, cwd = given.pop("command"), given.pop("limits"), given.pop("env"), given.pop("cwd")
+        limits = resolve_auto(self, limits, given.get("label"))
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
         return self._create({**new, "rerun_of": job.id})
 

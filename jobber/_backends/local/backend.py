@@ -150,7 +150,7 @@ class LocalBackend(DirectoryBackend):
         """The current attempt's log, and every later attempt's after a marker line."""
         attempt = self.status().attempt
         while True:
-            yield from logs.follow(self.dir.log, offset, lambda: self._attempt_over(attempt), heartbeat=heartbeat)
+            yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat)
             status = self.status()
             if status.state == "pending":
                 yield f"\n[jobber: {status.note}]\n".encode()

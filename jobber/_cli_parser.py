@@ -1,0 +1,179 @@
+"""The ``jobber`` command line's arguments: every subcommand, its options and their help.
+
+Kept apart from ``cli.py`` (what each subcommand does) so each reads on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+
+__all__ = ["build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean --memory?" for a mistyped option of this (sub)command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments:" in message:
+            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            words = [w.split("=")[0] for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("--")]
+            guesses = [f"{w}: did you mean {m[0]}?" for w in words
+                       if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
+            if guesses:
+                message += "; " + "; ".join(guesses)
+        super().error(message)
+
+
+def _lifecycle_flags(parser: argparse.ArgumentParser) -> None:
+    """``--timeout --log-max --retries --retry-on --oom-growth``, for run and rerun."""
+    parser.add_argument("--timeout", metavar="DURATION", help="stop the job after this long: 90s, 30m, 2h, 1d "
+                        "(state timed-out)")
+    parser.add_argument("--log-max", metavar="SIZE", help="cap the log: past SIZE (e.g. 200M) keep its first and "
+                        "newest halves (default 1G, or $JOBBER_LOG_MAX; 0 for no cap)")
+    parser.add_argument("--retries", type=int, metavar="N", help="start a failed attempt again, up to N times")
+    parser.add_argument("--retry-on", metavar="STATES", help="which endings are retried, comma-separated: "
+                        "failed, oom-killed, timed-out (default failed)")
+    parser.add_argument("--oom-growth", metavar="FACTOR[:CAP]", help="after an OOM kill, the next attempt gets "
+                        "memory x FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed so the docs and tests can inspect it)."""
+    parser = _Parser(
+        prog="jobber",
+        description="Run shell commands as isolated, resource-limited jobs with live logs.",
+        epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
+        "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
+        "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
+        "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
+    )
+    parser.add_argument("--cert", default=os.environ.get("JOBBER_CERT"),
+                        help="identity: a PEM certificate (default $JOBBER_CERT)")
+    parser.add_argument("--root", default=None, help="where the pool lives: ROOT/pool (default $JOBBER_ROOT or ~/.jobber)")
+    parser.add_argument("--server", default=os.environ.get("JOBBER_SERVER"),
+                        help="use a jobber server at this https URL (default $JOBBER_SERVER)")
+    parser.add_argument("--key", default=os.environ.get("JOBBER_KEY"), help="private key of --cert, for --server (default $JOBBER_KEY)")
+    parser.add_argument("--ca", default=os.environ.get("JOBBER_CA"),
+                        help="CA of the server's certificate, for --server (default $JOBBER_CA)")
+    sub = parser.add_subparsers(dest="action", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="start a job", description="Start COMMAND as a job. One argument is "
+                         "run as a shell script (`jobber run -- 'echo $HOME'`); several are quoted and joined.")
+    run.add_argument("--cpu", help="CPUs, e.g. 0.5")
+    run.add_argument("--memory", help="memory limit, e.g. 512M or 2G; auto: 1.25 x the peak of the last runs "
+                     "with the same --label")
+    run.add_argument("--pids", help="most processes at once")
+    run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
+    run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
+    run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="set an environment variable for the job (repeatable)")
+    run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
+    run.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
+    _lifecycle_flags(run)
+    run.add_argument("--backend", choices=["local", "slurm"], default=None,
+                     help="where to run it (default $JOBBER_BACKEND or local)")
+    run.add_argument("--partition", help="Slurm partition (--backend slurm)")
+    run.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
+    run.add_argument("--account", help="Slurm account (--backend slurm)")
+    run.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
+    run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
+
+    ls = sub.add_parser("ls", help="list this identity's jobs")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--label", metavar="NAME", help="only the jobs with this label")
+
+    status = sub.add_parser("status", help="show a job's status")
+    status.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    logs = sub.add_parser("logs", help="print a job's log")
+    logs.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("-n", "--lines", type=int, default=None, help="only the last LINES lines")
+    logs.add_argument("--attempt", type=int, metavar="N", help="the log of attempt N of a retried job "
+                      "(default: the current one)")
+
+    stop = sub.add_parser("stop", help="stop a job and every process it started")
+    stop.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
+    stop.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
+
+    rerun = sub.add_parser("rerun", help="run a job again, as it was or with some options changed",
+                           description="Start a new job with the command, limits and options of ID|LABEL "
+                           "(the newest job with that label); options given here replace the old ones.")
+    rerun.add_argument("job_id", metavar="ID|LABEL", help="the job to run again")
+    for flag, what in (("--cpu", "CPUs"), ("--memory", "memory limit"), ("--pids", "most processes"),
+                       ("--io-read", "disk read bytes/s"), ("--io-write", "disk write bytes/s")):
+        rerun.add_argument(flag, help=f"new {what}")
+    rerun.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                       help="set (or replace) an environment variable (repeatable)")
+    rerun.add_argument("--label", metavar="NAME", help="a new label")
+    _lifecycle_flags(rerun)
+    rerun.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
+
+    rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)")
+    rm.add_argument("job_ids", nargs="+", metavar="ID|LABEL")
+
+    prune = sub.add_parser("prune", help="remove ended jobs, e.g. older than a week",
+                           description="Remove ended jobs' directories and logs; running jobs are never touched.")
+    prune.add_argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
+    prune.add_argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
+    prune.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+
+    certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
+    certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
+    check = certs_sub.add_parser("check", help="validate a PEM against the pool: valid or why not, for whom, its hash")
+    check.add_argument("file")
+    check.add_argument("--hash", action="store_true", help="print only the SHA-256 hash (for scripts)")
+    demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
+    demo.add_argument("directory")
+    demo.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    doctor = sub.add_parser("doctor", help="what confines jobs here, each limit, and the fixes",
+                            description="Check this host and user as the next job will meet them: the cgroup "
+                            "layout, the isolation a job gets and why, each limit (cpu, memory, pids, io) with "
+                            "its fix, the launcher, the jobs directory, the identity and the pool. Exits 0 when "
+                            "jobs would be fully confined, 1 otherwise.")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    serve = sub.add_parser("serve", help="serve the jobs API over HTTPS with client certificates")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--cert", dest="server_cert", required=True, help="the server's certificate (PEM)")
+    serve.add_argument("--key", dest="server_key", required=True, help="the server's private key (PEM)")
+    serve.add_argument("--root", dest="serve_root", default=None, help="pool root (default: --root, $JOBBER_ROOT, ~/.jobber)")
+    serve.add_argument("--uid-range", metavar="LOW-HIGH", default=None,
+                       help="as root, each certificate's jobs run as a uid of its own from this range, "
+                       "gid the same, no passwd entry needed (default 200000-265535)")
+    serve.add_argument("--state-dir", metavar="DIR", default=None,
+                       help="the tenants' uid registry and their homes and /tmp (default /var/lib/jobber)")
+    serve.add_argument("--no-private-tmp", dest="private_tmp", action="store_false",
+                       help="no mount namespace per job: jobs share this host's /tmp and see every process in /proc")
+    serve.add_argument("--single-tenant", action="store_true",
+                       help="every certificate of the pool is one party's: run all jobs as one user "
+                       "(--job-user, or the server's user); needed when not root")
+    serve.add_argument("--job-user", default=None,
+                       help="with --single-tenant: run every job as this user (default: nobody when root)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
+    bounds.add_argument("--max-connections", type=int, metavar="N", help="connections at once, in all (default 4096)")
+    bounds.add_argument("--max-connections-per-peer", type=int, metavar="N",
+                        help="connections at once from one IP address (default 512)")
+    bounds.add_argument("--handshake-timeout", type=float, metavar="S",
+                        help="seconds from connecting to the end of the TLS handshake (default 10)")
+    bounds.add_argument("--header-timeout", type=float, metavar="S",
+                        help="seconds for a request's headers, from its first byte, and for its body (default 10)")
+    bounds.add_argument("--keepalive-timeout", type=float, metavar="S",
+                        help="seconds an idle connection is kept between requests (default 75)")
+    bounds.add_argument("--max-running-jobs", type=int, metavar="N",
+                        help="jobs running at once, per certificate (default 64)")
+    bounds.add_argument("--max-jobs", type=int, metavar="N",
+                        help="jobs kept (until removed), per certificate (default 10000)")
+    bounds.add_argument("--max-requests-in-flight", type=int, metavar="N",
+                        help="requests answered at once, per certificate, follows included (default 256)")
+    return parser
