@@ -33,6 +33,11 @@ _CPU_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.(0[1-9]|[1-9])[0-9]*)$"
 # Any text with something other than white space in it, and no NUL byte.
 _COMMAND_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 _STATES = ["created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out"]
+_FINAL_STATES = ["exited", "failed", "stopped", "oom-killed", "timed-out"]
+_RETRYABLE = ["failed", "oom-killed", "timed-out"]
+# As jobber._jobs.options: a label is not only digits (it would read as an id).
+_LABEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$"
+_DURATION_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([sS]|[sS][eE][cC]|[mM]|[mM][iI][nN]|[hH]|[dD])?\s*$"
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +53,43 @@ def _size(what: str) -> dict[str, Any]:
         "description": f"{what}: bytes, or a size such as \"512M\" or \"2G\" (binary units)",
     })
 
+
+def _label(what: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": _LABEL_PATTERN, "not": {"pattern": "^[0-9]+$"}, "description": what}
+
+
+_LIFECYCLE_REQUEST: dict[str, Any] = {
+    "label": _nullable(_label("a short name (1-64 letters, digits and _.:+-, not only digits): GET /v1/jobs?label= "
+                              "filters by it")),
+    "timeout": _nullable({
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                  {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 40}],
+        "description": "a time limit: seconds, or \"90s\", \"30m\", \"2h\", \"1d\"; past it the job is stopped and "
+                       "ends timed-out",
+    }),
+    "log_max": _nullable({
+        "anyOf": [{"type": "integer", "minimum": 0},
+                  {"type": "string", "pattern": f"{_SIZE_PATTERN}|^0$"}],
+        "description": "the log's cap: bytes (at least 4096, or 0 for none) or a size such as \"200M\"; past it the "
+                       "log keeps its head and its newest bytes (status.log_dropped_bytes says how many went). "
+                       "Default: the server's (1 GiB)",
+    }),
+    "retries": _nullable({"type": "integer", "minimum": 0, "maximum": 100, "default": 0,
+                          "description": "start an attempt that ended in a retry_on state again, up to this many times"}),
+    "retry_on": _nullable({
+        "anyOf": [{"type": "string", "enum": _RETRYABLE},
+                  {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _RETRYABLE}}],
+        "default": ["failed"],
+        "description": "which endings are retried",
+    }),
+    "oom_growth": _nullable({
+        "anyOf": [{"type": "number", "exclusiveMinimum": 1, "maximum": 16},
+                  {"type": "array", "minItems": 2, "maxItems": 2},
+                  {"type": "string"}],
+        "description": "after an OOM kill the next attempt gets memory x this factor (above 1, at most 16); "
+                       "[factor, cap] or \"factor:cap\" (e.g. [1.5, \"16G\"]) bound it where the server takes a cap",
+    }),
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -120,16 +162,39 @@ _SCHEMAS: dict[str, Any] = {
             "note": {"type": "string"},
             "backend": {"type": "string"},
             "limits": {"$ref": "#/components/schemas/Limits"},
+            "timeout": _nullable({"type": "number", "description": "the job's time limit in seconds"}),
+            "attempt": {"type": "integer", "minimum": 1, "description": "which attempt this is (1-based)"},
+            "retries": {"type": "integer", "minimum": 0, "description": "how many more attempts a failed one may make"},
+            "log_dropped_bytes": {"type": "integer", "minimum": 0,
+                                  "description": "bytes the log cap (log_max) cut from the middle of the log"},
+            "cpu_throttled_seconds": _nullable({"type": "number", "description": "time the CPU limit held the job back"}),
+            "cpu_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
+            "memory_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
+            "io_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
         },
     },
     "Job": {
         "type": "object",
-        "required": ["id", "command", "limits", "status"],
+        "required": ["id", "command", "limits", "label", "rerun_of", "timeout", "log_max", "retries", "retry_on",
+                     "oom_growth", "status"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "command": {"type": "string"},
             "limits": {"$ref": "#/components/schemas/Limits"},
+            "label": _nullable({"type": "string"}),
+            "rerun_of": _nullable({"type": "integer", "minimum": 1, "description": "the job this one re-ran"}),
+            "timeout": _nullable({"type": "number", "description": "the time limit in seconds"}),
+            "log_max": _nullable({"type": "integer", "description": "the log's cap in bytes (0: none; null: the server's)"}),
+            "retries": {"type": "integer", "minimum": 0},
+            "retry_on": {"type": "array", "items": {"type": "string", "enum": _RETRYABLE}},
+            "oom_growth": _nullable({"type": "number"}),
+            "oom_growth_max": _nullable({"type": "integer", "description": "the cap of oom_growth in bytes"}),
             "status": {"$ref": "#/components/schemas/JobStatus"},
+            "attempts": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/JobStatus"},
+                "description": "with ?attempts=1: each attempt's status, first to last (the last is status)",
+            },
         },
     },
     "JobList": {
@@ -147,7 +212,9 @@ _SCHEMAS: dict[str, Any] = {
     "NewJob": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["command"],
+        "description": "A new job, or with rerun_of a re-run: a new job like that one (its command, limits, env and "
+                       "lifecycle options), changed by the fields given (null: back to the default)",
+        "anyOf": [{"required": ["command"]}, {"required": ["rerun_of"]}],
         "properties": {
             "command": {"type": "string", "pattern": _COMMAND_PATTERN, "description": "run as /bin/sh -c COMMAND"},
             "limits": _nullable({"$ref": "#/components/schemas/LimitsRequest"}),
@@ -161,6 +228,9 @@ _SCHEMAS: dict[str, Any] = {
                 "default": True,
                 "description": "start at once (default); false only creates it: POST .../start later",
             },
+            "rerun_of": {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID,
+                         "description": "re-run this job of yours (job.rerun): the original is untouched"},
+            **_LIFECYCLE_REQUEST,
         },
     },
     "StopRequest": {
@@ -174,6 +244,34 @@ _SCHEMAS: dict[str, Any] = {
                 "default": 5.0,
                 "description": "seconds between SIGTERM and SIGKILL",
             },
+        },
+    },
+    "PruneRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "older_than": _nullable({
+                "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                          {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 40}],
+                "description": "only jobs that ended at least this long ago: seconds, or \"12h\", \"7d\"",
+            }),
+            "states": _nullable({
+                "anyOf": [{"type": "string", "enum": _FINAL_STATES},
+                          {"type": "array", "items": {"type": "string", "enum": _FINAL_STATES}}],
+                "description": "only jobs in these final states",
+            }),
+            "keep_last": _nullable({"type": "integer", "minimum": 0,
+                                    "description": "of the matching jobs, keep the newest this many"}),
+            "dry_run": {"type": "boolean", "default": False, "description": "only say which would be removed"},
+        },
+    },
+    "Pruned": {
+        "type": "object",
+        "required": ["removed", "dry_run"],
+        "properties": {
+            "removed": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                        "description": "the ids removed (or, with dry_run, that would be), oldest first"},
+            "dry_run": {"type": "boolean"},
         },
     },
     "Removed": {
@@ -255,19 +353,42 @@ _PATHS: dict[str, Any] = {
                 {"name": "after", "in": "query", "required": False,
                  "description": "only jobs with a larger id: the next_after of the previous page",
                  "schema": {"type": "integer", "minimum": 0, "maximum": MAX_JOB_ID, "default": 0}},
+                {"name": "label", "in": "query", "required": False,
+                 "description": "only the jobs with this label (the newest, last, is the one a label names)",
+                 "schema": {"type": "string"}},
             ],
             "responses": {"200": _ok("the jobs", "JobList"), "400": _BAD, "403": _FORBIDDEN, "429": _QUOTA},
         },
         "post": {
             "operationId": "createJob",
-            "summary": "Create a job and (unless start is false) start it",
+            "summary": "Create a job, or re-run one (rerun_of), and (unless start is false) start it",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}}},
             "responses": {
                 "201": _ok("the job, with its status", "Job"),
                 "400": _BAD,
                 "403": _FORBIDDEN,
+                "404": _error("rerun_of: this certificate has no such job"),
                 "408": _SLOW_BODY,
                 "409": _error("the job was created but could not start (job_id says which)"),
+                "413": _TOO_LARGE,
+                "429": _QUOTA,
+            },
+        },
+    },
+    "/v1/jobs:prune": {
+        "post": {
+            "operationId": "pruneJobs",
+            "summary": "Remove the caller's ended jobs (directories and logs) that match; never a running one",
+            "description": "cert.prune(): an empty body prunes every ended job. Another certificate's jobs are never "
+                           "seen or touched.",
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PruneRequest"}}}},
+            "responses": {
+                "200": _ok("the ids removed (or that would be)", "Pruned"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "408": _SLOW_BODY,
+                "409": _error("a job's directory could not be read or removed"),
                 "413": _TOO_LARGE,
                 "429": _QUOTA,
             },
@@ -286,6 +407,9 @@ _PATHS: dict[str, Any] = {
                     "description": "answer once the job has ended or this many seconds passed",
                     "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
                 },
+                {"name": "attempts", "in": "query", "required": False,
+                 "description": "add attempts: each attempt's status, first to last (job.attempts)",
+                 "schema": {"type": "boolean", "default": False}},
             ],
             "responses": {"200": _ok("the job", "Job"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
                           "429": _QUOTA},

@@ -1,7 +1,8 @@
 """What one certificate may take of the server: caps per tenant, and worker threads shared fairly.
 
 A tenant is a client certificate (its hash). Three caps hold per tenant (``Quotas``): jobs
-running at once, jobs kept (their directories), and requests in flight. Over a cap the
+running at once, jobs kept (their directories on disk: a remove or a prune frees room at
+once, and so does one by another tool, seen at the cap's recount), and requests in flight. Over a cap the
 request is answered 429 before anything is made, with the cap's name and value
 (``QuotaExceeded``, which ``app.py`` turns into the JSON error).
 
@@ -36,7 +37,7 @@ class Quotas:
 
     Attributes:
         max_running_jobs: jobs started and not ended yet, at once.
-        max_jobs: jobs kept (created, running or ended, until removed).
+        max_jobs: jobs kept (created, running or ended, until removed or pruned).
         max_requests_in_flight: requests being answered at once (follows and waits count).
     """
 
@@ -281,7 +282,8 @@ class Tenants:
             raise QuotaExceeded(
                 "max_jobs", cap,
                 f"this certificate keeps {tenant.kept} jobs, the most the server allows (max_jobs {cap}): "
-                "remove ended jobs (DELETE /v1/jobs/ID, `jobber rm ID`, job.remove()) to make room")
+                "remove ended jobs (DELETE /v1/jobs/ID, `jobber rm ID`, job.remove()) or prune them "
+                "(POST /v1/jobs:prune, `jobber prune`, prune()) to make room")
         tenant.creating += 1
 
     def job_created(self, tenant: Tenant, created: bool) -> None:
@@ -290,10 +292,15 @@ class Tenants:
             tenant.kept += 1
 
     def job_removed(self, tenant: Tenant, job_id: int) -> None:
+        """One job's directory is gone (``DELETE /v1/jobs/ID``): its room is free at once."""
+        self.jobs_removed(tenant, [job_id])
+
+    def jobs_removed(self, tenant: Tenant, job_ids: list[int]) -> None:
+        """These jobs' directories are gone (a remove, a prune): their room is free at once."""
         if tenant.kept is not None:
-            tenant.kept = max(0, tenant.kept - 1)
+            tenant.kept = max(0, tenant.kept - len(job_ids))
         if tenant.running is not None:
-            tenant.running.discard(job_id)
+            tenant.running.difference_update(job_ids)
 
     async def reserve_start(self, tenant: Tenant, store: JobStore) -> None:
         """Make room for one more running job, or raise QuotaExceeded; pair with ``job_started``."""

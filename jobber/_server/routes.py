@@ -27,16 +27,28 @@ from typing import Any
 from aiohttp import web
 
 from jobber import __version__
-from jobber._backends.context import check_env
 from jobber._backends.local import isolation
-from jobber._errors import JobError, JobNotFound, LimitError
+from jobber._errors import JobError, JobNotFound
 from jobber._jobs import logcut
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.status import JobStatus
 from jobber._jobs.store import JobStore, jobs_dir
-from jobber._limits import Limits
 from jobber._server.errors import ApiError, public_message
+from jobber._server.lifecycle_routes import (
+    NEW_JOB_EXAMPLE,
+    NEW_JOB_FIELDS,
+    PRUNE_EXAMPLE,
+    PRUNE_FIELDS,
+    attempts_json,
+    check_rerun_of,
+    job_fields,
+    labelled,
+    lifecycle_json,
+    prune,
+    prune_arguments,
+    strict_flag,
+)
 from jobber._server.openapi import (
     DEFAULT_LIST_JOBS,
     DEFAULT_READ_BYTES,
@@ -65,16 +77,6 @@ _KILL_WAIT_S = 10.0
 # environment can hold it.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _JOB_ID = re.compile(r"^[0-9]{1,18}$")
-_CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$")
-_NEW_JOB_EXAMPLE = '{"command": "python train.py", "limits": {"cpu": 1, "memory": "2G"}}'
-_LIMIT_TYPES: dict[str, tuple[type, ...]] = {
-    "cpu": (int, float, str),
-    "memory": (int, str),
-    "pids": (int,),
-    "io_read_bps": (int, str),
-    "io_write_bps": (int, str),
-    "require_isolation": (bool,),
-}
 
 
 def add_routes(app: web.Application) -> None:
@@ -84,6 +86,7 @@ def add_routes(app: web.Application) -> None:
     get("/v1/identity", get_identity)
     get("/v1/jobs", list_jobs)
     app.router.add_post("/v1/jobs", create_job)
+    app.router.add_post("/v1/jobs:prune", prune_jobs)  # not /v1/jobs/prune, which would read as job "prune"
     get("/v1/jobs/{job_id}", get_job)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
     app.router.add_post("/v1/jobs/{job_id}/start", start_job)
@@ -113,16 +116,17 @@ def _encoded(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _job_bytes(job: Job, status: Any = None) -> bytes:
-    return _encoded(_job_json(job, status))
+def _job_bytes(job: Job, status: Any = None, attempts: bool = False) -> bytes:
+    return _encoded(_job_json(job, status, attempts))
 
 
 def _store(request: web.Request) -> JobStore:
     return JobStore(request["identity"].hash, jobs_dir())
 
 
-def _job(request: web.Request) -> Job:
-    raw = request.match_info["job_id"]
+def _job(request: web.Request, given: int | None = None) -> Job:
+    """The caller's job of the path's id (or ``given``); 404 for any other."""
+    raw = request.match_info["job_id"] if given is None else str(given)
     if not _JOB_ID.match(raw):
         if raw.isascii() and raw.isdigit():
             job_id = -1  # a whole number too long to be an id: simply not found
@@ -139,9 +143,13 @@ def _job(request: web.Request) -> Job:
                        job_id if job_id > 0 else None) from None
 
 
-def _job_json(job: Job, status: Any = None) -> dict[str, Any]:
+def _job_json(job: Job, status: Any = None, attempts: bool = False) -> dict[str, Any]:
     status = status if status is not None else job.status()
-    return {"id": job.id, "command": job.command, "limits": job.limits.to_dict(), "status": status.to_dict()}
+    data = {"id": job.id, "command": job.command, "limits": job.limits.to_dict(), **lifecycle_json(job),
+            "status": status.to_dict()}
+    if attempts:
+        data["attempts"] = attempts_json(job)
+    return data
 
 
 def _query(request: web.Request, parsers: dict[str, Callable[[str, str], Any]]) -> dict[str, Any]:
@@ -199,14 +207,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def _json_body(request: web.Request, fields: set[str], required: set[str], example: str) -> dict[str, Any]:
+async def _json_body(request: web.Request, fields: set[str], required: set[str], example: str, *,
+                     must_send: bool = False) -> dict[str, Any]:
     timeout = request.app[CONFIG].body_timeout
     try:
         raw = await asyncio.wait_for(request.read(), timeout)  # over client_max_size: a 413
     except asyncio.TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s: send it whole, at once") from None
     if not raw.strip():
-        if required:
+        if required or must_send:
             raise ApiError(400, f"the request body is empty: send a JSON object such as {example}")
         return {}
     try:
@@ -242,30 +251,6 @@ def _check_text(data: Any) -> None:
                                 "a \\uD800-\\uDFFF escape must be one half of a pair; send valid Unicode text")
 
 
-def _limits(value: Any) -> Limits | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ApiError(400, 'limits must be an object such as {"cpu": 1, "memory": "2G", "pids": 100}', "LimitError")
-    for name, given in value.items():
-        kinds = _LIMIT_TYPES.get(name)
-        if kinds is None or given is None:
-            continue  # unknown names are reported by Limits.from_dict, with the known ones
-        if isinstance(given, bool) and bool not in kinds or not isinstance(given, kinds):
-            shown = json.dumps(given)[:40]
-            raise ApiError(400, f"limits.{name}: {shown} is not a valid value; see LimitsRequest in GET /v1/openapi.json", "LimitError")
-    cpu = value.get("cpu")
-    if isinstance(cpu, str) and not (len(cpu) <= 20 and _CPU.match(cpu)):
-        raise ApiError(400, f"limits.cpu: {cpu[:40]!r} is not a number of CPUs such as 0.5 or 2", "LimitError")
-    try:
-        limits = Limits.from_dict({k: v for k, v in value.items() if v is not None})
-    except LimitError as err:
-        raise ApiError(400, public_message(str(err)), "LimitError") from None
-    except (OverflowError, ValueError) as err:  # a size too large for a float, say
-        raise ApiError(400, f"limits: a value is out of range ({err})", "LimitError") from None
-    return limits
-
-
 def _start(request: web.Request, job: Job) -> None:
     # As the tenant's own uid, with nothing of the server's environment (tenancy.py).
     request.app[CONFIG].tenancy.start(job, request["identity"].hash)
@@ -283,15 +268,19 @@ async def get_identity(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    query = _query(request, {"limit": _whole(1, MAX_LIST_JOBS), "after": _whole(0, MAX_JOB_ID)})
-    page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS))
+    query = _query(request, {"limit": _whole(1, MAX_LIST_JOBS), "after": _whole(0, MAX_JOB_ID),
+                             "label": lambda _name, raw: raw})
+    page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS),
+                       query.get("label"))
     return _json_reply(page)
 
 
-def _list_page(store: JobStore, after: int, limit: int) -> bytes:
-    """Up to ``limit`` jobs with ids above ``after``, and the ``after`` of the next page
-    when there is one (``next_after``, absent from the last page)."""
+def _list_page(store: JobStore, after: int, limit: int, label: str | None = None) -> bytes:
+    """Up to ``limit`` jobs with ids above ``after`` (with ``label``, if given), and the
+    ``after`` of the next page when there is one (``next_after``, absent from the last page)."""
     jobs = [job for job in store.get_jobs() if job.id > after]
+    if label is not None:
+        jobs = [job for job in jobs if labelled(job, label)]
     listed: list[dict[str, Any]] = []
     last = after
     for job in jobs:
@@ -310,17 +299,11 @@ def _list_page(store: JobStore, after: int, limit: int) -> bytes:
 
 async def create_job(request: web.Request) -> web.Response:
     _query(request, {})
-    data = await _json_body(request, {"command", "limits", "env", "start"}, {"command"}, _NEW_JOB_EXAMPLE)
-    command = data["command"]
-    if not isinstance(command, str) or not command.strip():
-        raise ApiError(400, f"command must be a non-empty string: the shell command to run, e.g. {_NEW_JOB_EXAMPLE}", "JobError")
-    if "\0" in command:
-        raise ApiError(400, "the command contains a NUL byte, which no shell can run", "JobError")
-    limits = _limits(data.get("limits"))
-    try:
-        env = {} if data.get("env") is None else check_env(data["env"])
-    except JobError as err:
-        raise ApiError(400, str(err), "JobError") from None
+    data = await _json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
+    if "rerun_of" not in data and "command" not in data:
+        raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
+    original = None if "rerun_of" not in data else _job(request, check_rerun_of(data["rerun_of"]))
+    fields = job_fields(data)
     start = data.get("start", True)
     if not isinstance(start, bool):
         raise ApiError(400, f"start must be true or false, not {json.dumps(start)[:40]}")
@@ -334,13 +317,19 @@ async def create_job(request: web.Request) -> web.Response:
         tenants.job_created(tenant, False)
         raise
     # Made even if the client hangs up meanwhile, and counted by the callback either way.
-    creation = config.work.submit(tenant.owner, lambda: store.new_job(command, limits, env=env), must_run=True)
+    make = (lambda: store.new_job(**fields)) if original is None else (lambda: store.rerun(original, **fields))
+    creation = config.work.submit(tenant.owner, make, must_run=True)
     creation.add_done_callback(lambda done: tenants.job_created(tenant, _succeeded(done)))
     try:
         job = await asyncio.shield(creation)
-    except BaseException:
+    except BaseException as err:
         if start:
             tenants.job_started(tenant, -1, False)
+        if isinstance(err, JobNotFound) and original is not None:
+            raise ApiError(404, f"no job {original.id} for this certificate (removed meanwhile?)", "JobNotFound",
+                           original.id) from None
+        if isinstance(err, JobError) and original is not None:  # nothing was made: rerun checks first
+            raise ApiError(400, public_message(str(err)), type(err).__name__, original.id) from None
         raise
     if start:
         try:
@@ -362,12 +351,12 @@ async def _start_counted(request: web.Request, tenant: Tenant, job: Job) -> None
 
 
 async def get_job(request: web.Request) -> web.Response:
-    query = _query(request, {"wait": _seconds(MAX_WAIT_S)})
+    query = _query(request, {"wait": _seconds(MAX_WAIT_S), "attempts": strict_flag})
     job = _job(request)
     status = None
     if query.get("wait"):
         status = await wait_for_end(request.app[HUB], job, query["wait"])
-    return _json_reply(await _work(request, _job_bytes, job, status))
+    return _json_reply(await _work(request, _job_bytes, job, status, query.get("attempts", False)))
 
 
 async def start_job(request: web.Request) -> web.Response:
@@ -393,6 +382,19 @@ async def delete_job(request: web.Request) -> web.Response:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
     request.app[CONFIG].tenants.job_removed(_tenant(request), job.id)
     return web.json_response({"id": job.id, "removed": True})
+
+
+async def prune_jobs(request: web.Request) -> web.Response:
+    """``cert.prune`` of the caller's jobs: ended ones only, never another certificate's."""
+    _query(request, {})
+    arguments = prune_arguments(await _json_body(request, PRUNE_FIELDS, set(), PRUNE_EXAMPLE))
+    try:
+        pruned = await _work(request, prune, _store(request), arguments)
+    except JobError as err:
+        raise ApiError(409, f"cannot prune now: {public_message(str(err))}", "JobError") from None
+    if not pruned["dry_run"]:
+        request.app[CONFIG].tenants.jobs_removed(_tenant(request), pruned["removed"])
+    return web.json_response(pruned)
 
 
 async def stop_job(request: web.Request) -> web.Response:

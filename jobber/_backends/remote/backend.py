@@ -26,6 +26,10 @@ __all__ = ["RemoteBackend", "Transport"]
 _READ_CHUNK = 256 * 1024
 _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
 _WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
+# The fields of a job's JSON that are its spec (``Job.label``, ``Job.rerun_of``, ...), kept
+# only when set, as a local spec holds them.
+_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max",
+                "extra_env")
 
 
 class _Lost(Exception):
@@ -52,7 +56,7 @@ class RemoteBackend:
 
     Args:
         session: the session that found or made the job.
-        data: the job as the server described it (``id``, ``command``, ``limits``).
+        data: the job as the server described it (``id``, ``command``, ``limits``, ``label``, ...).
     """
 
     name = "remote"
@@ -64,7 +68,7 @@ class RemoteBackend:
         self.job_id: int = data["id"]
         self.id = self.job_id
         self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {},
-                      **{key: data[key] for key in ("label", "extra_env") if data.get(key) is not None}}
+                      **{key: data[key] for key in _SPEC_FIELDS if data.get(key) is not None}}
 
     @property
     def owner(self) -> str:
@@ -134,6 +138,15 @@ class RemoteBackend:
             status = _status(data)
             if status.ended or (deadline is not None and time.monotonic() >= deadline):
                 return status
+
+    def attempts(self) -> list[JobStatus]:
+        """Every attempt's status on the server, oldest first (one for a job never retried).
+
+        Raises:
+            JobNotFound: the job is gone. JobberError: the server is unreachable.
+        """
+        data = self._session._json("GET", f"{self._path()}?attempts=1", job_id=self.id)
+        return [JobStatus.from_dict({**attempt, "backend": "remote"}) for attempt in data.get("attempts") or [data["status"]]]
 
     def remove(self) -> None:
         """Remove the job on the server (ended jobs only).

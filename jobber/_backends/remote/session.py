@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -33,6 +33,7 @@ from jobber._backends.context import check_env
 from jobber._backends.remote.backend import RemoteBackend
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
+from jobber._jobs.options import check_lifecycle
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
 
@@ -40,6 +41,8 @@ __all__ = ["RemoteSession"]
 
 _IDLE_REUSE_S = 20.0  # the server closes idle connections after 75 s: never race it
 _PAGE = 500  # jobs per listing request (the server allows up to 1000)
+# What Job.rerun may change remotely (cwd and backend options are the server's to choose).
+_RERUN_FIELDS = ("command", "limits", "env", "label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
 # The server's TLS alerts when it refuses the client certificate, and what they mean.
 _TLS_REFUSALS = {
     "ALERT_CERTIFICATE_REQUIRED": "it requires a client certificate",
@@ -126,7 +129,9 @@ class RemoteSession:
         return Job(RemoteBackend(self, self._json("GET", f"/v1/jobs/{job_id}", job_id=job_id)))
 
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
-                cwd: str | None = None, **options: Any) -> Job:
+                cwd: str | None = None, label: str | None = None, timeout: float | str | None = None,
+                log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] = ("failed",),
+                oom_growth: Any = None, **options: Any) -> Job:
         """Create a job on the server (state "created"); ``start()`` starts it.
 
         Args:
@@ -134,25 +139,23 @@ class RemoteSession:
             limits: resource limits.
             env: environment variables to set for the job on the server.
             cwd: not available remotely: the server's operator chooses where jobs run.
+            label, timeout, log_max, retries, retry_on, oom_growth: as for a local job
+                (``Certificate.new_job``); the server enforces them.
             **options: backend options; a server runs its jobs on its own host, so only
                 ``backend="local"`` is accepted remotely.
 
         Raises:
-            JobError: the command is empty or has a NUL byte, a bad ``env``, ``cwd``
-                given, or options other than the local backend.
-            LimitError: the server refuses a limit.
+            JobError: the command is empty or has a NUL byte, a bad ``env`` or lifecycle
+                option, ``cwd`` given, or options other than the local backend.
+            LimitError: a bad ``log_max``, or the server refuses a limit.
         """
-        if options and options != {"backend": "local"}:
-            raise JobError(
-                f"a jobber server runs jobs on its own host: {', '.join(sorted(options))} cannot be used "
-                "remotely (run Slurm jobs from a host with sbatch)"
-            )
-        if cwd is not None:
-            raise JobError("cwd is a directory on the server, chosen by its operator (jobber serve --job-user): "
-                           "leave it out, or cd inside the command (`cd data && python train.py`)")
+        _check_remote_options(options, cwd)
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False}
+        lifecycle = {"label": label, "timeout": timeout, "log_max": log_max, "retries": retries, "retry_on": retry_on,
+                     "oom_growth": oom_growth}
+        body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False,
+                                **_lifecycle_body(lifecycle)}
         if env:
             body["env"] = check_env(env)
         return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body)))
@@ -166,10 +169,11 @@ class RemoteSession:
         jobs = []
         after: int | None = 0
         while after is not None:  # the server answers a page at a time
-            page = self._json("GET", f"/v1/jobs?{urlencode({'limit': _PAGE, 'after': after})}")
+            query: dict[str, Any] = {"limit": _PAGE, "after": after, **({} if label is None else {"label": label})}
+            page = self._json("GET", f"/v1/jobs?{urlencode(query)}")
             jobs += [Job(RemoteBackend(self, data)) for data in page["jobs"]]
             after = page.get("next_after")
-        return jobs if label is None else [job for job in jobs if job.label == label]
+        return jobs
 
     def find_job(self, ref: int | str) -> Job:
         """The job with this id, or the newest job with this label.
@@ -179,22 +183,70 @@ class RemoteSession:
         """
         if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
             return self.get_job(ref)
-        labelled = self.get_jobs(label=str(ref).strip())
+        if not isinstance(ref, str) or not ref.strip():
+            raise JobNotFound(-1, f"{ref!r} is neither a job id nor a label")
+        labelled = self.get_jobs(label=ref.strip())
         if not labelled:
-            raise JobNotFound(-1, f"no job is labelled {str(ref).strip()!r} on {self.url}")
+            raise JobNotFound(-1, f"no job is labelled {ref.strip()!r} on {self.url}")
         return labelled[-1]
 
     def rerun(self, job: Job, **overrides: Any) -> Job:
         """A new job on the server like ``job``, with ``overrides`` applied (``Job.rerun``).
 
+        The server copies the job's command, limits, environment and lifecycle options,
+        changes those given, and records ``rerun_of``; the original is untouched.
+
         Raises:
-            JobError: an override the server refuses, or one it does not take remotely.
+            JobError: an override the server refuses, or one it does not take remotely
+                (``cwd``, backend ``options``).
         """
-        spec = job._backend.spec()
-        given = {"limits": Limits.from_dict(spec.get("limits") or {}), "env": spec.get("extra_env") or None}
-        given.update(overrides)
-        command = given.pop("command", spec["command"])
-        return self.new_job(command, given.pop("limits"), **{k: v for k, v in given.items() if v is not None})
+        unknown = set(overrides) - {*_RERUN_FIELDS, "cwd", "options"}
+        if unknown:
+            raise JobError(f"rerun: {', '.join(sorted(unknown))} cannot be changed; change "
+                           f"{', '.join(sorted(_RERUN_FIELDS))}", job_id=job.id)
+        _check_remote_options(overrides.pop("options", None) or {}, overrides.pop("cwd", None))
+        body: dict[str, Any] = {"rerun_of": job.id, "start": False}
+        if "command" in overrides:
+            body["command"] = overrides["command"]
+        if "limits" in overrides:
+            limits = overrides["limits"]
+            if limits is not None and not isinstance(limits, Limits):
+                raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}", job_id=job.id)
+            body["limits"] = None if limits is None else limits.to_dict()
+        if "env" in overrides:
+            body["env"] = check_env(overrides["env"]) if overrides["env"] else None
+        body.update(_lifecycle_body({k: v for k, v in overrides.items() if k in _LIFECYCLE}, defaults_too=True))
+        return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body, job_id=job.id)))
+
+    def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
+              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+        """Remove ended jobs on the server (their directories and logs); running jobs are never touched.
+
+        Args:
+            older_than: only jobs that ended at least this long ago: seconds or "7d", "12h".
+            states: only jobs in these final states, e.g. ("exited", "failed").
+            keep_last: of the matching jobs, keep the newest this many.
+            dry_run: only say which would be removed.
+
+        Returns:
+            The ids removed (or that would be), oldest first.
+
+        Raises:
+            JobError: a malformed argument.
+        """
+        if isinstance(states, (str, type(None))):
+            chosen: Any = states
+        elif isinstance(states, Iterable):
+            chosen = list(states)
+        else:
+            raise JobError(f"states {states!r}: give final states, e.g. ('exited', 'failed')")
+        body = {"older_than": older_than, "states": chosen, "keep_last": keep_last, "dry_run": dry_run}
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError):
+            raise JobError(f"prune: {body!r} holds a value that is neither a number nor text: give older_than as "
+                           "seconds or '7d', states as names, keep_last as a whole number") from None
+        return list(self._json("POST", "/v1/jobs:prune", body)["removed"])
 
     def generate_job_id(self) -> int:
         """Not offered remotely: ``new_job`` reserves the id and creates the job at once.
@@ -335,6 +387,38 @@ class RemoteSession:
         if kind == "JobError" or status in (409, 413):
             return JobError(message, job_id=job_id)
         return JobberError(message)
+
+
+_LIFECYCLE = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+
+
+def _check_remote_options(options: Mapping[str, Any], cwd: Any) -> None:
+    """Refuse what a server chooses itself: where jobs run and in which directory."""
+    if options and dict(options) != {"backend": "local"}:
+        raise JobError(
+            f"a jobber server runs jobs on its own host: {', '.join(sorted(options))} cannot be used "
+            "remotely (run Slurm jobs from a host with sbatch)"
+        )
+    if cwd is not None:
+        raise JobError("cwd is a directory on the server, chosen by its operator (jobber serve --job-user): "
+                       "leave it out, or cd inside the command (`cd data && python train.py`)")
+
+
+def _lifecycle_body(given: dict[str, Any], *, defaults_too: bool = False) -> dict[str, Any]:
+    """The lifecycle options as JSON fields, each checked here first with the local rules
+    (so a malformed one fails as it would locally, before any request); null stands for
+    the default. ``defaults_too``: keep the fields given their default value (a re-run's
+    overrides), else leave them out."""
+    body: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is not None:
+            check_lifecycle(**{name: value})
+        if isinstance(value, (tuple, list, set, frozenset)):
+            value = list(value)
+        default = value is None or (name == "retries" and value == 0) or (name == "retry_on" and value in ("failed", ["failed"]))
+        if defaults_too or not default:
+            body[name] = value
+    return body
 
 
 def _client_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
