@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from jobber import Certificate, JobberError, JobStatus
+from jobber_magics._charts import format_size
 
 __all__ = [
     "DoctorReport",
@@ -71,6 +72,17 @@ def _first_line(command: str, width: int = 80) -> str:
     return (line[:width] + " …") if more else line
 
 
+def _duration(seconds: float) -> str:
+    """ "45 s", "3 min 05 s", "2 h 01 min": a time left or a limit, to the second."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def _state_html(status: JobStatus) -> str:
     colour = _STATE_COLOURS.get(status.state, _GREY)
     return f'<span style="color:{colour};font-weight:bold">{_e(status.describe())}</span>'
@@ -84,7 +96,12 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
         status: its status.
         extra: more text (already HTML) to append, e.g. a line count.
     """
-    parts = [f"<b>job {job_id}</b>", _state_html(status), _e(status.elapsed_text)]
+    parts = [f"<b>job {job_id}</b>", _state_html(status)]
+    if status.retries:
+        parts.append(_e(f"attempt {status.attempt}/{status.retries + 1}"))
+    parts.append(_e(status.elapsed_text))
+    if status.timeout and status.state == "running" and status.elapsed is not None:
+        parts.append(_e(f"{_duration(max(0.0, status.timeout - status.elapsed))} left of {_duration(status.timeout)}"))
     limits = status.limits.describe()
     if limits != "unlimited":
         parts.append(_e(limits))
@@ -98,8 +115,14 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
     if status.isolation_note:
         colour = _RED if status.isolation == "none" else _AMBER
         line += f'<br><span style="color:{colour}">{_e(status.isolation_note)}</span>'
+    if status.log_dropped_bytes:
+        line += (f'<br><span style="color:{_AMBER}">log truncated: {_e(format_size(status.log_dropped_bytes))} cut '
+                 'from its middle by its cap (log_max); the first and newest output are kept</span>')
+    if not status.ended and (held := status.held_back()):
+        line += f'<br><span style="color:{_AMBER}">{_e(held)}</span>'
     if status.note:
-        line += f'<br><span style="color:{_RED}">{_e(status.note)}</span>'
+        colour = _AMBER if status.state == "pending" else _RED
+        line += f'<br><span style="color:{colour}">{_e(status.note)}</span>'
     return f'<div style="{_MONO}">{line}</div>'
 
 

@@ -22,7 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, Limits
+from jobber import Certificate, CertificateError, JobberError, Limits, last_runs
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 
@@ -320,7 +320,10 @@ class JobberMagics(Magics):
         cell_key = self.current_cell
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
         if isinstance(session, Certificate) and options.get("backend", os.environ.get("JOBBER_BACKEND", "local")) == "local":
-            notices += [f"warning: {warning}" for warning in limits.beyond_host()]
+            notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
+        if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
+            picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""
+            notices.append(history.describe() + picked)
         job.start()
         if args.name:
             self.shell.user_ns[args.name] = job

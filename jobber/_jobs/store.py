@@ -134,7 +134,6 @@ class JobStore:
             JobError: the command is empty or not text, a malformed option, options the
                 backend does not take, or the directory cannot be made.
         """
-        limits = resolve_auto(self, limits, label)  # memory="auto": from the label's earlier runs
         spec = self._spec(command, limits, env=env, cwd=cwd, options=options,
                           lifecycle=check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
                                                     retry_on=retry_on, oom_growth=oom_growth))
@@ -149,6 +148,7 @@ class JobStore:
             raise JobError("the command contains a NUL byte, which no shell can run")
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
+        limits = resolve_auto(self, limits, lifecycle.get("label"))  # memory="auto": from the label's runs
         spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(),
                                    "options": check_options(options), **lifecycle}
         if env:
@@ -186,7 +186,6 @@ class JobStore:
         options = {**given.pop("options"), **overrides.pop("options", {})}
         given.update(overrides)
         command, limits, env, cwd = given.pop("command"), given.pop("limits"), given.pop("env"), given.pop("cwd")
-        limits = resolve_auto(self, limits, given.get("label"))
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
         return self._create({**new, "rerun_of": job.id})
 

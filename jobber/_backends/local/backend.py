@@ -312,7 +312,7 @@ class LocalBackend(DirectoryBackend):
             note, stats = _kill_leftovers(record, raw.get("pid"))
         final = {**raw, "state": "failed", "exit_code": None, "signal": None, "ended_at": time.time(),
                  "error": note, "oom_killed": bool(stats.get("oom_kills"))}
-        final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds") if k in stats})
+        final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds", "cpu_throttled_seconds") if k in stats})
         if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
         return self._status()[0]

@@ -472,6 +472,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     # the job's process and the descendants it waited for.
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
+    final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     hand_over(job_dir, final)  # a retry left for this ending: this process becomes retry.py
     write_json(os.path.join(job_dir, "status.json"), final)
     return 0
