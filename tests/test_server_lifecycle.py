@@ -1,0 +1,400 @@
+"""The job lifecycle on a real server over mTLS on loopback, raw and through ``jobber.connect``:
+the options of ``new_job`` (label, timeout, log_max, retries, retry_on, oom_growth) and
+their 400s with the library's own messages, the label filter and lookup, a timeout that
+ends a job ``timed-out``, re-runs (``rerun_of``), removes, prunes with each filter, the
+attempts of a job, another tenant kept out of all of it, and the kept-jobs quota freed by
+a prune.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import jobber
+from jobber import JobError, JobNotFound, JobStatus, LimitError, Limits
+from jobber._jobs.options import check_lifecycle
+from jobber._server.openapi import openapi_document
+from serve_for_notebooks import Api, ServerProcess
+
+STATUS_FIELDS = ("timeout", "attempt", "retries", "log_dropped_bytes", "cpu_throttled_seconds", "cpu_pressure",
+                 "memory_pressure", "io_pressure")
+
+
+@pytest.fixture
+def identity(pki):
+    return pki.client()
+
+
+@pytest.fixture
+def api(pki, server, identity) -> Api:
+    """Raw calls as a fresh identity."""
+    return Api(server.url, *identity, pki.server_ca)
+
+
+@pytest.fixture
+def session(pki, server, identity):
+    cert, key = identity
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+        yield remote
+
+
+@pytest.fixture
+def other(pki, server):
+    """Another tenant, as raw calls."""
+    return Api(server.url, *pki.client("mallory"), pki.server_ca)
+
+
+def create(api: Api, **fields) -> dict:
+    reply = api("POST", "/v1/jobs", {"start": False, **fields})
+    assert reply.status == 201, reply.body
+    return reply.json()
+
+
+def ended(api: Api, command: str, **fields) -> int:
+    """A job run to its end; its id."""
+    job_id = create(api, command=command, start=True, **fields)["id"]
+    reply = api("GET", f"/v1/jobs/{job_id}?wait=30")
+    assert reply.json()["status"]["state"] not in ("created", "running"), reply.json()
+    return job_id
+
+
+def ids(api: Api) -> list[int]:
+    return [job["id"] for job in api("GET", "/v1/jobs").json()["jobs"]]
+
+
+def local_error(**option) -> JobError:
+    """What ``new_job`` raises locally for this option."""
+    with pytest.raises(JobError) as caught:
+        check_lifecycle(**option)
+    return caught.value
+
+
+BAD_OPTIONS = [
+    {"label": "two words"}, {"label": "123"}, {"label": 7}, {"label": "x" * 65},
+    {"timeout": "soon"}, {"timeout": 0}, {"timeout": -5}, {"timeout": "0s"}, {"timeout": True},
+    {"log_max": "100"}, {"log_max": "lots"}, {"log_max": -1}, {"log_max": 1.5},
+    {"retries": -1}, {"retries": 101}, {"retries": True}, {"retries": "3"},
+    {"retry_on": ["nope"]}, {"retry_on": []}, {"retry_on": "running"},
+    {"oom_growth": 0.5}, {"oom_growth": 100}, {"oom_growth": True}, {"oom_growth": "lots"},
+]
+
+
+class TestCreate:
+    def test_every_option_is_kept_and_shown(self, api):
+        job = create(api, command="true", label="train", timeout="2h", log_max="200M", retries=2,
+                     retry_on=["failed", "oom-killed"], oom_growth=1.5)
+        assert {k: job[k] for k in ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth", "rerun_of")} == {
+            "label": "train", "timeout": 7200.0, "log_max": 200 << 20, "retries": 2,
+            "retry_on": ["failed", "oom-killed"], "oom_growth": 1.5, "rerun_of": None}
+        assert job["status"]["timeout"] == 7200.0
+        assert set(STATUS_FIELDS) <= set(job["status"])
+        assert job["status"]["attempt"] == 1
+        assert api("GET", f"/v1/jobs/{job['id']}").json()["label"] == "train"
+
+    def test_a_job_without_options_shows_the_defaults(self, api):
+        job = create(api, command="true")
+        assert {k: job[k] for k in ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth", "rerun_of")} == {
+            "label": None, "timeout": None, "log_max": None, "retries": 0, "retry_on": ["failed"], "oom_growth": None,
+            "rerun_of": None}
+
+    @pytest.mark.parametrize(("given", "seconds"), [(90, 90.0), (1.5, 1.5), ("90s", 90.0), ("30m", 1800.0), ("1d", 86400.0)])
+    def test_timeout_is_a_number_or_a_duration(self, api, given, seconds):
+        assert create(api, command="true", timeout=given)["timeout"] == seconds
+
+    @pytest.mark.parametrize(("given", "size"), [(4096, 4096), ("1M", 1 << 20), (0, 0), ("0", 0)])
+    def test_log_max_is_bytes_or_a_size(self, api, given, size):
+        assert create(api, command="true", log_max=given)["log_max"] == size
+
+    def test_null_means_the_default(self, api):
+        job = create(api, command="true", label=None, timeout=None, log_max=None, retries=None, retry_on=None,
+                     oom_growth=None)
+        assert (job["label"], job["timeout"], job["retries"], job["retry_on"]) == (None, None, 0, ["failed"])
+
+    @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda option: f"{next(iter(option))}={option[next(iter(option))]!r}")
+    def test_a_bad_option_is_a_400_with_the_local_message_and_nothing_is_made(self, api, option):
+        reply = api("POST", "/v1/jobs", {"command": "true", **option})
+        assert reply.status == 400, reply.body
+        expected = local_error(**option)
+        assert reply.json() == {"error": str(expected), "type": type(expected).__name__}
+        assert ids(api) == []
+
+    @pytest.mark.parametrize(("option", "message"), [
+        ({"retry_on": 5}, "retry_on 5: give a state or a list of states among failed, oom-killed, timed-out"),
+        ({"retry_on": {"failed": 1}}, "retry_on {\"failed\": 1}: give a state"),
+        ({"timeout": 10**400}, "timeout: 1000"),
+        ({"rerun_of": 0}, "rerun_of must be the id of one of your jobs"),
+        ({"rerun_of": "1"}, "rerun_of must be the id of one of your jobs"),
+    ])
+    def test_values_no_python_caller_could_give_are_400s_too(self, api, option, message):
+        reply = api("POST", "/v1/jobs", {"command": "true", **option})
+        assert reply.status == 400, reply.body
+        assert reply.json()["error"].startswith(message)
+        assert ids(api) == []
+
+    def test_unknown_fields_are_refused_naming_the_known_ones(self, api):
+        reply = api("POST", "/v1/jobs", {"command": "true", "colour": "blue"})
+        assert reply.status == 400
+        assert reply.json()["error"].startswith("unknown field(s) 'colour'; known fields: command, env, label, limits,")
+        assert ids(api) == []
+
+    def test_a_command_is_needed_unless_it_is_a_rerun(self, api):
+        reply = api("POST", "/v1/jobs", {"label": "x"})
+        assert (reply.status, reply.json()["error"].split(":")[0]) == (400, "missing field(s) command")
+
+    def test_the_openapi_document_names_every_field(self):
+        schemas = openapi_document("x")["components"]["schemas"]
+        assert {"label", "timeout", "log_max", "retries", "retry_on", "oom_growth", "rerun_of"} <= set(
+            schemas["NewJob"]["properties"])
+        assert {"label", "timeout", "retries", "rerun_of", "attempts"} <= set(schemas["Job"]["properties"])
+        assert set(STATUS_FIELDS) <= set(schemas["JobStatus"]["properties"])
+        assert set(JobStatus.__dataclass_fields__) <= set(schemas["JobStatus"]["properties"])
+
+
+class TestRemoteOptions:
+    def test_new_job_takes_every_option(self, session):
+        job = session.new_job("true", label="train", timeout="30m", log_max="1M", retries=1, retry_on="timed-out",
+                              oom_growth=2)
+        assert (job.label, job.rerun_of) == ("train", None)
+        status = job.status()
+        assert (status.timeout, status.attempt, status.log_dropped_bytes) == (1800.0, 1, 0)
+        same = session.get_job(job.id)
+        assert same.label == "train" and same == job
+
+    @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda option: f"{next(iter(option))}={option[next(iter(option))]!r}")
+    def test_a_bad_option_raises_what_it_raises_locally(self, session, option):
+        expected = local_error(**option)
+        with pytest.raises(type(expected)) as caught:
+            session.new_job("true", **option)
+        assert str(caught.value) == str(expected)
+        assert session.get_jobs() == []
+
+    def test_the_status_fields_come_through(self, session, api):
+        job = session.new_job("true", timeout=60)
+        job.start()
+        status = job.wait(30)
+        raw = api("GET", f"/v1/jobs/{job.id}").json()["status"]
+        assert {name: getattr(status, name) for name in STATUS_FIELDS} == {name: raw[name] for name in STATUS_FIELDS}
+        assert (status.backend, status.attempt, status.timeout) == ("remote", 1, 60.0)
+
+    def test_a_timeout_ends_the_job_timed_out(self, session):
+        job = session.new_job("sleep 30", timeout=1)
+        job.start()
+        status = job.wait(30)
+        assert status.state == "timed-out", status
+        assert status.describe() == "timed out after 1 s"
+
+
+class TestLabels:
+    def test_listing_filters_by_label_and_a_label_finds_the_newest(self, session, api):
+        first = session.new_job("echo 1", label="sweep")
+        session.new_job("echo other", label="other")
+        newest = session.new_job("echo 2", label="sweep")
+        assert session.get_jobs(label="sweep") == [first, newest]
+        assert [job["id"] for job in api("GET", "/v1/jobs?label=sweep").json()["jobs"]] == [first.id, newest.id]
+        assert session.find_job("sweep") == newest
+        assert session.find_job(str(first.id)) == first
+        assert session.get_jobs(label="nothing") == []
+
+    def test_an_unknown_label_is_not_found(self, session):
+        with pytest.raises(JobNotFound, match="no job is labelled 'missing'"):
+            session.find_job("missing")
+
+    def test_labels_page_with_the_listing(self, api):
+        made = [create(api, command="true", label="paged" if n % 2 else "skip")["id"] for n in range(6)]
+        first = api("GET", "/v1/jobs?label=paged&limit=2").json()
+        rest = api("GET", f"/v1/jobs?label=paged&limit=2&after={first['next_after']}").json()
+        assert [job["id"] for job in first["jobs"] + rest["jobs"]] == made[1::2]
+
+
+class TestRerun:
+    def test_rerun_copies_changes_and_records_the_original(self, session):
+        original = session.new_job('echo "x=$X"', Limits(memory="64M"), env={"X": "1"}, label="base", timeout=60,
+                                   retries=1)
+        again = original.rerun(limits=Limits(memory="128M"), label="bigger", timeout=None)
+        assert again.id != original.id and again.rerun_of == original.id
+        assert (again.command, again.limits, again.label) == ('echo "x=$X"', Limits(memory="128M"), "bigger")
+        assert again.status().state == "created" and again.status().timeout is None
+        again.start()
+        assert again.wait(30).state == "exited"
+        assert jobber.last_lines(again, 1) == b"x=1\n"  # the environment came along
+        kept = session.get_job(original.id)
+        assert (kept.limits, kept.label, kept.rerun_of, kept.status().timeout) == (Limits(memory="64M"), "base", None, 60.0)
+        assert kept.status().state == "created"
+
+    def test_rerun_of_a_rerun_and_a_new_command(self, session):
+        original = session.new_job("echo one")
+        second = original.rerun(command="echo two")
+        third = second.rerun()
+        assert (second.command, third.command, third.rerun_of) == ("echo two", "echo two", second.id)
+
+    def test_raw_rerun_starts_unless_told_not_to(self, api):
+        original = create(api, command="echo hi", label="raw")
+        reply = api("POST", "/v1/jobs", {"rerun_of": original["id"]})
+        assert reply.status == 201, reply.body
+        job = reply.json()
+        assert (job["rerun_of"], job["label"], job["command"]) == (original["id"], "raw", "echo hi")
+        assert api("GET", f"/v1/jobs/{job['id']}?wait=30").json()["status"]["state"] == "exited"
+
+    def test_bad_overrides_are_refused_before_anything_is_made(self, session, api):
+        original = session.new_job("true")
+        for overrides, error, match in [({"timeout": "soon"}, JobError, "not a duration"),
+                                        ({"log_max": "lots"}, LimitError, "not a size"),
+                                        ({"cwd": "/"}, JobError, "chosen by its operator"),
+                                        ({"partition": "x"}, JobError, "partition cannot be changed"),
+                                        ({"command": ""}, JobError, "non-empty")]:
+            with pytest.raises(error, match=match):
+                original.rerun(**overrides)
+        reply = api("POST", "/v1/jobs", {"rerun_of": original.id, "retries": 500})
+        assert (reply.status, reply.json()["error"]) == (400, str(local_error(retries=500)))
+        assert [job.id for job in session.get_jobs()] == [original.id]
+
+    def test_rerun_of_a_job_that_does_not_exist_is_not_found(self, api):
+        reply = api("POST", "/v1/jobs", {"rerun_of": 999})
+        assert (reply.status, reply.json()["type"]) == (404, "JobNotFound")
+        assert ids(api) == []
+
+
+class TestRemove:
+    def test_a_running_job_is_not_removed(self, session, api, gate):
+        job = session.new_job(f"while [ ! -e {gate} ]; do sleep 0.05; done")
+        job.start()
+        with pytest.raises(JobError, match="stop it first"):
+            job.remove()
+        reply = api("DELETE", f"/v1/jobs/{job.id}")
+        assert (reply.status, reply.json()["type"]) == (409, "JobError")
+        gate.touch()
+        assert job.wait(30).state == "exited"
+        job.remove()
+        with pytest.raises(JobNotFound):
+            session.get_job(job.id)
+
+    def test_a_job_never_started_is_removed(self, session):
+        job = session.new_job("true")
+        job.remove()
+        assert session.get_jobs() == []
+
+
+class TestPrune:
+    def test_each_filter(self, session, api, gate):
+        done = [ended(api, "true"), ended(api, "exit 3"), ended(api, "true")]
+        running = create(api, command=f"while [ ! -e {gate} ]; do sleep 0.05; done", start=True)["id"]
+        waiting = create(api, command="true")["id"]
+        everyone = done + [running, waiting]
+        assert session.prune(dry_run=True) == done
+        assert session.prune(older_than="1d", dry_run=True) == []
+        assert session.prune(states="failed", dry_run=True) == [done[1]]
+        assert session.prune(states=["exited", "stopped"], keep_last=1, dry_run=True) == [done[0]]
+        assert ids(api) == everyone  # dry runs remove nothing
+        assert session.prune(states=["failed"]) == [done[1]]
+        assert session.prune(keep_last=1) == [done[0]]
+        assert session.prune() == [done[2]]
+        assert ids(api) == [running, waiting]  # never a running or a created job
+        gate.touch()
+        assert api("GET", f"/v1/jobs/{running}?wait=30").json()["status"]["state"] == "exited"
+        assert session.prune(older_than=0.000001) == [running]
+
+    def test_raw_prune(self, api):
+        job = ended(api, "true")
+        reply = api("POST", "/v1/jobs:prune", {"dry_run": True})
+        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": True})
+        reply = api("POST", "/v1/jobs:prune")
+        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": False})
+        assert ids(api) == []
+
+    @pytest.mark.parametrize(("arguments", "message"), [
+        ({"states": ["running"]}, "states ['running'] are not final states"),
+        ({"states": "created"}, "states ['created'] are not final states"),
+        ({"keep_last": -1}, "keep_last must be a whole number >= 0"),
+        ({"older_than": "soon"}, "older_than: 'soon' is not a duration"),
+    ])
+    def test_bad_arguments_are_refused_like_locally(self, session, api, arguments, message):
+        job = ended(api, "true")
+        with pytest.raises(JobError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            session.prune(**arguments)
+        reply = api("POST", "/v1/jobs:prune", arguments)
+        assert (reply.status, reply.json()["type"]) == (400, "JobError")
+        assert reply.json()["error"].startswith(message)
+        assert ids(api) == [job]
+
+    def test_unknown_fields_are_refused(self, api):
+        reply = api("POST", "/v1/jobs:prune", {"everything": True})
+        assert reply.status == 400 and "unknown field(s) 'everything'" in reply.json()["error"]
+
+
+class TestAttempts:
+    def test_a_job_without_retries_has_one_attempt(self, session, api):
+        job = session.new_job("exit 4")
+        job.start()
+        status = job.wait(30)
+        attempts = job._backend.attempts()
+        assert attempts == [status]
+        assert (attempts[0].attempt, attempts[0].exit_code, attempts[0].backend) == (1, 4, "remote")
+        raw = api("GET", f"/v1/jobs/{job.id}?attempts=1").json()
+        assert raw["attempts"] == [raw["status"]]
+        assert "attempts" not in api("GET", f"/v1/jobs/{job.id}").json()
+
+    def test_a_job_not_started_has_its_one_attempt_created(self, session):
+        assert [status.state for status in session.new_job("true")._backend.attempts()] == ["created"]
+
+
+class TestTenancy:
+    def test_another_tenant_cannot_see_rerun_remove_or_prune_your_jobs(self, api, other):
+        mine = ended(api, "true", label="secret")
+        made = create(api, command="true", label="secret")["id"]
+        never = api("GET", "/v1/jobs/999999").json()["error"].replace("999999", "{}")
+        for method, path, body in [("GET", f"/v1/jobs/{mine}?attempts=1", None),
+                                   ("POST", "/v1/jobs", {"rerun_of": mine}),
+                                   ("POST", "/v1/jobs", {"rerun_of": made, "command": "id"}),
+                                   ("DELETE", f"/v1/jobs/{mine}", None),
+                                   ("DELETE", f"/v1/jobs/{made}", None)]:
+            reply = other(method, path, body)
+            assert reply.status == 404, (method, path, reply.body)
+            job_id = body["rerun_of"] if body else int(path.split("/")[3].split("?")[0])
+            assert reply.json()["error"] == never.format(job_id), (method, path)
+        assert other("GET", "/v1/jobs?label=secret").json() == {"jobs": []}
+        assert other("POST", "/v1/jobs:prune", {}).json() == {"removed": [], "dry_run": False}
+        assert ids(other) == []  # nothing was made for the other tenant either
+        assert ids(api) == [mine, made]  # and nothing of ours was touched
+
+    def test_a_prune_of_one_tenant_leaves_the_others(self, api, other):
+        mine = ended(api, "true")
+        theirs = ended(other, "true")
+        assert other("POST", "/v1/jobs:prune", {}).json()["removed"] == [theirs]
+        assert ids(api) == [mine]
+
+
+@pytest.fixture(scope="module")
+def capped(pki, tmp_path_factory):
+    """A server that keeps at most 3 jobs per certificate."""
+    jobs = tmp_path_factory.mktemp("lifecycle-capped") / "jobs"
+    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=["--max-jobs", "3"]).start()
+    yield server
+    server.stop()
+    assert "bug:" not in server.log(), server.log()[-3000:]
+
+
+class TestKeptJobsQuota:
+    def test_a_prune_frees_room_at_once(self, capped, pki):
+        api = Api(capped.url, *pki.client("keeper"), pki.server_ca)
+        made = [ended(api, "true") for _ in range(3)]
+        full = api("POST", "/v1/jobs", {"command": "true", "start": False})
+        assert (full.status, full.json()["quota"], full.json()["limit"]) == (429, "max_jobs", 3)
+        assert "prune" in full.json()["error"]
+        refused = api("POST", "/v1/jobs", {"rerun_of": made[0], "start": False})
+        assert refused.status == 429  # a re-run is a job kept too
+        assert api("POST", "/v1/jobs:prune", {"keep_last": 1}).json()["removed"] == made[:2]
+        assert api("POST", "/v1/jobs", {"command": "true", "start": False}).status == 201
+        assert api("POST", "/v1/jobs", {"rerun_of": made[2], "start": False}).status == 201
+        assert api("POST", "/v1/jobs", {"command": "true", "start": False}).status == 429
+
+    def test_a_remote_prune_frees_room_for_new_job(self, capped, pki):
+        cert, key = pki.client("remote-keeper")
+        with jobber.connect(capped.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+            for _ in range(3):
+                job = remote.new_job("true")
+                job.start()
+                job.wait(30)
+            with pytest.raises(JobError, match="max_jobs 3"):
+                remote.new_job("true")
+            assert len(remote.prune()) == 3
+            assert remote.new_job("true").status().state == "created"
