@@ -146,6 +146,17 @@ class TestWithoutSlurm:
             job.start()
         assert job.status().state == "created" and not (job.path / "started").exists()
 
+    @pytest.mark.parametrize(("option", "why"), [
+        ({"retries": 2}, "Slurm re-queues a job only when its node fails"),
+        ({"oom_growth": 1.5}, "Slurm jobs are not retried"),
+        ({"log_max": "200M"}, "jobber cannot cap it"),
+    ])
+    def test_lifecycle_options_slurm_cannot_honour_are_refused_when_made(self, store, option, why):
+        with pytest.raises(JobError, match=f"{next(iter(option))} is not available for Slurm jobs: .*{why}"):
+            store.new_job("true", backend="slurm", **option)
+        assert store.get_jobs() == []
+        store.new_job("true", backend="slurm", label="ok", timeout="2h")  # these it maps
+
     def test_jobber_backend_chooses_slurm(self, store, monkeypatch):
         monkeypatch.setenv("JOBBER_BACKEND", "slurm")
         job = store.new_job("true")

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from jobber._backends.base import Backend
     from jobber._jobs.jobdir import JobDir
 
-__all__ = ["NAMES", "check_options", "open_backend"]
+__all__ = ["NAMES", "check_lifecycle_for", "check_options", "open_backend"]
 
 NAMES = ("local", "slurm")
 """The backends a job made on this host can name."""
@@ -44,6 +44,31 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         names = ", ".join(sorted(set(options) - {"backend"}))
         raise JobError(f"{names}: only Slurm jobs take these; choose the Slurm backend (--backend slurm, backend=\"slurm\")")
     return options
+
+
+# What a Slurm job cannot have, and why: Slurm writes the log itself, and re-queues a job
+# only when a node fails (its --requeue), never after the job's own failure.
+_NOT_ON_SLURM = {
+    "retries": "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
+    "oom_growth": "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
+    "log_max": "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
+}
+
+
+def check_lifecycle_for(options: dict[str, Any], lifecycle: dict[str, Any]) -> None:
+    """Refuse the lifecycle options the job's backend cannot honour (checked options).
+
+    Slurm maps ``timeout`` to ``--time`` and takes ``label``; the rest it cannot do.
+
+    Raises:
+        JobError: naming the option and why.
+    """
+    if options.get("backend") != "slurm":
+        return
+    for name, why in _NOT_ON_SLURM.items():
+        if lifecycle.get(name):
+            raise JobError(f"{name} is not available for Slurm jobs: {why}. Drop {name}, or run the job "
+                           "on this host (backend=\"local\")")
 
 
 def open_backend(jobdir: JobDir, session: Any = None) -> Backend:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobber._backends import DeferredBackend, check_options, open_backend
+from jobber._backends import DeferredBackend, check_lifecycle_for, check_options, open_backend
 from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._jobs.history import resolve_auto
@@ -151,6 +151,7 @@ class JobStore:
         limits = resolve_auto(self, limits, lifecycle.get("label"))  # memory="auto": from the label's runs
         spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(),
                                    "options": check_options(options), **lifecycle}
+        check_lifecycle_for(spec["options"], lifecycle)
         if env:
             spec["extra_env"] = check_env(env)
         if cwd is not None:
