@@ -30,7 +30,7 @@ ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
     "supervisor", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying"))
 # Shared with the rest of jobber, standard library only themselves: the atomic write and
 # the job states exist once, for the supervisor too.
-ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._inotify", "jobber._states"})
+ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._states"})
 ISLAND_MAY_IMPORT_FOR_TYPES = frozenset({"jobber._limits"})
 REMOTE_CLIENT = "jobber._backends.remote"
 SERVER_LIBRARIES = {"aiohttp", "cryptography"}

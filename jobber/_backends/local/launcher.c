@@ -62,7 +62,7 @@
 #include <unistd.h>
 #include <poll.h>
 #include <linux/falloc.h>
-#include <sys/inotify.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
@@ -119,7 +119,7 @@ struct log_cap {
 };
 
 #define CAP_CHECK_NS 2000000LL  /* at most one fstat every 2 ms, however fast the writer */
-#define CAP_POLL_MAX_MS 250     /* without inotify: the slowest periodic check */
+#define CAP_POLL_MAX_MS 250     /* without a change notice: the slowest periodic look */
 
 static void cap_init(struct log_cap *cap, int fd, long long max, const char *job_dir) {
     struct stat st;
@@ -182,17 +182,28 @@ static int ended(pid_t pid) {
 
 /* The resident wait: until `pid` ends, keep the log under its cap and, with seconds >= 0,
  * return 1 once the time is up (0 when the job ended). One poll() holds the pidfd, the
- * timeout and an inotify IN_MODIFY|IN_ONESHOT watch on the log: a write wakes us once,
- * then we look at most every CAP_CHECK_NS and re-arm, so a fast writer costs one event
- * per look and an idle job costs nothing. Without pidfd_open the end is polled with
- * waitid(WNOWAIT); without inotify the log is looked at periodically. */
-static int supervise(pid_t pid, double seconds, struct log_cap *cap, const char *log_path) {
-    int pfd = -1, ino = -1, armed = 0;
+ * timeout and a one-shot change notice on the job directory: a write to the log wakes
+ * us once, then we look at most every CAP_CHECK_NS and re-arm, so a fast writer costs one
+ * notice per look and an idle job costs nothing. The notice is dnotify (F_NOTIFY
+ * DN_MODIFY, its SIGIO read from a signalfd), not inotify: every inotify instance counts
+ * against fs.inotify.max_user_instances (128 by default), which the user's own followers
+ * need, and a supervisor per running job would use them up. Without pidfd_open the end
+ * is polled with waitid(WNOWAIT); without the notice the log is looked at periodically. */
+static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
+    int pfd = -1, sfd = -1, dirfd = -1, armed = 0;
     if (seconds < 0 && !cap->max) return 0; /* nothing to do here: wait4 waits */
 #ifdef SYS_pidfd_open
     pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-    if (cap->max) ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    sigset_t sigio, old_mask;
+    sigemptyset(&sigio);
+    sigaddset(&sigio, SIGIO);
+    sigprocmask(SIG_SETMASK, NULL, &old_mask);
+    if (cap->max && sigprocmask(SIG_BLOCK, &sigio, NULL) == 0) {
+        sfd = signalfd(-1, &sigio, SFD_NONBLOCK | SFD_CLOEXEC);
+        dirfd = sfd >= 0 ? open(cap->job_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    }
+    int notify = sfd >= 0 && dirfd >= 0;
     long long start = now_ns(), last_look = start - CAP_CHECK_NS;
     int interval_ms = 2;
     int result = 0;
@@ -200,22 +211,18 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap, const char 
         long long now = now_ns();
         if (seconds >= 0 && now - start >= (long long)(seconds * 1e9)) { result = 1; break; }
         long long wake_ms = -1; /* poll's timeout: -1 is none */
-        if (cap->max && ino >= 0 && !armed) {
+        if (cap->max && notify && !armed) {
             if (now - last_look >= CAP_CHECK_NS) {
                 /* Arm first, then look: a write after the look always wakes us. */
-                if (inotify_add_watch(ino, log_path, IN_MODIFY | IN_ONESHOT | IN_DONT_FOLLOW) < 0) {
-                    close(ino);
-                    ino = -1;
-                } else {
-                    armed = 1;
-                }
+                if (fcntl(dirfd, F_NOTIFY, DN_MODIFY) < 0) notify = 0;
+                else armed = 1;
                 cap_check(cap);
                 last_look = now;
             } else {
                 wake_ms = (CAP_CHECK_NS - (now - last_look)) / 1000000 + 1;
             }
         }
-        if (cap->max && ino < 0) {
+        if (cap->max && !notify) {
             if (now - last_look >= (long long)interval_ms * 1000000LL) {
                 int grew = cap_check(cap);
                 last_look = now;
@@ -231,22 +238,28 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap, const char 
             if (wake_ms < 0 || left < wake_ms) wake_ms = left;
         }
         struct pollfd fds[2];
-        int nfds = 0, pi = -1, ii = -1;
+        int nfds = 0, pi = -1, si = -1;
         if (pfd >= 0) { fds[nfds] = (struct pollfd){pfd, POLLIN, 0}; pi = nfds++; }
-        if (ino >= 0 && armed) { fds[nfds] = (struct pollfd){ino, POLLIN, 0}; ii = nfds++; }
+        if (notify && armed) { fds[nfds] = (struct pollfd){sfd, POLLIN, 0}; si = nfds++; }
         if (!nfds && wake_ms < 0) break; /* cannot happen: there is always a reason to wake */
         int r = poll(fds, (nfds_t)nfds, (int)wake_ms);
         if (r < 0 && errno != EINTR) break;
         if (r > 0 && pi >= 0 && fds[pi].revents) break;
         if (pfd < 0 && ended(pid)) break;
-        if (r > 0 && ii >= 0 && fds[ii].revents) {
-            char events[4096];
-            while (read(ino, events, sizeof events) > 0) {}
-            armed = 0; /* the one-shot watch fired (and is gone): look, at the next 2 ms mark */
+        if (r > 0 && si >= 0 && fds[si].revents) {
+            struct signalfd_siginfo info;
+            while (read(sfd, &info, sizeof info) > 0) {}
+            armed = 0; /* the one-shot notice fired (and is gone): look, at the next 2 ms mark */
         }
     }
     if (pfd >= 0) close(pfd);
-    if (ino >= 0) close(ino);
+    if (dirfd >= 0) close(dirfd); /* ends the notice: no SIGIO comes after this */
+    if (sfd >= 0) {
+        struct signalfd_siginfo info;
+        while (read(sfd, &info, sizeof info) > 0) {} /* one already pending is taken here */
+        close(sfd);
+    }
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
     return result;
 }
 
@@ -479,7 +492,7 @@ int main(int argc, char **argv) {
     dup2(devnull, 1);
     dup2(devnull, 2);
 
-    if (supervise(pid, timeout ? atof(timeout) : -1, &cap, log_path)) {
+    if (supervise(pid, timeout ? atof(timeout) : -1, &cap)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
          * for it but init); meanwhile the cap still holds, and the job's end reaches
          * wait4 below as usual. */
@@ -492,7 +505,7 @@ int main(int argc, char **argv) {
             _exit(0);
         }
         if (killer > 0) waitpid(killer, NULL, 0);
-        supervise(pid, -1, &cap, log_path);
+        supervise(pid, -1, &cap);
     }
     int wstatus;
     struct rusage usage;

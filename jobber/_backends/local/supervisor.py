@@ -262,9 +262,9 @@ def launch(job_dir: str, plan: dict) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    if _supervise(pid, float(plan["timeout"]) if plan.get("timeout") else None, cap, log_path):
+    if _supervise(pid, float(plan["timeout"]) if plan.get("timeout") else None, cap, job_dir):
         time_out(job_dir, pid, float(plan.get("grace") or 5.0))
-        _supervise(pid, None, cap, log_path)
+        _supervise(pid, None, cap, job_dir)
     _, wait_status, usage = os.wait4(pid, 0)
     if cap is not None:
         os.close(log_fd)
@@ -277,9 +277,8 @@ def launch(job_dir: str, plan: dict) -> int:
 # file, so no offset moves. Readers find the cut from the file alone (jobber._jobs.logcut).
 LOG_CAP_NOTE = "log-cap-note"
 _CAP_LOOK_S = 0.002  # at most one fstat every 2 ms, however fast the writer
-_CAP_POLL_MAX_S = 0.25  # without inotify: the slowest periodic look
+_CAP_POLL_MAX_S = 0.25  # without a change notice: the slowest periodic look
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
-_IN_MODIFY, _IN_DONT_FOLLOW, _IN_ONESHOT = 0x2, 0x02000000, 0x80000000
 
 
 class _LogCap:
@@ -359,31 +358,34 @@ def trim_log(job_dir: str, limit: int) -> None:
         os.close(fd)
 
 
-def _supervise(pid: int, seconds: float | None, cap: _LogCap | None, log_path: str) -> bool:
+def _supervise(pid: int, seconds: float | None, cap: _LogCap | None, job_dir: str) -> bool:
     """The resident wait: until ``pid`` ends, keep the log under its cap and, with
     ``seconds``, return True once the time is up (False when the job ended).
 
-    One poll holds the pidfd, the timeout and an inotify IN_MODIFY|IN_ONESHOT watch on the
-    log: a write wakes us once, then we look at most every 2 ms and re-arm (launcher.c's
-    ``supervise`` does the same). Without a pidfd the end is polled with waitid(WNOWAIT);
-    without inotify the log is looked at periodically.
+    One poll holds the pidfd, the timeout and a one-shot change notice on the job
+    directory (dnotify: F_NOTIFY DN_MODIFY, whose SIGIO reaches the poll through the
+    wakeup fd): a write wakes us once, then we look at most every 2 ms and re-arm. As in
+    launcher.c's ``supervise`` (which says why not inotify). Without a pidfd the end is
+    polled with waitid(WNOWAIT); without the notice the log is looked at periodically.
     """
     if seconds is None and cap is None:
         return False
+    import fcntl
     import select
 
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         pidfd = -1
-    inotify = None
+    dirfd = wake_r = wake_w = -1
     if cap is not None:
         try:
-            from jobber._inotify import Inotify
-
-            inotify = Inotify()
-        except OSError:
-            inotify = None
+            wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.signal(signal.SIGIO, lambda *_: None)
+            signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            dirfd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            dirfd = -1
     start = time.monotonic()
     last_look, armed, interval = start - _CAP_LOOK_S, False, _CAP_LOOK_S
     try:
@@ -392,19 +394,19 @@ def _supervise(pid: int, seconds: float | None, cap: _LogCap | None, log_path: s
             if seconds is not None and now - start >= seconds:
                 return True
             wake: float | None = None
-            if cap is not None and inotify is not None and not armed:
+            if cap is not None and dirfd >= 0 and not armed:
                 if now - last_look >= _CAP_LOOK_S:
                     try:  # arm first, then look: a write after the look always wakes us
-                        inotify.add_watch(log_path, _IN_MODIFY | _IN_ONESHOT | _IN_DONT_FOLLOW)
+                        fcntl.fcntl(dirfd, fcntl.F_NOTIFY, fcntl.DN_MODIFY)
                         armed = True
                     except OSError:
-                        inotify.close()
-                        inotify = None
+                        os.close(dirfd)
+                        dirfd = -1
                     cap.check()
                     last_look = now
                 else:
                     wake = last_look + _CAP_LOOK_S - now
-            if cap is not None and inotify is None:
+            if cap is not None and dirfd < 0:
                 if now - last_look >= interval:
                     interval = _CAP_LOOK_S if cap.check() else min(interval * 2, _CAP_POLL_MAX_S)
                     last_look = now
@@ -416,19 +418,29 @@ def _supervise(pid: int, seconds: float | None, cap: _LogCap | None, log_path: s
             poller = select.poll()
             if pidfd >= 0:
                 poller.register(pidfd, select.POLLIN)
-            if armed and inotify is not None:
-                poller.register(inotify.fd, select.POLLIN)
+            if armed:
+                poller.register(wake_r, select.POLLIN)
             ready = {fd for fd, _ in poller.poll(None if wake is None else max(0.0, wake) * 1000 + 1)}
             if pidfd in ready or (pidfd < 0 and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)):
                 return False
-            if armed and inotify is not None and inotify.fd in ready:
-                inotify.drain()
-                armed = False  # the one-shot watch fired (and is gone): look at the next 2 ms mark
+            if armed and wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                armed = False  # the one-shot notice fired (and is gone): look at the next 2 ms mark
     finally:
         if pidfd >= 0:
             os.close(pidfd)
-        if inotify is not None:
-            inotify.close()
+        if dirfd >= 0:
+            os.close(dirfd)  # ends the notice
+        if wake_w >= 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGIO, signal.SIG_IGN)  # a late one must not end the supervisor
+            os.close(wake_r)
+            os.close(wake_w)
 
 
 def time_out(job_dir: str, pid: int, grace: float) -> int:
