@@ -217,6 +217,7 @@ class TestRerun:
         again.start()
         assert again.wait(30).state == "exited"
         assert jobber.last_lines(again, 1) == b"x=1\n"  # the environment came along
+        assert again.env == original.env == {"X": "1"}
         kept = session.get_job(original.id)
         assert (kept.limits, kept.label, kept.rerun_of, kept.status().timeout) == (Limits(memory="64M"), "base", None, 60.0)
         assert kept.status().state == "created"

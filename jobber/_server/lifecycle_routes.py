@@ -158,9 +158,11 @@ def labelled(job: Job, label: str) -> bool:
 
 
 def lifecycle_json(job: Job) -> dict[str, Any]:
-    """The lifecycle fields of a job's JSON, from its spec (null: not set)."""
+    """The fields of a job's JSON from its spec beyond command and limits: its ``env``
+    and lifecycle options (null: not set), as ``Job`` shows them locally."""
     spec = job._backend.spec()
     return {
+        "env": dict(spec.get("extra_env") or {}),  # the owner's own: no other certificate sees this job
         "label": spec.get("label"),
         "rerun_of": spec.get("rerun_of"),
         "timeout": spec.get("timeout"),

@@ -175,12 +175,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Job": {
         "type": "object",
-        "required": ["id", "command", "limits", "label", "rerun_of", "timeout", "log_max", "retries", "retry_on",
+        "required": ["id", "command", "limits", "env", "label", "rerun_of", "timeout", "log_max", "retries", "retry_on",
                      "oom_growth", "status"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "command": {"type": "string"},
             "limits": {"$ref": "#/components/schemas/Limits"},
+            "env": {"type": "object", "additionalProperties": {"type": "string"},
+                    "description": "the variables given when it was made (not what it inherits)"},
             "label": _nullable({"type": "string"}),
             "rerun_of": _nullable({"type": "integer", "minimum": 1, "description": "the job this one re-ran"}),
             "timeout": _nullable({"type": "number", "description": "the time limit in seconds"}),

@@ -28,8 +28,7 @@ _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
 _WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
 # The fields of a job's JSON that are its spec (``Job.label``, ``Job.rerun_of``, ...), kept
 # only when set, as a local spec holds them.
-_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max",
-                "extra_env")
+_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max")
 
 
 class _Lost(Exception):
@@ -69,6 +68,8 @@ class RemoteBackend:
         self.id = self.job_id
         self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {},
                       **{key: data[key] for key in _SPEC_FIELDS if data.get(key) is not None}}
+        if data.get("env"):
+            self._spec["extra_env"] = dict(data["env"])
 
     @property
     def owner(self) -> str:
