@@ -2,8 +2,8 @@
 the options of ``new_job`` (label, timeout, log_max, retries, retry_on, oom_growth) and
 their 400s with the library's own messages, the label filter and lookup, a timeout that
 ends a job ``timed-out``, re-runs (``rerun_of``), removes, prunes with each filter, the
-attempts of a job, another tenant kept out of all of it, and the kept-jobs quota freed by
-a prune.
+attempts of a job (one, and three with ``retries=2``), another tenant kept out of all of
+it, and the kept-jobs quota freed by a prune.
 """
 
 from __future__ import annotations
@@ -327,15 +327,26 @@ class TestAttempts:
         job = session.new_job("exit 4")
         job.start()
         status = job.wait(30)
-        attempts = job._backend.attempts()
-        assert attempts == [status]
+        attempts = job.attempts
+        assert attempts == [status] and job.attempt == 1
         assert (attempts[0].attempt, attempts[0].exit_code, attempts[0].backend) == (1, 4, "remote")
         raw = api("GET", f"/v1/jobs/{job.id}?attempts=1").json()
         assert raw["attempts"] == [raw["status"]]
         assert "attempts" not in api("GET", f"/v1/jobs/{job.id}").json()
 
     def test_a_job_not_started_has_its_one_attempt_created(self, session):
-        assert [status.state for status in session.new_job("true")._backend.attempts()] == ["created"]
+        assert [status.state for status in session.new_job("true").attempts] == ["created"]
+
+    def test_a_retried_job_has_every_attempt(self, session, api):
+        job = session.new_job("echo try; exit 3", retries=2)
+        job.start()
+        status = job.wait(60)
+        assert (status.state, status.attempt, job.attempt) == ("failed", 3, 3)
+        attempts = job.attempts
+        assert [(a.attempt, a.state, a.exit_code, a.backend) for a in attempts] == [
+            (1, "failed", 3, "remote"), (2, "failed", 3, "remote"), (3, "failed", 3, "remote")]
+        assert attempts[-1] == status
+        assert len(api("GET", f"/v1/jobs/{job.id}?attempts=1").json()["attempts"]) == 3
 
 
 class TestTenancy:
