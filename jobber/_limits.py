@@ -103,6 +103,8 @@ class Limits:
             writes bypass the throttle, see the cgroup v1 blkio documentation).
         require_isolation: refuse to start rather than run unconfined when no
             cgroup is available, or when a limit cannot be enforced.
+        gpus: how many GPUs, given to the job alone (``CUDA_VISIBLE_DEVICES``, and the
+            device cgroup keeps it from opening the others); a job waits for them.
 
     Raises:
         LimitError: a value is malformed.
@@ -114,6 +116,7 @@ class Limits:
     io_read_bps: int | None = None
     io_write_bps: int | None = None
     require_isolation: bool = False
+    gpus: int | None = None
 
     def __init__(
         self,
@@ -123,6 +126,7 @@ class Limits:
         io_read_bps: int | str | None = None,
         io_write_bps: int | str | None = None,
         require_isolation: bool = False,
+        gpus: int | str | None = None,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "cpu", _parse_cpu(cpu))
@@ -131,6 +135,7 @@ class Limits:
         set_(self, "io_read_bps", None if io_read_bps is None else parse_size(io_read_bps, "io_read_bps"))
         set_(self, "io_write_bps", None if io_write_bps is None else parse_size(io_write_bps, "io_write_bps"))
         set_(self, "require_isolation", bool(require_isolation))
+        set_(self, "gpus", _parse_gpus(gpus))
 
     def to_dict(self) -> dict[str, Any]:
         """The limits as plain JSON-able values (the job directory stores this).
@@ -140,7 +145,10 @@ class Limits:
         """
         if self.memory == AUTO:
             raise LimitError(_AUTO_UNRESOLVED)
-        return asdict(self)
+        data = asdict(self)
+        if data["gpus"] is None:
+            del data["gpus"]  # what servers and job directories from before GPUs expect
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Limits:
@@ -189,12 +197,24 @@ class Limits:
             parts.append(f"io_read={format_size(self.io_read_bps)}/s")
         if self.io_write_bps is not None:
             parts.append(f"io_write={format_size(self.io_write_bps)}/s")
+        if self.gpus:
+            parts.append(f"gpus={self.gpus}")
         return " ".join(parts) or "unlimited"
 
 
 _AUTO_UNRESOLVED = ("memory='auto' is not a size yet: only creating a job on this host turns it into one (from "
                     "earlier runs with the same label), so these limits cannot be stored or sent as they are; "
                     "give a size such as 2G")
+
+
+def _parse_gpus(value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise LimitError(f"gpus must be a whole number of GPUs from 0 to 64, e.g. 1, not {value!r}")
+    return value or None
 
 
 def _is_auto(value: object) -> bool:

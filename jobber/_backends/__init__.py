@@ -52,6 +52,7 @@ _NOT_ON_SLURM = {
     "retries": "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
     "oom_growth": "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
     "log_max": "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
+    "queue": "Slurm's partitions are its queues (partition=...), and Slurm admits its jobs itself",
 }
 
 

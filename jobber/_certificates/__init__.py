@@ -338,6 +338,57 @@ class Certificate:
         """
         return self._store().new_job(command, limits, **options)
 
+    def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
+                  cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
+        """Set a queue's limits (they persist; 0 removes one, None keeps it).
+
+        Args:
+            name: the queue; jobs join it with ``new_job(..., queue=name)``.
+            parallel: at most this many of its jobs run at once.
+            memory: admit while the running jobs' memory limits sum to at most this.
+            cpus: the same, for their CPU limits.
+            gpus: the same, for their GPUs.
+
+        Returns:
+            The queue's settings now.
+
+        Raises:
+            JobError: a malformed value.
+        """
+        return self._store().set_queue(name, parallel=parallel, memory=memory, cpus=cpus, gpus=gpus)
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Every queue: name -> its settings and how many of its jobs run and wait.
+
+        Returns:
+            ``{"gpu": {"parallel": 2, "memory": None, "cpus": None, "gpus": 2, "running": 1,
+            "waiting": 3}}``.
+        """
+        return self._store().queues()
+
+    def sweep(self, command_template: str, **params: Any) -> list[Job]:
+        """One job per combination of the parameters' values, started (through a queue).
+
+        ``cert.sweep("python train.py --lr {lr} --bs {bs}", lr=[0.1, 0.01], bs=[32, 64],
+        queue="gpu", limits=Limits(gpus=1))`` makes 4 jobs. Keywords that ``new_job``
+        takes (``limits``, ``queue``, ``after``, ``env``, ``label``, ...) apply to every job.
+
+        Args:
+            command_template: the command, with ``{name}`` where each value goes (quoted
+                for the shell).
+            **params: each parameter's values, and the jobs' options.
+
+        Returns:
+            The jobs (a list with ``.params``, ``.table()``, ``.stop()``, ``.wait()``).
+
+        Raises:
+            JobError: no parameters, one the template does not use, or a job that cannot
+                be made (then none is).
+        """
+        from jobber._jobs.sweeps import sweep
+
+        return sweep(self, command_template, **params)
+
     def hash(self) -> str:
         """The lowercase hex SHA-256 of the DER encoding, under which jobs are stored.
 

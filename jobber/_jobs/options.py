@@ -83,7 +83,7 @@ def check_label(label: Any) -> str:
     Raises:
         JobError: anything else.
     """
-    if not isinstance(label, str) or not _LABEL.match(label) or label.isdigit():
+    if not isinstance(label, str) or not _LABEL.fullmatch(label) or label.isdigit():
         raise JobError(f"label {label!r} is not a label: use 1-64 letters, digits and _.:+- (not only digits, "
                        "which would read as a job id), e.g. train or lr-0.01")
     return label

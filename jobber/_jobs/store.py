@@ -21,6 +21,7 @@ from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
 from jobber._jobs.options import check_lifecycle, parse_duration
+from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
 from jobber._limits import Limits
 from jobber._states import FINAL_STATES
 
@@ -111,7 +112,7 @@ class JobStore:
                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
                 retry_on: Sequence[str] = ("failed",), oom_growth: float | None = None,
-                **options: object) -> Job:
+                queue: str | None = None, after: Any = None, **options: object) -> Job:
         """Create a job (not started yet) with a freshly reserved id.
 
         Args:
@@ -125,6 +126,9 @@ class JobStore:
             retries: start a failed attempt again up to this many times.
             retry_on: which endings are retried: "failed", "oom-killed", "timed-out".
             oom_growth: after an OOM kill the next attempt gets memory x this.
+            queue: a queue's name: the job starts when the queue admits it (``set_queue``).
+            after: job ids (or Jobs) that must end first: alone or ``(id, "ok")``, they
+                must exit 0 (else this job ends "failed" unrun); ``(id, "any")``: any end.
             **options: backend options (``backend="slurm"``, ``partition=...``).
 
         Returns:
@@ -134,10 +138,72 @@ class JobStore:
             JobError: the command is empty or not text, a malformed option, options the
                 backend does not take, or the directory cannot be made.
         """
-        spec = self._spec(command, limits, env=env, cwd=cwd, options=options,
-                          lifecycle=check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
-                                                    retry_on=retry_on, oom_growth=oom_growth))
-        return self._create(spec)
+        lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
+                                    retry_on=retry_on, oom_growth=oom_growth)
+        lifecycle.update(self._waits(queue, after))
+        return self._create(self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle))
+
+    def _waits(self, queue: Any, after: Any) -> dict[str, Any]:
+        """The spec fields of ``queue`` and ``after`` (whose jobs must exist).
+
+        Raises:
+            JobError: a malformed name, or an ``after`` job this identity does not have.
+        """
+        fields: dict[str, Any] = {}
+        if queue is not None:
+            fields["queue"] = check_queue(queue)
+        deps = check_after(after)
+        for dep, _mode in deps:
+            if not (self.path / str(dep)).is_dir():
+                raise JobError(f"after: there is no job {dep} (see `jobber ls`)")
+        if deps:
+            fields["after"] = deps
+        return fields
+
+    def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
+                  cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
+        """Set a queue's limits; they persist, and apply to jobs already waiting.
+
+        Args:
+            name: the queue.
+            parallel: at most this many of its jobs run at once (0: no limit).
+            memory: admit while the running jobs' memory limits sum to at most this.
+            cpus: the same, for their CPU limits.
+            gpus: the same, for their GPUs.
+
+        Returns:
+            The queue's settings now.
+
+        Raises:
+            JobError: a malformed value.
+        """
+        settings = write_settings(self._ensure(), name, parallel=parallel, memory=memory, cpus=cpus, gpus=gpus)
+        from jobber._backends.local.admission import run_pass
+        from jobber._backends.local.backend import start_admitted
+
+        run_pass(self.path, self.owner, start_admitted)  # more room may let waiting jobs start now
+        return settings
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Every queue set here, and how many of its jobs run and wait: name -> info."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            names = sorted(p.stem for p in (self.path / "queues").glob("*.json"))
+        except OSError:
+            names = []
+        for name in names:
+            out[name] = {**read_settings(self.path, name), "running": 0, "waiting": 0}
+        for job in self.get_jobs():
+            queue = job._backend.spec().get("queue")
+            if queue is None:
+                continue
+            info = out.setdefault(queue, {**read_settings(self.path, queue), "running": 0, "waiting": 0})
+            state = job.status().state
+            if state == "running":
+                info["running"] += 1
+            elif state == "pending":
+                info["waiting"] += 1
+        return out
 
     def _spec(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None,
               cwd: str | os.PathLike[str] | None, options: dict[str, object],

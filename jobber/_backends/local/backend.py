@@ -21,14 +21,15 @@ from typing import Any
 
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
-from jobber._backends.local import isolation
+from jobber._backends.local import admission, isolation
 from jobber._backends.local.launcher import launcher_command
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._inotify import IN_MOVED_TO, Inotify
-from jobber._jobs import logs
+from jobber._jobs import logcut, logs
+from jobber._jobs.jobdir import JobDir
 from jobber._jobs.options import default_log_max
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
@@ -76,6 +77,9 @@ class LocalBackend(DirectoryBackend):
             spec = self.dir.spec()
             context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"), sandbox)
             self.dir.write_spec({**spec, **context, "log_max": spec.get("log_max", default_log_max())})
+            if admission.needs_admission(spec):
+                admission.enqueue(self, start_admitted)  # it starts when its turn comes (maybe at once)
+                return
             self._launch_attempt(made)
         except BaseException as err:
             if self.dir.exists("status.json"):
@@ -104,6 +108,26 @@ class LocalBackend(DirectoryBackend):
         if record.get("via_user_manager"):
             argv = _through_user_manager(self.job_id, argv)
         _launch(self.job_id, argv)
+
+    def start_admitted(self, devices: list[int]) -> None:
+        """Launch a job its admission pass let through (with these GPUs); a failure ends
+        it "failed" with the reason, leaving no cgroup and giving its GPUs back."""
+        made: list[Any] = [None, None]
+        try:
+            spec = self.dir.spec()
+            if devices:
+                visible = ",".join(str(d) for d in devices)
+                env = {**spec.get("env", {}), "CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
+                self.dir.write_spec({**spec, "env": env, "gpu_devices": devices})
+            self._launch_attempt(made)
+        except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
+            raw = self.dir.read("status.json") or {}
+            if raw.get("state") != "pending":
+                return  # the launcher took it over and recorded how it ended
+            self._undo_start(made[0], made[1], release=False)
+            self.dir.write("status.json", {"state": "failed", "exit_code": None, "signal": None, "oom_killed": False,
+                                           "ended_at": time.time(),
+                                           "error": f"job {self.job_id} did not start: {type(err).__name__}: {err}"})
 
     def start_next_attempt(self) -> None:
         """Start the attempt a "pending" status names (``retry.py`` calls this after the
@@ -214,6 +238,13 @@ class LocalBackend(DirectoryBackend):
         record = self.dir.read("confinement.json") or {}
         if raw["state"] not in ("running", "pending"):
             return self._from_raw(raw, record, limits), False
+        if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
+            if raw.get("waiting"):
+                admission.nudge(self.dir.path.parent, self.owner, start_admitted)
+                raw = self.dir.read("status.json") or raw
+                if raw["state"] != "pending" or not raw.get("waiting"):
+                    return self._status()
+            return self._from_raw(raw, record, limits), False
         if not _alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
             # Re-read: the supervisor may have written its outcome and exited since.
             again = self.dir.read("status.json") or raw
@@ -242,6 +273,8 @@ class LocalBackend(DirectoryBackend):
                       started_at=when(raw.get("started_at")), ended_at=when(raw.get("ended_at")))
         if raw.get("error") or raw.get("note"):
             fields["note"] = raw.get("error") or raw["note"]
+        if spec.get("log_max") and raw is not None and "attempt" not in raw:  # the current attempt's log
+            fields["log_dropped_bytes"] = logcut.dropped_bytes(self.dir.log)
         return JobStatus(**fields, limits=limits)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
@@ -273,6 +306,9 @@ class LocalBackend(DirectoryBackend):
             return status
         if status.state == "created":
             raise JobError(f"job {self.job_id} was never started: nothing to stop", job_id=self.job_id)
+        if status.state == "pending" and admission.withdraw(self, "stopped", "stopped while it waited: it never ran",
+                                                                     start_admitted):
+            return self.status()
         self.dir.request_stop()
         if status.state == "pending":
             # Between two attempts: retry.py sees the request and ends the job "stopped";
@@ -316,6 +352,11 @@ class LocalBackend(DirectoryBackend):
         if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
         return self._status()[0]
+
+
+def start_admitted(jobdir: JobDir, devices: list[int]) -> None:
+    """Launch a job an admission pass let through (see ``admission.py``)."""
+    LocalBackend(jobdir).start_admitted(devices)
 
 
 def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[str, Any]]:

@@ -40,6 +40,7 @@ if __name__ == "__main__":
 
 from jobber._backends.local.isolation import open_cgroup  # noqa: E402
 from jobber._backends.local.retrying import hand_over  # noqa: E402
+from jobber._backends.local.waking import wake_waiting  # noqa: E402
 from jobber._files import write_atomic  # noqa: E402
 from jobber._states import outcome  # noqa: E402
 
@@ -487,6 +488,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     hand_over(job_dir, final)  # a retry left for this ending: this process becomes retry.py
     write_json(os.path.join(job_dir, "status.json"), final)
+    wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
     return 0
 
 

@@ -1,0 +1,328 @@
+"""Admission: jobs that wait for a queue, for jobs ``after`` them, or for GPUs.
+
+No daemon. Whoever changes what could let a waiting job start runs one *pass*: ``start()``
+of a waiting job, the finisher of every job that ends while others wait (it execs
+``admit.py``), a stop, a queue's new settings, and a ``status()`` of a waiting job when
+no pass ran for a second. A pass holds the identity's admission lock (``flock``), so
+passes never overlap; each is idempotent, so one killed half-way is simply redone by the
+next.
+
+    <owner dir>/waiting/<id>    a waiting job: {"queue", "after", "memory", "cpus", "gpus"}
+    <owner dir>/admitted/<id>   a job a pass started, until it ended: what it holds
+    <owner dir>/.admission      the lock; its mtime is when the last pass ran
+
+Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
+entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher then writes
+"running". A job left "admitted" by a pass that died before the launcher answered is put
+back in line only once the launcher's answer is overdue (``_LAUNCH_OVERDUE_S``), when no
+launcher can still be on its way.
+
+Order: jobs in ``waiting/`` are taken by id (the order they were made), each queue's
+first job that does not fit blocks the rest of that queue (FIFO); a job waiting for a
+dependency holds no place. A job whose ``after`` job did not succeed ("ok", the default:
+it must exit 0) ends "failed" without running, and so in turn do its own dependents.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobber._backends.local import gpus as _gpus
+from jobber._backends.local.supervisor import process_start_time
+from jobber._errors import JobError
+from jobber._files import write_atomic
+from jobber._jobs.jobdir import JobDir
+from jobber._jobs.queues import read_settings
+
+__all__ = ["enqueue", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
+
+WAITING = "waiting"
+ADMITTED = "admitted"
+_LOCK = ".admission"
+_NUDGE_EVERY_S = 1.0
+_LAUNCH_OVERDUE_S = 90.0  # > the starter's 60 s wait for the launcher's answer
+
+
+def needs_admission(spec: dict[str, Any]) -> bool:
+    """Does this job wait for anything (a queue, other jobs, GPUs)?"""
+    return bool(spec.get("queue") or spec.get("after") or (spec.get("limits") or {}).get("gpus"))
+
+
+def waiting_count(owner_dir: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(owner_dir / WAITING) if name.isdigit())
+    except FileNotFoundError:
+        return 0
+
+
+class _Lock:
+    def __init__(self, owner_dir: Path, blocking: bool = True) -> None:
+        self.path = owner_dir / _LOCK
+        self.blocking = blocking
+        self.fd = -1
+
+    def __enter__(self) -> bool:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+Starter = Callable[[JobDir, list[int]], None]
+"""How a pass launches a job it admits, with its GPUs (``LocalBackend.start_admitted``)."""
+
+
+def enqueue(backend: Any, start: Starter) -> None:
+    """Put a claimed job in line (status "pending"), then run a pass."""
+    spec = backend.dir.spec()
+    limits = spec.get("limits") or {}
+    entry = {"queue": spec.get("queue"), "after": spec.get("after") or [], "memory": limits.get("memory"),
+             "cpus": limits.get("cpu"), "gpus": limits.get("gpus") or 0, "at": time.time()}
+    owner_dir = backend.dir.path.parent
+    (owner_dir / WAITING).mkdir(mode=0o700, exist_ok=True)
+    backend.dir.write("status.json", {"state": "pending", "waiting": True, "note": "waiting for its turn",
+                                      "queued_at": entry["at"]})
+    write_atomic(owner_dir / WAITING / str(backend.job_id), json.dumps(entry).encode())
+    run_pass(owner_dir, backend.owner, start)
+
+
+def nudge(owner_dir: Path, owner: str, start: Starter) -> None:
+    """A pass, unless one ran within the last second or one is running now."""
+    try:
+        if time.time() - os.stat(owner_dir / _LOCK).st_mtime < _NUDGE_EVERY_S:
+            return
+    except FileNotFoundError:
+        pass
+    run_pass(owner_dir, owner, start, blocking=False)
+
+
+def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:
+    """End a job that waits, under the lock (so no pass starts it meanwhile).
+
+    Returns:
+        False when it no longer waits (a pass started it): stop it as a running job.
+    """
+    owner_dir = backend.dir.path.parent
+    with _Lock(owner_dir):
+        raw = backend.dir.read("status.json") or {}
+        if not raw.get("waiting"):
+            return False
+        _end(backend.dir, state, note)
+        _unlink(owner_dir / WAITING / str(backend.job_id))
+    run_pass(owner_dir, backend.owner, start)
+    return True
+
+
+def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True) -> None:
+    """Start every waiting job whose turn it is (see the module docstring)."""
+    if not (owner_dir / WAITING).is_dir():
+        return
+    with _Lock(owner_dir, blocking) as locked:
+        if not locked:
+            return
+        os.utime(owner_dir / _LOCK)
+        _Pass(owner_dir, owner, start).run()
+
+
+class _Pass:
+    def __init__(self, owner_dir: Path, owner: str, start: Starter) -> None:
+        self.start = start
+        self.owner_dir = owner_dir
+        self.owner = owner
+        self.root = owner_dir.parent
+        self.usage: dict[str | None, dict[str, float]] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+
+    def _dir(self, job_id: int) -> JobDir:
+        return JobDir(self.owner_dir, self.owner, job_id)
+
+    def _status(self, job_id: int) -> dict[str, Any] | None:
+        try:
+            return self._dir(job_id).read("status.json")
+        except JobError:
+            return None
+
+    def run(self) -> None:
+        (self.owner_dir / ADMITTED).mkdir(mode=0o700, exist_ok=True)
+        self._count_admitted()
+        blocked: dict[str | None, str] = {}  # queue -> why its first waiting job waits
+        for job_id in _ids(self.owner_dir / WAITING):
+            entry = _read(self.owner_dir / WAITING / str(job_id))
+            raw = self._status(job_id)
+            if entry is None or raw is None or not raw.get("waiting"):
+                _unlink(self.owner_dir / WAITING / str(job_id))  # stopped or removed meanwhile
+                continue
+            waiting_for = self._dependencies(job_id, entry)
+            if waiting_for is None:
+                continue  # ended: a dependency failed
+            queue = entry.get("queue")
+            if waiting_for:
+                self._note(job_id, raw, waiting_for)
+                continue
+            if queue in blocked:
+                self._note(job_id, raw, blocked[queue])
+                continue
+            why = self._fits(entry)
+            if why:
+                blocked[queue] = why
+                self._note(job_id, raw, why)
+                continue
+            self._admit(job_id, entry)
+
+    # ---- what runs ----
+
+    def _count_admitted(self) -> None:
+        for job_id in _ids(self.owner_dir / ADMITTED):
+            path = self.owner_dir / ADMITTED / str(job_id)
+            entry, raw = _read(path), self._status(job_id)
+            if entry is None or raw is None or raw.get("state") not in ("pending", "running"):
+                _unlink(path)
+                _gpus.release(self.root, f"{self.owner}/{job_id}")
+                continue
+            if raw.get("admitted_by") and _overdue(raw):
+                # Its admitter died before the launcher answered, and no launcher can still
+                # be on its way: back in line, in its old place (ids keep the order).
+                self._dir(job_id).write("status.json", {"state": "pending", "waiting": True,
+                                                        "note": "waiting for its turn again (its start was lost)",
+                                                        "queued_at": raw.get("admitted_at")})
+                write_atomic(self.owner_dir / WAITING / str(job_id), json.dumps(entry).encode())
+                _unlink(path)
+                _gpus.release(self.root, f"{self.owner}/{job_id}")
+                continue
+            self._use(entry)
+
+    def _use(self, entry: dict[str, Any]) -> None:
+        used = self.usage.setdefault(entry.get("queue"), {"running": 0, "memory": 0, "cpus": 0.0, "gpus": 0})
+        used["running"] += 1
+        used["memory"] += entry.get("memory") or 0
+        used["cpus"] += entry.get("cpus") or 0.0
+        used["gpus"] += entry.get("gpus") or 0
+
+    def _queue_settings(self, queue: str | None) -> dict[str, Any]:
+        if queue is None:
+            return {}
+        if queue not in self.settings:
+            self.settings[queue] = read_settings(self.owner_dir, queue)
+        return self.settings[queue]
+
+    def _fits(self, entry: dict[str, Any]) -> str:
+        """Why the job cannot start now ("" when it can)."""
+        queue = entry.get("queue")
+        settings = self._queue_settings(queue)
+        used = self.usage.get(queue, {"running": 0, "memory": 0, "cpus": 0.0, "gpus": 0})
+        if settings.get("parallel") and used["running"] >= settings["parallel"]:
+            return f"queue `{queue}`: {used['running']} of {settings['parallel']} running"
+        for name, unit in (("memory", "memory"), ("cpus", "CPUs"), ("gpus", "GPUs")):
+            budget, need = settings.get(name), entry.get(name) or 0
+            if budget and used[name] + need > budget:
+                from jobber._limits import format_size
+
+                show = format_size if name == "memory" else (lambda v: f"{v:g}")
+                return (f"queue `{queue}`: {unit} {show(used[name])} of {show(budget)} in use, "
+                        f"this job needs {show(need)}")
+        if entry.get("gpus"):
+            free = len(_gpus.discover()) - sum(1 for h in _gpus.holders(self.root).values() if not self._ended(h))
+            if free < entry["gpus"]:
+                return f"waiting for {entry['gpus']} GPU{'s' if entry['gpus'] != 1 else ''} ({max(free, 0)} free)"
+        return ""
+
+    def _ended(self, holder: str) -> bool:
+        owner, _, job_id = holder.partition("/")
+        try:
+            raw = JobDir(self.root / owner, owner, int(job_id)).read("status.json")
+        except (JobError, ValueError):
+            return True
+        return raw is None or raw.get("state") not in ("pending", "running")
+
+    # ---- dependencies ----
+
+    def _dependencies(self, job_id: int, entry: dict[str, Any]) -> str | None:
+        """What the job still waits for ("" when nothing); None once it was ended here."""
+        waiting = []
+        for dep, mode in entry.get("after") or []:
+            raw = self._status(dep)
+            if raw is None:
+                if not (self.owner_dir / str(dep)).is_dir():
+                    return self._fail(job_id, f"its dependency job {dep} was removed: not started")
+                waiting.append(dep)  # created, not started yet
+                continue
+            if raw.get("state") in ("pending", "running"):
+                waiting.append(dep)
+                continue
+            if mode == "ok" and not (raw.get("state") == "exited" and raw.get("exit_code") == 0):
+                how = raw.get("state") + (f" (code {raw['exit_code']})" if raw.get("exit_code") is not None else "")
+                return self._fail(job_id, f"its dependency job {dep} did not succeed ({how}): not started")
+        if waiting:
+            return "after job " + ", ".join(str(d) for d in waiting)
+        return ""
+
+    def _fail(self, job_id: int, note: str) -> None:
+        _end(self._dir(job_id), "failed", note)
+        _unlink(self.owner_dir / WAITING / str(job_id))
+        return None
+
+    # ---- starting ----
+
+    def _note(self, job_id: int, raw: dict[str, Any], note: str) -> None:
+        if raw.get("note") != note:
+            self._dir(job_id).write("status.json", {**raw, "note": note})
+
+    def _admit(self, job_id: int, entry: dict[str, Any]) -> None:
+        holder = f"{self.owner}/{job_id}"
+        devices: list[int] = []
+        if entry.get("gpus"):
+            devices = _gpus.claim(self.root, entry["gpus"], holder, self._ended) or []
+            if not devices:
+                return
+        jobdir = self._dir(job_id)
+        now = time.time()
+        jobdir.write("status.json", {"state": "pending", "note": "starting", "admitted_at": now,
+                                     "admitted_by": [os.getpid(), process_start_time(os.getpid())]})
+        write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
+        _unlink(self.owner_dir / WAITING / str(job_id))
+        self._use(entry)
+        self.start(jobdir, devices)
+
+
+def _end(jobdir: JobDir, state: str, note: str) -> None:
+    jobdir.write("status.json", {"state": state, "exit_code": None, "signal": None, "oom_killed": False,
+                                 "ended_at": time.time(), "error": note})
+
+
+def _overdue(raw: dict[str, Any]) -> bool:
+    pid, start = (raw.get("admitted_by") or [None, None])
+    alive = pid is not None and process_start_time(pid) == start
+    return not alive and time.time() - (raw.get("admitted_at") or 0) > _LAUNCH_OVERDUE_S
+
+
+def _ids(folder: Path) -> list[int]:
+    try:
+        return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
