@@ -58,6 +58,7 @@ NOTEBOOKS = [
     (E2E / "notebooks" / "long-job.ipynb", "notebooks/dark.ipynb"),
     (E2E / "notebooks" / "oom-job.ipynb", "notebooks/oom-job.ipynb"),
     (E2E / "notebooks" / "flood-job.ipynb", "notebooks/flood-job.ipynb"),
+    (E2E / "notebooks" / "lifecycle-job.ipynb", "notebooks/lifecycle-job.ipynb"),
     (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
 
