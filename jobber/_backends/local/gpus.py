@@ -1,12 +1,26 @@
 """The host's GPUs, and which job holds each: exclusive, host-wide, crash-safe.
 
-Discovery, first that answers: ``$JOBBER_GPUS`` (comma-separated device nodes, e.g.
-``/dev/nvidia0,/dev/nvidia1``, or "none"), else the ``/dev/nvidia[0-9]*`` nodes. GPU *i*
-is the *i*-th of them, the index ``CUDA_VISIBLE_DEVICES`` takes.
+Discovery, the first source that answers:
+
+1. ``$JOBBER_GPUS``: comma-separated device nodes (``/dev/nvidia0,/dev/nvidia1``), or
+   "none" for a host whose GPUs jobber must not hand out. It names them exactly, in order.
+2. ``nvidia-smi -L``, when it is on PATH and runs: how many GPUs the driver sees, in its
+   order (PCI bus order, which is CUDA's with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+3. ``/proc/driver/nvidia/gpus/<PCI bus id>/information``: one directory per GPU, sorted by
+   bus id (nvidia-smi's order); its "Device Minor" names the GPU's ``/dev/nvidia<minor>``.
+4. the ``/dev/nvidia[0-9]*`` nodes, by number.
+
+With nvidia-smi, the nodes come from sources 3 and 4 (the i-th GPU is the i-th node): the
+index nvidia-smi prints need not be the node's minor number. GPU *i* is the index
+``CUDA_VISIBLE_DEVICES`` takes; its node's major:minor is what the device controller fences
+(``isolation.prepare``). ``/dev/nvidiactl`` and ``/dev/nvidia-uvm`` are shared by every
+GPU job and are never fenced.
 
 A GPU is held by one job at a time: ``<jobs dir>/.gpus/<i>`` is made with O_EXCL and
 names its holder (``<owner>/<job id>``). A claim whose job has ended is stale and is taken
 over; so a job killed -9 never keeps its GPUs.
+
+Standard library only (and ``jobber._errors``): the supervisor island imports it.
 """
 
 from __future__ import annotations
@@ -15,13 +29,23 @@ import glob
 import os
 import re
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Gpu", "discover", "claim", "release", "holders"]
+from jobber._errors import LimitError
 
+__all__ = ["Gpu", "discover", "check_request", "claim", "release", "holders", "NVIDIA_MAJOR"]
+
+NVIDIA_MAJOR = 195  # the NVIDIA driver's character devices (Documentation/admin-guide/devices.txt)
 _NODE = re.compile(r"^/dev/nvidia([0-9]+)$")
+_SMI_LINE = re.compile(r"^GPU ([0-9]+):")
+_PROC_GPUS = "/proc/driver/nvidia/gpus"
+_DEV_GLOB = "/dev/nvidia[0-9]*"
+# nvidia-smi takes ~0.1-1 s and admission asks on every pass: a look is good for this long.
+_CACHE_S = 30.0
+_cache: dict[tuple[str | None, str | None], tuple[float, list[Gpu]]] = {}
 
 
 @dataclass(frozen=True)
@@ -35,24 +59,106 @@ class Gpu:
 
 
 def discover() -> list[Gpu]:
-    """The GPUs of this host, in CUDA's order (empty when there are none)."""
+    """The GPUs of this host, in CUDA's order (empty when there are none).
+
+    See the module docstring for the sources, in the order they are asked.
+    """
     given = os.environ.get("JOBBER_GPUS")
     if given is not None:
         paths = [] if given.strip().lower() in ("", "none") else [p.strip() for p in given.split(",") if p.strip()]
-    else:
-        paths = sorted((p for p in glob.glob("/dev/nvidia[0-9]*") if _NODE.match(p)),
-                       key=lambda p: int(_NODE.match(p).group(1)))
+        return _nodes(paths)  # cheap, and tests change it at will: never cached
+    key = (os.environ.get("PATH"), os.environ.get("CUDA_DEVICE_ORDER"))
+    hit = _cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < _CACHE_S:
+        return hit[1]
+    count = _smi_count()
+    paths = _proc_nodes() or _dev_nodes()
+    if count is not None:
+        paths = paths[:count] + [f"/dev/nvidia{i}" for i in range(len(paths), count)]
+    found = _nodes(paths, assume_missing=count is not None)
+    _cache[key] = (time.monotonic(), found)
+    return found
+
+
+def check_request(count: int | None) -> None:
+    """Refuse a job that asks for more GPUs than this host will ever have.
+
+    Args:
+        count: the job's ``Limits.gpus`` (None or 0: nothing to check).
+
+    Raises:
+        LimitError: the host has no GPUs, or fewer than ``count``.
+    """
+    if not count:
+        return
+    have = len(discover())
+    if have == 0:
+        raise LimitError(
+            "this host has no GPUs (nvidia-smi, /proc/driver/nvidia/gpus and /dev/nvidia* show none; "
+            "set JOBBER_GPUS to device nodes to name them, or run on Slurm with --backend slurm)"
+        )
+    if count > have:
+        raise LimitError(f"this host has {have} GPU{'s' if have != 1 else ''}; gpus={count} can never be given")
+
+
+def _smi_count() -> int | None:
+    """How many GPUs ``nvidia-smi -L`` lists, or None when it is missing or fails."""
+    import shutil
+    import subprocess  # only here: the supervisor island imports this module
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None  # "NVIDIA-SMI has failed because it couldn't communicate with the driver"
+    return sum(1 for line in out.stdout.splitlines() if _SMI_LINE.match(line.strip()))
+
+
+def _proc_nodes() -> list[str]:
+    """The GPUs' nodes as the driver's /proc lists them, in PCI bus order."""
+    try:
+        buses = sorted(os.listdir(_PROC_GPUS))
+    except OSError:
+        return []
+    paths = []
+    for bus in buses:
+        try:
+            with open(os.path.join(_PROC_GPUS, bus, "information")) as f:
+                text = f.read()
+        except OSError:
+            continue
+        minor = re.search(r"^Device Minor:\s*([0-9]+)", text, re.MULTILINE)
+        if minor:
+            paths.append(f"/dev/nvidia{minor.group(1)}")
+    return paths
+
+
+def _dev_nodes() -> list[str]:
+    return sorted((p for p in glob.glob(_DEV_GLOB) if _NODE.match(p)), key=lambda p: int(_NODE.match(p).group(1)))
+
+
+def _nodes(paths: list[str], assume_missing: bool = False) -> list[Gpu]:
+    """A Gpu per character device among ``paths``; GPU *i* is the *i*-th path.
+
+    With ``assume_missing`` (the driver listed the GPU), a node not made yet (nvidia-modprobe
+    makes them on first use) counts as ``/dev/nvidia<N>`` = 195:N.
+    """
     found = []
     for index, path in enumerate(paths):
         try:
             st = os.stat(path)
         except OSError:
+            match = _NODE.match(path)
+            if assume_missing and match:
+                found.append(Gpu(index, path, NVIDIA_MAJOR, int(match.group(1))))
             continue
         if stat.S_ISCHR(st.st_mode):
             found.append(Gpu(index, path, os.major(st.st_rdev), os.minor(st.st_rdev)))
     return found
-
-
 def _claims(root: Path) -> Path:
     path = root / ".gpus"
     path.mkdir(mode=0o700, exist_ok=True)
