@@ -61,7 +61,7 @@ def _stop_everything(path: Path) -> list[str]:
     if not path.is_dir():
         return left
     for owner in path.iterdir():
-        if not owner.is_dir():
+        if not owner.is_dir() or owner.name.startswith("."):  # .gpus: the host's GPU claims
             continue
         store = JobStore(owner.name, root=path)
         for job in store.get_jobs():
