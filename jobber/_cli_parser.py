@@ -39,6 +39,33 @@ def _lifecycle_flags(parser: argparse.ArgumentParser) -> None:
                         "memory x FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)")
 
 
+def _job_flags(parser: argparse.ArgumentParser) -> None:
+    """The limits and options of a new job, for run and sweep."""
+    parser.add_argument("--cpu", help="CPUs, e.g. 0.5")
+    parser.add_argument("--memory", help="memory limit, e.g. 512M or 2G; auto: 1.25 x the peak of the last runs "
+                        "with the same --label")
+    parser.add_argument("--pids", help="most processes at once")
+    parser.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
+    parser.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
+    parser.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set an environment variable for the job (repeatable)")
+    parser.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
+    parser.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
+    _lifecycle_flags(parser)
+    parser.add_argument("--queue", metavar="NAME", help="wait in this queue: it starts when the queue admits it "
+                        "(`jobber queue NAME --parallel 2`)")
+    parser.add_argument("--after", metavar="IDS", help="start once these jobs ended: 12,13 (they must exit 0; "
+                        "else this job fails unrun), 12:any (any ending)")
+    parser.add_argument("--gpus", help="GPUs for the job alone (CUDA_VISIBLE_DEVICES); on Slurm --gres=gpu:N")
+    parser.add_argument("--backend", choices=["local", "slurm"], default=None,
+                        help="where to run it (default $JOBBER_BACKEND or local)")
+    parser.add_argument("--partition", help="Slurm partition (--backend slurm)")
+    parser.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
+    parser.add_argument("--account", help="Slurm account (--backend slurm)")
+    parser.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so the docs and tests can inspect it)."""
     parser = _Parser(
@@ -62,26 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a job", description="Start COMMAND as a job. One argument is "
                          "run as a shell script (`jobber run -- 'echo $HOME'`); several are quoted and joined.")
-    run.add_argument("--cpu", help="CPUs, e.g. 0.5")
-    run.add_argument("--memory", help="memory limit, e.g. 512M or 2G; auto: 1.25 x the peak of the last runs "
-                     "with the same --label")
-    run.add_argument("--pids", help="most processes at once")
-    run.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
-    run.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
-    run.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
-    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                     help="set an environment variable for the job (repeatable)")
-    run.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
-    run.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
-    _lifecycle_flags(run)
-    run.add_argument("--backend", choices=["local", "slurm"], default=None,
-                     help="where to run it (default $JOBBER_BACKEND or local)")
-    run.add_argument("--partition", help="Slurm partition (--backend slurm)")
-    run.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
-    run.add_argument("--account", help="Slurm account (--backend slurm)")
-    run.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
+    _job_flags(run)
     run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
+
+    sweep = sub.add_parser("sweep", help="one job per combination of parameter values",
+                           description="Start one job per combination of the --param values: {NAME} in the "
+                           "command is replaced by each value (quoted for the shell), and the job gets "
+                           "SWEEP_NAME=value. Prints each job's id and parameters.")
+    sweep.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
+                       help="a parameter and its values (repeatable): --param lr=0.1,0.01")
+    _job_flags(sweep)
+    sweep.add_argument("--array-parallel", type=int, metavar="N", help="with --backend slurm: the sweep is one job "
+                       "array, at most N of its tasks running at once (--array=0-K%%N)")
+    sweep.add_argument("command", nargs=argparse.REMAINDER, help="the command template (after --)")
+
+    queue = sub.add_parser("queue", help="show the queues, or set one's limits",
+                           description="Without NAME: every queue, its limits, and its jobs running and waiting. "
+                           "With NAME: that queue; with limits too, set them (0 removes one). Jobs join a "
+                           "queue with `jobber run --queue NAME`.")
+    queue.add_argument("name", nargs="?", metavar="NAME", help="the queue")
+    queue.add_argument("--parallel", metavar="N", help="at most N of its jobs run at once")
+    queue.add_argument("--memory", metavar="SIZE", help="admit while its running jobs' memory limits sum to at most SIZE")
+    queue.add_argument("--cpus", metavar="C", help="the same, for their CPU limits")
+    queue.add_argument("--gpus", metavar="N", help="the same, for their GPUs")
+    queue.add_argument("--json", action="store_true", help="machine-readable output")
 
     ls = sub.add_parser("ls", help="list this identity's jobs")
     ls.add_argument("--json", action="store_true", help="machine-readable output")

@@ -3,6 +3,8 @@
     jobber run --memory 2G --cpu 1 --follow -- python train.py
     jobber ls
     jobber logs 3 -f
+    jobber queue gpu --parallel 2; jobber run --queue gpu --after 3 -- python train.py
+    jobber sweep --param lr=0.1,0.01 -- 'python train.py --lr {lr}'
     jobber stop 3
     jobber doctor
     jobber certs init-demo ~/.jobber-demo
@@ -25,6 +27,7 @@ from datetime import datetime
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._cli_parser import build_parser
+from jobber._cli_queue import queue_options, run_queue, run_sweep
 from jobber._errors import JobberError
 from jobber._jobs.history import last_runs
 from jobber._jobs.status import JobStatus
@@ -93,18 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     if not words:
         raise JobberError("no command: write it after --, e.g. `jobber run -- python train.py`")
     command = words[0] if len(words) == 1 else shlex.join(words)
-    limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
-                    io_write_bps=args.io_write, require_isolation=args.require_isolation)
-    options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
-               if getattr(args, name) is not None}
-    env = _env(args.env)
-    if env:
-        options["env"] = env
-    if args.cwd is not None:
-        options["cwd"] = args.cwd
-    if args.label is not None:
-        options["label"] = args.label
-    options.update(_lifecycle(args))
+    limits, options = _new_job_arguments(args)
     session = _session(args)
     if args.label is not None:
         history = last_runs(session, args.label)
@@ -132,6 +124,33 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(f"jobber: job {job.id} {status.describe()}", file=sys.stderr, flush=True)
     return exit_code_of(status)
+
+
+def _new_job_arguments(args: argparse.Namespace) -> tuple[Limits, dict]:
+    """The limits and the keywords of ``new_job`` that run and sweep were given."""
+    limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
+                    io_write_bps=args.io_write, gpus=args.gpus, require_isolation=args.require_isolation)
+    options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
+               if getattr(args, name) is not None}
+    env = _env(args.env)
+    if env:
+        options["env"] = env
+    if args.cwd is not None:
+        options["cwd"] = args.cwd
+    if args.label is not None:
+        options["label"] = args.label
+    options.update(_lifecycle(args))
+    options.update(queue_options(args))
+    return limits, options
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    limits, options = _new_job_arguments(args)
+    return run_sweep(args, _session(args), limits, options)
+
+
+def _queue(args: argparse.Namespace) -> int:
+    return run_queue(args, _session(args))
 
 
 def _lifecycle(args: argparse.Namespace) -> dict:
@@ -235,6 +254,8 @@ def _ls(args: argparse.Namespace) -> int:
         started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
         command = job.command.strip().replace("\n", "; ")
         result = status.describe() + (f" (attempt {status.attempt}/{status.retries + 1})" if status.retries else "")
+        if status.state == "pending" and status.note:
+            result += f": {status.note}"  # why it waits: its queue, its dependencies, GPUs
         table.append((str(job.id), started, status.elapsed_text, result, status.backend,
                       command[:80] + (" …" if len(command) > 80 else "")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
@@ -415,7 +436,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 _ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop, "rerun": _rerun, "rm": _rm,
-            "prune": _prune,
+            "prune": _prune, "sweep": _sweep, "queue": _queue,
             "certs": _certs, "doctor": _doctor, "serve": _serve}
 
 if __name__ == "__main__":
