@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 NAME = "cgroup-v1"
 # freezer makes killing reliable; cpuacct gives CPU seconds; cpuset is left alone (a new
-# cpuset cgroup is unusable until cpuset.cpus and cpuset.mems are copied into it).
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer")
+# cpuset cgroup is unusable until cpuset.cpus and cpuset.mems are copied into it); devices
+# fences off the GPUs a job was not given, for GPU jobs only (ON_DEMAND).
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "devices")
+ON_DEMAND = ("devices",)
 _PERIOD_US = 100_000
 
 
@@ -54,8 +56,15 @@ def _base_dir(mountpoint: str, controller: str) -> str:
     return os.path.join(mountpoint, own.lstrip("/"))
 
 
-def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, Any]:
+def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
+            deny_devices: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Create the job's cgroups and write its limits.
+
+    Args:
+        deny_devices: character devices (major, minor) the job may not open or mknod: a
+            devices cgroup of its own gets a ``devices.deny`` line for each (a new devices
+            cgroup starts with its parent's list, "a *:* rwm" on most hosts). The record
+            then says ``devices_fenced_by``, or ``devices_why`` not.
 
     Returns:
         The record the other calls take (saved in the job directory).
@@ -66,6 +75,8 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
     found = mounts()
     dirs: dict[str, str] = {}
     for controller in CONTROLLERS:
+        if controller in ON_DEMAND and not deny_devices:
+            continue
         if controller in found:
             # Co-mounted controllers (cpu,cpuacct) share one directory: mkdir is idempotent.
             dirs[controller] = fs.mkdir_path(
@@ -113,8 +124,17 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             notes.append(f"{attr} not enforced: {job_dir} is not on a block device")
         else:
             put(file, f"{disk} {value}", attr)
-    return {"isolation": NAME, "dirs": dirs, "notes": notes, "unenforced": unenforced,
-            "unenforced_why": why}
+    record = {"isolation": NAME, "dirs": dirs, "notes": notes, "unenforced": unenforced,
+              "unenforced_why": why}
+    if deny_devices:
+        if "devices" in dirs:
+            deny = os.path.join(dirs["devices"], "devices.deny")
+            for major, minor in deny_devices:
+                fs.write(deny, f"c {major}:{minor} rwm")  # one rule per write(2)
+            record["devices_fenced_by"] = "devices.deny"
+        else:
+            record["devices_why"] = "no cgroup v1 devices hierarchy is mounted"
+    return record
 
 
 class Cgroup:

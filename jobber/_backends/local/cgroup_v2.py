@@ -141,8 +141,15 @@ def _evacuate(base: str, mount: str) -> None:
             pass
 
 
-def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, Any]:
+def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
+            deny_devices: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Create the job's leaf cgroup and write its limits.
+
+    Args:
+        deny_devices: character devices (major, minor) the job may not open or mknod:
+            a BPF device program attached to the leaf before anything joins it
+            (``bpf_devices``). The record then says ``devices_fenced_by``, or
+            ``devices_why`` the kernel refused (EPERM for a user without CAP_SYS_ADMIN).
 
     Returns:
         The record the other calls take (saved in the job directory).
@@ -200,9 +207,31 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             notes.append(f"io limits not enforced: {why['io']}")
         else:
             put("io.max", f"{disk} {' '.join(io)}", "io")
-    return {"isolation": NAME, "dirs": {"unified": path}, "notes": notes,
-            "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by,
-            "via_user_manager": bool(delegated_by) and not _may_move_into(path)}
+    record = {"isolation": NAME, "dirs": {"unified": path}, "notes": notes,
+              "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by,
+              "via_user_manager": bool(delegated_by) and not _may_move_into(path)}
+    if deny_devices:
+        _fence(path, deny_devices, record)
+    return record
+
+
+def _fence(path: str, deny_devices: list[tuple[int, int]], record: dict[str, Any]) -> None:
+    """Attach the device program, or say in the record why it could not be."""
+    from jobber._backends.local import bpf_devices  # ctypes: only for GPU jobs
+
+    try:
+        bpf_devices.deny_char_devices(path, deny_devices)
+    except bpf_devices.BpfUnavailable as err:
+        import errno
+
+        if err.errno == errno.EPERM:
+            why = (f"loading a BPF device program needs CAP_SYS_ADMIN or CAP_BPF, which uid {os.geteuid()} "
+                   "does not have (bpf: EPERM)")
+        else:
+            why = f"the kernel refused the BPF device program ({err.strerror}; is CONFIG_CGROUP_BPF set?)"
+        record["devices_why"] = why
+        return
+    record["devices_fenced_by"] = "bpf"
 
 
 class Cgroup:

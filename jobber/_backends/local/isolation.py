@@ -1,7 +1,8 @@
 """Choosing what confines a job, in one place, and translating cgroupfs errors.
 
 Backends (``_cgroup_v2``, ``_cgroup_v1``, ``_unconfined``) share one small protocol:
-``prepare(owner, job_id, limits, job_dir) -> record`` makes the confinement, and
+``prepare(owner, job_id, limits, job_dir) -> record`` makes the confinement (the cgroup
+drivers also take ``deny_devices``, the GPUs' device nodes the job must not open), and
 ``Cgroup(record)`` rebuilt from that record (by any process: the supervisor, a restarted
 kernel, the CLI) offers ``join``, ``pids``, ``signal_all``, ``kill_all``, ``stats`` and
 ``remove``.
@@ -69,17 +70,25 @@ def choose() -> tuple[ModuleType, str | None]:
     return _unconfined, f"no writable cgroup: {why}"
 
 
-def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, Any]:
+def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
+            devices: list[int] | None = None) -> dict[str, Any]:
     """Make the confinement of a new job.
 
+    Args:
+        devices: the indices of the GPUs the job was given (``gpus.claim``); every other
+            GPU of the host is fenced off by the device controller (v1 ``devices.deny``,
+            v2 a BPF device program). None: a job that asked for no GPUs, left as it was.
+
     Returns:
-        The record to save beside the job (``isolation``, ``notes`` and backend data).
+        The record to save beside the job (``isolation``, ``notes`` and backend data;
+        ``gpus`` = {"given", "denied", "fenced_by"} when ``devices`` was given).
 
     Raises:
         JobError: the cgroup could not be made, or ``limits.require_isolation`` is set
             and the job would run unconfined or with a limit not enforced.
     """
     backend, reason = choose()
+    deny = _other_gpus(devices)
     if backend is _unconfined:
         if limits.require_isolation:
             raise JobError(
@@ -87,11 +96,16 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
                 "or in a delegated cgroup, or drop require_isolation",
                 job_id=job_id,
             )
-        return _unconfined.prepare(owner, job_id, limits, job_dir, reason or "unknown")
+        record = _unconfined.prepare(owner, job_id, limits, job_dir, reason or "unknown")
+        if devices is not None:
+            record["gpus"] = {"given": list(devices), "denied": [], "fenced_by": None}
+            if deny:
+                _not_fenced(record, devices, "without a cgroup there is no device controller")
+        return record
     owner = cgroup_owner(owner, job_dir)
     for attempt in range(3):
         try:
-            record = backend.prepare(owner, job_id, limits, job_dir)
+            record = backend.prepare(owner, job_id, limits, job_dir, deny_devices=deny)
             break
         except FileNotFoundError as err:
             # Another job's clean-up removed an empty parent between our mkdirs: redo.
@@ -104,6 +118,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
         except BaseException:
             _remove_quietly(backend, owner, job_id)
             raise
+    if devices is not None:
+        fenced_by = record.pop("devices_fenced_by", None)
+        record["gpus"] = {"given": list(devices), "denied": [f"{major}:{minor}" for major, minor in deny or []],
+                          "fenced_by": fenced_by}
+        if deny and fenced_by is None:
+            _not_fenced(record, devices, record.pop("devices_why", "the device controller is unavailable"))
     if limits.require_isolation and record["unenforced"]:
         open_cgroup(record).remove()
         raise JobError(
@@ -112,6 +132,26 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str) -> dict[str, 
             job_id=job_id,
         )
     return record
+
+
+def _other_gpus(devices: list[int] | None) -> list[tuple[int, int]] | None:
+    """The (major, minor) of every GPU of the host not in ``devices`` (None: no fence)."""
+    if devices is None:
+        return None
+    from jobber._backends.local import gpus  # only GPU jobs pay for discovery
+
+    found = gpus.discover()
+    given = {(gpu.major, gpu.minor) for gpu in found if gpu.index in devices}
+    return [(gpu.major, gpu.minor) for gpu in found if gpu.index not in devices and (gpu.major, gpu.minor) not in given]
+
+
+def _not_fenced(record: dict[str, Any], devices: list[int], why: str) -> None:
+    """Say, in the record's notes and ``unenforced``, that other GPUs stay within reach."""
+    given = (f"the job is pointed at GPU {','.join(str(d) for d in devices)} by CUDA_VISIBLE_DEVICES only"
+             if devices else "the job asked for no GPU")
+    record["unenforced"].append("gpus")
+    record["unenforced_why"]["gpus"] = why
+    record["notes"].append(f"GPUs not fenced: {why}; {given}, and could open the other GPUs' device nodes")
 
 
 def cgroup_owner(owner: str, job_dir: str) -> str:
