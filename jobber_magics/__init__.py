@@ -6,11 +6,14 @@ Load it with ``%load_ext jobber_magics`` (or list it in ``c.InteractiveShellApp.
     %%jobber_run --memory 2G --cpu 1 --name train
     python train.py
     %jobber_tail 3 -n 20        %jobber_stop 3        %jobber_jobs
+    %jobber_queue train --parallel 2
+    %%jobber_sweep --queue train lr=0.1,0.01 bs=32,64
+    python train.py --lr {lr} --batch-size {bs}
 
 Loading registers the magics and the displays: a ``jobber.Job`` shows as its live view
 (status, charts, log, Stop button; ``%%jobber_run`` returns the Job, so its one output is
-that view), with a static HTML card "as of" a time for readers without widgets; a
-``jobber.Certificate`` shows as a card. ipywidgets is imported only when a view is first shown.
+that view), with a static HTML card "as of" a time for readers without widgets; a sweep
+shows as one live grid of its jobs; a ``jobber.Certificate`` shows as a card. ipywidgets is imported only when a view is first shown.
 
 To have every kernel load it (so that after a restart ``%jobber_tail -f ID`` re-attaches
 at once), add ``c.InteractiveShellApp.extensions = ["jobber_magics"]`` to
@@ -32,10 +35,13 @@ def load_ipython_extension(ipython: Any) -> None:
     from jobber_magics._display import certificate_html, job_html
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
+    from jobber_magics._sweep import JobberSweepMagics
 
     magics = JobberMagics(ipython)
+    sweeps = JobberSweepMagics(ipython, magics)
     ipython.register_magics(magics)
     ipython.register_magics(JobberLifecycleMagics(ipython, magics))
+    ipython.register_magics(sweeps)
     formatter = ipython.display_formatter.formatters[_HTML]
     magics.replaced_formatters = {
         jobber.Job: formatter.for_type(jobber.Job, job_html),
@@ -45,19 +51,22 @@ def load_ipython_extension(ipython: Any) -> None:
     magics.replaced_bundles = {jobber.Job: bundles.for_type(jobber.Job, magics.job_bundle)}
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
+    ipython.events.register("post_run_cell", sweeps.post_run_cell)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and restore the displays (``%unload_ext jobber_magics``)."""
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
+    from jobber_magics._sweep import JobberSweepMagics
 
     manager = ipython.magics_manager
-    for cls in (JobberMagics, JobberLifecycleMagics):
+    for cls in (JobberMagics, JobberLifecycleMagics, JobberSweepMagics):
         for kind, names in cls.magics.items():
             for name in names:
                 manager.magics[kind].pop(name, None)
     manager.registry.pop(JobberLifecycleMagics.__name__, None)
+    sweeps = manager.registry.pop(JobberSweepMagics.__name__, None)
     magics = manager.registry.pop(JobberMagics.__name__, None)
     formatter = ipython.display_formatter.formatters[_HTML]
     for cls, previous in getattr(magics, "replaced_formatters", {}).items():
@@ -65,16 +74,18 @@ def unload_ipython_extension(ipython: Any) -> None:
         if previous is not None:
             formatter.for_type(cls, previous)
     bundles = ipython.display_formatter.mimebundle_formatter
-    for cls, previous in getattr(magics, "replaced_bundles", {}).items():
+    replaced = {**getattr(sweeps, "replaced_bundles", {}), **getattr(magics, "replaced_bundles", {})}
+    for cls, previous in replaced.items():
         bundles.pop(cls, None)
         if previous is not None:
             bundles.for_type(cls, previous)
-    if magics is not None:
-        for event, callback in (("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)):
-            try:
-                ipython.events.unregister(event, callback)
-            except ValueError:
-                pass
+    callbacks = [] if magics is None else [("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)]
+    callbacks += [] if sweeps is None else [("post_run_cell", sweeps.post_run_cell)]
+    for event, callback in callbacks:
+        try:
+            ipython.events.unregister(event, callback)
+        except ValueError:
+            pass
 
 
 def __getattr__(name: str) -> Any:

@@ -22,14 +22,14 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, Limits, last_runs
+from jobber import Certificate, CertificateError, JobberError, last_runs
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
+from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
 
-__all__ = ["JobberMagics"]
+__all__ = ["JobberMagics", "lifecycle_arguments", "lifecycle_options"]
 
 DEFAULT_TAIL_LINES = 10
-_SLURM_OPTIONS = ("partition", "time", "account", "gres")
 DEFAULT_FOLLOW_LINES = 1000
 
 
@@ -82,62 +82,6 @@ def _line_count(text: str) -> int:
     return int(text)
 
 
-def _job_request(args: argparse.Namespace) -> tuple[Limits, dict[str, Any]]:
-    """Turn the options of %%jobber_run into ``new_job`` arguments, as `jobber run` does.
-
-    The one place they are read: another backend option is one more ``@argument`` on
-    `JobberMagics.jobber_run` and one more name in `_SLURM_OPTIONS` (or its own tuple).
-
-    Raises:
-        UsageError: a Slurm option without ``--backend slurm``.
-        LimitError: a malformed limit.
-    """
-    limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
-                    io_write_bps=args.io_write, require_isolation=args.require_isolation)
-    options = {name: getattr(args, name) for name in ("backend", *_SLURM_OPTIONS) if getattr(args, name) is not None}
-    if options.keys() - {"backend"} and options.get("backend", os.environ.get("JOBBER_BACKEND")) != "slurm":
-        raise UsageError("--partition, --time, --account and --gres are Slurm options: add --backend slurm")
-    env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
-        env[name] = value
-    if env:
-        options["env"] = env
-    if args.cwd is not None:
-        options["cwd"] = args.cwd
-    if getattr(args, "label", None) is not None:
-        options["label"] = args.label
-    options.update(lifecycle_options(args))
-    return limits, options
-
-
-def lifecycle_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--timeout --log-max --retries --retry-on --oom-growth`` as ``new_job`` arguments."""
-    options = {name: getattr(args, name) for name in ("timeout", "log_max", "retries", "oom_growth")
-               if getattr(args, name, None) is not None}
-    if getattr(args, "retry_on", None) is not None:
-        options["retry_on"] = tuple(s.strip() for s in args.retry_on.split(",") if s.strip())
-    return options
-
-
-def lifecycle_arguments(func: Any) -> Any:
-    """The lifecycle options of ``%%jobber_run`` and ``%jobber_rerun``, declared once."""
-    for decorator in reversed((
-        argument("--timeout", metavar="T", help="stop the job after this long: 90s, 30m, 2h, 1d (it ends timed-out)"),
-        argument("--log-max", metavar="SIZE", help="cap the log at SIZE (e.g. 200M): past it keep its first and "
-                 "newest halves (default 1G, or $JOBBER_LOG_MAX)"),
-        argument("--retries", type=int, metavar="N", help="start a failed attempt again, up to N times"),
-        argument("--retry-on", metavar="STATES", help="which endings are retried: failed, oom-killed, timed-out "
-                 "(comma-separated; default failed)"),
-        argument("--oom-growth", metavar="F[:CAP]", help="after an OOM kill the next attempt gets memory x F, "
-                 "up to CAP (e.g. 1.5:16G)"),
-    )):
-        func = decorator(func)
-    return func
-
-
 @magics_class
 class JobberMagics(Magics):
     """The ``%jobber_*`` magics, holding the current session."""
@@ -165,10 +109,11 @@ class JobberMagics(Magics):
             widget.close()
 
     def live_view(self, job: Any, **kwargs: Any) -> Any:
-        """A live view of ``job`` (imports ipywidgets on first use)."""
-        from jobber_magics._widget import JobWidget
+        """A live view of ``job`` (imports ipywidgets on first use); one that waits in a
+        queue, for its dependencies or for GPUs shows "pending" and why until it starts."""
+        from jobber_magics._sweepview import WaitingJobWidget
 
-        return JobWidget(job, **kwargs)
+        return WaitingJobWidget(job, **kwargs)
 
     def job_bundle(self, job: Any) -> Any:
         """The display of a Job in a notebook: its live view (the Job mimebundle formatter).
@@ -262,24 +207,7 @@ class JobberMagics(Magics):
         return None
 
     @magic_arguments(name="%jobber_run")  # the usage line then reads %%jobber_run
-    @argument("--cpu", metavar="C", help="CPUs the job may use, e.g. 0.5 or 2")
-    @argument("--memory", metavar="M", help="memory limit, e.g. 512M or 2G (binary units: 1K = 1024); auto: "
-              "1.25 x the peak of the last runs with the same --label")
-    @argument("--pids", metavar="N", help="the most processes and threads the job may have at once")
-    @argument("--io-read", metavar="B", help="disk read limit in bytes per second, e.g. 10M")
-    @argument("--io-write", metavar="B", help="disk write limit in bytes per second, e.g. 10M")
-    @argument("--require-isolation", action="store_true",
-              help="refuse to start rather than run unconfined (no cgroup) or with a limit not enforced")
-    @argument("--backend", choices=["local", "slurm"], help="where to run it (default: $JOBBER_BACKEND, else local)")
-    @argument("--partition", metavar="P", help="Slurm partition (with --backend slurm)")
-    @argument("--time", metavar="T", help="Slurm time limit, e.g. 1:00:00 (with --backend slurm)")
-    @argument("--account", metavar="A", help="Slurm account (with --backend slurm)")
-    @argument("--gres", metavar="G", help="Slurm generic resources, e.g. gpu:1 (with --backend slurm)")
-    @argument("--env", action="append", default=[], metavar="NAME=VALUE",
-              help="set an environment variable for the job (repeatable): how Python values reach the script")
-    @argument("--cwd", metavar="DIR", help="the job's working directory (default: this kernel's)")
-    @argument("--label", metavar="L", help="a short name for the job: %%jobber_tail L, %%jobber_rerun L")
-    @lifecycle_arguments
+    @job_arguments
     @argument("--name", metavar="VAR", help="also store the Job in the variable VAR")
     @argument("--no-follow", action="store_true", help="start the job without showing its live log: "
               "print one line instead (watch it later with %%jobber_tail -f ID)")
@@ -298,6 +226,10 @@ class JobberMagics(Magics):
         Python first on PATH, so ``python`` and ``pip`` are the kernel's; it keeps running
         if the kernel stops.
 
+        With ``--queue Q``, ``--after ID`` or ``--gpus N`` the job may wait before it runs:
+        its view then says "pending" and why (``queue `Q`: 2 of 2 running``, ``after job
+        12``), and follows the job once it starts.
+
         Returns the Job, so `_` and Out[n] hold it; its display is the live view (one
         output, always current). With --no-follow it prints one line and returns nothing.
         Running the cell again while its previous job still runs starts a second job and
@@ -314,8 +246,8 @@ class JobberMagics(Magics):
         args = _parse(self.jobber_run, line)
         if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
-        limits, options = _job_request(args)
         session = self.session
+        limits, options = job_request(args, session.find_job)
         job = session.new_job(cell, limits, **options)
         cell_key = self.current_cell
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
