@@ -40,6 +40,7 @@ __all__ = ["Gpu", "discover", "check_request", "claim", "release", "holders", "N
 
 NVIDIA_MAJOR = 195  # the NVIDIA driver's character devices (Documentation/admin-guide/devices.txt)
 _NODE = re.compile(r"^/dev/nvidia([0-9]+)$")
+_NUMBERED = re.compile(r"^nvidia([0-9]+)$")  # not nvidia-uvm, nvidia-modeset, nvidiactl
 _SMI_LINE = re.compile(r"^GPU ([0-9]+):")
 _PROC_GPUS = "/proc/driver/nvidia/gpus"
 _DEV_GLOB = "/dev/nvidia[0-9]*"
@@ -72,10 +73,11 @@ def discover() -> list[Gpu]:
     if hit is not None and time.monotonic() - hit[0] < _CACHE_S:
         return hit[1]
     count = _smi_count()
-    paths = _proc_nodes() or _dev_nodes()
+    listed = _proc_nodes()
+    paths = listed or _dev_nodes()
     if count is not None:
         paths = paths[:count] + [f"/dev/nvidia{i}" for i in range(len(paths), count)]
-    found = _nodes(paths, assume_missing=count is not None)
+    found = _nodes(paths, assume_missing=count is not None or bool(listed))
     _cache[key] = (time.monotonic(), found)
     return found
 
@@ -138,13 +140,18 @@ def _proc_nodes() -> list[str]:
 
 
 def _dev_nodes() -> list[str]:
-    return sorted((p for p in glob.glob(_DEV_GLOB) if _NODE.match(p)), key=lambda p: int(_NODE.match(p).group(1)))
+    numbered = {}
+    for path in glob.glob(_DEV_GLOB):
+        match = _NUMBERED.match(os.path.basename(path))
+        if match:
+            numbered[int(match.group(1))] = path
+    return [numbered[n] for n in sorted(numbered)]
 
 
 def _nodes(paths: list[str], assume_missing: bool = False) -> list[Gpu]:
     """A Gpu per character device among ``paths``; GPU *i* is the *i*-th path.
 
-    With ``assume_missing`` (the driver listed the GPU), a node not made yet (nvidia-modprobe
+    With ``assume_missing`` (the driver listed the GPU: nvidia-smi or /proc), a node not made yet (nvidia-modprobe
     makes them on first use) counts as ``/dev/nvidia<N>`` = 195:N.
     """
     found = []
