@@ -9,6 +9,9 @@ rules of the library (``jobber._jobs.options.check_lifecycle``, ``JobStore.rerun
     GET    /v1/jobs?label=L    the jobs with that label (newest last: ``find_job``)
     GET    /v1/jobs/ID?attempts=1   the job with ``attempts``, each attempt's status
     POST   /v1/jobs:prune      {older_than, states, keep_last, dry_run}   ``prune``
+    POST   /v1/jobs            {..., queue, after, limits: {gpus}}   waits for a queue, for jobs
+    GET    /v1/queues          the caller's queues (``queues``)
+    PUT    /v1/queues/NAME     {parallel, memory, cpus, gpus}   ``set_queue``
 
 Each input is checked before anything is made, and a malformed one is a 400 carrying the
 library's own message (``JobError`` or ``LimitError``), never a 500.
@@ -24,20 +27,23 @@ from jobber._backends.context import check_env
 from jobber._errors import JobError, LimitError
 from jobber._jobs.job import Job
 from jobber._jobs.options import RETRYABLE, check_lifecycle, parse_duration
+from jobber._jobs.queues import AFTER_MODES, check_queue
 from jobber._jobs.store import JobStore
 from jobber._limits import Limits
 from jobber._server.errors import ApiError, public_message
-from jobber._server.openapi import MAX_JOB_ID
+from jobber._server.openapi import MAX_CPUS, MAX_JOB_ID, MAX_QUEUE_GPUS, MAX_QUEUE_PARALLEL
 from jobber._states import FINAL_STATES
 
-__all__ = ["LIFECYCLE_FIELDS", "NEW_JOB_EXAMPLE", "NEW_JOB_FIELDS", "PRUNE_EXAMPLE", "PRUNE_FIELDS", "attempts_json",
-           "check_rerun_of", "job_fields", "labelled", "lifecycle_json", "lifecycle_options", "prune",
-           "prune_arguments", "strict_flag"]
+__all__ = ["LIFECYCLE_FIELDS", "NEW_JOB_EXAMPLE", "NEW_JOB_FIELDS", "PRUNE_EXAMPLE", "PRUNE_FIELDS", "QUEUE_EXAMPLE",
+           "QUEUE_FIELDS", "attempts_json", "check_rerun_of", "job_fields", "labelled", "lifecycle_json",
+           "lifecycle_options", "prune", "prune_arguments", "queue_arguments", "queue_name", "strict_flag"]
 
 NEW_JOB_EXAMPLE = '{"command": "python train.py", "limits": {"cpu": 1, "memory": "2G"}}'
 
 LIFECYCLE_FIELDS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
-NEW_JOB_FIELDS = {"command", "limits", "env", "start", "rerun_of", *LIFECYCLE_FIELDS}
+NEW_JOB_FIELDS = {"command", "limits", "env", "start", "rerun_of", "queue", "after", *LIFECYCLE_FIELDS}
+QUEUE_FIELDS = {"parallel", "memory", "cpus", "gpus"}
+QUEUE_EXAMPLE = '{"parallel": 2, "memory": "16G", "gpus": 2}'
 PRUNE_FIELDS = {"older_than", "states", "keep_last", "dry_run"}
 PRUNE_EXAMPLE = '{"older_than": "7d", "states": ["exited"], "keep_last": 10, "dry_run": true}'
 # What null means for each option: the default new_job has.
@@ -52,6 +58,7 @@ _LIMIT_TYPES: dict[str, tuple[type, ...]] = {
     "pids": (int,),
     "io_read_bps": (int, str),
     "io_write_bps": (int, str),
+    "gpus": (int,),
     "require_isolation": (bool,),
 }
 
@@ -82,7 +89,64 @@ def job_fields(data: dict[str, Any]) -> dict[str, Any]:
             fields["env"] = None if data["env"] is None else check_env(data["env"])
         except JobError as err:
             raise ApiError(400, str(err), "JobError") from None
-    return {**fields, **lifecycle_options(data)}
+    return {**fields, **lifecycle_options(data), **_waits(data)}
+
+
+def _waits(data: dict[str, Any]) -> dict[str, Any]:
+    """``queue`` and ``after`` of a new job, checked by type here (JSON has no tuples);
+    whether the ``after`` jobs exist is the store's to say, among the caller's jobs only."""
+    fields: dict[str, Any] = {}
+    if data.get("queue") is not None:
+        fields["queue"] = queue_name(data["queue"])
+    after = data.get("after")
+    if after is None:
+        return fields
+    items = [after] if not isinstance(after, list) else after
+    checked: list[Any] = []
+    for item in items:
+        mode = "ok"
+        if isinstance(item, list) and len(item) == 2 and item[1] in AFTER_MODES:
+            item, mode = item
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_JOB_ID:
+            raise ApiError(400, f"after: {_shown(item)} is not a job id: give ids of your jobs, each alone (it must "
+                                'exit 0) or as [id, "any"] (any ending), e.g. [12, [13, "any"]]', "JobError")
+        checked.append((item, mode))
+    fields["after"] = checked
+    return fields
+
+
+def queue_name(value: Any) -> str:
+    """A queue's name from a request.
+
+    Raises:
+        ApiError: 400 when it is not one.
+    """
+    try:
+        return check_queue(value)
+    except JobError as err:
+        raise ApiError(400, str(err)[:200], "JobError") from None
+
+
+def queue_arguments(data: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of ``set_queue`` from a ``PUT /v1/queues/NAME`` body (null or absent:
+    unchanged; 0: no limit), checked by type and range before anything is written.
+
+    Raises:
+        ApiError: 400 for a malformed value.
+    """
+    arguments: dict[str, Any] = {}
+    for name, kinds, high in (("parallel", (int,), MAX_QUEUE_PARALLEL), ("memory", (int, str), None),
+                              ("cpus", (int, float), MAX_CPUS), ("gpus", (int,), MAX_QUEUE_GPUS)):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds) or (
+                high is not None and not 0 <= value <= high) or (isinstance(value, int) and value < 0):
+            bound = f" from 0 to {high}" if high is not None else ""
+            raise ApiError(400, f"{name}: {_shown(value)} is not a valid value (give a number{bound}; 0: no limit); "
+                                "see QueueSettings in GET /v1/openapi.json", "JobError")
+        arguments[name] = value
+    return arguments
 
 
 def _limits(value: Any) -> Limits | None:
@@ -171,6 +235,8 @@ def lifecycle_json(job: Job) -> dict[str, Any]:
         "retry_on": list(spec.get("retry_on") or ("failed",)),
         "oom_growth": spec.get("oom_growth"),
         "oom_growth_max": spec.get("oom_growth_max"),
+        "queue": spec.get("queue"),
+        "after": [list(dep) for dep in spec.get("after") or []],
     }
 
 

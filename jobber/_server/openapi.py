@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 __all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS",
-           "MAX_OFFSET", "MAX_JOB_ID", "DEFAULT_LIST_JOBS", "MAX_LIST_JOBS"]
+           "MAX_OFFSET", "MAX_JOB_ID", "DEFAULT_LIST_JOBS", "MAX_LIST_JOBS", "MAX_QUEUE_PARALLEL", "MAX_QUEUE_GPUS"]
 
 MAX_BODY_BYTES = 1 << 20
 MAX_READ_BYTES = 1 << 20
@@ -25,6 +25,12 @@ DEFAULT_LIST_JOBS = 100
 MAX_LIST_JOBS = 1000
 # No machine has a million CPUs; larger values overflow the cgroup quota arithmetic.
 MAX_CPUS = 4096  # as jobber.Limits: more CPUs than any machine has are refused
+MAX_GPUS = 64  # as jobber.Limits(gpus=)
+# A queue's budgets: no server runs more jobs at once, or has more GPUs, than these.
+MAX_QUEUE_PARALLEL = 100_000
+MAX_QUEUE_GPUS = 4096
+# As jobber._jobs.queues: a queue's name.
+_QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$"
 
 # A positive number (some digit other than 0) with an optional binary unit.
 _SIZE_PATTERN = r"^\s*([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
@@ -125,6 +131,9 @@ _SCHEMAS: dict[str, Any] = {
             "pids": _nullable({"type": "integer", "minimum": 1, "description": "most processes and threads at once"}),
             "io_read_bps": _size("bytes per second read from the disk of the job directory"),
             "io_write_bps": _size("bytes per second written to that disk (direct I/O)"),
+            "gpus": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_GPUS,
+                               "description": "GPUs given to the job alone (CUDA_VISIBLE_DEVICES); it waits "
+                                              "until that many are free"}),
             "require_isolation": _nullable({
                 "type": "boolean",
                 "description": "refuse to start rather than run with a limit not enforced (default false)",
@@ -140,6 +149,7 @@ _SCHEMAS: dict[str, Any] = {
             "pids": _nullable({"type": "integer"}),
             "io_read_bps": _nullable({"type": "integer"}),
             "io_write_bps": _nullable({"type": "integer"}),
+            "gpus": {"type": "integer", "minimum": 0, "description": "absent: none asked for"},
             "require_isolation": {"type": "boolean"},
         },
     },
@@ -176,7 +186,7 @@ _SCHEMAS: dict[str, Any] = {
     "Job": {
         "type": "object",
         "required": ["id", "command", "limits", "env", "label", "rerun_of", "timeout", "log_max", "retries", "retry_on",
-                     "oom_growth", "status"],
+                     "oom_growth", "queue", "after", "status"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "command": {"type": "string"},
@@ -191,6 +201,9 @@ _SCHEMAS: dict[str, Any] = {
             "retry_on": {"type": "array", "items": {"type": "string", "enum": _RETRYABLE}},
             "oom_growth": _nullable({"type": "number"}),
             "oom_growth_max": _nullable({"type": "integer", "description": "the cap of oom_growth in bytes"}),
+            "queue": _nullable({"type": "string", "description": "the queue it waits in (null: none)"}),
+            "after": {"type": "array", "items": {"$ref": "#/components/schemas/Dependency"},
+                      "description": "the jobs it waits for: [id, \"ok\"] (must exit 0) or [id, \"any\"]"},
             "status": {"$ref": "#/components/schemas/JobStatus"},
             "attempts": {
                 "type": "array",
@@ -232,8 +245,61 @@ _SCHEMAS: dict[str, Any] = {
             },
             "rerun_of": {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID,
                          "description": "re-run this job of yours (job.rerun): the original is untouched"},
+            "queue": _nullable({"type": "string", "pattern": _QUEUE_PATTERN,
+                                "description": "wait in this queue of yours (PUT /v1/queues/NAME sets its limits); "
+                                               "the job is pending, its note says why, until the queue admits it"}),
+            "after": _nullable({
+                "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
+                          {"type": "array", "maxItems": 1000, "items": {"anyOf": [
+                              {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
+                              {"$ref": "#/components/schemas/Dependency"}]}}],
+                "description": "start once these jobs of yours ended: an id alone must exit 0 (else this job "
+                               "ends failed, unrun), [id, \"any\"] may end any way. Another certificate's id is "
+                               "refused as an id that does not exist",
+            }),
             **_LIFECYCLE_REQUEST,
         },
+    },
+    "Dependency": {
+        "type": "array",
+        "prefixItems": [{"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
+                        {"type": "string", "enum": ["ok", "any"]}],
+        "minItems": 2,
+        "maxItems": 2,
+    },
+    "QueueSettings": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A queue's limits: a missing or null one is left as it is, 0 removes it",
+        "properties": {
+            "parallel": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_PARALLEL,
+                                   "description": "at most this many of its jobs run at once"}),
+            "memory": _nullable({"anyOf": [{"type": "integer", "minimum": 0},
+                                           {"type": "string", "pattern": f"{_SIZE_PATTERN}|^0$"}],
+                                 "description": "admit while its running jobs' memory limits sum to at most this"}),
+            "cpus": _nullable({"type": "number", "minimum": 0, "maximum": MAX_CPUS,
+                               "description": "the same, for their CPU limits"}),
+            "gpus": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_GPUS,
+                               "description": "the same, for their GPUs"}),
+        },
+    },
+    "Queue": {
+        "type": "object",
+        "required": ["parallel", "memory", "cpus", "gpus", "running", "waiting"],
+        "properties": {
+            "parallel": _nullable({"type": "integer", "minimum": 1}),
+            "memory": _nullable({"type": "integer", "minimum": 1}),
+            "cpus": _nullable({"type": "number"}),
+            "gpus": _nullable({"type": "integer", "minimum": 1}),
+            "running": {"type": "integer", "minimum": 0, "description": "its jobs running now"},
+            "waiting": {"type": "integer", "minimum": 0, "description": "its jobs waiting (pending) now"},
+        },
+    },
+    "QueueList": {
+        "type": "object",
+        "required": ["queues"],
+        "properties": {"queues": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Queue"},
+                                  "description": "name -> the queue (set ones, and those jobs name)"}},
     },
     "StopRequest": {
         "type": "object",
@@ -462,6 +528,32 @@ _PATHS: dict[str, Any] = {
                 "404": _NOT_FOUND,
                 "408": _SLOW_BODY,
                 "409": _CONFLICT,
+                "413": _TOO_LARGE,
+                "429": _QUOTA,
+            },
+        },
+    },
+    "/v1/queues": {
+        "get": {
+            "operationId": "listQueues",
+            "summary": "The caller's queues: their limits, and their jobs running and waiting",
+            "description": "Queues are per certificate: another certificate's queue of the same name is its own.",
+            "responses": {"200": _ok("the queues", "QueueList"), "403": _FORBIDDEN, "429": _QUOTA},
+        },
+    },
+    "/v1/queues/{name}": {
+        "put": {
+            "operationId": "setQueue",
+            "summary": "Set a queue's limits (cert.set_queue); they apply to its waiting jobs at once",
+            "parameters": [{"name": "name", "in": "path", "required": True, "description": "the queue",
+                            "schema": {"type": "string", "pattern": _QUEUE_PATTERN}}],
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueueSettings"}}}},
+            "responses": {
+                "200": _ok("the queue now", "Queue"),
+                "400": _BAD,
+                "403": _FORBIDDEN,
+                "408": _SLOW_BODY,
                 "413": _TOO_LARGE,
                 "429": _QUOTA,
             },

@@ -27,7 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from jobber import __version__
-from jobber._backends.local import isolation
+from jobber._backends.local import admission, isolation
+from jobber._backends.local.backend import LocalBackend, start_admitted
 from jobber._errors import JobError, JobNotFound
 from jobber._jobs import logcut
 from jobber._jobs.job import Job
@@ -40,6 +41,8 @@ from jobber._server.lifecycle_routes import (
     NEW_JOB_FIELDS,
     PRUNE_EXAMPLE,
     PRUNE_FIELDS,
+    QUEUE_EXAMPLE,
+    QUEUE_FIELDS,
     attempts_json,
     check_rerun_of,
     job_fields,
@@ -47,6 +50,8 @@ from jobber._server.lifecycle_routes import (
     lifecycle_json,
     prune,
     prune_arguments,
+    queue_arguments,
+    queue_name,
     strict_flag,
 )
 from jobber._server.openapi import (
@@ -92,6 +97,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/jobs/{job_id}/start", start_job)
     app.router.add_post("/v1/jobs/{job_id}/stop", stop_job)
     get("/v1/jobs/{job_id}/log", read_log)
+    get("/v1/queues", list_queues)
+    app.router.add_put("/v1/queues/{name}", set_queue)
 
 
 async def _work(request: web.Request, fn: Callable[..., Any], *args: Any, must_run: bool = False) -> Any:
@@ -330,6 +337,9 @@ async def create_job(request: web.Request) -> web.Response:
                            original.id) from None
         if isinstance(err, JobError) and original is not None:  # nothing was made: rerun checks first
             raise ApiError(400, public_message(str(err)), type(err).__name__, original.id) from None
+        if isinstance(err, JobError) and "after" in fields:
+            # An after job this certificate does not have (another's reads the same): nothing was made.
+            raise ApiError(400, public_message(str(err)), type(err).__name__) from None
         raise
     if start:
         try:
@@ -455,6 +465,9 @@ def _send_stop(store: JobStore, job: Job, kill: bool) -> JobStatus:
     if status.state == "created":
         raise JobError(f"job {job.id} was never started: nothing to stop", job_id=job.id)
     jobdir = JobDir(store.path, store.owner, job.id)
+    if status.state == "pending" and admission.withdraw(LocalBackend(jobdir, store), "stopped",
+                                                        "stopped while it waited: it never ran", start_admitted):
+        return job.status()  # it waited in line (a queue, an after, GPUs): it leaves the line, unrun
     jobdir.request_stop()
     cgroup = isolation.open_cgroup(jobdir.read("confinement.json") or {}, status.pid)
     try:
@@ -465,6 +478,36 @@ def _send_stop(store: JobStore, job: Job, kill: bool) -> JobStatus:
     except OSError as err:
         raise JobError(f"job {job.id}: cannot signal its processes: {err}", job_id=job.id) from err
     return status
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    """``cert.queues()`` of the caller: its own queues, never another certificate's."""
+    _query(request, {})
+    return _json_reply(await _work(request, _queues_bytes, _store(request)))
+
+
+def _queues_bytes(store: JobStore) -> bytes:
+    return _encoded({"queues": store.queues()})
+
+
+async def set_queue(request: web.Request) -> web.Response:
+    """``cert.set_queue(NAME, ...)`` of the caller; an admission pass runs at once, so
+    its waiting jobs that now fit start (as their tenant's uid, as every start)."""
+    _query(request, {})
+    name = queue_name(request.match_info["name"])
+    arguments = queue_arguments(await _json_body(request, QUEUE_FIELDS, set(), QUEUE_EXAMPLE))
+    store = _store(request)
+    try:
+        queue = await _work(request, _set_queue, store, name, arguments, must_run=True)
+    except JobError as err:
+        raise ApiError(400, public_message(str(err)), type(err).__name__) from None
+    return _json_reply(queue)
+
+
+def _set_queue(store: JobStore, name: str, arguments: dict[str, Any]) -> bytes:
+    store.set_queue(name, **arguments)
+    blank = {"parallel": None, "memory": None, "cpus": None, "gpus": None, "running": 0, "waiting": 0}
+    return _encoded(store.queues().get(name, blank))
 
 
 async def read_log(request: web.Request) -> web.StreamResponse:

@@ -28,7 +28,8 @@ _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
 _WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
 # The fields of a job's JSON that are its spec (``Job.label``, ``Job.rerun_of``, ...), kept
 # only when set, as a local spec holds them.
-_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max")
+_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max",
+                "queue")
 
 
 class _Lost(Exception):
@@ -70,6 +71,8 @@ class RemoteBackend:
                       **{key: data[key] for key in _SPEC_FIELDS if data.get(key) is not None}}
         if data.get("env"):
             self._spec["extra_env"] = dict(data["env"])
+        if data.get("after"):
+            self._spec["after"] = [list(dep) for dep in data["after"]]
 
     @property
     def owner(self) -> str:

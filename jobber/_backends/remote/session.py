@@ -27,13 +27,14 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from jobber._backends.context import check_env
 from jobber._backends.remote.backend import RemoteBackend
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
 from jobber._jobs.job import Job
 from jobber._jobs.options import check_lifecycle
+from jobber._jobs.queues import check_after, check_queue
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
 
@@ -131,7 +132,7 @@ class RemoteSession:
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | None = None, label: str | None = None, timeout: float | str | None = None,
                 log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] = ("failed",),
-                oom_growth: Any = None, **options: Any) -> Job:
+                oom_growth: Any = None, queue: str | None = None, after: Any = None, **options: Any) -> Job:
         """Create a job on the server (state "created"); ``start()`` starts it.
 
         Args:
@@ -141,6 +142,9 @@ class RemoteSession:
             cwd: not available remotely: the server's operator chooses where jobs run.
             label, timeout, log_max, retries, retry_on, oom_growth: as for a local job
                 (``Certificate.new_job``); the server enforces them.
+            queue: one of this certificate's queues on the server (``set_queue``).
+            after: ids (or Jobs) of this certificate's jobs on the server that must end
+                first: alone they must exit 0, ``(id, "any")`` may end any way.
             **options: backend options; a server runs its jobs on its own host, so only
                 ``backend="local"`` is accepted remotely.
 
@@ -158,7 +162,41 @@ class RemoteSession:
                                 **_lifecycle_body(lifecycle)}
         if env:
             body["env"] = check_env(env)
+        if queue is not None:
+            body["queue"] = check_queue(queue)
+        if after is not None:
+            body["after"] = check_after(after)
         return Job(RemoteBackend(self, self._json("POST", "/v1/jobs", body)))
+
+    def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
+                  cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
+        """Set one of this certificate's queues on the server (as ``Certificate.set_queue``).
+
+        Returns:
+            The queue's settings now, with its jobs ``running`` and ``waiting``.
+
+        Raises:
+            JobError: a malformed name or value (the server's message).
+        """
+        body = {key: value for key, value in (("parallel", parallel), ("memory", memory), ("cpus", cpus),
+                                              ("gpus", gpus)) if value is not None}
+        return dict(self._json("PUT", f"/v1/queues/{quote(check_queue(name), safe='')}", body))
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """This certificate's queues on the server: name -> settings, ``running``, ``waiting``."""
+        return dict(self._json("GET", "/v1/queues")["queues"])
+
+    def sweep(self, command_template: str, **params: Any) -> Any:
+        """One job per combination of the parameters' values, on the server (as
+        ``Certificate.sweep``): a list of Job with ``.params``, ``.table()``, ``.stop()``.
+
+        Raises:
+            JobError: no parameters, one the template does not use, or a job the server
+                refuses (then the ones already made are removed).
+        """
+        from jobber._jobs.sweeps import sweep
+
+        return sweep(self, command_template, **params)
 
     def get_jobs(self, label: str | None = None) -> list[Job]:
         """Every job of this identity on the server, by id (with this label, if given).

@@ -1,0 +1,249 @@
+"""Queues, dependencies, sweeps and GPUs on a real ``jobber serve`` (mTLS over loopback).
+
+Queues are per certificate: one tenant's queue never admits another's jobs, and an
+``after`` id of another tenant reads exactly as an id never used. A waiting job is
+admitted by the finisher of the job before it on the server's host, with no client
+request in between (the test reads the job directories, not the server). A job that
+waits counts as running for the server's ``max_running_jobs`` (docs/server.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import jobber
+from jobber import JobError, Limits
+from serve_for_notebooks import Api, ServerProcess
+
+
+@pytest.fixture
+def identity(pki):
+    return pki.client()
+
+
+@pytest.fixture
+def api(pki, server, identity) -> Api:
+    return Api(server.url, *identity, pki.server_ca)
+
+
+@pytest.fixture
+def session(pki, server, identity):
+    cert, key = identity
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+        yield remote
+
+
+@pytest.fixture
+def other(pki, server):
+    cert, key = pki.client()
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+        yield remote
+
+
+def _on_disk(server, session, job_id: int) -> dict:
+    """The job's status.json on the server's host, read without asking the server."""
+    try:
+        return json.loads((Path(server.jobs_dir) / session.hash() / str(job_id) / "status.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _until(check, timeout: float = 30.0, pause: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(pause)
+    return result
+
+
+class TestQueues:
+    def test_parallel_one_runs_three_remote_jobs_one_at_a_time(self, session):
+        assert session.set_queue("one", parallel=1) == {"parallel": 1, "memory": None, "cpus": None, "gpus": None,
+                                                        "running": 0, "waiting": 0}
+        jobs = [session.new_job("sleep 0.5", queue="one") for _ in range(3)]
+        for job in jobs:
+            job.start()
+        assert [job.status().state for job in jobs[1:]] == ["pending", "pending"]
+        assert jobs[2].status().note == "queue `one`: 1 of 1 running"
+        assert session.queues()["one"]["waiting"] == 2
+        statuses = [job.wait(60) for job in jobs]
+        assert [s.state for s in statuses] == ["exited"] * 3
+        spans = [(s.started_at, s.ended_at) for s in statuses]
+        assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
+
+    def test_the_finisher_on_the_server_admits_the_next_job(self, server, session):
+        """Nothing asks the server meanwhile: the job that ends starts the one that waits."""
+        session.set_queue("solo", parallel=1)
+        first, second = session.new_job("sleep 1", queue="solo"), session.new_job("echo next", queue="solo")
+        first.start()
+        second.start()
+        assert _on_disk(server, session, second.id).get("waiting") is True
+        ended = _until(lambda: _on_disk(server, session, second.id).get("state") == "exited", timeout=30)
+        assert ended, _on_disk(server, session, second.id)
+        assert second.status().started_at >= first.status().ended_at
+        assert b"".join(second.follow()) == b"next\n"
+
+    def test_a_tenants_queue_is_its_own(self, session, other):
+        session.set_queue("shared-name", parallel=1)
+        blocker = session.new_job("sleep 30", queue="shared-name")
+        blocker.start()
+        try:
+            waiting = session.new_job("true", queue="shared-name")
+            waiting.start()
+            assert waiting.status().state == "pending"
+            assert other.queues() == {}, "another tenant sees nothing of A's queues"
+            theirs = other.new_job("true", queue="shared-name")  # B's queue of that name: no limits
+            theirs.start()
+            assert theirs.wait(30).state == "exited"
+            assert waiting.status().state == "pending", "B's job never took A's place, nor A's job B's"
+            other.set_queue("shared-name", parallel=5)
+            assert session.queues()["shared-name"]["parallel"] == 1
+            assert session.queues()["shared-name"]["running"] == 1
+            assert other.queues()["shared-name"] == {"parallel": 5, "memory": None, "cpus": None, "gpus": None,
+                                                     "running": 0, "waiting": 0}
+        finally:
+            blocker.stop(grace=0)
+        assert waiting.wait(30).state == "exited"
+
+    def test_new_settings_admit_waiting_jobs_at_once(self, session):
+        session.set_queue("grow", parallel=1)
+        jobs = [session.new_job("sleep 30", queue="grow") for _ in range(2)]
+        for job in jobs:
+            job.start()
+        try:
+            assert jobs[1].status().state == "pending"
+            assert session.set_queue("grow", parallel=2)["running"] == 2
+            assert jobs[1].status().state == "running"
+        finally:
+            for job in jobs:
+                job.stop(grace=0)
+
+    def test_the_job_json_holds_queue_and_after(self, api):
+        first = api("POST", "/v1/jobs", {"command": "true", "start": False}).json()
+        assert (first["queue"], first["after"]) == (None, [])
+        reply = api("POST", "/v1/jobs", {"command": "true", "queue": "q", "after": [first["id"], [first["id"], "any"]],
+                                         "start": False})
+        assert reply.status == 201, reply.body
+        assert (reply.json()["queue"], reply.json()["after"]) == ("q", [[first["id"], "ok"], [first["id"], "any"]])
+
+    @pytest.mark.parametrize(("body", "message"), [
+        ({"parallel": -1}, "parallel: -1 is not a valid value"),
+        ({"parallel": "2"}, "parallel: \"2\" is not a valid value"),
+        ({"cpus": 1e300}, "cpus: 1e+300 is not a valid value"),
+        ({"memory": "lots"}, "memory"),
+        ({"priority": 3}, "unknown field(s) 'priority'"),
+    ])
+    def test_bad_settings_are_refused(self, api, body, message):
+        reply = api("PUT", "/v1/queues/q", body)
+        assert reply.status == 400, reply.body
+        assert message in reply.json()["error"]
+
+    def test_a_bad_queue_name_is_refused(self, api):
+        assert api("PUT", "/v1/queues/a.b%20c", {}).status == 400
+        reply = api("POST", "/v1/jobs", {"command": "true", "queue": "no/slash"})
+        assert reply.status == 400
+        assert "is not a queue name" in reply.json()["error"]
+
+
+class TestAfter:
+    def test_a_remote_job_runs_after_another(self, session):
+        first = session.new_job("sleep 0.5")
+        first.start()
+        second = session.new_job("echo after", after=first)
+        second.start()
+        assert second.status().note == f"after job {first.id}"
+        assert second.wait(30).state == "exited"
+        assert second.status().started_at >= first.status().ended_at
+
+    def test_a_failed_dependency_fails_the_job_unrun(self, session):
+        first = session.new_job("exit 1")
+        first.start()
+        never, anyway = session.new_job("true", after=[first.id]), session.new_job("true", after=[(first.id, "any")])
+        never.start()
+        anyway.start()
+        assert never.wait(30).state == "failed" and never.status().started_at is None
+        assert anyway.wait(30).state == "exited"
+
+    def test_another_tenants_id_is_refused_as_an_unknown_one(self, pki, server, session):
+        mine = [session.new_job("true") for _ in range(3)]
+        stranger = Api(server.url, *pki.client(), pki.server_ca)
+        theirs = stranger("POST", "/v1/jobs", {"command": "true", "after": [mine[-1].id], "start": False})
+        unknown = stranger("POST", "/v1/jobs", {"command": "true", "after": [999], "start": False})
+        assert (theirs.status, unknown.status) == (400, 400)
+        assert theirs.json() == {"error": f"after: there is no job {mine[-1].id} (see `jobber ls`)", "type": "JobError"}
+        assert unknown.json() == {"error": "after: there is no job 999 (see `jobber ls`)", "type": "JobError"}
+        assert stranger("GET", "/v1/jobs").json() == {"jobs": []}, "nothing was made"
+
+    @pytest.mark.parametrize("after", ["12", [True], [[1, "maybe"]], [0], {"id": 1}])
+    def test_malformed_after_is_refused(self, api, after):
+        reply = api("POST", "/v1/jobs", {"command": "true", "after": after})
+        assert reply.status == 400, reply.body
+        assert "is not a job id" in reply.json()["error"]
+
+
+class TestSweep:
+    def test_a_sweep_through_the_remote_session(self, session):
+        session.set_queue("sw", parallel=2)
+        sweep = session.sweep("echo {x}-$SWEEP_X", x=[1, 2, 3], queue="sw", label="remote-sweep")
+        assert sweep.params == [{"x": 1}, {"x": 2}, {"x": 3}]
+        assert [s.state for s in sweep.wait(60)] == ["exited"] * 3
+        assert [b"".join(job.follow()) for job in sweep] == [b"1-1\n", b"2-2\n", b"3-3\n"]
+        assert [job.label for job in sweep] == ["remote-sweep-1", "remote-sweep-2", "remote-sweep-3"]
+        rows = sweep.table()
+        assert [row["x"] for row in (rows.to_dict("records") if hasattr(rows, "to_dict") else rows)] == [1, 2, 3]
+
+    def test_a_refused_job_makes_none(self, session):
+        with pytest.raises(JobError, match="there is no job 999"):
+            session.sweep("echo {x}", x=[1, 2], after=999)
+        assert session.get_jobs() == []
+
+
+class TestGpus:
+    def test_gpus_travel_in_the_limits(self, session):
+        job = session.new_job("true", Limits(gpus=1))
+        assert job.limits.gpus == 1
+        job.start()
+        try:
+            status = job.status()
+            if status.state == "pending":
+                assert status.note.startswith("waiting for 1 GPU")
+        finally:
+            job.stop(grace=0)
+
+    def test_too_many_gpus_are_refused(self, api):
+        reply = api("POST", "/v1/jobs", {"command": "true", "limits": {"gpus": "1"}})
+        assert reply.status == 400
+        assert "limits.gpus" in reply.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def capped(pki, tmp_path_factory):
+    """A server that runs at most 2 jobs per certificate at once."""
+    jobs = tmp_path_factory.mktemp("queues-capped") / "jobs"
+    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=["--max-running-jobs", "2"]).start()
+    yield server
+    server.stop()
+    assert "bug:" not in server.log(), server.log()[-3000:]
+
+
+class TestQuotas:
+    def test_a_waiting_job_counts_as_running(self, capped, pki):
+        cert, key = pki.client()
+        with jobber.connect(capped.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+            remote.set_queue("q", parallel=1)
+            running, waiting = remote.new_job("sleep 30", queue="q"), remote.new_job("true", queue="q")
+            running.start()
+            waiting.start()
+            try:
+                assert waiting.status().state == "pending"
+                with pytest.raises(JobError, match="max_running_jobs 2"):
+                    remote.new_job("true", queue="q").start()
+            finally:
+                running.stop(grace=0)
+            assert waiting.wait(30).state == "exited"
+            again = remote.new_job("true", queue="q")
+            again.start()
+            assert again.wait(30).state == "exited"
