@@ -73,6 +73,11 @@ def unload_ipython_extension(ipython: Any) -> None:
         formatter.pop(cls, None)
         if previous is not None:
             formatter.for_type(cls, previous)
+    texts = ipython.display_formatter.formatters["text/plain"]
+    for cls, previous in getattr(sweeps, "replaced_texts", {}).items():
+        texts.pop(cls, None)
+        if previous is not None:
+            texts.for_type(cls, previous)
     bundles = ipython.display_formatter.mimebundle_formatter
     replaced = {**getattr(sweeps, "replaced_bundles", {}), **getattr(magics, "replaced_bundles", {})}
     for cls, previous in replaced.items():

@@ -117,6 +117,13 @@ class QueueTable(dict):
         printer.text(repr(self))
 
 
+def _pretty_sweep(sweep: Any, printer: Any, _cycle: bool) -> None:
+    """The text form of a sweep: how many jobs, in which states (IPython's pretty printer)."""
+    from jobber_magics._sweepview import sweep_rows_text
+
+    printer.text(sweep_rows_text([{"state": job.status().state} for job in sweep]))
+
+
 @magics_class
 class JobberSweepMagics(Magics):
     """Sweeps and queues, through the main magics' session."""
@@ -126,6 +133,7 @@ class JobberSweepMagics(Magics):
         self._main = main
         self._views: list[tuple[Any, Any]] = []  # (sweep, its view) made by this cell, not yet displayed
         self.replaced_bundles: dict[type, Any] = {}  # restored by unload_ipython_extension
+        self.replaced_texts: dict[type, Any] = {}
 
     def post_run_cell(self, _result: Any) -> None:
         """IPython's post_run_cell event: close grids that were never displayed."""
@@ -157,6 +165,9 @@ class JobberSweepMagics(Magics):
             return
         bundles = self.shell.display_formatter.mimebundle_formatter
         self.replaced_bundles[kind] = bundles.for_type(kind, self.sweep_bundle)
+        # Else the text form would be the list's, which wins over the bundle's.
+        texts = self.shell.display_formatter.formatters["text/plain"]
+        self.replaced_texts[kind] = texts.for_type(kind, _pretty_sweep)
 
     @magic_arguments(name="%jobber_sweep")
     @argument("params", nargs="*", metavar="NAME=V1,V2", help="a parameter and its values, comma-separated "

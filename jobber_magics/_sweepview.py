@@ -39,6 +39,10 @@ _HERE = Path(__file__).parent
 _LAST_LINE_CHARS = 200
 
 
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _waiting_to_start(status: JobStatus) -> bool:
     """Pending and never started: waiting for its queue, its dependencies or a GPU."""
     return status.state == "pending" and status.started_at is None
@@ -101,10 +105,12 @@ class SweepGrid(anywidget.AnyWidget):
         self._lock = threading.Lock()
         self._rows: dict[int, dict[str, Any]] = {}
         self._final: set[int] = set()
-        super().__init__(view_key=uuid.uuid4().hex, columns=columns)
+        self.columns_ = columns
+        self._read()  # before the comm opens: its first state has every row
+        super().__init__(view_key=uuid.uuid4().hex, columns=columns, rows=self.statuses(),
+                         ended=self._all_final(), as_of=_utc_now())
         self._refresh = refresh
         self._closed = threading.Event()
-        self._read_all()
         self._thread = threading.Thread(target=self._update, name="jobber-sweep-grid", daemon=True)
         self._thread.start()
 
@@ -165,13 +171,16 @@ class SweepGrid(anywidget.AnyWidget):
             except JobberError:
                 last = ""
         peak = status.peak_memory_bytes
-        return {"job": job.id, "params": [_params_text(chosen.get(name, "")) for name in self.columns],
+        return {"job": job.id, "params": [_params_text(chosen.get(name, "")) for name in self.columns_],
                 "state": status.state, "result": status.describe(), "note": status.note or "",
                 "ended": status.ended, "elapsed": status.elapsed_text,
                 "peak": format_size(peak) if peak else "-", "last": last}
 
-    def _read_all(self) -> None:
-        """Read every row that is not final; set the state the browser sees."""
+    def _all_final(self) -> bool:
+        return len(self._final) == len(self.sweep)
+
+    def _read(self) -> None:
+        """Read every row that is not final."""
         for job, chosen in zip(self.sweep, self._params):
             if job.id in self._final:
                 continue
@@ -180,12 +189,16 @@ class SweepGrid(anywidget.AnyWidget):
                 self._rows[job.id] = row
                 if row["ended"]:
                     self._final.add(job.id)  # read after the end: its last line is the last
+
+    def _read_all(self) -> None:
+        """Read every row that is not final; set the state the browser sees."""
+        self._read()
         with self.hold_sync():
             self.rows = self.statuses()
-            self.ended = len(self._final) == len(self.sweep)
+            self.ended = self._all_final()
             if self.ended:
                 self.stopping = False
-            self.as_of = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.as_of = _utc_now()
 
     def _update(self) -> None:
         try:
