@@ -501,3 +501,80 @@ class TestTimeoutOnSlurm:
                 job.start()
         assert "--time=2" in captured["argv"]
         assert job.status().state == "created"  # the failed submission left it startable
+
+
+def _submitted_argv(job) -> list[str]:
+    """The sbatch argv ``job.start()`` would run (nothing is submitted; the job stays created)."""
+    captured = {}
+
+    def fake_run(argv, env=None):
+        captured["argv"] = argv
+        raise _slurm.JobError("stop here: the arguments are what is checked")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_slurm, "_tool", lambda name: name)
+        mp.setattr(_slurm, "_run", fake_run)
+        with pytest.raises(_slurm.JobError, match="stop here"):
+            job.start()
+    assert job.status().state == "created"
+    return captured["argv"]
+
+
+class TestDependenciesAndGpus:
+    """``after`` becomes ``--dependency`` on Slurm's ids, ``gpus`` becomes ``--gres=gpu:N``."""
+
+    def test_gpus_become_a_gres_request(self, store):
+        assert "--gres=gpu:2" in _submitted_argv(store.new_job("true", Limits(gpus=2), backend="slurm"))
+
+    def test_the_gres_option_wins_over_gpus(self, store):
+        argv = _submitted_argv(store.new_job("true", Limits(gpus=2), backend="slurm", gres="gpu:a100:1"))
+        assert [a for a in argv if a.startswith("--gres")] == ["--gres=gpu:a100:1"]
+
+    def test_no_gpus_no_gres(self, store):
+        assert not [a for a in _submitted_argv(store.new_job("true", backend="slurm")) if a.startswith("--gres")]
+
+    def test_after_a_local_job_is_refused_before_anything_is_submitted(self, store):
+        local = store.new_job("true", backend="local")
+        job = store.new_job("true", backend="slurm", after=local)
+        with pytest.raises(JobError, match=f"after job {local.id}, which is not a Slurm job"):
+            job.start()
+        assert job.status().state == "created"
+
+    def test_after_a_slurm_job_not_submitted_yet_is_refused(self, store):
+        first = store.new_job("true", backend="slurm")
+        job = store.new_job("true", backend="slurm", after=first)
+        with pytest.raises(JobError, match=f"after job {first.id}, which was not submitted to Slurm yet"):
+            job.start()
+
+    def test_the_dependency_names_slurms_ids(self, store):
+        first, second = store.new_job("true", backend="slurm"), store.new_job("true", backend="slurm")
+        for job, fake_id in ((first, "4242"), (second, "4343")):
+            (job.path / "started").touch()
+            (job.path / "slurm-id").write_text(f"{fake_id}\n")
+        job = store.new_job("true", backend="slurm", after=[first, (second, "any")])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_slurm, "_ask_slurm", lambda job, slurm_id: {"JobState": "RUNNING"})
+            argv = _submitted_argv(job)
+        assert "--dependency=afterok:4242,afterany:4343" in argv
+
+    @pytest.mark.slurm
+    @pytest.mark.skipif(UNREACHABLE is not None, reason=UNREACHABLE or "")
+    def test_a_job_runs_after_its_dependency_on_the_cluster(self, store):
+        first = slurm(store, "sleep 2")
+        second = slurm(store, "echo second", after=first)
+        assert f"dependency=afterok:{slurm_id(first)}" in scontrol(slurm_id(second)).lower().replace("(unfulfilled)", "")
+        wait_for(lambda: second.status().ended, timeout=120, what="the dependent job's end")
+        assert second.status().state == "exited"
+        assert second.status().started_at >= first.status().ended_at
+
+    @pytest.mark.slurm
+    @pytest.mark.skipif(UNREACHABLE is not None, reason=UNREACHABLE or "")
+    def test_after_any_runs_after_a_failure_and_a_met_dependency_is_dropped(self, store):
+        first = slurm(store, "exit 3")
+        second = slurm(store, "echo anyway", after=[(first, "any")])
+        assert second.wait(120).state == "exited"
+        assert first.status().state == "failed"
+        third = slurm(store, "true", after=[(first, "any")])  # already met: no --dependency at all
+        assert "Dependency=(null)" in scontrol(slurm_id(third))
+        with pytest.raises(JobError, match=f"after job {first.id}, which ended failed"):
+            slurm(store, "true", after=first)

@@ -6,7 +6,7 @@ itself: it writes a batch script, submits it, and keeps what it learns in the jo
 
     started          claimed by the one start() that wins (O_EXCL), as for local jobs
     script           the batch script: ``exec /bin/sh -c COMMAND``, as local jobs run it
-    slurm-id         Slurm's job id
+    slurm-id         Slurm's job id (a job ``after`` it names this id in ``--dependency``)
     log              Slurm's output file (stdout and stderr): tail and follow read it
     status.json      the final state, once Slurm reports one: Slurm forgets finished jobs
                      after MinJobAge, and ended jobs need not ask it again
@@ -48,11 +48,11 @@ from jobber._backends.slurm.query import (
 )
 from jobber._errors import JobError
 from jobber._files import read_json, write_atomic
-from jobber._jobs.jobdir import ensure_private_dir
+from jobber._jobs.jobdir import JobDir, ensure_private_dir
 from jobber._jobs.status import FINAL_STATES, JobStatus
 from jobber._limits import Limits, format_size
 
-__all__ = ["PASS_THROUGH", "SlurmBackend", "sbatch_arguments", "validate_options"]
+__all__ = ["PASS_THROUGH", "SlurmBackend", "dependency_arguments", "sbatch_arguments", "validate_options"]
 
 PASS_THROUGH = ("partition", "time", "account", "gres")
 """Job options handed to sbatch as ``--NAME=VALUE``."""
@@ -159,13 +159,51 @@ def sbatch_arguments(limits: Limits, options: dict[str, str]) -> list[str]:
     """The sbatch requests for ``limits`` and the pass-through ``options``.
 
     CPUs are rounded up to whole CPUs and memory up to whole MiB: Slurm allocates no less.
+    ``gpus=N`` asks for ``--gres=gpu:N``, unless the ``gres`` option says what to ask for.
     """
     args = []
     if limits.cpu is not None:
         args.append(f"--cpus-per-task={math.ceil(limits.cpu)}")
     if limits.memory is not None:
         args.append(f"--mem={-(-limits.memory // MIB)}M")
+    if limits.gpus and "gres" not in options:
+        args.append(f"--gres=gpu:{limits.gpus}")
     return args + [f"--{name}={value}" for name, value in options.items()]
+
+
+def dependency_arguments(job: SlurmBackend) -> list[str]:
+    """``after`` as ``--dependency=afterok:ID:ID,afterany:ID`` (Slurm's job ids).
+
+    Each job it waits for must be a Slurm job of the same store, already submitted (its
+    ``slurm-id`` is the id Slurm knows). One that already ended is left out when its end
+    satisfies the wait; one that ended otherwise (an ``ok`` wait on a failed job) refuses
+    the start, since Slurm would keep this job pending for ever.
+
+    Raises:
+        JobError: a dependency that is not a submitted Slurm job, or can no longer be met.
+    """
+    modes: dict[str, list[str]] = {"ok": [], "any": []}
+    for dep_id, mode in job.dir.spec().get("after") or []:
+        dep_dir = job.path.parent / str(dep_id)
+        dep_spec = read_json(dep_dir / "spec.json", "spec") or {}
+        if (dep_spec.get("options") or {}).get("backend") != "slurm":
+            raise JobError(f"job {job.id}: after job {dep_id}, which is not a Slurm job: a Slurm job can wait "
+                           "only for Slurm jobs (--dependency names Slurm's ids); run both on Slurm, or both "
+                           "on this host", job_id=job.id)
+        dep = SlurmBackend(JobDir(job.path.parent, job.owner, dep_id))
+        slurm_id = _slurm_id(dep)
+        if slurm_id is None:
+            raise JobError(f"job {job.id}: after job {dep_id}, which was not submitted to Slurm yet: start job "
+                           f"{dep_id} first", job_id=job.id)
+        ended = dep.status()
+        if ended.ended and (mode == "any" or ended.state == "exited"):
+            continue  # already met: Slurm may have forgotten that job (MinJobAge)
+        if ended.ended:
+            raise JobError(f"job {job.id}: after job {dep_id}, which ended {ended.describe()}: it had to exit 0, "
+                           "so this job would never run (use (id, \"any\") for any ending)", job_id=job.id)
+        modes[mode].append(slurm_id)
+    parts = [f"after{mode}:" + ":".join(ids) for mode, ids in modes.items() if ids]
+    return [f"--dependency={','.join(parts)}"] if parts else []
 
 
 def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) -> None:
@@ -185,6 +223,7 @@ def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) ->
     _check_user(job, user)
     sbatch = _tool("sbatch")
     files = _files_dir(job)
+    depends = dependency_arguments(job)
     job.dir.claim_start()
     try:
         spec = job.dir.spec()
@@ -196,7 +235,7 @@ def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) ->
             os.symlink(files / "log", job.path / "log")
         argv = [sbatch, "--parsable", f"--job-name={_job_name(job)}", f"--output={files / 'log'}",
                 "--no-requeue", f"--chdir={context['cwd']}", *sbatch_arguments(limits, options),
-                *_time_limit(spec, options), str(script)]
+                *_time_limit(spec, options), *depends, str(script)]
         answer = _run(argv, env=context["env"])
         if answer.returncode != 0:
             raise JobError(f"job {job.id}: Slurm refused it: {_slurm_message(answer.stderr)}", job_id=job.id)
