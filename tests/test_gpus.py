@@ -322,7 +322,8 @@ class TestJobs:
         for gate in gates[1:]:
             gate.touch()
         for job in jobs[1:]:
-            assert job.wait(60).state == "exited"
+            status = job.wait(60)
+            assert status.state == "exited", (job.id, status, job.status().note, probe_output(job))
         third = probe_output(jobs[2])
         assert third["CUDA_VISIBLE_DEVICES"] == given[0]
         if ISOLATION != "none" and wired(jobs[2]):
