@@ -100,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
                        help="a parameter and its values (repeatable): --param lr=0.1,0.01")
     _job_flags(sweep)
-    sweep.add_argument("--array-parallel", type=int, metavar="N", help="with --backend slurm: the sweep is one job "
-                       "array, at most N of its tasks running at once (--array=0-K%%N)")
     sweep.add_argument("command", nargs=argparse.REMAINDER, help="the command template (after --)")
 
     queue = sub.add_parser("queue", help="show the queues, or set one's limits",

@@ -70,8 +70,6 @@ def run_sweep(args: argparse.Namespace, session: Any, limits: Any, options: dict
     if not args.param:
         raise JobberError("a sweep needs parameters: --param lr=0.1,0.01 (repeatable)")
     template = words[0] if len(words) == 1 else shlex.join(words)
-    if args.array_parallel is not None:
-        options["array_parallel"] = args.array_parallel
     sweep = session.sweep(template, limits=limits, **options, **_params(args.param))
     for job, params in zip(sweep, sweep.params):
         print(f"{job.id}\t" + " ".join(f"{name}={value}" for name, value in params.items()), flush=True)
