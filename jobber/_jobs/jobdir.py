@@ -113,7 +113,37 @@ class JobDir:
         except FileNotFoundError:
             raise JobError(f"job {self.job_id} no longer exists (its directory {self.path} is gone)",
                            job_id=self.job_id) from None
-        os.close(claim)
+        try:
+            os.write(claim, f"{os.getpid()} {_start_ticks()}\n".encode())  # who claimed it: see claim()
+        finally:
+            os.close(claim)
+
+    def mark_launching(self) -> None:
+        """Note in the claim that the launcher is being started (from here on a dead
+        claimer may have left a launcher on its way, which will record the job)."""
+        write_atomic(self.path / "started", f"{os.getpid()} {_start_ticks()} launching\n".encode())
+
+    def launcher(self) -> tuple[int, int | None] | None:
+        """The launcher that took this attempt's gate (``launched``): (pid, start), or None."""
+        try:
+            with open(self.path / "launched", "rb") as f:
+                words = f.read(100).split()
+            return int(words[0]), (int(words[1]) if words[1:2] and words[1].isdigit() else None)
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def claim(self) -> tuple[int, int | None, bool, float] | None:
+        """The start claim: (claimer pid, its start time, launching?, age in s), or None."""
+        try:
+            with open(self.path / "started", "rb") as f:
+                words = f.read(200).split()
+                age = time.time() - os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            return int(words[0]), int(words[1]) if words[1:2] else None, b"launching" in words, age
+        except (IndexError, ValueError):
+            return 0, None, True, age  # an old or foreign claim: trust only its age
 
     def release_start(self) -> None:
         """Give the start claim back: the start failed before anything ran."""
@@ -134,6 +164,16 @@ class JobDir:
     def request_stop(self) -> None:
         """Record that a stop was asked for, so the outcome reads "stopped"."""
         write_atomic(self.path / "stop-requested", f"{time.time()}\n".encode())
+
+
+def _start_ticks() -> int | None:
+    """This process's start time in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def ensure_private_dir(path: Path | str, *, uid: int | None = None) -> Path:

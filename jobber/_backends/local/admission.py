@@ -12,10 +12,11 @@ next.
     <owner dir>/.admission      the lock; its mtime is when the last pass ran
 
 Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
-entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher then writes
-"running". A job left "admitted" by a pass that died before the launcher answered is put
-back in line only once the launcher's answer is overdue (``_LAUNCH_OVERDUE_S``), when no
-launcher can still be on its way.
+entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher takes the
+attempt's gate (``launched``, O_EXCL, naming itself) and writes "running". A job left
+"admitted" by a pass that died is put back in line when no launcher took the gate or the
+one that did is dead; a launcher still on its way that comes late finds the gate taken by
+the next one and leaves.
 
 Order: jobs in ``waiting/`` are taken by id (the order they were made), each queue's
 first job that does not fit blocks the rest of that queue (FIFO); a job waiting for a
@@ -34,19 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from jobber._backends.local import gpus as _gpus
+from jobber._backends.local import isolation
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.queues import read_settings
 
-__all__ = ["enqueue", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
+__all__ = ["enqueue", "ensure_in_line", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
 
 WAITING = "waiting"
 ADMITTED = "admitted"
 _LOCK = ".admission"
 _NUDGE_EVERY_S = 1.0
-_LAUNCH_OVERDUE_S = 90.0  # > the starter's 60 s wait for the launcher's answer
 
 
 def needs_admission(spec: dict[str, Any]) -> bool:
@@ -85,16 +86,33 @@ Starter = Callable[[JobDir, list[int]], None]
 
 def enqueue(backend: Any, start: Starter) -> None:
     """Put a claimed job in line (status "pending"), then run a pass."""
-    spec = backend.dir.spec()
+    owner_dir = backend.dir.path.parent
+    (owner_dir / WAITING).mkdir(mode=0o700, exist_ok=True)
+    with _Lock(owner_dir):  # the status and the entry together, as a pass sees them
+        backend.dir.write("status.json", {"state": "pending", "waiting": True, "note": "waiting for its turn",
+                                          "queued_at": time.time()})
+        _write_entry(backend.dir)
+    run_pass(owner_dir, backend.owner, start)
+
+
+def ensure_in_line(backend: Any) -> None:
+    """A waiting job whose entry is missing (its starter was killed between writing the
+    status and the entry) gets it back, in its place."""
+    owner_dir = backend.dir.path.parent
+    if (owner_dir / WAITING / str(backend.job_id)).exists():
+        return
+    with _Lock(owner_dir):
+        raw = backend.dir.read("status.json") or {}
+        if raw.get("waiting") and not (owner_dir / WAITING / str(backend.job_id)).exists():
+            _write_entry(backend.dir)
+
+
+def _write_entry(jobdir: JobDir) -> None:
+    spec = jobdir.spec()
     limits = spec.get("limits") or {}
     entry = {"queue": spec.get("queue"), "after": spec.get("after") or [], "memory": limits.get("memory"),
              "cpus": limits.get("cpu"), "gpus": limits.get("gpus") or 0, "at": time.time()}
-    owner_dir = backend.dir.path.parent
-    (owner_dir / WAITING).mkdir(mode=0o700, exist_ok=True)
-    backend.dir.write("status.json", {"state": "pending", "waiting": True, "note": "waiting for its turn",
-                                      "queued_at": entry["at"]})
-    write_atomic(owner_dir / WAITING / str(backend.job_id), json.dumps(entry).encode())
-    run_pass(owner_dir, backend.owner, start)
+    write_atomic(jobdir.path.parent / WAITING / str(jobdir.job_id), json.dumps(entry).encode())
 
 
 def nudge(owner_dir: Path, owner: str, start: Starter) -> None:
@@ -190,7 +208,7 @@ class _Pass:
                 _unlink(path)
                 _gpus.release(self.root, f"{self.owner}/{job_id}")
                 continue
-            if raw.get("admitted_by") and _overdue(raw):
+            if raw.get("admitted_by") and _start_lost(self._dir(job_id), raw):
                 # Its admitter died before the launcher answered, and no launcher can still
                 # be on its way: back in line, in its old place (ids keep the order).
                 self._dir(job_id).write("status.json", {"state": "pending", "waiting": True,
@@ -300,10 +318,32 @@ def _end(jobdir: JobDir, state: str, note: str) -> None:
                                  "ended_at": time.time(), "error": note})
 
 
-def _overdue(raw: dict[str, Any]) -> bool:
-    pid, start = (raw.get("admitted_by") or [None, None])
-    alive = pid is not None and process_start_time(pid) == start
-    return not alive and time.time() - (raw.get("admitted_at") or 0) > _LAUNCH_OVERDUE_S
+def _alive(pid: int | None, start: int | None) -> bool:
+    return pid is not None and start is not None and process_start_time(pid) == start
+
+
+def _start_lost(jobdir: JobDir, raw: dict[str, Any]) -> bool:
+    """Its admitter died before the launcher recorded the job, and no launcher is on its
+    way (none took the attempt's gate, or the one that did died too: then what it may
+    have started is killed, and the gate freed for the next launch)."""
+    if _alive(*(raw.get("admitted_by") or [None, None])):
+        return False
+    gate = jobdir.launcher()
+    if gate is None:
+        return True
+    if _alive(*gate):
+        return False
+    record = jobdir.read("confinement.json")
+    if record:
+        try:
+            cgroup = isolation.open_cgroup(record)
+            cgroup.kill_all()
+            cgroup.remove()
+        except (OSError, JobError):
+            pass
+    jobdir.remove("launched")
+    jobdir.remove("confinement.json")
+    return True
 
 
 def _ids(folder: Path) -> list[int]:

@@ -82,8 +82,8 @@ class LocalBackend(DirectoryBackend):
                 return
             self._launch_attempt(made)
         except BaseException as err:
-            if self.dir.exists("status.json"):
-                raise  # the supervisor took the job over and recorded how it ended
+            if self.dir.exists("status.json") or isinstance(err, _AlreadyLaunched):
+                raise  # the supervisor took the job over (and records how it ends)
             self._undo_start(*made)
             if isinstance(err, (JobError, KeyboardInterrupt, SystemExit)):
                 raise
@@ -107,6 +107,7 @@ class LocalBackend(DirectoryBackend):
             argv[-2:-2] = ["--log-max", str(int(spec["log_max"]))]
         if record.get("via_user_manager"):
             argv = _through_user_manager(self.job_id, argv)
+        self.dir.mark_launching()
         _launch(self.job_id, argv)
 
     def start_admitted(self, devices: list[int]) -> None:
@@ -122,8 +123,8 @@ class LocalBackend(DirectoryBackend):
             self._launch_attempt(made)
         except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
             raw = self.dir.read("status.json") or {}
-            if raw.get("state") != "pending":
-                return  # the launcher took it over and recorded how it ended
+            if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
+                return  # a launcher took it over and records how it ends
             self._undo_start(made[0], made[1], release=False)
             self.dir.write("status.json", {"state": "failed", "exit_code": None, "signal": None, "oom_killed": False,
                                            "ended_at": time.time(),
@@ -233,6 +234,7 @@ class LocalBackend(DirectoryBackend):
         spec = self.dir.spec()
         limits = self._attempt_limits(spec)
         if raw is None:
+            self._release_abandoned_claim()
             return JobStatus(state="created", limits=limits, timeout=spec.get("timeout"),
                              retries=spec.get("retries", 0)), False
         record = self.dir.read("confinement.json") or {}
@@ -240,6 +242,7 @@ class LocalBackend(DirectoryBackend):
             return self._from_raw(raw, record, limits), False
         if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
             if raw.get("waiting"):
+                admission.ensure_in_line(self)
                 admission.nudge(self.dir.path.parent, self.owner, start_admitted)
                 raw = self.dir.read("status.json") or raw
                 if raw["state"] != "pending" or not raw.get("waiting"):
@@ -258,6 +261,23 @@ class LocalBackend(DirectoryBackend):
         except (OSError, JobError):
             stats = {}
         return self._from_raw({**raw, **stats}, record, limits), False
+
+    def _release_abandoned_claim(self) -> None:
+        """A start() killed half-way (kill -9, a reboot) left its claim and no status: undo
+        what it made, so the job can be started again. A launcher on its way (it took the
+        attempt's gate, ``launched``, and lives) records the job itself; one that died
+        before it did leaves processes that are killed here."""
+        claim = self.dir.claim()
+        if claim is None or _alive(claim[0], claim[1]) or self.dir.exists("status.json"):
+            return
+        gate = self.dir.launcher()
+        if gate is not None and _alive(*gate):
+            return
+        record = self.dir.read("confinement.json")
+        if gate is not None and record:
+            _kill_leftovers(record, None)
+            self.dir.remove("launched")
+        self._undo_start(record, None)
 
     def _attempt_limits(self, spec: dict[str, Any]) -> Limits:
         current = self.dir.read(ATTEMPT) if spec.get("retries") else None
@@ -372,6 +392,10 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
     return "the job's supervisor died before the job ended (killed?): its processes were killed", stats
 
 
+class _AlreadyLaunched(JobError):
+    """Another launcher of this attempt took its gate: it runs the job; undo nothing."""
+
+
 def _not_started(job_id: int, err: BaseException) -> JobError:
     return JobError(f"job {job_id} did not start: {type(err).__name__}: {err}", job_id=job_id)
 
@@ -442,7 +466,8 @@ def _launch(job_id: int, argv: list[str]) -> None:
         said = err.decode(errors="replace").strip().splitlines()
         detail = (reply.removeprefix("error ").strip() or (said[-1] if said else "")
                   or f"the supervisor exited with {proc.returncode}")
-        raise JobError(f"job {job_id} did not start: {detail}", job_id=job_id)
+        raise (_AlreadyLaunched if "already launched" in reply else JobError)(
+            f"job {job_id} did not start: {detail}", job_id=job_id)
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:

@@ -389,6 +389,18 @@ int main(int argc, char **argv) {
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Exactly once per attempt: the first launcher takes the gate (O_EXCL) and names itself
+     * in it, so a starter that died mid-start can tell "on its way" from "never came". */
+    char gate[4096];
+    snprintf(gate, sizeof gate, "%s/launched", job_dir);
+    int gate_fd = open(gate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (gate_fd < 0) {
+        if (errno == EEXIST) { dprintf(1, "error this attempt of the job was already launched\n"); _exit(1); }
+        die(gate);
+    }
+    dprintf(gate_fd, "%d %lld\n", (int)getpid(), start_ticks());
+    close(gate_fd);
+
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log", job_dir);
     /* O_NOFOLLOW: a link planted as the log is refused; O_NONBLOCK: so is a fifo, at once. */

@@ -79,6 +79,7 @@ _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_ne
 _VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
            "--timeout": "timeout", "--grace": "grace", "--log-max": "log_max"}
 TIMED_OUT = "timed-out"  # the marker file: the job was stopped at its time limit
+LAUNCHED = "launched"  # the launcher of this attempt: "PID START_TICKS", made with O_EXCL
 
 
 def parse_launch(argv: list[str]) -> dict:
@@ -223,6 +224,14 @@ def launch(job_dir: str, plan: dict) -> int:
     """The pure-Python resident half: start the job, wait, then finish in-process."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    # Exactly once per attempt (as launcher.c): the first launcher takes the gate.
+    try:
+        gate = os.open(os.path.join(job_dir, LAUNCHED), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        os.write(1, b"error this attempt of the job was already launched\n")
+        return 1
+    os.write(gate, f"{os.getpid()} {process_start_time('self')}\n".encode())
+    os.close(gate)
     # O_NOFOLLOW: a symlink planted as the log is refused, never written through;
     # O_NONBLOCK: so is a fifo, at once (then the flag is dropped).
     log_path = os.path.join(job_dir, "log")
@@ -259,7 +268,10 @@ def launch(job_dir: str, plan: dict) -> int:
         "state": "running", "pid": pid, "started_at": started_at,
         "supervisor_pid": os.getpid(), "supervisor_start": process_start_time("self"),
     })
-    os.write(1, f"ok {pid}\n".encode())
+    try:
+        os.write(1, f"ok {pid}\n".encode())
+    except OSError:
+        pass  # the starter was killed and its pipe closed: the job runs on, supervised
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
