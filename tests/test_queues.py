@@ -122,6 +122,17 @@ class TestQueue:
         for job in jobs:
             job.stop(grace=0)
 
+    def test_follow_waits_for_a_waiting_job_with_heartbeats_then_reads_it_all(self, store):
+        store.set_queue("q", parallel=1)
+        blocker = store.new_job("sleep 1", queue="q")
+        job = store.new_job("echo one; sleep 0.2; echo two", queue="q")
+        blocker.start()
+        job.start()
+        chunks = list(job.follow(heartbeat=0.1))
+        assert b"".join(chunks) == b"one\ntwo\n"
+        assert b"" in chunks[: chunks.index(next(c for c in chunks if c))]  # beats while it waited
+        assert job.status().state == "exited"
+
     def test_a_memory_budget_admits_by_the_sum_of_limits(self, store):
         store.set_queue("mem", memory="300M")
         big = [store.new_job("sleep 30", Limits(memory="200M"), queue="mem") for _ in range(2)]

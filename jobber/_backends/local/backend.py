@@ -172,17 +172,35 @@ class LocalBackend(DirectoryBackend):
         return [*done, self.status()]
 
     def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
-        """The current attempt's log, and every later attempt's after a marker line."""
-        attempt = self.status().attempt
+        """The current attempt's log, and every later attempt's after a marker line.
+
+        A job that waits (in a queue, for jobs it comes after, for GPUs, or between two
+        attempts) is waited for, with heartbeats, and followed once it runs.
+        """
+        status = self.status()
         while True:
+            if status.state == "pending":
+                yield from self._beat_while_pending(heartbeat)
+                status = self.status()
+            attempt = status.attempt
             yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat)
             status = self.status()
-            if status.state == "pending":
-                yield f"\n[jobber: {status.note}]\n".encode()
-                status = self._wait_while_pending()
-            if status.attempt == attempt or (status.ended and status.state != "pending" and not status.started_at):
+            if status.ended:
                 return
-            attempt, offset = status.attempt, 0
+            if status.state == "pending":  # between two attempts: say why, then the next one
+                yield f"\n[jobber: {status.note}]\n".encode()
+            elif status.attempt == attempt:
+                return
+            offset = 0
+
+    def _beat_while_pending(self, heartbeat: float | None) -> Iterator[bytes]:
+        """Wait while the job is "pending", yielding ``b""`` every ``heartbeat`` seconds."""
+        with Inotify() as inotify:
+            inotify.add_watch(self.dir.path, IN_MOVED_TO)
+            while self.status().state == "pending":
+                if not inotify.wait(_LIVENESS_CHECK_S if heartbeat is None else min(heartbeat, _LIVENESS_CHECK_S)) \
+                        and heartbeat is not None:
+                    yield b""
 
     def _attempt_over(self, attempt: int) -> bool:
         status = self.status()
