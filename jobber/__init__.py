@@ -15,6 +15,7 @@ from jobber._errors import CertificateError, JobberError, JobError, JobNotFound,
 from jobber._jobs.history import last_runs
 from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
+from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
 from jobber._tail import last_lines
 
@@ -29,6 +30,7 @@ __all__ = [
     "JobStatus",
     "JobberError",
     "LimitError",
+    "Sweep",
     "Limits",
     "connect",
     "default_root",

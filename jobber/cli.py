@@ -110,7 +110,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"jobber: --memory auto: {format_size(job.limits.memory)}", file=sys.stderr, flush=True)
     job.start()
     if not args.follow:
-        print(f"job {job.id} started (`jobber logs {job.id} -f` to follow it)", file=sys.stderr, flush=True)
+        waiting = job.status()
+        said = f"waits: {waiting.note}" if waiting.state == "pending" else "started"
+        print(f"job {job.id} {said} (`jobber logs {job.id} -f` to follow it)", file=sys.stderr, flush=True)
         print(job.id, flush=True)
         return 0
     # Before the job's first byte: stderr and stdout may share a terminal or a file.

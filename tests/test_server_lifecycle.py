@@ -134,7 +134,7 @@ class TestCreate:
     def test_unknown_fields_are_refused_naming_the_known_ones(self, api):
         reply = api("POST", "/v1/jobs", {"command": "true", "colour": "blue"})
         assert reply.status == 400
-        assert reply.json()["error"].startswith("unknown field(s) 'colour'; known fields: command, env, label, limits,")
+        assert reply.json()["error"].startswith("unknown field(s) 'colour'; known fields: after, command, env, label, limits,")
         assert ids(api) == []
 
     def test_a_command_is_needed_unless_it_is_a_rerun(self, api):

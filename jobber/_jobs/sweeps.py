@@ -55,12 +55,14 @@ class Sweep(list):
         return pandas.DataFrame(rows).set_index("job")
 
     def stop(self, grace: float = 5.0) -> list[Any]:
-        """Stop every job of the sweep that has not ended (waiting ones leave the queue)."""
-        statuses = []
-        for job in self:
-            status = job.status()
-            statuses.append(status if status.ended or status.state == "created" else job.stop(grace))
-        return statuses
+        """Stop every job of the sweep that has not ended: the waiting ones first (they
+        leave the queue unrun), so that no place a stop frees lets one of them start."""
+        current = [job.status() for job in self]
+        order = sorted(range(len(self)), key=lambda i: current[i].state != "pending")
+        for i in order:
+            if not (current[i].ended or current[i].state == "created"):
+                current[i] = self[i].stop(grace)
+        return current
 
     def wait(self, timeout: float | None = None) -> list[Any]:
         """Wait for every job; their statuses."""
