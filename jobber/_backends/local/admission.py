@@ -7,7 +7,9 @@ no pass ran for a second. A pass holds the identity's admission lock (``flock``)
 passes never overlap; each is idempotent, so one killed half-way is simply redone by the
 next.
 
-    <owner dir>/waiting/<id>    a waiting job: {"queue", "after", "memory", "cpus", "gpus"}
+    <owner dir>/waiting/<lane>/<id>   a waiting job: {"queue", "after", "memory", "cpus", "gpus"};
+                                      its lane is its queue (".none" without one), or
+                                      ".after" while jobs it comes after have not ended
     <owner dir>/admitted/<id>   a job a pass started, until it ended: what it holds
     <owner dir>/.admission      the lock; its mtime is when the last pass ran
 
@@ -18,10 +20,12 @@ attempt's gate (``launched``, O_EXCL, naming itself) and writes "running". A job
 one that did is dead; a launcher still on its way that comes late finds the gate taken by
 the next one and leaves.
 
-Order: jobs in ``waiting/`` are taken by id (the order they were made), each queue's
-first job that does not fit blocks the rest of that queue (FIFO); a job waiting for a
-dependency holds no place. A job whose ``after`` job did not succeed ("ok", the default:
-it must exit 0) ends "failed" without running, and so in turn do its own dependents.
+Order: each lane is taken by id (the order jobs were made), and its first job that does
+not fit blocks the rest (FIFO): a pass reads the running jobs and, per lane, the jobs up
+to the first that waits, so its cost does not grow with the line. A job waiting for a
+dependency holds no place: it joins its queue's lane once its dependencies ended. A job
+whose ``after`` job did not succeed ("ok", the default: it must exit 0) ends "failed"
+without running, and so in turn do its own dependents.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from jobber._jobs.queues import read_settings
 __all__ = ["enqueue", "ensure_in_line", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
 
 WAITING = "waiting"
+_AFTER = ".after"  # the lane of jobs whose dependencies have not all ended
+_NO_QUEUE = ".none"  # the lane of jobs in no queue (waiting for GPUs)
 ADMITTED = "admitted"
 _LOCK = ".admission"
 _NUDGE_EVERY_S = 1.0
@@ -57,9 +63,10 @@ def needs_admission(spec: dict[str, Any]) -> bool:
 
 def waiting_count(owner_dir: Path) -> int:
     try:
-        return sum(1 for name in os.listdir(owner_dir / WAITING) if name.isdigit())
+        lanes = os.listdir(owner_dir / WAITING)
     except FileNotFoundError:
         return 0
+    return sum(sum(1 for name in os.listdir(owner_dir / WAITING / lane) if name.isdigit()) for lane in lanes)
 
 
 class _Lock:
@@ -89,30 +96,73 @@ def enqueue(backend: Any, start: Starter) -> None:
     owner_dir = backend.dir.path.parent
     (owner_dir / WAITING).mkdir(mode=0o700, exist_ok=True)
     with _Lock(owner_dir):  # the status and the entry together, as a pass sees them
-        backend.dir.write("status.json", {"state": "pending", "waiting": True, "note": "waiting for its turn",
-                                          "queued_at": time.time()})
-        _write_entry(backend.dir)
-    run_pass(owner_dir, backend.owner, start)
+        backend.dir.write("status.json", {"state": "pending", "waiting": True, "queued_at": time.time(),
+                                          "note": _first_note(backend.dir.spec())})
+        entry = _entry_of(backend.dir.spec())
+        _write_entry(owner_dir, backend.job_id, entry)
+    blocked = run_pass(owner_dir, backend.owner, start)
+    why = blocked.get(_lane(entry))
+    if why:  # behind the lane's first waiting job, for the same reason
+        with _Lock(owner_dir):
+            raw = backend.dir.read("status.json") or {}
+            if raw.get("waiting") and raw.get("note") != why:
+                backend.dir.write("status.json", {**raw, "note": why})
+
+
+def _first_note(spec: dict[str, Any]) -> str:
+    if spec.get("after"):
+        return "after job " + ", ".join(str(dep) for dep, _mode in spec["after"])
+    if spec.get("queue"):
+        return f"queue `{spec['queue']}`: waiting its turn"
+    return "waiting for its GPUs"
 
 
 def ensure_in_line(backend: Any) -> None:
     """A waiting job whose entry is missing (its starter was killed between writing the
     status and the entry) gets it back, in its place."""
     owner_dir = backend.dir.path.parent
-    if (owner_dir / WAITING / str(backend.job_id)).exists():
+    if _find_entry(owner_dir, backend.job_id) is not None:
         return
     with _Lock(owner_dir):
         raw = backend.dir.read("status.json") or {}
-        if raw.get("waiting") and not (owner_dir / WAITING / str(backend.job_id)).exists():
-            _write_entry(backend.dir)
+        if raw.get("waiting") and _find_entry(owner_dir, backend.job_id) is None:
+            _write_entry(owner_dir, backend.job_id, _entry_of(backend.dir.spec()))
 
 
-def _write_entry(jobdir: JobDir) -> None:
-    spec = jobdir.spec()
+def _entry_of(spec: dict[str, Any]) -> dict[str, Any]:
     limits = spec.get("limits") or {}
-    entry = {"queue": spec.get("queue"), "after": spec.get("after") or [], "memory": limits.get("memory"),
-             "cpus": limits.get("cpu"), "gpus": limits.get("gpus") or 0, "at": time.time()}
-    write_atomic(jobdir.path.parent / WAITING / str(jobdir.job_id), json.dumps(entry).encode())
+    return {"queue": spec.get("queue"), "after": spec.get("after") or [], "memory": limits.get("memory"),
+            "cpus": limits.get("cpu"), "gpus": limits.get("gpus") or 0, "at": time.time()}
+
+
+def _lane(entry: dict[str, Any]) -> str:
+    if entry.get("after") and not entry.get("after_met"):
+        return _AFTER
+    return entry.get("queue") or _NO_QUEUE
+
+
+def _write_entry(owner_dir: Path, job_id: int, entry: dict[str, Any]) -> None:
+    lane = owner_dir / WAITING / _lane(entry)
+    lane.mkdir(mode=0o700, exist_ok=True)
+    write_atomic(lane / str(job_id), json.dumps(entry).encode())
+
+
+def _find_entry(owner_dir: Path, job_id: int) -> Path | None:
+    try:
+        lanes = os.listdir(owner_dir / WAITING)
+    except FileNotFoundError:
+        return None
+    for lane in lanes:
+        path = owner_dir / WAITING / lane / str(job_id)
+        if os.path.lexists(path):
+            return path
+    return None
+
+
+def _drop_entry(owner_dir: Path, job_id: int) -> None:
+    path = _find_entry(owner_dir, job_id)
+    if path is not None:
+        _unlink(path)
 
 
 def nudge(owner_dir: Path, owner: str, start: Starter) -> None:
@@ -137,20 +187,26 @@ def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:
         if not raw.get("waiting"):
             return False
         _end(backend.dir, state, note)
-        _unlink(owner_dir / WAITING / str(backend.job_id))
+        _drop_entry(owner_dir, backend.job_id)
     run_pass(owner_dir, backend.owner, start)
     return True
 
 
-def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True) -> None:
-    """Start every waiting job whose turn it is (see the module docstring)."""
+def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True) -> dict[str, str]:
+    """Start every waiting job whose turn it is (see the module docstring).
+
+    Returns:
+        Lane -> why its first waiting job still waits.
+    """
     if not (owner_dir / WAITING).is_dir():
-        return
+        return {}
     with _Lock(owner_dir, blocking) as locked:
         if not locked:
-            return
+            return {}
         os.utime(owner_dir / _LOCK)
-        _Pass(owner_dir, owner, start).run()
+        one = _Pass(owner_dir, owner, start)
+        one.run()
+        return one.blocked
 
 
 class _Pass:
@@ -160,6 +216,7 @@ class _Pass:
         self.owner = owner
         self.root = owner_dir.parent
         self.usage: dict[str | None, dict[str, float]] = {}
+        self.blocked: dict[str, str] = {}
         self.settings: dict[str, dict[str, Any]] = {}
 
     def _dir(self, job_id: int) -> JobDir:
@@ -174,29 +231,51 @@ class _Pass:
     def run(self) -> None:
         (self.owner_dir / ADMITTED).mkdir(mode=0o700, exist_ok=True)
         self._count_admitted()
-        blocked: dict[str | None, str] = {}  # queue -> why its first waiting job waits
-        for job_id in _ids(self.owner_dir / WAITING):
-            entry = _read(self.owner_dir / WAITING / str(job_id))
-            raw = self._status(job_id)
-            if entry is None or raw is None or not raw.get("waiting"):
-                _unlink(self.owner_dir / WAITING / str(job_id))  # stopped or removed meanwhile
+        self._dependencies_met()
+        for lane in sorted(os.listdir(self.owner_dir / WAITING)):
+            if lane != _AFTER:
+                self._lane(lane)
+
+    def _waiting(self, path: Path, job_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The entry and status of a job in line, or None (and its entry dropped) when it
+        no longer waits (stopped or removed meanwhile)."""
+        entry, raw = _read(path), self._status(job_id)
+        if entry is None or raw is None or not raw.get("waiting"):
+            _unlink(path)
+            return None
+        return entry, raw
+
+    def _dependencies_met(self) -> None:
+        """Jobs whose dependencies ended join their queue's lane, or end "failed"."""
+        lane = self.owner_dir / WAITING / _AFTER
+        for job_id in _ids(lane):
+            found = self._waiting(lane / str(job_id), job_id)
+            if found is None:
                 continue
+            entry, raw = found
             waiting_for = self._dependencies(job_id, entry)
             if waiting_for is None:
                 continue  # ended: a dependency failed
-            queue = entry.get("queue")
             if waiting_for:
                 self._note(job_id, raw, waiting_for)
                 continue
-            if queue in blocked:
-                self._note(job_id, raw, blocked[queue])
+            _write_entry(self.owner_dir, job_id, {**entry, "after_met": True})
+            _unlink(lane / str(job_id))
+
+    def _lane(self, name: str) -> None:
+        """Admit the lane's jobs in order, up to the first that does not fit."""
+        lane = self.owner_dir / WAITING / name
+        for job_id in _ids(lane):
+            found = self._waiting(lane / str(job_id), job_id)
+            if found is None:
                 continue
+            entry, raw = found
             why = self._fits(entry)
             if why:
-                blocked[queue] = why
                 self._note(job_id, raw, why)
-                continue
-            self._admit(job_id, entry)
+                self.blocked[name] = why
+                return  # FIFO: the rest of the lane waits behind it
+            self._admit(job_id, entry, lane / str(job_id))
 
     # ---- what runs ----
 
@@ -214,7 +293,7 @@ class _Pass:
                 self._dir(job_id).write("status.json", {"state": "pending", "waiting": True,
                                                         "note": "waiting for its turn again (its start was lost)",
                                                         "queued_at": raw.get("admitted_at")})
-                write_atomic(self.owner_dir / WAITING / str(job_id), json.dumps(entry).encode())
+                _write_entry(self.owner_dir, job_id, entry)
                 _unlink(path)
                 _gpus.release(self.root, f"{self.owner}/{job_id}")
                 continue
@@ -287,7 +366,7 @@ class _Pass:
 
     def _fail(self, job_id: int, note: str) -> None:
         _end(self._dir(job_id), "failed", note)
-        _unlink(self.owner_dir / WAITING / str(job_id))
+        _drop_entry(self.owner_dir, job_id)
         return None
 
     # ---- starting ----
@@ -296,7 +375,7 @@ class _Pass:
         if raw.get("note") != note:
             self._dir(job_id).write("status.json", {**raw, "note": note})
 
-    def _admit(self, job_id: int, entry: dict[str, Any]) -> None:
+    def _admit(self, job_id: int, entry: dict[str, Any], path: Path) -> None:
         holder = f"{self.owner}/{job_id}"
         devices: list[int] = []
         if entry.get("gpus"):
@@ -308,7 +387,7 @@ class _Pass:
         jobdir.write("status.json", {"state": "pending", "note": "starting", "admitted_at": now,
                                      "admitted_by": [os.getpid(), process_start_time(os.getpid())]})
         write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
-        _unlink(self.owner_dir / WAITING / str(job_id))
+        _unlink(path)
         self._use(entry)
         self.start(jobdir, devices)
 

@@ -18,11 +18,12 @@ __all__ = ["wake_waiting"]
 def wake_waiting(job_dir: str) -> None:
     """Exec an admission pass if jobs wait in ``job_dir``'s identity; else return."""
     owner_dir = os.path.dirname(os.path.abspath(job_dir))
+    waiting = os.path.join(owner_dir, "waiting")
     try:
-        names = os.listdir(os.path.join(owner_dir, "waiting"))
+        lanes = os.listdir(waiting)
+        if not any(name.isdigit() for lane in lanes for name in os.listdir(os.path.join(waiting, lane))):
+            return
     except OSError:
-        return
-    if not any(name.isdigit() for name in names):
         return
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
