@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list this identity's jobs")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--label", metavar="NAME", help="only the jobs with this label")
+    ls.add_argument("-n", "--last", type=int, default=200, metavar="N",
+                    help="show the newest N jobs (default 200; --json lists them all)")
+    ls.add_argument("-a", "--all", action="store_true", help="show every job")
 
     status = sub.add_parser("status", help="show a job's status")
     status.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")

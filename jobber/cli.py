@@ -241,15 +241,23 @@ def _skip_first_byte(chunks):
 
 
 def _ls(args: argparse.Namespace) -> int:
-    session = _session(args)
+    return _ls_rows(_session(args), args)
+
+
+def _ls_rows(session, args: argparse.Namespace) -> int:
+    """``jobber ls`` for a session (apart, so the benchmarks time the listing alone)."""
     jobs = session.get_jobs(label=args.label) if args.label else session.get_jobs()
-    rows = [(job, job.status()) for job in jobs]
     if args.json:
+        rows = [(job, job.status()) for job in jobs]
         print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
         return 0
-    if not rows:
+    if not jobs:
         print("no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
         return 0
+    hidden = 0 if args.all else max(0, len(jobs) - max(args.last, 1))
+    rows = [(job, job.status()) for job in jobs[hidden:]]
+    if hidden:
+        print(f"({hidden:,} older job{'s' if hidden != 1 else ''} not shown: `jobber ls --all`, or -n N)")
     # Newest last (ids count up), every column as wide as its widest cell.
     table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
     for job, status in rows:

@@ -62,7 +62,9 @@ class TestThrottlingOfRealJobs:
     def test_the_final_status_keeps_the_throttling(self, store):
         job = store.new_job(BUSY, Limits(cpu=0.2))
         job.start()
-        poll(job, lambda s: (s.cpu_throttled_seconds or 0) > 0)
+        # Until the throttling is a share of the running time worth naming (a slow VM
+        # takes longer to get there), then it must survive into the final status.
+        poll(job, lambda s: s.held_back().startswith("held back by its CPU limit"))
         final = job.stop(grace=0)
         assert final.state == "stopped"
         assert final.cpu_throttled_seconds > 0

@@ -218,6 +218,10 @@ class JobStore:
         spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(),
                                    "options": check_options(options), **lifecycle}
         check_lifecycle_for(spec["options"], lifecycle)
+        if spec["options"]["backend"] == "local" and limits is not None and limits.gpus:
+            from jobber._backends.local.gpus import check_request
+
+            check_request(limits.gpus)  # a GPU-less host refuses now, rather than let it wait for ever
         if env:
             spec["extra_env"] = check_env(env)
         if cwd is not None:

@@ -121,7 +121,10 @@ def ensure_in_line(backend: Any) -> None:
     """A waiting job whose entry is missing (its starter was killed between writing the
     status and the entry) gets it back, in its place."""
     owner_dir = backend.dir.path.parent
-    if _find_entry(owner_dir, backend.job_id) is not None:
+    spec = backend.dir.spec()
+    base = os.path.join(owner_dir, WAITING)
+    if any(os.path.lexists(os.path.join(base, lane, str(backend.job_id)))
+           for lane in (_AFTER, spec.get("queue") or _NO_QUEUE)):
         return
     with _Lock(owner_dir):
         raw = backend.dir.read("status.json") or {}
@@ -165,14 +168,19 @@ def _drop_entry(owner_dir: Path, job_id: int) -> None:
         _unlink(path)
 
 
-def nudge(owner_dir: Path, owner: str, start: Starter) -> None:
-    """A pass, unless one ran within the last second or one is running now."""
+def nudge(owner_dir: Path, owner: str, start: Starter) -> bool:
+    """A pass, unless one ran within the last second or one is running now.
+
+    Returns:
+        Whether a pass ran.
+    """
     try:
-        if time.time() - os.stat(owner_dir / _LOCK).st_mtime < _NUDGE_EVERY_S:
-            return
+        if time.time() - os.stat(os.path.join(owner_dir, _LOCK)).st_mtime < _NUDGE_EVERY_S:
+            return False
     except FileNotFoundError:
         pass
     run_pass(owner_dir, owner, start, blocking=False)
+    return True
 
 
 def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:

@@ -97,7 +97,8 @@ class LocalBackend(DirectoryBackend):
         """
         spec = self.dir.spec()
         limits = self._attempt_limits(spec)
-        made[0] = record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path))
+        made[0] = record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path),
+                                             devices=spec.get("gpu_devices"))
         made[1] = cgroup = isolation.open_cgroup(record)
         self.dir.write("confinement.json", record)
         argv = _supervisor_argv(str(self.dir.path), cgroup, spec, spec["command"])
@@ -255,16 +256,16 @@ class LocalBackend(DirectoryBackend):
             self._release_abandoned_claim()
             return JobStatus(state="created", limits=limits, timeout=spec.get("timeout"),
                              retries=spec.get("retries", 0)), False
-        record = self.dir.read("confinement.json") or {}
-        if raw["state"] not in ("running", "pending"):
-            return self._from_raw(raw, record, limits), False
         if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
             if raw.get("waiting"):
                 admission.ensure_in_line(self)
-                admission.nudge(self.dir.path.parent, self.owner, start_admitted)
-                raw = self.dir.read("status.json") or raw
-                if raw["state"] != "pending" or not raw.get("waiting"):
-                    return self._status()
+                if admission.nudge(self.dir.path.parent, self.owner, start_admitted):
+                    raw = self.dir.read("status.json") or raw
+                    if raw["state"] != "pending" or not raw.get("waiting"):
+                        return self._status()
+            return self._from_raw(raw, {}, limits), False
+        record = self.dir.read("confinement.json") or {}
+        if raw["state"] not in ("running", "pending"):
             return self._from_raw(raw, record, limits), False
         if not _alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
             # Re-read: the supervisor may have written its outcome and exited since.
@@ -311,7 +312,7 @@ class LocalBackend(DirectoryBackend):
                       started_at=when(raw.get("started_at")), ended_at=when(raw.get("ended_at")))
         if raw.get("error") or raw.get("note"):
             fields["note"] = raw.get("error") or raw["note"]
-        if spec.get("log_max") and raw is not None and "attempt" not in raw:  # the current attempt's log
+        if spec.get("log_max") and "attempt" not in raw and raw.get("started_at"):  # the current attempt's log
             fields["log_dropped_bytes"] = logcut.dropped_bytes(self.dir.log)
         return JobStatus(**fields, limits=limits)
 
