@@ -19,7 +19,7 @@ import pytest
 
 from jobber import JobError, Limits
 from jobber._backends.local import backend as local_backend
-from jobber._backends.local import cgroupfs, isolation
+from jobber._backends.local import cgroupfs, isolation, launching
 from jobber._backends.local import launcher as _launcher
 from jobber._backends.local.isolation import choose
 from jobber._jobs.jobdir import JobDir
@@ -132,7 +132,7 @@ def _fail_on_confinement_write(mp: pytest.MonkeyPatch, error: BaseException) -> 
 
 
 def _fail_popen_of_the_launcher(mp: pytest.MonkeyPatch, error: BaseException) -> None:
-    popen = local_backend.subprocess.Popen
+    popen = launching.subprocess.Popen
     prefix = _launcher.launcher_command("JOB_DIR")[0]
 
     def failing_popen(argv, *args, **kwargs):
@@ -140,7 +140,7 @@ def _fail_popen_of_the_launcher(mp: pytest.MonkeyPatch, error: BaseException) ->
             raise error
         return popen(argv, *args, **kwargs)
 
-    mp.setattr(local_backend.subprocess, "Popen", failing_popen)
+    mp.setattr(launching.subprocess, "Popen", failing_popen)
 
 
 # step -> how to make it fail with a given exception. In start() order.
@@ -151,7 +151,7 @@ STEPS: dict[str, Callable[[pytest.MonkeyPatch, BaseException], None]] = {
     "isolation.prepare": lambda mp, e: mp.setattr(isolation, "prepare", _raiser(e)),
     "isolation.open_cgroup": lambda mp, e: mp.setattr(isolation, "open_cgroup", _raiser(e)),
     "write confinement.json": _fail_on_confinement_write,
-    "launcher_command": lambda mp, e: mp.setattr(local_backend, "launcher_command", _raiser(e)),
+    "launcher_command": lambda mp, e: mp.setattr(launching, "launcher_command", _raiser(e)),
     "_supervisor_argv": lambda mp, e: mp.setattr(local_backend, "_supervisor_argv", _raiser(e)),
     "Popen of the launcher": _fail_popen_of_the_launcher,
     "_launch": lambda mp, e: mp.setattr(local_backend, "_launch", _raiser(e)),
@@ -232,9 +232,9 @@ class TestAFailureAtAnyStepIsUndone:
 class TestTheLauncherFails:
     def test_a_launcher_that_cannot_be_run_leaves_the_job_startable(self, store, monkeypatch):
         job = store.new_job("echo hi", Limits(memory="64M"))
-        real = local_backend.launcher_command
+        real = launching.launcher_command
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(local_backend, "launcher_command",
+            mp.setattr(launching, "launcher_command",
                        lambda job_dir: ["/nonexistent/launcher", *real(job_dir)[1:]])
             with pytest.raises(JobError, match=f"job {job.id}.*(/nonexistent/launcher|No such file)") as caught:
                 job.start()
@@ -244,7 +244,7 @@ class TestTheLauncherFails:
     def test_a_launcher_that_exits_without_an_answer_leaves_the_job_startable(self, store):
         job = store.new_job("echo hi", Limits(memory="64M"))
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(local_backend, "launcher_command", lambda job_dir: ["/bin/true"])
+            mp.setattr(launching, "launcher_command", lambda job_dir: ["/bin/true"])
             with pytest.raises(JobError, match=f"job {job.id} did not start: the supervisor exited with 0") as caught:
                 job.start()
         assert_startable(job, caught.value)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,11 +21,14 @@ from typing import Any
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
-from jobber._backends.local.launcher import launcher_command
+from jobber._backends.local.launching import AlreadyLaunched as _AlreadyLaunched
+from jobber._backends.local.launching import launch as _launch
+from jobber._backends.local.launching import not_started as _not_started
+from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
+from jobber._backends.local.launching import through_user_manager as _through_user_manager
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
-from jobber._files import write_atomic
 from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
@@ -36,7 +38,6 @@ from jobber._limits import Limits
 
 __all__ = ["LocalBackend"]
 
-_REPLY_TIMEOUT_S = 60.0
 _TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, as stop() does
 # Status changes arrive as renames of status.json; the cap only bounds how soon a dead
 # supervisor is noticed (it cannot send an event).
@@ -409,84 +410,6 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
     except (OSError, JobError) as err:
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
     return "the job's supervisor died before the job ended (killed?): its processes were killed", stats
-
-
-class _AlreadyLaunched(JobError):
-    """Another launcher of this attempt took its gate: it runs the job; undo nothing."""
-
-
-def _not_started(job_id: int, err: BaseException) -> JobError:
-    return JobError(f"job {job_id} did not start: {type(err).__name__}: {err}", job_id=job_id)
-
-
-def _supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
-    """The launcher's command line: its options (the C and Python launchers share them).
-
-    The command itself goes to ``<job dir>/command``, which the launcher reads: a command
-    of any length runs (as an argument it would meet the kernel's 128 KiB per string).
-    """
-    command_file = os.path.join(job_dir, "command")
-    write_atomic(command_file, os.fsencode(command))
-    argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
-    sandbox = context.get("sandbox")
-    if sandbox:
-        argv += ["--clear-env", "--umask", sandbox["umask"]]
-        if sandbox.get("no_new_privs"):
-            argv.append("--no-new-privs")
-        for name, (soft, hard) in sorted(sandbox.get("rlimits", {}).items()):
-            argv += ["--rlimit", f"{name}={soft}:{hard}"]
-        if sandbox.get("private_tmp"):
-            argv += ["--private-tmp", sandbox["private_tmp"]]
-        if sandbox.get("hide_pids"):
-            argv.append("--hide-pids")
-    for name, value in context["env"].items():
-        argv += ["--env", f"{name}={value}"]
-    if "user" in context:
-        argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
-    return argv + ["--command-file", command_file]
-
-
-def _through_user_manager(job_id: int, argv: list[str]) -> list[str]:
-    """Start the supervisor in a scope of the user's systemd manager, so that it may place
-    the job in the cgroup that manager delegated (see ``cgroup_v2._may_move_into``).
-    ``systemd-run --scope`` execs the launcher itself: its answer reaches us as usual."""
-    from jobber._backends.local.systemd import runtime_dir
-
-    return ["env", f"XDG_RUNTIME_DIR={runtime_dir()}", "systemd-run", "--user", "--scope", "--quiet", "--collect",
-            f"--description=jobber: the supervisor of job {job_id}", "--", *argv]
-
-
-def _launch(job_id: int, argv: list[str]) -> None:
-    """Run the launcher and read its one-line answer: ``ok PID`` or ``error WHY``.
-
-    Raises:
-        JobError: the launcher could not be run, did not answer, or refused.
-    """
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,  # a launcher that cannot even start says why here
-            start_new_session=True,  # no SIGINT/SIGHUP from the caller's terminal
-        )
-    except OSError as err:
-        raise JobError(f"job {job_id}: cannot start its supervisor {argv[0]}: {err.strerror or err}",
-                       job_id=job_id) from err
-    try:
-        out, err = proc.communicate(timeout=_REPLY_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise JobError(f"job {job_id}: its supervisor did not answer within {_REPLY_TIMEOUT_S:.0f} s",
-                       job_id=job_id) from None
-    reply = out.decode(errors="replace").strip()
-    if not reply.startswith("ok "):
-        said = err.decode(errors="replace").strip().splitlines()
-        detail = (reply.removeprefix("error ").strip() or (said[-1] if said else "")
-                  or f"the supervisor exited with {proc.returncode}")
-        raise (_AlreadyLaunched if "already launched" in reply else JobError)(
-            f"job {job_id} did not start: {detail}", job_id=job_id)
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:

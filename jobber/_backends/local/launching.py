@@ -1,0 +1,98 @@
+"""Launching a job's supervisor: its command line, and its one-line answer.
+
+``start()`` (``backend.py``) makes the job's cgroup, then :func:`launch_argv` builds the
+launcher's options from the spec and :func:`launch` runs it and reads ``ok PID`` or
+``error WHY``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+from jobber._backends.local.launcher import launcher_command
+from jobber._errors import JobError
+from jobber._files import write_atomic
+
+__all__ = ["AlreadyLaunched", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv", "through_user_manager"]
+
+REPLY_TIMEOUT_S = 60.0
+
+
+class AlreadyLaunched(JobError):
+    """Another launcher of this attempt took its gate: it runs the job; undo nothing."""
+
+
+def not_started(job_id: int, err: BaseException) -> JobError:
+    return JobError(f"job {job_id} did not start: {type(err).__name__}: {err}", job_id=job_id)
+
+
+def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
+    """The launcher's command line: its options (the C and Python launchers share them).
+
+    The command itself goes to ``<job dir>/command``, which the launcher reads: a command
+    of any length runs (as an argument it would meet the kernel's 128 KiB per string).
+    """
+    command_file = os.path.join(job_dir, "command")
+    write_atomic(command_file, os.fsencode(command))
+    argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
+    sandbox = context.get("sandbox")
+    if sandbox:
+        argv += ["--clear-env", "--umask", sandbox["umask"]]
+        if sandbox.get("no_new_privs"):
+            argv.append("--no-new-privs")
+        for name, (soft, hard) in sorted(sandbox.get("rlimits", {}).items()):
+            argv += ["--rlimit", f"{name}={soft}:{hard}"]
+        if sandbox.get("private_tmp"):
+            argv += ["--private-tmp", sandbox["private_tmp"]]
+        if sandbox.get("hide_pids"):
+            argv.append("--hide-pids")
+    for name, value in context["env"].items():
+        argv += ["--env", f"{name}={value}"]
+    if "user" in context:
+        argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
+    return argv + ["--command-file", command_file]
+
+
+def through_user_manager(job_id: int, argv: list[str]) -> list[str]:
+    """Start the supervisor in a scope of the user's systemd manager, so that it may place
+    the job in the cgroup that manager delegated (see ``cgroup_v2._may_move_into``).
+    ``systemd-run --scope`` execs the launcher itself: its answer reaches us as usual."""
+    from jobber._backends.local.systemd import runtime_dir
+
+    return ["env", f"XDG_RUNTIME_DIR={runtime_dir()}", "systemd-run", "--user", "--scope", "--quiet", "--collect",
+            f"--description=jobber: the supervisor of job {job_id}", "--", *argv]
+
+
+def launch(job_id: int, argv: list[str]) -> None:
+    """Run the launcher and read its one-line answer: ``ok PID`` or ``error WHY``.
+
+    Raises:
+        JobError: the launcher could not be run, did not answer, or refused.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # a launcher that cannot even start says why here
+            start_new_session=True,  # no SIGINT/SIGHUP from the caller's terminal
+        )
+    except OSError as err:
+        raise JobError(f"job {job_id}: cannot start its supervisor {argv[0]}: {err.strerror or err}",
+                       job_id=job_id) from err
+    try:
+        out, err = proc.communicate(timeout=REPLY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise JobError(f"job {job_id}: its supervisor did not answer within {REPLY_TIMEOUT_S:.0f} s",
+                       job_id=job_id) from None
+    reply = out.decode(errors="replace").strip()
+    if not reply.startswith("ok "):
+        said = err.decode(errors="replace").strip().splitlines()
+        detail = (reply.removeprefix("error ").strip() or (said[-1] if said else "")
+                  or f"the supervisor exited with {proc.returncode}")
+        raise (AlreadyLaunched if "already launched" in reply else JobError)(
+            f"job {job_id} did not start: {detail}", job_id=job_id)

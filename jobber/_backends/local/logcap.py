@@ -1,0 +1,194 @@
+"""The Python supervisor's resident wait (launcher.c has its twin): until the job's main
+process ends, keep the log under its cap and watch the time limit.
+
+Standard library only: part of the supervisor island.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import stat
+import time
+
+from jobber._files import write_atomic
+
+__all__ = ["LOG_CAP_NOTE", "LogCap", "supervise", "trim_log"]
+
+
+def _libc():
+    import ctypes  # only once a log outgrows its cap: the finishing half rarely pays for it
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+# The log cap, as launcher.c's struct log_cap does it (see there): the log keeps its first
+# H bytes (cap/2 in whole blocks) and its newest cap/2; the middle is punched out of the
+# file, so no offset moves. Readers find the cut from the file alone (jobber._jobs.logcut).
+LOG_CAP_NOTE = "log-cap-note"
+CAP_LOOK_S = 0.002  # at most one fstat every 2 ms, however fast the writer
+CAP_POLL_MAX_S = 0.25  # without a change notice: the slowest periodic look
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
+class LogCap:
+    """Keeps an open log (``fd``, writable) under ``limit`` bytes while it grows."""
+
+    def __init__(self, fd: int, limit: int, job_dir: str, *, slack: int | None = None) -> None:
+        self.fd, self.limit, self.job_dir = fd, limit, job_dir
+        self.block = os.fstat(fd).st_blksize or 4096
+        self.head = max(self.block, limit // 2 // self.block * self.block)
+        self.resume = self.head
+        self.slack = max(1 << 20, limit // 16) if slack is None else slack
+        self.last_size = 0
+        self._fallocate = None
+
+    def check(self) -> bool:
+        """Cut the log once its tail has grown past cap/2 + slack; True when it grew."""
+        if not self.limit:
+            return False
+        size = os.fstat(self.fd).st_size
+        grew, self.last_size = size != self.last_size, size
+        if size - self.resume <= self.limit // 2 + self.slack:
+            return grew
+        to = (size - self.limit // 2) // self.block * self.block
+        if to <= self.resume:
+            return grew
+        try:
+            self._punch(self.resume, to - self.resume)
+        except OSError as err:
+            if err.errno != errno.EINTR:
+                self.limit = 0  # stop trying: the log grows uncapped, the job goes on
+                _note_log_cap(self.job_dir, err)
+            return grew
+        self.resume = to
+        return grew
+
+    def _punch(self, offset: int, length: int) -> None:
+        if self._fallocate is None:
+            ctypes, libc = _libc()  # only once a log outgrows its cap
+            self._fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
+            self._fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            self._get_errno = ctypes.get_errno
+        if self._fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            err = self._get_errno()
+            raise OSError(err, f"fallocate PUNCH_HOLE: {os.strerror(err)}")
+
+
+def _note_log_cap(job_dir: str, err: OSError) -> None:
+    """Say why the cap is not enforced (best effort: the job never fails for its log)."""
+    try:
+        write_atomic(os.path.join(job_dir, LOG_CAP_NOTE),
+                     f"log_max is not enforced: this filesystem cannot punch holes in the log ({err.strerror})\n".encode())
+    except OSError:
+        pass
+
+
+def trim_log(job_dir: str, limit: int) -> None:
+    """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block)."""
+    try:
+        fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= limit:
+            return  # the usual case: nothing to cut, and nothing imported for it
+        cap = LogCap(fd, limit, job_dir, slack=0)
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+        if hole < st.st_size:  # cut before: go on from where the kept tail starts
+            try:
+                cap.resume = max(cap.head, os.lseek(fd, hole, os.SEEK_DATA))
+            except OSError:
+                cap.resume = st.st_size
+        cap.check()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str) -> bool:
+    """The resident wait: until ``pid`` ends, keep the log under its cap and, with
+    ``seconds``, return True once the time is up (False when the job ended).
+
+    One poll holds the pidfd, the timeout and a one-shot change notice on the job
+    directory (dnotify: F_NOTIFY DN_MODIFY, whose SIGIO reaches the poll through the
+    wakeup fd): a write wakes us once, then we look at most every 2 ms and re-arm. As in
+    launcher.c's ``supervise`` (which says why not inotify). Without a pidfd the end is
+    polled with waitid(WNOWAIT); without the notice the log is looked at periodically.
+    """
+    if seconds is None and cap is None:
+        return False
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    dirfd = wake_r = wake_w = -1
+    if cap is not None:
+        try:
+            wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.signal(signal.SIGIO, lambda *_: None)
+            signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            dirfd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            dirfd = -1
+    start = time.monotonic()
+    last_look, armed, interval = start - CAP_LOOK_S, False, CAP_LOOK_S
+    try:
+        while True:
+            now = time.monotonic()
+            if seconds is not None and now - start >= seconds:
+                return True
+            wake: float | None = None
+            if cap is not None and dirfd >= 0 and not armed:
+                if now - last_look >= CAP_LOOK_S:
+                    try:  # arm first, then look: a write after the look always wakes us
+                        fcntl.fcntl(dirfd, fcntl.F_NOTIFY, fcntl.DN_MODIFY)
+                        armed = True
+                    except OSError:
+                        os.close(dirfd)
+                        dirfd = -1
+                    cap.check()
+                    last_look = now
+                else:
+                    wake = last_look + CAP_LOOK_S - now
+            if cap is not None and dirfd < 0:
+                if now - last_look >= interval:
+                    interval = CAP_LOOK_S if cap.check() else min(interval * 2, CAP_POLL_MAX_S)
+                    last_look = now
+                wake = min(wake if wake is not None else interval, last_look + interval - now)
+            if pidfd < 0:
+                wake = min(wake if wake is not None else 0.05, 0.05)
+            if seconds is not None:
+                wake = min(wake if wake is not None else 3600.0, start + seconds - now, 3600.0)
+            poller = select.poll()
+            if pidfd >= 0:
+                poller.register(pidfd, select.POLLIN)
+            if armed:
+                poller.register(wake_r, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(None if wake is None else max(0.0, wake) * 1000 + 1)}
+            if pidfd in ready or (pidfd < 0 and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)):
+                return False
+            if armed and wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                armed = False  # the one-shot notice fired (and is gone): look at the next 2 ms mark
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+        if dirfd >= 0:
+            os.close(dirfd)  # ends the notice
+        if wake_w >= 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGIO, signal.SIG_IGN)  # a late one must not end the supervisor
+            os.close(wake_r)
+            os.close(wake_w)
