@@ -236,6 +236,7 @@ class LocalBackend(DirectoryBackend):
                     except OSError:
                         pass
         self.dir.remove("confinement.json")
+        self.dir.remove("launched")  # the launcher said it failed: it runs nothing
         if release:
             self.dir.remove("command")
             self.dir.release_start()
