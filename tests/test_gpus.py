@@ -10,6 +10,7 @@ pure cgroup v2 VM (``make test-cgroup-v2``); a test for the other layout skips a
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shlex
@@ -25,6 +26,7 @@ from jobber import LimitError, Limits
 from jobber._backends.local import cgroup_v2, gpus, isolation
 from jobber._backends.local.bpf_devices import BpfUnavailable
 from jobber._backends.local.isolation import choose, open_cgroup
+from jobber._jobs.store import JobStore
 from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
@@ -357,3 +359,18 @@ class TestJobs:
         assert both.status().note == "waiting for 2 GPUs (1 free)"
         gate.touch()
         assert both.wait(60).state == "exited"
+
+    def test_a_gpu_freed_by_one_identity_starts_another_identitys_waiting_job(self, launcher, fake_gpus, store,
+                                                                                 tmp_path):
+        # GPUs are the host's: the finisher of A's job admits B's waiting job too, with no
+        # look at B's job (no status() of it) until it ran.
+        other = JobStore(hashlib.sha256(b"identity B").hexdigest(), store.root)
+        gate, ran = tmp_path / "gate", tmp_path / "b-ran"
+        holder = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=2))
+        holder.start()
+        wait_for(lambda: holder.status().state == "running", 60, "A's job to hold both GPUs")
+        waiting = other.new_job(f"touch {ran}", Limits(gpus=1))
+        waiting.start()
+        gate.touch()
+        wait_for(ran.exists, 60, "B's job to be admitted by A's finisher")
+        assert waiting.wait(30).state == "exited"

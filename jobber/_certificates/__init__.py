@@ -41,6 +41,7 @@ from jobber._errors import CertificateError
 if TYPE_CHECKING:
     from jobber._jobs.job import Job
     from jobber._jobs.store import JobStore
+    from jobber._jobs.sweeps import Sweep
     from jobber._limits import Limits
 
 __all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates",
@@ -326,7 +327,8 @@ class Certificate:
             command: the shell command to run.
             limits: resource limits; None for none.
             **options: ``env=``, ``cwd=``, ``label=``, ``timeout=``, ``log_max=``,
-                ``retries=``, ``retry_on=``, ``oom_growth=`` (see docs/api.md), and where to
+                ``retries=``, ``retry_on=``, ``oom_growth=``, ``queue=``, ``after=`` (see
+                docs/api.md), and where to
                 run it: backend="slurm", partition=, time=, account=, gres= (default
                 backend: $JOBBER_BACKEND or "local").
 
@@ -366,7 +368,7 @@ class Certificate:
         """
         return self._store().queues()
 
-    def sweep(self, command_template: str, **params: Any) -> list[Job]:
+    def sweep(self, command_template: str, **params: Any) -> Sweep:
         """One job per combination of the parameters' values, started (through a queue).
 
         ``cert.sweep("python train.py --lr {lr} --bs {bs}", lr=[0.1, 0.01], bs=[32, 64],

@@ -168,7 +168,7 @@ class Job:
         """Block until the job has ended, or ``timeout`` seconds have passed.
 
         Returns:
-            The status: final, or still "running"/"created" if the timeout came first.
+            The status: final, or still "created"/"pending"/"running" if the timeout came first.
         """
         return self._backend.wait(timeout)
 

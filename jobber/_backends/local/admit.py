@@ -1,5 +1,5 @@
-"""``admit.py OWNER_DIR``: one admission pass, run by the finisher of a job that ended
-while others wait (see ``waking.py`` and ``admission.py``)."""
+"""``admit.py OWNER_DIR...``: an admission pass for each identity, run by the finisher of
+a job that ended while others wait (see ``waking.py`` and ``admission.py``)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,22 @@ from pathlib import Path
 
 from jobber._backends.local.admission import run_pass
 from jobber._backends.local.backend import start_admitted
+from jobber._errors import JobberError
 
 __all__ = ["main"]
 
 
 def main(argv: list[str]) -> int:
-    owner_dir = Path(argv[0])
     for fd in (0, 1, 2):  # the finisher's were /dev/null; keep them open for the launcher
         try:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)
-    run_pass(owner_dir, owner_dir.name, start_admitted)
+    for owner_dir in map(Path, argv):  # its own identity, then others waiting for GPUs it held
+        try:
+            run_pass(owner_dir, owner_dir.name, start_admitted)
+        except (OSError, JobberError):
+            continue  # another's identity this process may not read: its own look admits it
     return 0
 
 

@@ -1,6 +1,6 @@
 """Launching a job's supervisor: its command line, and its one-line answer.
 
-``start()`` (``backend.py``) makes the job's cgroup, then :func:`launch_argv` builds the
+``start()`` (``backend.py``) makes the job's cgroup, then :func:`supervisor_argv` builds the
 launcher's options from the spec and :func:`launch` runs it and reads ``ok PID`` or
 ``error WHY``.
 """

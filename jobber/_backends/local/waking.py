@@ -15,20 +15,37 @@ import sys
 __all__ = ["wake_waiting"]
 
 
-def wake_waiting(job_dir: str) -> None:
-    """Exec an admission pass if jobs wait in ``job_dir``'s identity; else return."""
-    owner_dir = os.path.dirname(os.path.abspath(job_dir))
+def _has_waiting(owner_dir: str) -> bool:
     waiting = os.path.join(owner_dir, "waiting")
     try:
-        lanes = os.listdir(waiting)
-        if not any(name.isdigit() for lane in lanes for name in os.listdir(os.path.join(waiting, lane))):
-            return
+        return any(name.isdigit() for lane in os.listdir(waiting) for name in os.listdir(os.path.join(waiting, lane)))
     except OSError:
+        return False
+
+
+def wake_waiting(job_dir: str) -> None:
+    """Exec an admission pass if jobs wait in ``job_dir``'s identity (or, when the job
+    held GPUs, which are the whole host's, in any identity); else return."""
+    owner_dir = os.path.dirname(os.path.abspath(job_dir))
+    owners = [owner_dir] if _has_waiting(owner_dir) else []
+    try:
+        with open(os.path.join(job_dir, "spec.json"), "rb") as f:
+            held_gpus = b'"gpu_devices"' in f.read()
+    except OSError:
+        held_gpus = False
+    if held_gpus:
+        root = os.path.dirname(owner_dir)
+        try:
+            others = [os.path.join(root, name) for name in sorted(os.listdir(root)) if len(name) == 64]
+        except OSError:
+            others = []
+        owners += [other for other in others if other != owner_dir and _has_waiting(other)]
+    if not owners:
         return
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "from jobber._backends.local.admit import main; sys.exit(main(sys.argv[2:]))")
     try:
-        os.execv(sys.executable, [sys.executable, "-I", "-c", boot, package_parent, owner_dir])
+        os.execv(sys.executable, [sys.executable, "-I", "-c", boot, package_parent, *owners])
     except OSError:
         pass  # the next start, end or look at a waiting job runs the pass instead
