@@ -143,13 +143,12 @@ class TestAfter:
 
 
 class TestGpus:
-    def test_gpus_are_a_limit_of_the_job(self, jobber):
-        result = jobber("run", "--gpus", "1", "--", "true", check=True)
-        job_id = result.stdout.strip()
-        try:
-            assert json.loads(jobber("status", job_id, "--json", check=True).stdout)["limits"]["gpus"] == 1
-        finally:
-            jobber("stop", job_id, "--grace", "0")
+    def test_gpus_on_a_host_without_any_are_refused_when_the_job_is_made(self, jobber, monkeypatch):
+        monkeypatch.setenv("JOBBER_GPUS", "none")  # read by the CLI's process, as the host's GPUs
+        result = jobber("run", "--gpus", "1", "--", "true")
+        assert result.returncode == 1
+        assert "this host has no GPUs" in result.stderr and "JOBBER_GPUS" in result.stderr
+        assert json.loads(jobber("ls", "--json", check=True).stdout) == []
 
     def test_a_bad_count_is_refused(self, jobber):
         result = jobber("run", "--gpus", "many", "--", "true")

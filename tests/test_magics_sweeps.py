@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from jobber._backends.local import gpus
 from kernel_session import Kernel, job_id_of, outputs
 
 pytestmark = pytest.mark.timeout(180)
@@ -162,9 +163,12 @@ class TestRunAfterAndQueue:
         assert [line.split()[0] for line in text.splitlines()[1:]] == ["other", "train"]
         assert "say which queue" in error_of(kernel, "%jobber_queue --parallel 2")
 
-    def test_gpus_is_a_limit_of_the_job(self, kernel, identity):
+    def test_gpus_on_a_host_without_any_are_refused_in_one_sentence(self, kernel, identity):
+        if gpus.discover():
+            pytest.skip("this host has GPUs: the refusal is for a host without any")
         _, messages = kernel.execute("%%jobber_run --gpus 1 --no-follow --label g\necho gpu")
-        job = identity.get_job(job_id_of(messages))
-        assert job.limits.gpus == 1
-        kernel.execute(f"%jobber_stop {job.id}")
+        said = "".join(str(m) for m in messages)
+        assert "this host has no GPUs" in said
+        assert "Traceback" not in said
+        assert identity.get_jobs() == []
 

@@ -337,8 +337,9 @@ async def create_job(request: web.Request) -> web.Response:
                            original.id) from None
         if isinstance(err, JobError) and original is not None:  # nothing was made: rerun checks first
             raise ApiError(400, public_message(str(err)), type(err).__name__, original.id) from None
-        if isinstance(err, JobError) and "after" in fields:
-            # An after job this certificate does not have (another's reads the same): nothing was made.
+        if isinstance(err, JobError):
+            # Refused before anything was made: a bad option, an after job this certificate
+            # does not have (another's reads the same), more GPUs than the host has.
             raise ApiError(400, public_message(str(err)), type(err).__name__) from None
         raise
     if start:
