@@ -578,3 +578,111 @@ class TestDependenciesAndGpus:
         assert "Dependency=(null)" in scontrol(slurm_id(third))
         with pytest.raises(JobError, match=f"after job {first.id}, which ended failed"):
             slurm(store, "true", after=first)
+
+
+class TestSweepArray:
+    """A sweep on Slurm is one ``sbatch --array``; each of its jobs is one task of it."""
+
+    TEMPLATE = "echo lr={lr} bs={bs} \"$SWEEP_LR\" \"$JOBBER_JOB_ID\""
+
+    def submit(self, store, monkeypatch, **options):
+        """A 2x3 sweep submitted to a fake sbatch that answers array id 4242; its argv."""
+        from jobber._backends.slurm import array as _array
+        from jobber._jobs.sweeps import sweep
+
+        captured = {}
+
+        def fake_run(argv, env=None):
+            captured.update(argv=argv, env=env)
+            return subprocess.CompletedProcess(argv, 0, "4242\n", "")
+
+        monkeypatch.setattr(_array, "_tool", lambda name: name)
+        monkeypatch.setattr(_array, "_run", fake_run)
+        # What Slurm would say once the tasks ended, so that no test asks a real cluster.
+        monkeypatch.setattr(_slurm, "_ask_slurm", lambda job, slurm_id: {"JobState": "COMPLETED", "ExitCode": "0:0"})
+        jobs = sweep(store, self.TEMPLATE, lr=[0.1, 0.01], bs=[32, 64, 128], backend="slurm", **options)
+        return jobs, captured["argv"]
+
+    def test_one_sbatch_array_with_the_throttle(self, store, monkeypatch):
+        jobs, argv = self.submit(store, monkeypatch, parallel=2)
+        assert len(jobs) == 6 and argv[0] == "sbatch"
+        assert [a for a in argv if a.startswith("--array")] == ["--array=0-5%2"]
+        array_dir = jobs[0].path / "array"
+        assert f"--output={array_dir}/%a/log" in argv and argv[-1] == str(array_dir / "script")
+        assert f"--job-name=jobber-sweep-{jobs[0].id}" in argv
+        assert [slurm_id(job) for job in jobs] == [f"4242_{i}" for i in range(6)]
+        # Task i's log is job i's own: array/<i> links to its directory.
+        assert [(array_dir / str(i)).resolve() for i in range(6)] == [job.path.resolve() for job in jobs]
+
+    def test_no_parallel_no_throttle(self, store, monkeypatch):
+        _, argv = self.submit(store, monkeypatch)
+        assert [a for a in argv if a.startswith("--array")] == ["--array=0-5"]
+
+    def test_task_i_runs_the_ith_command_as_sh_c(self, store, monkeypatch):
+        jobs, argv = self.submit(store, monkeypatch, parallel=2)
+        outputs = []
+        for i in range(6):
+            ran = subprocess.run(["/bin/sh", argv[-1]], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "SLURM_ARRAY_TASK_ID": str(i)})
+            outputs.append(ran.stdout)
+        expected = [f"lr={lr} bs={bs} {lr} {job.id}\n"
+                    for job, (lr, bs) in zip(jobs, [(lr, bs) for lr in ("0.1", "0.01") for bs in (32, 64, 128)])]
+        assert outputs == expected
+        assert [job.command for job in jobs] == [self.TEMPLATE.replace("{lr}", lr).replace("{bs}", str(bs))
+                                                 for lr in ("0.1", "0.01") for bs in (32, 64, 128)]
+        unknown = subprocess.run(["/bin/sh", argv[-1]], capture_output=True, text=True, check=False,
+                                 env={**os.environ, "SLURM_ARRAY_TASK_ID": "6"})
+        assert (unknown.returncode, unknown.stderr) == (1, "jobber: no job for array task 6\n")
+
+    def test_each_task_reads_its_own_state(self, store, monkeypatch):
+        jobs, _ = self.submit(store, monkeypatch)
+        asked = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: asked.append(sid) or {"JobState": "RUNNING"})
+            assert jobs[3].status().state == "running" and asked == ["4242_3"]
+            assert jobs[3].status().note == "Slurm job 4242_3"
+        assert jobs[3].status().note == "Slurm job 4242_3: COMPLETED"
+
+    def test_after_a_task_depends_on_that_task_only(self, store, monkeypatch):
+        jobs, _ = self.submit(store, monkeypatch)
+        later = store.new_job("true", backend="slurm", after=jobs[4])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
+            assert "--dependency=afterok:4242_4" in _submitted_argv(later)
+
+    def test_a_refused_array_leaves_no_job(self, store, monkeypatch):
+        from jobber._backends.slurm import array as _array
+        from jobber._jobs.sweeps import sweep
+
+        monkeypatch.setattr(_array, "_tool", lambda name: name)
+        monkeypatch.setattr(_array, "_run", lambda argv, env=None: subprocess.CompletedProcess(
+            argv, 1, "", "sbatch: error: Batch job submission failed: Invalid job array specification\n"))
+        with pytest.raises(JobError, match=r"Slurm refused their array: Batch job submission failed: Invalid job array"):
+            sweep(store, "echo {x}", x=[1, 2], backend="slurm", parallel=1)
+        assert store.get_jobs() == []
+
+    @pytest.mark.parametrize(("options", "message"), [
+        ({"parallel": 2}, r"parallel= is for Slurm sweeps \(backend=\"slurm\"\), not 'local' ones: .*queue"),
+        ({"parallel": 0, "backend": "slurm"}, r"parallel=0: give how many .* at least 1"),
+        ({"parallel": True, "backend": "slurm"}, r"parallel=True: give how many"),
+        ({"parallel": 2, "backend": "slurm", "start": False}, r"parallel= caps the Slurm array .* start=True"),
+    ])
+    def test_bad_parallel_is_refused_before_any_job_is_made(self, store, monkeypatch, options, message):
+        from jobber._jobs.sweeps import sweep
+
+        monkeypatch.delenv("JOBBER_BACKEND", raising=False)
+        with pytest.raises(JobError, match=message):
+            sweep(store, "echo {x}", x=[1, 2], **options)
+        assert store.get_jobs() == []
+
+    @pytest.mark.parametrize(("listed", "state"), [
+        # Task 3 split out (running) and the pending remainder [4-5%2], as scontrol prints them.
+        ("JobId=4245 JobName=n ArrayJobId=4242 ArrayTaskId=3 JobState=RUNNING Reason=None", "RUNNING"),
+        ("JobId=4242 JobName=n ArrayJobId=4242 ArrayTaskId=3-5%2 JobState=PENDING Reason=JobArrayTaskLimit", "PENDING"),
+        ("JobId=4242 JobName=n ArrayJobId=4242 ArrayTaskId=1,3,5 JobState=PENDING", "PENDING"),
+        ("JobId=4242 JobName=n ArrayJobId=4242 ArrayTaskId=4-5%2 JobState=PENDING", None),
+        ("JobId=77 JobName=n ArrayJobId=77 ArrayTaskId=3 JobState=RUNNING", None),
+    ])
+    def test_a_task_not_listed_separately_is_pending(self, listed, state):
+        info = _slurm_query._array_task(listed + "\n", "4242_3")
+        assert info.get("JobState") == state

@@ -8,11 +8,15 @@
 brace (``${HOME}``, ``{print $1}``) is left as it is. Each job also gets its values as
 environment variables (``SWEEP_LR=0.1``) and a label ``<label or "sweep">-<n>``.
 Works with any session: a certificate on this host or a jobber server.
+
+On Slurm (``backend="slurm"``) the jobs start together as one job array, each job one of
+its tasks; ``parallel=P`` lets at most P of them run at once (``--array=0-(n-1)%P``).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
 from collections.abc import Iterable
@@ -108,16 +112,28 @@ def expand(template: str, params: dict[str, Iterable[Any]]) -> list[tuple[dict[s
 
 
 def sweep(session: Any, template: str, *, limits: Any = None, label: str | None = None, start: bool = True,
-          **params_and_options: Any) -> Sweep:
+          parallel: int | None = None, **params_and_options: Any) -> Sweep:
     """Make (and start) one job per combination; keyword arguments that ``new_job`` takes
     (``queue``, ``after``, ``env``, ``timeout``, ...) apply to every job, the others are
     the parameters.
 
+    With ``backend="slurm"`` the jobs are submitted together as one Slurm job array
+    (one ``sbatch --array=0-(n-1)``), each job one task of it, with its own id, log and
+    state; ``after=`` on one of them waits for that task alone.
+
+    Args:
+        parallel: Slurm sweeps only: at most this many of the jobs run at once
+            (``--array=0-(n-1)%P``). On this host a queue does that instead:
+            ``cert.set_queue("sweep", parallel=2)`` and ``queue="sweep"``.
+
     Raises:
-        JobError: see :func:`expand`; or a job that cannot be made (the ones made before
-            it are removed: a sweep is made whole or not at all).
+        JobError: see :func:`expand`; ``parallel`` without the Slurm backend, with
+            ``start=False``, or not a whole number of at least 1; or a job that cannot be
+            made or started (the ones made are removed: a sweep is made whole or not at all).
     """
     options = {k: params_and_options.pop(k) for k in list(params_and_options) if k in _JOB_OPTIONS}
+    if parallel is not None:
+        _check_parallel(parallel, options, start)
     combos = expand(template, params_and_options)
     jobs: list[Any] = []
     base = label or "sweep"
@@ -126,17 +142,51 @@ def sweep(session: Any, template: str, *, limits: Any = None, label: str | None 
             env = {**(options.get("env") or {}), **{f"SWEEP_{k.upper()}": str(v) for k, v in chosen.items()}}
             jobs.append(session.new_job(command, limits, **{**options, "env": env, "label": f"{base}-{n}"}))
     except BaseException:
-        for job in jobs:
-            try:
-                job.remove()
-            except JobError:
-                pass
+        _remove(jobs)
         raise
     result = Sweep(jobs, [chosen for chosen, _ in combos], template)
     if start:
-        for job in result:
-            job.start()
+        _start(result, parallel)
     return result
+
+
+def _start(jobs: list[Any], parallel: int | None) -> None:
+    """Start the jobs: together when their backend can (a Slurm array), else one by one."""
+    backends = [job._backend for job in jobs]
+    together = getattr(type(backends[0]), "start_together", None)
+    if together is None or any(type(b) is not type(backends[0]) for b in backends):
+        if parallel is not None:
+            _remove(jobs)
+            raise JobError("parallel=: these jobs cannot start as one Slurm array (a jobber server starts "
+                           "them one by one): limit them with a queue instead (queue=...)")
+        for job in jobs:
+            job.start()
+        return
+    try:
+        together(backends, parallel)
+    except BaseException:
+        _remove(jobs)  # none started: the sweep is made whole or not at all
+        raise
+
+
+def _remove(jobs: list[Any]) -> None:
+    for job in jobs:
+        try:
+            job.remove()
+        except JobError:
+            pass
+
+
+def _check_parallel(parallel: Any, options: dict[str, Any], start: bool) -> None:
+    backend = options.get("backend") or os.environ.get("JOBBER_BACKEND") or "local"
+    if backend != "slurm":
+        raise JobError(f"parallel= is for Slurm sweeps (backend=\"slurm\"), not {backend!r} ones: on this host "
+                       "a queue limits how many run, cert.set_queue(\"sweep\", parallel=2) and queue=\"sweep\"")
+    if not start:
+        raise JobError("parallel= caps the Slurm array the sweep submits: it needs start=True")
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise JobError(f"parallel={parallel!r}: give how many of the sweep's jobs may run at once, a whole "
+                       "number of at least 1 (e.g. parallel=2)")
 
 
 _JOB_OPTIONS = {"env", "cwd", "timeout", "log_max", "retries", "retry_on", "oom_growth", "queue", "after",

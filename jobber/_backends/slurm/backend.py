@@ -6,7 +6,8 @@ itself: it writes a batch script, submits it, and keeps what it learns in the jo
 
     started          claimed by the one start() that wins (O_EXCL), as for local jobs
     script           the batch script: ``exec /bin/sh -c COMMAND``, as local jobs run it
-    slurm-id         Slurm's job id (a job ``after`` it names this id in ``--dependency``)
+    slurm-id         Slurm's job id (a job ``after`` it names this id in ``--dependency``);
+                     ``<array id>_<i>`` for task i of a sweep's job array (`.array`)
     log              Slurm's output file (stdout and stderr): tail and follow read it
     status.json      the final state, once Slurm reports one: Slurm forgets finished jobs
                      after MinJobAge, and ended jobs need not ask it again
@@ -63,6 +64,8 @@ _TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinit
 # After scancel, Slurm sends SIGTERM, and SIGKILL after its KillWait (30 s by default);
 # then slurmstepd still has to clean up and report.
 _KILL_MARGIN_S = 60.0
+# A job's Slurm id: "123", or "123_4" for task 4 of array job 123 (a sweep's job).
+_SLURM_ID = re.compile(r"^\d+(?:_\d+)?$")
 
 
 class SlurmBackend(DirectoryBackend):
@@ -97,6 +100,14 @@ class SlurmBackend(DirectoryBackend):
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         return _wait(self, float("inf") if timeout is None else timeout)
+
+    @staticmethod
+    def start_together(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
+        """Start a sweep's jobs as one Slurm job array, at most ``parallel`` tasks at once
+        (see `jobber._backends.slurm.array`)."""
+        from jobber._backends.slurm.array import start_array
+
+        start_array(jobs, parallel)
 
     def remove(self) -> None:
         files = self.dir.spec().get("slurm_files")
@@ -270,7 +281,7 @@ def status(job: SlurmBackend) -> JobStatus:
                          backend="slurm", limits=limits, note=note)
     info = _ask_slurm(job, slurm_id)
     slurm_state = info.get("JobState", "").split(" ")[0].upper()
-    record = {"slurm_id": int(slurm_id), "slurm_state": slurm_state, "exit_code": None, "signal": None,
+    record = {"slurm_id": int(slurm_id) if slurm_id.isdigit() else slurm_id, "slurm_state": slurm_state, "exit_code": None, "signal": None,
               "oom_killed": False, "started_at": None, "ended_at": None,
               "isolation_note": _isolation_note(limits)}
     if not slurm_state:
@@ -385,11 +396,17 @@ def _unenforced(limits: Limits) -> list[str]:
     return names
 
 
-def _script(job: SlurmBackend) -> str:
+def _script(job: SlurmBackend, exports: dict[str, str] | None = None) -> str:
+    """The batch script; ``exports`` (an array task's own variables) are set before the command."""
     # The command stays one single-quoted word: sbatch reads #SBATCH lines only before the
     # first command, so nothing in the command can become an sbatch option.
-    quoted = "'" + job.command.replace("'", "'\\''") + "'"
-    return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\nexec /bin/sh -c {quoted}\n"
+    lines = [f"export {name}={_quote(value)}\n" for name, value in (exports or {}).items()]
+    return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\n{''.join(lines)}exec /bin/sh -c {_quote(job.command)}\n"
+
+
+def _quote(text: str) -> str:
+    """One single-quoted shell word."""
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _files_dir(job: SlurmBackend) -> Path:
@@ -422,7 +439,7 @@ def _slurm_id(job: SlurmBackend) -> str | None:
         return None
     except OSError as err:
         raise JobError(f"job {job.id}: cannot read {job.path / 'slurm-id'}: {err.strerror}", job_id=job.id) from err
-    return text if text.isdigit() else None
+    return text if _SLURM_ID.match(text) else None
 
 
 def _scancel(slurm_id: str, *args: str) -> str:

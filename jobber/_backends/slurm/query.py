@@ -48,18 +48,21 @@ def _ask_slurm(job: Any, slurm_id: str) -> dict[str, str]:
     state was wiped) is not mistaken for the job's.
     """
     answer = _run([_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
+    task = "_" in slurm_id
     if answer.returncode == 0:
-        info = _fields(answer.stdout)
+        info = _array_task(answer.stdout, slurm_id) if task else _fields(answer.stdout)
         if info.get("JobName") == _job_name(job):
             return info
-        return {}
-    if "Invalid job id" not in answer.stderr:
+        if info or not task:
+            return {}
+    elif "Invalid job id" not in answer.stderr:
         raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
                        job_id=job.id)
-    columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList")
+    columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList") + (("JobID",) if task else ())
     answer = _run([_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
     matches = [dict(zip(columns, line.split("|"))) for line in answer.stdout.splitlines()]
-    matches = [m for m in matches if m.get("JobName") == _job_name(job)]
+    # The tasks of an array share its name: a task is only the line of its own id.
+    matches = [m for m in matches if m.get("JobName") == _job_name(job) and (not task or m.get("JobID") == slurm_id)]
     if answer.returncode != 0 or not matches:
         return {}
     last = matches[-1]
@@ -75,7 +78,37 @@ def _fields(line: str) -> dict[str, str]:
 
 
 def _job_name(job: Any) -> str:
-    return f"jobber-{job.id}"
+    """The ``--job-name`` jobber gave the job: an array's tasks share the array's."""
+    return job.dir.spec().get("slurm_name") or f"jobber-{job.id}"
+
+
+def _array_task(text: str, slurm_id: str) -> dict[str, str]:
+    """Task ``<array id>_<i>``'s fields from ``scontrol show job`` lines, {} if none is it.
+
+    A task Slurm has not split out yet has no record of its own: it is in the array's
+    pending remainder (``ArrayTaskId=2-5%2``, squeue's ``<id>_[2-5%2]``), so it is pending.
+    """
+    array_id, _, index = slurm_id.partition("_")
+    records = [_fields(line) for line in text.splitlines() if line.strip()]
+    records = [r for r in records if r.get("ArrayJobId") == array_id]
+    for record in records:
+        if record.get("ArrayTaskId") == index:
+            return record
+    for record in records:
+        if int(index) in _task_ids(record.get("ArrayTaskId", "")):
+            return {**record, "JobState": "PENDING"}
+    return {}
+
+
+def _task_ids(text: str) -> set[int]:
+    """Slurm's task list, e.g. ``2-5%2``, ``1,3,7-9`` or ``0-10:2``, as the task indexes."""
+    ids: set[int] = set()
+    for part in text.split("%")[0].strip("[]").split(","):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        if first.isdigit() and (not last or last.isdigit()) and (not step or step.isdigit()):
+            ids.update(range(int(first), int(last or first) + 1, int(step or 1) or 1))
+    return ids
 
 
 def _outcome(job: Any, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
