@@ -686,3 +686,14 @@ class TestSweepArray:
     def test_a_task_not_listed_separately_is_pending(self, listed, state):
         info = _slurm_query._array_task(listed + "\n", "4242_3")
         assert info.get("JobState") == state
+
+    def test_the_first_job_is_removed_only_after_the_other_tasks_end(self, store, monkeypatch):
+        jobs, _ = self.submit(store, monkeypatch)
+        for job in jobs[:1]:
+            job.status()  # the first ended (COMPLETED); the others are asked below
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
+            with pytest.raises(JobError, match=rf"job {jobs[0].id} holds the Slurm array script .* job {jobs[1].id}"):
+                jobs[0].remove()
+        jobs[0].remove()  # every task ended
+        assert not jobs[0].path.exists() and jobs[1].path.exists()

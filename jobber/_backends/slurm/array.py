@@ -108,6 +108,7 @@ def start_array(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
         if any(c["cwd"] != contexts[0]["cwd"] for c in contexts):
             raise JobError(f"jobs {', '.join(str(j.id) for j in jobs)}: one Slurm array starts all its tasks in one "
                            "directory; these give different cwd")
+        first.dir.write_spec({**first.dir.spec(), "slurm_array_jobs": [job.id for job in jobs]})
         ensure_private_dir(array_dir)
         for i, where in enumerate(files):
             os.symlink(where, array_dir / str(i))

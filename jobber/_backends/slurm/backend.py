@@ -110,7 +110,14 @@ class SlurmBackend(DirectoryBackend):
         start_array(jobs, parallel)
 
     def remove(self) -> None:
-        files = self.dir.spec().get("slurm_files")
+        spec = self.dir.spec()
+        files = spec.get("slurm_files")
+        for task_id in spec.get("slurm_array_jobs") or []:  # the first job of an array holds its files
+            task = SlurmBackend(JobDir(self.path.parent, self.owner, task_id))
+            if task_id != self.job_id and (task.path / "slurm-id").exists() and not task.status().ended:
+                raise JobError(f"job {self.job_id} holds the Slurm array script and log links of its sweep, "
+                               f"and job {task_id} of it has not ended: remove job {self.job_id} after the others end",
+                               job_id=self.job_id)
         super().remove()
         if files and Path(files) != self.dir.path:
             import shutil
