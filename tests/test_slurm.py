@@ -697,3 +697,41 @@ class TestSweepArray:
                 jobs[0].remove()
         jobs[0].remove()  # every task ended
         assert not jobs[0].path.exists() and jobs[1].path.exists()
+
+
+class TestSweepArrayOnCluster:
+    """A 2x3 sweep with parallel=2 on the test cluster: six tasks of one array."""
+
+    pytestmark = [*needs_slurm, pytest.mark.timeout(240)]
+
+    def test_six_tasks_run_two_at_a_time_each_into_its_own_log(self, store):
+        from jobber._jobs.sweeps import sweep
+
+        jobs = sweep(store, "echo start $(date +%s.%N); echo lr={lr} bs={bs}; sleep 1; echo end $(date +%s.%N)",
+                     lr=[1, 2], bs=[3, 4, 5], backend="slurm", parallel=2)
+        array_id = slurm_id(jobs[0]).partition("_")[0]
+        assert [slurm_id(job) for job in jobs] == [f"{array_id}_{i}" for i in range(6)]
+        assert [job.wait(120).describe() for job in jobs] == ["exited (code 0)"] * 6
+        spans = []
+        for job, (lr, bs) in zip(jobs, [(lr, bs) for lr in (1, 2) for bs in (3, 4, 5)]):
+            lines = job.log_path.read_text().splitlines()
+            assert len(lines) == 3 and lines[1] == f"lr={lr} bs={bs}", lines
+            spans.append((float(lines[0].split()[1]), float(lines[2].split()[1])))
+        running_at_each_start = [sum(s <= t < e for s, e in spans) for t, _ in spans]
+        assert max(running_at_each_start) <= 2, spans
+        table = jobs.table()
+        rows = table.reset_index().to_dict("records") if hasattr(table, "reset_index") else table
+        assert [(row["job"], row["state"]) for row in rows] == [(job.id, "exited") for job in jobs]
+        assert [row["last_line"].split()[0] for row in rows] == ["end"] * 6
+
+    def test_stopping_a_pending_task_cancels_only_it(self, store):
+        from jobber._jobs.sweeps import sweep
+
+        jobs = sweep(store, "echo {x}; sleep 300", x=[0, 1, 2], backend="slurm", parallel=1)
+        wait_for(lambda: [job.status().state for job in jobs] == ["running", "pending", "pending"],
+                 what="task 0 to run, tasks 1 and 2 to wait")
+        assert "JobArrayTaskLimit" in jobs[2].status().note
+        assert jobs[2].stop(grace=0).state == "stopped"
+        assert [job.status().state for job in jobs] == ["running", "pending", "stopped"]
+        assert "CANCELLED" in scontrol(slurm_id(jobs[2]))
+        assert [s.state for s in jobs.stop(grace=0)] == ["stopped"] * 3
