@@ -24,7 +24,6 @@ from typing import Any
 from jobber._backends.context import run_context
 from jobber._backends.slurm.backend import (
     SlurmBackend,
-    _check_user,
     _files_dir,
     _quote,
     _script,
@@ -149,6 +148,5 @@ def _requests(job: SlurmBackend) -> list[Any]:
     if limits.require_isolation and unenforced:
         raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(unenforced)} and isolation is "
                        "required: drop those limits, or run the job locally", job_id=job.id)
-    _check_user(job, None)
     spec = job.dir.spec()
     return [*sbatch_arguments(limits, options), *_time_limit(spec, options), ("after", spec.get("after"))]
