@@ -8,6 +8,9 @@ it, and the kept-jobs quota freed by a prune.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 import jobber
@@ -410,3 +413,19 @@ class TestKeptJobsQuota:
                 remote.new_job("true")
             assert len(remote.prune()) == 3
             assert remote.new_job("true").status().state == "created"
+
+class TestRemoteFollow:
+    def test_a_remote_follower_reads_every_attempt(self, session):
+        # Each attempt's log is moved aside when the next one starts: the server's follower
+        # drains it, says why, and goes on into the next. (Not under /tmp: a server's job
+        # has a /tmp of its own.)
+        shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
+        os.chmod(shared, 0o777)  # the tenant's uid runs the job and makes the flag
+        flag = os.path.join(shared, "second")
+        job = session.new_job(f'if [ -e {flag} ]; then echo second; else touch {flag}; echo first; sleep 0.3; exit 3; fi',
+                              retries=1)
+        job.start()
+        out = b"".join(job.follow())
+        assert out.startswith(b"first\n") and out.endswith(b"second\n"), out
+        assert b"[jobber: attempt 1 of 2 failed; attempt 2 starts in " in out
+        assert job.wait(30).state == "exited"

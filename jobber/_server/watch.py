@@ -204,6 +204,7 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
     fd = -1
     buf = bytearray(FOLLOW_CHUNK)
     view = memoryview(buf)
+    next_attempt = None  # the marker to yield once this attempt's log is drained
     try:
         finished = job.status().ended
         while True:
@@ -230,6 +231,14 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
                         continue  # maybe more already: read again before waiting
                     # Short read: at the end for now. A write since then is recorded in
                     # the subscription, so the wait below returns at once for it.
+                elif next_attempt is not None:
+                    # A retried job's attempt ended and its log moved aside: drained, so
+                    # say why, then follow the next attempt's log from its start.
+                    os.close(fd)
+                    fd, offset = -1, 0
+                    yield next_attempt
+                    next_attempt = None
+                    continue
             if finished:
                 n, resume = logcut.read_kept(fd, view, offset) if fd >= 0 else (0, None)
                 if resume is not None:
@@ -245,11 +254,23 @@ async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[byte
             if hub.closed:
                 raise ServerClosing()
             if names is None or b"status.json" in names:
-                finished = job.status().ended
+                status = job.status()
+                finished = status.ended
+                if fd >= 0 and not finished and next_attempt is None and _moved_aside(fd, job.log_path):
+                    note = status.note if status.state == "pending" else f"attempt {status.attempt}"
+                    next_attempt = f"\n[jobber: {note}]\n".encode()
     finally:
         if fd >= 0:
             os.close(fd)
         hub.unsubscribe(sub)
+
+
+def _moved_aside(fd: int, path: os.PathLike[str] | str) -> bool:
+    """Is the open log no longer the job's log (a retry moved it to attempts/<n>/)?"""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
 
 
 async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
