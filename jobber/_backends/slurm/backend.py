@@ -291,6 +291,13 @@ def status(job: SlurmBackend) -> JobStatus:
     record = {"slurm_id": int(slurm_id) if slurm_id.isdigit() else slurm_id, "slurm_state": slurm_state, "exit_code": None, "signal": None,
               "oom_killed": False, "started_at": None, "ended_at": None,
               "isolation_note": _isolation_note(limits)}
+    if not slurm_state and "_" in slurm_id and (job.path / "stop-requested").exists():
+        # An array task cancelled before it was split out of the pending remainder: Slurm
+        # keeps no record of it, not even in the job completion log.
+        record.update(state="stopped", note=f"stopped by jobber (Slurm array task {slurm_id} was cancelled "
+                      "before it ran)")
+        job.dir.write("status.json", record)
+        return _from_record(record, limits)
     if not slurm_state:
         record.update(state="failed", note=f"Slurm no longer knows its job {slurm_id} (it ended longer "
                       "than MinJobAge ago and is not in the job completion log)")

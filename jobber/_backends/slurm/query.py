@@ -55,7 +55,9 @@ def _ask_slurm(job: Any, slurm_id: str) -> dict[str, str]:
             return info
         if info or not task:
             return {}
-    elif "Invalid job id" not in answer.stderr:
+    # A task cancelled while still in the array's pending remainder leaves no record at all:
+    # scontrol prints "Job 223_2 not found" (on stdout), and the completion log has no line.
+    elif "Invalid job id" not in answer.stderr and not (task and "not found" in answer.stdout + answer.stderr):
         raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
                        job_id=job.id)
     columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList") + (("JobID",) if task else ())
