@@ -134,6 +134,9 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
         "previous": {k: final.get(k) for k in ("state", "exit_code", "signal", "peak_memory_bytes", "cpu_seconds")},
     }).encode())
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
+    # As the supervisor does: jobber's package without its __init__ (which loads
+    # cryptography), so a retry costs the interpreter and the job modules only.
+    boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
+            "sys.modules['jobber'] = jobber; "
             "from jobber._backends.local.retry import main; sys.exit(main(sys.argv[2:]))")
-    os.execv(sys.executable, [sys.executable, "-I", "-c", boot, package_parent, job_dir, repr(delay)])
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, job_dir, repr(delay)])

@@ -43,9 +43,12 @@ def wake_waiting(job_dir: str) -> None:
     if not owners:
         return
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
+    # As the supervisor does: jobber's package without its __init__ (which loads
+    # cryptography), so a admit costs the interpreter and the job modules only.
+    boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
+            "sys.modules['jobber'] = jobber; "
             "from jobber._backends.local.admit import main; sys.exit(main(sys.argv[2:]))")
     try:
-        os.execv(sys.executable, [sys.executable, "-I", "-c", boot, package_parent, *owners])
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, *owners])
     except OSError:
         pass  # the next start, end or look at a waiting job runs the pass instead
