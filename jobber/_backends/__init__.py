@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from jobber._backends.base import Backend
     from jobber._jobs.jobdir import JobDir
 
-__all__ = ["NAMES", "check_lifecycle_for", "check_options", "open_backend"]
+__all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "open_backend", "start_together"]
 
 NAMES = ("local", "slurm")
 """The backends a job made on this host can name."""
@@ -70,6 +70,21 @@ def check_lifecycle_for(options: dict[str, Any], lifecycle: dict[str, Any]) -> N
         if lifecycle.get(name):
             raise JobError(f"{name} is not available for Slurm jobs: {why}. Drop {name}, or run the job "
                            "on this host (backend=\"local\")")
+
+
+def can_start_together(backends: list[Any]) -> bool:
+    """Can these jobs start as one unit? Slurm jobs of this host can: one job array."""
+    from jobber._backends.slurm.backend import SlurmBackend
+
+    return bool(backends) and all(type(backend) is SlurmBackend for backend in backends)
+
+
+def start_together(backends: list[Any], parallel: int | None = None) -> None:
+    """Start jobs that :func:`can_start_together` as one Slurm job array, at most
+    ``parallel`` tasks at once (see ``jobber._backends.slurm.array``)."""
+    from jobber._backends.slurm.array import start_array
+
+    start_array(backends, parallel)
 
 
 def open_backend(jobdir: JobDir, session: Any = None) -> Backend:

@@ -152,9 +152,10 @@ def sweep(session: Any, template: str, *, limits: Any = None, label: str | None 
 
 def _start(jobs: list[Any], parallel: int | None) -> None:
     """Start the jobs: together when their backend can (a Slurm array), else one by one."""
+    from jobber._backends import can_start_together, start_together
+
     backends = [job._backend for job in jobs]
-    together = getattr(type(backends[0]), "start_together", None)
-    if together is None or any(type(b) is not type(backends[0]) for b in backends):
+    if not can_start_together(backends):
         if parallel is not None:
             _remove(jobs)
             raise JobError("parallel=: these jobs cannot start as one Slurm array (a jobber server starts "
@@ -163,7 +164,7 @@ def _start(jobs: list[Any], parallel: int | None) -> None:
             job.start()
         return
     try:
-        together(backends, parallel)
+        start_together(backends, parallel)
     except BaseException:
         _remove(jobs)  # none started: the sweep is made whole or not at all
         raise

@@ -101,14 +101,6 @@ class SlurmBackend(DirectoryBackend):
     def wait(self, timeout: float | None = None) -> JobStatus:
         return _wait(self, float("inf") if timeout is None else timeout)
 
-    @staticmethod
-    def start_together(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
-        """Start a sweep's jobs as one Slurm job array, at most ``parallel`` tasks at once
-        (see `jobber._backends.slurm.array`)."""
-        from jobber._backends.slurm.array import start_array
-
-        start_array(jobs, parallel)
-
     def remove(self) -> None:
         spec = self.dir.spec()
         files = spec.get("slurm_files")
