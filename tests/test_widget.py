@@ -255,9 +255,9 @@ class TestJobWidget:
 
     def test_the_log_is_sent_as_appended_lines(self, store):
         job = store.new_job("for i in $(seq 1 12); do echo tick $i; sleep 0.1; done; printf 'no newline'")
-        job.start()
         widget = JobWidget(job)
-        recorder = Recorder(widget)
+        recorder = Recorder(widget)  # listening before the first line can be sent
+        job.start()
         assert widget.wait(30)
         appends = [m for m in recorder.messages if not m["reset"]]
         assert len(appends) >= 3, "lines arrive in several frames while the job runs"
