@@ -63,8 +63,9 @@ import sys, zipfile
 from pathlib import Path
 wheel, src = Path(sys.argv[1]), Path(sys.argv[2])
 names = set(zipfile.ZipFile(wheel).namelist())
+# Every module, and every file the code reads beside itself (the views' .js and .css).
 expected = {p.relative_to(src).as_posix() for top in ("jobber", "jobber_magics")
-            for p in (src / top).rglob("*.py") if "__pycache__" not in p.parts}
+            for p in (src / top).rglob("*") if p.suffix in (".py", ".js", ".css") and "__pycache__" not in p.parts}
 expected |= {"jobber/_backends/local/launcher.c", "jobber/py.typed", "jobber_magics/py.typed"}
 missing = sorted(expected - names)
 extra = sorted(n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/")))
