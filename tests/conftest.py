@@ -131,3 +131,21 @@ def identity(demo, monkeypatch) -> Certificate:
     monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
     monkeypatch.setenv("JOBBER_CERT", str(demo["client"]))
     return Certificate.from_file(demo["client"])
+
+
+@pytest.fixture(params=["compiled", "python"])
+def launcher(request, monkeypatch):
+    """Run the test with both supervisors: the compiled launcher and the Python one.
+
+    A module runs every test so with ``pytestmark = pytest.mark.usefixtures("launcher")``;
+    one test asks for it by name, or parametrizes it (``indirect=True``).
+    """
+    from jobber._backends.local import launcher as _launcher
+
+    if request.param == "python":
+        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
+    else:
+        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
+    _launcher.reset()
+    yield request.param
+    _launcher.reset()

@@ -54,20 +54,6 @@ PROBE = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture
-def launcher(request, monkeypatch):
-    """The job tests run with both supervisors: the compiled launcher and the Python one."""
-    from jobber._backends.local import launcher as _launcher
-
-    if request.param == "python":
-        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
-    else:
-        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
-    _launcher.reset()
-    yield request.param
-    _launcher.reset()
-
-
 both_launchers = pytest.mark.parametrize("launcher", ["compiled", "python"], indirect=True)
 
 

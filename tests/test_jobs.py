@@ -31,18 +31,7 @@ needs_cgroup = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def launcher(request, monkeypatch):
-    """Every test runs with both supervisors: the compiled launcher and the Python one."""
-    from jobber._backends.local import launcher as _launcher
-
-    if request.param == "python":
-        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
-    else:
-        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
-    _launcher.reset()
-    yield request.param
-    _launcher.reset()
+pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
 
 
 def pid_alive(pid: int) -> bool:

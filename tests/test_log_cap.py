@@ -23,18 +23,7 @@ ONE_GB = 112_000_000  # seq 1 ONE_GB writes 1,007,888,898 bytes
 MARKER = re.compile(rb"\n\[jobber: (\d+) bytes \([^)]*\) of output dropped here: [^\]\n]*\]\n")
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def launcher(request, monkeypatch):
-    """Every test runs with both supervisors: the compiled launcher and the Python one."""
-    from jobber._backends.local import launcher as _launcher
-
-    if request.param == "python":
-        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
-    else:
-        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
-    _launcher.reset()
-    yield request.param
-    _launcher.reset()
+pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
 
 
 def seq_size(n: int) -> int:

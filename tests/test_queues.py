@@ -26,17 +26,7 @@ BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}")
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def launcher(request, monkeypatch):
-    from jobber._backends.local import launcher as _launcher
-
-    if request.param == "python":
-        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
-    else:
-        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
-    _launcher.reset()
-    yield request.param
-    _launcher.reset()
+pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
 
 
 def in_cgroup(job) -> bool:

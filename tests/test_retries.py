@@ -27,18 +27,12 @@ MiB = 1 << 20
 SECOND_TIME_LUCKY = 'if [ -e "$M" ]; then echo second; else touch "$M"; echo first; exit 3; fi'
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def launcher(request, monkeypatch):
-    from jobber._backends.local import launcher as _launcher
+pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
 
-    if request.param == "python":
-        monkeypatch.setenv("JOBBER_LAUNCHER", "python")
-    else:
-        monkeypatch.delenv("JOBBER_LAUNCHER", raising=False)
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch):
     monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
-    _launcher.reset()
-    yield request.param
-    _launcher.reset()
 
 
 def attempt_log(job, n: int) -> bytes:
