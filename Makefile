@@ -6,6 +6,12 @@ DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
+# nbval, with kernels that turn a warning from jobber's modules into an error: IPYTHONDIR is
+# a fresh profile whose startup folder holds tests/ipython_startup/.
+NBVAL = ipd=$$(mktemp -d) && mkdir -p $$ipd/profile_default/startup && \
+	cp tests/ipython_startup/*.py $$ipd/profile_default/startup/ && \
+	IPYTHONDIR=$$ipd $(PY) -m pytest -q -p no:cacheprovider --nbval
+
 .PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
 
 venv: $(VENV)/.installed
@@ -51,7 +57,7 @@ test-notebooks: venv
 	$(VENV)/bin/jobber certs init-demo $$d/pki >/dev/null; \
 	nbs="notebooks/01-quickstart.ipynb notebooks/02-resource-limits.ipynb notebooks/03-remote.ipynb notebooks/05-lifecycle.ipynb notebooks/06-sweeps.ipynb"; \
 	JOBBER_ROOT=$$d/pki JOBBER_CERT=$$d/pki/client.pem JOBBER_JOBS_DIR=$$d/jobs \
-	  $(PY) -m pytest -q -p no:cacheprovider --nbval $$nbs
+	  $(NBVAL) $$nbs
 
 # The notebook experience in a real browser: JupyterLab + headless Chromium (Playwright, e2e/);
 # screenshots in artifacts/e2e/. Installs Debian's chromium and e2e/node_modules if missing.
@@ -90,7 +96,7 @@ test-systemd-user: venv
 test-slurm: venv
 	.ci/slurm_up.sh
 	$(PY) -m pytest -q -rs tests/test_slurm.py && $(PY) -m pytest -q -m slurm tests/test_magics.py && \
-	  $(PY) -m pytest -q -p no:cacheprovider --nbval notebooks/04-slurm.ipynb; \
+	  $(NBVAL) notebooks/04-slurm.ipynb; \
 	  status=$$?; .ci/slurm_down.sh; exit $$status
 
 # Every table compares with a baseline measured in the same run; Slurm's needs its cluster.

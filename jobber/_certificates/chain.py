@@ -32,11 +32,12 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import SignatureAlgorithmOID as _S
 
 from jobber._certificates.facts import (
+    DSA_PUBLIC_KEY,
     NS_SSL_CA,
     NS_SSL_CLIENT,
     PROXY_CERT_INFO,
@@ -81,7 +82,7 @@ def _signature_ok(child: Facts, issuer: Facts) -> bool:
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(cert.signature, cert.tbs_certificate_bytes,
                        cert.signature_algorithm_parameters)  # type: ignore[arg-type]
-        elif isinstance(key, dsa.DSAPublicKey):
+        elif isinstance(key, DSA_PUBLIC_KEY):
             key.verify(cert.signature, cert.tbs_certificate_bytes,
                        cert.signature_hash_algorithm)  # type: ignore[arg-type]
         else:
@@ -95,7 +96,7 @@ def _key_bits(key: PublicKey) -> int:
     # EVP_PKEY_get_security_bits, at the key sizes certificates use.
     if isinstance(key, ec.EllipticCurvePublicKey):
         size, steps = key.curve.key_size, _EC_STRENGTH
-    elif isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
+    elif isinstance(key, (rsa.RSAPublicKey, *DSA_PUBLIC_KEY)):
         size, steps = key.key_size, _RSA_STRENGTH
     else:
         return 224 if isinstance(key, ed448.Ed448PublicKey) else 128

@@ -14,11 +14,12 @@ CA:TRUE (what ``openssl req -x509`` writes by default): it is never taken as an 
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, types
 from cryptography.x509.oid import ExtensionOID
 from cryptography.x509.oid import SignatureAlgorithmOID as _S
 
@@ -42,9 +43,16 @@ _HANDLED_CRITICAL = {oid.dotted_string for oid in (
 # byte's bits say SSL client (0x80) and, for CAs, SSL/S-MIME/object-signing CA (0x07).
 NS_SSL_CLIENT, NS_SSL_CA, _NS_ANY_CA = 0x80, 0x04, 0x07
 
-PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey
+# cryptography 51 deprecated DSA: reading ``dsa.DSAPublicKey`` warns (and a later release
+# removes it), yet OpenSSL still verifies DSA signatures in a client's chain, and the verdict
+# must match the handshake's. The class is taken from cryptography's own union of public key
+# types, which names it without a warning; ``()`` once it is gone (isinstance is then False).
+DSA_PUBLIC_KEY: tuple[type, ...] = tuple(
+    cls for cls in typing.get_args(types.PublicKeyTypes) if cls.__name__ == "DSAPublicKey")
+
+PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey
              | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-_KEY_TYPE_OF_SIGNATURE: dict[x509.ObjectIdentifier, type] = {
+_KEY_TYPE_OF_SIGNATURE: dict[x509.ObjectIdentifier, type | tuple[type, ...]] = {
     **{oid: rsa.RSAPublicKey for oid in (
         _S.RSA_WITH_MD5, _S.RSA_WITH_SHA1, _S.RSA_WITH_SHA224, _S.RSA_WITH_SHA256,
         _S.RSA_WITH_SHA384, _S.RSA_WITH_SHA512, _S.RSA_WITH_SHA3_224, _S.RSA_WITH_SHA3_256,
@@ -53,7 +61,7 @@ _KEY_TYPE_OF_SIGNATURE: dict[x509.ObjectIdentifier, type] = {
         _S.ECDSA_WITH_SHA1, _S.ECDSA_WITH_SHA224, _S.ECDSA_WITH_SHA256, _S.ECDSA_WITH_SHA384,
         _S.ECDSA_WITH_SHA512, _S.ECDSA_WITH_SHA3_224, _S.ECDSA_WITH_SHA3_256,
         _S.ECDSA_WITH_SHA3_384, _S.ECDSA_WITH_SHA3_512)},
-    **{oid: dsa.DSAPublicKey for oid in (
+    **{oid: DSA_PUBLIC_KEY for oid in (
         _S.DSA_WITH_SHA1, _S.DSA_WITH_SHA224, _S.DSA_WITH_SHA256, _S.DSA_WITH_SHA384,
         _S.DSA_WITH_SHA512)},
     _S.ED25519: ed25519.Ed25519PublicKey,
