@@ -1,5 +1,9 @@
 """What confines a job: detection, placement of cgroups, limits in cgroupfs, clean-up.
 
+Also what a job must not be able to do to its confinement: make a cgroup beneath its own
+and move a setsid'd process there to outlive its timeout or stop (under umask 000, as a
+tenant's uid and as root), and every directory's mode whatever the umask.
+
 Runs on this host (cgroup v1) and in the cgroup v2 VM; each backend's own tests skip with
 the reason elsewhere.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -15,11 +20,14 @@ from pathlib import Path
 import pytest
 
 from jobber import JobError, Limits
+from jobber._backends.context import Sandbox
 from jobber._backends.local import cgroup_v1 as _cgroup_v1
 from jobber._backends.local import cgroup_v2 as _cgroup_v2
 from jobber._backends.local import cgroupfs as _cgroupfs
 from jobber._backends.local.isolation import cgroup_owner, choose, detect
+from jobber._backends.local.supervisor import process_start_time
 from jobber._jobs.store import JobStore
+from polling import poll, wait_for
 
 BACKEND, REASON = choose()
 on_v1 = pytest.mark.skipif(BACKEND.NAME != "cgroup-v1", reason=f"jobs here use {BACKEND.NAME}, not cgroup v1")
@@ -246,3 +254,122 @@ def test_two_jobs_directories_never_share_a_cgroup(tmp_path, monkeypatch):
     finally:
         for job in jobs:
             job.stop(grace=0)
+
+
+# A job that tries to leave its cgroup for one of its own making: a setsid'd sleep, moved
+# into a cgroup made beneath each of the job's (what an audit did under umask 000).
+ESCAPE = r'''
+import errno, os, time
+sleeper = os.fork()
+if sleeper == 0:
+    os.setsid()
+    os.execvp("sleep", ["sleep", "400"])
+print("sleeper", sleeper, flush=True)
+mounts = []
+for line in open("/proc/self/mountinfo"):
+    left, _, right = line.partition(" - ")
+    fields, rfields = left.split(), right.split()
+    if rfields[0] in ("cgroup", "cgroup2"):
+        mounts.append((fields[4], rfields[0], set(rfields[2].split(","))))
+for line in open("/proc/self/cgroup"):
+    _hid, controllers, path = line.rstrip("\n").split(":", 2)
+    if "/jobber/" not in path:
+        continue  # a hierarchy the job was not moved into: not the job's cgroup
+    for mount, fstype, options in mounts:
+        if fstype == "cgroup2" if not controllers else set(controllers.split(",")) <= options:
+            sub = mount + path + "/escape"
+            try:
+                os.mkdir(sub)
+                with open(sub + "/cgroup.procs", "w") as f:
+                    f.write(str(sleeper))
+                print("escaped", sub, flush=True)
+            except OSError as err:
+                print("refused", sub, errno.errorcode[err.errno], flush=True)
+print("ready", flush=True)
+time.sleep(600)
+'''
+
+
+@pytest.mark.skipif(BACKEND.NAME == "none", reason=f"no writable cgroup here: {REASON}")
+@pytest.mark.skipif(os.geteuid() != 0, reason="under umask 777 only root can use what it just made")
+@pytest.mark.parametrize("umask", [0o000, 0o777])
+def test_every_directory_has_its_mode_whatever_the_umask(store, umask):
+    """Job directories 0700; cgroups 0711 above a job's (passable, not listable) and 0755
+    for the job's own (readable, no cgroup can be made beneath it by anyone else)."""
+    old = os.umask(umask)
+    try:
+        job = running_job(store)
+    finally:
+        os.umask(old)
+    try:
+        modes = {path: os.stat(path).st_mode & 0o7777 for path in (job.path, job.path.parent)}
+        assert set(modes.values()) == {0o700}, modes
+        for path in record_of(job)["dirs"].values():
+            inner = (os.path.dirname(path), os.path.dirname(os.path.dirname(path)))
+            modes = {p: os.stat(p).st_mode & 0o7777 for p in (path, *inner)}
+            assert modes == {path: 0o755, inner[0]: 0o711, inner[1]: 0o711}, modes
+    finally:
+        job.stop(grace=0)
+
+
+@pytest.fixture
+def umask_000():
+    """The umask some service managers and containers start a server with."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.skipif(BACKEND.NAME == "none", reason=f"no writable cgroup here: {REASON}")
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a job as another uid, as a server's tenant: needs root")
+@pytest.mark.usefixtures("umask_000")
+class TestNoEscapeIntoASubCgroup:
+    """Under umask 000: a tenant's job cannot make a cgroup beneath its own; a job that
+    can (root's own) still cannot keep a process past its timeout or stop, and leaves no
+    cgroup behind."""
+
+    TENANT = 200_778  # no passwd entry on a test host
+
+    def escape(self, store, *, tenant: bool, timeout: float | None):
+        job = store.new_job(f"exec /usr/bin/python3 -c {shlex.quote(ESCAPE)}", timeout=timeout)
+        if tenant:
+            job._backend.start(user=f"#{self.TENANT}", cwd=None, sandbox=Sandbox())
+        else:
+            job.start()
+        buf = bytearray(1 << 16)
+        wait_for(lambda: b"ready\n" in buf[: job.tail(buf)] or job.status().ended, 30, "the job's attempts")
+        lines = bytes(buf[: job.tail(buf)]).decode().splitlines()
+        assert "ready" in lines, (lines, job.status())
+        sleeper = int(lines[0].split()[1])
+        started = process_start_time(sleeper)
+        assert started is not None, lines
+        dirs = set(record_of(job)["dirs"].values())
+        for path in dirs:
+            assert os.stat(path).st_mode & 0o7777 == 0o755, path
+        return job, lines, sleeper, started, dirs
+
+    def assert_nothing_left(self, job, sleeper, started, dirs):
+        assert poll(lambda: process_start_time(sleeper) != started, 10), "the escaped sleep outlived the job"
+        assert not [path for path in dirs if os.path.exists(path)], "cgroups left behind"
+
+    def test_a_tenants_job_cannot_make_a_cgroup_and_its_sleep_ends_at_the_timeout(self, store):
+        job, lines, sleeper, started, dirs = self.escape(store, tenant=True, timeout=8)
+        refused = [line for line in lines if line.startswith("refused")]
+        assert refused and not [line for line in lines if line.startswith("escaped")], lines
+        assert all(line.endswith("EACCES") for line in refused), lines
+        assert job.wait(60).state == "timed-out"
+        self.assert_nothing_left(job, sleeper, started, dirs)
+
+    def test_a_process_moved_beneath_the_jobs_cgroup_ends_at_the_timeout(self, store):
+        job, lines, sleeper, started, dirs = self.escape(store, tenant=False, timeout=8)
+        escaped = [line.split()[1] for line in lines if line.startswith("escaped")]
+        assert escaped, lines  # root may: the kill must reach beneath the job's cgroup
+        assert job.wait(60).state == "timed-out"
+        self.assert_nothing_left(job, sleeper, started, dirs)
+        assert not [path for path in escaped if os.path.exists(path)]
+
+    def test_a_process_moved_beneath_the_jobs_cgroup_ends_at_stop(self, store):
+        job, lines, sleeper, started, dirs = self.escape(store, tenant=False, timeout=None)
+        assert [line for line in lines if line.startswith("escaped")], lines
+        assert job.stop(grace=0).state == "stopped"
+        self.assert_nothing_left(job, sleeper, started, dirs)

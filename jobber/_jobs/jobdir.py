@@ -205,11 +205,13 @@ def ensure_private_dir(path: Path | str, *, uid: int | None = None) -> Path:
         for index, name in enumerate(names):
             here = here / name
             last = index == len(names) - 1
+            made = False
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 try:
                     os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
                 except FileExistsError:
                     pass  # somebody raced us: it is checked below like any existing directory
                 except OSError as err:
@@ -228,6 +230,8 @@ def ensure_private_dir(path: Path | str, *, uid: int | None = None) -> Path:
                 raise JobError(f"cannot open {here}: {err.strerror}; set JOBBER_JOBS_DIR to a directory you own") from err
             os.close(fd)
             fd = child
+            if made:
+                os.fchmod(fd, 0o700)  # not whatever the umask left of it
             if not last:
                 _check_ancestor(here, os.fstat(fd), uid)
     finally:

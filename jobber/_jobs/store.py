@@ -99,6 +99,7 @@ class JobStore:
             while True:
                 try:
                     os.mkdir(base / str(candidate), 0o700)
+                    os.chmod(base / str(candidate), 0o700)  # not whatever the umask left of it
                     break
                 except FileExistsError:
                     candidate += 1  # a counter reset or lost: skip ids already used

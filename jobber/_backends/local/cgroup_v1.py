@@ -152,15 +152,20 @@ class Cgroup:
         return [arg for path in sorted(set(self.dirs.values())) for arg in ("--join", os.path.join(path, "cgroup.procs"))]
 
     def pids(self) -> list[int]:
-        """Every process of the job, setsid escapees included."""
-        return fs.read_pids(self.procs)
+        """Every process of the job, setsid escapees included, and any process moved into a
+        cgroup beneath one of the job's, in any hierarchy."""
+        pids: dict[int, None] = {}
+        for path in sorted(set(self.dirs.values())):
+            pids.update(dict.fromkeys(fs.tree_pids(path)))
+        return list(pids)
 
     def signal_all(self, sig: int) -> int:
         """Send ``sig`` to every process of the job."""
         return fs.signal_pids(self.pids(), sig)
 
     def kill_all(self) -> None:
-        """SIGKILL every process; freeze first so none can fork while we iterate."""
+        """SIGKILL every process; freeze first so none can fork while we iterate (the v1
+        freezer is hierarchical: a cgroup beneath the job's freezes with it)."""
         freezer = self.dirs.get("freezer")
         if freezer is None:
             fs.wait_until(lambda: fs.signal_pids(self.pids(), signal.SIGKILL) == 0, 5.0)
@@ -181,7 +186,9 @@ class Cgroup:
                 fs.write(state, "THAWED")
             except FileNotFoundError:
                 pass
-        fs.wait_until(lambda: not self.pids(), 5.0)
+        # A process outside the freezer's tree (moved beneath the job's cgroup of another
+        # hierarchy only) was not frozen: kill until none is left.
+        fs.wait_until(lambda: fs.signal_pids(self.pids(), signal.SIGKILL) == 0 or not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
         """Memory now and at peak, CPU seconds, OOM kills so far, and CPU throttling.
@@ -213,8 +220,9 @@ class Cgroup:
         return out
 
     def remove(self) -> None:
-        """rmdir the job's cgroups, and the owner's and jobber's if they became empty."""
+        """rmdir the job's cgroups (any cgroup beneath them first), and the owner's and
+        jobber's if they became empty."""
         for path in set(self.dirs.values()):
-            fs.rmdir_retry(path)
+            fs.rmdir_tree(path)
             fs.rmdir_quietly(os.path.dirname(path))
             fs.rmdir_quietly(os.path.dirname(os.path.dirname(path)))

@@ -247,15 +247,17 @@ class Cgroup:
         return ["--join", self.procs, "--into", self.path]
 
     def pids(self) -> list[int]:
-        """Every process of the job, setsid escapees included."""
-        return fs.read_pids(self.procs)
+        """Every process of the job, setsid escapees included, and any process moved into a
+        cgroup beneath the job's."""
+        return fs.tree_pids(self.path)
 
     def signal_all(self, sig: int) -> int:
         """Send ``sig`` to every process of the job."""
         return fs.signal_pids(self.pids(), sig)
 
     def kill_all(self) -> None:
-        """SIGKILL every process at once with cgroup.kill (Linux 5.14), else freeze-kill-thaw."""
+        """SIGKILL every process at once with cgroup.kill (Linux 5.14), else freeze-kill-thaw;
+        both reach the cgroups beneath the job's too."""
         kill = os.path.join(self.path, "cgroup.kill")
         try:
             if os.path.exists(kill):
@@ -305,8 +307,9 @@ class Cgroup:
         return out
 
     def remove(self) -> None:
-        """rmdir the job's cgroup, and the owner's and jobber's if they became empty."""
-        fs.rmdir_retry(self.path)
+        """rmdir the job's cgroup (any cgroup beneath it first), and the owner's and jobber's
+        if they became empty."""
+        fs.rmdir_tree(self.path)
         owner_dir = os.path.dirname(self.path)
         fs.rmdir_quietly(owner_dir)
         fs.rmdir_quietly(os.path.dirname(owner_dir))

@@ -13,12 +13,18 @@ import signal
 import time
 from collections.abc import Iterable
 
+INNER_MODE = 0o711
+LEAF_MODE = 0o755
+
 __all__ = [
     "read",
     "write",
     "read_pids",
+    "tree",
+    "tree_pids",
     "signal_pids",
     "rmdir_retry",
+    "rmdir_tree",
     "mkdir_path",
     "mountinfo",
     "self_cgroups",
@@ -50,6 +56,24 @@ def read_pids(procs_file: str) -> list[int]:
         if err.errno in (errno.ENOENT, errno.ENODEV):
             return []
         raise
+
+
+def tree(path: str) -> list[str]:
+    """``path`` and every cgroup beneath it, deepest first (the order rmdir needs).
+
+    A job cannot make a cgroup beneath its own (its directory is root's, 0755), but one
+    that could (a job run as the user who owns a delegated cgroup) must not hide a
+    process from stop, timeout or clean-up by moving it one level down.
+    """
+    return [top for top, _dirs, _files in os.walk(path, topdown=False)]
+
+
+def tree_pids(path: str) -> list[int]:
+    """The pids in ``path``'s ``cgroup.procs`` and in those of every cgroup beneath it."""
+    pids: dict[int, None] = {}
+    for cgroup in tree(path):
+        pids.update(dict.fromkeys(read_pids(os.path.join(cgroup, "cgroup.procs"))))
+    return list(pids)
 
 
 def signal_pids(pids: Iterable[int], sig: int) -> int:
@@ -85,6 +109,12 @@ def rmdir_retry(path: str, timeout: float = 2.0) -> None:
         delay = min(delay * 2, 0.05)
 
 
+def rmdir_tree(path: str, timeout: float = 2.0) -> None:
+    """Remove a job's cgroup and any cgroup made beneath it, deepest first."""
+    for cgroup in tree(path):
+        rmdir_retry(cgroup, timeout)
+
+
 def rmdir_quietly(path: str) -> None:
     """Remove an inner cgroup if it has become empty; another job may still use it."""
     try:
@@ -98,7 +128,10 @@ def mkdir_path(base: str, parts: Iterable[str], on_create=None) -> str:
 
     The levels above the last are mode 0711: anyone may pass through them to a cgroup
     whose path they know (their own), nobody else may list them, so the jobs of one
-    certificate cannot enumerate other certificates' hashes and job ids.
+    certificate cannot enumerate other certificates' hashes and job ids. The last is
+    0755: a job may read its own cgroup's files, but not make a cgroup beneath it (one of
+    its own, which it could move its processes into). Each mode is set with chmod after
+    mkdir, so the caller's umask (000 under some service managers) changes nothing.
 
     Args:
         base: an existing cgroup directory.
@@ -111,16 +144,19 @@ def mkdir_path(base: str, parts: Iterable[str], on_create=None) -> str:
     for index, part in enumerate(parts):
         parent, path = path, os.path.join(path, part)
         inner = index < len(parts) - 1
+        mode = INNER_MODE if inner else LEAF_MODE
         if on_create is not None:
             on_create(parent)
         try:
-            os.mkdir(path, 0o711 if inner else 0o777)
+            os.mkdir(path, mode)
         except FileExistsError:
             if inner:
                 try:
-                    os.chmod(path, 0o711)  # made by an older jobber, or by another user
+                    os.chmod(path, mode)  # made by an older jobber, or by another user
                 except OSError:
                     pass
+                continue
+        os.chmod(path, mode)
     return path
 
 
