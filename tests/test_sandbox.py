@@ -3,7 +3,8 @@
 - ``--clear-env``: exactly the variables the sandbox names reach the job, nothing of the
   starter's environment; ``--umask``, ``--no-new-privs`` and ``--rlimit
   RLIMIT_NOFILE=SOFT:HARD`` read back from ``/proc/self``; ``--private-tmp`` and
-  ``--hide-pids`` (root): the job's /tmp is its directory, its /proc its own uid's.
+  ``--hide-pids`` (root): the job's /tmp is its directory, its /proc its own uid's, and
+  cgroupfs lists no pid but its own (``--hide-cgroup``).
 - ``--command-file``: a command of 200 KB and of 2 MB runs (as an argument each would
   meet the kernel's 128 KiB per string), and so does one at the inline limit.
 - ``user="#UID[:GID]"``: a numeric identity with no passwd entry (root).
@@ -130,6 +131,59 @@ class TestTheCleanEnvironment:
         assert proc_status(out)["Groups"] == str(UID + 1) or proc_status(out).get("Groups", "") == ""
         mounts = Path("/proc/self/mountinfo").read_text()
         assert tmp not in mounts, "the job's mounts leaked into the host's namespace"
+
+
+class TestHiddenCgroups:
+    """hidepid=2 must not be defeated through cgroupfs: every ``cgroup.procs`` and
+    ``tasks`` the job can find lists only its own processes (the hierarchies it was not
+    moved into, cpuset and name=systemd, and a hybrid host's unified root included),
+    while its own cgroup's files still read as before and take no new cgroup."""
+
+    LIST = ("echo self $$; sleep 0.1 & sleep 0.1 & "  # the job's own processes, listed too
+            "find /sys/fs/cgroup -name cgroup.procs -o -name tasks 2>/dev/null | sort > cgroup-files; "
+            "xargs cat < cgroup-files | sort -un | tr '\\n' ' '; echo; wc -l < cgroup-files; "
+            "find /sys/fs/cgroup -name memory.limit_in_bytes -o -name memory.max 2>/dev/null | xargs cat; "
+            "mkdir $(dirname $(head -1 cgroup-files))/escape 2>&1 | grep -o 'Read-only file system'; wait")
+
+    @ROOT_ONLY
+    def test_a_tenants_job_lists_only_its_own_pids(self, store, kind, tenant_dirs):
+        import subprocess
+
+        from jobber import Limits
+        from jobber._backends.local.isolation import choose
+
+        home, tmp = tenant_dirs
+        host_pids = subprocess.run(["sh", "-c", "cat /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/cgroup.procs"],
+                                   capture_output=True, text=True).stdout.split()
+        assert str(os.getpid()) in host_pids  # control: from the host, cgroupfs lists them all
+        outsider = subprocess.Popen(["sleep", "60"])
+        try:
+            job = store.new_job(self.LIST, Limits(memory="64M"))
+            out = run(job, user=f"#{UID}", sandbox=Sandbox(home=home, tmpdir=tmp, private_tmp=True, hide_pids=True))
+        finally:
+            outsider.kill()
+            outsider.wait()
+        lines = out.splitlines()
+        own = lines[0].split()[1]
+        listed = lines[1].split()
+        assert own in listed or choose()[0].NAME == "none", lines  # its own cgroup is there to read
+        for pid in ("1", str(os.getpid()), str(outsider.pid)):
+            assert pid not in listed, lines
+        assert len(listed) <= 8, lines  # sh, find, xargs, cat, sort, tr, two sleeps: nothing else
+        if choose()[0].NAME != "none":
+            assert int(lines[2]) > 0 and str(64 << 20) in lines[3:], lines  # its limit reads as before
+            assert lines[-1] == "Read-only file system", lines
+
+    @ROOT_ONLY
+    def test_the_hosts_cgroupfs_is_untouched(self, store, kind, tenant_dirs):
+        def cgroup_mounts() -> list[str]:
+            return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "/sys/fs/cgroup" in line]
+
+        home, tmp = tenant_dirs
+        before = cgroup_mounts()
+        job = store.new_job("true")
+        run(job, user=f"#{UID}", sandbox=Sandbox(home=home, tmpdir=tmp, private_tmp=True, hide_pids=True))
+        assert cgroup_mounts() == before, "the job's mounts leaked into the host's namespace"
 
 
 class TestNumericUsers:

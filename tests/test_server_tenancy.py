@@ -247,15 +247,34 @@ class TestTenantBAgainstTenantA:
         listed = run(b, "ls /proc").split()
         assert str(victim.pid) not in listed and str(served.proc.pid) not in listed and "1" not in listed
 
-    def test_b_cannot_list_other_tenants_cgroups(self, tenants, victim):
+    def test_b_cannot_list_other_tenants_cgroups(self, tenants, victim, served):
         a, b = tenants
         record = json.loads((victim.dir / "confinement.json").read_text())
         if not record.get("dirs"):
             pytest.skip(f"isolation {record.get('isolation')}: no cgroup")
         owner_dir = Path(next(iter(record["dirs"].values()))).parent
         listing = run(b, f"ls {owner_dir.parent}; echo rc=$?")
-        assert a.hash not in listing and "rc=2" in listing, listing  # no tenant's hash, no job ids
+        assert a.hash not in listing, listing  # no tenant's hash, no job ids
+        if served.private:  # cgroupfs hidden but for B's job's own cgroup: the way to it alone
+            assert [line.split(".")[0] for line in listing.splitlines()[:-1]] == [b.hash], listing
+        else:
+            assert "rc=2" in listing, listing
         assert "rc=2" in run(b, f"ls {owner_dir}; echo rc=$?")
+
+
+    def test_b_cannot_list_other_pids_through_cgroupfs(self, tenants, victim, served):
+        """hidepid=2 hides A's job from B's /proc; every cgroup.procs and tasks file is
+        world-readable, and lists pids too (the hierarchies jobs are not moved into list
+        every process of the host)."""
+        if not served.private:
+            pytest.skip("without the mount namespace cgroupfs is the host's, as /proc is (the uids still hold)")
+        _a, b = tenants
+        out = run(b, "echo $$; { cat /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/*/tasks /sys/fs/cgroup/cgroup.procs "
+                     "$(find /sys/fs/cgroup -name cgroup.procs -o -name tasks); } 2>/dev/null | sort -un")
+        own, *listed = out.split()
+        for pid in (victim.pid, served.proc.pid, 1):
+            assert str(pid) not in listed, out
+        assert own in listed or not json.loads((victim.dir / "confinement.json").read_text()).get("dirs"), out
 
 
 class TestLongCommands:

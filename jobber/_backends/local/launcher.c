@@ -11,7 +11,8 @@
  * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]
  *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
  *                 [--clear-env] [--env K=V]... [--umask OCTAL] [--no-new-privs]
- *                 [--private-tmp DIR] [--hide-pids] (--command-file FILE | -- COMMAND)
+ *                 [--private-tmp DIR] [--hide-pids] [--hide-cgroup MOUNT]...
+ *                 (--command-file FILE | -- COMMAND)
  *
  * --timeout SECONDS [--grace SECONDS]: measured from the start by this process (so it holds
  * with no kernel alive), then the Python half runs `supervisor.py --time-out`, which marks
@@ -34,7 +35,8 @@
  * environment, only the --env given), --umask, --no-new-privs (prctl), --rlimit
  * RLIMIT_NOFILE=SOFT:HARD, and a mount namespace of the job's own (--private-tmp: DIR
  * bound on /tmp; --hide-pids: a /proc mounted hidepid=2, showing only the job user's
- * processes), all made as root before the uid is dropped.
+ * processes; --hide-cgroup: each cgroup hierarchy hidden but for the job's own cgroup),
+ * all made as root before the uid is dropped.
  *
  * Nothing in the job directory is followed if it is a symlink: log, pid and status.json
  * (temporary file, then rename) and the command file are opened with O_NOFOLLOW.
@@ -71,8 +73,8 @@
 #define COMMAND_FD 9
 #define FROM_FD "eval \"$(/bin/cat <&9)\" 9<&-"
 
-static char **joins, **envs, **rlimits;
-static int njoins, nenvs, nrlimits;
+static char **joins, **envs, **rlimits, **hides;
+static int njoins, nenvs, nrlimits, nhides;
 
 static void die(const char *what) {
     dprintf(1, "error launcher: %s: %s\n", what, strerror(errno));
@@ -279,8 +281,55 @@ static int set_rlimit(const char *spec) {
     return -1;
 }
 
+/* --hide-cgroup MOUNT: hidepid=2 says nothing of cgroupfs, whose cgroup.procs and tasks
+ * files are world-readable and list every pid of the host. Each cgroup hierarchy MOUNT
+ * gets an empty read-only tmpfs over it, and the job's own cgroup there (the directory of
+ * a --join file beneath MOUNT) is bound back, read-only, at its own path: the job reads
+ * its limits and counters as before, lists only its own pids, and can make no cgroup. */
+static void hide_cgroups(int err) {
+    int *fds = calloc((size_t)njoins + 1, sizeof *fds);
+    if (!fds) child_fail(err, "calloc", NULL);
+    for (int i = 0; i < njoins; i++) { /* opened first: a later tmpfs may cover them */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", joins[i]);
+        if (strrchr(dir, '/')) *strrchr(dir, '/') = 0;
+        if ((fds[i] = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+            child_fail(err, "cannot open the job's cgroup", dir);
+    }
+    for (int m = 0; m < nhides; m++) {
+        const char *top = hides[m];
+        size_t len = strlen(top);
+        if (mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0)
+            child_fail(err, "cannot hide the cgroup hierarchy", top);
+        for (int i = 0; i < njoins; i++) {
+            if (strncmp(joins[i], top, len) || joins[i][len] != '/') continue;
+            char target[4096], source[64];
+            snprintf(target, sizeof target, "%s", joins[i]);
+            *strrchr(target, '/') = 0;
+            for (char *p = target + len + 1;; p++) { /* mkdir -p, in the fresh tmpfs */
+                char *slash = strchr(p, '/');
+                if (slash) *slash = 0;
+                if (mkdir(target, 0755) < 0 && errno != EEXIST) child_fail(err, "mkdir", target);
+                if (chmod(target, 0755) < 0) child_fail(err, "chmod", target); /* the umask is the server's */
+                if (!slash) break;
+                *slash = '/';
+                p = slash;
+            }
+            snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
+            if (mount(source, target, NULL, MS_BIND, NULL) < 0 ||
+                mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                child_fail(err, "cannot bind the job's cgroup", target);
+        }
+        if (mount(NULL, top, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0)
+            child_fail(err, "cannot remount read-only", top);
+    }
+    for (int i = 0; i < njoins; i++) close(fds[i]);
+    free(fds);
+}
+
 /* In the child, as root: a mount namespace of its own, with DIR on /tmp and/or a /proc
- * that shows only the processes of the job's uid. Nothing propagates back to the host. */
+ * that shows only the processes of the job's uid, and cgroupfs hidden likewise (--hide-cgroup).
+ * Nothing propagates back to the host. */
 static void private_mounts(int err, const char *tmp_dir, int hide_pids) {
     if (unshare(CLONE_NEWNS) < 0) child_fail(err, "unshare", "CLONE_NEWNS");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(err, "mount", "--make-rprivate /");
@@ -295,6 +344,7 @@ static void private_mounts(int err, const char *tmp_dir, int hide_pids) {
             child_fail(err, "cannot remount /tmp", "nosuid,nodev");
         close(fd);
     }
+    if (nhides) hide_cgroups(err);
     if (hide_pids && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
         child_fail(err, "cannot mount /proc", "hidepid=2");
 }
@@ -356,7 +406,8 @@ int main(int argc, char **argv) {
     joins = calloc((size_t)argc, sizeof *joins);
     envs = calloc((size_t)argc, sizeof *envs);
     rlimits = calloc((size_t)argc, sizeof *rlimits);
-    if (!joins || !envs || !rlimits) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
+    hides = calloc((size_t)argc, sizeof *hides);
+    if (!joins || !envs || !rlimits || !hides) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
@@ -367,6 +418,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--join")) joins[njoins++] = argv[++i];
         else if (!strcmp(argv[i], "--env")) envs[nenvs++] = argv[++i];
         else if (!strcmp(argv[i], "--rlimit")) rlimits[nrlimits++] = argv[++i];
+        else if (!strcmp(argv[i], "--hide-cgroup")) hides[nhides++] = argv[++i];
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gid")) gid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--umask")) mask = strtol(argv[++i], NULL, 8);
@@ -447,7 +499,7 @@ int main(int argc, char **argv) {
         signal(SIGHUP, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
-        if (private_tmp || hide_pids) private_mounts(err, private_tmp, hide_pids);
+        if (private_tmp || hide_pids || nhides) private_mounts(err, private_tmp, hide_pids);
         if (gid >= 0 && (setgroups(0, NULL) < 0 || setgid((gid_t)gid) < 0)) child_fail(err, "setgid", NULL);
         if (uid >= 0 && setuid((uid_t)uid) < 0) child_fail(err, "setuid", NULL);
         if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(err, "prctl", "PR_SET_NO_NEW_PRIVS");

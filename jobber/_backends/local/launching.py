@@ -11,6 +11,7 @@ import os
 import subprocess
 from typing import Any
 
+from jobber._backends.local.cgroupfs import mountinfo
 from jobber._backends.local.launcher import launcher_command
 from jobber._errors import JobError
 from jobber._files import write_atomic
@@ -48,6 +49,8 @@ def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command:
             argv += ["--private-tmp", sandbox["private_tmp"]]
         if sandbox.get("hide_pids"):
             argv.append("--hide-pids")
+            # cgroupfs lists every pid of the host too: hidden but for the job's own cgroups.
+            argv += [arg for mount, _type, _options in mountinfo() for arg in ("--hide-cgroup", mount)]
     for name, value in context["env"].items():
         argv += ["--env", f"{name}={value}"]
     if "user" in context:

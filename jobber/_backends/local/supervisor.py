@@ -73,8 +73,8 @@ COMMAND_FD = 9
 FROM_FD = 'eval "$(/bin/cat <&9)" 9<&-'
 
 _CLONE_NEWNS = 0x00020000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
-    2, 4, 8, 32, 4096, 16384, 1 << 18)
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 _PR_SET_NO_NEW_PRIVS = 38
 _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
 _VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
@@ -85,7 +85,7 @@ LAUNCHED = "launched"  # the launcher of this attempt: "PID START_TICKS", made w
 
 def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
-    plan: dict = {"join": [], "rlimit": [], "env": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
+    plan: dict = {"join": [], "rlimit": [], "env": [], "hide_cgroup": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
                   "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
                   "private_tmp": None, "command_file": None, "log_max": None}
     i = 0
@@ -96,8 +96,8 @@ def parse_launch(argv: list[str]) -> dict:
             return plan
         if arg in _FLAGS:
             plan[_FLAGS[arg]] = True
-        elif arg in ("--join", "--rlimit", "--env"):
-            plan[arg[2:]].append(argv[i + 1])
+        elif arg in ("--join", "--rlimit", "--env", "--hide-cgroup"):
+            plan[arg[2:].replace("-", "_")].append(argv[i + 1])
             i += 1
         elif arg in ("--uid", "--gid"):
             plan[arg[2:]] = int(argv[i + 1])
@@ -144,15 +144,43 @@ def _libc():
     return ctypes, ctypes.CDLL(None, use_errno=True)
 
 
-def _private_mounts(tmp_dir: str | None, hide_pids: bool) -> None:
+def _private_mounts(tmp_dir: str | None, hide_pids: bool, hide_cgroups: list[str] | tuple[()] = (),
+                    joins: list[str] | tuple[()] = ()) -> None:
     """As root, in the child: a mount namespace of its own, with ``tmp_dir`` on /tmp and/or
-    a /proc that shows only the processes of the job's uid (as launcher.c does)."""
+    a /proc that shows only the processes of the job's uid, and each cgroup hierarchy of
+    ``hide_cgroups`` hidden but for the job's own cgroup (as launcher.c does)."""
     ctypes, libc = _libc()
 
     def check(result: int, what: str) -> None:
         if result != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def hide(tops) -> None:
+        # cgroup.procs and tasks are world-readable and list every pid of the host: an
+        # empty read-only tmpfs over each hierarchy, the job's own cgroup bound back read-only.
+        own = {os.path.dirname(procs): os.open(os.path.dirname(procs), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                               | os.O_CLOEXEC) for procs in joins}
+        sealed = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        for top in tops:
+            check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", sealed, b"mode=0755"),
+                  f"cannot hide the cgroup hierarchy {top}")
+            for path, fd in own.items():
+                if path.startswith(top + "/"):
+                    here = top
+                    for part in path[len(top) + 1:].split("/"):
+                        here = os.path.join(here, part)
+                        if not os.path.isdir(here):
+                            os.mkdir(here)
+                            os.chmod(here, 0o755)  # the umask is still the server's here
+                    check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, _MS_BIND, None),
+                          f"cannot bind the job's cgroup {path}")
+                    check(libc.mount(None, path.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | sealed, None),
+                          f"cannot remount {path} read-only")
+            check(libc.mount(None, top.encode(), None, _MS_REMOUNT | _MS_RDONLY | sealed, b"mode=0755"),
+                  f"cannot remount {top} read-only")
+        for fd in own.values():
+            os.close(fd)
 
     check(libc.unshare(_CLONE_NEWNS), "unshare CLONE_NEWNS")
     check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
@@ -163,6 +191,8 @@ def _private_mounts(tmp_dir: str | None, hide_pids: bool) -> None:
         check(libc.mount(None, b"/tmp", None, _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV, None),
               "cannot remount /tmp nosuid,nodev")
         os.close(fd)
+    if hide_cgroups:
+        hide(hide_cgroups)
     if hide_pids:
         check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"hidepid=2"),
               "cannot mount /proc hidepid=2")
@@ -193,8 +223,8 @@ def _child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_
         os.dup2(log_fd, 2)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        if plan["private_tmp"] is not None or plan["hide_pids"]:
-            _private_mounts(plan["private_tmp"], plan["hide_pids"])
+        if plan["private_tmp"] is not None or plan["hide_pids"] or plan["hide_cgroup"]:
+            _private_mounts(plan["private_tmp"], plan["hide_pids"], plan["hide_cgroup"], plan["join"])
         if plan["gid"] is not None:
             os.setgroups([])
             os.setgid(plan["gid"])
