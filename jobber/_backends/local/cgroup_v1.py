@@ -153,11 +153,9 @@ class Cgroup:
 
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included, and any process moved into a
-        cgroup beneath one of the job's, in any hierarchy."""
-        pids: dict[int, None] = {}
-        for path in sorted(set(self.dirs.values())):
-            pids.update(dict.fromkeys(fs.tree_pids(path)))
-        return list(pids)
+        cgroup beneath the job's. One hierarchy tells them all: a process of the job is in
+        the job's cgroup, or beneath it, in every hierarchy (only root could move it out)."""
+        return fs.tree_pids(os.path.dirname(self.procs))
 
     def signal_all(self, sig: int) -> int:
         """Send ``sig`` to every process of the job."""
@@ -186,9 +184,7 @@ class Cgroup:
                 fs.write(state, "THAWED")
             except FileNotFoundError:
                 pass
-        # A process outside the freezer's tree (moved beneath the job's cgroup of another
-        # hierarchy only) was not frozen: kill until none is left.
-        fs.wait_until(lambda: fs.signal_pids(self.pids(), signal.SIGKILL) == 0 or not self.pids(), 5.0)
+        fs.wait_until(lambda: not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
         """Memory now and at peak, CPU seconds, OOM kills so far, and CPU throttling.

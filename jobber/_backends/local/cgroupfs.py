@@ -65,6 +65,11 @@ def tree(path: str) -> list[str]:
     that could (a job run as the user who owns a delegated cgroup) must not hide a
     process from stop, timeout or clean-up by moving it one level down.
     """
+    try:
+        if os.stat(path).st_nlink == 2:  # kernfs counts a directory's links as 2 + its subdirectories
+            return [path]  # the usual case, at the cost of one stat (stop polls this)
+    except FileNotFoundError:
+        return []
     return [top for top, _dirs, _files in os.walk(path, topdown=False)]
 
 
