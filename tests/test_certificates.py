@@ -1435,3 +1435,13 @@ class TestInitDemo:
         (tmp_path / "file").write_text("")
         with pytest.raises(CertificateError, match="cannot write the demo certificates"):
             init_demo(tmp_path / "file" / "demo")
+
+    def test_no_directory_it_makes_is_writable_by_others_whatever_the_umask(self, tmp_path):
+        previous = os.umask(0)
+        try:
+            made = init_demo(tmp_path / "new" / "root")
+        finally:
+            os.umask(previous)
+        for directory in (tmp_path / "new", made["root"], made["pool"]):
+            assert directory.stat().st_mode & 0o777 == 0o755, directory
+        assert made["client_key"].stat().st_mode & 0o777 == 0o600

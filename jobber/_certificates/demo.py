@@ -135,7 +135,7 @@ def init_demo(directory: str | os.PathLike[str], force: bool = False) -> dict[st
         pems[f"{key_name}_key"] = _key_pem(key)
     pems["pool_ca"] = pems["ca"]
     try:
-        paths["pool_ca"].parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(paths["pool_ca"].parent)
         for key_name, path in paths.items():
             _write(path, pems[key_name], 0o600 if key_name.endswith("_key") else 0o644)
     except OSError as err:
@@ -143,6 +143,18 @@ def init_demo(directory: str | os.PathLike[str], force: bool = False) -> dict[st
                                f"{err.strerror or err}; choose a writable directory",
                                path=str(root)) from err
     return {**paths, "pool": paths["pool_ca"].parent, "root": root}
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p with mode 0755 on each directory it makes, whatever the umask: under umask
+    000 a world-writable pool would let anyone add a CA and be admitted."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, 0o755)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
