@@ -536,7 +536,31 @@ class TestLogRateLimit:
         assert "45 more like 'refused a TLS client %s: %s'" in caplog.text
 
 
+_SANDBOXED_JOB = """
+import hashlib, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000))
+from jobber._backends.context import Sandbox
+from jobber._jobs.store import JobStore
+job = JobStore(hashlib.sha256(os.urandom(16)).hexdigest()).new_job("echo $(ulimit -Sn) $(ulimit -Hn)")
+job._backend.start(user=None, cwd=None, sandbox=Sandbox())
+status = job.wait(60)
+buf = bytearray(4096)
+print(status.state, bytes(buf[: job.tail(buf)]).decode().strip())
+"""
+
+
 class TestDescriptors:
+    @pytest.mark.parametrize("launcher", ["compiled", "python"])
+    def test_a_jobs_limit_never_exceeds_what_its_starter_may_give(self, launcher, jobs_dir):
+        env = {**os.environ, "JOBBER_JOBS_DIR": str(jobs_dir)}
+        if launcher == "python":
+            env["JOBBER_LAUNCHER"] = "python"
+        else:
+            env.pop("JOBBER_LAUNCHER", None)
+        out = subprocess.run([sys.executable, "-c", _SANDBOXED_JOB], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert (out.stdout, out.stderr) == ("exited 1000 1000\n", ""), out
+
     def test_caps_are_lowered_to_fit_the_descriptor_limit(self):
         fitted = fit_limits(ConnectionLimits(max_connections=4096, max_per_peer=512), 1024)
         assert (fitted.max_connections, fitted.max_per_peer) == (384, 384)  # 2 a connection, 256 kept

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
 from jobber._server.connections import (
@@ -200,6 +201,15 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     return app
 
 
+def _nofile_note() -> str:
+    """Said at start-up when jobs get fewer descriptors than jobber's default."""
+    nofile = job_nofile()
+    if nofile == DEFAULT_NOFILE:
+        return ""
+    return (f"; jobs get ulimit -n {nofile[0]} (hard {nofile[1]}), below the default {DEFAULT_NOFILE[0]} "
+            f"(hard {DEFAULT_NOFILE[1]}): this server's hard limit is {nofile[1]} (ulimit -Hn, LimitNOFILE=)")
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -306,7 +316,8 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
     from jobber._jobs.store import jobs_dir
 
     banner = (f"jobber server: listening on https://{shown}:{bound[1]}/ (TLS 1.3, client certificates "
-              f"checked against {root_path / 'pool'}; jobs run as {config.tenancy.label}, stored in {jobs_dir()})")
+              f"checked against {root_path / 'pool'}; jobs run as {config.tenancy.label}, stored in {jobs_dir()}"
+              f"{_nofile_note()})")
     quota = config.quotas
     log.info("limits: %d connections (%d per peer address), TLS handshake within %g s, request headers within %g s, "
              "idle connections closed after %g s; per certificate: %d running jobs, %d jobs kept, %d requests in flight",
