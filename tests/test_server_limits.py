@@ -44,6 +44,7 @@ from polling import poll
 from serve_for_notebooks import Api, ServerProcess
 
 FLOOD = 1000
+PER_PEER = (FLOOD + 200) // 2  # the most one address may hold of the flooded server's FLOOD + 200
 LIVENESS_S = 15.0  # generous: "closed by its deadline" means before this, never a tighter bound
 
 
@@ -130,7 +131,7 @@ def flooded(pki, tmp_path_factory):
     """A server whose caps a test reaches with a thousand idle connections."""
     _nofile(4 * FLOOD + 512)
     server = _server(pki, tmp_path_factory, "--max-connections", str(FLOOD + 200),
-                     "--max-connections-per-peer", str(FLOOD), "--handshake-timeout", "120")
+                     "--max-connections-per-peer", str(PER_PEER), "--handshake-timeout", "120")
     yield server
     server.stop()
     assert "Traceback" not in server.log() and "bug:" not in server.log(), server.log()[-3000:]
@@ -162,7 +163,8 @@ class TestConnectionFlood:
         assert api("GET", "/v1/identity").status == 200
         assert poll(lambda: _fds(flooded) <= 10)  # that request's connection is gone
         fds, rss = _fds(flooded), _rss_mib(flooded)
-        idle = [_connect_from("127.0.0.2", flooded) for _ in range(FLOOD)]
+        # The first PER_PEER (and oldest) from one address, the rest from another.
+        idle = [_connect_from("127.0.0.2" if n < PER_PEER else "127.0.0.4", flooded) for n in range(FLOOD)]
         try:
             assert poll(lambda: _fds(flooded) >= fds + FLOOD - 2), (_fds(flooded), fds)  # every one held
             assert not any(_closed_now(sock) for sock in idle)
@@ -563,8 +565,27 @@ class TestDescriptors:
 
     def test_caps_are_lowered_to_fit_the_descriptor_limit(self):
         fitted = fit_limits(ConnectionLimits(max_connections=4096, max_per_peer=512), 1024)
-        assert (fitted.max_connections, fitted.max_per_peer) == (384, 384)  # 2 a connection, 256 kept
+        assert (fitted.max_connections, fitted.max_per_peer) == (384, 48)  # 2 a connection, 256 kept; 1/8 each
+        fitted = fit_limits(ConnectionLimits(max_connections=4096, max_per_peer=2048), 1024)
+        assert (fitted.max_connections, fitted.max_per_peer) == (384, 192)  # never over half
         assert fit_limits(ConnectionLimits(), 1 << 20) == ConnectionLimits()
+
+    def test_the_cap_per_peer_scales_with_the_total_and_is_never_over_half(self):
+        assert ConnectionLimits().max_per_peer == 512
+        assert ConnectionLimits(max_connections=100).max_per_peer == 12
+        assert ConnectionLimits(max_connections=1).max_per_peer == 1
+        assert ConnectionLimits(max_connections=100, max_per_peer=50).max_per_peer == 50
+        with pytest.raises(ValueError, match=r"--max-connections-per-peer 51 is more than half of --max-connections "
+                                             r"100: .*give at most 50"):
+            ConnectionLimits(max_connections=100, max_per_peer=51)
+
+    def test_serve_refuses_a_cap_per_peer_over_half_the_total(self, pki, tmp_path):
+        out = subprocess.run([sys.executable, "-m", "jobber", "serve", "--port", "0", "--cert", str(pki.server_cert),
+                              "--key", str(pki.server_key), "--root", str(pki.root), "--max-connections", "100",
+                              "--max-connections-per-peer", "80"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "JOBBER_JOBS_DIR": str(tmp_path / "jobs")})
+        assert out.returncode == 1 and out.stderr.startswith("jobber: error: --max-connections-per-peer 80 is more"), out
+        assert "Traceback" not in out.stderr
 
     def test_the_soft_limit_is_raised_to_the_hard_one(self):
         script = ("import resource; from jobber._server.connections import raise_nofile_limit; "
