@@ -38,7 +38,8 @@ import pytest
 import jobber
 from jobber import JobError
 from jobber._backends.remote import session as remote_session
-from jobber._server.connections import ConnectionLimits, LogRateLimit, fit_limits
+from jobber._server.connection_limits import ConnectionLimits, fit_limits
+from jobber._server.log_limits import LogRateLimit
 from jobber._server.quotas import FairPool
 from polling import poll
 from serve_for_notebooks import Api, ServerProcess
@@ -196,6 +197,70 @@ class TestConnectionFlood:
         assert 1 <= len(lines) <= 6, lines
         assert any("refused over --max-connections-per-peer" in line for line in lines), lines
         assert "Traceback" not in flooded.log()
+
+
+class FdSampler(threading.Thread):
+    """The most descriptors the server held while this ran (read every few milliseconds)."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        super().__init__(daemon=True)
+        self.server, self.peak, self.done = server, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.peak = max(self.peak, _fds(self.server))
+            except OSError:
+                pass
+            self.done.wait(0.002)
+
+    def __enter__(self) -> FdSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
+BURST_CAP = 500
+BURST_SLACK = 32 + 10  # the sockets of one accept batch being closed, and a few of the server's own
+
+
+class TestDescriptorsUnderABurst:
+    def test_a_burst_of_connections_never_holds_more_than_the_cap_and_a_few(self, pki, tmp_path_factory):
+        """3,000 connections at once against a cap of 500: admitted or closed as they are
+        accepted, never a kernel queue's worth (1,024) taken first and judged later."""
+        burst = 3000
+        _nofile(burst + 1024)
+        server = _server(pki, tmp_path_factory, "--max-connections", str(BURST_CAP), "--handshake-timeout", "120")
+        try:
+            api = Api(server.url, *pki.client("burst"), pki.server_ca)
+            assert api("GET", "/v1/identity").status == 200
+            assert poll(lambda: _fds(server) <= 10)
+            fds = _fds(server)
+            socks = []
+            with FdSampler(server) as sampler:
+                try:
+                    for n in range(burst):  # 50 from each address: under the cap per peer (62)
+                        sock = socket.socket()
+                        sock.setblocking(False)
+                        sock.bind((f"127.0.1.{1 + n // 50}", 0))
+                        sock.connect_ex(("127.0.0.1", server.port))
+                        socks.append(sock)
+                    assert poll(lambda: _fds(server) >= fds + BURST_CAP - 5), (_fds(server), fds)
+                    time.sleep(2.5)  # the queue's and the retried SYNs' turn (no timing is asserted)
+                    held = _fds(server)
+                finally:
+                    for sock in socks:
+                        sock.close()
+            assert sampler.peak <= fds + BURST_CAP + BURST_SLACK, (sampler.peak, fds)
+            assert fds + BURST_CAP - 5 <= held <= fds + BURST_CAP + BURST_SLACK, (held, fds)
+            assert poll(lambda: _fds(server) <= fds + 5), (_fds(server), fds)
+            assert api("GET", "/v1/identity").status == 200
+        finally:
+            server.stop()
+        assert "Traceback" not in server.log(), server.log()[-3000:]
 
 
 class TestDeadlines:
@@ -588,7 +653,7 @@ class TestDescriptors:
         assert "Traceback" not in out.stderr
 
     def test_the_soft_limit_is_raised_to_the_hard_one(self):
-        script = ("import resource; from jobber._server.connections import raise_nofile_limit; "
+        script = ("import resource; from jobber._server.connection_limits import raise_nofile_limit; "
                   "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
                   "now = raise_nofile_limit(); soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
                   "print(now == soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20))")

@@ -33,17 +33,10 @@ from aiohttp import web
 from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
-from jobber._server.connections import (
-    ConnectionGate,
-    ConnectionLimits,
-    LogRateLimit,
-    exception_handler,
-    fit_limits,
-    raise_nofile_limit,
-    request_began,
-    request_ended,
-)
+from jobber._server.connection_limits import ConnectionLimits, fit_limits, raise_nofile_limit
+from jobber._server.connections import ConnectionGate, request_began, request_ended
 from jobber._server.errors import ApiError, error_response, public_message
+from jobber._server.log_limits import LogRateLimit, exception_handler
 from jobber._server.openapi import MAX_BODY_BYTES
 from jobber._server.quotas import QuotaExceeded, Quotas
 from jobber._server.routes import add_routes
@@ -248,7 +241,7 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
     assert runner.server is not None
     # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp.
     gate = ConnectionGate(limits, ssl_context, runner.server, loop)
-    server = await loop.create_server(gate, sock=sock, backlog=1024)
+    gate.listen(sock)
     try:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -257,7 +250,6 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
         await stop.wait()
         log.info("stopping: jobs keep running; a new server picks them up")
     finally:
-        server.close()
         gate.close()
         await runner.cleanup()
 
