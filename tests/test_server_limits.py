@@ -4,7 +4,12 @@
   little memory), refused past the caps (per peer address and in all) without a log line
   each, and an authenticated request still answers; a TLS client trickling its headers,
   a client that never starts or never finishes its handshake, and an idle kept-alive
-  connection are each closed by their deadline.
+  connection are each closed by their deadline. A burst of 3,000 connections against a
+  cap of 500 never makes the server hold more than the cap and one accept batch.
+- Descriptors: a server started as ``prlimit --nofile=1024:1024 jobber serve`` fits its
+  caps (384 connections, 48 per address), says what its jobs get, starts them (their
+  limit lowered to what it may give), and answers a tenant while 1,500 idle sockets
+  from one other address are open.
 - Quotas per certificate: jobs running, jobs kept and requests in flight, each answered
   429 with a JSON body naming the cap; the Python client raises JobError for it.
 - Fairness: while tenant B runs 64 listings and 64 stops with a grace period at once,
@@ -22,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import resource
 import select
 import socket
@@ -32,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,7 +49,7 @@ from jobber._server.connection_limits import ConnectionLimits, fit_limits
 from jobber._server.log_limits import LogRateLimit
 from jobber._server.quotas import FairPool
 from polling import poll
-from serve_for_notebooks import Api, ServerProcess
+from serve_for_notebooks import Api, ServerProcess, shared_state_dir
 
 FLOOD = 1000
 PER_PEER = (FLOOD + 200) // 2  # the most one address may hold of the flooded server's FLOOD + 200
@@ -660,24 +667,81 @@ class TestDescriptors:
         assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               check=True).stdout.strip() == "True"
 
-    def test_a_server_under_a_low_hard_limit_says_what_it_holds(self, pki, tmp_path):
-        def low_limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024))
 
-        log = tmp_path / "server.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "jobber", "serve", "--host", "127.0.0.1", "--port", "0", "--cert",
-                 str(pki.server_cert), "--key", str(pki.server_key), "--root", str(pki.root), "--single-tenant"],
-                stdout=out, stderr=out, preexec_fn=low_limit,
-                env={**os.environ, "JOBBER_JOBS_DIR": str(tmp_path / "jobs")})
+_UNDER_HARD_NOFILE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
+from jobber.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+LOW_NOFILE = 1024
+IDLE_FROM_ONE_ADDRESS = 1500
+
+
+@pytest.fixture(scope="module")
+def low_limit(pki, tmp_path_factory):
+    """A server started as ``prlimit --nofile=1024:1024 jobber serve ...`` would be."""
+    jobs = tmp_path_factory.mktemp("low-limit") / "jobs"
+    log = jobs.parent / "server.log"
+    tenancy = ["--state-dir", str(shared_state_dir())] if os.geteuid() == 0 else ["--single-tenant"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _UNDER_HARD_NOFILE, str(LOW_NOFILE), "serve", "--host", "127.0.0.1", "--port", "0",
+             "--cert", str(pki.server_cert), "--key", str(pki.server_key), "--root", str(pki.root), *tenancy],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env={**os.environ, "JOBBER_JOBS_DIR": str(jobs)})
+    try:
+        assert poll(lambda: "listening on" in log.read_text() or proc.poll() is not None, timeout=30), log.read_text()
+        url = re.search(r"listening on (https://\S+?)/? ", log.read_text())
+        assert url, log.read_text()
+        yield SimpleNamespace(url=url.group(1), port=int(url.group(1).rsplit(":", 1)[1]), pid=proc.pid,
+                              log=log.read_text)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert "Traceback" not in log.read_text() and "bug:" not in log.read_text(), log.read_text()[-3000:]
+
+
+class TestUnderALowDescriptorLimit:
+    """``prlimit --nofile=1024:1024 jobber serve``: the caps fit, jobs start, tenants get in."""
+
+    def test_the_server_says_what_it_holds_and_what_jobs_get(self, low_limit):
+        text = low_limit.log()
+        assert "--max-connections 4096 is lowered to that, and --max-connections-per-peer 512 to 48" in text, text
+        assert "limits: 384 connections (48 per peer address)" in text, text
+        assert ("jobs get ulimit -n 1024 (hard 1024), below the default 1024 (hard 4096): this server's hard "
+                "limit is 1024") in text, text
+        soft = next(line for line in Path(f"/proc/{low_limit.pid}/limits").read_text().splitlines()
+                    if line.startswith("Max open files")).split()[3:5]
+        assert soft == ["1024", "1024"], soft  # the soft limit was raised to the hard one
+
+    def test_jobs_run_and_a_tenant_is_answered_while_one_address_holds_1500_idle_sockets(self, low_limit, pki):
+        _nofile(IDLE_FROM_ONE_ADDRESS + 512)
+        api = Api(low_limit.url, *pki.client("low-limit-tenant"), pki.server_ca)
+        assert api("GET", "/v1/identity").status == 200
+        assert poll(lambda: _fds(low_limit) <= 10)
+        fds = _fds(low_limit)
+        idle = []
         try:
-            assert poll(lambda: "listening on" in log.read_text(), timeout=30), log.read_text()
-            text = log.read_text()
-            assert "--max-connections 4096 is lowered to that" in text and "limits: 384 connections" in text, text
-            soft = next(line for line in Path(f"/proc/{proc.pid}/limits").read_text().splitlines()
-                        if line.startswith("Max open files")).split()[3:5]
-            assert soft == ["1024", "1024"], soft  # the soft limit was raised to the hard one
+            for _ in range(IDLE_FROM_ONE_ADDRESS):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.bind(("127.0.0.2", 0))
+                sock.connect_ex(("127.0.0.1", low_limit.port))
+                idle.append(sock)
+            # 48 of them are held; every other one is closed by the server.
+            assert poll(lambda: sum(_closed_now(sock) for sock in idle) >= IDLE_FROM_ONE_ADDRESS - 48, timeout=60)
+            assert _fds(low_limit) <= fds + 48 + 32, (_fds(low_limit), fds)
+            # The tenant, from 127.0.0.1, over TLS: answered, and its jobs start and run.
+            assert api("GET", "/v1/identity", timeout=LIVENESS_S).status == 200
+            job = api("POST", "/v1/jobs", {"command": "echo $(ulimit -Sn) $(ulimit -Hn)"})
+            assert job.status == 201, job.body
+            job_id = job.json()["id"]
+            status = api("GET", f"/v1/jobs/{job_id}?wait=60", timeout=90).json()["status"]
+            assert status["state"] == "exited", status
+            assert api("GET", f"/v1/jobs/{job_id}/log").body == b"1024 1024\n"
+            assert api("DELETE", f"/v1/jobs/{job_id}").status == 200
         finally:
-            proc.terminate()
-            proc.wait(15)
+            for sock in idle:
+                sock.close()
+        assert poll(lambda: _fds(low_limit) <= fds + 5), (_fds(low_limit), fds)
+        assert any("refused over --max-connections-per-peer (48)" in line for line in _connection_lines(low_limit))
