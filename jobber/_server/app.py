@@ -36,6 +36,7 @@ from jobber._errors import CertificateError, JobberError
 from jobber._server.connection_limits import ConnectionLimits, fit_limits, raise_nofile_limit
 from jobber._server.connections import ConnectionGate, request_began, request_ended
 from jobber._server.errors import ApiError, error_response, public_message
+from jobber._server.framing import close_after_broken_body, handler_factory
 from jobber._server.log_limits import LogRateLimit, exception_handler
 from jobber._server.openapi import MAX_BODY_BYTES
 from jobber._server.quotas import QuotaExceeded, Quotas
@@ -174,7 +175,8 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     if quotas is not None:
         config.quotas = config.tenants.quotas = quotas
     config.body_timeout = body_timeout if body_timeout is not None else ConnectionLimits().header_timeout
-    app = web.Application(middlewares=[_log_and_contain, _identify, _admit], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[close_after_broken_body, _log_and_contain, _identify, _admit],
+                          client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[VERDICTS] = Verdicts(config.root)
     add_routes(app)
@@ -235,12 +237,14 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     # handler_cancellation: a follower whose client went away is cancelled at once, which
     # closes its log and its inotify subscription.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=_SHUTDOWN_GRACE_S, keepalive_timeout=limits.keepalive_timeout)
+    protocol_options = {"access_log": None, "keepalive_timeout": limits.keepalive_timeout}
+    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE_S,
+                           **protocol_options)
     await runner.setup()
     assert runner.server is not None
-    # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp.
-    gate = ConnectionGate(limits, ssl_context, runner.server, loop)
+    # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp's
+    # protocol (which answers a request it cannot parse as JSON too: framing.py).
+    gate = ConnectionGate(limits, ssl_context, handler_factory(runner.server, loop, **protocol_options), loop)
     gate.listen(sock)
     try:
         stop = asyncio.Event()
