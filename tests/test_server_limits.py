@@ -53,6 +53,9 @@ from serve_for_notebooks import Api, ServerProcess, shared_state_dir
 
 FLOOD = 1000
 PER_PEER = (FLOOD + 200) // 2  # the most one address may hold of the flooded server's FLOOD + 200
+# Beyond --max-connections: the sockets of one accept batch (32) that made room, closed in
+# the event loop's next turn, and a few of the server's own.
+BURST_SLACK = 32 + 10
 LIVENESS_S = 15.0  # generous: "closed by its deadline" means before this, never a tighter bound
 
 
@@ -191,7 +194,8 @@ class TestConnectionFlood:
             time.sleep(1.5)
             others = [_connect_from("127.0.0.3", flooded) for _ in range(400)]
             assert poll(lambda: sum(_closed_now(sock) for sock in idle[:300]) >= 150)
-            assert _fds(flooded) <= fds + FLOOD + 200 + 10, (_fds(flooded), fds)  # never over the cap
+            # Never over the cap, but for the sockets of one accept batch being closed.
+            assert _fds(flooded) <= fds + FLOOD + 200 + BURST_SLACK, (_fds(flooded), fds)
             assert api("GET", "/v1/identity", timeout=LIVENESS_S).status == 200
             for sock in others:
                 sock.close()
@@ -231,7 +235,6 @@ class FdSampler(threading.Thread):
 
 
 BURST_CAP = 500
-BURST_SLACK = 32 + 10  # the sockets of one accept batch being closed, and a few of the server's own
 
 
 class TestDescriptorsUnderABurst:
