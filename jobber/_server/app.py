@@ -34,11 +34,12 @@ from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
 from jobber._server.connection_limits import ConnectionLimits, fit_limits, raise_nofile_limit
-from jobber._server.connections import ConnectionGate, request_began, request_ended
+from jobber._server.connections import ConnectionGate
 from jobber._server.errors import ApiError, error_response, public_message
 from jobber._server.framing import close_after_broken_body, handler_factory
 from jobber._server.log_limits import LogRateLimit, exception_handler
 from jobber._server.openapi import MAX_BODY_BYTES
+from jobber._server.over_tls import request_began, request_ended
 from jobber._server.quotas import QuotaExceeded, Quotas
 from jobber._server.routes import add_routes
 from jobber._server.state import CONFIG, HUB, VERDICTS, ServerConfig

@@ -16,11 +16,11 @@ The server listens on plain TCP and takes each connection through ``ConnectionGa
    The handshake must be done ``handshake_timeout`` seconds after the accept, and at
    most ``max_handshakes`` are under way at once (OpenSSL's state is some 90 KiB each):
    beyond, the oldest is closed if it is a second old, else the newcomer.
-3. **Over TLS** (``_Connection``, between TLS and aiohttp's handler): a request's line
-   and headers must have arrived ``header_timeout`` seconds after its first byte; a
+3. **Over TLS** (``over_tls.OverTls``, between TLS and aiohttp's handler): a request's
+   line and headers must have arrived ``header_timeout`` seconds after its first byte; a
    connection idle between requests is closed after ``keepalive_timeout`` (aiohttp's own
    timer, set by ``app.py``); a response the client does not read for
-   ``WRITE_TIMEOUT_S`` is cut.
+   ``over_tls.WRITE_TIMEOUT_S`` is cut.
 
 Nothing of this logs a line per connection: refusals and expiries are counted and told in
 one summary line per ``SUMMARY_S`` (``log_limits.Tally``). The caps and deadlines are a
@@ -42,13 +42,12 @@ from typing import Any
 
 from jobber._server.connection_limits import ConnectionLimits
 from jobber._server.log_limits import SUMMARY_S, Tally
+from jobber._server.over_tls import OverTls
 
-__all__ = ["ConnectionGate", "WRITE_TIMEOUT_S", "request_began", "request_ended"]
+__all__ = ["ConnectionGate"]
 
 log = logging.getLogger("jobber.server")
 
-# A response the client has not taken any of for this long is cut (as a stuck follower is).
-WRITE_TIMEOUT_S = 60.0
 # Sockets taken from the kernel's queue in one turn of the event loop. Each may evict a
 # connection whose socket closes in the next turn: the most held beyond max_connections.
 _ACCEPT_BATCH = 32
@@ -283,7 +282,8 @@ class _Pending(asyncio.Protocol):
         if not gate._may_handshake(self):
             self.abort()
             return
-        tls = _TLS(loop, _Connection(gate, gate._handler_factory()), gate._ssl_context, None, server_side=True,
+        http = OverTls(gate._handler_factory(), loop, gate.tally, gate.limits.header_timeout)
+        tls = _TLS(loop, http, gate._ssl_context, None, server_side=True,
                    ssl_handshake_timeout=left, **_TLS_OPTIONS)
         tls.on_handshake = self._handshaken
         tls.on_lost = self._lost
@@ -378,95 +378,3 @@ class _TLS(asyncio.sslproto.SSLProtocol):
             self.on_lost = self.on_handshake = self.on_timeout = None
             if on_lost is not None:
                 on_lost()
-
-
-class _Connection(asyncio.Protocol):
-    """The protocol under TLS: aiohttp's handler, with the request head and write deadlines.
-
-    A request is "begun" once the app's middleware sees it (its head was parsed) and
-    "ended" when the middleware is done; bytes that arrive in between are its body.
-    """
-
-    def __init__(self, gate: ConnectionGate, handler: asyncio.Protocol) -> None:
-        self._gate = gate
-        self._handler = handler
-        self._loop = gate._loop
-        self._busy = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._write_timer: asyncio.TimerHandle | None = None
-        self.transport: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self._handler.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if data and not self._busy and self._head_timer is None:
-            self._head_timer = self._loop.call_later(self._gate.limits.header_timeout, self._head_too_slow)
-        self._handler.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._handler.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
-        self.transport = None
-        self._handler.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self._write_timer is None:
-            self._write_timer = self._loop.call_later(WRITE_TIMEOUT_S, self._write_too_slow)
-        self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
-        self._handler.resume_writing()
-
-    def began(self) -> None:
-        self._busy += 1
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def ended(self) -> None:
-        self._busy = max(0, self._busy - 1)
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._write_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._write_timer = None
-
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if not self._busy and self.transport is not None:
-            self._gate.tally.add(f"closed with a request's headers unfinished after --header-timeout "
-                                 f"({self._gate.limits.header_timeout:g} s)")
-            self.transport.abort()
-
-    def _write_too_slow(self) -> None:
-        self._write_timer = None
-        if self.transport is not None:
-            self._gate.tally.add(f"cut after taking nothing of a response for {WRITE_TIMEOUT_S:g} s")
-            self.transport.abort()
-
-
-def _connection_of(transport: Any) -> _Connection | None:
-    protocol = transport.get_protocol() if transport is not None else None
-    return protocol if isinstance(protocol, _Connection) else None
-
-
-def request_began(transport: Any) -> None:
-    """The app saw a request on this transport: its head is complete."""
-    conn = _connection_of(transport)
-    if conn is not None:
-        conn.began()
-
-
-def request_ended(transport: Any) -> None:
-    """The app is done with the request (the response is written or being written)."""
-    conn = _connection_of(transport)
-    if conn is not None:
-        conn.ended()
