@@ -4,7 +4,9 @@
 
 "cold" forgets the parsed pool before every validation (the first call in a process, or
 after every pool edit); "warm" is every later call, which only lists and stats the pool.
-The pools are one ECDSA P-256 CA per file; the client certificate is issued by the last.
+The pools are one ECDSA P-256 CA per file, named ``*.ca.pem`` (a pool file is a CA's only
+by that name: any other is a pinned client certificate); the client certificate is issued
+by the last.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def make_root(directory: Path, cas: int) -> tuple[Path, bytes]:
     for i in range(cas):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(f"Bench CA {i}", key, None, key, ca=True)
-        (directory / "pool" / f"ca{i:03d}.pem").write_bytes(
+        (directory / "pool" / f"bench{i:03d}.ca.pem").write_bytes(
             cert.public_bytes(serialization.Encoding.PEM))
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = _issue("bench-user", client_key, cert, key, ca=False)

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._backends.local import isolation
 from jobber._backends.local.launcher import launcher_command
 from jobber._errors import JobberError
@@ -44,11 +45,15 @@ class Diagnosis:
         isolation: what would confine the next job: "cgroup-v2", "cgroup-v1" or "none".
         confined: True when every limit (cpu, memory, pids, io) would be enforced.
         checks: the findings, in the order ``jobber doctor`` prints them.
+        job_nofile: the ``RLIMIT_NOFILE`` (soft, hard) a sandboxed job started from this
+            process gets (a server's jobs): jobber's default, or lower where this
+            process's hard limit is lower.
     """
 
     isolation: str
     confined: bool
     checks: list[Check] = field(default_factory=list)
+    job_nofile: tuple[int, int] = DEFAULT_NOFILE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, as ``jobber doctor --json`` prints it."""
@@ -80,9 +85,11 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> Diagnosis:
     name, confined, more = _confinement()
     checks += more
     checks.append(_launcher())
+    nofile = job_nofile()
+    checks.append(_descriptors(nofile))
     checks.append(_jobs_dir())
     checks += _identity(root)
-    return Diagnosis(isolation=name, confined=confined, checks=checks)
+    return Diagnosis(isolation=name, confined=confined, checks=checks, job_nofile=nofile)
 
 
 def _layout() -> str:
@@ -163,6 +170,20 @@ def _launcher() -> Check:
         fix = "" if "JOBBER_LAUNCHER" in why else "install a C compiler (apt-get install gcc) for faster starts"
         return Check("launcher", True, f"the Python supervisor ({why}): ~6 MB per job, slower start", fix)
     return Check("launcher", True, f"compiled ({argv[0]})")
+
+
+def _descriptors(nofile: tuple[int, int]) -> Check:
+    """What a server's job may open: jobber's default unless this process may give less."""
+    soft, hard = nofile
+    found = f"a server's jobs get ulimit -n {soft} (hard {hard})"
+    if nofile == DEFAULT_NOFILE:
+        return Check("job descriptors", True, found)
+    want_soft, want_hard = DEFAULT_NOFILE
+    return Check("job descriptors", False,
+                 f"{found}, below jobber's default {want_soft} (hard {want_hard}): the hard limit (ulimit -Hn) "
+                 f"of this process is {hard}",
+                 f"raise the hard limit of whatever starts jobber: LimitNOFILE={want_hard} in its systemd unit, "
+                 f"`ulimit -Hn {want_hard}` as root before it starts, or prlimit --nofile={want_soft}:{want_hard}")
 
 
 def _jobs_dir() -> Check:

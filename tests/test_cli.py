@@ -227,6 +227,46 @@ class TestDoctor:
         assert not isolation["ok"] and isolation["fix"] == "unset JOBBER_ISOLATION"
 
 
+_UNDER_HARD_NOFILE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
+from jobber.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+class TestDoctorDescriptors:
+    """What a server's job may open, said by ``jobber doctor`` (text and --json)."""
+
+    @staticmethod
+    def doctor(hard: int, *args: str, demo, jobs_dir) -> subprocess.CompletedProcess:
+        env = {**os.environ, "JOBBER_ROOT": str(demo), "JOBBER_CERT": str(demo / "client.pem"),
+               "JOBBER_JOBS_DIR": str(jobs_dir)}
+        return subprocess.run([sys.executable, "-c", _UNDER_HARD_NOFILE, str(hard), "doctor", *args],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    def test_a_low_hard_limit_is_said_with_the_fix(self, demo, jobs_dir):
+        result = self.doctor(1000, "--json", demo=demo, jobs_dir=jobs_dir)
+        report = json.loads(result.stdout)
+        assert report["job_nofile"] == [1000, 1000], report
+        check = next(c for c in report["checks"] if c["name"] == "job descriptors")
+        assert not check["ok"] and "ulimit -n 1000 (hard 1000), below jobber's default 1024 (hard 4096)" in check["found"]
+        assert "LimitNOFILE=4096" in check["fix"], check
+        text = self.doctor(1000, demo=demo, jobs_dir=jobs_dir).stdout
+        assert "no  job descriptors" in text and "fix: raise the hard limit" in text, text
+        assert result.stderr == "", result.stderr
+
+    def test_the_default_where_the_hard_limit_allows_it(self, demo, jobs_dir):
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            pytest.skip(f"the hard descriptor limit here is {hard}, below jobber's default 4096")
+        report = json.loads(self.doctor(4096, "--json", demo=demo, jobs_dir=jobs_dir).stdout)
+        check = next(c for c in report["checks"] if c["name"] == "job descriptors")
+        assert (report["job_nofile"], check["ok"], check["fix"]) == ([1024, 4096], True, ""), check
+
+
 class TestLifecycleCommands:
     def test_labels_work_where_ids_do(self, jobber):
         jobber("run", "--label", "train", "-f", "--", "echo first", check=True)

@@ -15,13 +15,15 @@ identity that needs no passwd entry (the gid defaults to the uid's passwd group,
 the uid's number). A job of a jobber server gets a :class:`Sandbox` instead of all that
 inheritance: exactly ``PATH`` (fixed), ``HOME``, ``USER``, ``LANG``, ``TMPDIR``, the two
 ``JOBBER_`` variables and its ``env``, plus umask 077, no new privileges, a bounded
-``RLIMIT_NOFILE`` and, where the host allows it, a private ``/tmp`` and ``/proc``.
+``RLIMIT_NOFILE`` (:func:`job_nofile`: never above what the starting process may give)
+and, where the host allows it, a private ``/tmp`` and ``/proc``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +31,28 @@ from typing import Any
 
 from jobber._errors import JobError
 
-__all__ = ["Sandbox", "check_cwd", "check_env", "run_context", "python_path", "resolve_user"]
+__all__ = ["DEFAULT_NOFILE", "Sandbox", "check_cwd", "check_env", "job_nofile", "run_context", "python_path",
+           "resolve_user"]
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _NUMERIC_USER = re.compile(r"^#([0-9]{1,10})(?::([0-9]{1,10}))?$")
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to setuid
+# A sandboxed job's RLIMIT_NOFILE (soft, hard) where the starting process may give it.
+DEFAULT_NOFILE = (1024, 4096)
+
+
+def job_nofile(wanted: tuple[int, int] = DEFAULT_NOFILE) -> tuple[int, int]:
+    """``wanted`` (soft, hard), lowered to this process's hard ``RLIMIT_NOFILE``.
+
+    Raising a hard limit takes CAP_SYS_RESOURCE, which a launcher started under
+    ``prlimit --nofile=1024:1024`` (or a service's ``LimitNOFILE=``) often lacks, even as
+    root in a container: a job that asked for more than that would never start.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, top = wanted
+    if hard == resource.RLIM_INFINITY:
+        return soft, top
+    return min(soft, hard), min(top, hard)
 
 
 @dataclass(frozen=True)
@@ -48,7 +67,8 @@ class Sandbox:
         hide_pids: in that namespace ``/proc`` is mounted ``hidepid=2``: the job sees the
             processes of its own uid only.
         umask: the job's umask.
-        nofile: ``RLIMIT_NOFILE`` (soft, hard).
+        nofile: ``RLIMIT_NOFILE`` (soft, hard), lowered to the hard limit of the process
+            that makes the sandbox (:func:`job_nofile`).
     """
 
     home: str | None = None
@@ -56,7 +76,10 @@ class Sandbox:
     private_tmp: bool = False
     hide_pids: bool = False
     umask: int = 0o077
-    nofile: tuple[int, int] = (1024, 4096)
+    nofile: tuple[int, int] = DEFAULT_NOFILE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nofile", job_nofile(self.nofile))
 
     def to_dict(self) -> dict[str, Any]:
         """What ``spec.json`` records, and what the launcher options are made from."""

@@ -30,20 +30,16 @@ from typing import Any
 
 from aiohttp import web
 
+from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._certificates import default_root
 from jobber._errors import CertificateError, JobberError
-from jobber._server.connections import (
-    ConnectionGate,
-    ConnectionLimits,
-    LogRateLimit,
-    exception_handler,
-    fit_limits,
-    raise_nofile_limit,
-    request_began,
-    request_ended,
-)
+from jobber._server.connection_limits import ConnectionLimits, fit_limits, raise_nofile_limit
+from jobber._server.connections import ConnectionGate
 from jobber._server.errors import ApiError, error_response, public_message
+from jobber._server.framing import close_after_broken_body, handler_factory
+from jobber._server.log_limits import LogRateLimit, exception_handler
 from jobber._server.openapi import MAX_BODY_BYTES
+from jobber._server.over_tls import request_began, request_ended
 from jobber._server.quotas import QuotaExceeded, Quotas
 from jobber._server.routes import add_routes
 from jobber._server.state import CONFIG, HUB, VERDICTS, ServerConfig
@@ -180,7 +176,8 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     if quotas is not None:
         config.quotas = config.tenants.quotas = quotas
     config.body_timeout = body_timeout if body_timeout is not None else ConnectionLimits().header_timeout
-    app = web.Application(middlewares=[_log_and_contain, _identify, _admit], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[close_after_broken_body, _log_and_contain, _identify, _admit],
+                          client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[VERDICTS] = Verdicts(config.root)
     add_routes(app)
@@ -198,6 +195,15 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     app.cleanup_ctx.append(open_hub)
     app.on_shutdown.append(end_followers)
     return app
+
+
+def _nofile_note() -> str:
+    """Said at start-up when jobs get fewer descriptors than jobber's default."""
+    nofile = job_nofile()
+    if nofile == DEFAULT_NOFILE:
+        return ""
+    return (f"; jobs get ulimit -n {nofile[0]} (hard {nofile[1]}), below the default {DEFAULT_NOFILE[0]} "
+            f"(hard {DEFAULT_NOFILE[1]}): this server's hard limit is {nofile[1]} (ulimit -Hn, LimitNOFILE=)")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -232,13 +238,15 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     # handler_cancellation: a follower whose client went away is cancelled at once, which
     # closes its log and its inotify subscription.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=_SHUTDOWN_GRACE_S, keepalive_timeout=limits.keepalive_timeout)
+    protocol_options = {"access_log": None, "keepalive_timeout": limits.keepalive_timeout}
+    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE_S,
+                           **protocol_options)
     await runner.setup()
     assert runner.server is not None
-    # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp.
-    gate = ConnectionGate(limits, ssl_context, runner.server, loop)
-    server = await loop.create_server(gate, sock=sock, backlog=1024)
+    # Plain TCP: the gate admits each connection, then hands it to TLS and aiohttp's
+    # protocol (which answers a request it cannot parse as JSON too: framing.py).
+    gate = ConnectionGate(limits, ssl_context, handler_factory(runner.server, loop, **protocol_options), loop)
+    gate.listen(sock)
     try:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -247,7 +255,6 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
         await stop.wait()
         log.info("stopping: jobs keep running; a new server picks them up")
     finally:
-        server.close()
         gate.close()
         await runner.cleanup()
 
@@ -306,7 +313,8 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
     from jobber._jobs.store import jobs_dir
 
     banner = (f"jobber server: listening on https://{shown}:{bound[1]}/ (TLS 1.3, client certificates "
-              f"checked against {root_path / 'pool'}; jobs run as {config.tenancy.label}, stored in {jobs_dir()})")
+              f"checked against {root_path / 'pool'}; jobs run as {config.tenancy.label}, stored in {jobs_dir()}"
+              f"{_nofile_note()})")
     quota = config.quotas
     log.info("limits: %d connections (%d per peer address), TLS handshake within %g s, request headers within %g s, "
              "idle connections closed after %g s; per certificate: %d running jobs, %d jobs kept, %d requests in flight",

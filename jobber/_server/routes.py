@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from jobber import __version__
 from jobber._backends.local import admission, isolation
@@ -36,6 +37,7 @@ from jobber._jobs.jobdir import JobDir
 from jobber._jobs.status import JobStatus
 from jobber._jobs.store import JobStore, jobs_dir
 from jobber._server.errors import ApiError, public_message
+from jobber._server.framing import body_error
 from jobber._server.lifecycle_routes import (
     NEW_JOB_EXAMPLE,
     NEW_JOB_FIELDS,
@@ -221,6 +223,8 @@ async def _json_body(request: web.Request, fields: set[str], required: set[str],
         raw = await asyncio.wait_for(request.read(), timeout)  # over client_max_size: a 413
     except asyncio.TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s: send it whole, at once") from None
+    except (web.RequestPayloadError, HttpProcessingError) as err:  # bad chunking (framing.py)
+        raise ApiError(400, body_error(err)) from None
     if not raw.strip():
         if required or must_send:
             raise ApiError(400, f"the request body is empty: send a JSON object such as {example}")
