@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
     bounds.add_argument("--max-connections", type=int, metavar="N", help="connections at once, in all (default 4096)")
     bounds.add_argument("--max-connections-per-peer", type=int, metavar="N",
-                        help="connections at once from one IP address (default 512)")
+                        help="connections at once from one IP address (default: an eighth of --max-connections; at most half)")
     bounds.add_argument("--handshake-timeout", type=float, metavar="S",
                         help="seconds from connecting to the end of the TLS handshake (default 10)")
     bounds.add_argument("--header-timeout", type=float, metavar="S",

@@ -423,7 +423,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from jobber._server.app import serve
-    from jobber._server.connections import ConnectionLimits
+    from jobber._server.connection_limits import ConnectionLimits
     from jobber._server.quotas import Quotas
 
     def given(**values: object) -> dict[str, object]:
