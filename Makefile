@@ -52,7 +52,7 @@ lock: .venv/.installed
 	$(if $(findstring oldest,$@),.venv/bin/python .ci/dev_pins.py pyproject.toml $(LOCK) > $(@D)/dev-pins.txt)
 	$(UV) pip install -q --python $(@D)/bin/python $(if $(findstring oldest,$@),--resolution lowest-direct -c $(@D)/dev-pins.txt) \
 	  -e '.[dev,notebook,server]'
-	$(UV) pip freeze --python $(@D)/bin/python --exclude-editable > $(@D)/installed.txt
+	$(UV) pip freeze -q --python $(@D)/bin/python --exclude-editable > $(@D)/installed.txt
 	@grep -iE '^(cryptography|ipython|ipywidgets|ipykernel|anywidget|aiohttp)==' $(@D)/installed.txt | \
 	  tr '\n' ' ' | sed 's|^|$(@D): |'; echo
 	$(call LAB_SETTINGS,$(@D))
