@@ -1,7 +1,13 @@
 # jobber: `make demo` and `make test` do all set-up on a fresh machine.
 PYTHON ?= python3
-VENV := .venv
-PY := $(VENV)/bin/python
+# The venv every recipe runs in. .venv holds the locked install; `make test-oldest` and
+# `make test-latest` run the same recipes in .venv-oldest and .venv-latest (VENV=...).
+VENV ?= .venv
+PY = $(VENV)/bin/python
+# Every version the dev, test, demo and binder installs use, made by uv from pyproject.toml.
+LOCK := requirements/lock.txt
+# uv, pinned in the lock, from the locked venv: it makes the lock and the other two venvs.
+UV := .venv/bin/uv
 DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
 export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
@@ -12,19 +18,44 @@ NBVAL = ipd=$$(mktemp -d) && mkdir -p $$ipd/profile_default/startup && \
 	cp tests/ipython_startup/*.py $$ipd/profile_default/startup/ && \
 	IPYTHONDIR=$$ipd $(PY) -m pytest -q -p no:cacheprovider --nbval
 
-.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm
+# JupyterLab 4.6 sends widget messages over kernel subshells, which ipykernel 7 drops after
+# a notebook is closed and reopened (a Stop button then does nothing): keep them on the shell.
+define LAB_SETTINGS
+mkdir -p $(1)/share/jupyter/lab/settings
+echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}' \
+  > $(1)/share/jupyter/lab/settings/overrides.json
+endef
+
+.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm \
+	lock test-import test-oldest test-latest
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,notebook,server]'
-	# JupyterLab 4.6 sends widget messages over kernel subshells, which ipykernel 7 drops after
-	# a notebook is closed and reopened (a Stop button then does nothing): keep them on the shell.
-	mkdir -p $(VENV)/share/jupyter/lab/settings
-	echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}' \
-	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+# The locked install: the lock changes, the venv follows (pip moves every package to its pin).
+.venv/.installed: pyproject.toml $(LOCK)
+	test -x .venv/bin/python || $(PYTHON) -m venv .venv
+	.venv/bin/python -m pip install -q -c $(LOCK) -e '.[dev,notebook,server]'
+	$(call LAB_SETTINGS,.venv)
+	touch $@
+
+# make lock: the newest versions pyproject.toml allows, for every Python it supports.
+lock: .venv/.installed
+	$(UV) pip compile -q pyproject.toml --extra dev --extra notebook --extra server \
+	  --universal --python-version 3.10 --upgrade --custom-compile-command 'make lock' -o $(LOCK)
+
+# The lowest version of each dependency pyproject.toml allows (uv's lowest-direct resolution;
+# the dev extra's test tools at their locked versions), or the newest of each (no lock): made
+# anew by each `make test-oldest` / `make test-latest`.
+.venv-oldest/.installed .venv-latest/.installed: pyproject.toml .venv/.installed
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(if $(findstring oldest,$@),.venv/bin/python .ci/dev_pins.py pyproject.toml $(LOCK) > $(@D)/dev-pins.txt)
+	$(UV) pip install -q --python $(@D)/bin/python $(if $(findstring oldest,$@),--resolution lowest-direct -c $(@D)/dev-pins.txt) \
+	  -e '.[dev,notebook,server]'
+	$(UV) pip freeze -q --python $(@D)/bin/python --exclude-editable > $(@D)/installed.txt
+	@grep -iE '^(cryptography|ipython|ipywidgets|ipykernel|anywidget|aiohttp)==' $(@D)/installed.txt | \
+	  tr '\n' ' ' | sed 's|^|$(@D): |'; echo
+	$(call LAB_SETTINGS,$(@D))
 	touch $@
 
 ## make demo: a demo certificate pool, then JupyterLab on localhost at the quickstart notebook
@@ -37,11 +68,26 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: lint test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
+test: lint test-import test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
 
 # The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
 lint: venv
 	$(VENV)/bin/ruff check jobber jobber_magics tests benchmarks
+
+# A user sees nothing on stderr at `import jobber` or from the CLI: no warning, whatever the
+# versions installed (the locked ones here, the oldest and newest in test-oldest/test-latest).
+test-import: venv
+	@err=$$($(PY) -W error -c 'import jobber, jobber_magics' 2>&1 >/dev/null) && \
+	  err=$$err$$($(VENV)/bin/jobber --help 2>&1 >/dev/null) && [ -z "$$err" ] || \
+	  { echo "test-import: import jobber, jobber_magics or jobber --help failed or wrote to stderr in $(VENV):"; \
+	    echo "$$err"; exit 1; }
+	@echo "test-import: import jobber, jobber_magics and jobber --help: nothing on stderr ($(VENV))"
+
+# The lower bounds in pyproject.toml hold: the unit tests and notebooks with the lowest
+# version of each dependency. test-latest: with the newest, to see drift before a user does.
+test-oldest test-latest:
+	rm -f .venv-$(@:test-%=%)/.installed
+	$(MAKE) -k test-import test-unit test-notebooks VENV=.venv-$(@:test-%=%)
 
 test-unit: venv
 	$(PY) -m pytest -q tests
@@ -110,4 +156,4 @@ bench: venv
 	.ci/slurm_down.sh >/dev/null; exit $$status
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv .venv-oldest .venv-latest build *.egg-info

@@ -76,7 +76,7 @@ if missing or extra:
 print(f"{len(expected)} files of the source tree, all in the wheel")
 EOF
 
-step "a fresh venv in $work/venv, the wheel with [server] and the test requirements"
+step "a fresh venv in $work/venv, the wheel with [server] and the test requirements, at the locked versions"
 "$python" -m venv "$work/venv"
 vpy=$work/venv/bin/python
 mapfile -t test_reqs < <("$python" - "$repo/pyproject.toml" <<'EOF'
@@ -87,7 +87,8 @@ print("\n".join(r for r in dev if re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower
 EOF
 )
 [ "${#test_reqs[@]}" = 3 ] || fail "pytest, pytest-timeout and trustme not all in the dev extra: ${test_reqs[*]}"
-"$vpy" -m pip install -q --disable-pip-version-check "$wheel[server]" "${test_reqs[@]}"
+# At the locked versions (requirements/lock.txt), as every other install of the project.
+"$vpy" -m pip install -q --disable-pip-version-check -c "$repo/requirements/lock.txt" "$wheel[server]" "${test_reqs[@]}"
 
 # What tests run with: a directory holding only tests/, no PYTHONPATH, a fresh cache
 # (so the first job compiles the installed launcher.c), private jobs.
@@ -129,6 +130,12 @@ if Path(launcher._SOURCE).resolve() != site / "jobber/_backends/local/launcher.c
     sys.exit(f"wheel.sh: FAIL: the launcher builds from {launcher._SOURCE}")
 print(f"jobber {where.parent}")
 EOF
+
+step "import jobber and jobber --help: nothing on stderr, warnings as errors"
+err=$("$vpy" -W error -c "import jobber" 2>&1 >/dev/null) || fail "import jobber: $err"
+[ -z "$err" ] || fail "import jobber wrote to stderr: $err"
+err=$("$work/venv/bin/jobber" --help 2>&1 >/dev/null) || fail "jobber --help: $err"
+[ -z "$err" ] || fail "jobber --help wrote to stderr: $err"
 
 step "jobber run --follow -- echo hi, from the venv's bin"
 "$work/venv/bin/jobber" certs init-demo "$work/pki" >/dev/null

@@ -21,11 +21,13 @@ import datetime as dt
 import functools
 import itertools
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
@@ -269,6 +271,7 @@ class CertFactory:
         return path
 
     def _openssl(self, *args: str | os.PathLike[str], cwd: Path, req: str = "") -> None:
+        require_openssl()
         env = {**os.environ, "OPENSSL_CONF": str(_minimal_config(cwd, req))}
         subprocess.run(["openssl", *map(str, args)], cwd=cwd, env=env, check=True,
                        capture_output=True)
@@ -367,6 +370,12 @@ def _minimal_config(directory: Path, req: str = "") -> Path:
     return path
 
 
+def require_openssl() -> None:
+    """Skip the test (or the fixture's tests) on a host without the openssl command line."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command line is not installed (apt-get install openssl)")
+
+
 def openssl_verify(pool_pem: Path, leaf: Path, untrusted: Path | None = None) -> tuple[bool, str]:
     """OpenSSL's verdict as a TLS server gives it for a client certificate.
 
@@ -375,6 +384,7 @@ def openssl_verify(pool_pem: Path, leaf: Path, untrusted: Path | None = None) ->
     level); ``-no-CApath -no-CAstore`` keep the system's CAs out, as ``load_verify_locations``
     does.
     """
+    require_openssl()
     args = ["openssl", "verify", "-purpose", "sslclient", "-auth_level", "2",
             "-no-CApath", "-no-CAstore", "-CAfile", str(pool_pem)]
     if untrusted is not None:

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 
+from certfactory import require_openssl
 from jobber._backends.local.isolation import choose
 
 needs_cgroup = pytest.mark.skipif(choose()[0].NAME == "none", reason="jobs are not isolated on this host")
@@ -141,6 +142,7 @@ class TestCerts:
         assert "pool:" in out and "yes" in out  # the demo CA
 
     def test_check_says_valid_for_whom_and_the_hash(self, jobber, demo):
+        require_openssl()
         openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
                                   str(demo / "client.pem")], capture_output=True, text=True, check=True)
         fingerprint = openssl.stdout.split("=", 1)[1].strip().replace(":", "").lower()

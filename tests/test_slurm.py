@@ -533,18 +533,33 @@ class TestDependenciesAndGpus:
     def test_no_gpus_no_gres(self, store):
         assert not [a for a in _submitted_argv(store.new_job("true", backend="slurm")) if a.startswith("--gres")]
 
-    def test_after_a_local_job_is_refused_before_anything_is_submitted(self, store):
+    @pytest.fixture
+    def fake_slurm(self, monkeypatch):
+        """Slurm's commands as if installed, whatever the host has; any submission is recorded."""
+        submitted = []
+
+        def fake_run(argv, env=None):
+            submitted.append(argv)
+            raise _slurm.JobError("submitted: the dependency was not refused")
+
+        monkeypatch.setattr(_slurm, "_tool", lambda name: name)
+        monkeypatch.setattr(_slurm, "_run", fake_run)
+        return submitted
+
+    def test_after_a_local_job_is_refused_before_anything_is_submitted(self, store, fake_slurm):
         local = store.new_job("true", backend="local")
         job = store.new_job("true", backend="slurm", after=local)
         with pytest.raises(JobError, match=f"after job {local.id}, which is not a Slurm job"):
             job.start()
+        assert fake_slurm == []
         assert job.status().state == "created"
 
-    def test_after_a_slurm_job_not_submitted_yet_is_refused(self, store):
+    def test_after_a_slurm_job_not_submitted_yet_is_refused(self, store, fake_slurm):
         first = store.new_job("true", backend="slurm")
         job = store.new_job("true", backend="slurm", after=first)
         with pytest.raises(JobError, match=f"after job {first.id}, which was not submitted to Slurm yet"):
             job.start()
+        assert fake_slurm == []
 
     def test_the_dependency_names_slurms_ids(self, store):
         first, second = store.new_job("true", backend="slurm"), store.new_job("true", backend="slurm")
