@@ -115,6 +115,7 @@ struct log_cap {
     long long resume;       /* P: where the kept tail starts (H until the first cut) */
     long long slack;        /* how far the tail may grow past cap/2 before the next cut */
     long long last_size;
+    long long last_used;    /* st_blocks in bytes at the last look */
     const char *job_dir;
 };
 
@@ -131,6 +132,7 @@ static void cap_init(struct log_cap *cap, int fd, long long max, const char *job
     cap->resume = cap->head;
     cap->slack = cap->max / 16 > (1 << 20) ? cap->max / 16 : (1 << 20);
     cap->last_size = 0;
+    cap->last_used = 0;
     cap->job_dir = job_dir;
 }
 
@@ -147,23 +149,47 @@ static void cap_note(struct log_cap *cap, int err) {
 }
 
 /* One look at the log: cut it when its tail has grown past cap/2 + slack. Returns 1 when
- * the log grew since the last look. */
+ * the log grew since the last look.
+ *
+ * The job holds a writable descriptor of the whole file, so it may truncate it, seek,
+ * pwrite or drop O_APPEND: what counts is what the file holds on disk (st_blocks), not
+ * its apparent size. A log truncated below the kept tail starts its tail over there; a
+ * log holding more blocks than its head and kept tail can (bytes written back into the
+ * dropped range) has all of [H, P) punched again; and blocks still over after that lie
+ * past the end of the file (fallocate KEEP_SIZE), where ext4 punches nothing: truncating
+ * the file to its own size frees them. No honest writer reaches these two branches. */
 static int cap_check(struct log_cap *cap) {
     struct stat st;
     if (!cap->max || fstat(cap->fd, &st) < 0) return 0;
-    int grew = st.st_size != cap->last_size;
+    long long used = (long long)st.st_blocks * 512;
+    int grew = st.st_size != cap->last_size || used != cap->last_used;
     cap->last_size = st.st_size;
-    if (st.st_size - cap->resume <= cap->max / 2 + cap->slack) return grew;
+    cap->last_used = used;
+    if (st.st_size < cap->resume) {
+        cap->resume = st.st_size / cap->block * cap->block;
+        if (cap->resume < cap->head) cap->resume = cap->head;
+    }
+    long long tail = st.st_size > cap->resume ? st.st_size - cap->resume : 0;
+    long long allowed = cap->head + tail + cap->slack + 2 * cap->block;
+    int refilled = used > allowed;
+    if (tail <= cap->max / 2 + cap->slack && !refilled) return grew;
     long long to = (st.st_size - cap->max / 2) / cap->block * cap->block;
-    if (to <= cap->resume) return grew;
-    if (fallocate(cap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, cap->resume, to - cap->resume) < 0) {
-        if (errno != EINTR) {
+    if (to < cap->resume) to = cap->resume;
+    long long from = refilled ? cap->head : cap->resume;
+    if (to > from && fallocate(cap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from) < 0) {
+        /* A full disk can refuse the extent split a punch needs: try again at the next look. */
+        if (errno != EINTR && errno != ENOSPC && errno != EDQUOT) {
             cap_note(cap, errno);
             cap->max = 0; /* stop trying: the log grows uncapped, the job goes on */
         }
         return grew;
     }
     cap->resume = to;
+    if (refilled && fstat(cap->fd, &st) == 0) {
+        tail = st.st_size > cap->resume ? st.st_size - cap->resume : 0;
+        if ((long long)st.st_blocks * 512 > cap->head + tail + cap->slack + 2 * cap->block &&
+            ftruncate(cap->fd, st.st_size) < 0) { /* the next look tries again */ }
+    }
     return grew;
 }
 
@@ -410,6 +436,8 @@ int main(int argc, char **argv) {
     if (fstat(log_fd, &log_st) < 0) die(log_path);
     if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
+    /* A tenant's log is the tenant's file, so that its disk quota counts it. */
+    if (uid >= 0 && fchown(log_fd, (uid_t)uid, gid >= 0 ? (gid_t)gid : (gid_t)-1) < 0) die(log_path);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);
     int errpipe[2];

@@ -43,29 +43,54 @@ class LogCap:
         self.head = max(self.block, limit // 2 // self.block * self.block)
         self.resume = self.head
         self.slack = max(1 << 20, limit // 16) if slack is None else slack
-        self.last_size = 0
+        self.last_size = self.last_used = 0
         self._fallocate = None
 
     def check(self) -> bool:
-        """Cut the log once its tail has grown past cap/2 + slack; True when it grew."""
+        """Cut the log once its tail has grown past cap/2 + slack; True when it grew.
+
+        The job holds a writable descriptor of the whole file (it may truncate, seek,
+        pwrite, drop O_APPEND), so what counts is what the file holds on disk
+        (``st_blocks``), as launcher.c's ``cap_check`` says in full: a log truncated
+        below its kept tail starts the tail over there; a log holding more blocks than its
+        head and kept tail has all of ``[H, P)`` punched again; blocks still over after
+        that lie past its end, and truncating the file to its own size frees them.
+        """
         if not self.limit:
             return False
-        size = os.fstat(self.fd).st_size
-        grew, self.last_size = size != self.last_size, size
-        if size - self.resume <= self.limit // 2 + self.slack:
+        st = os.fstat(self.fd)
+        size, used = st.st_size, st.st_blocks * 512
+        grew = (size, used) != (self.last_size, self.last_used)
+        self.last_size, self.last_used = size, used
+        if size < self.resume:
+            self.resume = max(self.head, size // self.block * self.block)
+        refilled = used > self._allowed(size)
+        if size - self.resume <= self.limit // 2 + self.slack and not refilled:
             return grew
-        to = (size - self.limit // 2) // self.block * self.block
-        if to <= self.resume:
-            return grew
+        to = max(self.resume, (size - self.limit // 2) // self.block * self.block)
+        start = self.head if refilled else self.resume
         try:
-            self._punch(self.resume, to - self.resume)
+            if to > start:
+                self._punch(start, to - start)
         except OSError as err:
-            if err.errno != errno.EINTR:
+            # A full disk can refuse the extent split a punch needs: try again next look.
+            if err.errno not in (errno.EINTR, errno.ENOSPC, errno.EDQUOT):
                 self.limit = 0  # stop trying: the log grows uncapped, the job goes on
                 _note_log_cap(self.job_dir, err)
             return grew
         self.resume = to
+        if refilled:
+            st = os.fstat(self.fd)
+            if st.st_blocks * 512 > self._allowed(st.st_size):
+                try:
+                    os.ftruncate(self.fd, st.st_size)
+                except OSError:
+                    pass  # the next look tries again
         return grew
+
+    def _allowed(self, size: int) -> int:
+        """The most the file may hold on disk: its head, its kept tail, the slack."""
+        return self.head + max(0, size - self.resume) + self.slack + 2 * self.block
 
     def _punch(self, offset: int, length: int) -> None:
         if self._fallocate is None:

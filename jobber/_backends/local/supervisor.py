@@ -241,6 +241,8 @@ def launch(job_dir: str, plan: dict) -> int:
     if not stat.S_ISREG(os.fstat(log_fd).st_mode):
         raise OSError(errno.EINVAL, f"{log_path} is not a regular file")
     os.set_blocking(log_fd, True)
+    if plan["uid"] is not None:  # a tenant's log is the tenant's file, so that its disk quota counts it
+        os.fchown(log_fd, plan["uid"], -1 if plan["gid"] is None else plan["gid"])
     command, command_fd = plan.get("command"), -1
     if plan["command_file"] is not None:
         command, command_fd = read_command(plan["command_file"])
