@@ -22,7 +22,7 @@ from jobber._errors import DiskFull, JobError
 __all__ = ["RESERVE", "disk_full", "free_reserve", "read_json", "reserve_space", "write_atomic"]
 
 RESERVE = ".reserve"  # in a job's directory: the space its final record may need
-RESERVE_BYTES = 64 << 10  # a status file and what its writer touches, in blocks of any size
+RESERVE_BYTES = 16 << 10  # a status file and its directory entry: 4 blocks of 4 KiB, 1 of any larger size
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
