@@ -184,3 +184,34 @@ def test_the_headroom_rule():
     assert headroom(SIZE) == HEADROOM
     assert headroom(100 << 30) == 256 << 20
     assert headroom(10 << 30) == (10 << 30) // 50
+
+
+class TestTheLastTrim:
+    """The finishing half's trim, for a log that filled the disk after the last look."""
+
+    def make_log(self, small_disk: Path, size: int) -> Path:
+        job_dir = small_disk / "job"
+        job_dir.mkdir()
+        (job_dir / "log").write_bytes(b"0123456789abcdef" * (size // 16))
+        return job_dir
+
+    def test_what_came_after_the_last_look_gives_the_headroom_back(self, small_disk):
+        from jobber._backends.local.logcap import trim_log
+
+        job_dir = self.make_log(small_disk, 12 << 20)
+        fill(small_disk)
+        trim_log(str(job_dir), 0, seen=4 << 20)
+        assert free_bytes(small_disk) >= HEADROOM
+        data = (job_dir / "log").read_bytes()
+        assert data[: 4 << 20] == b"0123456789abcdef" * ((4 << 20) // 16), "what the last look saw is kept"
+        assert (job_dir / "log-stopped").read_text().startswith("disk full")
+
+    def test_a_log_that_did_not_grow_since_is_left_alone(self, small_disk):
+        from jobber._backends.local.logcap import trim_log
+
+        job_dir = self.make_log(small_disk, 12 << 20)
+        fill(small_disk)
+        before = os.stat(job_dir / "log").st_blocks
+        trim_log(str(job_dir), 0, seen=12 << 20)
+        assert os.stat(job_dir / "log").st_blocks == before
+        assert not (job_dir / "log-stopped").exists()

@@ -636,11 +636,12 @@ int main(int argc, char **argv) {
     snprintf(cpu, sizeof cpu, "%.6f",
              (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                  (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6);
-    char cap_s[32];
+    char cap_s[32], seen_s[32];
     snprintf(cap_s, sizeof cap_s, "%lld", log_max ? atoll(log_max) : 0LL); /* the last trim is the finisher's */
+    snprintf(seen_s, sizeof seen_s, "%lld", cap.last_size); /* past this, a full disk is the log's own doing */
     execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
           "--started", started_s, "--wait-status", status_s, "--maxrss-kb", maxrss,
-          "--cpu", cpu, "--log-max", cap_s, (char *)NULL);
+          "--cpu", cpu, "--log-max", cap_s, "--log-seen", seen_s, (char *)NULL);
     die("exec python");
     return 1;
 }

@@ -171,12 +171,13 @@ def _note_log_cap(job_dir: str, err: OSError) -> None:
         pass
 
 
-def trim_log(job_dir: str, limit: int) -> None:
+def trim_log(job_dir: str, limit: int, seen: int | None = None) -> None:
     """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block),
-    a stopped log drops what was written after its last look, and a log that filled the
-    disk after that look gives the headroom back."""
+    a stopped log drops what was written after its last look, and a log that grew past
+    ``seen`` (its size at the last look) and filled the disk meanwhile gives the headroom
+    back from what it wrote since."""
     stopped = os.path.lexists(os.path.join(job_dir, LOG_STOPPED))
-    full = not stopped and _nearly_full(job_dir)
+    full = not stopped and seen is not None and _nearly_full(job_dir)
     if limit <= 0 and not stopped and not full:
         return  # the usual case: nothing to cut, and nothing imported for it
     try:
@@ -185,10 +186,13 @@ def trim_log(job_dir: str, limit: int) -> None:
         return
     try:
         st = os.fstat(fd)
+        full = full and st.st_size > seen
         if not stat.S_ISREG(st.st_mode) or (st.st_size <= limit and not stopped and not full):
             return
         cap = LogCap(fd, limit, job_dir, slack=0)
-        if not full:
+        if full:
+            cap.last_size = seen  # what it held at the last look is kept
+        else:
             cap.headroom = 0  # a stop, if any, was decided while the job ran
         hole = os.lseek(fd, 0, os.SEEK_HOLE)
         if hole < st.st_size:  # cut before: go on from where the kept tail starts

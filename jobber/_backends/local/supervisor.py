@@ -291,7 +291,7 @@ def launch(job_dir: str, plan: dict) -> int:
     if cap is not None:
         os.close(log_fd)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
-                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max)
+                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max, log_seen=cap.last_size)
 
 
 def time_out(job_dir: str, pid: int, grace: float) -> int:
@@ -313,14 +313,16 @@ def time_out(job_dir: str, pid: int, grace: float) -> int:
 
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
-           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0) -> int:
+           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0,
+           log_seen: int | None = None) -> int:
     """Record how the job ended, after cleaning up what is left of it (and the last cut
-    of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap)."""
+    of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap;
+    ``log_seen``: its size at the resident half's last look)."""
     ended_at = time.time()
     with open(os.path.join(job_dir, "confinement.json")) as f:
         cgroup = open_cgroup(json.load(f), pid)
     stats = _cleanup(cgroup)
-    trim_log(job_dir, log_max)
+    trim_log(job_dir, log_max, log_seen)
     final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
     if failed is not None:
         final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
@@ -384,6 +386,7 @@ def _finish_from_argv(argv: list[str]) -> int:
         cpu=float(options.get("--cpu", 0.0)),
         failed=options.get("--failed"),
         log_max=int(options.get("--log-max", 0)),
+        log_seen=int(options["--log-seen"]) if "--log-seen" in options else None,
     )
 
 
