@@ -4,7 +4,8 @@
     ├── CertificateError             an identity or the pool is unusable
     │   └── JobNotFound              (also a LookupError) no such job for this identity
     └── JobError                     a job cannot be created, started, stopped or read
-        └── LimitError               (also a ValueError) a resource limit is malformed
+        ├── LimitError               (also a ValueError) a resource limit is malformed
+        └── DiskFull                 (also an OSError) the jobs directory's filesystem is full
 
 Foreign errors (OSError from cgroupfs, cryptography's errors, ssl.SSLError) are translated
 into these at one boundary each, chained with ``from err``.
@@ -12,7 +13,7 @@ into these at one boundary each, chained with ``from err``.
 
 from __future__ import annotations
 
-__all__ = ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError"]
+__all__ = ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError", "DiskFull"]
 
 
 class JobberError(Exception):
@@ -60,3 +61,31 @@ class JobError(JobberError):
 
 class LimitError(JobError, ValueError):
     """A resource limit is malformed (a size like "12Q", a negative CPU count)."""
+
+
+class DiskFull(JobError, OSError):
+    """A job's file could not be written: its filesystem is full (ENOSPC) or the user's
+    disk quota is used up (EDQUOT). It says which filesystem, and what to do.
+
+    Also an ``OSError`` (``errno`` is the kernel's), so code that writes a file on a
+    best-effort basis goes on as it would for any other failed write.
+
+    Attributes:
+        path: the file that could not be written.
+        mount: the filesystem's mount point.
+    """
+
+    def __init__(self, message: str, *, errno: int, path: str, mount: str, job_id: int | None = None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.errno, self.strerror, self.filename = errno, message, path
+        self.path, self.mount = path, mount
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # picklable despite its keyword-only constructor
+        return (_disk_full, (str(self), self.errno, self.path, self.mount, self.job_id))
+
+
+def _disk_full(message: str, errno: int, path: str, mount: str, job_id: int | None) -> DiskFull:
+    return DiskFull(message, errno=errno, path=path, mount=mount, job_id=job_id)

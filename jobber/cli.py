@@ -294,6 +294,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  cpu        {cpu}")
     if status.log_dropped_bytes:
         print(f"  log        {format_size(status.log_dropped_bytes)} cut from its middle by the log cap")
+    if status.log_stopped:
+        print(f"  log        stopped: {status.log_stopped}")
     if held := status.held_back():
         print(f"  slow?      {held}")
     if status.note:

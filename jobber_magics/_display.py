@@ -118,6 +118,8 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
     if status.log_dropped_bytes:
         line += (f'<br><span style="color:{_AMBER}">log truncated: {_e(format_size(status.log_dropped_bytes))} cut '
                  'from its middle by its cap (log_max); the first and newest output are kept</span>')
+    if status.log_stopped:
+        line += f'<br><span style="color:{_RED}">log stopped: {_e(status.log_stopped)}</span>'
     if not status.ended and (held := status.held_back()):
         line += f'<br><span style="color:{_AMBER}">{_e(held)}</span>'
     if status.note:

@@ -2,20 +2,28 @@
 marker + newest bytes, and a follower keeps up across the cut.
 
 The jobs write numbered lines (``seq``), so every byte kept can be checked against what the
-job wrote. Both supervisors run every test: the compiled launcher and the Python one. One
-test reads a capped log through a real server over TLS (``jobber.connect``).
+job wrote. A job that turns its own descriptor against the cap (truncate, pwrite without
+O_APPEND, blocks allocated past the end) is held to it too, on disk (``st_blocks``). Both
+supervisors run every test: the compiled launcher and the Python one. One test reads a
+capped log through a real server over TLS (``jobber.connect``).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 import jobber
 from jobber._jobs import logcut
 from jobber._tail import last_lines
+from polling import poll
 from serve_for_notebooks import ServerProcess
 
 CAP = 32 << 20
@@ -101,6 +109,73 @@ class TestDiskUse:
         assert CAP // 2 <= len(tail) < CAP // 2 + block
         assert head == seq_head(len(head))
         check_consecutive(tail, last=ONE_GB)
+
+
+# The audit's reproducers: the job holds a writable descriptor of its whole log and uses it
+# against the cap, then idles with the descriptor open and says so in a flag file.
+ATTACKS = {
+    # A 1 TiB log, cut by the supervisor; then truncated to 0 and appended to.
+    "truncate": "os.ftruncate(1, 1 << 40); time.sleep(2); os.ftruncate(1, 0)\n"
+                "for _ in range(N): os.write(1, chunk)\n",
+    # O_APPEND dropped, a 1 TiB log cut by the supervisor, then pwrite into the punched range.
+    "pwrite": "fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) & ~os.O_APPEND)\n"
+              "os.ftruncate(1, 1 << 40); time.sleep(2)\n"
+              "for i in range(N): os.pwrite(1, chunk, (1 << 30) + i * len(chunk))\n",
+    # Blocks allocated past the end of the file (fallocate KEEP_SIZE): no size to see.
+    "fallocate": "import ctypes; libc = ctypes.CDLL(None, use_errno=True)\n"
+                 "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]\n"
+                 "print('start', flush=True)\n"
+                 "assert libc.fallocate(1, 1, os.fstat(1).st_size, N * len(chunk)) == 0, ctypes.get_errno()\n",
+}
+ATTACK_CAP = 1 << 20
+ATTACK_BYTES = 64 << 20
+
+
+def job_user() -> tuple[str | None, int]:
+    """Jobs run as another user where we can (a tenant's job does): (name, uid)."""
+    if os.geteuid() != 0:
+        return None, os.geteuid()
+    return "nobody", pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.fixture
+def flag_dir() -> Path:
+    """A directory the job's user may write its flag into."""
+    path = Path(tempfile.mkdtemp(prefix="jobber-logcap-"))
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class TestAJobAgainstItsCap:
+    @pytest.mark.parametrize("attack", sorted(ATTACKS))
+    def test_the_log_stays_within_the_cap_on_disk_while_the_job_runs(self, store, flag_dir, attack):
+        flag = flag_dir / "attacked"
+        script = ("import fcntl, os, sys, time\n"
+                  f"chunk = b'x' * 65536; N = {ATTACK_BYTES} // len(chunk)\n"
+                  + ATTACKS[attack]
+                  + f"open({str(flag)!r}, 'w').close()\ntime.sleep(600)\n")
+        job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
+        user, _uid = job_user()
+        job.start(user=user)
+        poll(lambda: flag.exists() or job.status().ended, timeout=120)
+        assert flag.exists(), f"the attack did not run: {job.status().describe()}: {read_all(job)[-2000:]!r}"
+        block = os.stat(job.log_path).st_blksize
+        bound = 2 * ATTACK_CAP + 2 * block  # head + kept tail + slack, as the cap allows
+        used = poll(lambda: disk_use(job.log_path) <= bound and job.status().state == "running", timeout=60)
+        assert used, (f"{attack}: the log holds {disk_use(job.log_path)} bytes on disk under log_max={ATTACK_CAP} "
+                      f"while the job runs ({job.status().describe()})")
+        job.stop(grace=0)
+        assert job.wait(30).state == "stopped"
+        read_all(job)  # whatever the job made of its log, readers read it
+
+    def test_a_tenants_log_belongs_to_the_tenant(self, store):
+        user, uid = job_user()
+        job = store.new_job("echo hello", log_max=ATTACK_CAP)
+        job.start(user=user)
+        assert job.wait(30).state == "exited"
+        assert os.stat(job.log_path).st_uid == uid, "the job's user's disk quota would not count its log"
+        assert read_all(job) == b"hello\n"
 
 
 class TestFollow:

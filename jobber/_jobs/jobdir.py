@@ -6,6 +6,7 @@
       status.json       written atomically: running, then the outcome
       stop-requested    written by stop(), so the outcome reads "stopped"
       log               stdout and stderr
+      .reserve          space set aside for the final status.json (a full disk), until it is written
     and what each backend keeps beside them (local: confinement.json, pid; Slurm:
     slurm-id, script).
 
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._files import read_json, write_atomic
+from jobber._files import RESERVE, free_reserve, read_json, reserve_space, write_atomic
+from jobber._states import FINAL_STATES
 
 __all__ = ["JobDir", "ensure_private_dir"]
 
@@ -85,8 +87,30 @@ class JobDir:
             raise JobError(f"job {self.job_id}: {err}", job_id=self.job_id) from err
 
     def write(self, name: str, data: dict[str, Any]) -> None:
-        """Replace a JSON file of the job atomically."""
-        write_atomic(self.path / name, json.dumps(data).encode())
+        """Replace a JSON file of the job atomically.
+
+        ``status.json`` may use the job's reserve on a full disk, and a final one gives
+        the reserve back.
+
+        Raises:
+            DiskFull: the filesystem is full (a ``JobError`` naming it).
+        """
+        status = name == "status.json"
+        try:
+            write_atomic(self.path / name, json.dumps(data).encode(), reserve=self.path / RESERVE if status else None)
+        except JobError as err:
+            err.job_id = self.job_id
+            raise
+        if status and data.get("state") in FINAL_STATES:
+            free_reserve(self.path)
+
+    def reserve_space(self) -> None:
+        """Set aside the space the job's final status needs (when the job is made).
+
+        Raises:
+            DiskFull: not even that is left (a ``JobError`` naming the filesystem).
+        """
+        reserve_space(self.path)
 
     def exists(self, name: str) -> bool:
         """Whether the job has this file."""

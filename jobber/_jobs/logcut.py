@@ -21,7 +21,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Cut", "find_cut", "marker", "read_kept", "read_logical", "locate", "dropped_bytes"]
+__all__ = ["Cut", "LOG_STOPPED", "find_cut", "marker", "read_kept", "read_logical", "locate", "dropped_bytes",
+           "stopped_note"]
+
+# Beside the log: why the supervisor stopped it (its filesystem was nearly full), written
+# by launcher.c and logcap.py, which use the same name.
+LOG_STOPPED = "log-stopped"
 
 
 def marker(dropped: int) -> bytes:
@@ -180,3 +185,12 @@ def dropped_bytes(path: str | os.PathLike[str]) -> int:
         return find_cut(fd).dropped
     finally:
         os.close(fd)
+
+
+def stopped_note(job_dir: str | os.PathLike[str]) -> str:
+    """Why the log in ``job_dir`` stopped taking output ("disk full: ..."), or "" if it did not."""
+    try:
+        with open(Path(job_dir) / LOG_STOPPED, "rb") as note:
+            return note.read(1000).decode(errors="replace").strip()
+    except OSError:
+        return ""

@@ -39,6 +39,8 @@ class JobStatus:
         attempt: which attempt this is (1-based); retries: how many more the job may make
             after a failed one (``new_job(retries=...)``), so attempts go up to 1 + retries.
         log_dropped_bytes: bytes the log cap (``log_max``) cut from the middle of the log.
+        log_stopped: why the log stopped taking the job's output, or "": its filesystem
+            was nearly full ("disk full: ..."); what the job wrote after was dropped.
         cpu_throttled_seconds: time the job's CPU limit held it back (cgroup ``cpu.stat``).
         cpu_pressure / memory_pressure / io_pressure: the share of the last 10 s (0-100)
             in which some of the job's tasks waited for CPU, memory or IO (PSI "some
@@ -64,6 +66,7 @@ class JobStatus:
     attempt: int = 1
     retries: int = 0
     log_dropped_bytes: int = 0
+    log_stopped: str = ""
     cpu_throttled_seconds: float | None = None
     cpu_pressure: float | None = None
     memory_pressure: float | None = None

@@ -6,6 +6,7 @@ them; each ``Job`` it returns holds the backend its spec names (``jobber._backen
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 from jobber._backends import DeferredBackend, check_lifecycle_for, check_options, open_backend
 from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
+from jobber._files import disk_full
 from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
@@ -91,6 +93,14 @@ class JobStore:
             The id; its directory exists and is empty.
         """
         base = self._ensure()
+        try:
+            return self._next_id(base)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(str(base / _COUNTER), err) from err
+            raise
+
+    def _next_id(self, base: Path) -> int:
         fd = os.open(base / _COUNTER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -103,8 +113,9 @@ class JobStore:
                     break
                 except FileExistsError:
                     candidate += 1  # a counter reset or lost: skip ids already used
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(candidate + 1).encode(), 0)
+            counter = str(candidate + 1).encode()
+            os.pwrite(fd, counter, 0)  # over its own block first: a full disk cannot lose the counter
+            os.ftruncate(fd, len(counter))
             return candidate
         finally:
             os.close(fd)
@@ -231,7 +242,12 @@ class JobStore:
 
     def _create(self, spec: dict[str, object]) -> Job:
         jobdir = JobDir(self.path, self.owner, self.generate_job_id())
-        jobdir.write_spec({**spec, "created_at": time.time()})
+        try:
+            jobdir.reserve_space()  # its final record must never need space it may not get
+            jobdir.write_spec({**spec, "created_at": time.time()})
+        except BaseException:
+            jobdir.remove_tree()  # no half-made job is left behind
+            raise
         return Job(open_backend(jobdir, self))
 
     def rerun(self, job: Job, **overrides: Any) -> Job:

@@ -177,6 +177,8 @@ _SCHEMAS: dict[str, Any] = {
             "retries": {"type": "integer", "minimum": 0, "description": "how many more attempts a failed one may make"},
             "log_dropped_bytes": {"type": "integer", "minimum": 0,
                                   "description": "bytes the log cap (log_max) cut from the middle of the log"},
+            "log_stopped": {"type": "string", "description": 'why the log stopped taking output ("disk full: ..."), '
+                                                             'or "": what the job wrote after was dropped'},
             "cpu_throttled_seconds": _nullable({"type": "number", "description": "time the CPU limit held the job back"}),
             "cpu_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
             "memory_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),

@@ -316,6 +316,8 @@ class LocalBackend(DirectoryBackend):
             fields["note"] = raw.get("error") or raw["note"]
         if spec.get("log_max") and "attempt" not in raw and raw.get("started_at"):  # the current attempt's log
             fields["log_dropped_bytes"] = logcut.dropped_bytes(self.dir.log)
+        if raw.get("state") == "running":  # once ended, the status itself says it
+            fields["log_stopped"] = logcut.stopped_note(self.dir.path)
         return JobStatus(**fields, limits=limits)
 
     def wait(self, timeout: float | None = None) -> JobStatus:

@@ -20,7 +20,8 @@
  *
  * --log-max BYTES: while the job runs, this process keeps the log under the cap (its head
  * and its newest bytes, the middle punched out: see struct log_cap); --finish gets the
- * cap too, for the last trim once nothing writes any more.
+ * cap too, for the last trim once nothing writes any more. With or without a cap, the
+ * log stops short of filling its filesystem (cap_stop_if_full).
  *
  * --into (cgroup v2): the job's process is created inside that cgroup with
  * clone3(CLONE_INTO_CGROUP) (Linux 5.7), so it never has to migrate; where the kernel
@@ -65,6 +66,7 @@
 #include <poll.h>
 #include <linux/falloc.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
@@ -117,14 +119,25 @@ struct log_cap {
     long long resume;       /* P: where the kept tail starts (H until the first cut) */
     long long slack;        /* how far the tail may grow past cap/2 before the next cut */
     long long last_size;
+    long long last_used;    /* st_blocks in bytes at the last look */
+    long long headroom;     /* the free space the log leaves its filesystem (0: unknown) */
+    long long free_bytes;   /* the free space when the log stopped */
+    int active;             /* 0 once the filesystem cannot punch holes: nothing to do */
+    int stopped;            /* the filesystem was nearly full: later output is dropped */
     const char *job_dir;
 };
 
 #define CAP_CHECK_NS 2000000LL  /* at most one fstat every 2 ms, however fast the writer */
 #define CAP_POLL_MAX_MS 250     /* without a change notice: the slowest periodic look */
 
+/* The log stops short of filling its filesystem: it leaves 2% free, from 1 to 256 MiB
+ * (logcap.headroom has the same rule). Past that, what the log holds is kept and what
+ * the job writes after is punched out as it comes (the file says so in log-stopped). */
+#define MIB (1LL << 20)
+
 static void cap_init(struct log_cap *cap, int fd, long long max, const char *job_dir) {
     struct stat st;
+    struct statvfs fs;
     cap->fd = fd;
     cap->max = max > 0 ? max : 0;
     cap->block = fstat(fd, &st) == 0 && st.st_blksize > 0 ? st.st_blksize : 4096;
@@ -133,39 +146,126 @@ static void cap_init(struct log_cap *cap, int fd, long long max, const char *job
     cap->resume = cap->head;
     cap->slack = cap->max / 16 > (1 << 20) ? cap->max / 16 : (1 << 20);
     cap->last_size = 0;
+    cap->last_used = 0;
+    cap->headroom = cap->free_bytes = 0;
+    if (fstatvfs(fd, &fs) == 0) {
+        long long total = (long long)fs.f_blocks * (long long)fs.f_frsize;
+        cap->headroom = total / 50 < MIB ? MIB : (total / 50 > 256 * MIB ? 256 * MIB : total / 50);
+    }
+    cap->active = 1;
+    cap->stopped = 0;
     cap->job_dir = job_dir;
+}
+
+/* A note beside the log, whole or not at all (a full disk leaves no half of one). */
+static void write_note(const char *dir, const char *name, const char *text) {
+    char path[4096], tmp[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    size_t len = strlen(text);
+    int ok = write(fd, text, len) == (ssize_t)len;
+    if (close(fd) < 0) ok = 0;
+    if (!ok || rename(tmp, path) < 0) unlink(tmp);
 }
 
 /* Best effort, never fatal: the job must not fail because its log could not be capped. */
 static void cap_note(struct log_cap *cap, int err) {
-    char path[4096], text[512];
-    snprintf(path, sizeof path, "%s/log-cap-note", cap->job_dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) return;
-    int len = snprintf(text, sizeof text, "log_max is not enforced: this filesystem cannot punch holes in the log (%s)\n",
-                       strerror(err));
-    if (write(fd, text, (size_t)len) < 0) { /* nothing more to do */ }
-    close(fd);
+    char text[512];
+    snprintf(text, sizeof text, "log_max is not enforced: this filesystem cannot punch holes in the log (%s)\n",
+             strerror(err));
+    write_note(cap->job_dir, "log-cap-note", text);
 }
 
-/* One look at the log: cut it when its tail has grown past cap/2 + slack. Returns 1 when
- * the log grew since the last look. */
-static int cap_check(struct log_cap *cap) {
+/* Stop the log when its filesystem has less than the headroom free: what it held at the
+ * last look is kept (as its head, unless a cut already made one), and of what it wrote
+ * since, up to twice the headroom is given back (a fast writer outruns the looks, and the
+ * next job's log needs room before it stops too); later output is dropped. Returns 1 when
+ * it stopped the log. */
+static int cap_stop_if_full(struct log_cap *cap, long long before, long long size) {
+    struct statvfs fs;
+    if (!cap->headroom || fstatvfs(cap->fd, &fs) < 0) return 0;
+    cap->free_bytes = (long long)fs.f_bavail * (long long)fs.f_frsize;
+    if (cap->free_bytes >= cap->headroom) return 0;
+    cap->stopped = 1;
+    if (cap->resume <= cap->head) {
+        long long keep = size - (2 * cap->headroom - cap->free_bytes); /* room for the next job's log */
+        if (keep < before) keep = before;
+        if (keep < 0) keep = 0;
+        cap->head = cap->resume = keep / cap->block * cap->block;
+    }
+    return 1;
+}
+
+/* Written once the space is back: the note needs a block of its own. */
+static void cap_note_stopped(struct log_cap *cap, long long size) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "disk full: %.1f MiB was left on the log's filesystem, which keeps %lld MiB free; "
+             "the job's output after byte %lld is dropped\n",
+             (double)cap->free_bytes / MIB, cap->headroom / MIB, cap->head < size ? cap->head : size);
+    write_note(cap->job_dir, "log-stopped", text);
+}
+
+/* Punch out what the log holds beyond its head and its newest `keep` bytes, once the tail
+ * is `slack` past that or the file holds more blocks than it may.
+ *
+ * The job holds a writable descriptor of the whole file, so it may truncate it, seek,
+ * pwrite or drop O_APPEND: what counts is what the file holds on disk (st_blocks), not
+ * its apparent size. A log truncated below the kept tail starts its tail over there; a
+ * log holding more blocks than its head and kept tail can (bytes written back into the
+ * dropped range) has all of [H, P) punched again; and blocks still over after that lie
+ * past the end of the file (fallocate KEEP_SIZE), where ext4 punches nothing: truncating
+ * the file to its own size frees them. No honest writer reaches these two branches. */
+static void cap_cut(struct log_cap *cap, const struct stat *now, long long keep, long long slack) {
     struct stat st;
-    if (!cap->max || fstat(cap->fd, &st) < 0) return 0;
-    int grew = st.st_size != cap->last_size;
-    cap->last_size = st.st_size;
-    if (st.st_size - cap->resume <= cap->max / 2 + cap->slack) return grew;
-    long long to = (st.st_size - cap->max / 2) / cap->block * cap->block;
-    if (to <= cap->resume) return grew;
-    if (fallocate(cap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, cap->resume, to - cap->resume) < 0) {
-        if (errno != EINTR) {
+    long long size = now->st_size, used = (long long)now->st_blocks * 512;
+    if (size < cap->resume) {
+        cap->resume = size / cap->block * cap->block;
+        if (cap->resume < cap->head) cap->resume = cap->head;
+    }
+    long long tail = size > cap->resume ? size - cap->resume : 0;
+    int refilled = used > cap->head + tail + slack + 2 * cap->block;
+    if (tail <= keep + slack && !refilled) return;
+    long long to = (size - keep) / cap->block * cap->block;
+    if (to < cap->resume) to = cap->resume;
+    long long from = refilled ? cap->head : cap->resume;
+    if (to > from && fallocate(cap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from) < 0) {
+        /* A full disk can refuse the extent split a punch needs: try again at the next look. */
+        if (errno != EINTR && errno != ENOSPC && errno != EDQUOT) {
             cap_note(cap, errno);
-            cap->max = 0; /* stop trying: the log grows uncapped, the job goes on */
+            cap->active = 0; /* stop trying: the log grows uncapped, the job goes on */
         }
-        return grew;
+        return;
     }
     cap->resume = to;
+    if (refilled && fstat(cap->fd, &st) == 0) {
+        tail = st.st_size > cap->resume ? st.st_size - cap->resume : 0;
+        if ((long long)st.st_blocks * 512 > cap->head + tail + slack + 2 * cap->block &&
+            ftruncate(cap->fd, st.st_size) < 0) { /* the next look tries again */ }
+    }
+}
+
+/* One look at the log: cut it when its tail has grown past cap/2 + slack (or, stopped, past
+ * its head), stop it when its filesystem is nearly full. Returns 1 when the log grew since
+ * the last look. */
+static int cap_check(struct log_cap *cap) {
+    struct stat st;
+    if (!cap->active || fstat(cap->fd, &st) < 0) return 0;
+    long long used = (long long)st.st_blocks * 512;
+    int grew = st.st_size != cap->last_size || used != cap->last_used;
+    long long before = cap->last_size;
+    cap->last_size = st.st_size;
+    cap->last_used = used;
+    if (grew && !cap->stopped && cap_stop_if_full(cap, before, st.st_size)) {
+        cap_cut(cap, &st, 0, 0); /* first the space back, then the note that says so */
+        cap_note_stopped(cap, st.st_size);
+        return grew;
+    }
+    if (!cap->max && !cap->stopped) return grew;
+    if (cap->stopped) cap_cut(cap, &st, 0, 0);
+    else cap_cut(cap, &st, cap->max / 2, cap->slack);
     return grew;
 }
 
@@ -193,7 +293,7 @@ static int ended(pid_t pid) {
  * is polled with waitid(WNOWAIT); without the notice the log is looked at periodically. */
 static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
     int pfd = -1, sfd = -1, dirfd = -1, armed = 0;
-    if (seconds < 0 && !cap->max) return 0; /* nothing to do here: wait4 waits */
+    if (seconds < 0 && !cap->active) return 0; /* nothing to do here: wait4 waits */
 #ifdef SYS_pidfd_open
     pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
@@ -201,7 +301,7 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
     sigemptyset(&sigio);
     sigaddset(&sigio, SIGIO);
     sigprocmask(SIG_SETMASK, NULL, &old_mask);
-    if (cap->max && sigprocmask(SIG_BLOCK, &sigio, NULL) == 0) {
+    if (cap->active && sigprocmask(SIG_BLOCK, &sigio, NULL) == 0) {
         sfd = signalfd(-1, &sigio, SFD_NONBLOCK | SFD_CLOEXEC);
         dirfd = sfd >= 0 ? open(cap->job_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     }
@@ -213,7 +313,7 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
         long long now = now_ns();
         if (seconds >= 0 && now - start >= (long long)(seconds * 1e9)) { result = 1; break; }
         long long wake_ms = -1; /* poll's timeout: -1 is none */
-        if (cap->max && notify && !armed) {
+        if (cap->active && notify && !armed) {
             if (now - last_look >= CAP_CHECK_NS) {
                 /* Arm first, then look: a write after the look always wakes us. */
                 if (fcntl(dirfd, F_NOTIFY, DN_MODIFY) < 0) notify = 0;
@@ -224,7 +324,7 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
                 wake_ms = (CAP_CHECK_NS - (now - last_look)) / 1000000 + 1;
             }
         }
-        if (cap->max && !notify) {
+        if (cap->active && !notify) {
             if (now - last_look >= (long long)interval_ms * 1000000LL) {
                 int grew = cap_check(cap);
                 last_look = now;
@@ -388,8 +488,13 @@ static void write_file(const char *dir, const char *name, const char *data) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) die(tmp);
     size_t len = strlen(data);
-    if (write(fd, data, len) != (ssize_t)len) die(tmp);
-    close(fd);
+    if (write(fd, data, len) != (ssize_t)len || close(fd) < 0) {
+        if (errno == 0) errno = ENOSPC; /* a short write: the disk filled up */
+        int err = errno;
+        unlink(tmp); /* a full disk leaves no half-written file */
+        errno = err;
+        die(tmp);
+    }
     if (rename(tmp, path) < 0) die(path);
 }
 
@@ -462,6 +567,8 @@ int main(int argc, char **argv) {
     if (fstat(log_fd, &log_st) < 0) die(log_path);
     if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
+    /* A tenant's log is the tenant's file, so that its disk quota counts it. */
+    if (uid >= 0 && fchown(log_fd, (uid_t)uid, gid >= 0 ? (gid_t)gid : (gid_t)-1) < 0) die(log_path);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);
     int errpipe[2];
@@ -581,11 +688,12 @@ int main(int argc, char **argv) {
     snprintf(cpu, sizeof cpu, "%.6f",
              (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                  (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6);
-    char cap_s[32];
+    char cap_s[32], seen_s[32];
     snprintf(cap_s, sizeof cap_s, "%lld", log_max ? atoll(log_max) : 0LL); /* the last trim is the finisher's */
+    snprintf(seen_s, sizeof seen_s, "%lld", cap.last_size); /* past this, a full disk is the log's own doing */
     execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
           "--started", started_s, "--wait-status", status_s, "--maxrss-kb", maxrss,
-          "--cpu", cpu, "--log-max", cap_s, (char *)NULL);
+          "--cpu", cpu, "--log-max", cap_s, "--log-seen", seen_s, (char *)NULL);
     die("exec python");
     return 1;
 }

@@ -1,5 +1,6 @@
 """The Python supervisor's resident wait (launcher.c has its twin): until the job's main
-process ends, keep the log under its cap and watch the time limit.
+process ends, keep the log under its cap, keep it from filling the disk, and watch the
+time limit.
 
 Standard library only: part of the supervisor island.
 """
@@ -16,7 +17,7 @@ import time
 
 from jobber._files import write_atomic
 
-__all__ = ["LOG_CAP_NOTE", "LogCap", "supervise", "trim_log"]
+__all__ = ["LOG_CAP_NOTE", "LOG_STOPPED", "LogCap", "headroom", "supervise", "trim_log"]
 
 
 def _libc():
@@ -29,13 +30,24 @@ def _libc():
 # H bytes (cap/2 in whole blocks) and its newest cap/2; the middle is punched out of the
 # file, so no offset moves. Readers find the cut from the file alone (jobber._jobs.logcut).
 LOG_CAP_NOTE = "log-cap-note"
+# The log stopped short of filling its filesystem: what the job wrote after it is dropped
+# (this file says why; the job's status shows it as ``log_stopped``).
+LOG_STOPPED = "log-stopped"
 CAP_LOOK_S = 0.002  # at most one fstat every 2 ms, however fast the writer
 CAP_POLL_MAX_S = 0.25  # without a change notice: the slowest periodic look
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_MIB = 1 << 20
+
+
+def headroom(total: int) -> int:
+    """What a log leaves free on a filesystem of ``total`` bytes: 2%, from 1 to 256 MiB
+    (launcher.c's ``cap_init`` has the same rule)."""
+    return min(256 * _MIB, max(_MIB, total // 50))
 
 
 class LogCap:
-    """Keeps an open log (``fd``, writable) under ``limit`` bytes while it grows."""
+    """Keeps an open log (``fd``, writable) under ``limit`` bytes (0: no cap) while it
+    grows, and stops it short of filling its filesystem."""
 
     def __init__(self, fd: int, limit: int, job_dir: str, *, slack: int | None = None) -> None:
         self.fd, self.limit, self.job_dir = fd, limit, job_dir
@@ -43,29 +55,101 @@ class LogCap:
         self.head = max(self.block, limit // 2 // self.block * self.block)
         self.resume = self.head
         self.slack = max(1 << 20, limit // 16) if slack is None else slack
-        self.last_size = 0
+        self.last_size = self.last_used = 0
+        self.active, self.stopped = True, False
+        try:
+            fs = os.fstatvfs(fd)
+            self.headroom = headroom(fs.f_blocks * fs.f_frsize)
+        except OSError:
+            self.headroom = 0
         self._fallocate = None
 
     def check(self) -> bool:
-        """Cut the log once its tail has grown past cap/2 + slack; True when it grew."""
-        if not self.limit:
+        """Cut the log once its tail has grown past cap/2 + slack; True when it grew.
+
+        The job holds a writable descriptor of the whole file (it may truncate, seek,
+        pwrite, drop O_APPEND), so what counts is what the file holds on disk
+        (``st_blocks``), as launcher.c's ``cap_check`` says in full: a log truncated
+        below its kept tail starts the tail over there; a log holding more blocks than its
+        head and kept tail has all of ``[H, P)`` punched again; blocks still over after
+        that lie past its end, and truncating the file to its own size frees them.
+
+        Once its filesystem has less than ``headroom`` free, the log stops: what it holds
+        is kept, and whatever the job writes after is punched out as it comes.
+        """
+        if not self.active:
             return False
-        size = os.fstat(self.fd).st_size
-        grew, self.last_size = size != self.last_size, size
-        if size - self.resume <= self.limit // 2 + self.slack:
+        st = os.fstat(self.fd)
+        size, used = st.st_size, st.st_blocks * 512
+        grew, before = (size, used) != (self.last_size, self.last_used), self.last_size
+        self.last_size, self.last_used = size, used
+        if grew and not self.stopped and self.headroom and self._stop_if_full(before, size):
+            self._cut(size, used, 0, 0)  # first the space back, then the note that says so
+            self._note_stopped(size)
             return grew
-        to = (size - self.limit // 2) // self.block * self.block
-        if to <= self.resume:
+        if not self.limit and not self.stopped:
             return grew
-        try:
-            self._punch(self.resume, to - self.resume)
-        except OSError as err:
-            if err.errno != errno.EINTR:
-                self.limit = 0  # stop trying: the log grows uncapped, the job goes on
-                _note_log_cap(self.job_dir, err)
-            return grew
-        self.resume = to
+        keep, slack = (0, 0) if self.stopped else (self.limit // 2, self.slack)
+        self._cut(size, used, keep, slack)
         return grew
+
+    def _cut(self, size: int, used: int, keep: int, slack: int) -> None:
+        """Punch out what the log holds beyond its head and its newest ``keep`` bytes,
+        once the tail is ``slack`` past that or the file holds more blocks than it may."""
+        if size < self.resume:
+            self.resume = max(self.head, size // self.block * self.block)
+        refilled = used > self._allowed(size, slack)
+        if size - self.resume <= keep + slack and not refilled:
+            return
+        to = max(self.resume, (size - keep) // self.block * self.block)
+        start = self.head if refilled else self.resume
+        try:
+            if to > start:
+                self._punch(start, to - start)
+        except OSError as err:
+            # A full disk can refuse the extent split a punch needs: try again next look.
+            if err.errno not in (errno.EINTR, errno.ENOSPC, errno.EDQUOT):
+                self.active = False  # stop trying: the log grows uncapped, the job goes on
+                _note_log_cap(self.job_dir, err)
+            return
+        self.resume = to
+        if refilled:
+            st = os.fstat(self.fd)
+            if st.st_blocks * 512 > self._allowed(st.st_size, slack):
+                try:
+                    os.ftruncate(self.fd, st.st_size)
+                except OSError:
+                    pass  # the next look tries again
+
+    def _allowed(self, size: int, slack: int) -> int:
+        """The most the file may hold on disk: its head, its kept tail, the slack."""
+        return self.head + max(0, size - self.resume) + slack + 2 * self.block
+
+    def _stop_if_full(self, before: int, size: int) -> bool:
+        """Stop the log if its filesystem has less than the headroom free. What it held at
+        the last look is kept; of what it wrote since, up to twice the headroom is given
+        back (a fast writer outruns the looks, and the next job's log needs room before it
+        stops too), unless a cut already made the head."""
+        try:
+            fs = os.fstatvfs(self.fd)
+        except OSError:
+            return False
+        self.free = fs.f_bavail * fs.f_frsize
+        if self.free >= self.headroom:
+            return False
+        self.stopped = True
+        if self.resume <= self.head:  # not cut yet: what it keeps becomes the head
+            self.head = self.resume = max(0, before, size - (2 * self.headroom - self.free)) // self.block * self.block
+        return True
+
+    def _note_stopped(self, size: int) -> None:
+        try:
+            write_atomic(os.path.join(self.job_dir, LOG_STOPPED),
+                         (f"disk full: {self.free / _MIB:.1f} MiB was left on the log's filesystem, which keeps "
+                          f"{self.headroom / _MIB:.0f} MiB free; the job's output after byte "
+                          f"{min(self.head, size)} is dropped\n").encode())
+        except OSError:
+            pass  # the status cannot say so; the log stops all the same
 
     def _punch(self, offset: int, length: int) -> None:
         if self._fallocate is None:
@@ -87,23 +171,41 @@ def _note_log_cap(job_dir: str, err: OSError) -> None:
         pass
 
 
-def trim_log(job_dir: str, limit: int) -> None:
-    """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block)."""
+def trim_log(job_dir: str, limit: int, seen: int | None = None) -> None:
+    """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block),
+    a stopped log drops what was written after its last look, and a log that grew past
+    ``seen`` (its size at the last look) and filled the disk meanwhile gives the headroom
+    back from what it wrote since."""
+    stopped = os.path.lexists(os.path.join(job_dir, LOG_STOPPED))
+    full = not stopped and seen is not None and _nearly_full(job_dir)
+    if limit <= 0 and not stopped and not full:
+        return  # the usual case: nothing to cut, and nothing imported for it
     try:
         fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size <= limit:
-            return  # the usual case: nothing to cut, and nothing imported for it
+        full = full and st.st_size > seen
+        if not stat.S_ISREG(st.st_mode) or (st.st_size <= limit and not stopped and not full):
+            return
         cap = LogCap(fd, limit, job_dir, slack=0)
+        if full:
+            cap.last_size = seen  # what it held at the last look is kept
+        else:
+            cap.headroom = 0  # a stop, if any, was decided while the job ran
         hole = os.lseek(fd, 0, os.SEEK_HOLE)
         if hole < st.st_size:  # cut before: go on from where the kept tail starts
             try:
-                cap.resume = max(cap.head, os.lseek(fd, hole, os.SEEK_DATA))
+                resume = os.lseek(fd, hole, os.SEEK_DATA)
             except OSError:
-                cap.resume = st.st_size
+                resume = st.st_size
+            if stopped:
+                cap.head, cap.resume, cap.stopped = hole, resume, True
+            else:
+                cap.resume = max(cap.head, resume)
+        elif stopped:
+            return  # stopped with nothing dropped yet: where it stopped died with the supervisor
         cap.check()
     except OSError:
         pass
@@ -111,9 +213,18 @@ def trim_log(job_dir: str, limit: int) -> None:
         os.close(fd)
 
 
+def _nearly_full(path: str) -> bool:
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < headroom(fs.f_blocks * fs.f_frsize)
+
+
 def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str) -> bool:
-    """The resident wait: until ``pid`` ends, keep the log under its cap and, with
-    ``seconds``, return True once the time is up (False when the job ended).
+    """The resident wait: until ``pid`` ends, keep the log under its cap (and short of
+    filling the disk) and, with ``seconds``, return True once the time is up (False when
+    the job ended).
 
     One poll holds the pidfd, the timeout and a one-shot change notice on the job
     directory (dnotify: F_NOTIFY DN_MODIFY, whose SIGIO reaches the poll through the

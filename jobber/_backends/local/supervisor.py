@@ -39,10 +39,10 @@ if __name__ == "__main__":
         sys.modules[_name] = _package
 
 from jobber._backends.local.isolation import open_cgroup  # noqa: E402
-from jobber._backends.local.logcap import LogCap, supervise, trim_log  # noqa: E402
+from jobber._backends.local.logcap import LOG_STOPPED, LogCap, supervise, trim_log  # noqa: E402
 from jobber._backends.local.retrying import hand_over  # noqa: E402
 from jobber._backends.local.waking import wake_waiting  # noqa: E402
-from jobber._files import write_atomic  # noqa: E402
+from jobber._files import RESERVE, free_reserve, write_atomic  # noqa: E402
 from jobber._states import outcome  # noqa: E402
 
 
@@ -64,6 +64,14 @@ def process_start_time(pid: int | str) -> int | None:
 def write_json(path: str, data: dict) -> None:
     """Atomically replace ``path`` (readers see the old or the new file, whole)."""
     write_atomic(path, json.dumps(data).encode())
+
+
+def write_final(job_dir: str, final: dict) -> None:
+    """Record how the job ended: on a full disk with the space its reserve held, which
+    the job needs no more once this is written."""
+    write_atomic(os.path.join(job_dir, "status.json"), json.dumps(final).encode(),
+                 reserve=os.path.join(job_dir, RESERVE))
+    free_reserve(job_dir)
 
 
 # A command longer than this reaches the shell on descriptor 9, not as an argument (one
@@ -271,6 +279,8 @@ def launch(job_dir: str, plan: dict) -> int:
     if not stat.S_ISREG(os.fstat(log_fd).st_mode):
         raise OSError(errno.EINVAL, f"{log_path} is not a regular file")
     os.set_blocking(log_fd, True)
+    if plan["uid"] is not None:  # a tenant's log is the tenant's file, so that its disk quota counts it
+        os.fchown(log_fd, plan["uid"], -1 if plan["gid"] is None else plan["gid"])
     command, command_fd = plan.get("command"), -1
     if plan["command_file"] is not None:
         command, command_fd = read_command(plan["command_file"])
@@ -282,9 +292,7 @@ def launch(job_dir: str, plan: dict) -> int:
         _child(plan, log_fd, error_w, command, command_fd)
     os.close(error_w)
     log_max = int(plan["log_max"] or 0)
-    cap = LogCap(log_fd, log_max, job_dir) if log_max > 0 else None  # cuts are made through log_fd
-    if cap is None:
-        os.close(log_fd)
+    cap = LogCap(log_fd, log_max, job_dir)  # cuts are made through log_fd (and a full disk stops the log)
     if command_fd >= 0:
         os.close(command_fd)
     failure = b""
@@ -313,7 +321,7 @@ def launch(job_dir: str, plan: dict) -> int:
     if cap is not None:
         os.close(log_fd)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
-                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max)
+                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max, log_seen=cap.last_size)
 
 
 def time_out(job_dir: str, pid: int, grace: float) -> int:
@@ -335,19 +343,20 @@ def time_out(job_dir: str, pid: int, grace: float) -> int:
 
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
-           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0) -> int:
+           maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0,
+           log_seen: int | None = None) -> int:
     """Record how the job ended, after cleaning up what is left of it (and the last cut
-    of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap)."""
+    of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap;
+    ``log_seen``: its size at the resident half's last look)."""
     ended_at = time.time()
     with open(os.path.join(job_dir, "confinement.json")) as f:
         cgroup = open_cgroup(json.load(f), pid)
     stats = _cleanup(cgroup)
-    if log_max > 0:
-        trim_log(job_dir, log_max)
+    trim_log(job_dir, log_max, log_seen)
     final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
     if failed is not None:
         final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
-        write_json(os.path.join(job_dir, "status.json"), final)
+        write_final(job_dir, final)
         os.write(1, f"error {failed}\n".encode(errors="replace"))
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
@@ -358,10 +367,22 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
+    _log_stopped(job_dir, final)
     hand_over(job_dir, final)  # a retry left for this ending: this process becomes retry.py
-    write_json(os.path.join(job_dir, "status.json"), final)
+    write_final(job_dir, final)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
     return 0
+
+
+def _log_stopped(job_dir: str, final: dict) -> None:
+    """Move why the log stopped (a full disk) into the outcome: a next attempt starts over."""
+    path = os.path.join(job_dir, LOG_STOPPED)
+    try:
+        with open(path, "rb") as note:
+            final["log_stopped"] = note.read(1000).decode(errors="replace").strip()
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _cleanup(cgroup) -> dict:
@@ -395,6 +416,7 @@ def _finish_from_argv(argv: list[str]) -> int:
         cpu=float(options.get("--cpu", 0.0)),
         failed=options.get("--failed"),
         log_max=int(options.get("--log-max", 0)),
+        log_seen=int(options["--log-seen"]) if "--log-seen" in options else None,
     )
 
 
