@@ -61,7 +61,7 @@ class TestRetries:
         assert (status.state, status.attempt) == ("exited", 2)
         assert [a.state for a in job.attempts] == ["failed", "exited"]
         assert attempt_log(job, 1) == b"first\n"
-        assert b"".join(job.follow()) == b"second\n"
+        assert b"".join(job.follow(1)) == b"econd\n"  # a nonzero offset: in the current attempt's log
 
     def test_an_ending_not_in_retry_on_is_final(self, store):
         job = store.new_job("exit 3", retries=3, retry_on=("oom-killed",))
@@ -93,6 +93,29 @@ class TestRetries:
         first, marker, second = out.partition(b"[jobber: attempt 1 of 2 failed; attempt 2 starts in ")
         assert first == b"first\n\n" and marker
         assert second.endswith(b"\nsecond\n")
+
+    def test_a_follower_never_loses_an_attempt_that_ended_before_it_looked(self, store, tmp_path, monkeypatch):
+        # The race of issue 18: the first attempt may end, and its log move to
+        # attempts/1/, before follow() opens it. No backoff: the next attempt's log takes
+        # the name at once. Cheap jobs, many runs: a lost attempt shows up.
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0")
+        for run in range(100):
+            flag = tmp_path / f"m{run}"
+            job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(flag)}, retries=1)
+            job.start()
+            out = b"".join(job.follow())
+            assert out.startswith(b"first\n\n[jobber: attempt 1 of 2 failed; attempt 2 starts in 0 s]\n"), (run, out)
+            assert out.endswith(b"]\nsecond\n"), (run, out)
+
+    def test_a_follower_that_starts_after_the_end_reads_every_attempt(self, store):
+        job = store.new_job("echo run; exit 3", retries=2)
+        job.start()
+        assert job.wait(60).attempt == 3
+        out = b"".join(job.follow())
+        assert out.count(b"run\n") == 3, out
+        assert b"[jobber: attempt 1 of 3 failed; attempt 2 starts in " in out
+        assert b"[jobber: attempt 2 of 3 failed; attempt 3 starts in " in out
+        assert b"".join(job.follow(-4)) == b"run\n"  # from the end: the current attempt only
 
     def test_retries_go_on_with_no_starter_alive(self, store, tmp_path):
         # The starter is a separate process that exits at once: every attempt after the

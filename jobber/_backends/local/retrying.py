@@ -27,10 +27,11 @@ import sys
 
 from jobber._files import write_atomic
 
-__all__ = ["ATTEMPT", "ATTEMPTS", "backoff", "hand_over", "grown_memory"]
+__all__ = ["ATTEMPT", "ATTEMPTS", "RETRIED", "backoff", "hand_over", "grown_memory"]
 
 ATTEMPTS = "attempts"
 ATTEMPT = "attempt.json"  # the attempt now running (2 on) and its limits: {"attempt", "limits"}
+RETRIED = "retried"  # in attempts/<n>/status.json: why and when attempt n + 1 started
 _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 300.0
 _MIB = 1 << 20
@@ -111,21 +112,23 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
     limits = dict(current.get("limits") or spec.get("limits") or {})
     memory = limits.get("memory")
     grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
+    nxt, delay = attempt + 1, backoff(attempt + 1)
+    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
+    note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
+    if grown != memory and grown:
+        note += f" with memory {_size(grown)}"
     archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
     os.makedirs(archive, mode=0o700, exist_ok=True)
+    # RETRIED: what a follower that reads this attempt after the next one began says
+    # between the two logs (the "pending" status below may be gone by then).
     write_atomic(os.path.join(archive, "status.json"),
-                 json.dumps({**final, "attempt": attempt, "limits": limits}).encode())
+                 json.dumps({**final, "attempt": attempt, "limits": limits, RETRIED: note}).encode())
     for name in _PER_ATTEMPT[1:]:
         try:
             os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
         except FileNotFoundError:
             pass
-    nxt, delay = attempt + 1, backoff(attempt + 1)
     write_atomic(os.path.join(job_dir, ATTEMPT), json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
-    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
-    note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
-    if grown != memory and grown:
-        note += f" with memory {_size(grown)}"
     with open(f"/proc/{os.getpid()}/stat", "rb") as f:
         stat = f.read()
     write_atomic(os.path.join(job_dir, "status.json"), json.dumps({
