@@ -7,6 +7,7 @@ between two attempts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,22 @@ pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.p
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
+
+
+def processes_naming(path) -> list[str]:
+    """Live processes whose command line names ``path`` (a job's supervisors and watchdogs)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if os.fsencode(path) in cmdline and not zombie:
+            found.append(pid)
+    return found
 
 
 def attempt_log(job, n: int) -> bytes:
@@ -146,11 +163,20 @@ class TestBetweenAttempts:
         job = store.new_job("exit 3", retries=2)
         job.start()
         wait_for(lambda: job.status().state == "pending", 30, "the backoff")
-        pid = __import__("json").loads((job.path / "status.json").read_text())["supervisor_pid"]
+        pid = json.loads((job.path / "status.json").read_text())["supervisor_pid"]
         os.kill(pid, signal.SIGKILL)
-        status = wait_for(lambda: (s := job.status()).ended and s, 10, "the orphan to be reaped")
+        # Ended by the first attempt's watchdog with nobody looking: the file, not a status read.
+        wait_for(lambda: json.loads((job.path / "status.json").read_text())["state"] == "failed", 30,
+                 "the watchdog to end the job")
+        status = job.status()
         assert status.state == "failed"
         assert "between two attempts" in status.note
+
+    def test_the_watchdogs_of_every_attempt_leave_with_the_job(self, store, tmp_path):
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=1)
+        job.start()
+        assert job.wait(60).state == "exited"
+        wait_for(lambda: not processes_naming(job.path), 10, "every supervisor and watchdog of the job to leave")
 
     def test_wait_does_not_return_between_attempts(self, store, tmp_path, monkeypatch):
         monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "1")

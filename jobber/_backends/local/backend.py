@@ -21,6 +21,7 @@ from typing import Any
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
+from jobber._backends.local.launching import ENV_FILE as _ENV_FILE
 from jobber._backends.local.launching import AlreadyLaunched as _AlreadyLaunched
 from jobber._backends.local.launching import launch as _launch
 from jobber._backends.local.launching import not_started as _not_started
@@ -195,8 +196,6 @@ class LocalBackend(DirectoryBackend):
             yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat,
                                    moved_to=moved_to)
             status = self.status()
-            if status.state == "pending" and status.attempt == attempt:
-                continue  # put in a queue after all: followed once it starts
             if status.attempt <= attempt:
                 return  # no later attempt: this one was the last
             # Why the next attempt started: the archived status keeps it, as the
@@ -215,8 +214,10 @@ class LocalBackend(DirectoryBackend):
                     yield b""
 
     def _attempt_over(self, attempt: int) -> bool:
+        """Has ``attempt`` ended? A job "pending" at that attempt has not started it yet:
+        its log is waited for (the attempt before it is over, its log moved aside)."""
         status = self.status()
-        return status.ended or status.attempt != attempt or status.state == "pending"
+        return status.ended or status.attempt > attempt
 
     def _wait_while_pending(self, timeout: float | None = None) -> JobStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -247,6 +248,7 @@ class LocalBackend(DirectoryBackend):
                         pass
         self.dir.remove("confinement.json")
         self.dir.remove("launched")  # the launcher said it failed: it runs nothing
+        self.dir.remove(_ENV_FILE)  # a launcher that failed early never read (and unlinked) it
         if release:
             self.dir.remove("command")
             self.dir.release_start()
@@ -387,6 +389,9 @@ class LocalBackend(DirectoryBackend):
     def _reap_orphan(self, raw: dict[str, Any], record: dict[str, Any]) -> JobStatus:
         """The supervisor died (killed, OOM, a reboot): finish the job as it would have.
 
+        Its watchdog (``reap.py``) gets here within moments of the death, whether anyone
+        reads the status or not; a read gets here first only if the watchdog died too.
+
         Nobody is left to wait for the job's processes, so they are killed, the cgroup's
         totals read and the cgroup removed, and the outcome recorded as "failed" with a
         note. The job is only called ended once its processes are gone. The exit code is
@@ -420,7 +425,8 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
         cgroup.remove()
     except (OSError, JobError) as err:
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
-    return "the job's supervisor died before the job ended (killed?): its processes were killed", stats
+    return ("the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup "
+            "removed"), stats
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:

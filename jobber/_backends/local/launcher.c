@@ -10,7 +10,7 @@
  *
  * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]
  *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
- *                 [--clear-env] [--env K=V]... [--umask OCTAL] [--no-new-privs]
+ *                 [--clear-env] [--env-file FILE] [--umask OCTAL] [--no-new-privs]
  *                 [--private-tmp DIR] [--hide-pids] (--command-file FILE | -- COMMAND)
  *
  * --timeout SECONDS [--grace SECONDS]: measured from the start by this process (so it holds
@@ -30,11 +30,25 @@
  * `sh -c COMMAND`; a longer one is handed to the shell on descriptor 9 and run by
  * `sh -c 'eval "$(/bin/cat <&9)" 9<&-'` (one string of argv or environ is at most 128 KiB).
  *
+ * --env-file FILE: the job's environment, NAME=VALUE entries each ended by a NUL. Never on
+ * the command line, which every local user can read in /proc/PID/cmdline while the job
+ * runs: the values are secrets. Used only if it is ours and nobody else's to read (a
+ * file planted in its place would choose the job's environment); unlinked once read.
+ *
  * What a jobber server adds for a tenant's job: --clear-env (nothing of the starter's
- * environment, only the --env given), --umask, --no-new-privs (prctl), --rlimit
+ * environment, only the --env-file's), --umask, --no-new-privs (prctl), --rlimit
  * RLIMIT_NOFILE=SOFT:HARD, and a mount namespace of the job's own (--private-tmp: DIR
  * bound on /tmp; --hide-pids: a /proc mounted hidepid=2, showing only the job user's
  * processes), all made as root before the uid is dropped.
+ *
+ * The watchdog: a dead supervisor must not leave its job running unlimited (no timeout, no
+ * log cap) until someone happens to read its status. Before the job starts this process
+ * forks a watchdog (outside the job's cgroup, ~0.1 MB) that blocks reading a pipe whose
+ * only write end this process holds: closed in the job's child, kept across the exec of
+ * the Python half (--watchdog-fd), which writes one byte once the outcome is recorded (or
+ * the next attempt has its own supervisor). EOF without that byte means the supervisor
+ * died: the watchdog execs reap.py, which kills the job, removes its cgroup and records
+ * it "failed" with a note, as a status read would have.
  *
  * Nothing in the job directory is followed if it is a symlink: log, pid and status.json
  * (temporary file, then rename) and the command file are opened with O_NOFOLLOW.
@@ -67,11 +81,13 @@
 #include <linux/sched.h>
 
 /* Commands longer than this go to the shell on a descriptor, not as an argument. */
+/* A --timeout this long (s) is never reached (and past 2^63 ns it would not fit): none. */
+#define TIMEOUT_NEVER_S 9e9
 #define INLINE_MAX 65536
 #define COMMAND_FD 9
 #define FROM_FD "eval \"$(/bin/cat <&9)\" 9<&-"
 
-static char **joins, **envs, **rlimits;
+static char **joins, **envs = NULL, **rlimits;
 static int njoins, nenvs, nrlimits;
 
 static void die(const char *what) {
@@ -318,6 +334,29 @@ static char *read_command(const char *path, int *fd) {
     return text;
 }
 
+/* --env-file: read it (ours alone, or refused), unlink it, and point envs into it. */
+static void read_env_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) die(path);
+    struct stat st;
+    if (fstat(fd, &st) < 0) die(path);
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) { errno = EPERM; die(path); }
+    if (unlink(path) < 0) die(path);
+    char *text = malloc((size_t)st.st_size + 1);
+    if (!text) die("malloc");
+    ssize_t got = 0, n;
+    while (got < st.st_size && (n = read(fd, text + got, (size_t)(st.st_size - got))) > 0) got += n;
+    if (got != st.st_size) die(path);
+    close(fd);
+    text[got] = 0;
+    int count = 0;
+    for (ssize_t i = 0; i < got; i++) count += text[i] == 0;
+    envs = calloc((size_t)count + 1, sizeof *envs);
+    if (!envs) die("calloc");
+    for (char *p = text; p < text + got; p += strlen(p) + 1)
+        if (*p) envs[nenvs++] = p;
+}
+
 static long long start_ticks(void) {
     char buf[2048];
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
@@ -343,6 +382,20 @@ static void write_file(const char *dir, const char *name, const char *data) {
     if (rename(tmp, path) < 0) die(path);
 }
 
+/* The watchdog's whole life: wait for the supervisor's byte, or for EOF when it died. */
+static void watchdog(int fd, char *const reap_argv[]) {
+    int devnull = open("/dev/null", O_RDWR);
+    /* Not the starter's pipes: its read of the launcher's answer waits for their EOF. */
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0) _exit(1);
+    if (devnull > 2) close(devnull);
+    char done;
+    ssize_t n;
+    while ((n = read(fd, &done, 1)) < 0 && errno == EINTR) {}
+    if (n == 1) _exit(0); /* the supervisor saw it through */
+    execv(reap_argv[0], reap_argv);
+    _exit(127);
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr, "usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [options] -- COMMAND\n");
@@ -350,13 +403,12 @@ int main(int argc, char **argv) {
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
     const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
-    const char *timeout = NULL, *grace = "5", *log_max = NULL;
+    const char *timeout = NULL, *grace = "5", *log_max = NULL, *env_file = NULL;
     int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
     long uid = -1, gid = -1, mask = -1;
     joins = calloc((size_t)argc, sizeof *joins);
-    envs = calloc((size_t)argc, sizeof *envs);
     rlimits = calloc((size_t)argc, sizeof *rlimits);
-    if (!joins || !envs || !rlimits) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
+    if (!joins || !rlimits) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
@@ -365,7 +417,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--hide-pids")) { hide_pids = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "launcher: %s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--join")) joins[njoins++] = argv[++i];
-        else if (!strcmp(argv[i], "--env")) envs[nenvs++] = argv[++i];
+        else if (!strcmp(argv[i], "--env-file")) env_file = argv[++i];
         else if (!strcmp(argv[i], "--rlimit")) rlimits[nrlimits++] = argv[++i];
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gid")) gid = atol(argv[++i]);
@@ -380,6 +432,16 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
+    double limit = -1; /* seconds; -1: none */
+    if (timeout) {
+        char *end;
+        limit = strtod(timeout, &end);
+        if (end == timeout || *end || !(limit > 0)) { /* !(> 0) also refuses NaN */
+            dprintf(1, "error launcher: --timeout %s is not a positive number of seconds\n", timeout);
+            return 1;
+        }
+        if (limit >= TIMEOUT_NEVER_S) limit = -1;
+    }
 
     /* Double fork: the starter reaps this process at once; the supervisor is nobody's child. */
     pid_t first = fork();
@@ -401,6 +463,25 @@ int main(int argc, char **argv) {
     dprintf(gate_fd, "%d %lld\n", (int)getpid(), start_ticks());
     close(gate_fd);
 
+    /* The watchdog, forked before any descriptor of the job is opened here. */
+    int watch[2];
+    if (pipe2(watch, O_CLOEXEC) < 0) die("pipe2");
+    if (fcntl(watch[1], F_SETFD, 0) < 0) die("fcntl"); /* kept across the exec of the Python half */
+    char self_s[32], self_start_s[32], reaper[4096], watch_fd_s[16];
+    snprintf(self_s, sizeof self_s, "%d", (int)getpid());
+    snprintf(self_start_s, sizeof self_start_s, "%lld", start_ticks());
+    snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
+    const char *slash = strrchr(supervisor, '/');
+    snprintf(reaper, sizeof reaper, "%.*sreap.py", slash ? (int)(slash - supervisor + 1) : 0, supervisor);
+    pid_t dog = fork();
+    if (dog < 0) die("fork");
+    if (dog == 0) {
+        close(watch[1]);
+        char *reap_argv[] = {(char *)python, "-I", "-S", reaper, (char *)job_dir, self_s, self_start_s, NULL};
+        watchdog(watch[0], reap_argv);
+    }
+    close(watch[0]);
+
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log", job_dir);
     /* O_NOFOLLOW: a link planted as the log is refused; O_NONBLOCK: so is a fifo, at once. */
@@ -410,6 +491,7 @@ int main(int argc, char **argv) {
     if (fstat(log_fd, &log_st) < 0) die(log_path);
     if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
+    if (env_file) read_env_file(env_file);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);
     int errpipe[2];
@@ -432,6 +514,7 @@ int main(int argc, char **argv) {
     if (pid == 0) {
         int err = errpipe[1];
         close(errpipe[0]);
+        close(watch[1]); /* only the supervisor may hold it: the job must not keep its watchdog quiet */
         /* Join the cgroups before anything of the job runs ("0" means the writer itself). */
         for (int i = 0; i < njoins && !placed; i++) {
             int fd = open(joins[i], O_WRONLY | O_CLOEXEC);
@@ -487,7 +570,7 @@ int main(int argc, char **argv) {
         int wstatus;
         waitpid(pid, &wstatus, 0);
         execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
-              "--started", started_s, "--failed", failure, (char *)NULL);
+              "--started", started_s, "--failed", failure, "--watchdog-fd", watch_fd_s, (char *)NULL);
         die("exec python");
     }
     char buf[512];
@@ -504,13 +587,14 @@ int main(int argc, char **argv) {
     dup2(devnull, 1);
     dup2(devnull, 2);
 
-    if (supervise(pid, timeout ? atof(timeout) : -1, &cap)) {
+    if (supervise(pid, limit, &cap)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
          * for it but init); meanwhile the cap still holds, and the job's end reaches
          * wait4 below as usual. */
         pid_t killer = fork();
         if (killer == 0) {
             if (fork() == 0) {
+                close(watch[1]);
                 execl(python, python, "-I", "-S", supervisor, "--time-out", job_dir, "--pid", pid_s,
                       "--grace", grace, (char *)NULL);
             }
@@ -533,7 +617,7 @@ int main(int argc, char **argv) {
     snprintf(cap_s, sizeof cap_s, "%lld", log_max ? atoll(log_max) : 0LL); /* the last trim is the finisher's */
     execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
           "--started", started_s, "--wait-status", status_s, "--maxrss-kb", maxrss,
-          "--cpu", cpu, "--log-max", cap_s, (char *)NULL);
+          "--cpu", cpu, "--log-max", cap_s, "--watchdog-fd", watch_fd_s, (char *)NULL);
     die("exec python");
     return 1;
 }
