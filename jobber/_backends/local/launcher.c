@@ -42,9 +42,10 @@
  * processes), all made as root before the uid is dropped.
  *
  * The watchdog: a dead supervisor must not leave its job running unlimited (no timeout, no
- * log cap) until someone happens to read its status. Before the job starts this process
- * forks a watchdog (outside the job's cgroup, ~0.1 MB) that blocks reading a pipe whose
- * only write end this process holds: closed in the job's child, kept across the exec of
+ * log cap) until someone happens to read its status. Once the job runs (and the starter
+ * has its answer) this process forks a watchdog (outside the job's cgroup, ~0.1 MB) that
+ * blocks reading a pipe whose only write end this process holds: made after the job's
+ * fork, so the job never has it; kept across the exec of
  * the Python half (--watchdog-fd), which writes one byte once the outcome is recorded (or
  * the next attempt has its own supervisor). EOF without that byte means the supervisor
  * died: the watchdog execs reap.py, which kills the job, removes its cgroup and records
@@ -463,24 +464,6 @@ int main(int argc, char **argv) {
     dprintf(gate_fd, "%d %lld\n", (int)getpid(), start_ticks());
     close(gate_fd);
 
-    /* The watchdog, forked before any descriptor of the job is opened here. */
-    int watch[2];
-    if (pipe2(watch, O_CLOEXEC) < 0) die("pipe2");
-    if (fcntl(watch[1], F_SETFD, 0) < 0) die("fcntl"); /* kept across the exec of the Python half */
-    char self_s[32], self_start_s[32], reaper[4096], watch_fd_s[16];
-    snprintf(self_s, sizeof self_s, "%d", (int)getpid());
-    snprintf(self_start_s, sizeof self_start_s, "%lld", start_ticks());
-    snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
-    const char *slash = strrchr(supervisor, '/');
-    snprintf(reaper, sizeof reaper, "%.*sreap.py", slash ? (int)(slash - supervisor + 1) : 0, supervisor);
-    pid_t dog = fork();
-    if (dog < 0) die("fork");
-    if (dog == 0) {
-        close(watch[1]);
-        char *reap_argv[] = {(char *)python, "-I", "-S", reaper, (char *)job_dir, self_s, self_start_s, NULL};
-        watchdog(watch[0], reap_argv);
-    }
-    close(watch[0]);
 
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log", job_dir);
@@ -514,7 +497,6 @@ int main(int argc, char **argv) {
     if (pid == 0) {
         int err = errpipe[1];
         close(errpipe[0]);
-        close(watch[1]); /* only the supervisor may hold it: the job must not keep its watchdog quiet */
         /* Join the cgroups before anything of the job runs ("0" means the writer itself). */
         for (int i = 0; i < njoins && !placed; i++) {
             int fd = open(joins[i], O_WRONLY | O_CLOEXEC);
@@ -570,7 +552,7 @@ int main(int argc, char **argv) {
         int wstatus;
         waitpid(pid, &wstatus, 0);
         execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
-              "--started", started_s, "--failed", failure, "--watchdog-fd", watch_fd_s, (char *)NULL);
+              "--started", started_s, "--failed", failure, (char *)NULL);
         die("exec python");
     }
     char buf[512];
@@ -582,6 +564,30 @@ int main(int argc, char **argv) {
              (int)pid, started_s, (int)getpid(), start_ticks());
     write_file(job_dir, "status.json", buf);
     dprintf(1, "ok %d\n", (int)pid);
+    /* The watchdog, forked once the starter has its answer (no latency added to a start);
+     * the job never holds the pipe: it was made after the job's fork. */
+    int watch[2] = {-1, -1};
+    char self_s[32], self_start_s[32], reaper[4096], watch_fd_s[16];
+    snprintf(self_s, sizeof self_s, "%d", (int)getpid());
+    snprintf(self_start_s, sizeof self_start_s, "%lld", start_ticks());
+    const char *slash = strrchr(supervisor, '/');
+    snprintf(reaper, sizeof reaper, "%.*sreap.py", slash ? (int)(slash - supervisor + 1) : 0, supervisor);
+    /* Best effort: the job already runs, so without a watchdog it is still supervised. */
+    if (pipe2(watch, O_CLOEXEC) == 0 && fcntl(watch[1], F_SETFD, 0) == 0) { /* kept across the exec */
+        pid_t dog = fork();
+        if (dog == 0) {
+            close(watch[1]);
+            char *reap_argv[] = {(char *)python, "-I", "-S", reaper, (char *)job_dir, self_s, self_start_s, NULL};
+            watchdog(watch[0], reap_argv);
+        }
+        close(watch[0]);
+        if (dog < 0) { close(watch[1]); watch[1] = -1; }
+    } else if (watch[0] >= 0) {
+        close(watch[0]);
+        close(watch[1]);
+        watch[1] = -1;
+    }
+    snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
@@ -594,7 +600,7 @@ int main(int argc, char **argv) {
         pid_t killer = fork();
         if (killer == 0) {
             if (fork() == 0) {
-                close(watch[1]);
+                if (watch[1] >= 0) close(watch[1]);
                 execl(python, python, "-I", "-S", supervisor, "--time-out", job_dir, "--pid", pid_s,
                       "--grace", grace, (char *)NULL);
             }

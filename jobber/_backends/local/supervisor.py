@@ -202,10 +202,9 @@ def _no_new_privs() -> None:
         raise OSError(err, f"prctl PR_SET_NO_NEW_PRIVS: {os.strerror(err)}")
 
 
-def _child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_fd: int, watchdog_fd: int) -> None:
+def _child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_fd: int) -> None:
     """In the forked child: confine, redirect, exec. Never returns."""
     try:
-        os.close(watchdog_fd)  # only the supervisor may hold it: the job must not keep its watchdog quiet
         for procs in plan["join"]:
             with open(procs, "w") as f:
                 f.write("0")  # "0" moves the writing process itself
@@ -284,7 +283,6 @@ def launch(job_dir: str, plan: dict) -> int:
         return 1
     os.write(gate, f"{os.getpid()} {process_start_time('self')}\n".encode())
     os.close(gate)
-    watchdog_fd = fork_watchdog(job_dir)
     # O_NOFOLLOW: a symlink planted as the log is refused, never written through;
     # O_NONBLOCK: so is a fifo, at once (then the flag is dropped).
     log_path = os.path.join(job_dir, "log")
@@ -302,7 +300,7 @@ def launch(job_dir: str, plan: dict) -> int:
     pid = os.fork()
     if pid == 0:
         os.close(error_r)
-        _child(plan, log_fd, error_w, command, command_fd, watchdog_fd)
+        _child(plan, log_fd, error_w, command, command_fd)
     os.close(error_w)
     log_max = int(plan["log_max"] or 0)
     cap = LogCap(log_fd, log_max, job_dir) if log_max > 0 else None  # cuts are made through log_fd
@@ -316,8 +314,7 @@ def launch(job_dir: str, plan: dict) -> int:
     os.close(error_r)
     if failure:
         os.waitpid(pid, 0)
-        return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"), log_max=log_max,
-                      watchdog_fd=watchdog_fd)
+        return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"), log_max=log_max)
     write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
     write_json(os.path.join(job_dir, "status.json"), {
         "state": "running", "pid": pid, "started_at": started_at,
@@ -327,6 +324,11 @@ def launch(job_dir: str, plan: dict) -> int:
         os.write(1, f"ok {pid}\n".encode())
     except OSError:
         pass  # the starter was killed and its pipe closed: the job runs on, supervised
+    # After the answer (no latency added to a start), and after the job's fork (it never holds the pipe).
+    try:
+        watchdog_fd: int | None = fork_watchdog(job_dir)
+    except OSError:
+        watchdog_fd = None  # the job runs, supervised: without a watchdog only a status read reaps it
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -434,7 +436,7 @@ def _finish_from_argv(argv: list[str]) -> int:
         cpu=float(options.get("--cpu", 0.0)),
         failed=options.get("--failed"),
         log_max=int(options.get("--log-max", 0)),
-        watchdog_fd=int(options["--watchdog-fd"]) if "--watchdog-fd" in options else None,
+        watchdog_fd=int(options["--watchdog-fd"]) if int(options.get("--watchdog-fd", -1)) >= 0 else None,
     )
 
 
