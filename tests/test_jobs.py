@@ -332,7 +332,8 @@ class TestSupervisorLoss:
         os.kill(raw["supervisor_pid"], signal.SIGKILL)
         wait_for(lambda: not any(map(pid_alive, pids)) and not any(map(os.path.isdir, dirs)), 30,
                  "the dead supervisor's job to be killed and its cgroup removed, unread")
-        final = json.loads((job.path / "status.json").read_bytes())
+        final = wait_for(lambda: (f := json.loads((job.path / "status.json").read_bytes()))["state"] != "running" and f,
+                         10, "the outcome to be recorded (after the kill)")
         assert final["state"] == "failed" and "supervisor died" in final["error"], final
         status = job.status()
         assert status.state == "failed" and "its processes were killed" in status.note, status
@@ -342,12 +343,22 @@ class TestSupervisorLoss:
         job.start()
         raw = json.loads((job.path / "status.json").read_bytes())
         supervisor = raw["supervisor_pid"]
-        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-        watchdogs = [int(c) for c in children if int(c) != raw["pid"]]
-        assert len(watchdogs) == 1, children
+
+        def settled_watchdog() -> int | None:
+            # Forked before the status said "running"; it closes what it inherited at once.
+            children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+            watchdogs = [int(c) for c in children if int(c) != raw["pid"]]
+            assert len(watchdogs) <= 1, children
+            if not watchdogs:
+                return None
+            held = [os.readlink(f"/proc/{watchdogs[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{watchdogs[0]}/fd")]
+            # /dev/null three times and its pipe: nothing else of the supervisor's (the log)
+            return watchdogs[0] if len(held) == 4 and sum(link.startswith("pipe:") for link in held) == 1 else None
+
+        watchdog = wait_for(settled_watchdog, 10, "the watchdog to hold its pipe and nothing else")
         gate.touch()
         assert job.wait(30).state == "exited"
-        wait_for(lambda: not pid_alive(watchdogs[0]), 10, "the watchdog to leave with its supervisor")
+        wait_for(lambda: not pid_alive(watchdog), 10, "the watchdog to leave with its supervisor")
 
 
 class TestHeartbeat:

@@ -42,10 +42,10 @@
  * processes), all made as root before the uid is dropped.
  *
  * The watchdog: a dead supervisor must not leave its job running unlimited (no timeout, no
- * log cap) until someone happens to read its status. Once the job runs (and the starter
- * has its answer) this process forks a watchdog (outside the job's cgroup, ~0.1 MB) that
- * blocks reading a pipe whose only write end this process holds: made after the job's
- * fork, so the job never has it; kept across the exec of
+ * log cap) until someone happens to read its status. Once the job's exec succeeded, and
+ * before its status says "running", this process forks a watchdog (outside the job's
+ * cgroup, ~0.1 MB) that blocks reading a pipe whose only write end this process holds:
+ * made after the job's fork, so the job never has it; kept across the exec of
  * the Python half (--watchdog-fd), which writes one byte once the outcome is recorded (or
  * the next attempt has its own supervisor). EOF without that byte means the supervisor
  * died: the watchdog execs reap.py, which kills the job, removes its cgroup and records
@@ -388,7 +388,10 @@ static void watchdog(int fd, char *const reap_argv[]) {
     int devnull = open("/dev/null", O_RDWR);
     /* Not the starter's pipes: its read of the launcher's answer waits for their EOF. */
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0) _exit(1);
-    if (devnull > 2) close(devnull);
+    /* Nothing else of the supervisor's either (the log): only the pipe, as descriptor 3. */
+    if (fd != 3 && dup2(fd, 3) < 0) _exit(1);
+    fd = 3;
+    for (int other = 4; other < 1024; other++) close(other);
     char done;
     ssize_t n;
     while ((n = read(fd, &done, 1)) < 0 && errno == EINTR) {}
@@ -555,17 +558,8 @@ int main(int argc, char **argv) {
               "--started", started_s, "--failed", failure, (char *)NULL);
         die("exec python");
     }
-    char buf[512];
-    snprintf(buf, sizeof buf, "%d\n", (int)pid);
-    write_file(job_dir, "pid", buf);
-    snprintf(buf, sizeof buf,
-             "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
-             "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
-             (int)pid, started_s, (int)getpid(), start_ticks());
-    write_file(job_dir, "status.json", buf);
-    dprintf(1, "ok %d\n", (int)pid);
-    /* The watchdog, forked once the starter has its answer (no latency added to a start);
-     * the job never holds the pipe: it was made after the job's fork. */
+    /* The watchdog: forked before the status says "running", so a supervisor that a status
+     * names always has one; the pipe is made after the job's fork, so the job never holds it. */
     int watch[2] = {-1, -1};
     char self_s[32], self_start_s[32], reaper[4096], watch_fd_s[16];
     snprintf(self_s, sizeof self_s, "%d", (int)getpid());
@@ -588,6 +582,15 @@ int main(int argc, char **argv) {
         watch[1] = -1;
     }
     snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
+    char buf[512];
+    snprintf(buf, sizeof buf, "%d\n", (int)pid);
+    write_file(job_dir, "pid", buf);
+    snprintf(buf, sizeof buf,
+             "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
+             "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
+             (int)pid, started_s, (int)getpid(), start_ticks());
+    write_file(job_dir, "status.json", buf);
+    dprintf(1, "ok %d\n", (int)pid);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);

@@ -262,6 +262,8 @@ def fork_watchdog(job_dir: str) -> int:
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):  # not the starter's pipes: it reads the answer until their EOF
                 os.dup2(devnull, fd)
+            os.closerange(3, read_end)  # nothing else of the supervisor's either (the log)
+            os.closerange(read_end + 1, 1024)
             if not os.read(read_end, 1):  # EOF, not the byte: the supervisor died
                 os.execv(sys.executable, [sys.executable, "-I", "-S", _REAPER, job_dir, str(me), str(start)])
         finally:
@@ -315,6 +317,12 @@ def launch(job_dir: str, plan: dict) -> int:
     if failure:
         os.waitpid(pid, 0)
         return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"), log_max=log_max)
+    # Before the status says "running" (a supervisor it names has a watchdog), after the
+    # job's fork (the job never holds the pipe).
+    try:
+        watchdog_fd: int | None = fork_watchdog(job_dir)
+    except OSError:
+        watchdog_fd = None  # the job runs, supervised: without a watchdog only a status read reaps it
     write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
     write_json(os.path.join(job_dir, "status.json"), {
         "state": "running", "pid": pid, "started_at": started_at,
@@ -324,11 +332,6 @@ def launch(job_dir: str, plan: dict) -> int:
         os.write(1, f"ok {pid}\n".encode())
     except OSError:
         pass  # the starter was killed and its pipe closed: the job runs on, supervised
-    # After the answer (no latency added to a start), and after the job's fork (it never holds the pipe).
-    try:
-        watchdog_fd: int | None = fork_watchdog(job_dir)
-    except OSError:
-        watchdog_fd = None  # the job runs, supervised: without a watchdog only a status read reaps it
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
