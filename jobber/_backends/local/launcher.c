@@ -81,14 +81,14 @@
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
-/* Commands longer than this go to the shell on a descriptor, not as an argument. */
 /* A --timeout this long (s) is never reached (and past 2^63 ns it would not fit): none. */
 #define TIMEOUT_NEVER_S 9e9
+/* Commands longer than this go to the shell on a descriptor, not as an argument. */
 #define INLINE_MAX 65536
 #define COMMAND_FD 9
 #define FROM_FD "eval \"$(/bin/cat <&9)\" 9<&-"
 
-static char **joins, **envs = NULL, **rlimits;
+static char **joins, **envs, **rlimits;
 static int njoins, nenvs, nrlimits;
 
 static void die(const char *what) {
@@ -466,7 +466,6 @@ int main(int argc, char **argv) {
     }
     dprintf(gate_fd, "%d %lld\n", (int)getpid(), start_ticks());
     close(gate_fd);
-
 
     char log_path[4096];
     snprintf(log_path, sizeof log_path, "%s/log", job_dir);
