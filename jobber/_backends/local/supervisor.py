@@ -12,10 +12,11 @@ The finishing half, ``supervisor.py --finish JOB_DIR ...``, runs once the job's 
 process has ended: it kills leftovers, reads the cgroup's totals, removes the cgroup and
 writes the outcome to status.json atomically.
 
-Either resident half first forks a watchdog (see ``launcher.c``): it waits on a pipe whose
-only write end the supervisor holds, through its exec into the finisher and the retry,
-and ends the job with ``reap.py`` if that end closes before the supervisor released it
-(``retrying.release_watchdog``): a supervisor killed with SIGKILL leaves no job running.
+Once the job runs, either resident half forks a watchdog (see ``launcher.c``): it waits
+on a pipe whose only write end the supervisor holds, through its exec into the finisher
+and the retry, and ends the job with ``reap.py`` if that end closes before the supervisor
+released it (``retrying.release_watchdog``): a supervisor killed with SIGKILL leaves no
+job running.
 
 This file imports only the standard library and jobber's cgroup modules, never the
 package's ``__init__`` (which loads cryptography): interpreter start-up is what it costs.
@@ -346,8 +347,8 @@ def launch(job_dir: str, plan: dict) -> int:
 
 
 def time_limit(text: str | None) -> float | None:
-    """``--timeout``'s seconds, None for none (as launcher.c: one too long ever to be
-    reached is none; nan, inf and what is not positive are refused)."""
+    """``--timeout``'s seconds, None for none (as launcher.c: nan and what is not above 0
+    are refused; inf, or one too long ever to be reached, is none)."""
     if not text:
         return None
     seconds = float(text)
