@@ -315,6 +315,54 @@ class TestSupervisorLoss:
         assert job.stop(grace=0).state == "failed"
 
 
+    def test_a_killed_supervisor_s_job_ends_with_nobody_looking(self, store):
+        # Issue 18: the job must not run on (past its timeout, its log cap) until someone
+        # reads its status. Nothing here reads it until the end: /proc and the cgroup
+        # directories only.
+        job = store.new_job("setsid sleep 300 & exec sleep 300", timeout=600)
+        job.start()
+        raw = json.loads((job.path / "status.json").read_bytes())
+        record = json.loads((job.path / "confinement.json").read_bytes())
+        dirs = list(record.get("dirs", {}).values())
+        if record["isolation"] != "none":
+            cgroup = open_cgroup(record)
+            pids = wait_for(lambda: len(p := cgroup.pids()) == 2 and p, 10, "both processes in the cgroup")
+        else:
+            pids = [raw["pid"]]
+        os.kill(raw["supervisor_pid"], signal.SIGKILL)
+        # Generous deadlines: natively this takes ~0.1 s, in an emulated VM ~15 s (the
+        # reaper's interpreter start); how soon belongs in benchmarks.
+        wait_for(lambda: not any(map(pid_alive, pids)) and not any(map(os.path.isdir, dirs)), 60,
+                 "the dead supervisor's job to be killed and its cgroup removed, unread")
+        final = wait_for(lambda: (f := json.loads((job.path / "status.json").read_bytes()))["state"] != "running" and f,
+                         60, "the outcome to be recorded (after the kill)")
+        assert final["state"] == "failed" and "supervisor died" in final["error"], final
+        status = job.status()
+        assert status.state == "failed" and "its processes were killed" in status.note, status
+
+    def test_the_watchdog_ends_with_the_job(self, store, gate):
+        job = store.new_job(f"while [ ! -e {gate} ]; do sleep 0.02; done")
+        job.start()
+        raw = json.loads((job.path / "status.json").read_bytes())
+        supervisor = raw["supervisor_pid"]
+
+        def settled_watchdog() -> int | None:
+            # Forked before the status said "running"; it closes what it inherited at once.
+            children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+            watchdogs = [int(c) for c in children if int(c) != raw["pid"]]
+            assert len(watchdogs) <= 1, children
+            if not watchdogs:
+                return None
+            held = [os.readlink(f"/proc/{watchdogs[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{watchdogs[0]}/fd")]
+            # /dev/null three times and its pipe: nothing else of the supervisor's (the log)
+            return watchdogs[0] if len(held) == 4 and sum(link.startswith("pipe:") for link in held) == 1 else None
+
+        watchdog = wait_for(settled_watchdog, 10, "the watchdog to hold its pipe and nothing else")
+        gate.touch()
+        assert job.wait(30).state == "exited"
+        wait_for(lambda: not pid_alive(watchdog), 10, "the watchdog to leave with its supervisor")
+
+
 class TestHeartbeat:
     def test_a_silent_job_yields_empty_heartbeats_then_its_output(self, store):
         job = store.new_job("sleep 0.6; echo late")
@@ -365,11 +413,33 @@ class TestEnvironment:
         ({"X": ["list"]}, "must be a string"),
         ({"JOBBER_JOB_ID": "9"}, "set by jobber"),
         (["X=1"], "must be a mapping"),
+        ({"BIG": "x" * (200 << 10)}, r"BIG=\.\.\. is 204804 bytes; one variable \(NAME=VALUE\) may hold at most 131071"),
+        ({f"V{i}": "x" * (100 << 10) for i in range(11)}, "at most 1048576 \\(1 MiB\\) are allowed"),
     ])
     def test_bad_env_is_refused_before_anything_is_made(self, store, env, match):
         with pytest.raises(JobError, match=match):
             store.new_job("true", env=env)
         assert store.get_jobs() == []
+
+    def test_the_largest_variable_allowed_reaches_the_job(self, store):
+        value = "v" * (131071 - len("BIG="))
+        assert self._run(store.new_job('printf %s "$BIG" | wc -c', env={"BIG": value})).strip() == str(len(value))
+
+    def test_no_other_user_can_read_a_job_s_environment_from_any_command_line(self, store):
+        # Issue 19: env values were launcher arguments, in /proc/PID/cmdline for everyone.
+        secret = f"jobber-secret-{os.urandom(8).hex()}"
+        job = store.new_job('[ "$SECRET" = "$EXPECTED" ] && echo has-it; exec sleep 300',
+                            env={"SECRET": secret, "EXPECTED": secret})
+        job.start()
+        wait_for(lambda: job.log_path.read_bytes() == b"has-it\n", 10, "the job to see its variable")
+        assert not (job.path / "launch-env").exists()  # read by the launcher, then unlinked
+        # As nobody where we may switch to it; else as ourselves (cmdline is world-readable).
+        nobody = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
+        scan = subprocess.run(["/bin/sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null; true"], **nobody,
+                              capture_output=True, check=True, cwd="/").stdout
+        assert str(job.path).encode() in scan  # the scan sees the launcher's own arguments
+        assert secret.encode() not in scan
+        job.stop(grace=0)
 
     def test_a_missing_cwd_is_refused_before_anything_is_made(self, store, tmp_path):
         with pytest.raises(JobError, match="does not exist"):
@@ -400,6 +470,32 @@ class TestTimeout:
         job.start()
         status = job.wait(30)
         assert (status.state, status.exit_code, status.timeout) == ("exited", 0, 3600.0)
+
+    @pytest.mark.parametrize("timeout, match", [
+        (1e300, "more than 100 years"), ("99999999999d", "more than 100 years"), (9.3e9, "more than 100 years"),
+        (float("inf"), "not a positive duration"), (float("nan"), "not a positive duration"),
+        (-5, "not a positive duration"), ("-5s", "not a duration"),
+    ])
+    def test_a_time_limit_jobber_cannot_keep_is_refused_when_the_job_is_made(self, store, timeout, match):
+        # Issue 19: 1e300 s overflowed the launcher's nanoseconds and timed the job out at once.
+        with pytest.raises(JobError, match=match):
+            store.new_job("true", timeout=timeout)
+        assert store.get_jobs() == []
+
+    def test_the_longest_time_limit_is_kept_not_hit_at_once(self, store):
+        job = store.new_job("sleep 0.3; echo done", timeout="36500d")
+        job.start()
+        assert job.wait(30).state == "exited"
+
+    @pytest.mark.parametrize("timeout", [1e300, 9.3e9])
+    def test_a_launcher_given_a_huge_time_limit_never_hits_it(self, store, timeout):
+        # A job made before new_job refused these (its spec already holds one): no limit.
+        job = store.new_job("sleep 0.3; echo done", timeout=1)
+        spec = json.loads((job.path / "spec.json").read_bytes())
+        (job.path / "spec.json").write_text(json.dumps({**spec, "timeout": timeout}))
+        job.start()
+        status = job.wait(30)
+        assert (status.state, job.log_path.read_bytes()) == ("exited", b"done\n"), status
 
     def test_stop_before_the_limit_reads_stopped(self, store):
         job = store.new_job("sleep 300", timeout=60)

@@ -7,6 +7,7 @@ between two attempts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,22 @@ def quick_backoff(monkeypatch):
     monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
 
 
+def processes_naming(path) -> list[str]:
+    """Live processes whose command line names ``path`` (a job's supervisors and watchdogs)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if os.fsencode(path) in cmdline and not zombie:
+            found.append(pid)
+    return found
+
+
 def attempt_log(job, n: int) -> bytes:
     return (job.path / "attempts" / str(n) / "log").read_bytes()
 
@@ -61,7 +78,7 @@ class TestRetries:
         assert (status.state, status.attempt) == ("exited", 2)
         assert [a.state for a in job.attempts] == ["failed", "exited"]
         assert attempt_log(job, 1) == b"first\n"
-        assert b"".join(job.follow()) == b"second\n"
+        assert b"".join(job.follow(1)) == b"econd\n"  # a nonzero offset: in the current attempt's log
 
     def test_an_ending_not_in_retry_on_is_final(self, store):
         job = store.new_job("exit 3", retries=3, retry_on=("oom-killed",))
@@ -94,6 +111,29 @@ class TestRetries:
         assert first == b"first\n\n" and marker
         assert second.endswith(b"\nsecond\n")
 
+    def test_a_follower_never_loses_an_attempt_that_ended_before_it_looked(self, store, tmp_path, monkeypatch):
+        # The race of issue 18: the first attempt may end, and its log move to
+        # attempts/1/, before follow() opens it. No backoff: the next attempt's log takes
+        # the name at once. Cheap jobs, many runs: a lost attempt shows up.
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0")
+        for run in range(100):
+            flag = tmp_path / f"m{run}"
+            job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(flag)}, retries=1)
+            job.start()
+            out = b"".join(job.follow())
+            assert out.startswith(b"first\n\n[jobber: attempt 1 of 2 failed; attempt 2 starts in 0 s]\n"), (run, out)
+            assert out.endswith(b"]\nsecond\n"), (run, out)
+
+    def test_a_follower_that_starts_after_the_end_reads_every_attempt(self, store):
+        job = store.new_job("echo run; exit 3", retries=2)
+        job.start()
+        assert job.wait(60).attempt == 3
+        out = b"".join(job.follow())
+        assert out.count(b"run\n") == 3, out
+        assert b"[jobber: attempt 1 of 3 failed; attempt 2 starts in " in out
+        assert b"[jobber: attempt 2 of 3 failed; attempt 3 starts in " in out
+        assert b"".join(job.follow(-4)) == b"run\n"  # from the end: the current attempt only
+
     def test_retries_go_on_with_no_starter_alive(self, store, tmp_path):
         # The starter is a separate process that exits at once: every attempt after the
         # first is started by the job's own supervisor.
@@ -123,11 +163,20 @@ class TestBetweenAttempts:
         job = store.new_job("exit 3", retries=2)
         job.start()
         wait_for(lambda: job.status().state == "pending", 30, "the backoff")
-        pid = __import__("json").loads((job.path / "status.json").read_text())["supervisor_pid"]
+        pid = json.loads((job.path / "status.json").read_text())["supervisor_pid"]
         os.kill(pid, signal.SIGKILL)
-        status = wait_for(lambda: (s := job.status()).ended and s, 10, "the orphan to be reaped")
+        # Ended by the first attempt's watchdog with nobody looking: the file, not a status read.
+        wait_for(lambda: json.loads((job.path / "status.json").read_text())["state"] == "failed", 30,
+                 "the watchdog to end the job")
+        status = job.status()
         assert status.state == "failed"
         assert "between two attempts" in status.note
+
+    def test_the_watchdogs_of_every_attempt_leave_with_the_job(self, store, tmp_path):
+        job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / "m")}, retries=1)
+        job.start()
+        assert job.wait(60).state == "exited"
+        wait_for(lambda: not processes_naming(job.path), 10, "every supervisor and watchdog of the job to leave")
 
     def test_wait_does_not_return_between_attempts(self, store, tmp_path, monkeypatch):
         monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "1")

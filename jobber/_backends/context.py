@@ -89,6 +89,11 @@ class Sandbox:
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = ("JOBBER_JOB_ID", "JOBBER_JOB_TAG")
+# execve(2) refuses any one string of the environment longer than MAX_ARG_STRLEN (32
+# pages: 128 KiB with its NUL), and all of them together past a quarter of the stack
+# limit (2 MiB by default), which the inherited environment and the command share.
+ENV_ONE_MAX = 128 * 1024 - 1
+ENV_ALL_MAX = 1024 * 1024
 
 
 def check_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -112,7 +117,17 @@ def check_env(env: Mapping[str, str]) -> dict[str, str]:
             raise JobError(f"env: the value of {name} must be a string, not {type(value).__name__}")
         if "\0" in value:
             raise JobError(f"env: the value of {name} contains a NUL byte, which no environment can hold")
+        size = len(name.encode()) + 1 + len(value.encode(errors="surrogateescape"))
+        if size > ENV_ONE_MAX:
+            raise JobError(f"env: {name}=... is {size} bytes; one variable (NAME=VALUE) may hold at most {ENV_ONE_MAX} "
+                           "bytes, the kernel's limit for one string of a program's environment: put larger data "
+                           "in a file and pass its path")
         checked[name] = value
+    total = sum(len(name.encode()) + len(value.encode(errors="surrogateescape")) + 2 for name, value in checked.items())
+    if total > ENV_ALL_MAX:
+        raise JobError(f"env: the variables take {total} bytes together; at most {ENV_ALL_MAX} (1 MiB) are allowed, "
+                       "within the kernel's limit for a program's arguments and environment: put larger data in a "
+                       "file and pass its path")
     return checked
 
 

@@ -61,7 +61,8 @@ def tail(log: Path, buf: bytearray | memoryview, offset: int = 0) -> int:
         os.close(fd)
 
 
-def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float | None = None) -> Iterator[bytes]:
+def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float | None = None,
+           moved_to: Path | None = None) -> Iterator[bytes]:
     """Yield the log's bytes from ``offset`` as they are written, until the job ended.
 
     Args:
@@ -70,6 +71,9 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
         ended: True once the job's main process has ended (its status is final). The
             end is decided from the job, not from EOF: an orphan may hold the log open.
         heartbeat: if set, yield ``b""`` whenever this many seconds pass without output.
+        moved_to: where ``log`` is renamed once it is over (a retried job's attempt goes
+            to ``attempts/<n>/log``, and the next attempt's log takes its name): the
+            follower reads that file whenever the rename came before its open.
 
     Yields:
         Chunks of at most ``CHUNK`` bytes, untouched; where the cap dropped bytes the
@@ -87,11 +91,8 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
             finished = ended()
             while True:
                 if fd < 0:
-                    try:
-                        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:
-                        fd = -1
-                    else:
+                    fd = _open(log, moved_to)
+                    if fd >= 0:
                         # From here on ``offset`` is a file offset: the cut may move under
                         # a running job, the follower's place in the file does not.
                         pending, offset = logcut.locate(fd, offset)
@@ -119,3 +120,31 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _open(log: Path, moved_to: Path | None) -> int:
+    """The log's descriptor, or -1 while it does not exist yet.
+
+    The rename to ``moved_to`` is atomic and final, so its absence *after* our open
+    proves we opened the log before the rename (the file we follow); a file there that is
+    not the one we opened means ``log`` already names a later attempt's: read the moved one.
+    """
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1
+    if moved_to is None:
+        return fd
+    try:
+        moved = os.stat(moved_to)
+    except FileNotFoundError:
+        return fd
+    if fd >= 0:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (moved.st_dev, moved.st_ino):
+            return fd
+        os.close(fd)
+    try:
+        return os.open(moved_to, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1  # the job was removed meanwhile

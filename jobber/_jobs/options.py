@@ -46,6 +46,10 @@ def default_log_max() -> int:
     return max(size, 4096)
 
 
+# 100 years: well inside what the supervisor's 64-bit count of nanoseconds holds (292 years).
+TIMEOUT_MAX_S = 100 * 365 * 86400
+
+
 def parse_duration(value: float | int | str, what: str = "timeout") -> float:
     """Seconds from a number or a duration string ("90s", "30m", "2h", "1d").
 
@@ -101,6 +105,9 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
         spec["label"] = check_label(label)
     if timeout is not None:
         spec["timeout"] = parse_duration(timeout)
+        if spec["timeout"] > TIMEOUT_MAX_S:
+            raise JobError(f"timeout {timeout!r} is more than 100 years, the longest time limit jobber keeps "
+                           "(its supervisor counts nanoseconds in 64 bits): give a shorter one, or none for no limit")
     if log_max is not None:
         size = 0 if log_max in (0, "0") else parse_size(log_max, "log_max")
         if 0 < size < 4096:

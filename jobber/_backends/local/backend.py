@@ -21,12 +21,13 @@ from typing import Any
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
+from jobber._backends.local.launching import ENV_FILE as _ENV_FILE
 from jobber._backends.local.launching import AlreadyLaunched as _AlreadyLaunched
 from jobber._backends.local.launching import launch as _launch
 from jobber._backends.local.launching import not_started as _not_started
 from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
-from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS
+from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
@@ -174,26 +175,34 @@ class LocalBackend(DirectoryBackend):
         return [*done, self.status()]
 
     def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
-        """The current attempt's log, and every later attempt's after a marker line.
+        """The job's log from ``offset``, and every later attempt's after a marker line.
 
-        A job that waits (in a queue, for jobs it comes after, for GPUs, or between two
-        attempts) is waited for, with heartbeats, and followed once it runs.
+        ``offset`` 0 is the job's first byte: the first attempt's log, however many
+        attempts have run since (a follower started just after ``start()`` must not lose
+        an attempt that ended before it looked); any other offset is a place in the
+        current attempt's log, as ``tail`` reads it. A job that waits (in a queue, for
+        jobs it comes after, for GPUs, or between two attempts) is waited for, with
+        heartbeats, and followed once it runs. Attempts are followed by number, each from
+        wherever its log is: a retry renames it to ``attempts/<n>/log`` as the next
+        attempt's log takes its name, so a follower that falls behind, by a little or by
+        whole attempts, still reads every byte in order.
         """
         status = self.status()
+        attempt = 1 if offset == 0 else status.attempt
         while True:
-            if status.state == "pending":
+            if status.state == "pending" and status.attempt == attempt:
                 yield from self._beat_while_pending(heartbeat)
-                status = self.status()
-            attempt = status.attempt
-            yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat)
+            moved_to = self.dir.path / ATTEMPTS / str(attempt) / "log"
+            yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat,
+                                   moved_to=moved_to)
             status = self.status()
-            if status.ended:
-                return
-            if status.state == "pending":  # between two attempts: say why, then the next one
-                yield f"\n[jobber: {status.note}]\n".encode()
-            elif status.attempt == attempt:
-                return
-            offset = 0
+            if status.attempt <= attempt:
+                return  # no later attempt: this one was the last
+            # Why the next attempt started: the archived status keeps it, as the
+            # "pending" status that said it may already be gone.
+            note = (self.dir.read(f"{ATTEMPTS}/{attempt}/status.json") or {}).get(RETRIED) or status.note
+            yield f"\n[jobber: {note}]\n".encode()
+            attempt, offset = attempt + 1, 0
 
     def _beat_while_pending(self, heartbeat: float | None) -> Iterator[bytes]:
         """Wait while the job is "pending", yielding ``b""`` every ``heartbeat`` seconds."""
@@ -205,8 +214,10 @@ class LocalBackend(DirectoryBackend):
                     yield b""
 
     def _attempt_over(self, attempt: int) -> bool:
+        """Has ``attempt`` ended? A job "pending" at that attempt has not started it yet:
+        its log is waited for (the attempt before it is over, its log moved aside)."""
         status = self.status()
-        return status.ended or status.attempt != attempt or status.state == "pending"
+        return status.ended or status.attempt > attempt
 
     def _wait_while_pending(self, timeout: float | None = None) -> JobStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -237,6 +248,7 @@ class LocalBackend(DirectoryBackend):
                         pass
         self.dir.remove("confinement.json")
         self.dir.remove("launched")  # the launcher said it failed: it runs nothing
+        self.dir.remove(_ENV_FILE)  # a launcher that failed early never read (and unlinked) it
         if release:
             self.dir.remove("command")
             self.dir.release_start()
@@ -379,6 +391,9 @@ class LocalBackend(DirectoryBackend):
     def _reap_orphan(self, raw: dict[str, Any], record: dict[str, Any]) -> JobStatus:
         """The supervisor died (killed, OOM, a reboot): finish the job as it would have.
 
+        Its watchdog (``reap.py``) gets here within moments of the death, whether anyone
+        reads the status or not; a read gets here first only if the watchdog died too.
+
         Nobody is left to wait for the job's processes, so they are killed, the cgroup's
         totals read and the cgroup removed, and the outcome recorded as "failed" with a
         note. The job is only called ended once its processes are gone. The exit code is
@@ -412,7 +427,8 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
         cgroup.remove()
     except (OSError, JobError) as err:
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
-    return "the job's supervisor died before the job ended (killed?): its processes were killed", stats
+    return ("the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup "
+            "removed"), stats
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:

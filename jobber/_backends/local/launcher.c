@@ -10,7 +10,7 @@
  *
  * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]
  *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
- *                 [--clear-env] [--env K=V]... [--umask OCTAL] [--no-new-privs]
+ *                 [--clear-env] [--env-file FILE] [--umask OCTAL] [--no-new-privs]
  *                 [--private-tmp DIR] [--hide-pids] [--hide-cgroup MOUNT]...
  *                 (--command-file FILE | -- COMMAND)
  *
@@ -32,12 +32,27 @@
  * `sh -c COMMAND`; a longer one is handed to the shell on descriptor 9 and run by
  * `sh -c 'eval "$(/bin/cat <&9)" 9<&-'` (one string of argv or environ is at most 128 KiB).
  *
+ * --env-file FILE: the job's environment, NAME=VALUE entries each ended by a NUL. Never on
+ * the command line, which every local user can read in /proc/PID/cmdline while the job
+ * runs: the values are secrets. Used only if it is ours and nobody else's to read (a
+ * file planted in its place would choose the job's environment); unlinked once read.
+ *
  * What a jobber server adds for a tenant's job: --clear-env (nothing of the starter's
- * environment, only the --env given), --umask, --no-new-privs (prctl), --rlimit
+ * environment, only the --env-file's), --umask, --no-new-privs (prctl), --rlimit
  * RLIMIT_NOFILE=SOFT:HARD, and a mount namespace of the job's own (--private-tmp: DIR
  * bound on /tmp; --hide-pids: a /proc mounted hidepid=2, showing only the job user's
  * processes; --hide-cgroup: each cgroup hierarchy hidden but for the job's own cgroup),
  * all made as root before the uid is dropped.
+ *
+ * The watchdog: a dead supervisor must not leave its job running unlimited (no timeout, no
+ * log cap) until someone happens to read its status. Once the job's exec succeeded, and
+ * before its status says "running", this process forks a watchdog (outside the job's
+ * cgroup, ~0.1 MB) that blocks reading a pipe whose only write end this process holds:
+ * made after the job's fork, so the job never has it; kept across the exec of
+ * the Python half (--watchdog-fd), which writes one byte once the outcome is recorded (or
+ * the next attempt has its own supervisor). EOF without that byte means the supervisor
+ * died: the watchdog execs reap.py, which kills the job, removes its cgroup and records
+ * it "failed" with a note, as a status read would have.
  *
  * Nothing in the job directory is followed if it is a symlink: log, pid and status.json
  * (temporary file, then rename) and the command file are opened with O_NOFOLLOW.
@@ -70,6 +85,8 @@
 #include <sys/syscall.h>
 #include <linux/sched.h>
 
+/* A --timeout this long (s) is never reached (and past 2^63 ns it would not fit): none. */
+#define TIMEOUT_NEVER_S 9e9
 /* Commands longer than this go to the shell on a descriptor, not as an argument. */
 #define INLINE_MAX 65536
 #define COMMAND_FD 9
@@ -468,6 +485,29 @@ static char *read_command(const char *path, int *fd) {
     return text;
 }
 
+/* --env-file: read it (ours alone, or refused), unlink it, and point envs into it. */
+static void read_env_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) die(path);
+    struct stat st;
+    if (fstat(fd, &st) < 0) die(path);
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) { errno = EPERM; die(path); }
+    if (unlink(path) < 0) die(path);
+    char *text = malloc((size_t)st.st_size + 1);
+    if (!text) die("malloc");
+    ssize_t got = 0, n;
+    while (got < st.st_size && (n = read(fd, text + got, (size_t)(st.st_size - got))) > 0) got += n;
+    if (got != st.st_size) die(path);
+    close(fd);
+    text[got] = 0;
+    int count = 0;
+    for (ssize_t i = 0; i < got; i++) count += text[i] == 0;
+    envs = calloc((size_t)count + 1, sizeof *envs);
+    if (!envs) die("calloc");
+    for (char *p = text; p < text + got; p += strlen(p) + 1)
+        if (*p) envs[nenvs++] = p;
+}
+
 static long long start_ticks(void) {
     char buf[2048];
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
@@ -498,6 +538,23 @@ static void write_file(const char *dir, const char *name, const char *data) {
     if (rename(tmp, path) < 0) die(path);
 }
 
+/* The watchdog's whole life: wait for the supervisor's byte, or for EOF when it died. */
+static void watchdog(int fd, char *const reap_argv[]) {
+    int devnull = open("/dev/null", O_RDWR);
+    /* Not the starter's pipes: its read of the launcher's answer waits for their EOF. */
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0) _exit(1);
+    /* Nothing else of the supervisor's either (the log): only the pipe, as descriptor 3. */
+    if (fd != 3 && dup2(fd, 3) < 0) _exit(1);
+    fd = 3;
+    for (int other = 4; other < 1024; other++) close(other);
+    char done;
+    ssize_t n;
+    while ((n = read(fd, &done, 1)) < 0 && errno == EINTR) {}
+    if (n == 1) _exit(0); /* the supervisor saw it through */
+    execv(reap_argv[0], reap_argv);
+    _exit(127);
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr, "usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [options] -- COMMAND\n");
@@ -505,14 +562,13 @@ int main(int argc, char **argv) {
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
     const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
-    const char *timeout = NULL, *grace = "5", *log_max = NULL;
+    const char *timeout = NULL, *grace = "5", *log_max = NULL, *env_file = NULL;
     int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
     long uid = -1, gid = -1, mask = -1;
     joins = calloc((size_t)argc, sizeof *joins);
-    envs = calloc((size_t)argc, sizeof *envs);
     rlimits = calloc((size_t)argc, sizeof *rlimits);
     hides = calloc((size_t)argc, sizeof *hides);
-    if (!joins || !envs || !rlimits || !hides) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
+    if (!joins || !rlimits || !hides) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
@@ -521,7 +577,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--hide-pids")) { hide_pids = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "launcher: %s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--join")) joins[njoins++] = argv[++i];
-        else if (!strcmp(argv[i], "--env")) envs[nenvs++] = argv[++i];
+        else if (!strcmp(argv[i], "--env-file")) env_file = argv[++i];
         else if (!strcmp(argv[i], "--rlimit")) rlimits[nrlimits++] = argv[++i];
         else if (!strcmp(argv[i], "--hide-cgroup")) hides[nhides++] = argv[++i];
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
@@ -537,6 +593,16 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
+    double limit = -1; /* seconds; -1: none */
+    if (timeout) {
+        char *end;
+        limit = strtod(timeout, &end);
+        if (end == timeout || *end || !(limit > 0)) { /* !(> 0) also refuses NaN */
+            dprintf(1, "error launcher: --timeout %s is not a positive number of seconds\n", timeout);
+            return 1;
+        }
+        if (limit >= TIMEOUT_NEVER_S) limit = -1;
+    }
 
     /* Double fork: the starter reaps this process at once; the supervisor is nobody's child. */
     pid_t first = fork();
@@ -569,6 +635,7 @@ int main(int argc, char **argv) {
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
     /* A tenant's log is the tenant's file, so that its disk quota counts it. */
     if (uid >= 0 && fchown(log_fd, (uid_t)uid, gid >= 0 ? (gid_t)gid : (gid_t)-1) < 0) die(log_path);
+    if (env_file) read_env_file(env_file);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);
     int errpipe[2];
@@ -649,6 +716,30 @@ int main(int argc, char **argv) {
               "--started", started_s, "--failed", failure, (char *)NULL);
         die("exec python");
     }
+    /* The watchdog: forked before the status says "running", so a supervisor that a status
+     * names always has one; the pipe is made after the job's fork, so the job never holds it. */
+    int watch[2] = {-1, -1};
+    char self_s[32], self_start_s[32], reaper[4096], watch_fd_s[16];
+    snprintf(self_s, sizeof self_s, "%d", (int)getpid());
+    snprintf(self_start_s, sizeof self_start_s, "%lld", start_ticks());
+    const char *slash = strrchr(supervisor, '/');
+    snprintf(reaper, sizeof reaper, "%.*sreap.py", slash ? (int)(slash - supervisor + 1) : 0, supervisor);
+    /* Best effort: the job already runs, so without a watchdog it is still supervised. */
+    if (pipe2(watch, O_CLOEXEC) == 0 && fcntl(watch[1], F_SETFD, 0) == 0) { /* kept across the exec */
+        pid_t dog = fork();
+        if (dog == 0) {
+            close(watch[1]);
+            char *reap_argv[] = {(char *)python, "-I", "-S", reaper, (char *)job_dir, self_s, self_start_s, NULL};
+            watchdog(watch[0], reap_argv);
+        }
+        close(watch[0]);
+        if (dog < 0) { close(watch[1]); watch[1] = -1; }
+    } else if (watch[0] >= 0) {
+        close(watch[0]);
+        close(watch[1]);
+        watch[1] = -1;
+    }
+    snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
     char buf[512];
     snprintf(buf, sizeof buf, "%d\n", (int)pid);
     write_file(job_dir, "pid", buf);
@@ -663,13 +754,14 @@ int main(int argc, char **argv) {
     dup2(devnull, 1);
     dup2(devnull, 2);
 
-    if (supervise(pid, timeout ? atof(timeout) : -1, &cap)) {
+    if (supervise(pid, limit, &cap)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
          * for it but init); meanwhile the cap still holds, and the job's end reaches
          * wait4 below as usual. */
         pid_t killer = fork();
         if (killer == 0) {
             if (fork() == 0) {
+                if (watch[1] >= 0) close(watch[1]);
                 execl(python, python, "-I", "-S", supervisor, "--time-out", job_dir, "--pid", pid_s,
                       "--grace", grace, (char *)NULL);
             }
@@ -693,7 +785,7 @@ int main(int argc, char **argv) {
     snprintf(seen_s, sizeof seen_s, "%lld", cap.last_size); /* past this, a full disk is the log's own doing */
     execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
           "--started", started_s, "--wait-status", status_s, "--maxrss-kb", maxrss,
-          "--cpu", cpu, "--log-max", cap_s, "--log-seen", seen_s, (char *)NULL);
+          "--cpu", cpu, "--log-max", cap_s, "--log-seen", seen_s, "--watchdog-fd", watch_fd_s, (char *)NULL);
     die("exec python");
     return 1;
 }

@@ -16,7 +16,7 @@ from jobber._backends.local.launcher import launcher_command
 from jobber._errors import JobError
 from jobber._files import write_atomic
 
-__all__ = ["AlreadyLaunched", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv", "through_user_manager"]
+__all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv", "through_user_manager"]
 
 REPLY_TIMEOUT_S = 60.0
 
@@ -29,14 +29,24 @@ def not_started(job_id: int, err: BaseException) -> JobError:
     return JobError(f"job {job_id} did not start: {type(err).__name__}: {err}", job_id=job_id)
 
 
+ENV_FILE = "launch-env"  # the job's environment for its launcher, which reads and unlinks it
+
+
 def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
     """The launcher's command line: its options (the C and Python launchers share them).
 
     The command itself goes to ``<job dir>/command``, which the launcher reads: a command
     of any length runs (as an argument it would meet the kernel's 128 KiB per string).
+    The environment goes to ``<job dir>/launch-env`` (``NAME=VALUE`` entries, each ended
+    by a NUL; mode 0600), never to the command line: every local user can read any
+    process's ``/proc/PID/cmdline``, for as long as the launcher lives, and values are
+    secrets. The launcher uses it only if this user owns it and nobody else may read
+    it, and unlinks it at once.
     """
     command_file = os.path.join(job_dir, "command")
     write_atomic(command_file, os.fsencode(command))
+    env_file = os.path.join(job_dir, ENV_FILE)
+    write_atomic(env_file, b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in context["env"].items()))
     argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
     sandbox = context.get("sandbox")
     if sandbox:
@@ -51,8 +61,7 @@ def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command:
             argv.append("--hide-pids")
             # cgroupfs lists every pid of the host too: hidden but for the job's own cgroups.
             argv += [arg for mount, _type, _options in mountinfo() for arg in ("--hide-cgroup", mount)]
-    for name, value in context["env"].items():
-        argv += ["--env", f"{name}={value}"]
+    argv += ["--env-file", env_file]
     if "user" in context:
         argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
     return argv + ["--command-file", command_file]

@@ -27,10 +27,11 @@ import sys
 
 from jobber._files import write_atomic
 
-__all__ = ["ATTEMPT", "ATTEMPTS", "backoff", "hand_over", "grown_memory"]
+__all__ = ["ATTEMPT", "ATTEMPTS", "RETRIED", "backoff", "hand_over", "grown_memory", "release_watchdog"]
 
 ATTEMPTS = "attempts"
 ATTEMPT = "attempt.json"  # the attempt now running (2 on) and its limits: {"attempt", "limits"}
+RETRIED = "retried"  # in attempts/<n>/status.json: why and when attempt n + 1 started
 _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 300.0
 _MIB = 1 << 20
@@ -88,11 +89,25 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> None:
+def release_watchdog(fd: int | None) -> None:
+    """Tell the job's watchdog (see ``launcher.c``) that its supervisor saw the attempt
+    through: the outcome is recorded, or the next attempt runs under a supervisor (and a
+    watchdog) of its own. Without this byte, the pipe's EOF says the supervisor died."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b".")
+        os.close(fd)
+    except OSError:
+        pass  # the watchdog itself was killed: nothing is waiting
+
+
+def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watchdog_fd: int | None = None) -> None:
     """Start the next attempt if the job has one left for this ending; else return.
 
     Called by the finisher with the outcome it is about to record. When a retry is due
-    this never returns: the process becomes ``retry.py`` (``os.execv``).
+    this never returns: the process becomes ``retry.py`` (``os.execv``), which inherits
+    ``watchdog_fd`` and releases the watchdog once the next attempt has started.
     """
     if failed_to_start or final.get("state") == "stopped":
         return
@@ -111,21 +126,22 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
     limits = dict(current.get("limits") or spec.get("limits") or {})
     memory = limits.get("memory")
     grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
+    nxt, delay = attempt + 1, backoff(attempt + 1)
+    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
+    note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
+    if grown != memory and grown:
+        note += f" with memory {_size(grown)}"
     archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
     os.makedirs(archive, mode=0o700, exist_ok=True)
+    # RETRIED: what a follower that reads this attempt after the next one began says
+    # between the two logs (the "pending" status below may be gone by then).
     write_atomic(os.path.join(archive, "status.json"),
-                 json.dumps({**final, "attempt": attempt, "limits": limits}).encode())
+                 json.dumps({**final, "attempt": attempt, "limits": limits, RETRIED: note}).encode())
     for name in _PER_ATTEMPT[1:]:
         try:
             os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
         except FileNotFoundError:
             pass
-    nxt, delay = attempt + 1, backoff(attempt + 1)
-    write_atomic(os.path.join(job_dir, ATTEMPT), json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
-    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
-    note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
-    if grown != memory and grown:
-        note += f" with memory {_size(grown)}"
     with open(f"/proc/{os.getpid()}/stat", "rb") as f:
         stat = f.read()
     write_atomic(os.path.join(job_dir, "status.json"), json.dumps({
@@ -133,10 +149,14 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False) -> No
         "supervisor_pid": os.getpid(), "supervisor_start": int(stat[stat.rindex(b")") + 2:].split()[19]),
         "previous": {k: final.get(k) for k in ("state", "exit_code", "signal", "peak_memory_bytes", "cpu_seconds")},
     }).encode())
+    # After the "pending" status, not before: the running status (which names no attempt)
+    # would otherwise read as attempt `nxt` running before it exists.
+    write_atomic(os.path.join(job_dir, ATTEMPT), json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     # As the supervisor does: jobber's package without its __init__ (which loads
     # cryptography), so a retry costs the interpreter and the job modules only.
     boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
             "sys.modules['jobber'] = jobber; "
             "from jobber._backends.local.retry import main; sys.exit(main(sys.argv[2:]))")
-    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, job_dir, repr(delay)])
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, job_dir, repr(delay),
+                              *([] if watchdog_fd is None else [str(watchdog_fd)])])

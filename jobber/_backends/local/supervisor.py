@@ -12,6 +12,12 @@ The finishing half, ``supervisor.py --finish JOB_DIR ...``, runs once the job's 
 process has ended: it kills leftovers, reads the cgroup's totals, removes the cgroup and
 writes the outcome to status.json atomically.
 
+Once the job runs, either resident half forks a watchdog (see ``launcher.c``): it waits
+on a pipe whose only write end the supervisor holds, through its exec into the finisher
+and the retry, and ends the job with ``reap.py`` if that end closes before the supervisor
+released it (``retrying.release_watchdog``): a supervisor killed with SIGKILL leaves no
+job running.
+
 This file imports only the standard library and jobber's cgroup modules, never the
 package's ``__init__`` (which loads cryptography): interpreter start-up is what it costs.
 """
@@ -40,7 +46,7 @@ if __name__ == "__main__":
 
 from jobber._backends.local.isolation import open_cgroup  # noqa: E402
 from jobber._backends.local.logcap import LOG_STOPPED, LogCap, supervise, trim_log  # noqa: E402
-from jobber._backends.local.retrying import hand_over  # noqa: E402
+from jobber._backends.local.retrying import hand_over, release_watchdog  # noqa: E402
 from jobber._backends.local.waking import wake_waiting  # noqa: E402
 from jobber._files import RESERVE, free_reserve, write_atomic  # noqa: E402
 from jobber._states import outcome  # noqa: E402
@@ -86,14 +92,15 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _
 _PR_SET_NO_NEW_PRIVS = 38
 _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
 _VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
-           "--timeout": "timeout", "--grace": "grace", "--log-max": "log_max"}
+           "--timeout": "timeout", "--grace": "grace", "--log-max": "log_max", "--env-file": "env_file"}
+TIMEOUT_NEVER_S = 9e9  # a --timeout this long is none (launcher.c: past 2^63 ns it would not fit)
 TIMED_OUT = "timed-out"  # the marker file: the job was stopped at its time limit
 LAUNCHED = "launched"  # the launcher of this attempt: "PID START_TICKS", made with O_EXCL
 
 
 def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
-    plan: dict = {"join": [], "rlimit": [], "env": [], "hide_cgroup": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
+    plan: dict = {"join": [], "rlimit": [], "env_file": None, "hide_cgroup": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
                   "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
                   "private_tmp": None, "command_file": None, "log_max": None}
     i = 0
@@ -101,10 +108,10 @@ def parse_launch(argv: list[str]) -> dict:
         arg = argv[i]
         if arg == "--":
             plan["command"] = argv[i + 1]
-            return plan
+            break
         if arg in _FLAGS:
             plan[_FLAGS[arg]] = True
-        elif arg in ("--join", "--rlimit", "--env", "--hide-cgroup"):
+        elif arg in ("--join", "--rlimit", "--hide-cgroup"):
             plan[arg[2:].replace("-", "_")].append(argv[i + 1])
             i += 1
         elif arg in ("--uid", "--gid"):
@@ -121,8 +128,9 @@ def parse_launch(argv: list[str]) -> dict:
         else:
             raise ValueError(f"unknown launcher option {arg}")
         i += 1
-    if plan["command_file"] is None:
+    if plan["command_file"] is None and "command" not in plan:
         raise ValueError("no --command-file, and no command after --")
+    plan["timeout"] = time_limit(plan.get("timeout"))
     return plan
 
 
@@ -144,6 +152,26 @@ def read_command(path: str) -> tuple[str | None, int]:
         raise
     os.close(fd)
     return os.fsdecode(data), -1
+
+
+def read_env_file(path: str) -> list[str]:
+    """The job's environment (``NAME=VALUE`` entries, each ended by a NUL), then unlinked.
+
+    Only a file of this user that nobody else may read is used (as launcher.c does): the
+    values are secrets, and a file planted in its place would choose the job's environment.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise OSError(errno.EPERM, f"{path} is not a private file of uid {os.geteuid()}")
+        os.unlink(path)
+        data = b""
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+    finally:
+        os.close(fd)
+    return [os.fsdecode(entry) for entry in data.split(b"\0") if entry]
 
 
 def _libc():
@@ -259,6 +287,31 @@ def _child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_
         os._exit(127)
 
 
+_REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reap.py")
+
+
+def fork_watchdog(job_dir: str) -> int:
+    """Fork the job's watchdog (as launcher.c does); returns the pipe's write end, which
+    only this process holds (inheritable: kept through the exec into ``retry.py``)."""
+    read_end, write_end = os.pipe()
+    me, start = os.getpid(), process_start_time("self")
+    if os.fork() == 0:
+        try:
+            os.close(write_end)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # not the starter's pipes: it reads the answer until their EOF
+                os.dup2(devnull, fd)
+            os.closerange(3, read_end)  # nothing else of the supervisor's either (the log)
+            os.closerange(read_end + 1, 1024)
+            if not os.read(read_end, 1):  # EOF, not the byte: the supervisor died
+                os.execv(sys.executable, [sys.executable, "-I", "-S", _REAPER, job_dir, str(me), str(start)])
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.set_inheritable(write_end, True)
+    return write_end
+
+
 def launch(job_dir: str, plan: dict) -> int:
     """The pure-Python resident half: start the job, wait, then finish in-process."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
@@ -281,6 +334,7 @@ def launch(job_dir: str, plan: dict) -> int:
     os.set_blocking(log_fd, True)
     if plan["uid"] is not None:  # a tenant's log is the tenant's file, so that its disk quota counts it
         os.fchown(log_fd, plan["uid"], -1 if plan["gid"] is None else plan["gid"])
+    plan["env"] = read_env_file(plan["env_file"]) if plan["env_file"] is not None else []
     command, command_fd = plan.get("command"), -1
     if plan["command_file"] is not None:
         command, command_fd = read_command(plan["command_file"])
@@ -302,6 +356,12 @@ def launch(job_dir: str, plan: dict) -> int:
     if failure:
         os.waitpid(pid, 0)
         return finish(job_dir, pid, started_at, failed=failure.decode(errors="replace"), log_max=log_max)
+    # Before the status says "running" (a supervisor it names has a watchdog), after the
+    # job's fork (the job never holds the pipe).
+    try:
+        watchdog_fd: int | None = fork_watchdog(job_dir)
+    except OSError:
+        watchdog_fd = None  # the job runs, supervised: without a watchdog only a status read reaps it
     write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
     write_json(os.path.join(job_dir, "status.json"), {
         "state": "running", "pid": pid, "started_at": started_at,
@@ -314,14 +374,25 @@ def launch(job_dir: str, plan: dict) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    if supervise(pid, float(plan["timeout"]) if plan.get("timeout") else None, cap, job_dir):
+    if supervise(pid, plan["timeout"], cap, job_dir):
         time_out(job_dir, pid, float(plan.get("grace") or 5.0))
         supervise(pid, None, cap, job_dir)
     _, wait_status, usage = os.wait4(pid, 0)
-    if cap is not None:
-        os.close(log_fd)
+    os.close(log_fd)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
-                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max, log_seen=cap.last_size)
+                  cpu=usage.ru_utime + usage.ru_stime, log_max=log_max, log_seen=cap.last_size,
+                  watchdog_fd=watchdog_fd)
+
+
+def time_limit(text: str | None) -> float | None:
+    """``--timeout``'s seconds, None for none (as launcher.c: nan and what is not above 0
+    are refused; inf, or one too long ever to be reached, is none)."""
+    if not text:
+        return None
+    seconds = float(text)
+    if not seconds > 0:
+        raise ValueError(f"--timeout {text} is not a positive number of seconds")
+    return None if seconds >= TIMEOUT_NEVER_S else seconds
 
 
 def time_out(job_dir: str, pid: int, grace: float) -> int:
@@ -344,10 +415,11 @@ def time_out(job_dir: str, pid: int, grace: float) -> int:
 
 def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None = None,
            maxrss_kb: int = 0, cpu: float = 0.0, failed: str | None = None, log_max: int = 0,
-           log_seen: int | None = None) -> int:
+           log_seen: int | None = None, watchdog_fd: int | None = None) -> int:
     """Record how the job ended, after cleaning up what is left of it (and the last cut
     of its log, now that nothing writes to it: ``log_max`` bytes, 0 for no cap;
-    ``log_seen``: its size at the resident half's last look)."""
+    ``log_seen``: its size at the resident half's last look); then release the watchdog
+    (or hand it over to the retry, which releases it)."""
     ended_at = time.time()
     with open(os.path.join(job_dir, "confinement.json")) as f:
         cgroup = open_cgroup(json.load(f), pid)
@@ -357,6 +429,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     if failed is not None:
         final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
         write_final(job_dir, final)
+        release_watchdog(watchdog_fd)
         os.write(1, f"error {failed}\n".encode(errors="replace"))
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
@@ -368,8 +441,9 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     _log_stopped(job_dir, final)
-    hand_over(job_dir, final)  # a retry left for this ending: this process becomes retry.py
+    hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
     write_final(job_dir, final)
+    release_watchdog(watchdog_fd)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
     return 0
 
@@ -417,6 +491,7 @@ def _finish_from_argv(argv: list[str]) -> int:
         failed=options.get("--failed"),
         log_max=int(options.get("--log-max", 0)),
         log_seen=int(options["--log-seen"]) if "--log-seen" in options else None,
+        watchdog_fd=int(options["--watchdog-fd"]) if int(options.get("--watchdog-fd", -1)) >= 0 else None,
     )
 
 
