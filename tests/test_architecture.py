@@ -27,7 +27,7 @@ TESTS = REPO / "tests"
 PACKAGES = ("jobber", "jobber_magics")
 NOTEBOOK_LIBRARIES = {"IPython", "ipywidgets", "ipykernel", "jobber_magics"}
 ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
-    "supervisor", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying", "waking", "logcap",
+    "supervisor", "job_child", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying", "waking", "logcap",
     "gpus", "bpf_devices"))
 # Shared with the rest of jobber, standard library only themselves: the atomic write and
 # the job states exist once, for the supervisor too.

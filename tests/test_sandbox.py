@@ -24,7 +24,7 @@ import pytest
 from jobber import JobError
 from jobber._backends.context import SANDBOX_PATH, Sandbox
 from jobber._backends.local import launcher as _launcher
-from jobber._backends.local.supervisor import INLINE_MAX
+from jobber._backends.local.job_child import INLINE_MAX
 
 KINDS = ["compiled", "python"]
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="switching uid and mount namespaces need root")
@@ -281,9 +281,10 @@ def test_the_python_supervisor_imports_ctypes_only_in_the_child():
     only inside the functions a child calls for a namespace or no-new-privs."""
     import ast
 
-    from jobber._backends.local import supervisor
+    from jobber._backends.local import job_child, supervisor
 
-    tree = ast.parse(Path(supervisor.__file__).read_text())
-    top = [alias.name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
-           for alias in node.names]
-    assert "ctypes" not in top, top
+    for module in (supervisor, job_child):
+        tree = ast.parse(Path(module.__file__).read_text())
+        top = [alias.name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in node.names]
+        assert "ctypes" not in top, (module.__name__, top)

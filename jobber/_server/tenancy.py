@@ -447,8 +447,8 @@ def _process_uids() -> set[int]:
 
 _PROBE = """
 import sys
-from jobber._backends.local.supervisor import _private_mounts
-_private_mounts(sys.argv[1], True)
+from jobber._backends.local.job_child import private_mounts
+private_mounts(sys.argv[1], True)
 """
 
 
