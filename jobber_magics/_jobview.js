@@ -182,6 +182,16 @@ function render({ model, el }) {
       showNewest();
     }
   });
+  // A reader's own move up leaves the newest line at once, before its scroll event: that
+  // event can land in the same frame as a programmatic scroll to the bottom (lines arriving),
+  // be coalesced with it and ignored, and the next lines would then pull the reader back down.
+  function readerMovesUp() {
+    if (following && box.scrollHeight > box.clientHeight) { following = false; showNewest(); }
+  }
+  box.addEventListener("wheel", (event) => { if (event.deltaY < 0) readerMovesUp(); }, { passive: true });
+  box.addEventListener("keydown", (event) => {
+    if (["ArrowUp", "PageUp", "Home"].includes(event.key)) readerMovesUp();
+  });
   newest.addEventListener("click", () => { following = true; rebuild(); });
 
   // ---- status, notice, buttons, liveness ----
