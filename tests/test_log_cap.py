@@ -169,13 +169,25 @@ class TestAJobAgainstItsCap:
         assert job.wait(30).state == "stopped"
         read_all(job)  # whatever the job made of its log, readers read it
 
-    def test_a_tenants_log_belongs_to_the_tenant(self, store):
-        user, uid = job_user()
-        job = store.new_job("echo hello", log_max=ATTACK_CAP)
+    def test_a_tenants_log_stays_the_servers_so_the_job_cannot_lease_it(self, store):
+        # The owner of a file may take a write lease on it, and a lease makes the server's
+        # next open of the log block for fs.lease-break-time (45 s), again and again.
+        user, _uid = job_user()
+        if user is None:
+            pytest.skip("needs root: the job must run as another user than the supervisor's")
+        script = ("import errno, fcntl, os\n"
+                  "def err(f):\n"
+                  "    try: f(); return 'granted'\n"
+                  "    except OSError as e: return errno.errorcode[e.errno]\n"
+                  "print('lease', err(lambda: fcntl.fcntl(1, fcntl.F_SETLEASE, fcntl.F_WRLCK)), flush=True)\n"
+                  "print('reopen', err(lambda: os.close(os.open('/proc/self/fd/1', os.O_RDONLY))), flush=True)\n")
+        job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
         job.start(user=user)
-        assert job.wait(30).state == "exited"
-        assert os.stat(job.log_path).st_uid == uid, "the job's user's disk quota would not count its log"
-        assert read_all(job) == b"hello\n"
+        assert job.wait(30).state == "exited", read_all(job)
+        assert os.stat(job.log_path).st_uid == os.geteuid(), "the job's user owns its log: it could lease it"
+        lines = dict(line.split() for line in read_all(job).decode().splitlines())
+        assert lines["lease"] in ("EACCES", "EPERM"), lines
+        assert lines["reopen"] in ("EACCES", "EPERM"), lines
 
 
 class TestFollow:

@@ -633,8 +633,11 @@ int main(int argc, char **argv) {
     if (fstat(log_fd, &log_st) < 0) die(log_path);
     if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
-    /* A tenant's log is the tenant's file, so that its disk quota counts it. */
-    if (uid >= 0 && fchown(log_fd, (uid_t)uid, gid >= 0 ? (gid_t)gid : (gid_t)-1) < 0) die(log_path);
+    /* The log stays root's, never the job's user's (a tenant's): the owner of a file may
+     * take a write lease on it (F_SETLEASE), and a lease on a log makes each later open of
+     * it by the server block until the lease breaks (fs.lease-break-time, 45 s), again and
+     * again. So a log counts against the jobs directory, not the tenant's disk quota; the
+     * job writes it through the descriptor it is given, and cannot reopen it. */
     if (env_file) read_env_file(env_file);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);
