@@ -162,12 +162,42 @@ class TestAJobAgainstItsCap:
         assert flag.exists(), f"the attack did not run: {job.status().describe()}: {read_all(job)[-2000:]!r}"
         block = os.stat(job.log_path).st_blksize
         bound = 2 * ATTACK_CAP + 2 * block  # head + kept tail + slack, as the cap allows
-        used = poll(lambda: disk_use(job.log_path) <= bound and job.status().state == "running", timeout=60)
-        assert used, (f"{attack}: the log holds {disk_use(job.log_path)} bytes on disk under log_max={ATTACK_CAP} "
-                      f"while the job runs ({job.status().describe()})")
+        if attack == "fallocate":
+            # Blocks past the end are left while the job runs (a truncate then would cut what
+            # it appends meanwhile): the job's end frees them.
+            assert disk_use(job.log_path) > bound, "the attack allocated nothing past the end"
+        else:
+            used = poll(lambda: disk_use(job.log_path) <= bound and job.status().state == "running", timeout=60)
+            assert used, (f"{attack}: the log holds {disk_use(job.log_path)} bytes on disk under "
+                          f"log_max={ATTACK_CAP} while the job runs ({job.status().describe()})")
         job.stop(grace=0)
         assert job.wait(30).state == "stopped"
+        assert disk_use(job.log_path) <= ATTACK_CAP + 2 * block, f"{attack}: the job's end left its log over the cap"
         read_all(job)  # whatever the job made of its log, readers read it
+
+    def test_appends_survive_blocks_allocated_past_the_end(self, store):
+        # The cap sees more blocks than the log may hold while the job appends: it must not
+        # truncate the file to a size it saw, which would cut what was appended since.
+        n = 3_000_000
+        script = ("import ctypes, os\n"
+                  "libc = ctypes.CDLL(None, use_errno=True)\n"
+                  "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]\n"
+                  f"size, n = 0, {n}\n"
+                  "for low in range(1, n + 1, 1000):\n"
+                  "    chunk = b''.join(b'%d\\n' % i for i in range(low, min(n, low + 999) + 1))\n"
+                  "    size += os.write(1, chunk)\n"
+                  "    libc.fallocate(1, 1, size, 4 << 20)\n")
+        job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
+        user, _uid = job_user()
+        job.start(user=user)
+        status = job.wait(120)
+        assert status.state == "exited", f"{status.describe()}: {read_all(job)[-2000:]!r}"
+        assert os.stat(job.log_path).st_size == seq_size(n), "bytes the job appended were cut"
+        data = read_all(job)
+        (m,) = MARKER.finditer(data)
+        assert data[: m.start()] == seq_head(m.start())
+        check_consecutive(data[m.end() :], last=n)
+        assert disk_use(job.log_path) <= 2 * ATTACK_CAP, "the job's end left the 4 MiB past the end"  # + extent tree
 
     def test_a_tenants_log_stays_the_servers_so_the_job_cannot_lease_it(self, store):
         # The owner of a file may take a write lease on it, and a lease makes the server's

@@ -232,11 +232,16 @@ static void cap_note_stopped(struct log_cap *cap, long long size) {
  * pwrite or drop O_APPEND: what counts is what the file holds on disk (st_blocks), not
  * its apparent size. A log truncated below the kept tail starts its tail over there; a
  * log holding more blocks than its head and kept tail can (bytes written back into the
- * dropped range) has all of [H, P) punched again; and blocks still over after that lie
- * past the end of the file (fallocate KEEP_SIZE), where ext4 punches nothing: truncating
- * the file to its own size frees them. No honest writer reaches these two branches. */
+ * dropped range) has all of [H, P) punched again. Every punch ends at or below the size
+ * just seen, where the job's appends never land (only a job that truncates its own log
+ * or pwrites into that range loses what it put there, and it asked for it).
+ *
+ * Blocks past the end of the file (fallocate KEEP_SIZE, or XFS's speculative
+ * preallocation for an honest appender) are left alone while the job runs: a punch there
+ * does nothing on ext4, and truncating the file to the size seen would cut whatever the
+ * job appended between the fstat and the truncate. The last trim frees them, once nothing
+ * writes (trim_log in logcap.py, run by the finisher). */
 static void cap_cut(struct log_cap *cap, const struct stat *now, long long keep, long long slack) {
-    struct stat st;
     long long size = now->st_size, used = (long long)now->st_blocks * 512;
     if (size < cap->resume) {
         cap->resume = size / cap->block * cap->block;
@@ -257,11 +262,6 @@ static void cap_cut(struct log_cap *cap, const struct stat *now, long long keep,
         return;
     }
     cap->resume = to;
-    if (refilled && fstat(cap->fd, &st) == 0) {
-        tail = st.st_size > cap->resume ? st.st_size - cap->resume : 0;
-        if ((long long)st.st_blocks * 512 > cap->head + tail + slack + 2 * cap->block &&
-            ftruncate(cap->fd, st.st_size) < 0) { /* the next look tries again */ }
-    }
 }
 
 /* One look at the log: cut it when its tail has grown past cap/2 + slack (or, stopped, past
