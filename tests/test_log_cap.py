@@ -3,7 +3,8 @@ marker + newest bytes, and a follower keeps up across the cut.
 
 The jobs write numbered lines (``seq``), so every byte kept can be checked against what the
 job wrote. A job that turns its own descriptor against the cap (truncate, pwrite without
-O_APPEND, blocks allocated past the end) is held to it too, on disk (``st_blocks``). Both
+O_APPEND) is held to it too, on disk (``st_blocks``); blocks allocated past the end are
+freed when it ends, and never at the cost of a byte it appended. Both
 supervisors run every test: the compiled launcher and the Python one. One test reads a
 capped log through a real server over TLS (``jobber.connect``).
 """
