@@ -21,6 +21,7 @@ import pytest
 from conftest import _stop_everything
 from jobber import JobError
 from jobber._errors import DiskFull
+from jobber._jobs.jobdir import JobDir
 from jobber._jobs.store import JobStore
 from jobber_magics._display import status_html
 from polling import poll, wait_for
@@ -168,6 +169,22 @@ class TestAFilledDisk:
         again.start()
         assert again.wait(60).state == "exited"
         assert read_all(again) == b"again\n"
+
+    def test_only_the_final_status_may_use_the_reserve(self, small_disk, store):
+        job = store.new_job("true")  # made, not started: its reserve is set aside
+        jobdir = JobDir(store.path, store.owner, job.id)
+        filler = fill(small_disk)
+        try:
+            with pytest.raises(DiskFull):  # a queued job's note: not from the reserve
+                jobdir.write("status.json", {"state": "pending", "waiting": True, "note": "queued"})
+            assert (jobdir.path / ".reserve").exists(), "a pending status used up the reserve"
+            jobdir.write("status.json", {"state": "failed", "exit_code": None, "signal": None,
+                                         "oom_killed": False, "error": "refused"})
+            assert not (jobdir.path / ".reserve").exists()
+            assert job.status().state == "failed"
+        finally:
+            filler.unlink()
+        assert_no_leftovers(small_disk)
 
     def test_the_cli_says_so_without_a_traceback(self, small_disk, identity):
         fill(small_disk)

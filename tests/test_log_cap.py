@@ -3,7 +3,8 @@ marker + newest bytes, and a follower keeps up across the cut.
 
 The jobs write numbered lines (``seq``), so every byte kept can be checked against what the
 job wrote. A job that turns its own descriptor against the cap (truncate, pwrite without
-O_APPEND, blocks allocated past the end) is held to it too, on disk (``st_blocks``). Both
+O_APPEND) is held to it too, on disk (``st_blocks``); blocks allocated past the end are
+freed when it ends, and never at the cost of a byte it appended. Both
 supervisors run every test: the compiled launcher and the Python one. One test reads a
 capped log through a real server over TLS (``jobber.connect``).
 """
@@ -162,20 +163,62 @@ class TestAJobAgainstItsCap:
         assert flag.exists(), f"the attack did not run: {job.status().describe()}: {read_all(job)[-2000:]!r}"
         block = os.stat(job.log_path).st_blksize
         bound = 2 * ATTACK_CAP + 2 * block  # head + kept tail + slack, as the cap allows
-        used = poll(lambda: disk_use(job.log_path) <= bound and job.status().state == "running", timeout=60)
-        assert used, (f"{attack}: the log holds {disk_use(job.log_path)} bytes on disk under log_max={ATTACK_CAP} "
-                      f"while the job runs ({job.status().describe()})")
+        if attack == "fallocate":
+            # Blocks past the end are left while the job runs (a truncate then would cut what
+            # it appends meanwhile): the job's end frees them.
+            assert disk_use(job.log_path) > bound, "the attack allocated nothing past the end"
+        else:
+            used = poll(lambda: disk_use(job.log_path) <= bound and job.status().state == "running", timeout=60)
+            assert used, (f"{attack}: the log holds {disk_use(job.log_path)} bytes on disk under "
+                          f"log_max={ATTACK_CAP} while the job runs ({job.status().describe()})")
         job.stop(grace=0)
         assert job.wait(30).state == "stopped"
+        assert disk_use(job.log_path) <= ATTACK_CAP + 2 * block, f"{attack}: the job's end left its log over the cap"
         read_all(job)  # whatever the job made of its log, readers read it
 
-    def test_a_tenants_log_belongs_to_the_tenant(self, store):
-        user, uid = job_user()
-        job = store.new_job("echo hello", log_max=ATTACK_CAP)
+    def test_appends_survive_blocks_allocated_past_the_end(self, store):
+        # The cap sees more blocks than the log may hold while the job appends: it must not
+        # truncate the file to a size it saw, which would cut what was appended since.
+        n = 3_000_000
+        script = ("import ctypes, os\n"
+                  "libc = ctypes.CDLL(None, use_errno=True)\n"
+                  "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]\n"
+                  f"size, n = 0, {n}\n"
+                  "for low in range(1, n + 1, 1000):\n"
+                  "    chunk = b''.join(b'%d\\n' % i for i in range(low, min(n, low + 999) + 1))\n"
+                  "    size += os.write(1, chunk)\n"
+                  "    libc.fallocate(1, 1, size, 4 << 20)\n")
+        job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
+        user, _uid = job_user()
         job.start(user=user)
-        assert job.wait(30).state == "exited"
-        assert os.stat(job.log_path).st_uid == uid, "the job's user's disk quota would not count its log"
-        assert read_all(job) == b"hello\n"
+        status = job.wait(120)
+        assert status.state == "exited", f"{status.describe()}: {read_all(job)[-2000:]!r}"
+        assert os.stat(job.log_path).st_size == seq_size(n), "bytes the job appended were cut"
+        data = read_all(job)
+        (m,) = MARKER.finditer(data)
+        assert data[: m.start()] == seq_head(m.start())
+        check_consecutive(data[m.end() :], last=n)
+        assert disk_use(job.log_path) <= 2 * ATTACK_CAP, "the job's end left the 4 MiB past the end"  # + extent tree
+
+    def test_a_tenants_log_stays_the_servers_so_the_job_cannot_lease_it(self, store):
+        # The owner of a file may take a write lease on it, and a lease makes the server's
+        # next open of the log block for fs.lease-break-time (45 s), again and again.
+        user, _uid = job_user()
+        if user is None:
+            pytest.skip("needs root: the job must run as another user than the supervisor's")
+        script = ("import errno, fcntl, os\n"
+                  "def err(f):\n"
+                  "    try: f(); return 'granted'\n"
+                  "    except OSError as e: return errno.errorcode[e.errno]\n"
+                  "print('lease', err(lambda: fcntl.fcntl(1, fcntl.F_SETLEASE, fcntl.F_WRLCK)), flush=True)\n"
+                  "print('reopen', err(lambda: os.close(os.open('/proc/self/fd/1', os.O_RDONLY))), flush=True)\n")
+        job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
+        job.start(user=user)
+        assert job.wait(30).state == "exited", read_all(job)
+        assert os.stat(job.log_path).st_uid == os.geteuid(), "the job's user owns its log: it could lease it"
+        lines = dict(line.split() for line in read_all(job).decode().splitlines())
+        assert lines["lease"] in ("EACCES", "EPERM"), lines
+        assert lines["reopen"] in ("EACCES", "EPERM"), lines
 
 
 class TestFollow:

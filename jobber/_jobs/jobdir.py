@@ -89,19 +89,20 @@ class JobDir:
     def write(self, name: str, data: dict[str, Any]) -> None:
         """Replace a JSON file of the job atomically.
 
-        ``status.json`` may use the job's reserve on a full disk, and a final one gives
-        the reserve back.
+        A final ``status.json`` (an ended state) may use the job's reserve on a full
+        disk, and gives the reserve back; any other write leaves the reserve alone, so
+        that a job queued on a full disk still has it for its ending.
 
         Raises:
             DiskFull: the filesystem is full (a ``JobError`` naming it).
         """
-        status = name == "status.json"
+        final = name == "status.json" and data.get("state") in FINAL_STATES
         try:
-            write_atomic(self.path / name, json.dumps(data).encode(), reserve=self.path / RESERVE if status else None)
+            write_atomic(self.path / name, json.dumps(data).encode(), reserve=self.path / RESERVE if final else None)
         except JobError as err:
             err.job_id = self.job_id
             raise
-        if status and data.get("state") in FINAL_STATES:
+        if final:
             free_reserve(self.path)
 
     def reserve_space(self) -> None:

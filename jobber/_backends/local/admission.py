@@ -41,7 +41,7 @@ from typing import Any
 from jobber._backends.local import gpus as _gpus
 from jobber._backends.local import isolation
 from jobber._backends.local.supervisor import process_start_time
-from jobber._errors import JobError
+from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.queues import read_settings
@@ -106,7 +106,14 @@ def enqueue(backend: Any, start: Starter) -> None:
         with _Lock(owner_dir):
             raw = backend.dir.read("status.json") or {}
             if raw.get("waiting") and raw.get("note") != why:
-                backend.dir.write("status.json", {**raw, "note": why})
+                _write_note(backend.dir, {**raw, "note": why})
+
+
+def _write_note(jobdir: JobDir, status: dict[str, Any]) -> None:
+    try:
+        jobdir.write("status.json", status)
+    except DiskFull:
+        pass  # the job waits all the same; its reserve is its ending's, never a note's
 
 
 def _first_note(spec: dict[str, Any]) -> str:
@@ -381,7 +388,7 @@ class _Pass:
 
     def _note(self, job_id: int, raw: dict[str, Any], note: str) -> None:
         if raw.get("note") != note:
-            self._dir(job_id).write("status.json", {**raw, "note": note})
+            _write_note(self._dir(job_id), {**raw, "note": note})
 
     def _admit(self, job_id: int, entry: dict[str, Any], path: Path) -> None:
         holder = f"{self.owner}/{job_id}"
@@ -392,8 +399,13 @@ class _Pass:
                 return
         jobdir = self._dir(job_id)
         now = time.time()
-        jobdir.write("status.json", {"state": "pending", "note": "starting", "admitted_at": now,
-                                     "admitted_by": [os.getpid(), process_start_time(os.getpid())]})
+        try:
+            jobdir.write("status.json", {"state": "pending", "note": "starting", "admitted_at": now,
+                                         "admitted_by": [os.getpid(), process_start_time(os.getpid())]})
+        except DiskFull:
+            if devices:
+                _gpus.release(self.root, holder)
+            return  # still waiting: a pass once there is room starts it
         write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
         _unlink(path)
         self._use(entry)

@@ -232,11 +232,16 @@ static void cap_note_stopped(struct log_cap *cap, long long size) {
  * pwrite or drop O_APPEND: what counts is what the file holds on disk (st_blocks), not
  * its apparent size. A log truncated below the kept tail starts its tail over there; a
  * log holding more blocks than its head and kept tail can (bytes written back into the
- * dropped range) has all of [H, P) punched again; and blocks still over after that lie
- * past the end of the file (fallocate KEEP_SIZE), where ext4 punches nothing: truncating
- * the file to its own size frees them. No honest writer reaches these two branches. */
+ * dropped range) has all of [H, P) punched again. Every punch ends at or below the size
+ * just seen, where the job's appends never land (only a job that truncates its own log
+ * or pwrites into that range loses what it put there, and it asked for it).
+ *
+ * Blocks past the end of the file (fallocate KEEP_SIZE, or XFS's speculative
+ * preallocation for an honest appender) are left alone while the job runs: a punch there
+ * does nothing on ext4, and truncating the file to the size seen would cut whatever the
+ * job appended between the fstat and the truncate. The last trim frees them, once nothing
+ * writes (trim_log in logcap.py, run by the finisher). */
 static void cap_cut(struct log_cap *cap, const struct stat *now, long long keep, long long slack) {
-    struct stat st;
     long long size = now->st_size, used = (long long)now->st_blocks * 512;
     if (size < cap->resume) {
         cap->resume = size / cap->block * cap->block;
@@ -257,11 +262,6 @@ static void cap_cut(struct log_cap *cap, const struct stat *now, long long keep,
         return;
     }
     cap->resume = to;
-    if (refilled && fstat(cap->fd, &st) == 0) {
-        tail = st.st_size > cap->resume ? st.st_size - cap->resume : 0;
-        if ((long long)st.st_blocks * 512 > cap->head + tail + slack + 2 * cap->block &&
-            ftruncate(cap->fd, st.st_size) < 0) { /* the next look tries again */ }
-    }
 }
 
 /* One look at the log: cut it when its tail has grown past cap/2 + slack (or, stopped, past
@@ -633,8 +633,11 @@ int main(int argc, char **argv) {
     if (fstat(log_fd, &log_st) < 0) die(log_path);
     if (!S_ISREG(log_st.st_mode)) { errno = EINVAL; die(log_path); }
     if (fcntl(log_fd, F_SETFL, O_APPEND) < 0) die(log_path);
-    /* A tenant's log is the tenant's file, so that its disk quota counts it. */
-    if (uid >= 0 && fchown(log_fd, (uid_t)uid, gid >= 0 ? (gid_t)gid : (gid_t)-1) < 0) die(log_path);
+    /* The log stays root's, never the job's user's (a tenant's): the owner of a file may
+     * take a write lease on it (F_SETLEASE), and a lease on a log makes each later open of
+     * it by the server block until the lease breaks (fs.lease-break-time, 45 s), again and
+     * again. So a log counts against the jobs directory, not the tenant's disk quota; the
+     * job writes it through the descriptor it is given, and cannot reopen it. */
     if (env_file) read_env_file(env_file);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);

@@ -71,8 +71,8 @@ class LogCap:
         pwrite, drop O_APPEND), so what counts is what the file holds on disk
         (``st_blocks``), as launcher.c's ``cap_check`` says in full: a log truncated
         below its kept tail starts the tail over there; a log holding more blocks than its
-        head and kept tail has all of ``[H, P)`` punched again; blocks still over after
-        that lie past its end, and truncating the file to its own size frees them.
+        head and kept tail has all of ``[H, P)`` punched again. Blocks past its end
+        (fallocate KEEP_SIZE, XFS preallocation) wait for the last trim, once nothing writes.
 
         Once its filesystem has less than ``headroom`` free, the log stops: what it holds
         is kept, and whatever the job writes after is punched out as it comes.
@@ -95,7 +95,11 @@ class LogCap:
 
     def _cut(self, size: int, used: int, keep: int, slack: int) -> None:
         """Punch out what the log holds beyond its head and its newest ``keep`` bytes,
-        once the tail is ``slack`` past that or the file holds more blocks than it may."""
+        once the tail is ``slack`` past that or the file holds more blocks than it may.
+
+        Every punch ends at or below ``size``, where the job's appends never land. Blocks
+        past the end of the file are left to the last trim (``trim_log``): truncating the
+        file to ``size`` while the job runs would cut what it appended since the fstat."""
         if size < self.resume:
             self.resume = max(self.head, size // self.block * self.block)
         refilled = used > self._allowed(size, slack)
@@ -113,13 +117,6 @@ class LogCap:
                 _note_log_cap(self.job_dir, err)
             return
         self.resume = to
-        if refilled:
-            st = os.fstat(self.fd)
-            if st.st_blocks * 512 > self._allowed(st.st_size, slack):
-                try:
-                    os.ftruncate(self.fd, st.st_size)
-                except OSError:
-                    pass  # the next look tries again
 
     def _allowed(self, size: int, slack: int) -> int:
         """The most the file may hold on disk: its head, its kept tail, the slack."""
@@ -175,20 +172,23 @@ def trim_log(job_dir: str, limit: int, seen: int | None = None) -> None:
     """The last cut, once nothing writes any more: the log obeys ``limit`` (within a block),
     a stopped log drops what was written after its last look, and a log that grew past
     ``seen`` (its size at the last look) and filled the disk meanwhile gives the headroom
-    back from what it wrote since."""
+    back from what it wrote since. Blocks past the end of the log (fallocate KEEP_SIZE,
+    preallocation), which the cap leaves alone while the job runs, are freed here, capped
+    or not."""
     stopped = os.path.lexists(os.path.join(job_dir, LOG_STOPPED))
     full = not stopped and seen is not None and _nearly_full(job_dir)
-    if limit <= 0 and not stopped and not full:
-        return  # the usual case: nothing to cut, and nothing imported for it
     try:
         fd = os.open(os.path.join(job_dir, "log"), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
     try:
         st = os.fstat(fd)
-        full = full and st.st_size > seen
-        if not stat.S_ISREG(st.st_mode) or (st.st_size <= limit and not stopped and not full):
+        if not stat.S_ISREG(st.st_mode):
             return
+        _free_past_end(fd, st)
+        full = full and st.st_size > seen
+        if not stopped and not full and (limit <= 0 or st.st_size <= limit):
+            return  # the usual case: nothing to cut, and nothing imported for it
         cap = LogCap(fd, limit, job_dir, slack=0)
         if full:
             cap.last_size = seen  # what it held at the last look is kept
@@ -211,6 +211,21 @@ def trim_log(job_dir: str, limit: int, seen: int | None = None) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _free_past_end(fd: int, st: os.stat_result) -> None:
+    """Free the blocks a log holds past its end by truncating it to its own size: no byte
+    goes, now that nothing appends (while the job runs, a byte appended between the fstat
+    and the truncate would)."""
+    block = st.st_blksize or 4096
+    try:
+        # A file without holes holding no more blocks than its data has nothing past its
+        # end; one with holes (a cut log) may hide some behind them: truncate it to tell.
+        if st.st_blocks * 512 <= -(-st.st_size // block) * block and os.lseek(fd, 0, os.SEEK_HOLE) >= st.st_size:
+            return
+        os.ftruncate(fd, st.st_size)
+    except OSError:
+        pass  # the blocks stay until the log is removed; the cut goes on
 
 
 def _nearly_full(path: str) -> bool:

@@ -169,8 +169,8 @@ def launch(job_dir: str, plan: dict) -> int:
     if not stat.S_ISREG(os.fstat(log_fd).st_mode):
         raise OSError(errno.EINVAL, f"{log_path} is not a regular file")
     os.set_blocking(log_fd, True)
-    if plan["uid"] is not None:  # a tenant's log is the tenant's file, so that its disk quota counts it
-        os.fchown(log_fd, plan["uid"], -1 if plan["gid"] is None else plan["gid"])
+    # The log stays root's, never the tenant's: its owner could take a write lease on it and
+    # stall every later open of it by the server (launcher.c says more).
     plan["env"] = read_env_file(plan["env_file"]) if plan["env_file"] is not None else []
     command, command_fd = plan.get("command"), -1
     if plan["command_file"] is not None:
