@@ -521,21 +521,34 @@ static long long start_ticks(void) {
     return p ? atoll(p + 1) : -1;
 }
 
-static void write_file(const char *dir, const char *name, const char *data) {
+/* Replace dir/name with data, whole or not at all. 0, or -1 with errno and the path that
+ * failed in `failed` (the caller decides: after the job's fork, it must not just die). */
+static int write_file(const char *dir, const char *name, const char *data, char *failed, size_t failed_size) {
     char path[4096], tmp[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) die(tmp);
+    if (fd < 0) { snprintf(failed, failed_size, "%s", tmp); return -1; }
     size_t len = strlen(data);
-    if (write(fd, data, len) != (ssize_t)len || close(fd) < 0) {
-        if (errno == 0) errno = ENOSPC; /* a short write: the disk filled up */
-        int err = errno;
+    errno = 0; /* a short write sets none: not a stale one from before */
+    int ok = write(fd, data, len) == (ssize_t)len;
+    if (!ok && errno == 0) errno = ENOSPC; /* a short write: the disk filled up */
+    int err = errno;
+    if (close(fd) < 0 && ok) { ok = 0; err = errno; }
+    if (!ok) {
         unlink(tmp); /* a full disk leaves no half-written file */
         errno = err;
-        die(tmp);
+        snprintf(failed, failed_size, "%s", tmp);
+        return -1;
     }
-    if (rename(tmp, path) < 0) die(path);
+    if (rename(tmp, path) < 0) {
+        int err = errno;
+        unlink(tmp);
+        errno = err;
+        snprintf(failed, failed_size, "%s", path);
+        return -1;
+    }
+    return 0;
 }
 
 /* The watchdog's whole life: wait for the supervisor's byte, or for EOF when it died. */
@@ -740,14 +753,28 @@ int main(int argc, char **argv) {
         watch[1] = -1;
     }
     snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
-    char buf[512];
+    char buf[512], failed_path[4096];
     snprintf(buf, sizeof buf, "%d\n", (int)pid);
-    write_file(job_dir, "pid", buf);
-    snprintf(buf, sizeof buf,
-             "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
-             "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
-             (int)pid, started_s, (int)getpid(), start_ticks());
-    write_file(job_dir, "status.json", buf);
+    int recorded = write_file(job_dir, "pid", buf, failed_path, sizeof failed_path) == 0;
+    if (recorded) {
+        snprintf(buf, sizeof buf,
+                 "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
+                 "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
+                 (int)pid, started_s, (int)getpid(), start_ticks());
+        recorded = write_file(job_dir, "status.json", buf, failed_path, sizeof failed_path) == 0;
+    }
+    if (!recorded) {
+        /* The job runs, but nothing says so: it must not run on unseen, nor leave its
+         * cgroup behind. Its main process is killed and reaped here; the finisher kills
+         * the rest of its cgroup, removes it, records "failed" and tells the starter. */
+        snprintf(failure, sizeof failure, "cannot record the job's start: %.1900s: %s", failed_path, strerror(errno));
+        kill(pid, SIGKILL);
+        int wstatus;
+        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+        execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
+              "--started", started_s, "--failed", failure, "--watchdog-fd", watch_fd_s, (char *)NULL);
+        die("exec python");
+    }
     dprintf(1, "ok %d\n", (int)pid);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);

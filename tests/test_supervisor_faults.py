@@ -1,0 +1,52 @@
+"""Faults around the supervisor, for real: a start that cannot be recorded, a hand-over
+to a retry that cannot be written, endings recorded outside the finisher (which must
+wake the jobs waiting for them), and two reapers at once. Both supervisors run every test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from jobber import JobError
+from polling import wait_for
+
+pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
+
+
+def running_with(token: str) -> list[int]:
+    """Live processes whose command line holds ``token``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if token.encode() in cmdline.split(b"\0") and state != b"Z":
+            found.append(int(pid))
+    return found
+
+
+def raw_status(job) -> dict:
+    return json.loads((job.path / "status.json").read_bytes())
+
+
+class TestAStartThatCannotBeRecorded:
+    def test_the_job_is_killed_its_cgroup_removed_and_the_failure_said(self, store):
+        token = f"{900000 + os.getpid()}"  # `sleep TOKEN`: found in /proc by it
+        job = store.new_job(f"setsid sleep {token} & exec sleep {token}")
+        # The launcher cannot write the job's pid (a rename onto a directory fails, as a
+        # full or read-only disk would): the job already runs by then.
+        (job.path / "pid").mkdir()
+        with pytest.raises(JobError, match=r"cannot record the job's start: .*pid: Is a directory"):
+            job.start()
+        status = job.status()
+        assert status.state == "failed" and "cannot record the job's start" in status.note, status
+        wait_for(lambda: not running_with(token), 30, "every process of the job to be killed")
+        record = json.loads((job.path / "confinement.json").read_bytes())
+        assert not any(map(os.path.isdir, (record.get("dirs") or {}).values())), "the job's cgroup was left"
+        assert not list(job.path.glob(".*.tmp")), "a temporary file was left"
