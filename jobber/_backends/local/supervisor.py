@@ -293,7 +293,10 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     _log_stopped(job_dir, final)
-    hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
+    try:
+        hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
+    except OSError as err:  # nothing was moved (hand_over puts back what it moved): this outcome stands
+        final["note"] = f"not retried: {err}"
     write_final(job_dir, final)
     release_watchdog(watchdog_fd)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
