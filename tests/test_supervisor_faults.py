@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,32 @@ class TestARetryOnAFullDisk:
         assert b"".join(job.follow()) == b"first\n"  # the attempt's log, where it was
         assert not (job.path / "attempts").exists()
         assert_no_leftovers(small_disk)
+
+
+def wait_raw(job, states: tuple[str, ...], what: str) -> dict:
+    """Poll the job's status.json (never its status(), which would run a pass itself)."""
+    return wait_for(lambda: (raw := raw_status(job))["state"] in states and raw, 60, what)
+
+
+class TestEndingsOutsideTheFinisherWakeTheWaiting:
+    def test_a_killed_supervisor_s_dependents_start_with_nobody_looking(self, store, tmp_path):
+        first = store.new_job("exec sleep 300")
+        anyway = store.new_job(f"touch {tmp_path}/anyway", after=[(first.id, "any")])
+        only_ok = store.new_job(f"touch {tmp_path}/only-ok", after=first)
+        for job in (first, anyway, only_ok):
+            job.start()
+        os.kill(raw_status(first)["supervisor_pid"], signal.SIGKILL)  # the watchdog's reap.py ends it
+        assert wait_raw(anyway, ("exited", "failed"), "the dependent to start, unread")["state"] == "exited"
+        refused = wait_raw(only_ok, ("exited", "failed"), "the dependent to be refused, unread")
+        assert refused["error"].startswith(f"its dependency job {first.id} did not succeed"), refused
+        assert (tmp_path / "anyway").exists() and not (tmp_path / "only-ok").exists()
+
+    def test_a_stop_during_the_backoff_wakes_the_dependents(self, store, tmp_path, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "30")
+        first = store.new_job("exit 3", retries=1)
+        after = store.new_job(f"touch {tmp_path}/after", after=[(first.id, "any")])
+        first.start()
+        after.start()
+        wait_raw(first, ("pending",), "the backoff")
+        assert first.stop(grace=0).state == "stopped"
+        assert wait_raw(after, ("exited", "failed"), "the dependent to start, unread")["state"] == "exited"

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from jobber._backends.base import DirectoryBackend
@@ -29,7 +30,8 @@ from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
 from jobber._backends.local.supervisor import process_start_time
-from jobber._errors import JobError
+from jobber._backends.local.waking import waiting_owners
+from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
@@ -158,6 +160,18 @@ class LocalBackend(DirectoryBackend):
             "state": state, "attempt": raw.get("attempt"), "exit_code": None, "signal": None,
             "oom_killed": False, "ended_at": time.time(), "error": note,
         })
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """Let the jobs waiting for this one, now ended, start (or fail, as their ``after``
+        says), and those waiting for its place or its GPUs: as the finisher does
+        (``waking.py``), for an ending recorded elsewhere. In this process: it may be a
+        notebook's kernel, which must not exec."""
+        for owner_dir in waiting_owners(str(self.dir.path)):
+            try:
+                admission.run_pass(Path(owner_dir), os.path.basename(owner_dir), start_admitted)
+            except (OSError, JobberError):
+                continue  # another identity's jobs this process may not read: their own look admits them
 
     def attempts(self) -> list[JobStatus]:
         """Every attempt's status, oldest first: the ended ones, then the current one."""
@@ -409,6 +423,7 @@ class LocalBackend(DirectoryBackend):
         final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds", "cpu_throttled_seconds") if k in stats})
         if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
+            self._wake_waiting()
         return self._status()[0]
 
 

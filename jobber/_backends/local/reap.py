@@ -7,8 +7,8 @@ past its timeout and its log cap, until some status read noticed. It waits until
 supervisor is really gone (its descriptors close a moment before it becomes a zombie),
 then reads the job's status as any reader would: that read finds the supervisor dead and
 finishes the job (``LocalBackend._reap_orphan``: its processes killed, its cgroup
-removed, "failed" with a note). A status already final, or naming another supervisor (the
-next attempt's), is left alone.
+removed, "failed" with a note, and the jobs waiting for it looked at). A status already
+final, or naming another supervisor (the next attempt's), is left alone.
 """
 
 from __future__ import annotations

@@ -283,6 +283,10 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
             failed += f" (and the job's outcome could not be recorded: {err})"
         release_watchdog(watchdog_fd)
         os.write(1, f"error {failed}\n".encode(errors="replace"))
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the starter reads its answer until EOF: an admission pass must not hold it
+            os.dup2(devnull, fd)
+        wake_waiting(job_dir)  # an admitted job that failed to start: its dependents, its place
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
     timed_out = os.path.exists(os.path.join(job_dir, TIMED_OUT))
