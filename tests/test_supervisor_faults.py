@@ -1,6 +1,7 @@
-"""Faults around the supervisor, for real: a start that cannot be recorded, a hand-over
-to a retry that cannot be written, endings recorded outside the finisher (which must
-wake the jobs waiting for them), and two reapers at once. Both supervisors run every test.
+"""Faults around the supervisor, for real: a start that cannot be recorded, endings
+recorded outside the finisher (which must wake the jobs waiting for them), a retry's
+launcher on its way while the supervisor between attempts dies, and two reapers at once.
+Both supervisors run every test. (A hand-over to a retry on a full disk: test_disk_full.py.)
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ import pytest
 
 from jobber import JobError
 from polling import wait_for
-from test_disk_full import assert_no_leftovers, fill
-from test_disk_full import small_disk as _small_disk
-
-small_disk = _small_disk  # the 20 MiB tmpfs as the jobs directory's filesystem (a fixture)
 
 pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
 
@@ -55,23 +52,6 @@ class TestAStartThatCannotBeRecorded:
         record = json.loads((job.path / "confinement.json").read_bytes())
         assert not any(map(os.path.isdir, (record.get("dirs") or {}).values())), "the job's cgroup was left"
         assert not list(job.path.glob(".*.tmp")), "a temporary file was left"
-
-
-class TestARetryOnAFullDisk:
-    def test_the_attempt_s_real_outcome_is_recorded_not_retried(self, small_disk, store, tmp_path, monkeypatch):
-        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
-        gate = tmp_path / "go"  # outside the small disk
-        job = store.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; exit 3", retries=2)
-        job.start()
-        assert job.status().state == "running"
-        fill(small_disk)  # the hand-over to the retry cannot be written; the outcome has the reserve
-        gate.touch()
-        status = job.wait(60)
-        assert (status.state, status.exit_code, status.attempt) == ("failed", 3, 1), status.describe()
-        assert status.note.startswith("not retried: cannot write ") and "is full" in status.note, status.note
-        assert b"".join(job.follow()) == b"first\n"  # the attempt's log, where it was
-        assert not (job.path / "attempts").exists()
-        assert_no_leftovers(small_disk)
 
 
 def wait_raw(job, states: tuple[str, ...], what: str) -> dict:
