@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from jobber import JobError
+from jobber._backends.local.supervisor import process_start_time
 from polling import wait_for
 
 pytestmark = pytest.mark.usefixtures("launcher")  # both supervisors (conftest.py)
@@ -81,3 +83,31 @@ class TestEndingsOutsideTheFinisherWakeTheWaiting:
         wait_raw(first, ("pending",), "the backoff")
         assert first.stop(grace=0).state == "stopped"
         assert wait_raw(after, ("exited", "failed"), "the dependent to start, unread")["state"] == "exited"
+
+
+def reapers_of(job) -> list[int]:
+    """The watchdogs' reap.py processes for ``job``."""
+    return [pid for pid in running_with(str(job.path)) if any(b"reap.py" in arg for arg in
+                                                               Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))]
+
+
+class TestTheWatchdogDuringARetry:
+    def test_a_live_launcher_of_the_next_attempt_is_not_called_dead(self, store, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "300")
+        job = store.new_job("exit 3", retries=1)
+        job.start()
+        pending = wait_for(lambda: (raw := raw_status(job))["state"] == "pending" and raw, 60, "the backoff")
+        # retry.py was starting the next attempt: its launcher took the gate and lives on.
+        launcher = subprocess.Popen(["sleep", "300"])
+        try:
+            (job.path / "launched").write_text(f"{launcher.pid} {process_start_time(launcher.pid)}\n")
+            os.kill(pending["supervisor_pid"], signal.SIGKILL)  # the supervisor between the attempts
+            wait_for(lambda: reapers_of(job), 30, "the watchdog's reap.py to wait for the launcher")
+            assert raw_status(job)["state"] == "pending"
+            assert job.status().state == "pending"  # a status read leaves it to the launcher too
+        finally:
+            launcher.kill()
+            launcher.wait()
+        final = wait_raw(job, ("failed",), "the reap once the launcher died too")
+        assert "died between two attempts" in final["error"], final
+

@@ -414,6 +414,9 @@ class LocalBackend(DirectoryBackend):
         lost with the supervisor (it was the only process that could wait for the job).
         """
         if raw.get("state") == "pending":  # between two attempts: nothing runs, no cgroup
+            gate = self.dir.launcher()
+            if gate is not None and _alive(*gate):  # the next attempt's launcher records it (or dies: then here)
+                return self._from_raw(raw, record, self._attempt_limits(self.dir.spec()))
             note = "the job's supervisor died between two attempts (killed?): no further attempt starts"
             stats: dict[str, Any] = raw.get("previous") or {}
         else:
