@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from jobber import JobError
+from jobber._backends.local import backend as local_backend
+from jobber._backends.local.isolation import choose
 from jobber._backends.local.supervisor import process_start_time
 from polling import wait_for
 
@@ -111,3 +113,21 @@ class TestTheWatchdogDuringARetry:
         final = wait_raw(job, ("failed",), "the reap once the launcher died too")
         assert "died between two attempts" in final["error"], final
 
+
+@pytest.mark.skipif(choose()[0].NAME == "none", reason="jobs are not isolated on this host: no cgroup to race over")
+class TestTwoReapers:
+    def test_the_second_finds_the_cgroup_gone_and_calls_it_cleaned_up(self, store):
+        job = store.new_job("exec sleep 300")
+        job.start()
+        raw = raw_status(job)
+        record = json.loads((job.path / "confinement.json").read_bytes())
+        supervisor = raw["supervisor_pid"]
+        watchdogs = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+                     if int(c) != raw["pid"]]
+        for pid in [*watchdogs, supervisor]:  # nobody reaps it but the two readers below
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: process_start_time(supervisor) is None, 30, "the supervisor to be gone")
+        # The first reaper killed the job and removed its cgroup, and has not written yet:
+        local_backend._kill_leftovers(record, raw["pid"])
+        status = job.status()  # the second
+        assert status.state == "failed" and "its processes were killed and its cgroup removed" in status.note, status

@@ -45,6 +45,7 @@ _TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, a
 # Status changes arrive as renames of status.json; the cap only bounds how soon a dead
 # supervisor is noticed (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
+_REAPED = "the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup removed"
 _PENDING_STOP_S = 30.0  # a pending job's retry.py ends it within ~50 ms, or starts it
 
 
@@ -436,7 +437,12 @@ def start_admitted(jobdir: JobDir, devices: list[int]) -> None:
 
 
 def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[str, Any]]:
-    """Kill an orphaned job's processes, read its cgroup's totals, remove it: (note, totals)."""
+    """Kill an orphaned job's processes, read its cgroup's totals, remove it: (note, totals).
+
+    A cgroup already gone was cleaned up by another reaper (the watchdog and a status
+    read may race): that is success, not a failure to kill.
+    """
+    dirs = list((record.get("dirs") or {}).values())
     try:
         cgroup = isolation.open_cgroup(record, pid)
         if cgroup.pids():
@@ -444,9 +450,10 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
         stats = cgroup.stats()
         cgroup.remove()
     except (OSError, JobError) as err:
+        if dirs and not any(map(os.path.isdir, dirs)):
+            return _REAPED, {}
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
-    return ("the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup "
-            "removed"), stats
+    return _REAPED, stats
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:
