@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from jobber import JobError
 from jobber._backends.local import backend as local_backend
+from jobber._backends.local import launcher as _launcher
 from jobber._backends.local.isolation import choose
 from jobber._backends.local.supervisor import process_start_time
 from polling import wait_for
@@ -131,3 +133,32 @@ class TestTwoReapers:
         local_backend._kill_leftovers(record, raw["pid"])
         status = job.status()  # the second
         assert status.state == "failed" and "its processes were killed and its cgroup removed" in status.note, status
+
+
+class TestTheJobsStart:
+    def test_the_job_holds_only_its_three_descriptors(self, store):
+        job = store.new_job("/bin/ls /proc/$$/fd")  # the job's shell's own descriptors
+        job.start()
+        assert job.wait(60).state == "exited"
+        assert b"".join(job.follow()) == b"0\n1\n2\n"  # no stray /dev/null, nothing of the supervisor's
+
+    @pytest.mark.parametrize(("mode", "why"), [
+        (0o644, r"others may read or write it \(mode 0644, not 0600\)"),
+        (0o600, r"it is owned by uid 65534, not by uid 0 \(this launcher's\)"),
+    ])
+    def test_an_env_file_not_ours_alone_is_refused_saying_why_and_what_to_do(self, tmp_path, mode, why):
+        if os.geteuid() != 0:
+            pytest.skip("making a file of another uid needs root")
+        env = tmp_path / "env"
+        env.write_bytes(b"SECRET=1\0")
+        env.chmod(mode)
+        if mode == 0o600:
+            os.chown(env, 65534, -1)
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        argv = [*_launcher.launcher_command(str(job_dir)), "--env-file", str(env), "--", "echo ran"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert re.search(f"^error .*refusing the environment file {env}: {why}; it must be a regular file of uid 0 "
+                         r"with mode 0600 \(jobber writes it so: if something replaced it, start the job again\)$",
+                         done.stdout.strip()), done.stdout + done.stderr
+        assert env.exists() and not (job_dir / "pid").exists()  # refused: not read, nothing ran

@@ -491,7 +491,19 @@ static void read_env_file(const char *path) {
     if (fd < 0) die(path);
     struct stat st;
     if (fstat(fd, &st) < 0) die(path);
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) { errno = EPERM; die(path); }
+    /* jobber writes it as this uid with mode 0600: anything else was put in its place. */
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        char why[128];
+        if (!S_ISREG(st.st_mode)) snprintf(why, sizeof why, "it is not a regular file");
+        else if (st.st_uid != geteuid())
+            snprintf(why, sizeof why, "it is owned by uid %d, not by uid %d (this launcher's)", (int)st.st_uid,
+                     (int)geteuid());
+        else snprintf(why, sizeof why, "others may read or write it (mode %04o, not 0600)", (unsigned)(st.st_mode & 07777));
+        dprintf(1, "error launcher: refusing the environment file %s: %s; it must be a regular file of uid %d "
+                   "with mode 0600 (jobber writes it so: if something replaced it, start the job again)\n",
+                path, why, (int)geteuid());
+        _exit(1);
+    }
     if (unlink(path) < 0) die(path);
     char *text = malloc((size_t)st.st_size + 1);
     if (!text) die("malloc");
@@ -680,8 +692,11 @@ int main(int argc, char **argv) {
         if (pgid && setpgid(0, 0) < 0) child_fail(err, "setpgid", NULL);
         for (int i = 0; i < nrlimits; i++)
             if (set_rlimit(rlimits[i]) < 0) child_fail(err, "setrlimit", rlimits[i]);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        /* O_CLOEXEC: the job gets /dev/null as descriptor 0 only, not a stray copy too
+         * (dup2 clears the flag on 0; when open returns 0 itself, it is cleared here). */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull < 0 || (devnull == 0 ? fcntl(0, F_SETFD, 0) : dup2(devnull, 0)) < 0 || dup2(log_fd, 1) < 0 ||
+            dup2(log_fd, 2) < 0)
             child_fail(err, "redirect", NULL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGINT, SIG_DFL);
@@ -780,6 +795,7 @@ int main(int argc, char **argv) {
     dup2(devnull, 0);
     dup2(devnull, 1);
     dup2(devnull, 2);
+    if (devnull > 2) close(devnull); /* not a stray copy in the finisher */
 
     if (supervise(pid, limit, &cap)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits
