@@ -5,7 +5,8 @@ status says "disk full", some room is kept), its ending recorded with its exit c
 the next job runs. With the filesystem filled to the last byte by something else, a job's
 ending is still recorded (from the space its reserve held), a new job is refused with a
 ``DiskFull`` that names the filesystem, the CLI says so without a traceback, and no
-temporary or half-made file is left. Both supervisors run every test.
+temporary or half-made file is left; a retried job whose hand-over to the next attempt
+cannot be written keeps the attempt's real outcome (its exit code, "not retried"). Both supervisors run every test.
 """
 
 from __future__ import annotations
@@ -193,6 +194,23 @@ class TestAFilledDisk:
         assert result.returncode != 0
         assert "Traceback" not in result.stderr, result.stderr
         assert f"the filesystem at {small_disk} is full" in result.stderr, result.stderr
+
+
+class TestARetryOnAFullDisk:
+    def test_the_attempt_s_real_outcome_is_recorded_not_retried(self, small_disk, store, tmp_path, monkeypatch):
+        monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
+        gate = tmp_path / "go"  # outside the small disk
+        job = store.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; exit 3", retries=2)
+        job.start()
+        assert job.status().state == "running"
+        fill(small_disk)  # the hand-over to the retry cannot be written; the outcome has the reserve
+        gate.touch()
+        status = job.wait(60)
+        assert (status.state, status.exit_code, status.attempt) == ("failed", 3, 1), status.describe()
+        assert status.note.startswith("not retried: cannot write ") and "is full" in status.note, status.note
+        assert b"".join(job.follow()) == b"first\n"  # the attempt's log, where it was
+        assert not (job.path / "attempts").exists()
+        assert_no_leftovers(small_disk)
 
 
 def test_the_headroom_rule():

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from jobber._backends.base import DirectoryBackend
@@ -29,7 +30,8 @@ from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
 from jobber._backends.local.supervisor import process_start_time
-from jobber._errors import JobError
+from jobber._backends.local.waking import waiting_owners
+from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
@@ -43,6 +45,7 @@ _TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, a
 # Status changes arrive as renames of status.json; the cap only bounds how soon a dead
 # supervisor is noticed (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
+_REAPED = "the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup removed"
 _PENDING_STOP_S = 30.0  # a pending job's retry.py ends it within ~50 ms, or starts it
 
 
@@ -158,6 +161,18 @@ class LocalBackend(DirectoryBackend):
             "state": state, "attempt": raw.get("attempt"), "exit_code": None, "signal": None,
             "oom_killed": False, "ended_at": time.time(), "error": note,
         })
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """Let the jobs waiting for this one, now ended, start (or fail, as their ``after``
+        says), and those waiting for its place or its GPUs: as the finisher does
+        (``waking.py``), for an ending recorded elsewhere. In this process: it may be a
+        notebook's kernel, which must not exec."""
+        for owner_dir in waiting_owners(str(self.dir.path)):
+            try:
+                admission.run_pass(Path(owner_dir), os.path.basename(owner_dir), start_admitted)
+            except (OSError, JobberError):
+                continue  # another identity's jobs this process may not read: their own look admits them
 
     def attempts(self) -> list[JobStatus]:
         """Every attempt's status, oldest first: the ended ones, then the current one."""
@@ -400,6 +415,9 @@ class LocalBackend(DirectoryBackend):
         lost with the supervisor (it was the only process that could wait for the job).
         """
         if raw.get("state") == "pending":  # between two attempts: nothing runs, no cgroup
+            gate = self.dir.launcher()
+            if gate is not None and _alive(*gate):  # the next attempt's launcher records it (or dies: then here)
+                return self._from_raw(raw, record, self._attempt_limits(self.dir.spec()))
             note = "the job's supervisor died between two attempts (killed?): no further attempt starts"
             stats: dict[str, Any] = raw.get("previous") or {}
         else:
@@ -409,6 +427,7 @@ class LocalBackend(DirectoryBackend):
         final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds", "cpu_throttled_seconds") if k in stats})
         if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
+            self._wake_waiting()
         return self._status()[0]
 
 
@@ -418,7 +437,12 @@ def start_admitted(jobdir: JobDir, devices: list[int]) -> None:
 
 
 def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[str, Any]]:
-    """Kill an orphaned job's processes, read its cgroup's totals, remove it: (note, totals)."""
+    """Kill an orphaned job's processes, read its cgroup's totals, remove it: (note, totals).
+
+    A cgroup already gone was cleaned up by another reaper (the watchdog and a status
+    read may race): that is success, not a failure to kill.
+    """
+    dirs = list((record.get("dirs") or {}).values())
     try:
         cgroup = isolation.open_cgroup(record, pid)
         if cgroup.pids():
@@ -426,9 +450,10 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
         stats = cgroup.stats()
         cgroup.remove()
     except (OSError, JobError) as err:
+        if dirs and not any(map(os.path.isdir, dirs)):
+            return _REAPED, {}
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
-    return ("the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup "
-            "removed"), stats
+    return _REAPED, stats
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:

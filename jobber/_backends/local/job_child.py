@@ -60,7 +60,12 @@ def read_env_file(path: str) -> list[str]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise OSError(errno.EPERM, f"{path} is not a private file of uid {os.geteuid()}")
+            me = os.geteuid()
+            why = ("it is not a regular file" if not stat.S_ISREG(st.st_mode) else
+                   f"it is owned by uid {st.st_uid}, not by uid {me} (this launcher's)" if st.st_uid != me else
+                   f"others may read or write it (mode {stat.S_IMODE(st.st_mode):04o}, not 0600)")
+            raise PermissionError(f"refusing the environment file {path}: {why}; it must be a regular file of uid {me} "
+                                  "with mode 0600 (jobber writes it so: if something replaced it, start the job again)")
         os.unlink(path)
         data = b""
         while chunk := os.read(fd, 1 << 20):
@@ -149,8 +154,13 @@ def child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_f
             name, value = spec.split("=")
             soft, _, hard = value.partition(":")
             resource.setrlimit(getattr(resource, name), (int(soft), int(hard or soft)))
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
+        # Not inheritable (os.open's default, said here): the job gets it as 0 only,
+        # not a stray copy too; when open returns 0 itself, 0 is made inheritable.
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if devnull == 0:
+            os.set_inheritable(0, True)
+        else:
+            os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):

@@ -491,7 +491,19 @@ static void read_env_file(const char *path) {
     if (fd < 0) die(path);
     struct stat st;
     if (fstat(fd, &st) < 0) die(path);
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) { errno = EPERM; die(path); }
+    /* jobber writes it as this uid with mode 0600: anything else was put in its place. */
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        char why[128];
+        if (!S_ISREG(st.st_mode)) snprintf(why, sizeof why, "it is not a regular file");
+        else if (st.st_uid != geteuid())
+            snprintf(why, sizeof why, "it is owned by uid %d, not by uid %d (this launcher's)", (int)st.st_uid,
+                     (int)geteuid());
+        else snprintf(why, sizeof why, "others may read or write it (mode %04o, not 0600)", (unsigned)(st.st_mode & 07777));
+        dprintf(1, "error launcher: refusing the environment file %s: %s; it must be a regular file of uid %d "
+                   "with mode 0600 (jobber writes it so: if something replaced it, start the job again)\n",
+                path, why, (int)geteuid());
+        _exit(1);
+    }
     if (unlink(path) < 0) die(path);
     char *text = malloc((size_t)st.st_size + 1);
     if (!text) die("malloc");
@@ -521,21 +533,34 @@ static long long start_ticks(void) {
     return p ? atoll(p + 1) : -1;
 }
 
-static void write_file(const char *dir, const char *name, const char *data) {
+/* Replace dir/name with data, whole or not at all. 0, or -1 with errno and the path that
+ * failed in `failed` (the caller decides: after the job's fork, it must not just die). */
+static int write_file(const char *dir, const char *name, const char *data, char *failed, size_t failed_size) {
     char path[4096], tmp[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) die(tmp);
+    if (fd < 0) { snprintf(failed, failed_size, "%s", tmp); return -1; }
     size_t len = strlen(data);
-    if (write(fd, data, len) != (ssize_t)len || close(fd) < 0) {
-        if (errno == 0) errno = ENOSPC; /* a short write: the disk filled up */
-        int err = errno;
+    errno = 0; /* a short write sets none: not a stale one from before */
+    int ok = write(fd, data, len) == (ssize_t)len;
+    if (!ok && errno == 0) errno = ENOSPC; /* a short write: the disk filled up */
+    int err = errno;
+    if (close(fd) < 0 && ok) { ok = 0; err = errno; }
+    if (!ok) {
         unlink(tmp); /* a full disk leaves no half-written file */
         errno = err;
-        die(tmp);
+        snprintf(failed, failed_size, "%s", tmp);
+        return -1;
     }
-    if (rename(tmp, path) < 0) die(path);
+    if (rename(tmp, path) < 0) {
+        int err = errno;
+        unlink(tmp);
+        errno = err;
+        snprintf(failed, failed_size, "%s", path);
+        return -1;
+    }
+    return 0;
 }
 
 /* The watchdog's whole life: wait for the supervisor's byte, or for EOF when it died. */
@@ -670,8 +695,11 @@ int main(int argc, char **argv) {
         if (pgid && setpgid(0, 0) < 0) child_fail(err, "setpgid", NULL);
         for (int i = 0; i < nrlimits; i++)
             if (set_rlimit(rlimits[i]) < 0) child_fail(err, "setrlimit", rlimits[i]);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        /* O_CLOEXEC: the job gets /dev/null as descriptor 0 only, not a stray copy too
+         * (dup2 clears the flag on 0; when open returns 0 itself, it is cleared here). */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull < 0 || (devnull == 0 ? fcntl(0, F_SETFD, 0) : dup2(devnull, 0)) < 0 || dup2(log_fd, 1) < 0 ||
+            dup2(log_fd, 2) < 0)
             child_fail(err, "redirect", NULL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGINT, SIG_DFL);
@@ -743,19 +771,34 @@ int main(int argc, char **argv) {
         watch[1] = -1;
     }
     snprintf(watch_fd_s, sizeof watch_fd_s, "%d", watch[1]);
-    char buf[512];
+    char buf[512], failed_path[4096];
     snprintf(buf, sizeof buf, "%d\n", (int)pid);
-    write_file(job_dir, "pid", buf);
-    snprintf(buf, sizeof buf,
-             "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
-             "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
-             (int)pid, started_s, (int)getpid(), start_ticks());
-    write_file(job_dir, "status.json", buf);
+    int recorded = write_file(job_dir, "pid", buf, failed_path, sizeof failed_path) == 0;
+    if (recorded) {
+        snprintf(buf, sizeof buf,
+                 "{\"state\": \"running\", \"pid\": %d, \"started_at\": %s, "
+                 "\"supervisor_pid\": %d, \"supervisor_start\": %lld}",
+                 (int)pid, started_s, (int)getpid(), start_ticks());
+        recorded = write_file(job_dir, "status.json", buf, failed_path, sizeof failed_path) == 0;
+    }
+    if (!recorded) {
+        /* The job runs, but nothing says so: it must not run on unseen, nor leave its
+         * cgroup behind. Its main process is killed and reaped here; the finisher kills
+         * the rest of its cgroup, removes it, records "failed" and tells the starter. */
+        snprintf(failure, sizeof failure, "cannot record the job's start: %.1900s: %s", failed_path, strerror(errno));
+        kill(pid, SIGKILL);
+        int wstatus;
+        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+        execl(python, python, "-I", "-S", supervisor, "--finish", job_dir, "--pid", pid_s,
+              "--started", started_s, "--failed", failure, "--watchdog-fd", watch_fd_s, (char *)NULL);
+        die("exec python");
+    }
     dprintf(1, "ok %d\n", (int)pid);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
     dup2(devnull, 2);
+    if (devnull > 2) close(devnull); /* not a stray copy in the finisher */
 
     if (supervise(pid, limit, &cap)) {
         /* Time is up: the Python half stops the whole job (a grandchild, so nobody waits

@@ -7,8 +7,8 @@ past its timeout and its log cap, until some status read noticed. It waits until
 supervisor is really gone (its descriptors close a moment before it becomes a zombie),
 then reads the job's status as any reader would: that read finds the supervisor dead and
 finishes the job (``LocalBackend._reap_orphan``: its processes killed, its cgroup
-removed, "failed" with a note). A status already final, or naming another supervisor (the
-next attempt's), is left alone.
+removed, "failed" with a note, and the jobs waiting for it looked at). A status already
+final, or naming another supervisor (the next attempt's), is left alone.
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ def main(argv: list[str]) -> int:
     while process_start_time(pid) == start and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        LocalBackend(JobDir(path.parent, path.parent.name, int(path.name))).status()
+        backend = LocalBackend(JobDir(path.parent, path.parent.name, int(path.name)))
+        # Between two attempts with the next one's launcher on its way, the status read
+        # leaves the job to it: look again once it recorded the attempt, or died.
+        while backend.status().state == "pending" and (gate := backend.dir.launcher()) is not None \
+                and gate[1] is not None and process_start_time(gate[0]) == gate[1]:
+            time.sleep(0.05)
     except Exception:  # noqa: BLE001 - nobody to tell (the job was removed?): the next read retries
         return 1
     return 0

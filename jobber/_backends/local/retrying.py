@@ -102,12 +102,50 @@ def release_watchdog(fd: int | None) -> None:
         pass  # the watchdog itself was killed: nothing is waiting
 
 
+def _archive(job_dir: str, archive: str, final: dict, attempt: int, limits: dict, note: str,
+             moved: list[str]) -> None:
+    """Move the ended attempt's files to ``archive``, naming each in ``moved`` as it goes."""
+    os.makedirs(archive, mode=0o700, exist_ok=True)
+    # RETRIED: what a follower that reads this attempt after the next one began says
+    # between the two logs (the "pending" status below may be gone by then).
+    write_atomic(os.path.join(archive, "status.json"),
+                 json.dumps({**final, "attempt": attempt, "limits": limits, RETRIED: note}).encode())
+    for name in _PER_ATTEMPT[1:]:
+        try:
+            os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
+        except FileNotFoundError:
+            continue
+        moved.append(name)
+
+
+def _put_back(job_dir: str, archive: str, moved: list[str]) -> None:
+    """Undo a hand-over that failed part-way (a full disk): the attempt's files where they were."""
+    for name in moved:
+        try:
+            os.rename(os.path.join(archive, name), os.path.join(job_dir, name))
+        except OSError:
+            pass
+    try:
+        os.unlink(os.path.join(archive, "status.json"))
+    except OSError:
+        pass
+    for folder in (archive, os.path.dirname(archive)):  # attempts/ too, unless earlier attempts are in it
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+
+
 def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watchdog_fd: int | None = None) -> None:
     """Start the next attempt if the job has one left for this ending; else return.
 
     Called by the finisher with the outcome it is about to record. When a retry is due
     this never returns: the process becomes ``retry.py`` (``os.execv``), which inherits
     ``watchdog_fd`` and releases the watchdog once the next attempt has started.
+
+    Raises:
+        OSError: the hand-over could not be written (``DiskFull``); what it had moved is
+            back in place, so the finisher records this attempt's outcome.
     """
     if failed_to_start or final.get("state") == "stopped":
         return
@@ -132,26 +170,23 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
     if grown != memory and grown:
         note += f" with memory {_size(grown)}"
     archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
-    os.makedirs(archive, mode=0o700, exist_ok=True)
-    # RETRIED: what a follower that reads this attempt after the next one began says
-    # between the two logs (the "pending" status below may be gone by then).
-    write_atomic(os.path.join(archive, "status.json"),
-                 json.dumps({**final, "attempt": attempt, "limits": limits, RETRIED: note}).encode())
-    for name in _PER_ATTEMPT[1:]:
-        try:
-            os.rename(os.path.join(job_dir, name), os.path.join(archive, name))
-        except FileNotFoundError:
-            pass
-    with open(f"/proc/{os.getpid()}/stat", "rb") as f:
-        stat = f.read()
-    write_atomic(os.path.join(job_dir, "status.json"), json.dumps({
-        "state": "pending", "attempt": nxt, "note": note, "started_at": final.get("started_at"),
-        "supervisor_pid": os.getpid(), "supervisor_start": int(stat[stat.rindex(b")") + 2:].split()[19]),
-        "previous": {k: final.get(k) for k in ("state", "exit_code", "signal", "peak_memory_bytes", "cpu_seconds")},
-    }).encode())
-    # After the "pending" status, not before: the running status (which names no attempt)
-    # would otherwise read as attempt `nxt` running before it exists.
-    write_atomic(os.path.join(job_dir, ATTEMPT), json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
+    moved: list[str] = []
+    try:
+        _archive(job_dir, archive, final, attempt, limits, note, moved)
+        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+            stat = f.read()
+        write_atomic(os.path.join(job_dir, "status.json"), json.dumps({
+            "state": "pending", "attempt": nxt, "note": note, "started_at": final.get("started_at"),
+            "supervisor_pid": os.getpid(), "supervisor_start": int(stat[stat.rindex(b")") + 2:].split()[19]),
+            "previous": {k: final.get(k) for k in ("state", "exit_code", "signal", "peak_memory_bytes", "cpu_seconds")},
+        }).encode())
+        # After the "pending" status, not before: the running status (which names no attempt)
+        # would otherwise read as attempt `nxt` running before it exists.
+        write_atomic(os.path.join(job_dir, ATTEMPT),
+                     json.dumps({"attempt": nxt, "limits": {**limits, "memory": grown}}).encode())
+    except OSError:
+        _put_back(job_dir, archive, moved)  # the finisher records this attempt's outcome instead
+        raise
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     # As the supervisor does: jobber's package without its __init__ (which loads
     # cryptography), so a retry costs the interpreter and the job modules only.

@@ -48,6 +48,7 @@ from jobber._backends.local.job_child import child, read_command, read_env_file 
 from jobber._backends.local.logcap import LOG_STOPPED, LogCap, supervise, trim_log  # noqa: E402
 from jobber._backends.local.retrying import hand_over, release_watchdog  # noqa: E402
 from jobber._backends.local.waking import wake_waiting  # noqa: E402
+from jobber._errors import DiskFull  # noqa: E402
 from jobber._files import RESERVE, free_reserve, write_atomic  # noqa: E402
 from jobber._states import outcome  # noqa: E402
 
@@ -199,11 +200,22 @@ def launch(job_dir: str, plan: dict) -> int:
         watchdog_fd: int | None = fork_watchdog(job_dir)
     except OSError:
         watchdog_fd = None  # the job runs, supervised: without a watchdog only a status read reaps it
-    write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
-    write_json(os.path.join(job_dir, "status.json"), {
-        "state": "running", "pid": pid, "started_at": started_at,
-        "supervisor_pid": os.getpid(), "supervisor_start": process_start_time("self"),
-    })
+    try:
+        write_atomic(os.path.join(job_dir, "pid"), f"{pid}\n".encode())  # a link in its place is replaced
+        write_json(os.path.join(job_dir, "status.json"), {
+            "state": "running", "pid": pid, "started_at": started_at,
+            "supervisor_pid": os.getpid(), "supervisor_start": process_start_time("self"),
+        })
+    except OSError as err:
+        # The job runs, but nothing says so: it must not run on unseen, nor leave its
+        # cgroup behind (as launcher.c): kill it, and the finisher cleans up and says why.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(log_fd)
+        why = str(err) if isinstance(err, DiskFull) or not err.strerror else \
+            f"{err.filename2 or err.filename}: {err.strerror}"  # as launcher.c says it
+        return finish(job_dir, pid, started_at, failed=f"cannot record the job's start: {why}", log_max=log_max,
+                      watchdog_fd=watchdog_fd)
     try:
         os.write(1, f"ok {pid}\n".encode())
     except OSError:
@@ -265,9 +277,16 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
     if failed is not None:
         final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
-        write_final(job_dir, final)
+        try:
+            write_final(job_dir, final)
+        except OSError as err:  # the starter hears why, finds no status and undoes the start
+            failed += f" (and the job's outcome could not be recorded: {err})"
         release_watchdog(watchdog_fd)
         os.write(1, f"error {failed}\n".encode(errors="replace"))
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the starter reads its answer until EOF: an admission pass must not hold it
+            os.dup2(devnull, fd)
+        wake_waiting(job_dir)  # an admitted job that failed to start: its dependents, its place
         return 1
     stopped = os.path.exists(os.path.join(job_dir, "stop-requested"))
     timed_out = os.path.exists(os.path.join(job_dir, TIMED_OUT))
@@ -278,7 +297,10 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     _log_stopped(job_dir, final)
-    hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
+    try:
+        hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
+    except OSError as err:  # nothing was moved (hand_over puts back what it moved): this outcome stands
+        final["note"] = f"not retried: {err}"
     write_final(job_dir, final)
     release_watchdog(watchdog_fd)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them

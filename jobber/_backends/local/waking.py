@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["wake_waiting"]
+__all__ = ["waiting_owners", "wake_waiting"]
 
 
 def _has_waiting(owner_dir: str) -> bool:
@@ -23,9 +23,10 @@ def _has_waiting(owner_dir: str) -> bool:
         return False
 
 
-def wake_waiting(job_dir: str) -> None:
-    """Exec an admission pass if jobs wait in ``job_dir``'s identity (or, when the job
-    held GPUs, which are the whole host's, in any identity); else return."""
+def waiting_owners(job_dir: str) -> list[str]:
+    """The identities' directories where jobs may wait for ``job_dir``'s job, now ended:
+    its own identity's if any job waits there, and, when the job held GPUs (which are
+    the whole host's), every other identity with waiting jobs."""
     owner_dir = os.path.dirname(os.path.abspath(job_dir))
     owners = [owner_dir] if _has_waiting(owner_dir) else []
     try:
@@ -40,6 +41,13 @@ def wake_waiting(job_dir: str) -> None:
         except OSError:
             others = []
         owners += [other for other in others if other != owner_dir and _has_waiting(other)]
+    return owners
+
+
+def wake_waiting(job_dir: str) -> None:
+    """Exec an admission pass if jobs wait in ``job_dir``'s identity (or, when the job
+    held GPUs, which are the whole host's, in any identity); else return."""
+    owners = waiting_owners(job_dir)
     if not owners:
         return
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
