@@ -215,7 +215,10 @@ class TestAJobAgainstItsCap:
         job = store.new_job(f"exec python3 -c {shlex.quote(script)}", log_max=ATTACK_CAP)
         job.start(user=user)
         assert job.wait(30).state == "exited", read_all(job)
-        assert os.stat(job.log_path).st_uid == os.geteuid(), "the job's user owns its log: it could lease it"
+        log = os.stat(job.log_path)
+        assert log.st_uid == os.geteuid(), "the job's user owns its log: it could lease it"
+        assert log.st_gid == pwd.getpwnam(user).pw_gid, "the job's group is the log's: a group quota counts it"
+        assert log.st_mode & 0o077 == 0, oct(log.st_mode)
         lines = dict(line.split() for line in read_all(job).decode().splitlines())
         assert lines["lease"] in ("EACCES", "EPERM"), lines
         assert lines["reopen"] in ("EACCES", "EPERM"), lines

@@ -661,8 +661,10 @@ int main(int argc, char **argv) {
     /* The log stays root's, never the job's user's (a tenant's): the owner of a file may
      * take a write lease on it (F_SETLEASE), and a lease on a log makes each later open of
      * it by the server block until the lease breaks (fs.lease-break-time, 45 s), again and
-     * again. So a log counts against the jobs directory, not the tenant's disk quota; the
-     * job writes it through the descriptor it is given, and cannot reopen it. */
+     * again. Its group is the job's (a tenant's gid is its own), so that a group quota
+     * counts a tenant's logs against that tenant; mode 0600 gives the group no access, and
+     * the job writes it through the descriptor it is given, and cannot reopen it. */
+    if (gid >= 0 && fchown(log_fd, (uid_t)-1, (gid_t)gid) < 0) die(log_path);
     if (env_file) read_env_file(env_file);
     int command_fd = -1;
     if (command_file) command = read_command(command_file, &command_fd);

@@ -171,7 +171,10 @@ def launch(job_dir: str, plan: dict) -> int:
         raise OSError(errno.EINVAL, f"{log_path} is not a regular file")
     os.set_blocking(log_fd, True)
     # The log stays root's, never the tenant's: its owner could take a write lease on it and
-    # stall every later open of it by the server (launcher.c says more).
+    # stall every later open of it by the server. Its group is the job's, so that a group
+    # quota counts it against the tenant (launcher.c says more).
+    if plan["gid"] is not None:
+        os.fchown(log_fd, -1, plan["gid"])
     plan["env"] = read_env_file(plan["env_file"]) if plan["env_file"] is not None else []
     command, command_fd = plan.get("command"), -1
     if plan["command_file"] is not None:
