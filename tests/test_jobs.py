@@ -353,7 +353,10 @@ class TestSupervisorLoss:
             assert len(watchdogs) <= 1, children
             if not watchdogs:
                 return None
-            held = [os.readlink(f"/proc/{watchdogs[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{watchdogs[0]}/fd")]
+            try:
+                held = [os.readlink(f"/proc/{watchdogs[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{watchdogs[0]}/fd")]
+            except FileNotFoundError:  # an fd closed between listing and reading it: not settled yet
+                return None
             # /dev/null three times and its pipe: nothing else of the supervisor's (the log)
             return watchdogs[0] if len(held) == 4 and sum(link.startswith("pipe:") for link in held) == 1 else None
 
