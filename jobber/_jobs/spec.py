@@ -1,0 +1,195 @@
+"""What a job is: its spec, the one typed home of everything ``spec.json`` records.
+
+    JobSpec
+      command, limits, options            what new_job was given (options: the backend, Slurm's)
+      label timeout log_max retries       the lifecycle options (``LIFECYCLE_OPTIONS``)
+      retry_on oom_growth (oom_growth_max)
+      queue after                         when it may start
+      extra_env cwd                       new_job's env and cwd
+      rerun_of created_at                 where it came from
+      env user cwd sandbox                the run context ``start()`` records
+      gpu_devices                         the GPUs a local job was given
+      slurm_files slurm_name slurm_array_jobs   where Slurm keeps it
+
+A spec is checked once, when the job is created (``JobStore.new_job``); reading it back
+(:meth:`JobSpec.from_json`) trusts what was written, and keeps any key it does not know
+(a newer jobber's) so that writing it again loses nothing. :meth:`JobSpec.to_json` writes
+the same JSON as every earlier version did: a field at its default is left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobber._limits import Limits
+
+__all__ = ["AFTER", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "QUEUE",
+           "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
+
+LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+"""The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
+LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH = LIFECYCLE_OPTIONS
+QUEUE, AFTER = "queue", "after"
+"""The options that say when a job may start (``new_job(queue=..., after=...)``)."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job's spec, as ``spec.json`` records it. ``None`` (or empty) means not set.
+
+    Args:
+        command: the shell command (``/bin/sh -c COMMAND``).
+        limits: its resource limits.
+        options: the backend's options: ``backend`` ("local", "slurm"), Slurm's ``partition``...
+        label: a short name for listings, re-runs and filters.
+        timeout: seconds, after which the job is stopped ("timed-out").
+        log_max: the log's cap in bytes (0: none); a local job's start records the default.
+        retries: how many times a failed attempt is started again.
+        retry_on: which endings are retried.
+        oom_growth: after an OOM kill the next attempt gets memory x this.
+        oom_growth_max: the most memory that growth may reach (bytes).
+        queue: the queue the job waits in.
+        after: ``(job id, "ok" | "any")`` pairs: the jobs that must end first.
+        extra_env: the environment ``new_job(env=...)`` gave, on top of the inherited one.
+        cwd: the working directory (given to ``new_job``, or chosen at start).
+        rerun_of: the id of the job this one re-ran.
+        created_at: when the job was made (seconds since the epoch).
+        env: the whole environment the job started with (recorded at start).
+        user: the user it runs as: ``{"name", "uid", "gid"}`` (recorded at start).
+        sandbox: a server's sandbox settings (``jobber._backends.context.Sandbox.to_dict``).
+        gpu_devices: the GPUs a local job was given when admitted.
+        slurm_files: the directory of a Slurm job's script and log.
+        slurm_name: the Slurm job's name (a sweep's array shares one).
+        slurm_array_jobs: on the first job of a Slurm array, the ids of all its jobs.
+        extra: keys this version does not know (a newer jobber's), kept as they were.
+    """
+
+    command: str
+    limits: Limits = field(default_factory=Limits)
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    timeout: float | None = None
+    log_max: int | None = None
+    retries: int = 0
+    retry_on: tuple[str, ...] = ("failed",)
+    oom_growth: float | None = None
+    oom_growth_max: int | None = None
+    queue: str | None = None
+    after: tuple[tuple[int, str], ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    rerun_of: int | None = None
+    created_at: float | None = None
+    env: dict[str, str] | None = None
+    user: dict[str, Any] | None = None
+    sandbox: dict[str, Any] | None = None
+    gpu_devices: tuple[int, ...] = ()
+    slurm_files: str | None = None
+    slurm_name: str | None = None
+    slurm_array_jobs: tuple[int, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str | None:
+        """The backend the options name ("local", "slurm"), or None when they name none."""
+        return self.options.get("backend")
+
+    def replace(self, **changes: Any) -> JobSpec:
+        """A copy with these fields changed (``spec.replace(label="b")``).
+
+        Raises:
+            TypeError: a name that is not a field.
+        """
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``spec.json`` holds: every field not at its default, then ``extra``."""
+        data: dict[str, Any] = {}
+        for name, value in _fields(self):
+            if name == "limits":
+                data[name] = value.to_dict()
+            elif name in _ALWAYS:
+                data[name] = dict(value) if isinstance(value, dict) else value
+            elif value is None or value == _DEFAULTS[name] or (name in _OMIT_EMPTY and not value):
+                continue
+            elif isinstance(value, tuple):
+                data[name] = [list(item) if isinstance(item, tuple) else item for item in value]
+            elif isinstance(value, dict):
+                data[name] = dict(value)
+            else:
+                data[name] = value
+        for key, value in self.extra.items():
+            data.setdefault(key, value)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Read a spec written by :meth:`to_json`, or by any earlier jobber.
+
+        Raises:
+            LimitError: its limits are not limits (see ``Limits.from_dict``).
+        """
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in _NAMES or key == "extra":
+                extra[key] = value
+            elif key == "limits":
+                known[key] = Limits.from_dict(value or {})
+            elif key == AFTER:
+                known[key] = tuple((dep[0], dep[1]) for dep in value or ())
+            elif key in ("retry_on", "gpu_devices", "slurm_array_jobs"):
+                known[key] = tuple(value or ())
+            else:
+                known[key] = value
+        known.setdefault("command", "")
+        return cls(**known, extra=extra)
+
+    def api_fields(self) -> dict[str, Any]:
+        """The spec's fields in a job's JSON on a jobber server, beyond command and limits
+        (null: not set); :meth:`from_api` reads them back."""
+        return {
+            "env": dict(self.extra_env),  # the owner's own: no other certificate sees this job
+            LABEL: self.label,
+            "rerun_of": self.rerun_of,
+            TIMEOUT: self.timeout,
+            LOG_MAX: self.log_max,
+            RETRIES: self.retries,
+            RETRY_ON: list(self.retry_on),
+            OOM_GROWTH: self.oom_growth,
+            "oom_growth_max": self.oom_growth_max,
+            QUEUE: self.queue,
+            AFTER: [list(dep) for dep in self.after],
+        }
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> JobSpec:
+        """The spec of a job as a jobber server describes it (``command``, ``limits``, and
+        the fields of :meth:`api_fields`; its backend's options stay on the server).
+
+        Raises:
+            LimitError: its limits are not limits.
+        """
+        given = {key: data[key] for key in _API_FIELDS if data.get(key) is not None}
+        if RETRY_ON in given:
+            given[RETRY_ON] = tuple(given[RETRY_ON])
+        return cls(command=data["command"], limits=Limits.from_dict(data.get("limits") or {}),
+                   extra_env=dict(data.get("env") or {}),
+                   after=tuple((dep[0], dep[1]) for dep in data.get(AFTER) or ()), **given)
+
+
+def _fields(spec: JobSpec) -> list[tuple[str, Any]]:
+    return [(name, getattr(spec, name)) for name in _NAMES if name != "extra"]
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(JobSpec))
+_ALWAYS = ("command", "options")  # (and limits) written even when empty, as every version did
+_OMIT_EMPTY = (AFTER, "extra_env", "gpu_devices", "slurm_array_jobs")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default is not dataclasses.MISSING}
+_DEFAULTS.update({name: None for name in _OMIT_EMPTY})
+LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
+"""Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
+_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, "oom_growth_max", QUEUE)

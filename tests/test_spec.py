@@ -1,0 +1,138 @@
+"""The job spec: every ``spec.json`` jobber has written reads back, and writes back the same."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobber import LimitError, Limits
+from jobber._jobs.spec import LIFECYCLE_OPTIONS, JobSpec
+
+_NO_LIMITS = ('{"cpu": null, "memory": null, "pids": null, "io_read_bps": null, "io_write_bps": null, '
+              '"require_isolation": false}')
+_TAG = "a" * 64
+# Written by the code before the spec had a type (commit 9edeb82), as new_job, rerun, start,
+# admission (GPUs) and the Slurm backend left them, byte for byte.
+CREATED = [
+    '{"command": "echo hi", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, '
+    '"created_at": 1796558751.821818}',
+    '{"command": "sleep 1", "limits": {"cpu": 0.5, "memory": 67108864, "pids": 20, "io_read_bps": null, '
+    '"io_write_bps": null, "require_isolation": false}, "options": {"backend": "local"}, "label": "train", '
+    '"timeout": 90.0, "log_max": 1048576, "retries": 2, "retry_on": ["failed", "oom-killed"], "oom_growth": 1.5, '
+    '"oom_growth_max": 1073741824, "queue": "gpu", "after": [[1, "ok"], [1, "any"]], "extra_env": {"A": "1"}, '
+    '"cwd": "/tmp", "created_at": 1796558752.166449}',
+    '{"command": "sleep 1", "limits": {"cpu": 0.5, "memory": 67108864, "pids": 20, "io_read_bps": null, '
+    '"io_write_bps": null, "require_isolation": false}, "options": {"backend": "local"}, "label": "b", '
+    '"timeout": 90.0, "log_max": 1048576, "retries": 2, "retry_on": ["failed", "oom-killed"], "oom_growth": 1.5, '
+    '"oom_growth_max": 1073741824, "extra_env": {"A": "1"}, "cwd": "/tmp", "rerun_of": 2, '
+    '"created_at": 1796558752.166952}',
+    '{"command": "true", "limits": ' + _NO_LIMITS + ', "options": {"backend": "slurm", "partition": "debug"}, '
+    '"label": "s", "timeout": 120.0, "created_at": 1796558752.2643113}',
+    '{"command": "true", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, "log_max": 0, '
+    '"oom_growth": 2.0, "created_at": 1796558752.264794}',
+    '{"command": "x", "limits": {"cpu": null, "memory": null, "pids": null, "io_read_bps": null, '
+    '"io_write_bps": null, "require_isolation": true, "gpus": 1}, "options": {"backend": "local"}, '
+    '"created_at": 1796558752.5}',
+]
+STARTED = [
+    '{"command": "echo hi", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, '
+    '"created_at": 1796558751.821818, "env": {"PATH": "/usr/bin:/bin", "JOBBER_JOB_ID": "1", '
+    '"JOBBER_JOB_TAG": "' + _TAG + '/1"}, "cwd": "/tmp/specgen", "log_max": 1073741824}',
+    '{"command": "x", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, "queue": "q", '
+    '"cwd": "/srv", "created_at": 1.5, "env": {"PATH": "/usr/bin", "HOME": "/home/u", "USER": "u", '
+    '"LOGNAME": "u", "CUDA_VISIBLE_DEVICES": "0,1", "NVIDIA_VISIBLE_DEVICES": "0,1"}, '
+    '"user": {"name": "u", "uid": 2000, "gid": 2000}, "log_max": 4096, "gpu_devices": [0, 1]}',
+    '{"command": "x", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, "created_at": 1.5, '
+    '"env": {"PATH": "/usr/bin", "HOME": "/", "USER": "j", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}, "cwd": "/", '
+    '"sandbox": {"clear_env": true, "umask": "077", "no_new_privs": true, "rlimits": {"RLIMIT_NOFILE": [1024, 4096]}, '
+    '"private_tmp": null, "hide_pids": true}, "log_max": 1073741824}',
+    '{"command": "true", "limits": ' + _NO_LIMITS + ', "options": {"backend": "slurm"}, "after": [[3, "any"]], '
+    '"created_at": 1.5, "env": {"PATH": "/bin"}, "cwd": "/tmp", "slurm_files": "/tmp/j/4", '
+    '"slurm_name": "jobber-sweep-4", "slurm_array_jobs": [4, 5, 6]}',
+]
+
+
+class TestOnDisk:
+    @pytest.mark.parametrize("text", CREATED)
+    def test_a_created_spec_writes_back_byte_for_byte(self, text):
+        assert json.dumps(JobSpec.from_json(json.loads(text)).to_json()) == text
+
+    @pytest.mark.parametrize("text", CREATED + STARTED)
+    def test_every_spec_written_so_far_writes_back_the_same(self, text):
+        data = json.loads(text)
+        again = JobSpec.from_json(data).to_json()
+        assert again == data
+        assert JobSpec.from_json(json.loads(json.dumps(again))) == JobSpec.from_json(data)
+
+    def test_keys_of_a_newer_jobber_survive(self):
+        data = {**json.loads(CREATED[1]), "python_function": {"module": "m", "name": "f"}, "extra": [1]}
+        spec = JobSpec.from_json(data)
+        assert spec.extra == {"python_function": {"module": "m", "name": "f"}, "extra": [1]}
+        assert spec.replace(label="c").to_json() == {**data, "label": "c"}
+
+    def test_fields_read_typed(self):
+        spec = JobSpec.from_json(json.loads(CREATED[1]))
+        assert spec.limits == Limits(cpu=0.5, memory="64M", pids=20)
+        assert spec.retry_on == ("failed", "oom-killed")
+        assert spec.after == ((1, "ok"), (1, "any"))
+        assert (spec.oom_growth, spec.oom_growth_max) == (1.5, 1 << 30)
+        assert spec.extra_env == {"A": "1"}
+        assert spec.backend == "local"
+        started = JobSpec.from_json(json.loads(STARTED[1]))
+        assert started.gpu_devices == (0, 1)
+        assert started.user == {"name": "u", "uid": 2000, "gid": 2000}
+
+    def test_defaults_live_in_the_spec(self):
+        spec = JobSpec.from_json(json.loads(CREATED[0]))
+        assert (spec.retries, spec.retry_on, spec.after, spec.label, spec.timeout) == (0, ("failed",), (), None, None)
+        assert spec.extra_env == {} and spec.gpu_devices == () and spec.env is None
+
+    def test_a_missing_spec_reads_as_an_empty_job(self):
+        spec = JobSpec.from_json({"command": "", "limits": {}, "options": {}})
+        assert (spec.command, spec.limits, spec.options, spec.backend) == ("", Limits(), {}, None)
+
+    def test_malformed_limits_are_refused(self):
+        with pytest.raises(LimitError, match="unknown limit"):
+            JobSpec.from_json({"command": "x", "limits": {"gpu": 1}, "options": {}})
+
+
+class TestReplace:
+    def test_replace_changes_only_what_it_names(self):
+        spec = JobSpec.from_json(json.loads(CREATED[1]))
+        again = spec.replace(label="c", retries=0)
+        assert (again.label, again.retries, again.command) == ("c", 0, spec.command)
+        assert spec.label == "train"  # frozen: the original is untouched
+        assert "retries" not in again.to_json()
+
+    def test_replace_refuses_an_unknown_field(self):
+        with pytest.raises(TypeError):
+            JobSpec("x").replace(colour="red")
+
+    def test_the_spec_is_frozen(self):
+        with pytest.raises(AttributeError):
+            JobSpec("x").label = "y"  # type: ignore[misc]
+
+
+class TestApi:
+    def test_api_fields_read_back(self):
+        spec = JobSpec.from_json(json.loads(CREATED[1]))
+        wire = {"id": 2, "command": spec.command, "limits": spec.limits.to_dict(), **spec.api_fields()}
+        wire = json.loads(json.dumps(wire))
+        back = JobSpec.from_api(wire)
+        assert back.api_fields() == spec.api_fields()
+        assert (back.command, back.limits, back.options) == (spec.command, spec.limits, {})
+
+    def test_api_fields_of_a_bare_job(self):
+        fields = JobSpec("x").api_fields()
+        assert fields == {"env": {}, "label": None, "rerun_of": None, "timeout": None, "log_max": None, "retries": 0,
+                          "retry_on": ["failed"], "oom_growth": None, "oom_growth_max": None, "queue": None,
+                          "after": []}
+        assert set(LIFECYCLE_OPTIONS) <= set(fields)
+
+
+def test_lifecycle_defaults():
+    from jobber._jobs.spec import LIFECYCLE_DEFAULTS
+
+    assert LIFECYCLE_DEFAULTS == {"label": None, "timeout": None, "log_max": None, "retries": 0,
+                                  "retry_on": ("failed",), "oom_growth": None}
