@@ -88,8 +88,11 @@ _LIFECYCLE_OPTIONS = tuple(_dest(flag) for flag in (_LABEL, *_LIFECYCLE))
 
 
 def _after(text: str, find_job: Callable[[str], Any] | None) -> list[tuple[int, str]]:
-    """``--after 12,13:any`` as ``new_job(after=...)``: ``[(12, "ok"), (13, "any")]``; with
-    ``find_job``, a label stands for its newest job."""
+    """``--after 12,13:any`` as ``new_job(after=...)``: ``[(12, "ok"), (13, "any")]``.
+
+    With ``find_job`` (the magics), a label stands for its newest job; the command line
+    takes ids only (docs/api.md), so each says what it takes in its own words.
+    """
     refs = []
     for word in (w.strip() for w in text.split(",")):
         ref, _, mode = word.rpartition(":") if word.endswith((":ok", ":any")) else (word, "", "ok")
@@ -115,8 +118,8 @@ class JobFlags:
     Attributes:
         JOB: every flag of a new job, in the order help lists them: ``(names, keywords)``
             of ``ArgumentParser.add_argument``.
-        LIFECYCLE: the flags of the lifecycle options but ``--label``, which ``rerun``
-            takes too.
+        LIFECYCLE: the lifecycle flags ``--timeout --log-max --retries --retry-on
+            --oom-growth``, which ``rerun`` takes too (with a ``--label`` of its own).
         KEYWORDS: the keywords of ``new_job`` that `new_job_arguments` may fill, besides
             the limits.
     """

@@ -47,7 +47,8 @@ def _user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """parse_argstring, with "did you mean --memory?" for a mistyped option."""
+    """The options of ``line`` (split as parse_argstring splits it), with "did you mean
+    --memory?" for a mistyped option."""
     return known_options(magic.parser, magic.parser.parse_known_args(arg_split(line)))
 
 
