@@ -12,6 +12,7 @@ See docs/api.md for the contract and docs/architecture.md for the layers and the
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
+from jobber._job_flags import JobFlags
 from jobber._jobs.history import last_runs
 from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
@@ -26,6 +27,7 @@ __all__ = [
     "CertificateError",
     "Job",
     "JobError",
+    "JobFlags",
     "JobNotFound",
     "JobStatus",
     "JobberError",

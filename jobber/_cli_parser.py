@@ -6,69 +6,16 @@ Kept apart from ``cli.py`` (what each subcommand does) so each reads on its own.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
+
+from jobber._job_flags import JobFlags
 
 __all__ = ["build_parser"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with "did you mean --memory?" for a mistyped option of this (sub)command."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        if "unrecognized arguments:" in message:
-            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-            words = [w.split("=")[0] for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("--")]
-            guesses = [f"{w}: did you mean {m[0]}?" for w in words
-                       if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
-            if guesses:
-                message += "; " + "; ".join(guesses)
-        super().error(message)
-
-
-def _lifecycle_flags(parser: argparse.ArgumentParser) -> None:
-    """``--timeout --log-max --retries --retry-on --oom-growth``, for run and rerun."""
-    parser.add_argument("--timeout", metavar="DURATION", help="stop the job after this long: 90s, 30m, 2h, 1d "
-                        "(state timed-out)")
-    parser.add_argument("--log-max", metavar="SIZE", help="cap the log: past SIZE (e.g. 200M) keep its first and "
-                        "newest halves (default 1G, or $JOBBER_LOG_MAX; 0 for no cap)")
-    parser.add_argument("--retries", type=int, metavar="N", help="start a failed attempt again, up to N times")
-    parser.add_argument("--retry-on", metavar="STATES", help="which endings are retried, comma-separated: "
-                        "failed, oom-killed, timed-out (default failed)")
-    parser.add_argument("--oom-growth", metavar="FACTOR[:CAP]", help="after an OOM kill, the next attempt gets "
-                        "memory x FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)")
-
-
-def _job_flags(parser: argparse.ArgumentParser) -> None:
-    """The limits and options of a new job, for run and sweep."""
-    parser.add_argument("--cpu", help="CPUs, e.g. 0.5")
-    parser.add_argument("--memory", help="memory limit, e.g. 512M or 2G; auto: 1.25 x the peak of the last runs "
-                        "with the same --label")
-    parser.add_argument("--pids", help="most processes at once")
-    parser.add_argument("--io-read", help="disk read bytes/s, e.g. 10M")
-    parser.add_argument("--io-write", help="disk write bytes/s, e.g. 10M")
-    parser.add_argument("--require-isolation", action="store_true", help="fail rather than run unconfined")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="set an environment variable for the job (repeatable)")
-    parser.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: this one)")
-    parser.add_argument("--label", metavar="NAME", help="a short name for the job: `jobber logs NAME`, `jobber rerun NAME`")
-    _lifecycle_flags(parser)
-    parser.add_argument("--queue", metavar="NAME", help="wait in this queue: it starts when the queue admits it "
-                        "(`jobber queue NAME --parallel 2`)")
-    parser.add_argument("--after", metavar="IDS", help="start once these jobs ended: 12,13 (they must exit 0; "
-                        "else this job fails unrun), 12:any (any ending)")
-    parser.add_argument("--gpus", help="GPUs for the job alone (CUDA_VISIBLE_DEVICES); on Slurm --gres=gpu:N")
-    parser.add_argument("--backend", choices=["local", "slurm"], default=None,
-                        help="where to run it (default $JOBBER_BACKEND or local)")
-    parser.add_argument("--partition", help="Slurm partition (--backend slurm)")
-    parser.add_argument("--time", help="Slurm time limit, e.g. 1:00:00 (--backend slurm)")
-    parser.add_argument("--account", help="Slurm account (--backend slurm)")
-    parser.add_argument("--gres", help="Slurm generic resources, e.g. gpu:1 (--backend slurm)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so the docs and tests can inspect it)."""
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="jobber",
         description="Run shell commands as isolated, resource-limited jobs with live logs.",
         epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
@@ -89,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a job", description="Start COMMAND as a job. One argument is "
                          "run as a shell script (`jobber run -- 'echo $HOME'`); several are quoted and joined.")
-    _job_flags(run)
+    JobFlags.add_to(run)
     run.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
 
@@ -99,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "SWEEP_NAME=value. Prints each job's id and parameters.")
     sweep.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
                        help="a parameter and its values (repeatable): --param lr=0.1,0.01")
-    _job_flags(sweep)
+    JobFlags.add_to(sweep)
     sweep.add_argument("command", nargs=argparse.REMAINDER, help="the command template (after --)")
 
     queue = sub.add_parser("queue", help="show the queues, or set one's limits",
@@ -145,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                        help="set (or replace) an environment variable (repeatable)")
     rerun.add_argument("--label", metavar="NAME", help="a new label")
-    _lifecycle_flags(rerun)
+    JobFlags.add_to(rerun, JobFlags.LIFECYCLE)
     rerun.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
 
     rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)")
@@ -194,19 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --single-tenant: run every job as this user (default: nobody when root)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
-    bounds.add_argument("--max-connections", type=int, metavar="N", help="connections at once, in all (default 4096)")
-    bounds.add_argument("--max-connections-per-peer", type=int, metavar="N",
-                        help="connections at once from one IP address (default: an eighth of --max-connections; at most half)")
-    bounds.add_argument("--handshake-timeout", type=float, metavar="S",
-                        help="seconds from connecting to the end of the TLS handshake (default 10)")
-    bounds.add_argument("--header-timeout", type=float, metavar="S",
-                        help="seconds for a request's headers, from its first byte, and for its body (default 10)")
-    bounds.add_argument("--keepalive-timeout", type=float, metavar="S",
-                        help="seconds an idle connection is kept between requests (default 75)")
-    bounds.add_argument("--max-running-jobs", type=int, metavar="N",
-                        help="jobs running at once, per certificate (default 64)")
-    bounds.add_argument("--max-jobs", type=int, metavar="N",
-                        help="jobs kept (until removed), per certificate (default 10000)")
-    bounds.add_argument("--max-requests-in-flight", type=int, metavar="N",
-                        help="requests answered at once, per certificate, follows included (default 256)")
+    for flag, kind, text in (  # each a number: counts (N) or seconds (S)
+            ("--max-connections", int, "connections at once, in all (default 4096)"),
+            ("--max-connections-per-peer", int, "connections at once from one IP address "
+             "(default: an eighth of --max-connections; at most half)"),
+            ("--handshake-timeout", float, "seconds from connecting to the end of the TLS handshake (default 10)"),
+            ("--header-timeout", float, "seconds for a request's headers, from its first byte, and for its body "
+             "(default 10)"),
+            ("--keepalive-timeout", float, "seconds an idle connection is kept between requests (default 75)"),
+            ("--max-running-jobs", int, "jobs running at once, per certificate (default 64)"),
+            ("--max-jobs", int, "jobs kept (until removed), per certificate (default 10000)"),
+            ("--max-requests-in-flight", int, "requests answered at once, per certificate, follows included "
+             "(default 256)")):
+        bounds.add_argument(flag, type=kind, metavar="N" if kind is int else "S", help=text)
     return parser

@@ -1,5 +1,5 @@
-"""The ``jobber`` commands of queues, dependencies and sweeps: ``queue``, ``sweep``, and
-the ``--queue``/``--after``/``--gpus`` of a new job.
+"""The ``jobber`` commands of queues and sweeps: ``queue`` and ``sweep`` (the
+``--queue``/``--after``/``--gpus`` of a new job are `jobber._job_flags`).
 
     jobber queue gpu --parallel 2 --gpus 2
     jobber run --queue gpu --gpus 1 --after 12,13:any -- python train.py
@@ -20,33 +20,7 @@ from typing import Any
 from jobber._errors import JobberError
 from jobber._jobs.queues import describe_settings
 
-__all__ = ["parse_after", "queue_options", "run_queue", "run_sweep"]
-
-
-def parse_after(text: str) -> list[Any]:
-    """``--after 12,13:any`` as ``new_job(after=...)``: ``[12, (13, "any")]``.
-
-    Raises:
-        JobberError: an item that is not ``ID`` or ``ID:ok``/``ID:any``.
-    """
-    after: list[Any] = []
-    for item in (part.strip() for part in text.split(",")):
-        job_id, sep, mode = item.partition(":")
-        if not job_id.isdigit() or (sep and mode not in ("ok", "any")):
-            raise JobberError(f"--after {text!r}: write job ids separated by commas, each maybe with :any "
-                              "(any ending) or :ok (must exit 0, the default), e.g. --after 12,13:any")
-        after.append((int(job_id), mode) if sep else int(job_id))
-    return after
-
-
-def queue_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``queue`` and ``after`` keywords of ``new_job`` given on the command line."""
-    options: dict[str, Any] = {}
-    if getattr(args, "queue", None) is not None:
-        options["queue"] = args.queue
-    if getattr(args, "after", None) is not None:
-        options["after"] = parse_after(args.after)
-    return options
+__all__ = ["run_queue", "run_sweep"]
 
 
 def _params(items: list[str]) -> dict[str, list[str]]:

@@ -27,8 +27,9 @@ from datetime import datetime
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._cli_parser import build_parser
-from jobber._cli_queue import queue_options, run_queue, run_sweep
+from jobber._cli_queue import run_queue, run_sweep
 from jobber._errors import JobberError
+from jobber._job_flags import JobFlags
 from jobber._jobs.history import last_runs
 from jobber._jobs.status import JobStatus
 from jobber._limits import Limits, format_size
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extras:
         # An option the subcommand does not know: its own usage and error (argparse would
         # pass it up and print the top-level usage), with the closest option it has.
-        _subcommand_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        sub = _subcommand_parser(parser, args)
+        sub.error(JobFlags.unknown(sub, extras))
     try:
         return _ACTIONS[args.action](args)
     except JobberError as err:
@@ -96,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     if not words:
         raise JobberError("no command: write it after --, e.g. `jobber run -- python train.py`")
     command = words[0] if len(words) == 1 else shlex.join(words)
-    limits, options = _new_job_arguments(args)
+    limits, options = JobFlags.new_job_arguments(args)
     session = _session(args)
     if args.label is not None:
         history = last_runs(session, args.label)
@@ -128,52 +130,13 @@ def _run(args: argparse.Namespace) -> int:
     return exit_code_of(status)
 
 
-def _new_job_arguments(args: argparse.Namespace) -> tuple[Limits, dict]:
-    """The limits and the keywords of ``new_job`` that run and sweep were given."""
-    limits = Limits(cpu=args.cpu, memory=args.memory, pids=args.pids, io_read_bps=args.io_read,
-                    io_write_bps=args.io_write, gpus=args.gpus, require_isolation=args.require_isolation)
-    options = {name: getattr(args, name) for name in ("backend", "partition", "time", "account", "gres")
-               if getattr(args, name) is not None}
-    env = _env(args.env)
-    if env:
-        options["env"] = env
-    if args.cwd is not None:
-        options["cwd"] = args.cwd
-    if args.label is not None:
-        options["label"] = args.label
-    options.update(_lifecycle(args))
-    options.update(queue_options(args))
-    return limits, options
-
-
 def _sweep(args: argparse.Namespace) -> int:
-    limits, options = _new_job_arguments(args)
+    limits, options = JobFlags.new_job_arguments(args)
     return run_sweep(args, _session(args), limits, options)
 
 
 def _queue(args: argparse.Namespace) -> int:
     return run_queue(args, _session(args))
-
-
-def _lifecycle(args: argparse.Namespace) -> dict:
-    """The lifecycle options given on the command line (run and rerun)."""
-    options: dict = {}
-    for name in ("timeout", "log_max", "retries", "oom_growth"):
-        if getattr(args, name, None) is not None:
-            options[name] = getattr(args, name)
-    if getattr(args, "retry_on", None) is not None:
-        options["retry_on"] = tuple(s.strip() for s in args.retry_on.split(",") if s.strip())
-    return options
-
-
-def _env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise JobberError(f"--env {item!r}: write NAME=VALUE, e.g. --env SEED=1")
-        env[name] = value
-    return env
 
 
 def _rerun(args: argparse.Namespace) -> int:
@@ -184,10 +147,8 @@ def _rerun(args: argparse.Namespace) -> int:
     if changed:
         overrides["limits"] = Limits(**{**old.limits.to_dict(), **changed})
     if args.env:
-        overrides["env"] = {**old.env, **_env(args.env)}
-    if args.label is not None:
-        overrides["label"] = args.label
-    overrides.update(_lifecycle(args))
+        overrides["env"] = {**old.env, **JobFlags.env(args.env)}
+    overrides.update(JobFlags.lifecycle_options(args))
     job = old.rerun(**overrides)
     job.start()
     print(f"job {job.id} started (a re-run of job {old.id})", file=sys.stderr, flush=True)

@@ -9,7 +9,6 @@ one-line ``UsageError`` messages, translated in exactly one place (`_user_errors
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import keyword
 import os
@@ -19,10 +18,11 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, last_runs
+from jobber import Certificate, CertificateError, JobberError, JobFlags, last_runs
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
@@ -47,23 +47,18 @@ def _user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """parse_argstring, with "did you mean --memory?" for a mistyped option."""
-    try:
-        return parse_argstring(magic, line)
-    except UsageError as err:
-        raise UsageError(did_you_mean(str(err), magic.parser)) from None
+    """The options of ``line`` (split as parse_argstring splits it), with "did you mean
+    --memory?" for a mistyped option."""
+    return known_options(magic.parser, magic.parser.parse_known_args(arg_split(line)))
 
 
-def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
-    """Add the closest real option to an "unrecognized arguments" message of ``parser``."""
-    if "unrecognized arguments:" not in message:
-        return message
-    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-    unknown = [word.split("=")[0] for word in message.split("unrecognized arguments:", 1)[1].split()
-               if word.startswith("--")]
-    guesses = [f"{word}: did you mean {match[0]}?" for word in unknown
-               if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
-    return message + ("; " + "; ".join(guesses) if guesses else "") + f" (see {parser.prog}? for the options)"
+def known_options(parser: argparse.ArgumentParser, parsed: tuple[argparse.Namespace, list[str]]) -> argparse.Namespace:
+    """What ``parser.parse_known_args`` returned, once it found every word: else a
+    UsageError that names the others, with the closest real option to each."""
+    args, extras = parsed
+    if extras:
+        raise UsageError(f"{JobFlags.unknown(parser, extras)} (see {parser.prog}? for the options)")
+    return args
 
 
 def _job_id(text: str) -> int | str:

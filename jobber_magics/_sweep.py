@@ -16,14 +16,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
-from jobber_magics._magics import JobberMagics, _parse, _user_errors, did_you_mean
+from jobber import JobFlags
+from jobber_magics._magics import JobberMagics, _parse, _user_errors, known_options
 from jobber_magics._options import job_arguments, job_request
 
 __all__ = ["JobberSweepMagics", "QueueTable", "sweep_params"]
 
 # Keywords that cert.sweep takes as the jobs' options, not as parameters.
-_OPTION_NAMES = frozenset({"limits", "label", "start", "env", "cwd", "timeout", "log_max", "retries", "retry_on",
-                           "oom_growth", "queue", "after", "backend", "partition", "time", "account", "gres"})
+_OPTION_NAMES = frozenset({"limits", "start", *JobFlags.KEYWORDS})
 
 
 def _typed(text: str) -> int | float | str:
@@ -200,10 +200,8 @@ class JobberSweepMagics(Magics):
             %%jobber_sweep --queue train --memory 2G lr=0.1,0.01 bs=32,64
             python train.py --lr {lr} --batch-size {bs}
         """
-        try:
-            args = self.jobber_sweep.parser.parse_intermixed_args(arg_split(line, posix=True))
-        except UsageError as err:
-            raise UsageError(did_you_mean(str(err), self.jobber_sweep.parser)) from None
+        parser = self.jobber_sweep.parser
+        args = known_options(parser, parser.parse_known_intermixed_args(arg_split(line, posix=True)))
         if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
         params = sweep_params(args.params)

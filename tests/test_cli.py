@@ -97,6 +97,15 @@ class TestRun:
         result = jobber("run", "--partition", "debug", "--", "true")
         assert result.returncode == 1 and "--backend slurm" in result.stderr
 
+    @pytest.mark.parametrize("flag", ["--partition", "--time", "--account", "--gres"])
+    def test_a_slurm_flag_without_the_slurm_backend_is_refused_as_the_magics_refuse_it(self, jobber, flag, monkeypatch):
+        monkeypatch.delenv("JOBBER_BACKEND", raising=False)  # read by the CLI's process
+        result = jobber("run", flag, "x", "--", "true")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == ("jobber: error: --partition, --time, --account and --gres are Slurm options: "
+                                 "add --backend slurm\n")
+        assert json.loads(jobber("ls", "--json", check=True).stdout) == [], "nothing made"
+
     def test_no_command_is_an_error(self, jobber):
         result = jobber("run", "--")
         assert result.returncode == 1 and "no command" in result.stderr

@@ -194,6 +194,14 @@ class TestSweep:
         assert result.returncode == 1
         assert result.stderr.startswith(f"jobber: error: --param {given!r}: write NAME=V1,V2")
 
+    def test_a_slurm_flag_without_the_slurm_backend_is_refused(self, jobber, monkeypatch):
+        monkeypatch.delenv("JOBBER_BACKEND", raising=False)
+        result = jobber("sweep", "--param", "lr=1,2", "--account", "ml", "--", "echo {lr}")
+        assert result.returncode == 1
+        assert result.stderr == ("jobber: error: --partition, --time, --account and --gres are Slurm options: "
+                                 "add --backend slurm\n")
+        assert _states(jobber) == {}
+
     def test_without_a_template(self, jobber):
         result = jobber("sweep", "--param", "lr=1")
         assert result.returncode == 1

@@ -6,6 +6,7 @@ The same magics inside a real kernel are in test_kernel.py.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -209,6 +210,15 @@ class TestRun:
         error = str(usage_error(shell, "%%jobber_run --memroy 1G\necho hi"))
         assert "unrecognized arguments: --memroy 1G" in error and "did you mean --memory?" in error
         assert "did you mean --lines?" in str(usage_error(shell, "%jobber_tail 1 --lnies 3"))
+
+    def test_a_mistyped_option_gets_a_suggestion_whatever_the_language(self, shell, identity, monkeypatch):
+        # argparse's messages go through gettext: the unknown words are found without reading them.
+        monkeypatch.setattr(argparse, "_", lambda text: {"unrecognized arguments: %s": "arguments inconnus : %s"}
+                            .get(text, text))
+        error = str(usage_error(shell, "%%jobber_run --memroy 1G\necho hi"))
+        assert "--memroy: did you mean --memory?" in error and "(see %jobber_run? for the options)" in error
+        error = str(usage_error(shell, "%%jobber_sweep --memroy 1G a=1\necho {a}"))
+        assert "--memroy: did you mean --memory?" in error and "(see %jobber_sweep? for the options)" in error
 
     def test_env_and_cwd_pass_values_to_the_script(self, shell, identity, tmp_path):
         job = run_job(shell, f'%%jobber_run --no-follow --env LR=0.01 --env TAG=a=b --cwd {tmp_path}\n'
