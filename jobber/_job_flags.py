@@ -20,6 +20,7 @@ from gettext import gettext
 from typing import Any, ClassVar
 
 from jobber._errors import JobberError
+from jobber._jobs.spec import LIFECYCLE_OPTIONS
 from jobber._limits import Limits
 
 __all__ = ["JobFlags"]
@@ -83,8 +84,8 @@ _ENV = _flag("--env", action="append", default=[], metavar="NAME=VALUE",
              help="set an environment variable for the job (repeatable)")
 _CWD = _flag("--cwd", metavar="DIR", help="the job's working directory (default: the current one)")
 
-# TODO(spec): from jobber._jobs.spec import LIFECYCLE_OPTIONS
-_LIFECYCLE_OPTIONS = tuple(_dest(flag) for flag in (_LABEL, *_LIFECYCLE))
+LIFECYCLE_FLAGS = (_LABEL, *_LIFECYCLE)
+"""One flag per lifecycle option of the spec, in its order (tests/test_job_flags.py checks it)."""
 
 
 def _after(text: str, find_job: Callable[[str], Any] | None) -> list[tuple[int, str]]:
@@ -176,7 +177,7 @@ class JobFlags:
     def lifecycle_options(args: argparse.Namespace) -> dict[str, Any]:
         """The lifecycle options among parsed flags (``--label`` and `LIFECYCLE`), as keywords
         of ``new_job`` and ``rerun``: those given, ``--retry-on`` as a tuple of states."""
-        return {name: getattr(args, name) for name in _LIFECYCLE_OPTIONS if getattr(args, name, None) is not None}
+        return {name: getattr(args, name) for name in LIFECYCLE_OPTIONS if getattr(args, name, None) is not None}
 
     @staticmethod
     def env(items: Sequence[str]) -> dict[str, str]:

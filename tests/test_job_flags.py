@@ -62,6 +62,12 @@ class TestOneDeclaration:
             "--partition", "p", "--time", "1:00", "--account", "a", "--gres", "gpu:1"))
         assert set(given) == JobFlags.KEYWORDS
 
+    def test_each_lifecycle_option_of_the_spec_has_its_flag_in_order(self):
+        from jobber._job_flags import LIFECYCLE_FLAGS, _dest
+        from jobber._jobs.spec import LIFECYCLE_OPTIONS
+
+        assert tuple(_dest(flag) for flag in LIFECYCLE_FLAGS) == LIFECYCLE_OPTIONS
+
 
 class TestNewJobArguments:
     def test_nothing_given_is_no_limits_and_no_keywords(self):
