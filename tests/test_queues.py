@@ -187,6 +187,26 @@ class TestQueue:
             assert status.state == "exited", (status.state, status.note, status.exit_code)
         assert [runs_of(tmp_path, j.id) for j in jobs] == [1] * 12
 
+    def test_an_admitter_killed_between_the_status_and_its_record_strands_no_job(self, store, tmp_path):
+        # The pass dies (kill -9) right after it wrote "pending, starting" and before the
+        # job's entry in admitted/: the next pass puts the job back in line, it runs once.
+        store.set_queue("q", parallel=1)
+        job = store.new_job(f"echo ran >> {tmp_path}/$JOBBER_JOB_ID", queue="q")
+        code = ("import os, sys; from jobber._backends.local import admission; "
+                "from jobber._jobs.store import JobStore; real = admission.write_atomic\n"
+                "def dying(path, data):\n"
+                "    if os.path.basename(os.path.dirname(path)) == admission.ADMITTED: os.kill(os.getpid(), 9)\n"
+                "    real(path, data)\n"
+                "admission.write_atomic = dying; JobStore(sys.argv[1]).get_job(int(sys.argv[2])).start()")
+        killed = subprocess.run([sys.executable, "-c", code, store.owner, str(job.id)], stderr=subprocess.PIPE,
+                                env={**os.environ, "JOBBER_JOBS_DIR": str(store.root)})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        raw = json.loads((job.path / "status.json").read_bytes())
+        assert raw["note"] == "starting" and raw["admitted_by"], raw
+        status = job.wait(60)
+        assert status.state == "exited", (status.state, status.note)
+        assert runs_of(tmp_path, job.id) == 1
+
 
 class TestAfter:
     def test_a_chain_runs_in_order(self, store, tmp_path):

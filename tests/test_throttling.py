@@ -64,12 +64,15 @@ class TestThrottlingOfRealJobs:
         job.start()
         # Until the throttling is a share of the running time worth naming (a slow VM
         # takes longer to get there), then it must survive into the final status.
-        poll(job, lambda s: s.held_back().startswith("held back by its CPU limit"))
-        time.sleep(1.0)  # a second held at 0.2 CPUs more: the share is past doubt, also in a VM
+        running = poll(job, lambda s: s.held_back().startswith("held back by its CPU limit"))
+        assert running.held_back().startswith("held back by its CPU limit (0.2 CPUs)"), running
         final = job.stop(grace=0)
         assert final.state == "stopped"
-        assert final.cpu_throttled_seconds > 0
-        assert final.held_back().startswith("held back by its CPU limit (0.2 CPUs)")
+        assert final.cpu_throttled_seconds >= running.cpu_throttled_seconds > 0  # the counter is kept
+        # Named as long as it is a tenth of the running time: a host too busy to give the job
+        # even its 0.2 CPUs after the poll (measured in CI, load 9) throttles it less.
+        if final.cpu_throttled_seconds >= 0.1 * final.elapsed:
+            assert final.held_back().startswith("held back by its CPU limit (0.2 CPUs)"), final
 
 
 @on_v2

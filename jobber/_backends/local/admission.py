@@ -54,6 +54,7 @@ _NO_QUEUE = ".none"  # the lane of jobs in no queue (waiting for GPUs)
 ADMITTED = "admitted"
 _LOCK = ".admission"
 _NUDGE_EVERY_S = 1.0
+_AGAIN = "waiting for its turn again (its start was lost)"
 
 
 def needs_admission(spec: dict[str, Any]) -> bool:
@@ -255,10 +256,21 @@ class _Pass:
         """The entry and status of a job in line, or None (and its entry dropped) when it
         no longer waits (stopped or removed meanwhile)."""
         entry, raw = _read(path), self._status(job_id)
+        if entry is not None and raw is not None and self._admission_lost(job_id, raw):
+            raw = {"state": "pending", "waiting": True, "note": _AGAIN, "queued_at": raw.get("admitted_at")}
+            self._dir(job_id).write("status.json", raw)
         if entry is None or raw is None or not raw.get("waiting"):
             _unlink(path)
             return None
         return entry, raw
+
+    def _admission_lost(self, job_id: int, raw: dict[str, Any]) -> bool:
+        """Its admitter died between writing "pending, starting" and the job's entry in
+        ``admitted/``: it is still in line (this pass holds the lock, so no admitter is
+        half-way now), and would be stranded if its entry were dropped."""
+        return (raw.get("state") == "pending" and not raw.get("waiting") and bool(raw.get("admitted_by"))
+                and not os.path.lexists(self.owner_dir / ADMITTED / str(job_id))
+                and _start_lost(self._dir(job_id), raw))
 
     def _dependencies_met(self) -> None:
         """Jobs whose dependencies ended join their queue's lane, or end "failed"."""
@@ -305,8 +317,7 @@ class _Pass:
             if raw.get("admitted_by") and _start_lost(self._dir(job_id), raw):
                 # Its admitter died before the launcher answered, and no launcher can still
                 # be on its way: back in line, in its old place (ids keep the order).
-                self._dir(job_id).write("status.json", {"state": "pending", "waiting": True,
-                                                        "note": "waiting for its turn again (its start was lost)",
+                self._dir(job_id).write("status.json", {"state": "pending", "waiting": True, "note": _AGAIN,
                                                         "queued_at": raw.get("admitted_at")})
                 _write_entry(self.owner_dir, job_id, entry)
                 _unlink(path)

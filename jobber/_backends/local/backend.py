@@ -288,10 +288,11 @@ class LocalBackend(DirectoryBackend):
         if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
             if raw.get("waiting"):
                 admission.ensure_in_line(self)
-                if admission.nudge(self.dir.path.parent, self.owner, start_admitted):
-                    raw = self.dir.read("status.json") or raw
-                    if raw["state"] != "pending" or not raw.get("waiting"):
-                        return self._status()
+            # A pass also finds a start whose admitter died, and puts the job back in line.
+            if admission.nudge(self.dir.path.parent, self.owner, start_admitted):
+                again = self.dir.read("status.json") or raw
+                if again != raw:
+                    return self._status()
             return self._from_raw(raw, {}, limits), False
         record = self.dir.read("confinement.json") or {}
         if raw["state"] not in ("running", "pending"):
