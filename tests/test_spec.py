@@ -12,8 +12,10 @@ from jobber._jobs.spec import LIFECYCLE_OPTIONS, JobSpec
 _NO_LIMITS = ('{"cpu": null, "memory": null, "pids": null, "io_read_bps": null, "io_write_bps": null, '
               '"require_isolation": false}')
 _TAG = "a" * 64
-# Written by the code before the spec had a type (commit 9edeb82), as new_job, rerun, start,
-# admission (GPUs) and the Slurm backend left them, byte for byte.
+# CREATED[0:5] and STARTED[0] are what the code before the typed spec (commit 9edeb82) wrote,
+# byte for byte (new_job, rerun, start; PATH shortened); the others follow that code's writes
+# by hand: limits with GPUs, start(user=...) then an admission with GPUs, a server's sandbox,
+# and the first job of a Slurm array.
 CREATED = [
     '{"command": "echo hi", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, '
     '"created_at": 1796558751.821818}',
