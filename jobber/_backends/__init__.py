@@ -12,11 +12,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobError
-from jobber._jobs.spec import LOG_MAX, OOM_GROWTH, QUEUE, RETRIES, JobSpec
 
 if TYPE_CHECKING:
     from jobber._backends.base import Backend
     from jobber._jobs.jobdir import JobDir
+    from jobber._jobs.spec import JobSpec
 
 __all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "default_backend", "open_backend",
            "start_together"]
@@ -53,16 +53,6 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-# What a Slurm job cannot have, and why: Slurm writes the log itself, and re-queues a job
-# only when a node fails (its --requeue), never after the job's own failure.
-_NOT_ON_SLURM = {
-    RETRIES: "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
-    OOM_GROWTH: "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
-    LOG_MAX: "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
-    QUEUE: "Slurm's partitions are its queues (partition=...), and Slurm admits its jobs itself",
-}
-
-
 def check_lifecycle_for(spec: JobSpec) -> None:
     """Refuse the lifecycle options the job's backend cannot honour (its options checked).
 
@@ -73,7 +63,18 @@ def check_lifecycle_for(spec: JobSpec) -> None:
     """
     if spec.backend != "slurm":
         return
-    for name, why in _NOT_ON_SLURM.items():
+    # Not imported above: the supervisor island imports this package, and must not pay for the spec.
+    from jobber._jobs.spec import LOG_MAX, OOM_GROWTH, QUEUE, RETRIES
+
+    # What a Slurm job cannot have, and why: Slurm writes the log itself, and re-queues a job
+    # only when a node fails (its --requeue), never after the job's own failure.
+    not_on_slurm = {
+        RETRIES: "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
+        OOM_GROWTH: "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
+        LOG_MAX: "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
+        QUEUE: "Slurm's partitions are its queues (partition=...), and Slurm admits its jobs itself",
+    }
+    for name, why in not_on_slurm.items():
         if getattr(spec, name):
             raise JobError(f"{name} is not available for Slurm jobs: {why}. Drop {name}, or run the job "
                            "on this host (backend=\"local\")")
