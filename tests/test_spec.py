@@ -184,3 +184,19 @@ class TestConstruction:
         for field, value in (("retries", 1), ("oom_growth", 1.5), ("log_max", 4096), ("queue", "q")):
             with pytest.raises(JobError, match=f"^{field} is not available for Slurm jobs"):
                 check_lifecycle_for(JobSpec("x", options={"backend": "slurm"}, **{field: value}))
+
+
+def test_the_supervisor_does_not_load_the_spec_at_every_job_end():
+    """The finisher reads the spec only once an attempt failed (retrying.py imports it then):
+    a job that exits 0 is recorded without dataclasses and the limits (~20 ms)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    package_parent = Path(__file__).resolve().parent.parent
+    boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
+            "sys.modules['jobber'] = jobber; import jobber._backends.local.supervisor; "
+            "print(sorted(m for m in ('dataclasses', 'jobber._jobs.spec', 'jobber._limits') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", boot, str(package_parent)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
