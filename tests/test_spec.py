@@ -6,14 +6,16 @@ import json
 
 import pytest
 
-from jobber import LimitError, Limits
+from jobber import JobError, LimitError, Limits
 from jobber._jobs.spec import LIFECYCLE_OPTIONS, JobSpec
 
 _NO_LIMITS = ('{"cpu": null, "memory": null, "pids": null, "io_read_bps": null, "io_write_bps": null, '
               '"require_isolation": false}')
 _TAG = "a" * 64
-# Written by the code before the spec had a type (commit 9edeb82), as new_job, rerun, start,
-# admission (GPUs) and the Slurm backend left them, byte for byte.
+# CREATED[0:5] and STARTED[0] are what the code before the typed spec (commit 9edeb82) wrote,
+# byte for byte (new_job, rerun, start; PATH shortened); the others follow that code's writes
+# by hand: limits with GPUs, start(user=...) then an admission with GPUs, a server's sandbox,
+# and the first job of a Slurm array.
 CREATED = [
     '{"command": "echo hi", "limits": ' + _NO_LIMITS + ', "options": {"backend": "local"}, '
     '"created_at": 1796558751.821818}',
@@ -136,3 +138,65 @@ def test_lifecycle_defaults():
 
     assert LIFECYCLE_DEFAULTS == {"label": None, "timeout": None, "log_max": None, "retries": 0,
                                   "retry_on": ("failed",), "oom_growth": None}
+
+
+def _without_created_at(text: str) -> str:
+    data = json.loads(text)
+    del data["created_at"]
+    return json.dumps(data)
+
+
+class TestTheStoreWritesTheSameFiles:
+    """new_job and rerun write spec.json exactly as the code before the typed spec did."""
+
+    def test_new_job_and_rerun(self, store):
+        first = store.new_job("echo hi")
+        assert _without_created_at((first.path / "spec.json").read_text()) == _without_created_at(CREATED[0])
+        job = store.new_job("sleep 1", Limits(cpu=0.5, memory="64M", pids=20), env={"A": "1"}, cwd="/tmp",
+                            label="train", timeout="90s", log_max="1M", retries=2, retry_on=["failed", "oom-killed"],
+                            oom_growth=(1.5, "1G"), queue="gpu", after=[first.id, (first.id, "any")])
+        assert _without_created_at((job.path / "spec.json").read_text()) == _without_created_at(CREATED[1])
+        again = job.rerun(label="b")  # job 2, as in CREATED[2]
+        assert _without_created_at((again.path / "spec.json").read_text()) == _without_created_at(CREATED[2])
+
+    def test_a_slurm_job_and_a_growth_without_cap(self, store):
+        slurm = store.new_job("true", backend="slurm", partition="debug", timeout=120, label="s")
+        assert _without_created_at((slurm.path / "spec.json").read_text()) == _without_created_at(CREATED[3])
+        local = store.new_job("true", log_max=0, oom_growth=2)
+        assert _without_created_at((local.path / "spec.json").read_text()) == _without_created_at(CREATED[4])
+
+
+class TestConstruction:
+    def test_lists_become_tuples(self):
+        spec = JobSpec("x", retry_on=["failed", "timed-out"], after=[[3, "ok"]], gpu_devices=[1])
+        assert (spec.retry_on, spec.after, spec.gpu_devices) == (("failed", "timed-out"), ((3, "ok"),), (1,))
+
+    def test_a_null_reads_as_the_default(self):
+        spec = JobSpec.from_json({"command": "x", "limits": {}, "options": {}, "retries": None, "after": None,
+                                  "retry_on": None, "extra_env": None, "label": None})
+        assert (spec.retries, spec.after, spec.retry_on, spec.extra_env, spec.label) == (0, (), ("failed",), {}, None)
+
+    def test_slurm_refuses_what_it_cannot_do(self):
+        from jobber._backends import check_lifecycle_for
+
+        check_lifecycle_for(JobSpec("x", options={"backend": "slurm"}, timeout=60.0, label="a", log_max=0))
+        check_lifecycle_for(JobSpec("x", options={"backend": "local"}, retries=2, queue="q"))
+        for field, value in (("retries", 1), ("oom_growth", 1.5), ("log_max", 4096), ("queue", "q")):
+            with pytest.raises(JobError, match=f"^{field} is not available for Slurm jobs"):
+                check_lifecycle_for(JobSpec("x", options={"backend": "slurm"}, **{field: value}))
+
+
+def test_the_supervisor_does_not_load_the_spec_at_every_job_end():
+    """The finisher reads the spec only once an attempt failed (retrying.py imports it then):
+    a job that exits 0 is recorded without dataclasses and the limits (~20 ms)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    package_parent = Path(__file__).resolve().parent.parent
+    boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
+            "sys.modules['jobber'] = jobber; import jobber._backends.local.supervisor; "
+            "print(sorted(m for m in ('dataclasses', 'jobber._jobs.spec', 'jobber._limits') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", boot, str(package_parent)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -16,11 +16,18 @@ from jobber._errors import JobError
 if TYPE_CHECKING:
     from jobber._backends.base import Backend
     from jobber._jobs.jobdir import JobDir
+    from jobber._jobs.spec import JobSpec
 
-__all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "open_backend", "start_together"]
+__all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "default_backend", "open_backend",
+           "start_together"]
 
 NAMES = ("local", "slurm")
 """The backends a job made on this host can name."""
+
+
+def default_backend() -> str:
+    """The backend of a job whose options name none: ``$JOBBER_BACKEND``, else "local"."""
+    return os.environ.get("JOBBER_BACKEND") or "local"
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +40,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         JobError: an unknown backend, or options that backend does not take.
     """
     options = dict(options)
-    backend = options.setdefault("backend", os.environ.get("JOBBER_BACKEND") or "local")
+    backend = options.setdefault("backend", default_backend())
     if backend not in NAMES:
         raise JobError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)} (or set JOBBER_BACKEND)")
     if backend == "slurm":
@@ -46,28 +53,29 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-# What a Slurm job cannot have, and why: Slurm writes the log itself, and re-queues a job
-# only when a node fails (its --requeue), never after the job's own failure.
-_NOT_ON_SLURM = {
-    "retries": "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
-    "oom_growth": "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
-    "log_max": "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
-    "queue": "Slurm's partitions are its queues (partition=...), and Slurm admits its jobs itself",
-}
-
-
-def check_lifecycle_for(options: dict[str, Any], lifecycle: dict[str, Any]) -> None:
-    """Refuse the lifecycle options the job's backend cannot honour (checked options).
+def check_lifecycle_for(spec: JobSpec) -> None:
+    """Refuse the lifecycle options the job's backend cannot honour (its options checked).
 
     Slurm maps ``timeout`` to ``--time`` and takes ``label``; the rest it cannot do.
 
     Raises:
         JobError: naming the option and why.
     """
-    if options.get("backend") != "slurm":
+    if spec.backend != "slurm":
         return
-    for name, why in _NOT_ON_SLURM.items():
-        if lifecycle.get(name):
+    # Not imported above: the supervisor island imports this package, and must not pay for the spec.
+    from jobber._jobs.spec import LOG_MAX, OOM_GROWTH, QUEUE, RETRIES
+
+    # What a Slurm job cannot have, and why: Slurm writes the log itself, and re-queues a job
+    # only when a node fails (its --requeue), never after the job's own failure.
+    not_on_slurm = {
+        RETRIES: "Slurm re-queues a job only when its node fails; jobber's retries run on this host's backend",
+        OOM_GROWTH: "oom_growth grows the memory of a retried attempt, and Slurm jobs are not retried",
+        LOG_MAX: "Slurm's own slurmstepd writes a Slurm job's log, so jobber cannot cap it",
+        QUEUE: "Slurm's partitions are its queues (partition=...), and Slurm admits its jobs itself",
+    }
+    for name, why in not_on_slurm.items():
+        if getattr(spec, name):
             raise JobError(f"{name} is not available for Slurm jobs: {why}. Drop {name}, or run the job "
                            "on this host (backend=\"local\")")
 
@@ -94,7 +102,7 @@ def open_backend(jobdir: JobDir, session: Any = None) -> Backend:
         jobdir: the job's directory.
         session: the store that holds it (re-runs are made there).
     """
-    if jobdir.spec().get("options", {}).get("backend") == "slurm":
+    if jobdir.read_spec().backend == "slurm":
         from jobber._backends.slurm.backend import SlurmBackend
 
         return SlurmBackend(jobdir, session)
@@ -136,8 +144,8 @@ class DeferredBackend:
     def where(self) -> str:
         return ""
 
-    def spec(self) -> dict[str, Any]:
-        return self._dir.spec()
+    def spec(self) -> JobSpec:
+        return self._dir.read_spec()
 
     def start(self, *, user: str | None, cwd: str | None, **private: Any) -> None:
         self._backend().start(user=user, cwd=cwd, **private)  # private: the server's sandbox

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from jobber._errors import JobError
 from jobber._jobs import logs
 from jobber._jobs.jobdir import JobDir
+from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus
 
 __all__ = ["Backend", "DirectoryBackend"]
@@ -44,8 +45,8 @@ class Backend(Protocol):
     def where(self) -> str:
         """Where the job lives, for ``repr`` ("" on this host)."""
 
-    def spec(self) -> dict[str, Any]:
-        """``command``, ``limits`` (a dict) and ``options`` as given to ``new_job``."""
+    def spec(self) -> JobSpec:
+        """What the job is: ``command``, ``limits``, ``options`` and its lifecycle (``jobber._jobs.spec``)."""
 
     def start(self, *, user: str | None, cwd: str | None) -> None:
         """Start the job; on any failure the job is left startable (or ended, with the reason)."""
@@ -94,8 +95,8 @@ class DirectoryBackend:
     def where(self) -> str:
         return ""
 
-    def spec(self) -> dict[str, Any]:
-        return self.dir.spec()
+    def spec(self) -> JobSpec:
+        return self.dir.read_spec()
 
     def tail(self, buf: bytearray | memoryview, offset: int) -> int:
         return logs.tail(self.dir.log, buf, offset)

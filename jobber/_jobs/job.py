@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobber._jobs.logs import check_offset
+from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import FINAL_STATES, STATES, JobStatus
 from jobber._limits import Limits
 
 if TYPE_CHECKING:
     from jobber._backends.base import Backend
 
-__all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES"]
+__all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES", "spec_of"]
 
 
 class Job:
@@ -51,27 +52,27 @@ class Job:
     @property
     def command(self) -> str:
         """The shell command."""
-        return self._backend.spec()["command"]
+        return spec_of(self).command
 
     @property
     def limits(self) -> Limits:
         """The resource limits."""
-        return Limits.from_dict(self._backend.spec().get("limits") or {})
+        return spec_of(self).limits
 
     @property
     def options(self) -> dict[str, Any]:
         """Backend options given to ``new_job`` (``backend``, Slurm's ``partition``...)."""
-        return dict(self._backend.spec().get("options") or {})
+        return dict(spec_of(self).options)
 
     @property
     def env(self) -> dict[str, str]:
         """The environment variables given to ``new_job(env=...)`` (not the inherited ones)."""
-        return dict(self._backend.spec().get("extra_env") or {})
+        return dict(spec_of(self).extra_env)
 
     @property
     def label(self) -> str | None:
         """The job's short name (``new_job(label=...)``), or None."""
-        return self._backend.spec().get("label")
+        return spec_of(self).label
 
     @property
     def attempt(self) -> int:
@@ -89,7 +90,7 @@ class Job:
     @property
     def rerun_of(self) -> int | None:
         """The id of the job this one re-ran (``job.rerun()``), or None."""
-        return self._backend.spec().get("rerun_of")
+        return spec_of(self).rerun_of
 
     @property
     def backend(self) -> str:
@@ -213,3 +214,14 @@ class Job:
             JobError: the job was never started, or it could not be killed.
         """
         return self._backend.stop(grace)
+
+
+def spec_of(job: Job) -> JobSpec:
+    """What ``job`` is: its command, limits, options and lifecycle (``jobber._jobs.spec``).
+
+    Raises:
+        JobError: the job's spec cannot be read.
+    """
+    spec = job._backend.spec()
+    # A backend that still describes its job as a dict (spec.json's keys) is read as one.
+    return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)

@@ -28,6 +28,7 @@ from typing import Any
 
 from jobber._errors import JobError
 from jobber._files import RESERVE, free_reserve, read_json, reserve_space, write_atomic
+from jobber._jobs.spec import JobSpec
 from jobber._states import FINAL_STATES
 
 __all__ = ["JobDir", "ensure_private_dir"]
@@ -48,6 +49,7 @@ class JobDir:
         self._owner_dir = owner_dir
         self._path: Path | None = None
         self._spec: dict[str, Any] | None = None
+        self._job_spec: JobSpec | None = None
 
     @property
     def path(self) -> Path:
@@ -62,7 +64,7 @@ class JobDir:
         return self.path / "log"
 
     def spec(self) -> dict[str, Any]:
-        """``spec.json``: command, limits, options (read once, then cached)."""
+        """``spec.json`` as its JSON object (read once, then cached); :meth:`read_spec` types it."""
         if self._spec is None:
             spec = self.read("spec.json")
             if spec is None:
@@ -70,10 +72,27 @@ class JobDir:
             self._spec = spec
         return self._spec
 
-    def write_spec(self, spec: dict[str, Any]) -> None:
+    def read_spec(self) -> JobSpec:
+        """What the job is (``spec.json``, read once, then cached); an empty job while the
+        directory has no spec yet.
+
+        Raises:
+            JobError: ``spec.json`` cannot be read or parsed.
+            LimitError: its limits are not limits.
+        """
+        if self._job_spec is None:
+            raw = self.spec()
+            if self._spec is None:
+                return JobSpec.from_json(raw)  # no spec.json (yet): nothing to keep
+            self._job_spec = JobSpec.from_json(raw)
+        return self._job_spec
+
+    def write_spec(self, spec: JobSpec | dict[str, Any]) -> None:
         """Replace ``spec.json`` (at creation, and with the run context at start)."""
-        self.write("spec.json", spec)
-        self._spec = spec
+        raw = spec.to_json() if isinstance(spec, JobSpec) else spec
+        self.write("spec.json", raw)
+        self._spec = raw
+        self._job_spec = spec if isinstance(spec, JobSpec) else None
 
     def read(self, name: str) -> dict[str, Any] | None:
         """A JSON file of the job, or None when it does not exist.

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from jobber._errors import JobError
+from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LOG_MAX, OOM_GROWTH, OOM_GROWTH_MAX, RETRIES, RETRY_ON, TIMEOUT
 from jobber._limits import parse_size
 
 __all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "default_log_max", "parse_duration", "format_duration"]
@@ -50,7 +51,7 @@ def default_log_max() -> int:
 TIMEOUT_MAX_S = 100 * 365 * 86400
 
 
-def parse_duration(value: float | int | str, what: str = "timeout") -> float:
+def parse_duration(value: float | int | str, what: str = TIMEOUT) -> float:
     """Seconds from a number or a duration string ("90s", "30m", "2h", "1d").
 
     Raises:
@@ -93,40 +94,41 @@ def check_label(label: Any) -> str:
     return label
 
 
-def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None, retries: Any = 0,
-                    retry_on: Any = ("failed",), oom_growth: Any = None) -> dict[str, Any]:
-    """The spec fields for a new job's lifecycle options (only those that were given).
+def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None,
+                    retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = LIFECYCLE_DEFAULTS[RETRY_ON],
+                    oom_growth: Any = None) -> dict[str, Any]:
+    """The ``JobSpec`` fields for a new job's lifecycle options (only those that were given).
 
     Raises:
         JobError: a malformed option, saying which and what it expects.
     """
-    spec: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     if label is not None:
-        spec["label"] = check_label(label)
+        fields[LABEL] = check_label(label)
     if timeout is not None:
-        spec["timeout"] = parse_duration(timeout)
-        if spec["timeout"] > TIMEOUT_MAX_S:
+        fields[TIMEOUT] = parse_duration(timeout)
+        if fields[TIMEOUT] > TIMEOUT_MAX_S:
             raise JobError(f"timeout {timeout!r} is more than 100 years, the longest time limit jobber keeps "
                            "(its supervisor counts nanoseconds in 64 bits): give a shorter one, or none for no limit")
     if log_max is not None:
-        size = 0 if log_max in (0, "0") else parse_size(log_max, "log_max")
+        size = 0 if log_max in (0, "0") else parse_size(log_max, LOG_MAX)
         if 0 < size < 4096:
             raise JobError(f"log_max {log_max!r} is below 4 KiB: a log that small keeps nothing useful")
-        spec["log_max"] = size
+        fields[LOG_MAX] = size
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _MAX_RETRIES:
         raise JobError(f"retries must be a whole number from 0 to {_MAX_RETRIES}, not {retries!r}")
     if retries:
-        spec["retries"] = retries
+        fields[RETRIES] = retries
     if isinstance(retry_on, str):
         retry_on = (retry_on,)
     wrong = [state for state in retry_on if state not in RETRYABLE]
     if wrong or not retry_on:
         raise JobError(f"retry_on {list(retry_on)!r}: choose among {', '.join(RETRYABLE)}")
-    if retries and tuple(retry_on) != ("failed",):
-        spec["retry_on"] = list(dict.fromkeys(retry_on))
+    if retries and tuple(retry_on) != LIFECYCLE_DEFAULTS[RETRY_ON]:
+        fields[RETRY_ON] = list(dict.fromkeys(retry_on))
     if oom_growth is not None:
-        spec.update(_check_growth(oom_growth))
-    return spec
+        fields.update(_check_growth(oom_growth))
+    return fields
 
 
 def _number(text: str) -> float | str:
@@ -150,10 +152,10 @@ def _check_growth(value: Any) -> dict[str, Any]:
             value = _number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value <= 16:
         raise JobError(f"oom_growth must be a factor above 1 (at most 16), e.g. 1.5 or (1.5, \"16G\"), not {given!r}")
-    out: dict[str, Any] = {"oom_growth": float(value)}
+    out: dict[str, Any] = {OOM_GROWTH: float(value)}
     if cap is not None:
         try:
-            out["oom_growth_max"] = parse_size(cap, "oom_growth's cap")
+            out[OOM_GROWTH_MAX] = parse_size(cap, "oom_growth's cap")
         except JobError as err:
             raise JobError(f"oom_growth {given!r}: {err}") from None
     return out

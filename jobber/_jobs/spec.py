@@ -15,6 +15,9 @@ A spec is checked once, when the job is created (``JobStore.new_job``); reading 
 (:meth:`JobSpec.from_json`) trusts what was written, and keeps any key it does not know
 (a newer jobber's) so that writing it again loses nothing. :meth:`JobSpec.to_json` writes
 the same JSON as every earlier version did: a field at its default is left out.
+
+The supervisor's finisher reads the spec too (``retrying.py``, in a bare interpreter): this
+module imports only the standard library and ``jobber._limits``.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from typing import Any
 
 from jobber._limits import Limits
 
-__all__ = ["AFTER", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "QUEUE",
-           "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
+__all__ = ["AFTER", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
+           "QUEUE", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
 
 LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
 """The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
 LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH = LIFECYCLE_OPTIONS
+OOM_GROWTH_MAX = "oom_growth_max"
+"""The cap of ``oom_growth`` (``oom_growth=(1.5, "16G")``), a field of its own in the spec."""
 QUEUE, AFTER = "queue", "after"
 """The options that say when a job may start (``new_job(queue=..., after=...)``)."""
 
@@ -92,6 +97,12 @@ class JobSpec:
     slurm_array_jobs: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Sequences are kept as tuples, whatever list a caller or spec.json gave.
+        for name in (RETRY_ON, "gpu_devices", "slurm_array_jobs"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, AFTER, tuple((dep[0], dep[1]) for dep in self.after))
+
     @property
     def backend(self) -> str | None:
         """The backend the options name ("local", "slurm"), or None when they name none."""
@@ -113,7 +124,7 @@ class JobSpec:
                 data[name] = value.to_dict()
             elif name in _ALWAYS:
                 data[name] = dict(value) if isinstance(value, dict) else value
-            elif value is None or value == _DEFAULTS[name] or (name in _OMIT_EMPTY and not value):
+            elif value is None or (name in _OMIT_EMPTY and not value) or value == _DEFAULTS.get(name):
                 continue
             elif isinstance(value, tuple):
                 data[name] = [list(item) if isinstance(item, tuple) else item for item in value]
@@ -135,16 +146,12 @@ class JobSpec:
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in _NAMES or key == "extra":
+            if key not in _KNOWN:
                 extra[key] = value
             elif key == "limits":
                 known[key] = Limits.from_dict(value or {})
-            elif key == AFTER:
-                known[key] = tuple((dep[0], dep[1]) for dep in value or ())
-            elif key in ("retry_on", "gpu_devices", "slurm_array_jobs"):
-                known[key] = tuple(value or ())
-            else:
-                known[key] = value
+            elif value is not None or key in _MAY_BE_NONE:
+                known[key] = value  # (a null where the field has a value by default reads as that default)
         known.setdefault("command", "")
         return cls(**known, extra=extra)
 
@@ -160,7 +167,7 @@ class JobSpec:
             RETRIES: self.retries,
             RETRY_ON: list(self.retry_on),
             OOM_GROWTH: self.oom_growth,
-            "oom_growth_max": self.oom_growth_max,
+            OOM_GROWTH_MAX: self.oom_growth_max,
             QUEUE: self.queue,
             AFTER: [list(dep) for dep in self.after],
         }
@@ -174,22 +181,19 @@ class JobSpec:
             LimitError: its limits are not limits.
         """
         given = {key: data[key] for key in _API_FIELDS if data.get(key) is not None}
-        if RETRY_ON in given:
-            given[RETRY_ON] = tuple(given[RETRY_ON])
         return cls(command=data["command"], limits=Limits.from_dict(data.get("limits") or {}),
-                   extra_env=dict(data.get("env") or {}),
-                   after=tuple((dep[0], dep[1]) for dep in data.get(AFTER) or ()), **given)
-
+                   extra_env=dict(data.get("env") or {}), after=data.get(AFTER) or (), **given)
 
 def _fields(spec: JobSpec) -> list[tuple[str, Any]]:
     return [(name, getattr(spec, name)) for name in _NAMES if name != "extra"]
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(JobSpec))
+_KNOWN = frozenset(_NAMES) - {"extra"}  # what spec.json's keys may name
 _ALWAYS = ("command", "options")  # (and limits) written even when empty, as every version did
 _OMIT_EMPTY = (AFTER, "extra_env", "gpu_devices", "slurm_array_jobs")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default is not dataclasses.MISSING}
-_DEFAULTS.update({name: None for name in _OMIT_EMPTY})
+_MAY_BE_NONE = frozenset(name for name, default in _DEFAULTS.items() if default is None)
 LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
-_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, "oom_growth_max", QUEUE)
+_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, QUEUE)

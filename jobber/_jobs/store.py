@@ -20,10 +20,11 @@ from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._files import disk_full
 from jobber._jobs.history import resolve_auto
-from jobber._jobs.job import Job
+from jobber._jobs.job import Job, spec_of
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
 from jobber._jobs.options import check_lifecycle, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
+from jobber._jobs.spec import AFTER, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, JobSpec
 from jobber._limits import Limits
 from jobber._states import FINAL_STATES
 
@@ -35,8 +36,7 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 # stray or hostile directory name can never become a job.
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _COUNTER = ".next-id"
-_RERUN_FIELDS = {"command", "limits", "env", "cwd", "label", "timeout", "log_max", "retries", "retry_on",
-                 "oom_growth", "options"}
+_RERUN_FIELDS = {"command", "limits", "env", "cwd", *LIFECYCLE_OPTIONS, "options"}
 
 
 def jobs_dir() -> Path:
@@ -163,13 +163,13 @@ class JobStore:
         """
         fields: dict[str, Any] = {}
         if queue is not None:
-            fields["queue"] = check_queue(queue)
+            fields[QUEUE] = check_queue(queue)
         deps = check_after(after)
         for dep, _mode in deps:
             if not (self.path / str(dep)).is_dir():
                 raise JobError(f"after: there is no job {dep} (see `jobber ls`)")
         if deps:
-            fields["after"] = deps
+            fields[AFTER] = deps
         return fields
 
     def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
@@ -206,7 +206,7 @@ class JobStore:
         for name in names:
             out[name] = {**read_settings(self.path, name), "running": 0, "waiting": 0}
         for job in self.get_jobs():
-            queue = job._backend.spec().get("queue")
+            queue = spec_of(job).queue
             if queue is None:
                 continue
             info = out.setdefault(queue, {**read_settings(self.path, queue), "running": 0, "waiting": 0})
@@ -219,32 +219,32 @@ class JobStore:
 
     def _spec(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None,
               cwd: str | os.PathLike[str] | None, options: dict[str, object],
-              lifecycle: dict[str, object]) -> dict[str, object]:
+              lifecycle: dict[str, Any]) -> JobSpec:
         if not isinstance(command, str) or not command.strip():
             raise JobError("the command is empty: give the shell command the job should run")
         if "\0" in command:
             raise JobError("the command contains a NUL byte, which no shell can run")
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        limits = resolve_auto(self, limits, lifecycle.get("label"))  # memory="auto": from the label's runs
-        spec: dict[str, object] = {"command": command, "limits": (limits or Limits()).to_dict(),
-                                   "options": check_options(options), **lifecycle}
-        check_lifecycle_for(spec["options"], lifecycle)
-        if spec["options"]["backend"] == "local" and limits is not None and limits.gpus:
+        spec = JobSpec(command, **lifecycle)
+        limits = resolve_auto(self, limits, spec.label)  # memory="auto": from the label's runs
+        spec = spec.replace(limits=limits or Limits(), options=check_options(options))
+        check_lifecycle_for(spec)
+        if spec.backend == "local" and limits is not None and limits.gpus:
             from jobber._backends.local.gpus import check_request
 
             check_request(limits.gpus)  # a GPU-less host refuses now, rather than let it wait for ever
         if env:
-            spec["extra_env"] = check_env(env)
+            spec = spec.replace(extra_env=check_env(env))
         if cwd is not None:
-            spec["cwd"] = check_cwd(cwd)
+            spec = spec.replace(cwd=check_cwd(cwd))
         return spec
 
-    def _create(self, spec: dict[str, object]) -> Job:
+    def _create(self, spec: JobSpec) -> Job:
         jobdir = JobDir(self.path, self.owner, self.generate_job_id())
         try:
             jobdir.reserve_space()  # its final record must never need space it may not get
-            jobdir.write_spec({**spec, "created_at": time.time()})
+            jobdir.write_spec(spec.replace(created_at=time.time()))
         except BaseException:
             jobdir.remove_tree()  # no half-made job is left behind
             raise
@@ -258,24 +258,20 @@ class JobStore:
         Raises:
             JobError: an override new_job would refuse.
         """
-        spec = job._backend.spec()
+        spec = spec_of(job)
         unknown = set(overrides) - _RERUN_FIELDS
         if unknown:
             raise JobError(f"rerun: {', '.join(sorted(unknown))} cannot be changed; change "
                            f"{', '.join(sorted(_RERUN_FIELDS))}")
-        given = {
-            "command": spec["command"], "limits": Limits.from_dict(spec.get("limits") or {}),
-            "env": spec.get("extra_env"), "cwd": spec.get("cwd"), "label": spec.get("label"),
-            "timeout": spec.get("timeout"), "log_max": spec.get("log_max"), "retries": spec.get("retries", 0),
-            "retry_on": spec.get("retry_on", ("failed",)),
-            "oom_growth": (spec["oom_growth"], spec["oom_growth_max"]) if spec.get("oom_growth_max") else spec.get("oom_growth"),
-            "options": dict(spec.get("options") or {}),
-        }
-        options = {**given.pop("options"), **overrides.pop("options", {})}
+        given = {name: getattr(spec, name) for name in LIFECYCLE_OPTIONS}
+        if spec.oom_growth_max:
+            given[OOM_GROWTH] = (spec.oom_growth, spec.oom_growth_max)
         given.update(overrides)
-        command, limits, env, cwd = given.pop("command"), given.pop("limits"), given.pop("env"), given.pop("cwd")
+        options = {**spec.options, **given.pop("options", {})}
+        command, limits = given.pop("command", spec.command), given.pop("limits", spec.limits)
+        env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
-        return self._create({**new, "rerun_of": job.id})
+        return self._create(new.replace(rerun_of=job.id))
 
     def find(self, ref: int | str) -> Job:
         """The job with this id, or the newest job with this label.

@@ -16,13 +16,13 @@ its tasks; ``parallel=P`` lets at most P of them run at once (``--array=0-(n-1)%
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shlex
 from collections.abc import Iterable
 from typing import Any
 
 from jobber._errors import JobError
+from jobber._jobs.spec import AFTER, LABEL, LIFECYCLE_OPTIONS, QUEUE
 
 __all__ = ["Sweep", "sweep", "expand"]
 
@@ -140,7 +140,7 @@ def sweep(session: Any, template: str, *, limits: Any = None, label: str | None 
     try:
         for n, (chosen, command) in enumerate(combos, 1):
             env = {**(options.get("env") or {}), **{f"SWEEP_{k.upper()}": str(v) for k, v in chosen.items()}}
-            jobs.append(session.new_job(command, limits, **{**options, "env": env, "label": f"{base}-{n}"}))
+            jobs.append(session.new_job(command, limits, **{**options, "env": env, LABEL: f"{base}-{n}"}))
     except BaseException:
         _remove(jobs)
         raise
@@ -179,7 +179,9 @@ def _remove(jobs: list[Any]) -> None:
 
 
 def _check_parallel(parallel: Any, options: dict[str, Any], start: bool) -> None:
-    backend = options.get("backend") or os.environ.get("JOBBER_BACKEND") or "local"
+    from jobber._backends import default_backend
+
+    backend = options.get("backend") or default_backend()
     if backend != "slurm":
         raise JobError(f"parallel= is for Slurm sweeps (backend=\"slurm\"), not {backend!r} ones: on this host "
                        "a queue limits how many run, cert.set_queue(\"sweep\", parallel=2) and queue=\"sweep\"")
@@ -190,5 +192,5 @@ def _check_parallel(parallel: Any, options: dict[str, Any], start: bool) -> None
                        "number of at least 1 (e.g. parallel=2)")
 
 
-_JOB_OPTIONS = {"env", "cwd", "timeout", "log_max", "retries", "retry_on", "oom_growth", "queue", "after",
-                "backend", "partition", "time", "account", "gres"}
+# What new_job takes besides the command and limits (``label`` is the sweep's own argument).
+_JOB_OPTIONS = {"env", "cwd", *LIFECYCLE_OPTIONS, QUEUE, AFTER, "backend", "partition", "time", "account", "gres"}

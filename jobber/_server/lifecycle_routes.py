@@ -25,7 +25,7 @@ from typing import Any
 
 from jobber._backends.context import check_env
 from jobber._errors import JobError, LimitError
-from jobber._jobs.job import Job
+from jobber._jobs.job import Job, spec_of
 from jobber._jobs.options import RETRYABLE, check_lifecycle, parse_duration
 from jobber._jobs.queues import AFTER_MODES, check_queue
 from jobber._jobs.store import JobStore
@@ -224,20 +224,7 @@ def labelled(job: Job, label: str) -> bool:
 def lifecycle_json(job: Job) -> dict[str, Any]:
     """The fields of a job's JSON from its spec beyond command and limits: its ``env``
     and lifecycle options (null: not set), as ``Job`` shows them locally."""
-    spec = job._backend.spec()
-    return {
-        "env": dict(spec.get("extra_env") or {}),  # the owner's own: no other certificate sees this job
-        "label": spec.get("label"),
-        "rerun_of": spec.get("rerun_of"),
-        "timeout": spec.get("timeout"),
-        "log_max": spec.get("log_max"),
-        "retries": spec.get("retries", 0),
-        "retry_on": list(spec.get("retry_on") or ("failed",)),
-        "oom_growth": spec.get("oom_growth"),
-        "oom_growth_max": spec.get("oom_growth_max"),
-        "queue": spec.get("queue"),
-        "after": [list(dep) for dep in spec.get("after") or []],
-    }
+    return spec_of(job).api_fields()
 
 
 def attempts_json(job: Job) -> list[dict[str, Any]]:

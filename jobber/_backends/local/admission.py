@@ -7,11 +7,8 @@ no pass ran for a second. A pass holds the identity's admission lock (``flock``)
 passes never overlap; each is idempotent, so one killed half-way is simply redone by the
 next.
 
-    <owner dir>/waiting/<lane>/<id>   a waiting job: {"queue", "after", "memory", "cpus", "gpus"};
-                                      its lane is its queue (".none" without one), or
-                                      ".after" while jobs it comes after have not ended
-    <owner dir>/admitted/<id>   a job a pass started, until it ended: what it holds
-    <owner dir>/.admission      the lock; its mtime is when the last pass ran
+    <owner dir>/waiting/, admitted/   the line, and what was let through (``lanes.py``)
+    <owner dir>/.admission            the lock; its mtime is when the last pass ran
 
 Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
 entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher takes the
@@ -40,34 +37,38 @@ from typing import Any
 
 from jobber._backends.local import gpus as _gpus
 from jobber._backends.local import isolation
+from jobber._backends.local.lanes import (
+    ADMITTED,
+    AFTER_LANE,
+    WAITING,
+    drop_entry,
+    entry_of,
+    find_entry,
+    ids,
+    lane_of,
+    queue_lane,
+    read_entry,
+    unlink,
+    waiting_count,
+    write_entry,
+)
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.queues import read_settings
+from jobber._jobs.spec import JobSpec
 
 __all__ = ["enqueue", "ensure_in_line", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
 
-WAITING = "waiting"
-_AFTER = ".after"  # the lane of jobs whose dependencies have not all ended
-_NO_QUEUE = ".none"  # the lane of jobs in no queue (waiting for GPUs)
-ADMITTED = "admitted"
 _LOCK = ".admission"
 _NUDGE_EVERY_S = 1.0
 _AGAIN = "waiting for its turn again (its start was lost)"
 
 
-def needs_admission(spec: dict[str, Any]) -> bool:
+def needs_admission(spec: JobSpec) -> bool:
     """Does this job wait for anything (a queue, other jobs, GPUs)?"""
-    return bool(spec.get("queue") or spec.get("after") or (spec.get("limits") or {}).get("gpus"))
-
-
-def waiting_count(owner_dir: Path) -> int:
-    try:
-        lanes = os.listdir(owner_dir / WAITING)
-    except FileNotFoundError:
-        return 0
-    return sum(sum(1 for name in os.listdir(owner_dir / WAITING / lane) if name.isdigit()) for lane in lanes)
+    return bool(spec.queue or spec.after or spec.limits.gpus)
 
 
 class _Lock:
@@ -98,11 +99,11 @@ def enqueue(backend: Any, start: Starter) -> None:
     (owner_dir / WAITING).mkdir(mode=0o700, exist_ok=True)
     with _Lock(owner_dir):  # the status and the entry together, as a pass sees them
         backend.dir.write("status.json", {"state": "pending", "waiting": True, "queued_at": time.time(),
-                                          "note": _first_note(backend.dir.spec())})
-        entry = _entry_of(backend.dir.spec())
-        _write_entry(owner_dir, backend.job_id, entry)
+                                          "note": _first_note(backend.dir.read_spec())})
+        entry = entry_of(backend.dir.read_spec())
+        write_entry(owner_dir, backend.job_id, entry)
     blocked = run_pass(owner_dir, backend.owner, start)
-    why = blocked.get(_lane(entry))
+    why = blocked.get(lane_of(entry))
     if why:  # behind the lane's first waiting job, for the same reason
         with _Lock(owner_dir):
             raw = backend.dir.read("status.json") or {}
@@ -117,11 +118,11 @@ def _write_note(jobdir: JobDir, status: dict[str, Any]) -> None:
         pass  # the job waits all the same; its reserve is its ending's, never a note's
 
 
-def _first_note(spec: dict[str, Any]) -> str:
-    if spec.get("after"):
-        return "after job " + ", ".join(str(dep) for dep, _mode in spec["after"])
-    if spec.get("queue"):
-        return f"queue `{spec['queue']}`: waiting its turn"
+def _first_note(spec: JobSpec) -> str:
+    if spec.after:
+        return "after job " + ", ".join(str(dep) for dep, _mode in spec.after)
+    if spec.queue:
+        return f"queue `{spec.queue}`: waiting its turn"
     return "waiting for its GPUs"
 
 
@@ -129,51 +130,14 @@ def ensure_in_line(backend: Any) -> None:
     """A waiting job whose entry is missing (its starter was killed between writing the
     status and the entry) gets it back, in its place."""
     owner_dir = backend.dir.path.parent
-    spec = backend.dir.spec()
+    spec = backend.dir.read_spec()
     base = os.path.join(owner_dir, WAITING)
-    if any(os.path.lexists(os.path.join(base, lane, str(backend.job_id)))
-           for lane in (_AFTER, spec.get("queue") or _NO_QUEUE)):
+    if any(os.path.lexists(os.path.join(base, lane, str(backend.job_id))) for lane in (AFTER_LANE, queue_lane(spec))):
         return
     with _Lock(owner_dir):
         raw = backend.dir.read("status.json") or {}
-        if raw.get("waiting") and _find_entry(owner_dir, backend.job_id) is None:
-            _write_entry(owner_dir, backend.job_id, _entry_of(backend.dir.spec()))
-
-
-def _entry_of(spec: dict[str, Any]) -> dict[str, Any]:
-    limits = spec.get("limits") or {}
-    return {"queue": spec.get("queue"), "after": spec.get("after") or [], "memory": limits.get("memory"),
-            "cpus": limits.get("cpu"), "gpus": limits.get("gpus") or 0, "at": time.time()}
-
-
-def _lane(entry: dict[str, Any]) -> str:
-    if entry.get("after") and not entry.get("after_met"):
-        return _AFTER
-    return entry.get("queue") or _NO_QUEUE
-
-
-def _write_entry(owner_dir: Path, job_id: int, entry: dict[str, Any]) -> None:
-    lane = owner_dir / WAITING / _lane(entry)
-    lane.mkdir(mode=0o700, exist_ok=True)
-    write_atomic(lane / str(job_id), json.dumps(entry).encode())
-
-
-def _find_entry(owner_dir: Path, job_id: int) -> Path | None:
-    try:
-        lanes = os.listdir(owner_dir / WAITING)
-    except FileNotFoundError:
-        return None
-    for lane in lanes:
-        path = owner_dir / WAITING / lane / str(job_id)
-        if os.path.lexists(path):
-            return path
-    return None
-
-
-def _drop_entry(owner_dir: Path, job_id: int) -> None:
-    path = _find_entry(owner_dir, job_id)
-    if path is not None:
-        _unlink(path)
+        if raw.get("waiting") and find_entry(owner_dir, backend.job_id) is None:
+            write_entry(owner_dir, backend.job_id, entry_of(spec))
 
 
 def nudge(owner_dir: Path, owner: str, start: Starter) -> bool:
@@ -203,7 +167,7 @@ def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:
         if not raw.get("waiting"):
             return False
         _end(backend.dir, state, note)
-        _drop_entry(owner_dir, backend.job_id)
+        drop_entry(owner_dir, backend.job_id)
     run_pass(owner_dir, backend.owner, start)
     return True
 
@@ -249,18 +213,18 @@ class _Pass:
         self._count_admitted()
         self._dependencies_met()
         for lane in sorted(os.listdir(self.owner_dir / WAITING)):
-            if lane != _AFTER:
+            if lane != AFTER_LANE:
                 self._lane(lane)
 
     def _waiting(self, path: Path, job_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The entry and status of a job in line, or None (and its entry dropped) when it
         no longer waits (stopped or removed meanwhile)."""
-        entry, raw = _read(path), self._status(job_id)
+        entry, raw = read_entry(path), self._status(job_id)
         if entry is not None and raw is not None and self._admission_lost(job_id, raw):
             raw = {"state": "pending", "waiting": True, "note": _AGAIN, "queued_at": raw.get("admitted_at")}
             self._dir(job_id).write("status.json", raw)
         if entry is None or raw is None or not raw.get("waiting"):
-            _unlink(path)
+            unlink(path)
             return None
         return entry, raw
 
@@ -274,8 +238,8 @@ class _Pass:
 
     def _dependencies_met(self) -> None:
         """Jobs whose dependencies ended join their queue's lane, or end "failed"."""
-        lane = self.owner_dir / WAITING / _AFTER
-        for job_id in _ids(lane):
+        lane = self.owner_dir / WAITING / AFTER_LANE
+        for job_id in ids(lane):
             found = self._waiting(lane / str(job_id), job_id)
             if found is None:
                 continue
@@ -286,13 +250,13 @@ class _Pass:
             if waiting_for:
                 self._note(job_id, raw, waiting_for)
                 continue
-            _write_entry(self.owner_dir, job_id, {**entry, "after_met": True})
-            _unlink(lane / str(job_id))
+            write_entry(self.owner_dir, job_id, {**entry, "after_met": True})
+            unlink(lane / str(job_id))
 
     def _lane(self, name: str) -> None:
         """Admit the lane's jobs in order, up to the first that does not fit."""
         lane = self.owner_dir / WAITING / name
-        for job_id in _ids(lane):
+        for job_id in ids(lane):
             found = self._waiting(lane / str(job_id), job_id)
             if found is None:
                 continue
@@ -307,11 +271,11 @@ class _Pass:
     # ---- what runs ----
 
     def _count_admitted(self) -> None:
-        for job_id in _ids(self.owner_dir / ADMITTED):
+        for job_id in ids(self.owner_dir / ADMITTED):
             path = self.owner_dir / ADMITTED / str(job_id)
-            entry, raw = _read(path), self._status(job_id)
+            entry, raw = read_entry(path), self._status(job_id)
             if entry is None or raw is None or raw.get("state") not in ("pending", "running"):
-                _unlink(path)
+                unlink(path)
                 _gpus.release(self.root, f"{self.owner}/{job_id}")
                 continue
             if raw.get("admitted_by") and _start_lost(self._dir(job_id), raw):
@@ -319,8 +283,8 @@ class _Pass:
                 # be on its way: back in line, in its old place (ids keep the order).
                 self._dir(job_id).write("status.json", {"state": "pending", "waiting": True, "note": _AGAIN,
                                                         "queued_at": raw.get("admitted_at")})
-                _write_entry(self.owner_dir, job_id, entry)
-                _unlink(path)
+                write_entry(self.owner_dir, job_id, entry)
+                unlink(path)
                 _gpus.release(self.root, f"{self.owner}/{job_id}")
                 continue
             self._use(entry)
@@ -392,7 +356,7 @@ class _Pass:
 
     def _fail(self, job_id: int, note: str) -> None:
         _end(self._dir(job_id), "failed", note)
-        _drop_entry(self.owner_dir, job_id)
+        drop_entry(self.owner_dir, job_id)
         return None
 
     # ---- starting ----
@@ -418,7 +382,7 @@ class _Pass:
                 _gpus.release(self.root, holder)
             return  # still waiting: a pass once there is room starts it
         write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
-        _unlink(path)
+        unlink(path)
         self._use(entry)
         self.start(jobdir, devices)
 
@@ -454,25 +418,3 @@ def _start_lost(jobdir: JobDir, raw: dict[str, Any]) -> bool:
     jobdir.remove("launched")
     jobdir.remove("confinement.json")
     return True
-
-
-def _ids(folder: Path) -> list[int]:
-    try:
-        return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
-    except FileNotFoundError:
-        return []
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

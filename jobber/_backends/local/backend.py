@@ -22,12 +22,12 @@ from typing import Any
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
-from jobber._backends.local.launching import ENV_FILE as _ENV_FILE
 from jobber._backends.local.launching import AlreadyLaunched as _AlreadyLaunched
 from jobber._backends.local.launching import launch as _launch
 from jobber._backends.local.launching import not_started as _not_started
 from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
+from jobber._backends.local.launching import undo_launch as _undo_launch
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
 from jobber._backends.local.supervisor import process_start_time
 from jobber._backends.local.waking import waiting_owners
@@ -36,6 +36,7 @@ from jobber._inotify import IN_MOVED_TO, Inotify
 from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.options import default_log_max
+from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
 
@@ -79,9 +80,10 @@ class LocalBackend(DirectoryBackend):
             raise _not_started(self.job_id, err) from err
         made: list[Any] = [None, None]
         try:
-            spec = self.dir.spec()
-            context = run_context(self.job_id, self.owner, user, cwd or spec.get("cwd"), spec.get("extra_env"), sandbox)
-            self.dir.write_spec({**spec, **context, "log_max": spec.get("log_max", default_log_max())})
+            spec = self.dir.read_spec()
+            context = run_context(self.job_id, self.owner, user, cwd or spec.cwd, spec.extra_env, sandbox)
+            log_max = default_log_max() if spec.log_max is None else spec.log_max
+            self.dir.write_spec(spec.replace(**context, log_max=log_max))
             if admission.needs_admission(spec):
                 admission.enqueue(self, start_admitted)  # it starts when its turn comes (maybe at once)
                 return
@@ -89,7 +91,7 @@ class LocalBackend(DirectoryBackend):
         except BaseException as err:
             if self.dir.exists("status.json") or isinstance(err, _AlreadyLaunched):
                 raise  # the supervisor took the job over (and records how it ends)
-            self._undo_start(*made)
+            _undo_launch(self.dir, *made)
             if isinstance(err, (JobError, KeyboardInterrupt, SystemExit)):
                 raise
             raise _not_started(self.job_id, err) from err
@@ -100,17 +102,17 @@ class LocalBackend(DirectoryBackend):
         ``made`` receives the confinement record and cgroup as they are made, so that a
         failure can undo them.
         """
-        spec = self.dir.spec()
+        spec = self.dir.read_spec()
         limits = self._attempt_limits(spec)
         made[0] = record = isolation.prepare(self.owner, self.job_id, limits, str(self.dir.path),
-                                             devices=spec.get("gpu_devices"))
+                                             devices=list(spec.gpu_devices) or None)
         made[1] = cgroup = isolation.open_cgroup(record)
         self.dir.write("confinement.json", record)
-        argv = _supervisor_argv(str(self.dir.path), cgroup, spec, spec["command"])
-        if spec.get("timeout"):
-            argv[-2:-2] = ["--timeout", repr(float(spec["timeout"])), "--grace", repr(_TIMEOUT_GRACE_S)]
-        if spec.get("log_max"):
-            argv[-2:-2] = ["--log-max", str(int(spec["log_max"]))]
+        argv = _supervisor_argv(str(self.dir.path), cgroup, spec)
+        if spec.timeout:
+            argv[-2:-2] = ["--timeout", repr(float(spec.timeout)), "--grace", repr(_TIMEOUT_GRACE_S)]
+        if spec.log_max:
+            argv[-2:-2] = ["--log-max", str(int(spec.log_max))]
         if record.get("via_user_manager"):
             argv = _through_user_manager(self.job_id, argv)
         self.dir.mark_launching()
@@ -121,17 +123,17 @@ class LocalBackend(DirectoryBackend):
         it "failed" with the reason, leaving no cgroup and giving its GPUs back."""
         made: list[Any] = [None, None]
         try:
-            spec = self.dir.spec()
+            spec = self.dir.read_spec()
             if devices:
                 visible = ",".join(str(d) for d in devices)
-                env = {**spec.get("env", {}), "CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
-                self.dir.write_spec({**spec, "env": env, "gpu_devices": devices})
+                env = {**(spec.env or {}), "CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
+                self.dir.write_spec(spec.replace(env=env, gpu_devices=devices))
             self._launch_attempt(made)
         except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
             raw = self.dir.read("status.json") or {}
             if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
                 return  # a launcher took it over and records how it ends
-            self._undo_start(made[0], made[1], release=False)
+            _undo_launch(self.dir, made[0], made[1], release=False)
             self.dir.write("status.json", {"state": "failed", "exit_code": None, "signal": None, "oom_killed": False,
                                            "ended_at": time.time(),
                                            "error": f"job {self.job_id} did not start: {type(err).__name__}: {err}"})
@@ -147,7 +149,7 @@ class LocalBackend(DirectoryBackend):
             if (self.dir.read("status.json") or {}).get("state") != "pending":
                 return  # the launcher took the attempt over and recorded how it ended
             cgroup, record = made[1], made[0]
-            self._undo_start(record, cgroup, release=False)
+            _undo_launch(self.dir, record, cgroup, release=False)
             self.end_pending("failed", f"attempt {attempt} did not start: {type(err).__name__}: {err}")
 
     def end_pending(self, state: str, note: str) -> None:
@@ -245,29 +247,6 @@ class LocalBackend(DirectoryBackend):
                 inotify.wait(_LIVENESS_CHECK_S if left is None else min(left, _LIVENESS_CHECK_S))
         return status
 
-    def _undo_start(self, record: dict[str, Any] | None, cgroup: Any, *, release: bool = True) -> None:
-        """Nothing ran: remove what start made, so that a retry can work."""
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except OSError:
-                pass
-        elif record is not None:
-            # open_cgroup failed after prepare made the cgroups (nothing joined them): rmdir
-            # the job's, then its owner's and jobber's if they became empty.
-            for path in set(record.get("dirs", {}).values()):
-                for level in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-                    try:
-                        os.rmdir(level)
-                    except OSError:
-                        pass
-        self.dir.remove("confinement.json")
-        self.dir.remove("launched")  # the launcher said it failed: it runs nothing
-        self.dir.remove(_ENV_FILE)  # a launcher that failed early never read (and unlinked) it
-        if release:
-            self.dir.remove("command")
-            self.dir.release_start()
-
     def status(self) -> JobStatus:
         """The job's state, read from disk (live CPU and memory while it runs).
 
@@ -279,12 +258,11 @@ class LocalBackend(DirectoryBackend):
     def _status(self) -> tuple[JobStatus, bool]:
         """The status, and whether the supervisor died without recording the outcome."""
         raw = self.dir.read("status.json")
-        spec = self.dir.spec()
+        spec = self.dir.read_spec()
         limits = self._attempt_limits(spec)
         if raw is None:
             self._release_abandoned_claim()
-            return JobStatus(state="created", limits=limits, timeout=spec.get("timeout"),
-                             retries=spec.get("retries", 0)), False
+            return JobStatus(state="created", limits=limits, timeout=spec.timeout, retries=spec.retries), False
         if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
             if raw.get("waiting"):
                 admission.ensure_in_line(self)
@@ -326,23 +304,24 @@ class LocalBackend(DirectoryBackend):
         if gate is not None and record:
             _kill_leftovers(record, None)
             self.dir.remove("launched")
-        self._undo_start(record, None)
+        _undo_launch(self.dir, record, None)
 
-    def _attempt_limits(self, spec: dict[str, Any]) -> Limits:
-        current = self.dir.read(ATTEMPT) if spec.get("retries") else None
-        return Limits.from_dict((current or {}).get("limits") or spec.get("limits", {}))
+    def _attempt_limits(self, spec: JobSpec) -> Limits:
+        current = self.dir.read(ATTEMPT) if spec.retries else None
+        limits = (current or {}).get("limits")  # a retried attempt's, its memory grown after an OOM kill
+        return Limits.from_dict(limits) if limits else spec.limits
 
     def _from_raw(self, raw: dict[str, Any], record: dict[str, Any], limits: Limits) -> JobStatus:
         """A JobStatus from a status file (the current one or an attempt's) and its record."""
-        spec = self.dir.spec()
+        spec = self.dir.read_spec()
         fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
-        attempt = raw.get("attempt") or ((self.dir.read(ATTEMPT) or {}).get("attempt") if spec.get("retries") else 1)
-        fields.update(timeout=spec.get("timeout"), retries=spec.get("retries", 0), attempt=attempt or 1,
+        attempt = raw.get("attempt") or ((self.dir.read(ATTEMPT) or {}).get("attempt") if spec.retries else 1)
+        fields.update(timeout=spec.timeout, retries=spec.retries, attempt=attempt or 1,
                       isolation=record.get("isolation"), isolation_note="; ".join(record.get("notes", [])),
                       started_at=when(raw.get("started_at")), ended_at=when(raw.get("ended_at")))
         if raw.get("error") or raw.get("note"):
             fields["note"] = raw.get("error") or raw["note"]
-        if spec.get("log_max") and "attempt" not in raw and raw.get("started_at"):  # the current attempt's log
+        if spec.log_max and "attempt" not in raw and raw.get("started_at"):  # the current attempt's log
             fields["log_dropped_bytes"] = logcut.dropped_bytes(self.dir.log)
         if raw.get("state") == "running":  # once ended, the status itself says it
             fields["log_stopped"] = logcut.stopped_note(self.dir.path)
@@ -418,7 +397,7 @@ class LocalBackend(DirectoryBackend):
         if raw.get("state") == "pending":  # between two attempts: nothing runs, no cgroup
             gate = self.dir.launcher()
             if gate is not None and _alive(*gate):  # the next attempt's launcher records it (or dies: then here)
-                return self._from_raw(raw, record, self._attempt_limits(self.dir.spec()))
+                return self._from_raw(raw, record, self._attempt_limits(self.dir.read_spec()))
             note = "the job's supervisor died between two attempts (killed?): no further attempt starts"
             stats: dict[str, Any] = raw.get("previous") or {}
         else:

@@ -15,8 +15,11 @@ from jobber._backends.local.cgroupfs import mountinfo
 from jobber._backends.local.launcher import launcher_command
 from jobber._errors import JobError
 from jobber._files import write_atomic
+from jobber._jobs.jobdir import JobDir
+from jobber._jobs.spec import JobSpec
 
-__all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv", "through_user_manager"]
+__all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv",
+           "through_user_manager", "undo_launch"]
 
 REPLY_TIMEOUT_S = 60.0
 
@@ -32,8 +35,9 @@ def not_started(job_id: int, err: BaseException) -> JobError:
 ENV_FILE = "launch-env"  # the job's environment for its launcher, which reads and unlinks it
 
 
-def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command: str) -> list[str]:
-    """The launcher's command line: its options (the C and Python launchers share them).
+def supervisor_argv(job_dir: str, cgroup: Any, spec: JobSpec) -> list[str]:
+    """The launcher's command line for a job whose spec holds its run context (the C and
+    Python launchers share these options).
 
     The command itself goes to ``<job dir>/command``, which the launcher reads: a command
     of any length runs (as an argument it would meet the kernel's 128 KiB per string).
@@ -44,11 +48,11 @@ def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command:
     it, and unlinks it at once.
     """
     command_file = os.path.join(job_dir, "command")
-    write_atomic(command_file, os.fsencode(command))
+    write_atomic(command_file, os.fsencode(spec.command))
     env_file = os.path.join(job_dir, ENV_FILE)
-    write_atomic(env_file, b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in context["env"].items()))
-    argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", context["cwd"]]
-    sandbox = context.get("sandbox")
+    write_atomic(env_file, b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in (spec.env or {}).items()))
+    argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", spec.cwd]
+    sandbox = spec.sandbox
     if sandbox:
         argv += ["--clear-env", "--umask", sandbox["umask"]]
         if sandbox.get("no_new_privs"):
@@ -62,9 +66,42 @@ def supervisor_argv(job_dir: str, cgroup: Any, context: dict[str, Any], command:
             # cgroupfs lists every pid of the host too: hidden but for the job's own cgroups.
             argv += [arg for mount, _type, _options in mountinfo() for arg in ("--hide-cgroup", mount)]
     argv += ["--env-file", env_file]
-    if "user" in context:
-        argv += ["--uid", str(context["user"]["uid"]), "--gid", str(context["user"]["gid"])]
+    if spec.user is not None:
+        argv += ["--uid", str(spec.user["uid"]), "--gid", str(spec.user["gid"])]
     return argv + ["--command-file", command_file]
+
+
+def undo_launch(jobdir: JobDir, record: dict[str, Any] | None, cgroup: Any, *, release: bool = True) -> None:
+    """Nothing ran: remove what a start made (its cgroup, or the directories ``prepare``
+    made; its launch files), so that the job can be started again.
+
+    Args:
+        jobdir: the job's directory.
+        record: the confinement record, if ``isolation.prepare`` got that far.
+        cgroup: the opened cgroup, if ``isolation.open_cgroup`` got that far.
+        release: give the start claim back too (False between two attempts, or for a job
+            an admission pass started: their start stays claimed).
+    """
+    if cgroup is not None:
+        try:
+            cgroup.remove()
+        except OSError:
+            pass
+    elif record is not None:
+        # open_cgroup failed after prepare made the cgroups (nothing joined them): rmdir
+        # the job's, then its owner's and jobber's if they became empty.
+        for path in set(record.get("dirs", {}).values()):
+            for level in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+                try:
+                    os.rmdir(level)
+                except OSError:
+                    pass
+    jobdir.remove("confinement.json")
+    jobdir.remove("launched")  # the launcher said it failed: it runs nothing
+    jobdir.remove(ENV_FILE)  # a launcher that failed early never read (and unlinked) it
+    if release:
+        jobdir.remove("command")
+        jobdir.release_start()
 
 
 def through_user_manager(job_id: int, argv: list[str]) -> list[str]:

@@ -10,12 +10,12 @@ needs a kernel alive. ``retry.py`` waits out the backoff, then starts the next a
 through the launcher, as ``start()`` does; a stop during the backoff ends the job
 "stopped" without starting it.
 
-    spec.json      retries, retry_on (default ["failed"]), oom_growth, oom_growth_max
+    spec.json      retries, retry_on (default ["failed"]), oom_growth, oom_growth_max (``JobSpec``)
     attempt.json   the attempt now running, from the second on, and its limits (memory
                    grown after an OOM kill); absent: attempt 1 with the spec's limits
 
-Standard library only (plus jobber's atomic write): it runs in the finisher's bare
-interpreter.
+Standard library only (plus jobber's atomic write, and the job spec once an attempt
+failed): it runs in the finisher's bare interpreter.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ import json
 import math
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from jobber._files import write_atomic
+
+if TYPE_CHECKING:
+    from jobber._jobs.spec import JobSpec
 
 __all__ = ["ATTEMPT", "ATTEMPTS", "RETRIED", "backoff", "hand_over", "grown_memory", "release_watchdog"]
 
@@ -53,14 +57,29 @@ def backoff(attempt: int) -> float:
     return min(first * 2 ** max(0, attempt - 2), _BACKOFF_MAX_S)
 
 
-def grown_memory(spec: dict, memory: int | None, oom: bool) -> int | None:
-    """The next attempt's memory limit: x ``oom_growth`` after an OOM kill, up to the cap."""
-    growth = spec.get("oom_growth")
+def grown_memory(spec: JobSpec | dict[str, Any], memory: int | None, oom: bool) -> int | None:
+    """The next attempt's memory limit: x ``oom_growth`` after an OOM kill, up to the cap.
+
+    Args:
+        spec: the job's spec (or ``spec.json``'s object).
+        memory: the ended attempt's memory limit.
+        oom: whether the attempt was OOM-killed.
+    """
+    spec = _typed(spec)
+    growth = spec.oom_growth
     if not oom or not growth or not memory:
         return memory
     grown = math.ceil(memory * float(growth) / _MIB) * _MIB
-    cap = spec.get("oom_growth_max") or _host_memory()
+    cap = spec.oom_growth_max or _host_memory()
     return max(memory, min(grown, cap)) if cap else grown
+
+
+def _typed(spec: JobSpec | dict[str, Any]) -> JobSpec:
+    # Imported here, not above: only a job whose attempt failed pays for reading its spec
+    # (dataclasses and the limits: ~20 ms in the finisher's bare interpreter).
+    from jobber._jobs.spec import JobSpec
+
+    return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)
 
 
 def _read(path: str) -> dict | None:
@@ -147,21 +166,21 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
         OSError: the hand-over could not be written (``DiskFull``); what it had moved is
             back in place, so the finisher records this attempt's outcome.
     """
-    if failed_to_start or final.get("state") == "stopped":
+    if failed_to_start or final.get("state") in ("stopped", "exited"):  # "exited" is never retried
         return
     try:
         with open(os.path.join(job_dir, "spec.json")) as f:
-            spec = json.load(f)
+            spec = _typed(json.load(f))
         attempt = int((_read(os.path.join(job_dir, ATTEMPT)) or {}).get("attempt", 1))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return
-    retries = int(spec.get("retries") or 0)
-    if attempt > retries or final.get("state") not in spec.get("retry_on", ["failed"]):
+    retries = int(spec.retries or 0)
+    if attempt > retries or final.get("state") not in spec.retry_on:
         return
     if os.path.exists(os.path.join(job_dir, "stop-requested")):
         return
     current = _read(os.path.join(job_dir, ATTEMPT)) or {}
-    limits = dict(current.get("limits") or spec.get("limits") or {})
+    limits = dict(current.get("limits") or spec.limits.to_dict())
     memory = limits.get("memory")
     grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
     nxt, delay = attempt + 1, backoff(attempt + 1)
