@@ -41,6 +41,7 @@ from typing import Any
 from jobber._backends.context import Sandbox
 from jobber._errors import JobberError, JobError
 from jobber._files import read_json, write_atomic
+from jobber._jobs.job import start_sandboxed
 
 __all__ = ["DEFAULT_STATE_DIR", "DEFAULT_UID_RANGE", "PerTenantUids", "SingleTenant", "Tenancy",
            "parse_uid_range", "resolve_job_user", "resolve_tenancy"]
@@ -80,7 +81,7 @@ def _start_local(job: Any, user: str | None, sandbox: Sandbox) -> None:
     if job.backend != "local":
         raise JobError(f"job {job.id} is a {job.backend} job: this server runs jobs on its own host only",
                        job_id=job.id)
-    job._backend.start(user=user, cwd=None, sandbox=sandbox)  # the sandbox is private to the server
+    start_sandboxed(job, user, sandbox)
 
 
 def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:

@@ -1,0 +1,59 @@
+"""A stop asked for over the API: the one stop plan (``jobber._backends.stopping``), driven
+on the event loop.
+
+The plan is the library's (``Job.stop``): SIGTERM, the grace period, SIGKILL, the end. Here
+each signal is sent from a worker thread (it reads and writes the job's files) and each
+wait is on the server's inotify (``watch.py``), so a stop holds no thread during its grace
+period. The caller runs it as a task of its own, which ends the stop (SIGKILL after the
+grace) even if the client hangs up. When the server is stopping, the rest of a stop that
+has not sent SIGKILL yet goes to a thread of its own, which the process waits for before it
+exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+from jobber._backends.stopping import Signal, stop_plan
+from jobber._jobs.job import Job
+from jobber._jobs.status import JobStatus
+from jobber._server.watch import WatchHub, wait_for_end
+
+__all__ = ["stop"]
+
+
+async def stop(hub: WatchHub, signal: Callable[[bool], Awaitable[JobStatus]], job: Job, grace: float) -> JobStatus:
+    """Stop ``job`` as ``job.stop(grace)`` does, waiting on the event loop.
+
+    Args:
+        hub: the server's watch hub.
+        signal: sends one signal step in a worker thread (``jobber._jobs.job.signal``).
+        job: the job.
+        grace: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        The final status; or, when the server began to stop meanwhile, the status then.
+
+    Raises:
+        JobError: never started, its processes cannot be signalled, or it did not end.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    plan = stop_plan(job.id, grace)
+    step = next(plan)
+    while True:
+        if isinstance(step, Signal):
+            status = await signal(step.kill)
+        else:
+            status = await wait_for_end(hub, job, step.seconds, pending=step.pending)
+            if hub.closed and not status.ended:
+                if step.grace or step.pending:  # SIGKILL is yet to come: a thread sees to it
+                    left = max(0.0, deadline - loop.time())
+                    threading.Thread(target=job.stop, args=(left,), name=f"jobber-stop-{job.id}", daemon=False).start()
+                return status
+        try:
+            step = plan.send(status)
+        except StopIteration as end:
+            return end.value
