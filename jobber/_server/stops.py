@@ -23,6 +23,9 @@ from jobber._server.watch import WatchHub, wait_for_end
 
 __all__ = ["stop"]
 
+# As watch.py's waits: inotify wakes them, this bounds how soon a dead supervisor is noticed.
+_LIVENESS_CHECK_S = 1.0
+
 
 async def stop(hub: WatchHub, signal: Callable[[bool], Awaitable[JobStatus]], job: Job, grace: float) -> JobStatus:
     """Stop ``job`` as ``job.stop(grace)`` does, waiting on the event loop.
@@ -47,7 +50,8 @@ async def stop(hub: WatchHub, signal: Callable[[bool], Awaitable[JobStatus]], jo
         if isinstance(step, Signal):
             status = await signal(step.kill)
         else:
-            status = await wait_for_end(hub, job, step.seconds, pending=step.pending)
+            wait = _while_pending if step.pending else wait_for_end
+            status = await wait(hub, job, step.seconds)
             if hub.closed and not status.ended:
                 if step.grace or step.pending:  # SIGKILL is yet to come: a thread sees to it
                     left = max(0.0, deadline - loop.time())
@@ -57,3 +61,20 @@ async def stop(hub: WatchHub, signal: Callable[[bool], Awaitable[JobStatus]], jo
             step = plan.send(status)
         except StopIteration as end:
             return end.value
+
+
+async def _while_pending(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
+    """The job's status once it is no longer "pending" (between two attempts: the retry
+    ended it, or started the next attempt), or after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sub = hub.subscribe(job.path)
+    try:
+        while (status := job.status()).state == "pending" and not hub.closed:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await sub.wait(min(left, _LIVENESS_CHECK_S))
+        return status
+    finally:
+        hub.unsubscribe(sub)

@@ -273,9 +273,8 @@ def _moved_aside(fd: int, path: os.PathLike[str] | str) -> bool:
         return True
 
 
-async def wait_for_end(hub: WatchHub, job: Job, timeout: float, *, pending: bool = False) -> JobStatus:
-    """The job's status once it has ended (with ``pending``: once it is no longer
-    "pending"), or after ``timeout`` seconds, whichever first."""
+async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
+    """The job's status once it has ended, or after ``timeout`` seconds, whichever first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     sub = hub.subscribe(job.path)
@@ -283,7 +282,7 @@ async def wait_for_end(hub: WatchHub, job: Job, timeout: float, *, pending: bool
         while True:
             status = job.status()
             left = deadline - loop.time()
-            if (status.state != "pending" if pending else status.ended) or left <= 0 or hub.closed:
+            if status.ended or left <= 0 or hub.closed:
                 return status
             await sub.wait(min(left, _LIVENESS_CHECK_S))
     finally:
