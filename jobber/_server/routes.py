@@ -5,9 +5,9 @@ certificate's job id is answered exactly like an id that was never used. Blockin
 calls (start spawns a supervisor, status reads a few files, a listing many, log reads)
 run in the worker threads every tenant shares in turn (``quotas.FairPool``); following a
 log, waiting for a job's end and a stop's grace period run on the event loop
-(``watch.py``, ``stops.py``), holding no thread. Request input is read by
-``request_parsing.py``; jobs are reached through ``Job`` only. Each certificate's caps (``quotas.Tenants``) and
-every input are checked before anything is made.
+(``watch.py``, ``stops.py``), holding no thread. Each certificate's caps
+(``quotas.Tenants``) and every input (``request_parsing.py``) are checked before anything
+is made. Jobs are reached through ``Job`` (and ``jobber._jobs.job``'s functions) only.
 """
 
 from __future__ import annotations
