@@ -391,3 +391,94 @@ def test_nothing_the_remote_client_imports_needs_aiohttp_or_cryptography():
             + " or ".join(sorted(SERVER_LIBRARIES)),
             "Import what the client needs from a module that needs neither (move it there if "
             "it lives beside code that does).")
+
+
+# TEMPORARY, issue 20: what other engineers are changing in the same round. Each entry
+# goes once its branch is merged; an entry that matches nothing fails the test too.
+SEAM_NOT_CLOSED_YET = {
+    # spec engineers: read the spec through jobber._jobs.job (spec_of), not job._backend
+    "jobber/_server/lifecycle_routes.py",
+}
+PRIVATE_IMPORTS_NOT_FIXED_YET = {
+    # slurm/query.py's names become public (second spec engineer)
+    "jobber/_backends/slurm/array.py",
+    "jobber/_backends/slurm/backend.py",
+    # _magics.py's _parse, _user_errors, _job_id: the flags engineer rewrites _parse
+    "jobber_magics/_lifecycle.py",
+    "jobber_magics/_sweep.py",
+    # _display.py's _STATE_COLOURS, _e, _now: _display.py is being changed (duration text)
+    "jobber_magics/_sweepview.py",
+}
+
+
+def _private_name(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_imports() -> list[Import]:
+    """``from a.b import _x`` where ``_x`` is a name of ``a.b``, not a module of its own."""
+    known = modules()
+    return [imp for imp in all_imports()
+            if imp.target != imp.imported and imp.imported not in known
+            and _private_name(imp.imported.rsplit(".", 1)[-1])]
+
+
+def backend_reaches(paths: dict[str, Path]) -> list[tuple[Path, int, str]]:
+    """``x._backend`` (and ``getattr(x, "_backend")``) for any ``x`` but ``self``."""
+    found = []
+    for module, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "_backend" and not (
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append((path, node.lineno, module))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                    "getattr", "setattr", "hasattr") and len(node.args) > 1 \
+                    and isinstance(node.args[1], ast.Constant) and node.args[1].value == "_backend":
+                found.append((path, node.lineno, module))
+    return found
+
+
+class TestSeamChecks:
+    """The two checks below see what they must (and nothing they must not)."""
+
+    def test_private_imports_are_found(self, tmp_path):
+        package = tmp_path / "pkg"
+        package.mkdir()
+        for name in ("__init__", "a", "_b", "c"):
+            (package / f"{name}.py").write_text("")
+        (package / "c.py").write_text("from pkg.a import _hidden, shown, __version__\nfrom pkg import _b\n"
+                                      "from pkg.a import shown as _alias\n")
+        found = imports_of("pkg.c", package / "c.py", {"pkg", "pkg.a", "pkg._b", "pkg.c"})
+        private = [imp.imported for imp in found if imp.target != imp.imported
+                   and _private_name(imp.imported.rsplit(".", 1)[-1])]
+        assert private == ["pkg.a._hidden"]
+
+    def test_backend_reaches_are_found(self, tmp_path):
+        path = tmp_path / "m.py"
+        path.write_text("job._backend.start()\nself._backend()\nx = getattr(job, '_backend', None)\n"
+                        "cls._backend\njob.backend\n")
+        assert sorted(line for _, line, _ in backend_reaches({"m": path})) == [1, 3]
+
+
+def test_only_job_py_touches_a_jobs_backend():
+    allowed = {REPO / "jobber" / "_jobs" / "job.py"} | {REPO / p for p in SEAM_NOT_CLOSED_YET}
+    reaches = backend_reaches(modules())
+    problems = [f"{path.relative_to(REPO)}:{line}" for path, line, _ in reaches if path not in allowed]
+    stale = sorted(p for p in SEAM_NOT_CLOSED_YET if not any(path == REPO / p for path, _, _ in reaches))
+    fail_on(problems + [f"{p}: in SEAM_NOT_CLOSED_YET but touches no backend: remove it" for p in stale],
+            "modules outside jobber/_jobs/job.py reach into a Job's backend (job._backend)",
+            "Go through the Job's public verbs, or add a function to jobber/_jobs/job.py (as "
+            "start_sandboxed, signal, read_log and start_together are) and, if the backend lacks "
+            "the verb, to the Backend protocol in jobber/_backends/base.py.")
+
+
+def test_no_private_names_are_imported_across_modules():
+    found = private_imports()
+    problems = [imp for imp in found if str(imp.path.relative_to(REPO)) not in PRIVATE_IMPORTS_NOT_FIXED_YET]
+    stale = sorted(p for p in PRIVATE_IMPORTS_NOT_FIXED_YET if not any(str(imp.path.relative_to(REPO)) == p
+                                                                       for imp in found))
+    fail_on(places(problems) + [f"{p}: in PRIVATE_IMPORTS_NOT_FIXED_YET but imports no private name: remove it"
+                                for p in stale],
+            "private names (a leading underscore) are imported from another module",
+            "A name another module needs is part of its module's interface: drop the underscore "
+            "(and list it in __all__), or move it to the module that uses it.")

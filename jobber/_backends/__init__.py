@@ -147,8 +147,17 @@ class DeferredBackend:
     def spec(self) -> JobSpec:
         return self._dir.read_spec()
 
-    def start(self, *, user: str | None, cwd: str | None, **private: Any) -> None:
-        self._backend().start(user=user, cwd=cwd, **private)  # private: the server's sandbox
+    def start(self, *, user: str | None, cwd: str | None, sandbox: Any = None) -> None:
+        self._backend().start(user=user, cwd=cwd, sandbox=sandbox)
+
+    def signal(self, kill: bool) -> Any:
+        return self._backend().signal(kill)
+
+    def read_log(self, buf: bytearray, offset: int) -> tuple[int, int]:
+        return self._backend().read_log(buf, offset)
+
+    def log_length(self) -> int:
+        return self._backend().log_length()
 
     def status(self) -> Any:
         return self._backend().status()

@@ -4,6 +4,11 @@ The job's truth lives with its backend (a job directory on this host, Slurm, a j
 server), so any process (a restarted kernel, the CLI, the server) sees the same state.
 ``Job`` holds that backend and delegates each verb to it in one line: it never asks
 which backend it holds (``jobber._backends.base`` draws the interface).
+
+Nothing outside this module touches a job's backend. What jobber's own layers need of it
+beyond the public verbs (a jobber server starts jobs sandboxed, signals them and reads
+their logs with offsets; a sweep starts its jobs together) are the functions below the
+class, each one line of delegation too.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from jobber._limits import Limits
 
 if TYPE_CHECKING:
     from jobber._backends.base import Backend
+    from jobber._backends.context import Sandbox
 
-__all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES", "spec_of"]
+__all__ = ["Job", "JobStatus", "FINAL_STATES", "STATES", "log_length", "read_log", "signal", "spec_of",
+           "start_sandboxed", "start_together"]
 
 
 class Job:
@@ -225,3 +232,57 @@ def spec_of(job: Job) -> JobSpec:
     spec = job._backend.spec()
     # A backend that still describes its job as a dict (spec.json's keys) is read as one.
     return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)
+
+
+def start_sandboxed(job: Job, user: str | None, sandbox: Sandbox) -> None:
+    """``job.start(user=user)`` with nothing of this process: how a jobber server starts
+    a tenant's job (``context.Sandbox``).
+
+    Raises:
+        JobError: as ``Job.start``; or the job's backend starts nothing on this host.
+    """
+    job._backend.start(user=user, cwd=None, sandbox=sandbox)
+
+
+def signal(job: Job, kill: bool) -> JobStatus:
+    """One step of a stop (``jobber._backends.stopping``): record it, and SIGTERM (SIGKILL
+    with ``kill``) every process of the job without waiting.
+
+    Returns:
+        The status just before.
+
+    Raises:
+        JobError: the job was never started, or its processes cannot be signalled.
+    """
+    return job._backend.signal(kill)
+
+
+def read_log(job: Job, buf: bytearray, offset: int) -> tuple[int, int]:
+    """``job.tail(buf, offset)``, and where it read from.
+
+    Returns:
+        (the logical offset of the first byte copied, how many bytes were copied).
+    """
+    return job._backend.read_log(buf, offset)
+
+
+def log_length(job: Job) -> int:
+    """The job's log's logical length now (0 before it has one)."""
+    return job._backend.log_length()
+
+
+def start_together(jobs: list[Job], parallel: int | None = None) -> bool:
+    """Start ``jobs`` as one unit if their backend can (a Slurm job array, at most
+    ``parallel`` tasks at once).
+
+    Returns:
+        True if they were started; False if they cannot start together (none was started).
+    """
+    from jobber._backends import can_start_together
+    from jobber._backends import start_together as start_backends
+
+    backends = [job._backend for job in jobs]
+    if not can_start_together(backends):
+        return False
+    start_backends(backends, parallel)
+    return True

@@ -152,22 +152,20 @@ def sweep(session: Any, template: str, *, limits: Any = None, label: str | None 
 
 def _start(jobs: list[Any], parallel: int | None) -> None:
     """Start the jobs: together when their backend can (a Slurm array), else one by one."""
-    from jobber._backends import can_start_together, start_together
+    from jobber._jobs.job import start_together
 
-    backends = [job._backend for job in jobs]
-    if not can_start_together(backends):
-        if parallel is not None:
-            _remove(jobs)
-            raise JobError("parallel=: these jobs cannot start as one Slurm array (a jobber server starts "
-                           "them one by one): limit them with a queue instead (queue=...)")
-        for job in jobs:
-            job.start()
-        return
     try:
-        start_together(backends, parallel)
+        if start_together(jobs, parallel):
+            return
     except BaseException:
         _remove(jobs)  # none started: the sweep is made whole or not at all
         raise
+    if parallel is not None:
+        _remove(jobs)
+        raise JobError("parallel=: these jobs cannot start as one Slurm array (a jobber server starts "
+                       "them one by one): limit them with a queue instead (queue=...)")
+    for job in jobs:
+        job.start()
 
 
 def _remove(jobs: list[Any]) -> None:

@@ -5,8 +5,9 @@ certificate's job id is answered exactly like an id that was never used. Blockin
 calls (start spawns a supervisor, status reads a few files, a listing many, log reads)
 run in the worker threads every tenant shares in turn (``quotas.FairPool``); following a
 log, waiting for a job's end and a stop's grace period run on the event loop
-(``watch.py``), holding no thread. Each certificate's caps (``quotas.Tenants``) and
-every input are checked before anything is made.
+(``watch.py``, ``stops.py``), holding no thread. Each certificate's caps
+(``quotas.Tenants``) and every input (``request_parsing.py``) are checked before anything
+is made. Jobs are reached through ``Job`` (and ``jobber._jobs.job``'s functions) only.
 """
 
 from __future__ import annotations
@@ -16,28 +17,19 @@ import contextlib
 import functools
 import json
 import logging
-import math
-import os
 import re
-import signal
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from jobber import __version__
-from jobber._backends.local import admission, isolation
-from jobber._backends.local.backend import LocalBackend, start_admitted
 from jobber._errors import JobError, JobNotFound
-from jobber._jobs import logcut
-from jobber._jobs.job import Job
-from jobber._jobs.jobdir import JobDir
-from jobber._jobs.status import JobStatus
+from jobber._jobs.job import Job, log_length, signal
+from jobber._jobs.job import read_log as read_job_log
 from jobber._jobs.store import JobStore, jobs_dir
+from jobber._server import stops
 from jobber._server.errors import ApiError, public_message
-from jobber._server.framing import body_error
 from jobber._server.lifecycle_routes import (
     NEW_JOB_EXAMPLE,
     NEW_JOB_FIELDS,
@@ -68,8 +60,9 @@ from jobber._server.openapi import (
     openapi_document,
 )
 from jobber._server.quotas import Tenant
+from jobber._server.request_parsing import flag, json_body, query_params, seconds, whole
 from jobber._server.state import CONFIG, HUB
-from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, resolve_offset, wait_for_end
+from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, wait_for_end
 
 __all__ = ["add_routes"]
 
@@ -78,11 +71,6 @@ log = logging.getLogger("jobber.server")
 # A follower whose client has not taken a chunk for this long is dropped: it holds a log
 # descriptor and buffers, and other followers must not wait behind it.
 _WRITE_TIMEOUT_S = 60.0
-# After SIGKILL, how long a stop waits for the job to be gone (as LocalBackend.stop).
-_KILL_WAIT_S = 10.0
-# A lone UTF-16 surrogate: JSON's "\ud800" parses into one, and no file, argument or
-# environment can hold it.
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _JOB_ID = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -161,125 +149,24 @@ def _job_json(job: Job, status: Any = None, attempts: bool = False) -> dict[str,
     return data
 
 
-def _query(request: web.Request, parsers: dict[str, Callable[[str, str], Any]]) -> dict[str, Any]:
-    unknown = sorted(set(request.query) - set(parsers))
-    if unknown:
-        takes = ", ".join(parsers) or "no parameters"
-        raise ApiError(400, f"unknown query parameter(s) {', '.join(repr(u[:40]) for u in unknown)}; this endpoint takes {takes}")
-    values = {}
-    for name, parse in parsers.items():
-        given = request.query.getall(name, [])
-        if len(given) > 1:
-            raise ApiError(400, f"query parameter {name!r} is given {len(given)} times: give it once")
-        if given:
-            values[name] = parse(name, given[0])
-    return values
-
-
-def _whole(low: int, high: int | None = None, hint: str = "") -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
-        text = raw.strip()
-        if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
-            raise ApiError(400, f"{name}={raw[:40]!r} is not a whole number{hint}")
-        value = int(text)
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise ApiError(400, f"{name}={value} is out of range: it must be {bound}{hint}")
-        return value
-
-    return parse
-
-
-def _seconds(high: float) -> Callable[[str, str], float]:
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not 0 <= value <= high:
-            raise ApiError(400, f"{name}={raw[:40]!r}: give a number of seconds from 0 to {high:g}")
-        return value
-
-    return parse
-
-
-def _flag(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ApiError(400, f"{name}={raw[:40]!r}: use 1 or 0 (true or false)")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-async def _json_body(request: web.Request, fields: set[str], required: set[str], example: str, *,
-                     must_send: bool = False) -> dict[str, Any]:
-    timeout = request.app[CONFIG].body_timeout
-    try:
-        raw = await asyncio.wait_for(request.read(), timeout)  # over client_max_size: a 413
-    except asyncio.TimeoutError:
-        raise ApiError(408, f"the request body did not arrive within {timeout:g} s: send it whole, at once") from None
-    except (web.RequestPayloadError, HttpProcessingError) as err:  # bad chunking (framing.py)
-        raise ApiError(400, body_error(err)) from None
-    if not raw.strip():
-        if required or must_send:
-            raise ApiError(400, f"the request body is empty: send a JSON object such as {example}")
-        return {}
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as err:
-        detail = str(err)[:120] if isinstance(err, ValueError) else "nested too deeply"
-        raise ApiError(400, f"the request body is not valid JSON ({detail}): send an object such as {example}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"the request body must be a JSON object such as {example}, not a {type(data).__name__}")
-    _check_text(data)
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ApiError(400, f"unknown field(s) {', '.join(repr(u[:40]) for u in unknown)}; known fields: {known}")
-    missing = sorted(required - set(data))
-    if missing:
-        raise ApiError(400, f"missing field(s) {', '.join(missing)}: send an object such as {example}")
-    return data
-
-
-def _check_text(data: Any) -> None:
-    """Refuse a lone surrogate anywhere in the parsed body (walked without recursion)."""
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str) and (found := _SURROGATE.search(value)):
-            raise ApiError(400, f"the request body holds a lone surrogate (\\u{ord(found.group()):04x}) in a string: "
-                                "a \\uD800-\\uDFFF escape must be one half of a pair; send valid Unicode text")
-
-
 def _start(request: web.Request, job: Job) -> None:
     # As the tenant's own uid, with nothing of the server's environment (tenancy.py).
     request.app[CONFIG].tenancy.start(job, request["identity"].hash)
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    _query(request, {})
+    query_params(request, {})
     return web.json_response(openapi_document(__version__))
 
 
 async def get_identity(request: web.Request) -> web.Response:
-    _query(request, {})
+    query_params(request, {})
     identity = request["identity"]
     return web.json_response({"hash": identity.hash, "subject": identity.subject})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    query = _query(request, {"limit": _whole(1, MAX_LIST_JOBS), "after": _whole(0, MAX_JOB_ID),
+    query = query_params(request, {"limit": whole(1, MAX_LIST_JOBS), "after": whole(0, MAX_JOB_ID),
                              "label": lambda _name, raw: raw})
     page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS),
                        query.get("label"))
@@ -309,8 +196,8 @@ def _list_page(store: JobStore, after: int, limit: int, label: str | None = None
 
 
 async def create_job(request: web.Request) -> web.Response:
-    _query(request, {})
-    data = await _json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
+    query_params(request, {})
+    data = await json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
     if "rerun_of" not in data and "command" not in data:
         raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
     original = None if "rerun_of" not in data else _job(request, check_rerun_of(data["rerun_of"]))
@@ -366,7 +253,7 @@ async def _start_counted(request: web.Request, tenant: Tenant, job: Job) -> None
 
 
 async def get_job(request: web.Request) -> web.Response:
-    query = _query(request, {"wait": _seconds(MAX_WAIT_S), "attempts": strict_flag})
+    query = query_params(request, {"wait": seconds(MAX_WAIT_S), "attempts": strict_flag})
     job = _job(request)
     status = None
     if query.get("wait"):
@@ -375,9 +262,9 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def start_job(request: web.Request) -> web.Response:
-    _query(request, {})
+    query_params(request, {})
     job = _job(request)
-    await _json_body(request, set(), set(), "{}")
+    await json_body(request, set(), set(), "{}")
     tenant = _tenant(request)
     await request.app[CONFIG].tenants.reserve_start(tenant, _store(request))
     try:
@@ -388,9 +275,9 @@ async def start_job(request: web.Request) -> web.Response:
 
 
 async def delete_job(request: web.Request) -> web.Response:
-    _query(request, {})
+    query_params(request, {})
     job = _job(request)
-    await _json_body(request, set(), set(), "{}")
+    await json_body(request, set(), set(), "{}")
     try:
         await _work(request, job.remove)
     except JobError as err:
@@ -401,8 +288,8 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def prune_jobs(request: web.Request) -> web.Response:
     """``cert.prune`` of the caller's jobs: ended ones only, never another certificate's."""
-    _query(request, {})
-    arguments = prune_arguments(await _json_body(request, PRUNE_FIELDS, set(), PRUNE_EXAMPLE))
+    query_params(request, {})
+    arguments = prune_arguments(await json_body(request, PRUNE_FIELDS, set(), PRUNE_EXAMPLE))
     try:
         pruned = await _work(request, prune, _store(request), arguments)
     except JobError as err:
@@ -413,15 +300,16 @@ async def prune_jobs(request: web.Request) -> web.Response:
 
 
 async def stop_job(request: web.Request) -> web.Response:
-    _query(request, {})
+    query_params(request, {})
     job = _job(request)
-    data = await _json_body(request, {"grace"}, set(), '{"grace": 5}')
+    data = await json_body(request, {"grace"}, set(), '{"grace": 5}')
     grace = data.get("grace", 5.0)
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE_S:
         raise ApiError(400, f"grace must be a number of seconds from 0 to {MAX_GRACE_S:g}, not {json.dumps(grace)[:40]}")
     # A task of its own: the stop runs to its end (SIGKILL after the grace) even if the
     # client hangs up meanwhile.
-    stopping = asyncio.ensure_future(_stop(request, _store(request), job, float(grace)))
+    send = functools.partial(_work, request, signal, job, must_run=True)  # send(kill): one signal, in a thread
+    stopping = asyncio.ensure_future(stops.stop(request.app[HUB], send, job, float(grace)))
     try:
         status = await asyncio.shield(stopping)
     except JobError as err:
@@ -429,65 +317,9 @@ async def stop_job(request: web.Request) -> web.Response:
     return _json_reply(await _work(request, _job_bytes, job, status))
 
 
-async def _stop(request: web.Request, store: JobStore, job: Job, grace: float) -> JobStatus:
-    """``LocalBackend.stop`` with its waits on the event loop: SIGTERM, the grace period
-    (no thread is held meanwhile), SIGKILL, the job gone.
-
-    Raises:
-        JobError: never started, its processes cannot be signalled, or it did not end.
-    """
-    hub = request.app[HUB]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    status = await _work(request, _send_stop, store, job, grace <= 0, must_run=True)
-    if not status.ended and grace > 0:
-        status = await wait_for_end(hub, job, grace)
-        if not status.ended and hub.closed:
-            # The server is stopping: the rest of the grace in a thread of its own, which
-            # the process waits for before it exits.
-            left = max(0.0, deadline - loop.time())
-            threading.Thread(target=job.stop, args=(left,), name=f"jobber-stop-{job.id}", daemon=False).start()
-            return status
-        if not status.ended:
-            status = await _work(request, _send_stop, store, job, True, must_run=True)
-    if not status.ended:
-        status = await wait_for_end(hub, job, _KILL_WAIT_S)
-    if not status.ended and not hub.closed:
-        raise JobError(f"job {job.id} did not end after SIGKILL (state {status.state})", job_id=job.id)
-    return status
-
-
-def _send_stop(store: JobStore, job: Job, kill: bool) -> JobStatus:
-    """Record that the job is being stopped and signal every process of it (SIGTERM, or
-    SIGKILL with ``kill``), without waiting; the status as it was just before.
-
-    Raises:
-        JobError: the job was never started, or its processes cannot be signalled.
-    """
-    status = job.status()
-    if status.ended:
-        return status
-    if status.state == "created":
-        raise JobError(f"job {job.id} was never started: nothing to stop", job_id=job.id)
-    jobdir = JobDir(store.path, store.owner, job.id)
-    if status.state == "pending" and admission.withdraw(LocalBackend(jobdir, store), "stopped",
-                                                        "stopped while it waited: it never ran", start_admitted):
-        return job.status()  # it waited in line (a queue, an after, GPUs): it leaves the line, unrun
-    jobdir.request_stop()
-    cgroup = isolation.open_cgroup(jobdir.read("confinement.json") or {}, status.pid)
-    try:
-        if kill:
-            cgroup.kill_all()
-        else:
-            cgroup.signal_all(signal.SIGTERM)
-    except OSError as err:
-        raise JobError(f"job {job.id}: cannot signal its processes: {err}", job_id=job.id) from err
-    return status
-
-
 async def list_queues(request: web.Request) -> web.Response:
     """``cert.queues()`` of the caller: its own queues, never another certificate's."""
-    _query(request, {})
+    query_params(request, {})
     return _json_reply(await _work(request, _queues_bytes, _store(request)))
 
 
@@ -498,9 +330,9 @@ def _queues_bytes(store: JobStore) -> bytes:
 async def set_queue(request: web.Request) -> web.Response:
     """``cert.set_queue(NAME, ...)`` of the caller; an admission pass runs at once, so
     its waiting jobs that now fit start (as their tenant's uid, as every start)."""
-    _query(request, {})
+    query_params(request, {})
     name = queue_name(request.match_info["name"])
-    arguments = queue_arguments(await _json_body(request, QUEUE_FIELDS, set(), QUEUE_EXAMPLE))
+    arguments = queue_arguments(await json_body(request, QUEUE_FIELDS, set(), QUEUE_EXAMPLE))
     store = _store(request)
     try:
         queue = await _work(request, _set_queue, store, name, arguments, must_run=True)
@@ -517,11 +349,11 @@ def _set_queue(store: JobStore, name: str, arguments: dict[str, Any]) -> bytes:
 
 async def read_log(request: web.Request) -> web.StreamResponse:
     hint = "; to start N bytes before the end, pass tail=N"
-    query = _query(request, {
-        "offset": _whole(0, MAX_OFFSET, hint=hint),
-        "tail": _whole(0, MAX_OFFSET),
-        "length": _whole(1, MAX_READ_BYTES),
-        "follow": _flag,
+    query = query_params(request, {
+        "offset": whole(0, MAX_OFFSET, hint=hint),
+        "tail": whole(0, MAX_OFFSET),
+        "length": whole(1, MAX_READ_BYTES),
+        "follow": flag,
     })
     if "offset" in query and "tail" in query:
         raise ApiError(400, "give offset or tail, not both: offset counts from the start, tail from the end")
@@ -537,23 +369,15 @@ def _read(job: Job, query: dict[str, Any]) -> tuple[int, bytes]:
     """(the logical offset of the first byte, the bytes) of a log read (``logcut``: a
     capped log reads as its head, a marker line, its newest bytes)."""
     buf = bytearray(min(query.get("length", DEFAULT_READ_BYTES), query.get("tail", MAX_READ_BYTES)))
-    try:
-        fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return (0 if "tail" in query else query.get("offset", 0)), b""  # not started yet: an empty log
-    try:
-        if not buf:  # tail=0: nothing, from the end
-            return logcut.find_cut(fd).length, b""
-        offset = -query["tail"] if "tail" in query else query.get("offset", 0)
-        start, n = logcut.read_logical(fd, memoryview(buf), offset)
-    finally:
-        os.close(fd)
+    if not buf:  # tail=0: nothing, from the end
+        return log_length(job), b""
+    start, n = read_job_log(job, buf, -query["tail"] if "tail" in query else query.get("offset", 0))
     return start, bytes(buf[:n])
 
 
 async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.StreamResponse:
     if "tail" in query:
-        start = resolve_offset(job.log_path, -query["tail"]) if query["tail"] else _end_of(job)
+        start = max(0, log_length(job) - query["tail"])
     else:
         start = query.get("offset", 0)
     response = web.StreamResponse(headers={
@@ -600,18 +424,6 @@ def _drop_stuck_follower(request: web.Request, job: Job) -> None:
     log.warning("dropped a follower of job %d (%s): it took nothing for %.0f s",
                 job.id, request["identity"].label, _WRITE_TIMEOUT_S)
     _abort(request)
-
-
-def _end_of(job: Job) -> int:
-    """The log's logical length now (its end, for a follow that starts there)."""
-    try:
-        fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return 0
-    try:
-        return logcut.find_cut(fd).length
-    finally:
-        os.close(fd)
 
 
 def _abort(request: web.Request) -> None:

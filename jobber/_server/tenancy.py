@@ -6,14 +6,15 @@ allocated the first time the tenant starts a job, recorded in ``<state dir>/tena
 (written atomically under ``flock`` of ``tenants.lock``, so two servers sharing a state
 directory never hand out one uid twice), and never given to anyone else. No passwd entry
 is needed, as with systemd's DynamicUser: a uid with a passwd or group entry, one that
-owns a running process, or one whose tenant directory exists is skipped.
+owns a running process, or one whose tenant directory exists is skipped
+(``tenant_uids.py``).
 
 Each tenant has ``<state dir>/tenants/<uid>/`` (root's, mode 0711, so the tenant cannot
-swap what is inside for a link) holding ``home`` and ``tmp`` (the tenant's, 0700). A job
-starts as that uid and gid, with no supplementary groups, in ``home``, with the clean
-environment and limits of ``context.Sandbox``, and, where the host allows mount
-namespaces, with ``tmp`` mounted on ``/tmp`` and a ``/proc`` that shows only its own
-uid's processes.
+swap what is inside for a link; ``tenant_dirs.py``) holding ``home`` and ``tmp`` (the
+tenant's, 0700). A job starts as that uid and gid, with no supplementary groups, in
+``home``, with the clean environment and limits of ``context.Sandbox``, and, where the
+host allows mount namespaces, with ``tmp`` mounted on ``/tmp`` and a ``/proc`` that
+shows only its own uid's processes.
 
 ``--single-tenant`` is the operator's word that every certificate of the pool belongs to
 one party: jobs then run as ``--job-user`` (root only; default nobody) or as the server's
@@ -23,24 +24,20 @@ Without it the server refuses to run tenants' jobs as one shared uid.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import grp
-import json
 import logging
 import os
 import pwd
 import re
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from jobber._backends.context import Sandbox
 from jobber._errors import JobberError, JobError
-from jobber._files import read_json, write_atomic
+from jobber._jobs.job import start_sandboxed
+from jobber._server.tenant_dirs import check_state_dir, mkdir_owned, private_mounts_fail, reachable_by_others
+from jobber._server.tenant_uids import UidRegistry
 
 __all__ = ["DEFAULT_STATE_DIR", "DEFAULT_UID_RANGE", "PerTenantUids", "SingleTenant", "Tenancy",
            "parse_uid_range", "resolve_job_user", "resolve_tenancy"]
@@ -51,8 +48,6 @@ DEFAULT_UID_RANGE = (200000, 265535)
 DEFAULT_STATE_DIR = "/var/lib/jobber"
 _MAX_ID = 2**32 - 2
 _RANGE = re.compile(r"^\s*([0-9]{1,10})\s*-\s*([0-9]{1,10})\s*$")
-_REGISTRY = "tenants.json"
-_LOCK = "tenants.lock"
 
 
 class Tenancy:
@@ -80,7 +75,7 @@ def _start_local(job: Any, user: str | None, sandbox: Sandbox) -> None:
     if job.backend != "local":
         raise JobError(f"job {job.id} is a {job.backend} job: this server runs jobs on its own host only",
                        job_id=job.id)
-    job._backend.start(user=user, cwd=None, sandbox=sandbox)  # the sandbox is private to the server
+    start_sandboxed(job, user, sandbox)
 
 
 def resolve_job_user(job_user: str | None) -> tuple[str | None, str]:
@@ -224,11 +219,9 @@ class PerTenantUids(Tenancy):
         self.want_private_tmp = private_tmp
         self.private_tmp = False
         self.label = f"a uid of each tenant's own from {low}-{high} (homes in {self.tenants_dir})"
-        self._known: dict[str, int] = {}
+        self._uids = UidRegistry(state_dir, self.tenants_dir, low, high)
         self._mutex = threading.Lock()
         self._ready = False
-
-    # --- setup ----------------------------------------------------------------------------
 
     def setup(self) -> None:
         """Make the state directory (0711) and ``tenants/`` (0711), check that tenants'
@@ -240,55 +233,17 @@ class PerTenantUids(Tenancy):
         with self._mutex:
             if self._ready:
                 return
-            self._check_state_dir()
-            tenants = _mkdir_owned(self.tenants_dir, 0, 0, 0o711, enforce_mode=True)
+            check_state_dir(self.state_dir, self.want_private_tmp, DEFAULT_STATE_DIR)
+            tenants = mkdir_owned(self.tenants_dir, 0, 0, 0o711, enforce_mode=True)
             self.private_tmp = False
             if self.want_private_tmp:
-                why = _private_mounts_fail(str(tenants))
+                why = private_mounts_fail(str(tenants))
                 if why is None:
                     self.private_tmp = True
                 else:
                     log.warning("jobs share this host's /tmp and see every process in /proc: this host does not "
                                 "let jobber give each job a mount namespace (%s)", why)
             self._ready = True
-
-    def _check_state_dir(self) -> None:
-        state = self.state_dir
-        fix = f"choose another --state-dir (default {DEFAULT_STATE_DIR})"
-        if self.want_private_tmp and (state == Path("/tmp") or Path("/tmp") in state.parents):
-            raise JobberError(f"--state-dir {state} is under /tmp, which every job gets a private one of: the "
-                              f"tenants' homes would not be there for their jobs; {fix}")
-        here = Path("/")
-        for part in state.parts[1:-1]:
-            here = here / part
-            try:
-                st = os.lstat(here)
-                if stat.S_ISLNK(st.st_mode) and st.st_uid == 0:
-                    st = os.stat(here)  # a root-owned link, e.g. /var/run -> /run
-            except FileNotFoundError:
-                _mkdir_owned(here, 0, None, 0o755)
-                continue
-            except OSError as err:
-                raise JobberError(f"--state-dir {state}: cannot look at {here}: {err.strerror}; {fix}") from None
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-                raise JobberError(f"--state-dir {state}: {here} is not a directory of root's; {fix}")
-            if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
-                raise JobberError(f"--state-dir {state}: {here} is writable by everyone, who could replace what "
-                                  f"is beneath it; {fix}")
-            if not st.st_mode & 0o001:
-                raise JobberError(
-                    f"--state-dir {state}: {here} is mode {stat.S_IMODE(st.st_mode):o}, so tenants' jobs (other "
-                    f"users) could not reach their homes beneath it: run `chmod o+x {here}`, or {fix}")
-        try:
-            _mkdir_owned(state, 0, None, 0o711)
-            st = os.lstat(state)
-            if st.st_mode & 0o022:
-                raise JobberError(f"--state-dir {state} is writable by other users (mode "
-                                  f"{stat.S_IMODE(st.st_mode):o}): run `chmod go-w {state}`, or {fix}")
-            if not st.st_mode & 0o001:
-                os.chmod(state, stat.S_IMODE(st.st_mode) | 0o011, follow_symlinks=False)
-        except JobError as err:
-            raise JobberError(f"--state-dir {state}: {err}; {fix}") from None
 
     def check_secret(self, path: str, what: str) -> None:
         """Refuse a key that tenants' jobs could read: readable by others (or by a group of
@@ -303,82 +258,26 @@ class PerTenantUids(Tenancy):
         except OSError:
             return  # loading it will say why
         readable = st.st_mode & 0o004 or (st.st_mode & 0o040 and self.low <= st.st_gid <= self.high)
-        if not readable or not _reachable_by_others(os.path.dirname(path)):
+        if not readable or not reachable_by_others(os.path.dirname(path)):
             return
         raise JobberError(f"{what} {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}), and "
                           f"tenants' jobs run as other users: run `chmod 600 {path}`")
 
-    # --- uids -----------------------------------------------------------------------------
-
     def uid_of(self, owner: str) -> int:
-        """The tenant's uid: recorded, or allocated now (under ``flock``) and recorded.
+        """The tenant's uid: recorded, or allocated now and recorded (``tenant_uids``).
 
         Raises:
-            JobError: the range is used up, or the registry is unreadable or corrupt.
+            JobberError: the state directory is unusable. JobError: the range is used up,
+                or the registry is unreadable or corrupt.
         """
-        uid = self._known.get(owner)
-        if uid is not None:
-            return uid
         self.setup()
-        with self._mutex:
-            lock = os.open(self.state_dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                table = self._read()
-                uid = table.get(owner)
-                if uid is None:
-                    uid = self._free(table)
-                    table[owner] = uid
-                    data = {"version": 1, "uids": table}
-                    write_atomic(self.state_dir / _REGISTRY, json.dumps(data, indent=0, sort_keys=True).encode())
-                    log.info("tenant %s: uid %d", owner[:12], uid)
-            finally:
-                os.close(lock)  # releases the flock
-            self._known.update(table)  # a recorded uid never changes
-        return uid
-
-    def _read(self) -> dict[str, int]:
-        path = self.state_dir / _REGISTRY
-        data = read_json(path, "tenant registry") or {"uids": {}}
-        table = data.get("uids") if isinstance(data, dict) else None
-        if not isinstance(table, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
-                for k, v in table.items()):
-            raise JobError(f"the tenant registry {path} is corrupt (expected {{\"uids\": {{hash: uid}}}}): "
-                           "restore it from a backup; tenants' uids must not change")
-        if len(set(table.values())) != len(table):
-            raise JobError(f"the tenant registry {path} gives one uid to two tenants: fix it by hand")
-        return table
-
-    def _free(self, table: dict[str, int]) -> int:
-        """The lowest uid of the range that nobody has: not recorded, no passwd or group
-        entry, no process, no tenant directory left from a lost registry."""
-        used = set(table.values())
-        running = _process_uids()
-        for uid in range(self.low, self.high + 1):
-            if uid in used or uid in running or os.path.lexists(self.tenants_dir / str(uid)):
-                continue
-            try:
-                pwd.getpwuid(uid)
-                continue
-            except KeyError:
-                pass
-            try:
-                grp.getgrgid(uid)
-                continue
-            except KeyError:
-                pass
-            return uid
-        raise JobError(f"no free uid left in --uid-range {self.low}-{self.high} for a new tenant: "
-                       "restart the server with a larger range")
-
-    # --- starting -------------------------------------------------------------------------
+        return self._uids.uid_of(owner)
 
     def dirs(self, uid: int) -> tuple[str, str]:
         """The tenant's home and tmp, made if missing (``tenants/<uid>`` is root's, 0711)."""
-        base = _mkdir_owned(self.tenants_dir / str(uid), 0, 0, 0o711, enforce_mode=True)
-        home = _mkdir_owned(base / "home", uid, uid, 0o700)
-        tmp = _mkdir_owned(base / "tmp", uid, uid, 0o700)
+        base = mkdir_owned(self.tenants_dir / str(uid), 0, 0, 0o711, enforce_mode=True)
+        home = mkdir_owned(base / "home", uid, uid, 0o700)
+        tmp = mkdir_owned(base / "tmp", uid, uid, 0o700)
         return str(home), str(tmp)
 
     def start(self, job: Any, owner: str) -> None:
@@ -388,79 +287,3 @@ class PerTenantUids(Tenancy):
                                                     hide_pids=self.private_tmp))
 
 
-def _mkdir_owned(path: Path, uid: int, gid: int | None, mode: int, *, enforce_mode: bool = False) -> Path:
-    """``path`` as a real directory (never through a link) owned by uid (and gid, unless
-    None); ``mode`` when made here (always with ``enforce_mode``).
-
-    Raises:
-        JobError: it is a link or not a directory, or belongs to someone else.
-    """
-    made = False
-    try:
-        os.mkdir(path, 0o700)
-        made = True
-    except FileExistsError:
-        pass
-    except OSError as err:
-        raise JobError(f"cannot create {path}: {err.strerror}") from None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        what = "is a symlink" if err.errno == errno.ELOOP else f"cannot be opened ({err.strerror})"
-        raise JobError(f"{path} {what}: refusing to use it") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != uid or (gid is not None and st.st_gid != gid):
-            if st.st_uid not in (0, uid):
-                raise JobError(f"{path} belongs to uid {st.st_uid}, not {uid}: refusing to use it")
-            os.fchown(fd, uid, st.st_gid if gid is None else gid)  # made here, or left half made by a crash
-            made = True
-        if made or enforce_mode:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _reachable_by_others(directory: str) -> bool:
-    """Can a user who is neither the owner nor in the group walk down to ``directory``?"""
-    here = Path(os.path.realpath(directory))
-    for level in (here, *here.parents):
-        try:
-            if not os.stat(level).st_mode & 0o001:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _process_uids() -> set[int]:
-    uids = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                uids.add(os.stat(f"/proc/{name}").st_uid)
-            except OSError:
-                pass
-    return uids
-
-
-_PROBE = """
-import sys
-from jobber._backends.local.job_child import private_mounts
-private_mounts(sys.argv[1], True)
-"""
-
-
-def _private_mounts_fail(tmp_dir: str) -> str | None:
-    """Why a job could not get a mount namespace here (private /tmp, /proc hidepid=2), or
-    None when it can: the launcher's own code, tried once in a throwaway process."""
-    try:
-        result = subprocess.run([sys.executable, "-c", _PROBE, tmp_dir], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, errors="replace", timeout=60)
-    except (OSError, subprocess.SubprocessError) as err:
-        return str(err)
-    if result.returncode == 0:
-        return None
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit status {result.returncode}"

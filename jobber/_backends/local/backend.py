@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jobber._backends import stopping
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
@@ -47,7 +48,6 @@ _TIMEOUT_GRACE_S = 5.0  # at the time limit: SIGTERM, then SIGKILL after this, a
 # supervisor is noticed (it cannot send an event).
 _LIVENESS_CHECK_S = 1.0
 _REAPED = "the job's supervisor died before the job ended (killed?): its processes were killed and its cgroup removed"
-_PENDING_STOP_S = 30.0  # a pending job's retry.py ends it within ~50 ms, or starts it
 
 
 class LocalBackend(DirectoryBackend):
@@ -346,10 +346,22 @@ class LocalBackend(DirectoryBackend):
 
         Processes that left the process group (setsid, double fork) are found through
         the cgroup; the supervisor removes the cgroup once the job is gone. Stopping an
-        ended job changes nothing.
+        ended job changes nothing. The steps are ``stopping.stop_plan``'s.
 
         Raises:
             JobError: the job was never started, or it could not be killed.
+        """
+        return stopping.drive(stopping.stop_plan(self.job_id, grace), self.signal, self._wait_step)
+
+    def signal(self, kill: bool) -> JobStatus:
+        """Record that the job is being stopped and signal every process of it (SIGTERM,
+        or SIGKILL with ``kill``), without waiting; the status as it was just before.
+
+        A job waiting in line leaves it, unrun (its status then: "stopped"). A job between
+        two attempts has nothing to signal: ``retry.py`` sees the request and ends it.
+
+        Raises:
+            JobError: the job was never started, or its processes cannot be signalled.
         """
         status = self.status()
         if status.ended:
@@ -361,24 +373,19 @@ class LocalBackend(DirectoryBackend):
             return self.status()
         self.dir.request_stop()
         if status.state == "pending":
-            # Between two attempts: retry.py sees the request and ends the job "stopped";
-            # if it was just starting the next attempt, that attempt is stopped below.
-            status = self._wait_while_pending(_PENDING_STOP_S)
-            if status.ended:
-                return status
+            return status
         cgroup = self._cgroup(status.pid)
         try:
-            if grace > 0:
-                cgroup.signal_all(signal.SIGTERM)
-                status = self.wait(grace)
-            if not status.ended:
+            if kill:
                 cgroup.kill_all()
-                status = self.wait(10.0)
+            else:
+                cgroup.signal_all(signal.SIGTERM)
         except OSError as err:
             raise JobError(f"job {self.job_id}: cannot signal its processes: {err}", job_id=self.job_id) from err
-        if not status.ended:
-            raise JobError(f"job {self.job_id} did not end after SIGKILL (state {status.state})", job_id=self.job_id)
         return status
+
+    def _wait_step(self, step: stopping.Wait) -> JobStatus:
+        return self._wait_while_pending(step.seconds) if step.pending else self.wait(step.seconds)
 
     def _cgroup(self, pid: int | None) -> Any:
         return isolation.open_cgroup(self.dir.read("confinement.json") or {}, pid)

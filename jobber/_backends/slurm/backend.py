@@ -89,7 +89,9 @@ class SlurmBackend(DirectoryBackend):
     def options(self) -> dict[str, Any]:
         return dict(self.dir.spec().get("options") or {})
 
-    def start(self, *, user: str | None = None, cwd: str | None = None) -> None:
+    def start(self, *, user: str | None = None, cwd: str | None = None, sandbox: Any = None) -> None:
+        if sandbox is not None:
+            raise JobError(f"job {self.job_id} is a Slurm job: Slurm, not a jobber server, confines it", job_id=self.job_id)
         start(self, user, cwd)
 
     def status(self) -> JobStatus:
