@@ -17,6 +17,7 @@ from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
 from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
+from jobber._session import Session
 from jobber._tail import last_lines
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "JobStatus",
     "JobberError",
     "LimitError",
+    "Session",
     "Sweep",
     "Limits",
     "connect",

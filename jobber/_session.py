@@ -16,7 +16,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from jobber._errors import JobNotFound
 
@@ -28,9 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["Forwarding", "Session", "lookup"]
 
 
+@runtime_checkable
 class Session(Protocol):
     """An identity's jobs and queues: a ``jobber.Certificate`` on this host, or what
-    ``jobber.connect`` returns for a jobber server. Their jobs are ``jobber.Job`` either way."""
+    ``jobber.connect`` returns for a jobber server. Their jobs are ``jobber.Job`` either way.
+
+    ``isinstance(x, jobber.Session)`` holds for both.
+    """
 
     __slots__ = ()
 
@@ -228,7 +232,10 @@ def _forwarded(name: str) -> Callable[..., Any]:
     parameters = list(signature.parameters.values())[1:]  # after self
 
     def method(self: Forwarding, /, *args: Any, **kwargs: Any) -> Any:
-        given = signature.bind(self, *args, **kwargs).arguments
+        try:
+            given = signature.bind(self, *args, **kwargs).arguments
+        except TypeError as err:
+            raise TypeError(f"{name}(): {err}") from None
         positional: list[Any] = []
         keywords: dict[str, Any] = {}
         for parameter in parameters:
