@@ -45,11 +45,8 @@ class RemoteSession(Session):
     certificate's SHA-256: the session sees and acts on that certificate's jobs only.
 
     Args:
-        url: ``https://HOST:PORT`` (a path prefix is kept, for servers behind a proxy).
-        cert: the client certificate (PEM file; intermediates may follow it).
-        key: its private key (PEM file).
-        ca: the CA file that signed the server's certificate (default: the system's CAs).
-        timeout: seconds to wait for the server on each request.
+        url, cert, key, ca, timeout: the server, the client certificate and its key, the
+            server's CA and the seconds to wait, for its `Transport` (see there).
 
     Raises:
         CertificateError: the certificate or key cannot be loaded.
