@@ -219,9 +219,9 @@ def bench_flood(server: Server, session, count: int) -> None:
         f"{rss_before / 1024:.0f} / {rss / 1024:.0f} / {rss_after / 1024:.0f} / {peak / 1024:.0f} MiB",
         f"before: {rss_before / 1024:.0f} MiB", "within 100 MiB of before")
     row("server log lines the flood cost", str(lines), f"{count} connections", "a few summaries")
-    context = session._context
+    context = session.transport._context
     with socket.create_connection(("127.0.0.1", port)) as raw, \
-            context.wrap_socket(raw, server_hostname=session._host) as tls:
+            context.wrap_socket(raw, server_hostname=session.transport._host) as tls:
         tls.sendall(b"GET /v1/identity HTTP/1.1\r\nHost: x\r\n")
         started = time.perf_counter()
         while time.perf_counter() - started < 120:

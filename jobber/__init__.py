@@ -18,6 +18,7 @@ from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
 from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
+from jobber._session import Session
 from jobber._tail import last_lines
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "JobStatus",
     "JobberError",
     "LimitError",
+    "Session",
     "Sweep",
     "Limits",
     "connect",

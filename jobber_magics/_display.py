@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from jobber import Certificate, JobberError, JobStatus
+from jobber import Certificate, JobberError, JobStatus, Session
 from jobber_magics._charts import format_size
 
 __all__ = [
@@ -286,7 +286,7 @@ class IdentityView:
         pool_dir: where the pool lives, to tell people where to add certificates.
     """
 
-    def __init__(self, session: Any, pool: Sequence[Certificate], pool_dir: str) -> None:
+    def __init__(self, session: Session | None, pool: Sequence[Certificate], pool_dir: str) -> None:
         self.session = session
         self.pool = list(pool)
         self.pool_dir = pool_dir

@@ -22,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, JobFlags, last_runs
+from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
@@ -83,7 +83,7 @@ class JobberMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self._session: Any = None  # a Certificate, or a remote session
+        self._session: Session | None = None  # a Certificate, or a remote session
         self._identity: Certificate | None = None  # the local identity, for --local
         self.replaced_formatters: dict[type, Any] = {}  # restored by unload_ipython_extension
         self.replaced_bundles: dict[type, Any] = {}
@@ -151,7 +151,7 @@ class JobberMagics(Magics):
                 "cell with --replace to stop it first"], job
 
     @property
-    def session(self) -> Any:
+    def session(self) -> Session:
         """Where jobs are made and found; $JOBBER_CERT until an identity is chosen.
 
         Raises:

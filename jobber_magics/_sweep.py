@@ -1,8 +1,7 @@
 """The magics for queues and sweeps: ``%%jobber_sweep`` and ``%jobber_queue``.
 
 They act on the session of the main magics (`JobberMagics`), which they are given, so a
-``%jobber_connect`` applies to them too. A session without sweeps or queues (a jobber
-server from before them) is told of in one line.
+``%jobber_connect`` applies to them too.
 """
 
 from __future__ import annotations
@@ -64,15 +63,6 @@ def sweep_params(words: list[str]) -> dict[str, list[Any]]:
         raise UsageError("%%jobber_sweep needs parameters on its first line, e.g. %%jobber_sweep lr=0.1,0.01 "
                          "bs=32,64, and {lr} {bs} where they go in the cell")
     return params
-
-
-def _method(session: Any, name: str, what: str) -> Any:
-    method = getattr(session, name, None)
-    if method is None:
-        where = getattr(session, "url", "this session")
-        raise UsageError(f"{where} has no {what} yet (an older jobber server?): run it on this host with "
-                         "%jobber_connect --local, or ask its operator to update jobber")
-    return method
 
 
 class QueueTable(dict):
@@ -207,7 +197,7 @@ class JobberSweepMagics(Magics):
         params = sweep_params(args.params)
         session = self._main.session
         limits, options = job_request(args, session.find_job)
-        sweep = _method(session, "sweep", "sweeps")(cell, limits=limits, **options, **params)
+        sweep = session.sweep(cell, limits=limits, **options, **params)
         if args.name:
             self.shell.user_ns[args.name] = sweep
         if type(self.shell).__name__ != "TerminalInteractiveShell":
@@ -241,8 +231,8 @@ class JobberSweepMagics(Magics):
             memory = limits.get("memory")
             if memory is not None and memory.strip() == "0":
                 limits["memory"] = 0
-            _method(session, "set_queue", "queues")(args.queue, **limits)
-        queues = _method(session, "queues", "queues")()
+            session.set_queue(args.queue, **limits)
+        queues = session.queues()
         if args.queue is not None:
             queues = {args.queue: queues.get(args.queue, {"running": 0, "waiting": 0})}
         return QueueTable(queues)

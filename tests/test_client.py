@@ -327,16 +327,16 @@ class TestServerErrorsMapBack:
     ])
     def test_classes(self, session, status, kind, expected):
         body = f'{{"error": "what went wrong", "type": "{kind}"}}' if kind else '{"error": "what went wrong"}'
-        error = session._api_error(status, body.encode(), 7)
+        error = session.transport.api_error(status, body.encode(), 7)
         assert type(error) is expected
         assert "what went wrong" in str(error)
 
     def test_a_server_limit_error_is_a_limit_error(self, session):
         with pytest.raises(LimitError, match="not a size"):
-            session._json("POST", "/v1/jobs", {"command": "true", "limits": {"memory": "12Q"}})
+            session.transport.json("POST", "/v1/jobs", {"command": "true", "limits": {"memory": "12Q"}})
 
     def test_a_body_that_is_not_json(self, session):
-        error = session._api_error(502, b"<html>bad gateway</html>", None)
+        error = session.transport.api_error(502, b"<html>bad gateway</html>", None)
         assert type(error) is JobberError and "502" in str(error)
 
 

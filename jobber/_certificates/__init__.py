@@ -25,7 +25,7 @@ import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -37,12 +37,10 @@ from jobber._certificates.facts import Facts, Pool
 from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, pem_bytes, read_file
 from jobber._certificates.pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
 from jobber._errors import CertificateError
+from jobber._session import Forwarding
 
 if TYPE_CHECKING:
-    from jobber._jobs.job import Job
     from jobber._jobs.store import JobStore
-    from jobber._jobs.sweeps import Sweep
-    from jobber._limits import Limits
 
 __all__ = ["MAX_PEM_BYTES", "Certificate", "default_root", "get_client_certificates",
            "tls_trust_store"]
@@ -117,12 +115,13 @@ def tls_trust_store(root: str | os.PathLike[str] | None = None) -> tuple[str, li
     return pem, warnings
 
 
-class Certificate:
+class Certificate(Forwarding):
     """A client certificate: the identity that owns jobs.
 
     Get a validated one from `Certificate.from_pem` or `Certificate.from_file`; the pool's
     certificates, unvalidated, come from `get_client_certificates`. Two certificates are
-    equal when their DER encodings are (same `hash`).
+    equal when their DER encodings are (same `hash`). It is a ``jobber.Session``: its job
+    methods (``new_job``, ``get_jobs``, ``prune``, ...) are those of its jobs on this host.
 
     Args:
         certificate: a parsed certificate; it is wrapped as is, without validation.
@@ -244,70 +243,10 @@ class Certificate:
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         return _certificate_from_der, (self._der,)  # x509.Certificate does not pickle
 
-    def _store(self) -> JobStore:  # imported on first use: checking a certificate needs no job storage
+    def _session(self) -> JobStore:  # imported on first use: checking a certificate needs no job storage
         from jobber._jobs.store import JobStore
 
         return JobStore(self.hash())
-
-    def get_jobs(self, label: str | None = None) -> list[Job]:
-        """List this identity's jobs.
-
-        Args:
-            label: only the jobs with this label.
-
-        Returns:
-            Every job this certificate owns (with that label), ended ones included, by id.
-
-        Raises:
-            JobError: the job directory cannot be read.
-        """
-        return self._store().get_jobs(label)
-
-    def find_job(self, ref: int | str) -> Job:
-        """The job with this id, or the newest job with this label.
-
-        Args:
-            ref: a job id, or a label.
-
-        Returns:
-            The job.
-
-        Raises:
-            JobNotFound: no job has that id or label.
-        """
-        return self._store().find(ref)
-
-    def prune(self, *, older_than: float | str | None = None, states: Any = None,
-              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
-        """Remove ended jobs (their directories and logs); running jobs are never touched.
-
-        Args:
-            older_than: only jobs that ended at least this long ago: seconds or "7d", "12h".
-            states: only jobs in these final states, e.g. ("exited", "failed").
-            keep_last: of the matching jobs, keep the newest this many.
-            dry_run: only say which would be removed.
-
-        Returns:
-            The ids removed (or that would be), oldest first.
-
-        Raises:
-            JobError: a malformed argument.
-        """
-        return self._store().prune(older_than=older_than, states=states, keep_last=keep_last, dry_run=dry_run)
-
-    def get_job(self, job_id: int) -> Job:
-        """Get one of this identity's jobs.
-
-        Args:
-            job_id: the job's id.
-
-        Returns:
-            The job.
-
-        Raises:
-            JobNotFound: this certificate owns no job with that id.
-        """
-        return self._store().get_job(job_id)
 
     def generate_job_id(self) -> int:
         """Reserve a new job id, unique even under concurrent callers.
@@ -318,78 +257,7 @@ class Certificate:
         Raises:
             JobError: the job directory cannot be written.
         """
-        return self._store().generate_job_id()
-
-    def new_job(self, command: str, limits: Limits | None = None, **options: Any) -> Job:
-        """Create (without starting) a job owned by this identity.
-
-        Args:
-            command: the shell command to run.
-            limits: resource limits; None for none.
-            **options: ``env=``, ``cwd=``, ``label=``, ``timeout=``, ``log_max=``,
-                ``retries=``, ``retry_on=``, ``oom_growth=``, ``queue=``, ``after=`` (see
-                docs/api.md), and where to
-                run it: backend="slurm", partition=, time=, account=, gres= (default
-                backend: $JOBBER_BACKEND or "local").
-
-        Returns:
-            The new job, in state "created"; ``job.start()`` runs it.
-
-        Raises:
-            JobError: the job cannot be created.
-        """
-        return self._store().new_job(command, limits, **options)
-
-    def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
-                  cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
-        """Set a queue's limits (they persist; 0 removes one, None keeps it).
-
-        Args:
-            name: the queue; jobs join it with ``new_job(..., queue=name)``.
-            parallel: at most this many of its jobs run at once.
-            memory: admit while the running jobs' memory limits sum to at most this.
-            cpus: the same, for their CPU limits.
-            gpus: the same, for their GPUs.
-
-        Returns:
-            The queue's settings now.
-
-        Raises:
-            JobError: a malformed value.
-        """
-        return self._store().set_queue(name, parallel=parallel, memory=memory, cpus=cpus, gpus=gpus)
-
-    def queues(self) -> dict[str, dict[str, Any]]:
-        """Every queue: name -> its settings and how many of its jobs run and wait.
-
-        Returns:
-            ``{"gpu": {"parallel": 2, "memory": None, "cpus": None, "gpus": 2, "running": 1,
-            "waiting": 3}}``.
-        """
-        return self._store().queues()
-
-    def sweep(self, command_template: str, **params: Any) -> Sweep:
-        """One job per combination of the parameters' values, started (through a queue).
-
-        ``cert.sweep("python train.py --lr {lr} --bs {bs}", lr=[0.1, 0.01], bs=[32, 64],
-        queue="gpu", limits=Limits(gpus=1))`` makes 4 jobs. Keywords that ``new_job``
-        takes (``limits``, ``queue``, ``after``, ``env``, ``label``, ...) apply to every job.
-
-        Args:
-            command_template: the command, with ``{name}`` where each value goes (quoted
-                for the shell).
-            **params: each parameter's values, and the jobs' options.
-
-        Returns:
-            The jobs (a list with ``.params``, ``.table()``, ``.stop()``, ``.wait()``).
-
-        Raises:
-            JobError: no parameters, one the template does not use, or a job that cannot
-                be made (then none is).
-        """
-        from jobber._jobs.sweeps import sweep
-
-        return sweep(self, command_template, **params)
+        return self._session().generate_job_id()
 
     def hash(self) -> str:
         """The lowercase hex SHA-256 of the DER encoding, under which jobs are stored.

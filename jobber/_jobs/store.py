@@ -26,6 +26,7 @@ from jobber._jobs.options import check_lifecycle, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
 from jobber._jobs.spec import AFTER, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, JobSpec
 from jobber._limits import Limits
+from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
 
 __all__ = ["JobStore", "jobs_dir", "validate_job_id"]
@@ -57,8 +58,8 @@ def validate_job_id(job_id: object) -> int:
     raise JobNotFound(-1, f"{job_id!r} is not a job id: ids are positive whole numbers (see `jobber ls`)")
 
 
-class JobStore:
-    """The jobs of one identity, on disk.
+class JobStore(Session):
+    """The jobs of one identity, on disk: the `Session` of this host.
 
     Args:
         owner: the lowercase hex SHA-256 of the owner's certificate.
@@ -174,21 +175,6 @@ class JobStore:
 
     def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
                   cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
-        """Set a queue's limits; they persist, and apply to jobs already waiting.
-
-        Args:
-            name: the queue.
-            parallel: at most this many of its jobs run at once (0: no limit).
-            memory: admit while the running jobs' memory limits sum to at most this.
-            cpus: the same, for their CPU limits.
-            gpus: the same, for their GPUs.
-
-        Returns:
-            The queue's settings now.
-
-        Raises:
-            JobError: a malformed value.
-        """
         settings = write_settings(self._ensure(), name, parallel=parallel, memory=memory, cpus=cpus, gpus=gpus)
         from jobber._backends.local.admission import run_pass
         from jobber._backends.local.backend import start_admitted
@@ -273,37 +259,13 @@ class JobStore:
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
         return self._create(new.replace(rerun_of=job.id))
 
-    def find(self, ref: int | str) -> Job:
-        """The job with this id, or the newest job with this label.
+    def find_job(self, ref: int | str) -> Job:
+        return lookup(self, ref, hint="(see `jobber ls` for ids and labels)")
 
-        Raises:
-            JobNotFound: no such id, or no job has that label.
-        """
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-            return self.get_job(ref)
-        if not isinstance(ref, str) or not ref.strip():
-            raise JobNotFound(-1, f"{ref!r} is neither a job id nor a label")
-        labelled = self.get_jobs(label=ref.strip())
-        if not labelled:
-            raise JobNotFound(-1, f"no job is labelled {ref.strip()!r} (see `jobber ls` for ids and labels)")
-        return labelled[-1]
+    find = find_job  # its name before the Session protocol
 
-    def prune(self, *, older_than: float | str | None = None, states: Iterable[str] | None = None,
+    def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
               keep_last: int | None = None, dry_run: bool = False) -> list[int]:
-        """Remove ended jobs' directories; running and waiting jobs are never touched.
-
-        Args:
-            older_than: only jobs that ended at least this long ago ("7d", seconds).
-            states: only jobs in these final states (default: every final state).
-            keep_last: of the jobs that match, keep the newest this many.
-            dry_run: only say what would be removed.
-
-        Returns:
-            The ids removed (or that would be), oldest first.
-
-        Raises:
-            JobError: a malformed argument, or a directory that cannot be removed.
-        """
         wanted = set(FINAL_STATES if states is None else ([states] if isinstance(states, str) else states))
         if not wanted <= FINAL_STATES:
             raise JobError(f"states {sorted(wanted - FINAL_STATES)} are not final states: choose among "
@@ -333,22 +295,13 @@ class JobStore:
         return removed
 
     def get_job(self, job_id: int) -> Job:
-        """The job with this id.
-
-        Raises:
-            JobNotFound: this identity has no such job (another identity's look the same).
-        """
         job_id = validate_job_id(job_id)
         if not (self.path / str(job_id)).is_dir():
             raise JobNotFound(job_id)
         return Job(open_backend(JobDir(self.path, self.owner, job_id), self))
 
     def get_jobs(self, label: str | None = None) -> list[Job]:
-        """Every job of this identity, sorted by id (files are read lazily).
-
-        Args:
-            label: only the jobs with this label (their specs are read).
-        """
+        # Only the directory's names are read: each job's files when it is first used.
         base = self.path
         try:
             names = os.listdir(base)

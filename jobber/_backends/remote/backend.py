@@ -2,8 +2,9 @@
 
 Its verbs map onto the server's /v1/jobs API; ``follow`` streams the log over a chunked
 response and resumes from its offset when the server restarts. It reaches the server
-through the session (``jobber._backends.remote.session``), which it knows only as the
-small ``Transport`` protocol below: the session imports this module, never the reverse.
+through the transport of the session that made it (``transport.py``), and knows that
+session only as the small ``Remote`` protocol below: the session imports this module,
+never the reverse.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
 from jobber._jobs.logs import tail_view
 from jobber._jobs.status import JobStatus
+from jobber._session import Session
 
-__all__ = ["RemoteBackend", "Transport"]
+if TYPE_CHECKING:
+    from jobber._backends.remote.transport import Transport
+
+__all__ = ["Remote", "RemoteBackend"]
 
 _READ_CHUNK = 256 * 1024
 _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
@@ -36,19 +41,17 @@ class _Lost(Exception):
     """The connection broke after the request was sent (a follow may resume)."""
 
 
-class Transport(Protocol):
-    """What a remote job needs of its session: requests to the server, errors mapped."""
+class Remote(Session, Protocol):
+    """What a remote job needs of its session: the server's transport, the identity, and
+    the session's methods (``Job.rerun`` makes the new job there)."""
 
-    url: str
-    timeout: float
+    transport: Transport
 
+    @property
+    def url(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
     def hash(self) -> str: ...
-    def _json(self, method: str, path: str, body: Any = None, *, job_id: int | None = None,
-              timeout: float | None = None) -> Any: ...
-    def _request(self, method: str, path: str, body: Any = None, *,
-                 timeout: float | None = None) -> tuple[int, http.client.HTTPMessage, bytes]: ...
-    def _stream(self, path: str, query: dict[str, Any]) -> tuple[http.client.HTTPSConnection, http.client.HTTPResponse]: ...
-    def _api_error(self, status: int, data: bytes, job_id: int | None) -> JobberError: ...
 
 
 class RemoteBackend:
@@ -62,7 +65,7 @@ class RemoteBackend:
     name = "remote"
     path = None
 
-    def __init__(self, session: Transport, data: dict[str, Any]) -> None:
+    def __init__(self, session: Remote, data: dict[str, Any]) -> None:
         self._session = session
         self.session = session  # where Job.rerun makes the new job
         self.job_id: int = data["id"]
@@ -106,7 +109,7 @@ class RemoteBackend:
             raise JobError("user and cwd are chosen by the server's operator (by default each certificate's jobs "
                            "run as a uid of its own, in its own home), not by the client: leave them out",
                            job_id=self.id)
-        self._session._json("POST", self._path("/start"), {}, job_id=self.id)
+        self._session.transport.json("POST", self._path("/start"), {}, job_id=self.id)
 
     def status(self) -> JobStatus:
         """The job's state on the server (``backend`` is "remote").
@@ -114,7 +117,7 @@ class RemoteBackend:
         Raises:
             JobNotFound: the job is gone. JobberError: the server is unreachable.
         """
-        return _status(self._session._json("GET", self._path(), job_id=self.id))
+        return _status(self._session.transport.json("GET", self._path(), job_id=self.id))
 
     def stop(self, grace: float = 5.0) -> JobStatus:
         """Stop the whole job: SIGTERM, then SIGKILL after ``grace`` seconds.
@@ -126,7 +129,7 @@ class RemoteBackend:
             JobError: the job was never started, or could not be killed.
         """
         timeout = self._session.timeout + float(grace) + 10.0  # the server's SIGKILL wait
-        return _status(self._session._json("POST", self._path("/stop"), {"grace": grace}, job_id=self.id, timeout=timeout))
+        return _status(self._session.transport.json("POST", self._path("/stop"), {"grace": grace}, job_id=self.id, timeout=timeout))
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job has ended, or ``timeout`` seconds have passed.
@@ -137,7 +140,7 @@ class RemoteBackend:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _WAIT_SLICE_S if deadline is None else max(0.0, min(_WAIT_SLICE_S, deadline - time.monotonic()))
-            data = self._session._json("GET", f"{self._path()}?wait={left:.3f}", job_id=self.id,
+            data = self._session.transport.json("GET", f"{self._path()}?wait={left:.3f}", job_id=self.id,
                                        timeout=self._session.timeout + left)
             status = _status(data)
             if status.ended or (deadline is not None and time.monotonic() >= deadline):
@@ -149,7 +152,7 @@ class RemoteBackend:
         Raises:
             JobNotFound: the job is gone. JobberError: the server is unreachable.
         """
-        data = self._session._json("GET", f"{self._path()}?attempts=1", job_id=self.id)
+        data = self._session.transport.json("GET", f"{self._path()}?attempts=1", job_id=self.id)
         return [JobStatus.from_dict({**attempt, "backend": "remote"}) for attempt in data.get("attempts") or [data["status"]]]
 
     def remove(self) -> None:
@@ -158,26 +161,18 @@ class RemoteBackend:
         Raises:
             JobError: the job is running, or the server does not remove jobs.
         """
-        self._session._json("DELETE", self._path(), job_id=self.job_id)
+        self._session.transport.json("DELETE", self._path(), job_id=self.job_id)
 
     def tail(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        """Copy log bytes from ``offset`` into ``buf`` (readinto semantics).
-
-        Args:
-            buf: where to copy; at most ``len(buf)`` bytes are copied.
-            offset: byte offset in the log; negative counts back from the current end.
-
-        Returns:
-            The number of bytes copied.
-        """
+        """``Job.tail``: a request a MiB of ``buf`` (the server's largest read)."""
         view = tail_view(buf, offset)
         copied = 0
         query: dict[str, int] = {"tail": -offset} if offset < 0 else {"offset": offset}
         while copied < len(view):
             want = min(len(view) - copied, _MAX_READ)
-            status, headers, data = self._session._request("GET", f"{self._path('/log')}?{urlencode({**query, 'length': want})}")
+            status, headers, data = self._session.transport.request("GET", f"{self._path('/log')}?{urlencode({**query, 'length': want})}")
             if status != 200:
-                raise self._session._api_error(status, data, self.id)
+                raise self._session.transport.api_error(status, data, self.id)
             view[copied : copied + len(data)] = data
             copied += len(data)
             if len(data) < want:
@@ -263,7 +258,7 @@ class RemoteBackend:
             if stop is not None and stop.is_set():
                 return
             try:
-                conn, response = session._stream(self._path("/log"), query)
+                conn, response = session.transport.stream(self._path("/log"), query)
                 if live is not None:
                     live["conn"] = conn
             except (JobNotFound, CertificateError, JobError):
