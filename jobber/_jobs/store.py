@@ -126,31 +126,6 @@ class JobStore(Session):
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
                 retry_on: Sequence[str] = ("failed",), oom_growth: float | None = None,
                 queue: str | None = None, after: Any = None, **options: object) -> Job:
-        """Create a job (not started yet) with a freshly reserved id.
-
-        Args:
-            command: the shell command (run as ``/bin/sh -c COMMAND``).
-            limits: resource limits; None means unlimited.
-            env: environment variables to set for the job, on top of what it inherits.
-            cwd: its working directory (default: the caller's at start); must exist.
-            label: a short name for listings, re-runs and filters.
-            timeout: seconds, or "90s", "30m", "2h", "1d": then it is stopped, "timed-out".
-            log_max: the log's cap ("200M"): past it the head and the newest bytes are kept.
-            retries: start a failed attempt again up to this many times.
-            retry_on: which endings are retried: "failed", "oom-killed", "timed-out".
-            oom_growth: after an OOM kill the next attempt gets memory x this.
-            queue: a queue's name: the job starts when the queue admits it (``set_queue``).
-            after: job ids (or Jobs) that must end first: alone or ``(id, "ok")``, they
-                must exit 0 (else this job ends "failed" unrun); ``(id, "any")``: any end.
-            **options: backend options (``backend="slurm"``, ``partition=...``).
-
-        Returns:
-            The new job, in state "created".
-
-        Raises:
-            JobError: the command is empty or not text, a malformed option, options the
-                backend does not take, or the directory cannot be made.
-        """
         lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
                                     retry_on=retry_on, oom_growth=oom_growth)
         lifecycle.update(self._waits(queue, after))
@@ -237,13 +212,6 @@ class JobStore(Session):
         return Job(open_backend(jobdir, self))
 
     def rerun(self, job: Job, **overrides: Any) -> Job:
-        """A new job like ``job`` (command, limits, options), with ``overrides`` applied.
-
-        The original is left untouched; the new job records which job it re-ran.
-
-        Raises:
-            JobError: an override new_job would refuse.
-        """
         spec = spec_of(job)
         unknown = set(overrides) - _RERUN_FIELDS
         if unknown:
