@@ -18,6 +18,7 @@ from jobber._jobs.status import JobStatus
 from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
 from jobber._tail import last_lines
+from jobber._text import did_you_mean, format_elapsed, format_size
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,10 @@ __all__ = [
     "Limits",
     "connect",
     "default_root",
+    "did_you_mean",
     "doctor",
+    "format_elapsed",
+    "format_size",
     "get_client_certificates",
     "last_lines",
     "last_runs",

@@ -6,8 +6,9 @@ Kept apart from ``cli.py`` (what each subcommand does) so each reads on its own.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
+
+from jobber._text import did_you_mean
 
 __all__ = ["build_parser"]
 
@@ -17,10 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         if "unrecognized arguments:" in message:
-            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-            words = [w.split("=")[0] for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("--")]
-            guesses = [f"{w}: did you mean {m[0]}?" for w in words
-                       if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
+            guesses = did_you_mean(message.split("unrecognized arguments:", 1)[1].split(), self)
             if guesses:
                 message += "; " + "; ".join(guesses)
         super().error(message)

@@ -9,7 +9,6 @@ one-line ``UsageError`` messages, translated in exactly one place (`_user_errors
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import keyword
 import os
@@ -58,11 +57,7 @@ def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
     """Add the closest real option to an "unrecognized arguments" message of ``parser``."""
     if "unrecognized arguments:" not in message:
         return message
-    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-    unknown = [word.split("=")[0] for word in message.split("unrecognized arguments:", 1)[1].split()
-               if word.startswith("--")]
-    guesses = [f"{word}: did you mean {match[0]}?" for word in unknown
-               if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
+    guesses = jobber.did_you_mean(message.split("unrecognized arguments:", 1)[1].split(), parser)
     return message + ("; " + "; ".join(guesses) if guesses else "") + f" (see {parser.prog}? for the options)"
 
 
@@ -251,7 +246,7 @@ class JobberMagics(Magics):
         job = session.new_job(cell, limits, **options)
         cell_key = self.current_cell
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
-        if isinstance(session, Certificate) and options.get("backend", os.environ.get("JOBBER_BACKEND", "local")) == "local":
+        if isinstance(session, Certificate) and job.backend == "local":
             notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
             picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""
