@@ -17,10 +17,17 @@ if TYPE_CHECKING:
     from jobber._backends.base import Backend
     from jobber._jobs.jobdir import JobDir
 
-__all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "open_backend", "start_together"]
+__all__ = ["NAMES", "can_start_together", "check_lifecycle_for", "check_options", "default_backend", "open_backend",
+           "start_together"]
 
 NAMES = ("local", "slurm")
 """The backends a job made on this host can name."""
+
+
+def default_backend() -> str:
+    """The backend of a job that names none: ``$JOBBER_BACKEND`` when set (and not empty),
+    else "local". Not checked here: ``check_options`` refuses an unknown one."""
+    return os.environ.get("JOBBER_BACKEND") or "local"
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +40,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         JobError: an unknown backend, or options that backend does not take.
     """
     options = dict(options)
-    backend = options.setdefault("backend", os.environ.get("JOBBER_BACKEND") or "local")
+    backend = options.setdefault("backend", default_backend())
     if backend not in NAMES:
         raise JobError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)} (or set JOBBER_BACKEND)")
     if backend == "slurm":

@@ -16,7 +16,6 @@ its tasks; ``parallel=P`` lets at most P of them run at once (``--array=0-(n-1)%
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shlex
 from collections.abc import Iterable
@@ -179,7 +178,9 @@ def _remove(jobs: list[Any]) -> None:
 
 
 def _check_parallel(parallel: Any, options: dict[str, Any], start: bool) -> None:
-    backend = options.get("backend") or os.environ.get("JOBBER_BACKEND") or "local"
+    from jobber._backends import default_backend
+
+    backend = options.get("backend") or default_backend()
     if backend != "slurm":
         raise JobError(f"parallel= is for Slurm sweeps (backend=\"slurm\"), not {backend!r} ones: on this host "
                        "a queue limits how many run, cert.set_queue(\"sweep\", parallel=2) and queue=\"sweep\"")
