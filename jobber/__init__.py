@@ -20,6 +20,7 @@ from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
 from jobber._session import Session
 from jobber._tail import last_lines
+from jobber._text import format_elapsed, format_size
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     "connect",
     "default_root",
     "doctor",
+    "format_elapsed",
+    "format_size",
     "get_client_certificates",
     "last_lines",
     "last_runs",

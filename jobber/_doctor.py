@@ -146,8 +146,8 @@ def _confinement() -> tuple[str, bool, list[Check]]:
     return driver.NAME, not why, checks
 
 
-def _fix_for_none(reason: str) -> str:
-    if "JOBBER_ISOLATION" in reason:
+def _fix_for_none(reason: isolation.Unconfined) -> str:
+    if reason.code == isolation.SWITCHED_OFF:
         return "unset JOBBER_ISOLATION"
     if os.path.isdir("/run/systemd/system"):
         return ("start Jupyter in a delegated scope: systemd-run --user --scope -p Delegate=yes jupyter lab; "
@@ -165,9 +165,9 @@ def _fix_for_limit(limit: str) -> str:
 def _launcher() -> Check:
     argv = launcher_command("JOB_DIR")
     if argv[0] == sys.executable:
-        why = ("JOBBER_LAUNCHER=python" if os.environ.get("JOBBER_LAUNCHER") == "python"
-               else "no C compiler to build the launcher")
-        fix = "" if "JOBBER_LAUNCHER" in why else "install a C compiler (apt-get install gcc) for faster starts"
+        asked = os.environ.get("JOBBER_LAUNCHER") == "python"
+        why = "JOBBER_LAUNCHER=python" if asked else "no C compiler to build the launcher"
+        fix = "" if asked else "install a C compiler (apt-get install gcc) for faster starts"
         return Check("launcher", True, f"the Python supervisor ({why}): ~6 MB per job, slower start", fix)
     return Check("launcher", True, f"compiled ({argv[0]})")
 

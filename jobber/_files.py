@@ -142,15 +142,29 @@ def _mount_point(path: str) -> str:
 
 
 def read_json(path: str | os.PathLike[str], what: str = "file") -> dict | None:
-    """The JSON object in ``path``, or None when it does not exist.
+    """The JSON object in ``path``, or None when it does not exist: the one reader of
+    jobber's JSON files, and its one policy.
+
+    A file that is there but cannot be read (permissions, an I/O error), is not JSON, or
+    holds something other than an object is an error, never a guess: jobber writes each
+    file whole (``write_atomic``), so such a file was damaged or written by something
+    else. A caller that can go on without the file catches the ``JobError`` (an admission
+    entry is dropped, a retry not made); every other caller lets it say which file it is.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message ("status.json", "tenant registry").
 
     Raises:
-        JobError: the file exists but cannot be read or parsed (``what`` names it).
+        JobError: the file exists but cannot be read, parsed, or is not a JSON object.
     """
     try:
         with open(path, "rb") as file:
-            return json.loads(file.read())
+            data = json.loads(file.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
         raise JobError(f"unreadable {what} {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise JobError(f"unreadable {what} {path}: not a JSON object")
+    return data

@@ -13,7 +13,6 @@ fills, except for the limits, which make one `Limits`.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 from collections.abc import Callable, Sequence
 from gettext import gettext
@@ -22,6 +21,7 @@ from typing import Any, ClassVar
 from jobber._errors import JobberError
 from jobber._jobs.spec import LIFECYCLE_OPTIONS
 from jobber._limits import Limits
+from jobber._text import did_you_mean
 
 __all__ = ["JobFlags"]
 
@@ -199,8 +199,6 @@ class JobFlags:
         """What to say of the words ``parser.parse_known_args`` did not know: argparse's own
         "unrecognized arguments" line, with the closest option of ``parser`` to each
         mistyped one ("--memroy: did you mean --memory?")."""
-        options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-        guesses = [f"{word}: did you mean {match[0]}?" for word in (w.split("=")[0] for w in extras if w.startswith("--"))
-                   if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
+        guesses = did_you_mean(extras, parser)
         message = gettext("unrecognized arguments: %s") % " ".join(extras)  # argparse's words, as it translates them
         return "; ".join([message, *guesses])

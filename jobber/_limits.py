@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from jobber._errors import LimitError
+from jobber._text import format_size
 
 __all__ = ["Limits", "AUTO", "parse_size", "format_size"]
 
@@ -75,17 +76,6 @@ def parse_size(value: int | str, what: str = "size") -> int:
     if number > _MAX_BYTES:
         raise LimitError(f"{what}={value!r} is beyond what the kernel can express (8 EiB); omit it for no limit")
     return number
-
-
-def format_size(size: int | None) -> str:
-    """Show a byte count the way people read it: 52428800 -> "50 MiB"."""
-    if size is None:
-        return "-"
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
-    return f"{size} B"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from jobber import JobStatus, Limits
+from jobber import JobStatus, Limits, format_elapsed, format_size
 
 __all__ = ["ResourceHistory", "Sample", "format_size", "resource_chart_html"]
 
@@ -26,7 +26,6 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 8, 8, 16  # the plot area's margins: value la
 _LINE = "stroke:var(--jp-brand-color1,#1f77b4)"
 _LIMIT = "stroke:var(--jp-error-color1,#d62728)"
 _TEXT = "fill:currentColor;font-size:10px;font-family:var(--jp-ui-font-family,sans-serif)"
-_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 @dataclass(frozen=True)
@@ -97,22 +96,6 @@ class ResourceHistory:
             self.samples.append(Sample(end, memory, status.cpu_seconds, None))
 
 
-def format_size(size: int | float) -> str:
-    """A byte count in binary units: 52428800 -> "50 MiB", "1.5 GiB", "512 B"."""
-    for unit, factor in _UNITS:
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
-    return f"{int(size)} B"
-
-
-def _seconds(value: float) -> str:
-    if value < 60:
-        return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
-    minutes, seconds = divmod(int(value), 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def _cores(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
@@ -144,7 +127,7 @@ def _chart(title: str, values: list[tuple[float, float]], y_max: float, y_label:
         # The time axis: from the job's start to the last reading.
         f'<text x="{_LEFT}" y="{_HEIGHT - 3}" style="{_TEXT}">0 s</text>',
         f'<text x="{_LEFT + plot_w}" y="{_HEIGHT - 3}" text-anchor="end" style="{_TEXT}">'
-        f'{html.escape(_seconds(span))}</text>',
+        f'{html.escape(format_elapsed(span, tenths_below=10))}</text>',
     ]
     if limit:
         ly = y(limit)

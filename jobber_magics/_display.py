@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from jobber import Certificate, JobberError, JobStatus, Session
+from jobber import Certificate, JobberError, JobStatus, Session, format_elapsed
 from jobber_magics._charts import format_size
 
 __all__ = [
@@ -72,17 +72,6 @@ def _first_line(command: str, width: int = 80) -> str:
     return (line[:width] + " …") if more else line
 
 
-def _duration(seconds: float) -> str:
-    """ "45 s", "3 min 05 s", "2 h 01 min": a time left or a limit, to the second."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def _state_html(status: JobStatus) -> str:
     colour = _STATE_COLOURS.get(status.state, _GREY)
     return f'<span style="color:{colour};font-weight:bold">{_e(status.describe())}</span>'
@@ -101,7 +90,8 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
         parts.append(_e(f"attempt {status.attempt}/{status.retries + 1}"))
     parts.append(_e(status.elapsed_text))
     if status.timeout and status.state == "running" and status.elapsed is not None:
-        parts.append(_e(f"{_duration(max(0.0, status.timeout - status.elapsed))} left of {_duration(status.timeout)}"))
+        left = format_elapsed(max(0.0, status.timeout - status.elapsed), tenths_below=0)
+        parts.append(_e(f"{left} left of {format_elapsed(status.timeout, tenths_below=0)}"))
     limits = status.limits.describe()
     if limits != "unlimited":
         parts.append(_e(limits))

@@ -246,7 +246,7 @@ class JobberMagics(Magics):
         job = session.new_job(cell, limits, **options)
         cell_key = self.current_cell
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
-        if isinstance(session, Certificate) and options.get("backend", os.environ.get("JOBBER_BACKEND", "local")) == "local":
+        if isinstance(session, Certificate) and job.backend == "local":
             notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
             picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""

@@ -26,7 +26,8 @@ NAMES = ("local", "slurm")
 
 
 def default_backend() -> str:
-    """The backend of a job whose options name none: ``$JOBBER_BACKEND``, else "local"."""
+    """The backend of a job that names none: ``$JOBBER_BACKEND`` when set (and not empty),
+    else "local". Not checked here: ``check_options`` refuses an unknown one."""
     return os.environ.get("JOBBER_BACKEND") or "local"
 
 

@@ -41,6 +41,8 @@ def marker(dropped: int) -> bytes:
 
 
 def _human(size: int) -> str:
+    """The marker's own wording of a size, deliberately not ``format_size``'s: every logical
+    offset past a cut counts the marker's length, so it must not change with people's text."""
     value = float(size)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":

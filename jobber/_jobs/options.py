@@ -20,6 +20,7 @@ from typing import Any
 from jobber._errors import JobError
 from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LOG_MAX, OOM_GROWTH, OOM_GROWTH_MAX, RETRIES, RETRY_ON, TIMEOUT
 from jobber._limits import parse_size
+from jobber._text import format_duration
 
 __all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "default_log_max", "parse_duration", "format_duration"]
 
@@ -68,18 +69,6 @@ def parse_duration(value: float | int | str, what: str = TIMEOUT) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise JobError(f"{what}: {value!r} is not a positive duration")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """ "90 s", "30 min", "2 h", "1 d 6 h": the way people say a time limit."""
-    if seconds < 120:
-        return f"{seconds:g} s"
-    if seconds < 7200:
-        return f"{seconds / 60:g} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:g} h"
-    days, rest = divmod(seconds, 86400)
-    return f"{days:g} d" + (f" {rest / 3600:g} h" if rest else "")
 
 
 def check_label(label: Any) -> str:

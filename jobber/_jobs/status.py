@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from jobber._limits import Limits, format_size
+from jobber._limits import Limits
 from jobber._states import FINAL_STATES, STATES
+from jobber._text import format_duration, format_elapsed, format_size
 
 __all__ = ["JobStatus", "STATES", "FINAL_STATES", "when"]
 
@@ -88,16 +89,7 @@ class JobStatus:
     @property
     def elapsed_text(self) -> str:
         """:attr:`elapsed` for people: "0.4 s", "12.3 s", "3 min 05 s", "2 h 01 min", or "-"."""
-        seconds = self.elapsed
-        if seconds is None:
-            return "-"
-        if seconds < 60:
-            return f"{seconds:.1f} s"
-        minutes, secs = divmod(int(seconds), 60)
-        if minutes < 60:
-            return f"{minutes} min {secs:02d} s"
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours} h {minutes:02d} min"
+        return "-" if self.elapsed is None else format_elapsed(self.elapsed)
 
     def describe(self) -> str:
         """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB"."""
@@ -112,8 +104,6 @@ class JobStatus:
             return "stopped"
         if self.state == "timed-out":
             if self.timeout:
-                from jobber._jobs.options import format_duration
-
                 return f"timed out after {format_duration(self.timeout)}"
             return "timed-out"
         return self.state
@@ -133,13 +123,6 @@ class JobStatus:
             (near its 2 GiB limit)"; "" for a job that is simply slow, or not started.
         """
         share = 10.0  # percent: below it, a cause is noise, not the reason for slowness
-
-        def seconds(value: float) -> str:
-            if value < 60:
-                return f"{value:.1f} s"
-            minutes, secs = divmod(int(value), 60)
-            return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
         reasons = []
         elapsed, throttled, cpu = self.elapsed, self.cpu_throttled_seconds, self.limits.cpu
         throttling = bool(throttled and elapsed and 100 * throttled >= share * elapsed)
@@ -149,7 +132,7 @@ class JobStatus:
             # The kernel sums throttling over the CPUs the job ran on: a busy job with several
             # threads can be throttled for longer than it has run.
             over = " (summed over its CPUs)" if throttled > elapsed else ""
-            reasons.append(f"{cause}: throttled {seconds(throttled)} of {seconds(elapsed)}{over}")
+            reasons.append(f"{cause}: throttled {format_elapsed(throttled)} of {format_elapsed(elapsed)}{over}")
         memory = self.limits.memory
         if self.memory_pressure is not None and self.memory_pressure >= share:
             used = self.memory_bytes if self.memory_bytes is not None else self.peak_memory_bytes or 0

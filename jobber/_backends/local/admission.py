@@ -52,12 +52,14 @@ from jobber._backends.local.lanes import (
     waiting_count,
     write_entry,
 )
+from jobber._backends.local.liveness import alive
 from jobber._backends.local.supervisor import process_start_time
 from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.queues import read_settings
 from jobber._jobs.spec import JobSpec
+from jobber._states import ended
 
 __all__ = ["enqueue", "ensure_in_line", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
 
@@ -388,24 +390,19 @@ class _Pass:
 
 
 def _end(jobdir: JobDir, state: str, note: str) -> None:
-    jobdir.write("status.json", {"state": state, "exit_code": None, "signal": None, "oom_killed": False,
-                                 "ended_at": time.time(), "error": note})
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    return pid is not None and start is not None and process_start_time(pid) == start
+    jobdir.write("status.json", ended(state, note))
 
 
 def _start_lost(jobdir: JobDir, raw: dict[str, Any]) -> bool:
     """Its admitter died before the launcher recorded the job, and no launcher is on its
     way (none took the attempt's gate, or the one that did died too: then what it may
     have started is killed, and the gate freed for the next launch)."""
-    if _alive(*(raw.get("admitted_by") or [None, None])):
+    if alive(*(raw.get("admitted_by") or [None, None])):
         return False
     gate = jobdir.launcher()
     if gate is None:
         return True
-    if _alive(*gate):
+    if alive(*gate):
         return False
     record = jobdir.read("confinement.json")
     if record:

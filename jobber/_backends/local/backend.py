@@ -29,8 +29,8 @@ from jobber._backends.local.launching import not_started as _not_started
 from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
 from jobber._backends.local.launching import undo_launch as _undo_launch
+from jobber._backends.local.liveness import alive
 from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
-from jobber._backends.local.supervisor import process_start_time
 from jobber._backends.local.waking import waiting_owners
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
@@ -40,6 +40,7 @@ from jobber._jobs.options import default_log_max
 from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus, when
 from jobber._limits import Limits
+from jobber._states import ended
 
 __all__ = ["LocalBackend"]
 
@@ -134,9 +135,7 @@ class LocalBackend(DirectoryBackend):
             if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
                 return  # a launcher took it over and records how it ends
             _undo_launch(self.dir, made[0], made[1], release=False)
-            self.dir.write("status.json", {"state": "failed", "exit_code": None, "signal": None, "oom_killed": False,
-                                           "ended_at": time.time(),
-                                           "error": f"job {self.job_id} did not start: {type(err).__name__}: {err}"})
+            self.dir.write("status.json", ended("failed", f"job {self.job_id} did not start: {type(err).__name__}: {err}"))
 
     def start_next_attempt(self) -> None:
         """Start the attempt a "pending" status names (``retry.py`` calls this after the
@@ -160,8 +159,7 @@ class LocalBackend(DirectoryBackend):
         previous = raw.get("previous") or {}
         self.dir.write("status.json", {
             **{k: v for k, v in previous.items() if k in ("peak_memory_bytes", "cpu_seconds")},
-            "state": state, "attempt": raw.get("attempt"), "exit_code": None, "signal": None,
-            "oom_killed": False, "ended_at": time.time(), "error": note,
+            **ended(state, note), "attempt": raw.get("attempt"),
         })
         self._wake_waiting()
 
@@ -275,7 +273,7 @@ class LocalBackend(DirectoryBackend):
         record = self.dir.read("confinement.json") or {}
         if raw["state"] not in ("running", "pending"):
             return self._from_raw(raw, record, limits), False
-        if not _alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
+        if not alive(raw.get("supervisor_pid"), raw.get("supervisor_start")):
             # Re-read: the supervisor may have written its outcome and exited since.
             again = self.dir.read("status.json") or raw
             if again["state"] not in ("running", "pending"):
@@ -295,10 +293,10 @@ class LocalBackend(DirectoryBackend):
         attempt's gate, ``launched``, and lives) records the job itself; one that died
         before it did leaves processes that are killed here."""
         claim = self.dir.claim()
-        if claim is None or _alive(claim[0], claim[1]) or self.dir.exists("status.json"):
+        if claim is None or alive(claim[0], claim[1]) or self.dir.exists("status.json"):
             return
         gate = self.dir.launcher()
-        if gate is not None and _alive(*gate):
+        if gate is not None and alive(*gate):
             return
         record = self.dir.read("confinement.json")
         if gate is not None and record:
@@ -403,14 +401,13 @@ class LocalBackend(DirectoryBackend):
         """
         if raw.get("state") == "pending":  # between two attempts: nothing runs, no cgroup
             gate = self.dir.launcher()
-            if gate is not None and _alive(*gate):  # the next attempt's launcher records it (or dies: then here)
+            if gate is not None and alive(*gate):  # the next attempt's launcher records it (or dies: then here)
                 return self._from_raw(raw, record, self._attempt_limits(self.dir.read_spec()))
             note = "the job's supervisor died between two attempts (killed?): no further attempt starts"
             stats: dict[str, Any] = raw.get("previous") or {}
         else:
             note, stats = _kill_leftovers(record, raw.get("pid"))
-        final = {**raw, "state": "failed", "exit_code": None, "signal": None, "ended_at": time.time(),
-                 "error": note, "oom_killed": bool(stats.get("oom_kills"))}
+        final = {**raw, **ended("failed", note, oom_killed=bool(stats.get("oom_kills")))}
         final.update({k: stats[k] for k in ("peak_memory_bytes", "cpu_seconds", "cpu_throttled_seconds") if k in stats})
         if (self.dir.read("status.json") or {}).get("state") in ("running", "pending"):  # nobody else's outcome yet
             self.dir.write("status.json", final)
@@ -441,12 +438,3 @@ def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[
             return _REAPED, {}
         return f"the job's supervisor died before the job ended, and its processes could not be killed: {err}", {}
     return _REAPED, stats
-
-
-def _alive(pid: int | None, start_time: int | None) -> bool:
-    """Is the process still the one we recorded (same pid, same start time)?"""
-    if not pid:
-        return False
-    if start_time is None:
-        return os.path.exists(f"/proc/{pid}")
-    return process_start_time(pid) == start_time

@@ -6,6 +6,9 @@ drivers also take ``deny_devices``, the GPUs' device nodes the job must not open
 ``Cgroup(record)`` rebuilt from that record (by any process: the supervisor, a restarted
 kernel, the CLI) offers ``join``, ``pids``, ``signal_all``, ``kill_all``, ``stats`` and
 ``remove``.
+
+When no cgroup can be had, ``choose`` says why as an :class:`Unconfined`: a reason code
+for programs to branch on (``jobber doctor`` picks its fix by it) and a sentence for people.
 """
 
 from __future__ import annotations
@@ -27,7 +30,35 @@ if TYPE_CHECKING:
 
     from jobber._limits import Limits
 
-__all__ = ["choose", "prepare", "open_cgroup", "DRIVERS"]
+__all__ = ["choose", "prepare", "open_cgroup", "DRIVERS", "Unconfined", "SWITCHED_OFF", "NO_HIERARCHY",
+           "NOT_WRITABLE"]
+
+# Why a job would run unconfined (``Unconfined.code``):
+SWITCHED_OFF = "switched-off"  # JOBBER_ISOLATION=none asks for no cgroup
+NO_HIERARCHY = "no-hierarchy"  # no cgroup hierarchy is mounted on this host
+NOT_WRITABLE = "not-writable"  # a hierarchy is mounted, but no cgroup in it may be written
+
+
+class Unconfined:
+    """Why the next job would run without a cgroup.
+
+    Attributes:
+        code: ``SWITCHED_OFF``, ``NO_HIERARCHY`` or ``NOT_WRITABLE``.
+        text: the reason for people, as job notes and ``jobber doctor`` show it (``str()``).
+    """
+
+    __slots__ = ("code", "text")
+
+    def __init__(self, code: str, text: str) -> None:
+        self.code = code
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Unconfined({self.code!r}, {self.text!r})"
+
 
 DRIVERS: dict[str, ModuleType] = {
     _cgroup_v2.NAME: _cgroup_v2,
@@ -48,11 +79,11 @@ def detect() -> str:
     return _unconfined.NAME
 
 
-def choose() -> tuple[ModuleType, str | None]:
+def choose() -> tuple[ModuleType, Unconfined | None]:
     """Pick the backend for a new job.
 
     Returns:
-        (backend module, reason it is unconfined or None).
+        (backend module, why it is unconfined, or None when it is not).
 
     Raises:
         JobError: ``$JOBBER_ISOLATION`` names an unknown backend.
@@ -62,12 +93,13 @@ def choose() -> tuple[ModuleType, str | None]:
         raise JobError(f"JOBBER_ISOLATION={wanted!r} is not one of {', '.join(DRIVERS)}")
     name = wanted or detect()
     if name == _unconfined.NAME:
-        reason = "JOBBER_ISOLATION=none" if wanted else "no cgroup hierarchy is mounted on this host"
-        return _unconfined, reason
+        if wanted:
+            return _unconfined, Unconfined(SWITCHED_OFF, "JOBBER_ISOLATION=none")
+        return _unconfined, Unconfined(NO_HIERARCHY, "no cgroup hierarchy is mounted on this host")
     why = DRIVERS[name].unavailable()
     if why is None:
         return DRIVERS[name], None
-    return _unconfined, f"no writable cgroup: {why}"
+    return _unconfined, Unconfined(NOT_WRITABLE, f"no writable cgroup: {why}")
 
 
 def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
@@ -96,7 +128,7 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
                 "or in a delegated cgroup, or drop require_isolation",
                 job_id=job_id,
             )
-        record = _unconfined.prepare(owner, job_id, limits, job_dir, reason or "unknown")
+        record = _unconfined.prepare(owner, job_id, limits, job_dir, reason.text if reason else "unknown")
         if devices is not None:
             record["gpus"] = {"given": list(devices), "denied": [], "fenced_by": None}
             if deny:

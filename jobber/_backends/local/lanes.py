@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobber._files import write_atomic
+from jobber._errors import JobError
+from jobber._files import read_json, write_atomic
 from jobber._jobs.spec import JobSpec
 
 __all__ = ["ADMITTED", "AFTER_LANE", "WAITING", "drop_entry", "entry_of", "find_entry", "ids", "lane_of", "queue_lane",
@@ -93,11 +94,11 @@ def ids(folder: Path) -> list[int]:
 
 
 def read_entry(path: Path) -> dict[str, Any] | None:
-    """An entry; None when it is gone (or half-written by a writer that died)."""
+    """An entry; None when it is gone, or unreadable (half-written by a writer that died):
+    dropped as if gone, a job still waiting gets it back from its spec (``ensure_in_line``)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return read_json(path, "admission entry")
+    except JobError:
         return None
 
 

@@ -27,7 +27,7 @@ if __name__ == "__main__":
 from pathlib import Path  # noqa: E402
 
 from jobber._backends.local.backend import LocalBackend  # noqa: E402
-from jobber._backends.local.supervisor import process_start_time  # noqa: E402
+from jobber._backends.local.liveness import alive  # noqa: E402
 from jobber._jobs.jobdir import JobDir  # noqa: E402
 
 __all__ = ["main"]
@@ -39,14 +39,13 @@ def main(argv: list[str]) -> int:
     """``JOB_DIR SUPERVISOR_PID SUPERVISOR_START``: end the job if its supervisor died."""
     path, pid, start = Path(argv[0]), int(argv[1]), int(argv[2])
     deadline = time.monotonic() + _GONE_WITHIN_S
-    while process_start_time(pid) == start and time.monotonic() < deadline:
+    while alive(pid, start) and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
         backend = LocalBackend(JobDir(path.parent, path.parent.name, int(path.name)))
         # Between two attempts with the next one's launcher on its way, the status read
         # leaves the job to it: look again once it recorded the attempt, or died.
-        while backend.status().state == "pending" and (gate := backend.dir.launcher()) is not None \
-                and gate[1] is not None and process_start_time(gate[0]) == gate[1]:
+        while backend.status().state == "pending" and (gate := backend.dir.launcher()) is not None and alive(*gate):
             time.sleep(0.05)
     except Exception:  # noqa: BLE001 - nobody to tell (the job was removed?): the next read retries
         return 1

@@ -26,7 +26,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from jobber._files import write_atomic
+from jobber._errors import JobError
+from jobber._files import read_json, write_atomic
+from jobber._text import format_size
 
 if TYPE_CHECKING:
     from jobber._jobs.spec import JobSpec
@@ -82,14 +84,6 @@ def _typed(spec: JobSpec | dict[str, Any]) -> JobSpec:
     return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)
 
 
-def _read(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
 def _host_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
@@ -99,13 +93,6 @@ def _host_memory() -> int | None:
     except OSError:
         pass
     return None
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.4g} {unit}"
-    return f"{n} B"
 
 
 def release_watchdog(fd: int | None) -> None:
@@ -169,25 +156,24 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
     if failed_to_start or final.get("state") in ("stopped", "exited"):  # "exited" is never retried
         return
     try:
-        with open(os.path.join(job_dir, "spec.json")) as f:
-            spec = _typed(json.load(f))
-        attempt = int((_read(os.path.join(job_dir, ATTEMPT)) or {}).get("attempt", 1))
-    except (OSError, ValueError, TypeError):
+        spec = _typed(read_json(os.path.join(job_dir, "spec.json"), "spec") or {})  # none: no retries
+        attempt = int((read_json(os.path.join(job_dir, ATTEMPT), ATTEMPT) or {}).get("attempt", 1))
+    except (JobError, ValueError, TypeError):
         return
     retries = int(spec.retries or 0)
     if attempt > retries or final.get("state") not in spec.retry_on:
         return
     if os.path.exists(os.path.join(job_dir, "stop-requested")):
         return
-    current = _read(os.path.join(job_dir, ATTEMPT)) or {}
+    current = read_json(os.path.join(job_dir, ATTEMPT), ATTEMPT) or {}
     limits = dict(current.get("limits") or spec.limits.to_dict())
     memory = limits.get("memory")
     grown = grown_memory(spec, memory, final.get("state") == "oom-killed")
     nxt, delay = attempt + 1, backoff(attempt + 1)
-    how = final["state"] + (f" at {_size(memory)}" if final["state"] == "oom-killed" and memory else "")
+    how = final["state"] + (f" at {format_size(memory, digits=4)}" if final["state"] == "oom-killed" and memory else "")
     note = f"attempt {attempt} of {retries + 1} {how}; attempt {nxt} starts in {delay:g} s"
     if grown != memory and grown:
-        note += f" with memory {_size(grown)}"
+        note += f" with memory {format_size(grown, digits=4)}"
     archive = os.path.join(job_dir, ATTEMPTS, str(attempt))
     moved: list[str] = []
     try:

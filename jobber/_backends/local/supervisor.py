@@ -50,7 +50,7 @@ from jobber._backends.local.retrying import hand_over, release_watchdog  # noqa:
 from jobber._backends.local.waking import wake_waiting  # noqa: E402
 from jobber._errors import DiskFull  # noqa: E402
 from jobber._files import RESERVE, free_reserve, write_atomic  # noqa: E402
-from jobber._states import outcome  # noqa: E402
+from jobber._states import ended, outcome  # noqa: E402
 
 
 def process_start_time(pid: int | str) -> int | None:
@@ -279,7 +279,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     trim_log(job_dir, log_max, log_seen)
     final = {"pid": pid, "started_at": started_at, "ended_at": ended_at}
     if failed is not None:
-        final.update(state="failed", exit_code=127, signal=None, oom_killed=False, error=failed)
+        final.update(ended("failed", failed, exit_code=127, ended_at=ended_at))
         try:
             write_final(job_dir, final)
         except OSError as err:  # the starter hears why, finds no status and undoes the start
