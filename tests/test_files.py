@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jobber import JobError
-from jobber._backends.local import admission, retrying
+from jobber._backends.local import lanes, retrying
 from jobber._files import read_json, write_atomic
 
 
@@ -41,9 +41,9 @@ class TestReadJson:
 class TestCallersThatGoOnWithoutTheFile:
     def test_a_damaged_admission_entry_reads_as_gone(self, tmp_path):
         (tmp_path / "7").write_bytes(b'{"queue": ')
-        assert admission._read(tmp_path / "7") is None
+        assert lanes.read_entry(tmp_path / "7") is None
         (tmp_path / "8").write_bytes(b"[]")
-        assert admission._read(tmp_path / "8") is None
+        assert lanes.read_entry(tmp_path / "8") is None
 
     @pytest.mark.parametrize("damaged", ["spec.json", retrying.ATTEMPT])
     def test_a_damaged_spec_or_attempt_means_no_retry(self, tmp_path, damaged):

@@ -87,10 +87,9 @@ class TestDidYouMean:
     def test_nothing_for_words_that_are_not_long_options_or_close_to_none(self, parser):
         assert did_you_mean(["memroy", "-m", "--zzzzzz", "--"], parser) == []
 
-    def test_the_magics_add_it_to_argparse_s_message(self, parser):
-        # The CLI's side: tests/test_cli.py::test_a_mistyped_option_is_the_subcommands_error_with_a_suggestion.
-        from jobber_magics._magics import did_you_mean as magic_did_you_mean
+    def test_the_flags_add_it_to_argparse_s_message(self, parser):
+        # The CLI and the magics both word unknown options through JobFlags.unknown.
+        from jobber._job_flags import JobFlags
 
-        message = magic_did_you_mean("unrecognized arguments: --memroy 1G", parser)
-        assert message == ("unrecognized arguments: --memroy 1G; --memroy: did you mean --memory? "
-                           "(see run? for the options)")
+        message = JobFlags.unknown(parser, ["--memroy", "1G"])
+        assert message == "unrecognized arguments: --memroy 1G; --memroy: did you mean --memory?"
