@@ -20,10 +20,13 @@ test('quickstart: one output per job, live while it runs, then its final state a
   const view = liveView(cell);
   await expect(view.widget).toBeVisible({ timeout: 60_000 });
 
-  // The job prints for about 3.5 s: lines must show up while it still runs.
+  // The job prints for about 3.5 s: lines must show up while it still runs, the log
+  // changing at least once under a "running" status (a view that only drew the log at the
+  // end would show one text at most). Not more: on a loaded host the view may first show
+  // up with five epochs already in it (CI, load 9: two texts).
   const { sawRunning, states } = await watchWhileRunning(view);
   expect(sawRunning, 'the status line said "running" while the job ran').toBe(true);
-  expect(states.length, `distinct log texts while running: ${JSON.stringify(states)}`).toBeGreaterThanOrEqual(3);
+  expect(states.length, `distinct log texts while running: ${JSON.stringify(states)}`).toBeGreaterThanOrEqual(2);
 
   await expect(view.status).toHaveText(/exited \(code 0\)/);
   await expect(view.log).toContainText('training starts');
