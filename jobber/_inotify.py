@@ -35,6 +35,8 @@ class Inotify:
         OSError: the kernel refused (e.g. ``fs.inotify.max_user_instances`` reached).
     """
 
+    fd = -1  # until the kernel gave one: __del__ of a refused instance has nothing to close
+
     def __init__(self) -> None:
         fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:

@@ -429,3 +429,18 @@ class TestRemoteFollow:
         assert out.startswith(b"first\n") and out.endswith(b"second\n"), out
         assert b"[jobber: attempt 1 of 2 failed; attempt 2 starts in " in out
         assert job.wait(30).state == "exited"
+
+    def test_follow_from_zero_after_the_retry_reads_the_first_attempt_too(self, session):
+        # As Job.follow(0) of a local job: offset 0 is the first attempt's start, even once
+        # the second attempt runs (or ended) and its log has the usual name.
+        shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
+        os.chmod(shared, 0o777)
+        flag = os.path.join(shared, "second")
+        job = session.new_job(f'if [ -e {flag} ]; then echo second; else touch {flag}; echo first; exit 3; fi',
+                              retries=1)
+        job.start()
+        assert job.wait(30).state == "exited"
+        out = b"".join(job.follow(0))
+        assert out.startswith(b"first\n") and out.endswith(b"second\n"), out
+        assert b"[jobber: attempt 1 of 2 failed; attempt 2 starts in " in out
+        assert b"".join(job.follow(-7)) == b"second\n"  # from the end: the current attempt's bytes

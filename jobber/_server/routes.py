@@ -391,7 +391,8 @@ async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.
     try:
         left = query.get("length")
         loop = asyncio.get_running_loop()
-        async with contextlib.aclosing(follow_log(request.app[HUB], job, start)) as chunks:
+        first = "tail" not in query  # follow(0) reads a retried job from its first attempt, as Job.follow does
+        async with contextlib.aclosing(follow_log(request.app[HUB], job, start, from_first_attempt=first)) as chunks:
             async for chunk in chunks:
                 if left is not None:
                     chunk, left = chunk[:left], left - min(left, len(chunk))

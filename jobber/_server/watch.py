@@ -4,8 +4,9 @@ The core's ``follow()`` and ``wait()`` block on an inotify instance of their own
 with a hundred followers cannot afford a thread each, nor an inotify instance each (the
 kernel allows 128 per user by default, ``fs.inotify.max_user_instances``). So the server
 holds one inotify descriptor, registered with the event loop, and every follower or waiter
-subscribes to the job directory it cares about. The loops below are ``_logs.follow`` and
-``Job.wait`` again, with ``await`` where those block.
+subscribes to the job directory it cares about. A follow is the core's: the same reader
+(``_jobs/follow.py``) and file side (``_jobs/logs.LogFiles``), with ``await`` where the
+core blocks; ``wait_for_end`` is ``Job.wait`` again.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from jobber._inotify import Inotify
 from jobber._jobs import logcut
+from jobber._jobs.follow import LIVENESS_CHECK_S, FollowReader, JobFacts, Wait
 from jobber._jobs.job import Job
+from jobber._jobs.logs import WATCH_MASK, LogFiles
 from jobber._jobs.status import JobStatus
 
 __all__ = ["WatchHub", "ServerClosing", "follow_log", "wait_for_end", "resolve_offset", "FOLLOW_CHUNK"]
 
 # Small enough that one follower's burst does not delay the others' writes for long.
 FOLLOW_CHUNK = 64 * 1024
-# Like the core: events wake followers at once; this only bounds how soon a supervisor
-# that died without writing its final status is noticed.
-_LIVENESS_CHECK_S = 1.0
-_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
 _IN_IGNORED = 0x00008000  # the watch is gone (directory deleted, or rm_watch)
 _EVENT = struct.Struct("iIII")
 
@@ -115,7 +114,7 @@ class WatchHub:
             OSError: the directory is gone, or the kernel's watch limit is reached.
         """
         key = os.fspath(path)
-        wd = self._inotify.add_watch(key, _MASK)  # the same directory yields the same wd
+        wd = self._inotify.add_watch(key, WATCH_MASK)  # the same directory yields the same wd
         sub = _Subscription(key)
         self._by_wd.setdefault(wd, set()).add(sub)
         self._wd_by_path[key] = wd
@@ -192,85 +191,41 @@ def resolve_offset(log: Path, offset: int) -> int:
         os.close(fd)
 
 
-async def follow_log(hub: WatchHub, job: Job, offset: int) -> AsyncIterator[bytes]:
+async def follow_log(hub: WatchHub, job: Job, offset: int, *, from_first_attempt: bool = False) -> AsyncIterator[bytes]:
     """Yield the job's log from logical ``offset`` as it is written, until the job ended.
 
-    The end is decided from the job's status, never from EOF (an orphan may hold the log
-    open), and the log is drained once more after the end is seen. Where ``log_max``
-    dropped bytes this follower had not read yet, it yields a marker line and goes on
-    from the kept bytes (``logcut``): never bytes of the hole, never a stall.
+    The rules are ``Job.follow``'s (``jobber._jobs.follow``), and so are the bytes: the
+    end is decided from the job's status, never from EOF, and the log is drained once
+    more after it; where ``log_max`` dropped bytes this follower had not read yet, a
+    marker line, then the kept bytes; a retried job's later attempts follow, each after
+    the line that says why it started.
+
+    Args:
+        hub: the server's inotify.
+        job: the job (on this host).
+        offset: where to start, in the current attempt's log.
+        from_first_attempt: offset 0 is the job's first byte (the first attempt's), as
+            for ``Job.follow(0)``.
+
+    Raises:
+        ServerClosing: the hub closed (the server is shutting down).
     """
     sub = hub.subscribe(job.path)  # before the first read: no write goes unnoticed
-    fd = -1
-    buf = bytearray(FOLLOW_CHUNK)
-    view = memoryview(buf)
-    next_attempt = None  # the marker to yield once this attempt's log is drained
+    reader = FollowReader(offset, chunk=FOLLOW_CHUNK, from_first_attempt=from_first_attempt)
     try:
-        finished = job.status().ended
-        while True:
-            if fd < 0:
-                try:
-                    fd = os.open(job.log_path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = -1
+        with LogFiles(reader, job.log_path, lambda: JobFacts.of(job.status())) as files:
+            while (out := files.next()) is not None:
+                if isinstance(out, Wait):
+                    # Changes are recorded while this follower writes to its client, so
+                    # the wait returns at once for a write since the last read.
+                    names = await sub.wait(out.timeout)
+                    if hub.closed:
+                        raise ServerClosing()
+                    reader.woke(names)
                 else:
-                    # A file offset from here on: the cut moves, the follower's place does not.
-                    pending, offset = logcut.locate(fd, offset)
-                    if pending:
-                        yield pending
-            if fd >= 0:
-                n, resume = logcut.read_kept(fd, view, offset)
-                if resume is not None:
-                    yield logcut.marker(resume - offset)
-                    offset = resume
-                    continue
-                if n:
-                    offset += n
-                    yield bytes(view[:n])
-                    if n == len(buf):
-                        continue  # maybe more already: read again before waiting
-                    # Short read: at the end for now. A write since then is recorded in
-                    # the subscription, so the wait below returns at once for it.
-                elif next_attempt is not None:
-                    # A retried job's attempt ended and its log moved aside: drained, so
-                    # say why, then follow the next attempt's log from its start.
-                    os.close(fd)
-                    fd, offset = -1, 0
-                    yield next_attempt
-                    next_attempt = None
-                    continue
-            if finished:
-                n, resume = logcut.read_kept(fd, view, offset) if fd >= 0 else (0, None)
-                if resume is not None:
-                    yield logcut.marker(resume - offset)
-                    offset = resume
-                    continue
-                if n:
-                    offset += n
-                    yield bytes(view[:n])
-                    continue
-                return
-            names = await sub.wait(_LIVENESS_CHECK_S)
-            if hub.closed:
-                raise ServerClosing()
-            if names is None or b"status.json" in names:
-                status = job.status()
-                finished = status.ended
-                if fd >= 0 and not finished and next_attempt is None and _moved_aside(fd, job.log_path):
-                    note = status.note if status.state == "pending" else f"attempt {status.attempt}"
-                    next_attempt = f"\n[jobber: {note}]\n".encode()
+                    yield out
     finally:
-        if fd >= 0:
-            os.close(fd)
         hub.unsubscribe(sub)
-
-
-def _moved_aside(fd: int, path: os.PathLike[str] | str) -> bool:
-    """Is the open log no longer the job's log (a retry moved it to attempts/<n>/)?"""
-    try:
-        return os.stat(path).st_ino != os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return True
 
 
 async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
@@ -284,6 +239,6 @@ async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
             left = deadline - loop.time()
             if status.ended or left <= 0 or hub.closed:
                 return status
-            await sub.wait(min(left, _LIVENESS_CHECK_S))
+            await sub.wait(min(left, LIVENESS_CHECK_S))
     finally:
         hub.unsubscribe(sub)

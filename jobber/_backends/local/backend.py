@@ -30,7 +30,7 @@ from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
 from jobber._backends.local.launching import undo_launch as _undo_launch
 from jobber._backends.local.liveness import alive
-from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS, RETRIED
+from jobber._backends.local.retrying import ATTEMPT, ATTEMPTS
 from jobber._backends.local.waking import waiting_owners
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
@@ -190,49 +190,9 @@ class LocalBackend(DirectoryBackend):
         return [*done, self.status()]
 
     def follow(self, offset: int, heartbeat: float | None) -> Iterator[bytes]:
-        """The job's log from ``offset``, and every later attempt's after a marker line.
-
-        ``offset`` 0 is the job's first byte: the first attempt's log, however many
-        attempts have run since (a follower started just after ``start()`` must not lose
-        an attempt that ended before it looked); any other offset is a place in the
-        current attempt's log, as ``tail`` reads it. A job that waits (in a queue, for
-        jobs it comes after, for GPUs, or between two attempts) is waited for, with
-        heartbeats, and followed once it runs. Attempts are followed by number, each from
-        wherever its log is: a retry renames it to ``attempts/<n>/log`` as the next
-        attempt's log takes its name, so a follower that falls behind, by a little or by
-        whole attempts, still reads every byte in order.
-        """
-        status = self.status()
-        attempt = 1 if offset == 0 else status.attempt
-        while True:
-            if status.state == "pending" and status.attempt == attempt:
-                yield from self._beat_while_pending(heartbeat)
-            moved_to = self.dir.path / ATTEMPTS / str(attempt) / "log"
-            yield from logs.follow(self.dir.log, offset, lambda a=attempt: self._attempt_over(a), heartbeat=heartbeat,
-                                   moved_to=moved_to)
-            status = self.status()
-            if status.attempt <= attempt:
-                return  # no later attempt: this one was the last
-            # Why the next attempt started: the archived status keeps it, as the
-            # "pending" status that said it may already be gone.
-            note = (self.dir.read(f"{ATTEMPTS}/{attempt}/status.json") or {}).get(RETRIED) or status.note
-            yield f"\n[jobber: {note}]\n".encode()
-            attempt, offset = attempt + 1, 0
-
-    def _beat_while_pending(self, heartbeat: float | None) -> Iterator[bytes]:
-        """Wait while the job is "pending", yielding ``b""`` every ``heartbeat`` seconds."""
-        with Inotify() as inotify:
-            inotify.add_watch(self.dir.path, IN_MOVED_TO)
-            while self.status().state == "pending":
-                if not inotify.wait(_LIVENESS_CHECK_S if heartbeat is None else min(heartbeat, _LIVENESS_CHECK_S)) \
-                        and heartbeat is not None:
-                    yield b""
-
-    def _attempt_over(self, attempt: int) -> bool:
-        """Has ``attempt`` ended? A job "pending" at that attempt has not started it yet:
-        its log is waited for (the attempt before it is over, its log moved aside)."""
-        status = self.status()
-        return status.ended or status.attempt > attempt
+        """The job's log from ``offset``, and every later attempt's after a marker line
+        (offset 0: from the first attempt's first byte); see ``logs.follow_job``."""
+        return logs.follow_job(self.dir.path, offset, self.status, heartbeat)
 
     def _wait_while_pending(self, timeout: float | None = None) -> JobStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
