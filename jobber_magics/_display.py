@@ -36,7 +36,7 @@ _MONO = "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-cod
 _GREY = "var(--jp-ui-font-color2,#777)"
 _RED = "var(--jp-error-color1,#d62728)"
 _AMBER = "var(--jp-warn-color1,#b58900)"
-_STATE_COLOURS = {
+STATE_COLOURS = {
     "created": _GREY,
     "pending": _AMBER,
     "running": "var(--jp-brand-color1,#1f77b4)",
@@ -50,7 +50,7 @@ _CELL = "padding:2px 8px;text-align:left;vertical-align:top"
 _NOWRAP = _CELL + ";white-space:nowrap"
 
 
-def _e(value: object) -> str:
+def html_text(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -61,7 +61,7 @@ def local_time(when: datetime | None, *, seconds: bool = True) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def _now() -> str:
+def now_text() -> str:
     return datetime.now().astimezone().strftime("%H:%M:%S")
 
 
@@ -73,8 +73,8 @@ def _first_line(command: str, width: int = 80) -> str:
 
 
 def _state_html(status: JobStatus) -> str:
-    colour = _STATE_COLOURS.get(status.state, _GREY)
-    return f'<span style="color:{colour};font-weight:bold">{_e(status.describe())}</span>'
+    colour = STATE_COLOURS.get(status.state, _GREY)
+    return f'<span style="color:{colour};font-weight:bold">{html_text(status.describe())}</span>'
 
 
 def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
@@ -87,16 +87,16 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
     """
     parts = [f"<b>job {job_id}</b>", _state_html(status)]
     if status.retries:
-        parts.append(_e(f"attempt {status.attempt}/{status.retries + 1}"))
-    parts.append(_e(status.elapsed_text))
+        parts.append(html_text(f"attempt {status.attempt}/{status.retries + 1}"))
+    parts.append(html_text(status.elapsed_text))
     if status.timeout and status.state == "running" and status.elapsed is not None:
         left = format_elapsed(max(0.0, status.timeout - status.elapsed), tenths_below=0)
-        parts.append(_e(f"{left} left of {format_elapsed(status.timeout, tenths_below=0)}"))
+        parts.append(html_text(f"{left} left of {format_elapsed(status.timeout, tenths_below=0)}"))
     limits = status.limits.describe()
     if limits != "unlimited":
-        parts.append(_e(limits))
+        parts.append(html_text(limits))
     if status.isolation:
-        parts.append(_e(status.isolation) if status.isolation != "none" else
+        parts.append(html_text(status.isolation) if status.isolation != "none" else
                      f'<span style="color:{_RED}">not isolated</span>')
     if extra:
         parts.append(extra)
@@ -104,17 +104,17 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
     # What was not enforced, and why (the core words it: "not isolated: ...").
     if status.isolation_note:
         colour = _RED if status.isolation == "none" else _AMBER
-        line += f'<br><span style="color:{colour}">{_e(status.isolation_note)}</span>'
+        line += f'<br><span style="color:{colour}">{html_text(status.isolation_note)}</span>'
     if status.log_dropped_bytes:
-        line += (f'<br><span style="color:{_AMBER}">log truncated: {_e(format_size(status.log_dropped_bytes))} cut '
+        line += (f'<br><span style="color:{_AMBER}">log truncated: {html_text(format_size(status.log_dropped_bytes))} cut '
                  'from its middle by its cap (log_max); the first and newest output are kept</span>')
     if status.log_stopped:
-        line += f'<br><span style="color:{_RED}">log stopped: {_e(status.log_stopped)}</span>'
+        line += f'<br><span style="color:{_RED}">log stopped: {html_text(status.log_stopped)}</span>'
     if not status.ended and (held := status.held_back()):
-        line += f'<br><span style="color:{_AMBER}">{_e(held)}</span>'
+        line += f'<br><span style="color:{_AMBER}">{html_text(held)}</span>'
     if status.note:
         colour = _AMBER if status.state == "pending" else _RED
-        line += f'<br><span style="color:{colour}">{_e(status.note)}</span>'
+        line += f'<br><span style="color:{colour}">{html_text(status.note)}</span>'
     return f'<div style="{_MONO}">{line}</div>'
 
 
@@ -129,7 +129,7 @@ def log_html(text: str, *, height: str = "20em") -> str:
     return (
         f'<div style="display:flex;flex-direction:column-reverse;max-height:{height};'
         f'overflow-y:auto"><pre style="margin:0;flex:none;overflow:visible;{_MONO};'
-        f'white-space:pre-wrap;word-break:break-all">{_e(text)}</pre></div>'
+        f'white-space:pre-wrap;word-break:break-all">{html_text(text)}</pre></div>'
     )
 
 
@@ -137,7 +137,7 @@ def static_job_text(job_id: int, status: JobStatus) -> str:
     """One line for a reader without the live view: the state, and when it was true."""
     line = f"job {job_id} · {status.describe()} · {status.elapsed_text}"
     if not status.ended:
-        line += f" · as of {_now()} (live view: %jobber_tail -f {job_id})"
+        line += f" · as of {now_text()} (live view: %jobber_tail -f {job_id})"
     return line
 
 
@@ -146,12 +146,12 @@ def static_job_html(job: Any, status: JobStatus) -> str:
     when that was true, and how to watch it live (it is never "running" forever)."""
     line = status_html(job.id, status)
     if not status.ended:
-        line += (f'<div style="color:{_AMBER}">as of {_e(_now())}: this card does not change; '
+        line += (f'<div style="color:{_AMBER}">as of {html_text(now_text())}: this card does not change; '
                  f"<code>%jobber_tail -f {job.id}</code> shows the job live</div>")
     return (
-        f'<div class="jobber-card" style="border-left:3px solid {_STATE_COLOURS.get(status.state, _GREY)};'
+        f'<div class="jobber-card" style="border-left:3px solid {STATE_COLOURS.get(status.state, _GREY)};'
         f'padding-left:8px">{line}'
-        f'<pre style="margin:2px 0;{_MONO}">{_e(job.command)}</pre></div>'
+        f'<pre style="margin:2px 0;{_MONO}">{html_text(job.command)}</pre></div>'
     )
 
 
@@ -160,7 +160,7 @@ def job_html(job: Any) -> str:
     try:
         status = job.status()
     except JobberError as err:  # a formatter must not raise: IPython would print a traceback
-        return f"<div><b>job {job.id}</b>: status unavailable: {_e(err)}</div>"
+        return f"<div><b>job {job.id}</b>: status unavailable: {html_text(err)}</div>"
     return static_job_html(job, status)
 
 
@@ -191,13 +191,13 @@ class JobList(list):
         body = "".join(
             "<tr>"
             f'<td style="{_NOWRAP}">{job.id}</td>'
-            f'<td style="{_NOWRAP}">{_e(local_time(status.started_at))}</td>'
-            f'<td style="{_NOWRAP}">{_e(status.elapsed_text)}</td>'
+            f'<td style="{_NOWRAP}">{html_text(local_time(status.started_at))}</td>'
+            f'<td style="{_NOWRAP}">{html_text(status.elapsed_text)}</td>'
             f'<td style="{_NOWRAP}">{_state_html(status)}</td>'
-            f'<td style="{_NOWRAP}">{_e(status.limits.describe())}</td>'
-            f'<td style="{_NOWRAP}">{_e(status.isolation or "-")}</td>'
-            f'<td style="{_NOWRAP}">{_e(status.backend)}</td>'
-            f'<td style="{_CELL}"><code>{_e(_first_line(job.command))}</code></td>'
+            f'<td style="{_NOWRAP}">{html_text(status.limits.describe())}</td>'
+            f'<td style="{_NOWRAP}">{html_text(status.isolation or "-")}</td>'
+            f'<td style="{_NOWRAP}">{html_text(status.backend)}</td>'
+            f'<td style="{_CELL}"><code>{html_text(_first_line(job.command))}</code></td>'
             "</tr>"
             for job, status in rows
         )
@@ -236,15 +236,15 @@ class DoctorReport:
         rows = "".join(
             "<tr>"
             f'<td style="{_CELL};color:{"var(--jp-success-color1,#2ca02c)" if check.ok else _RED}">{"ok" if check.ok else "no"}</td>'
-            f'<th style="{_CELL}">{_e(check.name)}</th>'
-            f'<td style="{_CELL}">{_e(check.found)}'
-            + (f'<br><b>fix:</b> <code>{_e(check.fix)}</code>' if check.fix else "")
+            f'<th style="{_CELL}">{html_text(check.name)}</th>'
+            f'<td style="{_CELL}">{html_text(check.found)}'
+            + (f'<br><b>fix:</b> <code>{html_text(check.fix)}</code>' if check.fix else "")
             + "</td></tr>"
             for check in self.diagnosis.checks
         )
         verdict = ("Jobs here are fully confined." if self.diagnosis.confined else
                    "Jobs here run, but not every limit is enforced: see the fixes above.")
-        return f"<table><tbody>{rows}</tbody></table><p>{_e(verdict)}</p>"
+        return f"<table><tbody>{rows}</tbody></table><p>{html_text(verdict)}</p>"
 
     def __repr__(self) -> str:
         return str(self.diagnosis)
@@ -262,7 +262,7 @@ def certificate_html(cert: Certificate) -> str:
         ("CA", "yes" if cert.is_ca else "no"),
         ("sha256", cert.hash()),
     ]
-    body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}"><code>{_e(v)}</code></td></tr>'
+    body = "".join(f'<tr><th style="{_CELL}">{k}</th><td style="{_CELL}"><code>{html_text(v)}</code></td></tr>'
                    for k, v in rows)
     return f"<table>{body}</table>"
 
@@ -294,15 +294,15 @@ class IdentityView:
         return isinstance(self.session, Certificate) and cert.subject == self.session.issuer
 
     def _repr_html_(self) -> str:
-        out = [f"<p><b>Identity:</b> <code>{_e(self._identity_line())}</code></p>"]
+        out = [f"<p><b>Identity:</b> <code>{html_text(self._identity_line())}</code></p>"]
         if not self.pool:
-            out.append(f"<p>The pool <code>{_e(self.pool_dir)}</code> is empty: put the PEM "
+            out.append(f"<p>The pool <code>{html_text(self.pool_dir)}</code> is empty: put the PEM "
                        "certificate of your CA there.</p>")
             return "".join(out)
         head = "".join(f'<th style="{_CELL}">{h}</th>' for h in ("subject", "CA", "valid until", "sha256", "for you"))
         body = "".join(
             "<tr>"
-            f'<td style="{_CELL}"><code>{_e(cert.subject)}</code></td>'
+            f'<td style="{_CELL}"><code>{html_text(cert.subject)}</code></td>'
             f'<td style="{_CELL}">{"yes" if cert.is_ca else "no"}</td>'
             f'<td style="{_CELL}">{cert.not_after:%Y-%m-%d}</td>'
             f'<td style="{_CELL}"><code>{cert.hash()[:16]}…</code></td>'
@@ -310,7 +310,7 @@ class IdentityView:
             "</tr>"
             for cert in self.pool
         )
-        out.append(f"<p><b>Pool</b> <code>{_e(self.pool_dir)}</code></p>"
+        out.append(f"<p><b>Pool</b> <code>{html_text(self.pool_dir)}</code></p>"
                    f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return "".join(out)
 

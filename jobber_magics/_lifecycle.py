@@ -13,7 +13,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from jobber import JobberError, Limits
-from jobber_magics._magics import JobberMagics, _job_id, _parse, _user_errors, lifecycle_arguments, lifecycle_options
+from jobber_magics._magics import JobberMagics, job_ref, lifecycle_arguments, lifecycle_options, parse_options, user_errors
 
 __all__ = ["JobberLifecycleMagics"]
 
@@ -27,7 +27,7 @@ class JobberLifecycleMagics(Magics):
         self._main = main
 
     @magic_arguments()
-    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job to run again: its number or label")
+    @argument("job_id", type=job_ref, metavar="JOB_ID", help="the job to run again: its number or label")
     @argument("--cpu", metavar="C", help="new CPU limit")
     @argument("--memory", metavar="M", help="new memory limit, e.g. 16G")
     @argument("--pids", metavar="N", help="new process limit")
@@ -38,13 +38,13 @@ class JobberLifecycleMagics(Magics):
     @lifecycle_arguments
     @argument("--no-follow", action="store_true", help="start it without showing its live view")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_rerun(self, line: str) -> Any:
         """Run a job again: a new job with its command, limits and options, changed by the
         options given here (``%jobber_rerun train --memory 16G``). The old job is left as it
         was; the new one records which job it re-ran. Returns the new Job (its live view).
         """
-        args = _parse(self.jobber_rerun, line)
+        args = parse_options(self.jobber_rerun, line)
         old = self._main.session.find_job(args.job_id)
         overrides: dict[str, Any] = {}
         changed = {name: value for name, value in (("cpu", args.cpu), ("memory", args.memory), ("pids", args.pids),
@@ -70,12 +70,12 @@ class JobberLifecycleMagics(Magics):
         return job
 
     @magic_arguments()
-    @argument("job_ids", nargs="+", type=_job_id, metavar="JOB_ID", help="the jobs to remove: numbers or labels")
+    @argument("job_ids", nargs="+", type=job_ref, metavar="JOB_ID", help="the jobs to remove: numbers or labels")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_rm(self, line: str) -> None:
         """Remove ended jobs: their directories and logs. A running job is refused (stop it first)."""
-        args = _parse(self.jobber_rm, line)
+        args = parse_options(self.jobber_rm, line)
         problems = []
         for ref in args.job_ids:
             try:
@@ -93,12 +93,12 @@ class JobberLifecycleMagics(Magics):
     @argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
     @argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_prune(self, line: str) -> list[int]:
         """Remove ended jobs (never a running one), e.g. ``%jobber_prune --older-than 7d``.
         Returns the ids removed.
         """
-        args = _parse(self.jobber_prune, line)
+        args = parse_options(self.jobber_prune, line)
         states = None if args.state is None else [s.strip() for s in args.state.split(",") if s.strip()]
         removed = self._main.session.prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
                                            dry_run=args.dry_run)

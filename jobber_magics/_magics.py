@@ -3,7 +3,7 @@
 The current session is a ``jobber.Certificate`` (jobs on this host) or a remote session
 from ``jobber.connect`` (jobs on a jobber server); both offer ``get_jobs``, ``get_job`` and
 ``new_job``, so no magic cares which one it holds. jobber's errors reach the user as
-one-line ``UsageError`` messages, translated in exactly one place (`_user_errors`).
+one-line ``UsageError`` messages, translated in exactly one place (`user_errors`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEFAULT_TAIL_LINES = 10
 DEFAULT_FOLLOW_LINES = 1000
 
 
-def _user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
+def user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
     """Show jobber's errors as one-line UsageErrors (no traceback from the core)."""
 
     @functools.wraps(magic)
@@ -46,7 +46,7 @@ def _user_errors(magic: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+def parse_options(magic: Callable[..., Any], line: str) -> argparse.Namespace:
     """The options of ``line`` (split as parse_argstring splits it), with "did you mean
     --memory?" for a mistyped option."""
     return known_options(magic.parser, magic.parser.parse_known_args(arg_split(line)))
@@ -61,7 +61,7 @@ def known_options(parser: argparse.ArgumentParser, parsed: tuple[argparse.Namesp
     return args
 
 
-def _job_id(text: str) -> int | str:
+def job_ref(text: str) -> int | str:
     """A job's number, or a label (the newest job with it)."""
     if text.isdigit() and int(text) >= 1:
         return int(text)
@@ -178,14 +178,14 @@ class JobberMagics(Magics):
               "is not needed for local jobs; ~ and $VARS are expanded). Until one is chosen, "
               "$JOBBER_CERT is the identity")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_cert(self, line: str) -> IdentityView | None:
         """Choose the identity that owns your jobs; without PATH, show it and the pool.
 
         The certificate is checked against the pool ($JOBBER_ROOT/pool, else
         ~/.jobber/pool) as a jobber server's TLS handshake would check it.
         """
-        args = _parse(self.jobber_cert, line)
+        args = parse_options(self.jobber_cert, line)
         if args.path is None:
             session = self._session if self._session is not None else self._default_identity()
             return IdentityView(session, jobber.get_client_certificates(), str(jobber.default_root() / "pool"))
@@ -209,7 +209,7 @@ class JobberMagics(Magics):
     @argument("--replace", action="store_true", help="if this cell's previous job still runs, stop it first "
               "(without --replace the new job starts beside it, and the view says so)")
     @line_cell_magic
-    @_user_errors
+    @user_errors
     def jobber_run(self, line: str, cell: str | None = None) -> Any:
         """Run the cell as a shell script in an isolated job, and show its live log.
 
@@ -238,7 +238,7 @@ class JobberMagics(Magics):
         if cell is None:
             raise UsageError("%%jobber_run is a cell magic: write %%jobber_run (two %) and its options on the "
                              "first line of a cell, and the shell script below it")
-        args = _parse(self.jobber_run, line)
+        args = parse_options(self.jobber_run, line)
         if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
         session = self.session
@@ -266,19 +266,19 @@ class JobberMagics(Magics):
         return job
 
     @magic_arguments()
-    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
+    @argument("job_id", type=job_ref, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
     @argument("-n", "--lines", type=_line_count, metavar="LINES",
               help=f"how many of the last lines (default {DEFAULT_TAIL_LINES}; "
                    f"with -f, {DEFAULT_FOLLOW_LINES})")
     @argument("-f", "--follow", action="store_true", help="show a live view that follows the log")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_tail(self, line: str) -> Any:
         """Print the last lines of a job's log, or follow it live with -f.
 
         With -f the live view also re-attaches to a job started before a kernel restart.
         """
-        args = _parse(self.jobber_tail, line)
+        args = parse_options(self.jobber_tail, line)
         job = self.session.find_job(args.job_id)
         if args.follow:
             lines = DEFAULT_FOLLOW_LINES if args.lines is None else max(args.lines, 1)
@@ -295,39 +295,39 @@ class JobberMagics(Magics):
         return None
 
     @magic_arguments()
-    @argument("job_id", type=_job_id, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
+    @argument("job_id", type=job_ref, metavar="JOB_ID", help="the job's number or label (see %%jobber_jobs)")
     @argument("--grace", type=float, default=5.0, metavar="S",
               help="seconds between SIGTERM and SIGKILL (default 5)")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_stop(self, line: str) -> None:
         """Stop a job and every process it started: SIGTERM, then SIGKILL after the grace period."""
-        args = _parse(self.jobber_stop, line)
+        args = parse_options(self.jobber_stop, line)
         job = self.session.find_job(args.job_id)
         status = job.stop(grace=args.grace)
         print(f"job {job.id}: {status.describe()}")
 
     @magic_arguments()
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_doctor(self, line: str) -> DoctorReport:
         """Show what confines jobs on this host: the isolation a job gets and why, each limit
         (cpu, memory, pids, io) enforced or not with its fix, the launcher, the jobs
         directory, the identity and the pool (what `jobber doctor` prints).
         """
-        _parse(self.jobber_doctor, line)
+        parse_options(self.jobber_doctor, line)
         return DoctorReport(jobber.doctor())
 
     @magic_arguments()
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_jobs(self, line: str) -> JobList:
         """Show this identity's jobs as a table, newest last: start time, duration, and their
         true state or result (read from disk).
 
         Jobs outlive the kernel: after a restart they are all here. Returns a list of Jobs.
         """
-        _parse(self.jobber_jobs, line)
+        parse_options(self.jobber_jobs, line)
         return JobList(self.session.get_jobs())
 
     @magic_arguments()
@@ -339,13 +339,13 @@ class JobberMagics(Magics):
               "else the system's CAs)")
     @argument("--local", action="store_true", help="run jobs on this host again")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_connect(self, line: str) -> None:
         """Run jobs on a jobber server (over mTLS) instead of this host, or back with --local.
 
         Every other magic then works with the server's jobs.
         """
-        args = _parse(self.jobber_connect, line)
+        args = parse_options(self.jobber_connect, line)
         if args.local:
             if args.url or args.cert or args.key or args.ca:
                 raise UsageError("--local takes no URL, --cert, --key or --ca: it goes back to this host")

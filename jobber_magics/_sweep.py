@@ -16,7 +16,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 from jobber import JobFlags
-from jobber_magics._magics import JobberMagics, _parse, _user_errors, known_options
+from jobber_magics._magics import JobberMagics, known_options, parse_options, user_errors
 from jobber_magics._options import job_arguments, job_request
 
 __all__ = ["JobberSweepMagics", "QueueTable", "sweep_params"]
@@ -166,7 +166,7 @@ class JobberSweepMagics(Magics):
     @job_arguments
     @argument("--name", metavar="VAR", help="also store the sweep in the variable VAR")
     @cell_magic
-    @_user_errors
+    @user_errors
     def jobber_sweep(self, line: str, cell: str) -> Any:
         """Run the cell once per combination of parameter values, and show them in one live grid.
 
@@ -213,7 +213,7 @@ class JobberSweepMagics(Magics):
     @argument("--cpus", type=float, metavar="C", help="the same, for their CPU limits (0: no limit)")
     @argument("--gpus", type=int, metavar="G", help="the same, for their GPUs (0: no limit)")
     @line_magic
-    @_user_errors
+    @user_errors
     def jobber_queue(self, line: str) -> QueueTable:
         """Show the queues (their limits, and how many of their jobs run and wait), or set one.
 
@@ -221,7 +221,7 @@ class JobberSweepMagics(Magics):
         at once; the others wait, pending, in the order they were started. Limits persist
         and apply at once to jobs already waiting. Returns the queues as a dict.
         """
-        args = _parse(self.jobber_queue, line)
+        args = parse_options(self.jobber_queue, line)
         session = self._main.session
         limits = {name: getattr(args, name) for name in ("parallel", "memory", "cpus", "gpus")
                   if getattr(args, name) is not None}

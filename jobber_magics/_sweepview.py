@@ -30,7 +30,7 @@ import traitlets
 
 from jobber import JobberError, JobStatus, last_lines
 from jobber_magics._charts import format_size
-from jobber_magics._display import _STATE_COLOURS, _e, _now
+from jobber_magics._display import STATE_COLOURS, html_text, now_text
 from jobber_magics._widget import JobWidget
 
 __all__ = ["SweepGrid", "SweepView", "WaitingJobWidget", "sweep_rows_text"]
@@ -222,18 +222,18 @@ def sweep_rows_text(rows: list[dict[str, Any]]) -> str:
 def sweep_rows_html(columns: list[str], rows: list[dict[str, Any]], *, ended: bool) -> str:
     """The grid as a static table (for a page without the widget's state)."""
     cell = "padding:2px 8px;text-align:left;vertical-align:top;white-space:nowrap"
-    head = "".join(f'<th style="{cell}">{_e(h)}</th>' for h in
+    head = "".join(f'<th style="{cell}">{html_text(h)}</th>' for h in
                    ("job", *columns, "state", "elapsed", "peak memory", "last line"))
     body = "".join(
         "<tr>" + f'<td style="{cell}">{row["job"]}</td>'
-        + "".join(f'<td style="{cell}">{_e(value)}</td>' for value in row["params"])
-        + f'<td style="{cell};color:{_STATE_COLOURS.get(row["state"], "inherit")};font-weight:bold">'
-        + _e(row["result"]) + (f' <span style="font-weight:normal">({_e(row["note"])})</span>' if row["note"] and
+        + "".join(f'<td style="{cell}">{html_text(value)}</td>' for value in row["params"])
+        + f'<td style="{cell};color:{STATE_COLOURS.get(row["state"], "inherit")};font-weight:bold">'
+        + html_text(row["result"]) + (f' <span style="font-weight:normal">({html_text(row["note"])})</span>' if row["note"] and
                                not row["ended"] else "") + "</td>"
-        + f'<td style="{cell}">{_e(row["elapsed"])}</td><td style="{cell}">{_e(row["peak"])}</td>'
-        + f'<td style="{cell};white-space:pre-wrap"><code>{_e(row["last"])}</code></td></tr>'
+        + f'<td style="{cell}">{html_text(row["elapsed"])}</td><td style="{cell}">{html_text(row["peak"])}</td>'
+        + f'<td style="{cell};white-space:pre-wrap"><code>{html_text(row["last"])}</code></td></tr>'
         for row in rows)
-    note = "" if ended else (f'<div style="color:var(--jp-warn-color1,#b58900)">as of {_e(_now())}: this table '
+    note = "" if ended else (f'<div style="color:var(--jp-warn-color1,#b58900)">as of {html_text(now_text())}: this table '
                              "does not change; display the sweep again to watch it live</div>")
     return f'<div class="jobber-sweep-static">{note}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 

@@ -404,11 +404,6 @@ PRIVATE_IMPORTS_NOT_FIXED_YET = {
     # slurm/query.py's names become public (second spec engineer)
     "jobber/_backends/slurm/array.py",
     "jobber/_backends/slurm/backend.py",
-    # _magics.py's _parse, _user_errors, _job_id: the flags engineer rewrites _parse
-    "jobber_magics/_lifecycle.py",
-    "jobber_magics/_sweep.py",
-    # _display.py's _STATE_COLOURS, _e, _now: _display.py is being changed (duration text)
-    "jobber_magics/_sweepview.py",
 }
 
 
