@@ -125,7 +125,7 @@ if on_path:
 for part in ("_backends/local/launcher.c", "_backends/local/supervisor.py", "py.typed"):
     if not (site / "jobber" / part).is_file():
         sys.exit(f"wheel.sh: FAIL: the installed package lacks jobber/{part}")
-import jobber._backends.local.launcher as launcher, jobber._jobs.store, jobber._server  # noqa: E401
+import jobber._backends.local.launcher_build as launcher, jobber._jobs.store, jobber._server  # noqa: E401
 if Path(launcher._SOURCE).resolve() != site / "jobber/_backends/local/launcher.c":
     sys.exit(f"wheel.sh: FAIL: the launcher builds from {launcher._SOURCE}")
 print(f"jobber {where.parent}")

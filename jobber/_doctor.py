@@ -15,7 +15,7 @@ from typing import Any
 
 from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._backends.local import isolation
-from jobber._backends.local.launcher import launcher_command
+from jobber._backends.local.launcher_build import launcher_command
 from jobber._errors import JobberError
 from jobber._jobs.store import jobs_dir
 from jobber._limits import Limits

@@ -140,7 +140,7 @@ def launcher(request, monkeypatch):
     A module runs every test so with ``pytestmark = pytest.mark.usefixtures("launcher")``;
     one test asks for it by name, or parametrizes it (``indirect=True``).
     """
-    from jobber._backends.local import launcher as _launcher
+    from jobber._backends.local import launcher_build as _launcher
 
     if request.param == "compiled" and not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler (cc, gcc) on this host: jobs would run under the Python supervisor")

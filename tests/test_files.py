@@ -51,5 +51,5 @@ class TestCallersThatGoOnWithoutTheFile:
         (tmp_path / "spec.json").write_text(json.dumps(spec))
         (tmp_path / damaged).write_bytes(b"{torn")
         final = {"state": "failed", "exit_code": 1, "signal": None}
-        assert retrying.hand_over(str(tmp_path), final) is None  # returned: a retry would exec retry.py
+        assert retrying.hand_over(str(tmp_path), final) is None  # returned: a retry would exec run_next_attempt.py
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"spec.json", damaged})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobber._backends.local import launcher as _launcher
+from jobber._backends.local import launcher_build as _launcher
 
 # The job prints a marker, then its parent's argv (NUL-separated), with no help from $PATH.
 WHO_SUPERVISES = "echo hi; /bin/cat /proc/$PPID/cmdline"
@@ -215,7 +215,7 @@ class TestTheCompiledLauncher:
 
 
 def test_the_source_ships_next_to_the_module():
-    """What a wheel must hold: launcher.c beside launcher.py and the Python supervisor."""
+    """What a wheel must hold: launcher.c beside launcher_build.py and the Python supervisor."""
     here = Path(_launcher.__file__).parent
     assert _launcher._SOURCE == here / "launcher.c" and _launcher._SOURCE.is_file()
     assert Path(_launcher._SUPERVISOR) == here / "supervisor.py" and Path(_launcher._SUPERVISOR).is_file()

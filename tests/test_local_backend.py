@@ -20,7 +20,7 @@ import pytest
 from jobber import JobError, Limits
 from jobber._backends.local import backend as local_backend
 from jobber._backends.local import cgroupfs, isolation, launching
-from jobber._backends.local import launcher as _launcher
+from jobber._backends.local import launcher_build as _launcher
 from jobber._backends.local.isolation import choose
 from jobber._jobs.jobdir import JobDir
 

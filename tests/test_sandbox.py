@@ -23,7 +23,7 @@ import pytest
 
 from jobber import JobError
 from jobber._backends.context import SANDBOX_PATH, Sandbox
-from jobber._backends.local import launcher as _launcher
+from jobber._backends.local import launcher_build as _launcher
 from jobber._backends.local.job_child import INLINE_MAX
 
 KINDS = ["compiled", "python"]

@@ -21,7 +21,7 @@ import pytest
 
 from jobber import JobError, JobStatus
 from jobber._backends.local import backend as local_backend
-from jobber._backends.local import launcher as _launcher
+from jobber._backends.local import launcher_build as _launcher
 from jobber._backends.local.supervisor import process_start_time
 from polling import wait_for
 

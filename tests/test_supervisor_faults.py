@@ -17,7 +17,7 @@ import pytest
 
 from jobber import JobError
 from jobber._backends.local import backend as local_backend
-from jobber._backends.local import launcher as _launcher
+from jobber._backends.local import launcher_build as _launcher
 from jobber._backends.local.isolation import choose
 from jobber._backends.local.supervisor import process_start_time
 from polling import wait_for
@@ -101,7 +101,7 @@ class TestTheWatchdogDuringARetry:
         job = store.new_job("exit 3", retries=1)
         job.start()
         pending = wait_for(lambda: (raw := raw_status(job))["state"] == "pending" and raw, 60, "the backoff")
-        # retry.py was starting the next attempt: its launcher took the gate and lives on.
+        # run_next_attempt.py was starting the next attempt: its launcher took the gate and lives on.
         launcher = subprocess.Popen(["sleep", "300"])
         try:
             (job.path / "launched").write_text(f"{launcher.pid} {process_start_time(launcher.pid)}\n")

@@ -30,7 +30,7 @@ __all__ = ["KILL_WAIT_S", "PENDING_WAIT_S", "Signal", "Wait", "drive", "stop_pla
 
 # After SIGKILL, how long the job may take to be recorded as ended.
 KILL_WAIT_S = 10.0
-# Between two attempts: retry.py ends the job within ~50 ms of the stop request, or has
+# Between two attempts: run_next_attempt.py ends the job within ~50 ms of the stop request, or has
 # just started the next attempt.
 PENDING_WAIT_S = 30.0
 

@@ -2,7 +2,7 @@
 
 No daemon. Whoever changes what could let a waiting job start runs one *pass*: ``start()``
 of a waiting job, the finisher of every job that ends while others wait (it execs
-``admit.py``), a stop, a queue's new settings, and a ``status()`` of a waiting job when
+``run_admission.py``), a stop, a queue's new settings, and a ``status()`` of a waiting job when
 no pass ran for a second. A pass holds the identity's admission lock (``flock``), so
 passes never overlap; each is idempotent, so one killed half-way is simply redone by the
 next.

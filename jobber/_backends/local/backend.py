@@ -138,7 +138,7 @@ class LocalBackend(DirectoryBackend):
             self.dir.write("status.json", ended("failed", f"job {self.job_id} did not start: {type(err).__name__}: {err}"))
 
     def start_next_attempt(self) -> None:
-        """Start the attempt a "pending" status names (``retry.py`` calls this after the
+        """Start the attempt a "pending" status names (``run_next_attempt.py`` calls this after the
         backoff); a failure ends the job "failed" with the reason, leaving no cgroup."""
         made: list[Any] = [None, None]
         attempt = (self.dir.read("status.json") or {}).get("attempt")
@@ -316,7 +316,7 @@ class LocalBackend(DirectoryBackend):
         or SIGKILL with ``kill``), without waiting; the status as it was just before.
 
         A job waiting in line leaves it, unrun (its status then: "stopped"). A job between
-        two attempts has nothing to signal: ``retry.py`` sees the request and ends it.
+        two attempts has nothing to signal: ``run_next_attempt.py`` sees the request and ends it.
 
         Raises:
             JobError: the job was never started, or its processes cannot be signalled.

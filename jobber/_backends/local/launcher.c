@@ -5,7 +5,7 @@
  * and ~0.1 MB. It starts the job and waits for it; when the job's main process ends it
  * execs the Python half (supervisor.py --finish), which kills leftovers, reads the
  * cgroup's totals, removes the cgroup and records the outcome. jobber compiles this file
- * on first use (see launcher.py) and falls back to the pure-Python supervisor without
+ * on first use (see launcher_build.py) and falls back to the pure-Python supervisor without
  * a C compiler.
  *
  * usage: launcher JOB_DIR PYTHON SUPERVISOR_PY [--join FILE]... [--into CGROUP_DIR]

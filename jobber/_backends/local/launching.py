@@ -12,7 +12,7 @@ import subprocess
 from typing import Any
 
 from jobber._backends.local.cgroupfs import mountinfo
-from jobber._backends.local.launcher import launcher_command
+from jobber._backends.local.launcher_build import launcher_command
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir

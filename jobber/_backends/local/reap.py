@@ -19,7 +19,7 @@ import time
 import types
 
 if __name__ == "__main__":
-    # As retry.py starts: jobber's package without its __init__ (which loads cryptography).
+    # As run_next_attempt.py starts: jobber's package without its __init__ (which loads cryptography).
     _package = types.ModuleType("jobber")
     _package.__path__ = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
     sys.modules["jobber"] = _package

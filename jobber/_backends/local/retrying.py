@@ -4,9 +4,9 @@ The finisher (``supervisor.py --finish``, run once an attempt's main process end
 asks :func:`hand_over` before it records the outcome. When the job has a retry left, the
 attempt's files move to ``attempts/<n>/`` (its ``status.json``, ``log`` and
 ``confinement.json``), ``status.json`` says "pending" with why and when the next attempt
-starts, and the finisher *execs* ``retry.py``: the same process (same pid, same start
+starts, and the finisher *execs* ``run_next_attempt.py``: the same process (same pid, same start
 time) goes on supervising, so the job is never without a live supervisor and nothing
-needs a kernel alive. ``retry.py`` waits out the backoff, then starts the next attempt
+needs a kernel alive. ``run_next_attempt.py`` waits out the backoff, then starts the next attempt
 through the launcher, as ``start()`` does; a stop during the backoff ends the job
 "stopped" without starting it.
 
@@ -146,7 +146,7 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
     """Start the next attempt if the job has one left for this ending; else return.
 
     Called by the finisher with the outcome it is about to record. When a retry is due
-    this never returns: the process becomes ``retry.py`` (``os.execv``), which inherits
+    this never returns: the process becomes ``run_next_attempt.py`` (``os.execv``), which inherits
     ``watchdog_fd`` and releases the watchdog once the next attempt has started.
 
     Raises:
@@ -197,6 +197,6 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
     # cryptography), so a retry costs the interpreter and the job modules only.
     boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
             "sys.modules['jobber'] = jobber; "
-            "from jobber._backends.local.retry import main; sys.exit(main(sys.argv[2:]))")
+            "from jobber._backends.local.run_next_attempt import main; sys.exit(main(sys.argv[2:]))")
     os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, job_dir, repr(delay),
                               *([] if watchdog_fd is None else [str(watchdog_fd)])])

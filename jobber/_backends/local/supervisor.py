@@ -130,7 +130,7 @@ _REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reap.py")
 
 def fork_watchdog(job_dir: str) -> int:
     """Fork the job's watchdog (as launcher.c does); returns the pipe's write end, which
-    only this process holds (inheritable: kept through the exec into ``retry.py``)."""
+    only this process holds (inheritable: kept through the exec into ``run_next_attempt.py``)."""
     read_end, write_end = os.pipe()
     me, start = os.getpid(), process_start_time("self")
     if os.fork() == 0:
@@ -301,7 +301,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
     _log_stopped(job_dir, final)
     try:
-        hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes retry.py
+        hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes run_next_attempt.py
     except OSError as err:  # nothing was moved (hand_over puts back what it moved): this outcome stands
         final["note"] = f"not retried: {err}"
     write_final(job_dir, final)

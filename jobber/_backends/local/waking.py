@@ -1,7 +1,7 @@
 """After a job ends: let the jobs that wait for it (or for its place) start.
 
 The finisher calls :func:`wake_waiting` once the outcome is recorded. When the identity
-has waiting jobs, the finisher *execs* ``admit.py``, which runs one admission pass
+has waiting jobs, the finisher *execs* ``run_admission.py``, which runs one admission pass
 (``admission.py``) with the whole of jobber; otherwise it costs one ``listdir``.
 
 Standard library only: it runs in the finisher's bare interpreter.
@@ -55,7 +55,7 @@ def wake_waiting(job_dir: str) -> None:
     # cryptography), so a admit costs the interpreter and the job modules only.
     boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
             "sys.modules['jobber'] = jobber; "
-            "from jobber._backends.local.admit import main; sys.exit(main(sys.argv[2:]))")
+            "from jobber._backends.local.run_admission import main; sys.exit(main(sys.argv[2:]))")
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, package_parent, *owners])
     except OSError:

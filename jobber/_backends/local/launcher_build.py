@@ -198,5 +198,5 @@ def reset() -> None:
 
 
 if __name__ == "__main__":
-    # `python -m jobber._backends.local.launcher`: build now (make does, so the first job starts fast).
+    # `python -m jobber._backends.local.launcher_build`: build now (make does, so the first job starts fast).
     print(launcher_command("JOB_DIR")[0])

@@ -1,4 +1,4 @@
-"""``admit.py OWNER_DIR...``: an admission pass for each identity, run by the finisher of
+"""``run_admission.py OWNER_DIR...``: an admission pass for each identity, run by the finisher of
 a job that ended while others wait (see ``waking.py`` and ``admission.py``)."""
 
 from __future__ import annotations

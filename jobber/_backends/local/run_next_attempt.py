@@ -1,6 +1,6 @@
 """The next attempt of a retried job: what the finisher execs into (see ``retrying.py``).
 
-``retry.py JOB_DIR DELAY [WATCHDOG_FD]`` waits ``DELAY`` seconds (a stop meanwhile ends the job
+``run_next_attempt.py JOB_DIR DELAY [WATCHDOG_FD]`` waits ``DELAY`` seconds (a stop meanwhile ends the job
 "stopped", never started again), then starts the attempt that ``status.json`` names,
 with the limits in ``attempt.json``, through the launcher, exactly as the
 first attempt was started. A failure to start ends the job "failed" with the reason.
