@@ -193,3 +193,12 @@ _DEFAULTS.update({name: None for name in _OMIT_EMPTY})
 LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
 _API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, "oom_growth_max", QUEUE)
+
+
+def as_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+    """``spec`` as a :class:`JobSpec`: a ``spec.json`` object is read with :meth:`JobSpec.from_json`.
+
+    Raises:
+        LimitError: its limits are not limits.
+    """
+    return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)
