@@ -61,9 +61,10 @@ def _label(what: str) -> dict[str, Any]:
     return {"type": "string", "pattern": _LABEL_PATTERN, "not": {"pattern": "^[0-9]+$"}, "description": what}
 
 
+# What each lifecycle option may be in a request.
 _LIFECYCLE_REQUEST: dict[str, Any] = {
     LABEL: nullable(_label("a short name (1-64 letters, digits and _.:+-, not only digits): GET /v1/jobs?label= "
-                              "filters by it")),
+                           "filters by it")),
     TIMEOUT: nullable({
         "anyOf": [{"type": "number", "exclusiveMinimum": 0},
                   {"type": "string", "pattern": DURATION_PATTERN, "maxLength": 40}],
@@ -78,7 +79,7 @@ _LIFECYCLE_REQUEST: dict[str, Any] = {
                        "Default: the server's (1 GiB)",
     }),
     RETRIES: nullable({"type": "integer", "minimum": 0, "maximum": 100, "default": 0,
-                          "description": "start an attempt that ended in a retry_on state again, up to this many times"}),
+                       "description": "start an attempt that ended in a retry_on state again, up to this many times"}),
     RETRY_ON: nullable({
         "anyOf": [{"type": "string", "enum": _RETRYABLE},
                   {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _RETRYABLE}}],
@@ -160,8 +161,8 @@ JOB_SCHEMAS: dict[str, Any] = {
             "io_read_bps": _size("bytes per second read from the disk of the job directory"),
             "io_write_bps": _size("bytes per second written to that disk (direct I/O)"),
             "gpus": nullable({"type": "integer", "minimum": 0, "maximum": MAX_GPUS,
-                               "description": "GPUs given to the job alone (CUDA_VISIBLE_DEVICES); it waits "
-                                              "until that many are free"}),
+                              "description": "GPUs given to the job alone (CUDA_VISIBLE_DEVICES); it waits "
+                                             "until that many are free"}),
             "require_isolation": nullable({
                 "type": "boolean",
                 "description": "refuse to start rather than run with a limit not enforced (default false)",
