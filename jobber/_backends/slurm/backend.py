@@ -18,7 +18,8 @@ On a real cluster the job runs on another machine, which writes the log: set
 compute nodes share with this host. The script and the log then live in
 ``<that dir>/<owner>/<job id>/`` and ``log`` in the job directory is a symlink to the log.
 
-What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.slurm.query`.
+What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.slurm.query`,
+which also says what the cluster confines of a job's limits (`isolation_note`).
 """
 
 from __future__ import annotations
