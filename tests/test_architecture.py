@@ -394,17 +394,6 @@ def test_nothing_the_remote_client_imports_needs_aiohttp_or_cryptography():
             "it lives beside code that does).")
 
 
-# TEMPORARY, issue 20: what other engineers are changing in the same round. Each entry
-# goes once its branch is merged; an entry that matches nothing fails the test too.
-SEAM_NOT_CLOSED_YET = {
-    # spec engineers: read the spec through jobber._jobs.job (spec_of), not job._backend
-    "jobber/_server/lifecycle_routes.py",
-}
-PRIVATE_IMPORTS_NOT_FIXED_YET = {
-    # slurm/query.py's names become public (second spec engineer)
-    "jobber/_backends/slurm/array.py",
-    "jobber/_backends/slurm/backend.py",
-}
 
 
 def _private_name(name: str) -> bool:
@@ -457,11 +446,10 @@ class TestSeamChecks:
 
 
 def test_only_job_py_touches_a_jobs_backend():
-    allowed = {REPO / "jobber" / "_jobs" / "job.py"} | {REPO / p for p in SEAM_NOT_CLOSED_YET}
     reaches = backend_reaches(modules())
-    problems = [f"{path.relative_to(REPO)}:{line}" for path, line, _ in reaches if path not in allowed]
-    stale = sorted(p for p in SEAM_NOT_CLOSED_YET if not any(path == REPO / p for path, _, _ in reaches))
-    fail_on(problems + [f"{p}: in SEAM_NOT_CLOSED_YET but touches no backend: remove it" for p in stale],
+    problems = [f"{path.relative_to(REPO)}:{line}" for path, line, _ in reaches
+                if path != REPO / "jobber" / "_jobs" / "job.py"]
+    fail_on(problems,
             "modules outside jobber/_jobs/job.py reach into a Job's backend (job._backend)",
             "Go through the Job's public verbs, or add a function to jobber/_jobs/job.py (as "
             "start_sandboxed, signal, read_log and start_together are) and, if the backend lacks "
@@ -469,12 +457,7 @@ def test_only_job_py_touches_a_jobs_backend():
 
 
 def test_no_private_names_are_imported_across_modules():
-    found = private_imports()
-    problems = [imp for imp in found if str(imp.path.relative_to(REPO)) not in PRIVATE_IMPORTS_NOT_FIXED_YET]
-    stale = sorted(p for p in PRIVATE_IMPORTS_NOT_FIXED_YET if not any(str(imp.path.relative_to(REPO)) == p
-                                                                       for imp in found))
-    fail_on(places(problems) + [f"{p}: in PRIVATE_IMPORTS_NOT_FIXED_YET but imports no private name: remove it"
-                                for p in stale],
+    fail_on(places(private_imports()),
             "private names (a leading underscore) are imported from another module",
             "A name another module needs is part of its module's interface: drop the underscore "
             "(and list it in __all__), or move it to the module that uses it.")

@@ -126,13 +126,13 @@ class TestBatchScript:
     def test_the_script_is_sh_c_of_the_command(self, store, tmp_path):
         job = store.new_job(self.COMMAND, backend="slurm")
         script = tmp_path / "script"
-        script.write_text(_slurm._script(job))
+        script.write_text(_slurm.batch_script(job))
         ran = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, check=True)
         direct = subprocess.run(["/bin/sh", "-c", self.COMMAND], capture_output=True, text=True, check=True)
         assert ran.stdout == direct.stdout == "/bin/sh its 0\na\nb\n$HOME\n"
 
     def test_no_line_of_the_command_is_an_sbatch_directive(self, store):
-        lines = _slurm._script(store.new_job(self.COMMAND, backend="slurm")).splitlines()
+        lines = _slurm.batch_script(store.new_job(self.COMMAND, backend="slurm")).splitlines()
         first_command = next(i for i, line in enumerate(lines) if not line.startswith("#"))
         assert lines[first_command].startswith("exec /bin/sh -c '#SBATCH")
 
@@ -179,9 +179,9 @@ class TestStateMapping:
         job = store.new_job("true", backend="slurm")
         info = _slurm_query._fields(f"JobId=7 JobName=jobber-1 JobState={slurm_state} Reason=None "
                               f"ExitCode={exit_code} TimeLimit=00:01:00 Command=/a b/c=d")
-        outcome = _slurm_query._outcome(job, "7", slurm_state, info)
+        outcome = _slurm_query.outcome(job, "7", slurm_state, info)
         record = {**outcome, "started_at": 1.0, "ended_at": 2.0}
-        status = _slurm_query._from_record(record, Limits())
+        status = _slurm_query.from_record(record, Limits())
         assert (status.state, status.exit_code, status.signal, status.oom_killed, status.describe()) == expected
 
     def test_a_time_out_says_which_limit(self, store):
@@ -189,7 +189,7 @@ class TestStateMapping:
         # scontrol's forms, then the job completion log's (minutes)
         for limit, shown in (("00:01:00", "0:01:00"), ("1-02:00:00", "1-02:00:00"), ("1", "0:01:00"), ("1500", "1-01:00:00")):
             info = _slurm_query._fields(f"JobState=TIMEOUT ExitCode=0:0 TimeLimit={limit}")
-            assert _slurm_query._outcome(job, "7", "TIMEOUT", info)["note"] == f"time limit {shown} reached (Slurm job 7)"
+            assert _slurm_query.outcome(job, "7", "TIMEOUT", info)["note"] == f"time limit {shown} reached (Slurm job 7)"
 
 
 class TestRun:
@@ -495,8 +495,8 @@ class TestTimeoutOnSlurm:
         import pytest as _pytest
 
         with _pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "_tool", lambda name: name)
-            mp.setattr(_slurm, "_run", fake_run)
+            mp.setattr(_slurm, "slurm_tool", lambda name: name)
+            mp.setattr(_slurm, "run_slurm", fake_run)
             with _pytest.raises(_slurm.JobError, match="stop here"):
                 job.start()
         assert "--time=2" in captured["argv"]
@@ -512,8 +512,8 @@ def _submitted_argv(job) -> list[str]:
         raise _slurm.JobError("stop here: the arguments are what is checked")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_slurm, "_tool", lambda name: name)
-        mp.setattr(_slurm, "_run", fake_run)
+        mp.setattr(_slurm, "slurm_tool", lambda name: name)
+        mp.setattr(_slurm, "run_slurm", fake_run)
         with pytest.raises(_slurm.JobError, match="stop here"):
             job.start()
     assert job.status().state == "created"
@@ -542,8 +542,8 @@ class TestDependenciesAndGpus:
             submitted.append(argv)
             raise _slurm.JobError("submitted: the dependency was not refused")
 
-        monkeypatch.setattr(_slurm, "_tool", lambda name: name)
-        monkeypatch.setattr(_slurm, "_run", fake_run)
+        monkeypatch.setattr(_slurm, "slurm_tool", lambda name: name)
+        monkeypatch.setattr(_slurm, "run_slurm", fake_run)
         return submitted
 
     def test_after_a_local_job_is_refused_before_anything_is_submitted(self, store, fake_slurm):
@@ -568,7 +568,7 @@ class TestDependenciesAndGpus:
             (job.path / "slurm-id").write_text(f"{fake_id}\n")
         job = store.new_job("true", backend="slurm", after=[first, (second, "any")])
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "_ask_slurm", lambda job, slurm_id: {"JobState": "RUNNING"})
+            mp.setattr(_slurm, "ask_slurm", lambda job, slurm_id: {"JobState": "RUNNING"})
             argv = _submitted_argv(job)
         assert "--dependency=afterok:4242,afterany:4343" in argv
 
@@ -611,10 +611,10 @@ class TestSweepArray:
             captured.update(argv=argv, env=env)
             return subprocess.CompletedProcess(argv, 0, "4242\n", "")
 
-        monkeypatch.setattr(_array, "_tool", lambda name: name)
-        monkeypatch.setattr(_array, "_run", fake_run)
+        monkeypatch.setattr(_array, "slurm_tool", lambda name: name)
+        monkeypatch.setattr(_array, "run_slurm", fake_run)
         # What Slurm would say once the tasks ended, so that no test asks a real cluster.
-        monkeypatch.setattr(_slurm, "_ask_slurm", lambda job, slurm_id: {"JobState": "COMPLETED", "ExitCode": "0:0"})
+        monkeypatch.setattr(_slurm, "ask_slurm", lambda job, slurm_id: {"JobState": "COMPLETED", "ExitCode": "0:0"})
         jobs = sweep(store, self.TEMPLATE, lr=[0.1, 0.01], bs=[32, 64, 128], backend="slurm", **options)
         return jobs, captured["argv"]
 
@@ -653,7 +653,7 @@ class TestSweepArray:
         jobs, _ = self.submit(store, monkeypatch)
         asked = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: asked.append(sid) or {"JobState": "RUNNING"})
+            mp.setattr(_slurm, "ask_slurm", lambda job, sid: asked.append(sid) or {"JobState": "RUNNING"})
             assert jobs[3].status().state == "running" and asked == ["4242_3"]
             assert jobs[3].status().note == "Slurm job 4242_3"
         assert jobs[3].status().note == "Slurm job 4242_3: COMPLETED"
@@ -662,15 +662,15 @@ class TestSweepArray:
         jobs, _ = self.submit(store, monkeypatch)
         later = store.new_job("true", backend="slurm", after=jobs[4])
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
+            mp.setattr(_slurm, "ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
             assert "--dependency=afterok:4242_4" in _submitted_argv(later)
 
     def test_a_refused_array_leaves_no_job(self, store, monkeypatch):
         from jobber._backends.slurm import array as _array
         from jobber._jobs.sweeps import sweep
 
-        monkeypatch.setattr(_array, "_tool", lambda name: name)
-        monkeypatch.setattr(_array, "_run", lambda argv, env=None: subprocess.CompletedProcess(
+        monkeypatch.setattr(_array, "slurm_tool", lambda name: name)
+        monkeypatch.setattr(_array, "run_slurm", lambda argv, env=None: subprocess.CompletedProcess(
             argv, 1, "", "sbatch: error: Batch job submission failed: Invalid job array specification\n"))
         with pytest.raises(JobError, match=r"Slurm refused their array: Batch job submission failed: Invalid job array"):
             sweep(store, "echo {x}", x=[1, 2], backend="slurm", parallel=1)
@@ -707,7 +707,7 @@ class TestSweepArray:
         for job in jobs[:1]:
             job.status()  # the first ended (COMPLETED); the others are asked below
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "_ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
+            mp.setattr(_slurm, "ask_slurm", lambda job, sid: {"JobState": "RUNNING"})
             with pytest.raises(JobError, match=rf"job {jobs[0].id} holds the Slurm array script .* job {jobs[1].id}"):
                 jobs[0].remove()
         jobs[0].remove()  # every task ended

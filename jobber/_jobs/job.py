@@ -229,9 +229,7 @@ def spec_of(job: Job) -> JobSpec:
     Raises:
         JobError: the job's spec cannot be read.
     """
-    spec = job._backend.spec()
-    # A backend that still describes its job as a dict (spec.json's keys) is read as one.
-    return spec if isinstance(spec, JobSpec) else JobSpec.from_json(spec)
+    return job._backend.spec()
 
 
 def start_sandboxed(job: Job, user: str | None, sandbox: Sandbox) -> None:

@@ -4,7 +4,7 @@
 rules of the library (``jobber._jobs.options.check_lifecycle``, ``JobStore.rerun`` and
 ``JobStore.prune``), so a remote job lives exactly as a local one:
 
-    POST   /v1/jobs            {command, ..., label, timeout, log_max, retries, retry_on, oom_growth}
+    POST   /v1/jobs            {command, ..., the lifecycle options}   the fields: ``job_schema.NEW_JOB_FIELDS``
     POST   /v1/jobs            {"rerun_of": ID, ...overrides}   a new job like ID (``job.rerun``)
     GET    /v1/jobs?label=L    the jobs with that label (newest last: ``find_job``)
     GET    /v1/jobs/ID?attempts=1   the job with ``attempts``, each attempt's status
@@ -28,27 +28,26 @@ from jobber._errors import JobError, LimitError
 from jobber._jobs.job import Job, spec_of
 from jobber._jobs.options import RETRYABLE, check_lifecycle, parse_duration
 from jobber._jobs.queues import AFTER_MODES, check_queue
+from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, QUEUE, RETRY_ON
 from jobber._jobs.store import JobStore
 from jobber._limits import Limits
+from jobber._server import job_schema
+from jobber._server.api_limits import MAX_CPUS, MAX_JOB_ID, MAX_QUEUE_GPUS, MAX_QUEUE_PARALLEL
 from jobber._server.errors import ApiError, public_message
-from jobber._server.openapi import MAX_CPUS, MAX_JOB_ID, MAX_QUEUE_GPUS, MAX_QUEUE_PARALLEL
 from jobber._states import FINAL_STATES
 
-__all__ = ["LIFECYCLE_FIELDS", "NEW_JOB_EXAMPLE", "NEW_JOB_FIELDS", "PRUNE_EXAMPLE", "PRUNE_FIELDS", "QUEUE_EXAMPLE",
-           "QUEUE_FIELDS", "attempts_json", "check_rerun_of", "job_fields", "labelled", "lifecycle_json",
-           "lifecycle_options", "prune", "prune_arguments", "queue_arguments", "queue_name", "strict_flag"]
+__all__ = ["NEW_JOB_EXAMPLE", "NEW_JOB_FIELDS", "PRUNE_EXAMPLE", "PRUNE_FIELDS", "QUEUE_EXAMPLE", "QUEUE_FIELDS",
+           "attempts_json", "check_rerun_of", "job_fields", "labelled", "lifecycle_json", "lifecycle_options", "prune",
+           "prune_arguments", "queue_arguments", "queue_name", "strict_flag"]
 
 NEW_JOB_EXAMPLE = '{"command": "python train.py", "limits": {"cpu": 1, "memory": "2G"}}'
 
-LIFECYCLE_FIELDS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
-NEW_JOB_FIELDS = {"command", "limits", "env", "start", "rerun_of", "queue", "after", *LIFECYCLE_FIELDS}
+NEW_JOB_FIELDS = set(job_schema.NEW_JOB_FIELDS)
+"""What a ``POST /v1/jobs`` body may hold: the job spec's fields, and ``start``."""
 QUEUE_FIELDS = {"parallel", "memory", "cpus", "gpus"}
 QUEUE_EXAMPLE = '{"parallel": 2, "memory": "16G", "gpus": 2}'
 PRUNE_FIELDS = {"older_than", "states", "keep_last", "dry_run"}
 PRUNE_EXAMPLE = '{"older_than": "7d", "states": ["exited"], "keep_last": 10, "dry_run": true}'
-# What null means for each option: the default new_job has.
-_DEFAULTS: dict[str, Any] = {"label": None, "timeout": None, "log_max": None, "retries": 0,
-                             "retry_on": ("failed",), "oom_growth": None}
 
 
 _CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$")
@@ -96,9 +95,9 @@ def _waits(data: dict[str, Any]) -> dict[str, Any]:
     """``queue`` and ``after`` of a new job, checked by type here (JSON has no tuples);
     whether the ``after`` jobs exist is the store's to say, among the caller's jobs only."""
     fields: dict[str, Any] = {}
-    if data.get("queue") is not None:
-        fields["queue"] = queue_name(data["queue"])
-    after = data.get("after")
+    if data.get(QUEUE) is not None:
+        fields[QUEUE] = queue_name(data[QUEUE])
+    after = data.get(AFTER)
     if after is None:
         return fields
     items = [after] if not isinstance(after, list) else after
@@ -111,7 +110,7 @@ def _waits(data: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(400, f"after: {_shown(item)} is not a job id: give ids of your jobs, each alone (it must "
                                 'exit 0) or as [id, "any"] (any ending), e.g. [12, [13, "any"]]', "JobError")
         checked.append((item, mode))
-    fields["after"] = checked
+    fields[AFTER] = checked
     return fields
 
 
@@ -177,17 +176,17 @@ def lifecycle_options(data: dict[str, Any]) -> dict[str, Any]:
     """The lifecycle options given in a request body, as keywords of ``new_job``/``rerun``.
 
     Only the fields present are returned (a re-run changes those alone); null stands for
-    the option's default. Each is checked here as ``new_job`` checks it.
+    the option's default (``LIFECYCLE_DEFAULTS``). Each is checked here as ``new_job`` checks it.
 
     Raises:
         ApiError: 400 with the library's message for a malformed option.
     """
     options: dict[str, Any] = {}
-    for name in LIFECYCLE_FIELDS:
+    for name in LIFECYCLE_OPTIONS:
         if name not in data:
             continue
-        value = _DEFAULTS[name] if data[name] is None else data[name]
-        if name == "retry_on" and not isinstance(value, (str, list, tuple)):
+        value = LIFECYCLE_DEFAULTS[name] if data[name] is None else data[name]
+        if name == RETRY_ON and not isinstance(value, (str, list, tuple)):
             # check_lifecycle iterates it: a number or an object would be a TypeError there
             raise ApiError(400, f"retry_on {_shown(value)}: give a state or a list of states among "
                                 f"{', '.join(RETRYABLE)}", "JobError")
@@ -229,9 +228,7 @@ def lifecycle_json(job: Job) -> dict[str, Any]:
 
 def attempts_json(job: Job) -> list[dict[str, Any]]:
     """Each attempt's status, first to last (one attempt while the backend knows no retries)."""
-    attempts = getattr(job._backend, "attempts", None)
-    statuses = attempts() if callable(attempts) else [job.status()]
-    return [status.to_dict() for status in statuses]
+    return [status.to_dict() for status in job.attempts]
 
 
 def strict_flag(name: str, raw: str) -> bool:

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the jobber server's API (served at /v1/openapi.json).
 
 Kept beside the handlers (``routes.py``) rather than generated from them: the document
-is the contract clients and the fuzz tests hold the server to, so it is written out.
+is the contract clients and the fuzz tests hold the server to, so it is written out. A
+job's schemas, derived from the job spec, are in ``job_schema.py``; the bounds it states,
+which the handlers enforce, in ``api_limits.py``.
 """
 
 from __future__ import annotations
@@ -9,93 +11,28 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from jobber._jobs.spec import LABEL
+from jobber._server.api_limits import (
+    DEFAULT_LIST_JOBS,
+    DEFAULT_READ_BYTES,
+    MAX_BODY_BYTES,
+    MAX_CPUS,
+    MAX_GRACE_S,
+    MAX_JOB_ID,
+    MAX_LIST_JOBS,
+    MAX_OFFSET,
+    MAX_QUEUE_GPUS,
+    MAX_QUEUE_PARALLEL,
+    MAX_READ_BYTES,
+    MAX_WAIT_S,
+)
+from jobber._server.job_schema import DURATION_PATTERN, JOB_SCHEMAS, QUEUE_PATTERN, SIZE_PATTERN, nullable
+
+# The bounds are api_limits.py's; the handlers import them from here too.
 __all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS",
            "MAX_OFFSET", "MAX_JOB_ID", "DEFAULT_LIST_JOBS", "MAX_LIST_JOBS", "MAX_QUEUE_PARALLEL", "MAX_QUEUE_GPUS"]
 
-MAX_BODY_BYTES = 1 << 20
-MAX_READ_BYTES = 1 << 20
-DEFAULT_READ_BYTES = 1 << 16
-MAX_GRACE_S = 300.0
-MAX_WAIT_S = 60.0
-# Log offsets and tails: 8 PiB, exact in any JSON number; no log is that long, and
-# larger offsets would overflow the kernel's (offset + length) for a read.
-MAX_OFFSET = (1 << 53) - 1
-MAX_JOB_ID = 10**18 - 1  # ids have at most 18 digits (JobStore)
-DEFAULT_LIST_JOBS = 100
-MAX_LIST_JOBS = 1000
-# No machine has a million CPUs; larger values overflow the cgroup quota arithmetic.
-MAX_CPUS = 4096  # as jobber.Limits: more CPUs than any machine has are refused
-MAX_GPUS = 64  # as jobber.Limits(gpus=)
-# A queue's budgets: no server runs more jobs at once, or has more GPUs, than these.
-MAX_QUEUE_PARALLEL = 100_000
-MAX_QUEUE_GPUS = 4096
-# As jobber._jobs.queues: a queue's name.
-_QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$"
-
-# A positive number (some digit other than 0) with an optional binary unit.
-_SIZE_PATTERN = r"^\s*([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"
-# At least 0.01 CPUs, the smallest quota the kernel takes.
-_CPU_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.(0[1-9]|[1-9])[0-9]*)$"
-# Any text with something other than white space in it, and no NUL byte.
-_COMMAND_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
-_STATES = ["created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out"]
 _FINAL_STATES = ["exited", "failed", "stopped", "oom-killed", "timed-out"]
-_RETRYABLE = ["failed", "oom-killed", "timed-out"]
-# As jobber._jobs.options: a label is not only digits (it would read as an id).
-_LABEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$"
-_DURATION_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([sS]|[sS][eE][cC]|[mM]|[mM][iI][nN]|[hH]|[dD])?\s*$"
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _size(what: str) -> dict[str, Any]:
-    return _nullable({
-        "anyOf": [
-            {"type": "integer", "minimum": 1},
-            {"type": "string", "pattern": _SIZE_PATTERN},
-        ],
-        "description": f"{what}: bytes, or a size such as \"512M\" or \"2G\" (binary units)",
-    })
-
-
-def _label(what: str) -> dict[str, Any]:
-    return {"type": "string", "pattern": _LABEL_PATTERN, "not": {"pattern": "^[0-9]+$"}, "description": what}
-
-
-_LIFECYCLE_REQUEST: dict[str, Any] = {
-    "label": _nullable(_label("a short name (1-64 letters, digits and _.:+-, not only digits): GET /v1/jobs?label= "
-                              "filters by it")),
-    "timeout": _nullable({
-        "anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                  {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 40}],
-        "description": "a time limit: seconds, or \"90s\", \"30m\", \"2h\", \"1d\"; past it the job is stopped and "
-                       "ends timed-out",
-    }),
-    "log_max": _nullable({
-        "anyOf": [{"type": "integer", "minimum": 0},
-                  {"type": "string", "pattern": f"{_SIZE_PATTERN}|^0$"}],
-        "description": "the log's cap: bytes (at least 4096, or 0 for none) or a size such as \"200M\"; past it the "
-                       "log keeps its head and its newest bytes (status.log_dropped_bytes says how many went). "
-                       "Default: the server's (1 GiB)",
-    }),
-    "retries": _nullable({"type": "integer", "minimum": 0, "maximum": 100, "default": 0,
-                          "description": "start an attempt that ended in a retry_on state again, up to this many times"}),
-    "retry_on": _nullable({
-        "anyOf": [{"type": "string", "enum": _RETRYABLE},
-                  {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _RETRYABLE}}],
-        "default": ["failed"],
-        "description": "which endings are retried",
-    }),
-    "oom_growth": _nullable({
-        "anyOf": [{"type": "number", "exclusiveMinimum": 1, "maximum": 16},
-                  {"type": "array", "minItems": 2, "maxItems": 2},
-                  {"type": "string"}],
-        "description": "after an OOM kill the next attempt gets memory x this factor (above 1, at most 16); "
-                       "[factor, cap] or \"factor:cap\" (e.g. [1.5, \"16G\"]) bound it where the server takes a cap",
-    }),
-}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -117,103 +54,7 @@ _SCHEMAS: dict[str, Any] = {
             "limit": {"type": "integer", "description": "with 429: the cap's value"},
         },
     },
-    "LimitsRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "What the job may use; a missing or null limit means unlimited.",
-        "properties": {
-            "cpu": _nullable({
-                "anyOf": [{"type": "number", "minimum": 0.01, "maximum": MAX_CPUS},
-                          {"type": "string", "pattern": _CPU_PATTERN, "maxLength": 20}],
-                "description": "CPUs, e.g. 0.5 for half a core",
-            }),
-            "memory": _size("RAM, swap not allowed on top"),
-            "pids": _nullable({"type": "integer", "minimum": 1, "description": "most processes and threads at once"}),
-            "io_read_bps": _size("bytes per second read from the disk of the job directory"),
-            "io_write_bps": _size("bytes per second written to that disk (direct I/O)"),
-            "gpus": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_GPUS,
-                               "description": "GPUs given to the job alone (CUDA_VISIBLE_DEVICES); it waits "
-                                              "until that many are free"}),
-            "require_isolation": _nullable({
-                "type": "boolean",
-                "description": "refuse to start rather than run with a limit not enforced (default false)",
-            }),
-        },
-    },
-    "Limits": {
-        "type": "object",
-        "required": ["cpu", "memory", "pids", "io_read_bps", "io_write_bps", "require_isolation"],
-        "properties": {
-            "cpu": _nullable({"type": "number"}),
-            "memory": _nullable({"type": "integer"}),
-            "pids": _nullable({"type": "integer"}),
-            "io_read_bps": _nullable({"type": "integer"}),
-            "io_write_bps": _nullable({"type": "integer"}),
-            "gpus": {"type": "integer", "minimum": 0, "description": "absent: none asked for"},
-            "require_isolation": {"type": "boolean"},
-        },
-    },
-    "JobStatus": {
-        "type": "object",
-        "required": ["state"],
-        "properties": {
-            "state": {"type": "string", "enum": _STATES},
-            "exit_code": _nullable({"type": "integer"}),
-            "signal": _nullable({"type": "integer"}),
-            "oom_killed": {"type": "boolean"},
-            "started_at": _nullable({"type": "string", "format": "date-time"}),
-            "ended_at": _nullable({"type": "string", "format": "date-time"}),
-            "peak_memory_bytes": _nullable({"type": "integer"}),
-            "cpu_seconds": _nullable({"type": "number"}),
-            "memory_bytes": _nullable({"type": "integer"}),
-            "isolation": _nullable({"type": "string", "enum": ["cgroup-v2", "cgroup-v1", "none"]}),
-            "isolation_note": {"type": "string"},
-            "pid": _nullable({"type": "integer"}),
-            "note": {"type": "string"},
-            "backend": {"type": "string"},
-            "limits": {"$ref": "#/components/schemas/Limits"},
-            "timeout": _nullable({"type": "number", "description": "the job's time limit in seconds"}),
-            "attempt": {"type": "integer", "minimum": 1, "description": "which attempt this is (1-based)"},
-            "retries": {"type": "integer", "minimum": 0, "description": "how many more attempts a failed one may make"},
-            "log_dropped_bytes": {"type": "integer", "minimum": 0,
-                                  "description": "bytes the log cap (log_max) cut from the middle of the log"},
-            "log_stopped": {"type": "string", "description": 'why the log stopped taking output ("disk full: ..."), '
-                                                             'or "": what the job wrote after was dropped'},
-            "cpu_throttled_seconds": _nullable({"type": "number", "description": "time the CPU limit held the job back"}),
-            "cpu_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
-            "memory_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
-            "io_pressure": _nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["id", "command", "limits", "env", "label", "rerun_of", "timeout", "log_max", "retries", "retry_on",
-                     "oom_growth", "queue", "after", "status"],
-        "properties": {
-            "id": {"type": "integer", "minimum": 1},
-            "command": {"type": "string"},
-            "limits": {"$ref": "#/components/schemas/Limits"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"},
-                    "description": "the variables given when it was made (not what it inherits)"},
-            "label": _nullable({"type": "string"}),
-            "rerun_of": _nullable({"type": "integer", "minimum": 1, "description": "the job this one re-ran"}),
-            "timeout": _nullable({"type": "number", "description": "the time limit in seconds"}),
-            "log_max": _nullable({"type": "integer", "description": "the log's cap in bytes (0: none; null: the server's)"}),
-            "retries": {"type": "integer", "minimum": 0},
-            "retry_on": {"type": "array", "items": {"type": "string", "enum": _RETRYABLE}},
-            "oom_growth": _nullable({"type": "number"}),
-            "oom_growth_max": _nullable({"type": "integer", "description": "the cap of oom_growth in bytes"}),
-            "queue": _nullable({"type": "string", "description": "the queue it waits in (null: none)"}),
-            "after": {"type": "array", "items": {"$ref": "#/components/schemas/Dependency"},
-                      "description": "the jobs it waits for: [id, \"ok\"] (must exit 0) or [id, \"any\"]"},
-            "status": {"$ref": "#/components/schemas/JobStatus"},
-            "attempts": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/JobStatus"},
-                "description": "with ?attempts=1: each attempt's status, first to last (the last is status)",
-            },
-        },
-    },
+    **JOB_SCHEMAS,
     "JobList": {
         "type": "object",
         "required": ["jobs"],
@@ -226,73 +67,30 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "NewJob": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "A new job, or with rerun_of a re-run: a new job like that one (its command, limits, env and "
-                       "lifecycle options), changed by the fields given (null: back to the default)",
-        "anyOf": [{"required": ["command"]}, {"required": ["rerun_of"]}],
-        "properties": {
-            "command": {"type": "string", "pattern": _COMMAND_PATTERN, "description": "run as /bin/sh -c COMMAND"},
-            "limits": _nullable({"$ref": "#/components/schemas/LimitsRequest"}),
-            "env": _nullable({
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "environment variables to set for the job (names: letters, digits, _)",
-            }),
-            "start": {
-                "type": "boolean",
-                "default": True,
-                "description": "start at once (default); false only creates it: POST .../start later",
-            },
-            "rerun_of": {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID,
-                         "description": "re-run this job of yours (job.rerun): the original is untouched"},
-            "queue": _nullable({"type": "string", "pattern": _QUEUE_PATTERN,
-                                "description": "wait in this queue of yours (PUT /v1/queues/NAME sets its limits); "
-                                               "the job is pending, its note says why, until the queue admits it"}),
-            "after": _nullable({
-                "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
-                          {"type": "array", "maxItems": 1000, "items": {"anyOf": [
-                              {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
-                              {"$ref": "#/components/schemas/Dependency"}]}}],
-                "description": "start once these jobs of yours ended: an id alone must exit 0 (else this job "
-                               "ends failed, unrun), [id, \"any\"] may end any way. Another certificate's id is "
-                               "refused as an id that does not exist",
-            }),
-            **_LIFECYCLE_REQUEST,
-        },
-    },
-    "Dependency": {
-        "type": "array",
-        "prefixItems": [{"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID},
-                        {"type": "string", "enum": ["ok", "any"]}],
-        "minItems": 2,
-        "maxItems": 2,
-    },
     "QueueSettings": {
         "type": "object",
         "additionalProperties": False,
         "description": "A queue's limits: a missing or null one is left as it is, 0 removes it",
         "properties": {
-            "parallel": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_PARALLEL,
-                                   "description": "at most this many of its jobs run at once"}),
-            "memory": _nullable({"anyOf": [{"type": "integer", "minimum": 0},
-                                           {"type": "string", "pattern": f"{_SIZE_PATTERN}|^0$"}],
-                                 "description": "admit while its running jobs' memory limits sum to at most this"}),
-            "cpus": _nullable({"type": "number", "minimum": 0, "maximum": MAX_CPUS,
-                               "description": "the same, for their CPU limits"}),
-            "gpus": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_GPUS,
-                               "description": "the same, for their GPUs"}),
+            "parallel": nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_PARALLEL,
+                                  "description": "at most this many of its jobs run at once"}),
+            "memory": nullable({"anyOf": [{"type": "integer", "minimum": 0},
+                                          {"type": "string", "pattern": f"{SIZE_PATTERN}|^0$"}],
+                                "description": "admit while its running jobs' memory limits sum to at most this"}),
+            "cpus": nullable({"type": "number", "minimum": 0, "maximum": MAX_CPUS,
+                              "description": "the same, for their CPU limits"}),
+            "gpus": nullable({"type": "integer", "minimum": 0, "maximum": MAX_QUEUE_GPUS,
+                              "description": "the same, for their GPUs"}),
         },
     },
     "Queue": {
         "type": "object",
         "required": ["parallel", "memory", "cpus", "gpus", "running", "waiting"],
         "properties": {
-            "parallel": _nullable({"type": "integer", "minimum": 1}),
-            "memory": _nullable({"type": "integer", "minimum": 1}),
-            "cpus": _nullable({"type": "number"}),
-            "gpus": _nullable({"type": "integer", "minimum": 1}),
+            "parallel": nullable({"type": "integer", "minimum": 1}),
+            "memory": nullable({"type": "integer", "minimum": 1}),
+            "cpus": nullable({"type": "number"}),
+            "gpus": nullable({"type": "integer", "minimum": 1}),
             "running": {"type": "integer", "minimum": 0, "description": "its jobs running now"},
             "waiting": {"type": "integer", "minimum": 0, "description": "its jobs waiting (pending) now"},
         },
@@ -320,18 +118,18 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "older_than": _nullable({
+            "older_than": nullable({
                 "anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                          {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 40}],
+                          {"type": "string", "pattern": DURATION_PATTERN, "maxLength": 40}],
                 "description": "only jobs that ended at least this long ago: seconds, or \"12h\", \"7d\"",
             }),
-            "states": _nullable({
+            "states": nullable({
                 "anyOf": [{"type": "string", "enum": _FINAL_STATES},
                           {"type": "array", "items": {"type": "string", "enum": _FINAL_STATES}}],
                 "description": "only jobs in these final states",
             }),
-            "keep_last": _nullable({"type": "integer", "minimum": 0,
-                                    "description": "of the matching jobs, keep the newest this many"}),
+            "keep_last": nullable({"type": "integer", "minimum": 0,
+                                   "description": "of the matching jobs, keep the newest this many"}),
             "dry_run": {"type": "boolean", "default": False, "description": "only say which would be removed"},
         },
     },
@@ -423,7 +221,7 @@ _PATHS: dict[str, Any] = {
                 {"name": "after", "in": "query", "required": False,
                  "description": "only jobs with a larger id: the next_after of the previous page",
                  "schema": {"type": "integer", "minimum": 0, "maximum": MAX_JOB_ID, "default": 0}},
-                {"name": "label", "in": "query", "required": False,
+                {"name": LABEL, "in": "query", "required": False,
                  "description": "only the jobs with this label (the newest, last, is the one a label names)",
                  "schema": {"type": "string"}},
             ],
@@ -548,7 +346,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "setQueue",
             "summary": "Set a queue's limits (cert.set_queue); they apply to its waiting jobs at once",
             "parameters": [{"name": "name", "in": "path", "required": True, "description": "the queue",
-                            "schema": {"type": "string", "pattern": _QUEUE_PATTERN}}],
+                            "schema": {"type": "string", "pattern": QUEUE_PATTERN}}],
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueueSettings"}}}},
             "responses": {

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
 from jobber._jobs.logs import tail_view
+from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus
 from jobber._session import Session
 
@@ -31,10 +32,6 @@ __all__ = ["Remote", "RemoteBackend"]
 _READ_CHUNK = 256 * 1024
 _MAX_READ = 1 << 20  # the server's largest read (MAX_READ_BYTES)
 _WAIT_SLICE_S = 30.0  # one long poll; the server allows up to 60
-# The fields of a job's JSON that are its spec (``Job.label``, ``Job.rerun_of``, ...), kept
-# only when set, as a local spec holds them.
-_SPEC_FIELDS = ("label", "rerun_of", "timeout", "log_max", "retries", "retry_on", "oom_growth", "oom_growth_max",
-                "queue")
 
 
 class _Lost(Exception):
@@ -70,12 +67,7 @@ class RemoteBackend:
         self.session = session  # where Job.rerun makes the new job
         self.job_id: int = data["id"]
         self.id = self.job_id
-        self._spec = {"command": data["command"], "limits": data.get("limits") or {}, "options": {},
-                      **{key: data[key] for key in _SPEC_FIELDS if data.get(key) is not None}}
-        if data.get("env"):
-            self._spec["extra_env"] = dict(data["env"])
-        if data.get("after"):
-            self._spec["after"] = [list(dep) for dep in data["after"]]
+        self._spec = JobSpec.from_api(data)
 
     @property
     def owner(self) -> str:
@@ -88,7 +80,7 @@ class RemoteBackend:
     def where(self) -> str:
         return f" on {self._session.url}"
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> JobSpec:
         return self._spec
 
     def _path(self, action: str = "") -> str:

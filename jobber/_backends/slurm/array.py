@@ -24,19 +24,19 @@ from typing import Any
 from jobber._backends.context import run_context
 from jobber._backends.slurm.backend import (
     SlurmBackend,
-    _files_dir,
-    _quote,
-    _script,
-    _time_limit,
-    _unenforced,
+    batch_script,
     dependency_arguments,
+    files_dir,
     sbatch_arguments,
+    shell_quote,
+    time_limit,
     validate_options,
 )
-from jobber._backends.slurm.query import _run, _slurm_message, _tool
+from jobber._backends.slurm.query import run_slurm, slurm_message, slurm_tool, unenforced
 from jobber._errors import JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import ensure_private_dir
+from jobber._jobs.spec import AFTER
 
 __all__ = ["array_arguments", "array_script", "start_array"]
 
@@ -55,7 +55,7 @@ def array_arguments(count: int, parallel: int | None) -> list[str]:
 
 def array_script(jobs: list[SlurmBackend], scripts: list[Path]) -> str:
     """The array's batch script: task i (``$SLURM_ARRAY_TASK_ID``) runs ``scripts[i]``."""
-    cases = "".join(f"{i}) exec /bin/sh {_quote(str(path))} ;;\n" for i, path in enumerate(scripts))
+    cases = "".join(f"{i}) exec /bin/sh {shell_quote(str(path))} ;;\n" for i, path in enumerate(scripts))
     ids = ", ".join(str(job.id) for job in jobs)
     return (f"#!/bin/sh\n# jobber sweep of {jobs[0].owner}: jobs {ids}, one Slurm array task each\n"
             f"case \"$SLURM_ARRAY_TASK_ID\" in\n{cases}esac\n"
@@ -85,8 +85,8 @@ def start_array(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
     if any(r != requests[0] for r in requests):
         raise JobError(f"jobs {', '.join(str(j.id) for j in jobs)}: one Slurm array takes one set of limits, "
                        "options, timeout and after for all its tasks; these differ: start them one by one")
-    sbatch = _tool("sbatch")
-    files = [_files_dir(job) for job in jobs]
+    sbatch = slurm_tool("sbatch")
+    files = [files_dir(job) for job in jobs]
     depends = dependency_arguments(first)
     claimed: list[SlurmBackend] = []
     array_dir = files[0] / "array"
@@ -96,18 +96,18 @@ def start_array(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
             claimed.append(job)
         contexts = []
         for job, where in zip(jobs, files):
-            spec = job.dir.spec()
-            context = run_context(job.id, job.owner, None, spec.get("cwd"), spec.get("extra_env"))
+            spec = job.dir.read_spec()
+            context = run_context(job.id, job.owner, None, spec.cwd, spec.extra_env)
             contexts.append(context)
-            job.dir.write_spec({**spec, **context, "slurm_files": str(where), "slurm_name": f"jobber-sweep-{first.id}"})
+            job.dir.write_spec(spec.replace(**context, slurm_files=str(where), slurm_name=f"jobber-sweep-{first.id}"))
             exports = {k: v for k, v in context["env"].items() if k != "PATH"}
-            write_atomic(where / "script", _script(job, exports).encode())
+            write_atomic(where / "script", batch_script(job, exports).encode())
             if where != job.path:
                 os.symlink(where / "log", job.path / "log")
         if any(c["cwd"] != contexts[0]["cwd"] for c in contexts):
             raise JobError(f"jobs {', '.join(str(j.id) for j in jobs)}: one Slurm array starts all its tasks in one "
                            "directory; these give different cwd")
-        first.dir.write_spec({**first.dir.spec(), "slurm_array_jobs": [job.id for job in jobs]})
+        first.dir.write_spec(first.dir.read_spec().replace(slurm_array_jobs=tuple(job.id for job in jobs)))
         ensure_private_dir(array_dir)
         for i, where in enumerate(files):
             os.symlink(where, array_dir / str(i))
@@ -115,11 +115,11 @@ def start_array(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
         options = validate_options(first.options)
         argv = [sbatch, "--parsable", f"--job-name=jobber-sweep-{first.id}", f"--output={array_dir}/%a/log",
                 "--no-requeue", f"--chdir={contexts[0]['cwd']}", *sbatch_arguments(first.limits, options),
-                *_time_limit(first.dir.spec(), options), *depends, *array, str(array_dir / "script")]
-        answer = _run(argv, env={"PATH": contexts[0]["env"]["PATH"]})
+                *time_limit(first.dir.read_spec(), options), *depends, *array, str(array_dir / "script")]
+        answer = run_slurm(argv, env={"PATH": contexts[0]["env"]["PATH"]})
         if answer.returncode != 0:
             raise JobError(f"jobs {first.id}-{jobs[-1].id} (a sweep): Slurm refused their array: "
-                           f"{_slurm_message(answer.stderr)}", job_id=first.id)
+                           f"{slurm_message(answer.stderr)}", job_id=first.id)
         array_id = answer.stdout.strip().split(";")[0]
         if not array_id.isdigit():
             raise JobError(f"jobs {first.id}-{jobs[-1].id}: sbatch answered {answer.stdout.strip()!r}, not a job id",
@@ -128,7 +128,7 @@ def start_array(jobs: list[SlurmBackend], parallel: int | None = None) -> None:
             for i, job in enumerate(jobs):
                 write_atomic(job.path / "slurm-id", f"{array_id}_{i}\n".encode())
         except OSError:
-            _run([_tool("scancel"), array_id])  # never leave a job jobber cannot find
+            run_slurm([slurm_tool("scancel"), array_id])  # never leave a job jobber cannot find
             raise
     except BaseException:
         for job in claimed:
@@ -144,9 +144,9 @@ def _requests(job: SlurmBackend) -> list[Any]:
     refuses what a single job would be refused."""
     options = validate_options(job.options)
     limits = job.limits
-    unenforced = _unenforced(limits)
-    if limits.require_isolation and unenforced:
-        raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(unenforced)} and isolation is "
+    missing = unenforced(limits)
+    if limits.require_isolation and missing:
+        raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(missing)} and isolation is "
                        "required: drop those limits, or run the job locally", job_id=job.id)
-    spec = job.dir.spec()
-    return [*sbatch_arguments(limits, options), *_time_limit(spec, options), ("after", spec.get("after"))]
+    spec = job.dir.read_spec()
+    return [*sbatch_arguments(limits, options), *time_limit(spec, options), (AFTER, spec.after)]

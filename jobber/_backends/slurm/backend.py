@@ -18,7 +18,8 @@ On a real cluster the job runs on another machine, which writes the log: set
 compute nodes share with this host. The script and the log then live in
 ``<that dir>/<owner>/<job id>/`` and ``log`` in the job directory is a symlink to the log.
 
-What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.slurm.query`.
+What Slurm answers is read, and mapped to jobber's states, in `jobber._backends.slurm.query`,
+which also says what the cluster confines of a job's limits (`isolation_note`).
 """
 
 from __future__ import annotations
@@ -33,32 +34,34 @@ from typing import Any
 from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import run_context
 from jobber._backends.slurm.query import (
-    _FINAL,
-    _PENDING,
-    _ask_slurm,
-    _cluster_config,
-    _epoch,
-    _fields,  # noqa: F401 - tests read scontrol lines with it from here
-    _from_record,
-    _job_name,
-    _kill_wait,
-    _outcome,
-    _run,
-    _slurm_message,
-    _tool,
+    SLURM_FINAL,
+    SLURM_PENDING,
+    ask_slurm,
+    epoch,
+    from_record,
+    isolation_note,
+    job_name,
+    kill_wait,
+    mem_request,
+    outcome,
+    run_slurm,
+    slurm_message,
+    slurm_tool,
+    unenforced,
 )
 from jobber._errors import JobError
 from jobber._files import read_json, write_atomic
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
+from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import FINAL_STATES, JobStatus
-from jobber._limits import Limits, format_size
+from jobber._limits import Limits
 
-__all__ = ["PASS_THROUGH", "SlurmBackend", "dependency_arguments", "sbatch_arguments", "validate_options"]
+__all__ = ["PASS_THROUGH", "SlurmBackend", "batch_script", "dependency_arguments", "files_dir", "sbatch_arguments",
+           "shell_quote", "time_limit", "validate_options"]
 
 PASS_THROUGH = ("partition", "time", "account", "gres")
 """Job options handed to sbatch as ``--NAME=VALUE``."""
 OPTIONS = ("backend", *PASS_THROUGH, "jobs_dir")
-MIB = 1 << 20
 # Slurm's --time forms: MIN, MIN:SEC, H:MIN:SEC, D-H, D-H:MIN, D-H:MIN:SEC, or no limit.
 _TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinite)$", re.IGNORECASE)
 # After scancel, Slurm sends SIGTERM, and SIGKILL after its KillWait (30 s by default);
@@ -79,15 +82,15 @@ class SlurmBackend(DirectoryBackend):
 
     @property
     def command(self) -> str:
-        return self.dir.spec()["command"]
+        return self.dir.read_spec().command
 
     @property
     def limits(self) -> Limits:
-        return Limits.from_dict(self.dir.spec().get("limits") or {})
+        return self.dir.read_spec().limits
 
     @property
     def options(self) -> dict[str, Any]:
-        return dict(self.dir.spec().get("options") or {})
+        return dict(self.dir.read_spec().options)
 
     def start(self, *, user: str | None = None, cwd: str | None = None, sandbox: Any = None) -> None:
         if sandbox is not None:
@@ -104,9 +107,9 @@ class SlurmBackend(DirectoryBackend):
         return _wait(self, float("inf") if timeout is None else timeout)
 
     def remove(self) -> None:
-        spec = self.dir.spec()
-        files = spec.get("slurm_files")
-        for task_id in spec.get("slurm_array_jobs") or []:  # the first job of an array holds its files
+        spec = self.dir.read_spec()
+        files = spec.slurm_files
+        for task_id in spec.slurm_array_jobs:  # the first job of an array holds its files
             task = SlurmBackend(JobDir(self.path.parent, self.owner, task_id))
             if task_id != self.job_id and (task.path / "slurm-id").exists() and not task.status().ended:
                 raise JobError(f"job {self.job_id} holds the Slurm array script and log links of its sweep, "
@@ -177,7 +180,7 @@ def sbatch_arguments(limits: Limits, options: dict[str, str]) -> list[str]:
     if limits.cpu is not None:
         args.append(f"--cpus-per-task={math.ceil(limits.cpu)}")
     if limits.memory is not None:
-        args.append(f"--mem={-(-limits.memory // MIB)}M")
+        args.append(mem_request(limits.memory))
     if limits.gpus and "gres" not in options:
         args.append(f"--gres=gpu:{limits.gpus}")
     return args + [f"--{name}={value}" for name, value in options.items()]
@@ -195,10 +198,9 @@ def dependency_arguments(job: SlurmBackend) -> list[str]:
         JobError: a dependency that is not a submitted Slurm job, or can no longer be met.
     """
     modes: dict[str, list[str]] = {"ok": [], "any": []}
-    for dep_id, mode in job.dir.spec().get("after") or []:
-        dep_dir = job.path.parent / str(dep_id)
-        dep_spec = read_json(dep_dir / "spec.json", "spec") or {}
-        if (dep_spec.get("options") or {}).get("backend") != "slurm":
+    for dep_id, mode in job.dir.read_spec().after:
+        dep_spec = JobSpec.from_json(read_json(job.path.parent / str(dep_id) / "spec.json", "spec") or {})
+        if dep_spec.backend != "slurm":
             raise JobError(f"job {job.id}: after job {dep_id}, which is not a Slurm job: a Slurm job can wait "
                            "only for Slurm jobs (--dependency names Slurm's ids); run both on Slurm, or both "
                            "on this host", job_id=job.id)
@@ -228,36 +230,36 @@ def start(job: SlurmBackend, user: str | None = None, cwd: str | None = None) ->
     """
     options = validate_options(job.options)
     limits = job.limits
-    unenforced = _unenforced(limits)
-    if limits.require_isolation and unenforced:
-        raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(unenforced)} and isolation is "
+    missing = unenforced(limits)
+    if limits.require_isolation and missing:
+        raise JobError(f"job {job.id}: Slurm cannot enforce {', '.join(missing)} and isolation is "
                        "required: drop those limits, or run the job locally", job_id=job.id)
     _check_user(job, user)
-    sbatch = _tool("sbatch")
-    files = _files_dir(job)
+    sbatch = slurm_tool("sbatch")
+    files = files_dir(job)
     depends = dependency_arguments(job)
     job.dir.claim_start()
     try:
-        spec = job.dir.spec()
-        context = run_context(job.id, job.owner, None, cwd or spec.get("cwd"), spec.get("extra_env"))
-        job.dir.write_spec({**job.dir.spec(), **context, "slurm_files": str(files)})
+        spec = job.dir.read_spec()
+        context = run_context(job.id, job.owner, None, cwd or spec.cwd, spec.extra_env)
+        job.dir.write_spec(spec.replace(**context, slurm_files=str(files)))
         script = files / "script"
-        write_atomic(script, _script(job).encode())
+        write_atomic(script, batch_script(job).encode())
         if files != job.path:
             os.symlink(files / "log", job.path / "log")
-        argv = [sbatch, "--parsable", f"--job-name={_job_name(job)}", f"--output={files / 'log'}",
+        argv = [sbatch, "--parsable", f"--job-name={job_name(job)}", f"--output={files / 'log'}",
                 "--no-requeue", f"--chdir={context['cwd']}", *sbatch_arguments(limits, options),
-                *_time_limit(spec, options), *depends, str(script)]
-        answer = _run(argv, env=context["env"])
+                *time_limit(spec, options), *depends, str(script)]
+        answer = run_slurm(argv, env=context["env"])
         if answer.returncode != 0:
-            raise JobError(f"job {job.id}: Slurm refused it: {_slurm_message(answer.stderr)}", job_id=job.id)
+            raise JobError(f"job {job.id}: Slurm refused it: {slurm_message(answer.stderr)}", job_id=job.id)
         slurm_id = answer.stdout.strip().split(";")[0]
         if not slurm_id.isdigit():
             raise JobError(f"job {job.id}: sbatch answered {answer.stdout.strip()!r}, not a job id", job_id=job.id)
         try:
             write_atomic(job.path / "slurm-id", f"{slurm_id}\n".encode())
         except OSError:
-            _run([_tool("scancel"), slurm_id])  # never leave a job jobber cannot find
+            run_slurm([slurm_tool("scancel"), slurm_id])  # never leave a job jobber cannot find
             raise
     except BaseException:
         job.dir.remove("log")  # not started: the caller may fix and retry
@@ -274,42 +276,42 @@ def status(job: SlurmBackend) -> JobStatus:
     limits = job.limits
     record = read_json(job.path / "status.json", "status")
     if record is not None and record.get("state") in FINAL_STATES:
-        return _from_record(record, limits)
+        return from_record(record, limits)
     slurm_id = _slurm_id(job)
     if slurm_id is None:
         note = "being submitted to Slurm" if (job.path / "started").exists() else ""
-        return JobStatus(state="created", isolation="slurm", isolation_note=_isolation_note(limits, ask=False),
+        return JobStatus(state="created", isolation="slurm", isolation_note=isolation_note(limits, ask=False),
                          backend="slurm", limits=limits, note=note)
-    info = _ask_slurm(job, slurm_id)
+    info = ask_slurm(job, slurm_id)
     slurm_state = info.get("JobState", "").split(" ")[0].upper()
     record = {"slurm_id": int(slurm_id) if slurm_id.isdigit() else slurm_id, "slurm_state": slurm_state, "exit_code": None, "signal": None,
               "oom_killed": False, "started_at": None, "ended_at": None,
-              "isolation_note": _isolation_note(limits)}
+              "isolation_note": isolation_note(limits)}
     if not slurm_state and "_" in slurm_id and (job.path / "stop-requested").exists():
         # An array task cancelled before it was split out of the pending remainder: Slurm
         # keeps no record of it, not even in the job completion log.
         record.update(state="stopped", note=f"stopped by jobber (Slurm array task {slurm_id} was cancelled "
                       "before it ran)")
         job.dir.write("status.json", record)
-        return _from_record(record, limits)
+        return from_record(record, limits)
     if not slurm_state:
         record.update(state="failed", note=f"Slurm no longer knows its job {slurm_id} (it ended longer "
                       "than MinJobAge ago and is not in the job completion log)")
-        return _from_record(record, limits)
-    if slurm_state in _PENDING:
+        return from_record(record, limits)
+    if slurm_state in SLURM_PENDING:
         reason = info.get("Reason", "")
         record.update(state="pending", note=f"queued by Slurm as job {slurm_id}"
                       + (f" (reason: {reason})" if reason and reason != "None" else ""))
-        return _from_record(record, limits)
-    record["started_at"] = _epoch(info.get("StartTime"))
-    if slurm_state not in _FINAL:
+        return from_record(record, limits)
+    record["started_at"] = epoch(info.get("StartTime"))
+    if slurm_state not in SLURM_FINAL:
         node = info.get("NodeList", "")
         record.update(state="running", note=f"Slurm job {slurm_id}" + (f" on {node}" if node else ""))
-        return _from_record(record, limits)
-    record.update(_outcome(job, slurm_id, slurm_state, info))
-    record["ended_at"] = _epoch(info.get("EndTime"))
+        return from_record(record, limits)
+    record.update(outcome(job, slurm_id, slurm_state, info))
+    record["ended_at"] = epoch(info.get("EndTime"))
     job.dir.write("status.json", record)
-    return _from_record(record, limits)
+    return from_record(record, limits)
 
 
 def stop(job: SlurmBackend, grace: float) -> JobStatus:
@@ -341,7 +343,7 @@ def stop(job: SlurmBackend, grace: float) -> JobStatus:
         # Plain scancel: Slurm's own SIGTERM, then SIGKILL after KillWait. (A SIGKILL asked
         # for with --signal=KILL takes the same path in slurmctld: it is a cancel too.)
         complaints.append(_scancel(slurm_id))
-        timeout = _kill_wait() + _KILL_MARGIN_S
+        timeout = kill_wait() + _KILL_MARGIN_S
         current = _wait(job, timeout)
     if not current.ended:
         said = "; ".join(c for c in complaints if c)
@@ -351,74 +353,33 @@ def stop(job: SlurmBackend, grace: float) -> JobStatus:
     return current
 
 
-def _time_limit(spec: dict[str, Any], options: dict[str, str]) -> list[str]:
+def time_limit(spec: JobSpec, options: dict[str, str]) -> list[str]:
     """``new_job(timeout=...)`` as Slurm's ``--time`` (whole minutes, rounded up), unless
     the Slurm ``time`` option says otherwise."""
-    if not spec.get("timeout") or "time" in options:
+    if not spec.timeout or "time" in options:
         return []
-    return [f"--time={math.ceil(float(spec['timeout']) / 60)}"]
+    return [f"--time={math.ceil(float(spec.timeout) / 60)}"]
 
 
-def _isolation_note(limits: Limits, ask: bool = True) -> str:
-    """What Slurm enforces of ``limits`` on this cluster, and what nobody does.
-
-    Args:
-        ask: read the cluster's configuration if this process has not yet (a job not
-            submitted yet does not ask: with the controller down that takes seconds).
-    """
-    config = _cluster_config(ask)
-    cgroups = "task/cgroup" in config.get("TaskPlugin", "")
-    confined, loose = [], []
-    if limits.memory is not None:
-        item = f"memory={format_size(limits.memory)} (--mem={-(-limits.memory // MIB)}M)"
-        (confined if cgroups and config.get("ConstrainRAMSpace") == "yes" else loose).append(item)
-    if limits.cpu is not None:
-        cpus = math.ceil(limits.cpu)
-        rounded = "" if cpus == limits.cpu else f", rounded up from {limits.cpu:g}: Slurm allocates whole CPUs"
-        item = f"{cpus} CPU{'s' if cpus > 1 else ''} (--cpus-per-task={cpus}{rounded})"
-        (confined if cgroups and config.get("ConstrainCores") == "yes" else loose).append(item)
-    parts = []
-    if confined:
-        parts.append("Slurm confines the job with its cgroups: " + ", ".join(confined))
-    if loose and not config:
-        unknown = "not known yet" if not ask else "unknown: `scontrol show config` did not answer"
-        parts.append(f"requested from Slurm (whether this cluster confines them is {unknown}): " + ", ".join(loose))
-    elif loose:
-        setting = (f"TaskPlugin={config.get('TaskPlugin', '?')}, ConstrainRAMSpace={config.get('ConstrainRAMSpace', '?')}, "
-                   f"ConstrainCores={config.get('ConstrainCores', '?')}")
-        parts.append(f"requested from Slurm but not confined by this cluster ({setting}): " + ", ".join(loose))
-    unenforced = _unenforced(limits)
-    if unenforced:
-        parts.append(f"not enforced: {', '.join(unenforced)} (Slurm has no such limits)")
-    return "; ".join(parts)
-
-
-def _unenforced(limits: Limits) -> list[str]:
-    names = []
-    if limits.pids is not None:
-        names.append(f"pids={limits.pids}")
-    if limits.io_read_bps is not None:
-        names.append(f"io_read_bps={format_size(limits.io_read_bps)}/s")
-    if limits.io_write_bps is not None:
-        names.append(f"io_write_bps={format_size(limits.io_write_bps)}/s")
-    return names
-
-
-def _script(job: SlurmBackend, exports: dict[str, str] | None = None) -> str:
-    """The batch script; ``exports`` (an array task's own variables) are set before the command."""
+def batch_script(job: SlurmBackend, exports: dict[str, str] | None = None) -> str:
+    """The job's batch script; ``exports`` (an array task's own variables) are set before the command."""
     # The command stays one single-quoted word: sbatch reads #SBATCH lines only before the
     # first command, so nothing in the command can become an sbatch option.
-    lines = [f"export {name}={_quote(value)}\n" for name, value in (exports or {}).items()]
-    return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\n{''.join(lines)}exec /bin/sh -c {_quote(job.command)}\n"
+    lines = [f"export {name}={shell_quote(value)}\n" for name, value in (exports or {}).items()]
+    return f"#!/bin/sh\n# jobber job {job.id} of {job.owner}\n{''.join(lines)}exec /bin/sh -c {shell_quote(job.command)}\n"
 
 
-def _quote(text: str) -> str:
+def shell_quote(text: str) -> str:
     """One single-quoted shell word."""
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _files_dir(job: SlurmBackend) -> Path:
-    """Where Slurm reads the script and writes the log: shared with the compute nodes."""
+def files_dir(job: SlurmBackend) -> Path:
+    """Where Slurm reads the job's script and writes its log: shared with the compute nodes.
+
+    Raises:
+        JobError: the directory's path has a '%' in it (sbatch would read it as a pattern).
+    """
     root = job.options.get("jobs_dir") or os.environ.get("JOBBER_SLURM_JOBS_DIR")
     if "%" in str(Path(root or job.path)):
         raise JobError(f"the job directory {root or job.path} contains '%', which sbatch reads as a file "
@@ -452,8 +413,8 @@ def _slurm_id(job: SlurmBackend) -> str | None:
 
 def _scancel(slurm_id: str, *args: str) -> str:
     """Ask scancel; return what it complained about ("" if nothing)."""
-    answer = _run([_tool("scancel"), *args, slurm_id])
-    return "" if answer.returncode == 0 else _slurm_message(answer.stderr)
+    answer = run_slurm([slurm_tool("scancel"), *args, slurm_id])
+    return "" if answer.returncode == 0 else slurm_message(answer.stderr)
 
 
 def _wait(job: SlurmBackend, timeout: float) -> JobStatus:

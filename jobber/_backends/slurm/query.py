@@ -1,11 +1,12 @@
 """What Slurm says about a job and its cluster, read and mapped to jobber's states.
 
-Apart from submission (`jobber._backends.slurm.backend`) because reading another program's output is a job
-of its own: ``scontrol show job`` while the controller remembers the job, then the job
-completion log (``sacct -c``, JobCompType=jobcomp/filetxt, which needs no slurmdbd), both
-with ``SLURM_TIME_FORMAT=%s`` (epoch seconds); ``scontrol show config`` for what the
-cluster confines. Every Slurm command, sbatch and scancel included, runs through `_run`
-here, so that its OSError and timeouts become JobError in one place.
+Apart from submission (`jobber._backends.slurm.backend`) because reading another program's
+output is a job of its own: ``scontrol show job`` while the controller remembers the job,
+then the job completion log (``sacct -c``, JobCompType=jobcomp/filetxt, which needs no
+slurmdbd), both with ``SLURM_TIME_FORMAT=%s`` (epoch seconds); ``scontrol show config`` for
+what the cluster confines, and so which of a job's limits are enforced (`isolation_note`).
+Every Slurm command, sbatch and scancel included, runs through `run_slurm` here, so that
+its OSError and timeouts become JobError in one place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from typing import Any
 
 from jobber._errors import JobError
 from jobber._jobs.status import JobStatus, when
-from jobber._limits import Limits
+from jobber._limits import Limits, format_size
+
+__all__ = ["MIB", "SLURM_FINAL", "SLURM_PENDING", "ask_slurm", "cluster_config", "epoch", "from_record", "isolation_note",
+           "job_name", "kill_wait", "mem_request", "outcome", "run_slurm", "slurm_message", "slurm_tool", "unenforced"]
+
+MIB = 1 << 20
 
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)")
 _QUERY_ENV = {"SLURM_TIME_FORMAT": "%s"}  # times as epoch seconds, whatever the locale
@@ -31,9 +37,10 @@ _NOT_INSTALLED = (
     "backend=\"local\" (`--backend local`, or unset JOBBER_BACKEND)"
 )
 
-_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+# Slurm's job states: those of a job still waiting, and each final one as jobber's state.
+SLURM_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
             "SPECIAL_EXIT"}
-_FINAL = {"COMPLETED": "exited", "FAILED": "failed", "OUT_OF_MEMORY": "oom-killed",
+SLURM_FINAL = {"COMPLETED": "exited", "FAILED": "failed", "OUT_OF_MEMORY": "oom-killed",
           "CANCELLED": "stopped", "TIMEOUT": "timed-out", "NODE_FAIL": "failed",
           "BOOT_FAIL": "failed", "DEADLINE": "failed", "PREEMPTED": "failed", "REVOKED": "failed"}
 _WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to boot",
@@ -41,30 +48,30 @@ _WHY = {"NODE_FAIL": "a node it ran on failed", "BOOT_FAIL": "its node failed to
         "REVOKED": "it was revoked by a sibling cluster"}
 
 
-def _ask_slurm(job: Any, slurm_id: str) -> dict[str, str]:
+def ask_slurm(job: Any, slurm_id: str) -> dict[str, str]:
     """The job's fields from scontrol, else from the job completion log; {} if forgotten.
 
     A job is only taken as ours when its name is, so a Slurm whose ids restarted (its
     state was wiped) is not mistaken for the job's.
     """
-    answer = _run([_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
+    answer = run_slurm([slurm_tool("scontrol"), "show", "job", "--oneliner", slurm_id], env=_QUERY_ENV)
     task = "_" in slurm_id
     if answer.returncode == 0:
         info = _array_task(answer.stdout, slurm_id) if task else _fields(answer.stdout)
-        if info.get("JobName") == _job_name(job):
+        if info.get("JobName") == job_name(job):
             return info
         if info or not task:
             return {}
     # A task cancelled while still in the array's pending remainder leaves no record at all:
     # scontrol prints "Job 223_2 not found" (on stdout), and the completion log has no line.
     elif "Invalid job id" not in answer.stderr and not (task and "not found" in answer.stdout + answer.stderr):
-        raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {_slurm_message(answer.stderr)}",
+        raise JobError(f"job {job.id}: cannot ask Slurm about its job {slurm_id}: {slurm_message(answer.stderr)}",
                        job_id=job.id)
     columns = ("JobName", "State", "ExitCode", "Start", "End", "Timelimit", "NodeList") + (("JobID",) if task else ())
-    answer = _run([_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
+    answer = run_slurm([slurm_tool("sacct"), "-c", "-j", slurm_id, "-P", "-n", "-o", ",".join(columns)], env=_QUERY_ENV)
     matches = [dict(zip(columns, line.split("|"))) for line in answer.stdout.splitlines()]
     # The tasks of an array share its name: a task is only the line of its own id.
-    matches = [m for m in matches if m.get("JobName") == _job_name(job) and (not task or m.get("JobID") == slurm_id)]
+    matches = [m for m in matches if m.get("JobName") == job_name(job) and (not task or m.get("JobID") == slurm_id)]
     if answer.returncode != 0 or not matches:
         return {}
     last = matches[-1]
@@ -79,9 +86,9 @@ def _fields(line: str) -> dict[str, str]:
     return fields
 
 
-def _job_name(job: Any) -> str:
+def job_name(job: Any) -> str:
     """The ``--job-name`` jobber gave the job: an array's tasks share the array's."""
-    return job.dir.spec().get("slurm_name") or f"jobber-{job.id}"
+    return job.dir.read_spec().slurm_name or f"jobber-{job.id}"
 
 
 def _array_task(text: str, slurm_id: str) -> dict[str, str]:
@@ -113,8 +120,19 @@ def _task_ids(text: str) -> set[int]:
     return ids
 
 
-def _outcome(job: Any, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
-    state = _FINAL[slurm_state]
+def outcome(job: Any, slurm_id: str, slurm_state: str, info: dict[str, str]) -> dict[str, Any]:
+    """How a job that Slurm reports in the final ``slurm_state`` ended.
+
+    Args:
+        job: the job (a stop it asked for makes the ending "stopped").
+        slurm_id: Slurm's id of it, for the note.
+        slurm_state: the final state, a key of ``SLURM_FINAL``.
+        info: Slurm's fields of the job (``ExitCode``, ``TimeLimit``).
+
+    Returns:
+        ``state``, ``exit_code``, ``signal``, ``oom_killed`` and ``note`` of its status record.
+    """
+    state = SLURM_FINAL[slurm_state]
     code, sig = _exit_code(info.get("ExitCode", ""))
     # S is a signal number when it is one; OUT_OF_MEMORY reports 0:125, Slurm's own marker.
     signal = sig if 0 < sig < 65 else None
@@ -136,7 +154,8 @@ def _outcome(job: Any, slurm_id: str, slurm_state: str, info: dict[str, str]) ->
             "oom_killed": slurm_state == "OUT_OF_MEMORY", "note": note}
 
 
-def _from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
+def from_record(record: dict[str, Any], limits: Limits) -> JobStatus:
+    """The status a Slurm job's record (``status.json``, or one built from Slurm's answer) says."""
     return JobStatus(
         state=record["state"], exit_code=record.get("exit_code"), signal=record.get("signal"),
         oom_killed=bool(record.get("oom_killed")), started_at=when(record.get("started_at")),
@@ -151,7 +170,8 @@ def _exit_code(text: str) -> tuple[int, int]:
     return (int(code) if code.isdigit() else 0, int(sig) if sig.isdigit() else 0)
 
 
-def _epoch(text: str | None) -> float | None:
+def epoch(text: str | None) -> float | None:
+    """Slurm's time (epoch seconds, ``SLURM_TIME_FORMAT=%s``) as a float; None for none or 0."""
     return float(text) if text and text.isdigit() and int(text) > 0 else None
 
 
@@ -173,7 +193,7 @@ _config_asked_at = -math.inf
 _CONFIG_RETRY_S = 60.0
 
 
-def _cluster_config(ask: bool = True) -> dict[str, str]:
+def cluster_config(ask: bool = True) -> dict[str, str]:
     """The confinement settings of the cluster (``scontrol show config``), once a process.
 
     Args:
@@ -182,7 +202,7 @@ def _cluster_config(ask: bool = True) -> dict[str, str]:
     global _config_asked_at
     if ask and not _config and time.monotonic() - _config_asked_at > _CONFIG_RETRY_S and shutil.which("scontrol"):
         _config_asked_at = time.monotonic()
-        answer = _run(["scontrol", "show", "config"])
+        answer = run_slurm(["scontrol", "show", "config"])
         for line in answer.stdout.splitlines():
             name, sep, value = line.partition("=")
             if sep and name.strip() in ("TaskPlugin", "ConstrainRAMSpace", "ConstrainCores", "KillWait"):
@@ -190,21 +210,30 @@ def _cluster_config(ask: bool = True) -> dict[str, str]:
     return _config
 
 
-def _kill_wait() -> float:
+def kill_wait() -> float:
     """Seconds Slurm waits between SIGTERM and SIGKILL on scancel ("30 sec")."""
-    words = _cluster_config().get("KillWait", "").split()
+    words = cluster_config().get("KillWait", "").split()
     return float(words[0]) if words and words[0].isdigit() else 30.0
 
 
-def _tool(name: str) -> str:
+def slurm_tool(name: str) -> str:
+    """The path of Slurm's command ``name`` (sbatch, scontrol, ...).
+
+    Raises:
+        JobError: it is not on PATH: Slurm is not installed here.
+    """
     path = shutil.which(name)
     if path is None:
         raise JobError(_NOT_INSTALLED.format(tool=name))
     return path
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a Slurm command; its OSError and timeouts become JobError here, and only here."""
+def run_slurm(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command; its OSError and timeouts become JobError here, and only here.
+
+    Raises:
+        JobError: the command cannot be run, or did not answer in time.
+    """
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
                               timeout=_COMMAND_TIMEOUT_S, env={**os.environ, **(env or {})})
@@ -217,7 +246,59 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
         raise JobError(f"cannot run {argv[0]}: {err.strerror}") from err
 
 
-def _slurm_message(stderr: str) -> str:
+def slurm_message(stderr: str) -> str:
     """Slurm's own words, without the "sbatch: error:" prefixes, on one line."""
     lines = [re.sub(r"^\w+: error: ", "", line.strip()) for line in stderr.splitlines() if line.strip()]
     return "; ".join(lines) or "no message"
+
+
+def mem_request(memory: int) -> str:
+    """sbatch's ``--mem`` for ``memory`` bytes: whole MiB, rounded up (Slurm allocates no less)."""
+    return f"--mem={-(-memory // MIB)}M"
+
+
+def isolation_note(limits: Limits, ask: bool = True) -> str:
+    """What Slurm enforces of ``limits`` on this cluster, and what nobody does.
+
+    Args:
+        limits: the job's limits.
+        ask: read the cluster's configuration if this process has not yet (a job not
+            submitted yet does not ask: with the controller down that takes seconds).
+    """
+    config = cluster_config(ask)
+    cgroups = "task/cgroup" in config.get("TaskPlugin", "")
+    confined, loose = [], []
+    if limits.memory is not None:
+        item = f"memory={format_size(limits.memory)} ({mem_request(limits.memory)})"
+        (confined if cgroups and config.get("ConstrainRAMSpace") == "yes" else loose).append(item)
+    if limits.cpu is not None:
+        cpus = math.ceil(limits.cpu)
+        rounded = "" if cpus == limits.cpu else f", rounded up from {limits.cpu:g}: Slurm allocates whole CPUs"
+        item = f"{cpus} CPU{'s' if cpus > 1 else ''} (--cpus-per-task={cpus}{rounded})"
+        (confined if cgroups and config.get("ConstrainCores") == "yes" else loose).append(item)
+    parts = []
+    if confined:
+        parts.append("Slurm confines the job with its cgroups: " + ", ".join(confined))
+    if loose and not config:
+        unknown = "not known yet" if not ask else "unknown: `scontrol show config` did not answer"
+        parts.append(f"requested from Slurm (whether this cluster confines them is {unknown}): " + ", ".join(loose))
+    elif loose:
+        setting = (f"TaskPlugin={config.get('TaskPlugin', '?')}, ConstrainRAMSpace={config.get('ConstrainRAMSpace', '?')}, "
+                   f"ConstrainCores={config.get('ConstrainCores', '?')}")
+        parts.append(f"requested from Slurm but not confined by this cluster ({setting}): " + ", ".join(loose))
+    missing = unenforced(limits)
+    if missing:
+        parts.append(f"not enforced: {', '.join(missing)} (Slurm has no such limits)")
+    return "; ".join(parts)
+
+
+def unenforced(limits: Limits) -> list[str]:
+    """The limits Slurm has no way to enforce (pids, I/O bandwidth), as "name=value"."""
+    names = []
+    if limits.pids is not None:
+        names.append(f"pids={limits.pids}")
+    if limits.io_read_bps is not None:
+        names.append(f"io_read_bps={format_size(limits.io_read_bps)}/s")
+    if limits.io_write_bps is not None:
+        names.append(f"io_write_bps={format_size(limits.io_write_bps)}/s")
+    return names
