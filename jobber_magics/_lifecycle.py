@@ -59,9 +59,7 @@ class JobberLifecycleMagics(Magics):
             env[name] = value
         if args.env:
             overrides["env"] = env
-        if args.label is not None:
-            overrides["label"] = args.label
-        overrides.update(lifecycle_options(args))
+        overrides.update(lifecycle_options(args))  # --label among them
         job = old.rerun(**overrides)
         job.start()
         if args.no_follow:

@@ -27,6 +27,7 @@ from jobber import __version__
 from jobber._errors import JobError, JobNotFound
 from jobber._jobs.job import Job, log_length, signal
 from jobber._jobs.job import read_log as read_job_log
+from jobber._jobs.spec import LABEL
 from jobber._jobs.store import JobStore, jobs_dir
 from jobber._server import stops
 from jobber._server.errors import ApiError, public_message
@@ -167,9 +168,9 @@ async def get_identity(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     query = query_params(request, {"limit": whole(1, MAX_LIST_JOBS), "after": whole(0, MAX_JOB_ID),
-                             "label": lambda _name, raw: raw})
+                             LABEL: lambda _name, raw: raw})
     page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS),
-                       query.get("label"))
+                       query.get(LABEL))
     return _json_reply(page)
 
 

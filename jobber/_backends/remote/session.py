@@ -27,6 +27,7 @@ from jobber._errors import JobError
 from jobber._jobs.job import Job
 from jobber._jobs.options import check_lifecycle
 from jobber._jobs.queues import check_after, check_queue
+from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
 from jobber._session import Session, lookup
@@ -35,7 +36,7 @@ __all__ = ["RemoteSession"]
 
 _PAGE = 500  # jobs per listing request (the server allows up to 1000)
 # What Job.rerun may change remotely (cwd and backend options are the server's to choose).
-_RERUN_FIELDS = ("command", "limits", "env", "label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+_RERUN_FIELDS = ("command", "limits", "env", *LIFECYCLE_OPTIONS)
 
 
 class RemoteSession(Session):
@@ -108,8 +109,8 @@ class RemoteSession(Session):
         _check_remote_options(options, cwd)
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        lifecycle = {"label": label, "timeout": timeout, "log_max": log_max, "retries": retries, "retry_on": retry_on,
-                     "oom_growth": oom_growth}
+        lifecycle = {LABEL: label, TIMEOUT: timeout, LOG_MAX: log_max, RETRIES: retries, RETRY_ON: retry_on,
+                     OOM_GROWTH: oom_growth}
         body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False,
                                 **_lifecycle_body(lifecycle)}
         if env:
@@ -157,7 +158,7 @@ class RemoteSession(Session):
             body["limits"] = None if limits is None else limits.to_dict()
         if "env" in overrides:
             body["env"] = check_env(overrides["env"]) if overrides["env"] else None
-        body.update(_lifecycle_body({k: v for k, v in overrides.items() if k in _LIFECYCLE}, defaults_too=True))
+        body.update(_lifecycle_body({k: v for k, v in overrides.items() if k in LIFECYCLE_OPTIONS}, defaults_too=True))
         return Job(RemoteBackend(self, self.transport.json("POST", "/v1/jobs", body, job_id=job.id)))
 
     def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
@@ -194,9 +195,6 @@ class RemoteSession(Session):
         raise JobError("generate_job_id is not supported remotely: new_job(command) reserves an id and creates the job in one step")
 
 
-_LIFECYCLE = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
-
-
 def _check_remote_options(options: Mapping[str, Any], cwd: Any) -> None:
     """Refuse what a server chooses itself: where jobs run and in which directory."""
     if options and dict(options) != {"backend": "local"}:
@@ -220,7 +218,8 @@ def _lifecycle_body(given: dict[str, Any], *, defaults_too: bool = False) -> dic
             check_lifecycle(**{name: value})
         if isinstance(value, (tuple, list, set, frozenset)):
             value = list(value)
-        default = value is None or (name == "retries" and value == 0) or (name == "retry_on" and value in ("failed", ["failed"]))
+        as_given = tuple(value) if isinstance(value, list) else (value,) if name == RETRY_ON and isinstance(value, str) else value
+        default = value is None or as_given == LIFECYCLE_DEFAULTS[name]
         if defaults_too or not default:
             body[name] = value
     return body
