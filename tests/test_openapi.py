@@ -15,7 +15,7 @@ import jsonschema
 from jobber import JobStatus, Limits
 from jobber._jobs.spec import LIFECYCLE_OPTIONS, JobSpec
 from jobber._server.job_schema import JOB_FIELDS
-from jobber._server.lifecycle_routes import NEW_JOB_FIELDS
+from jobber._server.lifecycle_fields import NEW_JOB_FIELDS
 from jobber._server.openapi import openapi_document
 
 # The lifecycle options as new_job, the CLI, the magics and the server name them: written out

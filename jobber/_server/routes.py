@@ -31,7 +31,7 @@ from jobber._jobs.spec import LABEL
 from jobber._jobs.store import JobStore, jobs_dir
 from jobber._server import stops
 from jobber._server.errors import ApiError, public_message
-from jobber._server.lifecycle_routes import (
+from jobber._server.lifecycle_fields import (
     NEW_JOB_EXAMPLE,
     NEW_JOB_FIELDS,
     PRUNE_EXAMPLE,
