@@ -138,10 +138,12 @@ test-systemd-user: venv
 	  .ci/systemd_user_vm.sh --default-delegation --timeout 600 -- $(PY) -m pytest -q -rs tests/test_systemd.py
 
 # The Slurm backend for real: a one-node cluster on this machine (about a second once
-# installed), its tests and notebook, then the cluster is stopped whatever the outcome.
+# installed), its tests, the contract suite's Slurm runs (which fail rather than fall back
+# to the fake Slurm) and notebook, then the cluster is stopped whatever the outcome.
 test-slurm: venv
 	.ci/slurm_up.sh
 	$(PY) -m pytest -q -rs tests/test_slurm.py && $(PY) -m pytest -q -m slurm tests/test_magics.py && \
+	  JOBBER_TEST_SLURM=cluster $(PY) -m pytest -q -rs -m slurm tests/contract && \
 	  $(NBVAL) notebooks/04-slurm.ipynb; \
 	  status=$$?; .ci/slurm_down.sh; exit $$status
 

@@ -101,17 +101,6 @@ class TestQueue:
         first.stop(grace=0)
         assert second.wait(30).state == "exited"
 
-    def test_more_parallel_admits_waiting_jobs_at_once(self, store):
-        store.set_queue("q", parallel=1)
-        jobs = [store.new_job("sleep 30", queue="q") for _ in range(3)]
-        for job in jobs:
-            job.start()
-        assert [j.status().state for j in jobs] == ["running", "pending", "pending"]
-        store.set_queue("q", parallel=3)
-        assert [j.status().state for j in jobs] == ["running", "running", "running"]
-        for job in jobs:
-            job.stop(grace=0)
-
     def test_follow_waits_for_a_waiting_job_with_heartbeats_then_reads_it_all(self, store):
         store.set_queue("q", parallel=1)
         blocker = store.new_job("sleep 1", queue="q")
