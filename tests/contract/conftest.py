@@ -75,10 +75,7 @@ def session(kind, request, identity, monkeypatch, tmp_path_factory):
     if kind == "local":
         yield identity
     elif kind == "remote":
-        pki, server = request.getfixturevalue("pki"), request.getfixturevalue("server")
-        cert, key = pki.client()
-        with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
-            yield remote
+        yield request.getfixturevalue("session_of_tenant")()
     else:
         monkeypatch.setenv("JOBBER_BACKEND", "slurm")
         if UNREACHABLE is None:
@@ -91,6 +88,29 @@ def session(kind, request, identity, monkeypatch, tmp_path_factory):
         yield identity
         left = fake_slurm.shutdown(root)
         assert not left, f"fake Slurm jobs still running: {left}"
+
+
+@pytest.fixture
+def session_of_tenant(request, pki, server, tenant):
+    """Opens another remote session as ``tenant`` (closed at teardown)."""
+    opened = []
+
+    def connect():
+        cert, key = tenant
+        opened.append(jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10))
+        return opened[-1]
+
+    yield connect
+    for remote in opened:
+        remote.close()
+
+
+@pytest.fixture
+def reopen(kind, request, demo):
+    """Opens the session's identity again, as another process would (the same jobs)."""
+    if kind == "remote":
+        return request.getfixturevalue("session_of_tenant")
+    return lambda: jobber.Certificate.from_file(demo["client"])
 
 
 def ran(job, timeout: float = 30.0) -> jobber.JobStatus:

@@ -58,7 +58,7 @@ class TestQueues:
             for job in jobs:
                 job.stop(grace=0)
 
-    def test_waiting_jobs_say_why_and_queue_settings_persist(self, session, expect):
+    def test_waiting_jobs_say_why_and_queue_settings_persist(self, session, expect, reopen):
         session.set_queue("gpu", parallel=1)
         if _refused_on_slurm(session, expect):
             return
@@ -69,8 +69,9 @@ class TestQueues:
         status = second.status()
         assert (status.state, status.ended) == ("pending", False)
         assert status.note == "queue `gpu`: 1 of 1 running"
-        assert session.queues()["gpu"] == {"parallel": 1, "memory": None, "cpus": None, "gpus": None,
-                                           "running": 1, "waiting": 1}
+        other = reopen()  # as another process sees them
+        assert other.queues()["gpu"] == {"parallel": 1, "memory": None, "cpus": None, "gpus": None,
+                                         "running": 1, "waiting": 1}
         first.stop(grace=0)
         assert second.wait(30).state == "exited"
 
