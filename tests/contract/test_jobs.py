@@ -91,6 +91,15 @@ class TestRun:
         job.start()
         assert job.wait(expect.wait_s).limits == Limits(memory="64M", pids=50)
 
+    def test_another_session_of_the_identity_sees_the_job(self, session, expect, reopen):
+        job = session.new_job("echo shared", label="seen")
+        status = ran(job, expect.wait_s)
+        other = reopen()  # as another process (another kernel, the CLI) opens it
+        again = other.get_job(job.id)
+        assert again == job and other.find_job("seen") == job
+        assert (again.command, again.label, again.status()) == ("echo shared", "seen", status)
+        assert log_of(again) == b"shared\n"
+
     def test_status_is_the_same_from_a_fresh_lookup(self, session, expect):
         job = session.new_job("exit 2")
         status = ran(job, expect.wait_s)

@@ -106,7 +106,7 @@ class TestRetries:
     def test_a_job_not_started_has_its_one_attempt_created(self, session):
         assert [status.state for status in session.new_job("true").attempts] == ["created"]
 
-    def test_oom_growth_is_refused_on_slurm_only(self, session, expect):
+    def test_oom_growth_is_taken_where_retries_are(self, session, expect):
         if expect.slurm:
             with pytest.raises(JobError, match=expect.refused_on_slurm("oom_growth")):
                 session.new_job("true", retries=0, oom_growth=2)
