@@ -124,7 +124,8 @@ test-unprivileged: venv
 test-cgroup-v2: venv
 	PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
 	  .ci/cgroup_v2_vm.sh --timeout 1800 -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py tests/test_local_backend.py tests/test_gpus.py \
-	  tests/test_throttling.py tests/test_queues.py tests/test_sandbox.py -k "not python and not killed_submitter and not 20_jobs"
+	  tests/test_throttling.py tests/test_queues.py tests/test_sandbox.py tests/contract/test_queues.py \
+	  -k "not python and not killed_submitter and not 20_jobs" -m "not slurm and not remote"
 
 # An ordinary user on a systemd host, for real: systemd as PID 1 in the cgroup v2 VM, a
 # lingering user manager, the job tests as that user (uid 2000) in the cgroup jobber gets
@@ -138,10 +139,12 @@ test-systemd-user: venv
 	  .ci/systemd_user_vm.sh --default-delegation --timeout 600 -- $(PY) -m pytest -q -rs tests/test_systemd.py
 
 # The Slurm backend for real: a one-node cluster on this machine (about a second once
-# installed), its tests and notebook, then the cluster is stopped whatever the outcome.
+# installed), its tests, the contract suite's Slurm runs (which fail rather than fall back
+# to the fake Slurm) and notebook, then the cluster is stopped whatever the outcome.
 test-slurm: venv
 	.ci/slurm_up.sh
 	$(PY) -m pytest -q -rs tests/test_slurm.py && $(PY) -m pytest -q -m slurm tests/test_magics.py && \
+	  JOBBER_TEST_SLURM=cluster $(PY) -m pytest -q -rs -m slurm tests/contract && \
 	  $(NBVAL) notebooks/04-slurm.ipynb; \
 	  status=$$?; .ci/slurm_down.sh; exit $$status
 

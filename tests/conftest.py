@@ -2,9 +2,12 @@
 
 Every test gets its own ``$JOBBER_JOBS_DIR``; at teardown every job still running there is
 stopped, and the test fails if a cgroup of it is left behind. The server tests share one
-server subprocess a module (``pki``, ``server``); the magics and kernel tests share a demo
-identity (``demo``, ``identity``). A module that means something else by one of these names
-defines its own fixture of that name, which wins there.
+server subprocess a module (``pki``, ``server``; ``capped``: one started with the module's
+``CAPPED_ARGS``) and reach it as a fresh ``tenant`` (its client certificate and key files),
+with raw calls (``api``) or through ``jobber.connect`` (``session``); the magics and kernel
+tests share a demo identity (``demo``, ``identity``: a Certificate). tests/contract/ runs its
+``session`` against every kind of session. A module that means something else by one of
+these names defines its own fixture of that name, which wins there.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
 
+import jobber  # noqa: E402
 from jobber import Certificate  # noqa: E402
 from jobber._certificates.demo import init_demo  # noqa: E402
 from jobber._jobs.store import JobStore  # noqa: E402
-from serve_for_notebooks import ServerProcess, TestPki  # noqa: E402
+from serve_for_notebooks import Api, ServerProcess, TestPki  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -102,6 +106,39 @@ def server(pki, tmp_path_factory) -> ServerProcess:
     proc.stop()
     assert not _stop_everything(jobs), "cgroups left behind"
     assert "bug:" not in proc.log(), proc.log()
+
+
+@pytest.fixture(scope="module")
+def capped(request, pki, tmp_path_factory) -> ServerProcess:
+    """A server for the module started with its ``CAPPED_ARGS`` (caps such as ``--max-jobs``).
+
+    At teardown its log must hold no "bug:" line.
+    """
+    jobs = tmp_path_factory.mktemp("capped") / "jobs"
+    proc = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=list(request.module.CAPPED_ARGS)).start()
+    yield proc
+    proc.stop()
+    assert "bug:" not in proc.log(), proc.log()[-3000:]
+
+
+@pytest.fixture
+def tenant(pki) -> tuple[Path, Path]:
+    """A fresh client of the pool: its certificate and key files."""
+    return pki.client()
+
+
+@pytest.fixture
+def api(pki, server, tenant) -> Api:
+    """Raw HTTPS calls to the module's server as ``tenant``."""
+    return Api(server.url, *tenant, pki.server_ca)
+
+
+@pytest.fixture
+def session(pki, server, tenant):
+    """``jobber.connect`` to the module's server as ``tenant`` (a remote session)."""
+    cert, key = tenant
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
+        yield remote
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The remote client against a real server on loopback: ``RemoteSession`` and ``RemoteJob``
 behave like ``Certificate`` and ``Job`` (same methods, same exceptions), network and TLS
 failures become ``JobberError`` naming the server and the cause, and the CLI works through
-``--server`` unchanged.
+``--server`` unchanged. What a remote session does exactly as a local one (make, run, tail,
+follow, stop, wait) is asserted once for every kind of session in tests/contract/.
 """
 
 from __future__ import annotations
@@ -17,23 +18,16 @@ import pytest
 
 import jobber
 from conftest import _stop_everything
-from jobber import Certificate, CertificateError, Job, JobberError, JobError, JobNotFound, JobStatus, LimitError, Limits
+from jobber import Certificate, CertificateError, Job, JobberError, JobError, JobNotFound, LimitError
 from jobber._backends.remote.backend import RemoteBackend
-from jobber._backends.remote.session import RemoteSession
 from polling import poll
 from serve_for_notebooks import ServerProcess
 
 
 @pytest.fixture
-def identity(pki):
-    return pki.client()
-
-
-@pytest.fixture
-def session(pki, server, identity) -> RemoteSession:
-    cert, key = identity
-    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
-        yield remote
+def identity(tenant):
+    """``tenant`` (tests/conftest.py), whom ``session`` connects as: the name these tests use."""
+    return tenant
 
 
 class TestRemoteSession:
@@ -42,23 +36,6 @@ class TestRemoteSession:
         assert session.subject.startswith("CN=user")
         assert session.bytes() == identity[0].read_bytes()
         assert session.url in repr(session)
-
-    def test_a_new_identity_has_no_jobs(self, session):
-        assert session.get_jobs() == []
-
-    def test_new_job_is_created_not_started(self, session):
-        job = session.new_job("echo hi", Limits(memory="64M", cpu=0.5))
-        assert isinstance(job, Job) and job.backend == "remote"
-        assert (job.command, job.limits) == ("echo hi", Limits(memory="64M", cpu=0.5))
-        assert job.status().state == "created"
-        assert session.get_jobs() == [job]
-        assert session.get_job(job.id) == job
-
-    def test_unknown_job_is_not_found(self, session):
-        with pytest.raises(JobNotFound, match="no job 404") as caught:
-            session.get_job(404)
-        assert caught.value.job_id == 404
-        assert isinstance(caught.value, LookupError)
 
     @pytest.mark.parametrize("job_id", ["abc", -1, 0, True, 1.5])
     def test_ids_that_are_not_ids_are_not_found(self, session, job_id):
@@ -69,35 +46,8 @@ class TestRemoteSession:
         with pytest.raises(JobError, match="not supported remotely"):
             session.generate_job_id()
 
-    @pytest.mark.parametrize(("command", "limits", "error", "message"), [
-        ("", None, JobError, "non-empty"),
-        ("a\0b", None, JobError, "NUL"),
-        ("true", {"memory": "1G"}, JobError, "jobber.Limits"),
-    ])
-    def test_bad_jobs_are_refused_like_locally(self, session, command, limits, error, message):
-        with pytest.raises(error, match=message):
-            session.new_job(command, limits)
-
 
 class TestRemoteJob:
-    def test_lifecycle(self, session):
-        job = session.new_job("echo out; echo err >&2; exit 4")
-        job.start()
-        status = job.wait(30)
-        assert isinstance(status, JobStatus)
-        assert (status.state, status.exit_code, status.backend) == ("failed", 4, "remote")
-        assert status.isolation in ("cgroup-v1", "cgroup-v2", "none")
-        assert status.started_at is not None and status.ended_at >= status.started_at
-        buf = bytearray(100)
-        assert bytes(buf[: job.tail(buf)]) == b"out\nerr\n"
-
-    def test_env_reaches_the_job_on_the_server(self, session):
-        job = session.new_job('echo "$SEED"', env={"SEED": "42"})
-        job.start()
-        assert job.wait(30).state == "exited"
-        buf = bytearray(100)
-        assert bytes(buf[: job.tail(buf)]) == b"42\n"
-
     def test_bad_env_and_cwd_are_refused_before_the_server_is_asked(self, session):
         with pytest.raises(JobError, match="not a variable name"):
             session.new_job("true", env={"1X": "v"})
@@ -105,43 +55,9 @@ class TestRemoteJob:
             session.new_job("true", cwd="/tmp")
         assert session.get_jobs() == []
 
-    def test_start_twice_raises(self, session):
-        job = session.new_job("true")
-        job.start()
-        with pytest.raises(JobError, match="already started") as caught:
-            job.start()
-        assert caught.value.job_id == job.id
-
     def test_user_and_cwd_are_the_operators_choice(self, session):
         with pytest.raises(JobError, match="operator"):
             session.new_job("true").start(user="root")
-
-    def test_stop_returns_the_final_status(self, session):
-        job = session.new_job("sleep 60")
-        job.start()
-        assert job.stop(grace=1).state == "stopped"
-        assert job.status().state == "stopped"
-
-    def test_stop_of_a_created_job_raises(self, session):
-        with pytest.raises(JobError, match="never started"):
-            session.new_job("true").stop()
-
-    def test_wait_with_a_timeout_returns_the_current_status(self, session):
-        assert session.new_job("true").wait(timeout=0.2).state == "created"
-
-    def test_tail_has_readinto_semantics(self, session):
-        job = session.new_job("printf 0123456789")
-        job.start()
-        job.wait(30)
-        buf = bytearray(4)
-        assert (job.tail(buf, 3), bytes(buf)) == (4, b"3456")
-        assert (job.tail(buf, -2), bytes(buf[:2])) == (2, b"89")
-        assert job.tail(buf, 50) == 0
-        assert job.tail(memoryview(bytearray(0))) == 0
-        with pytest.raises(JobError, match="read-only"):
-            job.tail(memoryview(b"abcd"))
-        with pytest.raises(JobError, match="offset must be an int"):
-            job.tail(buf, 1.5)
 
     def test_tail_fills_buffers_larger_than_one_request(self, session):
         job = session.new_job("head -c 3000000 /dev/zero | tr '\\0' x; printf END")
@@ -151,24 +67,6 @@ class TestRemoteJob:
         assert job.tail(buf) == 3_000_003
         assert bytes(buf[2_999_998:3_000_003]) == b"xxEND"
         assert job.tail(buf, -(3 << 20)) == 3_000_003
-
-    def test_follow_streams_as_the_job_writes(self, session, gate):
-        job = session.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; echo second")
-        job.start()
-        chunks = job.follow()
-        assert next(chunks) == b"first\n"  # the job is blocked on the gate: a live stream
-        gate.touch()
-        assert b"".join(chunks) == b"second\n"
-        assert job.status().state == "exited"
-
-    def test_follow_with_heartbeat_yields_while_the_job_is_silent(self, session, gate):
-        job = session.new_job(f"echo first; while [ ! -e {gate} ]; do sleep 0.02; done; echo second")
-        job.start()
-        chunks = job.follow(heartbeat=0.1)
-        assert next(chunks) == b"first\n"
-        assert next(chunks) == b""  # nothing written: a heartbeat, not a block
-        gate.touch()
-        assert b"".join(chunks) == b"second\n"
 
     def test_closing_a_heartbeat_follow_stops_its_reader(self, session):
         job = session.new_job("sleep 30")
@@ -186,13 +84,6 @@ class TestRemoteJob:
         with pytest.raises(JobError, match="cannot be used remotely"):
             session.new_job("true", backend="slurm", partition="debug")
 
-    def test_follow_from_the_end(self, session):
-        job = session.new_job("printf 0123456789")
-        job.start()
-        job.wait(30)
-        assert b"".join(job.follow(-3)) == b"789"
-        assert b"".join(job.follow(8)) == b"89"
-
     def test_follow_of_an_unknown_job_raises_at_once(self, session):
         job = session.new_job("true")
         other = Job(RemoteBackend(session, {"id": job.id + 1000, "command": "", "limits": {}}))
@@ -208,11 +99,6 @@ class TestRemoteJob:
         chunks.close()
         assert poll(lambda: _server_sockets(server) < connections)
         job.stop(grace=0)
-
-    def test_limits_reach_the_job(self, session):
-        job = session.new_job("true", Limits(memory="64M", pids=50))
-        job.start()
-        assert job.wait(30).limits == Limits(memory="64M", pids=50)
 
 
 class TestFollowAcrossRestart:

@@ -19,7 +19,6 @@ import pytest
 from jobber import JobError, Limits
 from jobber._backends.local.isolation import choose
 from jobber._jobs.queues import check_after
-from jobber._jobs.store import JobStore
 from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
@@ -85,32 +84,6 @@ class TestQueue:
             job.wait(60)
         starts = [job.status().started_at for job in jobs]
         assert starts == sorted(starts)
-
-    def test_waiting_jobs_say_why_and_queue_settings_persist(self, store, tmp_path):
-        store.set_queue("gpu", parallel=1)
-        first = store.new_job("sleep 30", queue="gpu")
-        second = store.new_job("true", queue="gpu")
-        first.start()
-        second.start()
-        status = second.status()
-        assert (status.state, status.ended) == ("pending", False)
-        assert status.note == "queue `gpu`: 1 of 1 running"
-        other = JobStore(store.owner, store.root)  # as another process sees them
-        assert other.queues()["gpu"] == {"parallel": 1, "memory": None, "cpus": None, "gpus": None,
-                                         "running": 1, "waiting": 1}
-        first.stop(grace=0)
-        assert second.wait(30).state == "exited"
-
-    def test_more_parallel_admits_waiting_jobs_at_once(self, store):
-        store.set_queue("q", parallel=1)
-        jobs = [store.new_job("sleep 30", queue="q") for _ in range(3)]
-        for job in jobs:
-            job.start()
-        assert [j.status().state for j in jobs] == ["running", "pending", "pending"]
-        store.set_queue("q", parallel=3)
-        assert [j.status().state for j in jobs] == ["running", "running", "running"]
-        for job in jobs:
-            job.stop(grace=0)
 
     def test_follow_waits_for_a_waiting_job_with_heartbeats_then_reads_it_all(self, store):
         store.set_queue("q", parallel=1)

@@ -88,13 +88,6 @@ class TestRetries:
         assert len(job.attempts) == 1
         assert not (job.path / "attempts").exists()
 
-    def test_a_job_without_retries_has_one_attempt(self, store):
-        job = store.new_job("true")
-        job.start()
-        status = job.wait(30)
-        assert (status.attempt, status.retries) == (1, 0)
-        assert job.attempts == [status] or [a.state for a in job.attempts] == ["exited"]
-
     def test_a_stopped_job_is_never_retried(self, store):
         job = store.new_job("sleep 300", retries=3)
         job.start()

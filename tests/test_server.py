@@ -27,13 +27,6 @@ from serve_for_notebooks import Api, ServerProcess
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="running jobs as another user needs root")
 
 
-@pytest.fixture
-def api(pki, server) -> Api:
-    """Raw calls as a fresh identity."""
-    cert, key = pki.client()
-    return Api(server.url, cert, key, pki.server_ca)
-
-
 def wait_ended(api: Api, job_id: int) -> dict:
     reply = api("GET", f"/v1/jobs/{job_id}?wait=30")
     assert reply.status == 200, reply.body

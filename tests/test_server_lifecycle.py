@@ -3,42 +3,22 @@ the options of ``new_job`` (label, timeout, log_max, retries, retry_on, oom_grow
 their 400s with the library's own messages, the label filter and lookup, a timeout that
 ends a job ``timed-out``, re-runs (``rerun_of``), removes, prunes with each filter, the
 attempts of a job (one, and three with ``retries=2``), another tenant kept out of all of
-it, and the kept-jobs quota freed by a prune.
+it, and the kept-jobs quota freed by a prune. What any session does alike (labels, a
+timeout, re-runs, prunes, attempts, a follower across attempts) is in tests/contract/.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 
 import jobber
-from jobber import JobError, JobNotFound, JobStatus, LimitError, Limits
+from jobber import JobError, JobNotFound, JobStatus, LimitError
 from jobber._jobs.options import check_lifecycle
 from jobber._server.openapi import openapi_document
-from serve_for_notebooks import Api, ServerProcess
+from serve_for_notebooks import Api
 
 STATUS_FIELDS = ("timeout", "attempt", "retries", "log_dropped_bytes", "cpu_throttled_seconds", "cpu_pressure",
                  "memory_pressure", "io_pressure")
-
-
-@pytest.fixture
-def identity(pki):
-    return pki.client()
-
-
-@pytest.fixture
-def api(pki, server, identity) -> Api:
-    """Raw calls as a fresh identity."""
-    return Api(server.url, *identity, pki.server_ca)
-
-
-@pytest.fixture
-def session(pki, server, identity):
-    cert, key = identity
-    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
-        yield remote
 
 
 @pytest.fixture
@@ -179,13 +159,6 @@ class TestRemoteOptions:
         assert {name: getattr(status, name) for name in STATUS_FIELDS} == {name: raw[name] for name in STATUS_FIELDS}
         assert (status.backend, status.attempt, status.timeout) == ("remote", 1, 60.0)
 
-    def test_a_timeout_ends_the_job_timed_out(self, session):
-        job = session.new_job("sleep 30", timeout=1)
-        job.start()
-        status = job.wait(30)
-        assert status.state == "timed-out", status
-        assert status.describe() == "timed out after 1 s"
-
 
 class TestLabels:
     def test_listing_filters_by_label_and_a_label_finds_the_newest(self, session, api):
@@ -198,10 +171,6 @@ class TestLabels:
         assert session.find_job(str(first.id)) == first
         assert session.get_jobs(label="nothing") == []
 
-    def test_an_unknown_label_is_not_found(self, session):
-        with pytest.raises(JobNotFound, match="no job is labelled 'missing'"):
-            session.find_job("missing")
-
     def test_labels_page_with_the_listing(self, api):
         made = [create(api, command="true", label="paged" if n % 2 else "skip")["id"] for n in range(6)]
         first = api("GET", "/v1/jobs?label=paged&limit=2").json()
@@ -210,27 +179,6 @@ class TestLabels:
 
 
 class TestRerun:
-    def test_rerun_copies_changes_and_records_the_original(self, session):
-        original = session.new_job('echo "x=$X"', Limits(memory="64M"), env={"X": "1"}, label="base", timeout=60,
-                                   retries=1)
-        again = original.rerun(limits=Limits(memory="128M"), label="bigger", timeout=None)
-        assert again.id != original.id and again.rerun_of == original.id
-        assert (again.command, again.limits, again.label) == ('echo "x=$X"', Limits(memory="128M"), "bigger")
-        assert again.status().state == "created" and again.status().timeout is None
-        again.start()
-        assert again.wait(30).state == "exited"
-        assert jobber.last_lines(again, 1) == b"x=1\n"  # the environment came along
-        assert again.env == original.env == {"X": "1"}
-        kept = session.get_job(original.id)
-        assert (kept.limits, kept.label, kept.rerun_of, kept.status().timeout) == (Limits(memory="64M"), "base", None, 60.0)
-        assert kept.status().state == "created"
-
-    def test_rerun_of_a_rerun_and_a_new_command(self, session):
-        original = session.new_job("echo one")
-        second = original.rerun(command="echo two")
-        third = second.rerun()
-        assert (second.command, third.command, third.rerun_of) == ("echo two", "echo two", second.id)
-
     def test_raw_rerun_starts_unless_told_not_to(self, api):
         original = create(api, command="echo hi", label="raw")
         reply = api("POST", "/v1/jobs", {"rerun_of": original["id"]})
@@ -272,31 +220,8 @@ class TestRemove:
         with pytest.raises(JobNotFound):
             session.get_job(job.id)
 
-    def test_a_job_never_started_is_removed(self, session):
-        job = session.new_job("true")
-        job.remove()
-        assert session.get_jobs() == []
-
 
 class TestPrune:
-    def test_each_filter(self, session, api, gate):
-        done = [ended(api, "true"), ended(api, "exit 3"), ended(api, "true")]
-        running = create(api, command=f"while [ ! -e {gate} ]; do sleep 0.05; done", start=True)["id"]
-        waiting = create(api, command="true")["id"]
-        everyone = done + [running, waiting]
-        assert session.prune(dry_run=True) == done
-        assert session.prune(older_than="1d", dry_run=True) == []
-        assert session.prune(states="failed", dry_run=True) == [done[1]]
-        assert session.prune(states=["exited", "stopped"], keep_last=1, dry_run=True) == [done[0]]
-        assert ids(api) == everyone  # dry runs remove nothing
-        assert session.prune(states=["failed"]) == [done[1]]
-        assert session.prune(keep_last=1) == [done[0]]
-        assert session.prune() == [done[2]]
-        assert ids(api) == [running, waiting]  # never a running or a created job
-        gate.touch()
-        assert api("GET", f"/v1/jobs/{running}?wait=30").json()["status"]["state"] == "exited"
-        assert session.prune(older_than=0.000001) == [running]
-
     def test_raw_prune(self, api):
         job = ended(api, "true")
         reply = api("POST", "/v1/jobs:prune", {"dry_run": True})
@@ -337,9 +262,6 @@ class TestAttempts:
         assert raw["attempts"] == [raw["status"]]
         assert "attempts" not in api("GET", f"/v1/jobs/{job.id}").json()
 
-    def test_a_job_not_started_has_its_one_attempt_created(self, session):
-        assert [status.state for status in session.new_job("true").attempts] == ["created"]
-
     def test_a_retried_job_has_every_attempt(self, session, api):
         job = session.new_job("echo try; exit 3", retries=2)
         job.start()
@@ -378,14 +300,8 @@ class TestTenancy:
         assert ids(api) == [mine]
 
 
-@pytest.fixture(scope="module")
-def capped(pki, tmp_path_factory):
-    """A server that keeps at most 3 jobs per certificate."""
-    jobs = tmp_path_factory.mktemp("lifecycle-capped") / "jobs"
-    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=["--max-jobs", "3"]).start()
-    yield server
-    server.stop()
-    assert "bug:" not in server.log(), server.log()[-3000:]
+CAPPED_ARGS = ["--max-jobs", "3"]
+"""``capped`` (tests/conftest.py): a server that keeps at most 3 jobs per certificate."""
 
 
 class TestKeptJobsQuota:
@@ -413,34 +329,3 @@ class TestKeptJobsQuota:
                 remote.new_job("true")
             assert len(remote.prune()) == 3
             assert remote.new_job("true").status().state == "created"
-
-class TestRemoteFollow:
-    def test_a_remote_follower_reads_every_attempt(self, session):
-        # Each attempt's log is moved aside when the next one starts: the server's follower
-        # drains it, says why, and goes on into the next. (Not under /tmp: a server's job
-        # has a /tmp of its own.)
-        shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
-        os.chmod(shared, 0o777)  # the tenant's uid runs the job and makes the flag
-        flag = os.path.join(shared, "second")
-        job = session.new_job(f'if [ -e {flag} ]; then echo second; else touch {flag}; echo first; sleep 0.3; exit 3; fi',
-                              retries=1)
-        job.start()
-        out = b"".join(job.follow())
-        assert out.startswith(b"first\n") and out.endswith(b"second\n"), out
-        assert b"[jobber: attempt 1 of 2 failed; attempt 2 starts in " in out
-        assert job.wait(30).state == "exited"
-
-    def test_follow_from_zero_after_the_retry_reads_the_first_attempt_too(self, session):
-        # As Job.follow(0) of a local job: offset 0 is the first attempt's start, even once
-        # the second attempt runs (or ended) and its log has the usual name.
-        shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
-        os.chmod(shared, 0o777)
-        flag = os.path.join(shared, "second")
-        job = session.new_job(f'if [ -e {flag} ]; then echo second; else touch {flag}; echo first; exit 3; fi',
-                              retries=1)
-        job.start()
-        assert job.wait(30).state == "exited"
-        out = b"".join(job.follow(0))
-        assert out.startswith(b"first\n") and out.endswith(b"second\n"), out
-        assert b"[jobber: attempt 1 of 2 failed; attempt 2 starts in " in out
-        assert b"".join(job.follow(-7)) == b"second\n"  # from the end: the current attempt's bytes

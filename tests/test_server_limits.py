@@ -158,14 +158,8 @@ def strict(pki, tmp_path_factory):
     assert "Traceback" not in server.log() and "bug:" not in server.log(), server.log()[-3000:]
 
 
-@pytest.fixture(scope="module")
-def capped(pki, tmp_path_factory):
-    """A server with small caps per certificate."""
-    server = _server(pki, tmp_path_factory, "--max-running-jobs", "2", "--max-jobs", "4",
-                     "--max-requests-in-flight", "3")
-    yield server
-    server.stop()
-    assert "bug:" not in server.log(), server.log()[-3000:]
+CAPPED_ARGS = ["--max-running-jobs", "2", "--max-jobs", "4", "--max-requests-in-flight", "3"]
+"""``capped`` (tests/conftest.py): a server with small caps per certificate."""
 
 
 class TestConnectionFlood:

@@ -4,7 +4,8 @@ Queues are per certificate: one tenant's queue never admits another's jobs, and 
 ``after`` id of another tenant reads exactly as an id never used. A waiting job is
 admitted by the finisher of the job before it on the server's host, with no client
 request in between (the test reads the job directories, not the server). A job that
-waits counts as running for the server's ``max_running_jobs`` (docs/server.md).
+waits counts as running for the server's ``max_running_jobs`` (docs/server.md). What any
+session does alike (a queue's order and settings, ``after``, sweeps) is in tests/contract/.
 """
 
 from __future__ import annotations
@@ -18,24 +19,7 @@ import pytest
 import jobber
 from jobber import JobError, LimitError, Limits
 from jobber._backends.local import gpus
-from serve_for_notebooks import Api, ServerProcess
-
-
-@pytest.fixture
-def identity(pki):
-    return pki.client()
-
-
-@pytest.fixture
-def api(pki, server, identity) -> Api:
-    return Api(server.url, *identity, pki.server_ca)
-
-
-@pytest.fixture
-def session(pki, server, identity):
-    cert, key = identity
-    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=10) as remote:
-        yield remote
+from serve_for_notebooks import Api
 
 
 @pytest.fixture
@@ -61,20 +45,6 @@ def _until(check, timeout: float = 30.0, pause: float = 0.05):
 
 
 class TestQueues:
-    def test_parallel_one_runs_three_remote_jobs_one_at_a_time(self, session):
-        assert session.set_queue("one", parallel=1) == {"parallel": 1, "memory": None, "cpus": None, "gpus": None,
-                                                        "running": 0, "waiting": 0}
-        jobs = [session.new_job("sleep 0.5", queue="one") for _ in range(3)]
-        for job in jobs:
-            job.start()
-        assert [job.status().state for job in jobs[1:]] == ["pending", "pending"]
-        assert jobs[2].status().note == "queue `one`: 1 of 1 running"
-        assert session.queues()["one"]["waiting"] == 2
-        statuses = [job.wait(60) for job in jobs]
-        assert [s.state for s in statuses] == ["exited"] * 3
-        spans = [(s.started_at, s.ended_at) for s in statuses]
-        assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
-
     def test_the_finisher_on_the_server_admits_the_next_job(self, server, session):
         """Nothing asks the server meanwhile: the job that ends starts the one that waits."""
         session.set_queue("solo", parallel=1)
@@ -109,19 +79,6 @@ class TestQueues:
             blocker.stop(grace=0)
         assert waiting.wait(30).state == "exited"
 
-    def test_new_settings_admit_waiting_jobs_at_once(self, session):
-        session.set_queue("grow", parallel=1)
-        jobs = [session.new_job("sleep 30", queue="grow") for _ in range(2)]
-        for job in jobs:
-            job.start()
-        try:
-            assert jobs[1].status().state == "pending"
-            assert session.set_queue("grow", parallel=2)["running"] == 2
-            assert jobs[1].status().state == "running"
-        finally:
-            for job in jobs:
-                job.stop(grace=0)
-
     def test_the_job_json_holds_queue_and_after(self, api):
         first = api("POST", "/v1/jobs", {"command": "true", "start": False}).json()
         assert (first["queue"], first["after"]) == (None, [])
@@ -150,24 +107,6 @@ class TestQueues:
 
 
 class TestAfter:
-    def test_a_remote_job_runs_after_another(self, session):
-        first = session.new_job("sleep 0.5")
-        first.start()
-        second = session.new_job("echo after", after=first)
-        second.start()
-        assert second.status().note == f"after job {first.id}"
-        assert second.wait(30).state == "exited"
-        assert second.status().started_at >= first.status().ended_at
-
-    def test_a_failed_dependency_fails_the_job_unrun(self, session):
-        first = session.new_job("exit 1")
-        first.start()
-        never, anyway = session.new_job("true", after=[first.id]), session.new_job("true", after=[(first.id, "any")])
-        never.start()
-        anyway.start()
-        assert never.wait(30).state == "failed" and never.status().started_at is None
-        assert anyway.wait(30).state == "exited"
-
     def test_another_tenants_id_is_refused_as_an_unknown_one(self, pki, server, session):
         mine = [session.new_job("true") for _ in range(3)]
         stranger = Api(server.url, *pki.client(), pki.server_ca)
@@ -185,23 +124,6 @@ class TestAfter:
         assert "is not a job id" in reply.json()["error"]
 
 
-class TestSweep:
-    def test_a_sweep_through_the_remote_session(self, session):
-        session.set_queue("sw", parallel=2)
-        sweep = session.sweep("echo {x}-$SWEEP_X", x=[1, 2, 3], queue="sw", label="remote-sweep")
-        assert sweep.params == [{"x": 1}, {"x": 2}, {"x": 3}]
-        assert [s.state for s in sweep.wait(60)] == ["exited"] * 3
-        assert [b"".join(job.follow()) for job in sweep] == [b"1-1\n", b"2-2\n", b"3-3\n"]
-        assert [job.label for job in sweep] == ["remote-sweep-1", "remote-sweep-2", "remote-sweep-3"]
-        rows = sweep.table()
-        assert [row["x"] for row in (rows.to_dict("records") if hasattr(rows, "to_dict") else rows)] == [1, 2, 3]
-
-    def test_a_refused_job_makes_none(self, session):
-        with pytest.raises(JobError, match="there is no job 999"):
-            session.sweep("echo {x}", x=[1, 2], after=999)
-        assert session.get_jobs() == []
-
-
 class TestGpus:
     def test_gpus_travel_in_the_limits_and_the_servers_host_answers(self, session):
         if gpus.discover():
@@ -216,14 +138,8 @@ class TestGpus:
         assert "limits.gpus" in reply.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def capped(pki, tmp_path_factory):
-    """A server that runs at most 2 jobs per certificate at once."""
-    jobs = tmp_path_factory.mktemp("queues-capped") / "jobs"
-    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, args=["--max-running-jobs", "2"]).start()
-    yield server
-    server.stop()
-    assert "bug:" not in server.log(), server.log()[-3000:]
+CAPPED_ARGS = ["--max-running-jobs", "2"]
+"""``capped`` (tests/conftest.py): a server that runs at most 2 jobs per certificate at once."""
 
 
 class TestQuotas:

@@ -27,9 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobber._errors import JobError
 from jobber._limits import Limits
 
-__all__ = ["AFTER", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
+__all__ = ["AFTER", "check_command", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
            "QUEUE", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
 
 LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
@@ -197,3 +198,16 @@ _MAY_BE_NONE = frozenset(name for name, default in _DEFAULTS.items() if default 
 LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
 _API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, QUEUE)
+
+
+def check_command(command: object) -> str:
+    """A job's command: text a shell can run (``/bin/sh -c COMMAND``), not blank.
+
+    Raises:
+        JobError: empty, blank or not text; or it holds a NUL byte.
+    """
+    if not isinstance(command, str) or not command.strip():
+        raise JobError("the command is empty: give the shell command the job should run")
+    if "\0" in command:
+        raise JobError("the command contains a NUL byte, which no shell can run")
+    return command

@@ -24,7 +24,7 @@ from jobber._jobs.job import Job, spec_of
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
 from jobber._jobs.options import check_lifecycle, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
-from jobber._jobs.spec import AFTER, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, JobSpec
+from jobber._jobs.spec import AFTER, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, JobSpec, check_command
 from jobber._limits import Limits
 from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
@@ -181,10 +181,7 @@ class JobStore(Session):
     def _spec(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None,
               cwd: str | os.PathLike[str] | None, options: dict[str, object],
               lifecycle: dict[str, Any]) -> JobSpec:
-        if not isinstance(command, str) or not command.strip():
-            raise JobError("the command is empty: give the shell command the job should run")
-        if "\0" in command:
-            raise JobError("the command contains a NUL byte, which no shell can run")
+        check_command(command)
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         spec = JobSpec(command, **lifecycle)

@@ -27,7 +27,7 @@ from jobber._errors import JobError
 from jobber._jobs.job import Job
 from jobber._jobs.options import check_lifecycle
 from jobber._jobs.queues import check_after, check_queue
-from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT
+from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT, check_command
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
 from jobber._session import Session, lookup
@@ -107,6 +107,7 @@ class RemoteSession(Session):
         would locally; ``LimitError`` also when the server refuses a limit.
         """
         _check_remote_options(options, cwd)
+        check_command(command)
         if limits is not None and not isinstance(limits, Limits):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         lifecycle = {LABEL: label, TIMEOUT: timeout, LOG_MAX: log_max, RETRIES: retries, RETRY_ON: retry_on,
