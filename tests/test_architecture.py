@@ -30,9 +30,10 @@ ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
     "supervisor", "job_child", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying", "waking", "logcap",
     "gpus", "bpf_devices"))
 # Shared with the rest of jobber, standard library only themselves: the atomic write, the
-# job states, the job spec (with its limits) and the size text exist once, for the supervisor too.
-ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._states", "jobber._jobs.spec", "jobber._limits",
-                               "jobber._text"})
+# job states, the job spec (with its limits and its names) and the size text exist once, for the
+# supervisor too.
+ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._states", "jobber._jobs.spec",
+                               "jobber._jobs.spec_names", "jobber._limits", "jobber._text"})
 ISLAND_MAY_IMPORT_FOR_TYPES = frozenset({"jobber._limits"})
 REMOTE_CLIENT = "jobber._backends.remote"
 SERVER_LIBRARIES = {"aiohttp", "cryptography"}

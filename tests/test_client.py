@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -122,6 +123,40 @@ class TestFollowAcrossRestart:
             if second:
                 second.stop()
             _stop_everything(jobs)
+
+    def test_follow_of_a_retried_job_from_its_first_byte_resumes_where_it_was(self, pki, tmp_path, gate):
+        # follow(0) reads attempt 1, the marker, attempt 2: after a restart mid-attempt 2
+        # it goes on from where it was in that whole stream, not from attempt 2's offset.
+        cert, key = pki.client()
+        jobs = tmp_path / "jobs"
+        shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
+        os.chmod(shared, 0o777)  # the tenant's uid makes the flag
+        flag = os.path.join(shared, "second")
+        first = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
+        second = None
+        try:
+            session = jobber.connect(first.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=20)
+            job = session.new_job(f"if [ -e {flag} ]; then echo second; while [ ! -e {gate} ]; do sleep 0.02; done; "
+                                  f"echo tail2; else touch {flag}; echo first; exit 1; fi", retries=1)
+            job.start()
+            poll(lambda: job.status().attempt == 2 and job.status().state == "running", 30)
+            chunks = job.follow(0)
+            seen = b""
+            while not seen.endswith(b"second\n"):
+                seen += next(chunks)
+            assert seen.startswith(b"first\n") and b"attempt 2 starts in " in seen, seen
+            first.stop()
+            second = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, port=first.port).start()
+            gate.touch()
+            assert b"".join(chunks) == b"tail2\n"  # nothing lost, nothing twice
+        finally:
+            first.stop()
+            if second:
+                second.stop()
+            _stop_everything(jobs)
+            for name in os.listdir(shared):
+                os.unlink(os.path.join(shared, name))
+            os.rmdir(shared)
 
 
 def _server_sockets(server: ServerProcess) -> int:

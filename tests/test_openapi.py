@@ -22,9 +22,9 @@ from jobber._server.openapi import openapi_document
 # on purpose, the one place besides the spec module, to hold the derivation to them.
 LIFECYCLE = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
 # What a job's spec holds that its JSON on a server never shows: the backend's options and
-# the run context stay on the server, and extra is what a newer jobber wrote.
+# the run context stay on the server, and extra (extra_limits) is what a newer jobber wrote.
 SERVER_SIDE = {"options", "cwd", "created_at", "env", "user", "sandbox", "gpu_devices", "slurm_files", "slurm_name",
-               "slurm_array_jobs", "extra"}
+               "slurm_array_jobs", "extra", "extra_limits"}
 WIRE_NAMES = {"extra_env": "env"}  # a spec field whose name in a job's JSON differs
 # Known to the server only as part of oom_growth ([factor, cap]): shown, never given alone.
 SHOWN_ONLY = {"oom_growth_max"}

@@ -154,3 +154,10 @@ class TestRemoteSession:
                 session.find_job("nope")
             assert session.rerun(job, label="again").rerun_of == job.id
             assert job.rerun(label="third").label == "third"  # through the session that made the job
+
+
+def test_a_remote_session_s_timeout_can_be_set_as_before(server, tenant, pki):
+    cert, key = tenant
+    with jobber.connect(server.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=5) as remote:
+        remote.timeout = 60
+        assert remote.timeout == 60.0 and remote.transport.timeout == 60.0

@@ -95,8 +95,8 @@ class TestOnDisk:
         assert (spec.command, spec.limits, spec.options, spec.backend) == ("", Limits(), {}, None)
 
     def test_malformed_limits_are_refused(self):
-        with pytest.raises(LimitError, match="unknown limit"):
-            JobSpec.from_json({"command": "x", "limits": {"gpu": 1}, "options": {}})
+        with pytest.raises(LimitError, match="'lots' is not a size"):
+            JobSpec.from_json({"command": "x", "limits": {"memory": "lots"}, "options": {}})
 
 
 class TestReplace:
@@ -200,3 +200,38 @@ def test_the_supervisor_does_not_load_the_spec_at_every_job_end():
     out = subprocess.run([sys.executable, "-I", "-S", "-c", boot, str(package_parent)], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_failed_job_without_retries_is_recorded_without_loading_the_spec(tmp_path):
+    """Most failed jobs have no retries: their hand-over looks at spec.json's retries and
+    returns, without dataclasses and the limits."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "spec.json").write_text(json.dumps({"command": "false", "limits": {}, "options": {}}))
+    package_parent = Path(__file__).resolve().parent.parent
+    boot = ("import sys, types; jobber = types.ModuleType('jobber'); jobber.__path__ = [sys.argv[1] + '/jobber']; "
+            "sys.modules['jobber'] = jobber; from jobber._backends.local import retrying; "
+            "print(retrying.hand_over(sys.argv[2], {'state': 'failed'}), "
+            "sorted(m for m in ('dataclasses', 'jobber._jobs.spec', 'jobber._limits') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", boot, str(package_parent), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None []"
+
+
+class TestWhatANewerJobberWrote:
+    def test_a_limit_this_version_does_not_know_is_kept_and_the_rest_reads(self):
+        raw = {"command": "x", "limits": {"memory": 1 << 30, "swap": 7}, "options": {"backend": "local"}, "label": "a"}
+        spec = JobSpec.from_json(raw)
+        assert spec.label == "a" and spec.limits.memory == 1 << 30
+        assert spec.extra_limits == {"swap": 7}
+        assert spec.to_json()["limits"]["swap"] == 7  # written back as it was
+
+    def test_a_server_s_unknown_limit_does_not_break_the_remote_job(self):
+        spec = JobSpec.from_api({"command": "x", "limits": {"cpu": 1, "swap": 7}, "label": "a"})
+        assert spec.limits.cpu == 1 and spec.label == "a" and spec.extra_limits == {"swap": 7}
+
+    def test_retry_on_written_as_one_string_is_one_state(self):
+        assert JobSpec.from_json({"command": "x", "retry_on": "oom-killed", "retries": 1}).retry_on == ("oom-killed",)

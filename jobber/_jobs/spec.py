@@ -28,18 +28,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobber._errors import JobError
+from jobber._jobs.spec_names import (
+    AFTER,
+    LABEL,
+    LIFECYCLE_OPTIONS,
+    LOG_MAX,
+    OOM_GROWTH,
+    OOM_GROWTH_MAX,
+    QUEUE,
+    RETRIES,
+    RETRY_ON,
+    TIMEOUT,
+)
 from jobber._limits import Limits
 
 __all__ = ["AFTER", "check_command", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
            "QUEUE", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
 
-LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
-"""The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
-LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH = LIFECYCLE_OPTIONS
-OOM_GROWTH_MAX = "oom_growth_max"
-"""The cap of ``oom_growth`` (``oom_growth=(1.5, "16G")``), a field of its own in the spec."""
-QUEUE, AFTER = "queue", "after"
-"""The options that say when a job may start (``new_job(queue=..., after=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class JobSpec:
         slurm_name: the Slurm job's name (a sweep's array shares one).
         slurm_array_jobs: on the first job of a Slurm array, the ids of all its jobs.
         extra: keys this version does not know (a newer jobber's), kept as they were.
+        extra_limits: limits this version does not know (a newer jobber's), kept as they
+            were: the job still reads (its label, its listing), with the limits it knows.
     """
 
     command: str
@@ -97,11 +104,14 @@ class JobSpec:
     slurm_name: str | None = None
     slurm_array_jobs: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    extra_limits: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Sequences are kept as tuples, whatever list a caller or spec.json gave.
+        # Sequences are kept as tuples, whatever list a caller or spec.json gave (a lone
+        # string is one item, not its letters).
         for name in (RETRY_ON, "gpu_devices", "slurm_array_jobs"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         object.__setattr__(self, AFTER, tuple((dep[0], dep[1]) for dep in self.after))
 
     @property
@@ -122,7 +132,7 @@ class JobSpec:
         data: dict[str, Any] = {}
         for name, value in _fields(self):
             if name == "limits":
-                data[name] = value.to_dict()
+                data[name] = {**value.to_dict(), **self.extra_limits}
             elif name in _ALWAYS:
                 data[name] = dict(value) if isinstance(value, dict) else value
             elif value is None or (name in _OMIT_EMPTY and not value) or value == _DEFAULTS.get(name):
@@ -150,7 +160,9 @@ class JobSpec:
             if key not in _KNOWN:
                 extra[key] = value
             elif key == "limits":
-                known[key] = Limits.from_dict(value or {})
+                value = value or {}
+                known[key] = Limits.from_dict({k: v for k, v in value.items() if k in _LIMIT_NAMES})
+                known["extra_limits"] = {k: v for k, v in value.items() if k not in _LIMIT_NAMES}
             elif value is not None or key in _MAY_BE_NONE:
                 known[key] = value  # (a null where the field has a value by default reads as that default)
         known.setdefault("command", "")
@@ -182,15 +194,20 @@ class JobSpec:
             LimitError: its limits are not limits.
         """
         given = {key: data[key] for key in _API_FIELDS if data.get(key) is not None}
-        return cls(command=data["command"], limits=Limits.from_dict(data.get("limits") or {}),
+        limits = data.get("limits") or {}
+        return cls(command=data["command"], limits=Limits.from_dict({k: v for k, v in limits.items() if k in _LIMIT_NAMES}),
+                   extra_limits={k: v for k, v in limits.items() if k not in _LIMIT_NAMES},
                    extra_env=dict(data.get("env") or {}), after=data.get(AFTER) or (), **given)
 
+
 def _fields(spec: JobSpec) -> list[tuple[str, Any]]:
-    return [(name, getattr(spec, name)) for name in _NAMES if name != "extra"]
+    return [(name, getattr(spec, name)) for name in _NAMES if name not in _NOT_KEYS]
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(JobSpec))
-_KNOWN = frozenset(_NAMES) - {"extra"}  # what spec.json's keys may name
+_NOT_KEYS = frozenset({"extra", "extra_limits"})  # fields that are no key of spec.json themselves
+_KNOWN = frozenset(_NAMES) - _NOT_KEYS  # what spec.json's keys may name
+_LIMIT_NAMES = frozenset(f.name for f in dataclasses.fields(Limits))
 _ALWAYS = ("command", "options")  # (and limits) written even when empty, as every version did
 _OMIT_EMPTY = (AFTER, "extra_env", "gpu_devices", "slurm_array_jobs")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default is not dataclasses.MISSING}

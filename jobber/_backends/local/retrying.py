@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobError
 from jobber._files import read_json, write_atomic
+from jobber._jobs.spec_names import RETRIES
 from jobber._text import format_size
 
 if TYPE_CHECKING:
@@ -156,9 +157,12 @@ def hand_over(job_dir: str, final: dict, *, failed_to_start: bool = False, watch
     if failed_to_start or final.get("state") in ("stopped", "exited"):  # "exited" is never retried
         return
     try:
-        spec = _typed(read_json(os.path.join(job_dir, "spec.json"), "spec") or {})  # none: no retries
+        raw = read_json(os.path.join(job_dir, "spec.json"), "spec") or {}  # none: no retries
+        if not raw.get(RETRIES):
+            return  # no retries: the spec's types are not loaded for nothing (~20 ms)
+        spec = _typed(raw)
         attempt = int((read_json(os.path.join(job_dir, ATTEMPT), ATTEMPT) or {}).get("attempt", 1))
-    except (JobError, ValueError, TypeError):
+    except (JobError, ValueError, TypeError, ImportError):  # ImportError: jobber upgraded under a running job
         return
     retries = int(spec.retries or 0)
     if attempt > retries or final.get("state") not in spec.retry_on:

@@ -240,11 +240,17 @@ class RemoteBackend:
                 live: dict[str, http.client.HTTPSConnection] | None = None) -> Iterator[bytes]:
         session = self._session
         position: int | None = None
+        # follow(0) reads the job from its first byte, across attempts (as Job.follow(0)):
+        # a resume asks for that again and drops what was read, since a later attempt's
+        # offsets do not count the earlier attempts' bytes.
+        whole_job = offset == 0
+        skip = 0
         lost_since: float | None = None
         pause = 0.05
         while True:
             if position is not None:
-                query: dict[str, Any] = {"follow": 1, "offset": position}
+                query: dict[str, Any] = {"follow": 1, "offset": 0 if whole_job else position}
+                skip = position if whole_job else 0
             else:
                 query = {"follow": 1, **({"tail": -offset} if offset < 0 else {"offset": offset})}
             if stop is not None and stop.is_set():
@@ -276,6 +282,11 @@ class RemoteBackend:
                         raise _Lost() from err
                     if not chunk:
                         return  # the stream's proper end: the job ended and the log is drained
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                        if not chunk:
+                            continue
                     position += len(chunk)
                     yield chunk
             except _Lost:

@@ -70,8 +70,12 @@ class RemoteSession(Session):
 
     @property
     def timeout(self) -> float:
-        """Seconds to wait for the server on each request."""
+        """Seconds to wait for the server on each request (may be set)."""
         return self.transport.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.transport.timeout = float(seconds)
 
     def __repr__(self) -> str:
         return f"<jobber.RemoteSession {self.url} as {self.subject}>"

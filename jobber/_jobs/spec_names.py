@@ -1,0 +1,19 @@
+"""The names of a job's lifecycle options, written once (standard library only).
+
+``jobber._jobs.spec`` (the typed ``JobSpec``), the CLI and magics flags, the server and the
+remote client name the options through these; so does the supervisor island, which reads
+``spec.json`` without loading the spec's dataclasses.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AFTER", "LABEL", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX", "QUEUE", "RETRIES",
+           "RETRY_ON", "TIMEOUT"]
+
+LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+"""The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
+LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH = LIFECYCLE_OPTIONS
+OOM_GROWTH_MAX = "oom_growth_max"
+"""The cap of ``oom_growth`` (``oom_growth=(1.5, "16G")``), a field of its own in the spec."""
+QUEUE, AFTER = "queue", "after"
+"""The options that say when a job may start (``new_job(queue=..., after=...)``)."""
