@@ -377,6 +377,8 @@ class JobberMagics(Magics):
 
 # `{n}` alone: not `${n}` (the shell's own), `{{n}}`, `{1..3}`, `{a,b}`, `{}` or `{ n }`.
 _PYTHON_NAME_IN_BRACES = re.compile(r"(?<![${])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!})")
+# A line of Python inside the script (python -c '...') fills its own braces.
+_PYTHON_FORMATS = re.compile(r"""\bf["']|\.format\(""")
 
 
 def python_names_hint(script: str, namespace: dict[str, Any], hidden: dict[str, Any]) -> str | None:
@@ -393,9 +395,12 @@ def python_names_hint(script: str, namespace: dict[str, Any], hidden: dict[str, 
             ignored as %who ignores them, as are names starting with "_".
 
     Returns:
-        One line, or None when the body names no notebook variable in braces.
+        One line, or None when the body names no notebook variable in braces (outside
+        lines of Python that format strings themselves: ``f"{i}"``, ``"{i}".format(i=1)``).
     """
-    names = [name for name in dict.fromkeys(_PYTHON_NAME_IN_BRACES.findall(script))
+    found = [name for line in script.splitlines() if not _PYTHON_FORMATS.search(line)
+             for name in _PYTHON_NAME_IN_BRACES.findall(line)]
+    names = [name for name in dict.fromkeys(found)
              if name in namespace and not name.startswith("_") and (name not in hidden or hidden[name] is not namespace[name])]
     if not names:
         return None

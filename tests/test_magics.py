@@ -200,6 +200,7 @@ class TestRun:
         ("echo ${HOME} ${n} $n", None),  # the shell's own
         ("echo {1..3} {a,b} {} { n } {n }", None),  # bash ranges and lists, find's {}, not names
         ("echo {{n}} {undefined} {_hidden} {In} {Out} {exit}", None),  # escaped, unknown, private, IPython's own
+        ("python -c '\nfor n in range(3):\n    print(f\"{n}\", \"{lr}\".format(lr=n))\n'", None),  # Python's own
     ])
     def test_only_a_notebook_variable_alone_in_braces_gets_the_hint(self, shell, body, hint):
         from jobber_magics._magics import python_names_hint
