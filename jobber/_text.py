@@ -98,11 +98,15 @@ def did_you_mean(unknown: Iterable[str], parser: argparse.ArgumentParser) -> lis
 
     Returns:
         One "--memroy: did you mean --memory?" per option with a close match, in order;
-        empty when none has one.
+        empty when none has one. Close means that at least 60% of the two names, without
+        their "--", match (difflib's ratio): "--lable" is close to "--label", "--label"
+        is close to neither "--help" nor "--all".
     """
     import difflib  # 30 ms: only for a mistyped option, never in the island
 
-    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    # Names are compared without their "--": the shared prefix alone made any two short
+    # options look alike ("--label" came out 62% like "--help", over the 60% bar).
+    names = [option[2:] for action in parser._actions for option in action.option_strings if option.startswith("--")]
     words = [word.split("=")[0] for word in unknown if word.startswith("--")]
-    return [f"{word}: did you mean {match[0]}?" for word in words
-            if (match := difflib.get_close_matches(word, options, n=1, cutoff=0.6))]
+    return [f"{word}: did you mean --{match[0]}?" for word in words
+            if (match := difflib.get_close_matches(word[2:], names, n=1, cutoff=0.6))]

@@ -12,6 +12,7 @@ import argparse
 import functools
 import keyword
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,9 @@ class JobberMagics(Magics):
         The cell body is given to /bin/sh exactly as written: $HOME and {x} reach the shell
         untouched (no IPython variable expansion). The options line is expanded by IPython,
         so Python values reach the script as environment variables: ``--env LR={lr}`` (or
-        ``--env LR=$lr``), and the script reads ``$LR``. The job runs in this kernel's
+        ``--env LR=$lr``), and the script reads ``$LR``; a body that writes ``{lr}`` for a
+        notebook variable ``lr`` gets a one-line hint saying so (the job still starts as
+        written). The job runs in this kernel's
         environment and working directory (``--cwd`` to change it), with this kernel's
         Python first on PATH, so ``python`` and ``pip`` are the kernel's; it keeps running
         if the kernel stops.
@@ -251,6 +254,8 @@ class JobberMagics(Magics):
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
             picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""
             notices.append(history.describe() + picked)
+        if hint := python_names_hint(cell, self.shell.user_ns, self.shell.user_ns_hidden):
+            notices.append(hint)
         job.start()
         if args.name:
             self.shell.user_ns[args.name] = job
@@ -368,6 +373,47 @@ class JobberMagics(Magics):
         session = jobber.connect(url, cert=_path(cert), key=_path(key), ca=ca and _path(ca))
         self._session = session
         print(f"Jobs now run on {session.url} as {session.subject}.")
+
+
+# `{n}` alone: not `${n}` (the shell's own), `{{n}}`, `{1..3}`, `{a,b}`, `{}` or `{ n }`.
+_PYTHON_NAME_IN_BRACES = re.compile(r"(?<![${])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!})")
+# A line of Python inside the script (python -c '...') fills its own braces.
+_PYTHON_FORMATS = re.compile(r"""\bf["']|\.format\(""")
+
+
+def python_names_hint(script: str, namespace: dict[str, Any], hidden: dict[str, Any]) -> str | None:
+    """What to say when a %%jobber_run body writes ``{n}`` and ``n`` is a notebook variable.
+
+    The body reaches the shell as written (%%jobber_sweep fills ``{lr}`` in; %%jobber_run
+    does not), so the script gets the text ``{n}``: the hint names the fix, an ``--env`` on
+    the magic's line, which IPython does expand.
+
+    Args:
+        script: the cell body.
+        namespace: the user's variables (``shell.user_ns``).
+        hidden: IPython's own names in it (``shell.user_ns_hidden``: In, Out, exit, ...),
+            ignored as %who ignores them, as are names starting with "_".
+
+    Returns:
+        One line, or None when the body names no notebook variable in braces (outside
+        lines of Python that format strings themselves: ``f"{i}"``, ``"{i}".format(i=1)``).
+    """
+    found = [name for line in script.splitlines() if not _PYTHON_FORMATS.search(line)
+             for name in _PYTHON_NAME_IN_BRACES.findall(line)]
+    names = [name for name in dict.fromkeys(found)
+             if name in namespace and not name.startswith("_") and (name not in hidden or hidden[name] is not namespace[name])]
+    if not names:
+        return None
+    # The job inherits the kernel's environment: `{path}` must not become --env PATH=...
+    env = {name: name.upper() if name.upper() not in os.environ else f"PY_{name.upper()}" for name in names}
+    braces = ", ".join(f"`{{{name}}}`" for name in names)
+    flags = " ".join(f"--env {env[name]}={{{name}}}" for name in names)
+    variables = ", ".join(f"`${env[name]}`" for name in names)
+    if len(names) == 1:
+        return (f"{braces} reaches the script as written, not as the value of {names[0]}: add `{flags}` to "
+                f"the %%jobber_run line (IPython fills it in there) and write {variables} in the script")
+    return (f"{braces} reach the script as written, not as the values of {', '.join(names)}: add `{flags}` to "
+            f"the %%jobber_run line (IPython fills them in there) and write {variables} in the script")
 
 
 def wrong_certificate_hint(path: str) -> str | None:

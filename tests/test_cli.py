@@ -68,6 +68,17 @@ class TestRun:
                                               "--memroy: did you mean --memory?")
         assert json.loads(jobber("ls", "--json").stdout) == [], "nothing started"
 
+    def test_an_unknown_option_close_to_none_gets_no_suggestion(self, jobber):
+        # `prune --label x` was answered "--label: did you mean --help?". Once prune filters by
+        # label, the first command is simply accepted; it must never be offered --help.
+        labelled = jobber("prune", "--label", "x", "--dry-run")
+        assert "did you mean" not in labelled.stderr
+        assert labelled.returncode == 0 or labelled.stderr.strip().endswith(
+            "jobber prune: error: unrecognized arguments: --label x")
+        result = jobber("prune", "--colour", "--dry-run")
+        assert result.returncode == 2
+        assert result.stderr.strip().endswith("jobber prune: error: unrecognized arguments: --colour")
+
     def test_limits_beyond_the_host_are_warned_about(self, jobber):
         result = jobber("run", "--cpu", "512", "--memory", "100T", "-f", "--", "true")
         assert result.returncode == 0

@@ -6,12 +6,14 @@ What a browser would see is read off the iopub channel: widget state arrives as
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import time
 
 import pytest
 
+import jobber
 from kernel_session import Kernel, Message, job_id_of, lines_read, outputs, value  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -107,6 +109,37 @@ class TestLiveWidget:
         kernel.receive_until(lambda m: len(kernel.updates(view)) > count)
         state = kernel.updates(view)[-1].content["data"]["state"]
         assert state["log_snapshot"] == "one\ntwo" and state["ended"] and "exited (code 0)" in state["status_html"]
+
+
+class TestPythonNamesHint:
+    HINT = ("`{n}` reaches the script as written, not as the value of n: add `--env N={n}` to the %%jobber_run "
+            "line (IPython fills it in there) and write `$N` in the script")
+
+    def test_a_notebook_variable_in_braces_gets_one_hint_and_the_job_runs_as_written(self, kernel, identity):
+        kernel.execute("n = 5000")
+        _, messages = kernel.execute("%%jobber_run\necho {n}")
+        job = identity.get_job(job_id_of(messages))
+        assert [m.type for m in outputs(messages)] == ["execute_result"], "the hint is in the view, not an output"
+        state = next(m for m in messages if m.type == "comm_open"
+                     and m.content["data"]["state"].get("job_id") == job.id).content["data"]["state"]
+        assert state["notice_html"] == html.escape(self.HINT)
+        assert sum(json.dumps(m.content).count("reaches the script as written") for m in messages) == 1
+        assert job.wait(30).state == "exited" and jobber.last_lines(job, 5) == b"{n}\n"
+
+        _, messages = kernel.execute("%%jobber_run --no-follow\necho {n}")
+        job_id = job_id_of(messages)
+        assert [(m.type, m.content.get("name"), m.content.get("text")) for m in outputs(messages)] == [
+            ("stream", "stdout", f"{self.HINT}\njob {job_id} started: `%jobber_tail -f {job_id}` to watch\n")]
+        assert identity.get_job(job_id).wait(30).state == "exited"
+
+    def test_no_hint_for_the_shells_braces_or_unknown_names_and_the_fix_works(self, kernel, identity):
+        kernel.execute("n = 5000")
+        _, messages = kernel.execute("%%jobber_run --no-follow --env N={n}\necho $N ${HOME} {1..3} {undefined}")
+        job = identity.get_job(job_id_of(messages))
+        assert [(m.type, m.content.get("text")) for m in outputs(messages)] == [
+            ("stream", f"job {job.id} started: `%jobber_tail -f {job.id}` to watch\n")]
+        assert job.wait(30).state == "exited"
+        assert jobber.last_lines(job, 5).decode() == f"5000 {os.environ['HOME']} {{1..3}} {{undefined}}\n"
 
 
 class TestErrors:

@@ -7,6 +7,7 @@ The same magics inside a real kernel are in test_kernel.py.
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import re
 import subprocess
@@ -167,6 +168,45 @@ class TestRun:
         job.wait(30)
         assert job.command == 'echo "$HOME" {x} $((6*7)) \'$x\'\n'
         assert last_log(job) == f"{os.environ['HOME']} {{x}} 42 $x\n"
+
+    N_HINT = ("`{n}` reaches the script as written, not as the value of n: add `--env N={n}` to the %%jobber_run "
+              "line (IPython fills it in there) and write `$N` in the script")
+
+    def test_a_notebook_variable_in_braces_gets_a_hint_and_the_job_runs_as_written(self, shell, identity):
+        shell.user_ns["n"] = 5000
+        result, captured = run_cell(shell, "%%jobber_run --no-follow\necho {n} {n}\n")
+        job = identity.get_jobs()[-1]
+        assert result.success and captured.stderr == ""
+        assert captured.stdout == f"{self.N_HINT}\njob {job.id} started: `%jobber_tail -f {job.id}` to watch\n"
+        assert job.wait(30).state == "exited" and last_log(job) == "{n} {n}\n"
+        # The fix it names works: IPython fills {n} in on the magic's line.
+        fixed = run_job(shell, "%%jobber_run --no-follow --env N={n}\necho $N\n")
+        assert fixed.wait(30).state == "exited" and last_log(fixed) == "5000\n"
+
+    def test_the_hint_is_a_notice_of_the_live_view(self, shell, identity):
+        shell.user_ns["n"] = 5000
+        job = run_cell(shell, "%%jobber_run\necho {n}")[0].result
+        view = magics(shell)._cell_runs[magics(shell).current_cell][1]
+        assert view.notice_html == html.escape(self.N_HINT)
+        assert view.wait(30) and view.log_text() == "{n}" and job.status().state == "exited"
+
+    @pytest.mark.parametrize(("body", "hint"), [
+        ("echo {n}", N_HINT),
+        ("python train.py --n {n} --lr {lr} --again {n}",
+         "`{n}`, `{lr}` reach the script as written, not as the values of n, lr: add `--env N={n} --env LR={lr}` "
+         "to the %%jobber_run line (IPython fills them in there) and write `$N`, `$LR` in the script"),
+        ("ls {path}", "`{path}` reaches the script as written, not as the value of path: add `--env PY_PATH={path}` "
+                      "to the %%jobber_run line (IPython fills it in there) and write `$PY_PATH` in the script"),
+        ("echo ${HOME} ${n} $n", None),  # the shell's own
+        ("echo {1..3} {a,b} {} { n } {n }", None),  # bash ranges and lists, find's {}, not names
+        ("echo {{n}} {undefined} {_hidden} {In} {Out} {exit}", None),  # escaped, unknown, private, IPython's own
+        ("python -c '\nfor n in range(3):\n    print(f\"{n}\", \"{lr}\".format(lr=n))\n'", None),  # Python's own
+    ])
+    def test_only_a_notebook_variable_alone_in_braces_gets_the_hint(self, shell, body, hint):
+        from jobber_magics._magics import python_names_hint
+
+        shell.run_cell("n, lr, path, _hidden = 5000, 0.1, '/data', 1")
+        assert python_names_hint(body, shell.user_ns, shell.user_ns_hidden) == hint
 
     def test_returns_the_job_whose_one_display_is_the_live_view(self, shell, identity):
         result, captured = run_cell(shell, "%%jobber_run --name train\necho hello")

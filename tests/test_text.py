@@ -84,6 +84,26 @@ class TestDidYouMean:
         assert did_you_mean(["--memroy", "1G", "--lable=x"], parser) == [
             "--memroy: did you mean --memory?", "--lable: did you mean --label?"]
 
+    @pytest.mark.parametrize(("options", "typed", "suggested"), [
+        (("--memory", "--label"), "--memroy", "--memory"),
+        (("--memory", "--label"), "--lable", "--label"),
+        (("--memory", "--label"), "--labels", "--label"),
+        (("--retries", "--retry-on"), "--retires", "--retries"),
+        (("--older-than", "--dry-run"), "--dryrun", "--dry-run"),
+        (("--older-than", "--dry-run"), "--hlep", "--help"),
+        # prune had no --label: "--label" was offered --help, 62% alike with the "--" counted.
+        (("--older-than", "--state", "--keep-last", "--dry-run"), "--label", None),
+        (("--older-than", "--all"), "--label", None),
+        (("--older-than",), "--path", None),
+        (("--memory",), "--x", None),
+        (("--memory",), "--", None),
+    ])
+    def test_a_suggestion_is_close_to_what_was_typed_or_absent(self, options, typed, suggested):
+        parser = argparse.ArgumentParser(prog="prune")
+        for option in options:
+            parser.add_argument(option)
+        assert did_you_mean([typed], parser) == ([f"{typed}: did you mean {suggested}?"] if suggested else [])
+
     def test_nothing_for_words_that_are_not_long_options_or_close_to_none(self, parser):
         assert did_you_mean(["memroy", "-m", "--zzzzzz", "--"], parser) == []
 
