@@ -312,8 +312,8 @@ class TestLifecycleCommands:
         assert result.returncode == 0, result.stderr
         assert "[jobber: attempt 1 of 3 oom-killed at 40 MiB; attempt 2 starts in 0.2 s with memory 60 MiB]" in result.stdout
         assert result.stdout.endswith(f"{50 << 20}\n")
-        assert "(attempt 2/3)" in jobber("ls", check=True).stdout
-        assert "attempt    2 of 3" in jobber("status", "grow", check=True).stdout
+        assert "(2 of 3 attempts)" in jobber("ls", check=True).stdout
+        assert "retries    2 of 3 attempts" in jobber("status", "grow", check=True).stdout
         assert str(50 << 20) not in jobber("logs", "grow", "--attempt", "1", check=True).stdout
         assert jobber("logs", "grow", "--attempt", "2", check=True).stdout == f"{50 << 20}\n"
         missing = jobber("logs", "grow", "--attempt", "3")

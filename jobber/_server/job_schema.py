@@ -204,6 +204,8 @@ JOB_SCHEMAS: dict[str, Any] = {
             TIMEOUT: nullable({"type": "number", "description": "the job's time limit in seconds"}),
             "attempt": {"type": "integer", "minimum": 1, "description": "which attempt this is (1-based)"},
             RETRIES: {"type": "integer", "minimum": 0, "description": "how many more attempts a failed one may make"},
+            RETRY_ON: {"type": "array", "items": {"type": "string", "enum": _RETRYABLE},
+                       "description": "which endings are retried"},
             "log_dropped_bytes": {"type": "integer", "minimum": 0,
                                   "description": "bytes the log cap (log_max) cut from the middle of the log"},
             "log_stopped": {"type": "string", "description": 'why the log stopped taking output ("disk full: ..."), '
