@@ -111,7 +111,7 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
         fields[RETRY_ON] = [*chosen, OOM_KILLED]
     elif OOM_KILLED not in chosen:
         raise JobError(f"oom_growth grows the memory of an attempt retried after an OOM kill, but retry_on "
-                       f"{', '.join(chosen)} does not retry OOM kills: add {OOM_KILLED} to retry_on "
+                       f"{','.join(chosen)} does not retry OOM kills: add {OOM_KILLED} to retry_on "
                        f"(retry_on={(*chosen, OOM_KILLED)!r}, --retry-on {','.join([*chosen, OOM_KILLED])}), or drop oom_growth")
     return fields
 
