@@ -281,7 +281,10 @@ class TestRules:
         grown = store.new_job("true", retries=2, oom_growth=2)
         assert spec_of(store.rerun(grown)).retry_on == ("failed", "oom-killed")
         with pytest.raises(JobError, match="^oom_growth needs retries"):
-            store.rerun(grown, retries=0)
+            store.rerun(grown, retries=0, oom_growth=3)
+        # An override that makes the growth it had moot drops it rather than refuse the re-run.
+        assert (spec_of(store.rerun(grown, retries=0)).oom_growth, spec_of(store.rerun(grown, retry_on="failed")).oom_growth) \
+            == (None, None)
 
 
 class TestAttemptText:

@@ -25,7 +25,7 @@ from jobber._limits import parse_size
 from jobber._states import RETRYABLE
 from jobber._text import format_duration
 
-__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "check_lifecycle_option",
+__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "check_lifecycle_option", "grows_on_retry",
            "default_log_max", "parse_duration", "format_duration"]
 
 DEFAULT_LOG_MAX = 1 << 30
@@ -114,6 +114,13 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
                        f"{','.join(chosen)} does not retry OOM kills: add {OOM_KILLED} to retry_on "
                        f"(retry_on={(*chosen, OOM_KILLED)!r}, --retry-on {','.join([*chosen, OOM_KILLED])}), or drop oom_growth")
     return fields
+
+
+def grows_on_retry(retries: Any, retry_on: Any) -> bool:
+    """Whether ``oom_growth`` could apply with these ``retries`` and ``retry_on`` (None: not
+    given): some retries, and OOM kills among what is retried or may be added to it."""
+    chosen = (retry_on,) if isinstance(retry_on, str) else retry_on
+    return bool(retries) and (chosen is None or OOM_KILLED in chosen)
 
 
 def check_lifecycle_option(name: str, value: Any) -> dict[str, Any]:

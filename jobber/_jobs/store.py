@@ -22,9 +22,9 @@ from jobber._files import disk_full
 from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job, spec_of
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
-from jobber._jobs.options import check_lifecycle, parse_duration
+from jobber._jobs.options import check_lifecycle, grows_on_retry, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
-from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, RETRY_ON, JobSpec, check_command
+from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, RETRIES, RETRY_ON, JobSpec, check_command
 from jobber._limits import Limits
 from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
@@ -220,6 +220,8 @@ class JobStore(Session):
         if spec.oom_growth_max:
             given[OOM_GROWTH] = (spec.oom_growth, spec.oom_growth_max)
         given.update(overrides)
+        if OOM_GROWTH not in overrides and not grows_on_retry(given[RETRIES], given[RETRY_ON]):
+            given[OOM_GROWTH] = None  # retries=0 (say) made the growth it had moot: dropped, not refused
         options = {**spec.options, **given.pop("options", {})}
         command, limits = given.pop("command", spec.command), given.pop("limits", spec.limits)
         env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)
