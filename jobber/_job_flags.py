@@ -64,9 +64,9 @@ _LIFECYCLE: tuple[Flag, ...] = (
           "halves (default 1G, or $JOBBER_LOG_MAX; 0 for no cap)"),
     _flag("--retries", type=int, metavar="N", help="start a failed attempt again, up to N times"),
     _flag("--retry-on", type=_words, metavar="STATES", help="which endings are retried, comma-separated: "
-          "failed, oom-killed, timed-out (default failed)"),
-    _flag("--oom-growth", metavar="FACTOR[:CAP]", help="after an OOM kill, the next attempt gets memory x "
-          "FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)"),
+          "failed, oom-killed, timed-out (default failed; failed,oom-killed with --oom-growth)"),
+    _flag("--oom-growth", metavar="FACTOR[:CAP]", help="retry OOM kills (with --retries), the next attempt "
+          "getting memory x FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)"),
 )
 _SLURM: tuple[Flag, ...] = (
     _flag("--partition", metavar="NAME", help="Slurm partition (with --backend slurm)"),

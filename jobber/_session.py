@@ -41,7 +41,7 @@ class Session(Protocol):
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
-                retry_on: Sequence[str] = ("failed",), oom_growth: float | None = None,
+                retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
                 queue: str | None = None, after: Any = None, **options: Any) -> Job:
         """Create a job (not started yet) with a freshly reserved id.
 
@@ -54,8 +54,10 @@ class Session(Protocol):
             timeout: seconds, or "90s", "30m", "2h", "1d": then it is stopped, "timed-out".
             log_max: the log's cap ("200M"): past it the head and the newest bytes are kept.
             retries: start a failed attempt again up to this many times.
-            retry_on: which endings are retried: "failed", "oom-killed", "timed-out".
-            oom_growth: after an OOM kill the next attempt gets memory x this.
+            retry_on: which endings are retried: "failed", "oom-killed", "timed-out"
+                (None: "failed", and "oom-killed" too with ``oom_growth``).
+            oom_growth: retry OOM kills, the next attempt getting memory x this (needs
+                ``retries``; a ``retry_on`` given with it must name "oom-killed").
             queue: a queue's name: the job starts when the queue admits it (`set_queue`).
             after: job ids (or Jobs) that must end first: alone or ``(id, "ok")``, they
                 must exit 0 (else this job ends "failed" unrun); ``(id, "any")``: any end.

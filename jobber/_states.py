@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["STATES", "FINAL_STATES", "ended", "outcome"]
+__all__ = ["RETRYABLE", "STATES", "FINAL_STATES", "ended", "outcome"]
 
 STATES = ("created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out")
 FINAL_STATES = frozenset({"exited", "failed", "stopped", "oom-killed", "timed-out"})
+RETRYABLE = ("failed", "oom-killed", "timed-out")
+"""The endings a job's ``retry_on`` may name (a stopped or exited job is never retried)."""
 
 
 def outcome(wait_status: int, *, stopped: bool, oom: bool, timed_out: bool = False) -> dict:

@@ -224,7 +224,7 @@ def _ls_rows(session, args: argparse.Namespace) -> int:
     for job, status in rows:
         started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
         command = job.command.strip().replace("\n", "; ")
-        result = status.describe() + (f" (attempt {status.attempt}/{status.retries + 1})" if status.retries else "")
+        result = status.describe() + (f" ({attempt})" if (attempt := status.attempt_text()) else "")
         if status.state == "pending" and status.note:
             result += f": {status.note}"  # why it waits: its queue, its dependencies, GPUs
         table.append((str(job.id), started, status.elapsed_text, result, status.backend,
@@ -244,8 +244,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     elapsed = f"{status.elapsed:.1f} s" if status.elapsed is not None else "-"
     print(f"job {job.id}: {status.describe()}")
-    if status.retries:
-        print(f"  attempt    {status.attempt} of {status.retries + 1}")
+    if attempt := status.attempt_text():
+        print(f"  retries    {attempt}")
     print(f"  command    {job.command}")
     print(f"  limits     {status.limits.describe()}")
     print(f"  isolation  {status.isolation or '-'}{'  (' + status.isolation_note + ')' if status.isolation_note else ''}")

@@ -86,8 +86,8 @@ def status_html(job_id: int, status: JobStatus, *, extra: str = "") -> str:
         extra: more text (already HTML) to append, e.g. a line count.
     """
     parts = [f"<b>job {job_id}</b>", _state_html(status)]
-    if status.retries:
-        parts.append(html_text(f"attempt {status.attempt}/{status.retries + 1}"))
+    if attempt := status.attempt_text():
+        parts.append(html_text(attempt))
     parts.append(html_text(status.elapsed_text))
     if status.timeout and status.state == "running" and status.elapsed is not None:
         left = format_elapsed(max(0.0, status.timeout - status.elapsed), tenths_below=0)

@@ -316,6 +316,25 @@ class TestLifecycleCommands:
         assert json.loads(jobber("ls", "--json", check=True).stdout) == []
         assert jobber("prune", check=True).stdout == "nothing to prune\n"
 
+    @pytest.mark.parametrize(("flags", "message"), [
+        (["--oom-growth", "2"], "oom_growth needs retries: it grows the memory of an attempt retried after an OOM "
+                                "kill, and this job has none; add retries (e.g. retries=2, --retries 2), or drop oom_growth"),
+        (["--retries", "2", "--retry-on", "failed,timed-out", "--oom-growth", "2"],
+         "oom_growth grows the memory of an attempt retried after an OOM kill, but retry_on failed,timed-out does "
+         "not retry OOM kills: add oom-killed to retry_on (retry_on=('failed', 'timed-out', 'oom-killed'), "
+         "--retry-on failed,timed-out,oom-killed), or drop oom_growth"),
+    ])
+    def test_oom_growth_that_could_never_apply_is_refused(self, jobber, flags, message):
+        result = jobber("run", *flags, "--", "true")
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"jobber: error: {message}\n")
+        assert json.loads(jobber("ls", "--json", check=True).stdout) == [], "nothing made"
+
+    def test_an_oom_kill_not_retried_says_so_in_ls(self, jobber):
+        result = jobber("run", "--memory", "40M", "--retries", "2", "-f", "--", "python3 -c 'x = bytearray(60 << 20)'")
+        assert result.returncode != 0
+        listing = jobber("ls", check=True).stdout
+        assert "killed: out of memory at 40 MiB, not retried: retry_on failed" in listing and "attempt" not in listing
+
     def test_retries_with_oom_growth_and_the_log_of_each_attempt(self, jobber, monkeypatch):
         monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
         result = jobber("run", "--label", "grow", "--memory", "40M", "--retries", "2", "--retry-on", "oom-killed",
@@ -323,8 +342,8 @@ class TestLifecycleCommands:
         assert result.returncode == 0, result.stderr
         assert "[jobber: attempt 1 of 3 oom-killed at 40 MiB; attempt 2 starts in 0.2 s with memory 60 MiB]" in result.stdout
         assert result.stdout.endswith(f"{50 << 20}\n")
-        assert "(attempt 2/3)" in jobber("ls", check=True).stdout
-        assert "attempt    2 of 3" in jobber("status", "grow", check=True).stdout
+        assert "(2 of 3 attempts)" in jobber("ls", check=True).stdout
+        assert "retries    2 of 3 attempts" in jobber("status", "grow", check=True).stdout
         assert str(50 << 20) not in jobber("logs", "grow", "--attempt", "1", check=True).stdout
         assert jobber("logs", "grow", "--attempt", "2", check=True).stdout == f"{50 << 20}\n"
         missing = jobber("logs", "grow", "--attempt", "3")

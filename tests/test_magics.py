@@ -18,9 +18,10 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from jobber import Certificate, CertificateError, Job, JobNotFound, LimitError, Limits
+from jobber import Certificate, CertificateError, Job, JobNotFound, JobStatus, LimitError, Limits
 from jobber._certificates.demo import init_demo
-from jobber_magics._display import IdentityView, JobList
+from jobber._jobs.job import spec_of
+from jobber_magics._display import IdentityView, JobList, status_html
 from jobber_magics._widget import JobWidget
 from slurm_cluster import UNREACHABLE as SLURM_UNREACHABLE
 
@@ -550,6 +551,25 @@ def started(shell, cell: str):
 
 
 class TestLifecycleMagics:
+    @pytest.mark.parametrize(("line", "message"), [
+        ("--oom-growth 2", "oom_growth needs retries: "),
+        ("--retries 2 --retry-on failed --oom-growth 2",
+         "retry_on failed does not retry OOM kills: add oom-killed to retry_on"),
+    ])
+    def test_oom_growth_that_could_never_apply_is_refused(self, shell, identity, line, message):
+        assert message in str(usage_error(shell, f"%%jobber_run --no-follow {line}\ntrue"))
+        assert identity.get_jobs() == []
+
+    def test_oom_growth_with_retries_retries_oom_kills(self, shell, identity):
+        job = run_job(shell, "%%jobber_run --no-follow --retries 2 --oom-growth 2\ntrue")
+        assert spec_of(job).retry_on == ("failed", "oom-killed")
+
+    def test_the_live_view_never_counts_attempts_that_will_not_come(self, shell):
+        ended = JobStatus(state="oom-killed", retries=2, limits=Limits(memory="150M"))
+        assert "killed: out of memory at 150 MiB, not retried: retry_on failed" in status_html(4, ended)
+        assert "attempt" not in status_html(4, ended)
+        assert "attempt 2/3" in status_html(4, JobStatus(state="running", retries=2, attempt=2))
+
     def test_a_label_works_where_an_id_does(self, shell, identity):
         job = started(shell, "%%jobber_run --no-follow --label train\necho trained\n")
         job.wait(30)

@@ -15,10 +15,11 @@ import sys
 
 import pytest
 
-from jobber import JobError, Limits
+from jobber import JobError, JobStatus, Limits
 from jobber._backends.local.isolation import choose
 from jobber._backends.local.retrying import backoff, grown_memory
-from jobber._jobs.options import check_lifecycle
+from jobber._jobs.job import spec_of
+from jobber._jobs.options import check_lifecycle, check_lifecycle_option
 from polling import wait_for
 
 BACKEND, UNCONFINED_REASON = choose()
@@ -200,6 +201,26 @@ class TestOomGrowth:
         assert status.state == "oom-killed"
         assert [a.limits.memory for a in job.attempts] == [40 * MiB, 64 * MiB, 64 * MiB]
 
+    def test_oom_growth_alone_retries_an_oom_kill(self, store):
+        job = store.new_job("python3 -c 'x = bytearray(60 << 20); print(len(x))'", Limits(memory="40M"),
+                            retries=2, oom_growth=2)
+        assert spec_of(job).retry_on == ("failed", "oom-killed")
+        job.start()
+        status = job.wait(90)
+        assert status.state == "exited", status
+        assert [(a.state, a.limits.memory) for a in job.attempts] == [("oom-killed", 40 * MiB), ("exited", 80 * MiB)]
+        assert status.attempt_text() == "2 of 3 attempts"
+        assert ", not retried" not in status.describe()
+
+    def test_an_oom_kill_retry_on_leaves_out_says_it_was_not_retried(self, store):
+        job = store.new_job("python3 -c 'x = bytearray(60 << 20)'", Limits(memory="40M"), retries=2)
+        job.start()
+        status = job.wait(60)
+        assert (status.state, status.attempt) == ("oom-killed", 1)
+        assert status.describe() == "killed: out of memory at 40 MiB, not retried: retry_on failed"
+        assert status.attempt_text() == ""
+        assert not (job.path / "attempts").exists()
+
     def test_a_timed_out_attempt_is_retried_when_asked(self, store, tmp_path):
         job = store.new_job('if [ -e "$M" ]; then echo done; else touch "$M"; sleep 300; fi',
                             env={"M": str(tmp_path / "m")}, timeout=1, retries=1, retry_on=("timed-out",))
@@ -224,7 +245,70 @@ class TestRules:
     @pytest.mark.parametrize("bad", [1, 0.5, "x", "1", (2,), (2, "lots"), (2, "1M", 3), True])
     def test_oom_growth_is_a_factor_or_a_factor_and_cap(self, bad):
         with pytest.raises(JobError, match="oom_growth"):
-            check_lifecycle(oom_growth=bad)
+            check_lifecycle(retries=1, oom_growth=bad)
+        with pytest.raises(JobError, match="oom_growth"):
+            check_lifecycle_option("oom_growth", bad)
 
     def test_oom_growth_with_a_cap_is_recorded(self):
-        assert check_lifecycle(oom_growth=(1.5, "8G")) == {"oom_growth": 1.5, "oom_growth_max": 8 << 30}
+        assert check_lifecycle(retries=1, oom_growth=(1.5, "8G")) == {
+            "retries": 1, "retry_on": ["failed", "oom-killed"], "oom_growth": 1.5, "oom_growth_max": 8 << 30}
+
+    def test_oom_growth_adds_oom_kills_to_a_retry_on_not_given(self):
+        assert check_lifecycle(retries=2, oom_growth=2)["retry_on"] == ["failed", "oom-killed"]
+        assert check_lifecycle(retries=2, retry_on=None, oom_growth=2)["retry_on"] == ["failed", "oom-killed"]
+        assert check_lifecycle(retries=2, retry_on="oom-killed", oom_growth=2)["retry_on"] == ["oom-killed"]
+        assert "retry_on" not in check_lifecycle(retries=2)  # the default, ("failed",), is not written
+
+    def test_oom_growth_is_refused_where_it_could_never_apply(self, store):
+        with pytest.raises(JobError, match=r"^oom_growth needs retries: .*add retries \(e.g. retries=2, --retries 2\), "
+                                           r"or drop oom_growth$"):
+            store.new_job("true", oom_growth=2)
+        with pytest.raises(JobError, match=r"^oom_growth grows the memory of an attempt retried after an OOM kill, but "
+                                           r"retry_on failed does not retry OOM kills: add oom-killed to retry_on "
+                                           r"\(retry_on=\('failed', 'oom-killed'\), --retry-on failed,oom-killed\), "
+                                           r"or drop oom_growth$"):
+            store.new_job("true", retries=2, retry_on=("failed",), oom_growth=2)
+        with pytest.raises(JobError, match="retry_on timed-out does not retry OOM kills"):
+            store.new_job("true", retries=2, retry_on="timed-out", oom_growth=2)
+        assert store.get_jobs() == []
+
+    def test_a_rerun_given_oom_growth_retries_oom_kills(self, store):
+        plain = store.new_job("true", retries=2)
+        assert spec_of(store.rerun(plain, oom_growth=2)).retry_on == ("failed", "oom-killed")
+        chosen = store.new_job("true", retries=2, retry_on=("timed-out",))
+        with pytest.raises(JobError, match="retry_on timed-out does not retry OOM kills"):
+            store.rerun(chosen, oom_growth=2)
+        grown = store.new_job("true", retries=2, oom_growth=2)
+        assert spec_of(store.rerun(grown)).retry_on == ("failed", "oom-killed")
+        with pytest.raises(JobError, match="^oom_growth needs retries"):
+            store.rerun(grown, retries=0, oom_growth=3)
+        # An override that makes the growth it had moot drops it rather than refuse the re-run.
+        assert (spec_of(store.rerun(grown, retries=0)).oom_growth, spec_of(store.rerun(grown, retry_on="failed")).oom_growth) \
+            == (None, None)
+
+
+class TestAttemptText:
+    """The one rule of "attempt 2/3": never on a job that ended at its first attempt."""
+
+    @pytest.mark.parametrize(("fields", "describe", "attempt"), [
+        ({"state": "running"}, "running", "attempt 1/3"),
+        ({"state": "pending", "attempt": 2}, "pending", "attempt 2/3"),
+        ({"state": "oom-killed"}, "killed: out of memory at 150 MiB, not retried: retry_on failed", ""),
+        ({"state": "timed-out", "retry_on": ("failed", "oom-killed")},
+         "timed-out, not retried: retry_on failed,oom-killed", ""),
+        ({"state": "failed", "exit_code": 3, "retry_on": ("oom-killed",), "attempt": 2},
+         "failed (code 3), not retried: retry_on oom-killed", "2 of 3 attempts"),
+        ({"state": "oom-killed", "retry_on": ("oom-killed",), "attempt": 3}, "killed: out of memory at 150 MiB",
+         "3 of 3 attempts"),
+        ({"state": "exited", "exit_code": 0}, "exited (code 0)", ""),
+        ({"state": "stopped"}, "stopped", ""),
+        ({"state": "oom-killed", "retries": 0}, "killed: out of memory at 150 MiB", ""),
+    ])
+    def test_describe_and_attempt_text(self, fields, describe, attempt):
+        status = JobStatus(**{"retries": 2, "limits": Limits(memory="150M"), **fields})
+        assert (status.describe(), status.attempt_text()) == (describe, attempt)
+
+    def test_retry_on_comes_back_from_json(self):
+        status = JobStatus(state="failed", retries=1, retry_on=("oom-killed",))
+        again = JobStatus.from_dict(json.loads(json.dumps(status.to_dict())))
+        assert again == status and again.describe() == "failed (code None), not retried: retry_on oom-killed"

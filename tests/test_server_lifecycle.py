@@ -114,6 +114,35 @@ class TestCreate:
         assert reply.json()["error"].startswith(message)
         assert ids(api) == []
 
+    @pytest.mark.parametrize("options", [
+        {"oom_growth": 2}, {"retries": 0, "oom_growth": 2}, {"retries": 2, "retry_on": ["failed"], "oom_growth": 2},
+        {"retries": 2, "retry_on": "timed-out", "oom_growth": [1.5, "1G"]},
+    ])
+    def test_oom_growth_that_could_never_apply_is_a_400_with_the_local_message(self, api, session, options):
+        reply = api("POST", "/v1/jobs", {"command": "true", **options})
+        expected = local_error(**options)
+        assert "oom_growth" in str(expected)
+        assert (reply.status, reply.json()) == (400, {"error": str(expected), "type": "JobError"})
+        with pytest.raises(JobError) as caught:
+            session.new_job("true", **options)
+        assert str(caught.value) == str(expected)
+        assert ids(api) == []
+
+    @pytest.mark.parametrize("retry_on", [{}, {"retry_on": None}])
+    def test_oom_growth_adds_oom_kills_to_a_retry_on_not_given(self, api, session, retry_on):
+        job = create(api, command="true", retries=2, oom_growth=2, **retry_on)
+        assert job["retry_on"] == ["failed", "oom-killed"]
+        assert job["status"]["retry_on"] == ["failed", "oom-killed"]
+        assert session.new_job("true", retries=2, oom_growth=2).status().retry_on == ("failed", "oom-killed")
+
+    def test_a_rerun_given_oom_growth_retries_oom_kills(self, api):
+        original = create(api, command="true", retries=2)
+        job = create(api, rerun_of=original["id"], oom_growth=2)
+        assert job["retry_on"] == ["failed", "oom-killed"]
+        chosen = create(api, command="true", retries=2, retry_on=["timed-out"])
+        reply = api("POST", "/v1/jobs", {"rerun_of": chosen["id"], "oom_growth": 2})
+        assert reply.status == 400 and "retry_on timed-out does not retry OOM kills" in reply.json()["error"]
+
     def test_unknown_fields_are_refused_naming_the_known_ones(self, api):
         reply = api("POST", "/v1/jobs", {"command": "true", "colour": "blue"})
         assert reply.status == 400
@@ -135,8 +164,8 @@ class TestCreate:
 
 class TestRemoteOptions:
     def test_new_job_takes_every_option(self, session):
-        job = session.new_job("true", label="train", timeout="30m", log_max="1M", retries=1, retry_on="timed-out",
-                              oom_growth=2)
+        job = session.new_job("true", label="train", timeout="30m", log_max="1M", retries=1,
+                              retry_on=["timed-out", "oom-killed"], oom_growth=2)
         assert (job.label, job.rerun_of) == ("train", None)
         status = job.status()
         assert (status.timeout, status.attempt, status.log_dropped_bytes) == (1800.0, 1, 0)

@@ -162,8 +162,17 @@ class TestTheStoreWritesTheSameFiles:
     def test_a_slurm_job_and_a_growth_without_cap(self, store):
         slurm = store.new_job("true", backend="slurm", partition="debug", timeout=120, label="s")
         assert _without_created_at((slurm.path / "spec.json").read_text()) == _without_created_at(CREATED[3])
-        local = store.new_job("true", log_max=0, oom_growth=2)
-        assert _without_created_at((local.path / "spec.json").read_text()) == _without_created_at(CREATED[4])
+        # CREATED[4], a growth without retries, is read as before but no longer made: since
+        # issue 21 oom_growth needs retries, and adds oom-killed to a retry_on not given.
+        with pytest.raises(JobError, match="^oom_growth needs retries"):
+            store.new_job("true", log_max=0, oom_growth=2)
+        local = store.new_job("true", log_max=0, retries=1, oom_growth=2)
+        expected = json.loads(CREATED[4])
+        expected = {**{k: v for k, v in expected.items() if k != "oom_growth"}, "retries": 1,
+                    "retry_on": ["failed", "oom-killed"], "oom_growth": 2.0}
+        written = json.loads((local.path / "spec.json").read_text())
+        del written["created_at"], expected["created_at"]
+        assert list(written.items()) == list(expected.items())
 
 
 class TestConstruction:

@@ -3,9 +3,11 @@
     label     a short name for listings, re-runs and filters ("train")
     timeout   seconds, or "90s" "30m" "2h" "1d": the job is stopped, "timed-out"
     log_max   a size ("200M"): past it the log keeps its head and its newest bytes
-    retries   start a failed attempt again, up to N times (retry_on: which endings)
-    oom_growth  after an OOM kill, the next attempt gets memory x this (up to a cap:
-                (1.5, "16G"); without one, up to the host's memory)
+    retries   start a failed attempt again, up to N times (retry_on: which endings;
+              not given: "failed", and "oom-killed" too with oom_growth)
+    oom_growth  retry OOM kills, the next attempt getting memory x this (up to a cap:
+                (1.5, "16G"); without one, up to the host's memory); it needs retries,
+                and a retry_on given with it must name "oom-killed"
 
 They are recorded in the job's spec; the backend that runs the job enforces them.
 """
@@ -20,13 +22,15 @@ from typing import Any
 from jobber._errors import JobError
 from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LOG_MAX, OOM_GROWTH, OOM_GROWTH_MAX, RETRIES, RETRY_ON, TIMEOUT
 from jobber._limits import parse_size
+from jobber._states import RETRYABLE
 from jobber._text import format_duration
 
-__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "default_log_max", "parse_duration", "format_duration"]
+__all__ = ["DEFAULT_LOG_MAX", "RETRYABLE", "check_lifecycle", "check_lifecycle_option", "grows_on_retry",
+           "default_log_max", "parse_duration", "format_duration"]
 
 DEFAULT_LOG_MAX = 1 << 30
 """The log cap when none is given: 1 GiB (``JOBBER_LOG_MAX`` changes it; "0" for none)."""
-RETRYABLE = ("failed", "oom-killed", "timed-out")
+OOM_KILLED = RETRYABLE[1]
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
 _UNIT_S = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -84,13 +88,53 @@ def check_label(label: Any) -> str:
 
 
 def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None,
-                    retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = LIFECYCLE_DEFAULTS[RETRY_ON],
+                    retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None,
                     oom_growth: Any = None) -> dict[str, Any]:
     """The ``JobSpec`` fields for a new job's lifecycle options (only those that were given).
 
+    ``retry_on`` None means not given: ``("failed",)``, and with ``oom_growth``
+    ``("failed", "oom-killed")``, since growing memory is for retrying OOM kills.
+
     Raises:
-        JobError: a malformed option, saying which and what it expects.
+        JobError: a malformed option, saying which and what it expects; ``oom_growth``
+            without ``retries``, or with a ``retry_on`` that does not name "oom-killed".
     """
+    fields = _checked(label=label, timeout=timeout, log_max=log_max, retries=retries, retry_on=retry_on,
+                      oom_growth=oom_growth)
+    if oom_growth is None:
+        return fields
+    if not retries:
+        raise JobError("oom_growth needs retries: it grows the memory of an attempt retried after an OOM kill, "
+                       "and this job has none; add retries (e.g. retries=2, --retries 2), or drop oom_growth")
+    chosen = fields.get(RETRY_ON, LIFECYCLE_DEFAULTS[RETRY_ON])
+    if retry_on is None:
+        fields[RETRY_ON] = [*chosen, OOM_KILLED]
+    elif OOM_KILLED not in chosen:
+        raise JobError(f"oom_growth grows the memory of an attempt retried after an OOM kill, but retry_on "
+                       f"{','.join(chosen)} does not retry OOM kills: add {OOM_KILLED} to retry_on "
+                       f"(retry_on={(*chosen, OOM_KILLED)!r}, --retry-on {','.join([*chosen, OOM_KILLED])}), or drop oom_growth")
+    return fields
+
+
+def grows_on_retry(retries: Any, retry_on: Any) -> bool:
+    """Whether ``oom_growth`` could apply with these ``retries`` and ``retry_on`` (None: not
+    given): some retries, and OOM kills among what is retried or may be added to it."""
+    chosen = (retry_on,) if isinstance(retry_on, str) else retry_on
+    return bool(retries) and (chosen is None or OOM_KILLED in chosen)
+
+
+def check_lifecycle_option(name: str, value: Any) -> dict[str, Any]:
+    """One lifecycle option checked alone, as `check_lifecycle` checks it, without the rules
+    that join it to the others (``oom_growth`` needs ``retries``): a re-run's override, say.
+
+    Raises:
+        JobError: a malformed option.
+    """
+    return _checked(**{name: value})
+
+
+def _checked(*, label: Any = None, timeout: Any = None, log_max: Any = None,
+             retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None, oom_growth: Any = None) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if label is not None:
         fields[LABEL] = check_label(label)
@@ -108,7 +152,9 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
         raise JobError(f"retries must be a whole number from 0 to {_MAX_RETRIES}, not {retries!r}")
     if retries:
         fields[RETRIES] = retries
-    if isinstance(retry_on, str):
+    if retry_on is None:
+        retry_on = LIFECYCLE_DEFAULTS[RETRY_ON]
+    elif isinstance(retry_on, str):
         retry_on = (retry_on,)
     wrong = [state for state in retry_on if state not in RETRYABLE]
     if wrong or not retry_on:

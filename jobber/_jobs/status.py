@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobber._limits import Limits
-from jobber._states import FINAL_STATES, STATES
+from jobber._states import FINAL_STATES, RETRYABLE, STATES
 from jobber._text import format_duration, format_elapsed, format_size
 
 __all__ = ["JobStatus", "STATES", "FINAL_STATES", "when"]
@@ -38,7 +38,8 @@ class JobStatus:
         pid: the main process id; note: anything else worth knowing (a start error).
         timeout: the job's time limit in seconds (``new_job(timeout=...)``), if it has one.
         attempt: which attempt this is (1-based); retries: how many more the job may make
-            after a failed one (``new_job(retries=...)``), so attempts go up to 1 + retries.
+            after a failed one (``new_job(retries=...)``), so attempts go up to 1 + retries;
+            retry_on: which endings are retried (``new_job(retry_on=...)``).
         log_dropped_bytes: bytes the log cap (``log_max``) cut from the middle of the log.
         log_stopped: why the log stopped taking the job's output, or "": its filesystem
             was nearly full ("disk full: ..."); what the job wrote after was dropped.
@@ -66,6 +67,7 @@ class JobStatus:
     timeout: float | None = None
     attempt: int = 1
     retries: int = 0
+    retry_on: tuple[str, ...] = ("failed",)
     log_dropped_bytes: int = 0
     log_stopped: str = ""
     cpu_throttled_seconds: float | None = None
@@ -92,7 +94,28 @@ class JobStatus:
         return "-" if self.elapsed is None else format_elapsed(self.elapsed)
 
     def describe(self) -> str:
-        """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB"."""
+        """One line for people: "exited (code 0)", "killed: out of memory at 50 MiB".
+
+        A job with retries that ended in a state it does not retry says so, and why:
+        "killed: out of memory at 150 MiB, not retried: retry_on failed".
+        """
+        text = self._ending()
+        if self.retries and self.state in RETRYABLE and self.state not in self.retry_on:
+            text += f", not retried: retry_on {','.join(self.retry_on)}"
+        return text
+
+    def attempt_text(self) -> str:
+        """Which attempt this is, where it tells something: "attempt 2/3" while the job runs
+        or waits (more may come), "2 of 3 attempts" once it ended after a retry, and "" for a
+        job without retries, or one that ended at its first attempt (nothing was retried,
+        and `describe` says why when a retry was possible)."""
+        if not self.retries or (self.ended and self.attempt == 1):
+            return ""
+        if self.ended:
+            return f"{self.attempt} of {self.retries + 1} attempts"
+        return f"attempt {self.attempt}/{self.retries + 1}"
+
+    def _ending(self) -> str:
         if self.state == "oom-killed":
             limit = f" at {format_size(self.limits.memory)}" if self.limits.memory else ""
             return f"killed: out of memory{limit}"
@@ -164,4 +187,6 @@ class JobStatus:
                 data[key] = datetime.fromisoformat(data[key])
         if isinstance(data.get("limits"), dict):
             data["limits"] = Limits.from_dict(data["limits"])
+        if isinstance(data.get("retry_on"), list):
+            data["retry_on"] = tuple(data["retry_on"])
         return cls(**data)

@@ -22,9 +22,9 @@ from jobber._files import disk_full
 from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job, spec_of
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
-from jobber._jobs.options import check_lifecycle, parse_duration
+from jobber._jobs.options import check_lifecycle, grows_on_retry, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
-from jobber._jobs.spec import AFTER, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, JobSpec, check_command
+from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, RETRIES, RETRY_ON, JobSpec, check_command
 from jobber._limits import Limits
 from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
@@ -124,7 +124,7 @@ class JobStore(Session):
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
-                retry_on: Sequence[str] = ("failed",), oom_growth: float | None = None,
+                retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
                 queue: str | None = None, after: Any = None, **options: object) -> Job:
         lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
                                     retry_on=retry_on, oom_growth=oom_growth)
@@ -215,9 +215,13 @@ class JobStore(Session):
             raise JobError(f"rerun: {', '.join(sorted(unknown))} cannot be changed; change "
                            f"{', '.join(sorted(_RERUN_FIELDS))}")
         given = {name: getattr(spec, name) for name in LIFECYCLE_OPTIONS}
+        if spec.retry_on == LIFECYCLE_DEFAULTS[RETRY_ON]:
+            given[RETRY_ON] = None  # never chosen (or not kept): oom_growth given now may add oom-killed
         if spec.oom_growth_max:
             given[OOM_GROWTH] = (spec.oom_growth, spec.oom_growth_max)
         given.update(overrides)
+        if OOM_GROWTH not in overrides and not grows_on_retry(given[RETRIES], given[RETRY_ON]):
+            given[OOM_GROWTH] = None  # retries=0 (say) made the growth it had moot: dropped, not refused
         options = {**spec.options, **given.pop("options", {})}
         command, limits = given.pop("command", spec.command), given.pop("limits", spec.limits)
         env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)

@@ -84,13 +84,15 @@ _LIFECYCLE_REQUEST: dict[str, Any] = {
         "anyOf": [{"type": "string", "enum": _RETRYABLE},
                   {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _RETRYABLE}}],
         "default": ["failed"],
-        "description": "which endings are retried",
+        "description": "which endings are retried; absent or null: [\"failed\"], and [\"failed\", \"oom-killed\"] "
+                       "with oom_growth",
     }),
     OOM_GROWTH: nullable({
         "anyOf": [{"type": "number", "exclusiveMinimum": 1, "maximum": 16},
                   {"type": "array", "minItems": 2, "maxItems": 2},
                   {"type": "string"}],
-        "description": "after an OOM kill the next attempt gets memory x this factor (above 1, at most 16); "
+        "description": "retry OOM kills (it needs retries, and a retry_on given must name oom-killed), the next "
+                       "attempt getting memory x this factor (above 1, at most 16); "
                        "[factor, cap] or \"factor:cap\" (e.g. [1.5, \"16G\"]) bound it where the server takes a cap",
     }),
 }
@@ -204,6 +206,8 @@ JOB_SCHEMAS: dict[str, Any] = {
             TIMEOUT: nullable({"type": "number", "description": "the job's time limit in seconds"}),
             "attempt": {"type": "integer", "minimum": 1, "description": "which attempt this is (1-based)"},
             RETRIES: {"type": "integer", "minimum": 0, "description": "how many more attempts a failed one may make"},
+            RETRY_ON: {"type": "array", "items": {"type": "string", "enum": _RETRYABLE},
+                       "description": "which endings are retried"},
             "log_dropped_bytes": {"type": "integer", "minimum": 0,
                                   "description": "bytes the log cap (log_max) cut from the middle of the log"},
             "log_stopped": {"type": "string", "description": 'why the log stopped taking output ("disk full: ..."), '

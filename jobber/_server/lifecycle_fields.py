@@ -26,7 +26,7 @@ from typing import Any
 from jobber._backends.context import check_env
 from jobber._errors import JobError, LimitError
 from jobber._jobs.job import Job, spec_of
-from jobber._jobs.options import RETRYABLE, check_lifecycle, parse_duration
+from jobber._jobs.options import RETRYABLE, check_lifecycle_option, parse_duration
 from jobber._jobs.queues import AFTER_MODES, check_queue
 from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, QUEUE, RETRY_ON
 from jobber._jobs.store import JobStore
@@ -176,7 +176,9 @@ def lifecycle_options(data: dict[str, Any]) -> dict[str, Any]:
     """The lifecycle options given in a request body, as keywords of ``new_job``/``rerun``.
 
     Only the fields present are returned (a re-run changes those alone); null stands for
-    the option's default (``LIFECYCLE_DEFAULTS``). Each is checked here as ``new_job`` checks it.
+    the option's default (``LIFECYCLE_DEFAULTS``; for ``retry_on``, not given, as ``new_job``'s
+    None). Each is checked here as ``new_job`` checks it; how they go together (``oom_growth``
+    needs ``retries``) is the store's to check, with a re-run's other fields.
 
     Raises:
         ApiError: 400 with the library's message for a malformed option.
@@ -185,13 +187,16 @@ def lifecycle_options(data: dict[str, Any]) -> dict[str, Any]:
     for name in LIFECYCLE_OPTIONS:
         if name not in data:
             continue
+        if name == RETRY_ON and data[name] is None:
+            options[name] = None
+            continue
         value = LIFECYCLE_DEFAULTS[name] if data[name] is None else data[name]
         if name == RETRY_ON and not isinstance(value, (str, list, tuple)):
             # check_lifecycle iterates it: a number or an object would be a TypeError there
             raise ApiError(400, f"retry_on {_shown(value)}: give a state or a list of states among "
                                 f"{', '.join(RETRYABLE)}", "JobError")
         try:
-            check_lifecycle(**{name: value})
+            check_lifecycle_option(name, value)
         except JobError as err:
             raise ApiError(400, str(err), "LimitError" if isinstance(err, LimitError) else "JobError") from None
         except (OverflowError, ValueError) as err:  # an integer too large for a float, say

@@ -220,7 +220,8 @@ class LocalBackend(DirectoryBackend):
         limits = self._attempt_limits(spec)
         if raw is None:
             self._release_abandoned_claim()
-            return JobStatus(state="created", limits=limits, timeout=spec.timeout, retries=spec.retries), False
+            return JobStatus(state="created", limits=limits, timeout=spec.timeout, retries=spec.retries,
+                             retry_on=spec.retry_on), False
         if raw.get("waiting") or raw.get("admitted_by"):  # in line, or being started by a pass
             if raw.get("waiting"):
                 admission.ensure_in_line(self)
@@ -274,7 +275,7 @@ class LocalBackend(DirectoryBackend):
         spec = self.dir.read_spec()
         fields = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw and k != "limits"}
         attempt = raw.get("attempt") or ((self.dir.read(ATTEMPT) or {}).get("attempt") if spec.retries else 1)
-        fields.update(timeout=spec.timeout, retries=spec.retries, attempt=attempt or 1,
+        fields.update(timeout=spec.timeout, retries=spec.retries, retry_on=spec.retry_on, attempt=attempt or 1,
                       isolation=record.get("isolation"), isolation_note="; ".join(record.get("notes", [])),
                       started_at=when(raw.get("started_at")), ended_at=when(raw.get("ended_at")))
         if raw.get("error") or raw.get("note"):

@@ -25,7 +25,7 @@ from jobber._backends.remote.backend import RemoteBackend
 from jobber._backends.remote.transport import Transport
 from jobber._errors import JobError
 from jobber._jobs.job import Job
-from jobber._jobs.options import check_lifecycle
+from jobber._jobs.options import check_lifecycle, check_lifecycle_option
 from jobber._jobs.queues import check_after, check_queue
 from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT, check_command
 from jobber._jobs.store import validate_job_id
@@ -100,7 +100,7 @@ class RemoteSession(Session):
 
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | None = None, label: str | None = None, timeout: float | str | None = None,
-                log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] = ("failed",),
+                log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] | None = None,
                 oom_growth: Any = None, queue: str | None = None, after: Any = None, **options: Any) -> Job:
         """`Session.new_job` on the server, which runs the job and enforces its options.
 
@@ -116,6 +116,7 @@ class RemoteSession(Session):
             raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
         lifecycle = {LABEL: label, TIMEOUT: timeout, LOG_MAX: log_max, RETRIES: retries, RETRY_ON: retry_on,
                      OOM_GROWTH: oom_growth}
+        check_lifecycle(**lifecycle)  # as a whole, as the store does: oom_growth needs retries
         body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False,
                                 **_lifecycle_body(lifecycle)}
         if env:
@@ -220,7 +221,7 @@ def _lifecycle_body(given: dict[str, Any], *, defaults_too: bool = False) -> dic
     body: dict[str, Any] = {}
     for name, value in given.items():
         if value is not None:
-            check_lifecycle(**{name: value})
+            check_lifecycle_option(name, value)
         if isinstance(value, (tuple, list, set, frozenset)):
             value = list(value)
         as_given = tuple(value) if isinstance(value, list) else (value,) if name == RETRY_ON and isinstance(value, str) else value
