@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from jobber._jobs.spec_names import RETRY_ON
 from jobber._limits import Limits
 from jobber._states import FINAL_STATES, RETRYABLE, STATES
 from jobber._text import format_duration, format_elapsed, format_size
@@ -187,6 +188,6 @@ class JobStatus:
                 data[key] = datetime.fromisoformat(data[key])
         if isinstance(data.get("limits"), dict):
             data["limits"] = Limits.from_dict(data["limits"])
-        if isinstance(data.get("retry_on"), list):
-            data["retry_on"] = tuple(data["retry_on"])
+        if isinstance(data.get(RETRY_ON), list):
+            data[RETRY_ON] = tuple(data[RETRY_ON])
         return cls(**data)

@@ -135,7 +135,7 @@ class RemoteSession(Session):
         jobs = []
         after: int | None = 0
         while after is not None:  # the server answers a page at a time
-            query: dict[str, Any] = {"limit": _PAGE, "after": after, **({} if label is None else {"label": label})}
+            query: dict[str, Any] = {"limit": _PAGE, "after": after, **({} if label is None else {LABEL: label})}
             page = self.transport.json("GET", f"/v1/jobs?{urlencode(query)}")
             jobs += [Job(RemoteBackend(self, data)) for data in page["jobs"]]
             after = page.get("next_after")
