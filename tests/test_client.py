@@ -102,42 +102,56 @@ class TestRemoteJob:
         job.stop(grace=0)
 
 
-class TestFollowAcrossRestart:
-    def test_follow_resumes_when_the_server_comes_back(self, pki, tmp_path, gate):
-        cert, key = pki.client()
-        jobs = tmp_path / "jobs"
-        first = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-        second = None
-        try:
-            session = jobber.connect(first.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=20)
-            job = session.new_job(f"echo one; while [ ! -e {gate} ]; do sleep 0.02; done; echo two")
-            job.start()
-            chunks = job.follow()
-            assert next(chunks) == b"one\n"
-            first.stop()
-            second = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, port=first.port).start()
-            gate.touch()
-            assert b"".join(chunks) == b"two\n"  # nothing lost, nothing twice
-        finally:
-            first.stop()
-            if second:
-                second.stop()
-            _stop_everything(jobs)
+class Restartable:
+    """A jobber server on one port that a test stops and starts again (same jobs, same pool)."""
 
-    def test_follow_of_a_retried_job_from_its_first_byte_resumes_where_it_was(self, pki, tmp_path, gate):
+    def __init__(self, pki, jobs) -> None:
+        self.pki, self.jobs = pki, jobs
+        self.servers = [ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()]
+
+    def session(self):
+        cert, key = self.pki.client()
+        return jobber.connect(self.servers[0].url, cert=str(cert), key=str(key), ca=str(self.pki.server_ca), timeout=20)
+
+    def restart(self) -> None:
+        first = self.servers[0]
+        first.stop()
+        self.servers.append(ServerProcess(self.pki.server_cert, self.pki.server_key, self.pki.root, self.jobs,
+                                          port=first.port).start())
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        _stop_everything(self.jobs)
+
+
+@pytest.fixture
+def restartable(pki, tmp_path):
+    server = Restartable(pki, tmp_path / "jobs")
+    yield server
+    server.close()
+
+
+class TestFollowAcrossRestart:
+    def test_follow_resumes_when_the_server_comes_back(self, restartable, gate):
+        job = restartable.session().new_job(f"echo one; while [ ! -e {gate} ]; do sleep 0.02; done; echo two")
+        job.start()
+        chunks = job.follow()
+        assert next(chunks) == b"one\n"
+        restartable.restart()
+        gate.touch()
+        assert b"".join(chunks) == b"two\n"  # nothing lost, nothing twice
+
+    def test_follow_of_a_retried_job_from_its_first_byte_resumes_where_it_was(self, restartable, gate):
         # follow(0) reads attempt 1, the marker, attempt 2: after a restart mid-attempt 2
         # it goes on from where it was in that whole stream, not from attempt 2's offset.
-        cert, key = pki.client()
-        jobs = tmp_path / "jobs"
         shared = tempfile.mkdtemp(dir="/var/tmp", prefix="jobber-test-")
         os.chmod(shared, 0o777)  # the tenant's uid makes the flag
         flag = os.path.join(shared, "second")
-        first = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs).start()
-        second = None
         try:
-            session = jobber.connect(first.url, cert=str(cert), key=str(key), ca=str(pki.server_ca), timeout=20)
-            job = session.new_job(f"if [ -e {flag} ]; then echo second; while [ ! -e {gate} ]; do sleep 0.02; done; "
-                                  f"echo tail2; else touch {flag}; echo first; exit 1; fi", retries=1)
+            job = restartable.session().new_job(
+                f"if [ -e {flag} ]; then echo second; while [ ! -e {gate} ]; do sleep 0.02; done; echo tail2; "
+                f"else touch {flag}; echo first; exit 1; fi", retries=1)
             job.start()
             poll(lambda: job.status().attempt == 2 and job.status().state == "running", 30)
             chunks = job.follow(0)
@@ -145,15 +159,10 @@ class TestFollowAcrossRestart:
             while not seen.endswith(b"second\n"):
                 seen += next(chunks)
             assert seen.startswith(b"first\n") and b"attempt 2 starts in " in seen, seen
-            first.stop()
-            second = ServerProcess(pki.server_cert, pki.server_key, pki.root, jobs, port=first.port).start()
+            restartable.restart()
             gate.touch()
             assert b"".join(chunks) == b"tail2\n"  # nothing lost, nothing twice
         finally:
-            first.stop()
-            if second:
-                second.stop()
-            _stop_everything(jobs)
             for name in os.listdir(shared):
                 os.unlink(os.path.join(shared, name))
             os.rmdir(shared)
