@@ -89,11 +89,13 @@ def check_label(label: Any) -> str:
 
 def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None,
                     retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None,
-                    oom_growth: Any = None) -> dict[str, Any]:
+                    oom_growth: Any = None, backend: str | None = None) -> dict[str, Any]:
     """The ``JobSpec`` fields for a new job's lifecycle options (only those that were given).
 
     ``retry_on`` None means not given: ``("failed",)``, and with ``oom_growth``
-    ``("failed", "oom-killed")``, since growing memory is for retrying OOM kills.
+    ``("failed", "oom-killed")``, since growing memory is for retrying OOM kills. For a
+    ``backend`` "slurm" job, ``oom_growth`` is left to ``check_lifecycle_for``, which refuses
+    it with Slurm's reason.
 
     Raises:
         JobError: a malformed option, saying which and what it expects; ``oom_growth``
@@ -101,8 +103,8 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
     """
     fields = _checked(label=label, timeout=timeout, log_max=log_max, retries=retries, retry_on=retry_on,
                       oom_growth=oom_growth)
-    if oom_growth is None:
-        return fields
+    if oom_growth is None or backend == "slurm":
+        return fields  # (a Slurm job is refused oom_growth with Slurm's reason: check_lifecycle_for)
     if not retries:
         raise JobError("oom_growth needs retries: it grows the memory of an attempt retried after an OOM kill, "
                        "and this job has none; add retries (e.g. retries=2, --retries 2), or drop oom_growth")

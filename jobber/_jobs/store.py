@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobber._backends import DeferredBackend, check_lifecycle_for, check_options, open_backend
+from jobber._backends import DeferredBackend, check_lifecycle_for, check_options, default_backend, open_backend
 from jobber._backends.context import check_cwd, check_env
 from jobber._errors import CertificateError, JobError, JobNotFound
 from jobber._files import disk_full
@@ -127,7 +127,8 @@ class JobStore(Session):
                 retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
                 queue: str | None = None, after: Any = None, **options: object) -> Job:
         lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
-                                    retry_on=retry_on, oom_growth=oom_growth)
+                                    retry_on=retry_on, oom_growth=oom_growth,
+                                    backend=options.get("backend") or default_backend())
         lifecycle.update(self._waits(queue, after))
         return self._create(self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle))
 
@@ -225,7 +226,8 @@ class JobStore(Session):
         options = {**spec.options, **given.pop("options", {})}
         command, limits = given.pop("command", spec.command), given.pop("limits", spec.limits)
         env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)
-        new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=check_lifecycle(**given))
+        lifecycle = check_lifecycle(**given, backend=options.get("backend") or default_backend())
+        new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle)
         return self._create(new.replace(rerun_of=job.id))
 
     def find_job(self, ref: int | str) -> Job:
