@@ -18,11 +18,12 @@ import os
 from dataclasses import dataclass
 
 from jobber import JobStatus, Limits, format_elapsed, format_size
+from jobber_magics._ticks import axis_ticks, gutter_width
 
 __all__ = ["ResourceHistory", "Sample", "format_size", "resource_chart_html"]
 
-_WIDTH, _HEIGHT = 300, 96  # the whole chart
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 8, 8, 16  # the plot area's margins: value labels left, time below
+_PLOT_WIDTH, _HEIGHT = 240, 96  # the plot area's width, the whole chart's height
+_RIGHT, _TOP, _BOTTOM = 8, 8, 16  # margins: time below; the value labels' gutter is as wide as they need
 _LINE = "stroke:var(--jp-brand-color1,#1f77b4)"
 _LIMIT = "stroke:var(--jp-error-color1,#d62728)"
 _TEXT = "fill:currentColor;font-size:10px;font-family:var(--jp-ui-font-family,sans-serif)"
@@ -100,41 +101,50 @@ def _cores(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
-def _chart(title: str, values: list[tuple[float, float]], y_max: float, y_label: str,
-           limit: float | None, limit_label: str, span: float, kind: str) -> str:
-    """One chart: the series on 0..y_max, the limit dashed and labelled, both axes."""
-    plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
+def _chart(title: str, values: list[tuple[float, float]], y_max: float, limit: float | None, limit_label: str,
+           span: float, kind: str) -> str:
+    """One chart: the series on 0..y_max, the limit dashed and labelled, both axes; the
+    value axis has rounded ticks (``_ticks.axis_ticks``) in a gutter as wide as its widest label."""
     y_max = y_max or 1.0
     span = span or 1.0
+    ticks = axis_ticks(y_max, kind)
+    left = gutter_width(ticks)
+    width, plot_w, plot_h = left + _PLOT_WIDTH + _RIGHT, _PLOT_WIDTH, _HEIGHT - _TOP - _BOTTOM
 
     def x(t: float) -> float:
-        return _LEFT + min(max(t / span, 0.0), 1.0) * plot_w
+        return left + min(max(t / span, 0.0), 1.0) * plot_w
 
     def y(v: float) -> float:
         return _TOP + plot_h - min(max(v / y_max, 0.0), 1.0) * plot_h
 
-    bottom = _TOP + plot_h
     parts = [
-        f'<svg class="jobber-chart jobber-chart-{kind}" width="{_WIDTH}" height="{_HEIGHT}" '
-        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'<svg class="jobber-chart jobber-chart-{kind}" width="{width}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {width} {_HEIGHT}" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'data-y-max="{y_max:g}" data-limit="{limit or 0:g}">',
         f"<title>{html.escape(title)}</title>",
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
+        f'<rect x="{left}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
         f'style="stroke:currentColor;stroke-opacity:0.35"/>',
-        # The value axis: 0 and the top of the scale, with units.
-        f'<text x="{_LEFT - 4}" y="{_TOP + 8}" text-anchor="end" style="{_TEXT}">{html.escape(y_label)}</text>',
-        f'<text x="{_LEFT - 4}" y="{bottom}" text-anchor="end" style="{_TEXT}">0</text>',
-        # The time axis: from the job's start to the last reading.
-        f'<text x="{_LEFT}" y="{_HEIGHT - 3}" style="{_TEXT}">0 s</text>',
-        f'<text x="{_LEFT + plot_w}" y="{_HEIGHT - 3}" text-anchor="end" style="{_TEXT}">'
+    ]
+    # The value axis: a faint line and a label at each tick (the baseline, 0, at the bottom).
+    for value, text in ticks:
+        ty = y(value)
+        if value:
+            parts.append(f'<line class="tick" x1="{left}" x2="{left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                         f'style="stroke:currentColor;stroke-opacity:0.12"/>')
+        parts.append(f'<text class="tick-label" x="{left - 4}" y="{min(ty + 3.5, _TOP + plot_h):.1f}" '
+                     f'text-anchor="end" style="{_TEXT}">{html.escape(text)}</text>')
+    # The time axis: from the job's start to the last reading.
+    parts += [
+        f'<text x="{left}" y="{_HEIGHT - 3}" style="{_TEXT}">0 s</text>',
+        f'<text x="{left + plot_w}" y="{_HEIGHT - 3}" text-anchor="end" style="{_TEXT}">'
         f'{html.escape(format_elapsed(span, tenths_below=10))}</text>',
     ]
     if limit:
         ly = y(limit)
-        parts.append(f'<line class="limit" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{ly:.1f}" y2="{ly:.1f}" '
+        parts.append(f'<line class="limit" x1="{left}" x2="{left + plot_w}" y1="{ly:.1f}" y2="{ly:.1f}" '
                      f'style="{_LIMIT};stroke-dasharray:4 3"/>')
         # Under the line, in the top left corner of the plot, where a rising series is not yet.
-        parts.append(f'<text class="limit-label" x="{_LEFT + 3}" y="{min(ly + 10, _TOP + plot_h - 2):.1f}" '
+        parts.append(f'<text class="limit-label" x="{left + 3}" y="{min(ly + 10, _TOP + plot_h - 2):.1f}" '
                      f'style="{_TEXT};fill:var(--jp-error-color1,#d62728)">'
                      f'{html.escape(limit_label)}</text>')
     if len(values) > 1:
@@ -188,7 +198,7 @@ def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bo
         label = "memory: " + ", ".join(words)
         if len(memory) > 1:
             top = float(limits.memory) if limits.memory else max(float(peak or 0), max(v for _, v in memory)) or 1.0
-            svg = _chart(label, memory, top, format_size(top), limits.memory, f"limit {format_size(limits.memory)}"
+            svg = _chart(label, memory, top, limits.memory, f"limit {format_size(limits.memory)}"
                          if limits.memory else "", span, "memory")
             figures.append(_figure("memory", svg, label))
         else:
@@ -207,9 +217,11 @@ def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bo
         words.append(f"limit {limits.cpu:g}" if limits.cpu else "no limit")
         label = "CPU: " + ", ".join(words)
         if len(cpu) > 1:
-            top = float(limits.cpu) if limits.cpu else float(host_cpus or os.cpu_count() or 1)
-            top = max(top, max(v for _, v in cpu))
-            svg = _chart(label, cpu, top, f"{top:g} core{'s' if top != 1 else ''}", limits.cpu,
+            # Scaled to the limit: a rate a hair above it (1.00159 of 1 core) is the sampling's
+            # jitter, not a use the limit allowed, and is drawn at the top.
+            top = float(limits.cpu) if limits.cpu else max(float(host_cpus or os.cpu_count() or 1),
+                                                             max(v for _, v in cpu))
+            svg = _chart(label, cpu, top, limits.cpu,
                          f"limit {limits.cpu:g}" if limits.cpu else "", span, "cpu")
             figures.append(_figure("cpu", svg, label))
         else:
@@ -221,7 +233,7 @@ def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bo
                              f"limit {limits.pids}") if w]
         label = "processes: " + ", ".join(words)
         if len(processes) > 1:
-            svg = _chart(label, processes, float(limits.pids), str(limits.pids), limits.pids,
+            svg = _chart(label, processes, float(limits.pids), limits.pids,
                          f"limit {limits.pids}", span, "pids")
             figures.append(_figure("pids", svg, label))
         else:

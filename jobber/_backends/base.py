@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jobber._errors import JobError
+from jobber._errors import JobError, JobNotFound
 from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.spec import JobSpec
@@ -157,7 +157,10 @@ class DirectoryBackend:
         raise JobError(f"job {self.job_id} is a {self.name} job: only job.stop() stops it", job_id=self.job_id)
 
     def remove(self) -> None:
-        status = self.status()
+        try:
+            status = self.status()
+        except JobNotFound:
+            return  # removed by someone else meanwhile
         if not status.ended and (status.state != "created" or self.dir.exists("started")):
             raise JobError(f"job {self.job_id} is {status.state}: stop it first (a running job's files are "
                            "never removed)", job_id=self.job_id)

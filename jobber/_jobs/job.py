@@ -135,8 +135,8 @@ class Job:
         """The job's state now (live CPU and memory while it runs on this host).
 
         Raises:
-            JobError: the job's files are unreadable. JobberError: its server or
-                scheduler cannot be reached.
+            JobNotFound: the job was removed. JobError: the job's files are unreadable.
+                JobberError: its server or scheduler cannot be reached.
         """
         return self._backend.status()
 

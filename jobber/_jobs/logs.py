@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobber._backends.local.retrying import ATTEMPTS, RETRIED
-from jobber._errors import JobError
+from jobber._errors import JobError, JobNotFound
 from jobber._files import read_json
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
 from jobber._jobs import logcut
@@ -25,12 +25,32 @@ if TYPE_CHECKING:
     from jobber._jobs.status import JobStatus
 
 __all__ = ["tail", "follow", "follow_job", "tail_view", "check_offset", "CHUNK", "LogFiles", "WATCH_MASK",
-           "open_attempt_log", "retry_note"]
+           "open_attempt_log", "retry_note", "removed_error", "watch_job_dir"]
 
 CHUNK = 256 * 1024
 # What a follower watches in the job's directory: writes to the log, its creation (the
 # next attempt's) and the rename of a new status.json into place.
 WATCH_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+
+
+def removed_error(job_dir: Path) -> JobNotFound:
+    """What a reader of a job whose directory is gone says: the job was removed
+    (``jobber rm``, a prune, ``job.remove()``), its log and status with it."""
+    job_id = int(job_dir.name) if job_dir.name.isdigit() else -1
+    return JobNotFound(job_id, f"job {job_id} was removed (its directory {job_dir} is gone, "
+                               "its log and status with it)")
+
+
+def watch_job_dir(inotify: Inotify, job_dir: Path, mask: int) -> int:
+    """``inotify.add_watch`` on a job's directory.
+
+    Raises:
+        JobNotFound: the directory is gone: the job was removed.
+    """
+    try:
+        return inotify.add_watch(job_dir, mask)
+    except FileNotFoundError as err:
+        raise removed_error(job_dir) from err
 
 
 def check_offset(offset: object) -> None:
@@ -86,6 +106,9 @@ def follow(log: Path, offset: int, ended: Callable[[], bool], heartbeat: float |
     Yields:
         Chunks of at most ``CHUNK`` bytes, untouched; where the cap dropped bytes the
         follower had not read yet (the writer outran it), a marker line saying how many.
+
+    Raises:
+        JobNotFound: the job was removed before or while it was followed.
     """
     check_offset(offset)
     reader = FollowReader(offset, chunk=CHUNK, heartbeat=heartbeat)
@@ -112,6 +135,10 @@ def follow_job(job_dir: Path, offset: int, status: Callable[[], JobStatus],
     Yields:
         As :func:`follow`, and between two attempts' logs the line that says why the
         next one started.
+
+    Raises:
+        JobNotFound: the job was removed before or while it was followed (its directory
+            is gone: noticed at the next look at its status, within ``LIVENESS_CHECK_S``).
     """
     check_offset(offset)
     reader = FollowReader(offset, chunk=CHUNK, heartbeat=heartbeat)
@@ -122,7 +149,7 @@ def _follow(files: LogFiles) -> Iterator[bytes]:
     with Inotify() as inotify, files:
         # Watch the directory before the first read, so no write between the read and
         # the wait goes unnoticed: events on the log and on status.json both land here.
-        inotify.add_watch(files.log.parent, WATCH_MASK)
+        watch_job_dir(inotify, files.log.parent, WATCH_MASK)
         while (out := files.next()) is not None:
             if isinstance(out, Wait):
                 files.reader.woke([name for _mask, name in inotify.wait(out.timeout)])
@@ -152,7 +179,11 @@ class LogFiles:
 
     def next(self) -> bytes | Wait | None:
         """Do what the reader asks until there are bytes to yield (``b""``: a heartbeat),
-        a wait for the driver (answer ``reader.woke``), or the end (None)."""
+        a wait for the driver (answer ``reader.woke``), or the end (None).
+
+        Raises:
+            JobNotFound: the job was removed (its directory is gone).
+        """
         reader = self.reader
         while True:
             action = reader.next_action()
@@ -166,7 +197,12 @@ class LogFiles:
             elif isinstance(action, Wait):
                 return action
             elif isinstance(action, Look):
-                reader.saw(self._look())
+                facts = self._look()
+                # A removed job's status may read as a new one's (no status.json): the
+                # directory itself says it is gone, whatever the backend.
+                if not os.path.isdir(self.log.parent):
+                    raise removed_error(self.log.parent)
+                reader.saw(facts)
             elif isinstance(action, Open):
                 self._fd = open_attempt_log(self.log, action.attempt)
                 if self._fd < 0:

@@ -197,7 +197,7 @@ class LocalBackend(DirectoryBackend):
     def _wait_while_pending(self, timeout: float | None = None) -> JobStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
         with Inotify() as inotify:
-            inotify.add_watch(self.dir.path, IN_MOVED_TO)
+            logs.watch_job_dir(inotify, self.dir.path, IN_MOVED_TO)
             while (status := self.status()).state == "pending":
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -219,6 +219,8 @@ class LocalBackend(DirectoryBackend):
         spec = self.dir.read_spec()
         limits = self._attempt_limits(spec)
         if raw is None:
+            if not self.dir.path.is_dir():
+                raise logs.removed_error(self.dir.path)
             self._release_abandoned_claim()
             return JobStatus(state="created", limits=limits, timeout=spec.timeout, retries=spec.retries,
                              retry_on=spec.retry_on), False
@@ -290,7 +292,7 @@ class LocalBackend(DirectoryBackend):
         """Block until the job has ended, or ``timeout`` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with Inotify() as inotify:
-            inotify.add_watch(self.dir.path, IN_MOVED_TO)
+            logs.watch_job_dir(inotify, self.dir.path, IN_MOVED_TO)
             while True:
                 status = self.status()
                 if status.ended:
