@@ -10,7 +10,9 @@
 //   model anew gets the kernel's snapshot in the state (log_snapshot at log_frame).
 // * Liveness: a model whose kernel restarted gets comm_live_update; a running job's model
 //   hears from its kernel several times a second. Without that, the view says it is no
-//   longer live, how to re-attach, and shows no Stop button that would do nothing.
+//   longer live, how to re-attach, and shows no Stop button that would do nothing. A kernel
+//   that stopped sending on purpose says so (following = false): the job ended, was removed
+//   ("job 25 was removed", over the view's last state), or could not be followed (problem).
 
 const buffers = new Map(); // view_key -> the model's log buffer, shared by its views
 const STALE_MS = 5000;
@@ -104,6 +106,7 @@ function render({ model, el }) {
   notice.append(noticeText, stopPrevious);
   const problem = element("div", "jobber-problem");
   const dead = element("div", "jobber-dead");
+  const removed = element("div", "jobber-removed");
   const charts = element("div", "jobber-charts");
   const box = element("div", "jobber-logbox");
   const pre = element("pre", "jobber-log");
@@ -111,7 +114,7 @@ function render({ model, el }) {
   const newest = element("button", "jobber-button jobber-newest");
   const logArea = element("div", "jobber-logarea");
   logArea.append(box, newest);
-  root.append(head, notice, problem, dead, charts, logArea);
+  root.append(head, removed, notice, problem, dead, charts, logArea);
   el.append(root);
 
   // ---- the log ----
@@ -197,22 +200,25 @@ function render({ model, el }) {
   // ---- status, notice, buttons, liveness ----
   function live() {
     if (buffer.dead) return false;
-    return model.get("ended") || Date.now() - buffer.lastWord < STALE_MS;
+    return model.get("ended") || model.get("removed") !== "" || Date.now() - buffer.lastWord < STALE_MS;
   }
   function drawState() {
     const isLive = live();
     const ended = model.get("ended");
+    const gone = model.get("removed");
     let line = model.get("status_html");
-    if (!ended && !isLive) line += ` <span class="jobber-asof">· as of ${clock(model.get("as_of"))}</span>`;
+    if (!ended && !gone && !isLive) line += ` <span class="jobber-asof">· as of ${clock(model.get("as_of"))}</span>`;
     if (status.innerHTML !== line) status.innerHTML = line;
-    stop.hidden = ended || !isLive;
+    stop.hidden = ended || gone !== "" || !isLive;
+    removed.hidden = !gone;
+    removed.textContent = gone ? `${gone}: what this view shows is its last state` : "";
     stop.disabled = model.get("stopping");
     stop.textContent = model.get("stopping") ? "Stopping…" : "Stop";
     const noticeHtml = model.get("notice_html");
     notice.hidden = !noticeHtml;
     if (noticeText.innerHTML !== noticeHtml) noticeText.innerHTML = noticeHtml;
     const previous = model.get("previous_job");
-    stopPrevious.hidden = !previous || !isLive;
+    stopPrevious.hidden = !previous || !isLive || gone !== "";
     stopPrevious.textContent = `Stop job ${previous}`;
     problem.textContent = model.get("problem");
     problem.hidden = !model.get("problem");
@@ -222,7 +228,9 @@ function render({ model, el }) {
       dead.hidden = true;
     } else {
       dead.hidden = false;
-      const why = buffer.dead ? "its kernel restarted or shut down" : `no word from its kernel since ${clock(new Date(buffer.lastWord).toISOString())}`;
+      const why = buffer.dead ? "its kernel restarted or shut down"
+        : !model.get("following") ? "its kernel stopped following the job"
+        : `no word from its kernel since ${clock(new Date(buffer.lastWord).toISOString())}`;
       const how = ended ? `%jobber_tail ${jobId} -n 50` : `%jobber_tail -f ${jobId}`;
       dead.innerHTML = "";
       dead.append(
@@ -232,6 +240,7 @@ function render({ model, el }) {
       );
     }
     root.classList.toggle("jobber-not-live", !isLive);
+    root.classList.toggle("jobber-job-removed", gone !== "");
     root.dataset.state = model.get("state");
   }
   // A message can be lost on its way (a kernel that does not know the page's subshell yet

@@ -62,7 +62,7 @@ class WaitingJobWidget(JobWidget):
             try:
                 status = self.job.status()
             except JobberError as err:
-                self.problem = f"live view stopped: {err}"
+                self._stopped(err)
                 return
             if not _waiting_to_start(status):
                 break

@@ -18,6 +18,15 @@ at ``log_frame``), so it starts from the current log and applies only later fram
 The thread never prints (output from a thread lands in whichever cell runs at the time);
 widget messages from threads are safe with ipykernel >= 7.1. It ends when the job has ended
 and its log is drained, or when the widget closes.
+
+A job can be removed under its view (``%jobber_rm``, a prune, ``job.remove()``, ``jobber rm``
+in a terminal): its follow or status then raises ``JobNotFound``, and the view says "job 25
+was removed" (``removed``) over its last real state, the charts and log as they were. A job
+that ended before its removal has no updater left to notice: one thread for all such views
+of the kernel (``_REMOVALS``) asks each job's status now and then. The browser counts a
+view's traffic as its kernel's heartbeat; ``following`` tells it when the kernel stopped
+sending on purpose (the job ended or was removed, or the follow failed), so that only a
+kernel really gone reads as "no word from its kernel".
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +44,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from jobber import JobberError, JobStatus
+from jobber import JobberError, JobNotFound, JobStatus
 from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import static_job_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
@@ -48,6 +58,10 @@ _COALESCE_BELOW = 64 * 1024
 _MAX_LOG_CHARS = 200_000
 # How often the process count of a job with a pids limit is read (it walks /proc).
 _PROCESS_INTERVAL = 0.5
+# How often an ended job's view asks whether the job was removed: a local job's status is
+# two small files; a remote one's is a request to its server.
+_REMOVED_CHECK_S = {"local": 2.0}
+_REMOVED_CHECK_OTHER_S = 15.0
 _HERE = Path(__file__).parent
 
 
@@ -81,6 +95,8 @@ class JobWidget(anywidget.AnyWidget):
     notice_html = traitlets.Unicode("").tag(sync=True)
     previous_job = traitlets.Int(0).tag(sync=True)
     stopping = traitlets.Bool(False).tag(sync=True)
+    removed = traitlets.Unicode("").tag(sync=True)  # "job 25 was removed", once it was
+    following = traitlets.Bool(True).tag(sync=True)  # False once the updater has stopped
     max_lines = traitlets.Int(1000).tag(sync=True)
     # Filled in by get_state (a snapshot of the ring), never set: see the module docstring.
     log_snapshot = traitlets.Unicode("").tag(sync=True)
@@ -228,15 +244,35 @@ class JobWidget(anywidget.AnyWidget):
                     return
             with self._lock:
                 self._lines.finish()
-            self._draw(self.job.status())
+            status = self.job.status()
+            self._draw(status)
+            if status.ended and not self._closed.is_set():
+                _REMOVALS.watch(self)
         except JobberError as err:
-            self.problem = f"live view stopped: {err}"
-            self._draw(None)
+            self._stopped(err)
         except Exception as err:  # noqa: BLE001 - a thread must not print; show it instead
             self.problem = f"live view failed: {type(err).__name__}: {err}"
             self._draw(None)
         finally:
             chunks.close()  # frees the follower's inotify descriptor or HTTP stream now
+            self.following = False
+
+    def _stopped(self, err: JobberError) -> None:
+        """The updater cannot go on: the job was removed, or following it failed."""
+        if isinstance(err, JobNotFound):
+            self.show_removed()
+        else:
+            self.problem = f"live view stopped: {err}"
+            self._draw(None)
+            self.following = False
+
+    def show_removed(self) -> None:
+        """Say that the job was removed, over the view's last real state (its log and
+        charts as they were); the view then asks nothing more of the job."""
+        with self._lock, self.hold_sync():  # one message: the browser never sees half of it
+            self.stopping = False
+            self.removed = f"job {self.job.id} was removed"
+            self.following = False
 
     def _bounded(self, lines: list[str]) -> list[str]:
         """The newest of ``lines`` that fit in one message."""
@@ -299,6 +335,60 @@ class JobWidget(anywidget.AnyWidget):
             if total > self._lines.max_lines:
                 extra += f", last {self._lines.max_lines:,} shown"
             self.status_html = status_html(self.job.id, status, extra=extra)
+
+
+class _RemovalWatch:
+    """Notices the removal of jobs whose views have shown their end (their updaters are
+    gone): one daemon thread for the kernel, running while there is a view to watch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: weakref.WeakKeyDictionary[JobWidget, float] = weakref.WeakKeyDictionary()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, widget: JobWidget) -> None:
+        """Watch ``widget``'s job until it is removed or the widget closes."""
+        with self._lock:
+            self._due[widget] = time.monotonic() + self._interval(widget)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="jobber-widget-removals", daemon=True)
+                self._thread.start()
+
+    @staticmethod
+    def _interval(widget: JobWidget) -> float:
+        status = widget._status
+        return _REMOVED_CHECK_S.get(status.backend if status is not None else "", _REMOVED_CHECK_OTHER_S)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._due:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                due = [widget for widget, at in self._due.items() if at <= now]
+                for widget in due:
+                    self._due[widget] = now + self._interval(widget)
+                wake = min(self._due.values()) - now
+            for widget in due:
+                if widget._closed.is_set() or self._removed(widget):
+                    with self._lock:
+                        self._due.pop(widget, None)
+            time.sleep(max(0.05, min(wake, 1.0)))
+
+    @staticmethod
+    def _removed(widget: JobWidget) -> bool:
+        try:
+            widget.job.status()
+        except JobNotFound:
+            widget.show_removed()
+            return True
+        except JobberError:
+            return False  # a server out of reach, say: ask again later
+        return False
+
+
+_REMOVALS = _RemovalWatch()
 
 
 def _task_count(pid: int) -> int | None:

@@ -200,3 +200,20 @@ def test_kernels_run_this_environment(kernel):
     _, messages = kernel.execute("import sys, jobber_magics; print(sys.executable, jobber_magics.__file__)")
     out = "".join(m.content["text"] for m in messages if m.type == "stream")
     assert out.split()[1].startswith(os.path.dirname(os.path.dirname(__file__)))
+
+
+class TestRemovedJob:
+    def test_removing_a_viewed_job_tells_its_view(self, kernel, identity):
+        _, messages = kernel.execute("%%jobber_run\necho hello")
+        job = identity.get_job(job_id_of(messages))
+        view = kernel.view_of(job.id)
+        kernel.receive_until(lambda m: m.type == "comm_msg" and "exited (code 0)" in value(m))
+        reply, messages = kernel.execute(f"%jobber_rm {job.id}")
+        assert reply["status"] == "ok"
+        kernel.receive_until(lambda m: any(u.content["data"]["state"].get("removed") for u in kernel.updates(view)))
+        state = {}
+        for update in kernel.updates(view):
+            state.update(update.content["data"]["state"])
+        assert state["removed"] == f"job {job.id} was removed" and state["following"] is False
+        assert not state.get("problem") and "exited (code 0)" in state["status_html"]
+        assert not any("Traceback" in json.dumps(m.content) for m in kernel.messages)

@@ -413,3 +413,40 @@ class TestJobWidget:
         widget = JobWidget(job, lines=3, offset=-100)
         assert widget.wait(30)
         assert widget.log_text() == "4998\n4999\n5000"
+
+
+class TestRemovedJob:
+    """A job removed under its view: the view says so over its last state, and stops asking."""
+
+    def test_a_job_removed_while_followed_says_so_over_its_last_state(self, store):
+        job = store.new_job("echo never started")  # followed while it waits for a start
+        widget = JobWidget(job, refresh=0.05)
+        status_line = widget.status_html
+        store.get_job(job.id).remove()  # as %jobber_rm does, through another handle
+        assert widget.wait(10), "the updater ends once the removal is seen"
+        assert widget.removed == f"job {job.id} was removed" and not widget.following
+        assert widget.problem == "", "no traceback, no error: the job is gone, that is all"
+        assert widget.status_html == status_line and widget.state == "created", "its last real state"
+
+    def test_an_ended_jobs_view_learns_of_its_removal(self, store):
+        job = store.new_job("echo one; echo two")
+        job.start()
+        widget = JobWidget(job)
+        assert widget.wait(30) and widget.ended
+        charts, status_line = widget.charts_html, widget.status_html
+        job.remove()
+        wait_for(lambda: widget.removed, timeout=15, what="the removal of an ended job's job")
+        assert widget.removed == f"job {job.id} was removed" and widget.problem == ""
+        assert widget.log_text() == "one\ntwo" and widget.charts_html == charts and widget.status_html == status_line
+
+    def test_a_closed_view_is_not_watched(self, store):
+        from jobber_magics._widget import _REMOVALS
+
+        job = store.new_job("true")
+        job.start()
+        widget = JobWidget(job)
+        assert widget.wait(30)
+        widget.close()
+        job.remove()
+        wait_for(lambda: widget not in _REMOVALS._due, timeout=15, what="the closed view dropped")
+        assert widget.removed == ""
