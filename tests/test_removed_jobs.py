@@ -99,3 +99,16 @@ class TestFollow:
             assert "was removed" in str(err)
         else:
             assert (first + rest).endswith(b"100000\n")
+
+
+class TestRemoteFollow:
+    def test_a_remote_job_removed_while_followed_ends_its_follow(self, session):
+        job = session.new_job("echo never started")
+        chunks = job.follow(heartbeat=0.05)
+        assert next(chunks) == b""
+        session.get_job(job.id).remove()
+        with pytest.raises(JobNotFound):
+            for _chunk in chunks:
+                pass
+        with pytest.raises(JobNotFound):
+            job.status()

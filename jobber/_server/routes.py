@@ -411,7 +411,7 @@ async def _follow(request: web.Request, job: Job, query: dict[str, Any]) -> web.
     except ServerClosing:
         _abort(request)  # unfinished on purpose: the client resumes from its offset
         return response
-    except (JobError, OSError) as err:
+    except (JobError, JobNotFound, OSError) as err:  # JobNotFound: removed while followed
         if isinstance(err, ConnectionError):
             raise
         # The headers are out: the only way left to say "failed" is an unfinished stream.
