@@ -49,7 +49,7 @@ from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import static_job_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
 
-__all__ = ["JobWidget"]
+__all__ = ["JobWidget", "check_removals_soon"]
 
 # A chunk smaller than this means the reader has caught up with the writer: then the thread
 # waits for the next frame and lets output pile up, instead of waking for every line.
@@ -58,10 +58,6 @@ _COALESCE_BELOW = 64 * 1024
 _MAX_LOG_CHARS = 200_000
 # How often the process count of a job with a pids limit is read (it walks /proc).
 _PROCESS_INTERVAL = 0.5
-# How often an ended job's view asks whether the job was removed: a local job's status is
-# two small files; a remote one's is a request to its server.
-_REMOVED_CHECK_S = {"local": 2.0}
-_REMOVED_CHECK_OTHER_S = 15.0
 _HERE = Path(__file__).parent
 
 
@@ -339,25 +335,38 @@ class JobWidget(anywidget.AnyWidget):
 
 class _RemovalWatch:
     """Notices the removal of jobs whose views have shown their end (their updaters are
-    gone): one daemon thread for the kernel, running while there is a view to watch."""
+    gone): one daemon thread for the kernel, running while there is a view to watch.
+
+    Each job is asked again after a growing pause (1 s, then half as long again each
+    time, at most 30 s): a job removed in the next cell is seen at once, and a notebook of
+    a hundred ended views costs little. ``check_soon`` asks every one now (after
+    ``%jobber_rm`` and ``%jobber_prune``).
+    """
+
+    FIRST_S, GROWTH, MOST_S = 1.0, 1.5, 30.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._due: weakref.WeakKeyDictionary[JobWidget, float] = weakref.WeakKeyDictionary()
+        self._wake = threading.Event()
+        # widget -> (when to ask next, the pause after that)
+        self._due: weakref.WeakKeyDictionary[JobWidget, tuple[float, float]] = weakref.WeakKeyDictionary()
         self._thread: threading.Thread | None = None
 
     def watch(self, widget: JobWidget) -> None:
         """Watch ``widget``'s job until it is removed or the widget closes."""
         with self._lock:
-            self._due[widget] = time.monotonic() + self._interval(widget)
+            self._due[widget] = (time.monotonic() + self.FIRST_S, self.FIRST_S * self.GROWTH)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="jobber-widget-removals", daemon=True)
                 self._thread.start()
 
-    @staticmethod
-    def _interval(widget: JobWidget) -> float:
-        status = widget._status
-        return _REMOVED_CHECK_S.get(status.backend if status is not None else "", _REMOVED_CHECK_OTHER_S)
+    def check_soon(self) -> None:
+        """Ask every watched view's job now: something was just removed."""
+        with self._lock:
+            now = time.monotonic()
+            for widget, (_at, _pause) in list(self._due.items()):
+                self._due[widget] = (now, self.FIRST_S)
+        self._wake.set()
 
     def _run(self) -> None:
         while True:
@@ -366,15 +375,17 @@ class _RemovalWatch:
                     self._thread = None
                     return
                 now = time.monotonic()
-                due = [widget for widget, at in self._due.items() if at <= now]
+                due = [widget for widget, (at, _pause) in self._due.items() if at <= now]
                 for widget in due:
-                    self._due[widget] = now + self._interval(widget)
-                wake = min(self._due.values()) - now
+                    _at, pause = self._due[widget]
+                    self._due[widget] = (now + pause, min(pause * self.GROWTH, self.MOST_S))
+                wake = min(at for at, _pause in self._due.values()) - now
             for widget in due:
                 if widget._closed.is_set() or self._removed(widget):
                     with self._lock:
                         self._due.pop(widget, None)
-            time.sleep(max(0.05, min(wake, 1.0)))
+            self._wake.wait(max(0.05, min(wake, 1.0)))
+            self._wake.clear()
 
     @staticmethod
     def _removed(widget: JobWidget) -> bool:
@@ -389,6 +400,11 @@ class _RemovalWatch:
 
 
 _REMOVALS = _RemovalWatch()
+
+
+def check_removals_soon() -> None:
+    """Have every ended job's view ask now whether its job was removed."""
+    _REMOVALS.check_soon()
 
 
 def _task_count(pid: int) -> int | None:

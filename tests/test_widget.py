@@ -450,3 +450,17 @@ class TestRemovedJob:
         job.remove()
         wait_for(lambda: widget not in _REMOVALS._due, timeout=15, what="the closed view dropped")
         assert widget.removed == ""
+
+    def test_a_removal_by_the_magics_is_seen_at_once_however_long_the_pause(self, store):
+        from jobber_magics._widget import _REMOVALS, check_removals_soon
+
+        job = store.new_job("true")
+        job.start()
+        widget = JobWidget(job)
+        assert widget.wait(30)
+        wait_for(lambda: widget in _REMOVALS._due, timeout=5, what="the view watched")
+        with _REMOVALS._lock:
+            _REMOVALS._due[widget] = (time.monotonic() + 3600, 3600)  # as after hours of asking
+        job.remove()
+        check_removals_soon()  # what %jobber_rm and %jobber_prune do
+        wait_for(lambda: widget.removed, timeout=10, what="the removal seen")
