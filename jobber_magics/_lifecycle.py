@@ -6,7 +6,6 @@ They act on the session of the main magics (`JobberMagics`), which they are give
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -15,6 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from jobber import JobberError, Limits
 from jobber_magics._magics import JobberMagics, job_ref, lifecycle_arguments, lifecycle_options, parse_options, user_errors
+from jobber_magics._removals import check_removals_soon
 
 __all__ = ["JobberLifecycleMagics"]
 
@@ -83,7 +83,7 @@ class JobberLifecycleMagics(Magics):
                 print(f"job {job.id} removed")
             except JobberError as err:
                 problems.append(str(err))
-        _views_look_again()
+        check_removals_soon()  # the live views of these jobs say so now, not at their next look
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -103,16 +103,9 @@ class JobberLifecycleMagics(Magics):
         removed = self._main.session.prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
                                            dry_run=args.dry_run)
         if removed and not args.dry_run:
-            _views_look_again()
+            check_removals_soon()
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} job{'s' if len(removed) != 1 else ''}" + (f": {', '.join(map(str, removed))}"
                                                                                   if removed else ""))
         return removed
 
-
-def _views_look_again() -> None:
-    """Have the live views of ended jobs see a removal now, not at their next look. Only
-    if live views were made: this must not import ipywidgets into a kernel without them."""
-    widgets = sys.modules.get("jobber_magics._widget")
-    if widgets is not None:
-        widgets.check_removals_soon()

@@ -23,7 +23,7 @@ A job can be removed under its view (``%jobber_rm``, a prune, ``job.remove()``, 
 in a terminal): its follow or status then raises ``JobNotFound``, and the view says "job 25
 was removed" (``removed``) over its last real state, the charts and log as they were. A job
 that ended before its removal has no updater left to notice: one thread for all such views
-of the kernel (``_REMOVALS``) asks each job's status now and then. The browser counts a
+of the kernel (``_removals.REMOVALS``) asks each job's status now and then. The browser counts a
 view's traffic as its kernel's heartbeat; ``following`` tells it when the kernel stopped
 sending on purpose (the job ended or was removed, or the follow failed), so that only a
 kernel really gone reads as "no word from its kernel".
@@ -36,7 +36,6 @@ import os
 import threading
 import time
 import uuid
-import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,9 @@ from jobber import JobberError, JobNotFound, JobStatus
 from jobber_magics._charts import ResourceHistory, resource_chart_html
 from jobber_magics._display import static_job_html, static_job_text, status_html
 from jobber_magics._loglines import LogLines
+from jobber_magics._removals import REMOVALS
 
-__all__ = ["JobWidget", "check_removals_soon"]
+__all__ = ["JobWidget"]
 
 # A chunk smaller than this means the reader has caught up with the writer: then the thread
 # waits for the next frame and lets output pile up, instead of waking for every line.
@@ -139,6 +139,11 @@ class JobWidget(anywidget.AnyWidget):
             data["text/plain"] = static_job_text(self.job.id, status)
             data["text/html"] = static_job_html(self.job, status)
         return data, dict(metadata or {})
+
+    @property
+    def closed(self) -> bool:
+        """Whether the widget was closed."""
+        return self._closed.is_set()
 
     @property
     def updating(self) -> bool:
@@ -243,7 +248,7 @@ class JobWidget(anywidget.AnyWidget):
             status = self.job.status()
             self._draw(status)
             if status.ended and not self._closed.is_set():
-                _REMOVALS.watch(self)
+                REMOVALS.watch(self)
         except JobberError as err:
             self._stopped(err)
         except Exception as err:  # noqa: BLE001 - a thread must not print; show it instead
@@ -331,80 +336,6 @@ class JobWidget(anywidget.AnyWidget):
             if total > self._lines.max_lines:
                 extra += f", last {self._lines.max_lines:,} shown"
             self.status_html = status_html(self.job.id, status, extra=extra)
-
-
-class _RemovalWatch:
-    """Notices the removal of jobs whose views have shown their end (their updaters are
-    gone): one daemon thread for the kernel, running while there is a view to watch.
-
-    Each job is asked again after a growing pause (1 s, then half as long again each
-    time, at most 30 s): a job removed in the next cell is seen at once, and a notebook of
-    a hundred ended views costs little. ``check_soon`` asks every one now (after
-    ``%jobber_rm`` and ``%jobber_prune``).
-    """
-
-    FIRST_S, GROWTH, MOST_S = 1.0, 1.5, 30.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        # widget -> (when to ask next, the pause after that)
-        self._due: weakref.WeakKeyDictionary[JobWidget, tuple[float, float]] = weakref.WeakKeyDictionary()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, widget: JobWidget) -> None:
-        """Watch ``widget``'s job until it is removed or the widget closes."""
-        with self._lock:
-            self._due[widget] = (time.monotonic() + self.FIRST_S, self.FIRST_S * self.GROWTH)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="jobber-widget-removals", daemon=True)
-                self._thread.start()
-
-    def check_soon(self) -> None:
-        """Ask every watched view's job now: something was just removed."""
-        with self._lock:
-            now = time.monotonic()
-            for widget, (_at, _pause) in list(self._due.items()):
-                self._due[widget] = (now, self.FIRST_S)
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._due:
-                    self._thread = None
-                    return
-                now = time.monotonic()
-                due = [widget for widget, (at, _pause) in self._due.items() if at <= now]
-                for widget in due:
-                    _at, pause = self._due[widget]
-                    self._due[widget] = (now + pause, min(pause * self.GROWTH, self.MOST_S))
-                wake = min(at for at, _pause in self._due.values()) - now
-            for widget in due:
-                if widget._closed.is_set() or self._removed(widget):
-                    with self._lock:
-                        self._due.pop(widget, None)
-            self._wake.wait(max(0.05, min(wake, 1.0)))
-            self._wake.clear()
-
-    @staticmethod
-    def _removed(widget: JobWidget) -> bool:
-        try:
-            widget.job.status()
-        except JobNotFound:
-            widget.show_removed()
-            return True
-        except JobberError:
-            return False  # a server out of reach, say: ask again later
-        return False
-
-
-_REMOVALS = _RemovalWatch()
-
-
-def check_removals_soon() -> None:
-    """Have every ended job's view ask now whether its job was removed."""
-    _REMOVALS.check_soon()
 
 
 def _task_count(pid: int) -> int | None:

@@ -440,7 +440,7 @@ class TestRemovedJob:
         assert widget.log_text() == "one\ntwo" and widget.charts_html == charts and widget.status_html == status_line
 
     def test_a_closed_view_is_not_watched(self, store):
-        from jobber_magics._widget import _REMOVALS
+        from jobber_magics._removals import REMOVALS as _REMOVALS
 
         job = store.new_job("true")
         job.start()
@@ -452,7 +452,8 @@ class TestRemovedJob:
         assert widget.removed == ""
 
     def test_a_removal_by_the_magics_is_seen_at_once_however_long_the_pause(self, store):
-        from jobber_magics._widget import _REMOVALS, check_removals_soon
+        from jobber_magics._removals import REMOVALS as _REMOVALS
+        from jobber_magics._removals import check_removals_soon
 
         job = store.new_job("true")
         job.start()
