@@ -246,6 +246,12 @@ class Cgroup:
         (clone3 CLONE_INTO_CGROUP) where the kernel can, else moved by cgroup.procs."""
         return ["--join", self.procs, "--into", self.path]
 
+    def usage_args(self) -> list[str]:
+        """Launcher options naming the files its usage history samples (``jobber._usage``)."""
+        sources = [("memory", "memory.current"), ("cpu-stat", "cpu.stat"), ("tasks", "pids.current")]
+        return [arg for kind, name in sources if os.path.exists(os.path.join(self.path, name))
+                for arg in ("--usage", f"{kind}={os.path.join(self.path, name)}")]
+
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included, and any process moved into a
         cgroup beneath the job's."""
