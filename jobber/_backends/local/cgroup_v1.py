@@ -209,6 +209,16 @@ class Cgroup:
                 line.split() for line in fs.read(os.path.join(memory, "memory.oom_control")).splitlines()
             )
             out["oom_kills"] = int(control.get("oom_kill", 0))
+        pids = self.dirs.get("pids")
+        if pids:
+            # v1 keeps no high-water mark of tasks; a fork refused at the limit proves the
+            # job reached it (pids.events "max N": N refusals).
+            try:
+                refused = dict(line.split() for line in fs.read(os.path.join(pids, "pids.events")).splitlines())
+                if int(refused.get("max", 0)) > 0:
+                    out["peak_pids"] = int(fs.read(os.path.join(pids, "pids.max")))
+            except (FileNotFoundError, ValueError):
+                pass
         cpuacct = self.dirs.get("cpuacct")
         if cpuacct:
             out["cpu_seconds"] = int(fs.read(os.path.join(cpuacct, "cpuacct.usage"))) / 1e9

@@ -302,6 +302,10 @@ class Cgroup:
             out["peak_memory_bytes"] = int(fs.read(os.path.join(self.path, "memory.peak")))
         except FileNotFoundError:
             pass
+        try:
+            out["peak_pids"] = int(fs.read(os.path.join(self.path, "pids.peak")))  # Linux 6.1
+        except (FileNotFoundError, ValueError):
+            pass  # an older kernel, or no pids controller: the supervisor's samples say it
         cpu = kv("cpu.stat")
         out["cpu_seconds"] = int(cpu["usage_usec"]) / 1e6
         if "throttled_usec" in cpu:

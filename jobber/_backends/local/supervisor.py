@@ -303,6 +303,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
+    final.update(_peak_pids(job_dir, stats))
     _log_stopped(job_dir, final)
     try:
         hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes run_next_attempt.py
@@ -312,6 +313,17 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     release_watchdog(watchdog_fd)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
     return 0
+
+
+def _peak_pids(job_dir: str, stats: dict) -> dict:
+    """The most tasks the job had: the kernel's count (v2 pids.peak, or a v1 fork refused at
+    the limit), else the largest of the supervisor's samples, marked as sampled."""
+    if stats.get("peak_pids") is not None:
+        return {"peak_pids": stats["peak_pids"]}
+    from jobber._usage import USAGE, peak_tasks
+
+    peak = peak_tasks(os.path.join(job_dir, USAGE))
+    return {"peak_pids": peak, "peak_pids_sampled": True} if peak is not None else {}
 
 
 def _log_stopped(job_dir: str, final: dict) -> None:
