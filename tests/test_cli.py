@@ -355,7 +355,7 @@ class TestLifecycleCommands:
         jobber("run", "--label", "fresh", "--memory", "200M", "-f", "--",
                "python3 -c 'x = bytearray(60 << 20)'", check=True)
         result = jobber("run", "--label", "fresh", "--memory", "auto", "-f", "--", "true", check=True)
-        assert "last run of `fresh` peaked at" in result.stderr
+        assert "last run of `fresh` (job " in result.stderr and ") peaked at" in result.stderr
         picked = json.loads(jobber("status", "fresh", "--json", check=True).stdout)["limits"]["memory"]
         assert picked >= 1.25 * (60 << 20)
         assert f"--memory auto: {picked >> 20} MiB" in result.stderr
