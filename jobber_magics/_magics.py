@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs
+from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs, oversubscription
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
@@ -251,6 +251,8 @@ class JobberMagics(Magics):
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
         if isinstance(session, Certificate) and job.backend == "local":
             notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
+            if (crowded := oversubscription(session, [job])) is not None:  # with the jobs already running
+                notices.append(f"warning: {crowded.describe()}")
         info = ""  # what earlier runs used: information, not a warning
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
             picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""
