@@ -256,6 +256,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  memory     peak {format_size(status.peak_memory_bytes)}")
     cpu = f"{status.cpu_seconds:.2f} s" if status.cpu_seconds is not None else "-"
     print(f"  cpu        {cpu}")
+    if status.peak_pids is not None:  # "sampled": a burst between two samples is missed (cgroup v1)
+        limit = f", limit {status.limits.pids}" if status.limits.pids else ""
+        print(f"  processes  peak {status.peak_pids}{' (sampled)' if status.peak_pids_sampled else ''}{limit}")
     if status.log_dropped_bytes:
         print(f"  log        {format_size(status.log_dropped_bytes)} cut from its middle by the log cap")
     if status.log_stopped:

@@ -17,7 +17,7 @@ from jobber._usage import CAPACITY, HEADER, MAX_BYTES, USAGE, UsageSample, Usage
 
 _BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(_BACKEND.NAME == "none", reason=f"jobs are not isolated here: {UNCONFINED_REASON}")
-pytestmark = pytest.mark.usefixtures("launcher")
+ISOLATION = _BACKEND.NAME
 
 
 def _poll(check, timeout=30.0):
@@ -60,6 +60,7 @@ class TestFormat:
 
 
 @needs_cgroup
+@pytest.mark.usefixtures("launcher")
 class TestSupervisorSamples:
     def test_a_running_job_has_its_history_on_disk_read_by_another_process(self, store):
         job = store.new_job("python3 -c 'import time; b = bytearray(40 << 20); time.sleep(60)'",
@@ -80,3 +81,41 @@ class TestSupervisorSamples:
             job.stop(grace=0)
         # An ended job keeps its history (the supervisor wrote it; nothing removes it).
         assert any(s.memory_bytes and s.memory_bytes >= 40 << 20 for s in job.usage())
+
+    def test_a_retried_job_keeps_each_attempts_history(self, store):
+        job = store.new_job("sleep 1.2; exit 3", Limits(pids=10), retries=1)
+        job.start()
+        assert job.wait(60).state == "failed"
+        assert (job.path / "attempts" / "1" / USAGE).is_file()  # the first attempt's, moved with its log
+        assert job.usage() and job.usage()[0].t < 1.0  # the current attempt's, from its own start
+
+
+# 18 processes that live a few milliseconds: a sampler (the supervisor's, every 0.5 s) misses them.
+BURST = "for i in $(seq 18); do sleep 0.05 & done; wait; sleep 0.6"
+
+
+@needs_cgroup
+@pytest.mark.usefixtures("launcher")
+class TestPeakPids:
+    @pytest.mark.skipif(ISOLATION != "cgroup-v2", reason=f"pids.peak is cgroup v2's (this host: {ISOLATION})")
+    def test_v2_measures_a_burst(self, store):
+        job = store.new_job(BURST, Limits(pids=50))
+        job.start()
+        status = job.wait(60)
+        if status.peak_pids is None:
+            pytest.skip("this kernel has no pids.peak (Linux 6.1 added it)")
+        assert status.peak_pids >= 18 and not status.peak_pids_sampled, status
+
+    @pytest.mark.skipif(ISOLATION != "cgroup-v1", reason=f"cgroup v1 only (this host: {ISOLATION})")
+    def test_v1_says_its_peak_is_sampled(self, store):
+        job = store.new_job("sleep 0.3 & sleep 0.3 & sleep 1.2", Limits(pids=50))
+        job.start()
+        status = job.wait(60)
+        assert status.peak_pids is not None and status.peak_pids >= 1 and status.peak_pids_sampled, status
+
+    @pytest.mark.skipif(ISOLATION != "cgroup-v1", reason=f"cgroup v1 only (this host: {ISOLATION})")
+    def test_v1_a_fork_refused_at_the_limit_is_a_measured_peak(self, store):
+        job = store.new_job("for i in $(seq 12); do sleep 1 & done; wait", Limits(pids=5))
+        job.start()
+        status = job.wait(60)
+        assert status.peak_pids == 5 and not status.peak_pids_sampled, status
