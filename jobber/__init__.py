@@ -15,6 +15,7 @@ from jobber._errors import CertificateError, JobberError, JobError, JobNotFound,
 from jobber._job_flags import JobFlags
 from jobber._jobs.history import last_runs
 from jobber._jobs.job import Job
+from jobber._jobs.oversubscription import oversubscription
 from jobber._jobs.status import JobStatus
 from jobber._jobs.sweeps import Sweep
 from jobber._limits import Limits
@@ -45,6 +46,7 @@ __all__ = [
     "get_client_certificates",
     "last_lines",
     "last_runs",
+    "oversubscription",
 ]
 
 

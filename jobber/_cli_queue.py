@@ -17,7 +17,9 @@ import shlex
 import sys
 from typing import Any
 
+from jobber._certificates import Certificate
 from jobber._errors import JobberError
+from jobber._jobs.oversubscription import oversubscription
 from jobber._jobs.queues import describe_settings
 
 __all__ = ["run_queue", "run_sweep"]
@@ -45,6 +47,9 @@ def run_sweep(args: argparse.Namespace, session: Any, limits: Any, options: dict
         raise JobberError("a sweep needs parameters: --param lr=0.1,0.01 (repeatable)")
     template = words[0] if len(words) == 1 else shlex.join(words)
     sweep = session.sweep(template, limits=limits, **options, **_params(args.param))
+    if isinstance(session, Certificate) and sweep and sweep[0].backend == "local":
+        if (crowded := oversubscription(session, list(sweep))) is not None:
+            print(f"jobber: warning: {crowded.describe('cli')}", file=sys.stderr, flush=True)
     for job, params in zip(sweep, sweep.params):
         print(f"{job.id}\t" + " ".join(f"{name}={value}" for name, value in params.items()), flush=True)
     print(f"jobber: {len(sweep)} jobs started (`jobber ls` shows them)", file=sys.stderr, flush=True)

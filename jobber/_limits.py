@@ -162,11 +162,11 @@ class Limits:
             One sentence per such limit; empty when every limit fits the host.
         """
         warnings = []
-        cpus = _host_cpus()
+        cpus = host_cpus()
         if self.cpu and cpus and self.cpu > cpus:
             warnings.append(f"--cpu {self.cpu:g} is more than the {cpus} CPU{'s' if cpus != 1 else ''} of this "
                             f"host: the job can use {cpus} at most, so the limit never binds")
-        memory = _host_memory()
+        memory = host_memory()
         if isinstance(self.memory, int) and memory and self.memory > memory:
             warnings.append(f"--memory {format_size(self.memory)} is more than the {format_size(memory)} of memory "
                             "of this host: the host runs out before the job meets its limit")
@@ -249,14 +249,16 @@ def _parse_pids(value: int | str | None) -> int | None:
     return pids
 
 
-def _host_cpus() -> int | None:
+def host_cpus() -> int | None:
+    """The CPUs this process may run on (its affinity), or None when unknown."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count()
 
 
-def _host_memory() -> int | None:
+def host_memory() -> int | None:
+    """This host's memory (MemTotal), in bytes, or None when unknown."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

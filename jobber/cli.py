@@ -31,6 +31,7 @@ from jobber._cli_queue import run_queue, run_sweep
 from jobber._errors import JobberError
 from jobber._job_flags import JobFlags
 from jobber._jobs.history import last_runs
+from jobber._jobs.oversubscription import oversubscription
 from jobber._jobs.status import JobStatus
 from jobber._limits import Limits, format_size
 from jobber._tail import last_lines
@@ -108,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(session, Certificate) and job.backend == "local":
         for warning in job.limits.beyond_host():
             print(f"jobber: warning: {warning}", file=sys.stderr, flush=True)
+        if (crowded := oversubscription(session, [job])) is not None:  # with the jobs already running
+            print(f"jobber: warning: {crowded.describe('cli')}", file=sys.stderr, flush=True)
     if args.memory == "auto":
         print(f"jobber: --memory auto: {format_size(job.limits.memory)}", file=sys.stderr, flush=True)
     job.start()
@@ -253,6 +256,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  memory     peak {format_size(status.peak_memory_bytes)}")
     cpu = f"{status.cpu_seconds:.2f} s" if status.cpu_seconds is not None else "-"
     print(f"  cpu        {cpu}")
+    if status.peak_pids is not None:  # "sampled": a burst between two samples is missed (cgroup v1)
+        limit = f", limit {status.limits.pids}" if status.limits.pids else ""
+        print(f"  processes  peak {status.peak_pids}{' (sampled)' if status.peak_pids_sampled else ''}{limit}")
     if status.log_dropped_bytes:
         print(f"  log        {format_size(status.log_dropped_bytes)} cut from its middle by the log cap")
     if status.log_stopped:

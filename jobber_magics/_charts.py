@@ -57,6 +57,7 @@ class ResourceHistory:
         self.samples: list[Sample] = []
         self.peak_memory_bytes: int | None = None
         self.peak_processes: int | None = None
+        self.peak_processes_measured = False  # the kernel's count (pids.peak), not the largest sample
         self.final: JobStatus | None = None
 
     def add(self, t: float, status: JobStatus, processes: int | None = None) -> bool:
@@ -229,7 +230,8 @@ def resource_chart_html(history: ResourceHistory, limits: Limits, *, running: bo
     # Processes: only with a pids limit.
     if limits.pids and (processes or history.peak_processes):
         now = f"now {int(processes[-1][1])}" if running and processes else ""
-        words = [w for w in (now, f"peak {history.peak_processes}" if history.peak_processes else "",
+        sampled = "" if history.peak_processes_measured else " (sampled)"
+        words = [w for w in (now, f"peak {history.peak_processes}{sampled}" if history.peak_processes else "",
                              f"limit {limits.pids}") if w]
         label = "processes: " + ", ".join(words)
         if len(processes) > 1:

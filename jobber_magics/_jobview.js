@@ -216,6 +216,7 @@ function render({ model, el }) {
     stop.textContent = model.get("stopping") ? "Stopping…" : "Stop";
     const noticeHtml = model.get("notice_html");
     notice.hidden = !noticeHtml;
+    notice.classList.toggle("jobber-notice-info", model.get("notice_kind") === "info");
     if (noticeText.innerHTML !== noticeHtml) noticeText.innerHTML = noticeHtml;
     const previous = model.get("previous_job");
     stopPrevious.hidden = !previous || !isLive || gone !== "";

@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs
+from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs, oversubscription
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
@@ -251,9 +251,12 @@ class JobberMagics(Magics):
         notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
         if isinstance(session, Certificate) and job.backend == "local":
             notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
+            if (crowded := oversubscription(session, [job])) is not None:  # with the jobs already running
+                notices.append(f"warning: {crowded.describe()}")
+        info = ""  # what earlier runs used: information, not a warning
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:
             picked = f"; --memory auto picked {job.limits.describe()}" if args.memory == "auto" else ""
-            notices.append(history.describe() + picked)
+            info = history.describe() + picked
         if hint := python_names_hint(cell, self.shell.user_ns, self.shell.user_ns_hidden):
             notices.append(hint)
         job.start()
@@ -261,11 +264,11 @@ class JobberMagics(Magics):
             self.shell.user_ns[args.name] = job
         if args.no_follow:
             self._cell_runs[cell_key] = (job, None)
-            for notice in notices:
+            for notice in [*notices, info] if info else notices:
                 print(notice)
             print(f"job {job.id} started: `%jobber_tail -f {job.id}` to watch")
             return None
-        widget = self.live_view(job, notice="\n".join(notices), previous=previous)
+        widget = self.live_view(job, notice="\n".join(notices), previous=previous, info=info)
         self._cell_runs[cell_key] = (job, widget)
         self._pending[job] = widget  # the display of the Job returned below is this view
         return job

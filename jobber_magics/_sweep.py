@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
-from jobber import JobFlags
+from jobber import Certificate, JobFlags, oversubscription
 from jobber_magics._magics import JobberMagics, known_options, parse_options, user_errors
 from jobber_magics._options import job_arguments, job_request
 
@@ -198,6 +198,9 @@ class JobberSweepMagics(Magics):
         session = self._main.session
         limits, options = job_request(args, session.find_job)
         sweep = session.sweep(cell, limits=limits, **options, **params)
+        if isinstance(session, Certificate) and sweep and sweep[0].backend == "local":
+            if (crowded := oversubscription(session, list(sweep))) is not None:
+                print(f"warning: {crowded.describe()}")
         if args.name:
             self.shell.user_ns[args.name] = sweep
         if type(self.shell).__name__ != "TerminalInteractiveShell":

@@ -73,8 +73,11 @@ class JobWidget(anywidget.AnyWidget):
         lines: how many of the last lines to show and keep.
         offset: where in the log to start; negative counts back from the end.
         refresh: the shortest time between two frames, in seconds.
-        notice: a line (text) shown above the log, e.g. that an earlier job of the cell runs.
+        notice: a line (text) shown above the log, e.g. that an earlier job of the cell runs:
+            a warning, styled as one.
         previous: a running job the notice is about: the view offers a button to stop it.
+        info: a line (text) shown above the log as information, not as a warning (what
+            earlier runs of the label used).
     """
 
     _esm = (_HERE / "_jobview.js").read_text(encoding="utf-8")
@@ -89,6 +92,7 @@ class JobWidget(anywidget.AnyWidget):
     charts_html = traitlets.Unicode("").tag(sync=True)
     problem = traitlets.Unicode("").tag(sync=True)
     notice_html = traitlets.Unicode("").tag(sync=True)
+    notice_kind = traitlets.Unicode("warning").tag(sync=True)  # "info": nothing in the notice warns
     previous_job = traitlets.Int(0).tag(sync=True)
     stopping = traitlets.Bool(False).tag(sync=True)
     removed = traitlets.Unicode("").tag(sync=True)  # "job 25 was removed", once it was
@@ -101,7 +105,7 @@ class JobWidget(anywidget.AnyWidget):
     log_frame = traitlets.Int(-1).tag(sync=True)
 
     def __init__(self, job: Any, *, lines: int = 1000, offset: int = 0, refresh: float = 0.2,
-                 notice: str = "", previous: Any = None) -> None:
+                 notice: str = "", previous: Any = None, info: str = "") -> None:
         # Before super().__init__: opening the comm asks get_state, which reads these.
         self._lock = threading.RLock()
         self._lines = LogLines(max_lines=lines)
@@ -110,9 +114,13 @@ class JobWidget(anywidget.AnyWidget):
         self._sent_partial = ""
         self.job = job
         self._previous = previous
+        info_html = f'<span class="jobber-info">{html.escape(info)}</span>' if info else ""
         super().__init__(view_key=uuid.uuid4().hex, job_id=job.id, max_lines=lines,
-                         notice_html=html.escape(notice), previous_job=previous.id if previous is not None else 0)
+                         notice_html=html.escape(notice) + ("\n" if notice and info else "") + info_html,
+                         notice_kind="warning" if notice else "info",
+                         previous_job=previous.id if previous is not None else 0)
         self._history = ResourceHistory()
+        self._load_history(job)
         self._refresh = refresh
         self._offset = offset
         self._closed = threading.Event()
@@ -218,7 +226,20 @@ class JobWidget(anywidget.AnyWidget):
             else:
                 self.notice_html = html.escape(f"job {self._previous.id} (from an earlier run of this cell): "
                                                f"{status.describe()}")
+                self.notice_kind = "info"
                 self.previous_job = 0
+
+    def _load_history(self, job: Any) -> None:
+        """The readings the job's supervisor kept since the job started (``job.usage()``):
+        a view made after the start (a re-attach, a restarted kernel, another notebook)
+        draws its charts from the start too, not from the moment it was made."""
+        try:
+            samples = job.usage()
+        except (JobberError, OSError):
+            return  # no history: the charts start now, as they would without one
+        for sample in samples:
+            reading = JobStatus(state="running", memory_bytes=sample.memory_bytes, cpu_seconds=sample.cpu_seconds)
+            self._history.add(sample.t, reading, sample.tasks)
 
     # ---- in the updater thread ----
 
@@ -320,6 +341,9 @@ class JobWidget(anywidget.AnyWidget):
                 self._status = status
                 t = status.elapsed or 0.0
                 kept = self._history.add(t, status, self._process_count(status))
+                if status.peak_pids is not None:  # the kernel's own count beats the view's samples
+                    self._history.peak_processes = max(self._history.peak_processes or 0, status.peak_pids)
+                    self._history.peak_processes_measured |= not status.peak_pids_sampled
                 if status.ended:
                     self._history.finish(status)
                 if kept or status.ended or not self.charts_html:

@@ -33,7 +33,7 @@ ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
 # job states, the job spec (with its limits and its names) and the size text exist once, for the
 # supervisor too.
 ISLAND_MAY_IMPORT = frozenset({"jobber._errors", "jobber._files", "jobber._states", "jobber._jobs.spec",
-                               "jobber._jobs.spec_names", "jobber._limits", "jobber._text"})
+                               "jobber._jobs.spec_names", "jobber._limits", "jobber._text", "jobber._usage"})
 ISLAND_MAY_IMPORT_FOR_TYPES = frozenset({"jobber._limits"})
 REMOTE_CLIENT = "jobber._backends.remote"
 SERVER_LIBRARIES = {"aiohttp", "cryptography"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -355,7 +356,7 @@ class TestLifecycleCommands:
         jobber("run", "--label", "fresh", "--memory", "200M", "-f", "--",
                "python3 -c 'x = bytearray(60 << 20)'", check=True)
         result = jobber("run", "--label", "fresh", "--memory", "auto", "-f", "--", "true", check=True)
-        assert "last run of `fresh` peaked at" in result.stderr
+        assert "last run of `fresh` (job " in result.stderr and ") peaked at" in result.stderr
         picked = json.loads(jobber("status", "fresh", "--json", check=True).stdout)["limits"]["memory"]
         assert picked >= 1.25 * (60 << 20)
         assert f"--memory auto: {picked >> 20} MiB" in result.stderr
@@ -366,3 +367,25 @@ class TestLifecycleCommands:
                                 (["--log-max", "1K"], "below 4 KiB")):
             result = jobber("run", *flags, "--", "true")
             assert result.returncode == 1 and expected in result.stderr, result.stderr
+
+
+@needs_cgroup
+class TestUsageNumbers:
+    def test_status_shows_the_process_peak_and_whether_it_was_sampled(self, jobber):
+        jobber("run", "--pids", "50", "-f", "--", "sleep 0.3 & sleep 1.2", check=True)
+        out = jobber("status", "1", check=True).stdout
+        match = re.search(r"processes  peak (\d+)( \(sampled\))?, limit 50", out)
+        assert match, out
+        measured = json.loads(jobber("status", "1", "--json", check=True).stdout)
+        assert bool(match.group(2)) == measured["peak_pids_sampled"]  # v1: sampled; v2 (pids.peak): measured
+
+    def test_a_sweep_beyond_the_host_warns_with_the_fix(self, jobber):
+        cpus = len(os.sched_getaffinity(0))
+        result = jobber("sweep", "--cpu", "1", "--param", f"n={','.join(str(i) for i in range(cpus + 2))}",
+                        "--", "sleep 60 # {n}", check=True)
+        try:
+            assert f"ask for {cpus + 2} CPUs (this host has {cpus}) at once" in result.stderr, result.stderr
+            assert f"`jobber queue NAME --parallel {cpus}` once, then `--queue NAME`" in result.stderr
+        finally:
+            for n in range(1, cpus + 3):
+                jobber("stop", str(n), "--grace", "0")

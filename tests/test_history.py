@@ -45,7 +45,7 @@ class TestLastRuns:
         assert 30 * MIB <= found.peak_min < found.peak_max
         assert found.peak_max >= 50 * MIB
         text = found.describe()
-        match = re.fullmatch(r"last 3 runs of `x` peaked at ([\d.]+)-([\d.]+) MiB, ([\d.]+)(-[\d.]+)? cores", text)
+        match = re.fullmatch(r"last 3 runs of `x` \(jobs \d+, \d+, \d+\) peaked at ([\d.]+)-([\d.]+) MiB, ([\d.]+)(-[\d.]+)? cores", text)
         assert match, text
         assert float(match.group(1)) == pytest.approx(min(peaks) / MIB, abs=0.05)
         assert float(match.group(2)) == pytest.approx(max(peaks) / MIB, abs=0.05)
@@ -74,7 +74,7 @@ class TestLastRuns:
         found = history.last_runs(store, "x")
         assert found.job_ids == (done.id,)
         assert found.peak_max == status.peak_memory_bytes
-        assert found.describe().startswith("last run of `x` peaked at ")
+        assert found.describe().startswith(f"last run of `x` (job {done.id}) peaked at ")
         running.stop(grace=0)
 
     def test_before_leaves_a_job_and_its_successors_out(self, store, three_runs):
@@ -83,17 +83,56 @@ class TestLastRuns:
         assert found.job_ids == (jobs[1].id, jobs[0].id)
 
 
+def oom_run(store, label: str = "x"):
+    """A run labelled ``label`` that the OOM killer ends at its 40 MiB limit."""
+    job = store.new_job(allocate(200), Limits(memory="40M"), label=label)
+    job.start()
+    status = job.wait(60)
+    assert status.state == "oom-killed", status
+    return job, status
+
+
+class TestOomKilledRuns:
+    """An OOM kill is where the job was stopped, not its peak: a lower bound."""
+
+    def test_an_oom_kill_is_not_counted_as_a_peak(self, store):
+        done, status = run(store, allocate(20), label="x")
+        killed, _ = oom_run(store)
+        found = history.last_runs(store, "x")
+        assert found.job_ids == (done.id,) and found.peak_max == status.peak_memory_bytes
+        assert found.oom_job_ids == (killed.id,) and found.oom_bound == 40 * MIB
+        assert found.describe().endswith(f"; job {killed.id} was OOM-killed at 40 MiB (a lower bound: it needed more)")
+        # The killed run needed more than 40 MiB: auto does not go below that.
+        assert found.suggest_memory() == history.tidy_size(int(40 * MIB * history.HEADROOM))
+
+    def test_only_oom_kills_refuse_auto_and_say_they_are_a_lower_bound(self, store):
+        killed, _ = oom_run(store)
+        found = history.last_runs(store, "x")
+        assert found.job_ids == () and found.describe() == (
+            f"job {killed.id} (`x`) was OOM-killed at 40 MiB (a lower bound: it needed more)")
+        with pytest.raises(LimitError, match=rf"needs an earlier run of `x` that was not OOM-killed: job {killed.id} was "
+                                             r"killed at 40 MiB, a lower bound and not a peak; give a size above it, "
+                                             r"e.g. --memory 80M"):
+            history.resolve_auto(store, Limits(memory="auto"), "x")
+
+    def test_describe_names_several_kills(self):
+        found = history.RunHistory("t", (1,), 50 * MIB, 50 * MIB, oom_job_ids=(4, 3), oom_bound=100 * MIB)
+        assert found.describe() == ("last run of `t` (job 1) peaked at 50 MiB; jobs 3, 4 were OOM-killed at up to "
+                                    "100 MiB (a lower bound: it needed more)")
+        assert found.suggest_memory() == 128 * MIB
+
+
 class TestDescribe:
     def test_one_size_and_one_core_count_read_once(self):
         found = history.RunHistory("train", (3, 2, 1), int(3.41 * (1 << 30)), int(3.44 * (1 << 30)), 1.81, 1.84)
-        assert found.describe() == "last 3 runs of `train` peaked at 3.4 GiB, 1.8 cores"
+        assert found.describe() == "last 3 runs of `train` (jobs 1, 2, 3) peaked at 3.4 GiB, 1.8 cores"
 
     def test_ranges_across_units(self):
         found = history.RunHistory("train", (2, 1), 900 * MIB, int(1.2 * (1 << 30)), 0.5, 1.8)
-        assert found.describe() == "last 2 runs of `train` peaked at 900 MiB-1.2 GiB, 0.5-1.8 cores"
+        assert found.describe() == "last 2 runs of `train` (jobs 1, 2) peaked at 900 MiB-1.2 GiB, 0.5-1.8 cores"
 
     def test_without_cpu_times_no_cores(self):
-        assert history.RunHistory("t", (1,), 50 * MIB, 50 * MIB).describe() == "last run of `t` peaked at 50 MiB"
+        assert history.RunHistory("t", (1,), 50 * MIB, 50 * MIB).describe() == "last run of `t` (job 1) peaked at 50 MiB"
 
 
 class TestTidySize:

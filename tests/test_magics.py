@@ -600,3 +600,23 @@ class TestLifecycleMagics:
         jobs[2].stop(grace=0)
         result, _ = run_cell(shell, "%jobber_prune")
         assert result.result == [jobs[1].id, jobs[2].id]
+
+
+class TestOversubscribingCells:
+    """Several %%jobber_run cells in a row: the one that takes the host's CPUs past what it
+    has says so, with the fix."""
+
+    def test_the_cell_past_the_hosts_cpus_warns(self, shell, identity):
+        cpus = len(os.sched_getaffinity(0))
+        try:
+            for _ in range(cpus):
+                run_job(shell, "%%jobber_run --no-follow --cpu 1\nsleep 60\n")
+            result, captured = run_cell(shell, "%%jobber_run --no-follow --cpu 1\nsleep 60\n")
+            assert result.success, result.error_in_exec
+            assert (f"warning: this job and the {cpus} already running or waiting ask for {cpus + 1} CPUs (this host "
+                    f"has {cpus}) at once") in captured.stdout
+            assert f"`%jobber_queue NAME --parallel {cpus}` once, then `--queue NAME`" in captured.stdout
+            assert "warning" not in run_cell(shell, "%%jobber_run --no-follow\nsleep 60\n")[1].stdout  # asks for no CPUs
+        finally:
+            for job in identity.get_jobs():
+                job.stop(grace=0)

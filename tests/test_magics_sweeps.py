@@ -172,3 +172,30 @@ class TestRunAfterAndQueue:
         assert "Traceback" not in said
         assert identity.get_jobs() == []
 
+
+
+class TestOversubscription:
+    """Jobs started together that ask for more CPUs than the host has: a warning with the fix."""
+
+    def test_a_sweep_of_four_one_cpu_jobs_on_two_cores_warns_with_the_fix(self, kernel, identity):
+        if (jobber_host_cpus := len(__import__("os").sched_getaffinity(0))) >= 4:
+            pytest.skip(f"this host has {jobber_host_cpus} CPUs: four --cpu 1 jobs fit")
+        reply, messages = kernel.execute("%%jobber_sweep --cpu 1 --name crowd n=1,2,3,4\nsleep 60 # {n}")
+        try:
+            assert reply["status"] == "ok", reply
+            text = "".join(m.content.get("text", "") for m in outputs(messages) if m.type == "stream")
+            assert re.search(r"warning: these 4 jobs ask for 4 CPUs \(this host has \d+\) at once: they slow each "
+                             r"other down\. To run \d+ at a time, use a queue: `%jobber_queue NAME --parallel \d+` "
+                             r"once, then `--queue NAME` on each run or sweep", text), text
+        finally:
+            kernel.execute("crowd.stop(grace=0)")
+
+    def test_through_a_queue_that_fits_nothing_is_said(self, kernel, identity):
+        reply, _ = kernel.execute("%jobber_queue fits --parallel 1")
+        assert reply["status"] == "ok"
+        reply, messages = kernel.execute("%%jobber_sweep --cpu 1 --queue fits --name calm n=1,2,3,4\nsleep 60 # {n}")
+        try:
+            assert reply["status"] == "ok", reply
+            assert not [m for m in outputs(messages) if m.type == "stream" and "warning" in m.content.get("text", "")]
+        finally:
+            kernel.execute("calm.stop(grace=0)")

@@ -155,7 +155,10 @@ class TestCharts:
         for i in range(5):
             history.add(i, self.status(1 << 20, i * 0.1), processes=3 + i)
         html = resource_chart_html(history, Limits(pids=20), running=True)
-        assert "jobber-chart-pids" in html and "processes: now 7, peak 7, limit 20" in html
+        # The view's own readings: a burst between two of them is missed, and it says so.
+        assert "jobber-chart-pids" in html and "processes: now 7, peak 7 (sampled), limit 20" in html
+        history.peak_processes, history.peak_processes_measured = 18, True  # the kernel's pids.peak
+        assert "processes: now 7, peak 18, limit 20" in resource_chart_html(history, Limits(pids=20), running=True)
         assert "jobber-chart-pids" not in resource_chart_html(history, Limits(), running=True)
 
     def test_colours_follow_the_jupyterlab_theme(self):
@@ -465,3 +468,47 @@ class TestRemovedJob:
         job.remove()
         check_removals_soon()  # what %jobber_rm and %jobber_prune do
         wait_for(lambda: widget.removed, timeout=10, what="the removal seen")
+
+
+@needs_cgroup
+class TestReattachedView:
+    """A view made after the job started draws its charts from the job's start: the
+    supervisor's usage history (``job.usage()``), not only its own readings."""
+
+    def test_a_view_made_later_charts_from_the_start(self, store):
+        job = store.new_job("python3 -c 'import time; b = bytearray(30 << 20); time.sleep(60)'", Limits(memory="200M"))
+        job.start()
+        try:
+            wait_for(lambda: len(job.usage()) >= 6 and job.usage()[-1].t >= 3.0, timeout=30,
+                     what="three seconds of usage history")
+            widget = JobWidget(job)  # as %jobber_tail -f, a restarted kernel or another notebook does
+            try:
+                samples = widget._history.samples
+                assert samples[0].t < 1.5, [s.t for s in samples]  # from the start, not from now
+                assert samples[-1].t >= 3.0
+                wait_for(lambda: "jobber-chart-memory" in widget.charts_html, timeout=10, what="a memory chart")
+            finally:
+                widget.close()
+        finally:
+            job.stop(grace=0)
+
+    def test_a_view_of_an_ended_job_charts_its_whole_run(self, store):
+        job = store.new_job("python3 -c 'import time; b = bytearray(30 << 20); time.sleep(2.5)'", Limits(memory="200M"))
+        job.start()
+        job.wait(30)
+        assert len(job.usage()) >= 3
+        widget = JobWidget(job)
+        assert widget.wait(30)
+        assert "<polyline" in widget.charts_html.split("jobber-figure-cpu")[0]  # a memory line, not just numbers
+
+
+class TestNotices:
+    def test_information_is_not_styled_as_a_warning(self, store):
+        job = store.new_job("true")
+        widget = JobWidget(job, info="last run of `x` (job 3) peaked at 50 MiB")
+        assert widget.notice_kind == "info" and 'class="jobber-info"' in widget.notice_html
+        assert "job 3" in widget.notice_html
+        widget.close()
+        both = JobWidget(job, notice="warning: --cpu 64 is more than ...", info="last run of `x` (job 3) peaked")
+        assert both.notice_kind == "warning" and both.notice_html.startswith("warning: ")
+        both.close()

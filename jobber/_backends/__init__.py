@@ -180,3 +180,6 @@ class DeferredBackend:
 
     def attempts(self) -> Any:
         return self._backend().attempts()
+
+    def usage(self) -> Any:
+        return self._backend().usage()

@@ -28,6 +28,7 @@ from jobber._jobs import logcut, logs
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus
+from jobber._usage import USAGE, UsageSample, read_usage
 
 if TYPE_CHECKING:
     from jobber._backends.context import Sandbox
@@ -94,6 +95,9 @@ class Backend(Protocol):
 
     def attempts(self) -> list[JobStatus]:
         """Every attempt's status, oldest first (one, for a job that was never retried)."""
+
+    def usage(self) -> list[UsageSample]:
+        """The current attempt's usage history (``jobber._usage``); [] where none is kept."""
 
 
 class DirectoryBackend:
@@ -168,6 +172,9 @@ class DirectoryBackend:
 
     def attempts(self) -> list[JobStatus]:
         return [self.status()]
+
+    def usage(self) -> list[UsageSample]:
+        return read_usage(self.dir.path / USAGE)
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError

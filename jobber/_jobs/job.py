@@ -21,6 +21,7 @@ from jobber._jobs.logs import check_offset
 from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import FINAL_STATES, STATES, JobStatus
 from jobber._limits import Limits
+from jobber._usage import UsageSample
 
 if TYPE_CHECKING:
     from jobber._backends.base import Backend
@@ -139,6 +140,17 @@ class Job:
                 JobberError: its server or scheduler cannot be reached.
         """
         return self._backend.status()
+
+    def usage(self) -> list[UsageSample]:
+        """The job's memory, CPU and task readings from its start (its current attempt's),
+        oldest first, as its supervisor sampled them into the job directory: at first every
+        0.5 s, thinned as the run grows so that a long run keeps a few hundred readings.
+
+        Returns:
+            The readings; [] for a job without a cgroup, never started, or not on this
+            host (a jobber server's or Slurm's job: their history is not served yet).
+        """
+        return self._backend.usage()
 
     def tail(self, buf: bytearray | memoryview, offset: int = 0) -> int:
         """Copy log bytes starting at ``offset`` into ``buf`` (readinto semantics).

@@ -45,6 +45,10 @@ class JobStatus:
         log_stopped: why the log stopped taking the job's output, or "": its filesystem
             was nearly full ("disk full: ..."); what the job wrote after was dropped.
         cpu_throttled_seconds: time the job's CPU limit held it back (cgroup ``cpu.stat``).
+        peak_pids: the most tasks (processes and threads, what ``pids.max`` counts) the job
+            had at once: the kernel's own high-water mark where it keeps one (cgroup v2
+            ``pids.peak``, Linux 6.1), the limit once a fork failed on it, else the largest
+            of the supervisor's samples (``peak_pids_sampled``: a short burst can be missed).
         cpu_pressure / memory_pressure / io_pressure: the share of the last 10 s (0-100)
             in which some of the job's tasks waited for CPU, memory or IO (PSI "some
             avg10", cgroup v2 only; None where the kernel does not report it).
@@ -75,6 +79,8 @@ class JobStatus:
     cpu_pressure: float | None = None
     memory_pressure: float | None = None
     io_pressure: float | None = None
+    peak_pids: int | None = None
+    peak_pids_sampled: bool = False
 
     @property
     def ended(self) -> bool:

@@ -216,6 +216,9 @@ JOB_SCHEMAS: dict[str, Any] = {
             "cpu_pressure": nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
             "memory_pressure": nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
             "io_pressure": nullable({"type": "number", "description": "PSI some avg10 (0-100), cgroup v2 only"}),
+            "peak_pids": nullable({"type": "integer", "description": "the most tasks the job had at once"}),
+            "peak_pids_sampled": {"type": "boolean", "description": "peak_pids is the largest of samples taken "
+                                                                    "every 0.5 s or more (cgroup v1): a burst can be missed"},
         },
     },
     "Job": {

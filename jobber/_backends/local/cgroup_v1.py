@@ -151,6 +151,13 @@ class Cgroup:
         """Launcher options that put the job in every hierarchy before it runs."""
         return [arg for path in sorted(set(self.dirs.values())) for arg in ("--join", os.path.join(path, "cgroup.procs"))]
 
+    def usage_args(self) -> list[str]:
+        """Launcher options naming the files its usage history samples (``jobber._usage``)."""
+        sources = [("memory", "memory", "memory.usage_in_bytes"), ("cpu-ns", "cpuacct", "cpuacct.usage"),
+                   ("tasks", "pids", "pids.current")]
+        return [arg for kind, controller, name in sources if controller in self.dirs
+                for arg in ("--usage", f"{kind}={os.path.join(self.dirs[controller], name)}")]
+
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included, and any process moved into a
         cgroup beneath the job's. One hierarchy tells them all: a process of the job is in
@@ -202,6 +209,16 @@ class Cgroup:
                 line.split() for line in fs.read(os.path.join(memory, "memory.oom_control")).splitlines()
             )
             out["oom_kills"] = int(control.get("oom_kill", 0))
+        pids = self.dirs.get("pids")
+        if pids:
+            # v1 keeps no high-water mark of tasks; a fork refused at the limit proves the
+            # job reached it (pids.events "max N": N refusals).
+            try:
+                refused = dict(line.split() for line in fs.read(os.path.join(pids, "pids.events")).splitlines())
+                if int(refused.get("max", 0)) > 0:
+                    out["peak_pids"] = int(fs.read(os.path.join(pids, "pids.max")))
+            except (FileNotFoundError, ValueError):
+                pass
         cpuacct = self.dirs.get("cpuacct")
         if cpuacct:
             out["cpu_seconds"] = int(fs.read(os.path.join(cpuacct, "cpuacct.usage"))) / 1e9

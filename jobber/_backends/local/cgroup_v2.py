@@ -246,6 +246,12 @@ class Cgroup:
         (clone3 CLONE_INTO_CGROUP) where the kernel can, else moved by cgroup.procs."""
         return ["--join", self.procs, "--into", self.path]
 
+    def usage_args(self) -> list[str]:
+        """Launcher options naming the files its usage history samples (``jobber._usage``)."""
+        sources = [("memory", "memory.current"), ("cpu-stat", "cpu.stat"), ("tasks", "pids.current")]
+        return [arg for kind, name in sources if os.path.exists(os.path.join(self.path, name))
+                for arg in ("--usage", f"{kind}={os.path.join(self.path, name)}")]
+
     def pids(self) -> list[int]:
         """Every process of the job, setsid escapees included, and any process moved into a
         cgroup beneath the job's."""
@@ -296,6 +302,10 @@ class Cgroup:
             out["peak_memory_bytes"] = int(fs.read(os.path.join(self.path, "memory.peak")))
         except FileNotFoundError:
             pass
+        try:
+            out["peak_pids"] = int(fs.read(os.path.join(self.path, "pids.peak")))  # Linux 6.1
+        except (FileNotFoundError, ValueError):
+            pass  # an older kernel, or no pids controller: the supervisor's samples say it
         cpu = kv("cpu.stat")
         out["cpu_seconds"] = int(cpu["usage_usec"]) / 1e6
         if "throttled_usec" in cpu:

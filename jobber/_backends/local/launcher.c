@@ -12,7 +12,7 @@
  *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
  *                 [--clear-env] [--env-file FILE] [--umask OCTAL] [--no-new-privs]
  *                 [--private-tmp DIR] [--hide-pids] [--hide-cgroup MOUNT]...
- *                 (--command-file FILE | -- COMMAND)
+ *                 [--usage KIND=PATH]... (--command-file FILE | -- COMMAND)
  *
  * --timeout SECONDS [--grace SECONDS]: measured from the start by this process (so it holds
  * with no kernel alive), then the Python half runs `supervisor.py --time-out`, which marks
@@ -299,6 +299,113 @@ static int ended(pid_t pid) {
     return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
 }
 
+/* The usage history (--usage KIND=PATH, jobber/_usage.py has the format and the Python
+ * twin): every `interval` the supervise loop reads the job's cgroup files and appends one
+ * line "T MEMORY CPU TASKS" to JOB_DIR/usage, so the job's charts outlive the kernel that
+ * started it. At USAGE_CAPACITY lines every two neighbours become one (later time and CPU,
+ * larger memory and tasks) and the file is rewritten: it stays under ~50 KiB for any run. */
+#define USAGE_CAPACITY 1024
+#define USAGE_FIRST_NS 500000000LL
+#define USAGE_HEADER "# jobber usage 1: seconds-since-start memory-bytes cpu-seconds tasks\n"
+struct usage_sample { double t, cpu; long long memory, tasks; }; /* -1: not measured */
+static struct {
+    char **kinds, **paths;
+    int nsources, n, broken;
+    long long start_ns, interval_ns, next_ns;
+    struct usage_sample *samples;
+    const char *job_dir;
+} usage_log;
+
+static void usage_add_source(char *spec) {
+    char *eq = strchr(spec, '=');
+    if (!eq) return;
+    *eq = 0;
+    usage_log.kinds[usage_log.nsources] = spec;
+    usage_log.paths[usage_log.nsources++] = eq + 1;
+}
+
+static int usage_active(void) { return usage_log.nsources > 0 && !usage_log.broken; }
+
+static int read_small(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    return 0;
+}
+
+static int usage_line(char *out, size_t size, const struct usage_sample *s) {
+    char memory[32] = "-", cpu[48] = "-", tasks[32] = "-";
+    if (s->memory >= 0) snprintf(memory, sizeof memory, "%lld", s->memory);
+    if (s->cpu >= 0) snprintf(cpu, sizeof cpu, "%.6f", s->cpu);
+    if (s->tasks >= 0) snprintf(tasks, sizeof tasks, "%lld", s->tasks);
+    return snprintf(out, size, "%.3f %s %s %s\n", s->t, memory, cpu, tasks);
+}
+
+static int usage_write(const char *name, int flags, const char *text, size_t len) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", usage_log.job_dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | flags, 0600);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, len);
+    close(fd);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+static long long larger(long long a, long long b) { return a > b ? a : b; }
+
+static void usage_sample(long long now) {
+    usage_log.next_ns = now + usage_log.interval_ns;
+    struct usage_sample s = {(double)(now - usage_log.start_ns) / 1e9, -1, -1, -1};
+    char buf[4096];
+    for (int i = 0; i < usage_log.nsources; i++) {
+        if (read_small(usage_log.paths[i], buf, sizeof buf) < 0) continue;
+        const char *kind = usage_log.kinds[i];
+        if (!strcmp(kind, "memory")) s.memory = atoll(buf);
+        else if (!strcmp(kind, "tasks")) s.tasks = atoll(buf);
+        else if (!strcmp(kind, "cpu-ns")) s.cpu = (double)atoll(buf) / 1e9;
+        else if (!strcmp(kind, "cpu-stat")) {
+            char *at = strstr(buf, "usage_usec ");
+            if (at) s.cpu = (double)atoll(at + 11) / 1e6;
+        }
+    }
+    if (s.memory < 0 && s.cpu < 0 && s.tasks < 0) return; /* the cgroup is gone: the job is ending */
+    if (!usage_log.samples && !(usage_log.samples = calloc(USAGE_CAPACITY, sizeof *usage_log.samples))) {
+        usage_log.broken = 1;
+        return;
+    }
+    usage_log.samples[usage_log.n++] = s;
+    char line[256];
+    if (usage_log.n < USAGE_CAPACITY) {
+        int len = 0;
+        if (usage_log.n == 1) len = snprintf(line, sizeof line, "%s", USAGE_HEADER);
+        len += usage_line(line + len, sizeof line - (size_t)len, &s);
+        if (usage_write("usage", O_APPEND, line, (size_t)len) < 0) usage_log.broken = 1;
+        return;
+    }
+    int m = 0;
+    for (int i = 0; i + 1 < usage_log.n; i += 2) {
+        struct usage_sample a = usage_log.samples[i], b = usage_log.samples[i + 1];
+        usage_log.samples[m++] = (struct usage_sample){b.t, b.cpu >= 0 ? b.cpu : a.cpu, larger(a.memory, b.memory),
+                                                   larger(a.tasks, b.tasks)};
+    }
+    if (usage_log.n % 2) usage_log.samples[m++] = usage_log.samples[usage_log.n - 1];
+    usage_log.n = m;
+    usage_log.interval_ns *= 2;
+    size_t size = sizeof USAGE_HEADER + (size_t)usage_log.n * 128, len = 0;
+    char *text = malloc(size);
+    if (!text) { usage_log.broken = 1; return; }
+    len += (size_t)snprintf(text, size, "%s", USAGE_HEADER);
+    for (int i = 0; i < usage_log.n; i++) len += (size_t)usage_line(text + len, size - len, &usage_log.samples[i]);
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/usage_log.tmp", usage_log.job_dir);
+    snprintf(to, sizeof to, "%s/usage", usage_log.job_dir);
+    if (usage_write("usage_log.tmp", O_TRUNC, text, len) < 0 || rename(from, to) < 0) usage_log.broken = 1;
+    free(text);
+}
+
 /* The resident wait: until `pid` ends, keep the log under its cap and, with seconds >= 0,
  * return 1 once the time is up (0 when the job ended). One poll() holds the pidfd, the
  * timeout and a one-shot change notice on the job directory: a write to the log wakes
@@ -310,7 +417,7 @@ static int ended(pid_t pid) {
  * is polled with waitid(WNOWAIT); without the notice the log is looked at periodically. */
 static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
     int pfd = -1, sfd = -1, dirfd = -1, armed = 0;
-    if (seconds < 0 && !cap->active) return 0; /* nothing to do here: wait4 waits */
+    if (seconds < 0 && !cap->active && !usage_active()) return 0; /* nothing to do here: wait4 waits */
 #ifdef SYS_pidfd_open
     pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
@@ -348,6 +455,12 @@ static int supervise(pid_t pid, double seconds, struct log_cap *cap) {
                 interval_ms = grew ? 2 : (interval_ms * 2 > CAP_POLL_MAX_MS ? CAP_POLL_MAX_MS : interval_ms * 2);
             }
             long long until = (last_look + (long long)interval_ms * 1000000LL - now) / 1000000 + 1;
+            if (wake_ms < 0 || until < wake_ms) wake_ms = until;
+        }
+        if (usage_active()) {
+            if (now >= usage_log.next_ns) usage_sample(now);
+            long long until = (usage_log.next_ns - now) / 1000000 + 1;
+            if (until < 1) until = 1;
             if (wake_ms < 0 || until < wake_ms) wake_ms = until;
         }
         if (pfd < 0 && (wake_ms < 0 || wake_ms > 50)) wake_ms = 50;
@@ -593,7 +706,10 @@ int main(int argc, char **argv) {
     joins = calloc((size_t)argc, sizeof *joins);
     rlimits = calloc((size_t)argc, sizeof *rlimits);
     hides = calloc((size_t)argc, sizeof *hides);
-    if (!joins || !rlimits || !hides) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
+    usage_log.kinds = calloc((size_t)argc, sizeof *usage_log.kinds);
+    usage_log.paths = calloc((size_t)argc, sizeof *usage_log.paths);
+    usage_log.job_dir = job_dir;
+    if (!joins || !rlimits || !hides || !usage_log.kinds || !usage_log.paths) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
@@ -615,6 +731,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--timeout")) timeout = argv[++i];
         else if (!strcmp(argv[i], "--grace")) grace = argv[++i];
         else if (!strcmp(argv[i], "--log-max")) log_max = argv[++i];
+        else if (!strcmp(argv[i], "--usage")) usage_add_source(argv[++i]);
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
@@ -672,6 +789,9 @@ int main(int argc, char **argv) {
     if (pipe2(errpipe, O_CLOEXEC) < 0) die("pipe2");
     struct timespec started;
     clock_gettime(CLOCK_REALTIME, &started);
+    usage_log.start_ns = now_ns();
+    usage_log.interval_ns = USAGE_FIRST_NS;
+    usage_log.next_ns = usage_log.start_ns + USAGE_FIRST_NS;
 
     int placed = 0;
     pid_t pid = -1;

@@ -236,7 +236,7 @@ def _nearly_full(path: str) -> bool:
     return fs.f_bavail * fs.f_frsize < headroom(fs.f_blocks * fs.f_frsize)
 
 
-def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str) -> bool:
+def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str, usage=None) -> bool:
     """The resident wait: until ``pid`` ends, keep the log under its cap (and short of
     filling the disk) and, with ``seconds``, return True once the time is up (False when
     the job ended).
@@ -246,8 +246,9 @@ def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str)
     wakeup fd): a write wakes us once, then we look at most every 2 ms and re-arm. As in
     launcher.c's ``supervise`` (which says why not inotify). Without a pidfd the end is
     polled with waitid(WNOWAIT); without the notice the log is looked at periodically.
+    ``usage`` (a ``jobber._usage.UsageWriter``) samples the job's cgroup when due.
     """
-    if seconds is None and cap is None:
+    if seconds is None and cap is None and (usage is None or usage.wake_in(time.monotonic()) is None):
         return False
 
     try:
@@ -288,6 +289,11 @@ def supervise(pid: int, seconds: float | None, cap: LogCap | None, job_dir: str)
                     interval = CAP_LOOK_S if cap.check() else min(interval * 2, CAP_POLL_MAX_S)
                     last_look = now
                 wake = min(wake if wake is not None else interval, last_look + interval - now)
+            if usage is not None:
+                usage.sample_if_due(now)
+                due = usage.wake_in(time.monotonic())
+                if due is not None:
+                    wake = min(wake if wake is not None else due, due)
             if pidfd < 0:
                 wake = min(wake if wake is not None else 0.05, 0.05)
             if seconds is not None:

@@ -43,7 +43,7 @@ _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 300.0
 _MIB = 1 << 20
 # What one attempt leaves that the next must not inherit (its outcome markers).
-_PER_ATTEMPT = ("status.json", "log", "confinement.json", "timed-out", "pid", "launched")
+_PER_ATTEMPT = ("status.json", "log", "confinement.json", "timed-out", "pid", "launched", "usage")
 
 
 def backoff(attempt: int) -> float:

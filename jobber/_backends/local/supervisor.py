@@ -93,7 +93,7 @@ def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
     plan: dict = {"join": [], "rlimit": [], "env_file": None, "hide_cgroup": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
                   "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
-                  "private_tmp": None, "command_file": None, "log_max": None}
+                  "private_tmp": None, "command_file": None, "log_max": None, "usage": []}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -102,7 +102,7 @@ def parse_launch(argv: list[str]) -> dict:
             break
         if arg in _FLAGS:
             plan[_FLAGS[arg]] = True
-        elif arg in ("--join", "--rlimit", "--hide-cgroup"):
+        elif arg in ("--join", "--rlimit", "--hide-cgroup", "--usage"):
             plan[arg[2:].replace("-", "_")].append(argv[i + 1])
             i += 1
         elif arg in ("--uid", "--gid"):
@@ -181,6 +181,10 @@ def launch(job_dir: str, plan: dict) -> int:
         command, command_fd = read_command(plan["command_file"])
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     started_at = time.time()
+    from jobber._usage import UsageWriter  # here: the finishing half (stop latency) never needs it
+
+    sampler = UsageWriter(job_dir, [tuple(source.split("=", 1)) for source in plan["usage"] if "=" in source],
+                          time.monotonic())
     pid = os.fork()
     if pid == 0:
         os.close(error_r)
@@ -226,9 +230,9 @@ def launch(job_dir: str, plan: dict) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    if supervise(pid, plan["timeout"], cap, job_dir):
+    if supervise(pid, plan["timeout"], cap, job_dir, sampler):
         time_out(job_dir, pid, float(plan.get("grace") or 5.0))
-        supervise(pid, None, cap, job_dir)
+        supervise(pid, None, cap, job_dir, sampler)
     _, wait_status, usage = os.wait4(pid, 0)
     os.close(log_fd)
     return finish(job_dir, pid, started_at, wait_status=wait_status, maxrss_kb=usage.ru_maxrss,
@@ -299,6 +303,7 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     final["peak_memory_bytes"] = stats.get("peak_memory_bytes", maxrss_kb * 1024)
     final["cpu_seconds"] = stats.get("cpu_seconds", cpu)
     final["cpu_throttled_seconds"] = stats.get("cpu_throttled_seconds")
+    final.update(_peak_pids(job_dir, stats))
     _log_stopped(job_dir, final)
     try:
         hand_over(job_dir, final, watchdog_fd=watchdog_fd)  # a retry left for this ending: this process becomes run_next_attempt.py
@@ -308,6 +313,17 @@ def finish(job_dir: str, pid: int, started_at: float, *, wait_status: int | None
     release_watchdog(watchdog_fd)
     wake_waiting(job_dir)  # jobs wait for this one, or for its place: this process admits them
     return 0
+
+
+def _peak_pids(job_dir: str, stats: dict) -> dict:
+    """The most tasks the job had: the kernel's count (v2 pids.peak, or a v1 fork refused at
+    the limit), else the largest of the supervisor's samples, marked as sampled."""
+    if stats.get("peak_pids") is not None:
+        return {"peak_pids": stats["peak_pids"]}
+    from jobber._usage import USAGE, peak_tasks
+
+    peak = peak_tasks(os.path.join(job_dir, USAGE))
+    return {"peak_pids": peak, "peak_pids_sampled": True} if peak is not None else {}
 
 
 def _log_stopped(job_dir: str, final: dict) -> None:

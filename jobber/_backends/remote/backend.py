@@ -138,6 +138,10 @@ class RemoteBackend:
             if status.ended or (deadline is not None and time.monotonic() >= deadline):
                 return status
 
+    def usage(self) -> list:
+        """No usage history: the server's API does not serve it (yet)."""
+        return []
+
     def attempts(self) -> list[JobStatus]:
         """Every attempt's status on the server, oldest first (one for a job never retried).
 
