@@ -171,49 +171,76 @@ class JobList(list):
     shows the states read when the list was made (so both renderings agree, and a status
     that cannot be read fails in the magic, as a UsageError, not in the display).
 
+    Args:
+        jobs: the jobs, newest last.
+        statuses: their statuses, if already read (else read now).
+        hidden: how many older jobs were left out (``-n``), said above the table.
+
     Raises:
         JobberError: a job's status cannot be read.
     """
 
-    def __init__(self, jobs: Iterable[Any] = ()) -> None:
+    def __init__(self, jobs: Iterable[Any] = (), statuses: Iterable[JobStatus] | None = None, *,
+                 hidden: int = 0) -> None:
         super().__init__(jobs)
-        self._statuses = [job.status() for job in self]
+        self._statuses = [job.status() for job in self] if statuses is None else list(statuses)
+        self.hidden = hidden
 
     def _rows(self) -> list[tuple[Any, JobStatus]]:
         return list(zip(self, self._statuses))
+
+    def _hidden_text(self) -> str:
+        many = "s" if self.hidden != 1 else ""
+        return f"({self.hidden:,} older job{many} not shown: %jobber_jobs --all, or -n N)" if self.hidden else ""
 
     def _repr_html_(self) -> str:
         rows = self._rows()
         if not rows:
             return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
         head = "".join(f'<th style="{_NOWRAP}">{h}</th>' for h in
-                       ("id", "started", "duration", "result", "limits", "isolation", "backend", "command"))
+                       ("id", "label", "started", "duration", "result", "limits", "isolation", "backend", "command"))
+        # Widths are set inside the cells (a table cell ignores max-width): the result wraps
+        # within a narrow column, the command keeps to one line of what is left, whole on hover.
         body = "".join(
             "<tr>"
             f'<td style="{_NOWRAP}">{job.id}</td>'
+            f'<td style="{_NOWRAP}">{html_text(job.label or "-")}</td>'
             f'<td style="{_NOWRAP}">{html_text(local_time(status.started_at))}</td>'
             f'<td style="{_NOWRAP}">{html_text(status.elapsed_text)}</td>'
-            f'<td style="{_NOWRAP}">{_state_html(status)}</td>'
+            f'<td style="{_CELL}"><div class="jobber-result" style="{_RESULT_BOX}">{_state_html(status)}</div></td>'
             f'<td style="{_NOWRAP}">{html_text(status.limits.describe())}</td>'
             f'<td style="{_NOWRAP}">{html_text(status.isolation or "-")}</td>'
             f'<td style="{_NOWRAP}">{html_text(status.backend)}</td>'
-            f'<td style="{_CELL}"><code>{html_text(_first_line(job.command))}</code></td>'
+            f'<td style="{_CELL}"><div class="jobber-command" style="{_COMMAND_BOX}" title="{html_text(job.command)}">'
+            f'<code>{html_text(_first_line(job.command, 200))}</code>{_more_lines(job.command)}</div></td>'
             "</tr>"
             for job, status in rows
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        note = f"<p>{html_text(self._hidden_text())}</p>" if self.hidden else ""
+        return f'{note}<table class="jobber-jobs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
     def __repr__(self) -> str:
         rows = self._rows()
         if not rows:
             return "No jobs yet: start one with %%jobber_run."
-        table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
+        table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND")]
         table += [(str(job.id), local_time(status.started_at), status.elapsed_text, status.describe(),
-                   status.backend, _first_line(job.command, 60)) for job, status in rows]
-        return "\n".join(_aligned(table, right=(0, 2)))
+                   status.backend, job.label or "-", _first_line(job.command, 60)) for job, status in rows]
+        lines = _aligned(table, right=(0, 2))
+        return "\n".join([self._hidden_text(), *lines] if self.hidden else lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+_RESULT_BOX = "min-width:8em;max-width:18em;white-space:normal"
+_COMMAND_BOX = "max-width:48em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+
+
+def _more_lines(command: str) -> str:
+    """`` (+5 lines)`` after a command's first line, when it has more."""
+    more = len(command.strip().splitlines()) - 1
+    return f' <span style="opacity:0.7">(+{more} line{"s" if more != 1 else ""})</span>' if more > 0 else ""
 
 
 def _aligned(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:

@@ -127,7 +127,7 @@ class TestInspect:
         jobber("run", "-f", "--", "for i in 1 2 3 4 5; do echo line $i; done", check=True)
         jobber("run", "--", "sleep 300; echo a long command line that goes on and on and on and on", check=True)
         header, *rows = jobber("ls", check=True).stdout.splitlines()
-        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND"]
         assert [row.split()[0] for row in rows] == ["1", "2"], "newest last"
         assert "exited (code 0)" in rows[0] and " running " in rows[1] and "STATE" not in header
         assert len({line.index("local") for line in rows} | {header.index("BACKEND")}) == 1, "aligned"

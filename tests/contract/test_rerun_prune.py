@@ -81,7 +81,7 @@ class TestPrune:
         assert ids() == [running.id, waiting.id]  # never a running or a created job
         gate.touch()
         assert running.wait(expect.wait_s).state == "exited"
-        assert session.prune(older_than=0.000001) == [running.id]
+        assert session.prune(older_than=0.000001) == [running.id, waiting.id]  # never started: as old as asked
 
     @pytest.mark.parametrize(("arguments", "message"), [
         ({"states": ["running"]}, "states ['running'] are not final states"),
