@@ -197,27 +197,20 @@ class JobList(list):
         rows = self._rows()
         if not rows:
             return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
-        head = "".join(f'<th style="{_NOWRAP}">{h}</th>' for h in
-                       ("id", "label", "started", "duration", "result", "limits", "isolation", "backend", "command"))
-        # Widths are set inside the cells (a table cell ignores max-width): the result wraps
-        # within a narrow column, the command keeps to one line of what is left, whole on hover.
-        body = "".join(
-            "<tr>"
-            f'<td style="{_NOWRAP}">{job.id}</td>'
-            f'<td style="{_NOWRAP}">{html_text(job.label or "-")}</td>'
-            f'<td style="{_NOWRAP}">{html_text(local_time(status.started_at))}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.elapsed_text)}</td>'
-            f'<td style="{_CELL}"><div class="jobber-result" style="{_RESULT_BOX}">{_state_html(status)}</div></td>'
-            f'<td style="{_NOWRAP}">{html_text(status.limits.describe())}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.isolation or "-")}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.backend)}</td>'
-            f'<td style="{_CELL}"><div class="jobber-command" style="{_COMMAND_BOX}" title="{html_text(job.command)}">'
-            f'<code>{html_text(_first_line(job.command, 200))}</code>{_more_lines(job.command)}</div></td>'
-            "</tr>"
-            for job, status in rows
-        )
+        # A column whose every cell says the same (all local, all cgroup-v1) is said once,
+        # under the table: its width goes to the command.
+        shared = {name: values.pop() for name, values in (
+            ("isolation", {status.isolation or "-" for _, status in rows}),
+            ("backend", {status.backend for _, status in rows})) if len(values) == 1}
+        columns = [name for name in ("id", "label", "started", "duration", "result", "limits", "isolation",
+                                     "backend", "command") if name not in shared]
+        head = "".join(f'<th style="{_NOWRAP}">{name}</th>' for name in columns)
+        body = "".join("<tr>" + "".join(_job_cells(job, status, columns)) + "</tr>" for job, status in rows)
         note = f"<p>{html_text(self._hidden_text())}</p>" if self.hidden else ""
-        return f'{note}<table class="jobber-jobs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        said = " · ".join(f"{name} {value}" for name, value in shared.items())
+        under = f'<p style="opacity:0.7">every job: {html_text(said)}</p>' if said else ""
+        return (f'{note}<table class="jobber-jobs" style="width:100%;table-layout:auto"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>{under}")
 
     def __repr__(self) -> str:
         rows = self._rows()
@@ -233,8 +226,40 @@ class JobList(list):
         printer.text(repr(self))
 
 
-_RESULT_BOX = "min-width:8em;max-width:18em;white-space:normal"
-_COMMAND_BOX = "max-width:48em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+_RESULT_BOX = "min-width:10em;max-width:16em;white-space:normal"
+# The command's cell takes the table's width that is left (width 100%, max-width 0: its text
+# never widens it) and shows one line, cut with an ellipsis; the whole command on hover.
+# JupyterLab's own style lets <code> wrap: nowrap is set on it too.
+_COMMAND_CELL = _CELL + ";width:100%;max-width:0"
+_COMMAND_BOX = "min-width:12em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+
+
+def _job_cells(job: Any, status: JobStatus, columns: list[str]) -> list[str]:
+    """The ``<td>`` of each of ``columns`` for one job of a `JobList` table."""
+    plain = {"id": job.id, "label": job.label or "-", "started": _started_text(status.started_at),
+             "duration": status.elapsed_text, "limits": status.limits.describe(),
+             "isolation": status.isolation or "-", "backend": status.backend}
+    cells = []
+    for name in columns:
+        if name == "result":
+            cells.append(f'<td style="{_CELL}"><div class="jobber-result" style="{_RESULT_BOX}">'
+                         f"{_state_html(status)}</div></td>")
+        elif name == "command":
+            cells.append(f'<td style="{_COMMAND_CELL}"><div class="jobber-command" style="{_COMMAND_BOX}" '
+                         f'title="{html_text(job.command.rstrip())}"><code style="white-space:nowrap">'
+                         f"{html_text(_first_line(job.command, 200))}</code>{_more_lines(job.command)}</div></td>")
+        else:
+            cells.append(f'<td style="{_NOWRAP}">{html_text(plain[name])}</td>')
+    return cells
+
+
+def _started_text(when: datetime | None) -> str:
+    """When a job started, short: "14:02:03" today, "2025-01-31 14:02" before."""
+    if when is None:
+        return "-"
+    local = when.astimezone()
+    return local.strftime("%H:%M:%S") if local.date() == datetime.now().astimezone().date() else local_time(
+        when, seconds=False)
 
 
 def _more_lines(command: str) -> str:

@@ -209,7 +209,10 @@ class TestDisplays:
         assert len({line.index("COMMAND" if i == 0 else "echo") for i, line in enumerate([header, *rows])}) == 1, "aligned"
         html = jobs._repr_html_()
         assert "<table" in html and "exited (code 0)" in html and ">started<" in html and ">duration<" in html
-        assert html.count("white-space:nowrap") >= 8 * 3, "no column but the result wraps"
+        assert html.count('<td style="padding:2px 8px;text-align:left;vertical-align:top;white-space:nowrap">') == 6 * 2
+        assert html.count("<th ") == 8 and ">isolation<" in html and ">backend<" not in html, "said once"
+        assert "every job: backend local</p>" in html, "the one backend of every job"
+        assert html.count("width:100%;max-width:0") == 2, "the command takes the width left"
         assert 'title="echo two\necho more"' in html and "(+1 line)" in html, "the whole command on hover"
         assert "No jobs yet" in repr(JobList()) and "No jobs yet" in JobList()._repr_html_()
 
