@@ -60,12 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--gpus", metavar="N", help="the same, for their GPUs")
     queue.add_argument("--json", action="store_true", help="machine-readable output")
 
-    ls = sub.add_parser("ls", help="list this identity's jobs")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--label", metavar="NAME", help="only the jobs with this label")
-    ls.add_argument("-n", "--last", type=int, default=200, metavar="N",
-                    help="show the newest N jobs (default 200; --json lists them all)")
-    ls.add_argument("-a", "--all", action="store_true", help="show every job")
+    ls = sub.add_parser("ls", help="list this identity's jobs", description="List the jobs, newest last: "
+                        "the newest 200 unless -n or --all say otherwise.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output, every matching job")
+    JobFlags.add_to(ls, JobFlags.LIST)
 
     status = sub.add_parser("status", help="show a job's status")
     status.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
@@ -95,15 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     JobFlags.add_to(rerun, JobFlags.LIFECYCLE)
     rerun.add_argument("-f", "--follow", action="store_true", help="print the log live and exit with the job's code")
 
-    rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)")
-    rm.add_argument("job_ids", nargs="+", metavar="ID|LABEL")
+    rm = sub.add_parser("rm", help="remove ended jobs (their directories and logs)",
+                        description="Remove jobs that ended or never started; a running one is kept (stop it first).")
+    JobFlags.add_to(rm, JobFlags.RM)
 
     prune = sub.add_parser("prune", help="remove ended jobs, e.g. older than a week",
-                           description="Remove ended jobs' directories and logs; running jobs are never touched.")
-    prune.add_argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
-    prune.add_argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
-    prune.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
-    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+                           description="Remove ended jobs' directories and logs, and jobs never started once "
+                           "older than --older-than (default a day); running jobs are never touched.")
+    JobFlags.add_to(prune, JobFlags.PRUNE)
 
     certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
     certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from gettext import gettext
 from typing import Any, ClassVar
 
+from jobber import _select_flags as select
 from jobber._errors import JobberError
 from jobber._jobs.spec import LIFECYCLE_OPTIONS
 from jobber._limits import Limits
@@ -123,12 +124,22 @@ class JobFlags:
             --oom-growth``, which ``rerun`` takes too (with a ``--label`` of its own).
         KEYWORDS: the keywords of ``new_job`` that `new_job_arguments` may fill, besides
             the limits.
+        LIST: the flags that pick jobs to show (``jobber ls``, ``%jobber_jobs``):
+            ``--label --state -n -a``; `listing` applies them.
+        PRUNE: the flags of ``jobber prune``/``%jobber_prune``; `prune` applies them.
+        RM: the flags of ``jobber rm``/``%jobber_rm``; `remove` applies them.
     """
 
     JOB: ClassVar[tuple[Flag, ...]] = (*_LIMITS, _ENV, _CWD, _LABEL, *_LIFECYCLE, _QUEUE, _AFTER, _BACKEND,
                                        *_SLURM)
     LIFECYCLE: ClassVar[tuple[Flag, ...]] = _LIFECYCLE
     KEYWORDS: ClassVar[frozenset[str]] = frozenset(_dest(flag) for flag in JOB if flag not in _LIMITS)
+    LIST: ClassVar[tuple[Flag, ...]] = select.LIST
+    PRUNE: ClassVar[tuple[Flag, ...]] = select.PRUNE
+    RM: ClassVar[tuple[Flag, ...]] = select.RM
+    listing = staticmethod(select.listing)
+    prune = staticmethod(select.prune)
+    remove = staticmethod(select.remove)
 
     @staticmethod
     def add_to(parser: argparse.ArgumentParser, flags: Sequence[Flag] = JOB) -> None:

@@ -22,6 +22,7 @@ from jobber._errors import JobNotFound
 
 if TYPE_CHECKING:
     from jobber._jobs.job import Job
+    from jobber._jobs.selection import Pruned
     from jobber._jobs.sweeps import Sweep
     from jobber._limits import Limits
 
@@ -138,18 +139,28 @@ class Session(Protocol):
         ...
 
     def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
-              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+              keep_last: int | None = None, dry_run: bool = False, label: str | None = None,
+              ids: Any = None) -> Pruned:
         """Remove ended jobs (their directories and logs); running and waiting jobs are never touched.
 
+        A job never started (still "created") counts as abandoned once it is older than
+        ``older_than`` (without it: a day), and is removed too when ``states`` is not given.
+
         Args:
-            older_than: only jobs that ended at least this long ago: seconds or "7d", "12h".
+            older_than: only jobs that ended (or, never started, were created) at least this
+                long ago: seconds or "7d", "12h".
             states: only jobs in these final states, e.g. ("exited", "failed") (default:
-                every final state).
+                every final state, and abandoned never-started jobs).
             keep_last: of the matching jobs, keep the newest this many.
             dry_run: only say which would be removed.
+            label: only the jobs with this label.
+            ids: only these jobs: ids, ranges as text ("12-40", "3,5,9"), or an iterable
+                of ids (``range(12, 41)``, ``[3, 5, 9]``).
 
         Returns:
-            The ids removed (or that would be), oldest first.
+            The ids removed (or that would be), oldest first: a list of ints whose ``kept``
+            maps each selected job left in place to why ("running", "never started,
+            created 5 min ago").
 
         Raises:
             JobError: a malformed argument, or a directory that cannot be removed.

@@ -163,28 +163,18 @@ def _rerun(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    session = _session(args)
-    failed = 0
-    for ref in args.job_ids:
-        try:
-            job = session.find_job(ref)
-            job.remove()
-            print(f"job {job.id} removed")
-        except JobberError as err:
-            print(f"jobber: error: {err}", file=sys.stderr)
-            failed = 1
-    return failed
+    removed, missing = JobFlags.remove(_session(args), args)
+    for job_id in removed:
+        print(f"job {job_id} removed")
+    for job_id, why in removed.kept.items():
+        print(f"jobber: job {job_id} kept: {why}", file=sys.stderr)
+    for error in missing:
+        print(f"jobber: error: {error}", file=sys.stderr)
+    return 1 if missing or removed.kept else 0
 
 
 def _prune(args: argparse.Namespace) -> int:
-    states = None if args.state is None else [s.strip() for s in args.state.split(",") if s.strip()]
-    removed = _session(args).prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
-                                   dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    if not removed:
-        print("nothing to prune")
-    else:
-        print(f"{verb} {len(removed)} job{'s' if len(removed) != 1 else ''}: {', '.join(map(str, removed))}")
+    print(JobFlags.prune(_session(args), args).describe(dry_run=args.dry_run))
     return 0
 
 
@@ -210,27 +200,25 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _ls_rows(session, args: argparse.Namespace) -> int:
     """``jobber ls`` for a session (apart, so the benchmarks time the listing alone)."""
-    jobs = session.get_jobs(label=args.label) if args.label else session.get_jobs()
+    rows, hidden = JobFlags.listing(session, args, every=args.json)
     if args.json:
-        rows = [(job, job.status()) for job in jobs]
         print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
         return 0
-    if not jobs:
-        print("no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
+    if not rows and not hidden:
+        filtered = args.label is not None or args.state
+        print("no jobs match" if filtered else "no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
         return 0
-    hidden = 0 if args.all else max(0, len(jobs) - max(args.last, 1))
-    rows = [(job, job.status()) for job in jobs[hidden:]]
     if hidden:
         print(f"({hidden:,} older job{'s' if hidden != 1 else ''} not shown: `jobber ls --all`, or -n N)")
     # Newest last (ids count up), every column as wide as its widest cell.
-    table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
+    table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND")]
     for job, status in rows:
         started = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "-"
         command = job.command.strip().replace("\n", "; ")
         result = status.describe() + (f" ({attempt})" if (attempt := status.attempt_text()) else "")
         if status.state == "pending" and status.note:
             result += f": {status.note}"  # why it waits: its queue, its dependencies, GPUs
-        table.append((str(job.id), started, status.elapsed_text, result, status.backend,
+        table.append((str(job.id), started, status.elapsed_text, result, status.backend, job.label or "-",
                       command[:80] + (" …" if len(command) > 80 else "")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:

@@ -171,49 +171,101 @@ class JobList(list):
     shows the states read when the list was made (so both renderings agree, and a status
     that cannot be read fails in the magic, as a UsageError, not in the display).
 
+    Args:
+        jobs: the jobs, newest last.
+        statuses: their statuses, if already read (else read now).
+        hidden: how many older jobs were left out (``-n``), said above the table.
+
     Raises:
         JobberError: a job's status cannot be read.
     """
 
-    def __init__(self, jobs: Iterable[Any] = ()) -> None:
+    def __init__(self, jobs: Iterable[Any] = (), statuses: Iterable[JobStatus] | None = None, *,
+                 hidden: int = 0) -> None:
         super().__init__(jobs)
-        self._statuses = [job.status() for job in self]
+        self._statuses = [job.status() for job in self] if statuses is None else list(statuses)
+        self.hidden = hidden
 
     def _rows(self) -> list[tuple[Any, JobStatus]]:
         return list(zip(self, self._statuses))
+
+    def _hidden_text(self) -> str:
+        many = "s" if self.hidden != 1 else ""
+        return f"({self.hidden:,} older job{many} not shown: %jobber_jobs --all, or -n N)" if self.hidden else ""
 
     def _repr_html_(self) -> str:
         rows = self._rows()
         if not rows:
             return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
-        head = "".join(f'<th style="{_NOWRAP}">{h}</th>' for h in
-                       ("id", "started", "duration", "result", "limits", "isolation", "backend", "command"))
-        body = "".join(
-            "<tr>"
-            f'<td style="{_NOWRAP}">{job.id}</td>'
-            f'<td style="{_NOWRAP}">{html_text(local_time(status.started_at))}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.elapsed_text)}</td>'
-            f'<td style="{_NOWRAP}">{_state_html(status)}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.limits.describe())}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.isolation or "-")}</td>'
-            f'<td style="{_NOWRAP}">{html_text(status.backend)}</td>'
-            f'<td style="{_CELL}"><code>{html_text(_first_line(job.command))}</code></td>'
-            "</tr>"
-            for job, status in rows
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        # A column whose every cell says the same (all local, all cgroup-v1) is said once,
+        # under the table: its width goes to the command.
+        shared = {name: values.pop() for name, values in (
+            ("isolation", {status.isolation or "-" for _, status in rows}),
+            ("backend", {status.backend for _, status in rows})) if len(values) == 1}
+        columns = [name for name in ("id", "label", "started", "duration", "result", "limits", "isolation",
+                                     "backend", "command") if name not in shared]
+        head = "".join(f'<th style="{_NOWRAP}">{name}</th>' for name in columns)
+        body = "".join("<tr>" + "".join(_job_cells(job, status, columns)) + "</tr>" for job, status in rows)
+        note = f"<p>{html_text(self._hidden_text())}</p>" if self.hidden else ""
+        said = " · ".join(f"{name} {value}" for name, value in shared.items())
+        under = f'<p style="opacity:0.7">every job: {html_text(said)}</p>' if said else ""
+        return (f'{note}<table class="jobber-jobs" style="width:100%;table-layout:auto"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>{under}")
 
     def __repr__(self) -> str:
         rows = self._rows()
         if not rows:
             return "No jobs yet: start one with %%jobber_run."
-        table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND")]
+        table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND")]
         table += [(str(job.id), local_time(status.started_at), status.elapsed_text, status.describe(),
-                   status.backend, _first_line(job.command, 60)) for job, status in rows]
-        return "\n".join(_aligned(table, right=(0, 2)))
+                   status.backend, job.label or "-", _first_line(job.command, 60)) for job, status in rows]
+        lines = _aligned(table, right=(0, 2))
+        return "\n".join([self._hidden_text(), *lines] if self.hidden else lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+_RESULT_BOX = "min-width:10em;max-width:16em;white-space:normal"
+# The command's cell takes the table's width that is left (width 100%, max-width 0: its text
+# never widens it) and shows one line, cut with an ellipsis; the whole command on hover.
+# JupyterLab's own style lets <code> wrap: nowrap is set on it too.
+_COMMAND_CELL = _CELL + ";width:100%;max-width:0"
+_COMMAND_BOX = "min-width:12em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+
+
+def _job_cells(job: Any, status: JobStatus, columns: list[str]) -> list[str]:
+    """The ``<td>`` of each of ``columns`` for one job of a `JobList` table."""
+    plain = {"id": job.id, "label": job.label or "-", "started": _started_text(status.started_at),
+             "duration": status.elapsed_text, "limits": status.limits.describe(),
+             "isolation": status.isolation or "-", "backend": status.backend}
+    cells = []
+    for name in columns:
+        if name == "result":
+            cells.append(f'<td style="{_CELL}"><div class="jobber-result" style="{_RESULT_BOX}">'
+                         f"{_state_html(status)}</div></td>")
+        elif name == "command":
+            cells.append(f'<td style="{_COMMAND_CELL}"><div class="jobber-command" style="{_COMMAND_BOX}" '
+                         f'title="{html_text(job.command.rstrip())}"><code style="white-space:nowrap">'
+                         f"{html_text(_first_line(job.command, 200))}</code>{_more_lines(job.command)}</div></td>")
+        else:
+            cells.append(f'<td style="{_NOWRAP}">{html_text(plain[name])}</td>')
+    return cells
+
+
+def _started_text(when: datetime | None) -> str:
+    """When a job started, short: "14:02:03" today, "2025-01-31 14:02" before."""
+    if when is None:
+        return "-"
+    local = when.astimezone()
+    return local.strftime("%H:%M:%S") if local.date() == datetime.now().astimezone().date() else local_time(
+        when, seconds=False)
+
+
+def _more_lines(command: str) -> str:
+    """`` (+5 lines)`` after a command's first line, when it has more."""
+    more = len(command.strip().splitlines()) - 1
+    return f' <span style="opacity:0.7">(+{more} line{"s" if more != 1 else ""})</span>' if more > 0 else ""
 
 
 def _aligned(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:

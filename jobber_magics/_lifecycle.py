@@ -12,8 +12,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jobber import JobberError, Limits
+from jobber import JobFlags, Limits
 from jobber_magics._magics import JobberMagics, job_ref, lifecycle_arguments, lifecycle_options, parse_options, user_errors
+from jobber_magics._options import flag_arguments
 from jobber_magics._removals import check_removals_soon
 
 __all__ = ["JobberLifecycleMagics"]
@@ -69,43 +70,37 @@ class JobberLifecycleMagics(Magics):
         return job
 
     @magic_arguments()
-    @argument("job_ids", nargs="+", type=job_ref, metavar="JOB_ID", help="the jobs to remove: numbers or labels")
+    @flag_arguments(JobFlags.RM)
     @line_magic
     @user_errors
-    def jobber_rm(self, line: str) -> None:
-        """Remove ended jobs: their directories and logs. A running job is refused (stop it first)."""
+    def jobber_rm(self, line: str) -> list[int]:
+        """Remove jobs that ended or never started: their directories and logs
+        (``%jobber_rm 3 5 9``, ``%jobber_rm 12-40``, ``%jobber_rm --label sweep``). A running
+        job is kept (stop it first), and said so. Returns the ids removed.
+        """
         args = parse_options(self.jobber_rm, line)
-        problems = []
-        for ref in args.job_ids:
-            try:
-                job = self._main.session.find_job(ref)
-                job.remove()
-                print(f"job {job.id} removed")
-            except JobberError as err:
-                problems.append(str(err))
+        removed, missing = JobFlags.remove(self._main.session, args)
+        for job_id in removed:
+            print(f"job {job_id} removed")
+        problems = [*missing, *(f"job {job_id} kept: {why}" for job_id, why in removed.kept.items())]
         check_removals_soon()  # the live views of these jobs say so now, not at their next look
         if problems:
             raise UsageError("; ".join(problems))
+        return removed
 
     @magic_arguments()
-    @argument("--older-than", metavar="AGE", help="only jobs that ended at least AGE ago: 7d, 12h, 30m")
-    @argument("--state", metavar="STATES", help="only these final states, comma-separated: exited,failed")
-    @argument("--keep-last", type=int, metavar="N", help="keep the newest N of the matching jobs")
-    @argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    @flag_arguments(JobFlags.PRUNE)
     @line_magic
     @user_errors
     def jobber_prune(self, line: str) -> list[int]:
-        """Remove ended jobs (never a running one), e.g. ``%jobber_prune --older-than 7d``.
-        Returns the ids removed.
+        """Remove ended jobs (never a running one), e.g. ``%jobber_prune --older-than 7d``,
+        ``%jobber_prune --label sweep --dry-run``, ``%jobber_prune 12-40``; jobs never started
+        go too once older than ``--older-than`` (default a day). Returns the ids removed;
+        the selected jobs it kept, and why, are said.
         """
         args = parse_options(self.jobber_prune, line)
-        states = None if args.state is None else [s.strip() for s in args.state.split(",") if s.strip()]
-        removed = self._main.session.prune(older_than=args.older_than, states=states, keep_last=args.keep_last,
-                                           dry_run=args.dry_run)
-        if removed and not args.dry_run:
+        pruned = JobFlags.prune(self._main.session, args)
+        if pruned and not args.dry_run:
             check_removals_soon()
-        verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {len(removed)} job{'s' if len(removed) != 1 else ''}" + (f": {', '.join(map(str, removed))}"
-                                                                                  if removed else ""))
-        return removed
-
+        print(pruned.describe(dry_run=args.dry_run))
+        return pruned

@@ -26,7 +26,7 @@ import jobber
 from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs, oversubscription
 from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
 from jobber_magics._loglines import LogLines
-from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
+from jobber_magics._options import flag_arguments, job_arguments, job_request, lifecycle_arguments, lifecycle_options
 
 __all__ = ["JobberMagics", "lifecycle_arguments", "lifecycle_options"]
 
@@ -327,16 +327,20 @@ class JobberMagics(Magics):
         return DoctorReport(jobber.doctor())
 
     @magic_arguments()
+    @flag_arguments(JobFlags.LIST)
     @line_magic
     @user_errors
     def jobber_jobs(self, line: str) -> JobList:
-        """Show this identity's jobs as a table, newest last: start time, duration, and their
-        true state or result (read from disk).
+        """Show this identity's jobs as a table, newest last (the newest 200, as `jobber ls`):
+        label, start time, duration, their true state or result (read from disk), and the
+        command's first line (all of it on hover). ``--label train``, ``--state failed``,
+        ``-n 20`` and ``--all`` choose which.
 
         Jobs outlive the kernel: after a restart they are all here. Returns a list of Jobs.
         """
-        parse_options(self.jobber_jobs, line)
-        return JobList(self.session.get_jobs())
+        args = parse_options(self.jobber_jobs, line)
+        rows, hidden = JobFlags.listing(self.session, args)
+        return JobList([job for job, _ in rows], [status for _, status in rows], hidden=hidden)
 
     @magic_arguments()
     @argument("url", nargs="?", help="the jobber server, e.g. https://jobs.example.org:8443 "

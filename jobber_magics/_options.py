@@ -15,7 +15,7 @@ from IPython.core.magic_arguments import argument
 
 from jobber import JobFlags, Limits
 
-__all__ = ["job_arguments", "job_request", "lifecycle_arguments", "lifecycle_options"]
+__all__ = ["flag_arguments", "job_arguments", "job_request", "lifecycle_arguments", "lifecycle_options"]
 
 lifecycle_options = JobFlags.lifecycle_options
 
@@ -30,6 +30,11 @@ def _apply(func: Any, flags: Sequence[tuple[tuple[str, ...], dict[str, Any]]]) -
 def lifecycle_arguments(func: Any) -> Any:
     """The lifecycle options of ``%jobber_rerun``: ``--timeout --log-max --retries ...``."""
     return _apply(func, JobFlags.LIFECYCLE)
+
+
+def flag_arguments(flags: Sequence[tuple[tuple[str, ...], dict[str, Any]]]) -> Any:
+    """A decorator adding ``flags`` (``JobFlags.LIST``, ``.PRUNE``, ``.RM``) as ``@argument`` lines."""
+    return lambda func: _apply(func, flags)
 
 
 def job_arguments(func: Any) -> Any:

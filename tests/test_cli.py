@@ -128,7 +128,7 @@ class TestInspect:
         jobber("run", "-f", "--", "for i in 1 2 3 4 5; do echo line $i; done", check=True)
         jobber("run", "--", "sleep 300; echo a long command line that goes on and on and on and on", check=True)
         header, *rows = jobber("ls", check=True).stdout.splitlines()
-        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND"]
         assert [row.split()[0] for row in rows] == ["1", "2"], "newest last"
         assert "exited (code 0)" in rows[0] and " running " in rows[1] and "STATE" not in header
         assert len({line.index("local") for line in rows} | {header.index("BACKEND")}) == 1, "aligned"
@@ -389,3 +389,51 @@ class TestUsageNumbers:
         finally:
             for n in range(1, cpus + 3):
                 jobber("stop", str(n), "--grace", "0")
+
+
+class TestFindAndCleanUp:
+    """`jobber ls` filters, and `rm`/`prune` by label and id range (issue 21)."""
+
+    def test_ls_filters_and_shows_each_jobs_label(self, jobber):
+        for label in ("prep", "train", "train"):
+            jobber("run", "--label", label, "-f", "--", "python3 - <<'PY'\nprint(1)\nPY", check=True)
+        jobber("run", "-f", "--", "exit 3")
+        header, *rows = jobber("ls", "--label", "train", check=True).stdout.splitlines()
+        assert [row.split()[0] for row in rows] == ["2", "3"]
+        assert header.index("LABEL") == rows[0].index("train"), "a label column, aligned"
+        assert "python3 - <<'PY'; print(1); PY" in rows[0]
+        rows = jobber("ls", "--state", "failed", check=True).stdout.splitlines()[1:]
+        assert [row.split()[0] for row in rows] == ["4"] and " - " in rows[0], "no label: -"
+        note, _header, *rows = jobber("ls", "-n", "2", check=True).stdout.splitlines()
+        assert note == "(2 older jobs not shown: `jobber ls --all`, or -n N)"
+        assert [row.split()[0] for row in rows] == ["3", "4"], "the newest, newest last"
+        assert len(jobber("ls", "-n", "2", "--all", check=True).stdout.splitlines()) == 5
+        listed = json.loads(jobber("ls", "--json", "--state", "exited", "-n", "1", check=True).stdout)
+        assert [job["id"] for job in listed] == [1, 2, 3], "--json lists every matching job"
+        result = jobber("ls", "--state", "done")
+        assert result.returncode == 2 and "done is not a job state: choose among created, pending" in result.stderr
+        result = jobber("ls", "--label", "nobody")
+        assert result.returncode == 0 and result.stdout == "" and result.stderr == "no jobs match\n"
+
+    def test_prune_and_rm_by_label_and_id_range(self, jobber):
+        for label in ("a", "b", "a", "a"):
+            jobber("run", "--label", label, "-f", "--", "true", check=True)
+        jobber("run", "--label", "a", "--", "sleep 300", check=True)
+        assert jobber("prune", "--label", "a", "--dry-run", check=True).stdout == \
+            "would remove 3 jobs: 1, 3, 4; kept 5 (running)\n"
+        assert jobber("prune", "2-4", "--dry-run", check=True).stdout == "would remove 3 jobs: 2, 3, 4\n"
+        assert jobber("prune", "1", "3", "--label", "a", check=True).stdout == "removed 2 jobs: 1, 3\n"
+        result = jobber("rm", "2-5")
+        assert result.returncode == 1 and result.stdout == "job 2 removed\njob 4 removed\n"
+        assert result.stderr == ("jobber: job 5 kept: job 5 is running: stop it first "
+                                 "(a running job's files are never removed)\n")
+        jobber("stop", "5", "--grace", "0", check=True)
+        jobber("run", "--label", "b", "-f", "--", "true", check=True)
+        assert jobber("rm", "--label", "a", check=True).stdout == "job 5 removed\n"
+        assert [job["id"] for job in json.loads(jobber("ls", "--json", check=True).stdout)] == [6]
+        result = jobber("rm", "9", "6")
+        assert result.returncode == 1 and result.stdout == "job 6 removed\n" and "no job 9" in result.stderr
+        result = jobber("rm")
+        assert result.returncode == 1 and "name the jobs to remove" in result.stderr
+        result = jobber("prune", "40-12")
+        assert result.returncode == 1 and "40-12 runs backwards" in result.stderr

@@ -174,7 +174,7 @@ class TestKernelRestart:
             table = next(m for m in messages if m.type == "execute_result").content["data"]["text/plain"]
             rows = {line.split()[0]: line for line in table.splitlines()[1:]}
             assert "failed (code 3)" in rows[str(ending.id)] and rows[str(ending.id)].endswith(
-                "local    sleep 1; echo finished; exit 3")
+                "local    -      sleep 1; echo finished; exit 3")
             assert " running " in rows[str(lasting.id)]
 
             second.execute(f"%jobber_tail {lasting.id} -f -n 3")
@@ -217,3 +217,37 @@ class TestRemovedJob:
         assert state["removed"] == f"job {job.id} was removed" and state["following"] is False
         assert not state.get("problem") and "exited (code 0)" in state["status_html"]
         assert not any("Traceback" in json.dumps(m.content) for m in kernel.messages)
+
+
+class TestFindAndCleanUp:
+    def test_jobs_and_prune_by_label(self, kernel, identity):
+        done = [identity.new_job(f"echo {label}", label=label) for label in ("x", "y", "x")]
+        for job in done:
+            job.start()
+            assert job.wait(30).state == "exited"
+        running = identity.new_job("python3 - <<'PY'\nimport time\ntime.sleep(300)\nPY", label="x")
+        running.start()
+        x_ids = [done[0].id, done[2].id, running.id]
+
+        reply, messages = kernel.execute("%jobber_jobs --label x")
+        assert reply["status"] == "ok"
+        data = next(m for m in messages if m.type == "execute_result").content["data"]
+        header, *rows = data["text/plain"].splitlines()
+        assert "LABEL" in header and [int(row.split()[0]) for row in rows] == x_ids
+        assert {row[header.index("LABEL"):].split()[0] for row in rows} == {"x"}, "a label column"
+        assert rows[-1].endswith("python3 - <<'PY' …"), "the first line of the command"
+        assert 'title="python3 - &lt;&lt;&#x27;PY&#x27;\nimport time' in data["text/html"], "all of it on hover"
+        assert "(+3 lines)" in data["text/html"]
+        _, messages = kernel.execute("%jobber_jobs --state running -n 1")
+        rows = next(m for m in messages if m.type == "execute_result").content["data"]["text/plain"].splitlines()[1:]
+        assert [int(row.split()[0]) for row in rows] == [running.id]
+
+        _, messages = kernel.execute("%jobber_prune --label x --dry-run")
+        said = "".join(m.content["text"] for m in messages if m.type == "stream")
+        assert said == f"would remove 2 jobs: {done[0].id}, {done[2].id}; kept {running.id} (running)\n"
+        reply, messages = kernel.execute("%jobber_prune --label x")
+        assert reply["status"] == "ok"
+        assert [job.id for job in identity.get_jobs()] == [done[1].id, running.id], "never a running job"
+        reply, messages = kernel.execute(f"%jobber_rm {running.id}-{running.id + 5}")
+        assert reply["status"] == "error" and f"job {running.id} kept: job {running.id} is running" in reply["evalue"]
+        running.stop(grace=0)

@@ -411,11 +411,11 @@ class TestJobs:
         jobs = shell.run_line_magic("jobber_jobs", "")
         assert isinstance(jobs, JobList) and jobs == [done, running], "newest last"
         header, *rows = repr(jobs).splitlines()
-        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
-        assert "exited (code 0)" in rows[0] and rows[0].endswith("local    echo done")
-        assert " running " in rows[1] and rows[1].endswith("local    sleep 300")
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND"]
+        assert "exited (code 0)" in rows[0] and rows[0].endswith("local    -      echo done")
+        assert " running " in rows[1] and rows[1].endswith("local    -      sleep 300")
         html = shell.display_formatter.formatters["text/html"](jobs)
-        assert "<table>" in html and "exited (code 0)" in html and "running" in html and ">started<" in html
+        assert "<table" in html and "exited (code 0)" in html and "running" in html and ">started<" in html
 
     def test_takes_no_arguments(self, shell, identity):
         assert "unrecognized arguments: 3" in str(usage_error(shell, "%jobber_jobs 3"))
@@ -423,7 +423,7 @@ class TestJobs:
 
 class FakeJob:
     def __init__(self, job_id: int, command: str) -> None:
-        self.id, self.command, self.stopped = job_id, command, False
+        self.id, self.command, self.stopped, self.label = job_id, command, False, None
 
     def status(self):
         from jobber import JobStatus
@@ -473,7 +473,8 @@ class TestSession:
         assert session.jobs == {1: job}
         _, captured = run_cell(shell, "%jobber_tail 1")
         assert captured.stdout == "remote job 1\n"
-        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1].split() == ["1", "-", "-", "running", "remote", "hostname"]
+        assert repr(shell.run_line_magic("jobber_jobs", "")).splitlines()[1].split() == ["1", "-", "-", "running", "remote", "-",
+                                                                                   "hostname"]
         _, captured = run_cell(shell, "%jobber_stop 1")
         assert captured.stdout == "job 1: stopped\n"
         assert "no job 2" in str(usage_error(shell, "%jobber_tail 2"))

@@ -254,10 +254,40 @@ class TestPrune:
     def test_raw_prune(self, api):
         job = ended(api, "true")
         reply = api("POST", "/v1/jobs:prune", {"dry_run": True})
-        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": True})
+        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": True, "kept": []})
         reply = api("POST", "/v1/jobs:prune")
-        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": False})
+        assert (reply.status, reply.json()) == (200, {"removed": [job], "dry_run": False, "kept": []})
         assert ids(api) == []
+
+    def test_raw_prune_by_label_and_ids_says_what_it_kept(self, api, gate):
+        first, second = ended(api, "true"), create(api, command="true", label="mine")["id"]
+        running = create(api, command=f"while [ ! -e {gate} ]; do sleep 0.05; done", label="mine", start=True)["id"]
+        reply = api("POST", "/v1/jobs:prune", {"label": "mine", "dry_run": True})
+        assert reply.status == 200 and reply.json()["removed"] == []
+        assert [item["id"] for item in reply.json()["kept"]] == [second, running]
+        assert reply.json()["kept"][1]["reason"] == "running"
+        assert reply.json()["kept"][0]["reason"].startswith("never started, created ")
+        reply = api("POST", "/v1/jobs:prune", {"ids": f"{first}-{running}", "older_than": 0.000001})
+        assert reply.json()["removed"] == [first, second] and [k["id"] for k in reply.json()["kept"]] == [running]
+        gate.touch()
+        assert api("GET", f"/v1/jobs/{running}?wait=30").json()["status"]["state"] == "exited"
+        assert ids(api) == [running]
+
+    @pytest.mark.parametrize(("ids_field", "message"), [
+        ("40-12", "ids: 40-12 runs backwards: write the lower id first, e.g. 12-40"),
+        ("all", "ids: 'all' is not a job id or a range of them"),
+        ([1, True], "ids: True is not a job id"),
+        ({"from": 1}, "ids must be text such as"),
+        (",".join(str(n) for n in range(1, 1000, 2)), "ids: more than 200 separate ids or ranges"),
+    ])
+    def test_a_malformed_selection_is_a_400(self, api, ids_field, message):
+        job = ended(api, "true")
+        reply = api("POST", "/v1/jobs:prune", {"ids": ids_field})
+        assert (reply.status, reply.json()["type"]) == (400, "JobError")
+        assert reply.json()["error"].startswith(message)
+        reply = api("POST", "/v1/jobs:prune", {"label": "not a label!"})
+        assert reply.status == 400 and "is not a label" in reply.json()["error"]
+        assert ids(api) == [job]
 
     @pytest.mark.parametrize(("arguments", "message"), [
         ({"states": ["running"]}, "states ['running'] are not final states"),
@@ -318,7 +348,7 @@ class TestTenancy:
             job_id = body["rerun_of"] if body else int(path.split("/")[3].split("?")[0])
             assert reply.json()["error"] == never.format(job_id), (method, path)
         assert other("GET", "/v1/jobs?label=secret").json() == {"jobs": []}
-        assert other("POST", "/v1/jobs:prune", {}).json() == {"removed": [], "dry_run": False}
+        assert other("POST", "/v1/jobs:prune", {}).json() == {"removed": [], "dry_run": False, "kept": []}
         assert ids(other) == []  # nothing was made for the other tenant either
         assert ids(api) == [mine, made]  # and nothing of ours was touched
 

@@ -204,15 +204,19 @@ class TestDisplays:
         first.wait(30)
         jobs = JobList([first, second])
         header, *rows = repr(jobs).splitlines()
-        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "COMMAND"]
+        assert header.split() == ["ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND"]
         started = first.status().started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         assert rows[0].split("  ")[0].strip() == str(first.id) and started in rows[0]
         assert "exited (code 0)" in rows[0] and rows[0].endswith("echo one")
         assert "created" in rows[1] and rows[1].endswith("echo two …")
         assert len({line.index("COMMAND" if i == 0 else "echo") for i, line in enumerate([header, *rows])}) == 1, "aligned"
         html = jobs._repr_html_()
-        assert "<table>" in html and "exited (code 0)" in html and ">started<" in html and ">duration<" in html
-        assert html.count("white-space:nowrap") >= 7 * 3, "no column but the command wraps"
+        assert "<table" in html and "exited (code 0)" in html and ">started<" in html and ">duration<" in html
+        assert html.count('<td style="padding:2px 8px;text-align:left;vertical-align:top;white-space:nowrap">') == 6 * 2
+        assert html.count("<th ") == 8 and ">isolation<" in html and ">backend<" not in html, "said once"
+        assert "every job: backend local</p>" in html, "the one backend of every job"
+        assert html.count("width:100%;max-width:0") == 2, "the command takes the width left"
+        assert 'title="echo two\necho more"' in html and "(+1 line)" in html, "the whole command on hover"
         assert "No jobs yet" in repr(JobList()) and "No jobs yet" in JobList()._repr_html_()
 
     def test_a_static_card_of_a_running_job_says_as_of_when(self, store):

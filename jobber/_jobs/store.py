@@ -22,12 +22,14 @@ from jobber._files import disk_full
 from jobber._jobs.history import resolve_auto
 from jobber._jobs.job import Job, spec_of
 from jobber._jobs.jobdir import JobDir, ensure_private_dir
-from jobber._jobs.options import check_lifecycle, grows_on_retry, parse_duration
+from jobber._jobs.options import check_label, check_lifecycle, grows_on_retry, parse_duration
 from jobber._jobs.queues import check_after, check_queue, read_settings, write_settings
+from jobber._jobs.selection import JobIds, Pruned
 from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, OOM_GROWTH, QUEUE, RETRIES, RETRY_ON, JobSpec, check_command
 from jobber._limits import Limits
 from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
+from jobber._text import format_elapsed
 
 __all__ = ["JobStore", "jobs_dir", "validate_job_id"]
 
@@ -37,6 +39,8 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 # stray or hostile directory name can never become a job.
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _COUNTER = ".next-id"
+STALE_CREATED = 86400.0
+"""A job never started is pruned once this old (seconds), unless ``older_than`` says otherwise."""
 _RERUN_FIELDS = {"command", "limits", "env", "cwd", *LIFECYCLE_OPTIONS, "options"}
 
 
@@ -236,7 +240,8 @@ class JobStore(Session):
     find = find_job  # its name before the Session protocol
 
     def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
-              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+              keep_last: int | None = None, dry_run: bool = False, label: str | None = None,
+              ids: Any = None) -> Pruned:
         wanted = set(FINAL_STATES if states is None else ([states] if isinstance(states, str) else states))
         if not wanted <= FINAL_STATES:
             raise JobError(f"states {sorted(wanted - FINAL_STATES)} are not final states: choose among "
@@ -244,10 +249,27 @@ class JobStore(Session):
         age = None if older_than is None else parse_duration(older_than, "older_than")
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0):
             raise JobError(f"keep_last must be a whole number >= 0, not {keep_last!r}")
+        chosen = None if ids is None else JobIds.parse(ids)
+        if label is not None:
+            check_label(label)
         now = time.time()
-        matching = []
-        for job in self.get_jobs():
+        matching, kept = [], {}
+        for job in self.get_jobs(label=label):
+            if chosen is not None and job.id not in chosen:
+                continue
             status = job.status()
+            if status.state == "created":
+                # Never started: abandoned once older than the threshold (a day without one),
+                # while a job created a moment ago is likely about to be started.
+                created = spec_of(job).created_at or now
+                if states is None and now - created >= (STALE_CREATED if age is None else age):
+                    matching.append(job)
+                else:
+                    kept[job.id] = f"never started, created {format_elapsed(now - created)} ago"
+                continue
+            if status.state not in FINAL_STATES:
+                kept[job.id] = status.state + (f": {status.note}" if status.state == "pending" and status.note else "")
+                continue
             if status.state not in wanted:
                 continue
             if age is not None and (status.ended_at is None or now - status.ended_at.timestamp() < age):
@@ -260,10 +282,11 @@ class JobStore(Session):
             if not dry_run:
                 try:
                     job.remove()
-                except JobError:
-                    continue  # started again, or removed, meanwhile: not ours to remove
+                except JobError as err:
+                    kept[job.id] = str(err)  # started again, or removed, meanwhile
+                    continue
             removed.append(job.id)
-        return removed
+        return Pruned(removed, dict(sorted(kept.items())))
 
     def get_job(self, job_id: int) -> Job:
         job_id = validate_job_id(job_id)

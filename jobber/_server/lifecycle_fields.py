@@ -8,7 +8,7 @@ rules of the library (``jobber._jobs.options.check_lifecycle``, ``JobStore.rerun
     POST   /v1/jobs            {"rerun_of": ID, ...overrides}   a new job like ID (``job.rerun``)
     GET    /v1/jobs?label=L    the jobs with that label (newest last: ``find_job``)
     GET    /v1/jobs/ID?attempts=1   the job with ``attempts``, each attempt's status
-    POST   /v1/jobs:prune      {older_than, states, keep_last, dry_run}   ``prune``
+    POST   /v1/jobs:prune      {older_than, states, keep_last, dry_run, label, ids}   ``prune``
     POST   /v1/jobs            {..., queue, after, limits: {gpus}}   waits for a queue, for jobs
     GET    /v1/queues          the caller's queues (``queues``)
     PUT    /v1/queues/NAME     {parallel, memory, cpus, gpus}   ``set_queue``
@@ -26,8 +26,9 @@ from typing import Any
 from jobber._backends.context import check_env
 from jobber._errors import JobError, LimitError
 from jobber._jobs.job import Job, spec_of
-from jobber._jobs.options import RETRYABLE, check_lifecycle_option, parse_duration
+from jobber._jobs.options import RETRYABLE, check_label, check_lifecycle_option, parse_duration
 from jobber._jobs.queues import AFTER_MODES, check_queue
+from jobber._jobs.selection import JobIds
 from jobber._jobs.spec import AFTER, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, QUEUE, RETRY_ON
 from jobber._jobs.store import JobStore
 from jobber._limits import Limits
@@ -46,7 +47,7 @@ NEW_JOB_FIELDS = set(job_schema.NEW_JOB_FIELDS)
 """What a ``POST /v1/jobs`` body may hold: the job spec's fields, and ``start``."""
 QUEUE_FIELDS = {"parallel", "memory", "cpus", "gpus"}
 QUEUE_EXAMPLE = '{"parallel": 2, "memory": "16G", "gpus": 2}'
-PRUNE_FIELDS = {"older_than", "states", "keep_last", "dry_run"}
+PRUNE_FIELDS = {"older_than", "states", "keep_last", "dry_run", "label", "ids"}
 PRUNE_EXAMPLE = '{"older_than": "7d", "states": ["exited"], "keep_last": 10, "dry_run": true}'
 
 
@@ -277,16 +278,29 @@ def prune_arguments(data: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, f"keep_last must be a whole number >= 0, not {_shown(keep_last)}", "JobError")
     if not isinstance(dry_run, bool):
         raise ApiError(400, f"dry_run must be true or false, not {_shown(dry_run)}")
-    return {"older_than": older_than, "states": states, "keep_last": keep_last, "dry_run": dry_run}
+    chosen_by: dict[str, Any] = {}
+    try:
+        if data.get("label") is not None:
+            chosen_by["label"] = check_label(data["label"])
+        if data.get("ids") is not None:
+            if not isinstance(data["ids"], (str, list)):
+                raise JobError(f"ids must be text such as \"12-40,45\" or a list of ids, not {_shown(data['ids'])}")
+            chosen_by["ids"] = JobIds.parse(data["ids"])
+    except JobError as err:
+        raise ApiError(400, str(err), "JobError") from None
+    return {"older_than": older_than, "states": states, "keep_last": keep_last, "dry_run": dry_run, **chosen_by}
 
 
 def prune(store: JobStore, arguments: dict[str, Any]) -> dict[str, Any]:
     """``JobStore.prune`` with checked ``arguments`` (``prune_arguments``), in a worker thread.
 
     Returns:
-        ``{"removed": [ids, oldest first], "dry_run": bool}``.
+        ``{"removed": [ids, oldest first], "dry_run": bool, "kept": [{"id", "reason"}, ...]}``:
+        ``kept``, the selected jobs left in place (running ones, say) and why.
 
     Raises:
         JobError: a job directory could not be read or removed.
     """
-    return {"removed": store.prune(**arguments), "dry_run": arguments["dry_run"]}
+    pruned = store.prune(**arguments)
+    return {"removed": list(pruned), "dry_run": arguments["dry_run"],
+            "kept": [{"id": job_id, "reason": public_message(why)} for job_id, why in pruned.kept.items()]}

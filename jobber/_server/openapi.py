@@ -131,6 +131,12 @@ _SCHEMAS: dict[str, Any] = {
             "keep_last": nullable({"type": "integer", "minimum": 0,
                                    "description": "of the matching jobs, keep the newest this many"}),
             "dry_run": {"type": "boolean", "default": False, "description": "only say which would be removed"},
+            "label": nullable({"type": "string", "maxLength": 64, "description": "only the jobs with this label"}),
+            "ids": nullable({
+                "anyOf": [{"type": "string", "maxLength": 4000, "pattern": "^[0-9, -]+$"},
+                          {"type": "array", "items": {"type": "integer", "minimum": 1}}],
+                "description": "only these jobs: ids and ranges, \"12-40,45\", or a list of ids",
+            }),
         },
     },
     "Pruned": {
@@ -140,6 +146,10 @@ _SCHEMAS: dict[str, Any] = {
             "removed": {"type": "array", "items": {"type": "integer", "minimum": 1},
                         "description": "the ids removed (or, with dry_run, that would be), oldest first"},
             "dry_run": {"type": "boolean"},
+            "kept": {"type": "array", "description": "the selected jobs left in place, and why (\"running\")",
+                     "items": {"type": "object", "required": ["id", "reason"],
+                               "properties": {"id": {"type": "integer", "minimum": 1},
+                                              "reason": {"type": "string"}}}},
         },
     },
     "Removed": {

@@ -81,7 +81,7 @@ class TestPrune:
         assert ids() == [running.id, waiting.id]  # never a running or a created job
         gate.touch()
         assert running.wait(expect.wait_s).state == "exited"
-        assert session.prune(older_than=0.000001) == [running.id]
+        assert session.prune(older_than=0.000001) == [running.id, waiting.id]  # never started: as old as asked
 
     @pytest.mark.parametrize(("arguments", "message"), [
         ({"states": ["running"]}, "states ['running'] are not final states"),
@@ -93,5 +93,49 @@ class TestPrune:
         job = session.new_job("true")
         ran(job, expect.wait_s)
         with pytest.raises(JobError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            session.prune(**arguments)
+        assert session.get_jobs() == [job]
+
+
+class TestPruneSelection:
+    """``prune(label=..., ids=...)``: only the jobs chosen, running ones kept and said so."""
+
+    def test_by_label_and_by_ids_keeping_what_runs(self, session, expect, gate):
+        first, other, second = (session.new_job("true", label=label) for label in ("a", "b", "a"))
+        for job in (first, other, second):
+            ran(job, expect.wait_s)
+        running = session.new_job(f"while [ ! -e {gate} ]; do sleep 0.05; done", label="a")
+        running.start()
+        fresh = session.new_job("true", label="a")
+        everyone = [first.id, other.id, second.id, running.id, fresh.id]
+
+        pruned = session.prune(label="a", dry_run=True)
+        assert pruned == [first.id, second.id] and isinstance(pruned, list)
+        assert list(pruned.kept) == [running.id, fresh.id]
+        assert pruned.kept[running.id] == "running" or pruned.kept[running.id].startswith("pending")
+        assert pruned.kept[fresh.id].startswith("never started, created ")
+        assert session.prune(ids=f"{first.id}-{other.id}", dry_run=True) == [first.id, other.id]
+        assert session.prune(ids=[other.id, second.id], dry_run=True) == [other.id, second.id]
+        assert session.prune(ids=f"{first.id} {second.id}", dry_run=True) == [first.id, second.id]
+        assert session.prune(ids=range(first.id, first.id + 1), dry_run=True) == [first.id]
+        assert session.prune(label="nobody", dry_run=True) == [] and [job.id for job in session.get_jobs()] == everyone
+
+        assert session.prune(label="a", ids=f"{other.id}-{second.id}") == [second.id]
+        pruned = session.prune(label="a", older_than=0.000001)  # a never-started job as old as asked goes too
+        assert pruned == [first.id, fresh.id] and list(pruned.kept) == [running.id]
+        assert [job.id for job in session.get_jobs()] == [other.id, running.id]
+        gate.touch()
+        assert running.wait(expect.wait_s).ended
+
+    @pytest.mark.parametrize(("arguments", "message"), [
+        ({"ids": "40-12"}, "ids: 40-12 runs backwards: write the lower id first, e.g. 12-40"),
+        ({"ids": "all"}, "ids: 'all' is not a job id or a range of them"),
+        ({"ids": [3, 2.5]}, "ids: 2.5 is not a job id"),
+        ({"label": "no label!"}, "label 'no label!' is not a label"),
+    ])
+    def test_a_malformed_selection_is_refused(self, session, expect, arguments, message):
+        job = session.new_job("true")
+        ran(job, expect.wait_s)
+        with pytest.raises(JobError, match=message.replace("(", r"\(")):
             session.prune(**arguments)
         assert session.get_jobs() == [job]

@@ -25,8 +25,9 @@ from jobber._backends.remote.backend import RemoteBackend
 from jobber._backends.remote.transport import Transport
 from jobber._errors import JobError
 from jobber._jobs.job import Job
-from jobber._jobs.options import check_lifecycle, check_lifecycle_option
+from jobber._jobs.options import check_label, check_lifecycle, check_lifecycle_option
 from jobber._jobs.queues import check_after, check_queue
+from jobber._jobs.selection import JobIds, Pruned
 from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT, check_command
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
@@ -168,7 +169,8 @@ class RemoteSession(Session):
         return Job(RemoteBackend(self, self.transport.json("POST", "/v1/jobs", body, job_id=job.id)))
 
     def prune(self, *, older_than: float | str | None = None, states: str | Iterable[str] | None = None,
-              keep_last: int | None = None, dry_run: bool = False) -> list[int]:
+              keep_last: int | None = None, dry_run: bool = False, label: str | None = None,
+              ids: Any = None) -> Pruned:
         if isinstance(states, (str, type(None))):
             chosen: Any = states
         elif isinstance(states, Iterable):
@@ -176,12 +178,17 @@ class RemoteSession(Session):
         else:
             raise JobError(f"states {states!r}: give final states, e.g. ('exited', 'failed')")
         body = {"older_than": older_than, "states": chosen, "keep_last": keep_last, "dry_run": dry_run}
+        if label is not None:
+            body["label"] = check_label(label)
+        if ids is not None:
+            body["ids"] = str(JobIds.parse(ids))  # ranges as text: "12-40" stays short over the wire
         try:
             json.dumps(body)
         except (TypeError, ValueError):
             raise JobError(f"prune: {body!r} holds a value that is neither a number nor text: give older_than as "
                            "seconds or '7d', states as names, keep_last as a whole number") from None
-        return list(self.transport.json("POST", "/v1/jobs:prune", body)["removed"])
+        answer = self.transport.json("POST", "/v1/jobs:prune", body)
+        return Pruned(answer["removed"], {int(item["id"]): str(item["reason"]) for item in answer.get("kept", [])})
 
     def set_queue(self, name: str, *, parallel: int | None = None, memory: int | str | None = None,
                   cpus: float | None = None, gpus: int | None = None) -> dict[str, Any]:
