@@ -196,6 +196,17 @@ class TestResult:
         again.start()
         assert again.result(60) == 42
 
+    def test_a_job_never_started_has_none_and_result_does_not_wait_for_ever(self, store):
+        job = store.new_function_job(pack_call(add, (1, 2)))
+        with pytest.raises(JobError, match=f"job {job.id} was never started"):
+            job.result()
+
+    def test_a_malformed_executor_is_refused_when_made(self, store):
+        with pytest.raises(JobError, match="jobber.Limits"):
+            store.executor({"memory": "1G"})
+        with pytest.raises(JobError, match="result_max"):
+            store.executor(result_max="lots")
+
     def test_new_function_job_refuses_what_is_not_a_call(self, store):
         with pytest.raises(JobError, match="must be the pickled call"):
             store.new_function_job("print(1)")
