@@ -152,7 +152,8 @@ class TestTheRunner:
         assert meta == {"ok": True, "type": "int", "size": len(data), "traceback": None, "error": None,
                         "python": pycall.PYTHON_VERSION}
         assert load_result(meta, data, 1) == 5
-        assert not list((tmp_path / "job").glob("*.tmp"))
+        assert sorted(os.listdir(tmp_path / "job")) == ["call.pkl", "result.json", "result.pkl"]  # no temporary left
+        assert stat.S_IMODE((tmp_path / "job" / "result.pkl").stat().st_mode) == 0o600
 
     def test_prints_go_to_the_output(self, tmp_path):
         def chatty():
