@@ -262,11 +262,17 @@ class TestConfined:
         with store.executor(queue="fn") as ex:
             assert list(ex.map(square, range(6), timeout=120)) == [0, 1, 4, 9, 16, 25]
 
-    def test_map_timeout_stops_the_jobs_left(self, executor):
+    def test_map_timeout_stops_the_jobs_left(self, executor, store):
         results = executor.map(sleep_then, [0, 300], [1, 2], timeout=20)
         assert next(results) == 1
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):
             next(results)
+        assert [job.status().state for job in store.get_jobs()] == ["exited", "stopped"]
+
+    def test_map_stops_what_it_made_when_an_item_cannot_be_sent(self, executor, store):
+        with pytest.raises(JobError, match="argument 'value': a lock held by the kernel"):
+            executor.map(sleep_then, [300, 300], [1, threading.Lock()])
+        assert [job.status().state for job in store.get_jobs()] == ["stopped"]
 
     def test_shutdown_cancel_futures_stops_the_jobs_waiting(self, store):
         store.set_queue("one", parallel=1)
