@@ -257,6 +257,13 @@ class TestConfined:
             with pytest.raises(JobError, match="OOM-killed"):
                 fut.result(120)
 
+    def test_a_timed_out_function_says_so(self, store):
+        with store.executor(timeout=1) as ex:
+            fut = ex.submit(sleep_then, 300, 1)
+            with pytest.raises(JobError, match=f"job {fut.job.id} timed out"):
+                fut.result(60)
+        assert fut.job.status().state == "timed-out"
+
     def test_map_through_a_queue(self, store):
         store.set_queue("fn", parallel=2)
         with store.executor(queue="fn") as ex:
