@@ -54,6 +54,15 @@ def sleep_then(seconds, value):
     return value
 
 
+def wait_for_file(path):
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "opened"
+
+
 def env_var(name):
     return os.environ.get(name)
 
@@ -109,12 +118,14 @@ class TestSubmit:
     def test_map_gives_results_in_order(self, executor):
         assert list(executor.map(slow_square, range(3))) == [0, 1, 4]
 
-    def test_as_completed_and_wait(self, executor):
-        futures = [executor.submit(sleep_then, s, s) for s in (0.6, 0.0)]
-        first = next(concurrent.futures.as_completed(futures, timeout=60))
-        assert first.result() == 0.0
-        done, not_done = concurrent.futures.wait(futures, timeout=60)
-        assert done == set(futures) and not not_done
+    def test_as_completed_and_wait(self, executor, tmp_path):
+        gate = tmp_path / "gate"
+        held, free = executor.submit(wait_for_file, str(gate)), executor.submit(add, 1, 1)
+        first = next(concurrent.futures.as_completed([held, free], timeout=60))
+        assert first is free and first.result() == 2 and not held.done()
+        gate.touch()
+        done, not_done = concurrent.futures.wait([held, free], timeout=60)
+        assert done == {held, free} and not not_done and held.result() == "opened"
 
     def test_an_exception_is_reraised_with_the_jobs_traceback(self, executor):
         fut = executor.submit(fail, "diverged")
