@@ -183,3 +183,9 @@ class DeferredBackend:
 
     def usage(self) -> Any:
         return self._backend().usage()
+
+    def read_result(self) -> Any:
+        return self._backend().read_result()
+
+    def result_meta(self) -> Any:
+        return self._backend().result_meta()

@@ -99,6 +99,18 @@ class Backend(Protocol):
     def usage(self) -> list[UsageSample]:
         """The current attempt's usage history (``jobber._usage``); [] where none is kept."""
 
+    def read_result(self) -> tuple[dict[str, Any], bytes]:
+        """An ended function job's outcome: (``result.json``'s object, ``result.pkl``'s bytes).
+
+        Nothing is unpickled here. JobError for a command job ("job N is a command job: it
+        has no result"), and for a function job that ended without writing a result
+        (killed, OOM-killed, timed out, stopped), saying which.
+        """
+
+    def result_meta(self) -> dict[str, Any] | None:
+        """A function job's ``result.json`` object (never the pickle), or None: a command
+        job, or no result written (yet)."""
+
 
 class DirectoryBackend:
     """The part of the local and Slurm backends that is the job directory.
@@ -175,6 +187,16 @@ class DirectoryBackend:
 
     def usage(self) -> list[UsageSample]:
         return read_usage(self.dir.path / USAGE)
+
+    def read_result(self) -> tuple[dict[str, Any], bytes]:
+        from jobber._jobs.results import read_result
+
+        return read_result(self.dir, self.job_id, self.spec(), self.status())
+
+    def result_meta(self) -> dict[str, Any] | None:
+        from jobber._jobs.results import read_meta
+
+        return read_meta(self.dir) if self.spec().is_function else None
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError
