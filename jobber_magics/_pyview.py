@@ -17,7 +17,7 @@ import traitlets
 
 from jobber import JobberError
 from jobber_magics._charts import format_size
-from jobber_magics._pyjobs import CellRun
+from jobber_magics._pyjobs import CellRun, result_info
 from jobber_magics._sweepview import WaitingJobWidget
 
 __all__ = ["FunctionJobWidget", "result_html"]
@@ -79,14 +79,7 @@ class FunctionJobWidget(WaitingJobWidget):
                     return
             self.result_html = result_html(self.run)
             return
-        info = function_result_info(self.job)
+        info = result_info(self.job)
         if info is not None:
             self.result_html = info_html(info)
 
-
-def function_result_info(job: Any) -> dict[str, Any] | None:
-    """A function job's result.json (None for a command job or one that wrote no result)."""
-    read = getattr(job, "result_info", None)
-    if read is None:
-        return None
-    return read()
