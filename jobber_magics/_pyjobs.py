@@ -31,6 +31,8 @@ __all__ = ["OUTPUTS_VARIABLE", "CellRun", "PySweep", "cell_function", "names_lis
 OUTPUTS_VARIABLE = "JOBBER_PY_OUT"
 # A function job's outcome described in JSON, in its directory (see `result_info`).
 RESULT_META = "result.json"
+# Where a cell's code comes from, in its tracebacks.
+CELL_FILENAME = "<jobber_py cell>"
 # The label a %%jobber_py job gets when none is given (the function's qualified name).
 CELL_LABEL = "jobber_py"
 
@@ -68,7 +70,7 @@ def cell_function(source: str, outputs: Sequence[str]) -> Callable[[dict[str, An
         import builtins
         import linecache
 
-        filename = "<jobber_py cell>"
+        filename = CELL_FILENAME
         # Tracebacks read the source from linecache: give them the cell's lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": "__main__", "__builtins__": builtins, **inputs}
@@ -148,7 +150,9 @@ class CellRun:
             try:
                 values = future.result()
             except BaseException as err:  # noqa: BLE001 - the cell's own exception, shown in the view
-                self.ok, self.text, self.traceback = False, _nothing_set(err), failure_text(err)
+                self.ok, self.text = False, _nothing_set(err)
+                if not isinstance(err, JobberError):  # a JobError's sentence is all there is
+                    self.traceback = from_the_cell(failure_text(err))
                 return
             if not isinstance(values, dict):  # not from cell_function: set nothing
                 self.ok, self.text = False, f"nothing set: the job returned a {type_name(values)}, not a dict of names"
@@ -158,6 +162,16 @@ class CellRun:
             self.text, self.missing = result_summary(self.outputs, values, _result_size(self.job))
         finally:
             self._done.set()
+
+
+def from_the_cell(traceback_text: str) -> str:
+    """A cell's traceback without the frames of the job's runner above the cell's own."""
+    lines = traceback_text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(f'  File "{CELL_FILENAME}"')), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")), None)
+    if first is None or start is None or start > first:
+        return traceback_text
+    return "\n".join([*lines[:start + 1], *lines[first:]])
 
 
 def _nothing_set(err: BaseException) -> str:

@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from jobber import JobberError
 from jobber_magics._magics import JobberMagics, job_ref, parse_options, user_errors
 from jobber_magics._options import job_arguments, job_request
-from jobber_magics._pyjobs import OUTPUTS_VARIABLE, CellRun, PySweep, cell_function, names_list
+from jobber_magics._pyjobs import CELL_FILENAME, OUTPUTS_VARIABLE, CellRun, PySweep, cell_function, names_list
 
 __all__ = ["JobberPyMagics", "cell_inputs", "in_out_arguments", "python_sweep", "python_job_options",
            "variable_names"]
@@ -116,7 +116,7 @@ def _check_python(cell: str) -> None:
     if not cell.strip():
         raise UsageError("the cell is empty: write the Python to run below the magic's line")
     try:
-        compile(cell, "<jobber_py cell>", "exec")
+        compile(cell, CELL_FILENAME, "exec")
     except SyntaxError as err:
         raise UsageError(f"the cell is not valid Python (line {err.lineno}: {err.msg}): nothing was started") from err
 

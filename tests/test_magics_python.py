@@ -107,6 +107,7 @@ class TestJobberPy:
         assert "nothing set" in line
         assert "Traceback" in line and "ValueError: bad input 42" in line
         assert "raise ValueError('bad input 42')" in line, "the traceback shows the cell's line"
+        assert "function_runner" not in line, "the runner's frames are left out"
         assert identity.get_job(job_id).status().state == "failed"
         assert printed(kernel, "print('y' in dir())") == "False\n"
 
@@ -133,7 +134,8 @@ class TestJobberPy:
         job_id = job_id_of(messages)
         line = result_line(kernel, job_id)
         assert identity.get_job(job_id).status().state == "oom-killed"
-        assert "nothing set" in line
+        assert "nothing set: job " in line and "OOM-killed" in line
+        assert line.count("OOM-killed") == 1, line
         assert printed(kernel, "print('big' in dir())") == "False\n"
 
 
