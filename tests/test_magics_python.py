@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 
 import pytest
 
@@ -189,3 +190,45 @@ class TestPythonSweep:
     def test_in_and_out_need_py(self, kernel):
         assert usage_error(kernel, "%%jobber_sweep --out x n=1,2\necho {n}").startswith(
             "--in and --out are for a Python sweep: add --py")
+
+
+class TestPieces:
+    """The IPython-free parts, in this process."""
+
+    def test_names_are_split_on_commas_once_each(self):
+        from jobber_magics._pyjobs import names_list
+
+        assert names_list("--in", ["a,b", "c", "a, d,"]) == ["a", "b", "c", "d"]
+        with pytest.raises(ValueError, match="--in 'class' is not a Python variable name"):
+            names_list("--in", ["x,class"])
+
+    def test_a_cells_traceback_starts_at_the_cell(self):
+        from jobber_magics._pyjobs import from_the_cell
+
+        text = ("Traceback in job 3:\nTraceback (most recent call last):\n"
+                '  File "/x/function_runner.py", line 68, in main\n    value = fn(*args)\n'
+                '  File "<dynamic-code>", line 75, in run_cell\n'
+                '  File "<jobber_py cell>", line 2, in <module>\n    raise ValueError(1)\nValueError: 1')
+        assert from_the_cell(text) == ("Traceback in job 3:\nTraceback (most recent call last):\n"
+                                       '  File "<jobber_py cell>", line 2, in <module>\n    raise ValueError(1)\n'
+                                       "ValueError: 1")
+        assert from_the_cell("ValueError: 1") == "ValueError: 1"
+
+    @pytest.mark.parametrize("pandas", [True, False], ids=["dataframe", "dicts"])
+    def test_a_python_sweeps_table_has_a_column_per_output(self, identity, monkeypatch, pandas):
+        from jobber_magics._pyjobs import PySweep, cell_function
+
+        if pandas:
+            pytest.importorskip("pandas", reason="pandas is not installed: sweep.table() gives dicts")
+        else:
+            monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas fails
+        function = cell_function("if n == 2:\n    raise ValueError(n)\nsquare = n * n\n", ["square"])
+        futures = [identity.executor(label=f"t-{n}").submit(function, {"n": n}) for n in (1, 2, 3)]
+        sweep = PySweep([f.job for f in futures], [{"n": n} for n in (1, 2, 3)], "square = n * n", ["square"])
+        for job in sweep:
+            job.wait(60)
+        table = sweep.table()
+        rows = table.reset_index().to_dict("records") if pandas else table
+        squares = [None if row["square"] != row["square"] else row["square"] for row in rows]  # NaN: no value
+        assert [(row["n"], row["state"], square) for row, square in zip(rows, squares)] == [
+            (1, "exited", 1), (2, "failed", None), (3, "exited", 9)]
