@@ -127,9 +127,13 @@ class CellRun:
         future: the job's future (``executor.submit``'s).
         outputs: the ``--out`` names.
         namespace: where to set them (the notebook's ``user_ns``).
+        latest: the job the cell started last, when it ends: a run superseded by a later
+            run of the same cell sets nothing (the later one's values must not be
+            overwritten by an earlier job that ends after it).
     """
 
-    def __init__(self, future: Future, outputs: Sequence[str], namespace: dict[str, Any]) -> None:
+    def __init__(self, future: Future, outputs: Sequence[str], namespace: dict[str, Any],
+                 latest: Callable[[], Any] | None = None) -> None:
         self.future = future
         self.job = future.job  # type: ignore[attr-defined]
         self.outputs = list(outputs)
@@ -138,6 +142,7 @@ class CellRun:
         self.traceback = ""  # what the cell raised, as the job wrote it
         self.missing: list[str] = []
         self._namespace = namespace
+        self._latest = latest
         self._done = threading.Event()
         future.add_done_callback(self._finish)
 
@@ -156,6 +161,11 @@ class CellRun:
                 return
             if not isinstance(values, dict):  # not from cell_function: set nothing
                 self.ok, self.text = False, f"nothing set: the job returned a {type_name(values)}, not a dict of names"
+                return
+            newer = None if self._latest is None else self._latest()
+            if newer is not None and newer != self.job:
+                self.ok, self.text = False, (f"nothing set: job {newer.id}, a later run of this cell, "
+                                             "sets its names")
                 return
             self._namespace.update({name: values[name] for name in self.outputs if name in values})
             self.ok = True

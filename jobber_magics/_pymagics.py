@@ -172,7 +172,7 @@ class JobberPyMagics(Magics):
         cell_key = self._main.current_cell
         notices, previous = self._main.earlier_run_of(cell_key, replace=args.replace)
         future = session.executor(limits, **options).submit(cell_function(cell, outputs), inputs)
-        run = CellRun(future, outputs, self.shell.user_ns)
+        run = CellRun(future, outputs, self.shell.user_ns, latest=lambda: self._main.last_job_of(cell_key))
         job = run.job
         if args.name:
             self.shell.user_ns[args.name] = job

@@ -232,3 +232,22 @@ class TestPieces:
         squares = [None if row["square"] != row["square"] else row["square"] for row in rows]  # NaN: no value
         assert [(row["n"], row["state"], square) for row, square in zip(rows, squares)] == [
             (1, "exited", 1), (2, "failed", None), (3, "exited", 9)]
+
+
+
+class TestCellRun:
+    """What a cell run sets when its job ends, in this process (the kernel tests above run it
+    through the magic)."""
+
+    def test_a_run_superseded_by_a_later_run_of_its_cell_sets_nothing(self, identity):
+        from jobber_magics._pyjobs import CellRun, cell_function
+
+        namespace = {"which": "second"}
+        earlier = identity.executor().submit(cell_function("which = 'first'", ["which"]), {})
+        later = identity.executor().submit(cell_function("which = 'second'", ["which"]), {})
+        run = CellRun(earlier, ["which"], namespace, latest=lambda: later.job)
+        assert run.wait(60)
+        assert namespace == {"which": "second"}
+        assert run.text == f"nothing set: job {later.job.id}, a later run of this cell, sets its names"
+        own = CellRun(later, ["which"], namespace, latest=lambda: later.job)
+        assert own.wait(60) and own.ok
