@@ -198,7 +198,8 @@ class JobberPyMagics(Magics):
         notebook again (after a kernel restart, say), any other function job's return value
         is the magic's value (``model = %jobber_fetch 12``).
 
-        The result is read from the job's directory and unpickled here, in your kernel,
+        The result is read from the job's directory (or downloaded from its jobber server)
+        and unpickled here, in your kernel,
         as many times as asked, until the job is removed. A job still running is refused
         (nothing waits in the kernel); a job that raised re-raises its exception.
         """

@@ -139,6 +139,15 @@ class TestJobberPy:
         assert line.count("OOM-killed") == 1, line
         assert printed(kernel, "print('big' in dir())") == "False\n"
 
+    @needs_cgroup
+    def test_an_oom_kill_retried_with_growth_sets_the_value_of_the_attempt_that_fits(self, kernel, identity):
+        reply, messages = kernel.execute("%%jobber_py --memory 40M --retries 3 --oom-growth 2 --out size\n"
+                                         "block = bytearray(70 << 20)\nsize = len(block)\n")
+        job_id = job_id_of(messages)
+        assert "set: size (int)" in result_line(kernel, job_id)
+        assert [attempt.state for attempt in identity.get_job(job_id).attempts] == ["oom-killed", "exited"]
+        assert printed(kernel, "print(size)") == f"{70 << 20}\n"
+
 
 class TestFetch:
     def test_fetch_after_a_kernel_restart_sets_the_outputs_again(self, identity):
