@@ -14,7 +14,6 @@ after a kernel restart. The job records its ``--out`` names in its environment
 
 from __future__ import annotations
 
-import json
 import keyword
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -24,13 +23,10 @@ from typing import Any
 import jobber
 from jobber import JobberError
 
-__all__ = ["OUTPUTS_VARIABLE", "CellRun", "PySweep", "cell_function", "names_list", "result_info", "result_summary",
-           "type_name"]
+__all__ = ["OUTPUTS_VARIABLE", "CellRun", "PySweep", "cell_function", "names_list", "result_summary", "type_name"]
 
 # In a %%jobber_py job's environment: its --out names, comma-separated ("" for none).
 OUTPUTS_VARIABLE = "JOBBER_PY_OUT"
-# A function job's outcome described in JSON, in its directory (see `result_info`).
-RESULT_META = "result.json"
 # Where a cell's code comes from, in its tracebacks.
 CELL_FILENAME = "<jobber_py cell>"
 # The label a %%jobber_py job gets when none is given (the function's qualified name).
@@ -191,27 +187,12 @@ def _nothing_set(err: BaseException) -> str:
 
 
 def _result_size(job: Any) -> int | None:
-    info = result_info(job)
+    try:
+        info = job.result_info()  # result.json: never unpickled
+    except JobberError:
+        return None
     size = None if info is None else info.get("size")
     return size if isinstance(size, int) else None
-
-
-def result_info(job: Any) -> dict[str, Any] | None:
-    """A function job's ``result.json`` (``ok``, ``type``, ``size``, ``traceback``, ``error``),
-    or None: a command job, a job that wrote none (killed first), or one kept on another
-    host (``job.path`` is None; its result is read through ``job.result()`` only).
-
-    result.json is JSON written beside result.pkl for any layer to read without unpickling
-    (the job directory's documented layout); the view reads nothing else of the directory.
-    """
-    path = getattr(job, "path", None)
-    if path is None:
-        return None
-    try:
-        info = json.loads((path / RESULT_META).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 class PySweep(jobber.Sweep):

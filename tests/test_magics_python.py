@@ -149,6 +149,28 @@ class TestJobberPy:
         assert printed(kernel, "print(size)") == f"{70 << 20}\n"
 
 
+class TestFunctionJobView:
+    def test_a_function_jobs_view_ends_with_its_results_type_and_size(self, kernel, identity):
+        reply, messages = kernel.execute("import os, jobber\n"
+                                         "ex = jobber.Certificate.from_file(os.environ['JOBBER_CERT']).executor()\n"
+                                         "future = ex.submit(sorted, [3, 1, 2])\nfuture.job")
+        assert reply["status"] == "ok", reply
+        job_id = job_id_of(messages)
+        size = identity.get_job(job_id).wait(60) and identity.get_job(job_id).result_info()["size"]
+        assert result_line(kernel, job_id).strip() == f"result: list, {size} B"
+
+    def test_a_command_jobs_view_has_no_result_line(self, kernel, identity):
+        text = printed(kernel, "%%jobber_run --no-follow\necho done")
+        job_id = int(re.match(r"job (\d+)", text).group(1))
+        identity.get_job(job_id).wait(60)
+        printed(kernel, f"view = %jobber_tail -f {job_id}")
+        assert printed(kernel, "print(view.wait(60), repr(view.result_html), view.state)") == "True '' exited\n"
+        # The same view of a function job has the line (so the check above can fail).
+        printed(kernel, "import os, jobber\nfuture = jobber.Certificate.from_file(os.environ['JOBBER_CERT'])"
+                        ".executor().submit(len, 'abc')\nfuture.result(60)\n"
+                        "view = %jobber_tail -f {future.job.id}")
+        assert printed(kernel, "print(view.wait(60), view.result_html)").startswith("True result: int, ")
+
 class TestFetch:
     def test_fetch_after_a_kernel_restart_sets_the_outputs_again(self, identity):
         kernel = start_kernel()
