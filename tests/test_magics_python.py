@@ -120,6 +120,12 @@ class TestJobberPy:
         assert "not valid Python" in usage_error(kernel, "%%jobber_py\nx = (\n")
         assert identity.get_jobs() == []
 
+    def test_an_unpicklable_in_value_is_named_before_anything_starts(self, kernel, identity):
+        printed(kernel, "import threading\nguard = threading.Lock()\n")
+        error = usage_error(kernel, "%%jobber_py --in guard\nprint(guard)\n")
+        assert "lock" in error.lower() and "cannot be sent to a job" in error, error
+        assert identity.get_jobs() == []
+
     def test_no_follow_still_sets_the_names_and_name_holds_the_job(self, kernel, identity):
         text = printed(kernel, "%%jobber_py --no-follow --name job --out answer\nanswer = 6 * 7\n")
         assert re.match(r"job \d+ started: .*answer will be set when it ends", text), text
