@@ -80,6 +80,7 @@ class TestJobberPy:
         assert "set: total (int), doubled (list)" in line
         assert "not set" not in line
         assert printed(kernel, "print(total, doubled)") == "12 [2, 4, 6]\n"
+        assert identity.get_job(job_id).label == "jobber_py"
         log = identity.get_job(job_id).path.joinpath("log").read_text()
         assert "total in job 12" in log
         pid = int(re.search(r"total in job 12 (\d+)", log).group(1))
