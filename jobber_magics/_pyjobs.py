@@ -17,7 +17,7 @@ from __future__ import annotations
 import keyword
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import jobber
@@ -152,7 +152,8 @@ class CellRun:
                 values = future.result()
             except BaseException as err:  # noqa: BLE001 - the cell's own exception, shown in the view
                 self.ok, self.text = False, _nothing_set(err)
-                if not isinstance(err, JobberError):  # a JobError's sentence is all there is
+                # A RemoteError carries the cell's traceback; any other JobError's sentence is all there is.
+                if getattr(err, "traceback_text", None) or not isinstance(err, (JobberError, CancelledError)):
                     self.traceback = from_the_cell(failure_text(err))
                 return
             if not isinstance(values, dict):  # not from cell_function: set nothing
@@ -181,6 +182,10 @@ def from_the_cell(traceback_text: str) -> str:
 
 
 def _nothing_set(err: BaseException) -> str:
+    if isinstance(err, CancelledError):
+        return "nothing set: the job was cancelled"
+    if getattr(err, "traceback_text", None):  # jobber.RemoteError: raised, cannot be rebuilt here
+        return f"nothing set: the cell raised {getattr(err, 'type_name', None) or type(err).__name__}"
     if isinstance(err, JobberError):
         return f"nothing set: {err}"
     return f"nothing set: the cell raised {type(err).__name__}"

@@ -113,6 +113,15 @@ class TestJobberPy:
         assert identity.get_job(job_id).status().state == "failed"
         assert printed(kernel, "print('y' in dir())") == "False\n"
 
+    def test_an_exception_that_cannot_be_rebuilt_here_still_shows_its_traceback(self, kernel, identity):
+        reply, messages = kernel.execute("%%jobber_py --out y\nclass Odd(Exception):\n"
+                                         "    def __init__(self, a, b):\n        super().__init__(a)\n"
+                                         "y = 1\nraise Odd(1, 2)\n")
+        line = result_line(kernel, job_id_of(messages))
+        assert "nothing set: the cell raised " in line and "Odd" in line
+        assert "raise Odd(1, 2)" in line, line
+        assert printed(kernel, "print('y' in dir())") == "False\n"
+
     def test_a_missing_in_name_is_one_line_and_starts_nothing(self, kernel, identity):
         error = usage_error(kernel, "%%jobber_py --in nowhere --out x\nx = nowhere\n")
         assert error.startswith("--in: no variable 'nowhere' in the notebook")
