@@ -242,6 +242,19 @@ class TestPythonSweep:
 class TestPieces:
     """The IPython-free parts, in this process."""
 
+    def test_jobber_py_takes_every_option_of_the_run_magic(self):
+        from jobber_magics._magics import JobberMagics
+        from jobber_magics._pymagics import JobberPyMagics
+
+        def flags(parser):
+            return {", ".join(a.option_strings): (a.dest, a.help, a.metavar, a.type, a.default, a.nargs)
+                    for a in parser._actions if a.option_strings and a.dest not in ("inputs", "out", "help")}
+
+        run, py = flags(JobberMagics.jobber_run.parser), flags(JobberPyMagics.jobber_py.parser)
+        assert set(run) == set(py)
+        assert {name: run[name] for name in run if name not in ("--no-follow", "--replace")} == {
+            name: py[name] for name in py if name not in ("--no-follow", "--replace")}
+
     def test_names_are_split_on_commas_once_each(self):
         from jobber_magics._pyjobs import names_list
 
