@@ -61,8 +61,6 @@ NOTEBOOKS = [
     (E2E / "notebooks" / "lifecycle-job.ipynb", "notebooks/lifecycle-job.ipynb"),
     (E2E / "notebooks" / "sweep-job.ipynb", "notebooks/sweep-job.ipynb"),
     (E2E / "notebooks" / "find-jobs.ipynb", "notebooks/find-jobs.ipynb"),
-
-
     (E2E / "notebooks" / "python-job.ipynb", "notebooks/python-job.ipynb"),
     (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
