@@ -99,6 +99,23 @@ def task_label(batch: Any) -> str:
     return f"joblib:{name}"[:_LABEL_MAX]
 
 
+def _named_in_its_task(batch: Any, err: BaseException) -> BaseException:
+    """For a batch that would not pickle, the sentence of its task that would not: "square():
+    argument 'x': a lock held by the kernel cannot be sent to a job (...)", not the batch's."""
+    if not isinstance(err, JobError):
+        return err
+    from jobber._jobs.pycall import function_name, pack_call
+
+    for fn, args, kwargs in getattr(batch, "items", ()):
+        try:
+            pack_call(fn, args, kwargs)
+        except JobError as task_err:
+            named = JobError(f"{function_name(fn)}(): {task_err}")
+            named.__cause__ = task_err.__cause__
+            return named
+    return err
+
+
 class _Task:
     """One batch joblib handed over: its future (what joblib holds) and, once started, its job's."""
 
@@ -175,6 +192,7 @@ class JobberBackend(ParallelBackendBase):
         self._running: set[_Task] = set()
         self._executors: dict[str, Executor] = {}
         self._launcher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._launcher_ident: int | None = None
 
     def __repr__(self) -> str:
         return f"<jobber joblib backend of {self.session!r}>"
@@ -216,9 +234,15 @@ class JobberBackend(ParallelBackendBase):
             self._waiting.clear()
             for task in dropped:
                 task.dropped = True
+            launcher = self._launcher
         for task in dropped:
             if task.job_future is not None:
                 task.job_future.cancel()  # stops the job (and removes its cgroup)
+        if launcher is not None and threading.get_ident() != self._launcher_ident:
+            try:  # a job being started right now is stopped by the launcher: wait for that too
+                launcher.submit(int).result()
+            except RuntimeError:  # terminated meanwhile: nothing is being started
+                pass
 
     def terminate(self) -> None:
         """Close the ``Parallel`` call: its launcher thread and executors go (jobs stay, ended)."""
@@ -272,6 +296,7 @@ class JobberBackend(ParallelBackendBase):
 
     def _launch(self) -> None:
         """Start waiting batches while there are free slots (the launcher thread runs this)."""
+        self._launcher_ident = threading.get_ident()
         while True:
             with self._lock:
                 if not self._waiting or len(self._running) >= self._slots:
@@ -284,7 +309,7 @@ class JobberBackend(ParallelBackendBase):
                 with self._lock:
                     self._running.discard(task)
                 if not task.dropped:
-                    task.settle(err)
+                    task.settle(_named_in_its_task(task.batch, err))
                 continue
             with self._lock:
                 task.job_future = job_future
