@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
-from jobber._jobs.pycall import function_name, pack_call
+from jobber._jobs.pycall import function_name, pack_call, result_max_of
+from jobber._limits import Limits
 
 if TYPE_CHECKING:
     from jobber._jobs.job import Job
-    from jobber._limits import Limits
 
 __all__ = ["Executor", "JobFuture"]
 
@@ -58,7 +58,7 @@ class JobFuture(concurrent.futures.Future):
         self._cancelling = False
 
     def __repr__(self) -> str:
-        return f"<JobFuture job {self.job.id} {super().__repr__()[1:-1].split(' ', 2)[-1]}>"
+        return f"<JobFuture job {self.job.id} {super().__repr__()[1:-1].split(' ', 2)[-1].split('=', 1)[-1]}>"
 
     def running(self) -> bool:
         """Whether the job is running now (not waiting in a queue, not ended)."""
@@ -118,10 +118,18 @@ class Executor(concurrent.futures.Executor):
     Args:
         session: a ``jobber.Session``: a ``jobber.Certificate``, or a ``jobber.connect`` session.
         limits: each job's resource limits.
-        **job_options: each job's options, as ``new_function_job`` takes them.
+        **job_options: each job's options, as ``new_function_job`` takes them (the
+            rest of them are checked by the first ``submit``).
+
+    Raises:
+        JobError: ``limits`` that are not a ``jobber.Limits``, or a malformed ``result_max``.
     """
 
     def __init__(self, session: Any, limits: Limits | None = None, **job_options: Any) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
+        if job_options.get("result_max") is not None:
+            result_max_of(job_options["result_max"])  # a malformed cap is refused now, not at each submit
         self._session = session
         self._limits = limits
         self._options = job_options

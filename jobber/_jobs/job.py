@@ -196,8 +196,9 @@ class Job:
 
         Raises:
             TimeoutError: the job had not ended within ``timeout``.
-            JobError: a command job (it has no result), or the job ended without one
-                (OOM-killed, timed out, stopped, over ``result_max``), saying which.
+            JobError: a command job (it has no result), one never started, or one that
+                ended without a result (OOM-killed, timed out, stopped, over
+                ``result_max``), saying which.
             RemoteError: the function raised an exception that cannot be rebuilt here.
             BaseException: the function's own exception, with the job's traceback attached.
         """
@@ -206,11 +207,24 @@ class Job:
         if not spec_of(self).is_function:
             raise JobError(f"job {self.id} is a command job: it has no result (its output is in its log)",
                            job_id=self.id)
+        if self.status().state == "created":
+            raise JobError(f"job {self.id} was never started, so it has no result: start it (job.start())",
+                           job_id=self.id)
         status = self.wait(timeout)
         if not status.ended:
             raise TimeoutError(f"job {self.id} is still {status.state} after {timeout} s")
         meta, data = self._backend.read_result()
         return load_result(meta, data, self.id)
+
+    def result_info(self) -> dict[str, Any] | None:
+        """What a function job's result is, without unpickling it: ``{"ok": bool, "type":
+        "numpy.ndarray", "size": bytes, "traceback": str | None, "python": "3.11",
+        "error": str | None}``; None for a command job or before the function has returned.
+
+        Raises:
+            JobError: the job's files cannot be read.
+        """
+        return self._backend.result_meta()
 
     def rerun(self, **overrides: Any) -> Job:
         """A new job with this one's command, limits and options, changed by ``overrides``.
