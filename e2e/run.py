@@ -60,6 +60,7 @@ NOTEBOOKS = [
     (E2E / "notebooks" / "flood-job.ipynb", "notebooks/flood-job.ipynb"),
     (E2E / "notebooks" / "lifecycle-job.ipynb", "notebooks/lifecycle-job.ipynb"),
     (E2E / "notebooks" / "sweep-job.ipynb", "notebooks/sweep-job.ipynb"),
+    (E2E / "notebooks" / "python-job.ipynb", "notebooks/python-job.ipynb"),
     (E2E / "notebooks" / "train.py", "notebooks/train.py"),
 ]
 

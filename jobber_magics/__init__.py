@@ -9,6 +9,9 @@ Load it with ``%load_ext jobber_magics`` (or list it in ``c.InteractiveShellApp.
     %jobber_queue train --parallel 2
     %%jobber_sweep --queue train lr=0.1,0.01 bs=32,64
     python train.py --lr {lr} --batch-size {bs}
+    %%jobber_py --in X,y --out model --memory 2G     # a Python cell as a job
+    model = fit(X, y)
+    %jobber_fetch 7                                   # its outputs again, after a restart
 
 Loading registers the magics and the displays: a ``jobber.Job`` shows as its live view
 (status, charts, log, Stop button; ``%%jobber_run`` returns the Job, so its one output is
@@ -35,12 +38,14 @@ def load_ipython_extension(ipython: Any) -> None:
     from jobber_magics._display import certificate_html, job_html
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
+    from jobber_magics._pymagics import JobberPyMagics
     from jobber_magics._sweep import JobberSweepMagics
 
     magics = JobberMagics(ipython)
     sweeps = JobberSweepMagics(ipython, magics)
     ipython.register_magics(magics)
     ipython.register_magics(JobberLifecycleMagics(ipython, magics))
+    ipython.register_magics(JobberPyMagics(ipython, magics))
     ipython.register_magics(sweeps)
     formatter = ipython.display_formatter.formatters[_HTML]
     magics.replaced_formatters = {
@@ -58,14 +63,16 @@ def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and restore the displays (``%unload_ext jobber_magics``)."""
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
+    from jobber_magics._pymagics import JobberPyMagics
     from jobber_magics._sweep import JobberSweepMagics
 
     manager = ipython.magics_manager
-    for cls in (JobberMagics, JobberLifecycleMagics, JobberSweepMagics):
+    for cls in (JobberMagics, JobberLifecycleMagics, JobberSweepMagics, JobberPyMagics):
         for kind, names in cls.magics.items():
             for name in names:
                 manager.magics[kind].pop(name, None)
     manager.registry.pop(JobberLifecycleMagics.__name__, None)
+    manager.registry.pop(JobberPyMagics.__name__, None)
     sweeps = manager.registry.pop(JobberSweepMagics.__name__, None)
     magics = manager.registry.pop(JobberMagics.__name__, None)
     formatter = ipython.display_formatter.formatters[_HTML]

@@ -111,7 +111,8 @@ function render({ model, el }) {
   const newest = element("button", "jobber-button jobber-newest");
   const logArea = element("div", "jobber-logarea");
   logArea.append(box, newest);
-  root.append(head, notice, problem, dead, charts, logArea);
+  const result = element("div", "jobber-result"); // a function job's result, once it ended
+  root.append(head, notice, problem, dead, charts, logArea, result);
   el.append(root);
 
   // ---- the log ----
@@ -216,6 +217,9 @@ function render({ model, el }) {
     stopPrevious.textContent = `Stop job ${previous}`;
     problem.textContent = model.get("problem");
     problem.hidden = !model.get("problem");
+    const resultHtml = model.get("result_html") || "";
+    result.hidden = !resultHtml;
+    if (result.innerHTML !== resultHtml) result.innerHTML = resultHtml;
     const chartsHtml = model.get("charts_html");
     if (charts.innerHTML !== chartsHtml) charts.innerHTML = chartsHtml;
     if (isLive) {

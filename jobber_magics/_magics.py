@@ -106,10 +106,11 @@ class JobberMagics(Magics):
 
     def live_view(self, job: Any, **kwargs: Any) -> Any:
         """A live view of ``job`` (imports ipywidgets on first use); one that waits in a
-        queue, for its dependencies or for GPUs shows "pending" and why until it starts."""
-        from jobber_magics._sweepview import WaitingJobWidget
+        queue, for its dependencies or for GPUs shows "pending" and why until it starts, and
+        a function job's says what it returned when it ends (``run=``: a %%jobber_py cell's)."""
+        from jobber_magics._pyview import FunctionJobWidget
 
-        return WaitingJobWidget(job, **kwargs)
+        return FunctionJobWidget(job, **kwargs)
 
     def job_bundle(self, job: Any) -> Any:
         """The display of a Job in a notebook: its live view (the Job mimebundle formatter).
@@ -127,7 +128,13 @@ class JobberMagics(Magics):
                 return {"text/plain": f"job {job.id}: status unavailable: {err}", "text/html": job_html(job)}
         return widget._repr_mimebundle_()
 
-    def _earlier_run_of(self, cell_key: Any, *, replace: bool) -> tuple[list[str], Any]:
+    def remember_run(self, cell_key: Any, job: Any, widget: Any) -> None:
+        """Record the job a cell started (and its view, to be the display of the Job it returns)."""
+        self._cell_runs[cell_key] = (job, widget)
+        if widget is not None:
+            self._pending[job] = widget
+
+    def earlier_run_of(self, cell_key: Any, *, replace: bool) -> tuple[list[str], Any]:
         """What to say about the job this cell started last time, stopping it with --replace.
 
         Returns:
@@ -248,7 +255,7 @@ class JobberMagics(Magics):
         limits, options = job_request(args, session.find_job)
         job = session.new_job(cell, limits, **options)
         cell_key = self.current_cell
-        notices, previous = self._earlier_run_of(cell_key, replace=args.replace)
+        notices, previous = self.earlier_run_of(cell_key, replace=args.replace)
         if isinstance(session, Certificate) and job.backend == "local":
             notices += [f"warning: {warning}" for warning in job.limits.beyond_host()]
         if args.label is not None and (history := last_runs(session, args.label, before=job.id)) is not None:

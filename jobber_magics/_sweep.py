@@ -18,6 +18,7 @@ from IPython.utils.process import arg_split
 from jobber import JobFlags
 from jobber_magics._magics import JobberMagics, known_options, parse_options, user_errors
 from jobber_magics._options import job_arguments, job_request
+from jobber_magics._pymagics import in_out_arguments, python_sweep
 
 __all__ = ["JobberSweepMagics", "QueueTable", "sweep_params"]
 
@@ -163,6 +164,9 @@ class JobberSweepMagics(Magics):
     @argument("params", nargs="*", metavar="NAME=V1,V2", help="a parameter and its values, comma-separated "
               "(repeatable): one job per combination; {NAME} in the cell is replaced by the value, quoted for "
               "the shell, and the job gets SWEEP_NAME=value")
+    @argument("--py", action="store_true", help="the cell is Python, run once per combination with the "
+              "values bound as variables (not a shell template); --in/--out as for %%%%jobber_py")
+    @in_out_arguments
     @job_arguments
     @argument("--name", metavar="VAR", help="also store the sweep in the variable VAR")
     @cell_magic
@@ -185,10 +189,20 @@ class JobberSweepMagics(Magics):
         grid with a row per job (parameters, state, elapsed, peak memory, last line), a
         Stop all button, and a row's button opens that job's live view.
 
+        With ``--py`` the cell is Python, as in ``%%jobber_py``: each job runs it with the
+        parameters bound as variables (``lr = 0.1``), beside the ``--in`` variables, and
+        returns its ``--out`` names; ``table()`` then has a column for each (its value in
+        each job, once that job has ended). ``--py`` is a form of the sweep rather than a
+        magic of its own because all else is the sweep's: the parameters, the options, the
+        labels and the grid.
+
         Example::
 
             %%jobber_sweep --queue train --memory 2G lr=0.1,0.01 bs=32,64
             python train.py --lr {lr} --batch-size {bs}
+
+            %%jobber_sweep --py --in X,y --out score --memory 2G alpha=0.1,1,10
+            score = Ridge(alpha=alpha).fit(X, y).score(X, y)
         """
         parser = self.jobber_sweep.parser
         args = known_options(parser, parser.parse_known_intermixed_args(arg_split(line, posix=True)))
@@ -196,8 +210,13 @@ class JobberSweepMagics(Magics):
             raise UsageError(f"--name {args.name!r} is not a Python variable name: use letters, digits and _")
         params = sweep_params(args.params)
         session = self._main.session
-        limits, options = job_request(args, session.find_job)
-        sweep = session.sweep(cell, limits=limits, **options, **params)
+        if args.py:
+            sweep = python_sweep(session, cell, params, args, self.shell.user_ns)
+        elif args.inputs or args.out:
+            raise UsageError("--in and --out are for a Python sweep: add --py (the cell is then Python)")
+        else:
+            limits, options = job_request(args, session.find_job)
+            sweep = session.sweep(cell, limits=limits, **options, **params)
         if args.name:
             self.shell.user_ns[args.name] = sweep
         if type(self.shell).__name__ != "TerminalInteractiveShell":
