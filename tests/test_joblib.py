@@ -1,8 +1,8 @@
 """The joblib backend "jobber" (jobber.joblib): each task of joblib.Parallel as a real job.
 
 Real jobs in real cgroups (the tests that need a limit enforced skip where no cgroup
-confines jobs), real scikit-learn searches. The tasks are this module's functions: the
-jobs import this module by name (they get the caller's sys.path).
+confines jobs), real scikit-learn searches. The tasks are this module's functions, sent by
+value: the jobs need not import this module (and pytest with it).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import cloudpickle
 import joblib
 import pytest
 from joblib import Parallel, delayed
@@ -26,6 +27,7 @@ from jobber._jobs.job import spec_of
 BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}")
 MiB = 1 << 20
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(autouse=True)
