@@ -240,7 +240,7 @@ class JobberBackend(ParallelBackendBase):
                 task.job_future.cancel()  # stops the job (and removes its cgroup)
         if launcher is not None and threading.get_ident() != self._launcher_ident:
             try:  # a job being started right now is stopped by the launcher: wait for that too
-                launcher.submit(int).result()
+                launcher.submit(lambda: None).result()
             except RuntimeError:  # terminated meanwhile: nothing is being started
                 pass
 
