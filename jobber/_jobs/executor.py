@@ -179,7 +179,7 @@ class Executor(concurrent.futures.Executor):
         return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, **kwargs: Any) -> Iterator[Any]:
+            chunksize: int = 1) -> Iterator[Any]:
         """One job per item, all submitted at once; their results in order.
 
         Args:
@@ -191,8 +191,33 @@ class Executor(concurrent.futures.Executor):
 
         Returns:
             An iterator of the results; a job's exception is raised where its result would be.
+
+        Raises:
+            JobError: an item that cannot be sent (naming it): the jobs already made for
+                the items before it are stopped.
         """
-        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        futures: list[JobFuture] = []
+        try:
+            for args in zip(*iterables):
+                futures.append(self.submit(fn, *args))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+        def results() -> Iterator[Any]:
+            try:
+                futures.reverse()  # pop() from the end: each result is released once given
+                while futures:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    yield futures[-1].result(left)
+                    futures.pop()
+            finally:
+                for future in futures:  # a timeout, an exception, or the iterator dropped
+                    future.cancel()
+
+        return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Submit no more; with ``cancel_futures``, stop the jobs still waiting to start.
