@@ -134,6 +134,10 @@ class JobberMagics(Magics):
         if widget is not None:
             self._pending[job] = widget
 
+    def last_job_of(self, cell_key: Any) -> Any:
+        """The job a cell started last (None if it started none in this kernel)."""
+        return self._cell_runs.get(cell_key, (None, None))[0]
+
     def earlier_run_of(self, cell_key: Any, *, replace: bool) -> tuple[list[str], Any]:
         """What to say about the job this cell started last time, stopping it with --replace.
 

@@ -14,23 +14,19 @@ after a kernel restart. The job records its ``--out`` names in its environment
 
 from __future__ import annotations
 
-import json
 import keyword
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import jobber
 from jobber import JobberError
 
-__all__ = ["OUTPUTS_VARIABLE", "CellRun", "PySweep", "cell_function", "names_list", "result_info", "result_summary",
-           "type_name"]
+__all__ = ["OUTPUTS_VARIABLE", "CellRun", "PySweep", "cell_function", "names_list", "result_summary", "type_name"]
 
 # In a %%jobber_py job's environment: its --out names, comma-separated ("" for none).
 OUTPUTS_VARIABLE = "JOBBER_PY_OUT"
-# A function job's outcome described in JSON, in its directory (see `result_info`).
-RESULT_META = "result.json"
 # Where a cell's code comes from, in its tracebacks.
 CELL_FILENAME = "<jobber_py cell>"
 # The label a %%jobber_py job gets when none is given (the function's qualified name).
@@ -127,9 +123,13 @@ class CellRun:
         future: the job's future (``executor.submit``'s).
         outputs: the ``--out`` names.
         namespace: where to set them (the notebook's ``user_ns``).
+        latest: the job the cell started last, when it ends: a run superseded by a later
+            run of the same cell sets nothing (the later one's values must not be
+            overwritten by an earlier job that ends after it).
     """
 
-    def __init__(self, future: Future, outputs: Sequence[str], namespace: dict[str, Any]) -> None:
+    def __init__(self, future: Future, outputs: Sequence[str], namespace: dict[str, Any],
+                 latest: Callable[[], Any] | None = None) -> None:
         self.future = future
         self.job = future.job  # type: ignore[attr-defined]
         self.outputs = list(outputs)
@@ -138,6 +138,7 @@ class CellRun:
         self.traceback = ""  # what the cell raised, as the job wrote it
         self.missing: list[str] = []
         self._namespace = namespace
+        self._latest = latest
         self._done = threading.Event()
         future.add_done_callback(self._finish)
 
@@ -151,11 +152,17 @@ class CellRun:
                 values = future.result()
             except BaseException as err:  # noqa: BLE001 - the cell's own exception, shown in the view
                 self.ok, self.text = False, _nothing_set(err)
-                if not isinstance(err, JobberError):  # a JobError's sentence is all there is
+                # A RemoteError carries the cell's traceback; any other JobError's sentence is all there is.
+                if getattr(err, "traceback_text", None) or not isinstance(err, (JobberError, CancelledError)):
                     self.traceback = from_the_cell(failure_text(err))
                 return
             if not isinstance(values, dict):  # not from cell_function: set nothing
                 self.ok, self.text = False, f"nothing set: the job returned a {type_name(values)}, not a dict of names"
+                return
+            newer = None if self._latest is None else self._latest()
+            if newer is not None and newer != self.job:
+                self.ok, self.text = False, (f"nothing set: job {newer.id}, a later run of this cell, "
+                                             "sets its names")
                 return
             self._namespace.update({name: values[name] for name in self.outputs if name in values})
             self.ok = True
@@ -175,33 +182,22 @@ def from_the_cell(traceback_text: str) -> str:
 
 
 def _nothing_set(err: BaseException) -> str:
+    if isinstance(err, CancelledError):
+        return "nothing set: the job was cancelled"
+    if getattr(err, "traceback_text", None):  # jobber.RemoteError: raised, cannot be rebuilt here
+        return f"nothing set: the cell raised {getattr(err, 'type_name', None) or type(err).__name__}"
     if isinstance(err, JobberError):
         return f"nothing set: {err}"
     return f"nothing set: the cell raised {type(err).__name__}"
 
 
 def _result_size(job: Any) -> int | None:
-    info = result_info(job)
+    try:
+        info = job.result_info()  # result.json: never unpickled
+    except JobberError:
+        return None
     size = None if info is None else info.get("size")
     return size if isinstance(size, int) else None
-
-
-def result_info(job: Any) -> dict[str, Any] | None:
-    """A function job's ``result.json`` (``ok``, ``type``, ``size``, ``traceback``, ``error``),
-    or None: a command job, a job that wrote none (killed first), or one kept on another
-    host (``job.path`` is None; its result is read through ``job.result()`` only).
-
-    result.json is JSON written beside result.pkl for any layer to read without unpickling
-    (the job directory's documented layout); the view reads nothing else of the directory.
-    """
-    path = getattr(job, "path", None)
-    if path is None:
-        return None
-    try:
-        info = json.loads((path / RESULT_META).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 class PySweep(jobber.Sweep):

@@ -172,7 +172,7 @@ class JobberPyMagics(Magics):
         cell_key = self._main.current_cell
         notices, previous = self._main.earlier_run_of(cell_key, replace=args.replace)
         future = session.executor(limits, **options).submit(cell_function(cell, outputs), inputs)
-        run = CellRun(future, outputs, self.shell.user_ns)
+        run = CellRun(future, outputs, self.shell.user_ns, latest=lambda: self._main.last_job_of(cell_key))
         job = run.job
         if args.name:
             self.shell.user_ns[args.name] = job
@@ -198,7 +198,8 @@ class JobberPyMagics(Magics):
         notebook again (after a kernel restart, say), any other function job's return value
         is the magic's value (``model = %jobber_fetch 12``).
 
-        The result is read from the job's directory and unpickled here, in your kernel,
+        The result is read from the job's directory (or downloaded from its jobber server)
+        and unpickled here, in your kernel,
         as many times as asked, until the job is removed. A job still running is refused
         (nothing waits in the kernel); a job that raised re-raises its exception.
         """

@@ -17,7 +17,7 @@ import traitlets
 
 from jobber import JobberError
 from jobber_magics._charts import format_size
-from jobber_magics._pyjobs import CellRun, result_info
+from jobber_magics._pyjobs import CellRun
 from jobber_magics._sweepview import WaitingJobWidget
 
 __all__ = ["FunctionJobWidget", "result_html"]
@@ -79,7 +79,7 @@ class FunctionJobWidget(WaitingJobWidget):
                     return
             self.result_html = result_html(self.run)
             return
-        info = result_info(self.job)
+        info = self.job.result_info()  # result.json: never unpickled
         if info is not None:
             self.result_html = info_html(info)
 

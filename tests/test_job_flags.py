@@ -44,7 +44,7 @@ class TestOneDeclaration:
 
     def test_jobber_sweep_and_the_sweep_magic_take_the_same_job_flags(self):
         cli = options(subcommand("sweep"), leaving_out={"-h", "--param"})
-        magic = options(JobberSweepMagics.jobber_sweep.parser, leaving_out={"--name"})
+        magic = options(JobberSweepMagics.jobber_sweep.parser, leaving_out={"--name", "--py", "--in", "--out"})
         assert cli == magic == options(subcommand("run"), leaving_out={"-h", "--follow"})
 
     def test_jobber_rerun_and_the_rerun_magic_take_the_same_lifecycle_flags(self):

@@ -80,6 +80,7 @@ class TestJobberPy:
         assert "set: total (int), doubled (list)" in line
         assert "not set" not in line
         assert printed(kernel, "print(total, doubled)") == "12 [2, 4, 6]\n"
+        assert identity.get_job(job_id).label == "jobber_py"
         log = identity.get_job(job_id).path.joinpath("log").read_text()
         assert "total in job 12" in log
         pid = int(re.search(r"total in job 12 (\d+)", log).group(1))
@@ -112,12 +113,27 @@ class TestJobberPy:
         assert identity.get_job(job_id).status().state == "failed"
         assert printed(kernel, "print('y' in dir())") == "False\n"
 
+    def test_an_exception_that_cannot_be_rebuilt_here_still_shows_its_traceback(self, kernel, identity):
+        reply, messages = kernel.execute("%%jobber_py --out y\nclass Odd(Exception):\n"
+                                         "    def __init__(self, a, b):\n        super().__init__(a)\n"
+                                         "y = 1\nraise Odd(1, 2)\n")
+        line = result_line(kernel, job_id_of(messages))
+        assert "nothing set: the cell raised " in line and "Odd" in line
+        assert "raise Odd(1, 2)" in line, line
+        assert printed(kernel, "print('y' in dir())") == "False\n"
+
     def test_a_missing_in_name_is_one_line_and_starts_nothing(self, kernel, identity):
         error = usage_error(kernel, "%%jobber_py --in nowhere --out x\nx = nowhere\n")
         assert error.startswith("--in: no variable 'nowhere' in the notebook")
         assert identity.get_jobs() == []
         assert usage_error(kernel, "%%jobber_py --out 2x\nx = 1\n").startswith("--out '2x' is not a Python variable")
         assert "not valid Python" in usage_error(kernel, "%%jobber_py\nx = (\n")
+        assert identity.get_jobs() == []
+
+    def test_an_unpicklable_in_value_is_named_before_anything_starts(self, kernel, identity):
+        printed(kernel, "import threading\nguard = threading.Lock()\n")
+        error = usage_error(kernel, "%%jobber_py --in guard\nprint(guard)\n")
+        assert "lock" in error.lower() and "cannot be sent to a job" in error, error
         assert identity.get_jobs() == []
 
     def test_no_follow_still_sets_the_names_and_name_holds_the_job(self, kernel, identity):
@@ -139,6 +155,37 @@ class TestJobberPy:
         assert line.count("OOM-killed") == 1, line
         assert printed(kernel, "print('big' in dir())") == "False\n"
 
+    @needs_cgroup
+    def test_an_oom_kill_retried_with_growth_sets_the_value_of_the_attempt_that_fits(self, kernel, identity):
+        reply, messages = kernel.execute("%%jobber_py --memory 40M --retries 3 --oom-growth 2 --out size\n"
+                                         "block = bytearray(70 << 20)\nsize = len(block)\n")
+        job_id = job_id_of(messages)
+        assert "set: size (int)" in result_line(kernel, job_id)
+        assert [attempt.state for attempt in identity.get_job(job_id).attempts] == ["oom-killed", "exited"]
+        assert printed(kernel, "print(size)") == f"{70 << 20}\n"
+
+
+class TestFunctionJobView:
+    def test_a_function_jobs_view_ends_with_its_results_type_and_size(self, kernel, identity):
+        reply, messages = kernel.execute("import os, jobber\n"
+                                         "ex = jobber.Certificate.from_file(os.environ['JOBBER_CERT']).executor()\n"
+                                         "future = ex.submit(sorted, [3, 1, 2])\nfuture.job")
+        assert reply["status"] == "ok", reply
+        job_id = job_id_of(messages)
+        size = identity.get_job(job_id).wait(60) and identity.get_job(job_id).result_info()["size"]
+        assert result_line(kernel, job_id).strip() == f"result: list, {size} B"
+
+    def test_a_command_jobs_view_has_no_result_line(self, kernel, identity):
+        text = printed(kernel, "%%jobber_run --no-follow\necho done")
+        job_id = int(re.match(r"job (\d+)", text).group(1))
+        identity.get_job(job_id).wait(60)
+        printed(kernel, f"view = %jobber_tail -f {job_id}")
+        assert printed(kernel, "print(view.wait(60), repr(view.result_html), view.state)") == "True '' exited\n"
+        # The same view of a function job has the line (so the check above can fail).
+        printed(kernel, "import os, jobber\nfuture = jobber.Certificate.from_file(os.environ['JOBBER_CERT'])"
+                        ".executor().submit(len, 'abc')\nfuture.result(60)\n"
+                        "view = %jobber_tail -f {future.job.id}")
+        assert printed(kernel, "print(view.wait(60), view.result_html)").startswith("True result: int, ")
 
 class TestFetch:
     def test_fetch_after_a_kernel_restart_sets_the_outputs_again(self, identity):
@@ -195,6 +242,19 @@ class TestPythonSweep:
 class TestPieces:
     """The IPython-free parts, in this process."""
 
+    def test_jobber_py_takes_every_option_of_the_run_magic(self):
+        from jobber_magics._magics import JobberMagics
+        from jobber_magics._pymagics import JobberPyMagics
+
+        def flags(parser):
+            return {", ".join(a.option_strings): (a.dest, a.help, a.metavar, a.type, a.default, a.nargs)
+                    for a in parser._actions if a.option_strings and a.dest not in ("inputs", "out", "help")}
+
+        run, py = flags(JobberMagics.jobber_run.parser), flags(JobberPyMagics.jobber_py.parser)
+        assert set(run) == set(py)
+        assert {name: run[name] for name in run if name not in ("--no-follow", "--replace")} == {
+            name: py[name] for name in py if name not in ("--no-follow", "--replace")}
+
     def test_names_are_split_on_commas_once_each(self):
         from jobber_magics._pyjobs import names_list
 
@@ -232,3 +292,22 @@ class TestPieces:
         squares = [None if row["square"] != row["square"] else row["square"] for row in rows]  # NaN: no value
         assert [(row["n"], row["state"], square) for row, square in zip(rows, squares)] == [
             (1, "exited", 1), (2, "failed", None), (3, "exited", 9)]
+
+
+
+class TestCellRun:
+    """What a cell run sets when its job ends, in this process (the kernel tests above run it
+    through the magic)."""
+
+    def test_a_run_superseded_by_a_later_run_of_its_cell_sets_nothing(self, identity):
+        from jobber_magics._pyjobs import CellRun, cell_function
+
+        namespace = {"which": "second"}
+        earlier = identity.executor().submit(cell_function("which = 'first'", ["which"]), {})
+        later = identity.executor().submit(cell_function("which = 'second'", ["which"]), {})
+        run = CellRun(earlier, ["which"], namespace, latest=lambda: later.job)
+        assert run.wait(60)
+        assert namespace == {"which": "second"}
+        assert run.text == f"nothing set: job {later.job.id}, a later run of this cell, sets its names"
+        own = CellRun(later, ["which"], namespace, latest=lambda: later.job)
+        assert own.wait(60) and own.ok
