@@ -101,7 +101,7 @@ test-wheel: venv
 test-notebooks: venv
 	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
 	$(VENV)/bin/jobber certs init-demo $$d/pki >/dev/null; \
-	nbs="notebooks/01-quickstart.ipynb notebooks/02-resource-limits.ipynb notebooks/03-remote.ipynb notebooks/05-lifecycle.ipynb notebooks/06-sweeps.ipynb"; \
+	nbs="notebooks/01-quickstart.ipynb notebooks/02-resource-limits.ipynb notebooks/03-remote.ipynb notebooks/05-lifecycle.ipynb notebooks/06-sweeps.ipynb notebooks/07-python-jobs.ipynb"; \
 	JOBBER_ROOT=$$d/pki JOBBER_CERT=$$d/pki/client.pem JOBBER_JOBS_DIR=$$d/jobs \
 	  $(NBVAL) $$nbs
 
