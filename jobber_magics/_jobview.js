@@ -199,6 +199,15 @@ function render({ model, el }) {
   newest.addEventListener("click", () => { following = true; rebuild(); });
 
   // ---- status, notice, buttons, liveness ----
+  // The HTML last given to each node: the browser's innerHTML is its own serialization
+  // (SVG's <rect/> reads back as <rect></rect>), so comparing with it would rebuild the
+  // charts every second, under a reader's pointer.
+  const shown = new Map();
+  function setHtml(node, html) {
+    if (shown.get(node) === html) return;
+    node.innerHTML = html;
+    shown.set(node, html);
+  }
   function live() {
     if (buffer.dead) return false;
     return model.get("ended") || model.get("removed") !== "" || Date.now() - buffer.lastWord < STALE_MS;
@@ -209,7 +218,7 @@ function render({ model, el }) {
     const gone = model.get("removed");
     let line = model.get("status_html");
     if (!ended && !gone && !isLive) line += ` <span class="jobber-asof">· as of ${clock(model.get("as_of"))}</span>`;
-    if (status.innerHTML !== line) status.innerHTML = line;
+    setHtml(status, line);
     stop.hidden = ended || gone !== "" || !isLive;
     removed.hidden = !gone;
     removed.textContent = gone ? `${gone}: what this view shows is its last state` : "";
@@ -218,7 +227,7 @@ function render({ model, el }) {
     const noticeHtml = model.get("notice_html");
     notice.hidden = !noticeHtml;
     notice.classList.toggle("jobber-notice-info", model.get("notice_kind") === "info");
-    if (noticeText.innerHTML !== noticeHtml) noticeText.innerHTML = noticeHtml;
+    setHtml(noticeText, noticeHtml);
     const previous = model.get("previous_job");
     stopPrevious.hidden = !previous || !isLive || gone !== "";
     stopPrevious.textContent = `Stop job ${previous}`;
@@ -226,9 +235,9 @@ function render({ model, el }) {
     problem.hidden = !model.get("problem");
     const resultHtml = model.get("result_html") || "";
     result.hidden = !resultHtml;
-    if (result.innerHTML !== resultHtml) result.innerHTML = resultHtml;
+    setHtml(result, resultHtml);
     const chartsHtml = model.get("charts_html");
-    if (charts.innerHTML !== chartsHtml) charts.innerHTML = chartsHtml;
+    setHtml(charts, chartsHtml);
     if (isLive) {
       dead.hidden = true;
     } else {
