@@ -35,7 +35,7 @@ fi
 
 status=0
 # e2e/run.py bounds itself (Playwright's global timeout); this is the backstop.
-timeout --kill-after=30 600 .venv/bin/python e2e/run.py "$@" || status=$?
+timeout --kill-after=30 1080 .venv/bin/python e2e/run.py "$@" || status=$?
 if [ "$status" = 0 ] && [ "${E2E_DEMO:-0}" = 1 ]; then
   timeout --kill-after=30 600 e2e/make_demo_check.sh || status=$?
 fi

@@ -14,7 +14,7 @@ module.exports = defineConfig({
   retries: 0,
   forbidOnly: true,
   timeout: 120_000,
-  globalTimeout: 480_000,
+  globalTimeout: 900_000,
   expect: { timeout: 30_000 },
   reporter: [['list'], ['junit', { outputFile: path.join(artifacts, 'junit.xml') }]],
   use: {
