@@ -13,6 +13,7 @@ carries them (``JobFlags.LIST``, ``JobFlags.listing`` ...), the magics' one door
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
 from jobber._errors import JobberError, JobNotFound
@@ -73,16 +74,26 @@ def listing(session: Any, args: argparse.Namespace, *, every: bool = False) -> t
     """
     jobs = session.get_jobs(label=args.label) if args.label else session.get_jobs()
     if args.state:
-        rows = [(job, status) for job in jobs if (status := job.status()).state in args.state]
+        rows = [(job, status) for job, status in _with_statuses(jobs) if status.state in args.state]
     else:
         rows = None
     count = len(rows) if rows is not None else len(jobs)
     hidden = 0 if every or args.all else max(0, count - max(args.last, 1))
     if rows is None:
-        rows = [(job, job.status()) for job in jobs[hidden:]]  # only the statuses shown are read
+        rows = list(_with_statuses(jobs[hidden:]))  # only the statuses shown are read
     else:
         rows = rows[hidden:]
     return rows, hidden
+
+
+def _with_statuses(jobs: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """Each job with its status, leaving out a job removed since the listing (another
+    process's prune or rm), which would otherwise fail the whole listing."""
+    for job in jobs:
+        try:
+            yield job, job.status()
+        except JobNotFound:
+            continue
 
 
 def prune(session: Any, args: argparse.Namespace) -> Pruned:

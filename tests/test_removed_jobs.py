@@ -112,3 +112,33 @@ class TestRemoteFollow:
                 pass
         with pytest.raises(JobNotFound):
             job.status()
+
+
+class TestListingsWhileJobsGo:
+    """A job removed between a listing and the read of its status (another process's prune
+    or rm) is left out of what walks every job, never failing the whole walk."""
+
+    @pytest.fixture
+    def listed_then_one_removed(self, store, monkeypatch):
+        jobs = [store.new_job("true", label="walk") for _ in range(3)]
+        listed = store.get_jobs()
+        store.get_job(jobs[1].id).remove()  # gone after the listing was read
+        monkeypatch.setattr(store, "get_jobs", lambda label=None: list(listed))
+        return store, jobs
+
+    def test_ls_leaves_it_out(self, listed_then_one_removed):
+        import argparse
+
+        from jobber._select_flags import listing
+
+        store, jobs = listed_then_one_removed
+        args = argparse.Namespace(label=None, state=None, last=200, all=False)
+        rows, hidden = listing(store, args)
+        assert [job.id for job, _ in rows] == [jobs[0].id, jobs[2].id] and hidden == 0
+        args.state = ["created"]
+        assert [job.id for job, _ in listing(store, args)[0]] == [jobs[0].id, jobs[2].id]
+
+    def test_prune_and_queues_leave_it_out(self, listed_then_one_removed):
+        store, jobs = listed_then_one_removed
+        assert store.prune(older_than=0.000001, dry_run=True) == [jobs[0].id, jobs[2].id]
+        assert store.queues() == {}

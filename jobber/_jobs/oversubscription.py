@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from jobber._errors import JobError
+from jobber._errors import JobError, JobNotFound
 from jobber._jobs.job import spec_of
 from jobber._limits import format_size, host_cpus, host_memory
 
@@ -113,7 +113,7 @@ def oversubscription(session: Any, new_jobs: list[Any], *, host_cpu_count: int |
                 spec = spec_of(job)
                 if not spec.after:
                     others.append(spec)
-        except JobError:
+        except (JobError, JobNotFound):
             continue  # removed while we looked
     counted = new + others
     queues = session.queues() if any(s.queue for s in counted) else {}

@@ -195,7 +195,10 @@ class JobStore(Session):
             if queue is None:
                 continue
             info = out.setdefault(queue, {**read_settings(self.path, queue), "running": 0, "waiting": 0})
-            state = job.status().state
+            try:
+                state = job.status().state
+            except JobNotFound:  # removed since the listing
+                continue
             if state == "running":
                 info["running"] += 1
             elif state == "pending":
@@ -285,7 +288,10 @@ class JobStore(Session):
         for job in self.get_jobs(label=label):
             if chosen is not None and job.id not in chosen:
                 continue
-            status = job.status()
+            try:
+                status = job.status()
+            except JobNotFound:  # removed since the listing (another prune, %jobber_rm)
+                continue
             if status.state == "created":
                 # Never started: abandoned once older than the threshold (a day without one),
                 # while a job created a moment ago is likely about to be started.
