@@ -27,10 +27,17 @@ from jobber import __version__
 from jobber._errors import JobError, JobNotFound
 from jobber._jobs.job import Job, log_length, signal
 from jobber._jobs.job import read_log as read_job_log
-from jobber._jobs.spec import LABEL
+from jobber._jobs.spec import LABEL, PYTHON, RESULT_MAX
 from jobber._jobs.store import JobStore, jobs_dir
 from jobber._server import stops
 from jobber._server.errors import ApiError, public_message
+from jobber._server.function_jobs import (
+    forget_function_dirs,
+    function_options,
+    read_function_job,
+    result_meta,
+    result_pickle,
+)
 from jobber._server.lifecycle_fields import (
     NEW_JOB_EXAMPLE,
     NEW_JOB_FIELDS,
@@ -88,6 +95,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/jobs/{job_id}/start", start_job)
     app.router.add_post("/v1/jobs/{job_id}/stop", stop_job)
     get("/v1/jobs/{job_id}/log", read_log)
+    get("/v1/jobs/{job_id}/result", get_result)
+    get("/v1/jobs/{job_id}/result/pickle", get_result_pickle)
     get("/v1/queues", list_queues)
     app.router.add_put("/v1/queues/{name}", set_queue)
 
@@ -198,15 +207,20 @@ def _list_page(store: JobStore, after: int, limit: int, label: str | None = None
 
 async def create_job(request: web.Request) -> web.Response:
     query_params(request, {})
-    data = await json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
-    if "rerun_of" not in data and "command" not in data:
-        raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
+    call = None
+    if request.content_type == "multipart/form-data":  # a function job: its fields, then its call
+        data, call = await read_function_job(request, NEW_JOB_FIELDS | {PYTHON, RESULT_MAX})
+    else:
+        data = await json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
+        if "rerun_of" not in data and "command" not in data:
+            raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
+    config = request.app[CONFIG]
+    function = await _work(request, function_options, data, call, config.interpreters, config.tenancy)
     original = None if "rerun_of" not in data else _job(request, check_rerun_of(data["rerun_of"]))
-    fields = job_fields(data)
+    fields = job_fields({name: value for name, value in data.items() if name not in (PYTHON, RESULT_MAX)})
     start = data.get("start", True)
     if not isinstance(start, bool):
         raise ApiError(400, f"start must be true or false, not {json.dumps(start)[:40]}")
-    config = request.app[CONFIG]
     tenants, tenant, store = config.tenants, _tenant(request), _store(request)
     await tenants.reserve_job(tenant, store)  # 429 over a cap: nothing is made
     try:
@@ -216,7 +230,12 @@ async def create_job(request: web.Request) -> web.Response:
         tenants.job_created(tenant, False)
         raise
     # Made even if the client hangs up meanwhile, and counted by the callback either way.
-    make = (lambda: store.new_job(**fields)) if original is None else (lambda: store.rerun(original, **fields))
+    if call is not None:
+        make = lambda: store.new_function_job(call, **fields, **function)  # noqa: E731
+    elif original is None:
+        make = lambda: store.new_job(**fields)  # noqa: E731
+    else:
+        make = lambda: store.rerun(original, **fields)  # noqa: E731
     creation = config.work.submit(tenant.owner, make, must_run=True)
     creation.add_done_callback(lambda done: tenants.job_created(tenant, _succeeded(done)))
     try:
@@ -262,6 +281,22 @@ async def get_job(request: web.Request) -> web.Response:
     return _json_reply(await _work(request, _job_bytes, job, status, query.get("attempts", False)))
 
 
+async def get_result(request: web.Request) -> web.Response:
+    """A function job's result's description (``function_jobs.py``), to its owner only."""
+    query_params(request, {})
+    job = _job(request)
+    return _json_reply(await _work(request, result_meta, job, request.app[CONFIG].tenancy, request["identity"].hash))
+
+
+async def get_result_pickle(request: web.Request) -> web.StreamResponse:
+    """A function job's pickled result, streamed from its file (never held in memory, never unpickled)."""
+    query_params(request, {})
+    job = _job(request)
+    path = await _work(request, result_pickle, job, request.app[CONFIG].tenancy, request["identity"].hash)
+    return web.FileResponse(path, chunk_size=1 << 20, headers={
+        "Content-Type": "application/octet-stream", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
 async def start_job(request: web.Request) -> web.Response:
     query_params(request, {})
     job = _job(request)
@@ -283,6 +318,7 @@ async def delete_job(request: web.Request) -> web.Response:
         await _work(request, job.remove)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
+    await _work(request, forget_function_dirs, request.app[CONFIG].tenancy, request["identity"].hash, [job.id])
     request.app[CONFIG].tenants.job_removed(_tenant(request), job.id)
     return web.json_response({"id": job.id, "removed": True})
 
@@ -297,6 +333,8 @@ async def prune_jobs(request: web.Request) -> web.Response:
         raise ApiError(409, f"cannot prune now: {public_message(str(err))}", "JobError") from None
     if not pruned["dry_run"]:
         request.app[CONFIG].tenants.jobs_removed(_tenant(request), pruned["removed"])
+        await _work(request, forget_function_dirs, request.app[CONFIG].tenancy, request["identity"].hash,
+                    pruned["removed"])
     return web.json_response(pruned)
 
 
