@@ -54,7 +54,7 @@ def job_python() -> Path | None:
                                      capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             version = None
-        if version != "%d.%d" % sys.version_info[:2]:
+        if version != f"{sys.version_info[0]}.{sys.version_info[1]}":
             return None
         import cloudpickle
 

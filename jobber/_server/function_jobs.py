@@ -37,11 +37,12 @@ from jobber._server.request_parsing import json_object
 from jobber._server.state import CONFIG
 from jobber._server.tenancy import Tenancy
 
-__all__ = ["CLIENT_PYTHON", "FUNCTION_JOB_EXAMPLE", "forget_function_dirs", "function_options", "read_function_job", "result_meta", "result_pickle"]
+__all__ = ["CLIENT_PYTHON", "FUNCTION_JOB_EXAMPLE", "forget_function_dirs", "function_options", "read_function_job",
+           "result_meta", "result_pickle"]
 
 CLIENT_PYTHON = "client_python"
-FUNCTION_JOB_EXAMPLE = ('multipart/form-data: a part "job" (JSON such as {"python": "python3", "client_python": '
-                        '"3.11", "limits": {"memory": "2G"}}), then a part "call" (the pickled call)')
+FUNCTION_JOB_EXAMPLE = ('multipart/form-data: a part "job" (JSON such as {"python": "python3", '
+                        '"client_python": "3.11", "limits": {"memory": "2G"}}), then a part "call" (the pickled call)')
 _CHUNK = 1 << 20
 _MEBI = 1 << 20
 

@@ -32,13 +32,9 @@ from jobber._jobs.spec import (
     LABEL,
     LIFECYCLE_DEFAULTS,
     LIFECYCLE_OPTIONS,
-    LOG_MAX,
-    OOM_GROWTH,
     PYTHON,
     RESULT_MAX,
-    RETRIES,
     RETRY_ON,
-    TIMEOUT,
     check_command,
 )
 from jobber._jobs.store import validate_job_id
@@ -164,7 +160,7 @@ class RemoteSession(Session):
             raise JobError(f"python must name an interpreter on the server (\"python3\"), not {python!r}")
         fields = {**_job_body(limits, env, queue, after, label=label, timeout=timeout, log_max=log_max,
                               retries=retries, retry_on=retry_on, oom_growth=oom_growth),
-                  PYTHON: python, RESULT_MAX: result_max, "client_python": "%d.%d" % sys.version_info[:2]}
+                  PYTHON: python, RESULT_MAX: result_max, "client_python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
         try:
             encoded = json.dumps(fields).encode()
         except (TypeError, ValueError):
