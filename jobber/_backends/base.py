@@ -103,6 +103,10 @@ class Backend(Protocol):
         (killed, OOM-killed, timed out, stopped), saying which.
         """
 
+    def result_meta(self) -> dict[str, Any] | None:
+        """A function job's ``result.json`` object (never the pickle), or None: a command
+        job, or no result written (yet)."""
+
 
 class DirectoryBackend:
     """The part of the local and Slurm backends that is the job directory.
@@ -178,6 +182,11 @@ class DirectoryBackend:
         from jobber._jobs.results import read_result
 
         return read_result(self.dir, self.job_id, self.spec(), self.status())
+
+    def result_meta(self) -> dict[str, Any] | None:
+        from jobber._jobs.results import read_meta
+
+        return read_meta(self.dir) if self.spec().is_function else None
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError

@@ -58,7 +58,7 @@ class JobFuture(concurrent.futures.Future):
         self._cancelling = False
 
     def __repr__(self) -> str:
-        return f"<JobFuture job {self.job.id} {super().__repr__()[1:-1].split(' ', 2)[-1]}>"
+        return f"<JobFuture job {self.job.id} {super().__repr__()[1:-1].split(' ', 2)[-1].split('=', 1)[-1]}>"
 
     def running(self) -> bool:
         """Whether the job is running now (not waiting in a queue, not ended)."""

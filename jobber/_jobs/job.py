@@ -212,6 +212,16 @@ class Job:
         meta, data = self._backend.read_result()
         return load_result(meta, data, self.id)
 
+    def result_info(self) -> dict[str, Any] | None:
+        """What a function job's result is, without unpickling it: ``{"ok": bool, "type":
+        "numpy.ndarray", "size": bytes, "traceback": str | None, "python": "3.11",
+        "error": str | None}``; None for a command job or before the function has returned.
+
+        Raises:
+            JobError: the job's files cannot be read.
+        """
+        return self._backend.result_meta()
+
     def rerun(self, **overrides: Any) -> Job:
         """A new job with this one's command, limits and options, changed by ``overrides``.
 

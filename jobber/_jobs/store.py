@@ -251,7 +251,12 @@ class JobStore(Session):
         env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)
         lifecycle = check_lifecycle(**given, backend=options.get("backend") or default_backend())
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle)
-        return self._create(new.replace(rerun_of=job.id))
+        function = None
+        if spec.is_function and "command" not in overrides:  # the same call again (a new command makes a command job)
+            from jobber._jobs.function_jobs import read_call
+
+            function = (read_call(JobDir(self.path, self.owner, job.id)), {"python": spec.python, "result_max": spec.result_max})
+        return self._create(new.replace(rerun_of=job.id), function)
 
     def find_job(self, ref: int | str) -> Job:
         return lookup(self, ref, hint="(see `jobber ls` for ids and labels)")
