@@ -147,6 +147,7 @@ class TestRemoteExecutor:
         job = future.job
         assert isinstance(job, jobber.Job) and job.status().state == "exited"
         assert alice.get_job(job.id).result() == 3  # again, from the server, as often as asked
+        assert job.result_info()["ok"] is True and job.result_info()["type"] == "int"
 
     def test_an_exception_comes_back_as_itself_with_the_remote_traceback(self, alice):
         future = alice.executor().submit(fails)
@@ -165,6 +166,7 @@ class TestRemoteExecutor:
         job.wait(30)
         with pytest.raises(jobber.JobError, match="command job"):
             job.result(timeout=30)
+        assert job.result_info() is None
         reply = alice.api("GET", f"/v1/jobs/{job.id}/result")
         assert reply.status == 409 and "command job" in reply.json()["error"]
 

@@ -26,8 +26,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from jobber._errors import JobError
 from jobber._jobs.job import Job, spec_of
+from jobber._jobs.jobdir import JobDir
 from jobber._jobs.pycall import RESULT, RESULT_META, result_max_of
+from jobber._jobs.results import read_result
 from jobber._jobs.spec import PYTHON, RESULT_MAX
+from jobber._jobs.status import JobStatus
 from jobber._server.api_limits import MAX_BODY_BYTES, MAX_CALL_BYTES
 from jobber._server.errors import ApiError, public_message
 from jobber._server.framing import body_error
@@ -138,11 +141,12 @@ def _function_job(job: Job) -> None:
                             "output)", "JobError", job.id)
 
 
-def _ended(job: Job) -> None:
+def _ended(job: Job) -> JobStatus:
     status = job.status()
     if not status.ended:
         raise ApiError(409, f"job {job.id} has not ended yet (it is {status.state}): its result comes once it has "
                             f"(GET /v1/jobs/{job.id}?wait=60 waits for its end)", "JobError", job.id)
+    return status
 
 
 def _imported(job: Job, tenancy: Tenancy, owner: str) -> Path:
@@ -153,14 +157,15 @@ def _imported(job: Job, tenancy: Tenancy, owner: str) -> Path:
         ApiError: 409 saying why the job has no result.
     """
     _function_job(job)
-    _ended(job)
+    status = _ended(job)
     assert job.path is not None  # a server's jobs are of this host
     where = tenancy.function_dir(owner, job.id)
     try:
         if where is not None:
             import_result(job.path, where[0], where[1], result_max_of(spec_of(job).result_max))
         if not (job.path / RESULT_META).exists():
-            job._backend.read_result()  # raises the core's sentence: killed, out of memory, timed out, ...
+            # The core's sentence for a job that left no result: killed, out of memory, timed out, ...
+            read_result(JobDir(job.path.parent, owner, job.id), job.id, spec_of(job), status)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
     return job.path

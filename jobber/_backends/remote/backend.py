@@ -170,6 +170,21 @@ class RemoteBackend:
                            "says: ask again (job.result())", job_id=self.id)
         return meta, data
 
+    def result_meta(self) -> dict[str, Any] | None:
+        """The function job's ``result.json`` object from the server (never the pickle), or
+        None: a command job, a job not ended, or one that left no result.
+
+        Raises:
+            JobNotFound: the job is gone. JobberError: the server is unreachable.
+        """
+        try:
+            meta = self._session.transport.json("GET", self._path("/result"), job_id=self.id)
+        except JobNotFound:
+            raise
+        except JobError:  # 409: no result (yet), or a command job
+            return None
+        return {key: value for key, value in meta.items() if key != "id"}
+
     def remove(self) -> None:
         """Remove the job on the server (ended jobs only).
 
