@@ -267,12 +267,14 @@ JOB_SCHEMAS: dict[str, Any] = {
         "description": "A new function job, as multipart/form-data: the part job, then the part call. The server "
                        "stores the call and never unpickles it; the job, as the caller's uid in its sandbox, does",
         "properties": {
-            "job": {"allOf": [{"$ref": "#/components/schemas/NewJob"}], "type": "object",
-                    "required": ["client_python"],
-                    "properties": {"client_python": {"type": "string", "pattern": r"^[0-9]{1,2}\.[0-9]{1,3}$",
-                                                     "description": "the client's Python major.minor (\"3.11\"): "
-                                                                    "python's must be the same"}},
-                    "description": "the new job's fields (application/json), with no command"},
+            "job": {"type": "object", "additionalProperties": False, "required": ["client_python"],
+                    "properties": {
+                        **{name: _REQUEST[name] for name in NEW_JOB_FIELDS if name not in ("command", "rerun_of")},
+                        PYTHON: _REQUEST[PYTHON], RESULT_MAX: _REQUEST[RESULT_MAX],
+                        "client_python": {"type": "string", "pattern": r"^[0-9]{1,2}\.[0-9]{1,3}$",
+                                          "description": "the client's Python major.minor (\"3.11\"): python's must "
+                                                         "be the same"}},
+                    "description": "the new job's fields (application/json), as NewJob's but command and rerun_of"},
             "call": {"type": "string", "format": "binary", "maxLength": MAX_CALL_BYTES,
                      "description": f"the pickled call (application/octet-stream), at most {MAX_CALL_BYTES} bytes"},
         },
