@@ -295,6 +295,30 @@ def test_a_result_survives_a_server_restart(pki, tmp_path):
     assert stat.S_IMODE(os.stat(jobs / session.hash() / str(job.id)).st_mode) == 0o700  # still the server's alone
 
 
+def _memory_peak(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_result_is_streamed_not_held(pki, tmp_path):
+    """A 96 MiB result goes through the server (imported into the job directory, then sent)
+    without the server ever holding it: its peak memory does not grow by the result's size."""
+    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, tmp_path / "jobs").start()
+    try:
+        with _connect(pki, server, pki.client()) as session:
+            size = 96 << 20
+            job = session.executor().submit(big, size).job
+            job.wait(120)
+            before = _memory_peak(server.proc.pid)
+            assert len(job.result(timeout=60)) == size
+            assert _memory_peak(server.proc.pid) - before < size // 2
+    finally:
+        server.stop()
+
+
 def test_an_http_client_sees_the_pickle_as_bytes(alice):
     """The pickle route streams the file as the job wrote it (Content-Length, octet-stream)."""
     job = alice.executor().submit(list, range(3)).job
