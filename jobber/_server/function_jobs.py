@@ -36,12 +36,13 @@ from jobber._server.errors import ApiError, public_message
 from jobber._server.framing import body_error
 from jobber._server.function_files import import_result, remove_function_dir
 from jobber._server.interpreters import Interpreters, check_client_python
-from jobber._server.request_parsing import json_object
+from jobber._server.request_parsing import json_object, query_params
+from jobber._server.route_helpers import job_of, json_reply, work
 from jobber._server.state import CONFIG
 from jobber._server.tenancy import Tenancy
 
-__all__ = ["CLIENT_PYTHON", "FUNCTION_JOB_EXAMPLE", "forget_function_dirs", "function_options", "read_function_job",
-           "result_meta", "result_pickle"]
+__all__ = ["CLIENT_PYTHON", "FUNCTION_JOB_EXAMPLE", "forget_function_dirs", "function_options", "get_result",
+           "get_result_pickle", "read_function_job", "result_meta", "result_pickle"]
 
 CLIENT_PYTHON = "client_python"
 FUNCTION_JOB_EXAMPLE = ('multipart/form-data: a part "job" (JSON such as {"python": "python3", '
@@ -181,6 +182,22 @@ def result_meta(job: Job, tenancy: Tenancy, owner: str) -> bytes:
     meta = json.loads((path / RESULT_META).read_bytes())
     has_pickle = (path / RESULT).exists()
     return json.dumps({**meta, "size": (path / RESULT).stat().st_size if has_pickle else 0, "id": job.id}).encode()
+
+
+async def get_result(request: web.Request) -> web.Response:
+    """A function job's result's description (``function_jobs.py``), to its owner only."""
+    query_params(request, {})
+    job = job_of(request)
+    return json_reply(await work(request, result_meta, job, request.app[CONFIG].tenancy, request["identity"].hash))
+
+
+async def get_result_pickle(request: web.Request) -> web.StreamResponse:
+    """A function job's pickled result, streamed from its file (never held in memory, never unpickled)."""
+    query_params(request, {})
+    job = job_of(request)
+    path = await work(request, result_pickle, job, request.app[CONFIG].tenancy, request["identity"].hash)
+    return web.FileResponse(path, chunk_size=1 << 20, headers={
+        "Content-Type": "application/octet-stream", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 def forget_function_dirs(tenancy: Tenancy, owner: str, job_ids: list[int]) -> None:
