@@ -54,6 +54,15 @@ def sleep_then(seconds, value):
     return value
 
 
+def wait_for_file(path):
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "opened"
+
+
 def env_var(name):
     return os.environ.get(name)
 
@@ -109,12 +118,14 @@ class TestSubmit:
     def test_map_gives_results_in_order(self, executor):
         assert list(executor.map(slow_square, range(3))) == [0, 1, 4]
 
-    def test_as_completed_and_wait(self, executor):
-        futures = [executor.submit(sleep_then, s, s) for s in (0.6, 0.0)]
-        first = next(concurrent.futures.as_completed(futures, timeout=60))
-        assert first.result() == 0.0
-        done, not_done = concurrent.futures.wait(futures, timeout=60)
-        assert done == set(futures) and not not_done
+    def test_as_completed_and_wait(self, executor, tmp_path):
+        gate = tmp_path / "gate"
+        held, free = executor.submit(wait_for_file, str(gate)), executor.submit(add, 1, 1)
+        first = next(concurrent.futures.as_completed([held, free], timeout=60))
+        assert first is free and first.result() == 2 and not held.done()
+        gate.touch()
+        done, not_done = concurrent.futures.wait([held, free], timeout=60)
+        assert done == {held, free} and not not_done and held.result() == "opened"
 
     def test_an_exception_is_reraised_with_the_jobs_traceback(self, executor):
         fut = executor.submit(fail, "diverged")
@@ -196,6 +207,17 @@ class TestResult:
         again.start()
         assert again.result(60) == 42
 
+    def test_a_job_never_started_has_none_and_result_does_not_wait_for_ever(self, store):
+        job = store.new_function_job(pack_call(add, (1, 2)))
+        with pytest.raises(JobError, match=f"job {job.id} was never started"):
+            job.result()
+
+    def test_a_malformed_executor_is_refused_when_made(self, store):
+        with pytest.raises(JobError, match="jobber.Limits"):
+            store.executor({"memory": "1G"})
+        with pytest.raises(JobError, match="result_max"):
+            store.executor(result_max="lots")
+
     def test_new_function_job_refuses_what_is_not_a_call(self, store):
         with pytest.raises(JobError, match="must be the pickled call"):
             store.new_function_job("print(1)")
@@ -246,16 +268,29 @@ class TestConfined:
             with pytest.raises(JobError, match="OOM-killed"):
                 fut.result(120)
 
+    def test_a_timed_out_function_says_so(self, store):
+        with store.executor(timeout=1) as ex:
+            fut = ex.submit(sleep_then, 300, 1)
+            with pytest.raises(JobError, match=f"job {fut.job.id} timed out"):
+                fut.result(60)
+        assert fut.job.status().state == "timed-out"
+
     def test_map_through_a_queue(self, store):
         store.set_queue("fn", parallel=2)
         with store.executor(queue="fn") as ex:
             assert list(ex.map(square, range(6), timeout=120)) == [0, 1, 4, 9, 16, 25]
 
-    def test_map_timeout_stops_the_jobs_left(self, executor):
+    def test_map_timeout_stops_the_jobs_left(self, executor, store):
         results = executor.map(sleep_then, [0, 300], [1, 2], timeout=20)
         assert next(results) == 1
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):
             next(results)
+        assert [job.status().state for job in store.get_jobs()] == ["exited", "stopped"]
+
+    def test_map_stops_what_it_made_when_an_item_cannot_be_sent(self, executor, store):
+        with pytest.raises(JobError, match="argument 'value': a lock held by the kernel"):
+            executor.map(sleep_then, [300, 300], [1, threading.Lock()])
+        assert [job.status().state for job in store.get_jobs()] == ["stopped"]
 
     def test_shutdown_cancel_futures_stops_the_jobs_waiting(self, store):
         store.set_queue("one", parallel=1)

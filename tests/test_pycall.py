@@ -152,7 +152,8 @@ class TestTheRunner:
         assert meta == {"ok": True, "type": "int", "size": len(data), "traceback": None, "error": None,
                         "python": pycall.PYTHON_VERSION}
         assert load_result(meta, data, 1) == 5
-        assert not list((tmp_path / "job").glob("*.tmp"))
+        assert sorted(os.listdir(tmp_path / "job")) == ["call.pkl", "result.json", "result.pkl"]  # no temporary left
+        assert stat.S_IMODE((tmp_path / "job" / "result.pkl").stat().st_mode) == 0o600
 
     def test_prints_go_to_the_output(self, tmp_path):
         def chatty():
@@ -233,3 +234,10 @@ class TestTheRunner:
                               text=True, timeout=60)
         meta = json.loads((job_dir / "result.json").read_text())
         assert done.returncode == 1 and "pickled by Python 3.9" in meta["error"]
+
+
+def test_a_remote_error_pickles_with_its_attributes():
+    err = RemoteError("job 3 raised X", type_name="pkg.X", traceback_text="Traceback ...", job_id=3)
+    again = pickle.loads(pickle.dumps(err))
+    assert (str(again), again.type_name, again.traceback_text, again.job_id) == ("job 3 raised X", "pkg.X", "Traceback ...", 3)
+    assert isinstance(again, JobError)

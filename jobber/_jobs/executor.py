@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
-from jobber._jobs.pycall import function_name, pack_call
+from jobber._jobs.pycall import function_name, pack_call, result_max_of
+from jobber._limits import Limits
 
 if TYPE_CHECKING:
     from jobber._jobs.job import Job
-    from jobber._limits import Limits
 
 __all__ = ["Executor", "JobFuture"]
 
@@ -118,10 +118,18 @@ class Executor(concurrent.futures.Executor):
     Args:
         session: a ``jobber.Session``: a ``jobber.Certificate``, or a ``jobber.connect`` session.
         limits: each job's resource limits.
-        **job_options: each job's options, as ``new_function_job`` takes them.
+        **job_options: each job's options, as ``new_function_job`` takes them (the
+            rest of them are checked by the first ``submit``).
+
+    Raises:
+        JobError: ``limits`` that are not a ``jobber.Limits``, or a malformed ``result_max``.
     """
 
     def __init__(self, session: Any, limits: Limits | None = None, **job_options: Any) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
+        if job_options.get("result_max") is not None:
+            result_max_of(job_options["result_max"])  # a malformed cap is refused now, not at each submit
         self._session = session
         self._limits = limits
         self._options = job_options
@@ -171,7 +179,7 @@ class Executor(concurrent.futures.Executor):
         return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, **kwargs: Any) -> Iterator[Any]:
+            chunksize: int = 1) -> Iterator[Any]:
         """One job per item, all submitted at once; their results in order.
 
         Args:
@@ -183,8 +191,33 @@ class Executor(concurrent.futures.Executor):
 
         Returns:
             An iterator of the results; a job's exception is raised where its result would be.
+
+        Raises:
+            JobError: an item that cannot be sent (naming it): the jobs already made for
+                the items before it are stopped.
         """
-        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        futures: list[JobFuture] = []
+        try:
+            for args in zip(*iterables):
+                futures.append(self.submit(fn, *args))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+        def results() -> Iterator[Any]:
+            try:
+                futures.reverse()  # pop() from the end: each result is released once given
+                while futures:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    yield futures[-1].result(left)
+                    futures.pop()
+            finally:
+                for future in futures:  # a timeout, an exception, or the iterator dropped
+                    future.cancel()
+
+        return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Submit no more; with ``cancel_futures``, stop the jobs still waiting to start.

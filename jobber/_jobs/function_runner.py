@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import sys
-import traceback
 
 CALL, RESULT, RESULT_META = "call.pkl", "result.pkl", "result.json"
 PYTHON_VERSION = "{}.{}".format(*sys.version_info[:2])
@@ -80,13 +79,11 @@ def _extend_path(paths):
 def _returned(job_dir, value, cap):
     import cloudpickle
 
-    tmp = os.path.join(job_dir, RESULT + ".tmp")
+    tmp = _tmp_name(os.path.join(job_dir, RESULT))
     try:
-        with open(tmp, "wb") as f:
+        with _private(tmp) as f:
             capped = CappedFile(f, cap)
             cloudpickle.dump(value, capped, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
     except TooLarge:
         _discard(tmp)
         return _refuse(job_dir, f"its result (a {_type_name(value)}) pickles to more than result_max "
@@ -102,6 +99,8 @@ def _returned(job_dir, value, cap):
 
 
 def _raised(job_dir, exc):
+    import traceback
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     sys.stderr.write(text)
     sys.stderr.flush()
@@ -136,12 +135,27 @@ def _write_meta(job_dir, meta):
 
 
 def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Readers see no file, or the whole of it (as jobber's own writes: no fsync, which
+    would cost every job the disk's latency for a durability no job status has either)."""
+    tmp = _tmp_name(path)
+    try:
+        with _private(tmp) as f:
+            f.write(data)
+    except BaseException:
+        _discard(tmp)
+        raise
     os.rename(tmp, path)
+
+
+def _tmp_name(path):
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.{os.getpid()}.tmp")
+
+
+def _private(path):
+    """A new file only this user may read, never written through a link planted in its place."""
+    _discard(path)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "wb")
 
 
 def _discard(path):

@@ -196,8 +196,9 @@ class Job:
 
         Raises:
             TimeoutError: the job had not ended within ``timeout``.
-            JobError: a command job (it has no result), or the job ended without one
-                (OOM-killed, timed out, stopped, over ``result_max``), saying which.
+            JobError: a command job (it has no result), one never started, or one that
+                ended without a result (OOM-killed, timed out, stopped, over
+                ``result_max``), saying which.
             RemoteError: the function raised an exception that cannot be rebuilt here.
             BaseException: the function's own exception, with the job's traceback attached.
         """
@@ -205,6 +206,9 @@ class Job:
 
         if not spec_of(self).is_function:
             raise JobError(f"job {self.id} is a command job: it has no result (its output is in its log)",
+                           job_id=self.id)
+        if self.status().state == "created":
+            raise JobError(f"job {self.id} was never started, so it has no result: start it (job.start())",
                            job_id=self.id)
         status = self.wait(timeout)
         if not status.ended:
