@@ -189,6 +189,23 @@ class TestRemoteExecutor:
         assert not functions[0].exists()
 
 
+    def test_a_rerun_runs_the_same_call_again(self, alice):
+        job = alice.executor().submit(add, 20, 22).job
+        assert job.result(timeout=60) == 42
+        again = job.rerun()
+        again.start()
+        assert again.result(timeout=60) == 42 and again.id != job.id
+
+    def test_pruning_removes_what_the_runners_left(self, alice, fn_server):
+        job = alice.executor().submit(add, 1, 1).job
+        assert job.result(timeout=60) == 2
+        call = (fn_server.jobs_dir / alice.hash() / str(job.id) / "call.pkl").read_bytes()
+        functions = [found for found in Path(_state_dir(fn_server)).glob(f"tenants/*/functions/{job.id}")
+                     if (found / "call.pkl").read_bytes() == call]
+        assert functions and job.id in alice.prune()
+        assert not functions[0].exists()
+
+
 def _state_dir(server: ServerProcess) -> Path:
     from serve_for_notebooks import shared_state_dir
 
@@ -329,3 +346,14 @@ def test_an_http_client_sees_the_pickle_as_bytes(alice):
     assert reply.status == 200 and reply.headers["Content-Type"] == "application/octet-stream"
     assert len(reply.body) == meta["size"] == int(reply.headers["Content-Length"])
     assert isinstance(reply.headers, http.client.HTTPMessage)
+
+
+def test_a_single_tenant_server_running_jobs_as_another_user_refuses_function_jobs(pki, tmp_path):
+    server = ServerProcess(pki.server_cert, pki.server_key, pki.root, tmp_path / "jobs", single_tenant=True).start()
+    try:
+        with _connect(pki, server, pki.client()) as session:
+            with pytest.raises(jobber.JobError, match="cannot reach a function job's files"):
+                session.executor().submit(add, 1, 2)
+            assert session.get_jobs() == []
+    finally:
+        server.stop()
