@@ -179,8 +179,9 @@ class TestRemoteExecutor:
         assert future.result(timeout=60) == "done"
 
     def test_removing_the_job_removes_what_its_runner_left(self, alice, fn_server):
-        job = alice.executor().submit(int, "7").job
-        assert job.result(timeout=60) == 7
+        token = uuid.uuid4().hex  # a call no other test's job made
+        job = alice.executor().submit(str, token).job
+        assert job.result(timeout=60) == token
         call = (fn_server.jobs_dir / alice.hash() / str(job.id) / "call.pkl").read_bytes()
         functions = [found for found in Path(_state_dir(fn_server)).glob(f"tenants/*/functions/{job.id}")
                      if (found / "call.pkl").read_bytes() == call]
@@ -188,6 +189,26 @@ class TestRemoteExecutor:
         job.remove()
         assert not functions[0].exists()
 
+
+    def test_many_first_asks_at_once_get_the_same_result(self, alice):
+        """The first asks copy the result into the job directory, concurrently: each whole."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from jobber._jobs.pycall import pack_call
+
+        job = alice.new_function_job(pack_call(big, (8 << 20,)))
+        job.start()
+        assert job.wait(60).ended
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: alice.api("GET", f"/v1/jobs/{job.id}/result"), range(8)))
+        assert {reply.status for reply in replies} == {200}
+        assert {reply.json()["size"] for reply in replies} == {len(pickle.dumps(big(8 << 20)))}
+        assert job.result(timeout=30) == big(8 << 20)
+
+    def test_jobs_a_queue_admits_later_find_their_call(self, alice):
+        """Admitted by the finisher of the job before (no request), each still has its call."""
+        alice.set_queue("one-at-a-time", parallel=1)
+        assert list(alice.executor(queue="one-at-a-time").map(add, [1, 2, 3], [1, 1, 1], timeout=180)) == [2, 3, 4]
 
     def test_a_rerun_runs_the_same_call_again(self, alice):
         job = alice.executor().submit(add, 20, 22).job
@@ -197,8 +218,9 @@ class TestRemoteExecutor:
         assert again.result(timeout=60) == 42 and again.id != job.id
 
     def test_pruning_removes_what_the_runners_left(self, alice, fn_server):
-        job = alice.executor().submit(add, 1, 1).job
-        assert job.result(timeout=60) == 2
+        token = uuid.uuid4().hex  # a call no other test's job made
+        job = alice.executor().submit(str, token).job
+        assert job.result(timeout=60) == token
         call = (fn_server.jobs_dir / alice.hash() / str(job.id) / "call.pkl").read_bytes()
         functions = [found for found in Path(_state_dir(fn_server)).glob(f"tenants/*/functions/{job.id}")
                      if (found / "call.pkl").read_bytes() == call]
@@ -330,10 +352,11 @@ def test_a_large_result_is_streamed_not_held(pki, tmp_path):
             job = session.executor().submit(big, size).job
             job.wait(120)
             before = _memory_peak(server.proc.pid)
-            assert len(job.result(timeout=60)) == size
+            assert len(job.result(timeout=60)) == size, server.log()[-3000:]
             assert _memory_peak(server.proc.pid) - before < size // 2
     finally:
         server.stop()
+    assert "bug:" not in server.log(), server.log()[-3000:]
 
 
 def test_an_http_client_sees_the_pickle_as_bytes(alice):

@@ -16,11 +16,14 @@ bytes are copied and sent, never loaded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,25 +160,37 @@ def _meta(fd: int) -> dict[str, Any]:
 
 
 def _place(job_dir: Path, name: str, source: int, cap: int) -> int:
-    """Copy ``source`` to ``job_dir/name`` atomically (a temporary name, then a rename)."""
-    temporary = job_dir / f".{name}.importing"
-    target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        size = _copy(source, target, cap)
-        os.fsync(target)
-    finally:
-        os.close(target)
-    os.replace(temporary, job_dir / name)
-    return size
+    """Copy ``source`` to ``job_dir/name``."""
+    return _atomically(job_dir, name, lambda target: _copy(source, target, cap))
 
 
 def _place_bytes(job_dir: Path, name: str, data: bytes) -> None:
-    temporary = job_dir / f".{name}.importing"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, job_dir / name)
+    _atomically(job_dir, name, lambda target: _write(target, memoryview(data)))
+
+
+def _atomically(job_dir: Path, name: str, fill: Callable[[int], int]) -> int:
+    """``job_dir/name`` written by ``fill(fd)`` under a temporary name of this copy's own
+    (two requests may import at once, each a whole copy), then renamed into place."""
+    temporary = job_dir / f".{name}.{secrets.token_hex(8)}.importing"
+    try:
+        target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            size = fill(target)
+        finally:
+            os.close(target)
+        os.replace(temporary, job_dir / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return size
+
+
+def _write(target: int, view: memoryview) -> int:
+    size = len(view)
+    while view:
+        view = view[os.write(target, view):]
+    return size
 
 
 def _copy(source: int, target: int, cap: int | None) -> int:
@@ -184,7 +199,5 @@ def _copy(source: int, target: int, cap: int | None) -> int:
         copied += len(chunk)
         if cap is not None and copied > cap:  # grew since it was measured
             raise JobError(f"the job's result grew over its cap of {cap} bytes (result_max) while it was read")
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(target, view):]
+        _write(target, memoryview(chunk))
     return copied

@@ -169,6 +169,9 @@ def _imported(job: Job, tenancy: Tenancy, owner: str) -> Path:
             read_result(JobDir(job.path.parent, owner, job.id), job.id, spec_of(job), status)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
+    except OSError as err:  # the job directory's disk (full, read-only): the server's, said as it is
+        raise ApiError(409, f"job {job.id}'s result could not be copied on the server ({err.strerror}): ask again "
+                            "later, or ask the server's operator", "JobError", job.id) from None
     return job.path
 
 

@@ -46,6 +46,7 @@ __all__ = ["RemoteSession"]
 # The server's cap on a function job's call (jobber._server.api_limits.MAX_CALL_BYTES):
 # checked here too, so that a large call is refused before it is sent.
 MAX_CALL_BYTES = 64 << 20
+_NEW_JOB_KEYWORDS = ("env", "cwd", *LIFECYCLE_OPTIONS, "queue", "after")
 _PAGE = 500  # jobs per listing request (the server allows up to 1000)
 # What Job.rerun may change remotely (cwd and backend options are the server's to choose).
 _RERUN_FIELDS = ("command", "limits", "env", *LIFECYCLE_OPTIONS)
@@ -130,10 +131,7 @@ class RemoteSession(Session):
         return Job(RemoteBackend(self, self.transport.json("POST", "/v1/jobs", body)))
 
     def new_function_job(self, call: bytes, limits: Limits | None = None, *, python: str | None = None,
-                         result_max: int | str | None = None, env: Mapping[str, str] | None = None,
-                         cwd: str | None = None, label: str | None = None, timeout: float | str | None = None,
-                         log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] | None = None,
-                         oom_growth: Any = None, queue: str | None = None, after: Any = None, **options: Any) -> Job:
+                         result_max: int | str | None = None, **new_job_options: Any) -> Job:
         """`Session.new_function_job` on the server: the call's bytes are uploaded with the job.
 
         The server stores them in the job's directory and never unpickles them: only the
@@ -148,7 +146,9 @@ class RemoteSession(Session):
             JobError: ``call`` is not bytes or too large, an option is malformed, or the
                 server refuses the interpreter.
         """
-        _check_remote_options(options, cwd)
+        options = dict(new_job_options)
+        named = {name: options.pop(name) for name in _NEW_JOB_KEYWORDS if name in options}
+        _check_remote_options(options, named.pop("cwd", None))
         if not isinstance(call, (bytes, bytearray, memoryview)) or not len(call):
             raise JobError(f"call must be the pickled call (bytes from pack_call), not {type(call).__name__}")
         call = bytes(call) if not isinstance(call, bytes) else call
@@ -158,8 +158,8 @@ class RemoteSession(Session):
                            "function reads on the server (or a URL it downloads), not as an argument")
         if python is not None and (not isinstance(python, str) or not python.strip()):
             raise JobError(f"python must name an interpreter on the server (\"python3\"), not {python!r}")
-        fields = {**_job_body(limits, env, queue, after, label=label, timeout=timeout, log_max=log_max,
-                              retries=retries, retry_on=retry_on, oom_growth=oom_growth),
+        lifecycle = {name: named[name] for name in LIFECYCLE_OPTIONS if name in named}
+        fields = {**_job_body(limits, named.get("env"), named.get("queue"), named.get("after"), **lifecycle),
                   PYTHON: python, RESULT_MAX: result_max, "client_python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
         try:
             encoded = json.dumps(fields).encode()
