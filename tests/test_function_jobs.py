@@ -26,6 +26,7 @@ from polling import wait_for
 BACKEND, UNCONFINED_REASON = choose()
 needs_cgroup = pytest.mark.skipif(BACKEND.NAME == "none", reason=f"jobs are not isolated on this host: {UNCONFINED_REASON}")
 MiB = 1 << 20
+WAIT_S = 300.0  # a deadline, never a measure: under emulation (the cgroup v2 VM) a job takes seconds
 
 
 def add(a, b):
@@ -89,7 +90,7 @@ def executor(store):
 class TestSubmit:
     def test_the_result_and_the_job(self, executor, store):
         fut = executor.submit(add, 1, b=2)
-        assert fut.result(60) == 3
+        assert fut.result(WAIT_S) == 3
         job = fut.job
         assert job.label == "add" and job.status().state == "exited"
         assert spec_of(job).python == sys.executable and spec_of(job).result_max == 1 << 30
@@ -109,11 +110,11 @@ class TestSubmit:
             return "done"
 
         fut = executor.submit(talk_then_wait, str(go))
-        wait_for(lambda: fut.job.log_path.exists() and b"started" in fut.job.log_path.read_bytes(), 30,
+        wait_for(lambda: fut.job.log_path.exists() and b"started" in fut.job.log_path.read_bytes(), WAIT_S,
                  "the print while the job runs")
         assert not fut.done()
         go.touch()
-        assert fut.result(60) == "done"
+        assert fut.result(WAIT_S) == "done"
 
     def test_map_gives_results_in_order(self, executor):
         assert list(executor.map(slow_square, range(3))) == [0, 1, 4]
@@ -121,16 +122,16 @@ class TestSubmit:
     def test_as_completed_and_wait(self, executor, tmp_path):
         gate = tmp_path / "gate"
         held, free = executor.submit(wait_for_file, str(gate)), executor.submit(add, 1, 1)
-        first = next(concurrent.futures.as_completed([held, free], timeout=60))
+        first = next(concurrent.futures.as_completed([held, free], timeout=WAIT_S))
         assert first is free and first.result() == 2 and not held.done()
         gate.touch()
-        done, not_done = concurrent.futures.wait([held, free], timeout=60)
+        done, not_done = concurrent.futures.wait([held, free], timeout=WAIT_S)
         assert done == {held, free} and not not_done and held.result() == "opened"
 
     def test_an_exception_is_reraised_with_the_jobs_traceback(self, executor):
         fut = executor.submit(fail, "diverged")
         with pytest.raises(ValueError, match="diverged") as err:
-            fut.result(60)
+            fut.result(WAIT_S)
         assert fut.job.status().state == "failed"
         text = err.value.__notes__[0] if sys.version_info >= (3, 11) else err.value.__cause__.traceback_text
         assert "in fail" in text and "ValueError: diverged" in text
@@ -148,14 +149,14 @@ class TestSubmit:
         with store.executor(result_max="1K") as ex:
             fut = ex.submit(bytes, 4096)
             with pytest.raises(JobError, match="more than result_max"):
-                fut.result(60)
+                fut.result(WAIT_S)
         assert fut.job.status().state == "failed"
         assert b"result_max" in fut.job.log_path.read_bytes()
 
     def test_options_pass_through(self, store):
         with store.executor(Limits(memory="200M"), label="sq", env={"FOO": "bar"}, timeout="1h") as ex:
             fut = ex.submit(env_var, "FOO")
-            assert fut.result(60) == "bar"
+            assert fut.result(WAIT_S) == "bar"
         job = fut.job
         assert (job.label, job.limits.memory, spec_of(job).timeout) == ("sq", 200 * MiB, 3600.0)
 
@@ -169,13 +170,13 @@ class TestSubmit:
 class TestResult:
     def test_from_another_process_as_often_as_asked(self, store, executor):
         fut = executor.submit(add, "a", "b")
-        assert fut.result(60) == "ab"
+        assert fut.result(WAIT_S) == "ab"
         code = textwrap.dedent(f"""
             from jobber._jobs.store import JobStore
             job = JobStore({store.owner!r}, {str(store.root)!r}).get_job({fut.job.id})
             print(job.result(), job.result())
         """)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
         assert done.stdout == "ab ab\n", done.stderr
         assert store.get_job(fut.job.id).result() == "ab"
 
@@ -185,7 +186,7 @@ class TestResult:
             job.result()
 
     def test_a_timeout_raises_timeout_error(self, executor):
-        fut = executor.submit(sleep_then, 30, 1)
+        fut = executor.submit(sleep_then, 300, 1)
         with pytest.raises(TimeoutError, match="still"):
             fut.job.result(timeout=0.2)
         assert fut.cancel()
@@ -194,18 +195,18 @@ class TestResult:
         from jobber import JobNotFound
 
         fut = executor.submit(add, 1, 1)
-        fut.result(60)
+        fut.result(WAIT_S)
         fut.job.remove()
         with pytest.raises(JobNotFound):
             store.get_job(fut.job.id).result()
 
     def test_a_rerun_runs_the_same_call(self, executor):
         fut = executor.submit(add, 20, 22)
-        assert fut.result(60) == 42
+        assert fut.result(WAIT_S) == 42
         again = fut.job.rerun()
         assert again.command != fut.job.command and str(again.path) in again.command
         again.start()
-        assert again.result(60) == 42
+        assert again.result(WAIT_S) == 42
 
     def test_a_job_never_started_has_none_and_result_does_not_wait_for_ever(self, store):
         job = store.new_function_job(pack_call(add, (1, 2)))
@@ -235,7 +236,7 @@ class TestResult:
 class TestConfined:
     def test_cancel_stops_a_running_job_and_removes_its_cgroup(self, executor):
         fut = executor.submit(sleep_then, 300, 1)
-        wait_for(lambda: fut.job.status().state == "running", 30, "the job to run")
+        wait_for(lambda: fut.job.status().state == "running", WAIT_S, "the job to run")
         dirs = cgroup_dirs(fut.job)
         assert dirs and all(os.path.exists(d) for d in dirs)
         assert fut.running()
@@ -247,9 +248,9 @@ class TestConfined:
 
     def test_a_cancel_wakes_as_completed(self, executor):
         futures = [executor.submit(sleep_then, 300, 1), executor.submit(sleep_then, 300, 2)]
-        wait_for(lambda: all(f.job.status().state == "running" for f in futures), 30, "both to run")
+        wait_for(lambda: all(f.job.status().state == "running" for f in futures), WAIT_S, "both to run")
         threading.Timer(0.1, futures[1].cancel).start()
-        first = next(concurrent.futures.as_completed(futures, timeout=60))
+        first = next(concurrent.futures.as_completed(futures, timeout=WAIT_S))
         assert first is futures[1] and first.cancelled()
         futures[0].cancel()
 
@@ -257,7 +258,7 @@ class TestConfined:
         monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0.2")
         with store.executor(Limits(memory="150M"), retries=2, oom_growth=3) as ex:
             fut = ex.submit(hold_memory, 300)
-            assert fut.result(120) == 300
+            assert fut.result(WAIT_S) == 300
         attempts = fut.job.attempts
         assert [a.state for a in attempts] == ["oom-killed", "exited"]
         assert fut.job.status().attempt == 2
@@ -266,26 +267,25 @@ class TestConfined:
         with store.executor(Limits(memory="100M")) as ex:
             fut = ex.submit(hold_memory, 400)
             with pytest.raises(JobError, match="OOM-killed"):
-                fut.result(120)
+                fut.result(WAIT_S)
 
     def test_a_timed_out_function_says_so(self, store):
         with store.executor(timeout=1) as ex:
             fut = ex.submit(sleep_then, 300, 1)
             with pytest.raises(JobError, match=f"job {fut.job.id} timed out"):
-                fut.result(60)
+                fut.result(WAIT_S)
         assert fut.job.status().state == "timed-out"
 
     def test_map_through_a_queue(self, store):
         store.set_queue("fn", parallel=2)
         with store.executor(queue="fn") as ex:
-            assert list(ex.map(square, range(6), timeout=120)) == [0, 1, 4, 9, 16, 25]
+            assert list(ex.map(square, range(6), timeout=2 * WAIT_S)) == [0, 1, 4, 9, 16, 25]
 
-    def test_map_timeout_stops_the_jobs_left(self, executor, store):
-        results = executor.map(sleep_then, [0, 300], [1, 2], timeout=20)
-        assert next(results) == 1
+    def test_map_timeout_stops_the_jobs_left(self, executor, store, tmp_path):
+        results = executor.map(wait_for_file, [str(tmp_path / "never"), str(tmp_path / "nor-this")], timeout=1)
         with pytest.raises(concurrent.futures.TimeoutError):
             next(results)
-        assert [job.status().state for job in store.get_jobs()] == ["exited", "stopped"]
+        assert [job.status().state for job in store.get_jobs()] == ["stopped", "stopped"]
 
     def test_map_stops_what_it_made_when_an_item_cannot_be_sent(self, executor, store):
         with pytest.raises(JobError, match="argument 'value': a lock held by the kernel"):
@@ -297,7 +297,7 @@ class TestConfined:
         ex = store.executor(queue="one")
         running = ex.submit(sleep_then, 1, "ran")
         waiting = ex.submit(sleep_then, 300, "never")
-        wait_for(lambda: running.job.status().state == "running", 30, "the first to run")
+        wait_for(lambda: running.job.status().state == "running", WAIT_S, "the first to run")
         ex.shutdown(wait=True, cancel_futures=True)
         assert running.result() == "ran"
         assert waiting.cancelled() and waiting.job.status().state == "stopped"

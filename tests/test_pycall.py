@@ -39,7 +39,7 @@ def run_call(tmp_path, fn, *args, result_max=1 << 30, python=sys.executable, cwd
     job_dir.mkdir(exist_ok=True)
     (job_dir / "call.pkl").write_bytes(pack_call(fn, args, kwargs))
     done = subprocess.run(["/bin/sh", "-c", runner_command(python, job_dir, result_max)], capture_output=True,
-                          text=True, timeout=60, cwd=cwd)
+                          text=True, timeout=300, cwd=cwd)
     meta = json.loads((job_dir / "result.json").read_text())
     data = (job_dir / "result.pkl").read_bytes() if (job_dir / "result.pkl").exists() else None
     return done.returncode, meta, data, done.stdout + done.stderr
@@ -231,7 +231,7 @@ class TestTheRunner:
         payload = pickle.loads(pack_call(add, (1, 2)))
         (job_dir / "call.pkl").write_bytes(pickle.dumps({**payload, "python": "3.9"}))
         done = subprocess.run(["/bin/sh", "-c", runner_command(sys.executable, job_dir, 1000)], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=300)
         meta = json.loads((job_dir / "result.json").read_text())
         assert done.returncode == 1 and "pickled by Python 3.9" in meta["error"]
 
