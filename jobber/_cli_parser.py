@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--job-user, or the server's user); needed when not root")
     serve.add_argument("--job-user", default=None,
                        help="with --single-tenant: run every job as this user (default: nobody when root)")
+    serve.add_argument("--python", dest="pythons", metavar="PATH", action="append", default=None,
+                       help="an interpreter function jobs may name by path (python=PATH), besides the names on "
+                       "the jobs' PATH; repeatable (default: $JOBBER_SERVE_PYTHON, colon-separated)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     bounds = serve.add_argument_group("limits", "what clients may hold (docs/server.md, Limits)")
     for flag, kind, text in (  # each a number: counts (N) or seconds (S)

@@ -398,7 +398,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(host=args.host, port=args.port, cert=args.server_cert, key=args.server_key,
           root=args.serve_root or args.root, job_user=args.job_user, log_level=args.log_level,
           single_tenant=args.single_tenant, uid_range=args.uid_range, state_dir=args.state_dir,
-          private_tmp=args.private_tmp, limits=limits, quotas=quotas)
+          private_tmp=args.private_tmp, limits=limits, quotas=quotas, pythons=args.pythons)
     return 0
 
 

@@ -33,10 +33,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerProcess", "TestPki", "Api", "Reply", "demo_environment", "main", "shared_state_dir"]
+__all__ = ["ServerProcess", "TestPki", "Api", "Reply", "demo_environment", "job_python", "main", "shared_state_dir"]
 
 _BANNER = re.compile(r"listening on (https://\S+?)/? ")
 _state_dir: Path | None = None
+_job_python: Path | None = None
+
+
+def job_python() -> Path | None:
+    """An interpreter for a server's function jobs, made once per process and removed at
+    exit: a venv of the host's ``/usr/bin/python3`` with this process's cloudpickle copied
+    in, under /var/tmp and readable by every uid (a tenant's job must run it; this
+    process's own interpreter may live in a directory only root can enter). None when
+    the host's Python is not this one's major.minor (function jobs need the same)."""
+    global _job_python
+    if _job_python is None:
+        host = Path("/usr/bin/python3")
+        try:
+            version = subprocess.run([str(host), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            version = None
+        if version != f"{sys.version_info[0]}.{sys.version_info[1]}":
+            return None
+        import cloudpickle
+
+        base = Path(tempfile.mkdtemp(prefix="jobber-test-python-", dir="/var/tmp"))
+        os.chmod(base, 0o755)
+        atexit.register(shutil.rmtree, base, True)
+        subprocess.run([str(host), "-m", "venv", "--without-pip", str(base / "venv")], check=True)
+        site = next((base / "venv" / "lib").glob("python3*/site-packages"))
+        shutil.copytree(Path(cloudpickle.__file__).parent, site / "cloudpickle")
+        _job_python = base / "venv" / "bin" / "python3"
+    return _job_python
 
 
 def shared_state_dir() -> Path:
@@ -109,6 +138,8 @@ class ServerProcess:
             argv.append("--no-private-tmp")
         argv += self.args
         env = {**os.environ, "JOBBER_JOBS_DIR": str(self.jobs_dir), "PYTHONUNBUFFERED": "1", **self.env}
+        if "JOBBER_SERVE_PYTHON" not in env and job_python() is not None:
+            env["JOBBER_SERVE_PYTHON"] = str(job_python())  # function jobs' python3: one with cloudpickle
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self._log_file.tell()

@@ -35,7 +35,7 @@ from jobber import __version__
 from jobber._server.openapi import openapi_document
 from serve_for_notebooks import Api
 
-EXAMPLES_PER_OPERATION = 33
+EXAMPLES_PER_OPERATION = 28
 _BLOCKING_TIMEOUT_S = 0.5
 
 schema = schemathesis.openapi.from_dict(openapi_document(__version__))

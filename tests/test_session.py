@@ -53,8 +53,6 @@ class TestEveryImplementation:
 
     @pytest.mark.parametrize("name", sorted(set(METHODS) - IMPLEMENTED_BY_THE_PROTOCOL))
     def test_implements_it_rather_than_inheriting_the_protocols_stub(self, implementation, name):
-        if implementation is RemoteSession and name == "new_function_job":
-            pytest.skip("until i22-remote lands: the remote session's new_function_job is that branch's")
         assert inspect.getattr_static(implementation, name) is not vars(Session)[name]
 
     @pytest.mark.parametrize("name", METHODS)

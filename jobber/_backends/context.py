@@ -69,6 +69,8 @@ class Sandbox:
         umask: the job's umask.
         nofile: ``RLIMIT_NOFILE`` (soft, hard), lowered to the hard limit of the process
             that makes the sandbox (:func:`job_nofile`).
+        function_dir: a function job's own directory, outside its job directory, where its
+            runner finds its call and leaves its result (``$JOBBER_FUNCTION_DIR``).
     """
 
     home: str | None = None
@@ -77,6 +79,7 @@ class Sandbox:
     hide_pids: bool = False
     umask: int = 0o077
     nofile: tuple[int, int] = DEFAULT_NOFILE
+    function_dir: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nofile", job_nofile(self.nofile))
@@ -88,7 +91,7 @@ class Sandbox:
                 "private_tmp": self.tmpdir if self.private_tmp else None, "hide_pids": self.hide_pids}
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED = ("JOBBER_JOB_ID", "JOBBER_JOB_TAG")
+_RESERVED = ("JOBBER_JOB_ID", "JOBBER_JOB_TAG", "JOBBER_FUNCTION_DIR")
 # execve(2) refuses any one string of the environment longer than MAX_ARG_STRLEN (32
 # pages: 128 KiB with its NUL), and all of them together past a quarter of the stack
 # limit (2 MiB by default), which the inherited environment and the command share.
@@ -229,6 +232,8 @@ def run_context(job_id: int, owner: str, user: str | None, cwd: str | None,
         name = context["user"]["name"] if user is not None else _own_name()
         context["env"] = {"PATH": SANDBOX_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8",
                           "TMPDIR": "/tmp" if sandbox.private_tmp or not sandbox.tmpdir else sandbox.tmpdir, **tags}
+        if sandbox.function_dir is not None:
+            context["env"]["JOBBER_FUNCTION_DIR"] = sandbox.function_dir
         context["cwd"] = cwd or home
         context["sandbox"] = sandbox.to_dict()
     context["env"].update(extra_env or {})

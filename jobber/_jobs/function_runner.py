@@ -44,7 +44,9 @@ class CappedFile:
 
 
 def main(argv):
-    job_dir = argv[1]
+    # A server's job, as its tenant's uid, cannot reach its job directory: the server
+    # hands it a directory of its own (jobber._server.function_files).
+    job_dir = os.environ.get("JOBBER_FUNCTION_DIR") or argv[1]
     cap = int(argv[2]) if len(argv) > 2 else 1 << 30
     # Run by path, Python put this file's directory (jobber/_jobs) first on sys.path: its
     # modules must not shadow the caller's (a "logs.py" beside the notebook, say).

@@ -195,6 +195,8 @@ class JobSpec:
             OOM_GROWTH_MAX: self.oom_growth_max,
             QUEUE: self.queue,
             AFTER: [list(dep) for dep in self.after],
+            PYTHON: self.python,
+            RESULT_MAX: self.result_max,
         }
 
     @classmethod
@@ -226,7 +228,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default
 _MAY_BE_NONE = frozenset(name for name, default in _DEFAULTS.items() if default is None)
 LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
-_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, QUEUE)
+_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, QUEUE, PYTHON, RESULT_MAX)
 
 
 def check_command(command: object) -> str:

@@ -7,11 +7,15 @@ know them before sending.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_LIST_JOBS", "DEFAULT_READ_BYTES", "MAX_BODY_BYTES", "MAX_CPUS", "MAX_GPUS", "MAX_GRACE_S",
+__all__ = ["DEFAULT_LIST_JOBS", "DEFAULT_READ_BYTES", "MAX_BODY_BYTES", "MAX_CALL_BYTES", "MAX_CPUS", "MAX_GPUS", "MAX_GRACE_S",
            "MAX_JOB_ID", "MAX_LIST_JOBS", "MAX_OFFSET", "MAX_QUEUE_GPUS", "MAX_QUEUE_PARALLEL", "MAX_READ_BYTES",
            "MAX_WAIT_S"]
 
 MAX_BODY_BYTES = 1 << 20
+# A function job's pickled call (its function and arguments): held in the server's memory
+# once while it is written to the job's directory. Data larger than this belongs in files
+# on the server that the function reads.
+MAX_CALL_BYTES = 64 << 20
 MAX_READ_BYTES = 1 << 20
 DEFAULT_READ_BYTES = 1 << 16
 MAX_GRACE_S = 300.0

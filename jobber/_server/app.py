@@ -37,6 +37,7 @@ from jobber._server.connection_limits import ConnectionLimits, fit_limits, raise
 from jobber._server.connections import ConnectionGate
 from jobber._server.errors import ApiError, error_response, public_message
 from jobber._server.framing import close_after_broken_body, handler_factory
+from jobber._server.interpreters import Interpreters, allowed_from_env
 from jobber._server.log_limits import LogRateLimit, exception_handler
 from jobber._server.openapi import MAX_BODY_BYTES
 from jobber._server.over_tls import request_began, request_ended
@@ -154,7 +155,7 @@ async def _admit(request: web.Request, handler: Any) -> web.StreamResponse:
 def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = None, *,
              single_tenant: bool = False, uid_range: str | None = None, state_dir: str | None = None,
              private_tmp: bool = True, tenancy: Tenancy | None = None, quotas: Quotas | None = None,
-             body_timeout: float | None = None) -> web.Application:
+             body_timeout: float | None = None, pythons: list[str] | None = None) -> web.Application:
     """The aiohttp application (routes, middlewares, worker threads), without TLS.
 
     Args:
@@ -164,6 +165,8 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
         quotas: the caps per certificate (default ``Quotas()``).
         body_timeout: seconds a request body may take to arrive (default: the
             header timeout of ``ConnectionLimits()``).
+        pythons: interpreters function jobs may name by path (``interpreters.py``;
+            default ``$JOBBER_SERVE_PYTHON``).
 
     Raises:
         JobberError: the job user is unusable, or tenants' jobs would share one uid
@@ -176,6 +179,7 @@ def make_app(root: str | os.PathLike[str] | None = None, job_user: str | None = 
     if quotas is not None:
         config.quotas = config.tenants.quotas = quotas
     config.body_timeout = body_timeout if body_timeout is not None else ConnectionLimits().header_timeout
+    config.interpreters = Interpreters(allowed_from_env(pythons))
     app = web.Application(middlewares=[close_after_broken_body, _log_and_contain, _identify, _admit],
                           client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
@@ -262,7 +266,8 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
 def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str] | None = None,
           job_user: str | None = None, log_level: str = "info", *, single_tenant: bool = False,
           uid_range: str | None = None, state_dir: str | None = None, private_tmp: bool = True,
-          limits: ConnectionLimits | None = None, quotas: Quotas | None = None) -> None:
+          limits: ConnectionLimits | None = None, quotas: Quotas | None = None,
+          pythons: list[str] | None = None) -> None:
     """Serve the jobs API over HTTPS until SIGINT or SIGTERM.
 
     Prints ``jobber server: listening on https://HOST:PORT/ ...`` to stderr once ready
@@ -285,6 +290,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
         limits: connection caps and deadlines (default ``ConnectionLimits()``); the soft
             file descriptor limit is raised to the hard one, and the caps lowered to fit.
         quotas: the caps per certificate (default ``Quotas()``).
+        pythons: interpreters function jobs may name by path (``--python``).
 
     Raises:
         JobberError: the pool is empty, the certificate or key unusable (or readable by
@@ -300,7 +306,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
                               state_dir=state_dir, private_tmp=private_tmp)
     tenancy.check_secret(key, "the server's key")
     ssl_context = make_ssl_context(cert, key, root_path)
-    app = make_app(root_path, tenancy=tenancy, quotas=quotas, body_timeout=limits.header_timeout)
+    app = make_app(root_path, tenancy=tenancy, quotas=quotas, body_timeout=limits.header_timeout, pythons=pythons)
     config = app[CONFIG]
     sock = _listen(host, port)
     try:

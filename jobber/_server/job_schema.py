@@ -12,8 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobber._jobs.spec import AFTER, LABEL, LOG_MAX, OOM_GROWTH, QUEUE, RETRIES, RETRY_ON, TIMEOUT, JobSpec
-from jobber._server.api_limits import MAX_CPUS, MAX_GPUS, MAX_JOB_ID
+from jobber._jobs.spec import (
+    AFTER,
+    LABEL,
+    LOG_MAX,
+    OOM_GROWTH,
+    PYTHON,
+    QUEUE,
+    RESULT_MAX,
+    RETRIES,
+    RETRY_ON,
+    TIMEOUT,
+    JobSpec,
+)
+from jobber._server.api_limits import MAX_CALL_BYTES, MAX_CPUS, MAX_GPUS, MAX_JOB_ID
 
 __all__ = ["DURATION_PATTERN", "JOB_FIELDS", "JOB_SCHEMAS", "NEW_JOB_FIELDS", "QUEUE_PATTERN", "SIZE_PATTERN", "nullable"]
 
@@ -125,6 +137,12 @@ _REQUEST: dict[str, Any] = {
                        "ends failed, unrun), [id, \"any\"] may end any way. Another certificate's id is "
                        "refused as an id that does not exist",
     }),
+    PYTHON: nullable({"type": "string", "maxLength": 4096,
+                      "description": "a function job's interpreter (multipart requests only): a name on the jobs' "
+                                     "PATH (default \"python3\"), or a path the operator allowed (jobber serve "
+                                     "--python); its major.minor must be client_python's"}),
+    RESULT_MAX: nullable({**_size("a function job's largest pickled result (multipart requests only; default 1 GiB): "
+                                  "over it the job ends failed, saying so"), "default": 1 << 30}),
     **_LIFECYCLE_REQUEST,
 }
 
@@ -145,6 +163,9 @@ _SHOWN: dict[str, Any] = {
     QUEUE: nullable({"type": "string", "description": "the queue it waits in (null: none)"}),
     AFTER: {"type": "array", "items": {"$ref": "#/components/schemas/Dependency"},
             "description": "the jobs it waits for: [id, \"ok\"] (must exit 0) or [id, \"any\"]"},
+    PYTHON: nullable({"type": "string", "description": "the interpreter a function job runs (null: a command job, "
+                                                       "which has no result)"}),
+    RESULT_MAX: nullable({"type": "integer", "description": "a function job's cap on its pickled result, in bytes"}),
 }
 
 JOB_SCHEMAS: dict[str, Any] = {
@@ -242,6 +263,42 @@ JOB_SCHEMAS: dict[str, Any] = {
                        "lifecycle options), changed by the fields given (null: back to the default)",
         "anyOf": [{"required": ["command"]}, {"required": ["rerun_of"]}],
         "properties": {name: _REQUEST[name] for name in NEW_JOB_FIELDS},
+    },
+    "FunctionJob": {
+        "type": "object",
+        "required": ["job", "call"],
+        "description": "A new function job, as multipart/form-data: the part job, then the part call. The server "
+                       "stores the call and never unpickles it; the job, as the caller's uid in its sandbox, does",
+        "properties": {
+            "job": {"type": "object", "additionalProperties": False, "required": ["client_python"],
+                    "properties": {
+                        **{name: _REQUEST[name] for name in NEW_JOB_FIELDS if name not in ("command", "rerun_of")},
+                        PYTHON: _REQUEST[PYTHON], RESULT_MAX: _REQUEST[RESULT_MAX],
+                        "client_python": {"type": "string", "pattern": r"^[0-9]{1,2}\.[0-9]{1,3}$",
+                                          "description": "the client's Python major.minor (\"3.11\"): python's must "
+                                                         "be the same"}},
+                    "description": "the new job's fields (application/json), as NewJob's but command and rerun_of"},
+            "call": {"type": "string", "format": "binary", "maxLength": MAX_CALL_BYTES,
+                     "description": f"the pickled call (application/octet-stream), at most {MAX_CALL_BYTES} bytes"},
+        },
+    },
+    "Result": {
+        "type": "object",
+        "required": ["id", "ok", "type", "size"],
+        "description": "A function job's outcome (result.json): JSON, read without unpickling anything",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "ok": {"type": "boolean", "description": "true: the function returned; false: it raised, or its result "
+                                                     "was not kept (error says why)"},
+            "type": nullable({"type": "string", "description": "the returned value's or the exception's type "
+                                                               "(\"numpy.ndarray\", \"ValueError\")"}),
+            "size": {"type": "integer", "minimum": 0, "description": "bytes of the pickle (GET .../result/pickle); "
+                                                                     "0: none"},
+            "traceback": nullable({"type": "string", "description": "the exception's traceback, as the job printed it"}),
+            "python": nullable({"type": "string", "description": "the job's Python major.minor"}),
+            "error": nullable({"type": "string", "description": "why no result was kept, or why the exception could "
+                                                                "not be sent back"}),
+        },
     },
     "Dependency": {
         "type": "array",

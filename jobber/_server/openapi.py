@@ -16,6 +16,7 @@ from jobber._server.api_limits import (
     DEFAULT_LIST_JOBS,
     DEFAULT_READ_BYTES,
     MAX_BODY_BYTES,
+    MAX_CALL_BYTES,
     MAX_CPUS,
     MAX_GRACE_S,
     MAX_JOB_ID,
@@ -194,6 +195,8 @@ _FORBIDDEN = _error("the client certificate passed TLS but is not a valid identi
 _NOT_FOUND = _error("this certificate has no such job")
 _CONFLICT = _error("the job is not in a state that allows this (already started, never started)")
 _TOO_LARGE = _error(f"the body is over {MAX_BODY_BYTES} bytes")
+_NO_RESULT = _error("a command job (it has no result), a job not ended yet, or one that ended without a result "
+                    "(the message says how: killed, out of memory, timed out)")
 _SLOW_BODY = _error("the body did not arrive in time (jobber serve --header-timeout)")
 _QUOTA = _error("a cap of this certificate is reached: quota names it, limit gives its value "
                 "(jobber serve --max-running-jobs, --max-jobs, --max-requests-in-flight)")
@@ -240,7 +243,13 @@ _PATHS: dict[str, Any] = {
         "post": {
             "operationId": "createJob",
             "summary": "Create a job, or re-run one (rerun_of), and (unless start is false) start it",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}}},
+            "description": "A command job as JSON; a function job (python, result_max) as multipart/form-data, "
+                           "its fields then its pickled call, which the server stores and never unpickles",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}},
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/FunctionJob"},
+                                        "encoding": {"job": {"contentType": "application/json"},
+                                                     "call": {"contentType": "application/octet-stream"}}}}},
             "responses": {
                 "201": _ok("the job, with its status", "Job"),
                 "400": _BAD,
@@ -248,7 +257,8 @@ _PATHS: dict[str, Any] = {
                 "404": _error("rerun_of: this certificate has no such job"),
                 "408": _SLOW_BODY,
                 "409": _error("the job was created but could not start (job_id says which)"),
-                "413": _TOO_LARGE,
+                "413": _error(f"the body is over {MAX_BODY_BYTES} bytes, or a function job's call over "
+                              f"{MAX_CALL_BYTES} bytes"),
                 "429": _QUOTA,
             },
         },
@@ -369,6 +379,30 @@ _PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/jobs/{job_id}/result": {
+        "get": {
+            "operationId": "getResult",
+            "summary": "An ended function job's outcome (result.json); the pickle itself is at .../result/pickle",
+            "parameters": [_JOB_ID],
+            "responses": {"200": _ok("the outcome", "Result"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
+                          "409": _NO_RESULT, "429": _QUOTA},
+        },
+    },
+    "/v1/jobs/{job_id}/result/pickle": {
+        "get": {
+            "operationId": "getResultPickle",
+            "summary": "An ended function job's pickled return value (or exception), for its owner's client to load",
+            "description": "Streamed from the job's file as the job wrote it: the server never unpickles it.",
+            "parameters": [_JOB_ID],
+            "responses": {
+                "200": {"description": "the pickle",
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
+                "409": _error("as GET .../result, or the outcome holds no pickle (its error says why)"),
+                "429": _QUOTA,
+            },
+        },
+    },
     "/v1/jobs/{job_id}/log": {
         "get": {
             "operationId": "readLog",
@@ -424,7 +458,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "jobber",
             "version": version,
             "description": (
-                "Run shell commands as isolated, resource-limited jobs. HTTPS with TLS 1.3 "
+                "Run shell commands and Python functions as isolated, resource-limited jobs. HTTPS with TLS 1.3 "
                 "only; a client certificate is required, and its SHA-256 is the identity "
                 "that owns jobs: each certificate sees and acts on its own jobs only. "
                 "Errors are JSON: {\"error\": \"what is wrong and what to do\"}."

@@ -20,7 +20,7 @@ from jobber._server.errors import ApiError
 from jobber._server.framing import body_error
 from jobber._server.state import CONFIG
 
-__all__ = ["flag", "json_body", "query_params", "seconds", "whole"]
+__all__ = ["flag", "json_body", "json_object", "query_params", "seconds", "whole"]
 
 # A lone UTF-16 surrogate: JSON's "\ud800" parses into one, and no file, argument or
 # environment can hold it.
@@ -123,6 +123,16 @@ async def json_body(request: web.Request, fields: set[str], required: set[str], 
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s: send it whole, at once") from None
     except (web.RequestPayloadError, HttpProcessingError) as err:  # bad chunking (framing.py)
         raise ApiError(400, body_error(err)) from None
+    return json_object(raw, fields, required, example, must_send=must_send)
+
+
+def json_object(raw: bytes, fields: set[str], required: set[str], example: str, *,
+                must_send: bool = False) -> dict[str, Any]:
+    """``raw`` as a JSON object of the endpoint's ``fields`` (see `json_body`).
+
+    Raises:
+        ApiError: 400, as `json_body`.
+    """
     if not raw.strip():
         if required or must_send:
             raise ApiError(400, f"the request body is empty: send a JSON object such as {example}")

@@ -17,8 +17,6 @@ import contextlib
 import functools
 import json
 import logging
-import re
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,10 +25,17 @@ from jobber import __version__
 from jobber._errors import JobError, JobNotFound
 from jobber._jobs.job import Job, log_length, signal
 from jobber._jobs.job import read_log as read_job_log
-from jobber._jobs.spec import LABEL
-from jobber._jobs.store import JobStore, jobs_dir
+from jobber._jobs.spec import LABEL, PYTHON, RESULT_MAX
+from jobber._jobs.store import JobStore
 from jobber._server import stops
 from jobber._server.errors import ApiError, public_message
+from jobber._server.function_jobs import (
+    forget_function_dirs,
+    function_options,
+    get_result,
+    get_result_pickle,
+    read_function_job,
+)
 from jobber._server.lifecycle_fields import (
     NEW_JOB_EXAMPLE,
     NEW_JOB_FIELDS,
@@ -62,6 +67,7 @@ from jobber._server.openapi import (
 )
 from jobber._server.quotas import Tenant
 from jobber._server.request_parsing import flag, json_body, query_params, seconds, whole
+from jobber._server.route_helpers import encoded, job_of, json_reply, store_of, tenant_of, work
 from jobber._server.state import CONFIG, HUB
 from jobber._server.watch import FOLLOW_CHUNK, ServerClosing, follow_log, wait_for_end
 
@@ -72,7 +78,6 @@ log = logging.getLogger("jobber.server")
 # A follower whose client has not taken a chunk for this long is dropped: it holds a log
 # descriptor and buffers, and other followers must not wait behind it.
 _WRITE_TIMEOUT_S = 60.0
-_JOB_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 def add_routes(app: web.Application) -> None:
@@ -88,57 +93,18 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/jobs/{job_id}/start", start_job)
     app.router.add_post("/v1/jobs/{job_id}/stop", stop_job)
     get("/v1/jobs/{job_id}/log", read_log)
+    get("/v1/jobs/{job_id}/result", get_result)
+    get("/v1/jobs/{job_id}/result/pickle", get_result_pickle)
     get("/v1/queues", list_queues)
     app.router.add_put("/v1/queues/{name}", set_queue)
-
-
-async def _work(request: web.Request, fn: Callable[..., Any], *args: Any, must_run: bool = False) -> Any:
-    """``fn(*args)`` in the shared worker threads, on the caller's turn (``quotas.FairPool``)."""
-    return await request.app[CONFIG].work.run(request["identity"].hash, fn, *args, must_run=must_run)
-
-
-def _tenant(request: web.Request) -> Tenant:
-    return request.app[CONFIG].tenants.get(request["identity"].hash)
 
 
 def _succeeded(future: asyncio.Future[Any]) -> bool:
     return not future.cancelled() and future.exception() is None
 
 
-def _json_reply(body: bytes, status: int = 200) -> web.Response:
-    """A JSON body encoded in a worker thread (a long listing takes a while to encode)."""
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-def _encoded(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
 def _job_bytes(job: Job, status: Any = None, attempts: bool = False) -> bytes:
-    return _encoded(_job_json(job, status, attempts))
-
-
-def _store(request: web.Request) -> JobStore:
-    return JobStore(request["identity"].hash, jobs_dir())
-
-
-def _job(request: web.Request, given: int | None = None) -> Job:
-    """The caller's job of the path's id (or ``given``); 404 for any other."""
-    raw = request.match_info["job_id"] if given is None else str(given)
-    if not _JOB_ID.match(raw):
-        if raw.isascii() and raw.isdigit():
-            job_id = -1  # a whole number too long to be an id: simply not found
-        else:
-            raise ApiError(400, f"{raw[:40]!r} is not a job id: ids are positive whole numbers (GET /v1/jobs lists yours)")
-    else:
-        job_id = int(raw)
-    try:
-        return _store(request).get_job(job_id)
-    except JobNotFound:
-        # Built here from the id alone, so that another certificate's job and a job that
-        # never existed get the very same answer.
-        raise ApiError(404, f"no job {raw[:40]} for this certificate (GET /v1/jobs lists yours)", "JobNotFound",
-                       job_id if job_id > 0 else None) from None
+    return encoded(_job_json(job, status, attempts))
 
 
 def _job_json(job: Job, status: Any = None, attempts: bool = False) -> dict[str, Any]:
@@ -169,9 +135,9 @@ async def get_identity(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     query = query_params(request, {"limit": whole(1, MAX_LIST_JOBS), "after": whole(0, MAX_JOB_ID),
                              LABEL: lambda _name, raw: raw})
-    page = await _work(request, _list_page, _store(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS),
+    page = await work(request, _list_page, store_of(request), query.get("after", 0), query.get("limit", DEFAULT_LIST_JOBS),
                        query.get(LABEL))
-    return _json_reply(page)
+    return json_reply(page)
 
 
 def _list_page(store: JobStore, after: int, limit: int, label: str | None = None) -> bytes:
@@ -193,21 +159,26 @@ def _list_page(store: JobStore, after: int, limit: int, label: str | None = None
                 raise
             # removed since the directory was listed: not part of the answer
     more = len(listed) == limit and jobs[-1].id > last
-    return _encoded({"jobs": listed, "next_after": last} if more else {"jobs": listed})
+    return encoded({"jobs": listed, "next_after": last} if more else {"jobs": listed})
 
 
 async def create_job(request: web.Request) -> web.Response:
     query_params(request, {})
-    data = await json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
-    if "rerun_of" not in data and "command" not in data:
-        raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
-    original = None if "rerun_of" not in data else _job(request, check_rerun_of(data["rerun_of"]))
-    fields = job_fields(data)
+    call = None
+    if request.content_type == "multipart/form-data":  # a function job: its fields, then its call
+        data, call = await read_function_job(request, NEW_JOB_FIELDS | {PYTHON, RESULT_MAX})
+    else:
+        data = await json_body(request, NEW_JOB_FIELDS, set(), NEW_JOB_EXAMPLE, must_send=True)
+        if "rerun_of" not in data and "command" not in data:
+            raise ApiError(400, f"missing field(s) command: send an object such as {NEW_JOB_EXAMPLE}")
+    config = request.app[CONFIG]
+    function = await work(request, function_options, data, call, config.interpreters, config.tenancy)
+    original = None if "rerun_of" not in data else job_of(request, check_rerun_of(data["rerun_of"]))
+    fields = job_fields({name: value for name, value in data.items() if name not in (PYTHON, RESULT_MAX)})
     start = data.get("start", True)
     if not isinstance(start, bool):
         raise ApiError(400, f"start must be true or false, not {json.dumps(start)[:40]}")
-    config = request.app[CONFIG]
-    tenants, tenant, store = config.tenants, _tenant(request), _store(request)
+    tenants, tenant, store = config.tenants, tenant_of(request), store_of(request)
     await tenants.reserve_job(tenant, store)  # 429 over a cap: nothing is made
     try:
         if start:
@@ -216,7 +187,12 @@ async def create_job(request: web.Request) -> web.Response:
         tenants.job_created(tenant, False)
         raise
     # Made even if the client hangs up meanwhile, and counted by the callback either way.
-    make = (lambda: store.new_job(**fields)) if original is None else (lambda: store.rerun(original, **fields))
+    if call is not None:
+        make = lambda: store.new_function_job(call, **fields, **function)  # noqa: E731
+    elif original is None:
+        make = lambda: store.new_job(**fields)  # noqa: E731
+    else:
+        make = lambda: store.rerun(original, **fields)  # noqa: E731
     creation = config.work.submit(tenant.owner, make, must_run=True)
     creation.add_done_callback(lambda done: tenants.job_created(tenant, _succeeded(done)))
     try:
@@ -241,7 +217,7 @@ async def create_job(request: web.Request) -> web.Response:
             log.warning("job %d of %s did not start: %s", job.id, request["identity"].label, public_message(str(err)))
             raise ApiError(409, f"job {job.id} was created but did not start: {public_message(str(err))}",
                            "JobError", job.id) from None
-    return _json_reply(await _work(request, _job_bytes, job), status=201)
+    return json_reply(await work(request, _job_bytes, job), status=201)
 
 
 async def _start_counted(request: web.Request, tenant: Tenant, job: Job) -> None:
@@ -255,35 +231,36 @@ async def _start_counted(request: web.Request, tenant: Tenant, job: Job) -> None
 
 async def get_job(request: web.Request) -> web.Response:
     query = query_params(request, {"wait": seconds(MAX_WAIT_S), "attempts": strict_flag})
-    job = _job(request)
+    job = job_of(request)
     status = None
     if query.get("wait"):
         status = await wait_for_end(request.app[HUB], job, query["wait"])
-    return _json_reply(await _work(request, _job_bytes, job, status, query.get("attempts", False)))
+    return json_reply(await work(request, _job_bytes, job, status, query.get("attempts", False)))
 
 
 async def start_job(request: web.Request) -> web.Response:
     query_params(request, {})
-    job = _job(request)
+    job = job_of(request)
     await json_body(request, set(), set(), "{}")
-    tenant = _tenant(request)
-    await request.app[CONFIG].tenants.reserve_start(tenant, _store(request))
+    tenant = tenant_of(request)
+    await request.app[CONFIG].tenants.reserve_start(tenant, store_of(request))
     try:
         await _start_counted(request, tenant, job)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
-    return _json_reply(await _work(request, _job_bytes, job))
+    return json_reply(await work(request, _job_bytes, job))
 
 
 async def delete_job(request: web.Request) -> web.Response:
     query_params(request, {})
-    job = _job(request)
+    job = job_of(request)
     await json_body(request, set(), set(), "{}")
     try:
-        await _work(request, job.remove)
+        await work(request, job.remove)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
-    request.app[CONFIG].tenants.job_removed(_tenant(request), job.id)
+    await work(request, forget_function_dirs, request.app[CONFIG].tenancy, request["identity"].hash, [job.id])
+    request.app[CONFIG].tenants.job_removed(tenant_of(request), job.id)
     return web.json_response({"id": job.id, "removed": True})
 
 
@@ -292,40 +269,42 @@ async def prune_jobs(request: web.Request) -> web.Response:
     query_params(request, {})
     arguments = prune_arguments(await json_body(request, PRUNE_FIELDS, set(), PRUNE_EXAMPLE))
     try:
-        pruned = await _work(request, prune, _store(request), arguments)
+        pruned = await work(request, prune, store_of(request), arguments)
     except JobError as err:
         raise ApiError(409, f"cannot prune now: {public_message(str(err))}", "JobError") from None
     if not pruned["dry_run"]:
-        request.app[CONFIG].tenants.jobs_removed(_tenant(request), pruned["removed"])
+        request.app[CONFIG].tenants.jobs_removed(tenant_of(request), pruned["removed"])
+        await work(request, forget_function_dirs, request.app[CONFIG].tenancy, request["identity"].hash,
+                    pruned["removed"])
     return web.json_response(pruned)
 
 
 async def stop_job(request: web.Request) -> web.Response:
     query_params(request, {})
-    job = _job(request)
+    job = job_of(request)
     data = await json_body(request, {"grace"}, set(), '{"grace": 5}')
     grace = data.get("grace", 5.0)
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE_S:
         raise ApiError(400, f"grace must be a number of seconds from 0 to {MAX_GRACE_S:g}, not {json.dumps(grace)[:40]}")
     # A task of its own: the stop runs to its end (SIGKILL after the grace) even if the
     # client hangs up meanwhile.
-    send = functools.partial(_work, request, signal, job, must_run=True)  # send(kill): one signal, in a thread
+    send = functools.partial(work, request, signal, job, must_run=True)  # send(kill): one signal, in a thread
     stopping = asyncio.ensure_future(stops.stop(request.app[HUB], send, job, float(grace)))
     try:
         status = await asyncio.shield(stopping)
     except JobError as err:
         raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
-    return _json_reply(await _work(request, _job_bytes, job, status))
+    return json_reply(await work(request, _job_bytes, job, status))
 
 
 async def list_queues(request: web.Request) -> web.Response:
     """``cert.queues()`` of the caller: its own queues, never another certificate's."""
     query_params(request, {})
-    return _json_reply(await _work(request, _queues_bytes, _store(request)))
+    return json_reply(await work(request, _queues_bytes, store_of(request)))
 
 
 def _queues_bytes(store: JobStore) -> bytes:
-    return _encoded({"queues": store.queues()})
+    return encoded({"queues": store.queues()})
 
 
 async def set_queue(request: web.Request) -> web.Response:
@@ -334,18 +313,18 @@ async def set_queue(request: web.Request) -> web.Response:
     query_params(request, {})
     name = queue_name(request.match_info["name"])
     arguments = queue_arguments(await json_body(request, QUEUE_FIELDS, set(), QUEUE_EXAMPLE))
-    store = _store(request)
+    store = store_of(request)
     try:
-        queue = await _work(request, _set_queue, store, name, arguments, must_run=True)
+        queue = await work(request, _set_queue, store, name, arguments, must_run=True)
     except JobError as err:
         raise ApiError(400, public_message(str(err)), type(err).__name__) from None
-    return _json_reply(queue)
+    return json_reply(queue)
 
 
 def _set_queue(store: JobStore, name: str, arguments: dict[str, Any]) -> bytes:
     store.set_queue(name, **arguments)
     blank = {"parallel": None, "memory": None, "cpus": None, "gpus": None, "running": 0, "waiting": 0}
-    return _encoded(store.queues().get(name, blank))
+    return encoded(store.queues().get(name, blank))
 
 
 async def read_log(request: web.Request) -> web.StreamResponse:
@@ -358,10 +337,10 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     })
     if "offset" in query and "tail" in query:
         raise ApiError(400, "give offset or tail, not both: offset counts from the start, tail from the end")
-    job = _job(request)
+    job = job_of(request)
     if query.get("follow"):
         return await _follow(request, job, query)
-    start, data = await _work(request, _read, job, query)
+    start, data = await work(request, _read, job, query)
     return web.Response(body=data, content_type="application/octet-stream",
                         headers={"X-Jobber-Offset": str(start), "Cache-Control": "no-store"})
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from jobber._server.interpreters import Interpreters, allowed_from_env
 from jobber._server.quotas import FairPool, Quotas, Tenants
 from jobber._server.tenancy import Tenancy
 from jobber._server.tls import Verdicts
@@ -35,6 +36,7 @@ class ServerConfig:
         quotas: the caps per certificate (``quotas.py``); ``tenants`` keeps the counts.
         body_timeout: seconds a request body may take to arrive.
         work: the threads every blocking call runs in, shared fairly by the tenants.
+        interpreters: the Pythons function jobs may name (``interpreters.py``).
     """
 
     root: Path
@@ -42,6 +44,7 @@ class ServerConfig:
     quotas: Quotas = field(default_factory=Quotas)
     body_timeout: float = 10.0  # seconds a request body may take to arrive (--header-timeout)
     work: FairPool = field(default_factory=lambda: FairPool(_THREADS, _PER_TENANT_THREADS, "jobber-work"))
+    interpreters: Interpreters = field(default_factory=lambda: Interpreters(allowed_from_env()))
     tenants: Tenants = field(init=False)
 
     def __post_init__(self) -> None:

@@ -35,7 +35,8 @@ from typing import Any
 
 from jobber._backends.context import Sandbox
 from jobber._errors import JobberError, JobError
-from jobber._jobs.job import start_sandboxed
+from jobber._jobs.job import spec_of, start_sandboxed
+from jobber._server.function_files import give_call
 from jobber._server.tenant_dirs import check_state_dir, mkdir_owned, private_mounts_fail, reachable_by_others
 from jobber._server.tenant_uids import UidRegistry
 
@@ -69,6 +70,15 @@ class Tenancy:
 
     def check_secret(self, path: str, what: str) -> None:
         """Refuse to serve when ``path`` (the server's key) could be read by tenants' jobs."""
+
+    def function_jobs_refused(self) -> str | None:
+        """Why this server cannot run function jobs, or None when it can."""
+        return None
+
+    def function_dir(self, owner: str, job_id: int) -> tuple[Path, int] | None:
+        """Where a function job of ``owner`` finds its call and leaves its result, and the
+        uid that owns it (``function_files.py``); None: in its job directory."""
+        return None
 
 
 def _start_local(job: Any, user: str | None, sandbox: Sandbox) -> None:
@@ -122,6 +132,13 @@ class SingleTenant(Tenancy):
     def start(self, job: Any, owner: str) -> None:
         # HOME and the working directory: the user's home, or / when it has none.
         _start_local(job, self.user, Sandbox())
+
+    def function_jobs_refused(self) -> str | None:
+        if self.user is None:
+            return None  # the jobs run as the server's user: they reach their directories
+        return (f"this server runs every job as {self.user} (--single-tenant --job-user), which cannot reach a "
+                "function job's files: run function jobs on a server that gives each certificate a uid of its "
+                "own (the default as root), or one whose jobs run as its own user")
 
 
 def parse_uid_range(text: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -280,10 +297,23 @@ class PerTenantUids(Tenancy):
         tmp = mkdir_owned(base / "tmp", uid, uid, 0o700)
         return str(home), str(tmp)
 
+    def function_dir(self, owner: str, job_id: int) -> tuple[Path, int] | None:
+        uid = self.uid_of(owner)
+        base = mkdir_owned(self.tenants_dir / str(uid), 0, 0, 0o711, enforce_mode=True)
+        # root's: a tenant cannot rename or replace a job's function directory in it
+        functions = mkdir_owned(base / "functions", 0, 0, 0o711, enforce_mode=True)
+        return functions / str(job_id), uid
+
     def start(self, job: Any, owner: str) -> None:
         uid = self.uid_of(owner)
         home, tmp = self.dirs(uid)
+        function_dir = None
+        if spec_of(job).is_function and job.status().state == "created":  # never under a running job
+            where = self.function_dir(owner, job.id)
+            assert where is not None
+            function_dir = str(where[0])
+            give_call(job.path, where[0], uid)
         _start_local(job, f"#{uid}:{uid}", Sandbox(home=home, tmpdir=tmp, private_tmp=self.private_tmp,
-                                                    hide_pids=self.private_tmp))
+                                                    hide_pids=self.private_tmp, function_dir=function_dir))
 
 

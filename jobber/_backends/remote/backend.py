@@ -151,6 +151,44 @@ class RemoteBackend:
         data = self._session.transport.json("GET", f"{self._path()}?attempts=1", job_id=self.id)
         return [JobStatus.from_dict({**attempt, "backend": "remote"}) for attempt in data.get("attempts") or [data["status"]]]
 
+    def read_result(self) -> tuple[dict[str, Any], bytes]:
+        """The ended function job's outcome from the server: (``result.json``'s object, the
+        pickle's bytes), unpickled by nobody here (``Job.result`` does, in this process).
+
+        Raises:
+            JobError: a command job, a job not ended, or one that left no result (the
+                server's sentence says how it ended). JobNotFound: the job is gone.
+        """
+        transport = self._session.transport
+        meta = transport.json("GET", self._path("/result"), job_id=self.id)
+        size = int(meta.get("size") or 0)
+        if not size:
+            return meta, b""
+        # A second per MiB on top of the usual wait: a large result takes a while to come.
+        status, _headers, data = transport.request("GET", self._path("/result/pickle"),
+                                                   timeout=self._session.timeout + size / (1 << 20))
+        if status != 200:
+            raise transport.api_error(status, data, self.id)
+        if len(data) != size:
+            raise JobError(f"job {self.id}'s result came {len(data)} bytes long, not the {size} its description "
+                           "says: ask again (job.result())", job_id=self.id)
+        return meta, data
+
+    def result_meta(self) -> dict[str, Any] | None:
+        """The function job's ``result.json`` object from the server (never the pickle), or
+        None: a command job, a job not ended, or one that left no result.
+
+        Raises:
+            JobNotFound: the job is gone. JobberError: the server is unreachable.
+        """
+        try:
+            meta = self._session.transport.json("GET", self._path("/result"), job_id=self.id)
+        except JobNotFound:
+            raise
+        except JobError:  # 409: no result (yet), or a command job
+            return None
+        return {key: value for key, value in meta.items() if key != "id"}
+
     def remove(self) -> None:
         """Remove the job on the server (ended jobs only).
 

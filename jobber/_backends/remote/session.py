@@ -16,6 +16,7 @@ jobber's); its jobs use the same transport.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,13 +29,25 @@ from jobber._jobs.job import Job
 from jobber._jobs.options import check_label, check_lifecycle, check_lifecycle_option
 from jobber._jobs.queues import check_after, check_queue
 from jobber._jobs.selection import JobIds, Pruned
-from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LIFECYCLE_OPTIONS, LOG_MAX, OOM_GROWTH, RETRIES, RETRY_ON, TIMEOUT, check_command
+from jobber._jobs.spec import (
+    LABEL,
+    LIFECYCLE_DEFAULTS,
+    LIFECYCLE_OPTIONS,
+    PYTHON,
+    RESULT_MAX,
+    RETRY_ON,
+    check_command,
+)
 from jobber._jobs.store import validate_job_id
 from jobber._limits import Limits
 from jobber._session import Session, lookup
 
 __all__ = ["RemoteSession"]
 
+# The server's cap on a function job's call (jobber._server.api_limits.MAX_CALL_BYTES):
+# checked here too, so that a large call is refused before it is sent.
+MAX_CALL_BYTES = 64 << 20
+_NEW_JOB_KEYWORDS = ("env", "cwd", *LIFECYCLE_OPTIONS, "queue", "after")
 _PAGE = 500  # jobs per listing request (the server allows up to 1000)
 # What Job.rerun may change remotely (cwd and backend options are the server's to choose).
 _RERUN_FIELDS = ("command", "limits", "env", *LIFECYCLE_OPTIONS)
@@ -113,20 +126,51 @@ class RemoteSession(Session):
         """
         _check_remote_options(options, cwd)
         check_command(command)
-        if limits is not None and not isinstance(limits, Limits):
-            raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
-        lifecycle = {LABEL: label, TIMEOUT: timeout, LOG_MAX: log_max, RETRIES: retries, RETRY_ON: retry_on,
-                     OOM_GROWTH: oom_growth}
-        check_lifecycle(**lifecycle)  # as a whole, as the store does: oom_growth needs retries
-        body: dict[str, Any] = {"command": command, "limits": None if limits is None else limits.to_dict(), "start": False,
-                                **_lifecycle_body(lifecycle)}
-        if env:
-            body["env"] = check_env(env)
-        if queue is not None:
-            body["queue"] = check_queue(queue)
-        if after is not None:
-            body["after"] = check_after(after)
+        body = {"command": command, **_job_body(limits, env, queue, after, label=label, timeout=timeout,
+                                                log_max=log_max, retries=retries, retry_on=retry_on,
+                                                oom_growth=oom_growth)}
         return Job(RemoteBackend(self, self.transport.json("POST", "/v1/jobs", body)))
+
+    def new_function_job(self, call: bytes, limits: Limits | None = None, *, python: str | None = None,
+                         result_max: int | str | None = None, **new_job_options: Any) -> Job:
+        """`Session.new_function_job` on the server: the call's bytes are uploaded with the job.
+
+        The server stores them in the job's directory and never unpickles them: only the
+        job, as this certificate's uid in its sandbox, loads them. ``python`` names an
+        interpreter on the server (default ``python3`` on the jobs' ``PATH``; a path only
+        if the operator allowed it, ``jobber serve --python``); the server refuses one of
+        another major.minor than this process's, naming both, before the job is made.
+        The call may be at most 64 MiB (the server's cap): pass large data as files on
+        the server. Other options as `new_job`.
+
+        Raises:
+            JobError: ``call`` is not bytes or too large, an option is malformed, or the
+                server refuses the interpreter.
+        """
+        options = dict(new_job_options)
+        named = {name: options.pop(name) for name in _NEW_JOB_KEYWORDS if name in options}
+        _check_remote_options(options, named.pop("cwd", None))
+        if not isinstance(call, (bytes, bytearray, memoryview)) or not len(call):
+            raise JobError(f"call must be the pickled call (bytes from pack_call), not {type(call).__name__}")
+        call = bytes(call) if not isinstance(call, bytes) else call
+        if len(call) > MAX_CALL_BYTES:
+            raise JobError(f"the call is {len(call) / (1 << 20):.1f} MiB, over the {MAX_CALL_BYTES >> 20} MiB a "
+                           "jobber server takes for a function and its arguments: pass large data as a file the "
+                           "function reads on the server (or a URL it downloads), not as an argument")
+        if python is not None and (not isinstance(python, str) or not python.strip()):
+            raise JobError(f"python must name an interpreter on the server (\"python3\"), not {python!r}")
+        lifecycle = {name: named[name] for name in LIFECYCLE_OPTIONS if name in named}
+        fields = {**_job_body(limits, named.get("env"), named.get("queue"), named.get("after"), **lifecycle),
+                  PYTHON: python, RESULT_MAX: result_max, "client_python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
+        try:
+            encoded = json.dumps(fields).encode()
+        except (TypeError, ValueError):
+            raise JobError(f"result_max {result_max!r}: give a size such as \"200M\" or a number of bytes") from None
+        # The upload may take longer than a request's usual wait: a second per MiB more.
+        wait = self.timeout + len(call) / (1 << 20)
+        data = self.transport.multipart("/v1/jobs", [("job", "application/json", encoded),
+                                                     ("call", "application/octet-stream", call)], timeout=wait)
+        return Job(RemoteBackend(self, data))
 
     def get_job(self, job_id: int) -> Job:
         job_id = validate_job_id(job_id)
@@ -218,6 +262,24 @@ def _check_remote_options(options: Mapping[str, Any], cwd: Any) -> None:
     if cwd is not None:
         raise JobError("cwd is a directory on the server, chosen by its operator (jobber serve --job-user): "
                        "leave it out, or cd inside the command (`cd data && python train.py`)")
+
+
+def _job_body(limits: Limits | None, env: Mapping[str, str] | None, queue: str | None, after: Any,
+              **lifecycle: Any) -> dict[str, Any]:
+    """A new job's fields but its command (or call), checked here with the local rules
+    first, so that a malformed one fails before any request, as it would locally."""
+    if limits is not None and not isinstance(limits, Limits):
+        raise JobError(f"limits must be a jobber.Limits, not {type(limits).__name__}")
+    check_lifecycle(**lifecycle)  # as a whole, as the store does: oom_growth needs retries
+    body: dict[str, Any] = {"limits": None if limits is None else limits.to_dict(), "start": False,
+                            **_lifecycle_body(lifecycle)}
+    if env:
+        body["env"] = check_env(env)
+    if queue is not None:
+        body["queue"] = check_queue(queue)
+    if after is not None:
+        body["after"] = check_after(after)
+    return body
 
 
 def _lifecycle_body(given: dict[str, Any], *, defaults_too: bool = False) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -100,8 +101,40 @@ class Transport:
         except ValueError as err:
             raise JobberError(f"the jobber server at {self.url} answered {method} {path} with something other than JSON") from err
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                timeout: float | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def multipart(self, path: str, parts: list[tuple[str, str, bytes]], *, timeout: float | None = None) -> Any:
+        """A POST of a multipart/form-data body whose answer is JSON (a function job's
+        fields and call): each part's bytes are sent as they are, never copied into one.
+
+        Args:
+            path: the API path.
+            parts: (name, content type, bytes) of each part, in order.
+            timeout: seconds to wait for the answer.
+
+        Returns:
+            The decoded answer.
+
+        Raises:
+            JobberError: as `json`.
+        """
+        boundary = uuid.uuid4().hex
+        while any(boundary.encode() in data for _name, _kind, data in parts):
+            boundary = uuid.uuid4().hex
+        pieces: list[bytes] = []
+        for name, kind, data in parts:
+            pieces += [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n"
+                       f"Content-Type: {kind}\r\n\r\n".encode(), data, b"\r\n"]
+        pieces.append(f"--{boundary}--\r\n".encode())
+        status, _headers, data = self.request("POST", path, timeout=timeout,
+                                              content=(f"multipart/form-data; boundary={boundary}", pieces))
+        if status >= 300:
+            raise self.api_error(status, data, None)
+        try:
+            return json.loads(data)
+        except ValueError as err:
+            raise JobberError(f"the jobber server at {self.url} answered POST {path} with something other than JSON") from err
+
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+                content: tuple[str, list[bytes]] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request on this thread's kept-alive connection (retried once on a fresh one
         when the server closed it as it was reused).
 
@@ -110,6 +143,7 @@ class Transport:
             path: the API path and query.
             body: sent as JSON, if not None.
             timeout: seconds to wait for the answer (default: the transport's timeout).
+            content: instead of ``body``, (its content type, the pieces of a body), sent in turn.
 
         Returns:
             The status, the headers and the body, whatever the status.
@@ -117,10 +151,13 @@ class Transport:
         Raises:
             JobberError: the server cannot be reached, or the connection broke.
         """
-        payload = None if body is None else json.dumps(body).encode()
+        payload: Any = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        if content is not None:
+            headers["Content-Type"], payload = content
+            headers["Content-Length"] = str(sum(len(piece) for piece in payload))
         for attempt in (1, 2):
             conn, reused = self._connection()
             conn.timeout = timeout or self.timeout
