@@ -105,6 +105,19 @@ class TestNames:
         assert function_name(functools.partial(add, 1)) == "add"
         assert function_name(len) == "len"
 
+    def test_function_label_is_always_a_label(self):
+        from jobber._jobs.options import check_label
+        from jobber._jobs.pycall import function_label
+
+        def a_function_whose_name_is_long_enough_to_pass_the_sixty_four_characters_of_a_label():
+            pass
+
+        assert function_label(lambda: 1) == "TestNames.test_function_label_is_always_a_label.lambda"
+        assert function_label(add) == "add"
+        long = function_label(a_function_whose_name_is_long_enough_to_pass_the_sixty_four_characters_of_a_label)
+        assert long.endswith("sixty_four_characters_of_a_label") and check_label(long) == long
+        assert check_label(function_label(lambda: 1))
+
     @pytest.mark.parametrize(("given", "size"), [(None, 1 << 30), ("200M", 200 << 20), (1024, 1024)])
     def test_result_max(self, given, size):
         assert result_max_of(given) == size
@@ -139,6 +152,15 @@ class TestCheckPython:
         python = self.fake_python(tmp_path, pycall.PYTHON_VERSION, "no")
         with pytest.raises(JobError, match=r"has no cloudpickle.*-m pip install cloudpickle"):
             check_python(python)
+
+    def test_the_callers_version_is_what_counts_on_a_server(self, tmp_path):
+        """A server of another Python checks the client's version, not its own."""
+        python = self.fake_python(tmp_path, "3.9")
+        assert check_python(python, "3.9") == python
+        with pytest.raises(JobError, match=r"is Python 3\.9, but the caller is Python 3\.8"):
+            check_python(python, "3.8")
+        with pytest.raises(JobError, match=r"the caller's 3\.9: name a Python 3\.9 interpreter"):
+            check_python(None, "3.9")
 
     def test_a_missing_interpreter(self, tmp_path):
         with pytest.raises(JobError, match="cannot be run"):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
-from jobber._jobs.pycall import function_name, pack_call, result_max_of
+from jobber._jobs.pycall import function_label, pack_call, result_max_of
 from jobber._limits import Limits
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Executor(concurrent.futures.Executor):
             if self._shut:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         call = pack_call(fn, args, kwargs)
-        options = {"label": function_name(fn), **self._options}
+        options = {"label": function_label(fn), **self._options}
         job = self._session.new_function_job(call, self._limits, **options)
         try:
             job.start()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jobber._backends import default_backend
 from jobber._errors import JobError
 from jobber._files import write_atomic
-from jobber._jobs.pycall import CALL, check_python, result_max_of, runner_command
+from jobber._jobs.pycall import CALL, PYTHON_VERSION, check_python, result_max_of, runner_command
 from jobber._jobs.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -29,8 +29,9 @@ _NEW_JOB_KEYWORDS = ("env", "cwd", "label", "timeout", "log_max", "retries", "re
 
 
 def new_function_job(store: Any, call: bytes, limits: Limits | None = None, *, python: str | None = None,
-                     result_max: int | str | None = None, **options: Any) -> Job:
-    """``JobStore.new_function_job`` (see ``Session.new_function_job``); ``store`` is the ``JobStore``.
+                     result_max: int | str | None = None, python_version: str = PYTHON_VERSION, **options: Any) -> Job:
+    """``JobStore.new_function_job`` (see ``Session.new_function_job``); ``store`` is the ``JobStore``,
+    ``python_version`` the caller's "MAJOR.MINOR" (a server's client's; else this process's).
 
     Raises:
         JobError: ``call`` is not bytes, the interpreter is unusable, a Slurm job whose
@@ -38,7 +39,7 @@ def new_function_job(store: Any, call: bytes, limits: Limits | None = None, *, p
     """
     if not isinstance(call, (bytes, bytearray, memoryview)) or not len(call):
         raise JobError(f"call must be the pickled call (bytes from pack_call), not {type(call).__name__}")
-    fields = {"python": check_python(python), "result_max": result_max_of(result_max)}
+    fields = {"python": check_python(python, python_version), "result_max": result_max_of(result_max)}
     if (options.get("backend") or default_backend()) == "slurm":
         from jobber._backends.slurm.shared import check_shared
 

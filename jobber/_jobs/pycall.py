@@ -18,6 +18,7 @@ import inspect
 import io
 import os
 import pickle
+import re
 import shlex
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from typing import Any
 from jobber._errors import JobError, RemoteError
 from jobber._limits import parse_size
 
-__all__ = ["CALL", "RESULT", "RESULT_META", "DEFAULT_RESULT_MAX", "PYTHON_VERSION", "check_python", "function_name",
+__all__ = ["CALL", "RESULT", "RESULT_META", "DEFAULT_RESULT_MAX", "PYTHON_VERSION", "check_python", "function_label", "function_name",
            "load_result", "pack_call", "result_max_of", "runner_command"]
 
 CALL, RESULT, RESULT_META = "call.pkl", "result.pkl", "result.json"
@@ -75,9 +76,20 @@ def pack_call(fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: Mappin
 
 def function_name(fn: Callable[..., Any]) -> str:
     """``fn``'s qualified name, a function job's default label ("train", "Model.fit")."""
+    return _qualified_name(fn)[:100]
+
+
+def _qualified_name(fn: Callable[..., Any]) -> str:
     target = fn.func if isinstance(fn, functools.partial) else fn
     name = getattr(target, "__qualname__", None) or getattr(type(target), "__qualname__", "call")
-    return str(name).replace("<locals>.", "")[:100]
+    return str(name).replace("<locals>.", "")
+
+
+def function_label(fn: Callable[..., Any]) -> str:
+    """A function job's default label: ``fn``'s name made a label ("<lambda>": "lambda"; a
+    long nested name keeps its end, the function's own name)."""
+    name = re.sub(r"[^A-Za-z0-9_.:+-]+", "", _qualified_name(fn))[-64:].strip(".")
+    return name if name and not name.isdigit() else "function"
 
 
 def runner_command(python: str, job_dir: str | os.PathLike[str], result_max: int) -> str:
@@ -100,15 +112,16 @@ def result_max_of(value: int | str | None) -> int:
     return size
 
 
-def check_python(python: str | None) -> str:
+def check_python(python: str | None, version: str = PYTHON_VERSION) -> str:
     """The interpreter a function job on this host runs: ``python``, checked, or this one.
 
-    The job's Python must be this process's major.minor (cloudpickle's bytecode is not
+    The job's Python must be the caller's major.minor (cloudpickle's bytecode is not
     portable), and must have cloudpickle. Another interpreter is run once to ask (the
     answer is cached for this process).
 
     Args:
         python: a path or a name on ``PATH``; None for ``sys.executable``.
+        version: the caller's "MAJOR.MINOR": this process's, or a server's client's.
 
     Returns:
         The interpreter to record in the job's spec.
@@ -116,15 +129,20 @@ def check_python(python: str | None) -> str:
     Raises:
         JobError: it cannot be run, is of another Python version, or lacks cloudpickle.
     """
-    if python is None or python == sys.executable:
+    if (python is None or python == sys.executable) and version == PYTHON_VERSION:
         return sys.executable
+    if python is None:
+        raise JobError(f"this host's Python is {PYTHON_VERSION}, the caller's {version}: name a Python {version} "
+                       "interpreter with python=")
     if not isinstance(python, str) or not python.strip() or "\0" in python:
         raise JobError(f"python must name an interpreter (a path, or a name on PATH), not {python!r}")
-    version, has_cloudpickle = _probe(python)
-    if version != PYTHON_VERSION:
-        raise JobError(f"python={python!r} is Python {version}, but this kernel is Python {PYTHON_VERSION}: a function "
-                       f"job needs the same major.minor at both ends (cloudpickle); name a Python {PYTHON_VERSION} "
-                       "interpreter, or leave python= out to use this kernel's own")
+    found, has_cloudpickle = _probe(python)
+    if found != version:
+        yours = "this kernel" if version == PYTHON_VERSION else "the caller"
+        raise JobError(f"python={python!r} is Python {found}, but {yours} is Python {version}: a function "
+                       f"job needs the same major.minor at both ends (cloudpickle); name a Python {version} "
+                       "interpreter" + (", or leave python= out to use this kernel's own" if version == PYTHON_VERSION
+                                        else ""))
     if not has_cloudpickle:
         raise JobError(f"python={python!r} has no cloudpickle, which a function job needs to load its call: "
                        f"install it there ({python} -m pip install cloudpickle)")

@@ -109,8 +109,9 @@ async def _read_part(request: web.Request, part: BodyPartReader, cap: int, what:
 
 def function_options(data: dict[str, Any], call: bytes | None, interpreters: Interpreters,
                      tenancy: Tenancy) -> dict[str, Any]:
-    """``python`` (the interpreter's path, checked against the client's version) and
-    ``result_max`` of a new function job; {} for a command job (which may name neither).
+    """``python`` (the interpreter's path, checked against the client's version),
+    ``result_max`` and ``python_version`` (the client's) of a new function job; {} for a
+    command job (which may name neither).
     Blocking: the first check of an interpreter runs it.
 
     Raises:
@@ -132,7 +133,7 @@ def function_options(data: dict[str, Any], call: bytes | None, interpreters: Int
         result_max = result_max_of(data.get(RESULT_MAX))
     except JobError as err:
         raise ApiError(400, str(err), type(err).__name__) from None
-    return {PYTHON: interpreters.check(data.get(PYTHON), client), RESULT_MAX: result_max}
+    return {PYTHON: interpreters.check(data.get(PYTHON), client), RESULT_MAX: result_max, "python_version": client}
 
 
 def _function_job(job: Job) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from jobber import __version__
 from jobber._errors import JobError, JobNotFound
+from jobber._jobs.function_jobs import new_function_job
 from jobber._jobs.job import Job, log_length, signal
 from jobber._jobs.job import read_log as read_job_log
 from jobber._jobs.spec import LABEL, PYTHON, RESULT_MAX
@@ -188,7 +189,7 @@ async def create_job(request: web.Request) -> web.Response:
         raise
     # Made even if the client hangs up meanwhile, and counted by the callback either way.
     if call is not None:
-        make = lambda: store.new_function_job(call, **fields, **function)  # noqa: E731
+        make = lambda: new_function_job(store, call, **fields, **function)  # noqa: E731
     elif original is None:
         make = lambda: store.new_job(**fields)  # noqa: E731
     else:
