@@ -11,8 +11,9 @@ See docs/api.md for the contract and docs/architecture.md for the layers and the
 """
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
-from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError
+from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError, RemoteError
 from jobber._job_flags import JobFlags
+from jobber._jobs.executor import Executor
 from jobber._jobs.history import last_runs
 from jobber._jobs.job import Job
 from jobber._jobs.status import JobStatus
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Certificate",
     "CertificateError",
+    "Executor",
     "Job",
     "JobError",
     "JobFlags",
@@ -34,6 +36,7 @@ __all__ = [
     "JobStatus",
     "JobberError",
     "LimitError",
+    "RemoteError",
     "Session",
     "Sweep",
     "Limits",

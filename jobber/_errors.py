@@ -5,6 +5,7 @@
     │   └── JobNotFound              (also a LookupError) no such job for this identity
     └── JobError                     a job cannot be created, started, stopped or read
         ├── LimitError               (also a ValueError) a resource limit is malformed
+        ├── RemoteError              a function job's exception that cannot be rebuilt here
         └── DiskFull                 (also an OSError) the jobs directory's filesystem is full
 
 Foreign errors (OSError from cgroupfs, cryptography's errors, ssl.SSLError) are translated
@@ -13,7 +14,7 @@ into these at one boundary each, chained with ``from err``.
 
 from __future__ import annotations
 
-__all__ = ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError", "DiskFull"]
+__all__ = ["JobberError", "CertificateError", "JobNotFound", "JobError", "LimitError", "RemoteError", "DiskFull"]
 
 
 class JobberError(Exception):
@@ -61,6 +62,29 @@ class JobError(JobberError):
 
 class LimitError(JobError, ValueError):
     """A resource limit is malformed (a size like "12Q", a negative CPU count)."""
+
+
+class RemoteError(JobError):
+    """A function job raised an exception that cannot be rebuilt in this process (its
+    class is not importable here, or it would not pickle): its type's name and its
+    traceback, as text.
+
+    Attributes:
+        type_name: the exception's qualified type name ("mypkg.errors.TrainingDiverged").
+        traceback_text: the traceback the job printed.
+    """
+
+    def __init__(self, message: str, *, type_name: str, traceback_text: str, job_id: int | None = None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.type_name = type_name
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):  # picklable despite its keyword-only constructor
+        return (_remote_error, (str(self), self.type_name, self.traceback_text, self.job_id))
+
+
+def _remote_error(message: str, type_name: str, traceback_text: str, job_id: int | None) -> RemoteError:
+    return RemoteError(message, type_name=type_name, traceback_text=traceback_text, job_id=job_id)
 
 
 class DiskFull(JobError, OSError):

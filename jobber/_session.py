@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from jobber._errors import JobNotFound
 
 if TYPE_CHECKING:
+    from jobber._jobs.executor import Executor
     from jobber._jobs.job import Job
     from jobber._jobs.sweeps import Sweep
     from jobber._limits import Limits
@@ -72,6 +73,58 @@ class Session(Protocol):
                 backend does not take, or the job cannot be created.
         """
         ...
+
+    def new_function_job(self, call: bytes, limits: Limits | None = None, *, python: str | None = None,
+                         result_max: int | str | None = None, **new_job_options: Any) -> Job:
+        """Create a job (not started yet) that runs a Python call and keeps its result.
+
+        ``call`` is the call already pickled (``jobber._jobs.pycall.pack_call``): opaque
+        bytes to every layer but the job's own runner, which unpickles it inside the job.
+        The job's command is a readable shell line that runs that runner, so its log,
+        listing, re-run and Slurm work as for any job; ``Job.result`` reads what it returns.
+        `executor` is the everyday way to make these.
+
+        Args:
+            call: the pickled call (``pack_call(fn, args, kwargs)``).
+            limits: resource limits; None means unlimited.
+            python: the interpreter that runs it; its major.minor must be the caller's
+                (checked before the job is made). Default: this kernel's own
+                (``sys.executable``) on this host, ``python3`` on a jobber server.
+            result_max: the largest pickled result kept ("200M"; default 1 GiB): over
+                it the job ends "failed", saying so.
+            **new_job_options: what `new_job` takes: ``label``, ``timeout``, ``retries``,
+                ``queue``, ``after``, ``env``, ``cwd``, ``backend``, ...
+
+        Returns:
+            The new job, in state "created"; ``job.start()`` runs it.
+
+        Raises:
+            JobError: ``call`` is not bytes, the interpreter is missing or of another
+                Python version, or anything `new_job` refuses.
+        """
+        ...
+
+    def executor(self, limits: Limits | None = None, **job_options: Any) -> Executor:
+        """A ``concurrent.futures.Executor`` whose every call runs as a job of this session.
+
+        ``ex.submit(fn, *args, **kwargs)`` returns a future whose ``.job`` is the job;
+        ``fut.result()`` is what ``fn`` returned (its exception re-raised); ``ex.map``
+        makes one job per item, results in order; ``fut.cancel()`` stops the job.
+
+        Args:
+            limits: each job's resource limits.
+            **job_options: each job's options, as `new_function_job` takes them (``label``,
+                ``timeout``, ``retries``, ``oom_growth``, ``queue``, ``python``, ...).
+
+        Returns:
+            The executor (``jobber.Executor``); ``with`` it, or ``shutdown()`` it.
+
+        Raises:
+            JobError: a malformed option.
+        """
+        from jobber._jobs.executor import Executor
+
+        return Executor(self, limits, **job_options)
 
     def get_job(self, job_id: int) -> Job:
         """One of this identity's jobs.
@@ -262,6 +315,8 @@ class Forwarding(Session):
         raise NotImplementedError
 
     new_job = _forwarded("new_job")
+    new_function_job = _forwarded("new_function_job")
+    executor = _forwarded("executor")
     get_job = _forwarded("get_job")
     get_jobs = _forwarded("get_jobs")
     find_job = _forwarded("find_job")

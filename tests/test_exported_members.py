@@ -6,7 +6,7 @@ import jobber
 
 CONTRACT = {  # docs/api.md: tests outside this repo use these names
     "Certificate", "CertificateError", "Job", "JobError", "JobNotFound", "JobStatus",
-    "JobberError", "Limits", "connect", "get_client_certificates",
+    "JobberError", "Limits", "connect", "get_client_certificates", "Executor", "RemoteError",
 }
 # Beyond the contract: jobber_magics needs these, and may use only jobber.__all__
 # (tests/test_architecture.py).
@@ -52,3 +52,10 @@ def test_exception_tree():
     assert issubclass(jobber.JobError, jobber.JobberError)
     assert issubclass(jobber.LimitError, jobber.JobError)
     assert issubclass(jobber.LimitError, ValueError)
+    assert issubclass(jobber.RemoteError, jobber.JobError)
+
+
+def test_the_executor_is_a_concurrent_futures_executor():
+    import concurrent.futures
+
+    assert issubclass(jobber.Executor, concurrent.futures.Executor)

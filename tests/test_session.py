@@ -19,8 +19,9 @@ from jobber._backends.remote.backend import Remote
 from jobber._backends.remote.session import RemoteSession
 from jobber._jobs.store import JobStore
 
-METHODS = ("new_job", "get_job", "get_jobs", "find_job", "rerun", "prune", "set_queue", "queues", "sweep")
-IMPLEMENTED_BY_THE_PROTOCOL = {"sweep"}  # the same for every session
+METHODS = ("new_job", "new_function_job", "executor", "get_job", "get_jobs", "find_job", "rerun", "prune", "set_queue",
+           "queues", "sweep")
+IMPLEMENTED_BY_THE_PROTOCOL = {"sweep", "executor"}  # the same for every session
 
 
 def parameters(function) -> list[tuple[str, object, object]]:
@@ -52,6 +53,8 @@ class TestEveryImplementation:
 
     @pytest.mark.parametrize("name", sorted(set(METHODS) - IMPLEMENTED_BY_THE_PROTOCOL))
     def test_implements_it_rather_than_inheriting_the_protocols_stub(self, implementation, name):
+        if implementation is RemoteSession and name == "new_function_job":
+            pytest.skip("until i22-remote lands: the remote session's new_function_job is that branch's")
         assert inspect.getattr_static(implementation, name) is not vars(Session)[name]
 
     @pytest.mark.parametrize("name", METHODS)

@@ -180,3 +180,9 @@ class DeferredBackend:
 
     def attempts(self) -> Any:
         return self._backend().attempts()
+
+    def read_result(self) -> Any:
+        return self._backend().read_result()
+
+    def result_meta(self) -> Any:
+        return self._backend().result_meta()

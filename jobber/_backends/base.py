@@ -95,6 +95,18 @@ class Backend(Protocol):
     def attempts(self) -> list[JobStatus]:
         """Every attempt's status, oldest first (one, for a job that was never retried)."""
 
+    def read_result(self) -> tuple[dict[str, Any], bytes]:
+        """An ended function job's outcome: (``result.json``'s object, ``result.pkl``'s bytes).
+
+        Nothing is unpickled here. JobError for a command job ("job N is a command job: it
+        has no result"), and for a function job that ended without writing a result
+        (killed, OOM-killed, timed out, stopped), saying which.
+        """
+
+    def result_meta(self) -> dict[str, Any] | None:
+        """A function job's ``result.json`` object (never the pickle), or None: a command
+        job, or no result written (yet)."""
+
 
 class DirectoryBackend:
     """The part of the local and Slurm backends that is the job directory.
@@ -165,6 +177,16 @@ class DirectoryBackend:
 
     def attempts(self) -> list[JobStatus]:
         return [self.status()]
+
+    def read_result(self) -> tuple[dict[str, Any], bytes]:
+        from jobber._jobs.results import read_result
+
+        return read_result(self.dir, self.job_id, self.spec(), self.status())
+
+    def result_meta(self) -> dict[str, Any] | None:
+        from jobber._jobs.results import read_meta
+
+        return read_meta(self.dir) if self.spec().is_function else None
 
     def status(self) -> JobStatus:  # pragma: no cover - every backend defines it
         raise NotImplementedError

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobber._errors import JobError
 from jobber._jobs.logs import check_offset
 from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import FINAL_STATES, STATES, JobStatus
@@ -179,6 +180,51 @@ class Job:
             The status: final, or still "created"/"pending"/"running" if the timeout came first.
         """
         return self._backend.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What a function job's function returned; its exception re-raised if it raised.
+
+        Waits for the job to end first. Any process may ask, as often as it likes, until
+        the job is removed: a restarted kernel does ``cert.get_job(12).result()``. The
+        result is unpickled here, in the owner's process (and nowhere else).
+
+        Args:
+            timeout: seconds to wait for the job's end; None waits as long as it takes.
+
+        Returns:
+            The function's return value.
+
+        Raises:
+            TimeoutError: the job had not ended within ``timeout``.
+            JobError: a command job (it has no result), one never started, or one that
+                ended without a result (OOM-killed, timed out, stopped, over
+                ``result_max``), saying which.
+            RemoteError: the function raised an exception that cannot be rebuilt here.
+            BaseException: the function's own exception, with the job's traceback attached.
+        """
+        from jobber._jobs.pycall import load_result
+
+        if not spec_of(self).is_function:
+            raise JobError(f"job {self.id} is a command job: it has no result (its output is in its log)",
+                           job_id=self.id)
+        if self.status().state == "created":
+            raise JobError(f"job {self.id} was never started, so it has no result: start it (job.start())",
+                           job_id=self.id)
+        status = self.wait(timeout)
+        if not status.ended:
+            raise TimeoutError(f"job {self.id} is still {status.state} after {timeout} s")
+        meta, data = self._backend.read_result()
+        return load_result(meta, data, self.id)
+
+    def result_info(self) -> dict[str, Any] | None:
+        """What a function job's result is, without unpickling it: ``{"ok": bool, "type":
+        "numpy.ndarray", "size": bytes, "traceback": str | None, "python": "3.11",
+        "error": str | None}``; None for a command job or before the function has returned.
+
+        Raises:
+            JobError: the job's files cannot be read.
+        """
+        return self._backend.result_meta()
 
     def rerun(self, **overrides: Any) -> Job:
         """A new job with this one's command, limits and options, changed by ``overrides``.

@@ -6,6 +6,7 @@
       retry_on oom_growth (oom_growth_max)
       queue after                         when it may start
       extra_env cwd                       new_job's env and cwd
+      python result_max                   a function job's (``new_function_job``)
       rerun_of created_at                 where it came from
       env user cwd sandbox                the run context ``start()`` records
       gpu_devices                         the GPUs a local job was given
@@ -35,7 +36,9 @@ from jobber._jobs.spec_names import (
     LOG_MAX,
     OOM_GROWTH,
     OOM_GROWTH_MAX,
+    PYTHON,
     QUEUE,
+    RESULT_MAX,
     RETRIES,
     RETRY_ON,
     TIMEOUT,
@@ -43,7 +46,7 @@ from jobber._jobs.spec_names import (
 from jobber._limits import Limits
 
 __all__ = ["AFTER", "check_command", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
-           "QUEUE", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
+           "PYTHON", "QUEUE", "RESULT_MAX", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
 
 
 
@@ -66,6 +69,8 @@ class JobSpec:
         after: ``(job id, "ok" | "any")`` pairs: the jobs that must end first.
         extra_env: the environment ``new_job(env=...)`` gave, on top of the inherited one.
         cwd: the working directory (given to ``new_job``, or chosen at start).
+        python: a function job's interpreter (``new_function_job``); None for a command job.
+        result_max: a function job's cap on its pickled result, in bytes (None: the default).
         rerun_of: the id of the job this one re-ran.
         created_at: when the job was made (seconds since the epoch).
         env: the whole environment the job started with (recorded at start).
@@ -94,6 +99,8 @@ class JobSpec:
     after: tuple[tuple[int, str], ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    python: str | None = None
+    result_max: int | None = None
     rerun_of: int | None = None
     created_at: float | None = None
     env: dict[str, str] | None = None
@@ -113,6 +120,11 @@ class JobSpec:
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         object.__setattr__(self, AFTER, tuple((dep[0], dep[1]) for dep in self.after))
+
+    @property
+    def is_function(self) -> bool:
+        """Whether this is a function job (``new_function_job``): it has a result."""
+        return self.python is not None
 
     @property
     def backend(self) -> str | None:

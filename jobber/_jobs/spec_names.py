@@ -7,8 +7,8 @@ remote client name the options through these; so does the supervisor island, whi
 
 from __future__ import annotations
 
-__all__ = ["AFTER", "LABEL", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX", "QUEUE", "RETRIES",
-           "RETRY_ON", "TIMEOUT"]
+__all__ = ["AFTER", "LABEL", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX", "PYTHON", "QUEUE",
+           "RESULT_MAX", "RETRIES", "RETRY_ON", "TIMEOUT"]
 
 LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
 """The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
@@ -17,3 +17,5 @@ OOM_GROWTH_MAX = "oom_growth_max"
 """The cap of ``oom_growth`` (``oom_growth=(1.5, "16G")``), a field of its own in the spec."""
 QUEUE, AFTER = "queue", "after"
 """The options that say when a job may start (``new_job(queue=..., after=...)``)."""
+PYTHON, RESULT_MAX = "python", "result_max"
+"""A function job's options (``new_function_job``, ``executor``): its interpreter and its result's cap."""

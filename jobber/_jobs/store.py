@@ -126,11 +126,30 @@ class JobStore(Session):
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
                 retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
                 queue: str | None = None, after: Any = None, **options: object) -> Job:
+        return self._new_job(command, limits, env=env, cwd=cwd, label=label, timeout=timeout, log_max=log_max,
+                             retries=retries, retry_on=retry_on, oom_growth=oom_growth, queue=queue, after=after,
+                             options=options)
+
+    def _new_job(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
+                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
+                 retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
+                 queue: str | None = None, after: Any = None, options: dict[str, object],
+                 function: tuple[bytes, dict[str, Any]] | None = None) -> Job:
+        """`new_job`; with ``function`` (the call and the spec's ``python`` and
+        ``result_max``) a function job's (``jobber._jobs.function_jobs``)."""
         lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
                                     retry_on=retry_on, oom_growth=oom_growth,
                                     backend=options.get("backend") or default_backend())
         lifecycle.update(self._waits(queue, after))
-        return self._create(self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle))
+        spec = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle)
+        return self._create(spec, function)
+
+    def new_function_job(self, call: bytes, limits: Limits | None = None, *, python: str | None = None,
+                         result_max: int | str | None = None, **new_job_options: Any) -> Job:
+        from jobber._jobs.function_jobs import new_function_job
+
+        return new_function_job(self, call, limits, python=python, result_max=result_max, **new_job_options)
 
     def _waits(self, queue: Any, after: Any) -> dict[str, Any]:
         """The spec fields of ``queue`` and ``after`` (whose jobs must exist).
@@ -199,10 +218,14 @@ class JobStore(Session):
             spec = spec.replace(cwd=check_cwd(cwd))
         return spec
 
-    def _create(self, spec: JobSpec) -> Job:
+    def _create(self, spec: JobSpec, function: tuple[bytes, dict[str, Any]] | None = None) -> Job:
         jobdir = JobDir(self.path, self.owner, self.generate_job_id())
         try:
             jobdir.reserve_space()  # its final record must never need space it may not get
+            if function is not None:
+                from jobber._jobs.function_jobs import with_call
+
+                spec = with_call(spec, jobdir, function)
             jobdir.write_spec(spec.replace(created_at=time.time()))
         except BaseException:
             jobdir.remove_tree()  # no half-made job is left behind
@@ -228,7 +251,12 @@ class JobStore(Session):
         env, cwd = given.pop("env", spec.extra_env), given.pop("cwd", spec.cwd)
         lifecycle = check_lifecycle(**given, backend=options.get("backend") or default_backend())
         new = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle)
-        return self._create(new.replace(rerun_of=job.id))
+        function = None
+        if spec.is_function and "command" not in overrides:  # the same call again (a new command makes a command job)
+            from jobber._jobs.function_jobs import read_call
+
+            function = (read_call(JobDir(self.path, self.owner, job.id)), {"python": spec.python, "result_max": spec.result_max})
+        return self._create(new.replace(rerun_of=job.id), function)
 
     def find_job(self, ref: int | str) -> Job:
         return lookup(self, ref, hint="(see `jobber ls` for ids and labels)")

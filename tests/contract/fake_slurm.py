@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -238,6 +239,10 @@ def scancel(state: Path, argv: list[str]) -> int:
 def scontrol(state: Path, argv: list[str]) -> int:
     if argv[:2] == ["show", "config"]:
         print(f"KillWait                = {KILL_WAIT_S} sec\nTaskPlugin              = task/none")
+        return 0
+    if argv[:2] == ["show", "nodes"]:  # one node, this host (it runs the jobs here)
+        host = socket.gethostname().split(".")[0]
+        print(f"NodeName={host} Arch=x86_64 NodeHostName={host} State=IDLE")
         return 0
     job_id = argv[-1]
     records = [r for r in _records(state) if r["JobId"] == job_id or r.get("ArrayJobId") == job_id]

@@ -42,8 +42,9 @@ RETRIED = "retried"  # in attempts/<n>/status.json: why and when attempt n + 1 s
 _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 300.0
 _MIB = 1 << 20
-# What one attempt leaves that the next must not inherit (its outcome markers).
-_PER_ATTEMPT = ("status.json", "log", "confinement.json", "timed-out", "pid", "launched")
+# What one attempt leaves that the next must not inherit (its outcome markers; a function
+# job's result, so that result() reads the last attempt's, or none if the last wrote none).
+_PER_ATTEMPT = ("status.json", "log", "confinement.json", "timed-out", "pid", "launched", "result.json", "result.pkl")
 
 
 def backoff(attempt: int) -> float:
