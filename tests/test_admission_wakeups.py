@@ -57,10 +57,21 @@ class TestAFinisherAsks:
         finisher = _Finisher(tmp_path)
         finisher.start()
         wait_for(lambda: _someone_waits_for(tmp_path / waking.LOCK), 30, "the finisher to wait for the lock")
-        os.unlink(tmp_path / waking.WANTED)  # what a pass does first, holding the lock
+        os.rename(tmp_path / waking.WANTED, tmp_path / waking.SERVING)  # what a pass does, holding the lock
+        os.unlink(tmp_path / waking.SERVING)  # ... once through
         os.close(held)
         finisher.join(30)
         assert finisher.answer is False
+
+    def test_a_pass_killed_after_it_took_the_ask_leaves_it_to_run_one(self, tmp_path):
+        held = _locked(tmp_path)
+        finisher = _Finisher(tmp_path)
+        finisher.start()
+        wait_for(lambda: _someone_waits_for(tmp_path / waking.LOCK), 30, "the finisher to wait for the lock")
+        os.rename(tmp_path / waking.WANTED, tmp_path / waking.SERVING)  # then the pass dies: never through
+        os.close(held)
+        finisher.join(30)
+        assert finisher.answer is True
 
     def test_a_lock_released_with_no_pass_leaves_it_to_run_one(self, tmp_path):
         held = _locked(tmp_path)  # a holder that runs no pass (a job put in line, say)
@@ -96,7 +107,7 @@ class TestAnAdmissionProcess:
 
         def run(one) -> None:
             ran["count"] += 1
-            assert not (tmp_path / waking.WANTED).exists()  # removed before the pass read anything
+            assert not (tmp_path / waking.WANTED).exists()  # taken before the pass read anything
             if ran["count"] <= ran["asks"]:
                 (tmp_path / waking.WANTED).touch()
 
@@ -107,6 +118,7 @@ class TestAnAdmissionProcess:
         passes["asks"] = 2
         admission.run_pass(tmp_path, tmp_path.name, lambda *a: None, again=8)
         assert passes["count"] == 3
+        assert not (tmp_path / waking.SERVING).exists()  # through: no finisher runs a pass of its own
 
     def test_stops_after_its_bound_and_leaves_the_ask_for_the_finisher(self, tmp_path, passes):
         passes["asks"] = 100

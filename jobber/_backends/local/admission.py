@@ -55,7 +55,7 @@ from jobber._backends.local.lanes import (
 from jobber._backends.local.liveness import alive
 from jobber._backends.local.supervisor import process_start_time
 from jobber._backends.local.waking import LOCK as _LOCK
-from jobber._backends.local.waking import WANTED
+from jobber._backends.local.waking import SERVING, WANTED
 from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
@@ -196,9 +196,13 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
             return {}
         for _ in range(again + 1):
             os.utime(owner_dir / _LOCK)
-            unlink(owner_dir / WANTED)  # before anything is read: a finisher that asked before this is seen
+            try:  # before anything is read: a finisher that asked before this is seen (waking.py)
+                os.rename(owner_dir / WANTED, owner_dir / SERVING)
+            except FileNotFoundError:
+                pass
             one = _Pass(owner_dir, owner, start)
             one.run()
+            unlink(owner_dir / SERVING)  # through: the finishers that asked need no pass of their own
             if not os.path.lexists(owner_dir / WANTED):
                 break
         return one.blocked

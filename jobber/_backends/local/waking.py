@@ -7,12 +7,13 @@ has waiting jobs, the finisher *execs* ``run_admission.py``, which runs one admi
 Passes are coalesced: an admission process costs ~10x a bare interpreter (its imports),
 and the jobs of a queue tend to end together. The finisher says it wants a pass (it
 touches ``<owner dir>/.admission-wanted``) and takes the admission lock if it is free (then
-it execs as above). A pass takes the lock, then removes that file, then reads what runs;
-an admission process runs its pass again while the file is back once it is done (a
-finisher asked meanwhile), its imports already paid. So a finisher that found the lock
-held waits for it (a kill -9 of its holder frees it too: a place is never left unseen),
-and finds the file gone when a pass that began after its outcome was recorded saw it:
-then it execs nothing.
+it execs as above). A pass takes the lock, renames that file ``.admission-serving``
+before it reads what runs, and removes that one once it is through; an admission process
+runs its pass again while the first file is back (a finisher asked meanwhile), its
+imports already paid. So a finisher that found the lock held waits for it (a kill -9 of
+its holder frees it too), and finds neither file once a pass that began after its
+outcome was recorded went through: then it execs nothing. A pass killed half-way leaves
+``.admission-serving``: the finisher runs its own.
 
 Standard library only: it runs in the finisher's bare interpreter.
 """
@@ -23,10 +24,11 @@ import fcntl
 import os
 import sys
 
-__all__ = ["WANTED", "waiting_owners", "wake_waiting"]
+__all__ = ["SERVING", "WANTED", "waiting_owners", "wake_waiting"]
 
 LOCK = ".admission"  # the identity's admission lock (admission.py)
-WANTED = ".admission-wanted"  # a pass is wanted: the next pass removes it, under the lock
+WANTED = ".admission-wanted"  # a pass is wanted: the next pass takes it, under the lock
+SERVING = ".admission-serving"  # what WANTED becomes while a pass serves it; removed once through
 
 
 def _has_waiting(owner_dir: str) -> bool:
@@ -59,8 +61,8 @@ def waiting_owners(job_dir: str) -> list[str]:
 
 
 def _still_wanted(owner_dir: str) -> bool:
-    """Ask for a pass, wait for the admission lock: is a pass still wanted (no pass began
-    since the ask)? True when that cannot be told (the next pass sees to it then)."""
+    """Ask for a pass, wait for the admission lock: is a pass still wanted (none that began
+    after the ask went through)? True when that cannot be told."""
     try:
         os.close(os.open(os.path.join(owner_dir, WANTED), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600))
@@ -73,7 +75,7 @@ def _still_wanted(owner_dir: str) -> bool:
             return True  # no pass runs: this finisher's admission is the one
         except BlockingIOError:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return os.path.lexists(os.path.join(owner_dir, WANTED))
+        return any(os.path.lexists(os.path.join(owner_dir, name)) for name in (WANTED, SERVING))
     except OSError:
         return True
     finally:
