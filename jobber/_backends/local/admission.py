@@ -9,6 +9,8 @@ next.
 
     <owner dir>/waiting/, admitted/   the line, and what was let through (``lanes.py``)
     <owner dir>/.admission            the lock; its mtime is when the last pass ran
+    <owner dir>/.admission-wanted     a finisher asked for a pass (``-serving`` while one
+                                      serves it): finishers' passes coalesce (``waking.py``)
 
 Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
 entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher takes the
