@@ -9,6 +9,8 @@ next.
 
     <owner dir>/waiting/, admitted/   the line, and what was let through (``lanes.py``)
     <owner dir>/.admission            the lock; its mtime is when the last pass ran
+    <owner dir>/.admission-wanted     a finisher asked for a pass (``-serving`` while one
+                                      serves it): finishers' passes coalesce (``waking.py``)
 
 Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
 entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher takes the
@@ -54,6 +56,8 @@ from jobber._backends.local.lanes import (
 )
 from jobber._backends.local.liveness import alive
 from jobber._backends.local.supervisor import process_start_time
+from jobber._backends.local.waking import LOCK as _LOCK
+from jobber._backends.local.waking import SERVING, WANTED
 from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
@@ -63,7 +67,6 @@ from jobber._states import ended
 
 __all__ = ["enqueue", "ensure_in_line", "run_pass", "nudge", "withdraw", "waiting_count", "WAITING", "ADMITTED"]
 
-_LOCK = ".admission"
 _NUDGE_EVERY_S = 1.0
 _AGAIN = "waiting for its turn again (its start was lost)"
 
@@ -174,8 +177,16 @@ def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:
     return True
 
 
-def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True) -> dict[str, str]:
+def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True, again: int = 0) -> dict[str, str]:
     """Start every waiting job whose turn it is (see the module docstring).
+
+    Args:
+        owner_dir: the identity's directory.
+        owner: its name (the certificate's hash).
+        start: how an admitted job is launched.
+        blocking: wait for a pass that runs now to end (else run none).
+        again: run up to this many passes more, while a finisher asked for one during
+            the last (``waking.py``): what an admission process does.
 
     Returns:
         Lane -> why its first waiting job still waits.
@@ -185,9 +196,17 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
     with _Lock(owner_dir, blocking) as locked:
         if not locked:
             return {}
-        os.utime(owner_dir / _LOCK)
-        one = _Pass(owner_dir, owner, start)
-        one.run()
+        for _ in range(again + 1):
+            os.utime(owner_dir / _LOCK)
+            try:  # before anything is read: a finisher that asked before this is seen (waking.py)
+                os.rename(owner_dir / WANTED, owner_dir / SERVING)
+            except FileNotFoundError:
+                pass
+            one = _Pass(owner_dir, owner, start)
+            one.run()
+            unlink(owner_dir / SERVING)  # through: the finishers that asked need no pass of their own
+            if not os.path.lexists(owner_dir / WANTED):
+                break
         return one.blocked
 
 

@@ -13,6 +13,10 @@ from jobber._errors import JobberError
 
 __all__ = ["main"]
 
+# Passes more for finishers that asked during the last one, their imports saved (``waking.py``);
+# bounded, so that an admission process ends even while a long line drains.
+_AGAIN = 32
+
 
 def main(argv: list[str]) -> int:
     for fd in (0, 1, 2):  # the finisher's were /dev/null; keep them open for the launcher
@@ -22,7 +26,7 @@ def main(argv: list[str]) -> int:
             os.open(os.devnull, os.O_RDWR)
     for owner_dir in map(Path, argv):  # its own identity, then others waiting for GPUs it held
         try:
-            run_pass(owner_dir, owner_dir.name, start_admitted)
+            run_pass(owner_dir, owner_dir.name, start_admitted, again=_AGAIN)
         except (OSError, JobberError):
             continue  # another's identity this process may not read: its own look admits it
     return 0
