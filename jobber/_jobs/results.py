@@ -9,6 +9,8 @@ object and ``result.pkl``'s bytes. Unpickling is the owner's client's alone
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from typing import Any
 
 from jobber._errors import JobError
@@ -18,6 +20,8 @@ from jobber._jobs.spec import JobSpec
 from jobber._jobs.status import JobStatus
 
 __all__ = ["read_meta", "read_result"]
+
+_MAP_FROM = 1 << 20  # bytes: a result this large is mapped rather than read
 
 
 def read_meta(jobdir: JobDir) -> dict[str, Any] | None:
@@ -33,7 +37,8 @@ def read_meta(jobdir: JobDir) -> dict[str, Any] | None:
 
 
 def read_result(jobdir: JobDir, job_id: int, spec: JobSpec, status: JobStatus) -> tuple[dict[str, Any], bytes]:
-    """(``result.json``'s object, ``result.pkl``'s bytes) of an ended function job.
+    """(``result.json``'s object, ``result.pkl``'s bytes) of an ended function job (a
+    read-only ``mmap`` for a large one: bytes-like, as ``pickle.loads`` takes).
 
     Raises:
         JobError: a command job; a job that has not ended; or one that ended without a
@@ -51,8 +56,12 @@ def read_result(jobdir: JobDir, job_id: int, spec: JobSpec, status: JobStatus) -
         return meta, b""
     try:
         with open(jobdir.path / RESULT, "rb") as f:
-            return meta, f.read()
-    except OSError as err:
+            if os.fstat(f.fileno()).st_size < _MAP_FROM:
+                return meta, f.read()
+            # A large result is unpickled straight from the page cache, not copied first
+            # (the runner renames a finished file into place: it never changes under the map).
+            return meta, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as err:
         raise JobError(f"job {job_id}'s result cannot be read: {err.strerror or err}", job_id=job_id) from err
 
 
