@@ -80,3 +80,30 @@ class TestNeverStarted:
         assert store.prune(older_than="1h", dry_run=True) == [], "older_than is the threshold when given"
         assert store.prune() == [job.id]
         assert store.get_jobs() == []
+
+
+class TestReviewFindings:
+    def test_a_label_shaped_like_an_id_range_is_refused(self):
+        from jobber import JobError
+        from jobber._jobs.options import check_label
+
+        for label in ("1-2", "12-40", "7"):
+            with pytest.raises(JobError, match="nor a range such as 12-40"):
+                check_label(label)
+        assert check_label("lr-0.01") == "lr-0.01" and check_label("run-1") == "run-1"
+
+    def test_hundreds_of_single_ids_merge_as_they_come(self):
+        selected = JobIds.parse(list(range(1, 301)))
+        assert str(selected) == "1-300" and 250 in selected
+
+    def test_too_many_separate_ids_are_refused_not_cut(self):
+        from jobber import JobError
+
+        with pytest.raises(JobError, match="more than 200 separate"):
+            JobIds.parse(list(range(1, 1000, 2)))
+
+    def test_a_range_of_numbers_below_one_is_refused(self):
+        from jobber import JobError
+
+        with pytest.raises(JobError, match="not job ids"):
+            JobIds.parse(range(-5, 3))

@@ -32,6 +32,7 @@ DEFAULT_LOG_MAX = 1 << 30
 """The log cap when none is given: 1 GiB (``JOBBER_LOG_MAX`` changes it; "0" for none)."""
 OOM_KILLED = RETRYABLE[1]
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
+_ID_LIKE = re.compile(r"[0-9]+(-[0-9]+)?")  # what reads as an id or an id range (jobber rm 12-40)
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
 _UNIT_S = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _MAX_RETRIES = 100
@@ -81,9 +82,9 @@ def check_label(label: Any) -> str:
     Raises:
         JobError: anything else.
     """
-    if not isinstance(label, str) or not _LABEL.fullmatch(label) or label.isdigit():
+    if not isinstance(label, str) or not _LABEL.fullmatch(label) or _ID_LIKE.fullmatch(label):
         raise JobError(f"label {label!r} is not a label: use 1-64 letters, digits and _.:+- (not only digits, "
-                       "which would read as a job id), e.g. train or lr-0.01")
+                       "nor a range such as 12-40, which would read as job ids), e.g. train or lr-0.01")
     return label
 
 

@@ -57,6 +57,8 @@ class JobIds:
         if isinstance(value, JobIds):
             return value
         if isinstance(value, range) and value.step == 1:
+            if len(value) and not (1 <= value.start and value.stop - 1 < _MAX_ID):
+                raise JobError(f"ids: {value} holds numbers that are not job ids (ids are whole numbers from 1): {_HOW}")
             return cls._merged([(value.start, value.stop - 1)] if len(value) else [])
         items = [value] if isinstance(value, (str, int)) else value
         if not isinstance(items, Iterable) or isinstance(items, (bytes, Mapping)):
@@ -71,19 +73,19 @@ class JobIds:
                 spans.extend(_spans_of(item))
             else:
                 raise JobError(f"ids: {_shown(item)} is not a job id: {_HOW}")
-            if len(spans) > MAX_SPANS:
-                break
+            if len(spans) > 4 * MAX_SPANS:  # neighbours merged as they come: 1,2,3,... is one range
+                spans = list(cls._merged(spans, bound=None).spans)
         return cls._merged(spans)
 
     @classmethod
-    def _merged(cls, spans: list[tuple[int, int]]) -> JobIds:
+    def _merged(cls, spans: list[tuple[int, int]], bound: int | None = MAX_SPANS) -> JobIds:
         merged: list[tuple[int, int]] = []
         for first, last in sorted(spans):
             if merged and first <= merged[-1][1] + 1:
                 merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
             else:
                 merged.append((first, last))
-        if len(merged) > MAX_SPANS:
+        if bound is not None and len(merged) > bound:
             raise JobError(f"ids: more than {MAX_SPANS} separate ids or ranges: select fewer, or by --label")
         return cls(tuple(merged))
 

@@ -50,7 +50,7 @@ _CPU_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.(0[1-9]|[1-9])[0-9]*)$"
 _COMMAND_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 _STATES = ["created", "pending", "running", "exited", "failed", "stopped", "oom-killed", "timed-out"]
 _RETRYABLE = ["failed", "oom-killed", "timed-out"]
-# As jobber._jobs.options: a label is not only digits (it would read as an id).
+# As jobber._jobs.options: a label is not only digits, nor N-M (it would read as ids).
 _LABEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$"
 
 
@@ -70,12 +70,12 @@ def _size(what: str) -> dict[str, Any]:
 
 
 def _label(what: str) -> dict[str, Any]:
-    return {"type": "string", "pattern": _LABEL_PATTERN, "not": {"pattern": "^[0-9]+$"}, "description": what}
+    return {"type": "string", "pattern": _LABEL_PATTERN, "not": {"pattern": "^[0-9]+(-[0-9]+)?$"}, "description": what}
 
 
 # What each lifecycle option may be in a request.
 _LIFECYCLE_REQUEST: dict[str, Any] = {
-    LABEL: nullable(_label("a short name (1-64 letters, digits and _.:+-, not only digits): GET /v1/jobs?label= "
+    LABEL: nullable(_label("a short name (1-64 letters, digits and _.:+-, not only digits nor a range such as 12-40): GET /v1/jobs?label= "
                            "filters by it")),
     TIMEOUT: nullable({
         "anyOf": [{"type": "number", "exclusiveMinimum": 0},
