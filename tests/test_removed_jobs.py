@@ -142,3 +142,16 @@ class TestListingsWhileJobsGo:
         store, jobs = listed_then_one_removed
         assert store.prune(older_than=0.000001, dry_run=True) == [jobs[0].id, jobs[2].id]
         assert store.queues() == {}
+
+
+class TestHeartbeats:
+    def test_a_quiet_jobs_follower_gets_its_heartbeats_through_the_usage_samples(self, store):
+        """The supervisor appends a usage sample twice a second; a follower waits through
+        them, so heartbeats (b"") still come about once per ``heartbeat`` seconds."""
+        job = store.new_job("sleep 4")
+        job.start()
+        try:
+            beats = sum(1 for chunk in job.follow(0, heartbeat=0.5) if chunk == b"")
+        finally:
+            job.stop(grace=0)
+        assert beats >= 3, beats  # about 8 in 4 s; none before the fix

@@ -40,12 +40,23 @@ if TYPE_CHECKING:
     from jobber._jobs.status import JobStatus
 
 __all__ = ["FollowReader", "JobFacts", "Action", "Look", "Open", "Read", "Emit", "Wait", "NextAttempt", "Done",
-           "LIVENESS_CHECK_S", "attempt_marker"]
+           "LIVENESS_CHECK_S", "attempt_marker", "news"]
 
 # Events wake a follower at once; this only bounds how soon it notices a supervisor that
 # died without writing its final status (it cannot send an event).
 LIVENESS_CHECK_S = 1.0
 _STATUS = b"status.json"
+# What a follower acts on: its log (written, or made anew by the next attempt), the status,
+# and the directory itself (b"": it was removed).
+_NEWS = frozenset({b"log", _STATUS, b""})
+
+
+def news(names: Iterable[bytes] | None) -> set[bytes]:
+    """Of the names a wait saw change in a job's directory, those that are news to a
+    follower. The supervisor's usage samples (twice a second), a function's result and
+    the like are not: a driver waits on through them, so that a quiet job's heartbeat
+    still comes when it is due."""
+    return {name for name in names or () if name in _NEWS}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ for the server's asyncio follower, and this module's loop only waits.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from jobber._errors import JobError, JobNotFound
 from jobber._files import read_json
 from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
 from jobber._jobs import logcut
-from jobber._jobs.follow import Emit, FollowReader, JobFacts, Look, NextAttempt, Open, Read, Wait
+from jobber._jobs.follow import Emit, FollowReader, JobFacts, Look, NextAttempt, Open, Read, Wait, news
 
 if TYPE_CHECKING:
     from jobber._jobs.status import JobStatus
@@ -145,6 +146,17 @@ def follow_job(job_dir: Path, offset: int, status: Callable[[], JobStatus],
     yield from _follow(LogFiles(reader, job_dir / "log", lambda: JobFacts.of(status())))
 
 
+def _wait_for_news(inotify: Inotify, timeout: float) -> set[bytes]:
+    """The names of what changed that a follower acts on (``follow.news``), waiting out
+    ``timeout`` through other changes; empty on a timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        changed = [name for _mask, name in inotify.wait(max(0.0, left))]
+        if not changed or (found := news(changed)) or left <= 0:
+            return found if changed else set()
+
+
 def _follow(files: LogFiles) -> Iterator[bytes]:
     with Inotify() as inotify, files:
         # Watch the directory before the first read, so no write between the read and
@@ -152,7 +164,7 @@ def _follow(files: LogFiles) -> Iterator[bytes]:
         watch_job_dir(inotify, files.log.parent, WATCH_MASK)
         while (out := files.next()) is not None:
             if isinstance(out, Wait):
-                files.reader.woke([name for _mask, name in inotify.wait(out.timeout)])
+                files.reader.woke(_wait_for_news(inotify, out.timeout))
             else:
                 yield out
 

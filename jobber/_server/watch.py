@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jobber._inotify import Inotify
 from jobber._jobs import logcut
-from jobber._jobs.follow import LIVENESS_CHECK_S, FollowReader, JobFacts, Wait
+from jobber._jobs.follow import LIVENESS_CHECK_S, FollowReader, JobFacts, Wait, news
 from jobber._jobs.job import Job
 from jobber._jobs.logs import WATCH_MASK, LogFiles
 from jobber._jobs.status import JobStatus
@@ -218,7 +218,7 @@ async def follow_log(hub: WatchHub, job: Job, offset: int, *, from_first_attempt
                 if isinstance(out, Wait):
                     # Changes are recorded while this follower writes to its client, so
                     # the wait returns at once for a write since the last read.
-                    names = await sub.wait(out.timeout)
+                    names = await _wait_for_news(sub, out.timeout)
                     if hub.closed:
                         raise ServerClosing()
                     reader.woke(names)
@@ -226,6 +226,18 @@ async def follow_log(hub: WatchHub, job: Job, offset: int, *, from_first_attempt
                     yield out
     finally:
         hub.unsubscribe(sub)
+
+
+async def _wait_for_news(sub: _Subscription, timeout: float) -> set[bytes]:
+    """What changed that a follower or waiter acts on (``follow.news``), waiting out
+    ``timeout`` through other changes (the supervisor's usage samples); empty on a timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        changed = await sub.wait(max(0.0, left))
+        if not changed or (found := news(changed)) or left <= 0:
+            return found if changed else set()
 
 
 async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
@@ -239,6 +251,6 @@ async def wait_for_end(hub: WatchHub, job: Job, timeout: float) -> JobStatus:
             left = deadline - loop.time()
             if status.ended or left <= 0 or hub.closed:
                 return status
-            await sub.wait(min(left, LIVENESS_CHECK_S))
+            await _wait_for_news(sub, min(left, LIVENESS_CHECK_S))
     finally:
         hub.unsubscribe(sub)
