@@ -50,8 +50,9 @@ def _step(top: float, powers_of_two: bool = False, whole: bool = False) -> float
 
 
 def tick_number(value: float) -> str:
-    """A tick value as a person writes it: 0.5, 1, 1.5, 64, 0.25 (at most two decimals)."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    """A tick value as a person writes it: 0.5, 1, 1.5, 64, 0.25, 0.005 (no more decimals
+    than it has, up to six: neighbouring ticks of a tiny axis never read alike)."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 

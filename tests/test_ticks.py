@@ -91,3 +91,10 @@ class TestChartAxes:
             assert f">{widest}</text>" in svg
             left = float(re.search(r'<rect x="([\d.]+)"', svg).group(1))
             assert left >= gutter_width([(0.0, widest)])
+
+
+def test_the_smallest_cpu_limit_has_distinct_tick_labels():
+    from jobber_magics._ticks import axis_ticks
+
+    labels = [label for _value, label in axis_ticks(0.01, "cpu")]
+    assert labels == ["0", "0.005 cores", "0.01 cores"] and len(set(labels)) == len(labels)
