@@ -51,8 +51,8 @@ def _step(top: float, powers_of_two: bool = False, whole: bool = False) -> float
 
 def tick_number(value: float) -> str:
     """A tick value as a person writes it: 0.5, 1, 1.5, 64, 0.25, 0.005 (no more decimals
-    than it has, up to six: neighbouring ticks of a tiny axis never read alike)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    than it has, up to three: the ticks of the smallest CPU limit, 0.01, read apart)."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 

@@ -56,7 +56,7 @@ class TestTicks:
         values = [value for value, _ in ticks]
         assert values == sorted(values) and values[-1] <= top * (1 + 1e-9)
         for _value, label in ticks[1:]:
-            assert re.fullmatch(r"\d+(\.\d{1,2})?( (cores?|B|KiB|MiB|GiB|TiB))?", label), label
+            assert re.fullmatch(r"\d+(\.\d{1,3})?( (cores?|B|KiB|MiB|GiB|TiB))?", label), label
 
     def test_nothing_to_scale_is_just_zero(self):
         assert axis_ticks(0, "cpu") == [(0.0, "0")] and axis_ticks(float("nan"), "memory") == [(0.0, "0")]
