@@ -6,6 +6,7 @@ Every row holds a figure, the baseline measured beside it in the same run, and i
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 ROWS: list[tuple[str, str, str, str]] = []
 
@@ -28,3 +29,15 @@ def print_table() -> None:
     print("|---|---|---|---|")
     for name, value, baseline, goal in ROWS:
         print(f"| {name} | {value} | {baseline} | {goal} |")
+
+
+def run_chosen(benches: dict[str, Callable[[], object]]) -> None:
+    """Run the benchmarks named on the command line (all of them when none is), then print
+    the table; an unknown name exits saying which names there are."""
+    wanted = sys.argv[1:] or list(benches)
+    unknown = set(wanted) - set(benches)
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(benches)}")
+    for name in wanted:
+        benches[name]()
+    print_table()

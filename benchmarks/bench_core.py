@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from _table import pct, print_table, row
+from _table import pct, row, run_chosen
 from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
 
@@ -255,13 +255,7 @@ def main() -> None:
         "listing": bench_listing,
         "logcap": lambda: bench_log_cap(store),
     }
-    wanted = sys.argv[1:] or list(benches)
-    unknown = set(wanted) - set(benches)
-    if unknown:
-        sys.exit(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(benches)}")
-    for name in wanted:
-        benches[name]()
-    print_table()
+    run_chosen(benches)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _table import print_table, row
+from _table import row, run_chosen
 
 _ARRAY_BYTES = 100 * 1000 * 1000
 
@@ -151,13 +151,7 @@ def bench_transfer(rounds: int = 5, nbytes: int = _ARRAY_BYTES) -> None:
 def main() -> None:
     os.environ.setdefault("JOBBER_JOBS_DIR", tempfile.mkdtemp(prefix="jobber-bench-") + "/jobs")
     benches = {"roundtrip": bench_roundtrip, "map": bench_map, "transfer": bench_transfer}
-    wanted = sys.argv[1:] or list(benches)
-    unknown = set(wanted) - set(benches)
-    if unknown:
-        sys.exit(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(benches)}")
-    for name in wanted:
-        benches[name]()
-    print_table()
+    run_chosen(benches)
 
 
 if __name__ == "__main__":

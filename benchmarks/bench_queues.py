@@ -14,11 +14,10 @@ import hashlib
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-from _table import print_table, row
+from _table import row, run_chosen
 from jobber._jobs.store import JobStore
 
 
@@ -108,13 +107,7 @@ def bench_pending_listing(count: int = 10_000) -> None:
 def main() -> None:
     os.environ.setdefault("JOBBER_JOBS_DIR", tempfile.mkdtemp(prefix="jobber-bench-") + "/jobs")
     benches = {"submit": bench_submit, "listing": bench_pending_listing}
-    wanted = sys.argv[1:] or list(benches)
-    unknown = set(wanted) - set(benches)
-    if unknown:
-        sys.exit(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(benches)}")
-    for name in wanted:
-        benches[name]()
-    print_table()
+    run_chosen(benches)
 
 
 if __name__ == "__main__":
