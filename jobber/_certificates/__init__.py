@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from jobber._certificates.chain import verify, when
 from jobber._certificates.facts import Facts, Pool
+from jobber._certificates.lifecycle import revocations_dir, revoked_on
 from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, pem_bytes, read_file
 from jobber._certificates.pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
 from jobber._errors import CertificateError
@@ -156,13 +157,20 @@ class Certificate(Forwarding):
             The certificate (the leaf; `bytes` returns it without the intermediates).
 
         Raises:
-            CertificateError: the input is not a usable certificate, or the pool would
-                not accept it; the message says why and what to do.
+            CertificateError: the input is not a usable certificate, the pool would
+                not accept it, or it was revoked (``jobber certs revoke``); the message
+                says why and what to do.
             TypeError: ``pem`` is neither bytes nor str.
         """
         leaf, intermediates = parse_input(pem_bytes(pem))
         verify(leaf, intermediates, _load_pool(root), datetime.now(timezone.utc))
-        return cls(leaf.cert)
+        cert = cls(leaf.cert)
+        revoked = revoked_on(default_root(root), cert.hash())
+        if revoked is not None:
+            raise CertificateError(
+                f"the certificate {leaf.label} was revoked on {revoked:%Y-%m-%d} (recorded in "
+                f"{revocations_dir(default_root(root))}): ask the pool's administrator for a new one")
+        return cert
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str],

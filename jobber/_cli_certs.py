@@ -1,0 +1,209 @@
+"""The ``jobber certs`` commands: a team's certificates, from the demo pool to revocation.
+
+    jobber certs init-demo ~/.jobber-demo        a CA, two clients, a server and a pool
+    jobber certs issue alice --days 90 --out .   alice.pem and alice.key, signed by the pool's CA
+    jobber certs list [--json]                   who the pool admits, until when, revoked or not
+    jobber certs check alice.pem                 valid or why not, for whom, its hash
+    jobber certs revoke alice.pem                (or its hash) refused from now on, here and by a server
+
+Kept apart from ``cli.py``, which calls `run_certs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._certificates.lifecycle import expiry_warning, normalize_hash, revocations_dir, revoke, revoked_on
+from jobber._certificates.pool import MAX_PEM_BYTES, parse_input, read_file
+from jobber._errors import CertificateError, JobberError
+
+__all__ = ["issued_dir", "pool_identities", "run_certs"]
+
+
+def issued_dir(root: Path) -> Path:
+    """Where ``jobber certs issue`` keeps a copy of each certificate it issued (for ``list``)."""
+    return root / "pool" / "issued"
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    """Run ``jobber certs ACTION`` (no action: ``list``)."""
+    action = {"check": _check, "init-demo": _init_demo, "issue": _issue, "revoke": _revoke}
+    return action.get(args.certs_action, _list)(args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        cert = Certificate.from_file(args.file, root=args.root)
+    except JobberError:
+        hint = _ca_hint(args.file)
+        if hint:
+            raise JobberError(hint) from None
+        raise
+    if args.hash:
+        print(cert.hash())
+        return 0
+    print(f"{args.file}: valid, a client identity of the pool {default_root(args.root) / 'pool'}")
+    print(f"  for      {cert.subject}")
+    print(f"  issuer   {cert.issuer}")
+    print(f"  valid    {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}"
+          + (f" ({(cert.not_after - datetime.now(cert.not_after.tzinfo)).days} days left)"))
+    print(f"  sha256   {cert.hash()}  (its jobs live under this name)")
+    warning = expiry_warning(cert.not_after)
+    if warning:
+        print(f"  warning  {warning}")
+    return 0
+
+
+def _init_demo(args: argparse.Namespace) -> int:
+    from jobber._certificates.demo import init_demo
+
+    paths = init_demo(args.directory, force=args.force)
+    for name, path in paths.items():
+        print(f"{name:<12} {path}")
+    print(f"\nexport JOBBER_ROOT={os.path.abspath(args.directory)} "
+          f"JOBBER_CERT={os.path.abspath(paths['client'])}")
+    return 0
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from jobber._certificates.issue import issue_client
+
+    root = default_root(args.root)
+    paths = issue_client(args.name, root, days=args.days, ca_key=args.ca_key, out=args.out, force=args.force)
+    cert = Certificate.from_file(paths["cert"], root)  # what the pool and a server will decide
+    _keep_copy(root, cert)
+    print(f"issued {cert.subject}, valid until {cert.not_after:%Y-%m-%d %H:%M} UTC, signed by {cert.issuer} "
+          f"({paths['ca']})")
+    print(f"  certificate  {paths['cert']}")
+    print(f"  key          {paths['key']}  (mode 0600: give it to {args.name} alone)")
+    print(f"  sha256       {cert.hash()}")
+    print(f"  revoke with  jobber certs revoke {cert.hash()}")
+    return 0
+
+
+def _keep_copy(root: Path, cert: Certificate) -> None:
+    # Best effort: the copy only lets `list` show what was issued; the issue itself succeeded.
+    directory = issued_dir(root)
+    try:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o755)
+        path = directory / f"{cert.hash()}.pem"
+        path.write_bytes(cert.bytes())
+        os.chmod(path, 0o644)
+    except OSError as err:
+        print(f"note: cannot keep a copy in {directory} ({err.strerror or err}): `jobber certs list` "
+              f"will not show it", file=sys.stderr)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    root = default_root(args.root)
+    sha256, subject = _target(args.target, root)
+    path, moment = revoke(root, sha256, subject)
+    print(f"revoked {subject or sha256} on {moment:%Y-%m-%d %H:%M} UTC (recorded in {path})")
+    print("  Certificate.from_pem refuses it from now on, and a running jobber server from its next "
+          "request; its jobs are kept on disk")
+    return 0
+
+
+def _target(target: str, root: Path) -> tuple[str, str]:
+    """The hash and subject of CERT|HASH: a PEM file, or a hash of a pool or issued certificate."""
+    sha256 = normalize_hash(target)
+    if sha256 is None:
+        if not os.path.exists(target):
+            raise CertificateError(f"{target} is neither a certificate file nor a SHA-256 hash (64 hex digits, "
+                                   f"as `jobber certs list` and `jobber certs check --hash` print it)")
+        leaf, _ = parse_input(read_file(target, MAX_PEM_BYTES, "the certificate file"))
+        cert = Certificate(leaf.cert)  # valid or not: an expired certificate can be revoked too
+        return cert.hash(), cert.subject
+    known = {item["sha256"]: item["subject"] for item in pool_identities(root)}
+    return sha256, known.get(sha256, "")
+
+
+def pool_identities(root: Path, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every identity the pool knows: its certificates, the ones issued here, the revoked ones.
+
+    Returns:
+        One dict per certificate: subject, sha256, issuer, kind ("ca", "pinned",
+        "issued" or "revoked" when only its revocation is known), not_after (ISO, or
+        None), revoked_on (ISO date, or None), warning (an expiry warning, or None), file.
+    """
+    from jobber._certificates.facts import is_ca_file
+
+    now = now or datetime.now(timezone.utc)
+    items: dict[str, dict[str, Any]] = {}
+
+    def add(cert: Certificate, kind: str, file: str) -> None:
+        revoked = revoked_on(root, cert.hash())
+        items.setdefault(cert.hash(), {
+            "subject": cert.subject, "sha256": cert.hash(), "issuer": cert.issuer, "kind": kind,
+            "not_after": cert.not_after.isoformat(), "revoked_on": revoked and f"{revoked:%Y-%m-%d}",
+            "warning": None if revoked else expiry_warning(cert.not_after, now, "it"), "file": file})
+
+    from jobber._certificates.pool import load_pool
+
+    pool = load_pool(root / "pool")
+    for entry in pool.entries:
+        ca = pool.is_ca(entry) or is_ca_file(entry.origin)
+        add(Certificate(entry.cert), "ca" if ca else "pinned", entry.origin)
+    for path in sorted(issued_dir(root).glob("*.pem")) if issued_dir(root).is_dir() else []:
+        try:
+            leaf, _ = parse_input(read_file(str(path), MAX_PEM_BYTES, "the issued certificate"))
+        except CertificateError:
+            continue  # a damaged copy: it only served the listing
+        add(Certificate(leaf.cert), "issued", str(path))
+    records = revocations_dir(root)
+    for path in sorted(records.iterdir()) if records.is_dir() else []:
+        if path.name in items or normalize_hash(path.name) != path.name:
+            continue
+        revoked = revoked_on(root, path.name)
+        lines = path.read_text(errors="replace").splitlines()
+        items[path.name] = {"subject": lines[1] if len(lines) > 1 else "", "sha256": path.name, "issuer": "",
+                            "kind": "revoked", "not_after": None,
+                            "revoked_on": revoked and f"{revoked:%Y-%m-%d}", "warning": None, "file": str(path)}
+    return list(items.values())
+
+
+def _list(args: argparse.Namespace) -> int:
+    root = default_root(args.root)
+    get_client_certificates(args.root)  # an unreadable pool says so, with the fix
+    items = pool_identities(root)
+    if getattr(args, "json", False):
+        print(json.dumps({"pool": str(root / "pool"), "identities": items}, indent=1))
+        return 0
+    if not items:
+        print(f"the pool {root / 'pool'} is empty: add PEM files there, or run `jobber certs init-demo DIR`")
+        return 0
+    print(f"pool: {root / 'pool'}")
+    print(f"{'SUBJECT':<32} {'KIND':<7} {'ISSUER':<24} {'NOT AFTER':<16} {'STATUS':<18} SHA256")
+    for item in items:
+        status = (f"revoked {item['revoked_on']}" if item["revoked_on"] else
+                  "EXPIRES SOON" if item["warning"] and "expires" in item["warning"] else
+                  "EXPIRED" if item["warning"] else "admitted")
+        until = item["not_after"][:16].replace("T", " ") if item["not_after"] else "-"
+        print(f"{item['subject'][:32]:<32} {item['kind']:<7} {item['issuer'][:24]:<24} {until:<16} "
+              f"{status:<18} {item['sha256']}")
+    return 0
+
+
+def _ca_hint(path: str) -> str | None:
+    """What to say when the CA's certificate is given where a client's is meant, else None."""
+    try:
+        from cryptography import x509
+
+        parsed = x509.load_pem_x509_certificate(open(path, "rb").read())
+    except (OSError, ValueError):
+        return None
+    cert = Certificate(parsed)
+    if not cert.is_ca:
+        return None
+    client = os.path.join(os.path.dirname(path) or ".", "client.pem")
+    return (f"{path} is the CA certificate ({cert.subject}): it issues identities but is not one; "
+            f"use your client certificate instead" + (f", e.g. {client}" if os.path.exists(client) else ""))
