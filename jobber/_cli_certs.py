@@ -15,21 +15,16 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
-from jobber._certificates.lifecycle import expiry_warning, normalize_hash, revocations_dir, revoke, revoked_on
+from jobber._certificates.lifecycle import issued_dir, normalize_hash, revoke
+from jobber._certificates.listing import pool_identities
 from jobber._certificates.pool import MAX_PEM_BYTES, parse_input, read_file
 from jobber._errors import CertificateError, JobberError
 
-__all__ = ["issued_dir", "pool_identities", "run_certs"]
-
-
-def issued_dir(root: Path) -> Path:
-    """Where ``jobber certs issue`` keeps a copy of each certificate it issued (for ``list``)."""
-    return root / "pool" / "issued"
+__all__ = ["run_certs"]
 
 
 def run_certs(args: argparse.Namespace) -> int:
@@ -55,7 +50,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"  valid    {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}"
           + (f" ({(cert.not_after - datetime.now(cert.not_after.tzinfo)).days} days left)"))
     print(f"  sha256   {cert.hash()}  (its jobs live under this name)")
-    warning = expiry_warning(cert.not_after)
+    warning = cert.expiry_warning()
     if warning:
         print(f"  warning  {warning}")
     return 0
@@ -78,7 +73,8 @@ def _issue(args: argparse.Namespace) -> int:
     root = default_root(args.root)
     paths = issue_client(args.name, root, days=args.days, ca_key=args.ca_key, out=args.out, force=args.force)
     cert = Certificate.from_file(paths["cert"], root)  # what the pool and a server will decide
-    _keep_copy(root, cert)
+    if paths["copy"] is None:
+        print(f"note: cannot keep a copy in {issued_dir(root)}: `jobber certs list` will not show it", file=sys.stderr)
     print(f"issued {cert.subject}, valid until {cert.not_after:%Y-%m-%d %H:%M} UTC, signed by {cert.issuer} "
           f"({paths['ca']})")
     print(f"  certificate  {paths['cert']}")
@@ -86,21 +82,6 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"  sha256       {cert.hash()}")
     print(f"  revoke with  jobber certs revoke {cert.hash()}")
     return 0
-
-
-def _keep_copy(root: Path, cert: Certificate) -> None:
-    # Best effort: the copy only lets `list` show what was issued; the issue itself succeeded.
-    directory = issued_dir(root)
-    try:
-        if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(directory, 0o755)
-        path = directory / f"{cert.hash()}.pem"
-        path.write_bytes(cert.bytes())
-        os.chmod(path, 0o644)
-    except OSError as err:
-        print(f"note: cannot keep a copy in {directory} ({err.strerror or err}): `jobber certs list` "
-              f"will not show it", file=sys.stderr)
 
 
 def _revoke(args: argparse.Namespace) -> int:
@@ -125,50 +106,6 @@ def _target(target: str, root: Path) -> tuple[str, str]:
         return cert.hash(), cert.subject
     known = {item["sha256"]: item["subject"] for item in pool_identities(root)}
     return sha256, known.get(sha256, "")
-
-
-def pool_identities(root: Path, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Every identity the pool knows: its certificates, the ones issued here, the revoked ones.
-
-    Returns:
-        One dict per certificate: subject, sha256, issuer, kind ("ca", "pinned",
-        "issued" or "revoked" when only its revocation is known), not_after (ISO, or
-        None), revoked_on (ISO date, or None), warning (an expiry warning, or None), file.
-    """
-    from jobber._certificates.facts import is_ca_file
-
-    now = now or datetime.now(timezone.utc)
-    items: dict[str, dict[str, Any]] = {}
-
-    def add(cert: Certificate, kind: str, file: str) -> None:
-        revoked = revoked_on(root, cert.hash())
-        items.setdefault(cert.hash(), {
-            "subject": cert.subject, "sha256": cert.hash(), "issuer": cert.issuer, "kind": kind,
-            "not_after": cert.not_after.isoformat(), "revoked_on": revoked and f"{revoked:%Y-%m-%d}",
-            "warning": None if revoked else expiry_warning(cert.not_after, now, "it"), "file": file})
-
-    from jobber._certificates.pool import load_pool
-
-    pool = load_pool(root / "pool")
-    for entry in pool.entries:
-        ca = pool.is_ca(entry) or is_ca_file(entry.origin)
-        add(Certificate(entry.cert), "ca" if ca else "pinned", entry.origin)
-    for path in sorted(issued_dir(root).glob("*.pem")) if issued_dir(root).is_dir() else []:
-        try:
-            leaf, _ = parse_input(read_file(str(path), MAX_PEM_BYTES, "the issued certificate"))
-        except CertificateError:
-            continue  # a damaged copy: it only served the listing
-        add(Certificate(leaf.cert), "issued", str(path))
-    records = revocations_dir(root)
-    for path in sorted(records.iterdir()) if records.is_dir() else []:
-        if path.name in items or normalize_hash(path.name) != path.name:
-            continue
-        revoked = revoked_on(root, path.name)
-        lines = path.read_text(errors="replace").splitlines()
-        items[path.name] = {"subject": lines[1] if len(lines) > 1 else "", "sha256": path.name, "issuer": "",
-                            "kind": "revoked", "not_after": None,
-                            "revoked_on": revoked and f"{revoked:%Y-%m-%d}", "warning": None, "file": str(path)}
-    return list(items.values())
 
 
 def _list(args: argparse.Namespace) -> int:

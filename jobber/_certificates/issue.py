@@ -10,6 +10,7 @@ needs and nothing more: basicConstraints CA:FALSE (critical), keyUsage digitalSi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from jobber._certificates.lifecycle import issued_dir
 from jobber._certificates.pool import load_pool, read_file
 from jobber._errors import CertificateError
 
@@ -79,7 +81,9 @@ def issue_client(name: str, root: Path, *, days: int = 365, ca_key: str | os.Pat
         now: the moment of issue (default: now).
 
     Returns:
-        ``{"cert": path, "key": path, "ca": the pool file of the CA}``.
+        ``{"cert": path, "key": path, "ca": the pool file of the CA, "copy": the copy
+        kept in ``<root>/pool/issued/`` for ``jobber certs list``, or None when the pool
+        is not writable}``.
 
     Raises:
         CertificateError: a bad name or days, no usable CA key or CA, existing files, or
@@ -139,7 +143,22 @@ def issue_client(name: str, root: Path, *, days: int = 365, ca_key: str | os.Pat
         raise CertificateError(f"cannot write to {directory}: {err.strerror or err}; choose a writable --out",
                                path=str(directory)) from err
     ca_file = next(e.origin for e in load_pool(root / "pool").entries if e.cert == ca)
-    return {**paths, "ca": Path(ca_file)}
+    return {**paths, "ca": Path(ca_file), "copy": _keep_copy(root, cert)}
+
+
+def _keep_copy(root: Path, cert: x509.Certificate) -> Path | None:
+    """Best effort: the copy only lets ``jobber certs list`` show what was issued."""
+    directory = issued_dir(root)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    path = directory / f"{hashlib.sha256(der).hexdigest()}.pem"
+    try:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o755)  # readable by a server running as another user
+        _write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    except OSError:
+        return None
+    return path
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jobber._errors import CertificateError
 
-__all__ = ["EXPIRY_WARNING_DAYS", "expiry_warning", "normalize_hash", "revocations_stamp", "revoke",
+__all__ = ["EXPIRY_WARNING_DAYS", "expiry_warning", "issued_dir", "normalize_hash", "revocations_stamp", "revoke",
            "revoked_on"]
 
 EXPIRY_WARNING_DAYS = 14
@@ -36,6 +36,11 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 def revocations_dir(root: Path) -> Path:
     """Where the revocations of the jobber root ``root`` are recorded."""
     return root / "pool" / "revoked"
+
+
+def issued_dir(root: Path) -> Path:
+    """Where ``jobber certs issue`` keeps a copy of each certificate it issued (for ``list``)."""
+    return root / "pool" / "issued"
 
 
 def normalize_hash(text: str) -> str | None:
@@ -142,6 +147,6 @@ def expiry_warning(not_after: datetime, now: datetime | None = None, what: str =
         return f"{what} expired on {not_after:%Y-%m-%d %H:%M} UTC: {renew}"
     if left > timedelta(days=EXPIRY_WARNING_DAYS):
         return None
-    days = left.days
+    days = round(left / timedelta(days=1))  # issued for 3 days and checked at once: "in 3 days"
     span = f"in {days} day{'s' if days != 1 else ''}" if days else "within a day"
     return f"{what} expires {span} ({not_after:%Y-%m-%d %H:%M} UTC): {renew} before then"

@@ -48,7 +48,8 @@ from typing import Any
 from cryptography import x509
 
 from jobber._certificates import MAX_PEM_BYTES, Certificate, default_root, get_client_certificates, tls_trust_store
-from jobber._certificates.lifecycle import expiry_warning, revocations_stamp, revoked_on
+from jobber._certificates.lifecycle import expiry_warning, revocations_stamp
+from jobber._certificates.listing import pool_identities
 from jobber._errors import CertificateError, JobberError
 
 __all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "send_tls_alerts",
@@ -81,7 +82,8 @@ def _file_stamp(path: str) -> tuple:
 
 
 def expiry_warnings(cert: str, root: Path, now: datetime | None = None) -> list[str]:
-    """Warnings for the server's certificate and the pool's that expire within 14 days."""
+    """Warnings for the server's certificate, and the pool's and issued ones not revoked,
+    that expire within 14 days (or have expired)."""
     warnings = []
     try:
         with open(cert, "rb") as file:
@@ -90,12 +92,11 @@ def expiry_warnings(cert: str, root: Path, now: datetime | None = None) -> list[
     except (OSError, ValueError):
         pass  # loading the chain said why, or will at the next reload
     try:
-        pool = get_client_certificates(root)
-    except CertificateError:
-        pool = []
-    revoked = {c.hash() for c in pool if revoked_on(root, c.hash()) is not None}
-    warnings += [expiry_warning(c.not_after, now, f"the pool's certificate {c.subject} (sha256 {c.hash()[:16]}…)")
-                 for c in pool if c.hash() not in revoked]
+        identities = pool_identities(root, now)
+    except (CertificateError, OSError):
+        identities = []  # the pool's own errors are logged where it is loaded
+    warnings += [f"the {item['kind']} certificate {item['subject']} (sha256 {item['sha256'][:16]}…): "
+                 f"{item['warning']}" for item in identities if item["warning"]]
     return [w for w in warnings if w]
 
 
