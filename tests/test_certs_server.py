@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -175,3 +176,20 @@ class TestServerCertificate:
             conn.close()
         assert "the server's certificate or key changed" in own_server.log()
         assert "the server's certificate" in own_server.log() and "expires in 3 days" in own_server.log()
+
+    def test_sighup_reloads_at_once_and_keeps_connections(self, demo_pool, own_server, tmp_path):
+        cert, key = member(demo_pool, tmp_path, "hugo")
+        api = Api(own_server.url, cert, key, demo_pool["ca"])
+        kept = api.connection()
+        kept.request("GET", "/v1/jobs")
+        assert kept.getresponse().read()
+        warned = own_server.log().count("expires in 3 days")  # at start
+        assert warned
+        own_server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: own_server.log().count("expires in 3 days") == 2 * warned, timeout=10,
+                 what="the reload's expiry warnings")
+        assert "SIGHUP: reloading" in own_server.log() and own_server.proc.poll() is None
+        kept.request("GET", "/v1/jobs")  # the connection made before the reload still works
+        assert kept.getresponse().status == 200
+        kept.close()
+        assert api("GET", "/v1/jobs").status == 200

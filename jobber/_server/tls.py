@@ -52,7 +52,8 @@ from jobber._certificates.lifecycle import expiry_warning, revocations_stamp
 from jobber._certificates.listing import pool_identities
 from jobber._errors import CertificateError, JobberError
 
-__all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "send_tls_alerts",
+__all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "reload_ssl_context",
+           "send_tls_alerts",
            "unverified_identity"]
 
 log = logging.getLogger("jobber.server")
@@ -165,6 +166,16 @@ class PoolContexts:
             log.warning("%s", warning)
         return ctx
 
+    def reload(self) -> None:
+        """Rebuild the context from the files as they are now (``jobber serve`` on SIGHUP)."""
+        log.info("SIGHUP: reloading the pool and the server's certificate and key")
+        try:
+            self._build()
+        except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
+            log.warning("cannot reload the pool or the server's certificate, keeping the previous one: %s", err)
+            return
+        self._log_expiry()
+
     def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
         stamp, old = self._stamps(), self._stamp
         try:
@@ -214,6 +225,13 @@ def send_tls_alerts() -> None:
 
     protocol._on_handshake_complete = on_handshake_complete
     protocol._jobber_sends_alerts = True
+
+
+def reload_ssl_context(ctx: ssl.SSLContext) -> None:
+    """Rebuild a context `make_ssl_context` made from its files now (for SIGHUP); else nothing."""
+    contexts = getattr(ctx.sni_callback, "__self__", None)
+    if isinstance(contexts, PoolContexts):
+        contexts.reload()
 
 
 def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
