@@ -105,8 +105,15 @@ class TestIssue:
         with pytest.raises(CertificateError, match="is not a PEM private key"):
             issue_client("eve", pool["root"], ca_key=pool["ca"], out=tmp_path / "out")
 
-    def test_validity_ends_with_the_cas(self, pool, tmp_path):
-        paths = issue_client("frank", pool["root"], days=10000, out=tmp_path)
+    def test_an_expired_ca_issues_nothing(self, pool, tmp_path):
+        later = datetime.now(timezone.utc) + timedelta(days=400)  # the demo CA lasts 365 days
+        with pytest.raises(CertificateError, match="expired on .*: put a renewed CA in the pool"):
+            issue_client("old", pool["root"], out=tmp_path / "out", now=later)
+        assert not (tmp_path / "out").exists()
+
+    @pytest.mark.parametrize("days", [10000, 10**12])
+    def test_validity_ends_with_the_cas(self, pool, tmp_path, days):
+        paths = issue_client("frank", pool["root"], days=days, out=tmp_path)
         ca = x509.load_pem_x509_certificate(pool["ca"].read_bytes())
         cert = x509.load_pem_x509_certificate(paths["cert"].read_bytes())
         assert cert.not_valid_after_utc == ca.not_valid_after_utc

@@ -111,7 +111,12 @@ def issue_client(name: str, root: Path, *, days: int = 365, ca_key: str | os.Pat
         raise CertificateError(f"{existing[0]} exists: pass --force to replace it, or choose another --out",
                                path=str(existing[0]))
     now = now or dt.datetime.now(dt.timezone.utc)
-    not_after = min(now + dt.timedelta(days=days), ca.not_valid_after_utc)
+    if ca.not_valid_after_utc <= now:
+        raise CertificateError(f"the CA {ca.subject.rfc4514_string()} expired on {ca.not_valid_after_utc:%Y-%m-%d}: "
+                               f"put a renewed CA in the pool and pass its key with --ca-key")
+    # Never past the CA's own expiry (compared in days first: a huge --days must not overflow).
+    ca_left = ca.not_valid_after_utc - now
+    not_after = ca.not_valid_after_utc if days > ca_left.days else now + dt.timedelta(days=days)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
     subject[:0] = ca.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[:1]
