@@ -5,6 +5,7 @@
     jobber certs list [--json]                   who the pool admits, until when, revoked or not
     jobber certs check alice.pem                 valid or why not, for whom, its hash
     jobber certs revoke alice.pem                (or its hash) refused from now on, here and by a server
+    jobber certs jobs HASH [--stop]              an identity's jobs (a revoked one's), stopped if asked
 
 Kept apart from ``cli.py``, which calls `run_certs`.
 """
@@ -29,7 +30,7 @@ __all__ = ["run_certs"]
 
 def run_certs(args: argparse.Namespace) -> int:
     """Run ``jobber certs ACTION`` (no action: ``list``)."""
-    action = {"check": _check, "init-demo": _init_demo, "issue": _issue, "revoke": _revoke}
+    action = {"check": _check, "init-demo": _init_demo, "issue": _issue, "revoke": _revoke, "jobs": _jobs}
     return action.get(args.certs_action, _list)(args)
 
 
@@ -91,6 +92,26 @@ def _revoke(args: argparse.Namespace) -> int:
     print(f"revoked {subject or sha256} on {moment:%Y-%m-%d %H:%M} UTC (recorded in {path})")
     print("  Certificate.from_pem refuses it from now on, and a running jobber server from its next "
           "request; its jobs are kept on disk")
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """An administrator's view of one identity's jobs (a revoked one's too), by its hash."""
+    from jobber._jobs.store import JobStore, jobs_dir
+
+    sha256 = normalize_hash(args.hash)
+    if sha256 is None:
+        raise CertificateError(f"{args.hash!r} is not a SHA-256 hash: pass the 64 hex digits `jobber certs list` "
+                               f"prints")
+    jobs = JobStore(sha256).get_jobs()
+    if not jobs:
+        print(f"no jobs of {sha256[:16]}… in {jobs_dir()} (a server's jobs: set JOBBER_JOBS_DIR to its directory)")
+        return 0
+    for job in jobs:
+        status = job.status()
+        if args.stop and status.state in ("running", "pending"):
+            status = job.stop(grace=args.grace)
+        print(f"{job.id:>6}  {status.describe():<40}  {job.command[:60]}")
     return 0
 
 

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Record a revocation in ROOT/pool/revoked/HASH: from_pem and a running "
                                   "server refuse the certificate from its next use; its jobs are kept.")
     revoke.add_argument("target", metavar="CERT|HASH", help="the certificate's PEM file, or its SHA-256 hash")
+    owned = certs_sub.add_parser("jobs", help="an identity's jobs by its hash (a revoked one's too); --stop stops them",
+                                 description="For an administrator: the jobs of an identity in this jobs directory "
+                                 "(JOBBER_JOBS_DIR; a server's is its own), also after its certificate was revoked.")
+    owned.add_argument("hash", metavar="HASH", help="the identity's SHA-256 hash, as `jobber certs list` prints it")
+    owned.add_argument("--stop", action="store_true", help="stop its running jobs")
+    owned.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
 
     doctor = sub.add_parser("doctor", help="what confines jobs here, each limit, and the fixes",
                             description="Check this host and user as the next job will meet them: the cgroup "

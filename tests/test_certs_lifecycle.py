@@ -255,3 +255,24 @@ class TestExpiry:
             shell.reset(new_session=False)
         assert captured.stdout.splitlines()[1].startswith("Warning: this certificate expires in 3 days")
         assert "Warning" not in quiet.stdout
+
+
+class TestJobsOfARevokedIdentity:
+    def test_an_administrator_lists_and_stops_them(self, pool, tmp_path, monkeypatch):
+        paths = issue_client("leaver", pool["root"], out=tmp_path)
+        cert = Certificate.from_file(paths["cert"], root=pool["root"])
+        monkeypatch.setenv("JOBBER_ROOT", str(pool["root"]))
+        job = cert.new_job("sleep 300")
+        job.start()
+        revoke(pool["root"], cert.hash(), cert.subject)
+        listed = jobber(pool["root"], "certs", "jobs", cert.hash())
+        assert listed.returncode == 0, listed.stderr
+        assert f"{job.id:>6}  running" in listed.stdout and "sleep 300" in listed.stdout
+        stopped = jobber(pool["root"], "certs", "jobs", cert.hash(), "--stop", "--grace", "1")
+        assert stopped.returncode == 0, stopped.stderr
+        assert job.status().state == "stopped"
+        assert job.path.is_dir()  # kept, log and all
+
+    def test_a_bad_hash_says_what_to_pass(self, pool):
+        out = jobber(pool["root"], "certs", "jobs", "alice")
+        assert out.returncode == 1 and "not a SHA-256 hash" in out.stderr
