@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "older than --older-than (default a day); running jobs are never touched.")
     JobFlags.add_to(prune, JobFlags.PRUNE)
 
-    certs = sub.add_parser("certs", help="list the pool, check a certificate, make a demo pool")
+    certs = sub.add_parser("certs", help="a team's certificates: list, check, issue, revoke, make a demo pool")
     certs_sub = certs.add_subparsers(dest="certs_action", metavar="ACTION")
     check = certs_sub.add_parser("check", help="validate a PEM against the pool: valid or why not, for whom, its hash")
     check.add_argument("file")
@@ -110,6 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = certs_sub.add_parser("init-demo", help="make a demo CA, client and server certificates and a pool")
     demo.add_argument("directory")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
+    issue = certs_sub.add_parser("issue", help="issue a client certificate NAME.pem and key NAME.key, signed by the "
+                                 "pool's CA", description="Make a client certificate for a new member, signed by the "
+                                 "pool's CA (the pool certificate whose key --ca-key is), and its key (mode 0600).")
+    issue.add_argument("name", help="the member's name: the certificate's CN and the files' name")
+    issue.add_argument("--days", type=int, default=365, help="how long it is valid (default 365)")
+    issue.add_argument("--ca-key", metavar="PATH", help="the CA's private key (default ROOT/ca.key)")
+    issue.add_argument("--out", metavar="DIR", default=".", help="where to write NAME.pem and NAME.key (default .)")
+    issue.add_argument("--force", action="store_true", help="overwrite existing files")
+    listing = certs_sub.add_parser("list", help="every identity the pool admits: subject, hash, issuer, expiry, revoked")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    revoke = certs_sub.add_parser("revoke", help="refuse a certificate from now on (here and on a running server)",
+                                  description="Record a revocation in ROOT/pool/revoked/HASH: from_pem and a running "
+                                  "server refuse the certificate from its next use; its jobs are kept.")
+    revoke.add_argument("target", metavar="CERT|HASH", help="the certificate's PEM file, or its SHA-256 hash")
+    owned = certs_sub.add_parser("jobs", help="an identity's jobs by its hash (a revoked one's too); --stop stops them",
+                                 description="For an administrator: the jobs of an identity in this jobs directory "
+                                 "(JOBBER_JOBS_DIR; a server's is its own), also after its certificate was revoked.")
+    owned.add_argument("hash", metavar="HASH", help="the identity's SHA-256 hash, as `jobber certs list` prints it")
+    owned.add_argument("--stop", action="store_true", help="stop its running jobs")
+    owned.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
 
     doctor = sub.add_parser("doctor", help="what confines jobs here, each limit, and the fixes",
                             description="Check this host and user as the next job will meet them: the cgroup "

@@ -225,4 +225,8 @@ def _identity(root: str | os.PathLike[str] | None) -> list[Check]:
         checks.append(Check("identity", False, f"{cert}: {err}", "use a client certificate the pool accepts"))
         return checks
     checks.append(Check("identity", True, f"{identity.subject} ({cert}), jobs under {identity.hash()[:12]}…"))
+    warning = identity.expiry_warning()
+    if warning:
+        checks.append(Check("identity expiry", False, f"{cert}: {warning}",
+                            "ask the pool's administrator for a new one (jobber certs issue NAME), then use it"))
     return checks

@@ -23,9 +23,9 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 
-from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._certificates import Certificate
+from jobber._cli_certs import run_certs
 from jobber._cli_parser import build_parser
 from jobber._cli_queue import run_queue, run_sweep
 from jobber._errors import JobberError
@@ -313,63 +313,6 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _certs(args: argparse.Namespace) -> int:
-    if args.certs_action == "check":
-        try:
-            cert = Certificate.from_file(args.file, root=args.root)
-        except JobberError:
-            hint = _ca_hint(args.file)
-            if hint:
-                raise JobberError(hint) from None
-            raise
-        if args.hash:
-            print(cert.hash())
-            return 0
-        print(f"{args.file}: valid, a client identity of the pool {default_root(args.root) / 'pool'}")
-        print(f"  for      {cert.subject}")
-        print(f"  issuer   {cert.issuer}")
-        print(f"  valid    {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}"
-              + (f" ({(cert.not_after - datetime.now(cert.not_after.tzinfo)).days} days left)"))
-        print(f"  sha256   {cert.hash()}  (its jobs live under this name)")
-        return 0
-    if args.certs_action == "init-demo":
-        from jobber._certificates.demo import init_demo
-
-        paths = init_demo(args.directory, force=args.force)
-        for name, path in paths.items():
-            print(f"{name:<12} {path}")
-        print(f"\nexport JOBBER_ROOT={os.path.abspath(args.directory)} "
-              f"JOBBER_CERT={os.path.abspath(paths['client'])}")
-        return 0
-    root = default_root(args.root)
-    certs = get_client_certificates(args.root)
-    if not certs:
-        print(f"the pool {root / 'pool'} is empty: add PEM files there, or run `jobber certs init-demo DIR`")
-        return 0
-    print(f"pool: {root / 'pool'}")
-    print(f"{'SUBJECT':<40} {'CA':<3} {'NOT AFTER':<20} HASH")
-    for cert in certs:
-        print(f"{cert.subject[:40]:<40} {'yes' if cert.is_ca else 'no':<3} "
-              f"{cert.not_after:%Y-%m-%d %H:%M}     {cert.hash()}")
-    return 0
-
-
-def _ca_hint(path: str) -> str | None:
-    """What to say when the CA's certificate is given where a client's is meant, else None."""
-    try:
-        from cryptography import x509
-
-        parsed = x509.load_pem_x509_certificate(open(path, "rb").read())
-    except (OSError, ValueError):
-        return None
-    cert = Certificate(parsed)
-    if not cert.is_ca:
-        return None
-    client = os.path.join(os.path.dirname(path) or ".", "client.pem")
-    return (f"{path} is the CA certificate ({cert.subject}): it issues identities but is not one; "
-            f"use your client certificate instead" + (f", e.g. {client}" if os.path.exists(client) else ""))
-
-
 def _doctor(args: argparse.Namespace) -> int:
     from jobber._doctor import diagnose
 
@@ -404,7 +347,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 _ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop, "rerun": _rerun, "rm": _rm,
             "prune": _prune, "sweep": _sweep, "queue": _queue,
-            "certs": _certs, "doctor": _doctor, "serve": _serve}
+            "certs": run_certs, "doctor": _doctor, "serve": _serve}
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

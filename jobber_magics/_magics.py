@@ -211,6 +211,8 @@ class JobberMagics(Magics):
             raise
         self._session = self._identity = cert
         print(f"Jobs now run on this host as {cert.subject}.")
+        if cert.expiry_warning():  # a certificate about to expire: say so where it is chosen
+            print(f"Warning: {cert.expiry_warning()}")
         return None
 
     @magic_arguments(name="%jobber_run")  # the usage line then reads %%jobber_run

@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from jobber._certificates.chain import verify, when
 from jobber._certificates.facts import Facts, Pool
+from jobber._certificates.lifecycle import expiry_warning, revocations_dir, revoked_on
 from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, pem_bytes, read_file
 from jobber._certificates.pool import clear_cache as _clear_cache  # noqa: F401 - re-exported for tests
 from jobber._errors import CertificateError
@@ -156,13 +157,20 @@ class Certificate(Forwarding):
             The certificate (the leaf; `bytes` returns it without the intermediates).
 
         Raises:
-            CertificateError: the input is not a usable certificate, or the pool would
-                not accept it; the message says why and what to do.
+            CertificateError: the input is not a usable certificate, the pool would
+                not accept it, or it was revoked (``jobber certs revoke``); the message
+                says why and what to do.
             TypeError: ``pem`` is neither bytes nor str.
         """
         leaf, intermediates = parse_input(pem_bytes(pem))
         verify(leaf, intermediates, _load_pool(root), datetime.now(timezone.utc))
-        return cls(leaf.cert)
+        cert = cls(leaf.cert)
+        revoked = revoked_on(default_root(root), cert.hash())
+        if revoked is not None:
+            raise CertificateError(
+                f"the certificate {leaf.label} was revoked on {revoked:%Y-%m-%d} (recorded in "
+                f"{revocations_dir(default_root(root))}): ask the pool's administrator for a new one")
+        return cert
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str],
@@ -215,6 +223,17 @@ class Certificate(Forwarding):
     def not_after(self) -> datetime:
         """The end of the validity period, an aware UTC datetime."""
         return self._cert.not_valid_after_utc
+
+    def expiry_warning(self, now: datetime | None = None) -> str | None:
+        """A warning when the certificate expires within 14 days (or has expired), else None.
+
+        Args:
+            now: the moment to judge at (default: now).
+
+        Returns:
+            The warning, with the date and what to do, or None.
+        """
+        return expiry_warning(self.not_after, now)
 
     @property
     def is_ca(self) -> bool:

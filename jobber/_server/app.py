@@ -50,6 +50,7 @@ from jobber._server.tls import (
     Verdicts,
     make_ssl_context,
     peer_chain_pem,
+    reload_ssl_context,
     send_tls_alerts,
     unverified_identity,
 )
@@ -255,6 +256,7 @@ async def _run(app: web.Application, sock: socket.socket, ssl_context: ssl.SSLCo
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_ssl_context, ssl_context)  # a renewed certificate, now
         print(banner, file=sys.stderr, flush=True)  # after the handlers: a SIGTERM at once is a clean stop
         await stop.wait()
         log.info("stopping: jobs keep running; a new server picks them up")

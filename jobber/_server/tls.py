@@ -45,10 +45,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jobber._certificates import Certificate, default_root, get_client_certificates, tls_trust_store
+from cryptography import x509
+
+from jobber._certificates import MAX_PEM_BYTES, Certificate, default_root, get_client_certificates, tls_trust_store
+from jobber._certificates.lifecycle import expiry_warning, revocations_stamp
+from jobber._certificates.listing import pool_identities
 from jobber._errors import CertificateError, JobberError
 
-__all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "send_tls_alerts",
+__all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "reload_ssl_context",
+           "send_tls_alerts",
            "unverified_identity"]
 
 log = logging.getLogger("jobber.server")
@@ -69,13 +74,48 @@ def _pool_stamp(pool: Path) -> tuple:
     return tuple(stamps)
 
 
+def _file_stamp(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def expiry_warnings(cert: str, root: Path, now: datetime | None = None) -> list[str]:
+    """Warnings for the server's certificate, and the pool's and issued ones not revoked,
+    that expire within 14 days (or have expired)."""
+    warnings = []
+    try:
+        with open(cert, "rb") as file:
+            own = x509.load_pem_x509_certificate(file.read(MAX_PEM_BYTES))
+        warnings.append(expiry_warning(own.not_valid_after_utc, now, f"the server's certificate {cert}"))
+    except (OSError, ValueError):
+        pass  # loading the chain said why, or will at the next reload
+    try:
+        identities = pool_identities(root, now)
+    except (CertificateError, OSError):
+        identities = []  # the pool's own errors are logged where it is loaded
+    warnings += [f"the {item['kind']} certificate {item['subject']} (sha256 {item['sha256'][:16]}…): "
+                 f"{item['warning']}" for item in identities if item["warning"]]
+    return [w for w in warnings if w]
+
+
 class PoolContexts:
-    """TLS contexts whose trust store is the pool as it is now.
+    """TLS contexts whose trust store is the pool as it is now, and whose certificate is too.
 
     The listening context's ``sni_callback`` runs at every ClientHello; when the pool's
-    files changed, it hands the handshake a context built from the new pool, so the TLS
-    verdict follows pool edits just as ``Certificate.from_pem`` does.
+    files, or the server's own certificate or key, changed, it hands the handshake a
+    context built from the new files, so the TLS verdict follows pool edits just as
+    ``Certificate.from_pem`` does, and a renewed server certificate is served from the
+    next handshake on. Established connections keep the context they were made with, so
+    none is dropped. A certificate and key that do not match (one replaced, not yet the
+    other) keep the previous context until both are in place. It also logs, at start and
+    then once a day (at the first handshake after a day), the certificates that expire
+    within 14 days.
     """
+
+    _EXPIRY_EVERY_S = 86400.0
 
     def __init__(self, cert: str, key: str, root: Path) -> None:
         self._cert, self._key, self._root = cert, key, root
@@ -83,8 +123,18 @@ class PoolContexts:
         self._current: ssl.SSLContext | None = None
         self.listening = self._build()
         self.listening.sni_callback = self._pick
+        self._log_expiry()
+
+    def _stamps(self) -> tuple:
+        return (_pool_stamp(self._root / "pool"), _file_stamp(self._cert), _file_stamp(self._key))
+
+    def _log_expiry(self) -> None:
+        self._next_expiry_check = time.monotonic() + self._EXPIRY_EVERY_S
+        for warning in expiry_warnings(self._cert, self._root):
+            log.warning("%s", warning)
 
     def _build(self) -> ssl.SSLContext:
+        stamp = self._stamps()
         if not get_client_certificates(self._root):
             raise JobberError(
                 f"the pool {self._root / 'pool'} holds no certificate, so no client could connect: "
@@ -110,23 +160,41 @@ class PoolContexts:
                 f"cannot use {self._cert} with key {self._key}: {err}; pass the server's PEM "
                 "certificate (chain) and its unencrypted private key"
             ) from err
-        self._stamp = _pool_stamp(self._root / "pool")
+        self._stamp = stamp
         self._current = ctx
         for warning in warnings:
             log.warning("%s", warning)
         return ctx
 
-    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+    def reload(self) -> None:
+        """Rebuild the context from the files as they are now (``jobber serve`` on SIGHUP)."""
+        log.info("SIGHUP: reloading the pool and the server's certificate and key")
         try:
-            if _pool_stamp(self._root / "pool") != self._stamp:
+            self._build()
+        except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
+            log.warning("cannot reload the pool or the server's certificate, keeping the previous one: %s", err)
+            return
+        self._log_expiry()
+
+    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        stamp, old = self._stamps(), self._stamp
+        try:
+            if stamp != old:
                 self._build()
-                log.info("the pool changed: TLS now trusts %d certificate(s)", len(get_client_certificates(self._root)))
+                if stamp[1:] != old[1:]:
+                    log.info("the server's certificate or key changed: new connections get %s", self._cert)
+                    self._log_expiry()
+                if stamp[0] != old[0]:
+                    log.info("the pool changed: TLS now trusts %d certificate(s)",
+                             len(get_client_certificates(self._root)))
             if self._current is not None and self._current is not ctx:
                 ssl_object.context = self._current
+            if time.monotonic() >= self._next_expiry_check:
+                self._log_expiry()
         except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
-            # Keep the last good trust store; requests are still judged by from_pem.
-            log.warning("cannot reload the pool, keeping the previous one: %s", err)
-            self._stamp = _pool_stamp(self._root / "pool")
+            # Keep the last good context; requests are still judged by from_pem.
+            log.warning("cannot reload the pool or the server's certificate, keeping the previous one: %s", err)
+            self._stamp = stamp
         return None
 
 
@@ -159,6 +227,13 @@ def send_tls_alerts() -> None:
     protocol._jobber_sends_alerts = True
 
 
+def reload_ssl_context(ctx: ssl.SSLContext) -> None:
+    """Rebuild a context `make_ssl_context` made from its files now (for SIGHUP); else nothing."""
+    contexts = getattr(ctx.sni_callback, "__self__", None)
+    if isinstance(contexts, PoolContexts):
+        contexts.reload()
+
+
 def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
     """The server's TLS context: TLS 1.3 only, client certificate verified against the pool.
 
@@ -171,8 +246,9 @@ def make_ssl_context(cert: str, key: str, root: str | os.PathLike[str] | None = 
 class Verdicts:
     """Recent ``Certificate.from_pem`` successes, so a busy client is not re-verified per request.
 
-    Keyed by the presented chain and the pool's file stamps: an edited pool misses the
-    cache, so a removed CA refuses the very next request. An entry lives 60 s at most,
+    Keyed by the presented chain and the pool's file stamps (with its revocations): an
+    edited pool misses the cache, so a removed CA or a revoked certificate (`jobber certs
+    revoke`) is refused from the very next request, with no restart. An entry lives 60 s at most,
     and never past the leaf's expiry. Used on the event loop's thread only.
     """
 
@@ -181,11 +257,11 @@ class Verdicts:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._entries: OrderedDict[tuple[bytes, tuple], tuple[Certificate, float]] = OrderedDict()
+        self._entries: OrderedDict[tuple[bytes, tuple, tuple], tuple[Certificate, float]] = OrderedDict()
 
     def certificate(self, pem: bytes) -> Certificate:
         """The validated certificate; CertificateError as from ``from_pem``."""
-        key = (pem, _pool_stamp(self._root / "pool"))
+        key = (pem, _pool_stamp(self._root / "pool"), revocations_stamp(self._root))
         now = time.monotonic()
         hit = self._entries.get(key)
         if hit is not None and hit[1] > now:
