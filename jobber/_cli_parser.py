@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobber",
         description="Run shell commands as isolated, resource-limited jobs with live logs.",
         epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
-        "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
+        "JOBBER_JOBS_DIR (default ~/.local/state/jobber/jobs; /tmp/jobber-jobs for root; jobber doctor prints it), "
+        "JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
         "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
         "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
     )
