@@ -102,12 +102,14 @@ def _end_processes_of(uid: int) -> None:
 
 @pytest.fixture
 def two_users():
-    """Two fresh Unix users with homes, removed (with their processes) afterwards."""
+    """Two fresh Unix users with homes, removed (with their processes) afterwards; no
+    subordinate ranges, so other tests' uid ranges are not overlapped meanwhile."""
     names = [f"jbt{uuid.uuid4().hex[:8]}" for _ in range(2)]
     made = []
     try:
         for name in names:
-            subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+            subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name],
+                           check=True, capture_output=True)
             made.append(name)
         yield [pwd.getpwnam(name) for name in names]
     finally:
