@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per tenant need
 SECRET = f"server-secret-{os.getpid()}-{time.monotonic_ns()}"
 A_SECRET = "tenant-a-environment-secret"
 A_TMP_SECRET = "tenant-a-tmp-secret"
-LOW, HIGH = 2000000000, 2000000999  # a range of this module's own, past any useradd gives (other tests add users)
+LOW, HIGH = 231000, 231999  # a range of this module's own
 PTRACE_ATTACH = ("import ctypes, sys\n"
                  "libc = ctypes.CDLL(None, use_errno=True)\n"
                  "r = libc.ptrace(16, int(sys.argv[1]), None, None)\n"  # PTRACE_ATTACH
