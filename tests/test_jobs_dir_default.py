@@ -132,12 +132,13 @@ def _uid_has_processes(uid: int) -> bool:
 def _as(user: pwd.struct_passwd, *argv: str, popen: bool = False):
     site = sysconfig.get_paths()["purelib"]
     home = user.pw_dir
+    cwd = home if os.path.isdir(home) else "/"
     command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--reset-env",
                "env", f"PYTHONPATH={REPO}:{site}", "PYTHONDONTWRITEBYTECODE=1", "JOBBER_ISOLATION=none",
                f"JOBBER_ROOT={home}/pki", f"JOBBER_CERT={home}/pki/client.pem", *argv]
     if popen:
-        return subprocess.Popen(command, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=60)
+        return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def _jobber(user: pwd.struct_passwd, *args: str) -> subprocess.CompletedProcess:
@@ -184,3 +185,25 @@ def test_two_users_each_get_a_private_default_and_never_meet(two_users):
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+
+
+_PRINT_DEFAULT = "from jobber._jobs.store import jobs_dir; print(jobs_dir())"
+
+
+@needs_users
+def test_a_home_that_is_not_the_users_is_passed_over(two_users):
+    """``runuser`` without ``-l`` keeps root's $HOME: the kernel and the CLI would part ways."""
+    user = two_users[0]
+    shown = _as(user, "env", "HOME=/root", SYSTEM_PYTHON, "-c", _PRINT_DEFAULT)
+    assert shown.stdout == f"{user.pw_dir}/.local/state/jobber/jobs\n", shown.stderr
+    shown = _as(user, "env", f"XDG_STATE_HOME={user.pw_dir}/state", SYSTEM_PYTHON, "-c", _PRINT_DEFAULT)
+    assert shown.stdout == f"{user.pw_dir}/state/jobber/jobs\n", shown.stderr
+
+
+@needs_users
+def test_a_user_without_a_home_gets_one_under_tmp_named_apart(two_users):
+    nobody = pwd.getpwnam("nobody")
+    if os.path.isdir(nobody.pw_dir):
+        pytest.skip(f"nobody has a home here ({nobody.pw_dir})")
+    shown = _as(nobody, SYSTEM_PYTHON, "-c", _PRINT_DEFAULT)
+    assert shown.stdout == f"/tmp/jobber-{nobody.pw_uid}/jobs\n", shown.stderr
