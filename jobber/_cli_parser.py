@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobber",
         description="Run shell commands as isolated, resource-limited jobs with live logs.",
         epilog="Environment: JOBBER_CERT (identity), JOBBER_ROOT (pool root, default ~/.jobber), "
-        "JOBBER_JOBS_DIR (default /tmp/jobber/jobs), JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
+        "JOBBER_JOBS_DIR (default ~/.local/state/jobber/jobs; /tmp/jobber-jobs for root; jobber doctor prints it), "
+        "JOBBER_SERVER/JOBBER_KEY/JOBBER_CA (remote), "
         "JOBBER_ISOLATION (cgroup-v2|cgroup-v1|none), JOBBER_BACKEND (local|slurm), "
         "JOBBER_SLURM_JOBS_DIR (Slurm's script and log, on a filesystem the compute nodes share; docs/slurm.md).",
     )
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root", dest="serve_root", default=None, help="pool root (default: --root, $JOBBER_ROOT, ~/.jobber)")
     serve.add_argument("--uid-range", metavar="LOW-HIGH", default=None,
                        help="as root, each certificate's jobs run as a uid of its own from this range, "
-                       "gid the same, no passwd entry needed (default 200000-265535)")
+                       "gid the same, no passwd entry needed (default: a free range of 65536 found at start, "
+                       "outside every account and /etc/subuid and /etc/subgid entry)")
     serve.add_argument("--state-dir", metavar="DIR", default=None,
                        help="the tenants' uid registry and their homes and /tmp (default /var/lib/jobber)")
     serve.add_argument("--no-private-tmp", dest="private_tmp", action="store_false",

@@ -8,21 +8,25 @@ is the one the next job will meet.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobber._backends.context import DEFAULT_NOFILE, job_nofile
 from jobber._backends.local import isolation
 from jobber._backends.local.launcher_build import launcher_command
 from jobber._errors import JobberError
+from jobber._jobs import store
 from jobber._jobs.store import jobs_dir
 from jobber._limits import Limits
 
 __all__ = ["Check", "Diagnosis", "diagnose"]
 
 _PROBE_LIMITS = Limits(cpu=1, memory="1G", pids=10_000, io_read_bps="1G", io_write_bps="1G")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 _LIMIT_NAMES = {"cpu": "cpu", "memory": "memory", "pids": "pids", "io": "io",
                 "io_read_bps": "io", "io_write_bps": "io"}
 
@@ -88,6 +92,7 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> Diagnosis:
     nofile = job_nofile()
     checks.append(_descriptors(nofile))
     checks.append(_jobs_dir())
+    checks += _old_jobs_dir()
     checks += _identity(root)
     return Diagnosis(isolation=name, confined=confined, checks=checks, job_nofile=nofile)
 
@@ -202,6 +207,36 @@ def _jobs_dir() -> Check:
     if st.st_mode & 0o022:
         return Check("jobs directory", False, f"{path} is writable by others", f"chmod go-w {path}")
     return Check("jobs directory", True, f"{path} (yours, private)")
+
+
+def _old_jobs_dir() -> list[Check]:
+    """Jobs left under the old default ``/tmp/jobber/jobs``, and how to move them.
+
+    A move while a job runs there would strand it (its supervisor writes to the old path,
+    its cgroup is named after it), so the fix says to wait until none runs.
+    """
+    old = store.legacy_jobs_dir()
+    if old is None or os.environ.get("JOBBER_JOBS_DIR"):
+        return []
+    new = store.preferred_jobs_dir()
+    if os.path.lexists(new):
+        if not any(_HASH.match(name) for name in _names(old)):
+            return []
+        found = f"jobs under the old default {old} are not listed: {new} is used now"
+        fix = (f"when no job runs there, move each <cert hash> directory of {old} that {new} lacks into it, "
+               f"or run `JOBBER_JOBS_DIR={old} jobber ls` to see them")
+    else:
+        found = (f"{old} (the old default) is still used: {old.parent} shadows the jobber package for "
+                 "Python started in /tmp")
+        fix = f"when no job runs there (jobber ls): mkdir -p {new.parent} && mv {old} {new} && rmdir {old.parent}"
+    return [Check("old jobs directory", False, found, fix)]
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _identity(root: str | os.PathLike[str] | None) -> list[Check]:

@@ -14,7 +14,7 @@ import pytest
 
 from jobber import CertificateError, JobError, JobNotFound, Limits
 from jobber._jobs.jobdir import ensure_private_dir
-from jobber._jobs.store import JobStore, jobs_dir
+from jobber._jobs.store import JobStore, default_jobs_dir, jobs_dir
 
 
 def _owner(name: str) -> str:
@@ -24,7 +24,7 @@ def _owner(name: str) -> str:
 class TestJobsDir:
     def test_default_and_override(self, monkeypatch, tmp_path):
         monkeypatch.delenv("JOBBER_JOBS_DIR")
-        assert str(jobs_dir()) == "/tmp/jobber/jobs"
+        assert jobs_dir() == default_jobs_dir()  # tests/test_jobs_dir_default.py: which one
         monkeypatch.setenv("JOBBER_JOBS_DIR", str(tmp_path / "x"))
         assert jobs_dir() == tmp_path / "x"
 

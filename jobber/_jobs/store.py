@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import pwd
 import re
+import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,9 +33,15 @@ from jobber._session import Session, lookup
 from jobber._states import FINAL_STATES
 from jobber._text import format_elapsed
 
-__all__ = ["JobStore", "jobs_dir", "validate_job_id"]
+__all__ = ["JobStore", "default_jobs_dir", "jobs_dir", "legacy_jobs_dir", "preferred_jobs_dir",
+           "validate_job_id"]
 
-DEFAULT_JOBS_DIR = "/tmp/jobber/jobs"
+DEFAULT_JOBS_DIR = "/tmp/jobber-jobs"
+"""Root's (and so a root server's) jobs directory: not ``/tmp/jobber``, which Python started
+in /tmp would import as a namespace package called ``jobber`` instead of this package."""
+LEGACY_JOBS_DIR = "/tmp/jobber/jobs"
+"""The default before each ordinary user got their own: still used where it is this user's
+and the new default does not exist yet, so that jobs running there stay visible."""
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 # A job id is a decimal int without leading zeros: only such names are ever listed, so a
 # stray or hostile directory name can never become a job.
@@ -45,8 +53,68 @@ _RERUN_FIELDS = {"command", "limits", "env", "cwd", *LIFECYCLE_OPTIONS, "options
 
 
 def jobs_dir() -> Path:
-    """The root of all job directories: ``$JOBBER_JOBS_DIR``, else /tmp/jobber/jobs."""
-    return Path(os.environ.get("JOBBER_JOBS_DIR") or DEFAULT_JOBS_DIR)
+    """The root of all job directories: ``$JOBBER_JOBS_DIR``, else :func:`default_jobs_dir`."""
+    return Path(os.environ.get("JOBBER_JOBS_DIR") or default_jobs_dir())
+
+
+def default_jobs_dir() -> Path:
+    """Where jobs live without ``$JOBBER_JOBS_DIR``.
+
+    Root: ``/tmp/jobber-jobs``. An ordinary user: ``$XDG_STATE_HOME/jobber/jobs`` (default
+    ``~/.local/state/jobber/jobs``), private, and kept across logouts and reboots, unlike
+    /tmp (cleaned) or ``$XDG_RUNTIME_DIR`` (removed at logout, when linger would keep jobs
+    running). Either way, the old default ``/tmp/jobber/jobs`` is kept while it is this
+    user's and the new one does not exist yet: `jobber doctor` says how to move it.
+    """
+    new = preferred_jobs_dir()
+    if not os.path.lexists(new) and legacy_jobs_dir() is not None:
+        return Path(LEGACY_JOBS_DIR)
+    return new
+
+
+def preferred_jobs_dir() -> Path:
+    """The default jobs directory this user gets once the old one is moved (or never was)."""
+    return Path(DEFAULT_JOBS_DIR) if os.geteuid() == 0 else _user_jobs_dir()
+
+
+def legacy_jobs_dir() -> Path | None:
+    """``/tmp/jobber/jobs`` when it is a real directory of this user's, else None."""
+    try:
+        st = os.lstat(LEGACY_JOBS_DIR)
+    except OSError:
+        return None  # missing, or inside another user's /tmp/jobber
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return None
+    return Path(LEGACY_JOBS_DIR)
+
+
+def _user_jobs_dir() -> Path:
+    """``$XDG_STATE_HOME/jobber/jobs`` (if absolute, as the XDG spec says), else
+    ``<home>/.local/state/jobber/jobs``.
+
+    The home is ``$HOME`` only when that is this user's directory: ``runuser`` and ``su``
+    without ``-l`` keep root's ``$HOME``, which would put the kernel's jobs in one place
+    and the CLI's in another. Otherwise the passwd entry's home; a user without a usable
+    home (``/nonexistent``) gets ``/tmp/jobber-<uid>/jobs``.
+    """
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(state):
+        return Path(state) / "jobber" / "jobs"
+    uid = os.geteuid()
+    for home in (os.environ.get("HOME", ""), _passwd_home(uid)):
+        try:
+            if os.path.isabs(home) and home != "/" and os.stat(home).st_uid == uid:
+                return Path(home) / ".local" / "state" / "jobber" / "jobs"
+        except OSError:
+            continue
+    return Path(f"/tmp/jobber-{uid}/jobs")
+
+
+def _passwd_home(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return ""
 
 
 def validate_job_id(job_id: object) -> int:

@@ -286,7 +286,7 @@ def serve(host: str, port: int, cert: str, key: str, root: str | os.PathLike[str
         log_level: debug, info, warning or error.
         single_tenant: run every certificate's jobs as one user (refused otherwise
             when not root, or with ``job_user``).
-        uid_range: ``"LOW-HIGH"``, the uids tenants get (default 200000-265535).
+        uid_range: ``"LOW-HIGH"``, the uids tenants get (default: a free range found at start).
         state_dir: the tenants' registry and homes (default /var/lib/jobber).
         private_tmp: give each job a private /tmp and /proc where the host allows.
         limits: connection caps and deadlines (default ``ConnectionLimits()``); the soft

@@ -1,7 +1,8 @@
 """Who runs a tenant's jobs on a jobber server: by default, a uid of each tenant's own.
 
 A tenant is a client certificate (its SHA-256). Run as root, ``jobber serve`` gives each
-tenant one uid from ``--uid-range`` (default 200000-265535; the gid is the same number),
+tenant one uid from ``--uid-range`` (default: a free 65536 below 0x7FFE0000, found at each
+start outside every account and /etc/subuid and /etc/subgid range; the gid is the same number),
 allocated the first time the tenant starts a job, recorded in ``<state dir>/tenants.json``
 (written atomically under ``flock`` of ``tenants.lock``, so two servers sharing a state
 directory never hand out one uid twice), and never given to anyone else. No passwd entry
@@ -38,14 +39,13 @@ from jobber._errors import JobberError, JobError
 from jobber._jobs.job import spec_of, start_sandboxed
 from jobber._server.function_files import give_call
 from jobber._server.tenant_dirs import check_state_dir, mkdir_owned, private_mounts_fail, reachable_by_others
-from jobber._server.tenant_uids import UidRegistry
+from jobber._server.tenant_uids import UidRegistry, default_uid_range, subordinate_ranges
 
-__all__ = ["DEFAULT_STATE_DIR", "DEFAULT_UID_RANGE", "PerTenantUids", "SingleTenant", "Tenancy",
+__all__ = ["DEFAULT_STATE_DIR", "PerTenantUids", "SingleTenant", "Tenancy",
            "parse_uid_range", "resolve_job_user", "resolve_tenancy"]
 
 log = logging.getLogger("jobber.server")
 
-DEFAULT_UID_RANGE = (200000, 265535)
 DEFAULT_STATE_DIR = "/var/lib/jobber"
 _MAX_ID = 2**32 - 2
 _RANGE = re.compile(r"^\s*([0-9]{1,10})\s*-\s*([0-9]{1,10})\s*$")
@@ -142,22 +142,24 @@ class SingleTenant(Tenancy):
 
 
 def parse_uid_range(text: str | tuple[int, int] | None) -> tuple[int, int]:
-    """``"LOW-HIGH"`` (inclusive) as numbers; None is the default range.
+    """``"LOW-HIGH"`` (inclusive) as numbers; None is the default range, found now
+    (``tenant_uids.default_uid_range``).
 
     Raises:
-        JobberError: malformed, empty, or holding uid 0 or the server's own uid.
+        JobberError: malformed, empty, holding uid 0 or the server's own uid, or
+            overlapping a subordinate range.
     """
     if text is None:
-        return DEFAULT_UID_RANGE
+        return default_uid_range()
     if isinstance(text, tuple):
         low, high = text
     else:
         match = _RANGE.match(text)
         if not match:
-            raise JobberError(f"--uid-range {text!r}: write LOW-HIGH, e.g. 200000-265535")
+            raise JobberError(f"--uid-range {text!r}: write LOW-HIGH, e.g. 2147287040-2147352575")
         low, high = int(match.group(1)), int(match.group(2))
     if not 0 < low <= high <= _MAX_ID:
-        raise JobberError(f"--uid-range {low}-{high}: give 0 < LOW <= HIGH <= {_MAX_ID}, e.g. 200000-265535")
+        raise JobberError(f"--uid-range {low}-{high}: give 0 < LOW <= HIGH <= {_MAX_ID}, e.g. 2147287040-2147352575")
     if low <= os.geteuid() <= high:
         raise JobberError(f"--uid-range {low}-{high} holds the server's own uid {os.geteuid()}: choose another range")
     overlap = _subordinate_overlap(low, high)
@@ -171,19 +173,9 @@ def parse_uid_range(text: str | tuple[int, int] | None) -> tuple[int, int]:
 def _subordinate_overlap(low: int, high: int, files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> str | None:
     """The first ``/etc/subuid`` or ``/etc/subgid`` entry (``name:start:count``) that
     shares an id with ``low``-``high``, or None."""
-    for path in files:
-        try:
-            with open(path) as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            name, _, rest = line.strip().partition(":")
-            start, _, count = rest.partition(":")
-            if start.isdigit() and count.isdigit() and int(count) > 0:
-                first, last = int(start), int(start) + int(count) - 1
-                if first <= high and low <= last:
-                    return f"{path}'s {name}:{start}:{count} ({first}-{last})"
+    for path, name, first, last in subordinate_ranges(files):
+        if first <= high and low <= last:
+            return f"{path}'s {name}:{first}:{last - first + 1} ({first}-{last})"
     return None
 
 
@@ -213,7 +205,7 @@ def resolve_tenancy(*, single_tenant: bool = False, job_user: str | None = None,
             f"jobber serve runs as {me} (uid {os.geteuid()}), not root, so it could only run every tenant's "
             f"jobs as {me}: they could read, trace and kill each other's jobs and read this server's files "
             "(its TLS key, every job's log). Run it as root (each certificate then gets a uid of its own from "
-            f"--uid-range, default {DEFAULT_UID_RANGE[0]}-{DEFAULT_UID_RANGE[1]}), or pass --single-tenant if "
+            "--uid-range, by default a free range found at start), or pass --single-tenant if "
             "every certificate of the pool belongs to one party (jobs then run as you)")
     low, high = parse_uid_range(uid_range)
     return PerTenantUids(Path(os.path.abspath(state_dir or DEFAULT_STATE_DIR)), low, high, private_tmp=private_tmp)
@@ -251,6 +243,7 @@ class PerTenantUids(Tenancy):
             if self._ready:
                 return
             check_state_dir(self.state_dir, self.want_private_tmp, DEFAULT_STATE_DIR)
+            self._uids.check()  # a user added since may hold a recorded tenant's uid
             tenants = mkdir_owned(self.tenants_dir, 0, 0, 0o711, enforce_mode=True)
             self.private_tmp = False
             if self.want_private_tmp:
