@@ -10,7 +10,6 @@ LOCK := requirements/lock.txt
 UV := .venv/bin/uv
 DEMO_DIR ?= $(HOME)/.jobber-demo
 PORT ?= 8888
-export JOBBER_JOBS_DIR ?= /tmp/jobber/jobs
 
 # nbval, with kernels that turn a warning from jobber's modules into an error: IPYTHONDIR is
 # a fresh profile whose startup folder holds tests/ipython_startup/.
