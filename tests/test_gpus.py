@@ -226,10 +226,46 @@ class TestFence:
         assert not os.path.isdir(record["dirs"]["devices"])
 
     @needs_v1
-    def test_v1_no_devices_cgroup_for_a_job_without_gpus(self, fake_gpus, store, tmp_path):
+    def test_v1_a_job_without_gpus_is_fenced_from_every_gpu(self, fake_gpus, store, tmp_path):
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert record["gpus"] == {"given": [], "denied": ["195:0", "195:1"], "fenced_by": "devices.deny"}
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        finally:
+            cgroup.remove()
+
+    @needs_v2
+    def test_v2_a_job_without_gpus_is_fenced_from_every_gpu(self, fake_gpus, store, tmp_path):
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert record["gpus"] == {"given": [], "denied": ["195:0", "195:1"], "fenced_by": "bpf"}
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        finally:
+            cgroup.remove()
+
+    @needs_root
+    @needs_cgroup
+    def test_jobber_gpu_fence_off_shares_the_gpus_with_jobs_without_gpus(self, fake_gpus, store, tmp_path,
+                                                                         monkeypatch):
+        monkeypatch.setenv("JOBBER_GPU_FENCE", "off")
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert "gpus" not in record and "devices" not in record.get("dirs", {})
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] in ALLOWED and got[str(fake_gpus[1])] in ALLOWED, got
+        finally:
+            cgroup.remove()
+
+    def test_a_host_without_gpus_fences_nothing(self, monkeypatch, store, tmp_path):
+        monkeypatch.setenv("JOBBER_GPUS", "none")
         record = self.prepare(store, tmp_path, None)
         open_cgroup(record).remove()
-        assert "devices" not in record["dirs"] and "gpus" not in record
+        assert "gpus" not in record and "devices" not in record.get("dirs", {})
 
     @needs_v2
     def test_v2_a_bpf_program_denies_the_other_gpu(self, fake_gpus, store, tmp_path):
@@ -360,3 +396,23 @@ class TestJobs:
         gate.touch()
         wait_for(ran.exists, 60, "B's job to be admitted by A's finisher")
         assert waiting.wait(30).state == "exited"
+
+    def test_a_job_without_gpus_cannot_open_a_gpu_another_job_holds(self, launcher, fake_gpus, store, tmp_path):
+        gate = tmp_path / "gate"
+        holder = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=1))
+        holder.start()
+        wait_for(lambda: holder.status().state == "running", 60, "the GPU job to run")
+        held = fake_gpus[int(visible(holder))]
+        other = store.new_job(probe_command(fake_gpus))
+        other.start()
+        assert other.wait(60).state == "exited"
+        got = probe_output(other)
+        gate.touch()
+        assert holder.wait(60).state == "exited"
+        if ISOLATION == "none":
+            assert "GPUs not fenced" in other.status().isolation_note
+            return
+        assert got[str(held)] == "EPERM", got  # the device controller, not the driver (ENXIO)
+        assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        assert confinement(other)["gpus"] == {"given": [], "denied": ["195:0", "195:1"],
+                                              "fenced_by": "devices.deny" if ISOLATION == "cgroup-v1" else "bpf"}
