@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from jobber import LimitError, Limits
-from jobber._backends.local import cgroup_v2, gpus, isolation
+from jobber._backends.local import cgroup_v2, gpu_claims, gpus, isolation
 from jobber._backends.local.bpf_devices import BpfUnavailable
 from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
@@ -338,7 +338,7 @@ class TestJobs:
         assert sorted(given) == ["0", "1"]
         jobs[2].start()
         status = jobs[2].status()
-        assert status.state == "pending" and "waiting for 1 GPU" in status.note, status
+        assert status.state == "pending" and status.note == "waiting for 1 GPU: 2 of 2 in use on this host", status
         gates[0].touch()
         assert jobs[0].wait(60).state == "exited"
         wait_for(lambda: jobs[2].status().state == "running", 60, "the third job to run once the first ended")
@@ -360,7 +360,7 @@ class TestJobs:
         first = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=2))
         first.start()
         wait_for(lambda: first.status().state == "running", 60, "the job holding both GPUs to run")
-        assert sorted(gpus.holders(Path(os.environ["JOBBER_JOBS_DIR"]))) == [0, 1]
+        assert gpu_claims.in_use(gpus.discover()) == {0, 1}
         if how == "ends":
             gate.touch()
             assert first.wait(60).state == "exited"
@@ -378,7 +378,7 @@ class TestJobs:
         wait_for(lambda: holder.status().state == "running", 60, "the first job to run")
         both = store.new_job(probe_command(fake_gpus), Limits(gpus=2))
         both.start()
-        assert both.status().note == "waiting for 2 GPUs (1 free)"
+        assert both.status().note == "waiting for 2 GPUs: 1 of 2 in use on this host"
         gate.touch()
         assert both.wait(60).state == "exited"
 
