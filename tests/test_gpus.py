@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shlex
+import socket
 import stat
 import subprocess
 import sys
@@ -309,6 +310,60 @@ class TestFence:
         assert record["notes"][-1] == (
             "GPUs not fenced: without a cgroup there is no device controller; the job is pointed at GPU 0 "
             "by CUDA_VISIBLE_DEVICES only, and could open the other GPUs' device nodes")
+
+
+class TestClaims:
+    """gpu_claims on its own: one abstract socket name per GPU, bound by one process at a time."""
+
+    def test_a_claimed_gpu_cannot_be_claimed_again_until_given_back(self, fake_gpus):
+        found = gpus.discover()
+        first = gpu_claims.bind(found, 2)
+        assert first is not None and first[0] == [0, 1]
+        try:
+            assert gpu_claims.bind(found, 1) is None
+            assert gpu_claims.in_use(found) == {0, 1}
+        finally:
+            for sock in first[1]:
+                sock.close()
+        assert gpu_claims.in_use(found) == set()
+        again = gpu_claims.bind(found, 1)
+        assert again is not None and again[0] == [0]
+        again[1][0].close()
+
+    def test_a_holder_killed_with_kill_9_gives_its_claim_back(self, fake_gpus):
+        found = gpus.discover()
+        code = ("import sys, time\nfrom jobber._backends.local import gpu_claims, gpus\n"
+                "held = gpu_claims.bind(gpus.discover(), 2)\nprint(held[0], flush=True)\ntime.sleep(300)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline() == "[0, 1]\n"
+            assert gpu_claims.in_use(found) == {0, 1} and gpu_claims.bind(found, 1) is None
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        assert gpu_claims.in_use(found) == set()
+
+    def test_a_flood_of_connections_does_not_free_a_held_gpu(self, fake_gpus, store, tmp_path):
+        gate = tmp_path / "gate"
+        job = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=1))
+        job.start()
+        wait_for(lambda: job.status().state == "running", 60, "the GPU job to run")
+        found = gpus.discover()
+        flood = []
+        try:
+            for _ in range(300):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(gpu_claims.address(found[0].major, found[0].minor, found[0].path))
+                flood.append(sock)
+            assert gpu_claims.in_use(found) == {0}
+            assert gpu_claims.bind(found[:1], 1) is None
+        finally:
+            for sock in flood:
+                sock.close()
+            gate.touch()
+        assert job.wait(60).state == "exited"
+        wait_for(lambda: not gpu_claims.in_use(found), 30, "the GPU to be given back")
 
 
 @both_launchers

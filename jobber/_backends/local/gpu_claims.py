@@ -80,10 +80,14 @@ def bind(gpus: Sequence[Any], count: int) -> tuple[list[int], list[socket.socket
 
 
 def in_use(gpus: Sequence[Any]) -> set[int]:
-    """The indices of the GPUs some job holds now."""
+    """The indices of the GPUs some job holds now (a look: ``bind`` alone decides a claim)."""
     busy = set()
     for gpu in gpus:
-        sock = _connect(gpu)
+        try:
+            sock = _connect(gpu)
+        except OSError:
+            busy.add(gpu.index)  # bound, but its holder does not answer: held all the same
+            continue
         if sock is not None:
             busy.add(gpu.index)
             sock.close()
@@ -91,14 +95,21 @@ def in_use(gpus: Sequence[Any]) -> set[int]:
 
 
 def _connect(gpu: Any) -> socket.socket | None:
-    """A connection to the GPU's holder, or None when nobody holds it."""
+    """A connection to the GPU's holder, or None when nobody holds it.
+
+    Raises:
+        OSError: the name is bound but the connection failed (a full listen queue).
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(5.0)  # a holder accepts at once; never hang on one that is stuck
     try:
         sock.connect(address(gpu.major, gpu.minor, gpu.path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        return None  # nobody has the name bound
     except OSError:
         sock.close()
-        return None
+        raise
     return sock
 
 
@@ -121,6 +132,8 @@ def hand_over(sockets: list[socket.socket], job_dir: str) -> None:
 
 def start_waiter(owner_dir: str, gpus: Sequence[Any]) -> None:
     """Make sure a waiter admits ``owner_dir``'s waiting jobs once a GPU is freed."""
+    if _waiter_runs(owner_dir):
+        return  # every pass of a waiting job asks: most find it there, and spawn nothing
     try:
         proc = subprocess.Popen(
             [*_boot(), "wait", owner_dir, *(f"{g.major}:{g.minor}:{g.path}" for g in gpus)],
@@ -128,6 +141,20 @@ def start_waiter(owner_dir: str, gpus: Sequence[Any]) -> None:
         proc.wait()
     except OSError:
         pass  # the next look at a waiting job (status(), a start) runs the pass instead
+
+
+def _waiter_runs(owner_dir: str) -> bool:
+    try:
+        fd = os.open(os.path.join(owner_dir, _WAITER_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (a lock this call took goes with it)
+    return False
 
 
 def _boot(module: str = "gpu_claims") -> list[str]:
@@ -176,6 +203,7 @@ def _hold(job_dir: str, fds: list[int]) -> None:
                 try:
                     peer, _ = listening[fd].accept()
                 except OSError:
+                    time.sleep(_POLL_S)  # out of descriptors (a flood of connections): no busy loop
                     continue
                 peers[peer.fileno()] = peer
                 poller.register(peer, select.POLLIN)
@@ -195,16 +223,19 @@ def _wait(owner_dir: str, nodes: list[str]) -> None:
     held = []
     for node in nodes:
         major, minor, path = node.split(":", 2)
-        sock = _connect(_Node(int(major), int(minor), path))
-        if sock is None:
-            held = []
-            break  # free already: admit now
-        held.append(sock)
-    if held:
+        try:
+            sock = _connect(_Node(int(major), int(minor), path))
+        except OSError:
+            continue  # held, by a holder that does not answer: the others will do
+        if sock is not None:  # a free GPU is passed over: the job waits for more than those
+            held.append(sock)
+    if held:  # none held: all free since the pass looked, so admit now
         poller = select.poll()
         for sock in held:
             poller.register(sock, select.POLLIN | select.POLLHUP)
         poller.poll()  # the first GPU given back
+    else:
+        time.sleep(1.0)  # never a busy loop, should the pass still find too few (a GPU gone)
     os.close(lock)  # a pass that still finds no GPU starts the next waiter
     # As the finisher does (waking.py): the pass in a fresh interpreter, with all of jobber.
     os.execv(sys.executable, [*_boot("run_admission"), owner_dir])
