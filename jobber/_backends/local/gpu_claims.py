@@ -122,7 +122,7 @@ def hand_over(sockets: list[socket.socket], job_dir: str) -> None:
     try:
         fds = [sock.fileno() for sock in sockets]
         proc = subprocess.Popen(
-            [*_boot(), "hold", job_dir, *map(str, fds)], pass_fds=fds, start_new_session=True,
+            [*_boot(), "hold", os.path.abspath(job_dir), *map(str, fds)], pass_fds=fds, start_new_session=True, cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.wait()  # it forks the holder and exits: nobody is left to reap
     finally:
@@ -136,8 +136,8 @@ def start_waiter(owner_dir: str, gpus: Sequence[Any]) -> None:
         return  # every pass of a waiting job asks: most find it there, and spawn nothing
     try:
         proc = subprocess.Popen(
-            [*_boot(), "wait", owner_dir, *(f"{g.major}:{g.minor}:{g.path}" for g in gpus)],
-            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [*_boot(), "wait", os.path.abspath(owner_dir), *(f"{g.major}:{g.minor}:{os.path.realpath(g.path)}" for g in gpus)],
+            start_new_session=True, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.wait()
     except OSError:
         pass  # the next look at a waiting job (status(), a start) runs the pass instead
