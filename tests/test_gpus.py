@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shlex
+import socket
 import stat
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from jobber import LimitError, Limits
-from jobber._backends.local import cgroup_v2, gpus, isolation
+from jobber._backends.local import cgroup_v2, gpu_claims, gpus, isolation
 from jobber._backends.local.bpf_devices import BpfUnavailable
 from jobber._backends.local.isolation import choose, open_cgroup
 from jobber._jobs.store import JobStore
@@ -226,10 +227,46 @@ class TestFence:
         assert not os.path.isdir(record["dirs"]["devices"])
 
     @needs_v1
-    def test_v1_no_devices_cgroup_for_a_job_without_gpus(self, fake_gpus, store, tmp_path):
+    def test_v1_a_job_without_gpus_is_fenced_from_every_gpu(self, fake_gpus, store, tmp_path):
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert record["gpus"] == {"given": [], "denied": ["195:0", "195:1"], "fenced_by": "devices.deny"}
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        finally:
+            cgroup.remove()
+
+    @needs_v2
+    def test_v2_a_job_without_gpus_is_fenced_from_every_gpu(self, fake_gpus, store, tmp_path):
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert record["gpus"] == {"given": [], "denied": ["195:0", "195:1"], "fenced_by": "bpf"}
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        finally:
+            cgroup.remove()
+
+    @needs_root
+    @needs_cgroup
+    def test_jobber_gpu_fence_off_shares_the_gpus_with_jobs_without_gpus(self, fake_gpus, store, tmp_path,
+                                                                         monkeypatch):
+        monkeypatch.setenv("JOBBER_GPU_FENCE", "off")
+        record = self.prepare(store, tmp_path, None)
+        cgroup = open_cgroup(record)
+        try:
+            assert "gpus" not in record and "devices" not in record.get("dirs", {})
+            got = self.probe_in(record, fake_gpus)
+            assert got[str(fake_gpus[0])] in ALLOWED and got[str(fake_gpus[1])] in ALLOWED, got
+        finally:
+            cgroup.remove()
+
+    def test_a_host_without_gpus_fences_nothing(self, monkeypatch, store, tmp_path):
+        monkeypatch.setenv("JOBBER_GPUS", "none")
         record = self.prepare(store, tmp_path, None)
         open_cgroup(record).remove()
-        assert "devices" not in record["dirs"] and "gpus" not in record
+        assert "gpus" not in record and "devices" not in record.get("dirs", {})
 
     @needs_v2
     def test_v2_a_bpf_program_denies_the_other_gpu(self, fake_gpus, store, tmp_path):
@@ -275,6 +312,60 @@ class TestFence:
             "by CUDA_VISIBLE_DEVICES only, and could open the other GPUs' device nodes")
 
 
+class TestClaims:
+    """gpu_claims on its own: one abstract socket name per GPU, bound by one process at a time."""
+
+    def test_a_claimed_gpu_cannot_be_claimed_again_until_given_back(self, fake_gpus):
+        found = gpus.discover()
+        first = gpu_claims.bind(found, 2)
+        assert first is not None and first[0] == [0, 1]
+        try:
+            assert gpu_claims.bind(found, 1) is None
+            assert gpu_claims.in_use(found) == {0, 1}
+        finally:
+            for sock in first[1]:
+                sock.close()
+        assert gpu_claims.in_use(found) == set()
+        again = gpu_claims.bind(found, 1)
+        assert again is not None and again[0] == [0]
+        again[1][0].close()
+
+    def test_a_holder_killed_with_kill_9_gives_its_claim_back(self, fake_gpus):
+        found = gpus.discover()
+        code = ("import sys, time\nfrom jobber._backends.local import gpu_claims, gpus\n"
+                "held = gpu_claims.bind(gpus.discover(), 2)\nprint(held[0], flush=True)\ntime.sleep(300)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline() == "[0, 1]\n"
+            assert gpu_claims.in_use(found) == {0, 1} and gpu_claims.bind(found, 1) is None
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        assert gpu_claims.in_use(found) == set()
+
+    def test_a_flood_of_connections_does_not_free_a_held_gpu(self, fake_gpus, store, tmp_path):
+        gate = tmp_path / "gate"
+        job = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=1))
+        job.start()
+        wait_for(lambda: job.status().state == "running", 60, "the GPU job to run")
+        found = gpus.discover()
+        flood = []
+        try:
+            for _ in range(300):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(gpu_claims.address(found[0].major, found[0].minor, found[0].path))
+                flood.append(sock)
+            assert gpu_claims.in_use(found) == {0}
+            assert gpu_claims.bind(found[:1], 1) is None
+        finally:
+            for sock in flood:
+                sock.close()
+            gate.touch()
+        assert job.wait(60).state == "exited"
+        wait_for(lambda: not gpu_claims.in_use(found), 30, "the GPU to be given back")
+
+
 @both_launchers
 class TestJobs:
     def test_the_job_sees_its_gpu_and_only_it_opens(self, launcher, fake_gpus, store):
@@ -302,7 +393,7 @@ class TestJobs:
         assert sorted(given) == ["0", "1"]
         jobs[2].start()
         status = jobs[2].status()
-        assert status.state == "pending" and "waiting for 1 GPU" in status.note, status
+        assert status.state == "pending" and status.note == "waiting for 1 GPU: 2 of 2 in use on this host", status
         gates[0].touch()
         assert jobs[0].wait(60).state == "exited"
         wait_for(lambda: jobs[2].status().state == "running", 60, "the third job to run once the first ended")
@@ -324,7 +415,7 @@ class TestJobs:
         first = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=2))
         first.start()
         wait_for(lambda: first.status().state == "running", 60, "the job holding both GPUs to run")
-        assert sorted(gpus.holders(Path(os.environ["JOBBER_JOBS_DIR"]))) == [0, 1]
+        assert gpu_claims.in_use(gpus.discover()) == {0, 1}
         if how == "ends":
             gate.touch()
             assert first.wait(60).state == "exited"
@@ -342,7 +433,7 @@ class TestJobs:
         wait_for(lambda: holder.status().state == "running", 60, "the first job to run")
         both = store.new_job(probe_command(fake_gpus), Limits(gpus=2))
         both.start()
-        assert both.status().note == "waiting for 2 GPUs (1 free)"
+        assert both.status().note == "waiting for 2 GPUs: 1 of 2 in use on this host"
         gate.touch()
         assert both.wait(60).state == "exited"
 
@@ -360,3 +451,23 @@ class TestJobs:
         gate.touch()
         wait_for(ran.exists, 60, "B's job to be admitted by A's finisher")
         assert waiting.wait(30).state == "exited"
+
+    def test_a_job_without_gpus_cannot_open_a_gpu_another_job_holds(self, launcher, fake_gpus, store, tmp_path):
+        gate = tmp_path / "gate"
+        holder = store.new_job(probe_command(fake_gpus, gate), Limits(gpus=1))
+        holder.start()
+        wait_for(lambda: holder.status().state == "running", 60, "the GPU job to run")
+        held = fake_gpus[int(visible(holder))]
+        other = store.new_job(probe_command(fake_gpus))
+        other.start()
+        assert other.wait(60).state == "exited"
+        got = probe_output(other)
+        gate.touch()
+        assert holder.wait(60).state == "exited"
+        if ISOLATION == "none":
+            assert "GPUs not fenced" in other.status().isolation_note
+            return
+        assert got[str(held)] == "EPERM", got  # the device controller, not the driver (ENXIO)
+        assert got[str(fake_gpus[0])] == got[str(fake_gpus[1])] == "EPERM", got
+        assert confinement(other)["gpus"] == {"given": [], "denied": ["195:0", "195:1"],
+                                              "fenced_by": "devices.deny" if ISOLATION == "cgroup-v1" else "bpf"}

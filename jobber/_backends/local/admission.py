@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobber._backends.local import gpu_claims, isolation
 from jobber._backends.local import gpus as _gpus
-from jobber._backends.local import isolation
 from jobber._backends.local.lanes import (
     ADMITTED,
     AFTER_LANE,
@@ -296,8 +296,7 @@ class _Pass:
             path = self.owner_dir / ADMITTED / str(job_id)
             entry, raw = read_entry(path), self._status(job_id)
             if entry is None or raw is None or raw.get("state") not in ("pending", "running"):
-                unlink(path)
-                _gpus.release(self.root, f"{self.owner}/{job_id}")
+                unlink(path)  # its GPUs' holder saw it end and gave them back
                 continue
             if raw.get("admitted_by") and _start_lost(self._dir(job_id), raw):
                 # Its admitter died before the launcher answered, and no launcher can still
@@ -305,8 +304,7 @@ class _Pass:
                 self._dir(job_id).write("status.json", {"state": "pending", "waiting": True, "note": _AGAIN,
                                                         "queued_at": raw.get("admitted_at")})
                 write_entry(self.owner_dir, job_id, entry)
-                unlink(path)
-                _gpus.release(self.root, f"{self.owner}/{job_id}")
+                unlink(path)  # back in line: its GPUs' holder gives them back
                 continue
             self._use(entry)
 
@@ -340,18 +338,17 @@ class _Pass:
                 return (f"queue `{queue}`: {unit} {show(used[name])} of {show(budget)} in use, "
                         f"this job needs {show(need)}")
         if entry.get("gpus"):
-            free = len(_gpus.discover()) - sum(1 for h in _gpus.holders(self.root).values() if not self._ended(h))
-            if free < entry["gpus"]:
-                return f"waiting for {entry['gpus']} GPU{'s' if entry['gpus'] != 1 else ''} ({max(free, 0)} free)"
+            found = _gpus.discover()
+            busy = len(gpu_claims.in_use(found))
+            if len(found) - busy < entry["gpus"]:
+                return self._wait_for_gpus(entry["gpus"], busy, found)
         return ""
 
-    def _ended(self, holder: str) -> bool:
-        owner, _, job_id = holder.partition("/")
-        try:
-            raw = JobDir(self.root / owner, owner, int(job_id)).read("status.json")
-        except (JobError, ValueError):
-            return True
-        return raw is None or raw.get("state") not in ("pending", "running")
+    def _wait_for_gpus(self, count: int, busy: int, found: list[_gpus.Gpu]) -> str:
+        """Have a waiter admit this identity's jobs when a GPU is given back (by a job of
+        any user, whose files this process may not read); say why the job waits."""
+        gpu_claims.start_waiter(str(self.owner_dir), found)
+        return f"waiting for {count} GPU{'s' if count != 1 else ''}: {busy} of {len(found)} in use on this host"
 
     # ---- dependencies ----
 
@@ -387,21 +384,31 @@ class _Pass:
             _write_note(self._dir(job_id), {**raw, "note": note})
 
     def _admit(self, job_id: int, entry: dict[str, Any], path: Path) -> None:
-        holder = f"{self.owner}/{job_id}"
         devices: list[int] = []
+        held: list[Any] = []
         if entry.get("gpus"):
-            devices = _gpus.claim(self.root, entry["gpus"], holder, self._ended) or []
-            if not devices:
+            found = _gpus.discover()
+            claimed = gpu_claims.bind(found, entry["gpus"])
+            if claimed is None:  # taken since _fits looked: wait, and be woken
+                self.blocked[lane_of(entry)] = self._wait_for_gpus(entry["gpus"], len(gpu_claims.in_use(found)), found)
                 return
+            devices, held = claimed
         jobdir = self._dir(job_id)
         now = time.time()
         try:
             jobdir.write("status.json", {"state": "pending", "note": "starting", "admitted_at": now,
                                          "admitted_by": [os.getpid(), process_start_time(os.getpid())]})
         except DiskFull:
-            if devices:
-                _gpus.release(self.root, holder)
+            for sock in held:
+                sock.close()
             return  # still waiting: a pass once there is room starts it
+        if held:
+            try:
+                gpu_claims.hand_over(held, str(jobdir.path))  # held while it starts and runs
+            except OSError as err:
+                _end(jobdir, "failed", f"job {job_id} did not start: its GPUs could not be held: {err}")
+                unlink(path)
+                return
         write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
         unlink(path)
         self._use(entry)

@@ -16,9 +16,8 @@ index nvidia-smi prints need not be the node's minor number. GPU *i* is the inde
 (``isolation.prepare``). ``/dev/nvidiactl`` and ``/dev/nvidia-uvm`` are shared by every
 GPU job and are never fenced.
 
-A GPU is held by one job at a time: ``<jobs dir>/.gpus/<i>`` is made with O_EXCL and
-names its holder (``<owner>/<job id>``). A claim whose job has ended is stale and is taken
-over; so a job killed -9 never keeps its GPUs.
+A GPU is held by one job of the host at a time, whichever user runs it: see
+``gpu_claims.py``.
 
 Standard library only (and ``jobber._errors``): the supervisor island imports it.
 """
@@ -30,13 +29,11 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from jobber._errors import LimitError
 
-__all__ = ["Gpu", "discover", "check_request", "claim", "release", "holders", "NVIDIA_MAJOR"]
+__all__ = ["Gpu", "discover", "check_request", "NVIDIA_MAJOR"]
 
 NVIDIA_MAJOR = 195  # the NVIDIA driver's character devices (Documentation/admin-guide/devices.txt)
 _NODE = re.compile(r"^/dev/nvidia([0-9]+)$")
@@ -166,71 +163,3 @@ def _nodes(paths: list[str], assume_missing: bool = False) -> list[Gpu]:
         if stat.S_ISCHR(st.st_mode):
             found.append(Gpu(index, path, os.major(st.st_rdev), os.minor(st.st_rdev)))
     return found
-def _claims(root: Path) -> Path:
-    path = root / ".gpus"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
-
-
-def holders(root: Path) -> dict[int, str]:
-    """GPU index -> the holder that claimed it (stale ones included)."""
-    out = {}
-    for entry in os.scandir(_claims(root)):
-        if entry.name.isdigit():
-            try:
-                with open(entry.path) as f:
-                    out[int(entry.name)] = f.read().strip()
-            except OSError:
-                continue
-    return out
-
-
-def claim(root: Path, count: int, holder: str, ended: Callable[[str], bool]) -> list[int] | None:
-    """Claim ``count`` free GPUs for ``holder``: their indices, or None if too few are free.
-
-    Args:
-        root: the jobs directory (claims are host-wide, across identities).
-        count: how many.
-        holder: ``<owner>/<job id>``.
-        ended: whether a holder's job has ended (its claim is then taken over).
-    """
-    gpus = discover()
-    if count > len(gpus):
-        return None
-    claims = _claims(root)
-    held = holders(root)
-    got: list[int] = []
-    for gpu in gpus:
-        if len(got) == count:
-            break
-        path = claims / str(gpu.index)
-        owner = held.get(gpu.index)
-        if owner is not None:
-            if owner != holder and not ended(owner):
-                continue
-            try:
-                os.unlink(path)  # stale: its job ended without giving it back
-            except FileNotFoundError:
-                pass
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            continue  # another admitter took it just now
-        with os.fdopen(fd, "w") as f:
-            f.write(holder)
-        got.append(gpu.index)
-    if len(got) < count:
-        release(root, holder)
-        return None
-    return got
-
-
-def release(root: Path, holder: str) -> None:
-    """Give back every GPU ``holder`` holds."""
-    claims = _claims(root)
-    for index, owner in holders(root).items():
-        if owner == holder:
-            try:
-                os.unlink(claims / str(index))
-            except FileNotFoundError:
-                pass

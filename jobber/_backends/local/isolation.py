@@ -109,11 +109,14 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
     Args:
         devices: the indices of the GPUs the job was given (``gpus.claim``); every other
             GPU of the host is fenced off by the device controller (v1 ``devices.deny``,
-            v2 a BPF device program). None: a job that asked for no GPUs, left as it was.
+            v2 a BPF device program). None: a job that asked for no GPUs, fenced off
+            every GPU of the host, unless ``JOBBER_GPU_FENCE=off`` (a host that shares
+            its GPUs among jobs that did not ask for them).
 
     Returns:
         The record to save beside the job (``isolation``, ``notes`` and backend data;
-        ``gpus`` = {"given", "denied", "fenced_by"} when ``devices`` was given).
+        ``gpus`` = {"given", "denied", "fenced_by"} when ``devices`` was given or a GPU
+        was fenced off).
 
     Raises:
         JobError: the cgroup could not be made, or ``limits.require_isolation`` is set
@@ -129,8 +132,8 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
                 job_id=job_id,
             )
         record = _unconfined.prepare(owner, job_id, limits, job_dir, reason.text if reason else "unknown")
-        if devices is not None:
-            record["gpus"] = {"given": list(devices), "denied": [], "fenced_by": None}
+        if devices is not None or deny:
+            record["gpus"] = {"given": list(devices or []), "denied": [], "fenced_by": None}
             if deny:
                 _not_fenced(record, devices, "without a cgroup there is no device controller")
         return record
@@ -150,9 +153,9 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
         except BaseException:
             _remove_quietly(backend, owner, job_id)
             raise
-    if devices is not None:
+    if devices is not None or deny:
         fenced_by = record.pop("devices_fenced_by", None)
-        record["gpus"] = {"given": list(devices), "denied": [f"{major}:{minor}" for major, minor in deny or []],
+        record["gpus"] = {"given": list(devices or []), "denied": [f"{major}:{minor}" for major, minor in deny or []],
                           "fenced_by": fenced_by}
         if deny and fenced_by is None:
             _not_fenced(record, devices, record.pop("devices_why", "the device controller is unavailable"))
@@ -166,23 +169,32 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
     return record
 
 
+FENCE_ENV = "JOBBER_GPU_FENCE"
+"""``off``: jobs that asked for no GPUs may open every GPU (a host that shares them)."""
+
+
 def _other_gpus(devices: list[int] | None) -> list[tuple[int, int]] | None:
     """The (major, minor) of every GPU of the host not in ``devices`` (None: no fence)."""
-    if devices is None:
+    if devices is None and os.environ.get(FENCE_ENV, "").strip().lower() in ("off", "0", "no", "false"):
         return None
-    from jobber._backends.local import gpus  # only GPU jobs pay for discovery
+    from jobber._backends.local import gpus
 
+    # A job given no GPU is fenced from all: "exclusive" means no job that was not given a
+    # GPU reaches it (discovery is cached; a host without GPUs finds none and fences nothing).
     found = gpus.discover()
+    devices = devices or []
     given = {(gpu.major, gpu.minor) for gpu in found if gpu.index in devices}
     return [(gpu.major, gpu.minor) for gpu in found if gpu.index not in devices and (gpu.major, gpu.minor) not in given]
 
 
-def _not_fenced(record: dict[str, Any], devices: list[int], why: str) -> None:
-    """Say, in the record's notes and ``unenforced``, that other GPUs stay within reach."""
+def _not_fenced(record: dict[str, Any], devices: list[int] | None, why: str) -> None:
+    """Say, in the record's notes (and ``unenforced``, for a job that asked for GPUs), that
+    other GPUs stay within reach."""
     given = (f"the job is pointed at GPU {','.join(str(d) for d in devices)} by CUDA_VISIBLE_DEVICES only"
              if devices else "the job asked for no GPU")
-    record["unenforced"].append("gpus")
-    record["unenforced_why"]["gpus"] = why
+    if devices is not None:  # a job without gpus= is not refused by require_isolation for it
+        record["unenforced"].append("gpus")
+        record["unenforced_why"]["gpus"] = why
     record["notes"].append(f"GPUs not fenced: {why}; {given}, and could open the other GPUs' device nodes")
 
 
