@@ -129,7 +129,7 @@ class TestApi:
         fields = JobSpec("x").api_fields()
         assert fields == {"env": {}, "label": None, "rerun_of": None, "timeout": None, "log_max": None, "retries": 0,
                           "retry_on": ["failed"], "oom_growth": None, "oom_growth_max": None, "queue": None,
-                          "after": []}
+                          "after": [], "python": None, "result_max": None}
         assert set(LIFECYCLE_OPTIONS) <= set(fields)
 
 
