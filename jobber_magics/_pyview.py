@@ -11,6 +11,7 @@ A command job's view has no result line.
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 import traitlets
@@ -22,6 +23,18 @@ from jobber_magics._sweepview import WaitingJobWidget
 
 __all__ = ["FunctionJobWidget", "result_html"]
 
+_DELIVERY_WAIT_S = 120.0  # a job that ended has its outcome delivered within a watcher's pass
+_TRACEBACK_MAX = 64 * 1024  # characters of a traceback shown (as the job's runner keeps)
+
+
+def _cut(text: str) -> str:
+    """At most ``_TRACEBACK_MAX`` characters: the head and the tail (result.json written by an
+    older runner may hold a whole 50 MB traceback; the browser gets no more than this)."""
+    if len(text) <= _TRACEBACK_MAX:
+        return text
+    keep = _TRACEBACK_MAX // 2
+    return f"{text[:keep]}\n... {len(text) - 2 * keep} characters cut ...\n{text[-keep:]}"
+
 
 def result_html(run: CellRun) -> str:
     """A cell run's result line: what was set, what was not, or the traceback."""
@@ -31,7 +44,7 @@ def result_html(run: CellRun) -> str:
         parts.append(f'<div class="jobber-result-missing">not set by the cell: {html.escape(names)} '
                      "(--out names the cell never assigned)</div>")
     if run.traceback:
-        parts.append(f"<pre>{html.escape(run.traceback)}</pre>")
+        parts.append(f"<pre>{html.escape(_cut(run.traceback))}</pre>")
     return "".join(parts)
 
 
@@ -42,7 +55,7 @@ def info_html(info: dict[str, Any]) -> str:
         kind = str(info.get("type") or "?").rsplit(".", 1)[-1]
         return html.escape(f"result: {kind}" + (f", {format_size(size)}" if isinstance(size, int) else ""))
     text = info.get("traceback") or info.get("error") or f"raised {info.get('type')}"
-    return f"<pre>{html.escape(str(text).rstrip())}</pre>"
+    return f"<pre>{html.escape(_cut(str(text)).rstrip())}</pre>"
 
 
 class FunctionJobWidget(WaitingJobWidget):
@@ -73,9 +86,17 @@ class FunctionJobWidget(WaitingJobWidget):
 
     def _show_result(self) -> None:
         if self.run is not None:
-            # The executor's thread reads the result when it sees the end: wait for it.
+            # The executor's thread reads the result when it sees the end: wait for it, while
+            # the job is there (a removed job raises JobNotFound: _update shows it, not a wait
+            # for ever), and for a while only (a result not delivered is fetched by hand).
+            deadline = time.monotonic() + _DELIVERY_WAIT_S
             while not self.run.wait(self._refresh):
                 if self._closed.is_set():
+                    return
+                self.job.status()
+                if time.monotonic() > deadline:
+                    self.problem = (f"the result of job {self.job.id} has not come back to this kernel: "
+                                    f"%jobber_fetch {self.job.id} reads it")
                     return
             self.result_html = result_html(self.run)
             return

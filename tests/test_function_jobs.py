@@ -305,3 +305,81 @@ class TestConfined:
 
 def test_the_executor_is_exported():
     assert issubclass(Executor, concurrent.futures.Executor)
+
+
+def watcher_threads() -> list[threading.Thread]:
+    from jobber._jobs.executor import WATCHER_NAME
+
+    return [t for t in threading.enumerate() if t.name == WATCHER_NAME]
+
+
+@pytest.fixture
+def idle_watcher():
+    """The process's watcher with no thread running (each test below starts it afresh)."""
+    from jobber._jobs import executor as module
+
+    wait_for(lambda: not watcher_threads(), 60, "the watcher thread to end (nothing left to watch)")
+    module._shared.error = None
+    return module._shared
+
+
+DELIVERY_S = 60.0  # a deadline: a watcher that works delivers within a few polls of 2 s at most
+
+
+class TestWatcher:
+    """One watcher thread per process, for every executor; it survives what inotify refuses,
+    and a thread that died is started again."""
+
+    def test_many_executors_share_one_thread(self, store, tmp_path, idle_watcher):
+        go = tmp_path / "go"
+        executors = [store.executor() for _ in range(8)]
+        try:
+            futures = [ex.submit(wait_for_file, str(go)) for ex in executors]
+            wait_for(lambda: all(f.job.status().state == "running" for f in futures), WAIT_S, "the jobs to run")
+            assert len(watcher_threads()) == 1
+        finally:
+            go.touch()  # (a failure here leaves no job running)
+        assert [f.result(WAIT_S) for f in futures] == ["opened"] * 8
+
+    def test_without_inotify_the_futures_complete_by_polling(self, store, monkeypatch, idle_watcher):
+        import errno
+
+        from jobber._jobs import executor as module
+
+        def refused():
+            raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
+
+        monkeypatch.setattr(module, "Inotify", refused)
+        futures = [store.executor().submit(add, n, 1) for n in range(3)]
+        assert [f.result(DELIVERY_S) for f in futures] == [1, 2, 3]
+        assert idle_watcher.error is None
+
+    def test_a_watcher_that_died_is_started_again_by_the_next_submit(self, store, monkeypatch, idle_watcher):
+        from jobber._jobs import executor as module
+
+        def broken():
+            raise RuntimeError("a bug in the watcher")
+
+        monkeypatch.setattr(module, "Inotify", broken)
+        ex = store.executor()
+        first = ex.submit(add, 1, 1)
+        wait_for(lambda: not watcher_threads(), 60, "the watcher to die")
+        assert isinstance(idle_watcher.error, RuntimeError) and not first.done()
+        monkeypatch.undo()
+        second = ex.submit(add, 2, 2)
+        assert (first.result(DELIVERY_S), second.result(DELIVERY_S)) == (2, 4)  # the first one too
+
+
+class TestLargeExceptions:
+    def test_an_exception_over_result_max_comes_back_as_remote_error_with_a_cut_traceback(self, store):
+        from jobber import RemoteError
+
+        with store.executor(result_max="1M") as ex:
+            fut = ex.submit(fail, b"x" * 5_000_000)
+            with pytest.raises(RemoteError) as err:
+                fut.result(WAIT_S)
+        assert err.value.type_name == "ValueError" and "more than result_max" in str(err.value)
+        assert "characters cut" in err.value.traceback_text and len(err.value.traceback_text) < 70_000
+        assert not (fut.job.path / "result.pkl").exists()
+        assert (fut.job.path / "result.json").stat().st_size < 100_000
+        assert fut.job.status().state == "failed"

@@ -311,3 +311,36 @@ class TestCellRun:
         assert run.text == f"nothing set: job {later.job.id}, a later run of this cell, sets its names"
         own = CellRun(later, ["which"], namespace, latest=lambda: later.job)
         assert own.wait(60) and own.ok
+
+
+class TestFunctionJobViewEnds:
+    def test_the_view_stops_waiting_for_a_result_when_the_job_is_removed(self, identity):
+        import threading
+        from concurrent.futures import Future
+
+        from jobber_magics._pyjobs import CellRun
+        from jobber_magics._pyview import FunctionJobWidget
+
+        job = identity.new_job("true")
+        job.start()
+        job.wait(60)
+        future: Future = Future()  # never done: as when no watcher delivers the outcome
+        future.job = job  # type: ignore[attr-defined]
+        run = CellRun(future, [], {})
+        waiting = threading.Event()
+        wait = run.wait
+
+        def wait_noted(timeout=None):
+            waiting.set()
+            return wait(timeout)
+
+        run.wait = wait_noted  # type: ignore[method-assign]
+        view = FunctionJobWidget(job, run=run, refresh=0.05)
+        try:
+            assert waiting.wait(60), "the view waits for the result"
+            job.remove()
+            view._thread.join(60)
+            assert not view._thread.is_alive(), "the view still waits for a result that will never come"
+            assert "could not read the result" in view.problem
+        finally:
+            view.close()

@@ -220,6 +220,33 @@ class TestTheRunner:
         with pytest.raises(JobError, match="result_max"):
             load_result(meta, b"", 4)
 
+    def test_an_exception_over_result_max_is_not_kept_and_its_traceback_is_cut(self, tmp_path):
+        def fail(size):
+            raise ValueError(b"x" * size)
+
+        code, meta, data, out = run_call(tmp_path, fail, 5_000_000, result_max=1 << 20)
+        assert code == 1 and data is None and meta["size"] == 0
+        assert meta["ok"] is False and meta["type"] == "ValueError"
+        assert "pickles to more than result_max (1.0 MiB)" in meta["error"]
+        text = meta["traceback"]
+        assert len(text) <= 64 * 1024 + 100 and "characters cut ..." in text
+        assert text.startswith("Traceback (most recent call last):") and "in fail" in text
+        assert (tmp_path / "job" / "result.json").stat().st_size < 100_000
+        assert len(out) < 100_000, "the log gets the cut traceback too"
+        with pytest.raises(RemoteError) as err:
+            load_result(meta, b"", 5)
+        assert err.value.type_name == "ValueError" and err.value.traceback_text == text
+
+    def test_an_exception_under_result_max_is_kept_whole(self, tmp_path):
+        def fail(size):
+            raise ValueError("y" * size)
+
+        code, meta, data, _ = run_call(tmp_path, fail, 100, result_max=1 << 20)
+        assert code == 1 and data is not None and meta["size"] == len(data) and meta["error"] is None
+        assert "characters cut" not in meta["traceback"]
+        with pytest.raises(ValueError, match="y" * 100):
+            load_result(meta, data, 6)
+
     def test_a_result_that_does_not_pickle(self, tmp_path):
         code, meta, _, _ = run_call(tmp_path, threading.Lock)
         assert code == 1 and "cannot be pickled" in meta["error"]

@@ -9,9 +9,13 @@ certificate's jobs on this host, Slurm's and a jobber server's behave the same. 
 future stays "pending" (to ``concurrent.futures``) while its job waits or runs, so that
 ``fut.cancel()`` can stop a running job too; ``fut.running()`` asks the job.
 
-One watcher thread per executor sees the jobs end: jobs with a directory on this host
-through one inotify instance (a status change is a rename in the job's directory), the
-others (Slurm, a jobber server) by asking each, less often the longer it runs.
+One watcher thread per process, shared by every executor (a notebook makes one per
+``%%jobber_py`` cell), sees the jobs end: jobs with a directory on this host through one
+inotify instance (a status change is a rename in the job's directory), the others (Slurm,
+a jobber server) by asking each, less often the longer it runs. When the kernel gives no
+inotify instance (``max_user_instances`` reached) every job is asked in turn that way. The
+thread starts when there is something to watch and ends when there is not; a thread that
+died is started again by the next ``submit``, with the futures it was watching.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = ["Executor", "JobFuture"]
 _LOCAL_CHECK_S = 5.0  # a local job's end comes as an event; this only catches a supervisor that died
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 2.0  # jobs that send no events: asked soon, then less often
 _EVENT = struct.Struct("iIII")
+WATCHER_NAME = "jobber-executor-watcher"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -136,7 +141,7 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._shut = False
         self._futures: set[JobFuture] = set()
-        self._watcher = _Watcher()
+        self._watcher = _shared
 
     def __repr__(self) -> str:
         return f"<jobber.Executor of {self._session!r}>"
@@ -252,17 +257,35 @@ class _Watcher:
         self._new: list[JobFuture] = []
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
+        self.error: BaseException | None = None  # why the last thread died, if it did (never printed)
 
     def watch(self, future: JobFuture) -> None:
         """Deliver ``future``'s outcome when its job ends."""
         with self._lock:  # (the wake-up pipe is closed under this lock when the thread ends)
             self._new.append(future)
             if self._thread is None:
-                self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-                self._thread = threading.Thread(target=self._run, name="jobber-executor-watcher", daemon=True)
-                self._thread.start()
+                self._start()
             else:
                 self._wake()
+
+    def _start(self) -> None:
+        """Start the thread (under the lock)."""
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name=WATCHER_NAME, daemon=True)
+        self._thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child: no thread runs here, and the pipe is the parent's (writing it
+        would wake the parent's thread): the next watch() starts the child's own."""
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._new, self._thread = [], None
+        self._wake_r, self._wake_w = -1, -1
 
     def check(self, future: JobFuture) -> None:
         """Look at ``future``'s job again soon (a cancel that came too late)."""
@@ -276,16 +299,36 @@ class _Watcher:
 
     def _run(self) -> None:
         watching: dict[JobFuture, float] = {}  # future -> when to ask its job next
+        crashed = False
+        try:
+            self._loop(watching)
+        except BaseException as err:  # noqa: BLE001 - a thread must not print: kept, and the next watch() restarts
+            self.error, crashed = err, True
+        finally:
+            with self._lock:
+                self._new[:0] = [f for f in watching if not f.done()]  # for the next thread
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r, self._wake_w = -1, -1
+                self._thread = None
+                if self._new and not crashed:  # watched after the loop saw nothing left
+                    self._start()
+
+    def _loop(self, watching: dict[JobFuture, float]) -> None:
         pauses: dict[JobFuture, float] = {}
         by_watch: dict[int, JobFuture] = {}
-        with Inotify() as inotify:
+        try:
+            inotify: Inotify | None = Inotify()
+        except OSError:  # EMFILE (max_user_instances), ENOMEM: every job is asked in turn
+            inotify = None
+        try:
             while True:
                 with self._lock:
                     for future in self._new:
                         watching[future] = 0.0
                         pauses[future] = _POLL_FIRST_S
                         path = future.job.path if future.job.backend == "local" else None
-                        if path is not None:
+                        if path is not None and inotify is not None:
                             try:
                                 by_watch[inotify.add_watch(path, IN_MOVED_TO)] = future
                                 pauses[future] = _LOCAL_CHECK_S
@@ -293,9 +336,6 @@ class _Watcher:
                                 pass  # (watch limit reached): asked in turn, as a remote job is
                     self._new.clear()
                     if not watching:
-                        os.close(self._wake_r)
-                        os.close(self._wake_w)
-                        self._thread = None
                         return
                 now = time.monotonic()
                 for future in [f for f, due in watching.items() if due <= now]:
@@ -303,7 +343,7 @@ class _Watcher:
                         del watching[future]
                     else:
                         watching[future] = now + pauses[future]
-                        if future.job.backend != "local":
+                        if pauses[future] < _LOCAL_CHECK_S:  # not seen by inotify: asked less often
                             pauses[future] = min(pauses[future] * 1.5, _POLL_MAX_S)
                 if not watching:
                     continue
@@ -313,8 +353,12 @@ class _Watcher:
                     if future in watching:
                         watching[future] = 0.0
                 for wd in [wd for wd, f in by_watch.items() if f not in watching]:
-                    _libc.inotify_rm_watch(inotify.fd, wd)
+                    if inotify is not None:
+                        _libc.inotify_rm_watch(inotify.fd, wd)
                     del by_watch[wd]
+        finally:
+            if inotify is not None:
+                inotify.close()
 
     @staticmethod
     def _settled(future: JobFuture) -> bool:
@@ -323,7 +367,7 @@ class _Watcher:
             return True
         try:
             ended = future.job.status().ended
-        except JobberError as err:  # the job was removed, or cannot be read
+        except Exception as err:  # noqa: BLE001 - removed, unreadable: this future fails with why, not the thread
             future._fail(err)
             return True
         if ended:
@@ -331,11 +375,16 @@ class _Watcher:
         return ended or future.done()
 
 
-def _wait(inotify: Inotify, wake: int, timeout: float) -> list[int]:
+_shared = _Watcher()  # the process's one watcher: its thread starts on the first submit
+os.register_at_fork(after_in_child=_shared._forked)
+
+
+def _wait(inotify: Inotify | None, wake: int, timeout: float) -> list[int]:
     """Block until a watched directory changes, a wake-up, or ``timeout``; the watch
     descriptors that saw events."""
     poller = select.poll()
-    poller.register(inotify.fd, select.POLLIN)
+    if inotify is not None:
+        poller.register(inotify.fd, select.POLLIN)
     poller.register(wake, select.POLLIN)
     poller.poll(int(timeout * 1000) + 1)
     try:
@@ -343,8 +392,8 @@ def _wait(inotify: Inotify, wake: int, timeout: float) -> list[int]:
             pass
     except BlockingIOError:
         pass
-    wds = []
-    while True:
+    wds: list[int] = []
+    while inotify is not None:
         try:
             data = os.read(inotify.fd, 65536)
         except BlockingIOError:
@@ -354,3 +403,4 @@ def _wait(inotify: Inotify, wake: int, timeout: float) -> list[int]:
             wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
             wds.append(wd)
             offset += _EVENT.size + length
+    return wds

@@ -7,10 +7,12 @@ its outcome to the job directory, each file atomically (a temporary file, then a
     result.json   {"ok", "type", "size", "traceback", "python", "error"}: JSON, so that
                   anyone may read it without unpickling anything
 
-A return value pickled larger than ``result_max`` bytes (``argv[2]``) is not kept: the
-job ends "failed" with the reason in result.json and in the log. On an exception the
-traceback goes to the log, and the exit code is 1; an exception that does not pickle (or
-would not unpickle) leaves only result.json, carrying its type name and traceback.
+A return value or an exception pickled larger than ``result_max`` bytes (``argv[2]``) is
+not kept: the job ends "failed" with the reason in result.json and in the log. On an
+exception the traceback goes to the log, and the exit code is 1; an exception that does
+not pickle (or would not unpickle, or passes the cap) leaves only result.json, carrying its
+type name and traceback. The traceback text is cut to its head and tail (``TRACEBACK_MAX``
+characters in all): result.json is read whole by listings and views.
 
 Run by file path with the job's own interpreter, which may be a server's ``python3``
 without jobber: this module imports the standard library and cloudpickle only.
@@ -23,6 +25,7 @@ import sys
 
 CALL, RESULT, RESULT_META = "call.pkl", "result.pkl", "result.json"
 PYTHON_VERSION = "{}.{}".format(*sys.version_info[:2])
+TRACEBACK_MAX = 64 * 1024  # characters of traceback kept: an exception's message may be 50 MB
 
 
 class TooLarge(Exception):
@@ -64,11 +67,11 @@ def main(argv):
         _extend_path(payload.get("sys_path") or [])
         fn, args, kwargs = pickle.loads(payload["call"])
     except BaseException as exc:  # a module the job cannot import, a version skew: the caller sees it raised
-        return _raised(job_dir, exc)
+        return _raised(job_dir, exc, cap)
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:
-        return _raised(job_dir, exc)
+        return _raised(job_dir, exc, cap)
     return _returned(job_dir, value, cap)
 
 
@@ -100,26 +103,44 @@ def _returned(job_dir, value, cap):
     return 0
 
 
-def _raised(job_dir, exc):
+def _raised(job_dir, exc, cap):
     import traceback
 
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = cut_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     sys.stderr.write(text)
     sys.stderr.flush()
     meta = {"ok": False, "type": _type_name(exc), "size": 0, "traceback": text, "error": None}
+    tmp = _tmp_name(os.path.join(job_dir, RESULT))
     try:
         import cloudpickle
 
         exc.__traceback__ = None  # its frames hold locals that need not (or cannot) travel
-        data = cloudpickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)  # an exception whose __init__ takes other arguments pickles, then fails to load
+        with _private(tmp) as f:  # capped as a return value is: streamed, never whole in memory
+            capped = CappedFile(f, cap)
+            cloudpickle.dump(exc, capped, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(tmp, "rb") as f:
+            pickle.load(f)  # an exception whose __init__ takes other arguments pickles, then fails to load
+    except TooLarge:
+        _discard(tmp)
+        meta["error"] = (f"the exception pickles to more than result_max ({_size_text(cap)}), so only its "
+                         "type and traceback were kept")
     except Exception as err:
+        _discard(tmp)
         meta["error"] = f"the exception could not be sent back: {type(err).__name__}: {err}"
     else:
-        _write_atomic(os.path.join(job_dir, RESULT), data)
-        meta["size"] = len(data)
+        os.rename(tmp, os.path.join(job_dir, RESULT))
+        meta["size"] = capped.size
     _write_meta(job_dir, meta)
     return 1
+
+
+def cut_text(text, limit=TRACEBACK_MAX):
+    """``text`` if it is at most ``limit`` characters, else its head and tail around a line
+    that says how much was cut."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}\n... {len(text) - 2 * keep} characters cut ...\n{text[-keep:]}"
 
 
 def _refuse(job_dir, reason, value=None):
