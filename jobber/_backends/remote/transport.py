@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -74,6 +75,9 @@ class Transport:
         self._cert_path = str(cert)
         self._context = _client_context(str(cert), str(key), None if ca is None else str(ca))
         self._local = threading.local()
+        # Every thread's kept-alive connection, so that close() closes them all: a thread
+        # that outlives the session (the executor's watcher) must not leak its socket.
+        self._open: weakref.WeakSet[http.client.HTTPSConnection] = weakref.WeakSet()
 
     def json(self, method: str, path: str, body: Any = None, *, job_id: int | None = None,
              timeout: float | None = None) -> Any:
@@ -249,8 +253,10 @@ class Transport:
         return JobberError(message)
 
     def close(self) -> None:
-        """Close this thread's kept-alive connection (others close when their threads end)."""
+        """Close every thread's kept-alive connection (a thread that asks again opens a new one)."""
         self._drop()
+        for conn in list(self._open):
+            conn.close()
 
     def _connection(self) -> tuple[http.client.HTTPSConnection, bool]:
         conn = getattr(self._local, "conn", None)
@@ -259,6 +265,7 @@ class Transport:
         self._drop()
         conn = http.client.HTTPSConnection(self._host, self._port, context=self._context, timeout=self.timeout)
         self._local.conn, self._local.used = conn, time.monotonic()
+        self._open.add(conn)
         return conn, False
 
     def _drop(self) -> None:
