@@ -78,6 +78,7 @@ class Transport:
         # Every thread's kept-alive connection, so that close() closes them all: a thread
         # that outlives the session (the executor's watcher) must not leak its socket.
         self._open: weakref.WeakSet[http.client.HTTPSConnection] = weakref.WeakSet()
+        weakref.finalize(self, _close_all, self._open)  # a session dropped unclosed
 
     def json(self, method: str, path: str, body: Any = None, *, job_id: int | None = None,
              timeout: float | None = None) -> Any:
@@ -255,8 +256,7 @@ class Transport:
     def close(self) -> None:
         """Close every thread's kept-alive connection (a thread that asks again opens a new one)."""
         self._drop()
-        for conn in list(self._open):
-            conn.close()
+        _close_all(self._open)
 
     def _connection(self) -> tuple[http.client.HTTPSConnection, bool]:
         conn = getattr(self._local, "conn", None)
@@ -338,3 +338,8 @@ def _exists(path: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def _close_all(connections: weakref.WeakSet[http.client.HTTPSConnection]) -> None:
+    for conn in list(connections):
+        conn.close()
