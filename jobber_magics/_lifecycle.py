@@ -73,10 +73,10 @@ class JobberLifecycleMagics(Magics):
     @flag_arguments(JobFlags.RM)
     @line_magic
     @user_errors
-    def jobber_rm(self, line: str) -> list[int]:
+    def jobber_rm(self, line: str) -> None:
         """Remove jobs that ended or never started: their directories and logs
         (``%jobber_rm 3 5 9``, ``%jobber_rm 12-40``, ``%jobber_rm --label sweep``). A running
-        job is kept (stop it first), and said so. Returns the ids removed.
+        job is kept (stop it first), and said so. Each job removed is said ("job 25 removed").
         """
         args = parse_options(self.jobber_rm, line)
         removed, missing = JobFlags.remove(self._main.session, args)
@@ -86,7 +86,6 @@ class JobberLifecycleMagics(Magics):
         check_removals_soon()  # the live views of these jobs say so now, not at their next look
         if problems:
             raise UsageError("; ".join(problems))
-        return removed
 
     @magic_arguments()
     @flag_arguments(JobFlags.PRUNE)
