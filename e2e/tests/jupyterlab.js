@@ -196,14 +196,15 @@ async function restartKernel(page) {
   await expect(kernelIdle(page)).toBeVisible({ timeout: 60_000 });
 }
 
-/** Add a code cell at the end of the notebook, type `source` into it and run it. */
+/** Add a code cell at the end of the notebook, paste `source` into it (as one input: no
+ * auto-indent after a newline, and long lines typed key by key take half a minute) and run it. */
 async function runNewCell(notebook, source) {
   const page = notebook.page();
   await notebook.locator('.jp-Cell').last().click();
   await page.keyboard.press('Escape');
   await page.keyboard.press('b'); // a new cell below, in command mode
   await page.keyboard.press('Enter');
-  await page.keyboard.type(source);
+  await page.keyboard.insertText(source);
   await page.keyboard.press('Control+Enter');
   return notebook.locator('.jp-Cell.jp-CodeCell').last();
 }

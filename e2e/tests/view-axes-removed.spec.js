@@ -3,7 +3,7 @@
 // (only its first cell, `%load_ext jobber_magics`, is run from the file).
 const path = require('node:path');
 const { test, expect } = require('@playwright/test');
-const { ARTIFACTS, openNotebook, cellWith, runThrough, liveView, jobIdOf } = require('./jupyterlab');
+const { ARTIFACTS, openNotebook, cellWith, runThrough, liveView, jobIdOf, runNewCell } = require('./jupyterlab');
 
 // A tick label a person would say: a number with at most two decimals, and its unit.
 const ROUNDED = /^(0|\d+(\.\d{1,2})? (cores?|B|KiB|MiB|GiB|TiB)|\d+)$/;
@@ -36,19 +36,6 @@ function expectReadable(charts) {
       expect(label.inside, `${label.text} is clipped: ${all}`).toBe(true);
     }
   }
-}
-
-/** Add a code cell at the end, paste `source` into it (as one input: long lines typed key
- * by key take half a minute) and run it. */
-async function runNewCell(notebook, source) {
-  const page = notebook.page();
-  await notebook.locator('.jp-Cell').last().click();
-  await page.keyboard.press('Escape');
-  await page.keyboard.press('b'); // a new cell below, in command mode
-  await page.keyboard.press('Enter');
-  await page.keyboard.insertText(source);
-  await page.keyboard.press('Control+Enter');
-  return notebook.locator('.jp-Cell.jp-CodeCell').last();
 }
 
 async function loadedNotebook(page, workspace) {
