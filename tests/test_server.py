@@ -236,7 +236,10 @@ class TestJobUser:
         job = start(api, "id -u; id -G; pwd; echo $HOME")
         wait_ended(api, job["id"])
         uid, groups, pwd, home = api("GET", f"/v1/jobs/{job['id']}/log").body.decode().splitlines()
-        assert 200000 <= int(uid) <= 265535 and groups == uid  # gid the same number, no other group
+        from jobber._server.tenant_uids import default_uid_range
+
+        low, high = default_uid_range()  # found at start: outside every account and subuid range
+        assert low <= int(uid) <= high and groups == uid  # gid the same number, no other group
         assert pwd == home and home.endswith(f"/tenants/{uid}/home"), (pwd, home)
 
     @ROOT_ONLY
