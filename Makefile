@@ -122,9 +122,9 @@ test-unprivileged: venv
 # tests with the compiled launcher only (the Python one is covered on this host).
 test-cgroup-v2: venv
 	PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
-	  .ci/cgroup_v2_vm.sh --timeout 1800 -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py tests/test_local_backend.py tests/test_gpus.py \
+	  .ci/cgroup_v2_vm.sh --timeout 2400 -- $(PY) -m pytest -q -rs tests/test_isolation.py tests/test_jobs.py tests/test_local_backend.py tests/test_gpus.py \
 	  tests/test_throttling.py tests/test_queues.py tests/test_sandbox.py tests/contract/test_queues.py tests/test_usage.py \
-	  tests/test_function_jobs.py tests/contract/test_functions.py \
+	  tests/test_function_jobs.py::TestConfined tests/contract/test_functions.py \
 	  -k "not python and not killed_submitter and not 20_jobs" -m "not slurm and not remote"
 
 # An ordinary user on a systemd host, for real: systemd as PID 1 in the cgroup v2 VM, a
