@@ -415,8 +415,8 @@ class TestCommandLine:
         job = identity.get_job(int(started.stdout))
         wait_for(lambda: job.status().state == "running")
         listed = self.jobber("ls").stdout.splitlines()
-        assert re.search(r"\sfailed \(code 4\)\s+slurm\s+echo from slurm; exit 4", listed[1])
-        assert re.search(r"\srunning\s+slurm\s+sleep 300", listed[2])
+        assert re.search(r"\sfailed \(code 4\)\s+slurm\s+-\s+echo from slurm; exit 4", listed[1])
+        assert re.search(r"\srunning\s+slurm\s+-\s+sleep 300", listed[2])
         stopped = self.jobber("stop", str(job.id), "--grace", "1")
         assert stopped.stdout == f"job {job.id}: stopped\n"
 
