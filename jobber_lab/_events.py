@@ -121,6 +121,12 @@ class JobsFeed:
         """Whether the feed runs (some socket listens)."""
         return bool(self._listeners)
 
+    def current(self) -> list[dict[str, Any]] | None:
+        """The rows, newest first, while the feed keeps them current (else None: read them)."""
+        if not self._listeners or self._generation != self.identity.generation or self._session is None:
+            return None
+        return sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
+
     def add(self, listener: Callable[[str], None]) -> None:
         """Send ``listener`` the snapshot now, then every change (a JSON text each)."""
         if self._generation != self.identity.generation:

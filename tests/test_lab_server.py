@@ -183,6 +183,31 @@ class TestEvents:
         assert ended["message"].startswith(f"job {job.id} `hog` killed: out of memory at 64 MiB after ")
         assert ended["job"]["state"] == "oom-killed" and ended["job"]["state_text"] == "killed: out of memory at 64 MiB"
 
+    @pytest.mark.skipif(choose()[0].NAME == "none", reason="no cgroup measures a job's memory on this host")
+    def test_a_running_jobs_memory_comes_from_its_usage_samples(self, lab, tenant_a):
+        job = run(tenant_a, "python3 -c 'b = bytearray(40 << 20); b[::4096] = b\"x\" * len(b[::4096]); "
+                  "import time; time.sleep(60)'", limits=Limits(memory="512M"))
+
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                await receive(ws)
+                updates = []
+                while len(updates) < 3:
+                    message, _ = await receive_until(ws, lambda m: m["type"] == "job" and m["job"]["id"] == job.id
+                                                     and (m["job"]["memory_now"] or 0) >= 40 << 20)
+                    updates.append(message["job"])
+                return updates
+            finally:
+                await close(ws)
+
+        try:
+            updates = run_async(scenario())
+        finally:
+            job.stop()
+        assert all(row["state"] == "running" and row["memory_peak"] >= row["memory_now"] for row in updates)
+        assert updates[-1]["elapsed_s"] > updates[0]["elapsed_s"]
+
     def test_one_watcher_for_every_socket_and_none_once_they_closed(self, lab, tenant_a):
         pid = lab["a"].process.pid
 
@@ -324,14 +349,31 @@ class TestBadInput:
 
 
 class TestIdentitySetting:
-    def test_the_setting_wins_over_jobber_cert(self, lab, tenant_a, demo):
+    def test_the_setting_wins_over_jobber_cert_and_the_feed_follows(self, lab, tenant_a, demo):
         other = Certificate.from_file(demo["client2"])
-        try:
-            described = lab["a"].call("PUT", "/identity", {"certPath": str(demo["client2"]), "server": ""}).json()
-            assert (described["hash"], described["source"]) == (other.hash(), "setting")
-        finally:
-            back = lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""}).json()
+        other.new_job("true", label="tenant-b-job")  # (ids are per identity: labels tell them apart)
+        run(tenant_a, "true", label="tenant-a-job")
+
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                first = await receive(ws)
+                described = lab["a"].call("PUT", "/identity", {"certPath": str(demo["client2"]), "server": ""}).json()
+                switched, _ = await receive_until(ws, lambda m: m["type"] == "snapshot")
+                back = lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""}).json()
+                again, _ = await receive_until(ws, lambda m: m["type"] == "snapshot")
+                return first, described, switched, back, again
+            finally:
+                await close(ws)
+                lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""})
+
+        first, described, switched, back, again = run_async(scenario())
+        assert (described["hash"], described["source"]) == (other.hash(), "setting")
         assert (back["hash"], back["source"]) == (tenant_a.hash(), "JOBBER_CERT")
+        labels = [{row["label"] for row in snapshot["jobs"]} for snapshot in (first, switched, again)]
+        assert "tenant-a-job" in labels[0] and "tenant-b-job" not in labels[0]
+        assert labels[1] == {"tenant-b-job"}
+        assert labels[2] == labels[0]
 
 
 def test_the_server_logged_no_error(lab):
