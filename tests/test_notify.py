@@ -140,6 +140,14 @@ class TestWaitNotifyCmd:
         finally:
             job.stop()
 
+    def test_jobber_status_says_it(self, identity, demo, jobs_dir):
+        job = identity.new_job("true", notify=True)
+        env = {**os.environ, "JOBBER_ROOT": str(demo["root"]), "JOBBER_CERT": str(demo["client"]),
+               "JOBBER_JOBS_DIR": str(jobs_dir)}
+        shown = subprocess.run([sys.executable, "-m", "jobber", "status", str(job.id)], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert "notify     its end is announced (--notify)" in shown.stdout
+
     def test_a_failing_command_is_not_silent(self, identity, demo, jobs_dir):
         job = identity.new_job("true")
         job.start()
