@@ -102,3 +102,55 @@ class TestLargeResults:
         data = (job.path / RESULT).read_bytes()
         assert data[:2] == b"\x80\x05"
         assert isinstance(pickle.loads(data), numpy.ndarray)
+
+
+class TestADownloadThatBreaksOff:
+    """A remote result unpickled as it arrives (``jobber._backends.remote.download``): a
+    transfer that breaks raises ``JobError`` saying so, never an unpickling error, and its
+    connection is closed. The whole path over a real server: tests/test_server_functions.py."""
+
+    class Broken:
+        """A response whose connection closes after ``cut`` bytes (``http.client`` then
+        reads short), or whose reads fail with ``error``."""
+
+        def __init__(self, whole: bytes, cut: int, error: Exception | None = None) -> None:
+            self.data, self.error, self.closed = whole[:cut], error, False
+
+        def read(self, size):
+            if self.error:
+                raise self.error
+            part, self.data = self.data[:size], self.data[size:]
+            return part
+
+        def readinto(self, buffer):
+            part = self.read(len(buffer))
+            buffer[: len(part)] = part
+            return len(part)
+
+        def readline(self, limit=-1):
+            return self.read(limit)
+
+        def close(self):
+            self.closed = True
+
+    @pytest.mark.parametrize("cut, error, why", [(100, None, "after 100 of its .* bytes .the connection closed early"),
+                                                 (10_000, TimeoutError("timed out"), "after 0 of its .* bytes .TimeoutError: timed out")])
+    def test_it_is_a_job_error_and_the_connection_closes(self, cut, error, why):
+        from jobber._backends.remote.download import ResultDownload
+
+        whole = pickle.dumps(array_of(2 * MiB, 1), protocol=5)
+        response, conn = self.Broken(whole, cut, error), self.Broken(b"", 0)
+        download = ResultDownload(conn, response, 7, len(whole))
+        with pytest.raises(JobError, match=f"job 7's result stopped arriving {why}.*ask again") as err:
+            load_result({"ok": True, "type": "numpy.ndarray", "size": len(whole)}, download, 7)
+        assert not isinstance(err.value, RemoteError)
+        assert response.closed and conn.closed
+
+    def test_a_whole_one_loads(self):
+        from jobber._backends.remote.download import ResultDownload
+
+        whole = pickle.dumps(array_of(2 * MiB, 1), protocol=5)
+        response, conn = self.Broken(whole, len(whole)), self.Broken(b"", 0)
+        value = load_result({"ok": True, "size": len(whole)}, ResultDownload(conn, response, 7, len(whole)), 7)
+        assert (value == 1).all() and value.nbytes == 2 * MiB
+        assert response.closed and conn.closed

@@ -215,6 +215,8 @@ def _outcome(meta: Mapping[str, Any], data: bytes | BinaryIO, job_id: int | None
 def _unpickle(data: bytes | BinaryIO, meta: Mapping[str, Any], job_id: int | None) -> Any:
     try:
         return pickle.loads(data) if isinstance(data, (bytes, bytearray, memoryview)) else pickle.load(data)
+    except JobError:  # the file's own: a download that broke off (jobber._backends.remote.download)
+        raise
     except Exception as err:
         type_name = str(meta.get("type") or "object")
         raise RemoteError(f"job {job_id}'s result (a {type_name}) cannot be unpickled here: {type(err).__name__}: {err} "
