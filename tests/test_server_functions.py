@@ -380,3 +380,33 @@ def test_a_single_tenant_server_running_jobs_as_another_user_refuses_function_jo
             assert session.get_jobs() == []
     finally:
         server.stop()
+
+
+def test_a_large_result_is_unpickled_as_it_arrives(pki, fn_server, tmp_path):
+    """The client holds a large result once (read from the socket into the result itself),
+    not its bytes and then the result made from them: a client process's peak memory grows
+    by little more than the result's size."""
+    import subprocess
+    import textwrap
+
+    tenant = pki.client()
+    size = 96 << 20
+    with _connect(pki, fn_server, tenant) as session:
+        job = session.executor().submit(big, size).job
+        assert job.wait(120).state == "exited"
+    cert, key = tenant
+    code = textwrap.dedent(f"""
+        import jobber
+        def peak():
+            return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        with jobber.connect({fn_server.url!r}, cert={str(cert)!r}, key={str(key)!r}, ca={str(pki.server_ca)!r}) as s:
+            job = s.get_job({job.id})
+            job.result_info()
+            before = peak()
+            value = job.result(timeout=120)
+            print(len(value) == {size} and value[:256] == bytes(range(256)), peak() - before)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    whole, grown = done.stdout.split()
+    assert whole == "True", done.stderr
+    assert int(grown) < size * 1.4, f"the client's peak grew by {int(grown) >> 20} MiB for a {size >> 20} MiB result"

@@ -27,7 +27,7 @@ import threading
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from jobber._errors import JobError, RemoteError
 from jobber._limits import parse_size
@@ -165,7 +165,7 @@ def _probe(python: str) -> tuple[str, bool]:
     return lines[0], lines[1] == "yes"
 
 
-def load_result(meta: Mapping[str, Any], data: bytes, job_id: int | None = None) -> Any:
+def load_result(meta: Mapping[str, Any], data: bytes | BinaryIO, job_id: int | None = None) -> Any:
     """A function job's outcome, as ``Job.result`` gives it: its return value, or the
     exception it raised, re-raised with the job's traceback attached.
 
@@ -173,7 +173,9 @@ def load_result(meta: Mapping[str, Any], data: bytes, job_id: int | None = None)
 
     Args:
         meta: ``result.json``.
-        data: ``result.pkl``'s bytes (empty when the runner could not pickle the outcome).
+        data: ``result.pkl``'s bytes (empty when the runner could not pickle the outcome),
+            or a binary file open on them (read and closed here: a numpy array's buffer
+            is read straight into its own memory).
         job_id: the job, for messages.
 
     Returns:
@@ -184,6 +186,14 @@ def load_result(meta: Mapping[str, Any], data: bytes, job_id: int | None = None)
         RemoteError: the function raised an exception that cannot be rebuilt here.
         JobError: the job kept no result (over ``result_max``, or not picklable).
     """
+    try:
+        return _outcome(meta, data, job_id)
+    finally:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data.close()
+
+
+def _outcome(meta: Mapping[str, Any], data: bytes | BinaryIO, job_id: int | None) -> Any:
     traceback_text = meta.get("traceback")
     if meta.get("ok"):
         return _unpickle(data, meta, job_id)
@@ -202,9 +212,11 @@ def load_result(meta: Mapping[str, Any], data: bytes, job_id: int | None = None)
     raise _with_traceback(exc, traceback_text, job_id)
 
 
-def _unpickle(data: bytes, meta: Mapping[str, Any], job_id: int | None) -> Any:
+def _unpickle(data: bytes | BinaryIO, meta: Mapping[str, Any], job_id: int | None) -> Any:
     try:
-        return pickle.loads(data)
+        return pickle.loads(data) if isinstance(data, (bytes, bytearray, memoryview)) else pickle.load(data)
+    except JobError:  # the file's own: a download that broke off (jobber._backends.remote.download)
+        raise
     except Exception as err:
         type_name = str(meta.get("type") or "object")
         raise RemoteError(f"job {job_id}'s result (a {type_name}) cannot be unpickled here: {type(err).__name__}: {err} "

@@ -4,12 +4,17 @@
 ``Backend.read_result``, and what a jobber server sends its owner: ``result.json``'s
 object and ``result.pkl``'s bytes. Unpickling is the owner's client's alone
 (``jobber._jobs.pycall.load_result``).
+
+A large result is handed over as its open file, not as bytes: ``pickle.load`` then reads
+a numpy array's (protocol 5) buffer with one ``readinto`` straight into the array's own
+memory, one copy from the page cache as a plain ``pickle.load`` of a local file does.
+Reading it into bytes first, or mapping it, would cost a second copy (``pickle.loads``
+copies a buffer out of the bytes it is given) or a page fault per page of the map.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from typing import Any
 
@@ -21,7 +26,7 @@ from jobber._jobs.status import JobStatus
 
 __all__ = ["read_meta", "read_result"]
 
-_MAP_FROM = 1 << 20  # bytes: a result this large is mapped rather than read
+_STREAM_FROM = 1 << 20  # bytes: a result this large is unpickled from its file rather than read whole
 
 
 def read_meta(jobdir: JobDir) -> dict[str, Any] | None:
@@ -38,11 +43,12 @@ def read_meta(jobdir: JobDir) -> dict[str, Any] | None:
 
 def read_result(jobdir: JobDir, job_id: int, spec: JobSpec, status: JobStatus) -> tuple[dict[str, Any], bytes]:
     """(``result.json``'s object, ``result.pkl``'s bytes) of an ended function job (a
-    read-only ``mmap`` for a large one: bytes-like, as ``pickle.loads`` takes).
+    large one's open file instead, at its start: ``load_result`` reads and closes it).
 
     Raises:
-        JobError: a command job; a job that has not ended; or one that ended without a
-            result, saying how it ended.
+        JobError: a command job; a job that has not ended; one that ended without a
+            result, saying how it ended; or a result file that is not as long as its
+            description says (cut short: never unpickled as if it were whole).
     """
     if not spec.is_function:
         raise JobError(f"job {job_id} is a command job: it has no result (its output is in its log)", job_id=job_id)
@@ -55,14 +61,19 @@ def read_result(jobdir: JobDir, job_id: int, spec: JobSpec, status: JobStatus) -
     if not meta.get("size"):
         return meta, b""
     try:
-        with open(jobdir.path / RESULT, "rb") as f:
-            if os.fstat(f.fileno()).st_size < _MAP_FROM:
-                return meta, f.read()
-            # A large result is unpickled straight from the page cache, not copied first
-            # (the runner renames a finished file into place: it never changes under the map).
-            return meta, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as err:
+        f = open(jobdir.path / RESULT, "rb")  # a large one's goes to load_result, which closes it
+        size = os.fstat(f.fileno()).st_size
+        if size < _STREAM_FROM or size != meta["size"]:
+            with f:
+                data = f.read() if size == meta["size"] else b""
+    except OSError as err:
         raise JobError(f"job {job_id}'s result cannot be read: {err.strerror or err}", job_id=job_id) from err
+    if size != meta["size"]:
+        # The runner renames a whole file into place and writes its length in result.json:
+        # one of another length was cut short (a crash before the page cache reached the disk).
+        raise JobError(f"job {job_id}'s result file is {size} bytes, not the {meta['size']} its description says "
+                       "(cut short, by a crash?): run the job again (job.rerun())", job_id=job_id)
+    return meta, f if size >= _STREAM_FROM else data
 
 
 def _ending(status: JobStatus) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
+from jobber._backends.remote.download import STREAM_FROM, open_result
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound
 from jobber._jobs.logs import tail_view
 from jobber._jobs.spec import JobSpec
@@ -153,7 +154,8 @@ class RemoteBackend:
 
     def read_result(self) -> tuple[dict[str, Any], bytes]:
         """The ended function job's outcome from the server: (``result.json``'s object, the
-        pickle's bytes), unpickled by nobody here (``Job.result`` does, in this process).
+        pickle's bytes; a large one's download, open), unpickled by nobody here
+        (``Job.result`` does, in this process, reading a download as it arrives).
 
         Raises:
             JobError: a command job, a job not ended, or one that left no result (the
@@ -164,6 +166,8 @@ class RemoteBackend:
         size = int(meta.get("size") or 0)
         if not size:
             return meta, b""
+        if size >= STREAM_FROM:  # unpickled as it arrives (load_result reads and closes it)
+            return meta, open_result(transport, self._path("/result/pickle"), size, self.id, self._session.timeout)
         # A second per MiB on top of the usual wait: a large result takes a while to come.
         status, _headers, data = transport.request("GET", self._path("/result/pickle"),
                                                    timeout=self._session.timeout + size / (1 << 20))
