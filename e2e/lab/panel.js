@@ -1,0 +1,125 @@
+// The Jobs panel as a person meets it in JupyterLab 4, and the jobs behind it.
+//
+// The panel's DOM (jobber-lab, labextension/src/):
+//   #jobber-jobs                              the left sidebar panel (its tab: data-id="jobber-jobs")
+//     select.jobber-lab-filter-state          filter by state ("" = every state)
+//     input.jobber-lab-filter-label           filter by label
+//     .jobber-lab-row[data-job-id][data-state] one job: label, command, state text; buttons
+//                                             Stop / Re-run / Remove; a click opens its tab
+//   #jobber-job-N                             job N's main-area tab: the live view of a cell
+//                                             (.jobber-view, as in e2e/tests/jupyterlab.js)
+//   .jobber-lab-status                        the status bar item "jobber: 3 running, 1 pending"
+//   .Toastify__toast                          a JupyterLab notification (button "Open")
+const fs = require('node:fs');
+const { execFileSync } = require('node:child_process');
+const { expect } = require('@playwright/test');
+
+const TOKEN = process.env.JUPYTER_TOKEN;
+const B_URL = process.env.LAB_B_URL;
+const B_TOKEN = process.env.LAB_B_TOKEN;
+const B_ENV = { ...process.env, JOBBER_CERT: process.env.LAB_B_CERT };
+// Jobs started here run in the server root of tenant A (a temporary directory), never in the checkout.
+const ROOT = process.env.LAB_ROOT;
+
+/** Run the `jobber` command of the venv under test; its stdout, trimmed. */
+function jobber(args, env = process.env) {
+  return execFileSync('jobber', args, { encoding: 'utf8', cwd: ROOT, env }).trim();
+}
+
+/** Start `script` as a job with `jobber run` (as in a terminal); its id. */
+function startJob(script, options = [], env = process.env) {
+  const out = jobber(['run', ...options, '--', script], env);
+  const id = Number(out.split('\n').pop());
+  if (!Number.isInteger(id)) throw new Error(`jobber run printed no job id: ${JSON.stringify(out)}`);
+  return id;
+}
+
+/** `jobber status ID --json`, read from disk. */
+function jobStatus(id, env = process.env) {
+  return JSON.parse(jobber(['status', String(id), '--json'], env));
+}
+
+/** The identity's jobs (`jobber ls --json`), optionally of one label or in some states. */
+function listJobs({ label, states, env = process.env } = {}) {
+  const args = ['ls', '--json', '--all'];
+  if (label) args.push('--label', label);
+  if (states) args.push('--state', states);
+  return JSON.parse(jobber(args, env));
+}
+
+/** Stop every job of the identity that has not ended, so that each test counts its own. */
+function stopAll(env = process.env) {
+  for (const job of listJobs({ states: 'created,pending,running', env })) {
+    jobber(['stop', '--grace', '1', String(job.id)], env);
+  }
+}
+
+/** Whether a process lives (a zombie waiting for its parent's wait() counts as gone). */
+function alive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Open JupyterLab (A's, or the one at `base`) in a workspace of its own, with no notebook. */
+async function openLab(page, workspace, { base = '', token = TOKEN } = {}) {
+  await page.goto(`${base}/lab/workspaces/${workspace}?token=${token}`);
+  await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  await expect(page.locator('.jp-LabShell')).toBeVisible();
+}
+
+/** Show the Jobs panel in the left sidebar (a click on its tab, if it is not the one shown). */
+async function openJobsPanel(page) {
+  const panel = page.locator('#jobber-jobs');
+  if (!(await panel.isVisible())) {
+    await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jobber-jobs"]').click();
+  }
+  await expect(panel).toBeVisible();
+  return panel;
+}
+
+function row(panel, id) {
+  return panel.locator(`.jobber-lab-row[data-job-id="${id}"]`);
+}
+
+/** The job ids of the panel's visible rows, top to bottom. */
+async function shownIds(panel) {
+  return panel.locator('.jobber-lab-row:visible').evaluateAll(
+    (rows) => rows.map((r) => Number(r.dataset.jobId)));
+}
+
+/** Click a row's button (by its text or title), accepting a confirmation if one is asked. */
+async function clickRowButton(page, rowLocator, name) {
+  await rowLocator.locator('button').filter({ hasText: name }).or(rowLocator.locator(`button[title="${name}"]`)).first().click();
+  const dialog = page.locator('.jp-Dialog');
+  if (await dialog.isVisible()) await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+}
+
+/** The parts of job N's live view in its main-area tab. */
+function jobTab(page, id) {
+  const tab = page.locator(`#jobber-job-${id}`);
+  const widget = tab.locator('.jobber-view');
+  return {
+    tab,
+    widget,
+    status: widget.locator('.jobber-status'),
+    stop: widget.locator('button.jobber-stop'),
+    log: widget.locator('pre.jobber-log'),
+    logBox: widget.locator('.jobber-logbox'),
+    charts: widget.locator('svg.jobber-chart'),
+    chartLines: widget.locator('svg.jobber-chart polyline'),
+  };
+}
+
+/** A JupyterLab notification (toast) whose text holds `text`. */
+function toast(page, text) {
+  return page.locator('.Toastify__toast').filter({ hasText: text });
+}
+
+module.exports = {
+  TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, stopAll, alive, openLab, openJobsPanel,
+  row, shownIds, clickRowButton, jobTab, toast,
+};
