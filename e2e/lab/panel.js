@@ -1,10 +1,12 @@
 // The Jobs panel as a person meets it in JupyterLab 4, and the jobs behind it.
 //
-// The panel's DOM (jobber-lab, labextension/src/):
-//   #jobber-jobs                              the left sidebar panel (its tab: data-id="jobber-jobs")
-//     select.jobber-lab-filter-state          filter by state ("" = every state)
-//     input.jobber-lab-filter-label           filter by label
-//     .jobber-lab-row[data-job-id][data-state] one job: label, command, state text; buttons
+// The panel's DOM (jobber-lab, labextension/src/panel.ts, status.ts, jobview.ts):
+//   #jobber-lab-jobs                          the left sidebar panel (its tab: data-id="jobber-lab-jobs")
+//     .jobber-lab-filters select              filter by state: "all states", "running", "ended", ...
+//     .jobber-lab-filters input               filter by label (a substring)
+//     li.jobber-lab-job[data-job-id][data-state]
+//                                             one job, shown only if it passes the filters: id,
+//                                             label, state, time, command, usage, reason; buttons
 //                                             Stop / Re-run / Remove; a click opens its tab
 //   #jobber-job-N                             job N's main-area tab: the live view of a cell
 //                                             (.jobber-view, as in e2e/tests/jupyterlab.js)
@@ -73,21 +75,26 @@ async function openLab(page, workspace, { base = '', token = TOKEN } = {}) {
 
 /** Show the Jobs panel in the left sidebar (a click on its tab, if it is not the one shown). */
 async function openJobsPanel(page) {
-  const panel = page.locator('#jobber-jobs');
+  const panel = page.locator('#jobber-lab-jobs');
   if (!(await panel.isVisible())) {
-    await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jobber-jobs"]').click();
+    await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jobber-lab-jobs"]').click();
   }
   await expect(panel).toBeVisible();
   return panel;
 }
 
+/** The panel's filters: the state select and the label search box. */
+function filters(panel) {
+  return { state: panel.locator('.jobber-lab-filters select'), label: panel.locator('.jobber-lab-filters input') };
+}
+
 function row(panel, id) {
-  return panel.locator(`.jobber-lab-row[data-job-id="${id}"]`);
+  return panel.locator(`.jobber-lab-job[data-job-id="${id}"]`);
 }
 
 /** The job ids of the panel's visible rows, top to bottom. */
 async function shownIds(panel) {
-  return panel.locator('.jobber-lab-row:visible').evaluateAll(
+  return panel.locator('.jobber-lab-job:visible').evaluateAll(
     (rows) => rows.map((r) => Number(r.dataset.jobId)));
 }
 
@@ -121,5 +128,5 @@ function toast(page, text) {
 
 module.exports = {
   TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, stopAll, alive, openLab, openJobsPanel,
-  row, shownIds, clickRowButton, jobTab, toast,
+  filters, row, shownIds, clickRowButton, jobTab, toast,
 };

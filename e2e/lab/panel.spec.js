@@ -9,7 +9,7 @@ const { ARTIFACTS, openNotebook, runAll, cellWith, liveView, jobIdOf, restartKer
   require('../tests/jupyterlab');
 const {
   TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, stopAll, alive, openLab, openJobsPanel,
-  row, shownIds, clickRowButton, jobTab, toast,
+  filters, row, shownIds, clickRowButton, jobTab, toast,
 } = require('./panel');
 
 const LOOP = (name) => `for i in $(seq 1 600); do echo "${name}: line $i"; sleep 1; done`;
@@ -171,7 +171,7 @@ test('the status bar counts the running and pending jobs, and opens the panel', 
   jobber(['stop', '--grace', '1', String(second)]);
   await expect(status).toHaveText(/jobber: 1 running, 1 pending/);
   await status.click();
-  const panel = page.locator('#jobber-jobs');
+  const panel = page.locator('#jobber-lab-jobs');
   await expect(panel).toBeVisible();
   await expect(row(panel, waiting)).toHaveAttribute('data-state', 'pending');
   await expect(row(panel, waiting)).toContainText(`after job ${first}`);  // "pending: why"
@@ -184,8 +184,7 @@ test('the panel filters by state and by label', async ({ page }) => {
   await openLab(page, 'lab-filter');
   const panel = await openJobsPanel(page);
   await expect(row(panel, done)).toHaveAttribute('data-state', 'exited');
-  const state = panel.locator('select.jobber-lab-filter-state');
-  const label = panel.locator('input.jobber-lab-filter-label');
+  const { state, label } = filters(panel);
 
   await state.selectOption('running');
   await expect(row(panel, done)).toBeHidden();
@@ -193,7 +192,7 @@ test('the panel filters by state and by label', async ({ page }) => {
   const runningIds = listJobs({ states: 'running' }).map((job) => job.id).sort((a, b) => b - a);
   await expect.poll(() => shownIds(panel)).toEqual(runningIds);
 
-  await state.selectOption('');
+  await state.selectOption('all states');
   await label.fill('e2e-lab-filter-b');
   await expect.poll(() => shownIds(panel)).toEqual(listJobs({ label: 'e2e-lab-filter-b' }).map((job) => job.id).reverse());
   await expect(row(panel, done)).toBeVisible();
