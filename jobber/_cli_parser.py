@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from jobber._cli_wait import add_wait_parser
 from jobber._job_flags import JobFlags
 
 __all__ = ["build_parser"]
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop a job and every process it started")
     stop.add_argument("job_id", metavar="ID|LABEL", help="a job id, or a label (its newest job)")
     stop.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL (default 5)")
+    add_wait_parser(sub)
 
     rerun = sub.add_parser("rerun", help="run a job again, as it was or with some options changed",
                            description="Start a new job with the command, limits and options of ID|LABEL "

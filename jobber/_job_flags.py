@@ -68,6 +68,9 @@ _LIFECYCLE: tuple[Flag, ...] = (
           "failed, oom-killed, timed-out (default failed; failed,oom-killed with --oom-growth)"),
     _flag("--oom-growth", metavar="FACTOR[:CAP]", help="retry OOM kills (with --retries), the next attempt "
           "getting memory x FACTOR, up to CAP (e.g. 1.5:16G; default cap: the host's memory)"),
+    # default None, not False: a re-run without --notify keeps what the job had.
+    _flag("--notify", action="store_true", default=None, help="announce the job's end: JupyterLab's Jobs panel "
+          "notifies of it whatever its length (its setting decides for the other jobs)"),
 )
 _SLURM: tuple[Flag, ...] = (
     _flag("--partition", metavar="NAME", help="Slurm partition (with --backend slurm)"),
@@ -121,7 +124,7 @@ class JobFlags:
         JOB: every flag of a new job, in the order help lists them: ``(names, keywords)``
             of ``ArgumentParser.add_argument``.
         LIFECYCLE: the lifecycle flags ``--timeout --log-max --retries --retry-on
-            --oom-growth``, which ``rerun`` takes too (with a ``--label`` of its own).
+            --oom-growth --notify``, which ``rerun`` takes too (with a ``--label`` of its own).
         KEYWORDS: the keywords of ``new_job`` that `new_job_arguments` may fill, besides
             the limits.
         LIST: the flags that pick jobs to show (``jobber ls``, ``%jobber_jobs``):

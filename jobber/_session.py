@@ -43,7 +43,7 @@ class Session(Protocol):
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
-                retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
+                retry_on: Sequence[str] | None = None, oom_growth: float | None = None, notify: bool = False,
                 queue: str | None = None, after: Any = None, **options: Any) -> Job:
         """Create a job (not started yet) with a freshly reserved id.
 

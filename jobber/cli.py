@@ -28,6 +28,7 @@ from jobber._certificates import Certificate
 from jobber._cli_certs import run_certs
 from jobber._cli_parser import build_parser
 from jobber._cli_queue import run_queue, run_sweep
+from jobber._cli_wait import run_wait
 from jobber._errors import JobberError
 from jobber._job_flags import JobFlags
 from jobber._jobs.history import last_runs
@@ -347,7 +348,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 _ACTIONS = {"run": _run, "ls": _ls, "status": _status, "logs": _logs, "stop": _stop, "rerun": _rerun, "rm": _rm,
             "prune": _prune, "sweep": _sweep, "queue": _queue,
-            "certs": run_certs, "doctor": _doctor, "serve": _serve}
+            "certs": run_certs, "doctor": _doctor, "serve": _serve,
+            "wait": lambda args: run_wait(args, _session(args), exit_code_of)}
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

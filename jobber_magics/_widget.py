@@ -32,11 +32,9 @@ kernel really gone reads as "no word from its kernel".
 from __future__ import annotations
 
 import html
-import os
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +42,16 @@ import anywidget
 import traitlets
 
 from jobber import JobberError, JobNotFound, JobStatus
-from jobber_magics._charts import ResourceHistory, resource_chart_html
-from jobber_magics._display import static_job_html, static_job_text, status_html
-from jobber_magics._loglines import LogLines
+from jobber_magics._display import static_job_html, static_job_text
 from jobber_magics._removals import REMOVALS
+from jobber_magics._viewstate import JobViewState
 
 __all__ = ["JobWidget"]
 
 # A chunk smaller than this means the reader has caught up with the writer: then the thread
 # waits for the next frame and lets output pile up, instead of waking for every line.
 _COALESCE_BELOW = 64 * 1024
-# The most characters of log in one message (lines are also cut at LogLines.max_line_chars).
-_MAX_LOG_CHARS = 200_000
-# How often the process count of a job with a pids limit is read (it walks /proc).
-_PROCESS_INTERVAL = 0.5
 _HERE = Path(__file__).parent
-
-
-def _lines_word(count: int) -> str:
-    return f"{count:,} line" + ("" if count == 1 else "s")
 
 
 class JobWidget(anywidget.AnyWidget):
@@ -106,12 +95,10 @@ class JobWidget(anywidget.AnyWidget):
 
     def __init__(self, job: Any, *, lines: int = 1000, offset: int = 0, refresh: float = 0.2,
                  notice: str = "", previous: Any = None, info: str = "") -> None:
-        # Before super().__init__: opening the comm asks get_state, which reads these.
-        self._lock = threading.RLock()
-        self._lines = LogLines(max_lines=lines)
-        self._frame = 0
-        self._sent_total = 0
-        self._sent_partial = ""
+        # Before super().__init__: opening the comm asks get_state, which reads the view's
+        # state (built by JobViewState, as the JupyterLab Jobs panel's view builds it).
+        self._view = JobViewState(job, lines=lines)
+        self._lock = self._view.lock
         self.job = job
         self._previous = previous
         info_html = f'<span class="jobber-info">{html.escape(info)}</span>' if info else ""
@@ -119,14 +106,9 @@ class JobWidget(anywidget.AnyWidget):
                          notice_html=html.escape(notice) + ("\n" if notice and info else "") + info_html,
                          notice_kind="warning" if notice else "info",
                          previous_job=previous.id if previous is not None else 0)
-        self._history = ResourceHistory()
-        self._load_history(job)
         self._refresh = refresh
         self._offset = offset
         self._closed = threading.Event()
-        self._status: JobStatus | None = None
-        self._processes_at = 0.0
-        self._processes: int | None = None
         self.on_msg(self._on_message)
         self._draw(job.status())
         self._thread = threading.Thread(target=self._update, name=f"jobber-widget-job-{job.id}", daemon=True)
@@ -142,11 +124,15 @@ class JobWidget(anywidget.AnyWidget):
         result = super()._repr_mimebundle_(**kwargs) or {}
         data, metadata = result if isinstance(result, tuple) else (result, {})
         data = dict(data)
-        status = self._status
+        status = self._view.status
         if status is not None:
             data["text/plain"] = static_job_text(self.job.id, status)
             data["text/html"] = static_job_html(self.job, status)
         return data, dict(metadata or {})
+
+    @property
+    def _history(self) -> Any:
+        return self._view.history
 
     @property
     def closed(self) -> bool:
@@ -160,8 +146,7 @@ class JobWidget(anywidget.AnyWidget):
 
     def log_text(self) -> str:
         """What the view shows of the log: the kept lines and the unfinished last one."""
-        with self._lock:
-            return self._lines.text()
+        return self._view.text()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the updater has shown the job's end; return False on timeout."""
@@ -197,15 +182,8 @@ class JobWidget(anywidget.AnyWidget):
         """The widget's state; the full state carries a snapshot of the log (see above)."""
         state = super().get_state(key=key, drop_defaults=drop_defaults)
         if key is None:
-            with self._lock:
-                # Whoever gets this snapshot has everything up to now: later frames carry
-                # only what comes after it, for every view (they all receive the state).
-                self._frame += 1
-                self._sent_total = self._lines.total_lines
-                self._sent_partial = self._lines.unfinished()
-                lines = self._bounded(self._lines.complete_lines())
-                state.update(log_snapshot="\n".join(lines), log_partial=self._sent_partial,
-                             log_total=self._sent_total, log_frame=self._frame)
+            # Every view receives the state, so later frames carry only what comes after it.
+            state.update(self._view.snapshot())
         return state
 
     # ---- in the kernel's main thread, from the browser ----
@@ -229,18 +207,6 @@ class JobWidget(anywidget.AnyWidget):
                 self.notice_kind = "info"
                 self.previous_job = 0
 
-    def _load_history(self, job: Any) -> None:
-        """The readings the job's supervisor kept since the job started (``job.usage()``):
-        a view made after the start (a re-attach, a restarted kernel, another notebook)
-        draws its charts from the start too, not from the moment it was made."""
-        try:
-            samples = job.usage()
-        except (JobberError, OSError):
-            return  # no history: the charts start now, as they would without one
-        for sample in samples:
-            reading = JobStatus(state="running", memory_bytes=sample.memory_bytes, cpu_seconds=sample.cpu_seconds)
-            self._history.add(sample.t, reading, sample.tasks)
-
     # ---- in the updater thread ----
 
     def _update(self) -> None:
@@ -253,8 +219,7 @@ class JobWidget(anywidget.AnyWidget):
                 if self._closed.is_set():
                     return
                 if chunk:
-                    with self._lock:
-                        self._lines.feed(chunk)
+                    self._view.feed(chunk)
                 now = time.monotonic()
                 if now >= next_frame:
                     status = self.job.status()
@@ -264,8 +229,7 @@ class JobWidget(anywidget.AnyWidget):
                     next_frame = now + self._refresh
                 if 0 < len(chunk) < _COALESCE_BELOW and self._closed.wait(max(0.0, next_frame - time.monotonic())):
                     return
-            with self._lock:
-                self._lines.finish()
+            self._view.finish()
             status = self.job.status()
             self._draw(status)
             if status.ended and not self._closed.is_set():
@@ -296,89 +260,10 @@ class JobWidget(anywidget.AnyWidget):
             self.removed = f"job {self.job.id} was removed"
             self.following = False
 
-    def _bounded(self, lines: list[str]) -> list[str]:
-        """The newest of ``lines`` that fit in one message."""
-        size = 0
-        for i in range(len(lines) - 1, -1, -1):
-            size += len(lines[i]) + 1
-            if size > _MAX_LOG_CHARS:
-                return lines[i + 1 :]
-        return lines
-
-    def _log_message(self) -> dict[str, Any] | None:
-        """What is new in the log since the last frame (under the lock), or None."""
-        total, partial = self._lines.total_lines, self._lines.unfinished()
-        new = total - self._sent_total
-        if new == 0 and partial == self._sent_partial:
-            return None
-        reset = new > self._lines.kept_lines  # more came than the view keeps: replace its lines
-        lines = self._lines.complete_lines(None if reset else new)
-        bounded = self._bounded(lines)
-        reset = reset or len(bounded) < len(lines)
-        self._frame += 1
-        self._sent_total, self._sent_partial = total, partial
-        return {"kind": "log", "frame": self._frame, "lines": bounded, "partial": partial,
-                "total": total, "reset": reset}
-
-    def _process_count(self, status: JobStatus) -> int | None:
-        """Processes and threads of a local job with a pids limit (what pids.max counts)."""
-        current = getattr(status, "pids_current", None)  # a backend that reports it
-        if current is not None:
-            return current
-        if not status.limits.pids or status.pid is None or status.backend != "local" or status.ended:
-            return None
-        now = time.monotonic()
-        if now - self._processes_at >= _PROCESS_INTERVAL:
-            self._processes_at, self._processes = now, _task_count(status.pid)
-        return self._processes
-
     def _draw(self, status: JobStatus | None) -> None:
         with self._lock, self.hold_sync():
-            message = self._log_message()
+            message, changes = self._view.frame(status)
             if message is not None:
                 self.send(message)  # the log first: whoever reads "exited" has all of it
-            if status is not None:
-                self._status = status
-                t = status.elapsed or 0.0
-                kept = self._history.add(t, status, self._process_count(status))
-                if status.peak_pids is not None:  # the kernel's own count beats the view's samples
-                    self._history.peak_processes = max(self._history.peak_processes or 0, status.peak_pids)
-                    self._history.peak_processes_measured |= not status.peak_pids_sampled
-                if status.ended:
-                    self._history.finish(status)
-                if kept or status.ended or not self.charts_html:
-                    self.charts_html = resource_chart_html(self._history, status.limits, running=not status.ended)
-                if status.ended:
-                    self.stopping = False
-                self.state, self.ended = status.state, status.ended
-                self.as_of = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            status = self._status
-            if status is None:
-                return
-            total = self._lines.total_lines
-            extra = _lines_word(total)
-            if total > self._lines.max_lines:
-                extra += f", last {self._lines.max_lines:,} shown"
-            self.status_html = status_html(self.job.id, status, extra=extra)
-
-
-def _task_count(pid: int) -> int | None:
-    """The tasks (processes and threads) of ``pid`` and its descendants, from /proc."""
-    todo, seen, tasks = [pid], set(), 0
-    while todo:
-        process = todo.pop()
-        if process in seen:
-            continue
-        seen.add(process)
-        try:
-            threads = os.listdir(f"/proc/{process}/task")
-        except OSError:
-            continue
-        tasks += len(threads)
-        for thread in threads:
-            try:
-                with open(f"/proc/{process}/task/{thread}/children") as children:
-                    todo.extend(int(child) for child in children.read().split())
-            except (OSError, ValueError):
-                continue
-    return tasks or None
+            for name, value in changes.items():
+                setattr(self, name, value)

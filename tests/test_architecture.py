@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
-PACKAGES = ("jobber", "jobber_magics")
+PACKAGES = ("jobber", "jobber_magics", "jobber_lab")
 NOTEBOOK_LIBRARIES = {"IPython", "ipywidgets", "ipykernel", "jobber_magics"}
 ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
     "supervisor", "job_child", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying", "waking", "logcap",
@@ -462,3 +462,31 @@ def test_no_private_names_are_imported_across_modules():
             "private names (a leading underscore) are imported from another module",
             "A name another module needs is part of its module's interface: drop the underscore "
             "(and list it in __all__), or move it to the module that uses it.")
+
+
+# The Jupyter server extension (jobber_lab) sits beside the magics, above the core: it may use
+# the core and the magics' pure presentation (the live view's model, its HTML), never a
+# notebook library (it runs in the Jupyter server, not in a kernel); nothing imports it.
+LAB_MAY_IMPORT_FROM_MAGICS = frozenset({"jobber_magics", "jobber_magics._viewstate", "jobber_magics._charts",
+                                        "jobber_magics._display", "jobber_magics._ticks", "jobber_magics._loglines"})
+WIDGET_LIBRARIES = NOTEBOOK_LIBRARIES - {"jobber_magics"} | {"anywidget", "traitlets"}
+JUPYTER_SERVER_LIBRARIES = {"jupyter_server", "tornado", "jobber_lab"}
+
+
+def test_the_lab_extension_uses_the_core_and_the_pure_view_only():
+    problems = []
+    for imp in all_imports():
+        if _in(imp.importer, "jobber_lab"):
+            if _top(imp.target) in WIDGET_LIBRARIES or (_in(imp.target, "jobber_magics")
+                                                         and imp.target not in LAB_MAY_IMPORT_FROM_MAGICS):
+                problems.append(imp)
+        elif imp.importer in LAB_MAY_IMPORT_FROM_MAGICS and _top(imp.target) in WIDGET_LIBRARIES:
+            problems.append(imp)
+        elif _top(imp.target) in JUPYTER_SERVER_LIBRARIES and not _in(imp.importer, "jobber_lab"):
+            problems.append(imp)
+    fail_on(places(problems),
+            "jobber_lab (the Jupyter server extension) may import the core and the magics' pure view "
+            f"modules ({', '.join(sorted(LAB_MAY_IMPORT_FROM_MAGICS))}), which import no widget library; "
+            "and only jobber_lab imports jupyter_server or tornado; but",
+            "Move what both need into a module without IPython, ipywidgets, anywidget or traitlets (as "
+            "jobber_magics/_viewstate.py is), and keep the core free of the Jupyter server.")

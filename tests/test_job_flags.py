@@ -59,7 +59,7 @@ class TestOneDeclaration:
         _, given = JobFlags.new_job_arguments(parsed(
             "--env", "A=1", "--cwd", "/tmp", "--label", "train", "--timeout", "1h", "--log-max", "1M", "--retries", "2",
             "--retry-on", "failed", "--oom-growth", "2", "--queue", "q", "--after", "3", "--backend", "slurm",
-            "--partition", "p", "--time", "1:00", "--account", "a", "--gres", "gpu:1"))
+            "--partition", "p", "--time", "1:00", "--account", "a", "--gres", "gpu:1", "--notify"))
         assert set(given) == JobFlags.KEYWORDS
 
     def test_each_lifecycle_option_of_the_spec_has_its_flag_in_order(self):

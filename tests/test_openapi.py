@@ -20,7 +20,7 @@ from jobber._server.openapi import openapi_document
 
 # The lifecycle options as new_job, the CLI, the magics and the server name them: written out
 # on purpose, the one place besides the spec module, to hold the derivation to them.
-LIFECYCLE = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+LIFECYCLE = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth", "notify")
 # What a job's spec holds that its JSON on a server never shows: the backend's options and
 # the run context stay on the server, and extra (extra_limits) is what a newer jobber wrote.
 SERVER_SIDE = {"options", "cwd", "created_at", "env", "user", "sandbox", "gpu_devices", "slurm_files", "slurm_name",

@@ -128,7 +128,7 @@ class TestApi:
     def test_api_fields_of_a_bare_job(self):
         fields = JobSpec("x").api_fields()
         assert fields == {"env": {}, "label": None, "rerun_of": None, "timeout": None, "log_max": None, "retries": 0,
-                          "retry_on": ["failed"], "oom_growth": None, "oom_growth_max": None, "queue": None,
+                          "retry_on": ["failed"], "oom_growth": None, "oom_growth_max": None, "notify": False, "queue": None,
                           "after": [], "python": None, "result_max": None}
         assert set(LIFECYCLE_OPTIONS) <= set(fields)
 
@@ -137,7 +137,7 @@ def test_lifecycle_defaults():
     from jobber._jobs.spec import LIFECYCLE_DEFAULTS
 
     assert LIFECYCLE_DEFAULTS == {"label": None, "timeout": None, "log_max": None, "retries": 0,
-                                  "retry_on": ("failed",), "oom_growth": None}
+                                  "retry_on": ("failed",), "oom_growth": None, "notify": False}
 
 
 def _without_created_at(text: str) -> str:

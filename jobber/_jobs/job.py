@@ -13,7 +13,7 @@ class, each one line of delegation too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from jobber._limits import Limits
 from jobber._usage import UsageSample
 
 if TYPE_CHECKING:
+    import threading
+
     from jobber._backends.base import Backend
     from jobber._backends.context import Sandbox
 
@@ -82,6 +84,11 @@ class Job:
     def label(self) -> str | None:
         """The job's short name (``new_job(label=...)``), or None."""
         return spec_of(self).label
+
+    @property
+    def notify(self) -> bool:
+        """Whether the job asked to be announced when it ends (``new_job(notify=True)``)."""
+        return spec_of(self).notify
 
     @property
     def attempt(self) -> int:
@@ -192,6 +199,20 @@ class Job:
             The status: final, or still "created"/"pending"/"running" if the timeout came first.
         """
         return self._backend.wait(timeout)
+
+    def on_end(self, fn: Callable[[JobStatus], object]) -> threading.Thread:
+        """Call ``fn(status)`` once, in a daemon thread, when the job has ended.
+
+        For scripts and notebooks that want to be told (``fn`` runs in a thread: have it
+        send a message or write a file, not print into a notebook cell). Not called if the
+        job is removed before it ends. Local and remote jobs alike (it waits with `wait`).
+
+        Returns:
+            The watching thread (started).
+        """
+        from jobber._jobs.ending import on_end
+
+        return on_end(self, fn)
 
     def result(self, timeout: float | None = None) -> Any:
         """What a function job's function returned; its exception re-raised if it raised.

@@ -8,6 +8,7 @@
     oom_growth  retry OOM kills, the next attempt getting memory x this (up to a cap:
                 (1.5, "16G"); without one, up to the host's memory); it needs retries,
                 and a retry_on given with it must name "oom-killed"
+    notify    True: announce the job's end (the JupyterLab Jobs panel notifies of it)
 
 They are recorded in the job's spec; the backend that runs the job enforces them.
 """
@@ -20,7 +21,7 @@ import re
 from typing import Any
 
 from jobber._errors import JobError
-from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LOG_MAX, OOM_GROWTH, OOM_GROWTH_MAX, RETRIES, RETRY_ON, TIMEOUT
+from jobber._jobs.spec import LABEL, LIFECYCLE_DEFAULTS, LOG_MAX, NOTIFY, OOM_GROWTH, OOM_GROWTH_MAX, RETRIES, RETRY_ON, TIMEOUT
 from jobber._limits import parse_size
 from jobber._states import RETRYABLE
 from jobber._text import format_duration
@@ -90,7 +91,7 @@ def check_label(label: Any) -> str:
 
 def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = None,
                     retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None,
-                    oom_growth: Any = None, backend: str | None = None) -> dict[str, Any]:
+                    oom_growth: Any = None, notify: Any = None, backend: str | None = None) -> dict[str, Any]:
     """The ``JobSpec`` fields for a new job's lifecycle options (only those that were given).
 
     ``retry_on`` None means not given: ``("failed",)``, and with ``oom_growth``
@@ -103,7 +104,7 @@ def check_lifecycle(*, label: Any = None, timeout: Any = None, log_max: Any = No
             without ``retries``, or with a ``retry_on`` that does not name "oom-killed".
     """
     fields = _checked(label=label, timeout=timeout, log_max=log_max, retries=retries, retry_on=retry_on,
-                      oom_growth=oom_growth)
+                      oom_growth=oom_growth, notify=notify)
     if oom_growth is None or backend == "slurm":
         return fields  # (a Slurm job is refused oom_growth with Slurm's reason: check_lifecycle_for)
     if not retries:
@@ -137,8 +138,13 @@ def check_lifecycle_option(name: str, value: Any) -> dict[str, Any]:
 
 
 def _checked(*, label: Any = None, timeout: Any = None, log_max: Any = None,
-             retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None, oom_growth: Any = None) -> dict[str, Any]:
+             retries: Any = LIFECYCLE_DEFAULTS[RETRIES], retry_on: Any = None, oom_growth: Any = None,
+             notify: Any = None) -> dict[str, Any]:
     fields: dict[str, Any] = {}
+    if notify is not None and not isinstance(notify, bool):
+        raise JobError(f"notify must be True or False (announce the job's end, or not), not {notify!r}")
+    if notify:
+        fields[NOTIFY] = True
     if label is not None:
         fields[LABEL] = check_label(label)
     if timeout is not None:

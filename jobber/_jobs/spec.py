@@ -3,7 +3,7 @@
     JobSpec
       command, limits, options            what new_job was given (options: the backend, Slurm's)
       label timeout log_max retries       the lifecycle options (``LIFECYCLE_OPTIONS``)
-      retry_on oom_growth (oom_growth_max)
+      retry_on oom_growth (oom_growth_max) notify
       queue after                         when it may start
       extra_env cwd                       new_job's env and cwd
       python result_max                   a function job's (``new_function_job``)
@@ -34,6 +34,7 @@ from jobber._jobs.spec_names import (
     LABEL,
     LIFECYCLE_OPTIONS,
     LOG_MAX,
+    NOTIFY,
     OOM_GROWTH,
     OOM_GROWTH_MAX,
     PYTHON,
@@ -45,7 +46,8 @@ from jobber._jobs.spec_names import (
 )
 from jobber._limits import Limits
 
-__all__ = ["AFTER", "check_command", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX",
+__all__ = ["AFTER", "check_command", "LABEL", "LIFECYCLE_DEFAULTS", "LIFECYCLE_OPTIONS", "LOG_MAX", "NOTIFY",
+           "OOM_GROWTH", "OOM_GROWTH_MAX",
            "PYTHON", "QUEUE", "RESULT_MAX", "RETRIES", "RETRY_ON", "TIMEOUT", "JobSpec"]
 
 
@@ -65,6 +67,7 @@ class JobSpec:
         retry_on: which endings are retried.
         oom_growth: after an OOM kill the next attempt gets memory x this.
         oom_growth_max: the most memory that growth may reach (bytes).
+        notify: announce the job's end (the Jobs panel notifies of it whatever its length).
         queue: the queue the job waits in.
         after: ``(job id, "ok" | "any")`` pairs: the jobs that must end first.
         extra_env: the environment ``new_job(env=...)`` gave, on top of the inherited one.
@@ -95,6 +98,7 @@ class JobSpec:
     retry_on: tuple[str, ...] = ("failed",)
     oom_growth: float | None = None
     oom_growth_max: int | None = None
+    notify: bool = False
     queue: str | None = None
     after: tuple[tuple[int, str], ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -193,6 +197,7 @@ class JobSpec:
             RETRY_ON: list(self.retry_on),
             OOM_GROWTH: self.oom_growth,
             OOM_GROWTH_MAX: self.oom_growth_max,
+            NOTIFY: self.notify,
             QUEUE: self.queue,
             AFTER: [list(dep) for dep in self.after],
             PYTHON: self.python,
@@ -228,7 +233,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default
 _MAY_BE_NONE = frozenset(name for name, default in _DEFAULTS.items() if default is None)
 LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFECYCLE_OPTIONS}
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
-_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, QUEUE, PYTHON, RESULT_MAX)
+_API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, NOTIFY, QUEUE, PYTHON,
+               RESULT_MAX)
 
 
 def check_command(command: object) -> str:

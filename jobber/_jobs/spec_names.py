@@ -8,11 +8,12 @@ remote client name the options through these; so does the supervisor island, whi
 from __future__ import annotations
 
 __all__ = ["AFTER", "LABEL", "LIFECYCLE_OPTIONS", "LOG_MAX", "OOM_GROWTH", "OOM_GROWTH_MAX", "PYTHON", "QUEUE",
-           "RESULT_MAX", "RETRIES", "RETRY_ON", "TIMEOUT"]
+           "NOTIFY", "RESULT_MAX", "RETRIES", "RETRY_ON", "TIMEOUT"]
 
-LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth")
+LIFECYCLE_OPTIONS = ("label", "timeout", "log_max", "retries", "retry_on", "oom_growth", "notify")
 """The lifecycle options of a new job, as ``new_job``, the CLI, the magics and the server name them."""
-LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH = LIFECYCLE_OPTIONS
+LABEL, TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, NOTIFY = LIFECYCLE_OPTIONS
+"""``notify``: the job asks to be announced when it ends (the JupyterLab Jobs panel's notification)."""
 OOM_GROWTH_MAX = "oom_growth_max"
 """The cap of ``oom_growth`` (``oom_growth=(1.5, "16G")``), a field of its own in the spec."""
 QUEUE, AFTER = "queue", "after"

@@ -196,22 +196,22 @@ class JobStore(Session):
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                 timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
-                retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
+                retry_on: Sequence[str] | None = None, oom_growth: float | None = None, notify: bool = False,
                 queue: str | None = None, after: Any = None, **options: object) -> Job:
         return self._new_job(command, limits, env=env, cwd=cwd, label=label, timeout=timeout, log_max=log_max,
-                             retries=retries, retry_on=retry_on, oom_growth=oom_growth, queue=queue, after=after,
-                             options=options)
+                             retries=retries, retry_on=retry_on, oom_growth=oom_growth, notify=notify, queue=queue,
+                             after=after, options=options)
 
     def _new_job(self, command: str, limits: Limits | None, *, env: Mapping[str, str] | None = None,
                  cwd: str | os.PathLike[str] | None = None, label: str | None = None,
                  timeout: float | str | None = None, log_max: int | str | None = None, retries: int = 0,
-                 retry_on: Sequence[str] | None = None, oom_growth: float | None = None,
+                 retry_on: Sequence[str] | None = None, oom_growth: float | None = None, notify: bool = False,
                  queue: str | None = None, after: Any = None, options: dict[str, object],
                  function: tuple[bytes, dict[str, Any]] | None = None) -> Job:
         """`new_job`; with ``function`` (the call and the spec's ``python`` and
         ``result_max``) a function job's (``jobber._jobs.function_jobs``)."""
         lifecycle = check_lifecycle(label=label, timeout=timeout, log_max=log_max, retries=retries,
-                                    retry_on=retry_on, oom_growth=oom_growth,
+                                    retry_on=retry_on, oom_growth=oom_growth, notify=notify,
                                     backend=options.get("backend") or default_backend())
         lifecycle.update(self._waits(queue, after))
         spec = self._spec(command, limits, env=env, cwd=cwd, options=options, lifecycle=lifecycle)

@@ -16,6 +16,7 @@ from jobber._jobs.spec import (
     AFTER,
     LABEL,
     LOG_MAX,
+    NOTIFY,
     OOM_GROWTH,
     PYTHON,
     QUEUE,
@@ -107,6 +108,8 @@ _LIFECYCLE_REQUEST: dict[str, Any] = {
                        "attempt getting memory x this factor (above 1, at most 16); "
                        "[factor, cap] or \"factor:cap\" (e.g. [1.5, \"16G\"]) bound it where the server takes a cap",
     }),
+    NOTIFY: nullable({"type": "boolean", "default": False,
+                      "description": "announce the job's end (JupyterLab's Jobs panel notifies of it whatever its length)"}),
 }
 
 # What a new job (or a re-run) may give, by field.
@@ -160,6 +163,7 @@ _SHOWN: dict[str, Any] = {
     RETRY_ON: {"type": "array", "items": {"type": "string", "enum": _RETRYABLE}},
     OOM_GROWTH: nullable({"type": "number"}),
     "oom_growth_max": nullable({"type": "integer", "description": "the cap of oom_growth in bytes"}),
+    NOTIFY: {"type": "boolean", "description": "whether the job asked to be announced when it ends"},
     QUEUE: nullable({"type": "string", "description": "the queue it waits in (null: none)"}),
     AFTER: {"type": "array", "items": {"$ref": "#/components/schemas/Dependency"},
             "description": "the jobs it waits for: [id, \"ok\"] (must exit 0) or [id, \"any\"]"},

@@ -115,7 +115,8 @@ class RemoteSession(Session):
     def new_job(self, command: str, limits: Limits | None = None, *, env: Mapping[str, str] | None = None,
                 cwd: str | None = None, label: str | None = None, timeout: float | str | None = None,
                 log_max: int | str | None = None, retries: int = 0, retry_on: Sequence[str] | None = None,
-                oom_growth: Any = None, queue: str | None = None, after: Any = None, **options: Any) -> Job:
+                oom_growth: Any = None, notify: bool = False, queue: str | None = None, after: Any = None,
+                **options: Any) -> Job:
         """`Session.new_job` on the server, which runs the job and enforces its options.
 
         Unlike a local job: ``env`` is set on the server; ``cwd`` is refused (the server's
@@ -128,7 +129,7 @@ class RemoteSession(Session):
         check_command(command)
         body = {"command": command, **_job_body(limits, env, queue, after, label=label, timeout=timeout,
                                                 log_max=log_max, retries=retries, retry_on=retry_on,
-                                                oom_growth=oom_growth)}
+                                                oom_growth=oom_growth, notify=notify)}
         return Job(RemoteBackend(self, self.transport.json("POST", "/v1/jobs", body)))
 
     def new_function_job(self, call: bytes, limits: Limits | None = None, *, python: str | None = None,

@@ -1,0 +1,305 @@
+"""The events feed: every change of the identity's jobs, pushed to the Jobs panels.
+
+    WebSocket /jobber/api/events
+      <- {"type": "snapshot", "jobs": [Row...], "counts": {...}}          first
+      <- {"type": "job", "job": Row, "counts": {...}}                       a job changed
+      <- {"type": "removed", "id": n, "counts": {...}}                      a job was removed
+      <- {"type": "ended", "job": Row, "message": "job 12 `train` exited (code 0) after 41 min",
+          "notify": bool}                                                   once per job end
+
+One feed per Jupyter server, shared by every socket, and one inotify instance for it
+(``jobber._inotify``): a watch on the identity's directory (jobs made and removed) and
+one on each job's directory (its ``status.json`` replaced, its supervisor's usage sample
+closed twice a second). The log's writes are not watched (``IN_MODIFY`` is not in the
+mask), so a chatty job costs the feed nothing. A change is read within
+:data:`COALESCE_S`; a running job's usage is sent at most once a second. Nothing is read
+on a timer: with no change, the feed sleeps; with no socket open, it holds no watch.
+
+A remote identity (a jobber server) has no directory to watch: its jobs are listed anew
+every :data:`REMOTE_POLL_S` while a socket is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jobber import JobberError, JobNotFound
+from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+from jobber._jobs.ending import end_message
+from jobber_lab._identity import Identity
+from jobber_lab._rows import counts, job_row
+
+__all__ = ["COALESCE_S", "JobsFeed", "REMOTE_POLL_S", "list_rows"]
+
+COALESCE_S = 0.05
+"""How long a change waits for the others of its burst before the feed reads it."""
+USAGE_INTERVAL_S = 1.0
+"""The least time between two usage updates of one running job."""
+REMOTE_POLL_S = 2.0
+_IN_DELETE = 0x00000200
+_IN_MOVED_FROM = 0x00000040
+_IN_IGNORED = 0x00008000
+_DIR_MASK = IN_CREATE | IN_MOVED_TO | _IN_DELETE | _IN_MOVED_FROM
+_JOB_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+_EVENT = struct.Struct("iIII")
+# The core binding has no rm_watch; a removed directory's watch goes by itself (IN_IGNORED).
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+_USAGE = b"usage"
+log = logging.getLogger(__name__)
+
+
+def _job_id(name: bytes | str) -> int | None:
+    text = name.decode(errors="replace") if isinstance(name, bytes) else name
+    return int(text) if text.isdigit() and not text.startswith("0") and len(text) < 19 else None
+
+
+def list_rows(session: Any) -> list[dict[str, Any]]:
+    """Every job of ``session`` as a row, newest first (blocking: status reads)."""
+    rows = []
+    for job in session.get_jobs():
+        try:
+            rows.append(job_row(job, job.status()))
+        except JobNotFound:
+            continue  # removed since the listing
+    rows.sort(key=lambda row: row["id"], reverse=True)
+    return rows
+
+
+class JobsFeed:
+    """The identity's jobs as rows, kept current while any socket listens.
+
+    Args:
+        identity: the server's identity (its changes restart the feed).
+        loop: the Jupyter server's event loop (everything here runs on it).
+    """
+
+    def __init__(self, identity: Identity, loop: asyncio.AbstractEventLoop) -> None:
+        self.identity = identity
+        self.loop = loop
+        self.rows: dict[int, dict[str, Any]] = {}
+        self._jobs: dict[int, Any] = {}
+        self._listeners: set[Callable[[str], None]] = set()
+        self._inotify: Inotify | None = None
+        self._wd_job: dict[int, int | None] = {}  # watch -> job id (None: the identity's directory)
+        self._job_wd: dict[int, int] = {}
+        self._dirty: set[int] = set()
+        self._usage_due: dict[int, float] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._poll_handle: asyncio.TimerHandle | None = None
+        self._generation = -1
+        self._session: Any = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the feed runs (some socket listens)."""
+        return bool(self._listeners)
+
+    def add(self, listener: Callable[[str], None]) -> None:
+        """Send ``listener`` the snapshot now, then every change (a JSON text each)."""
+        if self._generation != self.identity.generation:
+            self._stop()
+        if not self._listeners or self._session is None:
+            self._start()
+        self._listeners.add(listener)
+        listener(self._snapshot())
+
+    def remove(self, listener: Callable[[str], None]) -> None:
+        """Stop sending to ``listener``; the last one stops the feed."""
+        self._listeners.discard(listener)
+        if not self._listeners:
+            self._stop()
+
+    def restart(self) -> None:
+        """The identity changed: start over, and send every socket the new snapshot."""
+        listeners = set(self._listeners)
+        self._stop()
+        if listeners:
+            self._start()
+            snapshot = self._snapshot()
+            for listener in listeners:
+                listener(snapshot)
+
+    def job_changed(self, job_id: int) -> None:
+        """A handler changed a job (stop, re-run, remove): read it now, whatever inotify says."""
+        if self._listeners:
+            self._mark(job_id)
+
+    def _snapshot(self) -> str:
+        rows = sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
+        return json.dumps({"type": "snapshot", "jobs": rows, "counts": counts(rows)})
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        for listener in list(self._listeners):
+            listener(text)
+
+    def _start(self) -> None:
+        self._generation = self.identity.generation
+        self.rows.clear()
+        self._jobs.clear()
+        try:
+            self._session = self.identity.session
+        except JobberError:
+            self._session = None
+            return
+        directory = self.identity.local_dir
+        if directory is None:
+            self._poll()
+            return
+        self._inotify = Inotify()
+        self.loop.add_reader(self._inotify.fd, self._on_readable)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._wd_job[self._inotify.add_watch(directory, _DIR_MASK)] = None
+            names = os.listdir(directory)
+        except OSError as err:
+            log.warning("jobber: cannot watch %s: %s", directory, err)
+            names = []
+        for name in names:
+            job_id = _job_id(name)
+            if job_id is not None:
+                self._watch(job_id)
+                self._read(job_id)
+
+    def _stop(self) -> None:
+        for handle in (self._flush_handle, self._poll_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._poll_handle = None
+        if self._inotify is not None:
+            self.loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._wd_job.clear()
+        self._job_wd.clear()
+        self._dirty.clear()
+        self._usage_due.clear()
+        self.rows.clear()
+        self._jobs.clear()
+        self._session = None
+
+    def _watch(self, job_id: int) -> None:
+        if self._inotify is None or job_id in self._job_wd or self.identity.local_dir is None:
+            return
+        try:
+            wd = self._inotify.add_watch(self.identity.local_dir / str(job_id), _JOB_MASK)
+        except OSError:
+            return  # removed already: its IN_DELETE says so
+        self._wd_job[wd] = job_id
+        self._job_wd[job_id] = wd
+
+    def _on_readable(self) -> None:
+        # Drained here: the descriptor is level-triggered.
+        assert self._inotify is not None
+        while True:
+            try:
+                data = os.read(self._inotify.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size
+                name = data[offset : offset + length].rstrip(b"\0")
+                offset += length
+                self._event(wd, mask, name)
+
+    def _event(self, wd: int, mask: int, name: bytes) -> None:
+        if wd not in self._wd_job:
+            return
+        job_id = self._wd_job[wd]
+        if mask & _IN_IGNORED:
+            del self._wd_job[wd]
+            if job_id is not None:
+                self._job_wd.pop(job_id, None)
+                self._mark(job_id)
+            return
+        if job_id is None:  # the identity's directory: a job made or removed
+            made = _job_id(name)
+            if made is not None:
+                if mask & (IN_CREATE | IN_MOVED_TO):
+                    self._watch(made)
+                self._mark(made)
+            return
+        if name == _USAGE:
+            due = self._usage_due.get(job_id, 0.0)
+            now = time.monotonic()
+            if now < due:
+                return
+            self._usage_due[job_id] = now + USAGE_INTERVAL_S
+        self._mark(job_id)
+
+    def _mark(self, job_id: int) -> None:
+        self._dirty.add(job_id)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_later(COALESCE_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, set()
+        for job_id in sorted(dirty):
+            self._read(job_id, send=True)
+
+    def _read(self, job_id: int, *, send: bool = False) -> None:
+        """Read job ``job_id`` again; with ``send``, tell the sockets what changed."""
+        try:
+            job = self._jobs.get(job_id) or self._session.get_job(job_id)
+            status = job.status()
+            row = job_row(job, status)
+        except JobNotFound:
+            self._jobs.pop(job_id, None)
+            if self.rows.pop(job_id, None) is not None and send:
+                self._broadcast({"type": "removed", "id": job_id, "counts": counts(self.rows.values())})
+            return
+        except (JobberError, OSError, ValueError) as err:
+            # A job half made (no spec yet) reads later, when its spec.json lands.
+            log.debug("jobber: job %s not readable yet: %s", job_id, err)
+            return
+        self._jobs[job_id] = job
+        before = self.rows.get(job_id)
+        self.rows[job_id] = row
+        if not send or row == before:
+            return
+        self._changed(before, row, lambda: end_message(job.id, row["label"], status))
+
+    def _changed(self, before: dict[str, Any] | None, row: dict[str, Any], message: Callable[[], str]) -> None:
+        """Tell the sockets of a changed row; and of its end, the first time it is seen ended."""
+        self._broadcast({"type": "job", "job": row, "counts": counts(self.rows.values())})
+        if _ended(row) and (before is None or not _ended(before)):
+            self._broadcast({"type": "ended", "job": row, "message": message(), "notify": row["notify"]})
+
+    def _poll(self) -> None:
+        """A remote identity: list its jobs anew, and send what changed."""
+        self._poll_handle = None
+        try:
+            jobs = {job.id: job for job in self._session.get_jobs()}
+            fresh = {job_id: job_row(job, job.status()) for job_id, job in jobs.items()}
+        except JobberError as err:
+            log.warning("jobber: listing the jobs failed: %s", err)
+            fresh = dict(self.rows)
+        if self._listeners:
+            for job_id in set(self.rows) - set(fresh):
+                self.rows.pop(job_id)
+                self._broadcast({"type": "removed", "id": job_id, "counts": counts(self.rows.values())})
+            for job_id, row in fresh.items():
+                before = self.rows.get(job_id)
+                self.rows[job_id] = row
+                if row != before:
+                    job = jobs[job_id]
+                    self._changed(before, row, lambda job=job: end_message(job.id, job.label, job.status()))
+        else:
+            self.rows = fresh
+        self._poll_handle = self.loop.call_later(REMOTE_POLL_S, self._poll)
+
+
+def _ended(row: dict[str, Any]) -> bool:
+    return row["state"] not in ("created", "pending", "running")

@@ -1,0 +1,316 @@
+"""The HTTP endpoints of the Jobs panel, under the Jupyter server's ``base_url``.
+
+Every handler is a Jupyter server handler: token (or cookie) authentication through
+``@tornado.web.authenticated`` / ``ws_authenticated``, and XSRF checks on every
+non-GET request (``APIHandler``), like the server's own endpoints. Bodies are JSON;
+an error is ``{"message": "..."}`` with a 4xx status that says what to do, never a 5xx
+for bad input. Only the server's identity's jobs exist here: another identity's id is a
+404 "no job N for this identity", as an id that was never made.
+
+    GET    /jobber/api/identity            the identity (``_identity.Identity.describe``)
+    PUT    /jobber/api/identity            {"certPath": str, "server": str} -> the identity;
+                                           400 when certPath is not a usable certificate
+    GET    /jobber/api/jobs                {"jobs": [Row...], "counts": {...}}, newest first
+    GET    /jobber/api/jobs/{id}           Row
+    POST   /jobber/api/jobs/{id}/stop      Row (stopped: SIGTERM, SIGKILL after 5 s, whole tree)
+    POST   /jobber/api/jobs/{id}/rerun     Row of the new job (started)
+    DELETE /jobber/api/jobs/{id}           204; 409 while it runs
+    POST   /jobber/api/jobs:stop           {"ids": [..]} or {"label": str} -> {"stopped": [ids]}
+    WS     /jobber/api/events              the events feed (``_events``)
+    WS     /jobber/api/jobs/{id}/view      the job-view feed (``_view``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web, websocket
+
+from jobber import JobberError, JobError, JobNotFound
+from jobber._server.watch import WatchHub
+from jobber_lab._events import JobsFeed, list_rows
+from jobber_lab._identity import Identity, IdentityProblem
+from jobber_lab._rows import counts, job_row
+from jobber_lab._view import JobView
+
+__all__ = ["LabJobs", "handlers"]
+
+_MAX_BODY = 64 * 1024
+_MAX_IDS = 10_000
+
+
+class LabJobs:
+    """What the handlers share, one per Jupyter server: the identity, the events feed, the
+    inotify hub of the views."""
+
+    def __init__(self) -> None:
+        self.identity = Identity()
+        self._feed: JobsFeed | None = None
+        self._hub: WatchHub | None = None
+
+    @property
+    def feed(self) -> JobsFeed:
+        if self._feed is None:
+            self._feed = JobsFeed(self.identity, asyncio.get_running_loop())
+        return self._feed
+
+    @property
+    def hub(self) -> WatchHub:
+        if self._hub is None:
+            self._hub = WatchHub(asyncio.get_running_loop())
+        return self._hub
+
+    def close(self) -> None:
+        """The Jupyter server stops."""
+        if self._hub is not None:
+            self._hub.close()
+
+
+def _not_found(job_id: int) -> web.HTTPError:
+    return web.HTTPError(404, f"no job {job_id} for this identity")
+
+
+def _job_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18 or text.startswith("0"):
+        raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are whole numbers such as 12")
+    return int(text)
+
+
+class _Base(APIHandler):
+    @property
+    def lab(self) -> LabJobs:
+        return self.settings["jobber_lab"]
+
+    def session(self) -> Any:
+        try:
+            return self.lab.identity.session
+        except IdentityProblem as err:
+            raise web.HTTPError(409, str(err)) from None
+
+    def body(self) -> dict[str, Any]:
+        if len(self.request.body) > _MAX_BODY:
+            raise web.HTTPError(413, f"the request body is over {_MAX_BODY // 1024} KiB")
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPError(400, "the request body is not JSON: send a JSON object, e.g. {\"ids\": [12, 13]}") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object, e.g. {\"ids\": [12, 13]}")
+        return data
+
+    async def job(self, text: str) -> Any:
+        job_id = _job_id(text)
+        session = self.session()
+        try:
+            return await asyncio.to_thread(session.get_job, job_id)
+        except JobNotFound:
+            raise _not_found(job_id) from None
+
+    async def row(self, job: Any) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(lambda: job_row(job, job.status()))
+        except JobNotFound:
+            raise _not_found(job.id) from None
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class IdentityHandler(_Base):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.lab.identity.describe())
+
+    @web.authenticated
+    def put(self) -> None:
+        data = self.body()
+        try:
+            self.lab.identity.configure(data.get("certPath", ""), data.get("server", ""))
+        except IdentityProblem as err:
+            raise web.HTTPError(400, str(err)) from None
+        if self.lab._feed is not None:
+            self.lab.feed.restart()
+        self.reply(self.lab.identity.describe())
+
+
+class JobsHandler(_Base):
+    @web.authenticated
+    async def get(self) -> None:
+        feed = self.lab.feed
+        if feed.active and feed.identity.generation == feed._generation:
+            rows = sorted(feed.rows.values(), key=lambda row: row["id"], reverse=True)
+        else:
+            session = self.session()
+            try:
+                rows = await asyncio.to_thread(list_rows, session)
+            except JobberError as err:
+                raise web.HTTPError(409, str(err)) from None
+        self.reply({"jobs": rows, "counts": counts(rows)})
+
+
+class JobHandler(_Base):
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        self.reply(await self.row(await self.job(job_id)))
+
+    @web.authenticated
+    async def delete(self, job_id: str) -> None:
+        job = await self.job(job_id)
+        try:
+            await asyncio.to_thread(job.remove)
+        except JobNotFound:
+            raise _not_found(job.id) from None
+        except JobberError as err:
+            raise web.HTTPError(409, str(err)) from None
+        self.lab.feed.job_changed(job.id)
+        self.set_status(204)
+        self.finish()
+
+
+class JobActionHandler(_Base):
+    @web.authenticated
+    async def post(self, job_id: str, action: str) -> None:
+        job = await self.job(job_id)
+        try:
+            if action == "stop":
+                await asyncio.to_thread(job.stop)
+            else:
+                new = await asyncio.to_thread(job.rerun)
+                await asyncio.to_thread(new.start)
+                job = new
+        except JobNotFound:
+            raise _not_found(job.id) from None
+        except JobberError as err:
+            raise web.HTTPError(409, str(err)) from None
+        self.lab.feed.job_changed(job.id)
+        self.reply(await self.row(job))
+
+
+class StopManyHandler(_Base):
+    @web.authenticated
+    async def post(self) -> None:
+        data = self.body()
+        session = self.session()
+        ids, label = data.get("ids"), data.get("label")
+        if ids is not None:
+            if (not isinstance(ids, list) or len(ids) > _MAX_IDS
+                    or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 10**18 for i in ids)):
+                raise web.HTTPError(400, f"ids must be a list of job ids (whole numbers), at most {_MAX_IDS:,}")
+        elif not isinstance(label, str) or not label:
+            raise web.HTTPError(400, "give the jobs to stop: {\"ids\": [12, 13]} or {\"label\": \"lr\"} (a sweep's label)")
+        stopped = await asyncio.to_thread(_stop_many, session, ids, label)
+        for job_id in stopped:
+            self.lab.feed.job_changed(job_id)
+        self.reply({"stopped": stopped})
+
+
+def _stop_many(session: Any, ids: list[int] | None, label: str | None) -> list[int]:
+    """Stop the running or waiting jobs among ``ids``, or of the sweep (or label) ``label``."""
+    if ids is not None:
+        jobs = []
+        for job_id in ids:
+            try:
+                jobs.append(session.get_job(job_id))
+            except JobNotFound:
+                continue  # another identity's, or removed: nothing of ours to stop
+    else:
+        jobs = [job for job in session.get_jobs() if job.label == label
+                or (job.label or "").rpartition("-")[0] == label and (job.label or "").rpartition("-")[2].isdigit()]
+    stopped = []
+    for job in jobs:
+        try:
+            if not job.status().ended:
+                job.stop()
+                stopped.append(job.id)
+        except (JobNotFound, JobError):
+            continue
+    return stopped
+
+
+class _Socket(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+    """A WebSocket with the Jupyter server's authentication (token or cookie)."""
+
+    @property
+    def lab(self) -> LabJobs:
+        return self.settings["jobber_lab"]
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.pre_get(*args)
+        result = super().get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    async def pre_get(self, *args: Any) -> None:
+        """Check what the socket asks for before it opens (errors are HTTP errors then)."""
+
+    def send_text(self, text: str) -> None:
+        try:
+            self.write_message(text)
+        except websocket.WebSocketClosedError:
+            pass
+
+
+class EventsSocket(_Socket):
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)
+        self.lab.feed.add(self.send_text)
+
+    def on_message(self, message: Any) -> None:
+        pass  # the feed only talks
+
+    def on_close(self) -> None:
+        self.lab.feed.remove(self.send_text)
+
+
+class ViewSocket(_Socket):
+    _view: JobView | None = None
+
+    async def pre_get(self, *args: Any) -> None:
+        job_id = _job_id(args[0])
+        try:
+            session = self.lab.identity.session
+        except IdentityProblem as err:
+            raise web.HTTPError(409, str(err)) from None
+        try:
+            self._job = await asyncio.to_thread(session.get_job, job_id)
+        except JobNotFound:
+            raise _not_found(job_id) from None
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)
+        self._view = JobView(self._job, lambda message: self.send_text(json.dumps(message)), self.lab.hub)
+        await self._view.start()
+
+    async def on_message(self, message: Any) -> None:
+        try:
+            data = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if isinstance(data, dict) and data.get("type") == "custom" and self._view is not None:
+            await self._view.on_message(data.get("content"))
+
+    def on_close(self) -> None:
+        if self._view is not None:
+            self._view.close()
+
+
+def handlers(base_url: str) -> list[tuple[str, type, dict[str, Any]]]:
+    """The routes, under ``base_url``."""
+    api = base_url.rstrip("/") + "/jobber/api"
+    return [
+        (f"{api}/identity", IdentityHandler, {}),
+        (f"{api}/events", EventsSocket, {}),
+        (f"{api}/jobs", JobsHandler, {}),
+        (f"{api}/jobs:stop", StopManyHandler, {}),
+        (f"{api}/jobs/([^/]+)", JobHandler, {}),
+        (f"{api}/jobs/([^/]+)/(stop|rerun)", JobActionHandler, {}),
+        (f"{api}/jobs/([^/]+)/view", ViewSocket, {}),
+    ]
