@@ -36,7 +36,7 @@ if ! cmp -s e2e/package-lock.json e2e/node_modules/.installed-from-lock 2>/dev/n
 fi
 
 step "the labextension bundle (make labextension), a snapshot of the tree, pip wheel"
-make -s labextension
+make -s labextension  # from labextension/yarn.lock; nothing to do when the bundle is up to date
 [ -f jobber_lab/labextension/package.json ] || fail "make labextension made no jobber_lab/labextension/package.json"
 mkdir "$work/src" "$work/dist"
 "$python" - "$repo" "$work/src" <<'EOF'
@@ -46,7 +46,7 @@ names = subprocess.run(["git", "-C", repo, "ls-files", "-z", "-co", "--exclude-s
                        capture_output=True, check=True).stdout.split(b"\0")
 for name in filter(None, map(os.fsdecode, names)):
     src = os.path.join(repo, name)
-    if os.path.isfile(src) and not name.startswith(("e2e/", "labextension/")):
+    if os.path.isfile(src) and not name.startswith("e2e/"):
         os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
         shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
 shutil.copytree(os.path.join(repo, "jobber_lab", "labextension"), os.path.join(dest, "jobber_lab", "labextension"))
@@ -60,9 +60,9 @@ step "a fresh venv in $work/venv: the wheel with [notebook], and jupyterlab, at 
 "$python" -m venv "$work/venv"
 # uv (pinned in the lock, from .venv) installs from its cache in seconds; pip would take a minute.
 .venv/bin/uv pip install -q --python "$work/venv/bin/python" -c requirements/lock.txt "${wheels[0]}[notebook]" jupyterlab
-"$work/venv/bin/jupyter" labextension list 2>&1 | grep -E '^\s+jobber-lab v[0-9.]+ enabled\s+OK' \
+"$work/venv/bin/jupyter" labextension list 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E '^\s+jobber-lab v[0-9.]+ enabled\s+OK' \
   || fail "jupyter labextension list in the fresh venv does not show jobber-lab enabled OK: $("$work/venv/bin/jupyter" labextension list 2>&1)"
-"$work/venv/bin/jupyter" server extension list 2>&1 | grep -E '^\s+jobber_lab enabled' \
+"$work/venv/bin/jupyter" server extension list 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E '^\s+jobber_lab enabled' \
   || fail "jupyter server extension list in the fresh venv does not show jobber_lab enabled: $("$work/venv/bin/jupyter" server extension list 2>&1)"
 
 step "the specs (e2e/lab/run_lab.py, with the fresh venv's Python)"

@@ -14,7 +14,9 @@
 //   .Toastify__toast                          a JupyterLab notification (button "Open")
 const fs = require('node:fs');
 const { execFileSync } = require('node:child_process');
-const { expect } = require('@playwright/test');
+const base = require('@playwright/test');
+
+const { expect } = base;
 
 const TOKEN = process.env.JUPYTER_TOKEN;
 const B_URL = process.env.LAB_B_URL;
@@ -49,11 +51,15 @@ function listJobs({ label, states, env = process.env } = {}) {
   return JSON.parse(jobber(args, env));
 }
 
-/** Stop every job of the identity that has not ended, so that each test counts its own. */
-function stopAll(env = process.env) {
-  for (const job of listJobs({ states: 'created,pending,running', env })) {
-    jobber(['stop', '--grace', '1', String(job.id)], env);
-  }
+/** The counts the status bar should read, from `jobber ls` ("nothing running" when none). */
+function countsText(env = process.env) {
+  const jobs = listJobs({ states: 'created,pending,running', env });
+  const running = jobs.filter((job) => job.state === 'running').length;
+  const pending = jobs.length - running;
+  const parts = [];
+  if (running) parts.push(`${running} running`);
+  if (pending) parts.push(`${pending} pending`);
+  return `jobber: ${parts.join(', ') || 'nothing running'}`;
 }
 
 /** Whether a process lives (a zombie waiting for its parent's wait() counts as gone). */
@@ -65,6 +71,23 @@ function alive(pid) {
     return false;
   }
 }
+
+/**
+ * `lab`: one JupyterLab A page for the whole worker (a JupyterLab load is the slowest step
+ * of a test); a failed test leaves a screenshot of it in its output directory.
+ */
+const test = base.test.extend({
+  lab: [async ({ browser }, use) => {
+    const context = await browser.newContext({ baseURL: process.env.JUPYTER_BASE_URL, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await openLab(page, 'lab-panel');
+    await use(page);
+    await context.close();
+  }, { scope: 'worker' }],
+});
+test.afterEach(async ({ lab }, testInfo) => {
+  if (testInfo.status !== testInfo.expectedStatus) await lab.screenshot({ path: testInfo.outputPath('lab-page.png') });
+});
 
 /** Open JupyterLab (A's, or the one at `base`) in a workspace of its own, with no notebook. */
 async function openLab(page, workspace, { base = '', token = TOKEN } = {}) {
@@ -83,9 +106,13 @@ async function openJobsPanel(page) {
   return panel;
 }
 
-/** The panel's filters: the state select and the label search box. */
-function filters(panel) {
-  return { state: panel.locator('.jobber-lab-filters select'), label: panel.locator('.jobber-lab-filters input') };
+/** The panel's filters (the state select and the label search box), both cleared. */
+async function filters(panel) {
+  const state = panel.locator('.jobber-lab-filters select');
+  const label = panel.locator('.jobber-lab-filters input');
+  await state.selectOption('all states');
+  await label.fill('');
+  return { state, label };
 }
 
 function row(panel, id) {
@@ -127,6 +154,6 @@ function toast(page, text) {
 }
 
 module.exports = {
-  TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, stopAll, alive, openLab, openJobsPanel,
+  test, expect, countsText, TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, alive, openLab, openJobsPanel,
   filters, row, shownIds, clickRowButton, jobTab, toast,
 };

@@ -2,34 +2,25 @@
 // e2e/lab/run_lab.py (.ci/lab_e2e.sh), which starts JupyterLab A (tenant A, JOBBER_CERT)
 // and JupyterLab B (tenant B) on the same jobs directory. `jobber` here is the venv's.
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
-const { test, expect } = require('@playwright/test');
-const { ARTIFACTS, openNotebook, runAll, cellWith, liveView, jobIdOf, restartKernel, kernelIdle, newestLineInView } =
-  require('../tests/jupyterlab');
+const { ARTIFACTS, openNotebook, runThrough, liveView, jobIdOf, restartKernel, newestLineInView } = require('../tests/jupyterlab');
 const {
-  TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, stopAll, alive, openLab, openJobsPanel,
+  test, expect, countsText, TOKEN, B_URL, B_TOKEN, B_ENV, ROOT, jobber, startJob, jobStatus, listJobs, alive, openLab, openJobsPanel,
   filters, row, shownIds, clickRowButton, jobTab, toast,
 } = require('./panel');
 
 const LOOP = (name) => `for i in $(seq 1 600); do echo "${name}: line $i"; sleep 1; done`;
 const ENDED = /^(exited|failed|stopped|oom-killed|timed-out)$/;
 
-test.beforeEach(() => {
-  stopAll();
-  stopAll(B_ENV);
-});
-
 test('lists jobs from a notebook, `jobber run` and a second notebook, and keeps updating after the first kernel restarts and shuts down', async ({ page, context, request }) => {
   const notebook = await openNotebook(page, 'lab/first.ipynb', 'lab-list');
-  await runAll(notebook);
-  const view = liveView(cellWith(notebook, '%%jobber_run'));
+  const view = liveView(await runThrough(notebook, '%%jobber_run'));
   await expect(view.status).toContainText('running', { timeout: 60_000 });
   const fromNotebook = await jobIdOf(view);
   const fromTerminal = startJob(LOOP('terminal'), ['--label', 'e2e-lab-term']);
 
   const second = await context.newPage();
-  await runAll(await openNotebook(second, 'lab/second.ipynb', 'lab-list-second'));
+  await runThrough(await openNotebook(second, 'lab/second.ipynb', 'lab-list-second'), '%%jobber_run');
   let fromSecond;
   await expect(async () => {
     [fromSecond] = listJobs({ label: 'e2e-lab-nb2', states: 'running' }).map((job) => job.id);
@@ -46,7 +37,7 @@ test('lists jobs from a notebook, `jobber run` and a second notebook, and keeps 
   // Newest first.
   expect((await shownIds(panel)).filter((id) => [fromNotebook, fromTerminal, fromSecond].includes(id)))
     .toEqual([fromSecond, fromTerminal, fromNotebook]);
-  await expect(page.locator('.jobber-lab-status')).toHaveText(/jobber: 3 running\b/);
+  await expect(page.locator('.jobber-lab-status')).toHaveText(countsText());
 
   await test.step('the first notebook\'s kernel restarted: the panel still follows', async () => {
     await restartKernel(page);
@@ -73,13 +64,16 @@ test('lists jobs from a notebook, `jobber run` and a second notebook, and keeps 
     await expect(row(panel, fromTerminal)).toHaveAttribute('data-state', 'stopped');
     await expect(row(panel, fromTerminal)).toContainText('stopped');
     await expect(row(panel, fromNotebook)).toHaveAttribute('data-state', 'running');
-    await expect(page.locator('.jobber-lab-status')).toHaveText(/jobber: 3 running\b/);  // nb1, nb2, after shutdown
+    await expect(page.locator('.jobber-lab-status')).toHaveText(countsText());
   });
   await panel.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-panel.png') });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-panel-page.png') });
+  const shot = path.join(ARTIFACTS, 'lab-jobs-panel-page.png');
+  await page.screenshot({ path: shot });
+  // The README's picture (docs/images/jobs-panel.png): E2E_UPDATE_DOCS=1 .ci/lab_e2e.sh renews it.
+  if (process.env.E2E_UPDATE_DOCS === '1') fs.copyFileSync(shot, path.join(__dirname, '..', '..', 'docs', 'images', 'jobs-panel.png'));
 });
 
-test('Stop in the panel stops the job\'s whole process tree', async ({ page }) => {
+test('Stop in the panel stops the job\'s whole process tree', async ({ lab: page }) => {
   const dir = fs.mkdtempSync(path.join(ROOT, 'tree-'));
   const pids = path.join(dir, 'pids');
   // The shell, a child, a grandchild and a child in a session of its own (out of reach of
@@ -98,7 +92,6 @@ test('Stop in the panel stops the job\'s whole process tree', async ({ page }) =
     expect(tree.filter(alive)).toEqual(tree);
   }).toPass({ timeout: 30_000 });
 
-  await openLab(page, 'lab-tree');
   const panel = await openJobsPanel(page);
   await expect(row(panel, id)).toHaveAttribute('data-state', 'running');
   await clickRowButton(page, row(panel, id), 'Stop');
@@ -109,10 +102,9 @@ test('Stop in the panel stops the job\'s whole process tree', async ({ page }) =
   expect(jobStatus(id).state).toBe('stopped');
 });
 
-test('a row opens the job\'s live view tab: its log sticks to the bottom, its charts, its Stop', async ({ page }) => {
+test('a row opens the job\'s live view tab: its log sticks to the bottom, its charts, its Stop', async ({ lab: page }) => {
   const id = startJob('for i in $(seq 1 100000); do echo "view line $i"; sleep 0.02; done',
     ['--label', 'e2e-lab-view', '--memory', '256M']);
-  await openLab(page, 'lab-view');
   const panel = await openJobsPanel(page);
   await row(panel, id).getByText('e2e-lab-view').click();
   const view = jobTab(page, id);
@@ -142,13 +134,12 @@ test('a row opens the job\'s live view tab: its log sticks to the bottom, its ch
   expect(jobStatus(id).state).toBe('stopped');
 });
 
-test('an OOM-killed job\'s notification says "out of memory", and Open opens the job', async ({ page }) => {
-  await openLab(page, 'lab-oom');
+test('an OOM-killed job\'s notification says "out of memory", and Open opens the job', async ({ lab: page }) => {
   await openJobsPanel(page);
   const hog = ['python3 - <<\'EOF\'', 'import time', 'held = []', 'for _ in range(60):',
     '    held.append(b"x" * (10 << 20))', '    time.sleep(0.1)', 'EOF'].join('\n');
   const id = startJob(hog, ['--label', 'e2e-lab-oom', '--memory', '100M', '--notify']);
-  const note = toast(page, `job ${id}`);
+  const note = toast(page, new RegExp(`\\bjob ${id}\\b`));
   await expect(note).toBeVisible({ timeout: 30_000 });
   await expect(note).toContainText('out of memory');
   expect(jobStatus(id).state).toBe('oom-killed');
@@ -160,31 +151,36 @@ test('an OOM-killed job\'s notification says "out of memory", and Open opens the
   await expect(view.status).toContainText(`job ${id}`);
 });
 
-test('the status bar counts the running and pending jobs, and opens the panel', async ({ page }) => {
-  await openLab(page, 'lab-status');
+test('the status bar counts the running and pending jobs, and opens the panel', async ({ lab: page }) => {
   const status = page.locator('.jobber-lab-status');
   const first = startJob('sleep 600', ['--label', 'e2e-lab-count']);
   const second = startJob('sleep 600', ['--label', 'e2e-lab-count']);
   const waiting = startJob('sleep 1', ['--label', 'e2e-lab-count', '--after', String(first)]);
   expect(jobStatus(waiting).state).toBe('pending');
-  await expect(status).toHaveText(/jobber: 2 running, 1 pending/);
+  const before = countsText();  // with the jobs other tests left running
+  expect(before).toMatch(/^jobber: ([2-9]|\d\d+) running, ([1-9]|\d\d+) pending$/);
+  await expect(status).toHaveText(before);
   jobber(['stop', '--grace', '1', String(second)]);
-  await expect(status).toHaveText(/jobber: 1 running, 1 pending/);
-  await status.click();
+  const after = countsText();
+  expect(after).not.toEqual(before);
+  await expect(status).toHaveText(after);
+  // The panel hidden behind the file browser, then a click on the status bar item.
+  await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="filebrowser"]').click();
   const panel = page.locator('#jobber-lab-jobs');
+  await expect(panel).toBeHidden();
+  await status.click();
   await expect(panel).toBeVisible();
   await expect(row(panel, waiting)).toHaveAttribute('data-state', 'pending');
   await expect(row(panel, waiting)).toContainText(`after job ${first}`);  // "pending: why"
 });
 
-test('the panel filters by state and by label', async ({ page }) => {
+test('the panel filters by state and by label', async ({ lab: page }) => {
   const running = startJob('sleep 600', ['--label', 'e2e-lab-filter-a']);
   const done = startJob('echo done', ['--label', 'e2e-lab-filter-b']);
   await expect.poll(() => jobStatus(done).state).toBe('exited');
-  await openLab(page, 'lab-filter');
   const panel = await openJobsPanel(page);
   await expect(row(panel, done)).toHaveAttribute('data-state', 'exited');
-  const { state, label } = filters(panel);
+  const { state, label } = await filters(panel);
 
   await state.selectOption('running');
   await expect(row(panel, done)).toBeHidden();
@@ -200,12 +196,15 @@ test('the panel filters by state and by label', async ({ page }) => {
   await state.selectOption('running');  // no running job has that label
   await expect.poll(() => shownIds(panel)).toEqual([]);
   await panel.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-filtered.png') });
+  await filters(panel);  // cleared, for the next test
 });
 
 test('tenant B\'s JupyterLab shows none of A\'s jobs and refuses A\'s job ids', async ({ page, playwright }) => {
-  const ofA = startJob('sleep 600', ['--label', 'e2e-lab-tenant-a']);
   const ofB = startJob('sleep 600', ['--label', 'e2e-lab-tenant-b'], B_ENV);
   const idsOfB = listJobs({ env: B_ENV }).map((job) => job.id);
+  // Ids are counted per identity: an id of A's that B has no job of.
+  let ofA;
+  do ofA = startJob('sleep 600', ['--label', 'e2e-lab-tenant-a']); while (idsOfB.includes(ofA));
   const idsOnlyOfA = listJobs().map((job) => job.id).filter((id) => !idsOfB.includes(id));
   expect(idsOnlyOfA).toContain(ofA);
 
@@ -235,14 +234,17 @@ test('tenant B\'s JupyterLab shows none of A\'s jobs and refuses A\'s job ids', 
     // A's job lives on, and A's own server still lists it.
     expect(jobStatus(ofA).state).toBe('running');
     expect((await (await asA.get('/jobber/api/jobs')).json()).jobs.map((job) => job.id)).toContain(ofA);
-    // A's live view is not served to B: the socket sends no state of A's job.
-    const firstMessage = await page.evaluate(([url, token]) => new Promise((resolve) => {
+    // A's live view is not served to B: the socket is refused before it opens (B's own is served).
+    const firstMessage = (id) => page.evaluate(([url, token]) => new Promise((resolve) => {
       const socket = new WebSocket(`${url.replace(/^http/, 'ws')}?token=${token}`);
       const timer = setTimeout(() => { socket.close(); resolve({ timeout: true }); }, 10_000);
       socket.onmessage = (event) => { clearTimeout(timer); socket.close(); resolve(JSON.parse(event.data)); };
       socket.onclose = (event) => { clearTimeout(timer); resolve({ closed: event.code }); };
-    }), [`${B_URL}/jobber/api/jobs/${ofA}/view`, B_TOKEN]);
-    expect(firstMessage.type === 'state' && firstMessage.state?.job_id === ofA, JSON.stringify(firstMessage)).toBe(false);
+    }), [`${B_URL}/jobber/api/jobs/${id}/view`, B_TOKEN]);
+    const own = await firstMessage(ofB);
+    expect([own.type, own.state?.job_id], JSON.stringify(own)).toEqual(['state', ofB]);
+    const other = await firstMessage(ofA);
+    expect(other, JSON.stringify(other)).toEqual({ closed: 1006 });
   } finally {
     await asA.dispose();
     await asB.dispose();
