@@ -25,7 +25,7 @@ echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells":
   > $(1)/share/jupyter/lab/settings/overrides.json
 endef
 
-.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm \
+.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-lab test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm \
 	lock test-import test-oldest test-latest
 
 venv: $(VENV)/.installed
@@ -67,7 +67,7 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: lint test-import test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
+test: lint test-import test-unit test-wheel test-notebooks test-e2e test-lab test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
 
 # The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
 lint: venv
@@ -108,6 +108,11 @@ test-notebooks: venv
 # screenshots in artifacts/e2e/. Installs Debian's chromium and e2e/node_modules if missing.
 test-e2e: venv
 	.ci/e2e.sh
+
+# The Jobs panel in a real browser: the wheel built and installed with [notebook] in a fresh
+# venv, two JupyterLabs from it (tenants A and B, one jobs dir), Playwright (e2e/lab/).
+test-lab: venv
+	.ci/lab_e2e.sh
 
 # `make demo` as a new user meets it: fresh clone, venv and HOME (about 40 s).
 test-demo:

@@ -67,10 +67,7 @@ test('lists jobs from a notebook, `jobber run` and a second notebook, and keeps 
     await expect(page.locator('.jobber-lab-status')).toHaveText(countsText());
   });
   await panel.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-panel.png') });
-  const shot = path.join(ARTIFACTS, 'lab-jobs-panel-page.png');
-  await page.screenshot({ path: shot });
-  // The README's picture (docs/images/jobs-panel.png): E2E_UPDATE_DOCS=1 .ci/lab_e2e.sh renews it.
-  if (process.env.E2E_UPDATE_DOCS === '1') fs.copyFileSync(shot, path.join(__dirname, '..', '..', 'docs', 'images', 'jobs-panel.png'));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-panel-page.png') });
 });
 
 test('Stop in the panel stops the job\'s whole process tree', async ({ lab: page }) => {
@@ -125,7 +122,10 @@ test('a row opens the job\'s live view tab: its log sticks to the bottom, its ch
   await expect(view.charts.first()).toBeVisible();
   await expect(view.widget.locator('svg.jobber-chart-memory polyline')).toHaveCount(1);
   await expect(view.widget.locator('svg.jobber-chart-memory line.limit')).toHaveCount(1);  // --memory 256M
-  await page.screenshot({ path: path.join(ARTIFACTS, 'lab-job-tab.png') });
+  const shot = path.join(ARTIFACTS, 'lab-job-tab.png');
+  await page.screenshot({ path: shot });
+  // The README's picture (docs/images/jobs-panel.png): E2E_UPDATE_DOCS=1 .ci/lab_e2e.sh renews it.
+  if (process.env.E2E_UPDATE_DOCS === '1') fs.copyFileSync(shot, path.join(__dirname, '..', '..', 'docs', 'images', 'jobs-panel.png'));
 
   await view.stop.click();
   await expect(view.status).toContainText('stopped');
