@@ -57,7 +57,7 @@ wheels=("$work"/dist/jobber-*.whl)
 echo "built $(basename "${wheels[0]}")"
 
 step "a fresh venv in $work/venv: the wheel with [notebook], and jupyterlab, at the locked versions"
-"$python" -m venv "$work/venv"
+"$python" -m venv --without-pip "$work/venv"  # uv installs into it: no pip needed
 # uv (pinned in the lock, from .venv) installs from its cache in seconds; pip would take a minute.
 .venv/bin/uv pip install -q --python "$work/venv/bin/python" -c requirements/lock.txt "${wheels[0]}[notebook]" jupyterlab
 "$work/venv/bin/jupyter" labextension list 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E '^\s+jobber-lab v[0-9.]+ enabled\s+OK' \
