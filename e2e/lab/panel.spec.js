@@ -250,3 +250,27 @@ test('tenant B\'s JupyterLab shows none of A\'s jobs and refuses A\'s job ids', 
     await asB.dispose();
   }
 });
+
+test('the certPath setting comes before $JOBBER_CERT: B\'s JupyterLab set to A\'s certificate shows A\'s jobs', async ({ page, playwright }) => {
+  const ofA = startJob('sleep 600', ['--label', 'e2e-lab-setting-a']);
+  const asB = await playwright.request.newContext({ baseURL: B_URL, extraHTTPHeaders: { Authorization: `token ${B_TOKEN}` } });
+  try {
+    const before = await (await asB.get('/jobber/api/identity')).json();
+    expect([before.source, before.subject]).toEqual(['JOBBER_CERT', 'CN=demo-user-2,O=jobber demo']);
+    // The setting as the settings editor saves it; the page, loaded, hands it to the server.
+    const saved = await asB.put('/lab/api/settings/jobber-lab:plugin',
+      { data: { raw: JSON.stringify({ certPath: process.env.JOBBER_CERT }) } });
+    expect(saved.status()).toBe(204);
+    await openLab(page, 'lab-setting-b', { base: B_URL, token: B_TOKEN });
+    const panel = await openJobsPanel(page);
+    await expect(panel).toContainText('CN=demo-user,O=jobber demo');
+    await expect(row(panel, ofA)).toHaveAttribute('data-state', 'running');
+    await expect(row(panel, ofA)).toContainText('e2e-lab-setting-a');
+    const after = await (await asB.get('/jobber/api/identity')).json();
+    expect([after.source, after.subject]).toEqual(['setting', 'CN=demo-user,O=jobber demo']);
+  } finally {  // B again, for whatever runs next
+    await asB.put('/lab/api/settings/jobber-lab:plugin', { data: { raw: '{}' } });
+    await asB.put('/jobber/api/identity', { data: { certPath: '', server: '' } });
+    await asB.dispose();
+  }
+});

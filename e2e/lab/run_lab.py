@@ -51,9 +51,8 @@ def log(message: str) -> None:
 
 def check_installed() -> list[str]:
     """Problems if jobber, jobber_lab or jupyter would not come from this venv."""
-    import jobber_lab
-
     import jobber
+    import jobber_lab
 
     problems = []
     if sys.prefix == sys.base_prefix:
@@ -73,6 +72,9 @@ def prepare_tenant_b(env_a: dict[str, str], work: Path) -> dict[str, str]:
     """Tenant B's environment: A's, with B's certificate and Jupyter dirs of its own."""
     demo = Path(env_a["JOBBER_ROOT"])
     env = dict(env_a, JOBBER_CERT=str(demo / "client2.pem"))
+    # Settings of its own too: a spec changes B's jobber settings, never A's.
+    shutil.copytree(env_a["JUPYTERLAB_SETTINGS_DIR"], work / "lab-settings-b")
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(work / "lab-settings-b")
     for name, sub in (("JUPYTER_RUNTIME_DIR", "jupyter-runtime-b"), ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces-b")):
         env[name] = str(work / sub)
     return env
