@@ -178,7 +178,7 @@ test-slurm: venv
 # Every table compares with a baseline measured in the same run; Slurm's needs its cluster.
 bench: venv
 	status=0; for b in benchmarks/bench_core.py benchmarks/bench_certificates.py \
-	    benchmarks/bench_magics.py benchmarks/bench_server.py benchmarks/bench_functions.py; do \
+	    benchmarks/bench_magics.py benchmarks/bench_server.py benchmarks/bench_functions.py benchmarks/bench_lab.py; do \
 	  echo "== $$b"; $(PY) $$b || status=1; done; \
 	echo "== benchmarks/bench_core.py start, in the cgroup v2 VM (emulated: compare the ratios)"; \
 	.ci/cgroup_v2_vm.sh -- $(PY) benchmarks/bench_core.py start 2>/dev/null | grep '^|' || status=1; \

@@ -256,6 +256,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  slow?      {held}")
     if status.note:
         print(f"  note       {status.note}")
+    if job.notify:
+        print("  notify     its end is announced (--notify)")
     return 0
 
 

@@ -11,9 +11,11 @@ One feed per Jupyter server, shared by every socket, and one inotify instance fo
 (``jobber._inotify``): a watch on the identity's directory (jobs made and removed) and
 one on each job's directory (its ``status.json`` replaced, its supervisor's usage sample
 closed twice a second). The log's writes are not watched (``IN_MODIFY`` is not in the
-mask), so a chatty job costs the feed nothing. A change is read within
-:data:`COALESCE_S`; a running job's usage is sent at most once a second. Nothing is read
-on a timer: with no change, the feed sleeps; with no socket open, it holds no watch.
+mask), so a chatty job costs the feed nothing. A change of state is read within
+:data:`COALESCE_S` (the job's status); a running job's memory and elapsed time come from
+its supervisor's last usage sample (one short read, not a status: the supervisor already
+read the cgroup), at most once a second. Nothing is read on a timer: with no change, the
+feed sleeps; with no socket open, it holds no watch.
 
 A remote identity (a jobber server) has no directory to watch: its jobs are listed anew
 every :data:`REMOTE_POLL_S` while a socket is open.
@@ -22,13 +24,13 @@ every :data:`REMOTE_POLL_S` while a socket is open.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
 import struct
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from jobber import JobberError, JobNotFound
@@ -50,9 +52,6 @@ _IN_IGNORED = 0x00008000
 _DIR_MASK = IN_CREATE | IN_MOVED_TO | _IN_DELETE | _IN_MOVED_FROM
 _JOB_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
 _EVENT = struct.Struct("iIII")
-# The core binding has no rm_watch; a removed directory's watch goes by itself (IN_IGNORED).
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 _USAGE = b"usage"
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,25 @@ log = logging.getLogger(__name__)
 def _job_id(name: bytes | str) -> int | None:
     text = name.decode(errors="replace") if isinstance(name, bytes) else name
     return int(text) if text.isdigit() and not text.startswith("0") and len(text) < 19 else None
+
+
+def _last_memory(path: os.PathLike[str]) -> int | None:
+    """The memory of the last complete sample of a usage file (``jobber._usage``), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 256, max(0, size - 256))
+    finally:
+        os.close(fd)
+    lines = tail.split(b"\n")
+    for line in reversed(lines[:-1]):  # the last piece: unfinished, or b""
+        fields = line.split()
+        if len(fields) == 4 and not line.startswith(b"#"):
+            return int(fields[1]) if fields[1].isdigit() else None
+    return None
 
 
 def list_rows(session: Any) -> list[dict[str, Any]]:
@@ -102,6 +120,12 @@ class JobsFeed:
     def active(self) -> bool:
         """Whether the feed runs (some socket listens)."""
         return bool(self._listeners)
+
+    def current(self) -> list[dict[str, Any]] | None:
+        """The rows, newest first, while the feed keeps them current (else None: read them)."""
+        if not self._listeners or self._generation != self.identity.generation or self._session is None:
+            return None
+        return sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
 
     def add(self, listener: Callable[[str], None]) -> None:
         """Send ``listener`` the snapshot now, then every change (a JSON text each)."""
@@ -233,10 +257,27 @@ class JobsFeed:
         if name == _USAGE:
             due = self._usage_due.get(job_id, 0.0)
             now = time.monotonic()
-            if now < due:
-                return
-            self._usage_due[job_id] = now + USAGE_INTERVAL_S
+            if now >= due:
+                self._usage_due[job_id] = now + USAGE_INTERVAL_S
+                self._usage(job_id)
+            return
         self._mark(job_id)
+
+    def _usage(self, job_id: int) -> None:
+        """A running job's new usage sample: its memory now (and peak) and its elapsed time."""
+        row = self.rows.get(job_id)
+        directory = self.identity.local_dir
+        if row is None or row["state"] != "running" or directory is None or job_id in self._dirty:
+            return
+        memory = _last_memory(directory / str(job_id) / _USAGE.decode())
+        elapsed = None
+        if row["started"] is not None:
+            elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(row["started"])).total_seconds()
+        fresh = {**row, "elapsed_s": elapsed}
+        if memory is not None:
+            fresh.update(memory_now=memory, memory_peak=max(memory, row["memory_peak"] or 0))
+        self.rows[job_id] = fresh
+        self._broadcast({"type": "job", "job": fresh, "counts": counts(self.rows.values())})
 
     def _mark(self, job_id: int) -> None:
         self._dirty.add(job_id)

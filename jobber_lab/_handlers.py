@@ -35,7 +35,7 @@ from jobber import JobberError, JobError, JobNotFound
 from jobber._server.watch import WatchHub
 from jobber_lab._events import JobsFeed, list_rows
 from jobber_lab._identity import Identity, IdentityProblem
-from jobber_lab._rows import counts, job_row
+from jobber_lab._rows import counts, job_row, sweep_of
 from jobber_lab._view import JobView
 
 __all__ = ["LabJobs", "handlers"]
@@ -65,10 +65,10 @@ class LabJobs:
             self._hub = WatchHub(asyncio.get_running_loop())
         return self._hub
 
-    def close(self) -> None:
-        """The Jupyter server stops."""
-        if self._hub is not None:
-            self._hub.close()
+    def identity_changed(self) -> None:
+        """The identity was configured anew: the feed (if any) starts over with it."""
+        if self._feed is not None:
+            self._feed.restart()
 
 
 def _not_found(job_id: int) -> web.HTTPError:
@@ -110,12 +110,16 @@ class _Base(APIHandler):
             return await asyncio.to_thread(session.get_job, job_id)
         except JobNotFound:
             raise _not_found(job_id) from None
+        except JobberError as err:  # its files unreadable, a jobber server unreachable
+            raise web.HTTPError(409, str(err)) from None
 
     async def row(self, job: Any) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(lambda: job_row(job, job.status()))
         except JobNotFound:
             raise _not_found(job.id) from None
+        except JobberError as err:
+            raise web.HTTPError(409, str(err)) from None
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -135,18 +139,15 @@ class IdentityHandler(_Base):
             self.lab.identity.configure(data.get("certPath", ""), data.get("server", ""))
         except IdentityProblem as err:
             raise web.HTTPError(400, str(err)) from None
-        if self.lab._feed is not None:
-            self.lab.feed.restart()
+        self.lab.identity_changed()
         self.reply(self.lab.identity.describe())
 
 
 class JobsHandler(_Base):
     @web.authenticated
     async def get(self) -> None:
-        feed = self.lab.feed
-        if feed.active and feed.identity.generation == feed._generation:
-            rows = sorted(feed.rows.values(), key=lambda row: row["id"], reverse=True)
-        else:
+        rows = self.lab.feed.current()
+        if rows is None:  # no socket keeps the feed current: read them
             session = self.session()
             try:
                 rows = await asyncio.to_thread(list_rows, session)
@@ -221,8 +222,7 @@ def _stop_many(session: Any, ids: list[int] | None, label: str | None) -> list[i
             except JobNotFound:
                 continue  # another identity's, or removed: nothing of ours to stop
     else:
-        jobs = [job for job in session.get_jobs() if job.label == label
-                or (job.label or "").rpartition("-")[0] == label and (job.label or "").rpartition("-")[2].isdigit()]
+        jobs = [job for job in session.get_jobs() if label in (job.label, sweep_of(job.label))]
     stopped = []
     for job in jobs:
         try:
@@ -283,6 +283,8 @@ class ViewSocket(_Socket):
             self._job = await asyncio.to_thread(session.get_job, job_id)
         except JobNotFound:
             raise _not_found(job_id) from None
+        except JobberError as err:
+            raise web.HTTPError(409, str(err)) from None
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)

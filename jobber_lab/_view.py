@@ -54,7 +54,7 @@ class JobView:
     async def start(self) -> None:
         """Send the whole model, then follow the job in a task until `close`."""
         status = await asyncio.to_thread(self.job.status)
-        _message, changes = self._view.frame(None if status.ended else status)
+        _message, changes = self._view.frame(status)  # (nothing read of the log yet: no message)
         state = {"view_key": uuid.uuid4().hex, "job_id": self.job.id, "state": status.state, "ended": False,
                  "status_html": "", "as_of": "", "charts_html": "", "problem": "", "notice_html": "",
                  "notice_kind": "info", "previous_job": 0, "stopping": False, "removed": "", "following": True,

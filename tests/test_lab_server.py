@@ -1,0 +1,383 @@
+"""The Jobs panel's server extension (jobber_lab) in a real Jupyter server.
+
+Two ``jupyter server`` subprocesses on loopback share one jobs directory: A runs with
+tenant A's certificate, B with tenant B's (the demo pool's client.pem and client2.pem).
+Jobs are real jobs of this host; requests go through the Jupyter server's own token and
+XSRF checks; the sockets are real WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+import requests
+
+from jobber import Certificate, Limits
+from jobber._backends.local.isolation import choose
+from lab_server import LabServer, close, receive, receive_until
+from polling import wait_for
+
+MESSAGE_KEYS = {"message"}
+
+
+@pytest.fixture(scope="module")
+def lab(demo, tmp_path_factory):
+    """Servers A and B (tenants A and B), one jobs directory."""
+    jobs = tmp_path_factory.mktemp("lab") / "jobs"
+    servers = {"a": LabServer(demo["client"], demo["root"], jobs), "b": LabServer(demo["client2"], demo["root"], jobs)}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        yield {**servers, "jobs": jobs}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def tenant_a(lab, demo, monkeypatch) -> Certificate:
+    """Tenant A's certificate, its jobs in the servers' jobs directory."""
+    monkeypatch.setenv("JOBBER_JOBS_DIR", str(lab["jobs"]))
+    monkeypatch.setenv("JOBBER_ROOT", str(demo["root"]))
+    return Certificate.from_file(demo["client"])
+
+
+def run(cert: Certificate, command: str, **options):
+    job = cert.new_job(command, **options)
+    job.start()
+    return job
+
+
+def run_async(coroutine):
+    return asyncio.run(coroutine)
+
+
+def error(response: requests.Response, status: int) -> str:
+    """The sentence of an error answer, after checking its status."""
+    assert response.status_code == status, (response.status_code, response.text)
+    message = response.json()["message"]
+    assert isinstance(message, str) and len(message) > 10
+    return message
+
+
+class TestListing:
+    def test_the_identity_is_the_servers(self, lab, tenant_a):
+        described = lab["a"].call("GET", "/identity").json()
+        assert described["configured"] is True and described["problem"] is None
+        assert described["hash"] == tenant_a.hash() and described["source"] == "JOBBER_CERT"
+        assert described["jobs_dir"] == str(lab["jobs"] / tenant_a.hash())
+
+    def test_jobs_newest_first_with_counts(self, lab, tenant_a):
+        done = run(tenant_a, "exit 0", label="prep")
+        done.wait()
+        sleeping = run(tenant_a, "sleep 300", label="train", notify=True, limits=Limits(memory="256M"))
+        try:
+            listed = lab["a"].call("GET", "/jobs").json()
+            ids = [row["id"] for row in listed["jobs"]]
+            assert ids == sorted(ids, reverse=True) and ids[:2] == [sleeping.id, done.id]
+            newest, older = listed["jobs"][:2]
+            assert (newest["state"], newest["label"], newest["notify"], newest["kind"]) == ("running", "train", True, "command")
+            assert newest["memory_limit"] == 256 << 20 and newest["ended"] is None and newest["started"]
+            assert (older["state"], older["state_text"], older["notify"]) == ("exited", "exited (code 0)", False)
+            assert listed["counts"]["running"] == sum(row["state"] == "running" for row in listed["jobs"]) >= 1
+            assert lab["a"].call("GET", f"/jobs/{done.id}").json() == older
+        finally:
+            sleeping.stop()
+
+
+class TestIdentityIsolation:
+    def test_another_identity_lists_none_and_refuses_each_id(self, lab, tenant_a):
+        job = run(tenant_a, "sleep 300")
+        try:
+            assert job.id not in [row["id"] for row in lab["b"].call("GET", "/jobs").json()["jobs"]]
+            for method, path in (("GET", f"/jobs/{job.id}"), ("POST", f"/jobs/{job.id}/stop"),
+                                 ("POST", f"/jobs/{job.id}/rerun"), ("DELETE", f"/jobs/{job.id}")):
+                assert error(lab["b"].call(method, path), 404) == f"no job {job.id} for this identity"
+            assert lab["b"].call("POST", "/jobs:stop", {"ids": [job.id]}).json() == {"stopped": []}
+
+            async def view():
+                with pytest.raises(Exception, match="404"):
+                    await lab["b"].socket(f"/jobs/{job.id}/view")
+
+            run_async(view())
+            assert job.status().state == "running"  # nothing B asked touched it
+        finally:
+            job.stop()
+
+
+class TestCredentials:
+    def test_requests_without_the_token_are_refused(self, lab, tenant_a):
+        job = run(tenant_a, "sleep 300")
+        try:
+            assert lab["a"].call("GET", "/jobs", auth=False).status_code == 403
+            assert lab["a"].call("POST", f"/jobs/{job.id}/stop", auth=False).status_code == 403
+            wrong = requests.post(f"{lab['a'].url}/jobber/api/jobs/{job.id}/stop", headers={"Authorization": "token nope"},
+                                  timeout=30)
+            assert wrong.status_code == 403
+            assert job.status().state == "running"
+        finally:
+            job.stop()
+
+    def test_a_cookie_session_needs_the_xsrf_token(self, lab, tenant_a):
+        job = run(tenant_a, "sleep 300")
+        try:
+            browser = requests.Session()  # as a browser: the token once, then the login cookie
+            assert browser.get(f"{lab['a'].url}/lab?token={lab['a'].token}", timeout=30).status_code == 200
+            assert "_xsrf" in browser.cookies
+            assert browser.get(f"{lab['a'].url}/jobber/api/jobs", timeout=30).status_code == 200
+            forged = browser.post(f"{lab['a'].url}/jobber/api/jobs:stop", json={"ids": [job.id]}, timeout=30)
+            assert forged.status_code == 403 and "_xsrf" in forged.json()["message"]
+            assert job.status().state == "running"
+            allowed = browser.post(f"{lab['a'].url}/jobber/api/jobs:stop", json={"ids": [job.id]},
+                                   headers={"X-XSRFToken": browser.cookies["_xsrf"]}, timeout=30)
+            assert allowed.json() == {"stopped": [job.id]} and job.status().state == "stopped"
+        finally:
+            job.stop()
+
+
+class TestEvents:
+    def test_snapshot_then_changes_then_the_end(self, lab, tenant_a):
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                snapshot = await receive(ws)
+                assert snapshot["type"] == "snapshot" and set(snapshot["counts"]) >= {"running", "pending"}
+                job = run(tenant_a, "sleep 0.5; exit 3", label="train", notify=True)
+                seen_running, _ = await receive_until(ws, lambda m: m["type"] == "job" and m["job"]["id"] == job.id
+                                                      and m["job"]["state"] == "running")
+                assert seen_running["counts"]["running"] >= 1
+                ended, seen = await receive_until(ws, lambda m: m["type"] == "ended" and m["job"]["id"] == job.id)
+                assert ended["message"].startswith(f"job {job.id} `train` failed (code 3) after ")
+                assert ended["notify"] is True and ended["job"]["state"] == "failed"
+                quick = run(tenant_a, "true")
+                other, seen = await receive_until(ws, lambda m: m["type"] == "ended" and m["job"]["id"] == quick.id)
+                assert other["message"].startswith(f"job {quick.id} exited (code 0) after ") and other["notify"] is False
+                tenant_a.get_job(quick.id).remove()
+                removed, _ = await receive_until(ws, lambda m: m["type"] == "removed" and m["id"] == quick.id)
+                assert removed["counts"]["running"] >= 0
+                return job, seen
+            finally:
+                await close(ws)
+
+        job, seen = run_async(scenario())
+        ends = [m for m in seen if m["type"] == "ended" and m["job"]["id"] == job.id]
+        assert ends == [], "the end of a job is told once"
+
+    @pytest.mark.skipif(choose()[0].NAME == "none", reason="no cgroup confines jobs on this host: no OOM kill to see")
+    def test_an_oom_kill_is_told_with_its_limit(self, lab, tenant_a):
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                await receive(ws)
+                job = run(tenant_a, "python3 -c 'b = bytearray(400 << 20); import time; time.sleep(5)'",
+                          limits=Limits(memory="64M"), label="hog")
+                ended, _ = await receive_until(ws, lambda m: m["type"] == "ended" and m["job"]["id"] == job.id)
+                return job, ended
+            finally:
+                await close(ws)
+
+        job, ended = run_async(scenario())
+        assert ended["message"].startswith(f"job {job.id} `hog` killed: out of memory at 64 MiB after ")
+        assert ended["job"]["state"] == "oom-killed" and ended["job"]["state_text"] == "killed: out of memory at 64 MiB"
+
+    @pytest.mark.skipif(choose()[0].NAME == "none", reason="no cgroup measures a job's memory on this host")
+    def test_a_running_jobs_memory_comes_from_its_usage_samples(self, lab, tenant_a):
+        job = run(tenant_a, "python3 -c 'b = bytearray(40 << 20); b[::4096] = b\"x\" * len(b[::4096]); "
+                  "import time; time.sleep(60)'", limits=Limits(memory="512M"))
+
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                await receive(ws)
+                updates = []
+                while len(updates) < 3:
+                    message, _ = await receive_until(ws, lambda m: m["type"] == "job" and m["job"]["id"] == job.id
+                                                     and (m["job"]["memory_now"] or 0) >= 40 << 20)
+                    updates.append(message["job"])
+                return updates
+            finally:
+                await close(ws)
+
+        try:
+            updates = run_async(scenario())
+        finally:
+            job.stop()
+        assert all(row["state"] == "running" and row["memory_peak"] >= row["memory_now"] for row in updates)
+        assert updates[-1]["elapsed_s"] > updates[0]["elapsed_s"]
+
+    def test_one_watcher_for_every_socket_and_none_once_they_closed(self, lab, tenant_a):
+        pid = lab["a"].process.pid
+
+        async def scenario():
+            for _ in range(2):  # twice: a feed started again sends a whole snapshot
+                before = _inotify_instances(pid)
+                sockets = [await lab["a"].socket("/events") for _ in range(3)]
+                for ws in sockets:
+                    assert (await receive(ws))["type"] == "snapshot"
+                assert _inotify_instances(pid) == before + 1  # one for the three
+                for ws in sockets:
+                    await close(ws)
+                await until(lambda before=before: _inotify_instances(pid) == before, "the feed's inotify closed")
+
+        run_async(scenario())
+
+
+async def until(predicate, what: str, timeout: float = 15.0) -> None:
+    """Poll ``predicate`` without blocking the event loop (the sockets' frames go on)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _inotify_instances(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+class TestJobView:
+    def test_state_then_log_frames_then_stop_kills_the_tree(self, lab, tenant_a, tmp_path):
+        pids = tmp_path / "pids"
+        script = (f"sleep 300 & echo $! >> {pids}; setsid sleep 300 & echo $! >> {pids}; "
+                  "for i in 1 2 3; do echo line $i; done; wait")
+        job = run(tenant_a, script)
+
+        async def scenario():
+            ws = await lab["a"].socket(f"/jobs/{job.id}/view")
+            try:
+                first = await receive(ws)
+                assert first["type"] == "state"
+                state = first["state"]
+                assert state["job_id"] == job.id and state["max_lines"] == 1000 and state["following"] is True
+                assert {"status_html", "charts_html", "log_snapshot", "log_frame", "view_key", "ended"} <= set(state)
+                text = state["log_snapshot"]
+                if "line 3" not in text:
+                    message, _ = await receive_until(ws, lambda m: m["type"] == "custom" and "line 3" in m["content"]["lines"])
+                    assert message["content"]["kind"] == "log" and message["content"]["frame"] > state["log_frame"]
+                await until(lambda: pids.exists() and len(pids.read_text().split()) == 2, "the job's pids")
+                await ws.write_message('{"type": "custom", "content": {"event": "stop"}}')
+                stopping, _ = await receive_until(ws, lambda m: m["type"] == "state" and m["state"].get("stopping") is True)
+                ended, _ = await receive_until(ws, lambda m: m["type"] == "state" and m["state"].get("ended") is True)
+                assert ended["state"]["state"] == "stopped" and "stopped" in ended["state"]["status_html"]
+            finally:
+                await close(ws)
+
+        run_async(scenario())
+        assert job.status().state == "stopped"
+        for pid in map(int, pids.read_text().split()):
+            assert wait_for(lambda pid=pid: not _alive(pid), what=f"process {pid} of the tree gone")
+
+    def test_an_ended_job_shows_its_whole_log_and_stops_following(self, lab, tenant_a):
+        job = run(tenant_a, "echo done")
+        job.wait()
+
+        async def scenario():
+            ws = await lab["a"].socket(f"/jobs/{job.id}/view")
+            try:
+                first = await receive(ws)
+                ended, seen = await receive_until(ws, lambda m: m["type"] == "state" and m["state"].get("following") is False)
+                return first, seen
+            finally:
+                await close(ws)
+
+        first, seen = run_async(scenario())
+        log = first["state"]["log_snapshot"] + "".join(line for m in seen if m["type"] == "custom" for line in m["content"]["lines"])
+        assert first["state"]["job_id"] == job.id and "done" in log
+        assert "exited (code 0)" in ([first["state"]] + [m["state"] for m in seen if m["type"] == "state"
+                                                          and "status_html" in m["state"]])[-1]["status_html"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+class TestActions:
+    def test_stop_rerun_remove(self, lab, tenant_a):
+        job = run(tenant_a, "sleep 300", label="again")
+        assert f"job {job.id}" in error(lab["a"].call("DELETE", f"/jobs/{job.id}"), 409)
+        assert job.status().state == "running"
+        row = lab["a"].call("POST", f"/jobs/{job.id}/stop").json()
+        assert row["id"] == job.id and row["state"] == "stopped"
+        new = lab["a"].call("POST", f"/jobs/{job.id}/rerun").json()
+        assert new["id"] > job.id and new["label"] == "again" and new["state"] in ("running", "pending", "created")
+        stopped = lab["a"].call("POST", "/jobs:stop", {"label": "again"}).json()
+        assert stopped == {"stopped": [new["id"]]}
+        assert lab["a"].call("DELETE", f"/jobs/{job.id}").status_code == 204
+        assert error(lab["a"].call("GET", f"/jobs/{job.id}"), 404) == f"no job {job.id} for this identity"
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(("method", "path", "body", "status"), [
+        ("GET", "/jobs/999999", None, 404),
+        ("GET", "/jobs/abc", None, 400),
+        ("GET", "/jobs/007", None, 400),
+        ("GET", "/jobs/99999999999999999999999", None, 400),
+        ("POST", "/jobs/abc/stop", None, 400),
+        ("DELETE", "/jobs/-1", None, 400),
+        ("POST", "/jobs:stop", b"{not json", 400),
+        ("POST", "/jobs:stop", b"[1, 2]", 400),
+        ("POST", "/jobs:stop", {"ids": "1"}, 400),
+        ("POST", "/jobs:stop", {"ids": [True]}, 400),
+        ("POST", "/jobs:stop", {}, 400),
+        ("PUT", "/identity", b"\xff\xfe", 400),
+        ("PUT", "/identity", {"certPath": 12}, 400),
+        ("PUT", "/identity", {"certPath": "/etc/shadow"}, 400),
+        ("PUT", "/identity", {"certPath": "../../etc/passwd"}, 400),
+        ("PUT", "/identity", {"certPath": "/"}, 400),
+        ("PUT", "/identity", {"certPath": "/nonexistent/client.pem"}, 400),
+        ("PUT", "/identity", {"certPath": "/dev/zero"}, 400),
+        ("PUT", "/identity", {"certPath": "x" * 5000}, 400),
+    ])
+    def test_a_sentence_and_a_4xx(self, lab, tenant_a, method, path, body, status):
+        raw = body if isinstance(body, bytes) else None
+        response = lab["a"].call(method, path, None if raw is not None else body, raw=raw)
+        message = error(response, status)
+        assert "Traceback" not in message and "root:" not in message
+        assert lab["a"].call("GET", "/identity").json()["hash"] == tenant_a.hash()  # unchanged
+
+
+class TestIdentitySetting:
+    def test_the_setting_wins_over_jobber_cert_and_the_feed_follows(self, lab, tenant_a, demo):
+        other = Certificate.from_file(demo["client2"])
+        other.new_job("true", label="tenant-b-job")  # (ids are per identity: labels tell them apart)
+        run(tenant_a, "true", label="tenant-a-job")
+
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                first = await receive(ws)
+                described = lab["a"].call("PUT", "/identity", {"certPath": str(demo["client2"]), "server": ""}).json()
+                switched, _ = await receive_until(ws, lambda m: m["type"] == "snapshot")
+                back = lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""}).json()
+                again, _ = await receive_until(ws, lambda m: m["type"] == "snapshot")
+                return first, described, switched, back, again
+            finally:
+                await close(ws)
+                lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""})
+
+        first, described, switched, back, again = run_async(scenario())
+        assert (described["hash"], described["source"]) == (other.hash(), "setting")
+        assert (back["hash"], back["source"]) == (tenant_a.hash(), "JOBBER_CERT")
+        labels = [{row["label"] for row in snapshot["jobs"]} for snapshot in (first, switched, again)]
+        assert "tenant-a-job" in labels[0] and "tenant-b-job" not in labels[0]
+        assert labels[1] == {"tenant-b-job"}
+        assert labels[2] == labels[0]
+
+
+def test_the_server_logged_no_error(lab):
+    # Last: every test above ran against these servers.
+    for name in ("a", "b"):
+        log = lab[name].log()
+        assert "Traceback" not in log and " 500 " not in log, log
