@@ -68,6 +68,6 @@ step "a fresh venv in $work/venv: the wheel with [notebook], and jupyterlab, at 
 step "the specs (e2e/lab/run_lab.py, with the fresh venv's Python)"
 status=0
 # run_lab.py bounds itself (Playwright's global timeout); this is the backstop.
-(cd / && unset PYTHONPATH PYTHONHOME && timeout --kill-after=30 420 "$work/venv/bin/python" "$repo/e2e/lab/run_lab.py" "$@") || status=$?
+(cd / && unset PYTHONPATH PYTHONHOME && timeout --kill-after=30 540 "$work/venv/bin/python" "$repo/e2e/lab/run_lab.py" "$@") || status=$?
 echo "lab_e2e: exit $status after $((SECONDS - started)) s; artifacts in artifacts/e2e/"
 exit "$status"

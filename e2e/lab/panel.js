@@ -74,35 +74,44 @@ function alive(pid) {
 
 /**
  * `lab`: one JupyterLab A page for the whole worker (a JupyterLab load is the slowest step
- * of a test); a failed test leaves a screenshot of it in its output directory.
+ * of a test), not loaded until a test loads it; `panel`: that page, loaded if it was not,
+ * with the Jobs panel shown (filters cleared). A failed test leaves a screenshot of the page
+ * in its output directory.
  */
 const test = base.test.extend({
   lab: [async ({ browser }, use) => {
     const context = await browser.newContext({ baseURL: process.env.JUPYTER_BASE_URL, viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    await openLab(page, 'lab-panel');
-    await use(page);
+    await use(await context.newPage());
     await context.close();
   }, { scope: 'worker' }],
+  panel: async ({ lab }, use) => {
+    if (!lab.url().startsWith('http')) await openLab(lab, 'lab-shared');
+    const panel = await openJobsPanel(lab);
+    await filters(panel);
+    await use(panel);
+  },
 });
 test.afterEach(async ({ lab }, testInfo) => {
-  if (testInfo.status !== testInfo.expectedStatus) await lab.screenshot({ path: testInfo.outputPath('lab-page.png') });
+  if (testInfo.status !== testInfo.expectedStatus && lab.url().startsWith('http')) await lab.screenshot({ path: testInfo.outputPath('lab-page.png') });
 });
 
-/** Open JupyterLab (A's, or the one at `base`) in a workspace of its own, with no notebook. */
+/** Open JupyterLab (A's, or the one at `base`) in a workspace of its own, reset, with no notebook. */
 async function openLab(page, workspace, { base = '', token = TOKEN } = {}) {
-  await page.goto(`${base}/lab/workspaces/${workspace}?token=${token}`);
+  await page.goto(`${base}/lab/workspaces/${workspace}?reset&token=${token}`);
   await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
   await expect(page.locator('.jp-LabShell')).toBeVisible();
 }
 
-/** Show the Jobs panel in the left sidebar (a click on its tab, if it is not the one shown). */
+/**
+ * Show the Jobs panel in the left sidebar: a click on its tab if it is not shown (a click on
+ * the tab of the panel shown would fold the sidebar away: check, click, check again).
+ */
 async function openJobsPanel(page) {
   const panel = page.locator('#jobber-lab-jobs');
-  if (!(await panel.isVisible())) {
-    await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jobber-lab-jobs"]').click();
-  }
-  await expect(panel).toBeVisible();
+  await expect(async () => {
+    if (!(await panel.isVisible())) await page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jobber-lab-jobs"]').click();
+    await expect(panel).toBeVisible({ timeout: 2_000 });
+  }).toPass({ timeout: 30_000 });
   return panel;
 }
 

@@ -12,12 +12,11 @@ module.exports = defineConfig({
   testDir: '.',
   testMatch: '*.spec.js',
   outputDir: path.join(artifacts, 'lab-test-results'),
-  // The specs build on each other's jobs (one JupyterLab per tenant): in file order, and
-  // the rest skipped once one fails.
+  // One JupyterLab per tenant, real jobs: one test at a time, in file order.
   workers: 1,
   fullyParallel: false,
-  timeout: 90_000,
-  globalTimeout: 240_000,
+  timeout: 120_000,
+  globalTimeout: 420_000,
   expect: { timeout: 15_000 },
   reporter: [['list'], ['junit', { outputFile: path.join(artifacts, 'lab-junit.xml') }]],
 });
