@@ -130,6 +130,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     feed.ended.connect((_, ended) => notifier.tell(ended));
+    // A restarted Jupyter server forgot the settings' identity: give it again.
+    feed.reconnected.connect(() => {
+      sent = '';
+      void sendIdentity(wanted.certPath, wanted.server);
+    });
     // A tab restored with the page opens before the list arrives: its label comes then.
     feed.changed.connect(() =>
       tracker.forEach(widget =>
@@ -137,13 +142,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       )
     );
 
+    // The socket lists one identity's jobs: it starts again only when that identity changes.
+    let listed = '';
     const showIdentity = (identity: IIdentity | null, problem: string | null) => {
       panel.setIdentity(identity, problem);
       status.setIdentity(identity);
       if (identity && identity.configured) {
-        feed.connect();
+        if (identity.hash !== listed) {
+          listed = identity.hash;
+          feed.connect();
+        }
         tracker.forEach(widget => widget.content.retry());
       } else {
+        listed = '';
         feed.close();
       }
     };
@@ -152,7 +163,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // empty): PUT on load and whenever certPath or server change; the list is then another
     // identity's, so the events socket starts again.
     let sent = '';
+    let wanted = { certPath: '', server: '' };
     const sendIdentity = async (certPath: string, server: string) => {
+      wanted = { certPath, server };
       const key = JSON.stringify([certPath, server]);
       if (key === sent) {
         return;

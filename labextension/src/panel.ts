@@ -210,8 +210,8 @@ export class JobsPanel extends Widget {
       text.append(
         'No jobber identity is configured for this Jupyter server. Set ',
         element('b', '', 'Certificate path'),
-        ' in Settings → Settings Editor → jobber (your client certificate, e.g. ',
-        element('code', '', '~/.jobber/client.pem'),
+        ' in Settings → Settings Editor → jobber (the absolute path of your client certificate, e.g. ',
+        element('code', '', '/home/you/.jobber/client.pem'),
         '), or start JupyterLab with ',
         element('code', '', 'JOBBER_CERT=/path/to/client.pem'),
         '. For a remote jobber server, also set its URL (',
