@@ -135,6 +135,11 @@ class JobWidget(anywidget.AnyWidget):
         return self._view.history
 
     @property
+    def _status(self) -> JobStatus | None:
+        """The last real status drawn (subclasses read it: ``_pyview``)."""
+        return self._view.status
+
+    @property
     def closed(self) -> bool:
         """Whether the widget was closed."""
         return self._closed.is_set()

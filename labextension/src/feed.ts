@@ -44,6 +44,11 @@ export class JobFeed {
     return this._changed;
   }
 
+  /** Emitted when the list arrives again after the socket dropped (a restarted server). */
+  get reconnected(): ISignal<this, void> {
+    return this._reconnected;
+  }
+
   /** Emitted once for each job that ends while the socket is open. */
   get ended(): ISignal<this, IJobEnded> {
     return this._ended;
@@ -107,7 +112,10 @@ export class JobFeed {
         }
         this._counts = message.counts;
         this._connected = true;
-        this._failures = 0;
+        if (this._failures > 0) {
+          this._failures = 0;
+          this._reconnected.emit();
+        }
         break;
       case 'job':
         this._jobs.set(message.job.id, message.job);
@@ -144,4 +152,5 @@ export class JobFeed {
   private _socket: WebSocket | null = null;
   private _changed = new Signal<this, void>(this);
   private _ended = new Signal<this, IJobEnded>(this);
+  private _reconnected = new Signal<this, void>(this);
 }

@@ -17,10 +17,13 @@ export function bytes(value: number | null): string {
   return `${Number(size.toFixed(digits))} ${units[unit]}`;
 }
 
-/** 75 -> "1 min 15 s"; 7500 -> "2 h 5 min"; null -> "". */
+/** 0.24 -> "0.2 s"; 75 -> "1 min 15 s"; 7500 -> "2 h 5 min"; null -> "". */
 export function duration(seconds: number | null): string {
   if (seconds === null || seconds === undefined || seconds < 0) {
     return '';
+  }
+  if (seconds < 10) {
+    return `${Number(seconds.toFixed(1))} s`;
   }
   const s = Math.floor(seconds);
   if (s < 60) {

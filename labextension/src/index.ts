@@ -8,18 +8,32 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { errorText, IIdentity, requestAPI } from './api';
 import { JobFeed } from './feed';
-import { JobView, jobTab } from './jobview';
+import { JobView, jobTab, setTabLabel } from './jobview';
 import { INotifySettings, Notifier, NotifyPolicy } from './notify';
 import { JobsPanel } from './panel';
 import { JobsStatus } from './status';
 
 const PLUGIN_ID = 'jobber-lab:plugin';
+
+/** Why the identity could not be set, as the panel says it. */
+function identityProblem(error: unknown): string {
+  const status =
+    error instanceof ServerConnection.ResponseError ? error.response.status : 0;
+  if (status === 404) {
+    return 'The jobber server extension is not running in this Jupyter server: enable it (jupyter server extension enable jobber_lab) and restart JupyterLab.';
+  }
+  if (status >= 400 && status < 500) {
+    return `jobber could not use these settings: ${errorText(error)}`;
+  }
+  return `The jobber server extension did not answer: ${errorText(error)}`;
+}
 
 const jobsIcon = new LabIcon({
   name: 'jobber-lab:jobs',
@@ -62,6 +76,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new JobsPanel(feed, {
       openJob: (id, label) => void openJob(id, label),
+      stoppedHere: ids => notifier.stoppedHere(ids),
       openSettings: () =>
         void app.commands.execute('settingeditor:open', { query: 'jobber' }),
       askDesktopPermission: () =>
@@ -87,7 +102,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return existing;
         }
         const label = (args.label as string) || feed.job(id)?.label || null;
-        const widget = jobTab(id, label);
+        const widget = jobTab(id, label, () => notifier.stoppedHere([id]));
         void tracker.add(widget);
         shell.add(widget, 'main');
         shell.activateById(widget.id);
@@ -115,13 +130,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     feed.ended.connect((_, ended) => notifier.tell(ended));
+    // A restarted Jupyter server forgot the settings' identity: give it again.
+    feed.reconnected.connect(() => {
+      sent = '';
+      void sendIdentity(wanted.certPath, wanted.server);
+    });
+    // A tab restored with the page opens before the list arrives: its label comes then.
+    feed.changed.connect(() =>
+      tracker.forEach(widget =>
+        setTabLabel(widget, feed.job(widget.content.jobId)?.label || null)
+      )
+    );
 
+    // The socket lists one identity's jobs: it starts again only when that identity changes.
+    let listed = '';
     const showIdentity = (identity: IIdentity | null, problem: string | null) => {
       panel.setIdentity(identity, problem);
       status.setIdentity(identity);
       if (identity && identity.configured) {
-        feed.connect();
+        if (identity.hash !== listed) {
+          listed = identity.hash;
+          feed.connect();
+        }
+        tracker.forEach(widget => widget.content.retry());
       } else {
+        listed = '';
         feed.close();
       }
     };
@@ -130,7 +163,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // empty): PUT on load and whenever certPath or server change; the list is then another
     // identity's, so the events socket starts again.
     let sent = '';
+    let wanted = { certPath: '', server: '' };
     const sendIdentity = async (certPath: string, server: string) => {
+      wanted = { certPath, server };
       const key = JSON.stringify([certPath, server]);
       if (key === sent) {
         return;
@@ -144,7 +179,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         showIdentity(identity, null);
       } catch (error) {
         sent = '';
-        showIdentity(null, errorText(error));
+        showIdentity(null, identityProblem(error));
       }
     };
 

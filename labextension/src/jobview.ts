@@ -4,11 +4,12 @@
 // widget's state and its custom messages exactly as the kernel widget sends them, so the
 // only code here is a model with the few methods the view calls.
 import { MainAreaWidget } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 // One source file for the cell's view and this tab's: bundled from the Python package.
 import jobView from '../../jobber_magics/_jobview.js';
-import { socketUrl } from './api';
+import { errorText, requestAPI, socketUrl } from './api';
 
 type Callback = (...args: any[]) => void;
 
@@ -98,7 +99,14 @@ const RETRY_MS = [1000, 2000, 5000];
 
 /** The live view of one job, for as long as the tab is open. */
 export class JobView extends Widget {
-  constructor(readonly jobId: number) {
+  /**
+   * @param jobId the job to show
+   * @param onStop called when the reader presses the view's Stop
+   */
+  constructor(
+    readonly jobId: number,
+    private _onStop: () => void = () => undefined
+  ) {
     super();
     this.addClass('jobber-lab-jobview');
     this._placeholder = document.createElement('div');
@@ -106,6 +114,15 @@ export class JobView extends Widget {
     this._placeholder.textContent = `Connecting to job ${jobId}…`;
     this.node.append(this._placeholder);
     this._connect();
+  }
+
+  /** Try again after a refusal (the identity was set since): a live view is left alone. */
+  retry(): void {
+    if (this._refusedNow && !this._closed) {
+      this._refusedNow = false;
+      this._placeholder.textContent = `Connecting to job ${this.jobId}…`;
+      this._connect();
+    }
   }
 
   dispose(): void {
@@ -130,26 +147,53 @@ export class JobView extends Widget {
         this._model?.emit('msg:custom', message.content, []);
       }
     };
-    socket.onclose = event => {
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+    };
+    socket.onclose = () => {
       if (this._closed || this._socket !== socket) {
         return;
       }
-      // 4xxx: the server's own refusal ("no job 12 for this identity"): say it, stay.
-      if (event.code >= 4000 && event.code < 5000) {
+      if (opened) {
+        this._retryLater();
+      } else {
+        void this._refused();
+      }
+    };
+  }
+
+  // Dropped (the Jupyter server restarted): the view says it is no longer live until a new
+  // socket brings a fresh state, which starts the view afresh.
+  private _retryLater(): void {
+    const delay = RETRY_MS[Math.min(this._failures++, RETRY_MS.length - 1)];
+    this._retry = window.setTimeout(() => {
+      this._teardown();
+      this._connect();
+    }, delay);
+  }
+
+  // A socket refused before it opened tells the browser no reason: the HTTP API does
+  // ("no job 12 for this identity"). A job that is not there is said, not retried.
+  private async _refused(): Promise<void> {
+    try {
+      await requestAPI(`jobs/${this.jobId}`);
+    } catch (error) {
+      if (
+        error instanceof ServerConnection.ResponseError &&
+        error.response.status >= 400 &&
+        error.response.status < 500
+      ) {
         this._teardown();
-        this._placeholder.textContent =
-          event.reason || `job ${this.jobId} cannot be shown`;
+        this._placeholder.textContent = errorText(error);
         this._placeholder.hidden = false;
+        this._refusedNow = true;
         return;
       }
-      // Dropped (the Jupyter server restarted): the view says it is no longer live until
-      // a new socket brings a fresh state, which starts the view afresh.
-      const delay = RETRY_MS[Math.min(this._failures++, RETRY_MS.length - 1)];
-      this._retry = window.setTimeout(() => {
-        this._teardown();
-        this._connect();
-      }, delay);
-    };
+    }
+    if (!this._closed) {
+      this._retryLater();
+    }
   }
 
   private _state(state: { [key: string]: any }): void {
@@ -158,6 +202,9 @@ export class JobView extends Widget {
       return;
     }
     const model = new SocketModel(state, content => {
+      if (content && content.event === 'stop') {
+        this._onStop();
+      }
       if (this._socket && this._socket.readyState === WebSocket.OPEN) {
         this._socket.send(JSON.stringify({ type: 'custom', content }));
       }
@@ -188,16 +235,30 @@ export class JobView extends Widget {
   private _cleanup: (() => void) | null = null;
   private _placeholder: HTMLElement;
   private _closed = false;
+  private _refusedNow = false;
   private _failures = 0;
   private _retry = 0;
 }
 
 /** A main-area tab holding a job's live view. */
-export function jobTab(jobId: number, label: string | null): MainAreaWidget<JobView> {
-  const widget = new MainAreaWidget({ content: new JobView(jobId) });
+export function jobTab(
+  jobId: number,
+  label: string | null,
+  onStop: () => void
+): MainAreaWidget<JobView> {
+  const widget = new MainAreaWidget({ content: new JobView(jobId, onStop) });
   widget.id = `jobber-job-${jobId}`;
-  widget.title.label = label ? `job ${jobId} ${label}` : `job ${jobId}`;
+  setTabLabel(widget, label);
   widget.title.caption = `jobber job ${jobId}: its live log and status`;
   widget.title.closable = true;
   return widget;
+}
+
+/** "job 12 train", or "job 12" for a job without a label. */
+export function setTabLabel(
+  widget: MainAreaWidget<JobView>,
+  label: string | null
+): void {
+  const id = widget.content.jobId;
+  widget.title.label = label ? `job ${id} ${label}` : `job ${id}`;
 }

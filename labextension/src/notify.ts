@@ -40,9 +40,18 @@ export class Notifier {
     desktopNotifications: false
   };
 
+  /** The user stopped these jobs from this page: being told so again is noise. */
+  stoppedHere(ids: number[]): void {
+    for (const id of ids) {
+      this._stoppedHere.add(id);
+    }
+  }
+
   /** Tell of one ending, if the settings want it told. */
   tell(ended: IJobEnded): void {
-    if (!wanted(ended, this.settings)) {
+    const ownStop =
+      this._stoppedHere.delete(ended.job.id) && ended.job.state === 'stopped';
+    if (ownStop || !wanted(ended, this.settings)) {
       return;
     }
     const { job, message } = ended;
@@ -73,6 +82,8 @@ export class Notifier {
       };
     }
   }
+
+  private _stoppedHere = new Set<number>();
 
   /** Ask the browser's permission (a click in the panel is the user's gesture). */
   async askPermission(): Promise<void> {

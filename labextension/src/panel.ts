@@ -11,6 +11,8 @@ import { bytes, countsText, duration, when } from './format';
 /** What the panel needs from the rest of the extension. */
 export interface IPanelActions {
   openJob(id: number, label: string | null): void;
+  /** The user stopped these jobs here: their ends need no notification. */
+  stoppedHere(ids: number[]): void;
   openSettings(): void;
   askDesktopPermission(): void;
 }
@@ -76,7 +78,7 @@ export class JobsPanel extends Widget {
     this._message.className = 'jobber-lab-message';
     this._desktop.className = 'jobber-lab-desktop';
 
-    const filters = element('div', 'jobber-lab-filters');
+    const filters = this._filters;
     for (const name of Object.keys(FILTERS)) {
       this._stateFilter.append(new Option(name, name));
     }
@@ -198,15 +200,18 @@ export class JobsPanel extends Widget {
     node.classList.remove('jobber-lab-warning');
     if (this._identityProblem) {
       node.classList.add('jobber-lab-warning');
-      node.textContent = `The jobber server extension did not answer: ${this._identityProblem}`;
+      node.append(element('p', 'jobber-lab-problem', this._identityProblem));
+      const open = element('button', 'jobber-lab-button', 'Open jobber settings');
+      open.addEventListener('click', () => this._actions.openSettings());
+      node.append(open);
     } else if (identity && !identity.configured) {
       node.classList.add('jobber-lab-warning');
       const text = element('p');
       text.append(
         'No jobber identity is configured for this Jupyter server. Set ',
         element('b', '', 'Certificate path'),
-        ' in Settings → Settings Editor → jobber (your client certificate, e.g. ',
-        element('code', '', '~/.jobber/client.pem'),
+        ' in Settings → Settings Editor → jobber (the absolute path of your client certificate, e.g. ',
+        element('code', '', '/home/you/.jobber/client.pem'),
         '), or start JupyterLab with ',
         element('code', '', 'JOBBER_CERT=/path/to/client.pem'),
         '. For a remote jobber server, also set its URL (',
@@ -214,7 +219,8 @@ export class JobsPanel extends Widget {
         ').'
       );
       node.append(text);
-      if (identity.problem) {
+      // Something was set (a certPath, $JOBBER_CERT) and failed: the server says what.
+      if (identity.problem && identity.source) {
         node.append(element('p', 'jobber-lab-problem', identity.problem));
       }
       const open = element('button', 'jobber-lab-button', 'Open jobber settings');
@@ -226,6 +232,7 @@ export class JobsPanel extends Widget {
       node.hidden = true;
     }
     this._identityLine.hidden = !(identity && identity.configured);
+    this._filters.hidden = this._identityLine.hidden;
     if (identity && identity.configured) {
       const where = identity.server ? ` on ${identity.server}` : '';
       this._identityLine.textContent = `${identity.subject}${where}`;
@@ -288,7 +295,9 @@ export class JobsPanel extends Widget {
       const stop = element('button', 'jobber-lab-button jobber-lab-stop', 'Stop all');
       stop.title = `Stop every job of ${sweep}`;
       stop.addEventListener('click', () => void this._stopSweep(sweep, stop));
-      line.append('sweep ', name, `: ${parts.join(', ')} `, stop);
+      const text = element('span');
+      text.append('sweep ', name, `: ${parts.join(', ')}`);
+      line.append(text, stop);
       return line;
     });
     this._sweeps.replaceChildren(...lines);
@@ -422,6 +431,7 @@ export class JobsPanel extends Widget {
     });
     stop.addEventListener('click', () => {
       stop.disabled = true;
+      this._actions.stoppedHere([id]);
       void this._act(`jobs/${id}/stop`, 'POST', `Could not stop job ${id}`);
     });
     rerun.addEventListener('click', () => {
@@ -469,6 +479,11 @@ export class JobsPanel extends Widget {
 
   private async _stopSweep(sweep: string, button: HTMLButtonElement): Promise<void> {
     button.disabled = true;
+    this._actions.stoppedHere(
+      this._feed.jobs
+        .filter(job => job.sweep === sweep && !FINAL_STATES.has(job.state))
+        .map(job => job.id)
+    );
     try {
       const answer = await requestAPI<{ stopped: number[] }>('jobs:stop', {
         method: 'POST',
@@ -498,6 +513,7 @@ export class JobsPanel extends Widget {
   private _identityLine = element('div');
   private _message = element('div');
   private _desktop = element('div');
+  private _filters = element('div', 'jobber-lab-filters');
   private _stateFilter = element('select');
   private _labelFilter = element('input');
   private _sweeps = element('div');
