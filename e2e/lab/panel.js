@@ -134,11 +134,10 @@ async function shownIds(panel) {
     (rows) => rows.map((r) => Number(r.dataset.jobId)));
 }
 
-/** Click a row's button (by its text or title), accepting a confirmation if one is asked. */
-async function clickRowButton(page, rowLocator, name) {
-  await rowLocator.locator('button').filter({ hasText: name }).or(rowLocator.locator(`button[title="${name}"]`)).first().click();
-  const dialog = page.locator('.jp-Dialog');
-  if (await dialog.isVisible()) await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+/** Click a row's button (by its text); with `confirm`, accept the dialog that asks first. */
+async function clickRowButton(page, rowLocator, name, { confirm = false } = {}) {
+  await rowLocator.locator('button', { hasText: name }).click();
+  if (confirm) await page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').click();
 }
 
 /** The parts of job N's live view in its main-area tab. */

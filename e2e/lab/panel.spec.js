@@ -200,6 +200,25 @@ test('the panel filters by state and by label', async ({ panel }) => {
   await panel.screenshot({ path: path.join(ARTIFACTS, 'lab-jobs-filtered.png') });
 });
 
+test('Re-run in a row starts the job again; Remove deletes an ended job', async ({ lab: page, panel }) => {
+  const done = startJob('echo once', ['--label', 'e2e-lab-rerun', '--memory', '64M']);
+  await expect(row(panel, done)).toHaveAttribute('data-state', 'exited');
+  await expect(row(panel, done).locator('button', { hasText: 'Stop' })).toBeHidden();  // ended: no Stop
+  await clickRowButton(page, row(panel, done), 'Re-run');
+  let again;
+  await expect.poll(() => {
+    again = listJobs({ label: 'e2e-lab-rerun' }).map((job) => job.id).find((id) => id > done);
+    return again;
+  }).toBeGreaterThan(done);
+  await expect(row(panel, again)).toHaveAttribute('data-state', 'exited');
+  const rerun = jobStatus(again);
+  expect([rerun.command, rerun.limits.memory]).toEqual(['echo once', 64 * 1024 * 1024]);
+
+  await clickRowButton(page, row(panel, done), 'Remove', { confirm: true });
+  await expect(row(panel, done)).toHaveCount(0);
+  expect(listJobs({ label: 'e2e-lab-rerun' }).map((job) => job.id)).toEqual([again]);
+});
+
 test('tenant B\'s JupyterLab shows none of A\'s jobs and refuses A\'s job ids', async ({ page, playwright }) => {
   const ofB = startJob('sleep 600', ['--label', 'e2e-lab-tenant-b'], B_ENV);
   const idsOfB = listJobs({ env: B_ENV }).map((job) => job.id);
@@ -224,7 +243,7 @@ test('tenant B\'s JupyterLab shows none of A\'s jobs and refuses A\'s job ids', 
     expect(identityB.hash).not.toEqual(identityA.hash);
     const listed = (await (await asB.get('/jobber/api/jobs')).json()).jobs.map((job) => job.id);
     expect(listed.sort()).toEqual([...idsOfB].sort());
-    for (const [method, url] of [['post', `/jobber/api/jobs/${ofA}/stop`], ['post', `/jobber/api/jobs/${ofA}/rerun`],
+    for (const [method, url] of [['get', `/jobber/api/jobs/${ofA}`], ['post', `/jobber/api/jobs/${ofA}/stop`], ['post', `/jobber/api/jobs/${ofA}/rerun`],
       ['delete', `/jobber/api/jobs/${ofA}`]]) {
       const reply = await asB[method](url);
       expect(reply.status(), `${method.toUpperCase()} ${url} as tenant B`).toBe(404);

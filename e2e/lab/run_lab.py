@@ -62,6 +62,7 @@ def check_installed() -> list[str]:
         where = Path(module.__file__).resolve()
         if not where.is_relative_to(site) or where.is_relative_to(REPO):
             problems.append(f"{module.__name__} is imported from {where}, not from {site}")
+    log(f"jobber from {Path(jobber.__file__).parent}, jobber_lab from {Path(jobber_lab.__file__).parent}")
     jupyter = shutil.which("jupyter", path=str(VENV / "bin"))
     if not jupyter:
         problems.append(f"no jupyter in {VENV / 'bin'}: install the wheel with [notebook] and jupyterlab")
