@@ -9,13 +9,14 @@
 
 One feed per Jupyter server, shared by every socket, and one inotify instance for it
 (``jobber._inotify``): a watch on the identity's directory (jobs made and removed) and
-one on each job's directory (its ``status.json`` replaced, its supervisor's usage sample
-closed twice a second). The log's writes are not watched (``IN_MODIFY`` is not in the
-mask), so a chatty job costs the feed nothing. A change of state is read within
-:data:`COALESCE_S` (the job's status); a running job's memory and elapsed time come from
-its supervisor's last usage sample (one short read, not a status: the supervisor already
-read the cgroup), at most once a second. Nothing is read on a timer: with no change, the
-feed sleeps; with no socket open, it holds no watch.
+one on each job's directory (its ``status.json`` replaced, files made). Neither the log's
+writes nor the supervisor's usage samples wake it (``IN_MODIFY`` and ``IN_CLOSE_WRITE``
+are not in the mask): a chatty job costs the feed nothing. A change of state is read
+within :data:`COALESCE_S` (the job's status). A running job's memory comes from its
+supervisor's last usage sample (one short read of its ``usage`` file, not a status: the
+supervisor already read the cgroup), looked at once every :data:`USAGE_INTERVAL_S` while
+jobs run, and sent when it changed; the panel counts a running job's elapsed time on from
+``elapsed_s`` itself. With no socket open, the feed holds no watch and reads nothing.
 
 A remote identity (a jobber server) has no directory to watch: its jobs are listed anew
 every :data:`REMOTE_POLL_S` while a socket is open.
@@ -28,13 +29,12 @@ import json
 import logging
 import os
 import struct
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from jobber import JobberError, JobNotFound
-from jobber._inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+from jobber._inotify import IN_CREATE, IN_MOVED_TO, Inotify
 from jobber._jobs.ending import end_message
 from jobber_lab._identity import Identity
 from jobber_lab._rows import counts, job_row
@@ -44,13 +44,13 @@ __all__ = ["COALESCE_S", "JobsFeed", "REMOTE_POLL_S", "list_rows"]
 COALESCE_S = 0.05
 """How long a change waits for the others of its burst before the feed reads it."""
 USAGE_INTERVAL_S = 1.0
-"""The least time between two usage updates of one running job."""
+"""How often the running jobs' memory is looked at (their supervisors sample it twice a second)."""
 REMOTE_POLL_S = 2.0
 _IN_DELETE = 0x00000200
 _IN_MOVED_FROM = 0x00000040
 _IN_IGNORED = 0x00008000
 _DIR_MASK = IN_CREATE | IN_MOVED_TO | _IN_DELETE | _IN_MOVED_FROM
-_JOB_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+_JOB_MASK = IN_MOVED_TO | IN_CREATE
 _EVENT = struct.Struct("iIII")
 _USAGE = b"usage"
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class JobsFeed:
         self._wd_job: dict[int, int | None] = {}  # watch -> job id (None: the identity's directory)
         self._job_wd: dict[int, int] = {}
         self._dirty: set[int] = set()
-        self._usage_due: dict[int, float] = {}
+        self._usage_handle: asyncio.TimerHandle | None = None
+        self._counts: dict[str, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._poll_handle: asyncio.TimerHandle | None = None
         self._generation = -1
@@ -135,6 +136,8 @@ class JobsFeed:
             self._start()
         self._listeners.add(listener)
         listener(self._snapshot())
+        if self.identity.local_dir is not None:
+            self._schedule_usage()
 
     def remove(self, listener: Callable[[str], None]) -> None:
         """Stop sending to ``listener``; the last one stops the feed."""
@@ -148,9 +151,11 @@ class JobsFeed:
         self._stop()
         if listeners:
             self._start()
+            self._listeners = listeners
             snapshot = self._snapshot()
             for listener in listeners:
                 listener(snapshot)
+            self._schedule_usage()
 
     def job_changed(self, job_id: int) -> None:
         """A handler changed a job (stop, re-run, remove): read it now, whatever inotify says."""
@@ -159,7 +164,8 @@ class JobsFeed:
 
     def _snapshot(self) -> str:
         rows = sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
-        return json.dumps({"type": "snapshot", "jobs": rows, "counts": counts(rows)})
+        self._counts = counts(rows)
+        return json.dumps({"type": "snapshot", "jobs": rows, "counts": self._counts})
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         text = json.dumps(message)
@@ -206,7 +212,9 @@ class JobsFeed:
         self._wd_job.clear()
         self._job_wd.clear()
         self._dirty.clear()
-        self._usage_due.clear()
+        if self._usage_handle is not None:
+            self._usage_handle.cancel()
+            self._usage_handle = None
         self.rows.clear()
         self._jobs.clear()
         self._session = None
@@ -254,30 +262,31 @@ class JobsFeed:
                     self._watch(made)
                 self._mark(made)
             return
-        if name == _USAGE:
-            due = self._usage_due.get(job_id, 0.0)
-            now = time.monotonic()
-            if now >= due:
-                self._usage_due[job_id] = now + USAGE_INTERVAL_S
-                self._usage(job_id)
-            return
-        self._mark(job_id)
+        if name != _USAGE:  # (a usage file rewritten by its supervisor: the tick reads it)
+            self._mark(job_id)
 
-    def _usage(self, job_id: int) -> None:
-        """A running job's new usage sample: its memory now (and peak) and its elapsed time."""
-        row = self.rows.get(job_id)
+    def _tick_usage(self) -> None:
+        """Every running job's memory, from its supervisor's last sample; sent when it changed."""
+        self._usage_handle = None
         directory = self.identity.local_dir
-        if row is None or row["state"] != "running" or directory is None or job_id in self._dirty:
-            return
-        memory = _last_memory(directory / str(job_id) / _USAGE.decode())
-        elapsed = None
-        if row["started"] is not None:
-            elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(row["started"])).total_seconds()
-        fresh = {**row, "elapsed_s": elapsed}
-        if memory is not None:
-            fresh.update(memory_now=memory, memory_peak=max(memory, row["memory_peak"] or 0))
-        self.rows[job_id] = fresh
-        self._broadcast({"type": "job", "job": fresh, "counts": counts(self.rows.values())})
+        running = [row for row in self.rows.values() if row["state"] == "running"]
+        if not self._listeners or directory is None or not running:
+            return  # (a job's start, seen by inotify, schedules the tick again)
+        for row in running:
+            memory = _last_memory(directory / str(row["id"]) / _USAGE.decode())
+            if memory is None or memory == row["memory_now"] or row["id"] in self._dirty:
+                continue
+            elapsed = None
+            if row["started"] is not None:
+                elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(row["started"])).total_seconds()
+            fresh = {**row, "elapsed_s": elapsed, "memory_now": memory, "memory_peak": max(memory, row["memory_peak"] or 0)}
+            self.rows[row["id"]] = fresh
+            self._broadcast({"type": "job", "job": fresh, "counts": self._counts})
+        self._schedule_usage()
+
+    def _schedule_usage(self) -> None:
+        if self._usage_handle is None and self._listeners:
+            self._usage_handle = self.loop.call_later(USAGE_INTERVAL_S, self._tick_usage)
 
     def _mark(self, job_id: int) -> None:
         self._dirty.add(job_id)
@@ -299,7 +308,8 @@ class JobsFeed:
         except JobNotFound:
             self._jobs.pop(job_id, None)
             if self.rows.pop(job_id, None) is not None and send:
-                self._broadcast({"type": "removed", "id": job_id, "counts": counts(self.rows.values())})
+                self._counts = counts(self.rows.values())
+                self._broadcast({"type": "removed", "id": job_id, "counts": self._counts})
             return
         except (JobberError, OSError, ValueError) as err:
             # A job half made (no spec yet) reads later, when its spec.json lands.
@@ -308,13 +318,17 @@ class JobsFeed:
         self._jobs[job_id] = job
         before = self.rows.get(job_id)
         self.rows[job_id] = row
+        if row["state"] != (before or {}).get("state"):
+            self._counts = counts(self.rows.values())
+        if row["state"] == "running":
+            self._schedule_usage()
         if not send or row == before:
             return
         self._changed(before, row, lambda: end_message(job.id, row["label"], status))
 
     def _changed(self, before: dict[str, Any] | None, row: dict[str, Any], message: Callable[[], str]) -> None:
         """Tell the sockets of a changed row; and of its end, the first time it is seen ended."""
-        self._broadcast({"type": "job", "job": row, "counts": counts(self.rows.values())})
+        self._broadcast({"type": "job", "job": row, "counts": self._counts})
         if _ended(row) and (before is None or not _ended(before)):
             self._broadcast({"type": "ended", "job": row, "message": message(), "notify": row["notify"]})
 
@@ -327,18 +341,15 @@ class JobsFeed:
         except JobberError as err:
             log.warning("jobber: listing the jobs failed: %s", err)
             fresh = dict(self.rows)
+        before, self.rows = self.rows, fresh
+        self._counts = counts(fresh.values())
         if self._listeners:
-            for job_id in set(self.rows) - set(fresh):
-                self.rows.pop(job_id)
-                self._broadcast({"type": "removed", "id": job_id, "counts": counts(self.rows.values())})
+            for job_id in set(before) - set(fresh):
+                self._broadcast({"type": "removed", "id": job_id, "counts": self._counts})
             for job_id, row in fresh.items():
-                before = self.rows.get(job_id)
-                self.rows[job_id] = row
-                if row != before:
+                if row != before.get(job_id):
                     job = jobs[job_id]
-                    self._changed(before, row, lambda job=job: end_message(job.id, job.label, job.status()))
-        else:
-            self.rows = fresh
+                    self._changed(before.get(job_id), row, lambda job=job: end_message(job.id, job.label, job.status()))
         self._poll_handle = self.loop.call_later(REMOTE_POLL_S, self._poll)
 
 

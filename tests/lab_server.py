@@ -42,9 +42,10 @@ class LabServer:
         cert: the client certificate (``JOBBER_CERT``).
         root: the pool's root (``JOBBER_ROOT``).
         jobs_dir: ``JOBBER_JOBS_DIR``.
+        remote: ``JOBBER_SERVER``, ``JOBBER_KEY`` and ``JOBBER_CA`` for a jobber server's jobs.
     """
 
-    def __init__(self, cert: Path, root: Path, jobs_dir: Path) -> None:
+    def __init__(self, cert: Path, root: Path, jobs_dir: Path, remote: dict[str, str] | None = None) -> None:
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,6 +57,7 @@ class LabServer:
                "PYTHONWARNINGS": "error::DeprecationWarning:jobber_lab"}
         for name in ("JOBBER_SERVER", "JOBBER_KEY", "JOBBER_CA"):
             env.pop(name, None)
+        env.update(remote or {})
         self.log_path = home / "server.log"
         args = [str(JUPYTER_SERVER), "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={home}"]
