@@ -53,12 +53,9 @@ function listJobs({ label, states, env = process.env } = {}) {
 
 /** The counts the status bar should read, from `jobber ls` ("nothing running" when none). */
 function countsText(env = process.env) {
-  const jobs = listJobs({ states: 'created,pending,running', env });
-  const running = jobs.filter((job) => job.state === 'running').length;
-  const pending = jobs.length - running;
-  const parts = [];
-  if (running) parts.push(`${running} running`);
-  if (pending) parts.push(`${pending} pending`);
+  const jobs = listJobs({ states: 'pending,running', env });
+  const parts = ['running', 'pending'].map((state) => [state, jobs.filter((job) => job.state === state).length])
+    .filter(([, n]) => n > 0).map(([state, n]) => `${n} ${state}`);
   return `jobber: ${parts.join(', ') || 'nothing running'}`;
 }
 
