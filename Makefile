@@ -25,10 +25,10 @@ echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells":
   > $(1)/share/jupyter/lab/settings/overrides.json
 endef
 
-.PHONY: demo test lint test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm \
+.PHONY: demo test lint labextension test-systemd-user test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 bench clean venv test-slurm \
 	lock test-import test-oldest test-latest
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed labextension
 
 # The locked install: the lock changes, the venv follows (pip moves every package to its pin).
 .venv/.installed: pyproject.toml $(LOCK)
@@ -36,6 +36,27 @@ venv: $(VENV)/.installed
 	.venv/bin/python -m pip install -q -c $(LOCK) -e '.[dev,notebook,server]'
 	$(call LAB_SETTINGS,.venv)
 	touch $@
+
+# The Jobs panel's JupyterLab extension (labextension/): jlpm (JupyterLab's own yarn, from the
+# venv) installs labextension/yarn.lock as it is, then @jupyter/builder (what `jupyter
+# labextension build` runs in JupyterLab 4.6) bundles it into jobber_lab/labextension/, which
+# the venv's share/jupyter/labextensions/jobber-lab links to (as `jupyter labextension
+# develop` does). Skipped when the bundle is newer than all it is built from. A wheel built
+# from a clean clone builds it the same way (setup.py).
+LABEXT := jobber_lab/labextension/package.json
+LABEXT_SOURCES := $(addprefix labextension/,package.json yarn.lock .yarnrc.yml tsconfig.json install.json) \
+	$(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) \
+	jobber_magics/_jobview.js jobber_magics/_jobview.css
+labextension: $(LABEXT) .venv/share/jupyter/labextensions/jobber-lab
+
+$(LABEXT): $(LABEXT_SOURCES) | .venv/.installed
+	cd labextension && PATH=$(CURDIR)/.venv/bin:$$PATH jlpm install --immutable && PATH=$(CURDIR)/.venv/bin:$$PATH jlpm build
+	touch $@
+
+# An editable install copies no data files: the server extension's enable file too.
+.venv/share/jupyter/labextensions/jobber-lab: | .venv/.installed
+	rm -rf $@ && mkdir -p $(@D) && ln -s $(CURDIR)/jobber_lab/labextension $@
+	install -D -m 644 jupyter-config/jupyter_server_config.d/jobber_lab.json .venv/etc/jupyter/jupyter_server_config.d/jobber_lab.json
 
 # make lock: the newest versions pyproject.toml allows, for every Python it supports.
 lock: .venv/.installed
@@ -67,7 +88,7 @@ demo: venv
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb
 
 ## make test: every test, notebooks included; the cgroup v2 suite runs in a VM
-test: lint test-import test-unit test-wheel test-notebooks test-e2e test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
+test: lint test-import test-unit test-wheel test-notebooks test-e2e test-lab test-demo test-unprivileged test-cgroup-v2 test-systemd-user test-slurm
 
 # The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
 lint: venv
@@ -108,6 +129,12 @@ test-notebooks: venv
 # screenshots in artifacts/e2e/. Installs Debian's chromium and e2e/node_modules if missing.
 test-e2e: venv
 	.ci/e2e.sh
+
+# The Jobs panel in a real browser: the wheel built and installed with [notebook] in a fresh
+# venv, two JupyterLabs from it (tenants A and B, one jobs dir), Playwright (e2e/lab/).
+.PHONY: test-lab
+test-lab: venv
+	.ci/lab_e2e.sh
 
 # `make demo` as a new user meets it: fresh clone, venv and HOME (about 40 s).
 test-demo:
@@ -159,4 +186,4 @@ bench: venv
 	.ci/slurm_down.sh >/dev/null; exit $$status
 
 clean:
-	rm -rf .venv .venv-oldest .venv-latest build *.egg-info
+	rm -rf .venv .venv-oldest .venv-latest build *.egg-info jobber_lab/labextension labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo

@@ -64,16 +64,30 @@ from pathlib import Path
 wheel, src = Path(sys.argv[1]), Path(sys.argv[2])
 names = set(zipfile.ZipFile(wheel).namelist())
 # Every module, and every file the code reads beside itself (the views' .js and .css).
-expected = {p.relative_to(src).as_posix() for top in ("jobber", "jobber_magics")
-            for p in (src / top).rglob("*") if p.suffix in (".py", ".js", ".css") and "__pycache__" not in p.parts}
+expected = {p.relative_to(src).as_posix() for top in ("jobber", "jobber_magics", "jobber_lab")
+            for p in (src / top).rglob("*") if p.suffix in (".py", ".js", ".css") and "__pycache__" not in p.parts
+            and not p.is_relative_to(src / "jobber_lab/labextension")}  # the build, checked below
 expected |= {"jobber/_backends/local/launcher.c", "jobber/py.typed", "jobber_magics/py.typed"}
+# The Jobs panel, prebuilt (setup.py built it from labextension/yarn.lock: the snapshot has
+# no build), and the server extension's enable file.
+data = "jobber-0.1.0.data/data/"
+share = data + "share/jupyter/labextensions/jobber-lab/"
+expected |= {share + "package.json", share + "install.json", share + "static/style.js",
+             share + "schemas/jobber-lab/plugin.json", data + "etc/jupyter/jupyter_server_config.d/jobber_lab.json"}
+bundle = [n for n in names if n.startswith(share + "static/") and n.endswith(".js")]
+if not any(n.startswith(share + "static/remoteEntry.") for n in bundle):
+    sys.exit(f"wheel.sh: FAIL: the wheel's labextension has no remoteEntry.*.js: {bundle}")
+# The tab's live view is the cell's: jobber_magics/_jobview.js itself, bundled.
+code = "".join(zipfile.ZipFile(wheel).read(n).decode() for n in bundle)
+if "jobber-logbox" not in code or "jobber-lab-panel" not in code:
+    sys.exit("wheel.sh: FAIL: the labextension bundle lacks the job view (_jobview.js) or the panel")
 missing = sorted(expected - names)
-extra = sorted(n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/")))
+extra = sorted(n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/", "jobber_lab/labextension/")))
 if not wheel.name.endswith("-py3-none-any.whl"):
     sys.exit(f"wheel.sh: FAIL: not a pure wheel: {wheel.name}")
 if missing or extra:
     sys.exit(f"wheel.sh: FAIL: the wheel lacks {missing} and has stray {extra}")
-print(f"{len(expected)} files of the source tree, all in the wheel")
+print(f"{len(expected)} files of the source tree and the Jobs panel's build, all in the wheel")
 EOF
 
 step "a fresh venv in $work/venv, the wheel with [server] and the test requirements, at the locked versions"
@@ -163,6 +177,21 @@ step "the job tests against the installed package"
   tests/test_launcher.py tests/test_jobs.py tests/test_isolation.py tests/test_storage.py tests/test_cli.py \
   tests/test_limits.py tests/test_exported_members.py tests/test_certificates.py \
   tests/test_client.py tests/test_server.py
+
+step "the Jobs panel as pip installs it: jobber[notebook] and JupyterLab, with no Node.js on PATH"
+# PATH holds the venv's bin only: neither the install nor JupyterLab may need node.
+PATH=$work/venv/bin "$vpy" -m pip install -q --disable-pip-version-check -c "$repo/requirements/lock.txt" \
+  "$wheel[notebook,server]" jupyterlab
+! env PATH="$work/venv/bin" /bin/sh -c 'command -v node' >/dev/null || fail "node is on the venv's PATH"
+labext=$(PATH=$work/venv/bin "$work/venv/bin/jupyter" labextension list 2>&1) || fail "jupyter labextension list: $labext"
+# "jobber-lab v0.1.0 enabled OK (python, jobber)", colours aside
+echo "$labext" | sed 's/\x1b\[[0-9;]*m//g' | grep -qE '^\s*jobber-lab v[0-9.]+ enabled +OK \(python, jobber\)' \
+  || fail "jupyter labextension list does not show jobber-lab enabled OK (python, jobber): $labext"
+serverext=$(PATH=$work/venv/bin "$work/venv/bin/jupyter" server extension list 2>&1) || fail "jupyter server extension list: $serverext"
+echo "$serverext" | sed 's/\x1b\[[0-9;]*m//g' | grep -qE '^\s*jobber_lab +enabled' && \
+  echo "$serverext" | sed 's/\x1b\[[0-9;]*m//g' | grep -qE '^\s*jobber_lab +OK' \
+  || fail "jupyter server extension list does not show jobber_lab enabled and OK: $serverext"
+echo "jobber-lab enabled OK (python, jobber); server extension jobber_lab enabled OK"
 
 cd /
 for _ in $(seq 50); do [ -z "$(ours)" ] && break; sleep 0.1; done
