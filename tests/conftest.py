@@ -24,6 +24,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
 
+# A retried job pauses 1 s before its second attempt, 2 s before its third, ...: no test
+# needs that pause (those that act during one set their own, e.g. 30 s). Set here, before
+# any server or kernel starts, so that their jobs' supervisors inherit it too.
+os.environ.setdefault("JOBBER_RETRY_BACKOFF", "0.2")
+
 import jobber  # noqa: E402
 from jobber import Certificate  # noqa: E402
 from jobber._certificates.demo import init_demo  # noqa: E402
