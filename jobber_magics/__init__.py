@@ -35,6 +35,7 @@ _HTML = "text/html"
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics and the HTML displays (called by ``%load_ext jobber_magics``)."""
     import jobber
+    from jobber_magics._connect import JobberConnectMagics
     from jobber_magics._display import certificate_html, job_html
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
@@ -44,6 +45,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = JobberMagics(ipython)
     sweeps = JobberSweepMagics(ipython, magics)
     ipython.register_magics(magics)
+    ipython.register_magics(JobberConnectMagics(ipython, magics))
     ipython.register_magics(JobberLifecycleMagics(ipython, magics))
     ipython.register_magics(JobberPyMagics(ipython, magics))
     ipython.register_magics(sweeps)
@@ -61,16 +63,18 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and restore the displays (``%unload_ext jobber_magics``)."""
+    from jobber_magics._connect import JobberConnectMagics
     from jobber_magics._lifecycle import JobberLifecycleMagics
     from jobber_magics._magics import JobberMagics
     from jobber_magics._pymagics import JobberPyMagics
     from jobber_magics._sweep import JobberSweepMagics
 
     manager = ipython.magics_manager
-    for cls in (JobberMagics, JobberLifecycleMagics, JobberSweepMagics, JobberPyMagics):
+    for cls in (JobberMagics, JobberConnectMagics, JobberLifecycleMagics, JobberSweepMagics, JobberPyMagics):
         for kind, names in cls.magics.items():
             for name in names:
                 manager.magics[kind].pop(name, None)
+    manager.registry.pop(JobberConnectMagics.__name__, None)
     manager.registry.pop(JobberLifecycleMagics.__name__, None)
     manager.registry.pop(JobberPyMagics.__name__, None)
     sweeps = manager.registry.pop(JobberSweepMagics.__name__, None)

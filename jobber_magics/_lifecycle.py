@@ -1,4 +1,5 @@
-"""The magics for a job's lifecycle: ``%jobber_rerun``, ``%jobber_rm``, ``%jobber_prune``.
+"""The magics for a job's lifecycle: ``%jobber_jobs`` (the table of jobs), ``%jobber_rerun``,
+``%jobber_rm``, ``%jobber_prune``.
 
 They act on the session of the main magics (`JobberMagics`), which they are given, so a
 ``%jobber_connect`` applies to them too.
@@ -13,6 +14,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from jobber import JobFlags, Limits
+from jobber_magics._display import JobList
 from jobber_magics._magics import JobberMagics, job_ref, lifecycle_arguments, lifecycle_options, parse_options, user_errors
 from jobber_magics._options import flag_arguments
 from jobber_magics._removals import check_removals_soon
@@ -22,11 +24,27 @@ __all__ = ["JobberLifecycleMagics"]
 
 @magics_class
 class JobberLifecycleMagics(Magics):
-    """Re-run, remove and prune jobs, through the main magics' session."""
+    """List, re-run, remove and prune jobs, through the main magics' session."""
 
     def __init__(self, shell: Any, main: JobberMagics) -> None:
         super().__init__(shell)
         self._main = main
+
+    @magic_arguments()
+    @flag_arguments(JobFlags.LIST)
+    @line_magic
+    @user_errors
+    def jobber_jobs(self, line: str) -> JobList:
+        """Show this identity's jobs as a table, newest last (the newest 200, as `jobber ls`):
+        label, start time, duration, their true state or result (read from disk), and the
+        command's first line (all of it on hover). ``--label train``, ``--state failed``,
+        ``-n 20`` and ``--all`` choose which.
+
+        Jobs outlive the kernel: after a restart they are all here. Returns a list of Jobs.
+        """
+        args = parse_options(self.jobber_jobs, line)
+        rows, hidden = JobFlags.listing(self._main.session, args)
+        return JobList([job for job, _ in rows], [status for _, status in rows], hidden=hidden)
 
     @magic_arguments()
     @argument("job_id", type=job_ref, metavar="JOB_ID", help="the job to run again: its number or label")

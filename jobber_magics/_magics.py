@@ -24,9 +24,9 @@ from IPython.utils.process import arg_split
 
 import jobber
 from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs, oversubscription
-from jobber_magics._display import DoctorReport, IdentityView, JobList, job_html
+from jobber_magics._display import DoctorReport, IdentityView, job_html
 from jobber_magics._loglines import LogLines
-from jobber_magics._options import flag_arguments, job_arguments, job_request, lifecycle_arguments, lifecycle_options
+from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
 
 __all__ = ["JobberMagics", "lifecycle_arguments", "lifecycle_options"]
 
@@ -180,6 +180,22 @@ class JobberMagics(Magics):
             self._session = identity
         return self._session
 
+    @session.setter
+    def session(self, session: Session) -> None:
+        self._session = session
+
+    def use_this_host(self) -> Certificate | None:
+        """Run jobs on this host again (``%jobber_connect --local``).
+
+        Returns:
+            The identity they run as, or None until one is chosen.
+
+        Raises:
+            CertificateError: $JOBBER_CERT is not a valid certificate of the pool.
+        """
+        self._session = self._identity
+        return self._default_identity()
+
     def _default_identity(self) -> Certificate | None:
         if self._identity is None and os.environ.get("JOBBER_CERT"):
             self._identity = Certificate.from_file(os.environ["JOBBER_CERT"])
@@ -201,7 +217,7 @@ class JobberMagics(Magics):
         if args.path is None:
             session = self._session if self._session is not None else self._default_identity()
             return IdentityView(session, jobber.get_client_certificates(), str(jobber.default_root() / "pool"))
-        path = _path(args.path)
+        path = expanded_path(args.path)
         try:
             cert = Certificate.from_file(path)
         except CertificateError as err:
@@ -339,61 +355,6 @@ class JobberMagics(Magics):
         parse_options(self.jobber_doctor, line)
         return DoctorReport(jobber.doctor())
 
-    @magic_arguments()
-    @flag_arguments(JobFlags.LIST)
-    @line_magic
-    @user_errors
-    def jobber_jobs(self, line: str) -> JobList:
-        """Show this identity's jobs as a table, newest last (the newest 200, as `jobber ls`):
-        label, start time, duration, their true state or result (read from disk), and the
-        command's first line (all of it on hover). ``--label train``, ``--state failed``,
-        ``-n 20`` and ``--all`` choose which.
-
-        Jobs outlive the kernel: after a restart they are all here. Returns a list of Jobs.
-        """
-        args = parse_options(self.jobber_jobs, line)
-        rows, hidden = JobFlags.listing(self.session, args)
-        return JobList([job for job, _ in rows], [status for _, status in rows], hidden=hidden)
-
-    @magic_arguments()
-    @argument("url", nargs="?", help="the jobber server, e.g. https://jobs.example.org:8443 "
-              "(default: $JOBBER_SERVER)")
-    @argument("--cert", metavar="C", help="your client certificate, PEM (default: $JOBBER_CERT)")
-    @argument("--key", metavar="K", help="its private key, PEM (default: $JOBBER_KEY)")
-    @argument("--ca", metavar="CA", help="the CA of the server's certificate (default: $JOBBER_CA, "
-              "else the system's CAs)")
-    @argument("--local", action="store_true", help="run jobs on this host again")
-    @line_magic
-    @user_errors
-    def jobber_connect(self, line: str) -> None:
-        """Run jobs on a jobber server (over mTLS) instead of this host, or back with --local.
-
-        Every other magic then works with the server's jobs.
-        """
-        args = parse_options(self.jobber_connect, line)
-        if args.local:
-            if args.url or args.cert or args.key or args.ca:
-                raise UsageError("--local takes no URL, --cert, --key or --ca: it goes back to this host")
-            self._session = self._identity
-            identity = self._default_identity()
-            print("Jobs now run on this host" + (f" as {identity.subject}." if identity else
-                                                 ": choose an identity with %jobber_cert PATH."))
-            return
-        # The same defaults as the jobber command line.
-        url = args.url or os.environ.get("JOBBER_SERVER")
-        cert = args.cert or os.environ.get("JOBBER_CERT")
-        key = args.key or os.environ.get("JOBBER_KEY")
-        ca = args.ca or os.environ.get("JOBBER_CA")
-        if not url:
-            raise UsageError("give the server's URL: %jobber_connect https://HOST:PORT --cert me.pem "
-                             "--key me.key --ca ca.pem (or set $JOBBER_SERVER; --local for this host)")
-        if not cert or not key:
-            raise UsageError("%jobber_connect needs your certificate and its key: pass --cert C --key K "
-                             "(or set $JOBBER_CERT and $JOBBER_KEY)")
-        session = jobber.connect(url, cert=_path(cert), key=_path(key), ca=ca and _path(ca))
-        self._session = session
-        print(f"Jobs now run on {session.url} as {session.subject}.")
-
 
 # `{n}` alone: not `${n}` (the shell's own), `{{n}}`, `{1..3}`, `{a,b}`, `{}` or `{ n }`.
 _PYTHON_NAME_IN_BRACES = re.compile(r"(?<![${])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!})")
@@ -453,6 +414,6 @@ def wrong_certificate_hint(path: str) -> str | None:
             f"Use your client certificate{instead} instead, e.g. %jobber_cert {client if instead else 'client.pem'}")
 
 
-def _path(text: str) -> str:
+def expanded_path(text: str) -> str:
     """A path as typed in a magic: ~ and $VARIABLES expanded (IPython only expands Python names)."""
     return os.path.expanduser(os.path.expandvars(text))

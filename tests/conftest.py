@@ -24,6 +24,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import certfactory and helpers
 
+# A retried job pauses 1 s before its second attempt, 2 s before its third, ...: no test
+# needs that pause (those that act during one set their own, e.g. 30 s). Set here, before
+# any server or kernel starts, so that their jobs' supervisors inherit it too.
+os.environ.setdefault("JOBBER_RETRY_BACKOFF", "0.2")
+
 import jobber  # noqa: E402
 from jobber import Certificate  # noqa: E402
 from jobber._certificates.demo import init_demo  # noqa: E402
@@ -38,6 +43,9 @@ def pytest_report_header(config):
     return f"jobber isolation: host layout {detect()}, jobs use {backend.NAME}" + (f" ({reason})" if reason else "")
 
 
+_SWEPT: set[Path] = set()  # the tests' own jobs directories, each swept as its test ended
+
+
 @pytest.fixture(autouse=True)
 def jobs_dir(tmp_path_factory, monkeypatch) -> Path:
     """A fresh jobs directory for this test; running jobs in it are stopped afterwards."""
@@ -45,22 +53,28 @@ def jobs_dir(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("JOBBER_JOBS_DIR", str(path))
     yield path
     leftovers = _stop_everything(path)
+    _SWEPT.add(path)
     assert not leftovers, f"cgroups left behind: {leftovers}"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def sweep_every_job(tmp_path_factory):
-    """At the end, stop jobs that tests kept in jobs directories of their own (servers)."""
+    """At the end, stop jobs that tests kept in jobs directories of their own (servers).
+
+    A test's own jobs directory was swept as the test ended: here its jobs' cgroups are
+    only looked for again (asking each job its status, thousands of them, took a minute).
+    """
     yield
     base = tmp_path_factory.getbasetemp()
     left = []
     roots = {spec.parent.parent.parent for spec in base.glob("**/jobs/*/*/spec.json")}
     for root in sorted(roots):  # each jobs directory once, however many jobs it holds
-        left += _stop_everything(root)
+        left += _stop_everything(root, stop=root not in _SWEPT)
     assert not left, f"cgroups left behind: {sorted(set(left))}"
 
 
-def _stop_everything(path: Path) -> list[str]:
+def _stop_everything(path: Path, stop: bool = True) -> list[str]:
+    """Stop every job under ``path`` that runs or waits (with ``stop``); its cgroups left."""
     left = []
     if not path.is_dir():
         return left
@@ -70,7 +84,7 @@ def _stop_everything(path: Path) -> list[str]:
         store = JobStore(owner.name, root=path)
         for job in store.get_jobs():
             try:
-                if not job.status().ended and job.status().state != "created":
+                if stop and not (status := job.status()).ended and status.state != "created":
                     job.stop(grace=0)
             except Exception as err:  # noqa: BLE001 - clean-up must go on
                 print(f"clean-up of job {job.id} failed: {err}", file=sys.stderr)

@@ -211,12 +211,12 @@ class TestStop:
         wait_for(lambda: not pid_alive(escapee), 5, "the escapee to die")
 
     def test_sigterm_first_then_sigkill_after_grace(self, store):
-        job = store.new_job("trap 'echo got TERM' TERM; while :; do sleep 0.05; done")
+        job = store.new_job("trap 'echo got TERM' TERM; echo trapped; while :; do sleep 0.05; done")
         job.start()
-        time.sleep(0.3)  # let the shell install its trap
+        buf = bytearray(100)
+        wait_for(lambda: b"trapped" in buf[: job.tail(buf)], 30, "the shell to install its trap")
         status = job.stop(grace=0.5)
         assert status.state == "stopped"
-        buf = bytearray(100)
         assert b"got TERM" in buf[: job.tail(buf)]
 
     def test_stopping_an_ended_job_returns_its_final_status(self, store):

@@ -143,18 +143,23 @@ class TestQueue:
         store.set_queue("q", parallel=2)
         jobs = [store.new_job(f"echo ran >> {tmp_path}/$JOBBER_JOB_ID; sleep 0.05", queue="q") for _ in range(12)]
         code = ("import sys; from jobber._jobs.store import JobStore; s = JobStore(sys.argv[1]); "
-                "[s.get_job(int(i)).start() for i in sys.argv[2:]]")
+                "print('ready', flush=True); [s.get_job(int(i)).start() for i in sys.argv[2:]]")
         rng = random.Random(7)
-        todo = list(jobs)
+        todo, window = list(jobs), 0.25
         while todo:  # kill -9 the submitter at random points, start what it did not claim
             proc = subprocess.Popen([sys.executable, "-c", code, store.owner, *(str(j.id) for j in todo)],
                                     env={**os.environ, "JOBBER_JOBS_DIR": str(store.root)},
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.05, 0.4))
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc.stdout.readline()  # its imports done: the kill lands among its starts, not in Python's start-up
+            time.sleep(rng.uniform(0, window))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            proc.stdout.close()
             # A look at each job releases a claim its killed starter left behind.
-            todo = [j for j in todo if j.status().state == "created" and not (j.path / "started").exists()]
+            left = [j for j in todo if j.status().state == "created" and not (j.path / "started").exists()]
+            if len(left) == len(todo):
+                window *= 2  # a slow machine: a submitter that got nowhere gets longer, so the loop ends
+            todo = left
         for job in jobs:
             status = job.wait(90)
             assert status.state == "exited", (status.state, status.note, status.exit_code)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -108,15 +109,19 @@ class TestRetries:
     def test_a_follower_never_loses_an_attempt_that_ended_before_it_looked(self, store, tmp_path, monkeypatch):
         # The race of issue 18: the first attempt may end, and its log move to
         # attempts/1/, before follow() opens it. No backoff: the next attempt's log takes
-        # the name at once. Cheap jobs, many runs: a lost attempt shows up.
+        # the name at once. Cheap jobs, many runs: a lost attempt shows up. A run mostly
+        # waits on its job's processes, so four go at once (as many runs, more interleavings).
         monkeypatch.setenv("JOBBER_RETRY_BACKOFF", "0")
-        for run in range(100):
-            flag = tmp_path / f"m{run}"
-            job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(flag)}, retries=1)
+
+        def start_and_follow(run: int) -> bytes:
+            job = store.new_job(SECOND_TIME_LUCKY, env={"M": str(tmp_path / f"m{run}")}, retries=1)
             job.start()
-            out = b"".join(job.follow())
-            assert out.startswith(b"first\n\n[jobber: attempt 1 of 2 failed; attempt 2 starts in 0 s]\n"), (run, out)
-            assert out.endswith(b"]\nsecond\n"), (run, out)
+            return b"".join(job.follow())
+
+        with ThreadPoolExecutor(4) as runs:
+            for run, out in enumerate(runs.map(start_and_follow, range(100))):
+                assert out.startswith(b"first\n\n[jobber: attempt 1 of 2 failed; attempt 2 starts in 0 s]\n"), (run, out)
+                assert out.endswith(b"]\nsecond\n"), (run, out)
 
     def test_a_follower_that_starts_after_the_end_reads_every_attempt(self, store):
         job = store.new_job("echo run; exit 3", retries=2)

@@ -567,9 +567,14 @@ class TestDependenciesAndGpus:
             (job.path / "started").touch()
             (job.path / "slurm-id").write_text(f"{fake_id}\n")
         job = store.new_job("true", backend="slurm", after=[first, (second, "any")])
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_slurm, "ask_slurm", lambda job, slurm_id: {"JobState": "RUNNING"})
-            argv = _submitted_argv(job)
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(_slurm, "ask_slurm", lambda job, slurm_id: {"JobState": "RUNNING"})
+                argv = _submitted_argv(job)
+        finally:
+            for made_up in (first, second):  # never submitted: the clean-up must not ask Slurm about them
+                (made_up.path / "started").unlink()
+                (made_up.path / "slurm-id").unlink()
         assert "--dependency=afterok:4242,afterany:4343" in argv
 
     @pytest.mark.slurm

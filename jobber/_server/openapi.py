@@ -2,8 +2,10 @@
 
 Kept beside the handlers (``routes.py``) rather than generated from them: the document
 is the contract clients and the fuzz tests hold the server to, so it is written out. A
-job's schemas, derived from the job spec, are in ``job_schema.py``; the bounds it states,
-which the handlers enforce, in ``api_limits.py``.
+job's schemas, derived from the job spec, are in ``job_schema.py``; the function-job paths
+(the multipart upload, the result endpoints) in ``openapi_functions.py``; the responses
+every path shares in ``openapi_responses.py``; the bounds it states, which the handlers
+enforce, in ``api_limits.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ from jobber._server.api_limits import (
     MAX_WAIT_S,
 )
 from jobber._server.job_schema import DURATION_PATTERN, JOB_SCHEMAS, QUEUE_PATTERN, SIZE_PATTERN, nullable
+from jobber._server.openapi_functions import FUNCTION_JOB_CONTENT, RESULT_PATHS
+from jobber._server.openapi_responses import (
+    BAD,
+    CONFLICT,
+    FORBIDDEN,
+    JOB_ID,
+    NOT_FOUND,
+    QUOTA,
+    SLOW_BODY,
+    TOO_LARGE,
+    error,
+    ok,
+)
 
 # The bounds are api_limits.py's; the handlers import them from here too.
 __all__ = ["openapi_document", "MAX_BODY_BYTES", "MAX_READ_BYTES", "MAX_GRACE_S", "MAX_WAIT_S", "MAX_CPUS",
@@ -169,37 +184,6 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
-
-_JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "description": "the job's id (another certificate's ids look like ids that do not exist)",
-    "schema": {"type": "integer", "minimum": 1},
-}
-_BAD = _error("malformed request: the message says what is wrong")
-_FORBIDDEN = _error("the client certificate passed TLS but is not a valid identity")
-_NOT_FOUND = _error("this certificate has no such job")
-_CONFLICT = _error("the job is not in a state that allows this (already started, never started)")
-_TOO_LARGE = _error(f"the body is over {MAX_BODY_BYTES} bytes")
-_NO_RESULT = _error("a command job (it has no result), a job not ended yet, or one that ended without a result "
-                    "(the message says how: killed, out of memory, timed out)")
-_SLOW_BODY = _error("the body did not arrive in time (jobber serve --header-timeout)")
-_QUOTA = _error("a cap of this certificate is reached: quota names it, limit gives its value "
-                "(jobber serve --max-running-jobs, --max-jobs, --max-requests-in-flight)")
 _OFFSET_HEADERS = {
     "X-Jobber-Offset": {
         "description": "the log offset of the first byte of the body",
@@ -213,14 +197,14 @@ _PATHS: dict[str, Any] = {
             "operationId": "getOpenAPI",
             "summary": "This document",
             "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}},
-                          "429": _QUOTA},
+                          "429": QUOTA},
         },
     },
     "/v1/identity": {
         "get": {
             "operationId": "getIdentity",
             "summary": "Who the server takes the caller to be (its certificate's hash and subject)",
-            "responses": {"200": _ok("the caller's identity", "Identity"), "403": _FORBIDDEN, "429": _QUOTA},
+            "responses": {"200": ok("the caller's identity", "Identity"), "403": FORBIDDEN, "429": QUOTA},
         },
     },
     "/v1/jobs": {
@@ -238,7 +222,7 @@ _PATHS: dict[str, Any] = {
                  "description": "only the jobs with this label (the newest, last, is the one a label names)",
                  "schema": {"type": "string"}},
             ],
-            "responses": {"200": _ok("the jobs", "JobList"), "400": _BAD, "403": _FORBIDDEN, "429": _QUOTA},
+            "responses": {"200": ok("the jobs", "JobList"), "400": BAD, "403": FORBIDDEN, "429": QUOTA},
         },
         "post": {
             "operationId": "createJob",
@@ -247,19 +231,17 @@ _PATHS: dict[str, Any] = {
                            "its fields then its pickled call, which the server stores and never unpickles",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}},
-                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/FunctionJob"},
-                                        "encoding": {"job": {"contentType": "application/json"},
-                                                     "call": {"contentType": "application/octet-stream"}}}}},
+                **FUNCTION_JOB_CONTENT}},
             "responses": {
-                "201": _ok("the job, with its status", "Job"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "404": _error("rerun_of: this certificate has no such job"),
-                "408": _SLOW_BODY,
-                "409": _error("the job was created but could not start (job_id says which)"),
-                "413": _error(f"the body is over {MAX_BODY_BYTES} bytes, or a function job's call over "
-                              f"{MAX_CALL_BYTES} bytes"),
-                "429": _QUOTA,
+                "201": ok("the job, with its status", "Job"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "404": error("rerun_of: this certificate has no such job"),
+                "408": SLOW_BODY,
+                "409": error("the job was created but could not start (job_id says which)"),
+                "413": error(f"the body is over {MAX_BODY_BYTES} bytes, or a function job's call over "
+                             f"{MAX_CALL_BYTES} bytes"),
+                "429": QUOTA,
             },
         },
     },
@@ -272,13 +254,13 @@ _PATHS: dict[str, Any] = {
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PruneRequest"}}}},
             "responses": {
-                "200": _ok("the ids removed (or that would be)", "Pruned"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "408": _SLOW_BODY,
-                "409": _error("a job's directory could not be read or removed"),
-                "413": _TOO_LARGE,
-                "429": _QUOTA,
+                "200": ok("the ids removed (or that would be)", "Pruned"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "408": SLOW_BODY,
+                "409": error("a job's directory could not be read or removed"),
+                "413": TOO_LARGE,
+                "429": QUOTA,
             },
         },
     },
@@ -287,7 +269,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "getJob",
             "summary": "One job and its status; with wait, once it ended (or wait seconds passed)",
             "parameters": [
-                _JOB_ID,
+                JOB_ID,
                 {
                     "name": "wait",
                     "in": "query",
@@ -299,22 +281,22 @@ _PATHS: dict[str, Any] = {
                  "description": "add attempts: each attempt's status, first to last (job.attempts)",
                  "schema": {"type": "boolean", "default": False}},
             ],
-            "responses": {"200": _ok("the job", "Job"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
-                          "429": _QUOTA},
+            "responses": {"200": ok("the job", "Job"), "400": BAD, "403": FORBIDDEN, "404": NOT_FOUND,
+                          "429": QUOTA},
         },
         "delete": {
             "operationId": "removeJob",
             "summary": "Remove an ended (or never started) job: its directory and log",
-            "parameters": [_JOB_ID],
+            "parameters": [JOB_ID],
             "responses": {
-                "200": _ok("the job is gone", "Removed"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "404": _NOT_FOUND,
-                "408": _SLOW_BODY,
-                "409": _error("the job is running, or starting: stop it first"),
-                "413": _TOO_LARGE,
-                "429": _QUOTA,
+                "200": ok("the job is gone", "Removed"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "404": NOT_FOUND,
+                "408": SLOW_BODY,
+                "409": error("the job is running, or starting: stop it first"),
+                "413": TOO_LARGE,
+                "429": QUOTA,
             },
         },
     },
@@ -322,16 +304,16 @@ _PATHS: dict[str, Any] = {
         "post": {
             "operationId": "startJob",
             "summary": "Start a job created with start: false",
-            "parameters": [_JOB_ID],
+            "parameters": [JOB_ID],
             "responses": {
-                "200": _ok("the started job", "Job"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "404": _NOT_FOUND,
-                "408": _SLOW_BODY,
-                "409": _CONFLICT,
-                "413": _TOO_LARGE,
-                "429": _QUOTA,
+                "200": ok("the started job", "Job"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "404": NOT_FOUND,
+                "408": SLOW_BODY,
+                "409": CONFLICT,
+                "413": TOO_LARGE,
+                "429": QUOTA,
             },
         },
     },
@@ -339,17 +321,17 @@ _PATHS: dict[str, Any] = {
         "post": {
             "operationId": "stopJob",
             "summary": "Stop the whole job: SIGTERM, then SIGKILL after grace seconds",
-            "parameters": [_JOB_ID],
+            "parameters": [JOB_ID],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StopRequest"}}}},
             "responses": {
-                "200": _ok("the job, ended", "Job"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "404": _NOT_FOUND,
-                "408": _SLOW_BODY,
-                "409": _CONFLICT,
-                "413": _TOO_LARGE,
-                "429": _QUOTA,
+                "200": ok("the job, ended", "Job"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "404": NOT_FOUND,
+                "408": SLOW_BODY,
+                "409": CONFLICT,
+                "413": TOO_LARGE,
+                "429": QUOTA,
             },
         },
     },
@@ -358,7 +340,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "listQueues",
             "summary": "The caller's queues: their limits, and their jobs running and waiting",
             "description": "Queues are per certificate: another certificate's queue of the same name is its own.",
-            "responses": {"200": _ok("the queues", "QueueList"), "403": _FORBIDDEN, "429": _QUOTA},
+            "responses": {"200": ok("the queues", "QueueList"), "403": FORBIDDEN, "429": QUOTA},
         },
     },
     "/v1/queues/{name}": {
@@ -370,39 +352,16 @@ _PATHS: dict[str, Any] = {
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueueSettings"}}}},
             "responses": {
-                "200": _ok("the queue now", "Queue"),
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "408": _SLOW_BODY,
-                "413": _TOO_LARGE,
-                "429": _QUOTA,
+                "200": ok("the queue now", "Queue"),
+                "400": BAD,
+                "403": FORBIDDEN,
+                "408": SLOW_BODY,
+                "413": TOO_LARGE,
+                "429": QUOTA,
             },
         },
     },
-    "/v1/jobs/{job_id}/result": {
-        "get": {
-            "operationId": "getResult",
-            "summary": "An ended function job's outcome (result.json); the pickle itself is at .../result/pickle",
-            "parameters": [_JOB_ID],
-            "responses": {"200": _ok("the outcome", "Result"), "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
-                          "409": _NO_RESULT, "429": _QUOTA},
-        },
-    },
-    "/v1/jobs/{job_id}/result/pickle": {
-        "get": {
-            "operationId": "getResultPickle",
-            "summary": "An ended function job's pickled return value (or exception), for its owner's client to load",
-            "description": "Streamed from the job's file as the job wrote it: the server never unpickles it.",
-            "parameters": [_JOB_ID],
-            "responses": {
-                "200": {"description": "the pickle",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                "400": _BAD, "403": _FORBIDDEN, "404": _NOT_FOUND,
-                "409": _error("as GET .../result, or the outcome holds no pickle (its error says why)"),
-                "429": _QUOTA,
-            },
-        },
-    },
+    **RESULT_PATHS,
     "/v1/jobs/{job_id}/log": {
         "get": {
             "operationId": "readLog",
@@ -415,7 +374,7 @@ _PATHS: dict[str, Any] = {
                 "a lost connection, follow again from it plus the bytes received."
             ),
             "parameters": [
-                _JOB_ID,
+                JOB_ID,
                 {"name": "offset", "in": "query", "required": False, "description": "byte offset to start at",
                  "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
                 {"name": "tail", "in": "query", "required": False,
@@ -433,10 +392,10 @@ _PATHS: dict[str, Any] = {
                     "headers": _OFFSET_HEADERS,
                     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                "400": _BAD,
-                "403": _FORBIDDEN,
-                "404": _NOT_FOUND,
-                "429": _QUOTA,
+                "400": BAD,
+                "403": FORBIDDEN,
+                "404": NOT_FOUND,
+                "429": QUOTA,
             },
         },
     },
