@@ -62,6 +62,8 @@ $(LABEXT): $(LABEXT_SOURCES) | .venv/.installed
 lock: .venv/.installed
 	$(UV) pip compile -q pyproject.toml --extra dev --extra notebook --extra server \
 	  --universal --python-version 3.10 --upgrade --custom-compile-command 'make lock' -o $(LOCK)
+	$(UV) pip compile -q requirements/build.in \
+	  --universal --python-version 3.10 --upgrade --custom-compile-command 'make lock' -o requirements/build.txt
 
 # The lowest version of each dependency pyproject.toml allows (uv's lowest-direct resolution;
 # the dev extra's test tools at their locked versions), or the newest of each (no lock): made

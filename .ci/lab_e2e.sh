@@ -51,7 +51,7 @@ for name in filter(None, map(os.fsdecode, names)):
         shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
 shutil.copytree(os.path.join(repo, "jobber_lab", "labextension"), os.path.join(dest, "jobber_lab", "labextension"))
 EOF
-(cd "$work/src" && "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
+(cd "$work/src" && PIP_CONSTRAINT="$repo/requirements/build.txt" "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
 wheels=("$work"/dist/jobber-*.whl)
 [ "${#wheels[@]}" = 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel, found: ${wheels[*]}"
 echo "built $(basename "${wheels[0]}")"

@@ -51,7 +51,7 @@ for name in filter(None, map(os.fsdecode, names)):
         os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
         shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
 EOF
-(cd "$work/src" && "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
+(cd "$work/src" && PIP_CONSTRAINT="$repo/requirements/build.txt" "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
 wheels=("$work"/dist/jobber-*.whl)
 [ "${#wheels[@]}" = 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in dist/, found: ${wheels[*]}"
 wheel=${wheels[0]}
