@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -170,3 +171,68 @@ def test_two_users_run_confined_jobs_at_once_and_never_reach_each_others(shared_
     for mine in started.values():
         assert not os.path.exists(mine["cgroup"])
 
+
+# As one of the users: jobs with and without a GPU, under each launcher, each opening both
+# fake nodes and then trying to take the fence down (umount, also from a namespace of its own).
+_GPU_JOBS = r"""
+import json, os, sys
+from jobber import Limits
+from jobber._jobs.store import JobStore
+probe, nodes = sys.argv[1], sys.argv[2:]
+store = JobStore("ab" * 32)
+answers = {}
+for launcher in ("compiled", "python"):
+    os.environ["JOBBER_LAUNCHER"] = launcher
+    for gpus in (None, 1):
+        job = store.new_job(f"{sys.executable} {probe} {' '.join(nodes)}", Limits(gpus=gpus))
+        job.start()
+        status = job.wait(300)
+        record = json.loads((job.path / "confinement.json").read_bytes())
+        answers[f"{launcher}-{gpus}"] = {"state": status.state, "log": (job.path / "log").read_text(),
+                                         "gpus": record.get("gpus"), "note": status.isolation_note}
+print(json.dumps(answers))
+"""
+
+_OPEN_AND_UNDO = r"""
+import ctypes, errno, os, stat, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for path in sys.argv[1:]:
+    print(path, "is a", "device" if stat.S_ISCHR(os.stat(path).st_mode) else "file")
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        print(path, "opened")
+    except OSError as err:
+        print(path, errno.errorcode[err.errno])
+    print(path, "umount", "done" if libc.umount2(path.encode(), 2) == 0 else errno.errorcode[ctypes.get_errno()])
+nested = ("import ctypes, errno, sys; libc = ctypes.CDLL(None, use_errno=True); "
+          "print('nested', 'done' if libc.umount2(sys.argv[1].encode(), 2) == 0 else errno.errorcode[ctypes.get_errno()])")
+print(subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", nested, sys.argv[1]],
+                     capture_output=True, text=True).stdout.strip() or "nested unshare refused")
+"""
+
+
+def test_a_job_without_gpus_cannot_open_a_gpu_node_under_delegation(shared_dir):
+    """cgroup v2 under systemd delegation: no BPF device program for an ordinary user, so
+    the nodes are covered in a user and mount namespace of the job's own."""
+    nodes = []
+    for minor in (0, 1):
+        path = shared_dir / f"nvidia{minor}"
+        os.mknod(path, stat.S_IFCHR, os.makedev(195, minor))  # fake NVIDIA GPUs: no driver
+        os.chmod(path, 0o666)  # as a GPU's node is (mknod's mode goes through the umask)
+        nodes.append(str(path))
+    (shared_dir / "probe.py").write_text(_OPEN_AND_UNDO)
+    (answers,) = _answers(_as(USERS[0], _GPU_JOBS, str(shared_dir / "probe.py"), *nodes,
+                              env=[f"JOBBER_GPUS={','.join(nodes)}"]))
+    for launcher in ("compiled", "python"):
+        for gpus, reachable in ((None, set()), (1, {nodes[0]})):
+            answer = answers[f"{launcher}-{gpus}"]
+            assert answer["state"] == "exited", answer
+            assert answer["gpus"]["fenced_by"] == "mount namespace", answer
+            assert "GPUs not fenced" not in answer["note"], answer
+            for node in nodes:
+                # ENXIO: the open reached the (missing) driver; EACCES: the cover file.
+                seen = ("device", "ENXIO") if node in reachable else ("file", "EACCES")
+                assert f"{node} is a {seen[0]}\n{node} {seen[1]}\n" in answer["log"], answer
+            fenced = next(node for node in nodes if node not in reachable)
+            assert f"{fenced} umount EPERM" in answer["log"], answer
+            assert "nested done" not in answer["log"], answer
