@@ -160,12 +160,16 @@ test-cgroup-v2: venv
 # lingering user manager, the job tests as that user (uid 2000) in the cgroup jobber gets
 # delegated by it. Twice: with the drop-in that delegates io too (every limit enforced),
 # and with Debian's default delegation (cpu memory pids: io reported as not enforced).
+# Then two such users at once, each out of the other's reach (the test acts as both, as root).
 test-systemd-user: venv
 	JOBBER_TEST_DELEGATED=all PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
 	  .ci/systemd_user_vm.sh --timeout 1200 -- $(PY) -m pytest -q -rs tests/test_systemd.py tests/test_jobs.py \
 	  tests/test_isolation.py -k "not python"
 	JOBBER_TEST_DELEGATED=default PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
 	  .ci/systemd_user_vm.sh --default-delegation --timeout 600 -- $(PY) -m pytest -q -rs tests/test_systemd.py
+	PYTEST_ADDOPTS="-p no:nbval -p no:schemathesis -p no:hypothesispytest -p no:cacheprovider" \
+	  .ci/systemd_user_vm.sh --default-delegation --extra-user data2 --timeout 900 -- $(PY) -m pytest -q -rs \
+	  tests/test_systemd_users.py
 
 # The Slurm backend for real: a one-node cluster on this machine (about a second once
 # installed), its tests, the contract suite's Slurm runs (which fail rather than fall back

@@ -51,6 +51,9 @@
 #   --delegate "C..."  with --systemd: controllers user@.service delegates to the user manager,
 #                   e.g. "cpu cpuset io memory pids" (a drop-in user@.service.d/delegate.conf).
 #                   Default: the distribution's own setting (Debian 12: cpu memory pids).
+#   --extra-user NAME  with --systemd: a second ordinary user (uid 2001, home /home/NAME) with
+#                   its own lingering user manager, as --user gets; COMMAND then runs as root
+#                   (to act as either user, with runuser), with JOBBER_TEST_USERS="USER NAME".
 # Debug knobs (environment): CGV2_VM_ACCEL (qemu -accel, default tcg,thread=multi), CGV2_VM_CPU
 # (qemu -cpu, default max), CGV2_VM_APPEND (extra kernel command line).
 # To get a newer kernel, delete DIR/cache.
@@ -73,6 +76,7 @@ BINDS=()
 SYSTEMD=
 SD_USER=
 SD_DELEGATE=
+SD_EXTRA=
 SD_UID=2000
 MEM_MB=2048
 SMP=2
@@ -89,6 +93,7 @@ while (($#)); do
         --systemd) SYSTEMD=1; shift ;;
         --user) SD_USER=${2:?--user needs a value}; shift 2 ;;
         --delegate) SD_DELEGATE=${2?--delegate needs a value}; shift 2 ;;
+        --extra-user) SD_EXTRA=${2:?--extra-user needs a value}; shift 2 ;;
         --) shift; break ;;
         -h | --help) usage ;;
         -*) echo "unknown option: $1" >&2; usage ;;
@@ -100,9 +105,12 @@ if [[ -n $SYSTEMD ]]; then
     [[ -z $CGROUP ]] || { echo "--cgroup and --systemd exclude each other" >&2; usage; }
     SD_USER=${SD_USER:-data}
     [[ $SD_USER =~ ^[a-z_][a-z0-9_-]{0,30}$ ]] || { echo "bad user name: $SD_USER" >&2; exit 2; }
+    [[ -z $SD_EXTRA || ($SD_EXTRA =~ ^[a-z_][a-z0-9_-]{0,30}$ && $SD_EXTRA != "$SD_USER") ]] ||
+        { echo "bad extra user name: $SD_EXTRA" >&2; exit 2; }
     [[ $SD_DELEGATE =~ ^[a-z_\ ]*$ ]] || { echo "bad controller list: $SD_DELEGATE" >&2; exit 2; }
 else
-    [[ -z $SD_USER && -z $SD_DELEGATE ]] || { echo "--user and --delegate need --systemd" >&2; usage; }
+    [[ -z $SD_USER && -z $SD_DELEGATE && -z $SD_EXTRA ]] ||
+        { echo "--user, --delegate and --extra-user need --systemd" >&2; usage; }
 fi
 mkdir -p "$WORKDIR"
 WORKDIR=$(cd "$WORKDIR" && pwd -P)
@@ -320,8 +328,8 @@ write_systemd_run() { # DISK COMMAND...
         [[ $name != PYTEST_ADDOPTS ]] || continue
         user_env+=("$name=${!name}")
     done
-    printf 'U=%q UID_=%q HOME_=%q RUNDIR=%q DELEGATE=%q REPO=%q\n' \
-        "$SD_USER" "$SD_UID" "$home" "$rundir" "$SD_DELEGATE" "$REPO"
+    printf 'U=%q UID_=%q HOME_=%q RUNDIR=%q DELEGATE=%q REPO=%q EXTRA=%q\n' \
+        "$SD_USER" "$SD_UID" "$home" "$rundir" "$SD_DELEGATE" "$REPO" "$SD_EXTRA"
     cat <<'EOF'
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 log() { echo "[vm] $*"; }
@@ -332,35 +340,49 @@ fatal() {
     exit 125
 }
 log "systemd $(systemctl --version | sed -n '1s/^systemd \([^ ]*\).*/\1/p') up (state $(systemctl is-system-running 2>&1)), prologue at uptime $(up)s"
-useradd -m -u "$UID_" -U -d "$HOME_" -s /bin/bash "$U" || fatal "useradd $U failed"
 if [ -n "$DELEGATE" ]; then
     mkdir -p /etc/systemd/system/user@.service.d
     printf '[Service]\nDelegate=%s\n' "$DELEGATE" >/etc/systemd/system/user@.service.d/delegate.conf
     systemctl daemon-reload || fatal "systemctl daemon-reload failed"
 fi
-# Before the user manager starts (enable-linger starts it): it reads the delegation drop-in.
-loginctl enable-linger "$U" || fatal "loginctl enable-linger $U failed"
-systemctl start "user@$UID_.service" || {
-    systemctl status --no-pager "user@$UID_.service" "user-runtime-dir@$UID_.service" 2>&1 | tail -20
-    fatal "cannot start user@$UID_.service"
+user_with_manager() { # NAME UID
+    local U=$1 UID_=$2 RUNDIR=/run/user/$2 i ucg
+    useradd -m -u "$UID_" -U -d "/home/$U" -s /bin/bash "$U" || fatal "useradd $U failed"
+    # After the delegation drop-in: enable-linger starts the user manager, which reads it.
+    loginctl enable-linger "$U" || fatal "loginctl enable-linger $U failed"
+    systemctl start "user@$UID_.service" || {
+        systemctl status --no-pager "user@$UID_.service" "user-runtime-dir@$UID_.service" 2>&1 | tail -20
+        fatal "cannot start user@$UID_.service"
+    }
+    for i in $(seq 600); do # 60 s
+        [ -S "$RUNDIR/systemd/private" ] && break
+        sleep 0.1
+    done
+    [ -S "$RUNDIR/systemd/private" ] || {
+        systemctl status --no-pager "user@$UID_.service" 2>&1 | tail -20
+        fatal "no $RUNDIR/systemd/private after 60 s: the user manager of $U is not up"
+    }
+    [ -S "$RUNDIR/bus" ] || log "warning: no user bus $RUNDIR/bus"
+    ucg=/sys/fs/cgroup/user.slice/user-$UID_.slice/user@$UID_.service
+    log "user@$UID_.service up at uptime $(up)s; $ucg/cgroup.controllers: $(cat "$ucg/cgroup.controllers")"
 }
-for i in $(seq 600); do # 60 s
-    [ -S "$RUNDIR/systemd/private" ] && break
-    sleep 0.1
-done
-[ -S "$RUNDIR/systemd/private" ] || {
-    systemctl status --no-pager "user@$UID_.service" 2>&1 | tail -20
-    fatal "no $RUNDIR/systemd/private after 60 s: the user manager of $U is not up"
-}
-[ -S "$RUNDIR/bus" ] || log "warning: no user bus $RUNDIR/bus"
-ucg=/sys/fs/cgroup/user.slice/user-$UID_.slice/user@$UID_.service
-log "user@$UID_.service up at uptime $(up)s; $ucg/cgroup.controllers: $(cat "$ucg/cgroup.controllers")"
-log "running the command as $(id "$U")"
+user_with_manager "$U" "$UID_"
+[ -z "$EXTRA" ] || user_with_manager "$EXTRA" $((UID_ + 1))
+[ -n "$EXTRA" ] && log "running the command as root, for $(id "$U") and $(id "$EXTRA")" ||
+    log "running the command as $(id "$U")"
 cd "$REPO" || fatal "cannot cd to $REPO"
 EOF
     # runuser: no PAM session (Debian's runuser PAM stack has no pam_systemd), so COMMAND stays
     # in cgv2-vm.service's cgroup; stdin from /dev/null, output through a pipe (no terminal).
-    printf 'runuser -u "$U" -- env -i %s</dev/null 2>&1 | cat\n' "$(printf '%q ' "${user_env[@]}" "$@")"
+    if [[ -n $SD_EXTRA ]]; then
+        local -a root_env=(HOME=/root USER=root LOGNAME=root JOBBER_TEST_USERS="$SD_USER $SD_EXTRA")
+        for name in "${user_env[@]:3}"; do # not the user's session variables
+            [[ $name =~ ^(XDG_RUNTIME_DIR|DBUS_SESSION_BUS_ADDRESS)= ]] || root_env+=("$name")
+        done
+        printf 'env -i %s</dev/null 2>&1 | cat\n' "$(printf '%q ' "${root_env[@]}" "$@")"
+    else
+        printf 'runuser -u "$U" -- env -i %s</dev/null 2>&1 | cat\n' "$(printf '%q ' "${user_env[@]}" "$@")"
+    fi
     cat <<'EOF'
 rc=${PIPESTATUS[0]}
 systemctl list-units --failed --no-legend --plain --no-pager 2>&1 | sed 's/^/[vm] failed unit: /'

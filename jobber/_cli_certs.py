@@ -22,7 +22,7 @@ from pathlib import Path
 from jobber._certificates import Certificate, default_root, get_client_certificates
 from jobber._certificates.lifecycle import issued_dir, normalize_hash, revoke
 from jobber._certificates.listing import pool_identities
-from jobber._certificates.pool import MAX_PEM_BYTES, parse_input, read_file
+from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, read_file
 from jobber._errors import CertificateError, JobberError
 
 __all__ = ["run_certs"]
@@ -87,12 +87,34 @@ def _issue(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     root = default_root(args.root)
-    sha256, subject = _target(args.target, root)
-    path, moment = revoke(root, sha256, subject)
+    sha256, subject, pem = _target(args.target, root)
+    path, moment = revoke(root, sha256, subject, certificate=pem)
     print(f"revoked {subject or sha256} on {moment:%Y-%m-%d %H:%M} UTC (recorded in {path})")
-    print("  Certificate.from_pem refuses it from now on, and a running jobber server from its next "
-          "request; its jobs are kept on disk")
+    print("  Certificate.from_pem refuses it from now on; its jobs are kept on disk")
+    print(f"  a running jobber server {_handshake_verdict(root, sha256, args.ca_key)}")
     return 0
+
+
+def _handshake_verdict(root: Path, sha256: str, ca_key: str | None) -> str:
+    """Write the CA's CRL if its key is at hand, and say how a running server refuses the certificate."""
+    from jobber._certificates.crl import handshake_anchors, handshake_crls, record_certificate, write_crl
+
+    fallback = "refuses it from its next request (403), after a TLS handshake that still succeeds"
+    pool = load_pool(root / "pool")
+    pinned = [e for e in pool.entries if not pool.is_ca(e) and e.cert == record_certificate(root, sha256)]
+    if pinned:
+        return "refuses its next TLS handshake (the pool pins it: it is left out of the server's trust store)"
+    try:
+        crl, listed = write_crl(root, ca_key)
+    except CertificateError as err:
+        return f"{fallback}: no revocation list was written, since {err}"
+    if sha256 not in listed:
+        return (f"{fallback}: the revocation list {crl} of the key's CA cannot list it (known only by its hash, "
+                f"or issued by another CA: pass that CA's key with --ca-key)")
+    _, why_not = handshake_crls(root, pool, handshake_anchors(pool, root))
+    if why_not:
+        return f"{fallback}, though its CA's revocation list {crl} lists it: {why_not}"
+    return f"refuses its next TLS handshake (\"certificate revoked\": the revocation list {crl})"
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -115,8 +137,8 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(target: str, root: Path) -> tuple[str, str]:
-    """The hash and subject of CERT|HASH: a PEM file, or a hash of a pool or issued certificate."""
+def _target(target: str, root: Path) -> tuple[str, str, bytes | None]:
+    """The hash, subject and PEM (if known) of CERT|HASH: a PEM file, or a hash of a pool or issued certificate."""
     sha256 = normalize_hash(target)
     if sha256 is None:
         if not os.path.exists(target):
@@ -124,9 +146,12 @@ def _target(target: str, root: Path) -> tuple[str, str]:
                                    f"as `jobber certs list` and `jobber certs check --hash` print it)")
         leaf, _ = parse_input(read_file(target, MAX_PEM_BYTES, "the certificate file"))
         cert = Certificate(leaf.cert)  # valid or not: an expired certificate can be revoked too
-        return cert.hash(), cert.subject
+        return cert.hash(), cert.subject, cert.bytes()
     known = {item["sha256"]: item["subject"] for item in pool_identities(root)}
-    return sha256, known.get(sha256, "")
+    from jobber._certificates.crl import record_certificate
+
+    found = record_certificate(root, sha256)
+    return sha256, known.get(sha256, ""), found and Certificate(found).bytes()
 
 
 def _list(args: argparse.Namespace) -> int:

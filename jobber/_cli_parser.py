@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Record a revocation in ROOT/pool/revoked/HASH: from_pem and a running "
                                   "server refuse the certificate from its next use; its jobs are kept.")
     revoke.add_argument("target", metavar="CERT|HASH", help="the certificate's PEM file, or its SHA-256 hash")
+    revoke.add_argument("--ca-key", metavar="PATH", help="its CA's private key, to write the CA's revocation list "
+                        "so that a server refuses the certificate at the TLS handshake (default ROOT/ca.key)")
     owned = certs_sub.add_parser("jobs", help="an identity's jobs by its hash (a revoked one's too); --stop stops them",
                                  description="For an administrator: the jobs of an identity in this jobs directory "
                                  "(JOBBER_JOBS_DIR; a server's is its own), also after its certificate was revoked.")

@@ -122,7 +122,7 @@ def _confinement() -> tuple[str, bool, list[Check]]:
         checks = [Check("isolation", False, f"none: {reason}", fix)]
         checks += [Check(f"{limit} limit", False, "not enforced without a cgroup", fix)
                    for limit in ("cpu", "memory", "pids", "io")]
-        return "none", False, checks
+        return "none", False, checks + _gpu_fence(_unconfined_gpu_record())
     try:
         record = isolation.prepare("doctor", os.getpid(), _PROBE_LIMITS, probe_dir)
     except JobberError as err:
@@ -148,7 +148,37 @@ def _confinement() -> tuple[str, bool, list[Check]]:
             checks.append(Check(f"{limit} limit", False, f"not enforced: {why[limit]}", fixes[limit]))
         else:
             checks.append(Check(f"{limit} limit", True, "enforced"))
-    return driver.NAME, not why, checks
+    return driver.NAME, not why, checks + _gpu_fence(record)
+
+
+def _unconfined_gpu_record() -> dict:
+    """What a job without a cgroup would get for the host's GPUs (as ``isolation.prepare``)."""
+    from jobber._backends.local import device_cover
+
+    deny = isolation.fenced_gpus()
+    record: dict = {"gpus": {"denied": deny, "fenced_by": None}, "notes": []}
+    cannot = device_cover.fence(record, "/", deny) if deny else None
+    if cannot is None:
+        record["gpus"]["fenced_by"] = record.pop("devices_fenced_by", None)
+    else:
+        record["notes"].append(f"GPUs not fenced: without a cgroup there is no device controller, and {cannot}")
+    return record
+
+
+def _gpu_fence(record: dict) -> list[Check]:
+    """Whether a job without ``gpus`` is kept from the host's GPUs (none: no GPU here)."""
+    gpus = record.get("gpus")
+    if not gpus or not gpus.get("denied"):
+        return []
+    count = f"the {len(gpus['denied'])} GPU node{'s' if len(gpus['denied']) != 1 else ''} of this host"
+    if gpus.get("fenced_by"):
+        return [Check("gpu fence", True, f"a job without gpus cannot open {count} (by {gpus['fenced_by']})")]
+    why = next((note.removeprefix("GPUs not fenced: ").split("; the job")[0] for note in record.get("notes", [])
+                if note.startswith("GPUs not fenced")), "no device fence here")
+    return [Check("gpu fence", False, f"a job without gpus can open {count}: {why}",
+                  "run jobs as root (or from `jobber serve`) for a device cgroup, or allow user namespaces "
+                  "(sysctl kernel.unprivileged_userns_clone=1); to share the GPUs on purpose and silence this, "
+                  "set JOBBER_GPU_FENCE=off")]
 
 
 def _fix_for_none(reason: isolation.Unconfined) -> str:

@@ -28,7 +28,7 @@ PACKAGES = ("jobber", "jobber_magics", "jobber_lab")
 NOTEBOOK_LIBRARIES = {"IPython", "ipywidgets", "ipykernel", "jobber_magics"}
 ISLAND = frozenset(f"jobber._backends.local.{name}" for name in (
     "supervisor", "job_child", "isolation", "cgroupfs", "cgroup_v1", "cgroup_v2", "unconfined", "systemd", "retrying", "waking", "logcap",
-    "gpus", "bpf_devices"))
+    "gpus", "bpf_devices", "device_cover"))
 # Shared with the rest of jobber, standard library only themselves: the atomic write, the
 # job states, the job spec (with its limits and its names) and the size text exist once, for the
 # supervisor too.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
@@ -276,3 +276,88 @@ class TestJobsOfARevokedIdentity:
     def test_a_bad_hash_says_what_to_pass(self, pool):
         out = jobber(pool["root"], "certs", "jobs", "alice")
         assert out.returncode == 1 and "not a SHA-256 hash" in out.stderr
+
+
+class TestRevocationList:
+    """The CRL ``jobber certs revoke`` writes with the CA's key, as OpenSSL reads it."""
+
+    def _openssl_crl_verdict(self, pool, leaf: Path, crl: Path, tmp_path: Path) -> tuple[bool, str]:
+        require_openssl()
+        out = subprocess.run(["openssl", "verify", "-crl_check", "-purpose", "sslclient", "-no-CApath",
+                              "-no-CAstore", "-CAfile", str(pool["pool_ca"]), "-CRLfile", str(crl), str(leaf)],
+                             capture_output=True, text=True)
+        return out.returncode == 0, out.stdout + out.stderr
+
+    def test_openssl_refuses_the_revoked_and_admits_the_others(self, pool, tmp_path):
+        gone = issue_client("gone", pool["root"], out=tmp_path)["cert"]
+        stays = issue_client("stays", pool["root"], out=tmp_path)["cert"]
+        out = jobber(pool["root"], "certs", "revoke", str(gone))
+        assert out.returncode == 0, out.stderr
+        assert "refuses its next TLS handshake" in out.stdout, out.stdout
+        (crl,) = (pool["root"] / "pool" / "revoked").glob("*.crl.pem")
+        ok, why = self._openssl_crl_verdict(pool, gone, crl, tmp_path)
+        assert not ok and "certificate revoked" in why
+        ok, why = self._openssl_crl_verdict(pool, stays, crl, tmp_path)
+        assert ok, why
+
+    def test_a_revocation_by_hash_of_an_issued_certificate_is_listed(self, pool, tmp_path):
+        gone = issue_client("byhash", pool["root"], out=tmp_path)["cert"]
+        sha = Certificate.from_file(gone, root=pool["root"]).hash()
+        out = jobber(pool["root"], "certs", "revoke", sha)  # its copy in pool/issued gives the serial
+        assert "refuses its next TLS handshake" in out.stdout, out.stdout
+        (crl,) = (pool["root"] / "pool" / "revoked").glob("*.crl.pem")
+        assert not self._openssl_crl_verdict(pool, gone, crl, tmp_path)[0]
+
+    def test_an_unknown_hash_cannot_be_listed_and_says_so(self, pool):
+        out = jobber(pool["root"], "certs", "revoke", "ab" * 32)
+        assert out.returncode == 0, out.stderr
+        assert "refuses it from its next request (403)" in out.stdout and "known only by its hash" in out.stdout
+
+    def test_without_a_ca_key_it_says_the_handshake_still_passes(self, pool, tmp_path):
+        gone = issue_client("nokey", pool["root"], out=tmp_path)["cert"]
+        pool["ca_key"].rename(tmp_path / "elsewhere.key")
+        out = jobber(pool["root"], "certs", "revoke", str(gone))
+        assert out.returncode == 0, out.stderr
+        assert "after a TLS handshake that still succeeds: no revocation list was written" in out.stdout
+        assert "--ca-key" in out.stdout
+        assert not list((pool["root"] / "pool" / "revoked").glob("*.crl.pem"))
+
+    def test_a_crl_signed_by_no_pool_ca_is_not_used(self, pool, tmp_path):
+        from jobber._certificates.crl import handshake_anchors, handshake_crls, write_crl
+        from jobber._certificates.pool import load_pool
+
+        gone = issue_client("forged", pool["root"], out=tmp_path)["cert"]
+        sha = Certificate.from_file(gone, root=pool["root"]).hash()
+        revoke(pool["root"], sha, "CN=forged", certificate=gone.read_bytes())
+        crl, listed = write_crl(pool["root"])
+        assert listed == [sha]
+        loaded = load_pool(pool["root"] / "pool")
+        pem, why_not = handshake_crls(pool["root"], loaded, handshake_anchors(loaded, pool["root"]))
+        assert pem.startswith("-----BEGIN X509 CRL-----") and why_not is None
+        other = init_demo(tmp_path / "other")  # another CA of the same name signs a CRL put in its place
+        crl.unlink()
+        forged, _ = write_crl(other["root"])
+        forged.rename(crl)
+        pem, why_not = handshake_crls(pool["root"], loaded, handshake_anchors(loaded, pool["root"]))
+        assert pem == "" and "signed by no CA of the pool" in why_not
+
+    def test_a_ca_without_crl_sign_writes_none(self, pool, tmp_path):
+        from jobber._certificates.crl import write_crl
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "no crl CA")])
+        now = datetime.now(timezone.utc)
+        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+              .not_valid_after(now + timedelta(days=30))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                           data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                           crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+              .sign(key, hashes.SHA256()))
+        (pool["root"] / "pool" / "second.ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / "second.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                                serialization.PrivateFormat.PKCS8,
+                                                                serialization.NoEncryption()))
+        with pytest.raises(CertificateError, match="without cRLSign"):
+            write_crl(pool["root"], tmp_path / "second.key")

@@ -1,8 +1,9 @@
 """A team's certificates on a real jobber server over loopback mTLS.
 
 An issued certificate passes the handshake (Python's ssl and curl); a revoked one is
-refused by the running server, on new and kept-alive connections, with no restart, and its
-jobs stay on disk; the server warns about certificates near expiry in its log, and serves
+refused by the running server with no restart: at its next TLS handshake when the CA's
+revocation list could be written (or the pool pins it), else at its next request (403),
+and on kept-alive connections; its jobs stay on disk; the server warns about certificates near expiry in its log, and serves
 a replaced certificate of its own from the next handshake while a follower stays connected.
 """
 
@@ -15,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -72,10 +74,40 @@ class TestIssuedCertificate:
         assert json.loads(out.stdout)["hash"] == Certificate.from_file(cert, root=demo_pool["root"]).hash()
 
 
+def _handshake_refusal(api: Api) -> str | None:
+    """Why a new connection with ``api``'s certificate is refused at the TLS handshake, or None.
+
+    In TLS 1.3 the client's side of the handshake ends before the server has judged its
+    certificate: the server's alert arrives with the first read, before any HTTP response.
+    """
+    try:
+        with socket.create_connection((api.host, api.port), timeout=10) as raw, \
+                api.context.wrap_socket(raw, server_hostname=api.host) as tls:
+            tls.sendall(b"GET /v1/identity HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            first = tls.recv(64)
+    except ssl.SSLError as err:
+        return err.reason or str(err)
+    assert first.startswith(b"HTTP/1.1 "), first
+    return None
+
+
+def _curl(url: str, cert: Path, key: Path, ca: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--cert", str(cert), "--key", str(key), "--cacert", str(ca),
+                           f"{url}/v1/identity"], capture_output=True, text=True, timeout=30)
+
+
+def _revoke_cli(root: Path, target: Path | str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobber", "certs", "revoke", str(target), *options],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "JOBBER_ROOT": str(root)})
+
+
 class TestRevocation:
-    def test_a_running_server_refuses_it_and_keeps_its_jobs(self, demo_pool, team_server, tmp_path):
+    def test_a_running_server_refuses_its_next_handshake_and_keeps_its_jobs(self, demo_pool, team_server, tmp_path,
+                                                                             gate):
         cert, key = member(demo_pool, tmp_path, "carol")
-        api = Api(team_server.url, cert, key, demo_pool["ca"])
+        other, other_key = member(demo_pool, tmp_path, "ivan")
+        api, others = Api(team_server.url, cert, key, demo_pool["ca"]), Api(team_server.url, other, other_key,
+                                                                            demo_pool["ca"])
         job = api("POST", "/v1/jobs", {"command": "true"})
         assert job.status == 201, job.body
         assert api("GET", f"/v1/jobs/{job.json()['id']}?wait=30").status == 200
@@ -83,20 +115,48 @@ class TestRevocation:
         kept.request("GET", "/v1/jobs")
         first = kept.getresponse()
         assert first.status == 200 and first.read()
+        followed = others("POST", "/v1/jobs", {"command": f"echo first; while [ ! -e {gate} ]; do sleep 0.02; "
+                                                          f"done; echo second"}).json()
+        conn, follower = others.stream(f"/v1/jobs/{followed['id']}/log?follow=1")
+        try:
+            assert follower.status == 200 and follower.read1(1024) == b"first\n"
 
-        sha = Certificate.from_file(cert, root=demo_pool["root"]).hash()
-        out = subprocess.run([sys.executable, "-m", "jobber", "certs", "revoke", str(cert)], capture_output=True,
-                             text=True, timeout=60, env={**os.environ, "JOBBER_ROOT": str(demo_pool["root"])})
+            sha = Certificate.from_file(cert, root=demo_pool["root"]).hash()
+            out = _revoke_cli(demo_pool["root"], cert)  # the demo CA's key is ROOT/ca.key: a CRL is written
+            assert out.returncode == 0, out.stderr
+            assert "refuses its next TLS handshake" in out.stdout, out.stdout
+            # Within 5 s, no restart: a new handshake with it is refused, by OpenSSL, saying why.
+            refused = poll(lambda: _handshake_refusal(api), timeout=5)
+            assert refused, "a revoked certificate still passed the TLS handshake 5 s later"
+            assert "CERTIFICATE_REVOKED" in refused
+            if shutil.which("curl") is not None:
+                by_curl = _curl(team_server.url, cert, key, demo_pool["ca"])
+                assert by_curl.returncode != 0 and "revoked" in by_curl.stderr, by_curl.stderr
+                assert by_curl.stdout == ""
+            kept.request("GET", "/v1/jobs")  # a connection made before: its next request gets 403
+            second = kept.getresponse()
+            assert second.status == 403 and b"revoked on" in second.read()
+            kept.close()
+            assert _handshake_refusal(others) is None  # another member's new connections pass
+            assert others("GET", "/v1/identity").status == 200
+            gate.touch()
+            assert follower.read() == b"second\n"  # an established follower is kept
+        finally:
+            conn.close()
+        assert (team_server.jobs_dir / sha / str(job.json()["id"])).is_dir()  # its jobs are kept
+        assert "certificate revoked" in team_server.log()
+
+    def test_without_the_ca_key_the_next_request_is_refused(self, demo_pool, team_server, tmp_path):
+        cert, key = member(demo_pool, tmp_path, "judy")
+        api = Api(team_server.url, cert, key, demo_pool["ca"])
+        out = _revoke_cli(demo_pool["root"], Certificate.from_file(cert, root=demo_pool["root"]).hash(),
+                          "--ca-key", str(tmp_path / "no-such.key"))
         assert out.returncode == 0, out.stderr
-        # Within 5 s, no restart: the next request on a new connection is refused, saying why.
+        assert "refuses it from its next request (403)" in out.stdout and "no revocation list was written" \
+            in out.stdout, out.stdout
         refused = poll(lambda: (r := api("GET", "/v1/jobs")).status == 403 and r, timeout=5)
         assert refused, "a revoked certificate was still admitted 5 s later"
         assert "revoked on" in refused.json()["error"] and refused.json()["type"] == "CertificateError"
-        kept.request("GET", "/v1/jobs")  # and the kept-alive connection's next request too
-        assert kept.getresponse().status == 403
-        kept.close()
-        assert (team_server.jobs_dir / sha / str(job.json()["id"])).is_dir()  # its jobs are kept
-        assert "revoked on" in team_server.log()
 
     def test_another_member_is_still_admitted(self, demo_pool, team_server, tmp_path):
         gone, gone_key = member(demo_pool, tmp_path, "dave")
@@ -105,6 +165,58 @@ class TestRevocation:
         assert wait_for(lambda: Api(team_server.url, gone, gone_key, demo_pool["ca"])("GET", "/v1/jobs").status == 403,
                         timeout=5, what="the revocation to apply")
         assert Api(team_server.url, stays, stays_key, demo_pool["ca"])("GET", "/v1/jobs").status == 200
+
+
+class TestRevokedPin:
+    def test_a_revoked_pinned_certificate_fails_its_next_handshake(self, demo_pool, tmp_path):
+        root = tmp_path / "root"
+        (root / "pool").mkdir(parents=True)
+        shutil.copy(demo_pool["ca"], root / "pool" / "ca.pem")
+        shutil.copy(demo_pool["ca_key"], root / "ca.key")
+        pinned, pinned_key = _self_signed("kim", tmp_path)
+        shutil.copy(pinned, root / "pool" / "kim.pem")
+        stays, stays_key = _self_signed("max", tmp_path)
+        shutil.copy(stays, root / "pool" / "max.pem")
+        other, other_key = member({**demo_pool, "root": root}, tmp_path, "lena")
+        proc = ServerProcess(demo_pool["server"], demo_pool["server_key"], root, tmp_path / "jobs").start()
+        try:
+            api = Api(proc.url, pinned, pinned_key, demo_pool["ca"])
+            assert _handshake_refusal(api) is None
+            out = _revoke_cli(root, pinned)
+            assert out.returncode == 0 and "left out of the server's trust store" in out.stdout, out.stdout
+            assert wait_for(lambda: _handshake_refusal(api), timeout=5, what="the handshake to be refused")
+            if shutil.which("curl") is not None:
+                assert _curl(proc.url, pinned, pinned_key, demo_pool["ca"]).returncode != 0
+            assert _handshake_refusal(Api(proc.url, stays, stays_key, demo_pool["ca"])) is None
+            # The CA's members: a pinned certificate in the pool keeps CRLs out of the handshake
+            # (OpenSSL would want one for it too), so a revoked member gets 403 after it.
+            assert Api(proc.url, other, other_key, demo_pool["ca"])("GET", "/v1/identity").status == 200
+            out = _revoke_cli(root, other, "--ca-key", str(demo_pool["ca_key"]))
+            assert "refuses it from its next request (403)" in out.stdout and "CN=max" in out.stdout, out.stdout
+            assert wait_for(lambda: Api(proc.url, other, other_key, demo_pool["ca"])("GET", "/v1/jobs").status
+                            == 403, timeout=5, what="the revocation to apply")
+        finally:
+            proc.stop()
+        assert not _stop_everything(tmp_path / "jobs"), "cgroups left behind"
+        assert "does not check revocation lists" in proc.log()
+
+
+def _self_signed(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed client certificate without CA powers (pinned one by one), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    paths = directory / f"{name}.pem", directory / f"{name}.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
 
 
 def _server_cert(demo_pool: dict[str, Path], common_name: str, directory: Path) -> tuple[bytes, bytes]:

@@ -6,6 +6,8 @@ The whole report, end to end: tests/test_cli.py::TestDoctor.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from jobber._backends.local import cgroup_v2, isolation, unconfined
@@ -61,3 +63,38 @@ class TestDoctorFix:
         assert checks[0].found == f"none: {why.text}"
         assert "unset JOBBER_ISOLATION" not in checks[0].fix
         assert "root" in checks[0].fix or "systemd" in checks[0].fix
+
+
+class TestGpuFence:
+    """Whether a job that asked for no GPU is kept from the host's GPUs (two character
+    devices stand in for GPUs: only their numbers matter to the fence)."""
+
+    @pytest.fixture(autouse=True)
+    def two_gpus(self, monkeypatch):
+        monkeypatch.setenv("JOBBER_GPUS", "/dev/null,/dev/zero")
+        monkeypatch.delenv("JOBBER_GPU_FENCE", raising=False)
+
+    def gpu_check(self):
+        from jobber._doctor import diagnose
+
+        return [check for check in diagnose().checks if check.name == "gpu fence"]
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="an unconfined job of an ordinary user is fenced by a namespace")
+    def test_unconfined_root_says_so_and_names_the_opt_out(self, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")
+        [check] = self.gpu_check()
+        assert not check.ok and "can open the 2 GPU nodes of this host" in check.found
+        assert "keeps its capabilities" in check.found and "JOBBER_GPU_FENCE=off" in check.fix
+
+    def test_the_opt_out_silences_it(self, monkeypatch):
+        monkeypatch.setenv("JOBBER_ISOLATION", "none")
+        monkeypatch.setenv("JOBBER_GPU_FENCE", "off")
+        assert self.gpu_check() == []
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="a device cgroup needs root here")
+    def test_a_cgroup_fences_them(self, monkeypatch):
+        monkeypatch.delenv("JOBBER_ISOLATION", raising=False)
+        [check] = self.gpu_check()
+        if "none" in check.found and not check.ok:
+            pytest.skip(f"no cgroup for jobs here: {check.found}")
+        assert check.ok and "cannot open the 2 GPU nodes of this host (by " in check.found, check

@@ -86,9 +86,9 @@ class User:
                 "JOBBER_GPUS": os.environ["JOBBER_GPUS"], "JOBBER_ISOLATION": "none", "LANG": "C.UTF-8",
                 "PYTHONPATH": PYTHONPATH}
 
-    def submit(self, jobs: list[tuple[str, int]], wait: bool) -> subprocess.Popen:
+    def submit(self, jobs: list[tuple[str, int]], wait: bool, **env: str) -> subprocess.Popen:
         return subprocess.Popen(["runuser", "-u", self.name, "--", PYTHON, "-c", SUBMIT, json.dumps(jobs),
-                                 "wait" if wait else "start"], env=self.env(), cwd=self.shared,
+                                 "wait" if wait else "start"], env={**self.env(), **env}, cwd=self.shared,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def notes(self) -> list[str]:
@@ -183,3 +183,35 @@ def test_the_claim_of_a_supervisor_killed_with_kill_9_is_released(users, shared)
     second = u2.submit([(f"echo $CUDA_VISIBLE_DEVICES > {shared}/u2-ran", 2)], wait=False)
     assert second.wait(60) == 0, second.stderr.read()
     wait_for(lambda: (shared / "u2-ran").read_text() == "0,1\n", 60, "u2's job to be given both GPUs")
+
+
+# Opens each node read-write and prints what it got (ENXIO: the open reached the missing
+# driver; EACCES: the node is covered).
+OPENER = "import errno, os, sys\nfor p in sys.argv[1:]:\n    try:\n        os.close(os.open(p, os.O_RDWR))\n" \
+         "        print(p, 'opened')\n    except OSError as e:\n        print(p, errno.errorcode[e.errno])"
+
+
+@pytest.mark.parametrize("launcher", ["compiled", "python"])
+def test_a_job_without_gpus_cannot_open_a_gpu_another_users_job_holds(users, shared, launcher):
+    """No cgroup for an ordinary user here (isolation none): the job's GPU nodes are covered
+    in a user and mount namespace of its own (device_cover)."""
+    u1, u2 = users
+    for node in ("nvidia0", "nvidia1"):
+        os.chmod(shared / node, 0o666)  # as a GPU's node is (mknod's mode went through the umask)
+    gate = shared / "gate"
+    holder = u1.submit([(witness(shared, 0, gate), 2)], wait=False, JOBBER_LAUNCHER=launcher)
+    assert holder.wait(60) == 0, holder.stderr.read()
+    wait_for(lambda: gpu_claims.in_use(gpus.discover()) == {0, 1}, 60, "u1's job to hold both GPUs")
+    nodes = f"{shared}/nvidia0 {shared}/nvidia1"
+    for fence, got in (("off", "ENXIO"), ("on", "EACCES")):
+        run = u2.submit([(f"{PYTHON} -c \"{OPENER}\" {nodes}", None)], wait=True, JOBBER_LAUNCHER=launcher,
+                        JOBBER_GPU_FENCE=fence)
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        [job_id] = json.loads(out)
+        record = json.loads(next(u2.jobs_dir.glob(f"*/{job_id}/confinement.json")).read_text())
+        assert record.get("gpus", {}).get("fenced_by") == ("mount namespace" if fence == "on" else None), record
+        log = next(u2.jobs_dir.glob(f"*/{job_id}/log")).read_text()
+        assert log == f"{shared}/nvidia0 {got}\n{shared}/nvidia1 {got}\n", (fence, log, u2.notes())
+    gate.touch()
+    wait_for(lambda: not gpu_claims.in_use(gpus.discover()), 60, "u1's job to end")

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from jobber._certificates.chain import verify, when
+from jobber._certificates.crl import handshake_anchors
 from jobber._certificates.facts import Facts, Pool
 from jobber._certificates.lifecycle import expiry_warning, revocations_dir, revoked_on
 from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, pem_bytes, read_file
@@ -93,6 +94,8 @@ def tls_trust_store(root: str | os.PathLike[str] | None = None) -> tuple[str, li
     out, so that they cannot issue identities, except the self-signed ones, which must be
     in to pass as themselves. For each of those a warning says that the handshake also
     accepts what its key signs (``from_pem`` refuses it) and how to pin it strictly.
+    A revoked pinned certificate is left out (``jobber certs revoke``): its next handshake
+    fails.
 
     Args:
         root: the jobber root (see `default_root`).
@@ -104,7 +107,8 @@ def tls_trust_store(root: str | os.PathLike[str] | None = None) -> tuple[str, li
         CertificateError: as `get_client_certificates`.
     """
     pool = _load_pool(root)
-    pem = "".join(Certificate(e.cert).bytes().decode("ascii") for e in pool.tls_anchors())
+    anchors = handshake_anchors(pool, default_root(root))
+    pem = "".join(Certificate(e.cert).bytes().decode("ascii") for e in anchors)
     warnings = [
         f"{e.origin}: {e.label} is pinned (its file is not named ca.pem or NAME.ca.pem) but "
         f"{_CA_KINDS.get(e.ca_kind(), 'is a CA')}, so the TLS handshake also takes it "

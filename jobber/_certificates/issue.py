@@ -25,7 +25,7 @@ from jobber._certificates.lifecycle import issued_dir
 from jobber._certificates.pool import load_pool, read_file
 from jobber._errors import CertificateError
 
-__all__ = ["issue_client"]
+__all__ = ["find_ca", "issue_client", "load_ca_key"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 # An hour back, as the demo certificates: a client whose clock lags a little still works.
@@ -33,10 +33,11 @@ _BACKDATE = dt.timedelta(hours=1)
 _MAX_KEY_BYTES = 1 << 20
 
 
-def _load_ca_key(path: Path) -> object:
+def load_ca_key(path: Path) -> object:
+    """The CA's private key from an unencrypted PEM file; CertificateError saying what to do."""
     data = read_file(str(path), _MAX_KEY_BYTES, "the CA key")
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        signer = serialization.load_pem_private_key(data, password=None)
     except TypeError as err:  # encrypted
         raise CertificateError(
             f"the CA key {path} is encrypted: decrypt a copy (`openssl pkey -in {path} -out ca-plain.key`) "
@@ -44,9 +45,15 @@ def _load_ca_key(path: Path) -> object:
     except (ValueError, UnsupportedAlgorithm) as err:
         raise CertificateError(f"{path} is not a PEM private key ({err}): pass the CA's key with --ca-key",
                                path=str(path)) from err
+    if not isinstance(signer, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
+                               ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        raise CertificateError(f"the CA key {path} is a {type(signer).__name__}, which cannot sign "
+                               f"certificates: pass an RSA, ECDSA or Ed25519 key", path=str(path))
+    return signer
 
 
-def _find_ca(root: Path, key: object, key_path: Path) -> x509.Certificate:
+def find_ca(root: Path, key: object, key_path: Path) -> x509.Certificate:
+    """The pool CA whose public key is ``key``'s; CertificateError saying what to do."""
     pool = load_pool(root / "pool")
     public = key.public_key().public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -98,12 +105,8 @@ def issue_client(name: str, root: Path, *, days: int = 365, ca_key: str | os.Pat
     if ca_key is None and not key_path.exists():
         raise CertificateError(f"no CA key at {key_path}: pass the key of the pool's CA with --ca-key PATH",
                                path=str(key_path))
-    signer = _load_ca_key(key_path)
-    if not isinstance(signer, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
-                               ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
-        raise CertificateError(f"the CA key {key_path} is a {type(signer).__name__}, which cannot sign "
-                               f"certificates: pass an RSA, ECDSA or Ed25519 key", path=str(key_path))
-    ca = _find_ca(root, signer, key_path)
+    signer = load_ca_key(key_path)
+    ca = find_ca(root, signer, key_path)
     directory = Path(out).expanduser()
     paths = {"cert": directory / f"{name}.pem", "key": directory / f"{name}.key"}
     existing = [p for p in paths.values() if os.path.lexists(p)]

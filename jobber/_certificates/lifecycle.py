@@ -3,8 +3,9 @@
 A revocation is a file ``<root>/pool/revoked/<sha256>`` (the hash `Certificate.hash`
 gives, as ``jobber certs check`` prints it), whose first line is the UTC moment of the
 revocation (``2026-12-06T16:40:00Z``) and whose second is the certificate's subject, for
-people reading the directory. It lives inside the pool so that copying the pool copies
-the revocations; the pool reads only ``*.pem`` files, so the directory is not taken for
+people reading the directory; the certificate's PEM follows when it is known (a CRL
+lists it by its serial number, see `jobber._certificates.crl`). It lives inside the pool so
+that copying the pool copies the revocations; the pool reads only ``*.pem`` files, so the directory is not taken for
 a certificate. ``Certificate.from_pem`` looks for the file on every call (one ``stat``),
 so a revocation applies at once, to this host's sessions and to a running server, which
 judges every request with ``from_pem``. Deleting the file lifts the revocation.
@@ -80,7 +81,8 @@ def revocations_stamp(root: Path) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_ino)
 
 
-def revoke(root: Path, sha256: str, subject: str, now: datetime | None = None) -> tuple[Path, datetime]:
+def revoke(root: Path, sha256: str, subject: str, now: datetime | None = None,
+           certificate: bytes | None = None) -> tuple[Path, datetime]:
     """Record the revocation of a certificate in the pool of ``root``.
 
     Args:
@@ -88,6 +90,7 @@ def revoke(root: Path, sha256: str, subject: str, now: datetime | None = None) -
         sha256: the certificate's hash (64 lowercase hex digits).
         subject: its subject, written beside the date for whoever reads the record.
         now: the moment of the revocation (default: now).
+        certificate: the certificate's PEM, kept in the record, when known.
 
     Returns:
         The record's path, and the moment recorded (an earlier revocation's, when the
@@ -101,7 +104,7 @@ def revoke(root: Path, sha256: str, subject: str, now: datetime | None = None) -
     if earlier is not None:
         return directory / sha256, earlier
     moment = (now or datetime.now(timezone.utc)).replace(microsecond=0)
-    text = f"{moment:%Y-%m-%dT%H:%M:%SZ}\n{subject}\n"
+    text = f"{moment:%Y-%m-%dT%H:%M:%SZ}\n{subject}\n" + (certificate or b"").decode("ascii", "replace")
     try:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)

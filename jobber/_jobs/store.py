@@ -392,7 +392,13 @@ class JobStore(Session):
 
     def get_job(self, job_id: int) -> Job:
         job_id = validate_job_id(job_id)
-        if not (self.path / str(job_id)).is_dir():
+        try:
+            found = stat.S_ISDIR(os.stat(self.path / str(job_id)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            found = False
+        except OSError as err:  # another user's jobs directory: say so, as get_jobs does
+            raise JobError(f"cannot open {self.path / str(job_id)}: {err.strerror}") from err
+        if not found:
             raise JobNotFound(job_id)
         return Job(open_backend(JobDir(self.path, self.owner, job_id), self))
 

@@ -21,7 +21,9 @@ server logs a warning for each such certificate when it loads the pool. Pinned
 certificates without CA powers (CA:FALSE) and pinned ones that are not self-signed are
 refused as issuers by the handshake itself: the former fail OpenSSL's CA check, the latter
 are not in the trust store. The TLS trust store follows pool edits too (`PoolContexts`),
-so neither verdict needs a restart.
+so neither verdict needs a restart. A revoked certificate fails the handshake when the
+pool pins it (left out of the trust store) or its CA's revocation list names it (see
+`jobber._certificates.crl`); else step 2 refuses it (403).
 
 The client's intermediates: ``from_pem`` is given the chain the client sent
 (``get_unverified_chain``, public since Python 3.13 and a private method of
@@ -37,7 +39,9 @@ import asyncio.sslproto
 import hashlib
 import logging
 import os
+import socket
 import ssl
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,8 +52,10 @@ from typing import Any
 from cryptography import x509
 
 from jobber._certificates import MAX_PEM_BYTES, Certificate, default_root, get_client_certificates, tls_trust_store
-from jobber._certificates.lifecycle import expiry_warning, revocations_stamp
+from jobber._certificates.crl import handshake_anchors, handshake_crls
+from jobber._certificates.lifecycle import expiry_warning, revocations_dir, revocations_stamp
 from jobber._certificates.listing import pool_identities
+from jobber._certificates.pool import load_pool
 from jobber._errors import CertificateError, JobberError
 
 __all__ = ["Identity", "PoolContexts", "Verdicts", "make_ssl_context", "peer_chain_pem", "reload_ssl_context",
@@ -72,6 +78,16 @@ def _pool_stamp(pool: Path) -> tuple:
             continue
         stamps.append((name, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
     return tuple(stamps)
+
+
+def _revocations_stamp(root: Path) -> tuple:
+    """The revocation records and CRLs, by name and file stamp (a new one changes it)."""
+    directory = revocations_dir(root)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return ()
+    return tuple((name, _file_stamp(str(directory / name))) for name in names)
 
 
 def _file_stamp(path: str) -> tuple:
@@ -104,12 +120,18 @@ def expiry_warnings(cert: str, root: Path, now: datetime | None = None) -> list[
 class PoolContexts:
     """TLS contexts whose trust store is the pool as it is now, and whose certificate is too.
 
-    The listening context's ``sni_callback`` runs at every ClientHello; when the pool's
-    files, or the server's own certificate or key, changed, it hands the handshake a
-    context built from the new files, so the TLS verdict follows pool edits just as
-    ``Certificate.from_pem`` does, and a renewed server certificate is served from the
-    next handshake on. Established connections keep the context they were made with, so
-    none is dropped. A certificate and key that do not match (one replaced, not yet the
+    The listening context hands every new connection (``wrap_bio``, what asyncio calls
+    per connection, and ``wrap_socket``) an ``SSLObject`` of the current context; when the
+    pool's files, its revocations, or the server's own certificate or key changed, the
+    current context is first built again from them, so the TLS verdict follows pool edits
+    and revocations just as ``Certificate.from_pem`` does, and a renewed server
+    certificate is served from the next handshake on. The whole context is chosen before
+    the handshake, not swapped at the ClientHello (``sni_callback``): OpenSSL's
+    ``SSL_set_SSL_CTX`` switches the certificate and trust store but keeps the verify
+    flags the connection was made with, and a trust store with CRLs needs
+    ``VERIFY_CRL_CHECK_LEAF`` set with it, or unset without it (see
+    `jobber._certificates.crl`). Established connections keep the context they were made
+    with, so none is dropped. A certificate and key that do not match (one replaced, not yet the
     other) keep the previous context until both are in place. It also logs, at start and
     then once a day (at the first handshake after a day), the certificates that expire
     within 14 days.
@@ -121,19 +143,21 @@ class PoolContexts:
         self._cert, self._key, self._root = cert, key, root
         self._stamp: tuple = ()
         self._current: ssl.SSLContext | None = None
-        self.listening = self._build()
-        self.listening.sni_callback = self._pick
+        self._crl_note: str | None = None
+        self.listening: _Listening = self._build(_Listening)  # type: ignore[assignment]
+        self.listening.contexts = self
         self._log_expiry()
 
     def _stamps(self) -> tuple:
-        return (_pool_stamp(self._root / "pool"), _file_stamp(self._cert), _file_stamp(self._key))
+        return (_pool_stamp(self._root / "pool") + _revocations_stamp(self._root), _file_stamp(self._cert),
+                _file_stamp(self._key))
 
     def _log_expiry(self) -> None:
         self._next_expiry_check = time.monotonic() + self._EXPIRY_EVERY_S
         for warning in expiry_warnings(self._cert, self._root):
             log.warning("%s", warning)
 
-    def _build(self) -> ssl.SSLContext:
+    def _build(self, kind: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
         stamp = self._stamps()
         if not get_client_certificates(self._root):
             raise JobberError(
@@ -146,10 +170,16 @@ class PoolContexts:
         anchors, warnings = tls_trust_store(self._root)
         # Built like the context Certificate.from_pem mirrors: no VERIFY_X509_STRICT and no
         # VERIFY_X509_PARTIAL_CHAIN (ssl.create_default_context sets both on 3.13+).
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx = kind(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.verify_mode = ssl.CERT_REQUIRED
-        if anchors:  # else it trusts nothing: every client is refused
+        crls, why_not = handshake_crls(self._root, load_pool(self._root / "pool"),
+                                       handshake_anchors(load_pool(self._root / "pool"), self._root))
+        if crls:
+            # A revoked certificate a CA issued fails the handshake ("certificate revoked");
+            # CRLs load from a file only (cadata takes certificates alone).
+            _load_with_crls(ctx, anchors + crls)
+        elif anchors:  # else it trusts nothing: every client is refused
             ctx.load_verify_locations(cadata=anchors)
         try:
             ctx.load_cert_chain(self._cert, self._key)
@@ -164,6 +194,10 @@ class PoolContexts:
         self._current = ctx
         for warning in warnings:
             log.warning("%s", warning)
+        if why_not != self._crl_note:
+            self._crl_note = why_not
+            if why_not:
+                log.warning("%s", why_not)
         return ctx
 
     def reload(self) -> None:
@@ -176,7 +210,8 @@ class PoolContexts:
             return
         self._log_expiry()
 
-    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection: built again first if the files it came from changed."""
         stamp, old = self._stamps(), self._stamp
         try:
             if stamp != old:
@@ -187,15 +222,44 @@ class PoolContexts:
                 if stamp[0] != old[0]:
                     log.info("the pool changed: TLS now trusts %d certificate(s)",
                              len(get_client_certificates(self._root)))
-            if self._current is not None and self._current is not ctx:
-                ssl_object.context = self._current
             if time.monotonic() >= self._next_expiry_check:
                 self._log_expiry()
         except (JobberError, CertificateError, ssl.SSLError, OSError) as err:
             # Keep the last good context; requests are still judged by from_pem.
             log.warning("cannot reload the pool or the server's certificate, keeping the previous one: %s", err)
             self._stamp = stamp
-        return None
+        return self._current or self.listening
+
+
+class _Listening(ssl.SSLContext):
+    """The context the server listens with: each new connection gets the current context's."""
+
+    contexts: PoolContexts
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        current = self.contexts.current()
+        wrap = super().wrap_bio if current is self else current.wrap_bio
+        return wrap(incoming, outgoing, server_side=server_side, server_hostname=server_hostname, session=session)
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True,
+                    suppress_ragged_eofs: bool = True, server_hostname: str | None = None,
+                    session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+        current = self.contexts.current()
+        wrap = super().wrap_socket if current is self else current.wrap_socket
+        return wrap(sock, server_side=server_side, do_handshake_on_connect=do_handshake_on_connect,
+                    suppress_ragged_eofs=suppress_ragged_eofs, server_hostname=server_hostname, session=session)
+
+
+def _load_with_crls(ctx: ssl.SSLContext, pem: str) -> None:
+    fd, path = tempfile.mkstemp(prefix="jobber-trust-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(pem)
+        ctx.load_verify_locations(cafile=path)
+    finally:
+        os.unlink(path)
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def send_tls_alerts() -> None:
@@ -219,7 +283,8 @@ def send_tls_alerts() -> None:
             except Exception:  # noqa: BLE001 - best effort: the connection is closing anyway
                 pass
             peer = self._transport.get_extra_info("peername") if self._transport else None
-            log.info("refused a TLS client %s: %s", peer[0] if peer else "", getattr(handshake_exc, "reason", None)
+            log.info("refused a TLS client %s: %s", peer[0] if peer else "",
+                     getattr(handshake_exc, "verify_message", None) or getattr(handshake_exc, "reason", None)
                      or handshake_exc)
         original(self, handshake_exc)
 
@@ -229,7 +294,7 @@ def send_tls_alerts() -> None:
 
 def reload_ssl_context(ctx: ssl.SSLContext) -> None:
     """Rebuild a context `make_ssl_context` made from its files now (for SIGHUP); else nothing."""
-    contexts = getattr(ctx.sni_callback, "__self__", None)
+    contexts = getattr(ctx, "contexts", None)
     if isinstance(contexts, PoolContexts):
         contexts.reload()
 

@@ -148,8 +148,10 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
     Args:
         deny_devices: character devices (major, minor) the job may not open or mknod:
             a BPF device program attached to the leaf before anything joins it
-            (``bpf_devices``). The record then says ``devices_fenced_by``, or
-            ``devices_why`` the kernel refused (EPERM for a user without CAP_SYS_ADMIN).
+            (``bpf_devices``); for a user the kernel refuses one (EPERM without
+            CAP_SYS_ADMIN), their nodes covered in a user and mount namespace of the job's
+            own (``device_cover``, ``hide_devices`` in the record). The record then says
+            ``devices_fenced_by``, or ``devices_why`` neither could be.
 
     Returns:
         The record the other calls take (saved in the job directory).
@@ -211,12 +213,12 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
               "unenforced": unenforced, "unenforced_why": why, "fixes": fixes, "delegated_by": delegated_by,
               "via_user_manager": bool(delegated_by) and not _may_move_into(path)}
     if deny_devices:
-        _fence(path, deny_devices, record)
+        _fence(path, deny_devices, record, job_dir)
     return record
 
 
-def _fence(path: str, deny_devices: list[tuple[int, int]], record: dict[str, Any]) -> None:
-    """Attach the device program, or say in the record why it could not be."""
+def _fence(path: str, deny_devices: list[tuple[int, int]], record: dict[str, Any], job_dir: str) -> None:
+    """Attach the device program, else cover the nodes in a namespace, or say in the record why neither."""
     from jobber._backends.local import bpf_devices  # ctypes: only for GPU jobs
 
     try:
@@ -227,11 +229,23 @@ def _fence(path: str, deny_devices: list[tuple[int, int]], record: dict[str, Any
         if err.errno == errno.EPERM:
             why = (f"loading a BPF device program needs CAP_SYS_ADMIN or CAP_BPF, which uid {os.geteuid()} "
                    "does not have (bpf: EPERM)")
+            from jobber._backends.local import device_cover
+
+            cannot = device_cover.fence(record, job_dir, deny_devices)
+            if cannot is None:
+                return
+            why = f"{why}, and {cannot}"
         else:
             why = f"the kernel refused the BPF device program ({err.strerror}; is CONFIG_CGROUP_BPF set?)"
         record["devices_why"] = why
         return
     record["devices_fenced_by"] = "bpf"
+
+
+def _cover_args(record: dict[str, Any]) -> list[str]:
+    from jobber._backends.local import device_cover
+
+    return device_cover.launch_args(record)
 
 
 class Cgroup:
@@ -240,11 +254,13 @@ class Cgroup:
     def __init__(self, record: dict[str, Any]) -> None:
         self.path: str = record["dirs"]["unified"]
         self.procs = os.path.join(self.path, "cgroup.procs")
+        self._hidden = _cover_args(record) if record.get("hide_devices") else []
 
     def launch_args(self) -> list[str]:
         """Launcher options that put the job in its cgroup before it runs: born there
-        (clone3 CLONE_INTO_CGROUP) where the kernel can, else moved by cgroup.procs."""
-        return ["--join", self.procs, "--into", self.path]
+        (clone3 CLONE_INTO_CGROUP) where the kernel can, else moved by cgroup.procs; and
+        the GPU nodes it covers (``device_cover``), when no BPF program fences them."""
+        return ["--join", self.procs, "--into", self.path, *self._hidden]
 
     def usage_args(self) -> list[str]:
         """Launcher options naming the files its usage history samples (``jobber._usage``)."""

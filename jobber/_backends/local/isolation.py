@@ -135,7 +135,14 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
         if devices is not None or deny:
             record["gpus"] = {"given": list(devices or []), "denied": [], "fenced_by": None}
             if deny:
-                _not_fenced(record, devices, "without a cgroup there is no device controller")
+                from jobber._backends.local import device_cover
+
+                cannot = device_cover.fence(record, job_dir, deny)
+                if cannot is None:
+                    record["gpus"].update(denied=[f"{major}:{minor}" for major, minor in deny],
+                                          fenced_by=record.pop("devices_fenced_by"))
+                else:
+                    _not_fenced(record, devices, f"without a cgroup there is no device controller, and {cannot}")
         return record
     owner = cgroup_owner(owner, job_dir)
     for attempt in range(3):
@@ -171,6 +178,11 @@ def prepare(owner: str, job_id: int, limits: Limits, job_dir: str,
 
 FENCE_ENV = "JOBBER_GPU_FENCE"
 """``off``: jobs that asked for no GPUs may open every GPU (a host that shares them)."""
+
+
+def fenced_gpus() -> list[tuple[int, int]]:
+    """The GPUs a job without ``gpus`` is to be kept from (none with ``JOBBER_GPU_FENCE=off``)."""
+    return _other_gpus(None) or []
 
 
 def _other_gpus(devices: list[int] | None) -> list[tuple[int, int]] | None:

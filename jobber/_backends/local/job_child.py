@@ -24,9 +24,9 @@ INLINE_MAX = 65536
 COMMAND_FD = 9
 FROM_FD = 'eval "$(/bin/cat <&9)" 9<&-'
 
-_CLONE_NEWNS = 0x00020000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_SLAVE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18, 1 << 19)
 _PR_SET_NO_NEW_PRIVS = 38
 
 
@@ -135,6 +135,33 @@ def private_mounts(tmp_dir: str | None, hide_pids: bool, hide_cgroups: list[str]
               "cannot mount /proc hidepid=2")
 
 
+def hide_devices(paths: list[str], cover: str) -> None:
+    """As the job's own user, in the child: each device node in ``paths`` covered by the
+    empty file ``cover``, in a user and mount namespace of the job's own (``device_cover``;
+    as launcher.c does)."""
+    ctypes, libc = _libc()
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        os.mknod(cover, stat.S_IFREG)  # an empty regular file of mode 0
+    except FileExistsError:
+        pass  # a retry's
+    st = os.lstat(cover)
+    if not stat.S_ISREG(st.st_mode) or st.st_size:
+        raise OSError(errno.EINVAL, f"{cover} is not an empty file")
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare CLONE_NEWUSER|CLONE_NEWNS: {os.strerror(err)}")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(text)
+    for target, source, flags, what in [(b"/", None, _MS_REC | _MS_SLAVE, "mount --make-rslave /"),
+                                        *((os.fsencode(p), os.fsencode(cover), _MS_BIND,
+                                           f"cannot cover the device node {p}") for p in paths)]:
+        if libc.mount(source, target, None, flags, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
 def _no_new_privs() -> None:
     ctypes, libc = _libc()
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -167,6 +194,8 @@ def child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_f
             signal.signal(sig, signal.SIG_DFL)
         if plan["private_tmp"] is not None or plan["hide_pids"] or plan["hide_cgroup"]:
             private_mounts(plan["private_tmp"], plan["hide_pids"], plan["hide_cgroup"], plan["join"])
+        if plan["hide_device"]:
+            hide_devices(plan["hide_device"], plan["device_cover"])
         if plan["gid"] is not None:
             os.setgroups([])
             os.setgid(plan["gid"])

@@ -12,6 +12,7 @@
  *                 [--rlimit NAME=N|NAME=SOFT:HARD]... [--pgid] [--uid N --gid N] [--cwd DIR]
  *                 [--clear-env] [--env-file FILE] [--umask OCTAL] [--no-new-privs]
  *                 [--private-tmp DIR] [--hide-pids] [--hide-cgroup MOUNT]...
+ *                 [--hide-device PATH... --device-cover FILE]
  *                 [--usage KIND=PATH]... (--command-file FILE | -- COMMAND)
  *
  * --timeout SECONDS [--grace SECONDS]: measured from the start by this process (so it holds
@@ -43,6 +44,12 @@
  * bound on /tmp; --hide-pids: a /proc mounted hidepid=2, showing only the job user's
  * processes; --hide-cgroup: each cgroup hierarchy hidden but for the job's own cgroup),
  * all made as root before the uid is dropped.
+ *
+ * --hide-device PATH --device-cover FILE (an ordinary user's job on cgroup v2, where a BPF
+ * device program needs privileges the user lacks; see device_cover.py): a user namespace
+ * mapping the job's own uid and gid alone, and a mount namespace in which FILE (empty,
+ * mode 0) is bound over each PATH. The command runs without capabilities, so it cannot
+ * undo them, and in a namespace it makes itself they are locked.
  *
  * The watchdog: a dead supervisor must not leave its job running unlimited (no timeout, no
  * log cap) until someone happens to read its status. Once the job's exec succeeded, and
@@ -92,8 +99,8 @@
 #define COMMAND_FD 9
 #define FROM_FD "eval \"$(/bin/cat <&9)\" 9<&-"
 
-static char **joins, **envs, **rlimits, **hides;
-static int njoins, nenvs, nrlimits, nhides;
+static char **joins, **envs, **rlimits, **hides, **devices;
+static int njoins, nenvs, nrlimits, nhides, ndevices;
 
 static void die(const char *what) {
     dprintf(1, "error launcher: %s: %s\n", what, strerror(errno));
@@ -579,6 +586,31 @@ static void private_mounts(int err, const char *tmp_dir, int hide_pids) {
         child_fail(err, "cannot mount /proc", "hidepid=2");
 }
 
+static void write_proc(int err, const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) child_fail(err, "cannot write", path);
+    close(fd);
+}
+
+/* In the child, as the job's own (unprivileged) user: --hide-device. */
+static void hide_devices(int err, const char *cover) {
+    char map[64];
+    unsigned uid = (unsigned)geteuid(), gid = (unsigned)getegid();
+    struct stat st;
+    /* An empty regular file of mode 0 (a retry finds the one it made). */
+    if ((mknod(cover, S_IFREG, 0) < 0 && errno != EEXIST) || lstat(cover, &st) < 0) child_fail(err, "mknod", cover);
+    if (!S_ISREG(st.st_mode) || st.st_size) { errno = EINVAL; child_fail(err, "not an empty file", cover); }
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0) child_fail(err, "unshare", "CLONE_NEWUSER|CLONE_NEWNS");
+    write_proc(err, "/proc/self/setgroups", "deny"); /* no gid_map for an unprivileged user otherwise */
+    snprintf(map, sizeof map, "%u %u 1", uid, uid);
+    write_proc(err, "/proc/self/uid_map", map);
+    snprintf(map, sizeof map, "%u %u 1", gid, gid);
+    write_proc(err, "/proc/self/gid_map", map);
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) child_fail(err, "mount", "--make-rslave /");
+    for (int i = 0; i < ndevices; i++)
+        if (mount(cover, devices[i], NULL, MS_BIND, NULL) < 0) child_fail(err, "cannot cover the device node", devices[i]);
+}
+
 /* The command file: its text when short enough for argv, else NULL and *fd left open. */
 static char *read_command(const char *path, int *fd) {
     *fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -700,16 +732,17 @@ int main(int argc, char **argv) {
     }
     const char *job_dir = argv[1], *python = argv[2], *supervisor = argv[3];
     const char *cwd = "/", *command = NULL, *command_file = NULL, *into = NULL, *private_tmp = NULL;
-    const char *timeout = NULL, *grace = "5", *log_max = NULL, *env_file = NULL;
+    const char *timeout = NULL, *grace = "5", *log_max = NULL, *env_file = NULL, *cover = NULL;
     int pgid = 0, clear_env = 0, no_new_privs = 0, hide_pids = 0;
     long uid = -1, gid = -1, mask = -1;
     joins = calloc((size_t)argc, sizeof *joins);
     rlimits = calloc((size_t)argc, sizeof *rlimits);
     hides = calloc((size_t)argc, sizeof *hides);
+    devices = calloc((size_t)argc, sizeof *devices);
     usage_log.kinds = calloc((size_t)argc, sizeof *usage_log.kinds);
     usage_log.paths = calloc((size_t)argc, sizeof *usage_log.paths);
     usage_log.job_dir = job_dir;
-    if (!joins || !rlimits || !hides || !usage_log.kinds || !usage_log.paths) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
+    if (!joins || !rlimits || !hides || !devices || !usage_log.kinds || !usage_log.paths) { fprintf(stderr, "launcher: out of memory\n"); return 2; }
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--") && i + 1 < argc) { command = argv[i + 1]; break; }
         if (!strcmp(argv[i], "--pgid")) { pgid = 1; continue; }
@@ -721,6 +754,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--env-file")) env_file = argv[++i];
         else if (!strcmp(argv[i], "--rlimit")) rlimits[nrlimits++] = argv[++i];
         else if (!strcmp(argv[i], "--hide-cgroup")) hides[nhides++] = argv[++i];
+        else if (!strcmp(argv[i], "--hide-device")) devices[ndevices++] = argv[++i];
+        else if (!strcmp(argv[i], "--device-cover")) cover = argv[++i];
         else if (!strcmp(argv[i], "--uid")) uid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gid")) gid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--umask")) mask = strtol(argv[++i], NULL, 8);
@@ -735,6 +770,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "launcher: unknown option %s\n", argv[i]); return 2; }
     }
     if (!command && !command_file) { fprintf(stderr, "launcher: no --command-file, and no command after --\n"); return 2; }
+    if (ndevices && !cover) { fprintf(stderr, "launcher: --hide-device needs --device-cover\n"); return 2; }
     double limit = -1; /* seconds; -1: none */
     if (timeout) {
         char *end;
@@ -827,6 +863,7 @@ int main(int argc, char **argv) {
         signal(SIGINT, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
         if (private_tmp || hide_pids || nhides) private_mounts(err, private_tmp, hide_pids);
+        if (ndevices) hide_devices(err, cover);
         if (gid >= 0 && (setgroups(0, NULL) < 0 || setgid((gid_t)gid) < 0)) child_fail(err, "setgid", NULL);
         if (uid >= 0 && setuid((uid_t)uid) < 0) child_fail(err, "setuid", NULL);
         if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(err, "prctl", "PR_SET_NO_NEW_PRIVS");

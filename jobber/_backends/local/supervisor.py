@@ -82,7 +82,7 @@ def write_final(job_dir: str, final: dict) -> None:
 
 
 _FLAGS = {"--pgid": "pgid", "--clear-env": "clear_env", "--no-new-privs": "no_new_privs", "--hide-pids": "hide_pids"}
-_VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file",
+_VALUES = {"--cwd": "cwd", "--private-tmp": "private_tmp", "--command-file": "command_file", "--device-cover": "device_cover",
            "--timeout": "timeout", "--grace": "grace", "--log-max": "log_max", "--env-file": "env_file"}
 TIMEOUT_NEVER_S = 9e9  # a --timeout this long is none (launcher.c: past 2^63 ns it would not fit)
 TIMED_OUT = "timed-out"  # the marker file: the job was stopped at its time limit
@@ -91,7 +91,8 @@ LAUNCHED = "launched"  # the launcher of this attempt: "PID START_TICKS", made w
 
 def parse_launch(argv: list[str]) -> dict:
     """Read the launcher's options (the same for the C and the Python launcher)."""
-    plan: dict = {"join": [], "rlimit": [], "env_file": None, "hide_cgroup": [], "pgid": False, "uid": None, "gid": None, "cwd": "/",
+    plan: dict = {"join": [], "rlimit": [], "env_file": None, "hide_cgroup": [], "hide_device": [], "device_cover": None,
+                  "pgid": False, "uid": None, "gid": None, "cwd": "/",
                   "clear_env": False, "no_new_privs": False, "hide_pids": False, "umask": None,
                   "private_tmp": None, "command_file": None, "log_max": None, "usage": []}
     i = 0
@@ -102,7 +103,7 @@ def parse_launch(argv: list[str]) -> dict:
             break
         if arg in _FLAGS:
             plan[_FLAGS[arg]] = True
-        elif arg in ("--join", "--rlimit", "--hide-cgroup", "--usage"):
+        elif arg in ("--join", "--rlimit", "--hide-cgroup", "--hide-device", "--usage"):
             plan[arg[2:].replace("-", "_")].append(argv[i + 1])
             i += 1
         elif arg in ("--uid", "--gid"):

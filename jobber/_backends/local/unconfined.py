@@ -65,10 +65,17 @@ class Cgroup:
         self.tag = f"{TAG_VARIABLE}={record['tag']}\0".encode()
         self.rlimits: dict[str, int] = record.get("rlimits", {})
         self.leader: int | None = record.get("pid")
+        self.covers: list[str] = []
+        if record.get("hide_devices"):
+            from jobber._backends.local import device_cover
+
+            self.covers = device_cover.launch_args(record)
 
     def launch_args(self) -> list[str]:
-        """Launcher options: the job's own process group, and its rlimits."""
-        return ["--pgid"] + [arg for name, value in sorted(self.rlimits.items()) for arg in ("--rlimit", f"{name}={value}")]
+        """Launcher options: the job's own process group, its rlimits, and the GPU nodes it
+        covers (``device_cover``)."""
+        return (["--pgid"] + [arg for name, value in sorted(self.rlimits.items()) for arg in ("--rlimit", f"{name}={value}")]
+                + self.covers)
 
     def pids(self) -> list[int]:
         """Processes of this user that carry the job's tag (setsid escapees included)."""
