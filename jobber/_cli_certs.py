@@ -156,8 +156,8 @@ def _ca_hint(path: str) -> str | None:
     try:
         from cryptography import x509
 
-        parsed = x509.load_pem_x509_certificate(open(path, "rb").read())
-    except (OSError, ValueError):
+        parsed = x509.load_pem_x509_certificate(read_file(path, MAX_PEM_BYTES, "the certificate file"))
+    except (CertificateError, ValueError):
         return None
     cert = Certificate(parsed)
     if not cert.is_ca:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyter_server.auth.decorator import ws_authenticated
@@ -33,15 +34,21 @@ from tornado import web, websocket
 
 from jobber import JobberError, JobError, JobNotFound
 from jobber._server.watch import WatchHub
-from jobber_lab._events import JobsFeed, list_rows
+from jobber_lab._events import JobsFeed
 from jobber_lab._identity import Identity, IdentityProblem
+from jobber_lab._reads import list_rows
 from jobber_lab._rows import counts, job_row, sweep_of
 from jobber_lab._view import JobView
 
-__all__ = ["LabJobs", "handlers"]
+__all__ = ["MAX_UNSENT", "BoundedSend", "LabJobs", "handlers"]
 
 _MAX_BODY = 64 * 1024
 _MAX_IDS = 10_000
+MAX_UNSENT = 8 << 20
+"""The most bytes a socket may have waiting to be sent: a browser that does not read
+(a frozen tab) is disconnected past it (it loads a new snapshot when it comes back),
+rather than the server keeping every message for it."""
+_POOL_THREADS = 2
 
 
 class LabJobs:
@@ -50,13 +57,14 @@ class LabJobs:
 
     def __init__(self) -> None:
         self.identity = Identity()
+        self.pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="jobber-lab")
         self._feed: JobsFeed | None = None
         self._hub: WatchHub | None = None
 
     @property
     def feed(self) -> JobsFeed:
         if self._feed is None:
-            self._feed = JobsFeed(self.identity, asyncio.get_running_loop())
+            self._feed = JobsFeed(self.identity, asyncio.get_running_loop(), self.pool)
         return self._feed
 
     @property
@@ -70,6 +78,14 @@ class LabJobs:
         if self._feed is not None:
             self._feed.restart()
 
+    def close(self) -> None:
+        """The Jupyter server stops: close the feed's and the views' inotify, end the pool's threads."""
+        if self._feed is not None:
+            self._feed.close()
+        if self._hub is not None:
+            self._hub.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
 
 def _not_found(job_id: int) -> web.HTTPError:
     return web.HTTPError(404, f"no job {job_id} for this identity")
@@ -77,7 +93,7 @@ def _not_found(job_id: int) -> web.HTTPError:
 
 def _job_id(text: str) -> int:
     if not text.isdigit() or len(text) > 18 or text.startswith("0"):
-        raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are whole numbers such as 12")
+        raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are positive whole numbers (1, 2, ...)")
     return int(text)
 
 
@@ -92,15 +108,16 @@ class _Base(APIHandler):
         except IdentityProblem as err:
             raise web.HTTPError(409, str(err)) from None
 
-    def body(self) -> dict[str, Any]:
+    def body(self, example: str) -> dict[str, Any]:
+        """The request's JSON object; ``example``: one such object, for the error's words."""
         if len(self.request.body) > _MAX_BODY:
             raise web.HTTPError(413, f"the request body is over {_MAX_BODY // 1024} KiB")
         try:
             data = json.loads(self.request.body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise web.HTTPError(400, "the request body is not JSON: send a JSON object, e.g. {\"ids\": [12, 13]}") from None
+            raise web.HTTPError(400, f"the request body is not JSON: send a JSON object, e.g. {example}") from None
         if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object, e.g. {\"ids\": [12, 13]}")
+            raise web.HTTPError(400, f"the request body must be a JSON object, e.g. {example}")
         return data
 
     async def job(self, text: str) -> Any:
@@ -133,10 +150,10 @@ class IdentityHandler(_Base):
         self.reply(self.lab.identity.describe())
 
     @web.authenticated
-    def put(self) -> None:
-        data = self.body()
-        try:
-            self.lab.identity.configure(data.get("certPath", ""), data.get("server", ""))
+    async def put(self) -> None:
+        data = self.body('{"certPath": "/home/you/.jobber/client.pem", "server": ""}')
+        try:  # (in a thread: it reads the certificate, and may reach a jobber server)
+            await asyncio.to_thread(self.lab.identity.configure, data.get("certPath", ""), data.get("server", ""))
         except IdentityProblem as err:
             raise web.HTTPError(400, str(err)) from None
         self.lab.identity_changed()
@@ -197,7 +214,7 @@ class JobActionHandler(_Base):
 class StopManyHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
-        data = self.body()
+        data = self.body('{"ids": [12, 13]}')
         session = self.session()
         ids, label = data.get("ids"), data.get("label")
         if ids is not None:
@@ -234,7 +251,36 @@ def _stop_many(session: Any, ids: list[int] | None, label: str | None) -> list[i
     return stopped
 
 
-class _Socket(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+class BoundedSend:
+    """A WebSocket handler's sending, bounded: a client that does not read its messages is
+    disconnected once :data:`MAX_UNSENT` bytes wait for it (they are freed then), instead of
+    the server buffering without end (for a tab that froze, or a client that never reads).
+    Mixed in before ``tornado.websocket.WebSocketHandler``."""
+
+    max_unsent = MAX_UNSENT
+    _unsent = 0
+
+    def send_text(self: Any, text: str) -> None:
+        """Send ``text``; past ``max_unsent`` bytes not yet taken by the client, close."""
+        if self._unsent > self.max_unsent:
+            if self.ws_connection is not None and not self.ws_connection.is_closing():
+                self.close(1008, "the client does not read its messages: reconnect")
+            return
+        size = len(text)
+        try:
+            sent = self.write_message(text)
+        except websocket.WebSocketClosedError:
+            return
+        self._unsent += size
+        sent.add_done_callback(lambda done: self._taken(size, done))
+
+    def _taken(self, size: int, sent: Any) -> None:
+        self._unsent -= size
+        if not sent.cancelled():
+            sent.exception()  # a connection lost meanwhile: nothing to tell (its on_close does)
+
+
+class _Socket(BoundedSend, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
     """A WebSocket with the Jupyter server's authentication (token or cookie)."""
 
     @property
@@ -250,13 +296,6 @@ class _Socket(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
 
     async def pre_get(self, *args: Any) -> None:
         """Check what the socket asks for before it opens (errors are HTTP errors then)."""
-
-    def send_text(self, text: str) -> None:
-        try:
-            self.write_message(text)
-        except websocket.WebSocketClosedError:
-            pass
-
 
 class EventsSocket(_Socket):
     def open(self, *args: Any, **kwargs: Any) -> None:
