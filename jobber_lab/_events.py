@@ -37,7 +37,7 @@ from typing import Any
 from jobber import JobberError
 from jobber._inotify import IN_CREATE, IN_MOVED_TO, Inotify
 from jobber_lab._identity import Identity
-from jobber_lab._reads import UNREADABLE, USAGE, ended, job_id_of, last_memories, list_local, list_remote, read_jobs
+from jobber_lab._reads import UNREADABLE, USAGE, ended, job_id_of, last_memories, list_local, list_remote, read_jobs, snapshot_text
 from jobber_lab._rows import counts
 
 __all__ = ["COALESCE_S", "JobsFeed", "REMOTE_POLL_S"]
@@ -142,9 +142,8 @@ class JobsFeed:
             self._mark(job_id)
 
     def _snapshot(self) -> str:
-        rows = sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
-        self._counts = counts(rows)
-        return json.dumps({"type": "snapshot", "jobs": rows, "counts": self._counts})
+        snapshot, self._counts = snapshot_text(self.rows.values())
+        return snapshot
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         text = json.dumps(message)
@@ -210,8 +209,12 @@ class JobsFeed:
                 self.loop.add_reader(inotify.fd, self._on_readable)
             for job_id, (job, row, _message) in found.items():
                 self._jobs[job_id], self.rows[job_id] = job, row
+            # In the pool too: a thousand rows as JSON take the loop tens of milliseconds.
+            made = await self._reads(epoch, snapshot_text, list(self.rows.values()))
+            if made is _STALE:
+                return
+            snapshot, self._counts = made
             self._ready = True
-            snapshot = self._snapshot()
             waiting, self._waiting = self._waiting, set()
             self._listeners |= waiting
             for listener in waiting:

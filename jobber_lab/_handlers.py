@@ -36,7 +36,7 @@ from jobber import JobberError, JobError, JobNotFound
 from jobber._server.watch import WatchHub
 from jobber_lab._events import JobsFeed
 from jobber_lab._identity import Identity, IdentityProblem
-from jobber_lab._reads import list_rows
+from jobber_lab._reads import BROKEN, list_rows
 from jobber_lab._rows import counts, job_row, sweep_of
 from jobber_lab._view import JobView
 
@@ -91,6 +91,15 @@ def _not_found(job_id: int) -> web.HTTPError:
     return web.HTTPError(404, f"no job {job_id} for this identity")
 
 
+def _broken(job_id: int, err: Exception) -> web.HTTPError:
+    """A 409 for a job that cannot be read (its files damaged, or not jobber's; a jobber
+    server unreachable): the sentence says which job and why."""
+    if isinstance(err, JobberError):
+        return web.HTTPError(409, str(err))
+    return web.HTTPError(409, f"job {job_id} cannot be read: its files are not jobber's ({type(err).__name__}: "
+                              f"{str(err)[:200]}); remove it with `jobber rm {job_id}` or its directory")
+
+
 def _job_id(text: str) -> int:
     if not text.isdigit() or len(text) > 18 or text.startswith("0"):
         raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are positive whole numbers (1, 2, ...)")
@@ -127,16 +136,16 @@ class _Base(APIHandler):
             return await asyncio.to_thread(session.get_job, job_id)
         except JobNotFound:
             raise _not_found(job_id) from None
-        except JobberError as err:  # its files unreadable, a jobber server unreachable
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:  # its files unreadable, a jobber server unreachable
+            raise _broken(job_id, err) from None
 
     async def row(self, job: Any) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(lambda: job_row(job, job.status()))
         except JobNotFound:
             raise _not_found(job.id) from None
-        except JobberError as err:
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:
+            raise _broken(job.id, err) from None
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -319,11 +328,11 @@ class ViewSocket(_Socket):
         except IdentityProblem as err:
             raise web.HTTPError(409, str(err)) from None
         try:
-            self._job = await asyncio.to_thread(session.get_job, job_id)
+            self._job = await asyncio.to_thread(lambda: _readable(session.get_job(job_id)))
         except JobNotFound:
             raise _not_found(job_id) from None
-        except JobberError as err:
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:
+            raise _broken(job_id, err) from None
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
@@ -341,6 +350,11 @@ class ViewSocket(_Socket):
     def on_close(self) -> None:
         if self._view is not None:
             self._view.close()
+
+
+def _readable(job: Any) -> Any:
+    job_row(job, job.status())  # (what the view shows first: a job that cannot be read is refused before the socket opens)
+    return job
 
 
 def handlers(base_url: str) -> list[tuple[str, type, dict[str, Any]]]:

@@ -7,20 +7,26 @@ made: its ``spec.json`` comes later, and its watch says when).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from jobber import JobberError, JobNotFound
 from jobber._inotify import Inotify
 from jobber._jobs.ending import end_message
-from jobber_lab._rows import job_row
+from jobber_lab._rows import counts, job_row
 
-__all__ = ["UNREADABLE", "USAGE", "ended", "job_id_of", "last_memories", "list_local", "list_remote", "list_rows",
-           "read_jobs"]
+__all__ = ["BROKEN", "UNREADABLE", "USAGE", "ended", "job_id_of", "last_memories", "list_local", "list_remote", "list_rows",
+           "read_jobs",
+           "snapshot_text"]
 
 UNREADABLE = object()
+BROKEN = (JobberError, OSError, ValueError, TypeError, KeyError, AttributeError)
+"""What reading a job whose files are not jobber's raises (its spec of the wrong types
+raises Python's own errors from the core's parser): that job cannot be shown, the rest can."""
 USAGE = "usage"
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ def _read_one(session: Any, job_id: int, job: Any) -> Any:
         row = job_row(job, status)
     except JobNotFound:
         return None
-    except (JobberError, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+    except BROKEN as err:
         # A job half made (no spec yet) reads later, when its spec.json lands; files that
         # are not jobber's (a spec of the wrong types) leave that job out, not the feed.
         log.debug("jobber: job %s not readable yet: %s", job_id, err)
@@ -120,6 +126,13 @@ def list_remote(session: Any) -> dict[int, Any]:
 def last_memories(directory: Path, ids: list[int]) -> dict[int, int | None]:
     """The running jobs' memory from their supervisors' last usage samples (None: none yet)."""
     return {job_id: _last_memory(directory / str(job_id) / USAGE) for job_id in ids}
+
+
+def snapshot_text(rows: Iterable[dict[str, Any]]) -> tuple[str, dict[str, int]]:
+    """The snapshot message of ``rows`` (newest first), and their counts."""
+    ordered = sorted(rows, key=lambda row: row["id"], reverse=True)
+    found = counts(ordered)
+    return json.dumps({"type": "snapshot", "jobs": ordered, "counts": found}), found
 
 
 def ended(row: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -458,6 +459,54 @@ class TestErrorWords:
         message = error(lab["a"].call("PUT", "/identity", {"certPath": str(demo["pool_ca"]), "server": ""}), 400)
         assert "is the CA certificate" in message and "client certificate" in message
         assert lab["a"].call("GET", "/identity").json()["hash"] == tenant_a.hash()
+
+
+class TestHostileJobFiles:
+    def test_jobs_whose_files_are_not_jobbers_are_left_out_and_nothing_fails(self, lab, tenant_a):
+        good = run(tenant_a, "true", label="good")
+        good.wait()
+        spec = json.loads((good.path / "spec.json").read_text())
+        mine = lab["jobs"] / tenant_a.hash()
+        planted = {999001: {"status.json": "not json"}, 999002: {"spec.json": json.dumps({**spec, "label": "\ud800"})},
+                   999003: {"spec.json": json.dumps({**spec, "command": 5, "env": "x", "limits": [1]})},
+                   999004: {"spec.json": "[1, 2]", "status.json": "{}"}}
+        for job_id, files in planted.items():
+            (mine / str(job_id)).mkdir()
+            for name, text in files.items():
+                (mine / str(job_id) / name).write_text(text, errors="surrogatepass")
+
+        async def snapshot():
+            ws = await lab["a"].socket("/events")
+            try:
+                return await receive(ws, 60)
+            finally:
+                await close(ws)
+
+        try:
+            listed = lab["a"].call("GET", "/jobs")
+            assert listed.status_code == 200, listed.text
+            first = run_async(snapshot())
+            for rows in (listed.json()["jobs"], first["jobs"]):
+                ids = [row["id"] for row in rows]
+                assert good.id in ids and not {999001, 999003, 999004} & set(ids)
+            for job_id in planted:
+                assert lab["a"].call("GET", f"/jobs/{job_id}").status_code in (200, 404, 409)
+
+            async def views():
+                for job_id in (999001, 999003, 999004):
+                    with pytest.raises(Exception, match="409|404"):
+                        await lab["a"].socket(f"/jobs/{job_id}/view")
+                if lab["a"].call("GET", "/jobs/999002").status_code == 200:  # a lone surrogate in the label
+                    ws = await lab["a"].socket("/jobs/999002/view")
+                    try:
+                        assert (await receive(ws))["type"] == "state"
+                    finally:
+                        await close(ws)
+
+            run_async(views())
+        finally:
+            for job_id in planted:
+                shutil.rmtree(mine / str(job_id))
 
 
 class TestAClientThatNeverReads:
