@@ -130,12 +130,6 @@ class JobsFeed:
         """The identity changed: start over, and send every socket the new snapshot."""
         self._stop()
 
-    def close(self) -> None:
-        """The server stops: drop every socket's feed, close the watch."""
-        self._listeners.clear()
-        self._waiting.clear()
-        self._stop()
-
     def job_changed(self, job_id: int) -> None:
         """A handler changed a job (stop, re-run, remove): read it now, whatever inotify says."""
         if self._ready:

@@ -60,6 +60,7 @@ class LabJobs:
         self.pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="jobber-lab")
         self._feed: JobsFeed | None = None
         self._hub: WatchHub | None = None
+        self.views: set[ViewSocket] = set()
 
     @property
     def feed(self) -> JobsFeed:
@@ -74,17 +75,12 @@ class LabJobs:
         return self._hub
 
     def identity_changed(self) -> None:
-        """The identity was configured anew: the feed (if any) starts over with it."""
+        """The identity was configured anew: the feed (if any) starts over with it, and each
+        job view closes (its job is the former identity's: no Stop of it from here)."""
         if self._feed is not None:
             self._feed.restart()
-
-    def close(self) -> None:
-        """The Jupyter server stops: close the feed's and the views' inotify, end the pool's threads."""
-        if self._feed is not None:
-            self._feed.close()
-        if self._hub is not None:
-            self._hub.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for view in list(self.views):
+            view.close(4000, "the Jobs panel's identity changed")
 
 
 def _not_found(job_id: int) -> web.HTTPError:
@@ -327,6 +323,7 @@ class ViewSocket(_Socket):
             session = self.lab.identity.session
         except IdentityProblem as err:
             raise web.HTTPError(409, str(err)) from None
+        self._generation = self.lab.identity.generation
         try:
             self._job = await asyncio.to_thread(lambda: _readable(session.get_job(job_id)))
         except JobNotFound:
@@ -336,6 +333,10 @@ class ViewSocket(_Socket):
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        if self._generation != self.lab.identity.generation:
+            self.close(4000, "the Jobs panel's identity changed")
+            return
+        self.lab.views.add(self)
         self._view = JobView(self._job, lambda message: self.send_text(json.dumps(message)), self.lab.hub)
         await self._view.start()
 
@@ -348,6 +349,7 @@ class ViewSocket(_Socket):
             await self._view.on_message(data.get("content"))
 
     def on_close(self) -> None:
+        self.lab.views.discard(self)
         if self._view is not None:
             self._view.close()
 

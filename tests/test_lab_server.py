@@ -379,6 +379,31 @@ class TestIdentitySetting:
         assert labels[2] == labels[0]
 
 
+    def test_a_job_view_closes_when_the_identity_changes(self, lab, tenant_a, demo):
+        job = run(tenant_a, "sleep 300")
+
+        async def scenario():
+            ws = await lab["a"].socket(f"/jobs/{job.id}/view")
+            try:
+                assert (await receive(ws))["type"] == "state"
+                lab["a"].call("PUT", "/identity", {"certPath": str(demo["client2"]), "server": ""})
+                deadline = time.monotonic() + 30
+                while await asyncio.wait_for(ws.read_message(), 30) is not None:
+                    assert time.monotonic() < deadline, "the view stayed open"
+                with contextlib.suppress(Exception):  # a Stop from the old view reaches nothing
+                    await ws.write_message('{"type": "custom", "content": {"event": "stop"}}')
+                return ws.close_code
+            finally:
+                ws.close()
+                lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""})
+
+        try:
+            assert run_async(scenario()) == 4000
+            assert job.status().state == "running"
+        finally:
+            job.stop()
+
+
 class TestRemoteIdentity:
     def test_a_jobber_servers_jobs_listed_fed_and_stopped(self, pki, server, tenant, tmp_path):
         cert, key = tenant
