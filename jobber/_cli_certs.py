@@ -25,7 +25,7 @@ from jobber._certificates.listing import pool_identities
 from jobber._certificates.pool import MAX_PEM_BYTES, load_pool, parse_input, read_file
 from jobber._errors import CertificateError, JobberError
 
-__all__ = ["run_certs"]
+__all__ = ["ca_hint", "run_certs"]
 
 
 def run_certs(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         cert = Certificate.from_file(args.file, root=args.root)
     except JobberError:
-        hint = _ca_hint(args.file)
+        hint = ca_hint(args.file)
         if hint:
             raise JobberError(hint) from None
         raise
@@ -176,13 +176,13 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ca_hint(path: str) -> str | None:
+def ca_hint(path: str) -> str | None:
     """What to say when the CA's certificate is given where a client's is meant, else None."""
     try:
         from cryptography import x509
 
-        parsed = x509.load_pem_x509_certificate(open(path, "rb").read())
-    except (OSError, ValueError):
+        parsed = x509.load_pem_x509_certificate(read_file(path, MAX_PEM_BYTES, "the certificate file"))
+    except (CertificateError, ValueError):
         return None
     cert = Certificate(parsed)
     if not cert.is_ca:

@@ -29,17 +29,18 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from datetime import datetime, timezone
 from typing import Any
 
-from jobber import JobberError, JobNotFound
+from jobber import JobberError
 from jobber._inotify import IN_CREATE, IN_MOVED_TO, Inotify
-from jobber._jobs.ending import end_message
 from jobber_lab._identity import Identity
-from jobber_lab._rows import counts, job_row
+from jobber_lab._reads import UNREADABLE, USAGE, ended, job_id_of, last_memories, list_local, list_remote, read_jobs, snapshot_text
+from jobber_lab._rows import counts
 
-__all__ = ["COALESCE_S", "JobsFeed", "REMOTE_POLL_S", "list_rows"]
+__all__ = ["COALESCE_S", "JobsFeed", "REMOTE_POLL_S"]
 
 COALESCE_S = 0.05
 """How long a change waits for the others of its burst before the feed reads it."""
@@ -52,159 +53,176 @@ _IN_IGNORED = 0x00008000
 _DIR_MASK = IN_CREATE | IN_MOVED_TO | _IN_DELETE | _IN_MOVED_FROM
 _JOB_MASK = IN_MOVED_TO | IN_CREATE
 _EVENT = struct.Struct("iIII")
-_USAGE = b"usage"
+_USAGE = USAGE.encode()
 log = logging.getLogger(__name__)
-
-
-def _job_id(name: bytes | str) -> int | None:
-    text = name.decode(errors="replace") if isinstance(name, bytes) else name
-    return int(text) if text.isdigit() and not text.startswith("0") and len(text) < 19 else None
-
-
-def _last_memory(path: os.PathLike[str]) -> int | None:
-    """The memory of the last complete sample of a usage file (``jobber._usage``), or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        tail = os.pread(fd, 256, max(0, size - 256))
-    finally:
-        os.close(fd)
-    lines = tail.split(b"\n")
-    for line in reversed(lines[:-1]):  # the last piece: unfinished, or b""
-        fields = line.split()
-        if len(fields) == 4 and not line.startswith(b"#"):
-            return int(fields[1]) if fields[1].isdigit() else None
-    return None
-
-
-def list_rows(session: Any) -> list[dict[str, Any]]:
-    """Every job of ``session`` as a row, newest first (blocking: status reads)."""
-    rows = []
-    for job in session.get_jobs():
-        try:
-            rows.append(job_row(job, job.status()))
-        except JobNotFound:
-            continue  # removed since the listing
-    rows.sort(key=lambda row: row["id"], reverse=True)
-    return rows
+_STALE = object()  # a read begun before the feed stopped
 
 
 class JobsFeed:
     """The identity's jobs as rows, kept current while any socket listens.
 
+    The bookkeeping and the sending run on the Jupyter server's event loop; every read
+    (the listing, a job's status, a usage file, a jobber server's answer) runs in
+    ``pool``, one batch at a time, so that the loop (every notebook's kernel messages)
+    never waits on the disk or the network. Each socket gets its messages in the order
+    the feed made them.
+
     Args:
         identity: the server's identity (its changes restart the feed).
-        loop: the Jupyter server's event loop (everything here runs on it).
+        loop: the Jupyter server's event loop.
+        pool: the small executor that does the reads.
     """
 
-    def __init__(self, identity: Identity, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, identity: Identity, loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
         self.identity = identity
         self.loop = loop
+        self.pool = pool
         self.rows: dict[int, dict[str, Any]] = {}
         self._jobs: dict[int, Any] = {}
         self._listeners: set[Callable[[str], None]] = set()
+        self._waiting: set[Callable[[str], None]] = set()  # until the first snapshot is read
         self._inotify: Inotify | None = None
         self._wd_job: dict[int, int | None] = {}  # watch -> job id (None: the identity's directory)
         self._job_wd: dict[int, int] = {}
         self._dirty: set[int] = set()
-        self._usage_handle: asyncio.TimerHandle | None = None
         self._counts: dict[str, int] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._poll_handle: asyncio.TimerHandle | None = None
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._turn = asyncio.Lock()  # one batch of reads at a time, applied in order
+        self._epoch = 0  # bumped by every stop: reads begun before it are dropped
+        self._started = False
+        self._ready = False
         self._generation = -1
         self._session: Any = None
 
     @property
     def active(self) -> bool:
         """Whether the feed runs (some socket listens)."""
-        return bool(self._listeners)
+        return bool(self._listeners or self._waiting)
 
     def current(self) -> list[dict[str, Any]] | None:
         """The rows, newest first, while the feed keeps them current (else None: read them)."""
-        if not self._listeners or self._generation != self.identity.generation or self._session is None:
+        if not self._ready or self._generation != self.identity.generation or self._session is None:
             return None
         return sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
 
     def add(self, listener: Callable[[str], None]) -> None:
-        """Send ``listener`` the snapshot now, then every change (a JSON text each)."""
+        """Send ``listener`` the snapshot (once read), then every change (a JSON text each)."""
         if self._generation != self.identity.generation:
             self._stop()
-        if not self._listeners or self._session is None:
-            self._start()
-        self._listeners.add(listener)
-        listener(self._snapshot())
-        if self.identity.local_dir is not None:
-            self._schedule_usage()
+        if self._ready:
+            self._listeners.add(listener)
+            listener(self._snapshot())
+            return
+        self._waiting.add(listener)
+        if not self._started:
+            self._started = True
+            self._spawn(self._start())
 
     def remove(self, listener: Callable[[str], None]) -> None:
         """Stop sending to ``listener``; the last one stops the feed."""
         self._listeners.discard(listener)
-        if not self._listeners:
+        self._waiting.discard(listener)
+        if not self.active:
             self._stop()
 
     def restart(self) -> None:
         """The identity changed: start over, and send every socket the new snapshot."""
-        listeners = set(self._listeners)
         self._stop()
-        if listeners:
-            self._start()
-            self._listeners = listeners
-            snapshot = self._snapshot()
-            for listener in listeners:
-                listener(snapshot)
-            self._schedule_usage()
 
     def job_changed(self, job_id: int) -> None:
         """A handler changed a job (stop, re-run, remove): read it now, whatever inotify says."""
-        if self._listeners:
+        if self._ready:
             self._mark(job_id)
 
     def _snapshot(self) -> str:
-        rows = sorted(self.rows.values(), key=lambda row: row["id"], reverse=True)
-        self._counts = counts(rows)
-        return json.dumps({"type": "snapshot", "jobs": rows, "counts": self._counts})
+        snapshot, self._counts = snapshot_text(self.rows.values())
+        return snapshot
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         text = json.dumps(message)
         for listener in list(self._listeners):
             listener(text)
 
-    def _start(self) -> None:
-        self._generation = self.identity.generation
-        self.rows.clear()
-        self._jobs.clear()
-        try:
-            self._session = self.identity.session
-        except JobberError:
-            self._session = None
-            return
-        directory = self.identity.local_dir
-        if directory is None:
-            self._poll()
-            return
-        self._inotify = Inotify()
-        self.loop.add_reader(self._inotify.fd, self._on_readable)
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._wd_job[self._inotify.add_watch(directory, _DIR_MASK)] = None
-            names = os.listdir(directory)
-        except OSError as err:
-            log.warning("jobber: cannot watch %s: %s", directory, err)
-            names = []
-        for name in names:
-            job_id = _job_id(name)
-            if job_id is not None:
-                self._watch(job_id)
-                self._read(job_id)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("jobber: the Jobs panel's feed failed", exc_info=task.exception())
+
+    def _later(self, name: str, delay: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` in ``delay`` seconds, unless it is already due."""
+        if name not in self._handles:
+            def due() -> None:
+                del self._handles[name]
+                self._spawn(work())
+            self._handles[name] = self.loop.call_later(delay, due)
+
+    async def _reads(self, epoch: int, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)`` in the pool; ``_STALE`` when the feed stopped meanwhile."""
+        result = await self.loop.run_in_executor(self.pool, read, *args)
+        return result if epoch == self._epoch else _STALE
+
+    async def _start(self) -> None:
+        epoch = self._epoch
+        async with self._turn:
+            if epoch != self._epoch:
+                return
+            self._generation = self.identity.generation
+            try:
+                session = self.identity.session
+            except JobberError:
+                session = None
+            directory = self.identity.local_dir if session is not None else None
+            inotify = Inotify() if directory is not None else None
+            try:
+                if session is None:
+                    found: Any = {}
+                elif inotify is None:
+                    found = await self._reads(epoch, list_remote, session)
+                else:
+                    found = await self._reads(epoch, list_local, session, directory, inotify, _DIR_MASK, _JOB_MASK)
+            except BaseException:
+                if inotify is not None:
+                    inotify.close()
+                raise
+            if found is _STALE:
+                if inotify is not None:
+                    inotify.close()  # (its reads are over: no other thread holds its descriptor)
+                return
+            self._session = session
+            if inotify is not None:
+                self._inotify = inotify
+                self._wd_job.update(found.pop("watches"))
+                self._job_wd.update({job_id: wd for wd, job_id in self._wd_job.items() if job_id is not None})
+                # Added now: what happened during the listing waited in the kernel's queue.
+                self.loop.add_reader(inotify.fd, self._on_readable)
+            for job_id, (job, row, _message) in found.items():
+                self._jobs[job_id], self.rows[job_id] = job, row
+            # In the pool too: a thousand rows as JSON take the loop tens of milliseconds.
+            made = await self._reads(epoch, snapshot_text, list(self.rows.values()))
+            if made is _STALE:
+                return
+            snapshot, self._counts = made
+            self._ready = True
+            waiting, self._waiting = self._waiting, set()
+            self._listeners |= waiting
+            for listener in waiting:
+                listener(snapshot)
+            if session is not None and inotify is None:
+                self._later("poll", REMOTE_POLL_S, self._poll)
+            elif any(row["state"] == "running" for row in self.rows.values()):
+                self._later("usage", USAGE_INTERVAL_S, self._tick_usage)
 
     def _stop(self) -> None:
-        for handle in (self._flush_handle, self._poll_handle):
-            if handle is not None:
-                handle.cancel()
-        self._flush_handle = self._poll_handle = None
+        self._epoch += 1
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
         if self._inotify is not None:
             self.loop.remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -212,17 +230,20 @@ class JobsFeed:
         self._wd_job.clear()
         self._job_wd.clear()
         self._dirty.clear()
-        if self._usage_handle is not None:
-            self._usage_handle.cancel()
-            self._usage_handle = None
         self.rows.clear()
         self._jobs.clear()
         self._session = None
+        self._started = self._ready = False
+        self._waiting |= self._listeners  # each gets the snapshot of the feed started anew
+        self._listeners = set()
+        if self._waiting:  # sockets that came while it stopped: start again for them
+            self._started = True
+            self._spawn(self._start())
 
     def _watch(self, job_id: int) -> None:
         if self._inotify is None or job_id in self._job_wd or self.identity.local_dir is None:
             return
-        try:
+        try:  # (a watch is one system call on a directory: no read of a file)
             wd = self._inotify.add_watch(self.identity.local_dir / str(job_id), _JOB_MASK)
         except OSError:
             return  # removed already: its IN_DELETE says so
@@ -256,7 +277,7 @@ class JobsFeed:
                 self._mark(job_id)
             return
         if job_id is None:  # the identity's directory: a job made or removed
-            made = _job_id(name)
+            made = job_id_of(name)
             if made is not None:
                 if mask & (IN_CREATE | IN_MOVED_TO):
                     self._watch(made)
@@ -265,93 +286,87 @@ class JobsFeed:
         if name != _USAGE:  # (a usage file rewritten by its supervisor: the tick reads it)
             self._mark(job_id)
 
-    def _tick_usage(self) -> None:
-        """Every running job's memory, from its supervisor's last sample; sent when it changed."""
-        self._usage_handle = None
-        directory = self.identity.local_dir
-        running = [row for row in self.rows.values() if row["state"] == "running"]
-        if not self._listeners or directory is None or not running:
-            return  # (a job's start, seen by inotify, schedules the tick again)
-        for row in running:
-            memory = _last_memory(directory / str(row["id"]) / _USAGE.decode())
-            if memory is None or memory == row["memory_now"] or row["id"] in self._dirty:
-                continue
-            elapsed = None
-            if row["started"] is not None:
-                elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(row["started"])).total_seconds()
-            fresh = {**row, "elapsed_s": elapsed, "memory_now": memory, "memory_peak": max(memory, row["memory_peak"] or 0)}
-            self.rows[row["id"]] = fresh
-            self._broadcast({"type": "job", "job": fresh, "counts": self._counts})
-        self._schedule_usage()
-
-    def _schedule_usage(self) -> None:
-        if self._usage_handle is None and self._listeners:
-            self._usage_handle = self.loop.call_later(USAGE_INTERVAL_S, self._tick_usage)
-
     def _mark(self, job_id: int) -> None:
         self._dirty.add(job_id)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_later(COALESCE_S, self._flush)
+        self._later("flush", COALESCE_S, self._flush)
 
-    def _flush(self) -> None:
-        self._flush_handle = None
-        dirty, self._dirty = self._dirty, set()
-        for job_id in sorted(dirty):
-            self._read(job_id, send=True)
+    async def _flush(self) -> None:
+        epoch = self._epoch
+        async with self._turn:
+            dirty, self._dirty = self._dirty, set()
+            if epoch != self._epoch or not dirty or self._session is None:
+                return
+            known = {job_id: self._jobs.get(job_id) for job_id in sorted(dirty)}
+            found = await self._reads(epoch, read_jobs, self._session, known)
+            if found is _STALE:
+                return
+            for job_id, read in found.items():
+                if read is None:
+                    self._removed(job_id)
+                elif read is not UNREADABLE:
+                    self._apply(job_id, *read)
 
-    def _read(self, job_id: int, *, send: bool = False) -> None:
-        """Read job ``job_id`` again; with ``send``, tell the sockets what changed."""
-        try:
-            job = self._jobs.get(job_id) or self._session.get_job(job_id)
-            status = job.status()
-            row = job_row(job, status)
-        except JobNotFound:
-            self._jobs.pop(job_id, None)
-            if self.rows.pop(job_id, None) is not None and send:
-                self._counts = counts(self.rows.values())
-                self._broadcast({"type": "removed", "id": job_id, "counts": self._counts})
-            return
-        except (JobberError, OSError, ValueError) as err:
-            # A job half made (no spec yet) reads later, when its spec.json lands.
-            log.debug("jobber: job %s not readable yet: %s", job_id, err)
-            return
+    def _removed(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+        if self.rows.pop(job_id, None) is not None:
+            self._counts = counts(self.rows.values())
+            self._broadcast({"type": "removed", "id": job_id, "counts": self._counts})
+
+    def _apply(self, job_id: int, job: Any, row: dict[str, Any], message: str | None) -> None:
+        """Keep a row read anew; tell the sockets what changed, and its end the first time."""
         self._jobs[job_id] = job
         before = self.rows.get(job_id)
         self.rows[job_id] = row
         if row["state"] != (before or {}).get("state"):
             self._counts = counts(self.rows.values())
-        if row["state"] == "running":
-            self._schedule_usage()
-        if not send or row == before:
+        if row["state"] == "running" and self._inotify is not None:
+            self._later("usage", USAGE_INTERVAL_S, self._tick_usage)
+        if row == before:
             return
-        self._changed(before, row, lambda: end_message(job.id, row["label"], status))
-
-    def _changed(self, before: dict[str, Any] | None, row: dict[str, Any], message: Callable[[], str]) -> None:
-        """Tell the sockets of a changed row; and of its end, the first time it is seen ended."""
         self._broadcast({"type": "job", "job": row, "counts": self._counts})
-        if _ended(row) and (before is None or not _ended(before)):
-            self._broadcast({"type": "ended", "job": row, "message": message(), "notify": row["notify"]})
+        if message is not None and (before is None or not ended(before)):
+            self._broadcast({"type": "ended", "job": row, "message": message, "notify": row["notify"]})
 
-    def _poll(self) -> None:
+    async def _tick_usage(self) -> None:
+        """Every running job's memory, from its supervisor's last sample; sent when it changed."""
+        epoch = self._epoch
+        async with self._turn:
+            directory = self.identity.local_dir
+            running = [row["id"] for row in self.rows.values() if row["state"] == "running"]
+            if epoch != self._epoch or directory is None or not running:
+                return  # (a job's start, seen by inotify, schedules the tick again)
+            memories = await self._reads(epoch, last_memories, directory, running)
+            if memories is _STALE:
+                return
+            for job_id, memory in memories.items():
+                row = self.rows.get(job_id)
+                if row is None or memory is None or memory == row["memory_now"] or job_id in self._dirty:
+                    continue
+                elapsed = None
+                if row["started"] is not None:
+                    elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(row["started"])).total_seconds()
+                fresh = {**row, "elapsed_s": elapsed, "memory_now": memory,
+                         "memory_peak": max(memory, row["memory_peak"] or 0)}
+                self.rows[job_id] = fresh
+                self._broadcast({"type": "job", "job": fresh, "counts": self._counts})
+            self._later("usage", USAGE_INTERVAL_S, self._tick_usage)
+
+    async def _poll(self) -> None:
         """A remote identity: list its jobs anew, and send what changed."""
-        self._poll_handle = None
-        try:
-            jobs = {job.id: job for job in self._session.get_jobs()}
-            fresh = {job_id: job_row(job, job.status()) for job_id, job in jobs.items()}
-        except JobberError as err:
-            log.warning("jobber: listing the jobs failed: %s", err)
-            fresh = dict(self.rows)
-        before, self.rows = self.rows, fresh
-        self._counts = counts(fresh.values())
-        if self._listeners:
-            for job_id in set(before) - set(fresh):
-                self._broadcast({"type": "removed", "id": job_id, "counts": self._counts})
-            for job_id, row in fresh.items():
-                if row != before.get(job_id):
-                    job = jobs[job_id]
-                    self._changed(before.get(job_id), row, lambda job=job: end_message(job.id, job.label, job.status()))
-        self._poll_handle = self.loop.call_later(REMOTE_POLL_S, self._poll)
-
-
-def _ended(row: dict[str, Any]) -> bool:
-    return row["state"] not in ("created", "pending", "running")
+        epoch = self._epoch
+        async with self._turn:
+            if epoch != self._epoch:
+                return
+            try:
+                found = await self._reads(epoch, list_remote, self._session)
+            except JobberError as err:
+                log.warning("jobber: listing the jobs failed: %s", err)
+                found = None
+            if found is _STALE:
+                return
+            if found is not None:
+                for job_id in set(self.rows) - set(found):
+                    self._removed(job_id)
+                for job_id, read in sorted(found.items()):
+                    self._apply(job_id, *read)
+            self._later("poll", REMOTE_POLL_S, self._poll)

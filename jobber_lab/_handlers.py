@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyter_server.auth.decorator import ws_authenticated
@@ -33,15 +34,21 @@ from tornado import web, websocket
 
 from jobber import JobberError, JobError, JobNotFound
 from jobber._server.watch import WatchHub
-from jobber_lab._events import JobsFeed, list_rows
+from jobber_lab._events import JobsFeed
 from jobber_lab._identity import Identity, IdentityProblem
+from jobber_lab._reads import BROKEN, list_rows
 from jobber_lab._rows import counts, job_row, sweep_of
 from jobber_lab._view import JobView
 
-__all__ = ["LabJobs", "handlers"]
+__all__ = ["MAX_UNSENT", "BoundedSend", "LabJobs", "handlers"]
 
 _MAX_BODY = 64 * 1024
 _MAX_IDS = 10_000
+MAX_UNSENT = 8 << 20
+"""The most bytes a socket may have waiting to be sent: a browser that does not read
+(a frozen tab) is disconnected past it (it loads a new snapshot when it comes back),
+rather than the server keeping every message for it."""
+_POOL_THREADS = 2
 
 
 class LabJobs:
@@ -50,13 +57,15 @@ class LabJobs:
 
     def __init__(self) -> None:
         self.identity = Identity()
+        self.pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="jobber-lab")
         self._feed: JobsFeed | None = None
         self._hub: WatchHub | None = None
+        self.views: set[ViewSocket] = set()
 
     @property
     def feed(self) -> JobsFeed:
         if self._feed is None:
-            self._feed = JobsFeed(self.identity, asyncio.get_running_loop())
+            self._feed = JobsFeed(self.identity, asyncio.get_running_loop(), self.pool)
         return self._feed
 
     @property
@@ -66,18 +75,30 @@ class LabJobs:
         return self._hub
 
     def identity_changed(self) -> None:
-        """The identity was configured anew: the feed (if any) starts over with it."""
+        """The identity was configured anew: the feed (if any) starts over with it, and each
+        job view closes (its job is the former identity's: no Stop of it from here)."""
         if self._feed is not None:
             self._feed.restart()
+        for view in list(self.views):
+            view.close(4000, "the Jobs panel's identity changed")
 
 
 def _not_found(job_id: int) -> web.HTTPError:
     return web.HTTPError(404, f"no job {job_id} for this identity")
 
 
+def _broken(job_id: int, err: Exception) -> web.HTTPError:
+    """A 409 for a job that cannot be read (its files damaged, or not jobber's; a jobber
+    server unreachable): the sentence says which job and why."""
+    if isinstance(err, JobberError):
+        return web.HTTPError(409, str(err))
+    return web.HTTPError(409, f"job {job_id} cannot be read: its files are not jobber's ({type(err).__name__}: "
+                              f"{str(err)[:200]}); remove it with `jobber rm {job_id}` or its directory")
+
+
 def _job_id(text: str) -> int:
     if not text.isdigit() or len(text) > 18 or text.startswith("0"):
-        raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are whole numbers such as 12")
+        raise web.HTTPError(400, f"{text[:40]!r} is not a job id: job ids are positive whole numbers (1, 2, ...)")
     return int(text)
 
 
@@ -92,15 +113,16 @@ class _Base(APIHandler):
         except IdentityProblem as err:
             raise web.HTTPError(409, str(err)) from None
 
-    def body(self) -> dict[str, Any]:
+    def body(self, example: str) -> dict[str, Any]:
+        """The request's JSON object; ``example``: one such object, for the error's words."""
         if len(self.request.body) > _MAX_BODY:
             raise web.HTTPError(413, f"the request body is over {_MAX_BODY // 1024} KiB")
         try:
             data = json.loads(self.request.body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise web.HTTPError(400, "the request body is not JSON: send a JSON object, e.g. {\"ids\": [12, 13]}") from None
+            raise web.HTTPError(400, f"the request body is not JSON: send a JSON object, e.g. {example}") from None
         if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object, e.g. {\"ids\": [12, 13]}")
+            raise web.HTTPError(400, f"the request body must be a JSON object, e.g. {example}")
         return data
 
     async def job(self, text: str) -> Any:
@@ -110,16 +132,16 @@ class _Base(APIHandler):
             return await asyncio.to_thread(session.get_job, job_id)
         except JobNotFound:
             raise _not_found(job_id) from None
-        except JobberError as err:  # its files unreadable, a jobber server unreachable
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:  # its files unreadable, a jobber server unreachable
+            raise _broken(job_id, err) from None
 
     async def row(self, job: Any) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(lambda: job_row(job, job.status()))
         except JobNotFound:
             raise _not_found(job.id) from None
-        except JobberError as err:
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:
+            raise _broken(job.id, err) from None
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -133,10 +155,10 @@ class IdentityHandler(_Base):
         self.reply(self.lab.identity.describe())
 
     @web.authenticated
-    def put(self) -> None:
-        data = self.body()
-        try:
-            self.lab.identity.configure(data.get("certPath", ""), data.get("server", ""))
+    async def put(self) -> None:
+        data = self.body('{"certPath": "/home/you/.jobber/client.pem", "server": ""}')
+        try:  # (in a thread: it reads the certificate, and may reach a jobber server)
+            await asyncio.to_thread(self.lab.identity.configure, data.get("certPath", ""), data.get("server", ""))
         except IdentityProblem as err:
             raise web.HTTPError(400, str(err)) from None
         self.lab.identity_changed()
@@ -197,7 +219,7 @@ class JobActionHandler(_Base):
 class StopManyHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
-        data = self.body()
+        data = self.body('{"ids": [12, 13]}')
         session = self.session()
         ids, label = data.get("ids"), data.get("label")
         if ids is not None:
@@ -234,7 +256,36 @@ def _stop_many(session: Any, ids: list[int] | None, label: str | None) -> list[i
     return stopped
 
 
-class _Socket(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+class BoundedSend:
+    """A WebSocket handler's sending, bounded: a client that does not read its messages is
+    disconnected once :data:`MAX_UNSENT` bytes wait for it (they are freed then), instead of
+    the server buffering without end (for a tab that froze, or a client that never reads).
+    Mixed in before ``tornado.websocket.WebSocketHandler``."""
+
+    max_unsent = MAX_UNSENT
+    _unsent = 0
+
+    def send_text(self: Any, text: str) -> None:
+        """Send ``text``; past ``max_unsent`` bytes not yet taken by the client, close."""
+        if self._unsent > self.max_unsent:
+            if self.ws_connection is not None and not self.ws_connection.is_closing():
+                self.close(1008, "the client does not read its messages: reconnect")
+            return
+        size = len(text)
+        try:
+            sent = self.write_message(text)
+        except websocket.WebSocketClosedError:
+            return
+        self._unsent += size
+        sent.add_done_callback(lambda done: self._taken(size, done))
+
+    def _taken(self, size: int, sent: Any) -> None:
+        self._unsent -= size
+        if not sent.cancelled():
+            sent.exception()  # a connection lost meanwhile: nothing to tell (its on_close does)
+
+
+class _Socket(BoundedSend, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
     """A WebSocket with the Jupyter server's authentication (token or cookie)."""
 
     @property
@@ -250,13 +301,6 @@ class _Socket(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
 
     async def pre_get(self, *args: Any) -> None:
         """Check what the socket asks for before it opens (errors are HTTP errors then)."""
-
-    def send_text(self, text: str) -> None:
-        try:
-            self.write_message(text)
-        except websocket.WebSocketClosedError:
-            pass
-
 
 class EventsSocket(_Socket):
     def open(self, *args: Any, **kwargs: Any) -> None:
@@ -279,15 +323,20 @@ class ViewSocket(_Socket):
             session = self.lab.identity.session
         except IdentityProblem as err:
             raise web.HTTPError(409, str(err)) from None
+        self._generation = self.lab.identity.generation
         try:
-            self._job = await asyncio.to_thread(session.get_job, job_id)
+            self._job = await asyncio.to_thread(lambda: _readable(session.get_job(job_id)))
         except JobNotFound:
             raise _not_found(job_id) from None
-        except JobberError as err:
-            raise web.HTTPError(409, str(err)) from None
+        except BROKEN as err:
+            raise _broken(job_id, err) from None
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        if self._generation != self.lab.identity.generation:
+            self.close(4000, "the Jobs panel's identity changed")
+            return
+        self.lab.views.add(self)
         self._view = JobView(self._job, lambda message: self.send_text(json.dumps(message)), self.lab.hub)
         await self._view.start()
 
@@ -300,8 +349,14 @@ class ViewSocket(_Socket):
             await self._view.on_message(data.get("content"))
 
     def on_close(self) -> None:
+        self.lab.views.discard(self)
         if self._view is not None:
             self._view.close()
+
+
+def _readable(job: Any) -> Any:
+    job_row(job, job.status())  # (what the view shows first: a job that cannot be read is refused before the socket opens)
+    return job
 
 
 def handlers(base_url: str) -> list[tuple[str, type, dict[str, Any]]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import jobber
 from jobber import JobberError
+from jobber._cli_certs import ca_hint
 from jobber._jobs.store import JobStore
 
 __all__ = ["Identity", "IdentityProblem"]
@@ -141,7 +142,8 @@ def _check_cert_path(path: str) -> None:
     try:
         jobber.Certificate.from_file(full)
     except JobberError as err:
-        raise IdentityProblem(f"certPath {path!r} is not a usable certificate: {_first_line(err)}") from None
+        why = ca_hint(full) or _first_line(err)  # the CLI's words for the pool's CA certificate
+        raise IdentityProblem(f"certPath {path!r} is not a usable certificate: {why}") from None
 
 
 def _first_line(err: Exception) -> str:

@@ -46,25 +46,30 @@ class JobView:
         self.job = job
         self._send = send
         self._hub = hub
-        self._view = JobViewState(job, lines=_LINES)
+        self._view: JobViewState | None = None  # made in a thread: it reads the job's usage history
         self._new = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._state: dict[str, Any] = {}
+        self._closed = False
 
     async def start(self) -> None:
         """Send the whole model, then follow the job in a task until `close`."""
+        self._view = await asyncio.to_thread(JobViewState, self.job, lines=_LINES)
         status = await asyncio.to_thread(self.job.status)
-        _message, changes = self._view.frame(status)  # (nothing read of the log yet: no message)
+        _message, changes = await asyncio.to_thread(self._view.frame, status)  # (no log read yet: no message)
         state = {"view_key": uuid.uuid4().hex, "job_id": self.job.id, "state": status.state, "ended": False,
                  "status_html": "", "as_of": "", "charts_html": "", "problem": "", "notice_html": "",
                  "notice_kind": "info", "previous_job": 0, "stopping": False, "removed": "", "following": True,
                  "max_lines": _LINES, **changes, **self._view.snapshot()}
         self._state = dict(state)
+        if self._closed:
+            return  # the socket closed while the job was read: nothing to follow
         self._send({"type": "state", "state": state})
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def close(self) -> None:
         """The socket closed: stop following (the job runs on)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
 
@@ -79,8 +84,8 @@ class JobView:
             self._set({"stopping": False, "problem": f"could not stop job {self.job.id}: {err}"})
             return
         self._set({"problem": ""})
-        if self._task is None or self._task.done():
-            self._draw(status)
+        if self._task is not None and self._task.done():
+            await self._draw(status)
 
     def _set(self, changes: dict[str, Any]) -> None:
         changed = {name: value for name, value in changes.items() if self._state.get(name) != value}
@@ -88,8 +93,10 @@ class JobView:
             self._state.update(changed)
             self._send({"type": "state", "state": changed})
 
-    def _draw(self, status: Any) -> None:
-        message, changes = self._view.frame(status)
+    async def _draw(self, status: Any) -> None:
+        assert self._view is not None
+        # In a thread: a frame may walk /proc for the job's process count.
+        message, changes = await asyncio.to_thread(self._view.frame, status)
         if message is not None:
             self._send({"type": "custom", "content": message})  # the log first, as the widget sends it
         self._set(changes)
@@ -104,11 +111,11 @@ class JobView:
                 status = await asyncio.to_thread(self.job.status)
                 # Until the log is drained the view keeps the running state: whoever reads
                 # "exited" in the status line has the whole log in front of them.
-                self._draw(None if status.ended else status)
+                await self._draw(None if status.ended else status)
                 await asyncio.sleep(REFRESH_S / 5)  # a chatty job's lines come in frames, not one by one
             await reader  # its error, if any
             self._view.finish()
-            self._draw(await asyncio.to_thread(self.job.status))
+            await self._draw(await asyncio.to_thread(self.job.status))
             self._set({"following": False})
         except JobNotFound:
             self._set({"stopping": False, "removed": f"job {self.job.id} was removed", "following": False})
@@ -118,6 +125,7 @@ class JobView:
             reader.cancel()
 
     async def _read(self) -> None:
+        assert self._view is not None
         async for chunk in self._chunks():
             if chunk:
                 self._view.feed(chunk)

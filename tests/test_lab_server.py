@@ -9,11 +9,17 @@ XSRF checks; the sockets are real WebSockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import shutil
+import socket
+import threading
 import time
 
 import pytest
 import requests
+import tornado.httpserver
 
 import jobber
 from jobber import Certificate, Limits
@@ -373,6 +379,31 @@ class TestIdentitySetting:
         assert labels[2] == labels[0]
 
 
+    def test_a_job_view_closes_when_the_identity_changes(self, lab, tenant_a, demo):
+        job = run(tenant_a, "sleep 300")
+
+        async def scenario():
+            ws = await lab["a"].socket(f"/jobs/{job.id}/view")
+            try:
+                assert (await receive(ws))["type"] == "state"
+                lab["a"].call("PUT", "/identity", {"certPath": str(demo["client2"]), "server": ""})
+                deadline = time.monotonic() + 30
+                while await asyncio.wait_for(ws.read_message(), 30) is not None:
+                    assert time.monotonic() < deadline, "the view stayed open"
+                with contextlib.suppress(Exception):  # a Stop from the old view reaches nothing
+                    await ws.write_message('{"type": "custom", "content": {"event": "stop"}}')
+                return ws.close_code
+            finally:
+                ws.close()
+                lab["a"].call("PUT", "/identity", {"certPath": "", "server": ""})
+
+        try:
+            assert run_async(scenario()) == 4000
+            assert job.status().state == "running"
+        finally:
+            job.stop()
+
+
 class TestRemoteIdentity:
     def test_a_jobber_servers_jobs_listed_fed_and_stopped(self, pki, server, tenant, tmp_path):
         cert, key = tenant
@@ -402,6 +433,156 @@ class TestRemoteIdentity:
                 assert error(lab.call("GET", "/jobs/999999"), 404) == "no job 999999 for this identity"
         finally:
             lab.stop()
+
+
+class TestTheEventLoopIsNeverBlocked:
+    def test_a_job_whose_files_block_their_reader_stalls_no_request(self, lab, tenant_a):
+        # A FIFO where a job's files should be blocks whoever opens it: read on the
+        # server's event loop, it would stall every request (and every notebook's kernel
+        # messages) for as long; read in the feed's pool, only the feed waits.
+        stuck = lab["jobs"] / tenant_a.hash() / "999000"
+        stuck.mkdir(parents=True)
+        fifos = [stuck / "spec.json", stuck / "status.json"]
+        for fifo in fifos:
+            os.mkfifo(fifo)
+        released = threading.Event()
+
+        def release() -> None:  # a writer that opens and closes: the reader reads an end, not JSON
+            while not released.is_set():
+                for fifo in fifos:
+                    with contextlib.suppress(OSError):
+                        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                time.sleep(0.05)
+
+        async def scenario():
+            ws = await lab["a"].socket("/events")
+            try:
+                answered = await asyncio.to_thread(lab["a"].call, "GET", "/identity")
+                assert answered.status_code == 200
+                threading.Thread(target=release, daemon=True).start()
+                snapshot = await receive(ws, 60)
+                assert snapshot["type"] == "snapshot" and 999000 not in [row["id"] for row in snapshot["jobs"]]
+            finally:
+                await close(ws)
+
+        try:
+            run_async(scenario())
+        finally:
+            shutil.rmtree(stuck)
+            released.set()
+
+
+class TestErrorWords:
+    def test_an_identity_body_that_is_not_json_shows_an_identity(self, lab, tenant_a):
+        message = error(lab["a"].call("PUT", "/identity", raw=b"xx"), 400)
+        assert '"certPath"' in message and '"ids"' not in message
+
+    def test_zero_is_no_job_id(self, lab, tenant_a):
+        assert "positive whole numbers" in error(lab["a"].call("GET", "/jobs/0"), 400)
+
+    def test_the_pools_ca_certificate_is_called_so(self, lab, tenant_a, demo):
+        message = error(lab["a"].call("PUT", "/identity", {"certPath": str(demo["pool_ca"]), "server": ""}), 400)
+        assert "is the CA certificate" in message and "client certificate" in message
+        assert lab["a"].call("GET", "/identity").json()["hash"] == tenant_a.hash()
+
+
+class TestHostileJobFiles:
+    def test_jobs_whose_files_are_not_jobbers_are_left_out_and_nothing_fails(self, lab, tenant_a):
+        good = run(tenant_a, "true", label="good")
+        good.wait()
+        spec = json.loads((good.path / "spec.json").read_text())
+        mine = lab["jobs"] / tenant_a.hash()
+        planted = {999001: {"status.json": "not json"}, 999002: {"spec.json": json.dumps({**spec, "label": "\ud800"})},
+                   999003: {"spec.json": json.dumps({**spec, "command": 5, "env": "x", "limits": [1]})},
+                   999004: {"spec.json": "[1, 2]", "status.json": "{}"}}
+        for job_id, files in planted.items():
+            (mine / str(job_id)).mkdir()
+            for name, text in files.items():
+                (mine / str(job_id) / name).write_text(text, errors="surrogatepass")
+
+        async def snapshot():
+            ws = await lab["a"].socket("/events")
+            try:
+                return await receive(ws, 60)
+            finally:
+                await close(ws)
+
+        try:
+            listed = lab["a"].call("GET", "/jobs")
+            assert listed.status_code == 200, listed.text
+            first = run_async(snapshot())
+            for rows in (listed.json()["jobs"], first["jobs"]):
+                ids = [row["id"] for row in rows]
+                assert good.id in ids and not {999001, 999003, 999004} & set(ids)
+            for job_id in planted:
+                assert lab["a"].call("GET", f"/jobs/{job_id}").status_code in (200, 404, 409)
+
+            async def views():
+                for job_id in (999001, 999003, 999004):
+                    with pytest.raises(Exception, match="409|404"):
+                        await lab["a"].socket(f"/jobs/{job_id}/view")
+                if lab["a"].call("GET", "/jobs/999002").status_code == 200:  # a lone surrogate in the label
+                    ws = await lab["a"].socket("/jobs/999002/view")
+                    try:
+                        assert (await receive(ws))["type"] == "state"
+                    finally:
+                        await close(ws)
+
+            run_async(views())
+        finally:
+            for job_id in planted:
+                shutil.rmtree(mine / str(job_id))
+
+
+class TestAClientThatNeverReads:
+    def test_is_disconnected_rather_than_buffered_without_bound(self):
+        # The handlers' own sending (BoundedSend) in a tornado server on loopback; the client
+        # does the WebSocket handshake, then never reads (a frozen tab).
+        from tornado import web, websocket
+        from tornado.testing import bind_unused_port
+
+        from jobber_lab._handlers import BoundedSend
+
+        seen = {"peak": 0, "sent": 0, "closed": False}
+        message = "x" * 65536
+
+        class Flood(BoundedSend, websocket.WebSocketHandler):
+            max_unsent = 1 << 20
+
+            def open(self):
+                asyncio.get_running_loop().call_soon(self.flood)
+
+            def flood(self):
+                while not self.ws_connection.is_closing() and seen["sent"] < 256 << 20:
+                    self.send_text(message)
+                    seen["sent"] += len(message)
+                    seen["peak"] = max(seen["peak"], self._unsent)
+
+            def on_close(self):
+                seen["closed"] = True
+
+        def client(port):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 101"
+            return sock  # and never read again
+
+        async def scenario():
+            listener, port = bind_unused_port()
+            server = tornado.httpserver.HTTPServer(web.Application([("/flood", Flood)]))
+            server.add_sockets([listener])
+            sock = await asyncio.to_thread(client, port)
+            try:
+                await until(lambda: seen["closed"], "the server gave up on the client", timeout=60)
+            finally:
+                sock.close()
+                server.stop()
+
+        run_async(scenario())
+        assert seen["sent"] < 256 << 20, "the server went on buffering"
+        assert seen["peak"] <= Flood.max_unsent + len(message)
 
 
 def test_the_server_logged_no_error(lab):
