@@ -328,7 +328,7 @@ export class JobsPanel extends Widget {
     const reason =
       job.state === 'pending' && job.pending_reason
         ? `pending: ${job.pending_reason}`
-        : final
+        : final && job.state_text !== job.state // "stopped" says no more than the state beside the label
           ? job.state_text
           : '';
     row.reason.textContent = reason;
