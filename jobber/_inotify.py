@@ -65,7 +65,11 @@ class Inotify:
         return self.drain()
 
     def drain(self) -> list[tuple[int, bytes]]:
-        """Read every queued event without blocking."""
+        """Read every queued event without blocking: (mask, name) each."""
+        return [(mask, name) for _wd, mask, name in self.events()]
+
+    def events(self) -> list[tuple[int, int, bytes]]:
+        """Read every queued event without blocking: (watch descriptor, mask, name) each."""
         events = []
         while True:
             try:
@@ -74,9 +78,9 @@ class Inotify:
                 return events
             offset = 0
             while offset < len(data):
-                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
                 offset += _EVENT.size
-                events.append((mask, data[offset : offset + length].rstrip(b"\0")))
+                events.append((wd, mask, data[offset : offset + length].rstrip(b"\0")))
                 offset += length
 
     def close(self) -> None:

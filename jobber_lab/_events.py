@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import struct
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from datetime import datetime, timezone
@@ -52,7 +50,6 @@ _IN_MOVED_FROM = 0x00000040
 _IN_IGNORED = 0x00008000
 _DIR_MASK = IN_CREATE | IN_MOVED_TO | _IN_DELETE | _IN_MOVED_FROM
 _JOB_MASK = IN_MOVED_TO | IN_CREATE
-_EVENT = struct.Struct("iIII")
 _USAGE = USAGE.encode()
 log = logging.getLogger(__name__)
 _STALE = object()  # a read begun before the feed stopped
@@ -253,18 +250,8 @@ class JobsFeed:
     def _on_readable(self) -> None:
         # Drained here: the descriptor is level-triggered.
         assert self._inotify is not None
-        while True:
-            try:
-                data = os.read(self._inotify.fd, 65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            offset = 0
-            while offset < len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                offset += _EVENT.size
-                name = data[offset : offset + length].rstrip(b"\0")
-                offset += length
-                self._event(wd, mask, name)
+        for wd, mask, name in self._inotify.events():
+            self._event(wd, mask, name)
 
     def _event(self, wd: int, mask: int, name: bytes) -> None:
         if wd not in self._wd_job:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +29,6 @@ __all__ = ["WatchHub", "ServerClosing", "follow_log", "wait_for_end", "resolve_o
 # Small enough that one follower's burst does not delay the others' writes for long.
 FOLLOW_CHUNK = 64 * 1024
 _IN_IGNORED = 0x00008000  # the watch is gone (directory deleted, or rm_watch)
-_EVENT = struct.Struct("iIII")
 
 # The core binding has no rm_watch; without it, every followed job would keep a watch
 # for the server's lifetime. CDLL(None): the libc already loaded, without find_library's
@@ -136,21 +134,11 @@ class WatchHub:
     def _on_readable(self) -> None:
         # Drained here, in the callback: the descriptor is level-triggered, and leaving
         # events queued while a subscriber is busy writing would spin the loop.
-        while True:
-            try:
-                data = os.read(self._inotify.fd, 65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            offset = 0
-            while offset < len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                offset += _EVENT.size
-                name = data[offset : offset + length].rstrip(b"\0")
-                offset += length
-                for sub in self._by_wd.get(wd, ()):
-                    sub.notify(name)
-                if mask & _IN_IGNORED:
-                    self._forget(wd)
+        for wd, mask, name in self._inotify.events():
+            for sub in self._by_wd.get(wd, ()):
+                sub.notify(name)
+            if mask & _IN_IGNORED:
+                self._forget(wd)
 
     def _forget(self, wd: int) -> None:
         subs = self._by_wd.pop(wd, set())
