@@ -39,18 +39,7 @@ step "the labextension bundle (make labextension), a snapshot of the tree, pip w
 make -s labextension  # from labextension/yarn.lock; nothing to do when the bundle is up to date
 [ -f jobber_lab/labextension/package.json ] || fail "make labextension made no jobber_lab/labextension/package.json"
 mkdir "$work/src" "$work/dist"
-"$python" - "$repo" "$work/src" <<'EOF'
-import os, shutil, subprocess, sys
-repo, dest = sys.argv[1:]
-names = subprocess.run(["git", "-C", repo, "ls-files", "-z", "-co", "--exclude-standard"],
-                       capture_output=True, check=True).stdout.split(b"\0")
-for name in filter(None, map(os.fsdecode, names)):
-    src = os.path.join(repo, name)
-    if os.path.isfile(src) and not name.startswith("e2e/"):
-        os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
-        shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
-shutil.copytree(os.path.join(repo, "jobber_lab", "labextension"), os.path.join(dest, "jobber_lab", "labextension"))
-EOF
+"$python" "$repo/.ci/snapshot.py" "$repo" "$work/src" --skip e2e/ --also jobber_lab/labextension
 (cd "$work/src" && PIP_CONSTRAINT="$repo/requirements/build.txt" "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
 wheels=("$work"/dist/jobber-*.whl)
 [ "${#wheels[@]}" = 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel, found: ${wheels[*]}"

@@ -40,17 +40,7 @@ step() { echo "== $* ($((SECONDS - started)) s)"; }
 
 step "snapshot of the working tree, then pip wheel"
 mkdir "$work/src" "$work/dist" "$work/run" "$work/empty-bin"
-"$python" - "$repo" "$work/src" <<'EOF'
-import os, shutil, subprocess, sys
-repo, dest = sys.argv[1:]
-names = subprocess.run(["git", "-C", repo, "ls-files", "-z", "-co", "--exclude-standard"],
-                       capture_output=True, check=True).stdout.split(b"\0")
-for name in filter(None, map(os.fsdecode, names)):
-    src = os.path.join(repo, name)
-    if os.path.isfile(src):  # a tracked file deleted in the working tree is not copied
-        os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
-        shutil.copy2(src, os.path.join(dest, name), follow_symlinks=False)
-EOF
+"$python" "$repo/.ci/snapshot.py" "$repo" "$work/src"
 (cd "$work/src" && PIP_CONSTRAINT="$repo/requirements/build.txt" "$python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/dist" .)
 wheels=("$work"/dist/jobber-*.whl)
 [ "${#wheels[@]}" = 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in dist/, found: ${wheels[*]}"
