@@ -94,7 +94,7 @@ test: lint test-import test-unit test-wheel test-notebooks test-e2e test-lab tes
 
 # The code's own rules (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, imports.
 lint: venv
-	$(VENV)/bin/ruff check jobber jobber_magics tests benchmarks
+	$(VENV)/bin/ruff check jobber jobber_magics jobber_lab tests benchmarks setup.py .ci
 
 # A user sees nothing on stderr at `import jobber` or from the CLI: no warning, whatever the
 # versions installed (the locked ones here, the oldest and newest in test-oldest/test-latest).
