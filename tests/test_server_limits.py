@@ -56,7 +56,7 @@ PER_PEER = (FLOOD + 200) // 2  # the most one address may hold of the flooded se
 # Beyond --max-connections: the sockets of one accept batch (32) that made room, closed in
 # the event loop's next turn, and a few of the server's own.
 BURST_SLACK = 32 + 10
-LIVENESS_S = 15.0  # generous: "closed by its deadline" means before this, never a tighter bound
+LIVENESS_S = 60.0  # a hang guard: "closed by its deadline" means before this, never a tighter bound
 
 
 def _nofile(need: int) -> None:
@@ -174,9 +174,9 @@ class TestConnectionFlood:
             assert poll(lambda: _fds(flooded) >= fds + FLOOD - 2), (_fds(flooded), fds)  # every one held
             assert not any(_closed_now(sock) for sock in idle)
             assert _rss_mib(flooded) - rss < 100, (rss, _rss_mib(flooded))
-            started = time.monotonic()
+            # Served while it holds every idle connection: not by dropping some to make room.
             assert api("GET", "/v1/identity", timeout=LIVENESS_S).status == 200
-            assert time.monotonic() - started < LIVENESS_S
+            assert not any(_closed_now(sock) for sock in idle)
 
             # Past the per-peer cap: refused (closed) at once; other addresses still get in.
             extra = [_connect_from("127.0.0.2", flooded) for _ in range(50)]

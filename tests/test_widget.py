@@ -322,10 +322,10 @@ class TestJobWidget:
         job.start()
         widget = JobWidget(job)
         time.sleep(0.5)
-        started = time.monotonic()
         widget.close()
-        assert widget.wait(2), "the updater must notice the close while the job says nothing"
-        assert time.monotonic() - started < 1
+        # The job prints nothing for 300 s: only the close (seen at a heartbeat) can end the
+        # updater before the job does. The 60 s only guards a hang.
+        assert widget.wait(60), "the updater must notice the close while the job says nothing"
         assert job.status().state == "running", "closing the view does not stop the job"
 
     def test_a_silent_running_job_still_gets_a_status_update_every_frame(self, store):
@@ -335,8 +335,8 @@ class TestJobWidget:
         widget = JobWidget(job)
         changes = []
         widget.observe(lambda change: changes.append(time.monotonic()), "status_html")
-        time.sleep(1.5)
-        assert len(changes) >= 3
+        # Redrawn again and again although the job prints nothing (the deadline guards a hang).
+        wait_for(lambda: len(changes) >= 3, timeout=60, what="three redraws of a silent job")
         widget.close()
 
     def test_the_stop_button_stops_the_job(self, store):
