@@ -11,6 +11,7 @@ See docs/api.md for the contract and docs/architecture.md for the layers and the
 """
 
 from jobber._certificates import Certificate, default_root, get_client_certificates
+from jobber._cli_certs import ca_hint
 from jobber._errors import CertificateError, JobberError, JobError, JobNotFound, LimitError, RemoteError
 from jobber._job_flags import JobFlags
 from jobber._jobs.executor import Executor
@@ -46,6 +47,7 @@ __all__ = [
     "doctor",
     "format_elapsed",
     "format_size",
+    "ca_hint",
     "get_client_certificates",
     "last_lines",
     "last_runs",

@@ -177,7 +177,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def ca_hint(path: str) -> str | None:
-    """What to say when the CA's certificate is given where a client's is meant, else None."""
+    """What to say when the CA's certificate is given where a client's is meant, else None:
+    the CLI's, the magics' and the Jobs panel's one sentence for it.
+
+    Args:
+        path: the certificate file someone gave as their identity (read at most 1 MiB, and
+            only if it is a regular file).
+
+    Returns:
+        The sentence (it names the client certificate beside the CA's, if there is one), or
+        None when the file is no CA certificate or cannot be read.
+    """
     try:
         from cryptography import x509
 

@@ -16,13 +16,15 @@ import _thread
 import errno
 import json
 import os
+import stat
 
 from jobber._errors import DiskFull, JobError
 
-__all__ = ["RESERVE", "disk_full", "free_reserve", "read_json", "reserve_space", "write_atomic"]
+__all__ = ["RESERVE", "disk_full", "free_reserve", "read_json", "read_regular", "reserve_space", "write_atomic"]
 
 RESERVE = ".reserve"  # in a job's directory: the space its final record may need
 RESERVE_BYTES = 16 << 10  # a status file and its directory entry: 4 blocks of 4 KiB, 1 of any larger size
+READ_MAX = 64 << 20  # a JSON file of jobber's: a spec with a whole environment is well under this
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -158,13 +160,56 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> dict | None:
     Raises:
         JobError: the file exists but cannot be read, parsed, or is not a JSON object.
     """
+    path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
-            data = json.loads(file.read())
+        data = json.loads(read_regular(path, READ_MAX))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        raise JobError(f"unreadable {what} {path}: {err.strerror or err}") from err
+    except ValueError as err:
         raise JobError(f"unreadable {what} {path}: {err}") from err
     if not isinstance(data, dict):
         raise JobError(f"unreadable {what} {path}: not a JSON object")
     return data
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them: how a job's files
+    are read, by every process.
+
+    O_NONBLOCK: a FIFO planted where a job's file should be must not hold the reading
+    thread (a Jupyter server's, a ``jobber ls``) forever; O_NOFOLLOW: jobber writes its
+    files itself (``write_atomic``), never as links, and a link to a device is no file.
+
+    Args:
+        path: the file.
+        limit: the most bytes it may hold.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        OSError: anything else: a link, a FIFO, a device or a directory among them, or a
+            file over ``limit`` bytes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not a file jobber wrote") from err
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a directory, FIFO or device)")
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"over {limit >> 20} MiB, larger than any file jobber writes")
+    return b"".join(chunks)

@@ -25,8 +25,9 @@ __all__ = ["BROKEN", "UNREADABLE", "USAGE", "ended", "job_id_of", "last_memories
 
 UNREADABLE = object()
 BROKEN = (JobberError, OSError, ValueError, TypeError, KeyError, AttributeError)
-"""What reading a job whose files are not jobber's raises (its spec of the wrong types
-raises Python's own errors from the core's parser): that job cannot be shown, the rest can."""
+"""What reading a job whose files are not jobber's raises: that job cannot be shown, the rest
+can. (A spec of the wrong types is a JobError; the core does not check the types of a
+status.json's fields, hence TypeError and AttributeError.)"""
 USAGE = "usage"
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import keyword
 import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -23,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 import jobber
-from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, last_runs, oversubscription
+from jobber import Certificate, CertificateError, JobberError, JobFlags, Session, ca_hint, last_runs, oversubscription
 from jobber_magics._display import DoctorReport, IdentityView, job_html
 from jobber_magics._loglines import LogLines
 from jobber_magics._options import job_arguments, job_request, lifecycle_arguments, lifecycle_options
@@ -221,7 +220,7 @@ class JobberMagics(Magics):
         try:
             cert = Certificate.from_file(path)
         except CertificateError as err:
-            hint = wrong_certificate_hint(path)
+            hint = ca_hint(path)
             if hint:
                 raise UsageError(hint) from err
             raise
@@ -395,23 +394,6 @@ def python_names_hint(script: str, namespace: dict[str, Any], hidden: dict[str, 
                 f"the %%jobber_run line (IPython fills it in there) and write {variables} in the script")
     return (f"{braces} reach the script as written, not as the values of {', '.join(names)}: add `{flags}` to "
             f"the %%jobber_run line (IPython fills them in there) and write {variables} in the script")
-
-
-def wrong_certificate_hint(path: str) -> str | None:
-    """What to say when someone gives the CA's certificate instead of their own, else None."""
-    try:
-        from cryptography import x509
-
-        parsed = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
-    cert = Certificate(parsed)
-    if not cert.is_ca:
-        return None
-    client = Path(path).with_name("client.pem")
-    instead = f" ({client})" if client.exists() else ""
-    return (f"{path} is the CA certificate ({cert.subject}): it issues identities but is not one. "
-            f"Use your client certificate{instead} instead, e.g. %jobber_cert {client if instead else 'client.pem'}")
 
 
 def expanded_path(text: str) -> str:

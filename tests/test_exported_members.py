@@ -10,7 +10,8 @@ CONTRACT = {  # docs/api.md: tests outside this repo use these names
 }
 # Beyond the contract: jobber_magics needs these, and may use only jobber.__all__
 # (tests/test_architecture.py).
-FOR_THE_MAGICS = {"default_root", "doctor", "format_elapsed", "format_size", "last_lines", "last_runs", "oversubscription", "JobFlags",
+FOR_THE_MAGICS = {"ca_hint", "default_root", "doctor", "format_elapsed", "format_size", "last_lines", "last_runs",
+                  "oversubscription", "JobFlags",
                   "Session", "Sweep"}
 
 

@@ -33,8 +33,8 @@ class TestReadJson:
             read_json(path, "status.json")
 
     def test_unreadable_is_an_error_that_names_the_file(self, tmp_path):
-        (tmp_path / "spec.json").mkdir()  # open() fails with an OSError, as for EACCES or EIO
-        with pytest.raises(JobError, match=r"unreadable spec .*spec\.json: \[Errno 21\] Is a directory"):
+        (tmp_path / "spec.json").mkdir()  # no regular file: refused before any read
+        with pytest.raises(JobError, match=r"unreadable spec .*spec\.json: not a regular file"):
             read_json(tmp_path / "spec.json", "spec")
 
 

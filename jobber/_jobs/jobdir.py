@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobber._errors import JobError
-from jobber._files import RESERVE, free_reserve, read_json, reserve_space, write_atomic
+from jobber._errors import JobError, LimitError
+from jobber._files import RESERVE, free_reserve, read_json, read_regular, reserve_space, write_atomic
 from jobber._jobs.spec import JobSpec
 from jobber._states import FINAL_STATES
 
@@ -77,14 +77,21 @@ class JobDir:
         directory has no spec yet.
 
         Raises:
-            JobError: ``spec.json`` cannot be read or parsed.
+            JobError: ``spec.json`` cannot be read or parsed, or a field has the wrong type.
             LimitError: its limits are not limits.
         """
         if self._job_spec is None:
             raw = self.spec()
+            try:
+                spec = JobSpec.from_json(raw)
+            except LimitError:
+                raise
+            except JobError as err:  # a field of the wrong type: say which file
+                raise JobError(f"job {self.job_id}: unreadable spec.json {self.path / 'spec.json'}: {err}",
+                               job_id=self.job_id) from err
             if self._spec is None:
-                return JobSpec.from_json(raw)  # no spec.json (yet): nothing to keep
-            self._job_spec = JobSpec.from_json(raw)
+                return spec  # no spec.json (yet): nothing to keep
+            self._job_spec = spec
         return self._job_spec
 
     def write_spec(self, spec: JobSpec | dict[str, Any]) -> None:
@@ -170,10 +177,9 @@ class JobDir:
     def launcher(self) -> tuple[int, int | None] | None:
         """The launcher that took this attempt's gate (``launched``): (pid, start), or None."""
         try:
-            with open(self.path / "launched", "rb") as f:
-                words = f.read(100).split()
+            words = read_regular(self.path / "launched", 100).split()
             return int(words[0]), (int(words[1]) if words[1:2] and words[1].isdigit() else None)
-        except (FileNotFoundError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError):  # (OSError: a FIFO or a link, not jobber's)
             return None
 
     def claim(self) -> tuple[int, int | None, bool, float] | None:

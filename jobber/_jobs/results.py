@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from jobber._errors import JobError
+from jobber._files import READ_MAX, read_regular
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.pycall import RESULT, RESULT_META
 from jobber._jobs.spec import JobSpec
@@ -32,8 +33,7 @@ _STREAM_FROM = 1 << 20  # bytes: a result this large is unpickled from its file 
 def read_meta(jobdir: JobDir) -> dict[str, Any] | None:
     """``result.json`` of the job's last attempt, or None when it wrote none (yet)."""
     try:
-        with open(jobdir.path / RESULT_META, "rb") as f:
-            meta = json.loads(f.read())
+        meta = json.loads(read_regular(jobdir.path / RESULT_META, READ_MAX))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:

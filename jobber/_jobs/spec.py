@@ -168,6 +168,7 @@ class JobSpec:
         """Read a spec written by :meth:`to_json`, or by any earlier jobber.
 
         Raises:
+            JobError: a field of the wrong type (``"limits": 5``): not a spec jobber wrote.
             LimitError: its limits are not limits (see ``Limits.from_dict``).
         """
         known: dict[str, Any] = {}
@@ -175,7 +176,9 @@ class JobSpec:
         for key, value in data.items():
             if key not in _KNOWN:
                 extra[key] = value
-            elif key == "limits":
+                continue
+            _check_type(key, value)
+            if key == "limits":
                 value = value or {}
                 known[key] = Limits.from_dict({k: v for k, v in value.items() if k in _LIMIT_NAMES})
                 known["extra_limits"] = {k: v for k, v in value.items() if k not in _LIMIT_NAMES}
@@ -235,6 +238,41 @@ LIFECYCLE_DEFAULTS: dict[str, Any] = {name: _DEFAULTS.get(name) for name in LIFE
 """Each lifecycle option's value when it is not given (``retries`` 0, ``retry_on`` ("failed",))."""
 _API_FIELDS = (LABEL, "rerun_of", TIMEOUT, LOG_MAX, RETRIES, RETRY_ON, OOM_GROWTH, OOM_GROWTH_MAX, NOTIFY, QUEUE, PYTHON,
                RESULT_MAX)
+
+
+_TEXT = (str,)
+_NUMBER = (int, float)
+_OBJECT = (dict,)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **{name: (_TEXT, "text") for name in ("command", LABEL, QUEUE, "cwd", PYTHON, "slurm_files", "slurm_name")},
+    **{name: (_NUMBER, "a number") for name in (TIMEOUT, LOG_MAX, RETRIES, OOM_GROWTH, OOM_GROWTH_MAX, RESULT_MAX,
+                                                 "rerun_of", "created_at")},
+    **{name: (_OBJECT, "an object") for name in ("limits", "options", "extra_env", "env", "user", "sandbox")},
+    NOTIFY: ((bool, int), "true or false"),
+    RETRY_ON: ((str, list), "a list of endings"),
+    AFTER: ((list,), "a list of [job id, condition] pairs"),
+    "gpu_devices": ((list,), "a list of GPU numbers"),
+    "slurm_array_jobs": ((list,), "a list of job ids"),
+}
+
+
+def _check_type(key: str, value: Any) -> None:
+    """Refuse a field ``from_json`` could not read (Python's own errors would say nothing of it)."""
+    if value is None:
+        return  # (null: not set, or the default)
+    types, expected = _TYPES[key]
+    fits = isinstance(value, types) and not (isinstance(value, bool) and types is _NUMBER)
+    if fits and key == RETRY_ON and isinstance(value, list):
+        fits = all(isinstance(item, str) for item in value)
+    elif fits and key == AFTER:
+        fits = all(isinstance(dep, list) and len(dep) == 2 and isinstance(dep[0], int) and isinstance(dep[1], str)
+                   for dep in value)
+    elif fits and key in ("gpu_devices", "slurm_array_jobs"):
+        fits = all(isinstance(item, int) for item in value)
+    if not fits:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise JobError(f"its field {key!r} is {shown}, not {expected}: not a spec jobber wrote")
 
 
 def check_command(command: object) -> str:

@@ -37,6 +37,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jobber._files import READ_MAX, read_regular
+
 __all__ = ["address", "bind", "in_use", "hand_over", "start_waiter"]
 
 _POLL_S = 0.2  # how often a holder reads its job's status
@@ -171,8 +173,7 @@ def _holding(job_dir: str) -> bool:
     from jobber._backends.local.liveness import alive
 
     try:
-        with open(os.path.join(job_dir, "status.json"), "rb") as f:
-            raw = json.load(f)
+        raw = json.loads(read_regular(os.path.join(job_dir, "status.json"), READ_MAX))
     except FileNotFoundError:
         return False
     except (OSError, ValueError):

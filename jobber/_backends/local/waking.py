@@ -24,6 +24,8 @@ import fcntl
 import os
 import sys
 
+from jobber._files import READ_MAX, read_regular
+
 __all__ = ["SERVING", "WANTED", "waiting_owners", "wake_waiting"]
 
 LOCK = ".admission"  # the identity's admission lock (admission.py)
@@ -46,8 +48,7 @@ def waiting_owners(job_dir: str) -> list[str]:
     owner_dir = os.path.dirname(os.path.abspath(job_dir))
     owners = [owner_dir] if _has_waiting(owner_dir) else []
     try:
-        with open(os.path.join(job_dir, "spec.json"), "rb") as f:
-            held_gpus = b'"gpu_devices"' in f.read()
+        held_gpus = b'"gpu_devices"' in read_regular(os.path.join(job_dir, "spec.json"), READ_MAX)
     except OSError:
         held_gpus = False
     if held_gpus:
