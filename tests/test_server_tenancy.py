@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from jobber._server.tenant_uids import default_uid_range
 from serve_for_notebooks import Api, ServerProcess
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per tenant needs the server to run as root")
@@ -38,7 +39,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per tenant need
 SECRET = f"server-secret-{os.getpid()}-{time.monotonic_ns()}"
 A_SECRET = "tenant-a-environment-secret"
 A_TMP_SECRET = "tenant-a-tmp-secret"
-LOW, HIGH = 231000, 231999  # a range of this module's own
+# Without a private /tmp, A's file lands in the host's /tmp: a name of this run's own (a file
+# an earlier, interrupted run left there belongs to another uid: /tmp is sticky).
+A_FILE = f"a-file-{os.getpid()}"
+# A range of this module's own: the top 1,000 uids of the window a server finds by default,
+# which lies outside every passwd uid and /etc/subuid entry of this host (a fixed range met
+# the subordinate ranges of the host's `useradd` users).
+LOW, HIGH = default_uid_range()[1] - 999, default_uid_range()[1]
 PTRACE_ATTACH = ("import ctypes, sys\n"
                  "libc = ctypes.CDLL(None, use_errno=True)\n"
                  "r = libc.ptrace(16, int(sys.argv[1]), None, None)\n"  # PTRACE_ATTACH
@@ -128,7 +135,7 @@ def victim(tenants, served) -> Victim:
     """A's job: a secret in its environment, a file in its /tmp, then asleep."""
     a, _b = tenants
     reply = a.api("POST", "/v1/jobs", {
-        "command": f"echo {A_TMP_SECRET} > /tmp/a-file; echo ready; exec sleep 600",
+        "command": f"echo {A_TMP_SECRET} > /tmp/{A_FILE}; echo ready; exec sleep 600",
         "env": {"A_SECRET": A_SECRET}})
     assert reply.status == 201, reply.body
     job_id = reply.json()["id"]
@@ -140,6 +147,8 @@ def victim(tenants, served) -> Victim:
     assert status["state"] == "running", status
     yield Victim(job_id, status["pid"], served.jobs / a.hash / str(job_id))
     a.api("POST", f"/v1/jobs/{job_id}/stop", {"grace": 0})
+    if not served.private:
+        Path("/tmp", A_FILE).unlink(missing_ok=True)
 
 
 def still_running(tenants, victim) -> bool:
@@ -223,13 +232,13 @@ class TestTenantBAgainstTenantA:
 
     def test_b_does_not_see_what_a_left_in_tmp(self, tenants, victim, served):
         a, b = tenants
-        out = run(b, "ls -A /tmp; echo --; cat /tmp/a-file; echo rc=$?; echo $TMPDIR")
+        out = run(b, f"ls -A /tmp; echo --; cat /tmp/{A_FILE}; echo rc=$?; echo $TMPDIR")
         assert A_TMP_SECRET not in out and "rc=1" in out, out
         if served.private:
-            assert "a-file" not in out.split("--")[0], out  # not even its name
+            assert A_FILE not in out.split("--")[0], out  # not even its name
             assert out.splitlines()[-1] == "/tmp"
             # A's /tmp is A's own, and lasts from one of its jobs to the next.
-            assert run(a, "cat /tmp/a-file") == f"{A_TMP_SECRET}\n"
+            assert run(a, f"cat /tmp/{A_FILE}") == f"{A_TMP_SECRET}\n"
         else:
             assert out.splitlines()[-1].endswith("/tmp") and out.splitlines()[-1] != "/tmp"
 

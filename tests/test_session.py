@@ -88,7 +88,7 @@ class TestCertificate:
     def test_new_job_shows_every_keyword(self, identity):
         names = list(inspect.signature(identity.new_job).parameters)
         assert names == ["command", "limits", "env", "cwd", "label", "timeout", "log_max", "retries", "retry_on",
-                         "oom_growth", "queue", "after", "options"]
+                         "oom_growth", "notify", "queue", "after", "options"]
 
     def test_each_method_calls_its_store_with_the_arguments_given(self, monkeypatch, identity):
         calls = []

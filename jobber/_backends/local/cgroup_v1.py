@@ -8,6 +8,7 @@ See https://docs.kernel.org/admin-guide/cgroup-v1/ for the files used here.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -180,17 +181,19 @@ class Cgroup:
             fs.write(state, "FROZEN")
             fs.wait_until(lambda: fs.read(state) == "FROZEN", 1.0)
             fs.signal_pids(self.pids(), signal.SIGKILL)
-        except FileNotFoundError:
-            # The supervisor removed the cgroup: its last process ended while we looked.
-            if os.path.isdir(freezer):
+        except OSError as err:
+            # The supervisor removed the cgroup: its last process ended while we looked
+            # (ENOENT once it is gone, ENODEV while a file of it was open as it went).
+            if err.errno not in (errno.ENOENT, errno.ENODEV) or os.path.isdir(freezer):
                 raise
             return
         finally:
             # A frozen task cannot die: the kill is delivered when it thaws.
             try:
                 fs.write(state, "THAWED")
-            except FileNotFoundError:
-                pass
+            except OSError as err:
+                if err.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
         fs.wait_until(lambda: not self.pids(), 5.0)
 
     def stats(self) -> dict[str, Any]:
