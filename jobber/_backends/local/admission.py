@@ -3,9 +3,10 @@
 No daemon. Whoever changes what could let a waiting job start runs one *pass*: ``start()``
 of a waiting job, the finisher of every job that ends while others wait (it execs
 ``run_admission.py``), a stop, a queue's new settings, and a ``status()`` of a waiting job when
-no pass ran for a second. A pass holds the identity's admission lock (``flock``), so
-passes never overlap; each is idempotent, so one killed half-way is simply redone by the
-next.
+no pass ran for a second. A pass holds the identity's admission lock (``flock``) while it
+decides, so passes never overlap; each is idempotent, so one killed half-way is simply
+redone by the next. It launches what it let through once the lock is free, so that the
+launches of passes in several processes overlap.
 
     <owner dir>/waiting/, admitted/   the line, and what was let through (``lanes.py``)
     <owner dir>/.admission            the lock; its mtime is when the last pass ran
@@ -13,7 +14,7 @@ next.
                                       serves it): finishers' passes coalesce (``waking.py``)
 
 Exactly once: a pass writes the job's status "pending, admitted by <pid>" and moves its
-entry from ``waiting/`` to ``admitted/`` *before* it launches; the launcher takes the
+entry from ``waiting/`` to ``admitted/`` *before* it launches (after it released the lock); the launcher takes the
 attempt's gate (``launched``, O_EXCL, naming itself) and writes "running". A job left
 "admitted" by a pass that died is put back in line when no launcher took the gate or the
 one that did is dead; a launcher still on its way that comes late finds the gate taken by
@@ -193,6 +194,7 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
     """
     if not (owner_dir / WAITING).is_dir():
         return {}
+    admitted: list[tuple[JobDir, list[int]]] = []
     with _Lock(owner_dir, blocking) as locked:
         if not locked:
             return {}
@@ -202,17 +204,22 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
                 os.rename(owner_dir / WANTED, owner_dir / SERVING)
             except FileNotFoundError:
                 pass
-            one = _Pass(owner_dir, owner, start)
+            one = _Pass(owner_dir, owner, admitted)
             one.run()
             unlink(owner_dir / SERVING)  # through: the finishers that asked need no pass of their own
             if not os.path.lexists(owner_dir / WANTED):
                 break
-        return one.blocked
+    # Launched once the lock is free: each job's place is taken (its entry in admitted/),
+    # and a launch waits on the kernel (a cgroup join, ~15 ms on cgroup v1) that the next
+    # pass, in another process, need not wait for.
+    for jobdir, devices in admitted:
+        start(jobdir, devices)
+    return one.blocked
 
 
 class _Pass:
-    def __init__(self, owner_dir: Path, owner: str, start: Starter) -> None:
-        self.start = start
+    def __init__(self, owner_dir: Path, owner: str, admitted: list[tuple[JobDir, list[int]]]) -> None:
+        self.admitted = admitted  # what it let through, to launch once the lock is free
         self.owner_dir = owner_dir
         self.owner = owner
         self.root = owner_dir.parent
@@ -412,7 +419,7 @@ class _Pass:
         write_atomic(self.owner_dir / ADMITTED / str(job_id), json.dumps({**entry, "devices": devices}).encode())
         unlink(path)
         self._use(entry)
-        self.start(jobdir, devices)
+        self.admitted.append((jobdir, devices))
 
 
 def _end(jobdir: JobDir, state: str, note: str) -> None:

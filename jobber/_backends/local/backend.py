@@ -117,7 +117,10 @@ class LocalBackend(DirectoryBackend):
         if record.get("via_user_manager"):
             argv = _through_user_manager(self.job_id, argv)
         self.dir.mark_launching()
-        _launch(self.job_id, argv)
+        # A function job of this host's own kernel may start warm (``warm.py``); a server's
+        # sandboxed or other-uid job, or one in a user manager's scope, starts cold.
+        plain = spec.python is not None and spec.sandbox is None and spec.user is None
+        _launch(self.job_id, argv, warm_dir=str(self.dir.path) if plain and not record.get("via_user_manager") else None)
 
     def start_admitted(self, devices: list[int]) -> None:
         """Launch a job its admission pass let through (with these GPUs); a failure ends

@@ -28,6 +28,9 @@ _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_SLAVE = (
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18, 1 << 19)
 _PR_SET_NO_NEW_PRIVS = 38
+# Set by the warm launcher (``warm.py``): runs the command in this process instead of
+# exec'ing it when it is a function job's runner line (then never returns), else returns.
+in_process = None
 
 
 def read_command(path: str) -> tuple[str | None, int]:
@@ -215,6 +218,8 @@ def child(plan: dict, log_fd: int, error_fd: int, command: str | None, command_f
             os.dup2(command_fd, COMMAND_FD)
             os.set_inheritable(COMMAND_FD, True)  # dup2 onto itself keeps close-on-exec
             command = FROM_FD
+        if in_process is not None and command is not None:
+            in_process(command, env, error_fd)  # the warm launcher runs a function job here
         os.execve("/bin/sh", ["sh", "-c", command], env)
     except BaseException as err:  # noqa: BLE001 - anything here must reach the starter
         os.write(error_fd, f"{err}".encode(errors="replace"))

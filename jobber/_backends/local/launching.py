@@ -11,6 +11,7 @@ import os
 import subprocess
 from typing import Any
 
+from jobber._backends.local import warm
 from jobber._backends.local.cgroupfs import mountinfo
 from jobber._backends.local.launcher_build import launcher_command
 from jobber._errors import JobError
@@ -116,12 +117,19 @@ def through_user_manager(job_id: int, argv: list[str]) -> list[str]:
             f"--description=jobber: the supervisor of job {job_id}", "--", *argv]
 
 
-def launch(job_id: int, argv: list[str]) -> None:
+def launch(job_id: int, argv: list[str], *, warm_dir: str | None = None) -> None:
     """Run the launcher and read its one-line answer: ``ok PID`` or ``error WHY``.
+
+    ``warm_dir``: a plain function job's directory, which the warm launcher (``warm.py``)
+    may start instead; without one to ask, the launcher of ``argv`` does.
 
     Raises:
         JobError: the launcher could not be run, did not answer, or refused.
     """
+    if warm_dir is not None and warm.enabled():
+        reply = warm.launch(warm_dir, argv[len(launcher_command(warm_dir)):])
+        if reply is not None:
+            return _answer(job_id, reply.strip(), "", 0)
     try:
         proc = subprocess.Popen(
             argv,
@@ -140,10 +148,13 @@ def launch(job_id: int, argv: list[str]) -> None:
         proc.communicate()
         raise JobError(f"job {job_id}: its supervisor did not answer within {REPLY_TIMEOUT_S:.0f} s",
                        job_id=job_id) from None
-    reply = out.decode(errors="replace").strip()
+    _answer(job_id, out.decode(errors="replace").strip(), err.decode(errors="replace"), proc.returncode)
+
+
+def _answer(job_id: int, reply: str, stderr: str, returncode: int) -> None:
     if not reply.startswith("ok "):
-        said = err.decode(errors="replace").strip().splitlines()
+        said = stderr.strip().splitlines()
         detail = (reply.removeprefix("error ").strip() or (said[-1] if said else "")
-                  or f"the supervisor exited with {proc.returncode}")
+                  or f"the supervisor exited with {returncode}")
         raise (AlreadyLaunched if "already launched" in reply else JobError)(
             f"job {job_id} did not start: {detail}", job_id=job_id)

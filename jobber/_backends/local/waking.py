@@ -31,6 +31,7 @@ __all__ = ["SERVING", "WANTED", "waiting_owners", "wake_waiting"]
 LOCK = ".admission"  # the identity's admission lock (admission.py)
 WANTED = ".admission-wanted"  # a pass is wanted: the next pass takes it, under the lock
 SERVING = ".admission-serving"  # what WANTED becomes while a pass serves it; removed once through
+admit_here = None  # the warm launcher's (``warm.py``): runs the pass in this process instead of exec'ing it
 
 
 def _has_waiting(owner_dir: str) -> bool:
@@ -89,6 +90,9 @@ def wake_waiting(job_dir: str) -> None:
     after this job's outcome was recorded saw them; else return."""
     owners = [owner for owner in waiting_owners(job_dir) if _still_wanted(owner)]
     if not owners:
+        return
+    if admit_here is not None:
+        admit_here(owners)  # a warm finisher has the modules of a pass loaded already
         return
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     # As the supervisor does: jobber's packages without their __init__ (jobber's loads
