@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobber._errors import JobberError, JobError
 from jobber._inotify import IN_MOVED_TO, Inotify
+from jobber._jobs import starting
 from jobber._jobs.pycall import function_label, pack_call, result_max_of
 from jobber._limits import Limits
 
@@ -169,7 +170,8 @@ class Executor(concurrent.futures.Executor):
         options = {"label": function_label(fn), **self._options}
         job = self._session.new_function_job(call, self._limits, **options)
         try:
-            job.start()
+            with starting.in_background():  # a queued job's launch: see starting.py
+                job.start()
         except BaseException:
             try:
                 job.remove()  # a job that never ran is not left behind

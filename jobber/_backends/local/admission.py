@@ -33,6 +33,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +63,7 @@ from jobber._backends.local.waking import LOCK as _LOCK
 from jobber._backends.local.waking import SERVING, WANTED
 from jobber._errors import DiskFull, JobError
 from jobber._files import write_atomic
+from jobber._jobs import starting
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.queues import read_settings
 from jobber._jobs.spec import JobSpec
@@ -95,8 +98,9 @@ class _Lock:
         os.close(self.fd)
 
 
-Starter = Callable[[JobDir, list[int]], None]
-"""How a pass launches a job it admits, with its GPUs (``LocalBackend.start_admitted``)."""
+Starter = Callable[[JobDir, list[int]], "Callable[[], None] | None"]
+"""How a pass launches a job it admits, with its GPUs (``LocalBackend.start_admitted``): it
+may return a call that reads the launcher's answer, made once every admitted job was started."""
 
 
 def enqueue(backend: Any, start: Starter) -> None:
@@ -108,7 +112,12 @@ def enqueue(backend: Any, start: Starter) -> None:
                                           "note": _first_note(backend.dir.read_spec())})
         entry = entry_of(backend.dir.read_spec())
         write_entry(owner_dir, backend.job_id, entry)
-    blocked = run_pass(owner_dir, backend.owner, start)
+    # The launchers' answers of the jobs this pass lets through ahead of this one (a queue's
+    # line) are read in the background, and this job's too for an executor (``starting.py``):
+    # a caller starting many jobs is never held up by their launches, and a launch that
+    # fails ends its job "failed" all the same (as an admitted job's always did).
+    blocked = run_pass(owner_dir, backend.owner, start, defer=answer_later,
+                       own=None if starting.backgrounded() else backend.job_id)
     why = blocked.get(lane_of(entry))
     if why:  # behind the lane's first waiting job, for the same reason
         with _Lock(owner_dir):
@@ -178,7 +187,8 @@ def withdraw(backend: Any, state: str, note: str, start: Starter) -> bool:
     return True
 
 
-def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True, again: int = 0) -> dict[str, str]:
+def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = True, again: int = 0,
+             defer: Callable[[Callable[[], None]], None] | None = None, own: int | None = None) -> dict[str, str]:
     """Start every waiting job whose turn it is (see the module docstring).
 
     Args:
@@ -188,6 +198,9 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
         blocking: wait for a pass that runs now to end (else run none).
         again: run up to this many passes more, while a finisher asked for one during
             the last (``waking.py``): what an admission process does.
+        defer: given the answer reading of each launch but ``own``'s, instead of reading
+            it here (:func:`answer_later`).
+        own: the caller's job, whose launcher's answer is read here.
 
     Returns:
         Lane -> why its first waiting job still waits.
@@ -212,9 +225,55 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
     # Launched once the lock is free: each job's place is taken (its entry in admitted/),
     # and a launch waits on the kernel (a cgroup join, ~15 ms on cgroup v1) that the next
     # pass, in another process, need not wait for.
-    for jobdir, devices in admitted:
-        start(jobdir, devices)
+    answers = [(jobdir.job_id, start(jobdir, devices)) for jobdir, devices in admitted]
+    for job_id, answer in answers:  # read once all were started: their launches overlap
+        if answer is not None:
+            if defer is not None and job_id != own:
+                defer(answer)
+            else:
+                answer()
     return one.blocked
+
+
+_later_lock = threading.Lock()
+_later: queue.SimpleQueue | None = None
+_LATER_IDLE_S = 5.0
+
+
+def answer_later(answer: Callable[[], None]) -> None:
+    """Read a launcher's answer (``answer``) in a thread of this process, which ends once
+    it has had nothing to read for a few seconds; a failure it tells of ends that job "failed"."""
+    global _later
+    with _later_lock:
+        if _later is None:
+            _later = queue.SimpleQueue()
+            threading.Thread(target=_read_answers, args=(_later,), name="jobber-launch-answers", daemon=True).start()
+        _later.put(answer)
+
+
+def _read_answers(answers: queue.SimpleQueue) -> None:
+    global _later
+    while True:
+        try:
+            answer = answers.get(timeout=_LATER_IDLE_S)
+        except queue.Empty:
+            with _later_lock:
+                if answers.empty():
+                    _later = None
+                    return
+            continue
+        try:
+            answer()
+        except Exception:  # noqa: BLE001, S110 - start_admitted's answer handles its own failures; a thread must not print
+            pass
+
+
+def _forked() -> None:
+    global _later, _later_lock
+    _later, _later_lock = None, threading.Lock()  # the parent's thread does not run here
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Pass:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from jobber._backends.base import DirectoryBackend
 from jobber._backends.context import Sandbox, run_context
 from jobber._backends.local import admission, isolation
 from jobber._backends.local.launching import AlreadyLaunched as _AlreadyLaunched
-from jobber._backends.local.launching import launch as _launch
+from jobber._backends.local.launching import begin_launch as _begin_launch
 from jobber._backends.local.launching import not_started as _not_started
 from jobber._backends.local.launching import supervisor_argv as _supervisor_argv
 from jobber._backends.local.launching import through_user_manager as _through_user_manager
@@ -97,11 +97,12 @@ class LocalBackend(DirectoryBackend):
                 raise
             raise _not_started(self.job_id, err) from err
 
-    def _launch_attempt(self, made: list[Any]) -> None:
+    def _launch_attempt(self, made: list[Any], *, later: bool = False) -> Callable[[], None] | None:
         """Confine and launch the command as the spec (with its run context) says.
 
         ``made`` receives the confinement record and cgroup as they are made, so that a
-        failure can undo them.
+        failure can undo them. With ``later``, the launcher's answer is left to the call
+        returned (``launching.begin_launch``).
         """
         spec = self.dir.read_spec()
         limits = self._attempt_limits(spec)
@@ -120,11 +121,17 @@ class LocalBackend(DirectoryBackend):
         # A function job of this host's own kernel may start warm (``warm.py``); a server's
         # sandboxed or other-uid job, or one in a user manager's scope, starts cold.
         plain = spec.python is not None and spec.sandbox is None and spec.user is None
-        _launch(self.job_id, argv, warm_dir=str(self.dir.path) if plain and not record.get("via_user_manager") else None)
+        answer = _begin_launch(self.job_id, argv,
+                               warm_dir=str(self.dir.path) if plain and not record.get("via_user_manager") else None)
+        if later:
+            return answer
+        answer()
+        return None
 
-    def start_admitted(self, devices: list[int]) -> None:
+    def start_admitted(self, devices: list[int]) -> Callable[[], None] | None:
         """Launch a job its admission pass let through (with these GPUs); a failure ends
-        it "failed" with the reason, leaving no cgroup and giving its GPUs back."""
+        it "failed" with the reason, leaving no cgroup and giving its GPUs back. The call
+        returned reads the launcher's answer (and handles a failure it tells of)."""
         made: list[Any] = [None, None]
         try:
             spec = self.dir.read_spec()
@@ -132,13 +139,26 @@ class LocalBackend(DirectoryBackend):
                 visible = ",".join(str(d) for d in devices)
                 env = {**(spec.env or {}), "CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible}
                 self.dir.write_spec(spec.replace(env=env, gpu_devices=devices))
-            self._launch_attempt(made)
+            answer = self._launch_attempt(made, later=True)
         except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
-            raw = self.dir.read("status.json") or {}
-            if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
-                return  # a launcher took it over and records how it ends
-            _undo_launch(self.dir, made[0], made[1], release=False)
-            self.dir.write("status.json", ended("failed", f"job {self.job_id} did not start: {type(err).__name__}: {err}"))
+            self._admitted_start_failed(err, made)
+            return None
+
+        def complete() -> None:
+            try:
+                if answer is not None:
+                    answer()
+            except BaseException as err:  # noqa: BLE001 - whatever it was, the job must end
+                self._admitted_start_failed(err, made)
+
+        return complete
+
+    def _admitted_start_failed(self, err: BaseException, made: list[Any]) -> None:
+        raw = self.dir.read("status.json") or {}
+        if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
+            return  # a launcher took it over and records how it ends
+        _undo_launch(self.dir, made[0], made[1], release=False)
+        self.dir.write("status.json", ended("failed", f"job {self.job_id} did not start: {type(err).__name__}: {err}"))
 
     def start_next_attempt(self) -> None:
         """Start the attempt a "pending" status names (``run_next_attempt.py`` calls this after the
@@ -381,9 +401,10 @@ class LocalBackend(DirectoryBackend):
         return self._status()[0]
 
 
-def start_admitted(jobdir: JobDir, devices: list[int]) -> None:
-    """Launch a job an admission pass let through (see ``admission.py``)."""
-    LocalBackend(jobdir).start_admitted(devices)
+def start_admitted(jobdir: JobDir, devices: list[int]) -> Callable[[], None] | None:
+    """Launch a job an admission pass let through (see ``admission.py``); the call
+    returned reads its launcher's answer."""
+    return LocalBackend(jobdir).start_admitted(devices)
 
 
 def _kill_leftovers(record: dict[str, Any], pid: int | None) -> tuple[str, dict[str, Any]]:

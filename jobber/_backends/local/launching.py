@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 from jobber._backends.local import warm
@@ -19,7 +20,7 @@ from jobber._files import write_atomic
 from jobber._jobs.jobdir import JobDir
 from jobber._jobs.spec import JobSpec
 
-__all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "launch", "not_started", "supervisor_argv",
+__all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "begin_launch", "launch", "not_started", "supervisor_argv",
            "through_user_manager", "undo_launch"]
 
 REPLY_TIMEOUT_S = 60.0
@@ -126,10 +127,28 @@ def launch(job_id: int, argv: list[str], *, warm_dir: str | None = None) -> None
     Raises:
         JobError: the launcher could not be run, did not answer, or refused.
     """
+    begin_launch(job_id, argv, warm_dir=warm_dir)()
+
+
+def begin_launch(job_id: int, argv: list[str], *, warm_dir: str | None = None) -> Callable[[], None]:
+    """:func:`launch` in two halves: start the launcher now; the call returned reads its
+    answer (raising as :func:`launch` does). An admission pass starts all it let through,
+    then reads their answers: the launches overlap.
+
+    Raises:
+        JobError: the launcher could not be run.
+    """
     if warm_dir is not None and warm.enabled():
-        reply = warm.launch(warm_dir, argv[len(launcher_command(warm_dir)):])
-        if reply is not None:
-            return _answer(job_id, reply.strip(), "", 0)
+        answer = warm.begin(warm_dir, argv[len(launcher_command(warm_dir)):])
+        if answer is not None:
+            def complete() -> None:
+                reply = answer()
+                if reply is None:  # it died before taking the job: start it cold
+                    launch(job_id, argv)
+                else:
+                    _answer(job_id, reply.strip(), "", 0)
+
+            return complete
     try:
         proc = subprocess.Popen(
             argv,
@@ -141,6 +160,10 @@ def launch(job_id: int, argv: list[str], *, warm_dir: str | None = None) -> None
     except OSError as err:
         raise JobError(f"job {job_id}: cannot start its supervisor {argv[0]}: {err.strerror or err}",
                        job_id=job_id) from err
+    return lambda: _read_answer(job_id, proc)
+
+
+def _read_answer(job_id: int, proc: subprocess.Popen) -> None:
     try:
         out, err = proc.communicate(timeout=REPLY_TIMEOUT_S)
     except subprocess.TimeoutExpired:

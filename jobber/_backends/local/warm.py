@@ -32,24 +32,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 
-__all__ = ["IDLE_EXIT_S", "enabled", "launch", "serve", "socket_name"]
+__all__ = ["HEADER", "begin", "enabled", "socket_name"]
 
-IDLE_EXIT_S = 120.0  # the warm launcher exits after this long without a request
-_REQUEST_MAX = 64 << 20  # an environment larger than this is no caller of ours
 _START_TIMEOUT_S = 10.0
-_HEADER = struct.Struct("!Q")
+HEADER = struct.Struct("!Q")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # .../jobber
-_RUNNER = os.path.join(_PACKAGE, "_jobs", "function_runner.py")
+RUNNER = os.path.join(_PACKAGE, "_jobs", "function_runner.py")
 _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_boot.py")
-_serving = False  # True in the warm launcher and its forks: a launch there forks, never connects
+# Set in the warm launcher and its forks (``warm_serve.py``): a launch there forks, never connects.
+fork_here: Callable[[str, list[str], dict, int], Callable[[], str]] | None = None
 _name: str | None = None
-_boot_path: list[str] = []
 
 
 def enabled() -> bool:
@@ -74,33 +72,42 @@ def socket_name() -> str:
     return _name
 
 
-def launch(job_dir: str, options: list[str]) -> str | None:
-    """Start a job through the warm launcher: its answer (``ok PID`` or ``error WHY``), or
-    None when there is no warm launcher to ask (the caller starts the job cold)."""
-    env = {name: value for name, value in os.environ.items()}
+def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
+    """Ask the warm launcher to start a job; None when there is none to ask (the caller
+    starts the job cold). The call returned reads its answer: ``ok PID`` or ``error
+    WHY``, or None when it died before it took the job (start it cold then)."""
+    env = dict(os.environ)
     umask = os.umask(0o022)
     os.umask(umask)
-    if _serving:
-        return _fork_launch(job_dir, options, env, umask)
+    if fork_here is not None:
+        return fork_here(job_dir, options, env, umask)
     conn = _connect() or _start()
     if conn is None:
         return None
-    with conn:
-        try:
-            body = json.dumps({"job_dir": job_dir, "options": options, "env": env, "umask": umask}).encode()
-            conn.sendall(_HEADER.pack(len(body)) + body)
-            conn.shutdown(socket.SHUT_WR)
-            reply = b""
-            while chunk := conn.recv(65536):
-                reply += chunk
-        except OSError:
-            reply = b""
-    if not reply and not os.path.lexists(os.path.join(job_dir, "launched")):
-        return None  # it died before taking the job: start it cold
-    return reply.decode(errors="replace")
+    try:
+        body = json.dumps({"job_dir": job_dir, "options": options, "env": env, "umask": umask}).encode()
+        conn.sendall(HEADER.pack(len(body)) + body)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        conn.close()
+        return None
+
+    def answer() -> str | None:
+        reply = b""
+        with conn:
+            try:
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            except OSError:
+                reply = b""
+        if not reply and not os.path.lexists(os.path.join(job_dir, "launched")):
+            return None  # it died before taking the job
+        return reply.decode(errors="replace")
+
+    return answer
 
 
-def _peer_is_me(conn: socket.socket) -> bool:
+def peer_is_me(conn: socket.socket) -> bool:
     _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     return uid == os.geteuid()
 
@@ -110,7 +117,7 @@ def _connect() -> socket.socket | None:
     try:
         conn.settimeout(60.0)  # a launch answers in milliseconds; this bounds a hung one
         conn.connect("\0" + socket_name())
-        if _peer_is_me(conn):
+        if peer_is_me(conn):
             return conn
     except OSError:
         pass
@@ -130,173 +137,3 @@ def _start() -> socket.socket | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return _connect() if boot.returncode == 0 else None
-
-
-def serve(listener: socket.socket, name: str) -> None:
-    """The warm launcher's loop: load what a job needs, then fork a launcher per request."""
-    global _serving, _name, _boot_path
-    _serving, _name = True, name
-    _boot_path = list(sys.path)  # a new interpreter's (warm_boot.py took its own directory out)
-    _preload()
-    # Each fork supervises a job: ignoring SIGCHLD reaps them with no zombie (the fork
-    # puts the default back before it starts its job).
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    listener.settimeout(IDLE_EXIT_S)
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except socket.timeout:
-            return  # idle: the next launch starts another
-        except InterruptedError:
-            continue
-        with conn:
-            try:
-                request = _read_request(conn)
-            except (OSError, ValueError):
-                continue
-            if os.fork() == 0:
-                listener.close()
-                _run_launcher(conn.detach(), request)
-
-
-def _read_request(conn: socket.socket) -> dict:
-    conn.settimeout(10.0)
-    if not _peer_is_me(conn):
-        raise ValueError("another uid")
-    data = b""
-    while len(data) < _HEADER.size and (chunk := conn.recv(_HEADER.size - len(data))):
-        data += chunk
-    (size,) = _HEADER.unpack(data)
-    if size > _REQUEST_MAX:
-        raise ValueError("too large")
-    body = bytearray()
-    while len(body) < size and (chunk := conn.recv(min(1 << 20, size - len(body)))):
-        body += chunk
-    request = json.loads(body)
-    if not (isinstance(request.get("job_dir"), str) and isinstance(request.get("options"), list)
-            and isinstance(request.get("env"), dict) and isinstance(request.get("umask"), int)):
-        raise ValueError("not a launch")
-    return request
-
-
-def _fork_launch(job_dir: str, options: list[str], env: dict, umask: int) -> str:
-    """In a fork of the warm launcher (an admission pass after a job ended): fork the
-    launcher here, reading its answer from a pipe."""
-    read_end, write_end = os.pipe()
-    if os.fork() == 0:
-        os.close(read_end)
-        _run_launcher(write_end, {"job_dir": job_dir, "options": options, "env": env, "umask": umask})
-    os.close(write_end)
-    reply = b""
-    while chunk := os.read(read_end, 65536):
-        reply += chunk
-    os.close(read_end)
-    # Not waited for: it supervises its job, and is reaped by whoever this process's parent
-    # is once this process exits (it ends after its admission pass).
-    return reply.decode(errors="replace")
-
-
-def _run_launcher(answer_fd: int, request: dict) -> None:
-    """In a new fork: become ``supervisor.py --launch`` with the caller's environment and
-    umask, answering on ``answer_fd``. Never returns."""
-    code = 1
-    try:
-        os.dup2(answer_fd, 1)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 2)
-        _close_from(3)
-        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.umask(request["umask"])
-        from jobber._backends.local import supervisor
-
-        # supervisor.py --launch, less its first fork: this process is nobody's child already
-        # (the warm launcher's, which reaps without waiting).
-        code = supervisor.launch(request["job_dir"], supervisor.parse_launch([str(o) for o in request["options"]]))
-    except BaseException as err:  # noqa: BLE001 - the starter must hear of any failure
-        try:
-            os.write(1, f"error supervisor: {type(err).__name__}: {err}\n".encode())
-        except OSError:
-            pass
-    finally:
-        os._exit(code)
-
-
-def _close_from(low: int) -> None:
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(low, 1024))
-    for fd in fds:
-        if fd >= low:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def _preload() -> None:
-    """Import what a launch, a job's runner and its end need, once: each fork has them."""
-    import importlib.util
-    import pickle  # noqa: F401
-    import shlex  # noqa: F401
-    import traceback  # noqa: F401
-
-    import cloudpickle  # noqa: F401
-
-    from jobber._backends.local import job_child, run_admission, supervisor, waking  # noqa: F401
-    from jobber._usage import UsageWriter  # noqa: F401
-
-    spec = importlib.util.spec_from_file_location("_jobber_function_runner", _RUNNER)
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    job_child.in_process = lambda command, env, error_fd: _run_function(runner, command, env, error_fd)
-    waking.admit_here = run_admission.main
-
-
-def _run_function(runner, command: str, env: dict, error_fd: int) -> None:
-    """In the job's process, confined: if ``command`` is the runner's line for this
-    interpreter, run it here as its own process would (never returns); else return (the
-    command is exec'd)."""
-    import shlex
-
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return
-    if len(words) != 6 or words[:4] != ["exec", sys.executable, "-u", _RUNNER] or not words[5].isdigit():
-        return
-    import atexit
-    import threading
-
-    # What an exec would have done: the environment, the signals a new Python has, no
-    # descriptor but 0-2 (closing error_fd tells the supervisor the start went well),
-    # none of jobber's modules (the job imports its own), the runner's argv and path.
-    os.environ.clear()
-    os.environ.update(env)
-    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    os.close(error_fd)
-    _close_from(3)
-    for module in [name for name in sys.modules if name == "jobber" or name.startswith("jobber.")]:
-        del sys.modules[module]
-    sys.argv = [_RUNNER, words[4], words[5]]
-    sys.path[:] = _boot_path
-    code = 1
-    try:
-        code = runner.main(sys.argv)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    finally:
-        try:
-            threading._shutdown()  # as an interpreter's exit: wait for the threads the function left
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)

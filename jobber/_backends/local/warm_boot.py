@@ -32,6 +32,6 @@ for _name in ("jobber", "jobber._backends", "jobber._backends.local"):
     _module.__path__ = [os.path.join(_package, *_name.split("."))]
     sys.modules[_name] = _module
 
-from jobber._backends.local.warm import serve  # noqa: E402
+from jobber._backends.local.warm_serve import serve  # noqa: E402
 
-serve(listener, sys.argv[1])
+serve(listener)
