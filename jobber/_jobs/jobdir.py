@@ -216,14 +216,24 @@ class JobDir:
         write_atomic(self.path / "stop-requested", f"{time.time()}\n".encode())
 
 
+_own_start: tuple[int, int | None] | None = None  # (pid, start ticks): read once per process
+
+
 def _start_ticks() -> int | None:
-    """This process's start time in clock ticks since boot (tells a reused pid apart)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    """This process's start time in clock ticks since boot (tells a reused pid apart).
+
+    Read once per process (a fork reads its own): /proc/self/stat of a big kernel takes
+    a millisecond, twice per start."""
+    global _own_start
+    pid = os.getpid()
+    if _own_start is None or _own_start[0] != pid:
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                data = f.read()
+            _own_start = (pid, int(data[data.rindex(b")") + 2 :].split()[19]))
+        except (OSError, ValueError, IndexError):
+            return None
+    return _own_start[1]
 
 
 def ensure_private_dir(path: Path | str, *, uid: int | None = None) -> Path:

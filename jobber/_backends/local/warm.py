@@ -36,6 +36,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 __all__ = ["HEADER", "begin", "enabled", "socket_name"]
@@ -48,6 +49,8 @@ _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_boot.py")
 # Set in the warm launcher and its forks (``warm_serve.py``): a launch there forks, never connects.
 fork_here: Callable[[str, list[str], dict, int], Callable[[], str]] | None = None
 _name: str | None = None
+_COLD_AFTER_FAILURE_S = 30.0  # after a warm launcher that could not start or died: jobs start cold this long
+_cold_until = 0.0
 
 
 def enabled() -> bool:
@@ -81,8 +84,12 @@ def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
     os.umask(umask)
     if fork_here is not None:
         return fork_here(job_dir, options, env, umask)
+    global _cold_until
+    if time.monotonic() < _cold_until:
+        return None
     conn = _connect() or _start()
     if conn is None:
+        _cold_until = time.monotonic() + _COLD_AFTER_FAILURE_S  # not every job pays for a start that fails
         return None
     try:
         body = json.dumps({"job_dir": job_dir, "options": options, "env": env, "umask": umask}).encode()
@@ -101,6 +108,8 @@ def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
             except OSError:
                 reply = b""
         if not reply and not os.path.lexists(os.path.join(job_dir, "launched")):
+            global _cold_until
+            _cold_until = time.monotonic() + _COLD_AFTER_FAILURE_S
             return None  # it died before taking the job
         return reply.decode(errors="replace")
 
