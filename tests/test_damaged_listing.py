@@ -129,6 +129,12 @@ class TestLibraryListing:
         assert [job.id for job in cert.get_jobs(label="kept")] == sorted([*healthy, *spec_read])
         assert cert.find_job("kept").id == healthy[-1]
 
+    def test_queues_count_past_a_damaged_job(self, damaged):
+        cert, _healthy, _reasons = damaged
+        cert.set_queue("solo", parallel=1)
+        solo = cert.queues()["solo"]
+        assert (solo["parallel"], solo["running"], solo["waiting"]) == (1, 0, 0)
+
     def test_listing_shows_the_healthy_jobs_and_names_each_damaged_one(self, damaged):
         cert, healthy, reasons = damaged
         for state in (None, ("exited",)):

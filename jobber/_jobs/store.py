@@ -261,14 +261,14 @@ class JobStore(Session):
         for name in names:
             out[name] = {**read_settings(self.path, name), "running": 0, "waiting": 0}
         for job in self.get_jobs():
-            queue = spec_of(job).queue
+            try:
+                queue = spec_of(job).queue
+                state = None if queue is None else job.status().state
+            except (JobNotFound, JobError):  # removed since the listing, or unreadable: not counted
+                continue
             if queue is None:
                 continue
             info = out.setdefault(queue, {**read_settings(self.path, queue), "running": 0, "waiting": 0})
-            try:
-                state = job.status().state
-            except JobNotFound:  # removed since the listing
-                continue
             if state == "running":
                 info["running"] += 1
             elif state == "pending":
