@@ -187,9 +187,7 @@ class RemoteSession(Session):
         return Job(RemoteBackend(self, self.transport.json("GET", f"/v1/jobs/{job_id}", job_id=job_id)))
 
     def get_jobs(self, label: str | None = None) -> list[Job]:
-        """`Session.get_jobs`; the jobs the server left out (files it cannot read) are in
-        the list's ``skipped``: job id -> why."""
-        jobs = _Listed()
+        jobs = _Listed()  # with the jobs the server left out (files it cannot read): job id -> why
         after: int | None = 0
         while after is not None:  # the server answers a page at a time
             query: dict[str, Any] = {"limit": _PAGE, "after": after, **({} if label is None else {LABEL: label})}
