@@ -164,6 +164,15 @@ class TestCli:
             assert line.startswith(f"jobber: job {job_id} skipped: unreadable "), line
             assert re.search(reason, line), line
 
+    def test_the_skipped_lines_come_after_the_table_on_one_terminal(self, damaged):
+        _cert, healthy, reasons = damaged
+        listed = subprocess.run([sys.executable, "-m", "jobber", "ls"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, timeout=60)
+        lines = listed.stdout.splitlines()
+        assert lines[0].startswith("ID ") and [line.split()[0] for line in lines[1:len(healthy) + 1]] == \
+            [str(job_id) for job_id in healthy], listed.stdout
+        assert all(" skipped: " in line for line in lines[len(healthy) + 1:]) and len(lines) == 1 + len(healthy) + len(reasons)
+
     def test_ls_json_is_the_healthy_jobs_and_the_reasons_go_to_stderr(self, damaged):
         _cert, healthy, reasons = damaged
         listed = _jobber("ls", "--json")
