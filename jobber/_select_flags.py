@@ -13,14 +13,14 @@ carries them (``JobFlags.LIST``, ``JobFlags.listing`` ...), the magics' one door
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from jobber._errors import JobberError, JobNotFound
+from jobber._errors import JobberError, JobError, JobNotFound
 from jobber._jobs.selection import JobIds, Pruned, is_id_selection
 from jobber._states import STATES
 
-__all__ = ["LIST", "PRUNE", "RM", "listing", "prune", "remove"]
+__all__ = ["LIST", "PRUNE", "RM", "Rows", "listing", "prune", "remove"]
 
 Flag = tuple[tuple[str, ...], dict[str, Any]]
 DEFAULT_LAST = 200
@@ -61,8 +61,25 @@ RM: tuple[Flag, ...] = (
 )
 
 
-def listing(session: Any, args: argparse.Namespace, *, every: bool = False) -> tuple[list[tuple[Any, Any]], int]:
+class Rows(list):
+    """What `listing` returns first: ``[(job, status), ...]``, newest last, as a plain
+    ``list``; ``skipped`` holds the jobs left out because they cannot be read, each with why.
+
+    Attributes:
+        skipped: job id -> why it was left out (its ``spec.json`` is not JSON, a status
+            file of the wrong types, ...), oldest first.
+    """
+
+    def __init__(self, rows: Iterable[tuple[Any, Any]] = (), skipped: Mapping[int, str] | None = None) -> None:
+        super().__init__(rows)
+        self.skipped: dict[int, str] = dict(skipped or {})
+
+
+def listing(session: Any, args: argparse.Namespace, *, every: bool = False) -> tuple[Rows, int]:
     """The jobs that `LIST` flags select, newest last, each with its status.
+
+    A job whose files cannot be read (damaged, or not written by jobber) is left out of
+    the rows and named in their ``skipped``, with why: one such job never hides the others.
 
     Args:
         session: a Certificate or a remote session.
@@ -70,30 +87,39 @@ def listing(session: Any, args: argparse.Namespace, *, every: bool = False) -> t
         every: ignore ``-n`` (``jobber ls --json`` lists every matching job).
 
     Returns:
-        ``[(job, status), ...]``, and how many older matching jobs ``-n`` left out.
+        ``[(job, status), ...]`` (a `Rows`), and how many older matching jobs ``-n`` left out.
     """
     jobs = session.get_jobs(label=args.label) if args.label else session.get_jobs()
+    skipped: dict[int, str] = dict(getattr(jobs, "skipped", {}))  # those a jobber server left out
     if args.state:
-        rows = [(job, status) for job, status in _with_statuses(jobs) if status.state in args.state]
+        rows: list[tuple[Any, Any]] | None = [(job, status) for job, status in _with_statuses(jobs, skipped)
+                                              if status.state in args.state]
     else:
         rows = None
     count = len(rows) if rows is not None else len(jobs)
     hidden = 0 if every or args.all else max(0, count - max(args.last, 1))
     if rows is None:
-        rows = list(_with_statuses(jobs[hidden:]))  # only the statuses shown are read
+        rows = list(_with_statuses(jobs[hidden:], skipped))  # only the statuses shown are read
     else:
         rows = rows[hidden:]
-    return rows, hidden
+    # Each reason as its own sentence: the line that reports it names the job already.
+    return Rows(rows, {job_id: why.removeprefix(f"job {job_id}: ") for job_id, why in sorted(skipped.items())}), hidden
 
 
-def _with_statuses(jobs: list[Any]) -> Iterator[tuple[Any, Any]]:
+def _with_statuses(jobs: list[Any], skipped: dict[int, str]) -> Iterator[tuple[Any, Any]]:
     """Each job with its status, leaving out a job removed since the listing (another
-    process's prune or rm), which would otherwise fail the whole listing."""
+    process's prune or rm), which would otherwise fail the whole listing, and a job that
+    cannot be read, noted in ``skipped`` with why."""
     for job in jobs:
         try:
-            yield job, job.status()
+            status = job.status()
+            job.command, job.label  # noqa: B018 - what a listing shows of it must read too (a spec's fields)
         except JobNotFound:
             continue
+        except JobError as err:
+            skipped[job.id] = str(err)
+            continue
+        yield job, status
 
 
 def prune(session: Any, args: argparse.Namespace) -> Pruned:

@@ -150,6 +150,9 @@ class Session(Protocol):
 
         Returns:
             Every job this identity owns (with that label), ended ones included, by id.
+            One whose files cannot be read (damaged, not jobber's) is listed all the same
+            (its ``status()`` raises JobError saying why); with ``label``, it is left out,
+            having no label that could match. A jobber server leaves such jobs out.
 
         Raises:
             JobError: the job directory cannot be read. JobberError: the server cannot be

@@ -200,15 +200,29 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _ls_rows(session, args: argparse.Namespace) -> int:
-    """``jobber ls`` for a session (apart, so the benchmarks time the listing alone)."""
+    """``jobber ls`` for a session (apart, so the benchmarks time the listing alone).
+
+    A job that cannot be read is left out and said on stderr after the listing (``jobber:
+    job 7 skipped: why``); the exit status is then 1, as ``jobber rm``'s for a job it kept.
+    """
     rows, hidden = JobFlags.listing(session, args, every=args.json)
+    _print_rows(rows, hidden, args)
+    sys.stdout.flush()  # the table first, where both go to one terminal or file
+    for job_id, why in rows.skipped.items():
+        print(f"jobber: job {job_id} skipped: {why}", file=sys.stderr)
+    return 1 if rows.skipped else 0
+
+
+def _print_rows(rows, hidden: int, args: argparse.Namespace) -> None:
+    """The table of ``jobber ls`` (its JSON with ``--json``), or why there is none."""
     if args.json:
         print(json.dumps([{"id": j.id, "command": j.command, **s.to_dict()} for j, s in rows], indent=1))
-        return 0
+        return
     if not rows and not hidden:
-        filtered = args.label is not None or args.state
-        print("no jobs match" if filtered else "no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
-        return 0
+        if not rows.skipped:
+            filtered = args.label is not None or args.state
+            print("no jobs match" if filtered else "no jobs yet: start one with `jobber run -- COMMAND`", file=sys.stderr)
+        return
     if hidden:
         print(f"({hidden:,} older job{'s' if hidden != 1 else ''} not shown: `jobber ls --all`, or -n N)")
     # Newest last (ids count up), every column as wide as its widest cell.
@@ -225,7 +239,6 @@ def _ls_rows(session, args: argparse.Namespace) -> int:
     for row in table:
         cells = [cell.rjust(widths[i]) if i in (0, 2) else cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         print("  ".join([*cells, row[-1]]).rstrip())
-    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

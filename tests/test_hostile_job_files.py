@@ -70,8 +70,9 @@ def test_a_file_that_is_no_file_is_named_and_nothing_hangs(jobber, planted, name
     assert status.returncode != 0 and "Traceback" not in status.stderr, status.stderr
     assert f"unreadable {name} {path}: " in status.stderr, status.stderr
     assert ("symbolic link" if kind.startswith("link") else "not a regular file") in status.stderr
-    listed = jobber("ls")  # (it stops at a damaged job, as it does at one that is not JSON)
+    listed = jobber("ls")  # job 1 listed; job 7 skipped, and said why
     assert "Traceback" not in listed.stderr and f"unreadable {name} {path}: " in listed.stderr, listed.stderr
+    assert listed.returncode == 1 and listed.stdout.splitlines()[1].split()[0] == "1", listed.stdout
 
 
 BAD_SPECS = [

@@ -29,6 +29,7 @@ from typing import Any
 from jobber._errors import JobError, LimitError
 from jobber._files import RESERVE, free_reserve, read_json, read_regular, reserve_space, write_atomic
 from jobber._jobs.spec import JobSpec
+from jobber._jobs.status import check_record
 from jobber._states import FINAL_STATES
 
 __all__ = ["JobDir", "ensure_private_dir"]
@@ -105,10 +106,17 @@ class JobDir:
         """A JSON file of the job, or None when it does not exist.
 
         Raises:
-            JobError: it exists but cannot be read or parsed.
+            JobError: it exists but cannot be read or parsed (or, a status file, holds
+                fields of the wrong types: ``check_record``).
         """
         try:
-            return read_json(self.path / name, name)
+            data = read_json(self.path / name, name)
+            if data is not None and name.endswith("status.json"):
+                try:
+                    check_record(data)
+                except JobError as err:
+                    raise JobError(f"unreadable {name} {self.path / name}: {err}") from err
+            return data
         except JobError as err:
             raise JobError(f"job {self.job_id}: {err}", job_id=self.job_id) from err
 

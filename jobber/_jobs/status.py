@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from jobber._errors import JobError
 from jobber._jobs.spec_names import RETRY_ON
 from jobber._limits import Limits
 from jobber._states import FINAL_STATES, RETRYABLE, STATES
 from jobber._text import format_duration, format_elapsed, format_size
 
-__all__ = ["JobStatus", "STATES", "FINAL_STATES", "when"]
+__all__ = ["JobStatus", "STATES", "FINAL_STATES", "check_record", "when"]
 
 
 def when(value: float | None) -> datetime | None:
@@ -197,3 +198,52 @@ class JobStatus:
         if isinstance(data.get(RETRY_ON), list):
             data[RETRY_ON] = tuple(data[RETRY_ON])
         return cls(**data)
+
+
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "a whole number"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+    "str": ((str,), "text"),
+}
+# What a status file's fields hold: JobStatus's own fields of plain types (their annotations
+# read as text, "int | None"), and the ones stored differently. A null passes: jobber's
+# writers use it for "none" (an attempt not yet known, no error).
+_RECORD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    **{f.name: _KINDS[base] for f in fields(JobStatus) if (base := str(f.type).partition(" | ")[0]) in _KINDS},
+    "started_at": _KINDS["float"], "ended_at": _KINDS["float"], "error": _KINDS["str"],
+}
+
+
+def check_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A status file's object, checked before anything reads it as a status: its ``state``
+    is a job state, and each field a JobStatus is made of has that field's type.
+
+    Jobber writes its status files whole; one that fails here was damaged or written by
+    something else, and is refused with a sentence rather than read into a KeyError or a
+    TypeError somewhere later (in a listing, that would end the whole listing).
+
+    Args:
+        raw: the JSON object of ``status.json`` (or of an attempt's).
+
+    Returns:
+        ``raw``, unchanged.
+
+    Raises:
+        JobError: which field is wrong, and how.
+    """
+    state = raw.get("state")
+    if not isinstance(state, str) or state not in STATES:
+        shown = "missing" if "state" not in raw else _shown(state)
+        raise JobError(f"its field 'state' is {shown}, not one of {', '.join(STATES)}: not a status jobber wrote")
+    for name, value in raw.items():
+        kind = _RECORD_FIELDS.get(name)
+        if kind is None or value is None:
+            continue
+        types, expected = kind
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise JobError(f"its field {name!r} is {_shown(value)}, not {expected}: not a status jobber wrote")
+    return raw
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

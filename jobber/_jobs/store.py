@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import pwd
 import re
@@ -49,6 +50,7 @@ _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _COUNTER = ".next-id"
 STALE_CREATED = 86400.0
 """A job never started is pruned once this old (seconds), unless ``older_than`` says otherwise."""
+log = logging.getLogger(__name__)
 _RERUN_FIELDS = {"command", "limits", "env", "cwd", *LIFECYCLE_OPTIONS, "options"}
 
 
@@ -259,14 +261,14 @@ class JobStore(Session):
         for name in names:
             out[name] = {**read_settings(self.path, name), "running": 0, "waiting": 0}
         for job in self.get_jobs():
-            queue = spec_of(job).queue
+            try:
+                queue = spec_of(job).queue
+                state = None if queue is None else job.status().state
+            except (JobNotFound, JobError):  # removed since the listing, or unreadable: not counted
+                continue
             if queue is None:
                 continue
             info = out.setdefault(queue, {**read_settings(self.path, queue), "running": 0, "waiting": 0})
-            try:
-                state = job.status().state
-            except JobNotFound:  # removed since the listing
-                continue
             if state == "running":
                 info["running"] += 1
             elif state == "pending":
@@ -415,5 +417,17 @@ class JobStore(Session):
         owner = self.owner
         jobs = [Job(DeferredBackend(JobDir(base, owner, job_id), self)) for job_id in ids]
         if label is not None:
-            jobs = [job for job in jobs if job.label == label]
+            jobs = [job for job in jobs if _labelled(job, label)]
         return jobs
+
+
+def _labelled(job: Job, label: str) -> bool:
+    """Whether ``job`` has this label; not when its spec cannot be read (it has no label
+    it could match, and one damaged job must not fail the whole listing)."""
+    try:
+        return job.label == label
+    except JobNotFound:
+        return False  # removed since the listing
+    except JobError as err:
+        log.debug("jobber: job %s left out of the listing of label %r: %s", job.id, label, err)
+        return False

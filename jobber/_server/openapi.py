@@ -81,6 +81,17 @@ _SCHEMAS: dict[str, Any] = {
                 "minimum": 1,
                 "description": "present when more jobs follow: ask again with after=this (absent from the last page)",
             },
+            "skipped": {
+                "type": "array",
+                "description": "present when jobs of this page were left out because their files cannot be read "
+                               "(damaged, or not written by jobber): each with why; GET /v1/jobs/{job_id} answers 409 "
+                               "for them",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "error"],
+                    "properties": {"id": {"type": "integer", "minimum": 1}, "error": {"type": "string"}},
+                },
+            },
         },
     },
     "QueueSettings": {
@@ -282,6 +293,7 @@ _PATHS: dict[str, Any] = {
                  "schema": {"type": "boolean", "default": False}},
             ],
             "responses": {"200": ok("the job", "Job"), "400": BAD, "403": FORBIDDEN, "404": NOT_FOUND,
+                          "409": error("the job's files cannot be read (damaged, or not written by jobber): why"),
                           "429": QUOTA},
         },
         "delete": {

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from jobber._errors import JobNotFound
+from jobber._errors import JobError, JobNotFound
 from jobber._jobs.job import Job
 from jobber._jobs.store import JobStore, jobs_dir
-from jobber._server.errors import ApiError
+from jobber._server.errors import ApiError, public_message
 from jobber._server.quotas import Tenant
 from jobber._server.state import CONFIG
 
@@ -66,5 +66,7 @@ def job_of(request: web.Request, given: int | None = None) -> Job:
         # never existed get the very same answer.
         raise ApiError(404, f"no job {raw[:40]} for this certificate (GET /v1/jobs lists yours)", "JobNotFound",
                        job_id if job_id > 0 else None) from None
+    except JobError as err:  # its spec.json damaged, or not jobber's: this job only, as the listing says
+        raise ApiError(409, public_message(str(err)), "JobError", job_id) from None
 
 

@@ -143,11 +143,17 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 def _list_page(store: JobStore, after: int, limit: int, label: str | None = None) -> bytes:
     """Up to ``limit`` jobs with ids above ``after`` (with ``label``, if given), and the
-    ``after`` of the next page when there is one (``next_after``, absent from the last page)."""
+    ``after`` of the next page when there is one (``next_after``, absent from the last page).
+
+    A job whose files cannot be read is left out of ``jobs`` (as the Jobs panel leaves it
+    out; ``GET /v1/jobs/{id}`` answers 409 for it) and named in ``skipped`` with why, so
+    that one damaged job never fails the whole listing.
+    """
     jobs = [job for job in store.get_jobs() if job.id > after]
     if label is not None:
         jobs = [job for job in jobs if labelled(job, label)]
     listed: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     last = after
     for job in jobs:
         if len(listed) == limit:
@@ -155,12 +161,18 @@ def _list_page(store: JobStore, after: int, limit: int, label: str | None = None
         last = job.id
         try:
             listed.append(_job_json(job))
-        except JobError:
-            if job.path is not None and job.path.is_dir():
-                raise
-            # removed since the directory was listed: not part of the answer
+        except JobNotFound:
+            continue  # removed since the directory was listed: not part of the answer
+        except JobError as err:
+            if job.path is None or not job.path.is_dir():
+                continue  # removed meanwhile, as above
+            log.info("job %s of %s left out of a listing: %s", job.id, store.owner[:12], err)
+            skipped.append({"id": job.id, "error": public_message(str(err))})
     more = len(listed) == limit and jobs[-1].id > last
-    return encoded({"jobs": listed, "next_after": last} if more else {"jobs": listed})
+    page: dict[str, Any] = {"jobs": listed, "next_after": last} if more else {"jobs": listed}
+    if skipped:
+        page["skipped"] = skipped
+    return encoded(page)
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -236,7 +248,10 @@ async def get_job(request: web.Request) -> web.Response:
     status = None
     if query.get("wait"):
         status = await wait_for_end(request.app[HUB], job, query["wait"])
-    return json_reply(await work(request, _job_bytes, job, status, query.get("attempts", False)))
+    try:
+        return json_reply(await work(request, _job_bytes, job, status, query.get("attempts", False)))
+    except JobError as err:  # its status.json damaged, or not jobber's: this job only, as the listing says
+        raise ApiError(409, public_message(str(err)), "JobError", job.id) from None
 
 
 async def start_job(request: web.Request) -> web.Response:

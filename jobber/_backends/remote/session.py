@@ -53,6 +53,15 @@ _PAGE = 500  # jobs per listing request (the server allows up to 1000)
 _RERUN_FIELDS = ("command", "limits", "env", *LIFECYCLE_OPTIONS)
 
 
+class _Listed(list):
+    """A server's listing of jobs, as a plain ``list``; ``skipped``: the jobs it left out
+    because it cannot read their files (job id -> why), which ``jobber ls`` reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[int, str] = {}
+
+
 class RemoteSession(Session):
     """A jobber server, reached over HTTPS with a client certificate (TLS 1.3 only).
 
@@ -178,12 +187,13 @@ class RemoteSession(Session):
         return Job(RemoteBackend(self, self.transport.json("GET", f"/v1/jobs/{job_id}", job_id=job_id)))
 
     def get_jobs(self, label: str | None = None) -> list[Job]:
-        jobs = []
+        jobs = _Listed()  # with the jobs the server left out (files it cannot read): job id -> why
         after: int | None = 0
         while after is not None:  # the server answers a page at a time
             query: dict[str, Any] = {"limit": _PAGE, "after": after, **({} if label is None else {LABEL: label})}
             page = self.transport.json("GET", f"/v1/jobs?{urlencode(query)}")
             jobs += [Job(RemoteBackend(self, data)) for data in page["jobs"]]
+            jobs.skipped.update((entry["id"], entry["error"]) for entry in page.get("skipped", ()))
             after = page.get("next_after")
         return jobs
 
