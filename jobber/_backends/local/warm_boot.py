@@ -1,10 +1,10 @@
-"""``python -u warm_boot.py SOCKET_NAME``: the warm launcher's start (see ``warm.py``).
+"""``python -u warm_boot.py FD``: the warm launcher's start (see ``warm.py``).
 
-It binds the socket first, with nothing but the standard library loaded, then forks: the
-starter waits only for that first process's exit, and a request that comes while the
-rest loads waits in the socket's backlog rather than starting its job cold. Then jobber's
-packages are entered without their ``__init__`` (jobber's loads cryptography), as the
-supervisor does, and the loop begins.
+FD is its end of the socket pair its starter made. It forks at once and the first process
+exits, so that the warm launcher is nobody's child and its starter waits only for an
+interpreter's start; requests wait in the pair meanwhile. Then jobber's packages are
+entered without their ``__init__`` (jobber's loads cryptography), as the supervisor does,
+and the loop begins.
 """
 
 import os
@@ -13,19 +13,13 @@ import sys
 import types
 
 del sys.path[0]  # this file's directory: its modules must not shadow a job's
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-try:
-    listener.bind("\0" + sys.argv[1])
-except OSError:
-    sys.exit(0)  # another one serves this name
-listener.listen(128)
 if os.fork():
     os._exit(0)
+control = socket.socket(fileno=int(sys.argv[1]))
 devnull = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1, 2):
     os.dup2(devnull, fd)
 os.close(devnull)
-os.chdir("/")  # pins no directory (a test's, a notebook's) for as long as it lives
 _package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 for _name in ("jobber", "jobber._backends", "jobber._backends.local"):
     _module = types.ModuleType(_name)
@@ -34,4 +28,4 @@ for _name in ("jobber", "jobber._backends", "jobber._backends.local"):
 
 from jobber._backends.local.warm_serve import serve  # noqa: E402
 
-serve(listener)
+serve(control)

@@ -1,11 +1,12 @@
 """The warm launcher's own side (``warm.py`` says what it is and how it is asked): its loop,
-a launch forked per request, and a function job's runner run in its job's process.
+a launcher forked per request, and a function job's runner run in its job's process.
 
 Started by ``warm_boot.py``; never imported by a caller of jobber.
 """
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import signal
@@ -15,15 +16,15 @@ from collections.abc import Callable
 
 from jobber._backends.local import warm
 
-__all__ = ["IDLE_EXIT_S", "serve"]
+__all__ = ["serve"]
 
-IDLE_EXIT_S = 120.0  # the warm launcher exits after this long without a request
 _REQUEST_MAX = 64 << 20  # an environment larger than this is no caller of ours
 _boot_path: list[str] = []
 
 
-def serve(listener: socket.socket) -> None:
-    """The warm launcher's loop: load what a job needs, then fork a launcher per request."""
+def serve(control: socket.socket) -> None:
+    """The warm launcher's loop: load what a job needs, then fork a launcher per request,
+    until its starter and the starter's forks are gone (EOF), or none asked for a while."""
     global _boot_path
     warm.fork_here = _fork_launch
     _boot_path = list(sys.path)  # a new interpreter's (warm_boot.py took its own directory out)
@@ -31,31 +32,42 @@ def serve(listener: socket.socket) -> None:
     # Each fork supervises a job: ignoring SIGCHLD reaps them with no zombie (the fork
     # puts the default back before it starts its job).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    listener.settimeout(IDLE_EXIT_S)
+    control.settimeout(warm.IDLE_EXIT_S)
+    size = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
     while True:
         try:
-            conn, _ = listener.accept()
+            data, ancillary, _flags, _address = control.recvmsg(1, size)
         except TimeoutError:
             return  # idle: the next launch starts another
         except InterruptedError:
             continue
-        with conn:
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not data and not fds:
+            return  # every holder of the other end is gone
+        for fd in fds[1:]:
+            os.close(fd)  # one socket per request
+        if not fds:
+            continue
+        with socket.socket(fileno=fds[0]) as conn:
             try:
                 request = _read_request(conn)
             except (OSError, ValueError):
                 continue
             if os.fork() == 0:
-                listener.close()
+                control.close()
                 _run_launcher(conn.detach(), request)
 
 
 def _read_request(conn: socket.socket) -> dict:
     conn.settimeout(10.0)
-    if not warm.peer_is_me(conn):
-        raise ValueError("another uid")
     data = b""
     while len(data) < warm.HEADER.size and (chunk := conn.recv(warm.HEADER.size - len(data))):
         data += chunk
+    if len(data) < warm.HEADER.size:
+        raise ValueError("no request")
     (size,) = warm.HEADER.unpack(data)
     if size > _REQUEST_MAX:
         raise ValueError("too large")
@@ -63,7 +75,7 @@ def _read_request(conn: socket.socket) -> dict:
     while len(body) < size and (chunk := conn.recv(min(1 << 20, size - len(body)))):
         body += chunk
     request = json.loads(body)
-    if not (isinstance(request.get("job_dir"), str) and isinstance(request.get("options"), list)
+    if not (isinstance(request, dict) and isinstance(request.get("job_dir"), str) and isinstance(request.get("options"), list)
             and isinstance(request.get("env"), dict) and isinstance(request.get("umask"), int)):
         raise ValueError("not a launch")
     return request
