@@ -26,8 +26,8 @@ __all__ = ["BROKEN", "UNREADABLE", "USAGE", "ended", "job_id_of", "last_memories
 UNREADABLE = object()
 BROKEN = (JobberError, OSError, ValueError, TypeError, KeyError, AttributeError)
 """What reading a job whose files are not jobber's raises: that job cannot be shown, the rest
-can. (A spec of the wrong types is a JobError; the core does not check the types of a
-status.json's fields, hence TypeError and AttributeError.)"""
+can. (The core says a spec or a status of the wrong types with a JobError; TypeError,
+AttributeError and KeyError stay for files damaged in ways no check foresaw.)"""
 USAGE = "usage"
 log = logging.getLogger(__name__)
 
