@@ -154,7 +154,8 @@ STEPS: dict[str, Callable[[pytest.MonkeyPatch, BaseException], None]] = {
     "launcher_command": lambda mp, e: mp.setattr(launching, "launcher_command", _raiser(e)),
     "_supervisor_argv": lambda mp, e: mp.setattr(local_backend, "_supervisor_argv", _raiser(e)),
     "Popen of the launcher": _fail_popen_of_the_launcher,
-    "_launch": lambda mp, e: mp.setattr(local_backend, "_launch", _raiser(e)),
+    "_begin_launch": lambda mp, e: mp.setattr(local_backend, "_begin_launch", _raiser(e)),
+    "the launcher's answer": lambda mp, e: mp.setattr(local_backend, "_begin_launch", lambda *a, **k: _raiser(e)),
 }
 
 
@@ -220,7 +221,7 @@ class TestAFailureAtAnyStepIsUndone:
 
     def test_two_failed_starts_in_a_row_then_a_good_one(self, store):
         job = store.new_job("echo hi")
-        for step in ("_launch", "write confinement.json"):
+        for step in ("_begin_launch", "the launcher's answer", "write confinement.json"):
             error = RuntimeError("injected failure")
             with pytest.MonkeyPatch.context() as mp:
                 STEPS[step](mp, error)
