@@ -175,16 +175,21 @@ class JobList(list):
         jobs: the jobs, newest last.
         statuses: their statuses, if already read (else read now).
         hidden: how many older jobs were left out (``-n``), said above the table.
+        skipped: job id -> why it was left out (its files cannot be read), said under it.
 
     Raises:
         JobberError: a job's status cannot be read.
     """
 
     def __init__(self, jobs: Iterable[Any] = (), statuses: Iterable[JobStatus] | None = None, *,
-                 hidden: int = 0) -> None:
+                 hidden: int = 0, skipped: dict[int, str] | None = None) -> None:
         super().__init__(jobs)
         self._statuses = [job.status() for job in self] if statuses is None else list(statuses)
         self.hidden = hidden
+        self.skipped = dict(skipped or {})
+
+    def _skipped_lines(self) -> list[str]:
+        return [f"job {job_id} skipped: {why}" for job_id, why in self.skipped.items()]
 
     def _rows(self) -> list[tuple[Any, JobStatus]]:
         return list(zip(self, self._statuses))
@@ -195,8 +200,10 @@ class JobList(list):
 
     def _repr_html_(self) -> str:
         rows = self._rows()
+        skipped = "".join(f'<p style="color:var(--jp-warn-color0, #b35c00)">{html_text(line)}</p>'
+                          for line in self._skipped_lines())
         if not rows:
-            return "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
+            return skipped or "<p>No jobs yet: start one with <code>%%jobber_run</code>.</p>"
         # A column whose every cell says the same (all local, all cgroup-v1) is said once,
         # under the table: its width goes to the command.
         shared = {name: values.pop() for name, values in (
@@ -210,17 +217,17 @@ class JobList(list):
         said = " · ".join(f"{name} {value}" for name, value in shared.items())
         under = f'<p style="opacity:0.7">every job: {html_text(said)}</p>' if said else ""
         return (f'{note}<table class="jobber-jobs" style="width:100%;table-layout:auto"><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table>{under}")
+                f"<tbody>{body}</tbody></table>{under}{skipped}")
 
     def __repr__(self) -> str:
         rows = self._rows()
         if not rows:
-            return "No jobs yet: start one with %%jobber_run."
+            return "\n".join(self._skipped_lines()) or "No jobs yet: start one with %%jobber_run."
         table = [("ID", "STARTED", "DURATION", "RESULT", "BACKEND", "LABEL", "COMMAND")]
         table += [(str(job.id), local_time(status.started_at), status.elapsed_text, status.describe(),
                    status.backend, job.label or "-", _first_line(job.command, 60)) for job, status in rows]
         lines = _aligned(table, right=(0, 2))
-        return "\n".join([self._hidden_text(), *lines] if self.hidden else lines)
+        return "\n".join([*([self._hidden_text()] if self.hidden else []), *lines, *self._skipped_lines()])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

@@ -44,7 +44,8 @@ class JobberLifecycleMagics(Magics):
         """
         args = parse_options(self.jobber_jobs, line)
         rows, hidden = JobFlags.listing(self._main.session, args)
-        return JobList([job for job, _ in rows], [status for _, status in rows], hidden=hidden)
+        return JobList([job for job, _ in rows], [status for _, status in rows], hidden=hidden,
+                       skipped=getattr(rows, "skipped", None))
 
     @magic_arguments()
     @argument("job_id", type=job_ref, metavar="JOB_ID", help="the job to run again: its number or label")

@@ -404,6 +404,19 @@ class TestDoctor:
 
 
 class TestJobs:
+    def test_a_damaged_job_is_named_with_why_and_the_rest_are_listed(self, shell, identity):
+        good = run_job(shell, "%%jobber_run --no-follow\necho fine")
+        bad = run_job(shell, "%%jobber_run --no-follow\necho soon damaged")
+        good.wait(30)
+        bad.wait(30)
+        with open(os.path.join(bad.path, "spec.json"), "w") as f:
+            f.write("{not json")
+        jobs = shell.run_line_magic("jobber_jobs", "")
+        assert [job.id for job in jobs] == [good.id] and set(jobs.skipped) == {bad.id}
+        assert repr(jobs).splitlines()[-1].startswith(f"job {bad.id} skipped: ") and "spec.json" in repr(jobs)
+        html = shell.display_formatter.formatters["text/html"](jobs)
+        assert "<table" in html and f"job {bad.id} skipped: " in html
+
     def test_lists_this_identitys_jobs_with_their_true_state(self, shell, identity):
         done = run_job(shell, "%%jobber_run --no-follow\necho done")
         running = run_job(shell, "%%jobber_run --no-follow\nsleep 300")
