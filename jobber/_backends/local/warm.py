@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADER", "IDLE_EXIT_S", "RUNNER", "begin", "enabled", "stop"]
+__all__ = ["HEADER", "IDLE_EXIT_S", "RUNNER", "begin", "enabled", "pid", "stop"]
 
 IDLE_EXIT_S = 120.0  # the warm launcher exits after this long without a request
 HEADER = struct.Struct("!Q")  # the request's length, then the request (JSON)
@@ -57,6 +57,7 @@ fork_here: Callable[[str, list[str], dict, int], Callable[[], str]] | None = Non
 
 _lock = threading.Lock()
 _control: socket.socket | None = None  # this process's end of the pair: requests go here
+pid: int | None = None  # this process's warm launcher, once started (it may have exited since)
 _launches = 0
 _cold_until = 0.0
 
@@ -139,14 +140,16 @@ def _start() -> socket.socket | None:
         # It forks at once and its first process exits (the warm launcher is nobody's child):
         # requests wait in the pair's buffer while it loads.
         boot = subprocess.run([sys.executable, "-u", _BOOT, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               start_new_session=True, cwd="/", timeout=_START_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):
         boot = None
     theirs.close()
-    if boot is None or boot.returncode != 0:
+    if boot is None or boot.returncode != 0 or not boot.stdout.strip().isdigit():
         ours.close()
         return None
+    global pid
+    pid = int(boot.stdout)
     return ours
 
 
@@ -161,8 +164,9 @@ def stop() -> None:
 
 def _forked() -> None:
     """In a forked child: the parent's warm launcher is the parent's (its lock too)."""
-    global _lock, _control, _launches
+    global _lock, _control, _launches, pid
     _lock = threading.Lock()
+    pid = None
     if _control is not None:
         try:
             _control.close()

@@ -13,7 +13,9 @@ import sys
 import types
 
 del sys.path[0]  # this file's directory: its modules must not shadow a job's
-if os.fork():
+child = os.fork()
+if child:
+    os.write(1, f"{child}\n".encode())  # the starter keeps it (a look at its warm launcher)
     os._exit(0)
 control = socket.socket(fileno=int(sys.argv[1]))
 devnull = os.open(os.devnull, os.O_RDWR)

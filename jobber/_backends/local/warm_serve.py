@@ -20,14 +20,22 @@ __all__ = ["serve"]
 
 _REQUEST_MAX = 64 << 20  # an environment larger than this is no caller of ours
 _boot_path: list[str] = []
+_python_env: dict[str, str] = {}  # the PYTHON* variables this interpreter started with
+
+
+def _interpreter_settings(env) -> dict[str, str]:
+    """What of an environment an interpreter reads as it starts (PYTHONPATH, PYTHONHASHSEED,
+    PYTHONWARNINGS, ...): a job whose own differ is exec'd, never run in this one."""
+    return {name: value for name, value in env.items() if name.startswith("PYTHON")}
 
 
 def serve(control: socket.socket) -> None:
     """The warm launcher's loop: load what a job needs, then fork a launcher per request,
     until its starter and the starter's forks are gone (EOF), or none asked for a while."""
-    global _boot_path
+    global _boot_path, _python_env
     warm.fork_here = _fork_launch
     _boot_path = list(sys.path)  # a new interpreter's (warm_boot.py took its own directory out)
+    _python_env = _interpreter_settings(os.environ)
     _preload()
     # Each fork supervises a job: ignoring SIGCHLD reaps them with no zombie (the fork
     # puts the default back before it starts its job).
@@ -45,7 +53,7 @@ def serve(control: socket.socket) -> None:
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        if not data and not fds:
+        if not data and not fds and _closed(control):
             return  # every holder of the other end is gone
         for fd in fds[1:]:
             os.close(fd)  # one socket per request
@@ -59,6 +67,16 @@ def serve(control: socket.socket) -> None:
             if os.fork() == 0:
                 control.close()
                 _run_launcher(conn.detach(), request)
+
+
+def _closed(control: socket.socket) -> bool:
+    """Whether nothing read was the pair's end (EOF), not an empty message."""
+    try:
+        return control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _read_request(conn: socket.socket) -> dict:
@@ -175,6 +193,8 @@ def _run_function(runner, command: str, env: dict, error_fd: int) -> None:
         return
     if len(words) != 6 or words[:4] != ["exec", sys.executable, "-u", warm.RUNNER] or not words[5].isdigit():
         return
+    if _interpreter_settings(env) != _python_env:
+        return  # a new interpreter would start otherwise than this one did
     import atexit
     import threading
 
