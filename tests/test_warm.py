@@ -487,16 +487,18 @@ def test_a_launch_failing_in_the_background_fails_its_job_saying_why(store, monk
         at = argv.index("--cwd")
         return [*argv[:at], "--no-such-option", *argv[at:]]
 
+    warm_up(store)  # (a process's first function job starts cold: its launcher says it in its own words)
     monkeypatch.setattr(local_backend, "_supervisor_argv", with_an_unknown_option)
     store.set_queue("q", parallel=2)
     with store.executor(queue="q") as ex:
         futures = [ex.submit(square, x) for x in range(3)]
         for fut in futures:
-            with pytest.raises(JobError, match="unknown launcher option --no-such-option"):
+            with pytest.raises(JobError, match=r"never ran: job \d+ did not start: .*unknown launcher option --no-such-option"):
                 fut.result(WAIT_S)
     for fut in futures:
         status = fut.job.status()
         assert status.state == "failed" and "unknown launcher option --no-such-option" in (status.note or ""), status
+        assert status.note.count("did not start") == 1, status.note
     monkeypatch.setattr(local_backend, "_supervisor_argv", real)
     with store.executor(queue="q") as ex:
         assert ex.submit(square, 3).result(WAIT_S) == 9, "the queue's places were given back"

@@ -86,6 +86,8 @@ def _ending(status: JobStatus) -> str:
     if state == "stopped":
         return "was stopped"
     note = f": {status.note}" if getattr(status, "note", None) else ""
+    if state == "failed" and status.exit_code is None and status.started_at is None and note:
+        return f"never ran{note}"  # its launch failed: the note says why
     if status.signal:
         return f"was killed by signal {status.signal}{note}"
     return f"ended {state} (exit code {status.exit_code}) without writing a result{note}"

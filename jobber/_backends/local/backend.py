@@ -158,7 +158,9 @@ class LocalBackend(DirectoryBackend):
         if raw.get("state") != "pending" or isinstance(err, _AlreadyLaunched):
             return  # a launcher took it over and records how it ends
         _undo_launch(self.dir, made[0], made[1], release=False)
-        self.dir.write("status.json", ended("failed", f"job {self.job_id} did not start: {type(err).__name__}: {err}"))
+        why = str(err) if isinstance(err, JobError) and str(err).startswith(f"job {self.job_id}") else \
+            f"job {self.job_id} did not start: {type(err).__name__}: {err}"  # said once, not twice
+        self.dir.write("status.json", ended("failed", why))
 
     def start_next_attempt(self) -> None:
         """Start the attempt a "pending" status names (``run_next_attempt.py`` calls this after the
