@@ -502,3 +502,64 @@ def test_a_launch_failing_in_the_background_fails_its_job_saying_why(store, monk
     monkeypatch.setattr(local_backend, "_supervisor_argv", real)
     with store.executor(queue="q") as ex:
         assert ex.submit(square, 3).result(WAIT_S) == 9, "the queue's places were given back"
+
+
+# --- 8. what a review found ---
+
+def kill_my_group_on_exit() -> int:
+    import subprocess
+
+    # A common shell idiom: kill my background helpers (my whole process group) on exit.
+    return subprocess.run("sleep 100 & trap 'kill 0' EXIT; true", shell=True).returncode
+
+
+def test_a_jobs_kill_0_reaches_neither_the_launcher_nor_other_jobs(store, tmp_path):
+    warm_up(store)
+    (serving,) = launcher_pids()
+    go = tmp_path / "go"
+    with store.executor() as ex:
+        other = ex.submit(wait_for_file, str(go), str(tmp_path / "note"))
+        wait_for((tmp_path / "note").exists, WAIT_S, "the other job to run")
+        killer = ex.submit(kill_my_group_on_exit)
+        assert killer.job.wait(WAIT_S).ended
+        go.touch()
+        assert other.result(WAIT_S) == "opened", "the other job was killed with its neighbour's group"
+    assert launcher_pids() == [serving], "the warm launcher was killed by a job's kill 0"
+
+
+def clock_and_locale() -> tuple[str, str, bool]:
+    import os
+    import time
+
+    return os.environ.get("TZ", ""), time.strftime("%Z"), ran_warm()
+
+
+@pytest.mark.parametrize("mode", ["warm", "cold"], indirect=True)
+def test_a_time_zone_of_its_own_is_the_jobs(store, mode):
+    tz, zone, _ = run(store, clock_and_locale, env={"TZ": "Asia/Tokyo"})
+    assert (tz, zone) == ("Asia/Tokyo", "JST")
+
+
+def test_a_stopped_launcher_is_given_up_on_as_a_cold_launcher_is(store, monkeypatch):
+    warm_up(store)
+    (serving,) = launcher_pids()
+    monkeypatch.setattr(warm, "REPLY_TIMEOUT_S", 2.0)
+    os.kill(serving, signal.SIGSTOP)
+    try:
+        job = store.new_function_job(_packed(square, 3))
+        with pytest.raises(JobError, match=f"job {job.id}: its supervisor did not answer within 2 s"):
+            job.start()
+    finally:
+        os.kill(serving, signal.SIGCONT)
+    # Woken, the launcher finds the request given up on and starts nothing: the job is as
+    # it was before the start (no cgroup: the fixture checks), and starts again.
+    assert run(store, square, 2) == 4, "the launcher serves again"
+    assert job.status().state == "created" and not (job.path / "launched").exists()
+    job.start()
+    assert job.result(WAIT_S) == 9
+
+
+def _packed(fn, *args):
+    from jobber._jobs.pycall import pack_call
+
+    return pack_call(fn, args, {})

@@ -33,8 +33,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 
 from jobber._backends.local import gpu_claims, isolation
 from jobber._backends.local import gpus as _gpus
+from jobber._backends.local.answers import answer_later, uninterrupted
 from jobber._backends.local.lanes import (
     ADMITTED,
     AFTER_LANE,
@@ -225,7 +224,8 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
     # Launched once the lock is free: each job's place is taken (its entry in admitted/),
     # and a launch waits on the kernel (a cgroup join, ~15 ms on cgroup v1) that the next
     # pass, in another process, need not wait for.
-    answers = [(jobdir.job_id, start(jobdir, devices)) for jobdir, devices in admitted]
+    with uninterrupted():  # a job admitted must be launched: an interrupt waits for the launches to begin
+        answers = [(jobdir.job_id, start(jobdir, devices)) for jobdir, devices in admitted]
     for job_id, answer in answers:  # read once all were started: their launches overlap
         if answer is not None:
             if defer is not None and job_id != own:
@@ -235,45 +235,7 @@ def run_pass(owner_dir: Path, owner: str, start: Starter, *, blocking: bool = Tr
     return one.blocked
 
 
-_later_lock = threading.Lock()
-_later: queue.SimpleQueue | None = None
-_LATER_IDLE_S = 5.0
 
-
-def answer_later(answer: Callable[[], None]) -> None:
-    """Read a launcher's answer (``answer``) in a thread of this process, which ends once
-    it has had nothing to read for a few seconds; a failure it tells of ends that job "failed"."""
-    global _later
-    with _later_lock:
-        if _later is None:
-            _later = queue.SimpleQueue()
-            threading.Thread(target=_read_answers, args=(_later,), name="jobber-launch-answers", daemon=True).start()
-        _later.put(answer)
-
-
-def _read_answers(answers: queue.SimpleQueue) -> None:
-    global _later
-    while True:
-        try:
-            answer = answers.get(timeout=_LATER_IDLE_S)
-        except queue.Empty:
-            with _later_lock:
-                if answers.empty():
-                    _later = None
-                    return
-            continue
-        try:
-            answer()
-        except Exception:  # noqa: BLE001, S110 - start_admitted's answer handles its own failures; a thread must not print
-            pass
-
-
-def _forked() -> None:
-    global _later, _later_lock
-    _later, _later_lock = None, threading.Lock()  # the parent's thread does not run here
-
-
-os.register_at_fork(after_in_child=_forked)
 
 
 class _Pass:

@@ -23,7 +23,7 @@ from jobber._jobs.spec import JobSpec
 __all__ = ["AlreadyLaunched", "ENV_FILE", "REPLY_TIMEOUT_S", "begin_launch", "launch", "not_started", "supervisor_argv",
            "through_user_manager", "undo_launch"]
 
-REPLY_TIMEOUT_S = 60.0
+REPLY_TIMEOUT_S = warm.REPLY_TIMEOUT_S  # how long a launcher may take to answer
 
 
 class AlreadyLaunched(JobError):
@@ -142,7 +142,10 @@ def begin_launch(job_id: int, argv: list[str], *, warm_dir: str | None = None) -
         answer = warm.begin(warm_dir, argv[len(launcher_command(warm_dir)):])
         if answer is not None:
             def complete() -> None:
-                reply = answer()
+                try:
+                    reply = answer()
+                except JobError as err:
+                    raise JobError(f"job {job_id}: {err}", job_id=job_id) from None
                 if reply is None:  # it died before taking the job: start it cold
                     launch(job_id, argv)
                 else:

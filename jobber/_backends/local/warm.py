@@ -42,6 +42,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from jobber._errors import JobError
+
 __all__ = ["HEADER", "IDLE_EXIT_S", "RUNNER", "begin", "enabled", "pid", "stop"]
 
 IDLE_EXIT_S = 120.0  # the warm launcher exits after this long without a request
@@ -50,6 +52,7 @@ RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
                       "function_runner.py")
 _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_boot.py")
 _START_TIMEOUT_S = 10.0
+REPLY_TIMEOUT_S = 60.0  # as launching.REPLY_TIMEOUT_S (which imports this module)
 _COLD_AFTER_FAILURE_S = 30.0  # after a warm launcher that could not start or died: jobs start cold this long
 _WARM_FROM = 2  # the launch (of this process) from which on a warm launcher is used: one-off starters never pay for it
 # Set in the warm launcher and its forks (``warm_serve.py``): a launch there forks, never asks.
@@ -73,8 +76,7 @@ def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
     starts the job cold). The call returned reads its answer: ``ok PID`` or ``error
     WHY``, or None when it died before it took the job (start it cold then)."""
     env = dict(os.environ)
-    umask = os.umask(0o022)
-    os.umask(umask)
+    umask = _umask()
     if fork_here is not None:
         return fork_here(job_dir, options, env, umask)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -83,13 +85,13 @@ def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
             ours.close()
             return None
     try:
+        ours.settimeout(REPLY_TIMEOUT_S)  # as a cold launcher's answer is waited for
         body = json.dumps({"job_dir": job_dir, "options": options, "env": env, "umask": umask}).encode()
-        ours.sendall(HEADER.pack(len(body)) + body)
+        ours.sendall(HEADER.pack(len(body)) + body, socket.MSG_NOSIGNAL)
         ours.shutdown(socket.SHUT_WR)
     except OSError:
         ours.close()
-        _failed()
-        return None
+        return None  # it went away (idle) with the request: this job starts cold, the next warm
 
     def answer() -> str | None:
         reply = b""
@@ -97,14 +99,31 @@ def begin(job_dir: str, options: list[str]) -> Callable[[], str | None] | None:
             try:
                 while chunk := ours.recv(65536):
                     reply += chunk
+            except TimeoutError:
+                raise JobError(f"its supervisor did not answer within {REPLY_TIMEOUT_S:.0f} s (the warm launcher's: "
+                               "JOBBER_WARM=0 starts jobs without it)") from None
             except OSError:
                 reply = b""
         if not reply and not os.path.lexists(os.path.join(job_dir, "launched")):
-            _failed()
             return None  # it died before taking the job
         return reply.decode(errors="replace")
 
     return answer
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (a toggle would be seen by the files
+    another thread makes meanwhile)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def _hand_over(conn: socket.socket) -> bool:
@@ -120,8 +139,11 @@ def _hand_over(conn: socket.socket) -> bool:
                 _failed()
                 return False
         try:
-            _control.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+            _control.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))],
+                             socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
             return True
+        except BlockingIOError:
+            return False  # it has more than it can take (stopped?): this job starts cold
         except OSError:  # it exited (idle): the next launch starts another
             _control.close()
             _control = None

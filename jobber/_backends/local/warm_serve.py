@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -25,8 +26,10 @@ _python_env: dict[str, str] = {}  # the PYTHON* variables this interpreter start
 
 def _interpreter_settings(env) -> dict[str, str]:
     """What of an environment an interpreter reads as it starts (PYTHONPATH, PYTHONHASHSEED,
-    PYTHONWARNINGS, ...): a job whose own differ is exec'd, never run in this one."""
-    return {name: value for name, value in env.items() if name.startswith("PYTHON")}
+    PYTHONWARNINGS, ..., the locale, the time zone): a job whose own differ is exec'd, never
+    run in this one."""
+    return {name: value for name, value in env.items()
+            if name.startswith(("PYTHON", "LC_")) or name in ("LANG", "LANGUAGE", "TZ")}
 
 
 def serve(control: socket.socket) -> None:
@@ -64,9 +67,19 @@ def serve(control: socket.socket) -> None:
                 request = _read_request(conn)
             except (OSError, ValueError):
                 continue
+            if _gone(conn):
+                continue  # its caller gave up on it (no answer in time) and undid the start
             if os.fork() == 0:
                 control.close()
                 _run_launcher(conn.detach(), request)
+
+
+def _gone(conn: socket.socket) -> bool:
+    """Whether the caller closed its end of the request's socket (it only shut down its
+    writing while it waits for the answer)."""
+    poller = select.poll()
+    poller.register(conn, select.POLLOUT)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _closed(control: socket.socket) -> bool:
@@ -125,6 +138,9 @@ def _run_launcher(answer_fd: int, request: dict) -> None:
     umask, answering on ``answer_fd``. Never returns."""
     code = 1
     try:
+        # A session (and process group) of its own, as a cold launcher has: a job's
+        # `kill 0` must reach neither the warm launcher nor the other jobs.
+        os.setsid()
         os.dup2(answer_fd, 1)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
@@ -153,7 +169,8 @@ def _close_from(low: int) -> None:
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
-        fds = list(range(low, 1024))
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        return
     for fd in fds:
         if fd >= low:
             try:
