@@ -54,6 +54,10 @@ def supervisor_argv(job_dir: str, cgroup: Any, spec: JobSpec) -> list[str]:
     env_file = os.path.join(job_dir, ENV_FILE)
     write_atomic(env_file, b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in (spec.env or {}).items()))
     argv = launcher_command(job_dir) + cgroup.launch_args() + ["--cwd", spec.cwd]
+    if "--pgid" not in argv:
+        # A process group of its own, always: a job's `kill 0` (`trap 'kill 0' EXIT`) then
+        # ends the job's processes, never its supervisor and watchdog with them.
+        argv.append("--pgid")
     if hasattr(cgroup, "usage_args"):  # a job without a cgroup has no usage to sample
         argv += cgroup.usage_args()
     sandbox = spec.sandbox
